@@ -1,0 +1,50 @@
+# The two commands of SPEC §1, plus bench.  Everything runs from .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= etc/suite.toml
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench tools certs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall when packaging or code changes; regenerate twistd's plugin cache.
+$(STAMP): $(BIN)/python pyproject.toml $(shell find suite twisted -name '*.py')
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	touch $@
+
+etc/tls/server.crt:
+	mkdir -p etc/tls
+	openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=localhost \
+	    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+	    -keyout etc/tls/server.key -out etc/tls/server.crt 2>/dev/null
+
+certs: etc/tls/server.crt
+
+run: $(STAMP)
+	$(BIN)/twistd --nodaemon --pidfile= suite --config $(CONFIG)
+
+# As root (CI), install the outside tools the end-to-end tests drive.
+tools:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    missing=""; \
+	    for t in openssl:openssl nc:netcat-openbsd logger:bsdutils taskset:util-linux; do \
+	        command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; \
+	    done; \
+	    if [ -n "$$missing" ]; then \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    fi; \
+	fi
+
+test: $(STAMP) tools
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) tools
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,18 @@
+"""The `suite` plugin: every service enabled in one TOML file, as one MultiService."""
+
+from suite.config import options_for
+from suite.echo.service import SERVICE as ECHO
+from suite.plugin import make_service
+from suite.timestamp.service import SERVICE as TIMESTAMP
+
+SERVICES = [TIMESTAMP, ECHO]
+
+DEFAULT_CONFIG = "etc/suite.toml"
+
+
+class Options(options_for([], "Run every service enabled in a TOML config file.")):
+    optParameters = [["config", "c", DEFAULT_CONFIG, "TOML config file (SPEC §3)"]]
+
+
+def makeService(options, reactor=None):
+    return make_service(SERVICES, options, reactor, only_listed=False)

@@ -1,0 +1,263 @@
+"""
+Listeners: `listen` / `tls_listen` strings -> bound ports, and the [tls] context.
+
+`listen` takes Twisted server endpoint strings plus the suite's own
+`udp:PORT[:interface=ADDR]` (Twisted has no datagram endpoints); `tls_listen`
+serves a stream endpoint through TLS made from the [tls] section (SPEC §3).
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from OpenSSL import SSL, crypto
+from twisted.application import service
+from twisted.internet import defer, endpoints, error, ssl
+from twisted.logger import Logger
+
+from suite.config import STRING_LIST, ConfigError, Key, Section, Settings, choice, text
+
+log = Logger()
+
+DEFAULT_BACKLOG = 1024
+BACKLOG_PREFIXES = ("tcp", "tcp6", "ssl", "unix")
+TLS_WRAPPABLE = ("tcp", "tcp6", "unix", "systemd")
+UDP_MAX_DATAGRAM = 65535
+
+TLS = Section(
+    "tls",
+    (
+        Key("certificate", text(), "", "PEM certificate (chain) served by tls_listen"),
+        Key("private_key", text(), "", "PEM private key of the certificate"),
+        Key("client_ca", text(), "", "PEM CA: clients must present a certificate it signed"),
+        Key("min_version", choice("1.2", "1.3"), "1.2", "lowest TLS version accepted"),
+    ),
+    service=False,
+)
+
+TLS_LISTEN = Key("tls_listen", STRING_LIST, (), "stream endpoint served through TLS")
+
+
+def listen_key(*defaults: str) -> Key:
+    return Key("listen", STRING_LIST, tuple(defaults), "endpoint to listen on")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One validated listener entry, as the operator wrote it."""
+
+    description: str
+    tls: bool = False
+    udp_port: int | None = None
+    udp_interface: str = ""
+
+    @property
+    def datagram(self) -> bool:
+        return self.udp_port is not None
+
+    @property
+    def endpoint_string(self) -> str:
+        """The stream endpoint string, with the suite's default backlog."""
+        prefix = self.description.split(":", 1)[0]
+        if prefix in BACKLOG_PREFIXES and "backlog=" not in self.description:
+            return f"{self.description}:backlog={DEFAULT_BACKLOG}"
+        return self.description
+
+    def __str__(self):
+        return ("tls_listen " if self.tls else "") + self.description
+
+
+def _split_arguments(description: str) -> list[str]:
+    """Split on unescaped colons, as Twisted endpoint strings are ("\\:" is a colon)."""
+    parts = re.split(r"(?<!\\):", description)
+    return [p.replace("\\:", ":") for p in parts]
+
+
+def parse_udp(description: str) -> tuple[int, str]:
+    """`udp:PORT[:interface=ADDR]` -> (port, interface); ValueError says what is wrong."""
+    parts = _split_arguments(description)[1:]
+    if not parts or not parts[0].isdigit():
+        raise ValueError("expected udp:PORT[:interface=ADDR]")
+    port = int(parts[0])
+    if port > 65535:
+        raise ValueError("port must be 0-65535")
+    interface = ""
+    for part in parts[1:]:
+        name, _, value = part.partition("=")
+        if name != "interface" or not value:
+            raise ValueError(f"unknown udp option {part!r} (only interface=ADDR)")
+        interface = value
+    return port, interface
+
+
+def parse_listeners(settings: Settings, datagram_side: bool, reactor) -> list[Listener]:
+    """Check every `listen` and `tls_listen` entry of SETTINGS without binding."""
+    listeners = []
+    for key in ("listen", "tls_listen"):
+        for description in getattr(settings, key):
+            prefix = description.split(":", 1)[0]
+            try:
+                if prefix == "udp":
+                    if key == "tls_listen":
+                        raise ValueError("TLS needs a stream endpoint, not udp")
+                    if not datagram_side:
+                        raise ValueError(f"{settings.section.name} has no datagram side")
+                    port, interface = parse_udp(description)
+                    listener = Listener(description, udp_port=port, udp_interface=interface)
+                else:
+                    if key == "tls_listen" and prefix not in TLS_WRAPPABLE:
+                        raise ValueError("tls_listen takes tcp:, tcp6:, unix: or systemd:")
+                    listener = Listener(description, tls=key == "tls_listen")
+                    endpoints.serverFromString(reactor, listener.endpoint_string)
+            except Exception as e:
+                raise settings.error(key, f"bad endpoint: {e}", description) from None
+            listeners.append(listener)
+    if not listeners:
+        raise settings.error("listen", "no listeners (set listen or tls_listen, or enabled = false)")
+    return listeners
+
+
+def _read_pem(tls: Settings, key: str) -> bytes:
+    path = getattr(tls, key)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise tls.error(key, f"cannot read: {e.strerror}") from None
+
+
+def _certificates(tls: Settings, key: str) -> list[ssl.Certificate]:
+    blocks = re.findall(
+        rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", _read_pem(tls, key), re.S
+    )
+    try:
+        certificates = [ssl.Certificate.loadPEM(block) for block in blocks]
+    except crypto.Error:
+        certificates = []
+    if not certificates:
+        raise tls.error(key, "no PEM certificate in file")
+    return certificates
+
+
+def tls_options(tls: Settings, needed_by: Settings) -> ssl.CertificateOptions:
+    """
+    The server TLS context of the [tls] section, fully loaded now so that a
+    missing file, a bad PEM or a key that does not match the certificate is a
+    config error at start, not a failed handshake later.
+    """
+    for key in ("certificate", "private_key"):
+        if not getattr(tls, key):
+            raise needed_by.error(
+                "tls_listen", f"needs [tls] {key}", list(needed_by.tls_listen)
+            )
+    chain = _certificates(tls, "certificate")
+    try:
+        key_pair = ssl.KeyPair.load(_read_pem(tls, "private_key"), crypto.FILETYPE_PEM)
+    except crypto.Error:
+        raise tls.error("private_key", "not a PEM private key") from None
+    trust = None
+    if tls.client_ca:
+        trust = ssl.trustRootFromCertificates(_certificates(tls, "client_ca"))
+    minimum = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    options = ssl.CertificateOptions(
+        privateKey=key_pair.original,
+        certificate=chain[0].original,
+        extraCertChain=[c.original for c in chain[1:]],
+        trustRoot=trust,
+        raiseMinimumTo=minimum,
+    )
+    try:
+        options.getContext()
+    except SSL.Error:
+        raise tls.error("private_key", "does not match the certificate") from None
+    return options
+
+
+class ListenFailed(Exception):
+    """A listener could not bind; str() names the service and the endpoint."""
+
+
+class ListenerService(service.Service):
+    """
+    Keeps one listener bound while running.  Binding happens in
+    privilegedStartService (before twistd drops privileges) and a failure is
+    raised there as L{ListenFailed}, so the process stops before serving.
+    """
+
+    def __init__(self, service_name: str, listener: Listener, bind: Callable[[], object]):
+        self.setName(f"{service_name} {listener}")
+        self.service_name = service_name
+        self.listener = listener
+        self._bind = bind
+        self.port = None
+
+    def privilegedStartService(self):
+        service.Service.privilegedStartService(self)
+        failures = []
+        defer.maybeDeferred(self._bind).addCallbacks(self._bound, failures.append)
+        if failures:
+            reason = failures[0].value
+            if isinstance(reason, error.CannotListenError) and reason.socketError:
+                reason = getattr(reason.socketError, "strerror", None) or reason.socketError
+            raise ListenFailed(
+                f"{self.service_name}: cannot listen on {self.listener}: {reason}"
+            )
+
+    def _bound(self, port):
+        self.port = port
+        host = port.getHost()
+        where = f"{host.host}:{host.port}" if hasattr(host, "port") else getattr(host, "name", host)
+        log.info(
+            "{service} listening on {listener} ({address})",
+            service=self.service_name,
+            listener=str(self.listener),
+            address=where,
+        )
+
+    def startService(self):
+        if self.port is None:
+            self.privilegedStartService()
+        service.Service.startService(self)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        port, self.port = self.port, None
+        if port is not None:
+            return defer.maybeDeferred(port.stopListening)
+
+
+def listener_services(
+    service_name: str,
+    listeners: list[Listener],
+    reactor,
+    stream_factory=None,
+    make_datagram_protocol=None,
+    tls: ssl.CertificateOptions | None = None,
+) -> list[ListenerService]:
+    """
+    One ListenerService per listener: stream listeners share STREAM_FACTORY
+    (so its connection limit covers them all); each datagram port gets its
+    own protocol from MAKE_DATAGRAM_PROTOCOL.
+    """
+    services = []
+    for listener in listeners:
+        if listener.datagram:
+
+            def bind(listener=listener):
+                return reactor.listenUDP(
+                    listener.udp_port,
+                    make_datagram_protocol(),
+                    interface=listener.udp_interface,
+                    maxPacketSize=UDP_MAX_DATAGRAM,
+                )
+
+        else:
+            endpoint = endpoints.serverFromString(reactor, listener.endpoint_string)
+            if listener.tls:
+                endpoint = endpoints.wrapServerTLS(tls, endpoint)
+
+            def bind(endpoint=endpoint):
+                return endpoint.listen(stream_factory)
+
+        services.append(ListenerService(service_name, listener, bind))
+    return services

@@ -1,0 +1,93 @@
+"""
+From plugin options to a running MultiService: the path shared by the `suite`
+plugin and every single-service plugin, so they refuse bad config the same way.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from twisted.application import service
+from twisted.logger import Logger
+
+from suite import config
+from suite.config import ConfigError, Section, Settings
+from suite.endpoints import TLS, ListenFailed, listener_services, parse_listeners, tls_options
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """
+    What compose needs to know of a service: its config section, how to make
+    its stream factory and, for services with a datagram side, its datagram
+    protocols.  Both makers take (settings, clock).
+    """
+
+    section: Section
+    stream_factory: Callable[[Settings, object], object]
+    datagram_protocol: Callable[[Settings, object], Callable[[], object]] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.section.name
+
+    def options(self, description: str):
+        return config.options_for([self.section, TLS], description)
+
+
+class SuiteService(service.MultiService):
+    """
+    The root service.  A listener that cannot bind stops the start with its
+    one-line reason and exit status 1 instead of a traceback.
+    """
+
+    def privilegedStartService(self):
+        try:
+            service.MultiService.privilegedStartService(self)
+        except ListenFailed as e:
+            log.critical("{reason}", reason=str(e))
+            raise SystemExit(1) from None
+
+
+def build(definitions, path, overrides, reactor, only_listed) -> SuiteService:
+    """Validate everything (raising ConfigError) before creating any listener."""
+    loaded = config.load(path, [TLS, *(d.section for d in definitions)], overrides, only_listed)
+    tls_context = None
+    planned = []
+    for definition in definitions:
+        settings = loaded.get(definition.name)
+        if settings is None:
+            continue
+        listeners = parse_listeners(settings, definition.datagram_protocol is not None, reactor)
+        if tls_context is None and any(listener.tls for listener in listeners):
+            tls_context = tls_options(loaded["tls"], settings)
+        planned.append((definition, settings, listeners))
+    if not planned:
+        raise ConfigError(f"{path}: no service enabled")
+    root = SuiteService()
+    for definition, settings, listeners in planned:
+        datagram = definition.datagram_protocol
+        for child in listener_services(
+            definition.name,
+            listeners,
+            reactor,
+            stream_factory=definition.stream_factory(settings, reactor),
+            make_datagram_protocol=datagram(settings, reactor) if datagram else None,
+            tls=tls_context,
+        ):
+            child.setServiceParent(root)
+    return root
+
+
+def make_service(definitions, options, reactor=None, only_listed=True) -> SuiteService:
+    """twistd's makeService: a config mistake exits with its one line, never a traceback."""
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        return build(
+            definitions, options.get("config"), getattr(options, "overrides", {}), reactor,
+            only_listed,
+        )
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None

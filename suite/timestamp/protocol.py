@@ -1,0 +1,65 @@
+"""Timestamp protocol (SPEC §4): each line or datagram answered `[T] line`."""
+
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+from suite.lines import LineFactory, LineProtocol
+
+NAMED_FORMATS = ("ctime", "iso", "epoch")
+
+
+def check_format(pattern: str) -> None:
+    """Config check: a named format, or a strftime pattern (it must use a % directive)."""
+    if pattern not in NAMED_FORMATS and "%" not in pattern:
+        raise ValueError("must be ctime, iso, epoch or a strftime pattern with % directives")
+    formatter(pattern, utc=True)(0.0)
+
+
+def formatter(pattern: str, utc: bool) -> Callable[[float], bytes]:
+    """A function turning POSIX seconds into the `T` of the reply."""
+    zone = timezone.utc if utc else None
+
+    def moment(seconds: float) -> datetime:
+        if utc:
+            return datetime.fromtimestamp(seconds, zone)
+        return datetime.fromtimestamp(seconds).astimezone()
+
+    if pattern == "ctime":
+        split = time.gmtime if utc else time.localtime
+        return lambda seconds: time.asctime(split(seconds)).encode()
+    if pattern == "iso":
+        return lambda seconds: moment(seconds).isoformat(timespec="microseconds").encode()
+    if pattern == "epoch":
+        return lambda seconds: b"%.6f" % seconds
+    return lambda seconds: moment(seconds).strftime(pattern).encode()
+
+
+class TimestampFactory(LineFactory):
+    def __init__(self, service_name, clock, max_connections, idle_timeout, max_line, stamp):
+        super().__init__(service_name, clock, max_connections, idle_timeout, max_line)
+        self.stamp = stamp
+
+    def now(self) -> bytes:
+        return self.stamp(self.clock.seconds())
+
+
+class TimestampProtocol(LineProtocol):
+    """TCP: `[T] line` for every line, on a connection that stays open."""
+
+    def answerLine(self, line):
+        self.reply(b"[%s] %s" % (self.factory.now(), line))
+
+
+TimestampFactory.protocol = TimestampProtocol
+
+
+def datagram_answerer(stamp: Callable[[float], bytes], clock, max_line: int):
+    """UDP: `[T] payload` (trailing CR/LF stripped), or an error for an oversize payload."""
+
+    def answer(payload: bytes) -> bytes:
+        if len(payload) > max_line:
+            return b"ERROR datagram longer than %d bytes" % max_line
+        return b"[%s] %s" % (stamp(clock.seconds()), payload.rstrip(b"\r\n"))
+
+    return answer

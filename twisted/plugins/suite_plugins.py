@@ -1,0 +1,22 @@
+# twistd plugin declarations only: a failing import here would hide every
+# plugin, so nothing but ServiceMaker is imported.
+from twisted.application.service import ServiceMaker
+
+suite = ServiceMaker(
+    "suite",
+    "suite.compose",
+    "Run every service enabled in a TOML config file (--config)",
+    "suite",
+)
+suite_timestamp = ServiceMaker(
+    "suite-timestamp",
+    "suite.timestamp.service",
+    "Timestamp server: each line or datagram answered '[time] line'",
+    "suite-timestamp",
+)
+suite_echo = ServiceMaker(
+    "suite-echo",
+    "suite.echo.service",
+    "Echo server: line echo ('You said: ...') or RFC 862 raw echo",
+    "suite-echo",
+)
