@@ -1,0 +1,82 @@
+"""Shared test helpers: in-memory connections and throwaway TLS certificates."""
+
+import datetime
+import ipaddress
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
+PEER = IPv4Address("TCP", "192.0.2.7", 40000)
+
+
+def connect(factory):
+    """A protocol of FACTORY connected to a StringTransport: (protocol, transport)."""
+    protocol = factory.buildProtocol(PEER)
+    transport = StringTransport(peerAddress=PEER)
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def _name(common_name):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _certificate(subject, key, issuer_name, issuer_key, ca=False, server=False):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return str(path)
+
+
+def make_pki(directory):
+    """
+    A CA, a server certificate for localhost/127.0.0.1 and a client
+    certificate, as PEM files in DIRECTORY; returns a dict of their paths.
+    A second, unrelated CA signs `stranger` (a client the server must refuse).
+    """
+    pem = serialization.Encoding.PEM
+    paths = {}
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate("suite test CA", ca_key, _name("suite test CA"), ca_key, ca=True)
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    other_ca_name = _name("other CA")
+    paths["ca"] = _write(directory / "ca.crt", ca.public_bytes(pem))
+    for role, issuer_name, issuer_key in (
+        ("server", ca.subject, ca_key),
+        ("client", ca.subject, ca_key),
+        ("stranger", other_ca_name, other_key),
+    ):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _certificate(role, key, issuer_name, issuer_key, server=role == "server")
+        paths[role + "_crt"] = _write(directory / f"{role}.crt", cert.public_bytes(pem))
+        paths[role + "_key"] = _write(
+            directory / f"{role}.key",
+            key.private_bytes(
+                pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
+    return paths

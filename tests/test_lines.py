@@ -1,0 +1,132 @@
+"""The shared stream rules of SPEC §4, checked through the line echo."""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.echo.protocol import LineEchoFactory, RawEchoFactory
+from tests.helpers import connect
+
+
+def line_echo(max_line=8192, max_connections=1000, idle_timeout=300.0, clock=None):
+    return LineEchoFactory("echo", clock or Clock(), max_connections, idle_timeout, max_line)
+
+
+class LineFramingTests(SynchronousTestCase):
+    def test_lf_framing_with_crlf_replies(self):
+        protocol, transport = connect(line_echo())
+        protocol.dataReceived(b"one\ntwo\n")
+        self.assertEqual(transport.value(), b"You said: one\r\nYou said: two\r\n")
+
+    def test_cr_before_lf_is_dropped(self):
+        protocol, transport = connect(line_echo())
+        protocol.dataReceived(b"one\r\n")
+        self.assertEqual(transport.value(), b"You said: one\r\n")
+
+    def test_line_split_at_every_byte(self):
+        protocol, transport = connect(line_echo())
+        for byte in b"hello world\r\n":
+            protocol.dataReceived(bytes([byte]))
+        self.assertEqual(transport.value(), b"You said: hello world\r\n")
+
+    def test_connection_stays_open_between_lines(self):
+        protocol, transport = connect(line_echo())
+        protocol.dataReceived(b"a\n")
+        protocol.dataReceived(b"b\n")
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(transport.value().count(b"\r\n"), 2)
+
+
+class MaxLineTests(SynchronousTestCase):
+    def test_line_of_exactly_max_line_is_answered(self):
+        protocol, transport = connect(line_echo(max_line=5))
+        protocol.dataReceived(b"12345\n12345\r\n")
+        self.assertEqual(transport.value(), b"You said: 12345\r\n" * 2)
+        self.assertFalse(transport.disconnecting)
+
+    def test_longer_line_gets_error_and_close(self):
+        protocol, transport = connect(line_echo(max_line=5))
+        protocol.dataReceived(b"123456\nnext\n")
+        self.assertEqual(transport.value(), b"ERROR line longer than 5 bytes\r\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_unterminated_overlong_line_is_refused_without_waiting_for_lf(self):
+        protocol, transport = connect(line_echo(max_line=5))
+        protocol.dataReceived(b"1234567")
+        self.assertEqual(transport.value(), b"ERROR line longer than 5 bytes\r\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_max_line_plus_cr_waits_for_lf(self):
+        protocol, transport = connect(line_echo(max_line=5))
+        protocol.dataReceived(b"12345\r")
+        self.assertEqual(transport.value(), b"")
+        protocol.dataReceived(b"\n")
+        self.assertEqual(transport.value(), b"You said: 12345\r\n")
+
+
+class HalfCloseTests(SynchronousTestCase):
+    def test_pending_partial_line_answered_then_closed(self):
+        protocol, transport = connect(line_echo())
+        protocol.dataReceived(b"first\nlast words\r")
+        protocol.readConnectionLost()
+        self.assertEqual(transport.value(), b"You said: first\r\nYou said: last words\r\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_half_close_without_pending_line_just_closes(self):
+        protocol, transport = connect(line_echo())
+        protocol.readConnectionLost()
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(transport.producer)
+
+
+class ConnectionLimitTests(SynchronousTestCase):
+    def test_connection_over_max_connections_is_refused_with_a_reason(self):
+        factory = line_echo(max_connections=1)
+        first, _ = connect(factory)
+        _, refused = connect(factory)
+        self.assertEqual(refused.value(), b"ERROR too many connections\r\n")
+        self.assertTrue(refused.disconnecting)
+        first.connectionLost(None)
+        third, transport = connect(factory)
+        third.dataReceived(b"hi\n")
+        self.assertEqual(transport.value(), b"You said: hi\r\n")
+
+    def test_raw_echo_refuses_without_writing(self):
+        factory = RawEchoFactory("echo", Clock(), 1, 300.0)
+        connect(factory)
+        _, refused = connect(factory)
+        self.assertEqual(refused.value(), b"")
+        self.assertTrue(refused.disconnecting)
+
+
+class IdleTimeoutTests(SynchronousTestCase):
+    def test_idle_connection_closed_after_idle_timeout(self):
+        clock = Clock()
+        protocol, transport = connect(line_echo(idle_timeout=10, clock=clock))
+        clock.advance(9)
+        protocol.dataReceived(b"still here\n")
+        clock.advance(9)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+
+    def test_zero_idle_timeout_never_closes(self):
+        clock = Clock()
+        protocol, transport = connect(line_echo(idle_timeout=0, clock=clock))
+        clock.advance(10**6)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_closed_connection_leaves_no_timer(self):
+        clock = Clock()
+        protocol, _ = connect(line_echo(clock=clock))
+        protocol.connectionLost(None)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class FlowControlTests(SynchronousTestCase):
+    def test_transport_is_its_own_streaming_producer(self):
+        for factory in (line_echo(), RawEchoFactory("echo", Clock(), 10, 0)):
+            _, transport = connect(factory)
+            self.assertIs(transport.producer, transport)
+            self.assertTrue(transport.streaming)

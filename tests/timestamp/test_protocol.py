@@ -1,0 +1,92 @@
+import os
+import time
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.timestamp.protocol import (
+    TimestampFactory,
+    check_format,
+    datagram_answerer,
+    formatter,
+)
+from tests.helpers import connect
+
+# Sat Feb 24 10:29:28.5 2018 UTC, the SPEC's example moment.
+MOMENT = 1519468168.5
+
+
+class FormatTests(SynchronousTestCase):
+    def test_ctime(self):
+        self.assertEqual(formatter("ctime", utc=True)(MOMENT), b"Sat Feb 24 10:29:28 2018")
+
+    def test_iso_is_rfc3339_with_microseconds_and_offset(self):
+        self.assertEqual(
+            formatter("iso", utc=True)(MOMENT), b"2018-02-24T10:29:28.500000+00:00"
+        )
+
+    def test_epoch_has_six_decimals(self):
+        self.assertEqual(formatter("epoch", utc=True)(MOMENT), b"1519468168.500000")
+
+    def test_strftime_pattern(self):
+        self.assertEqual(
+            formatter("%Y/%m/%d %H:%M:%S.%f %z", utc=True)(MOMENT),
+            b"2018/02/24 10:29:28.500000 +0000",
+        )
+
+    def test_local_time_follows_tz(self):
+        old = os.environ.get("TZ")
+        os.environ["TZ"] = "IST-5:30"
+        time.tzset()
+        try:
+            self.assertEqual(formatter("ctime", utc=False)(MOMENT), b"Sat Feb 24 15:59:28 2018")
+            self.assertEqual(
+                formatter("iso", utc=False)(MOMENT), b"2018-02-24T15:59:28.500000+05:30"
+            )
+        finally:
+            if old is None:
+                del os.environ["TZ"]
+            else:
+                os.environ["TZ"] = old
+            time.tzset()
+
+    def test_check_format_refuses_a_word_without_directives(self):
+        for good in ("ctime", "iso", "epoch", "%H:%M"):
+            check_format(good)
+        self.assertRaises(ValueError, check_format, "isoo")
+
+
+class TimestampLineTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(MOMENT)
+        factory = TimestampFactory("timestamp", self.clock, 10, 0, 8192, formatter("epoch", True))
+        self.protocol, self.transport = connect(factory)
+
+    def test_each_line_stamped_on_a_persistent_connection(self):
+        self.protocol.dataReceived(b"hello\r\n")
+        self.clock.advance(1.25)
+        self.protocol.dataReceived(b"again\n")
+        self.assertEqual(
+            self.transport.value(),
+            b"[1519468168.500000] hello\r\n[1519468169.750000] again\r\n",
+        )
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_quit_is_just_a_line(self):
+        self.protocol.dataReceived(b"quit\n")
+        self.assertEqual(self.transport.value(), b"[1519468168.500000] quit\r\n")
+        self.assertFalse(self.transport.disconnecting)
+
+
+class TimestampDatagramTests(SynchronousTestCase):
+    def setUp(self):
+        clock = Clock()
+        clock.advance(MOMENT)
+        self.answer = datagram_answerer(formatter("epoch", True), clock, max_line=10)
+
+    def test_trailing_newline_stripped(self):
+        self.assertEqual(self.answer(b"ping\r\n"), b"[1519468168.500000] ping")
+
+    def test_oversize_datagram_gets_an_error(self):
+        self.assertEqual(self.answer(b"x" * 11), b"ERROR datagram longer than 10 bytes")
