@@ -39,8 +39,20 @@ class ServiceDefinition:
 class SuiteService(service.MultiService):
     """
     The root service.  A listener that cannot bind stops the start with its
-    one-line reason and exit status 1 instead of a traceback.
+    one-line reason and exit status 1 instead of a traceback.  Once the
+    reactor runs (signal handlers installed, every listener bound) it logs
+    that it is ready.
     """
+
+    def __init__(self, reactor):
+        service.MultiService.__init__(self)
+        self.reactor = reactor
+
+    def startService(self):
+        service.MultiService.startService(self)
+        self.reactor.callWhenRunning(
+            log.info, "suite ready: {count} listeners", count=len(self.services)
+        )
 
     def privilegedStartService(self):
         try:
@@ -65,7 +77,7 @@ def build(definitions, path, overrides, reactor, only_listed) -> SuiteService:
         planned.append((definition, settings, listeners))
     if not planned:
         raise ConfigError(f"{path}: no service enabled")
-    root = SuiteService()
+    root = SuiteService(reactor)
     for definition, settings, listeners in planned:
         datagram = definition.datagram_protocol
         for child in listener_services(

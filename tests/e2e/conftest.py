@@ -1,0 +1,112 @@
+"""Start real `twistd --nodaemon --pidfile= suite --config FILE` processes."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+LISTENING = re.compile(r"(\S+) listening on (.+) \((\S+):(\d+)\)$")
+
+
+def require(tool):
+    """Skip (with the reason) when an outside tool is missing; `make test` installs them as root."""
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (make test installs it when run as root)")
+
+
+class SuiteProcess:
+    """One twistd process and what it printed; `ports` maps 'service listener' to the bound port."""
+
+    def __init__(self, directory, config: str, plugin="suite", args=()):
+        self.directory = directory
+        path = directory / "suite.toml"
+        path.write_text(textwrap.dedent(config))
+        self.config = str(path)
+        self.lines: list[str] = []
+        self.ports: dict[str, int] = {}
+        self._changed = threading.Condition()
+        self.process = subprocess.Popen(
+            [TWISTD, "--nodaemon", "--pidfile=", plugin, "--config", self.config, *args],
+            cwd=directory,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                found = LISTENING.search(self.lines[-1])
+                if found:
+                    self.ports[f"{found[1]} {found[2]}"] = int(found[4])
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, predicate, timeout=15):
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.process.poll() is not None and not predicate()):
+                    return predicate()
+                self._changed.wait(min(remaining, 0.2))
+            return True
+
+    def wait_ready(self, count):
+        """Wait for COUNT listeners and the ready line (the reactor runs, signals work)."""
+        if not self.wait_for(lambda: len(self.ports) >= count and "suite ready" in self.output):
+            raise AssertionError("suite did not start:\n" + self.output)
+        return self.ports
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def port(self, name) -> int:
+        return self.ports[name]
+
+    def wait(self, timeout=15):
+        """Wait for the process to end by itself; its whole output is read then."""
+        status = self.process.wait(timeout)
+        self._reader.join(5)
+        return status
+
+    def stop(self, timeout=10):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            status = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            status = self.process.wait()
+        self._reader.join(5)
+        return status
+
+
+@pytest.fixture
+def start_suite(tmp_path):
+    started = []
+
+    def start(config, listeners, plugin="suite", args=()):
+        suite = SuiteProcess(tmp_path, config, plugin, args)
+        started.append(suite)
+        if listeners:
+            suite.wait_ready(listeners)
+        return suite
+
+    yield start
+    for suite in started:
+        suite.stop()

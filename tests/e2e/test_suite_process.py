@@ -1,0 +1,228 @@
+"""End to end: `twistd … suite` as an operator runs it, driven by real clients."""
+
+import os
+import re
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.conftest import TWISTD, require
+from tests.helpers import make_pki
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+LOCAL_UDP = "udp:0:interface=127.0.0.1"
+STAMP = rb"\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\]"
+
+
+def talk(port, data, shutdown=True, timeout=5) -> bytes:
+    """Send DATA over TCP, optionally half-close, read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if shutdown:
+            sock.shutdown(socket.SHUT_WR)
+        return read_all(sock)
+
+
+def read_all(sock) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def udp(port, payload, timeout=5) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(payload, ("127.0.0.1", port))
+        return sock.recvfrom(65536)[0]
+
+
+PLAIN = f"""
+    [timestamp]
+    listen = ["{LOCAL}", "{LOCAL_UDP}"]
+    [echo]
+    listen = ["{LOCAL}", "{LOCAL_UDP}"]
+"""
+
+
+class TestPlain:
+    def test_tcp_and_udp(self, start_suite):
+        suite = start_suite(PLAIN, listeners=4)
+        ts = talk(suite.port(f"timestamp {LOCAL}"), b"hello\r\nworld\n")
+        assert re.fullmatch(STAMP + rb" hello\r\n" + STAMP + rb" world\r\n", ts)
+        echo = talk(suite.port(f"echo {LOCAL}"), b"hi\nquit\nignored\n")
+        assert echo == b"You said: hi\r\nGoodbye.\r\n"
+        assert re.fullmatch(STAMP + rb" ping", udp(suite.port(f"timestamp {LOCAL_UDP}"), b"ping\n"))
+        assert udp(suite.port(f"echo {LOCAL_UDP}"), b"\x00\xffraw\n") == b"\x00\xffraw\n"
+
+    def test_nc_half_close_gets_the_last_line_answered(self, start_suite):
+        require("nc")
+        suite = start_suite(PLAIN, listeners=4)
+        out = subprocess.run(
+            ["nc", "-N", "127.0.0.1", str(suite.port(f"echo {LOCAL}"))],
+            input=b"no newline at the end", capture_output=True, timeout=10,
+        ).stdout
+        assert out == b"You said: no newline at the end\r\n"
+
+    def test_sigterm_exits_cleanly_within_5_seconds(self, start_suite):
+        suite = start_suite(PLAIN, listeners=4)
+        started = time.monotonic()
+        status = suite.stop()
+        assert time.monotonic() - started < 5
+        # twistd re-raises SIGTERM after a clean shutdown (SPEC §2): both count as clean.
+        assert status in (0, -15)
+        assert "Server Shut Down." in suite.output
+        assert "Traceback" not in suite.output
+
+
+class TestRefusals:
+    def test_port_in_use_names_service_and_endpoint(self, start_suite):
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            suite = start_suite(f'[echo]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n', 0)
+            assert suite.wait() == 1
+        assert f"echo: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use" in (
+            suite.output
+        )
+        assert "Traceback" not in suite.output
+
+    def test_bad_config_is_one_line_and_status_1(self, tmp_path):
+        config = tmp_path / "suite.toml"
+        config.write_text('[echo]\nmode = "loud"\n')
+        result = subprocess.run(
+            [TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(config)],
+            capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        )
+        assert result.returncode == 1
+        assert result.stdout == ""
+        assert result.stderr == f'error: {config}: [echo] mode = "loud": must be one of line, raw\n'
+
+    def test_plugins_listed_without_traceback(self):
+        result = subprocess.run([TWISTD, "--help"], capture_output=True, text=True, timeout=60)
+        listed = re.findall(r"^\s+(suite[\w-]*)\s", result.stdout, re.M)
+        assert sorted(listed) == ["suite", "suite-echo", "suite-timestamp"]
+        assert "Traceback" not in result.stdout + result.stderr
+
+
+def tls_config(pki, mutual, min_version="1.2"):
+    client_ca = pki["ca"] if mutual else ""
+    return f"""
+        [tls]
+        certificate = "{pki['server_crt']}"
+        private_key = "{pki['server_key']}"
+        client_ca = "{client_ca}"
+        min_version = "{min_version}"
+        [echo]
+        listen = []
+        tls_listen = ["{LOCAL}"]
+        [timestamp]
+        listen = []
+        tls_listen = ["{LOCAL}"]
+    """
+
+
+def tls_client(pki, certificate=None, maximum=None):
+    context = ssl.create_default_context(cafile=pki["ca"])
+    if certificate:
+        context.load_cert_chain(pki[certificate + "_crt"], pki[certificate + "_key"])
+    if maximum:
+        context.maximum_version = maximum
+    return context
+
+
+def tls_talk(context, port, data) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(data)
+            chunks = []
+            try:
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+            except ssl.SSLEOFError:
+                pass
+            return b"".join(chunks)
+
+
+class TestTLS:
+    def test_tls_listeners_answer(self, start_suite, tmp_path):
+        pki = make_pki(tmp_path)
+        suite = start_suite(tls_config(pki, mutual=False), listeners=2)
+        context = tls_client(pki)
+        assert tls_talk(context, suite.port(f"echo tls_listen {LOCAL}"), b"sec\nquit\n") == (
+            b"You said: sec\r\nGoodbye.\r\n"
+        )
+        port = suite.port(f"timestamp tls_listen {LOCAL}")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as sock:
+                sock.sendall(b"over tls\n")
+                assert re.fullmatch(STAMP + rb" over tls\r\n", sock.recv(1024))
+
+    def test_openssl_s_client(self, start_suite, tmp_path):
+        require("openssl")
+        pki = make_pki(tmp_path)
+        suite = start_suite(tls_config(pki, mutual=True), listeners=2)
+        port = suite.port(f"echo tls_listen {LOCAL}")
+        command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-quiet",
+                   "-CAfile", pki["ca"], "-verify_return_error", "-verify_hostname", "localhost"]
+        good = subprocess.run(
+            command + ["-cert", pki["client_crt"], "-key", pki["client_key"]],
+            input=b"from openssl\nquit\n", capture_output=True, timeout=20,
+        )
+        assert good.stdout == b"You said: from openssl\r\nGoodbye.\r\n"
+        refused = subprocess.run(
+            command, input=b"no certificate\nquit\n", capture_output=True, timeout=20
+        )
+        assert b"You said" not in refused.stdout
+
+    def test_mutual_tls_needs_a_certificate_signed_by_client_ca(self, start_suite, tmp_path):
+        pki = make_pki(tmp_path)
+        suite = start_suite(tls_config(pki, mutual=True), listeners=2)
+        port = suite.port(f"echo tls_listen {LOCAL}")
+        assert tls_talk(tls_client(pki, "client"), port, b"me\nquit\n") == (
+            b"You said: me\r\nGoodbye.\r\n"
+        )
+        for certificate in (None, "stranger"):
+            with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+                answer = tls_talk(tls_client(pki, certificate), port, b"me\nquit\n")
+                assert b"You said" not in answer
+                raise ConnectionResetError("closed without an answer")
+
+    def test_min_version_1_3_refuses_tls_1_2(self, start_suite, tmp_path):
+        pki = make_pki(tmp_path)
+        suite = start_suite(tls_config(pki, mutual=False, min_version="1.3"), listeners=2)
+        port = suite.port(f"echo tls_listen {LOCAL}")
+        with pytest.raises(ssl.SSLError):
+            tls_talk(tls_client(pki, maximum=ssl.TLSVersion.TLSv1_2), port, b"old\n")
+        assert tls_talk(tls_client(pki), port, b"new\nquit\n") == b"You said: new\r\nGoodbye.\r\n"
+
+
+def rss_kib(pid) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_raw_echo_memory_stays_bounded_against_a_client_that_never_reads(start_suite):
+    suite = start_suite(f'[echo]\nlisten = ["{LOCAL}"]\nmode = "raw"\n', listeners=1)
+    before = rss_kib(suite.process.pid)
+    chunk = b"x" * 2**20
+    sent = 0
+    with socket.create_connection(("127.0.0.1", suite.port(f"echo {LOCAL}"))) as sock:
+        sock.settimeout(0.5)
+        deadline = time.monotonic() + 5
+        while sent < 300 * 2**20 and time.monotonic() < deadline:
+            try:
+                sent += sock.send(chunk)
+            except socket.timeout:
+                pass
+        grown = rss_kib(suite.process.pid) - before
+    assert sent < 64 * 2**20, f"the server kept reading: {sent} bytes accepted"
+    assert grown < 32 * 1024, f"server memory grew by {grown} KiB"
