@@ -33,8 +33,9 @@ class LineProtocol(StreamProtocol, LineReceiver):
     refusal = b"ERROR too many connections\r\n"
 
     def connectionMade(self):
+        self.max_line = self.factory.max_line
         # One byte of room for the CR that is dropped before the LF.
-        self.MAX_LENGTH = self.factory.max_line + 1
+        self.MAX_LENGTH = self.max_line + 1
         StreamProtocol.connectionMade(self)
 
     def dataReceived(self, data):
@@ -44,13 +45,13 @@ class LineProtocol(StreamProtocol, LineReceiver):
     def lineReceived(self, line):
         if line[-1:] == b"\r":
             line = line[:-1]
-        if len(line) > self.factory.max_line:
+        if len(line) > self.max_line:
             self.lineLengthExceeded(line)
         else:
             self.answerLine(line)
 
     def lineLengthExceeded(self, line):
-        limit = self.factory.max_line
+        limit = self.max_line
         log.warn(
             "{service}: closing {peer}: line longer than {limit} bytes (max_line)",
             service=self.factory.service_name,

@@ -17,7 +17,7 @@ class LineEcho(LineProtocol):
             self.reply(b"Goodbye.")
             self.close()
         else:
-            self.reply(b"You said: " + line)
+            self.transport.write(b"You said: " + line + b"\r\n")
 
 
 @implementer(IHalfCloseableProtocol)

@@ -48,7 +48,7 @@ class TimestampProtocol(LineProtocol):
     """TCP: `[T] line` for every line, on a connection that stays open."""
 
     def answerLine(self, line):
-        self.reply(b"[%s] %s" % (self.factory.now(), line))
+        self.transport.write(b"[%s] %s\r\n" % (self.factory.now(), line))
 
 
 TimestampFactory.protocol = TimestampProtocol
