@@ -226,3 +226,18 @@ def test_raw_echo_memory_stays_bounded_against_a_client_that_never_reads(start_s
         grown = rss_kib(suite.process.pid) - before
     assert sent < 64 * 2**20, f"the server kept reading: {sent} bytes accepted"
     assert grown < 32 * 1024, f"server memory grew by {grown} KiB"
+
+
+def test_plain_install_ships_the_plugin_module_and_no_twisted_init(tmp_path):
+    """`pip install .` (not editable) puts the plugin file under twisted/plugins/."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    target = tmp_path / "site"
+    subprocess.run(
+        [os.path.join(os.path.dirname(TWISTD), "pip"), "install", "--quiet", "--no-deps",
+         "--target", str(target), root],
+        check=True, capture_output=True, timeout=300,
+    )
+    assert (target / "twisted" / "plugins" / "suite_plugins.py").is_file()
+    assert (target / "suite" / "timestamp" / "service.py").is_file()
+    assert not (target / "twisted" / "__init__.py").exists()
+    assert not (target / "twisted" / "plugins" / "__init__.py").exists()
