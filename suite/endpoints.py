@@ -10,7 +10,9 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from OpenSSL import SSL, crypto
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
 from twisted.application import service
 from twisted.internet import defer, endpoints, error, ssl
 from twisted.logger import Logger
@@ -126,17 +128,20 @@ def _read_pem(tls: Settings, key: str) -> bytes:
         raise tls.error(key, f"cannot read: {e.strerror}") from None
 
 
-def _certificates(tls: Settings, key: str) -> list[ssl.Certificate]:
-    blocks = re.findall(
-        rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", _read_pem(tls, key), re.S
-    )
+def _certificates(tls: Settings, key: str) -> list[x509.Certificate]:
     try:
-        certificates = [ssl.Certificate.loadPEM(block) for block in blocks]
-    except crypto.Error:
-        certificates = []
-    if not certificates:
-        raise tls.error(key, "no PEM certificate in file")
-    return certificates
+        return x509.load_pem_x509_certificates(_read_pem(tls, key))
+    except ValueError:
+        raise tls.error(key, "no PEM certificate in file") from None
+
+
+def _private_key(tls: Settings):
+    try:
+        return serialization.load_pem_private_key(_read_pem(tls, "private_key"), password=None)
+    except TypeError:
+        raise tls.error("private_key", "encrypted keys are not supported") from None
+    except ValueError:
+        raise tls.error("private_key", "not a PEM private key") from None
 
 
 def tls_options(tls: Settings, needed_by: Settings) -> ssl.CertificateOptions:
@@ -151,18 +156,20 @@ def tls_options(tls: Settings, needed_by: Settings) -> ssl.CertificateOptions:
                 "tls_listen", f"needs [tls] {key}", list(needed_by.tls_listen)
             )
     chain = _certificates(tls, "certificate")
-    try:
-        key_pair = ssl.KeyPair.load(_read_pem(tls, "private_key"), crypto.FILETYPE_PEM)
-    except crypto.Error:
-        raise tls.error("private_key", "not a PEM private key") from None
+    private_key = _private_key(tls)
     trust = None
     if tls.client_ca:
-        trust = ssl.trustRootFromCertificates(_certificates(tls, "client_ca"))
+        trust = ssl.trustRootFromCertificates(
+            [
+                ssl.Certificate.loadPEM(ca.public_bytes(serialization.Encoding.PEM))
+                for ca in _certificates(tls, "client_ca")
+            ]
+        )
     minimum = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     options = ssl.CertificateOptions(
-        privateKey=key_pair.original,
-        certificate=chain[0].original,
-        extraCertChain=[c.original for c in chain[1:]],
+        privateKey=private_key,
+        certificate=chain[0],
+        extraCertChain=chain[1:],
         trustRoot=trust,
         raiseMinimumTo=minimum,
     )
