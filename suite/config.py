@@ -44,40 +44,33 @@ class Kind:
     flag: bool = False
 
 
-def integer(minimum: int, maximum: int | None = None) -> Kind:
+def _bounded(noun: str, accepted: tuple, convert: Callable, minimum, maximum) -> Kind:
+    """A numeric kind: NOUN names it in errors; NaN fails the range check too."""
+    upper = float("inf") if maximum is None else maximum
+    limits = f"at least {minimum:g}" + ("" if maximum is None else f" and at most {maximum:g}")
+
     def check(value):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("must be an integer")
-        if value < minimum or (maximum is not None and value > maximum):
-            upper = "" if maximum is None else f" and at most {maximum}"
-            raise ValueError(f"must be at least {minimum}{upper}")
-        return value
+        if isinstance(value, bool) or not isinstance(value, accepted):
+            raise ValueError(f"must be {noun}")
+        if not minimum <= value <= upper:
+            raise ValueError(f"must be {limits}")
+        return convert(value)
 
     def from_text(text):
         try:
-            return int(text)
+            return convert(text)
         except ValueError:
-            raise ValueError("must be an integer") from None
+            raise ValueError(f"must be {noun}") from None
 
     return Kind(check, from_text)
+
+
+def integer(minimum: int, maximum: int | None = None) -> Kind:
+    return _bounded("an integer", (int,), int, minimum, maximum)
 
 
 def number(minimum: float, maximum: float | None = None) -> Kind:
-    def check(value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError("must be a number")
-        if not minimum <= value <= (float("inf") if maximum is None else maximum):
-            upper = "" if maximum is None else f" and at most {maximum:g}"
-            raise ValueError(f"must be at least {minimum:g}{upper}")
-        return float(value)
-
-    def from_text(text):
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError("must be a number") from None
-
-    return Kind(check, from_text)
+    return _bounded("a number", (int, float), float, minimum, maximum)
 
 
 def _check_boolean(value):

@@ -183,3 +183,9 @@ class TestCommandLine:
         with pytest.raises(SystemExit) as caught:
             compose.makeService(options, MemoryReactor())
         assert str(caught.value).startswith(f"error: {path}: [nope]: unknown section")
+
+
+def test_nan_is_out_of_range(tmp_path):
+    assert refused(tmp_path, "[echo]\nidle_timeout = nan\n") == (
+        "FILE: [echo] idle_timeout = NaN: must be at least 0"
+    )
