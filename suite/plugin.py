@@ -17,16 +17,26 @@ log = Logger()
 
 
 @dataclass(frozen=True)
-class ServiceDefinition:
+class Parts:
     """
-    What compose needs to know of a service: its config section, how to make
-    its stream factory and, for services with a datagram side, its datagram
-    protocols.  Both makers take (settings, clock).
+    What a service serves with: the factory for its stream listeners, a maker
+    of datagram protocols (one per datagram listener), and services of its
+    own (such as the logger's writer), started before and stopped after its
+    listeners.
     """
 
+    stream_factory: object
+    make_datagram_protocol: Callable[[], object] | None = None
+    services: tuple = ()
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """A service as compose sees it: its config section and how to build its Parts."""
+
     section: Section
-    stream_factory: Callable[[Settings, object], object]
-    datagram_protocol: Callable[[Settings, object], Callable[[], object]] | None = None
+    build: Callable[[Settings, object], Parts]
+    datagram_side: bool = True
 
     @property
     def name(self) -> str:
@@ -71,7 +81,7 @@ def build(definitions, path, overrides, reactor, only_listed) -> SuiteService:
         settings = loaded.get(definition.name)
         if settings is None:
             continue
-        listeners = parse_listeners(settings, definition.datagram_protocol is not None, reactor)
+        listeners = parse_listeners(settings, definition.datagram_side, reactor)
         if tls_context is None and any(listener.tls for listener in listeners):
             tls_context = tls_options(loaded["tls"], settings)
         planned.append((definition, settings, listeners))
@@ -79,14 +89,17 @@ def build(definitions, path, overrides, reactor, only_listed) -> SuiteService:
         raise ConfigError(f"{path}: no service enabled")
     root = SuiteService(reactor)
     for definition, settings, listeners in planned:
-        datagram = definition.datagram_protocol
-        for child in listener_services(
-            definition.name,
-            listeners,
-            reactor,
-            stream_factory=definition.stream_factory(settings, reactor),
-            make_datagram_protocol=datagram(settings, reactor) if datagram else None,
-            tls=tls_context,
+        parts = definition.build(settings, reactor)
+        for child in (
+            *parts.services,
+            *listener_services(
+                definition.name,
+                listeners,
+                reactor,
+                stream_factory=parts.stream_factory,
+                make_datagram_protocol=parts.make_datagram_protocol,
+                tls=tls_context,
+            ),
         ):
             child.setServiceParent(root)
     return root

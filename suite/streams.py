@@ -12,10 +12,14 @@ from suite.config import Key, integer, number
 
 log = Logger()
 
-STREAM_KEYS = (
-    Key("max_connections", integer(1), 1000, "connections served at once; more are refused"),
-    Key("idle_timeout", number(0), 300.0, "seconds without data before closing; 0 = never"),
-)
+
+
+def stream_keys(idle_timeout: float = 300.0) -> tuple[Key, ...]:
+    """The connection limits every stream service has, with its idle_timeout default."""
+    return (
+        Key("max_connections", integer(1), 1000, "connections served at once; more are refused"),
+        Key("idle_timeout", number(0), idle_timeout, "seconds without data before closing; 0 = never"),
+    )
 
 
 def describe_peer(address) -> str:
@@ -61,6 +65,7 @@ class StreamProtocol(TimeoutMixin):
                 peer=describe_peer(self.transport.getPeer()),
                 limit=factory.max_connections,
             )
+            self.refused()
             self.transport.write(self.refusal)
             self.transport.loseConnection()
             return
@@ -68,6 +73,9 @@ class StreamProtocol(TimeoutMixin):
         self.admitted = True
         self.transport.registerProducer(self.transport, True)
         self.setTimeout(factory.idle_timeout or None)
+
+    def refused(self):
+        """Called when max_connections turns this connection away; a hook for subclasses."""
 
     def connectionLost(self, reason=protocol.connectionDone):
         if self.admitted:

@@ -5,8 +5,8 @@ from suite.datagram import DATAGRAM_KEYS, rate_limited_replier
 from suite.echo.protocol import LineEchoFactory, RawEchoFactory, echo_datagram
 from suite.endpoints import TLS_LISTEN, listen_key
 from suite.lines import MAX_LINE
-from suite.plugin import ServiceDefinition, make_service
-from suite.streams import STREAM_KEYS
+from suite.plugin import Parts, ServiceDefinition, make_service
+from suite.streams import stream_keys
 
 SECTION = Section(
     "echo",
@@ -16,24 +16,22 @@ SECTION = Section(
         TLS_LISTEN,
         Key("mode", choice("line", "raw"), "line", "line ('You said: ...') or raw (RFC 862)"),
         MAX_LINE,
-        *STREAM_KEYS,
+        *stream_keys(),
         *DATAGRAM_KEYS,
     ),
 )
 
 
-def stream_factory(settings, clock):
+def build(settings, clock) -> Parts:
     limits = (SECTION.name, clock, settings.max_connections, settings.idle_timeout)
     if settings.mode == "raw":
-        return RawEchoFactory(*limits)
-    return LineEchoFactory(*limits, settings.max_line)
+        factory = RawEchoFactory(*limits)
+    else:
+        factory = LineEchoFactory(*limits, settings.max_line)
+    return Parts(factory, rate_limited_replier(SECTION.name, echo_datagram, settings, clock))
 
 
-def datagram_protocol(settings, clock):
-    return rate_limited_replier(SECTION.name, echo_datagram, settings, clock)
-
-
-SERVICE = ServiceDefinition(SECTION, stream_factory, datagram_protocol)
+SERVICE = ServiceDefinition(SECTION, build)
 Options = SERVICE.options("Echo server: line echo ('You said: ...') or RFC 862 raw echo.")
 
 
