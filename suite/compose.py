@@ -2,10 +2,11 @@
 
 from suite.config import options_for
 from suite.echo.service import SERVICE as ECHO
+from suite.logger.service import SERVICE as LOGGER
 from suite.plugin import make_service
 from suite.timestamp.service import SERVICE as TIMESTAMP
 
-SERVICES = [TIMESTAMP, ECHO]
+SERVICES = [TIMESTAMP, ECHO, LOGGER]
 
 DEFAULT_CONFIG = "etc/suite.toml"
 

@@ -22,12 +22,17 @@ def stream_keys(idle_timeout: float = 300.0) -> tuple[Key, ...]:
     )
 
 
+def host_port(host: str, port: int) -> str:
+    """`host:port`, with IPv6 hosts in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def describe_peer(address) -> str:
     """`host:port` for IP peers, the socket path (or `unix`) for Unix ones."""
     if hasattr(address, "port"):
-        host = f"[{address.host}]" if ":" in address.host else address.host
-        return f"{host}:{address.port}"
-    return getattr(address, "name", None) or "unix"
+        return host_port(address.host, address.port)
+    name = getattr(address, "name", None)
+    return name.decode(errors="replace") if isinstance(name, bytes) else name or "unix"
 
 
 class StreamFactory(protocol.Factory):

@@ -20,3 +20,9 @@ suite_echo = ServiceMaker(
     "Echo server: line echo ('You said: ...') or RFC 862 raw echo",
     "suite-echo",
 )
+suite_logger = ServiceMaker(
+    "suite-logger",
+    "suite.logger.service",
+    "Syslog collector: RFC 5424/3164 over TCP, UDP and TLS, written as JSON lines",
+    "suite-logger",
+)

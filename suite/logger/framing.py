@@ -1,0 +1,128 @@
+"""
+RFC 6587 framing of syslog over a stream, decided per frame: a frame that
+starts with a non-zero digit followed by digits and a space is octet-counted
+(`LEN SP MSG`); anything else runs to the next LF.  Both may be mixed on one
+connection.  Pure: bytes in, frames out, no I/O.
+"""
+
+import re
+
+_DIGITS = re.compile(rb"[0-9]{0,10}")
+_MAX_COUNT_DIGITS = 10
+
+_START, _COUNT, _OCTETS, _LINE = range(4)
+
+
+class SyslogFrameDecoder:
+    """
+    Feed it bytes as they arrive; it returns complete frames as
+    (message, truncated) pairs.
+
+    A message longer than MAX_MESSAGE is cut to that size and marked
+    truncated; the rest of its frame is read and discarded, never delivered
+    as a message of its own.  Only MAX_MESSAGE (+1) bytes are ever buffered,
+    whatever the frame's size.  An octet count above MAX_FRAME sets `error`;
+    the connection is then to be closed, as nothing after it can be framed.
+    """
+
+    def __init__(self, max_message: int, max_frame: int):
+        self.max_message = max_message
+        self.max_frame = max_frame
+        self.error: str | None = None
+        self._state = _START
+        self._digits = b""
+        self._remaining = 0
+        self._buffer = bytearray()
+        self._overflow = False
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
+        frames = []
+        i, n = 0, len(data)
+        while i < n and self.error is None:
+            state = self._state
+            if state == _LINE or (state == _START and not 0x31 <= data[i] <= 0x39):
+                end = data.find(b"\n", i)
+                if end < 0:
+                    self._append(data[i:])
+                    self._state = _LINE
+                    break
+                if self._buffer or self._overflow:
+                    self._append(data[i:end])
+                    message = bytes(self._buffer)
+                else:
+                    message = data[i:end]
+                self._emit_line(message, frames)
+                i = end + 1
+            elif state == _OCTETS:
+                take = min(self._remaining, n - i)
+                self._append(data[i:i + take])
+                self._remaining -= take
+                i += take
+                if not self._remaining:
+                    message = bytes(self._buffer)
+                    if message.endswith(b"\n"):
+                        message = message[:-1]
+                    self._emit(message, frames)
+            else:
+                i = self._read_count(data, i, frames)
+        return frames
+
+    def _read_count(self, data: bytes, i: int, frames: list) -> int:
+        """In a frame that started with a digit: is it `LEN SP`, or a line after all?"""
+        end = _DIGITS.match(data, i, i + _MAX_COUNT_DIGITS - len(self._digits)).end()
+        self._digits += data[i:end]
+        self._state = _COUNT
+        if end == len(data):
+            return end
+        digits, self._digits = self._digits, b""
+        if data[end] == 0x20:
+            count = int(digits)
+            if count > self.max_frame:
+                self.error = f"octet count {count} above max_frame {self.max_frame}"
+                return len(data)
+            self._state, self._remaining = _OCTETS, count
+            return end + 1
+        self._state = _LINE
+        self._append(digits)
+        return end
+
+    def finish(self) -> list[tuple[bytes, bool]]:
+        """At end of stream: the unterminated last frame, if any (octet-counted ones marked truncated)."""
+        frames = []
+        if self._state == _COUNT:
+            self._append(self._digits)
+            self._state = _LINE
+        if self._state == _LINE and (self._buffer or self._overflow):
+            self._emit_line(bytes(self._buffer), frames)
+        elif self._state == _OCTETS:
+            self._overflow = True
+            self._emit(bytes(self._buffer), frames)
+        return frames
+
+    def _append(self, chunk: bytes):
+        # One byte beyond max_message is kept, so a CR or LF that is stripped
+        # at the end does not by itself count as truncation.
+        room = self.max_message + 1 - len(self._buffer)
+        if len(chunk) > room:
+            self._buffer += chunk[:room]
+            self._overflow = True
+        else:
+            self._buffer += chunk
+
+    def _emit_line(self, message: bytes, frames: list):
+        if message.endswith(b"\r"):
+            message = message[:-1]
+        if message or self._overflow:
+            self._emit(message, frames)
+        else:
+            self._reset()
+
+    def _emit(self, message: bytes, frames: list):
+        truncated = self._overflow or len(message) > self.max_message
+        frames.append((message[: self.max_message], truncated))
+        self._reset()
+
+    def _reset(self):
+        self._state = _START
+        self._buffer = bytearray()
+        self._overflow = False

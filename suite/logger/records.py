@@ -1,0 +1,57 @@
+"""The JSON records of SPEC §4 "logger", one per line."""
+
+import json
+from datetime import datetime, timezone
+
+from suite.logger.syslog import parse
+
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def utc_stamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def decode(raw: bytes) -> str:
+    """Bytes that are not UTF-8 become `\\xNN` escapes: the JSON stays valid and nothing is lost."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+class RecordSink:
+    """Turns received frames and connection events into JSON lines for the writer."""
+
+    def __init__(self, writer, clock):
+        self.writer = writer
+        self.clock = clock
+
+    def messages(self, frames: list[tuple[bytes, bool]], peer: str, transport: str):
+        # Frames of one read share one arrival time.
+        received = utc_stamp(self.clock.seconds())
+        lines = []
+        for raw, truncated in frames:
+            message, fields = parse(decode(raw))
+            record = {
+                "received": received,
+                "event": "message",
+                "peer": peer,
+                "transport": transport,
+                "message": message,
+            }
+            if fields is not None:
+                record["syslog"] = fields
+            if truncated:
+                record["truncated"] = True
+            lines.append((_encode(record) + "\n").encode())
+        self.writer.write_lines(lines)
+
+    def event(self, event: str, peer: str, transport: str, message: str | None = None):
+        """A `connected`, `disconnected` or `error` record."""
+        record = {
+            "received": utc_stamp(self.clock.seconds()),
+            "event": event,
+            "peer": peer,
+            "transport": transport,
+        }
+        if message is not None:
+            record["message"] = message
+        self.writer.write_lines([(_encode(record) + "\n").encode()])

@@ -1,0 +1,118 @@
+"""
+Parsing one syslog message: RFC 5424, else RFC 3164, else raw.  Pure: text
+in, (message, fields) out.  Fields follow SPEC §4 "logger"; facility and
+severity are the keywords `logger -p` takes (`local0`, `err`).
+"""
+
+import re
+
+FACILITIES = (
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news",
+    "uucp", "cron", "authpriv", "ftp", "ntp", "audit", "alert", "clock",
+    "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+)
+SEVERITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+
+_PRI = re.compile(r"<(\d{1,3})>")
+_RFC5424_HEADER = re.compile(r"([1-9]\d{0,2}) (\S+) (\S+) (\S+) (\S+) (\S+) ")
+_SD_ELEMENT = re.compile(r'\[([^\s=\]"]+)((?: [^\s=\]"]+="(?:[^"\\]|\\.)*")*)\]', re.S)
+_SD_PARAM = re.compile(r'([^\s=\]"]+)="((?:[^"\\]|\\.)*)"', re.S)
+_SD_ESCAPE = re.compile(r'\\(["\\\]])')
+_RFC3164_TIMESTAMP = re.compile(r"([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) ")
+_RFC3164_TAG = re.compile(r"([^\s:\[\]]{1,48})(?:\[([^\s\]]{1,128})\])?: ?")
+_BOM = "\ufeff"
+
+
+def _nil(value: str):
+    return None if value == "-" else value
+
+
+def _fields(pri: int, form: str, **given) -> dict:
+    fields = {
+        "format": form,
+        "facility": FACILITIES[pri >> 3],
+        "severity": SEVERITIES[pri & 7],
+        "timestamp": None,
+        "hostname": None,
+        "app": None,
+        "procid": None,
+        "msgid": None,
+        "structured_data": None,
+    }
+    fields.update(given)
+    return fields
+
+
+def parse(text: str) -> tuple[str, dict | None]:
+    """(message, syslog fields), or (text, None) when it is not syslog at all."""
+    pri_match = _PRI.match(text)
+    if pri_match is None or int(pri_match[1]) > 191:
+        return text, None
+    pri = int(pri_match[1])
+    return parse_rfc5424(text, pri, pri_match.end()) or parse_rfc3164(text, pri, pri_match.end())
+
+
+def parse_rfc5424(text: str, pri: int, start: int) -> tuple[str, dict] | None:
+    header = _RFC5424_HEADER.match(text, start)
+    if header is None:
+        return None
+    position = header.end()
+    if text.startswith("-", position):
+        structured, position = None, position + 1
+    else:
+        structured, position = parse_structured_data(text, position)
+        if structured is None:
+            return None
+    if position < len(text):
+        if text[position] != " ":
+            return None
+        position += 1
+    message = text[position:]
+    if message.startswith(_BOM):
+        message = message[1:]
+    _, timestamp, hostname, app, procid, msgid = header.groups()
+    return message, _fields(
+        pri,
+        "rfc5424",
+        timestamp=_nil(timestamp),
+        hostname=_nil(hostname),
+        app=_nil(app),
+        procid=_nil(procid),
+        msgid=_nil(msgid),
+        structured_data=structured,
+    )
+
+
+def parse_structured_data(text: str, position: int) -> tuple[dict | None, int]:
+    """`[id p="v" …][id2 …]` from POSITION -> ({id: {param: value}}, end); None if malformed."""
+    elements = {}
+    while True:
+        element = _SD_ELEMENT.match(text, position)
+        if element is None:
+            break
+        elements[element[1]] = {
+            name: _SD_ESCAPE.sub(r"\1", value) if "\\" in value else value
+            for name, value in _SD_PARAM.findall(element[2])
+        }
+        position = element.end()
+    return (elements or None), position
+
+
+def parse_rfc3164(text: str, pri: int, start: int) -> tuple[str, dict]:
+    """BSD syslog: `<PRI>[Mmm dd hh:mm:ss HOST ][TAG[PID]: ]MSG`, every part but PRI optional."""
+    given = {}
+    position = start
+    stamp = _RFC3164_TIMESTAMP.match(text, position)
+    if stamp is not None:
+        given["timestamp"] = stamp[1]
+        position = stamp.end()
+        # After a timestamp comes the host, unless the next word is already the tag.
+        space = text.find(" ", position)
+        if space > position and _RFC3164_TAG.fullmatch(text, position, space + 1) is None:
+            given["hostname"] = text[position:space]
+            position = space + 1
+    tag = _RFC3164_TAG.match(text, position)
+    if tag is not None:
+        given["app"], given["procid"] = tag[1], tag[2]
+        position = tag.end()
+    return text[position:], _fields(pri, "rfc3164", **given)
