@@ -18,6 +18,7 @@ from twisted.internet import defer, endpoints, error, ssl
 from twisted.logger import Logger
 
 from suite.config import STRING_LIST, ConfigError, Key, Section, Settings, choice, text
+from suite.streams import describe_peer
 
 log = Logger()
 
@@ -212,13 +213,11 @@ class ListenerService(service.Service):
 
     def _bound(self, port):
         self.port = port
-        host = port.getHost()
-        where = f"{host.host}:{host.port}" if hasattr(host, "port") else getattr(host, "name", host)
         log.info(
             "{service} listening on {listener} ({address})",
             service=self.service_name,
             listener=str(self.listener),
-            address=where,
+            address=describe_peer(port.getHost()),
         )
 
     def startService(self):

@@ -189,3 +189,12 @@ def test_nan_is_out_of_range(tmp_path):
     assert refused(tmp_path, "[echo]\nidle_timeout = nan\n") == (
         "FILE: [echo] idle_timeout = NaN: must be at least 0"
     )
+
+
+def test_unwritable_logger_output_is_refused_at_start(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    body = f'[logger]\nlisten = ["tcp:0"]\noutput = "{tmp_path}/a-file/messages.jsonl"\n'
+    assert refused(tmp_path, body) == (
+        f'FILE: [logger] output = "{tmp_path}/a-file/messages.jsonl": cannot open: File exists'
+        f" ({tmp_path}/a-file)"
+    )

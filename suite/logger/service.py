@@ -33,7 +33,8 @@ def build(settings, reactor) -> Parts:
     try:
         output = open_output(settings.output, settings.rotate_bytes, settings.keep)
     except OSError as e:
-        raise settings.error("output", f"cannot open: {e.strerror}") from None
+        where = f" ({e.filename})" if e.filename and e.filename != settings.output else ""
+        raise settings.error("output", f"cannot open: {e.strerror}{where}") from None
     writer = BatchWriter(output, reactor, settings.flush_interval, settings.max_batch)
     sink = RecordSink(writer, reactor)
     factory = SyslogFactory(

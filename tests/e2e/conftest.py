@@ -13,7 +13,7 @@ import time
 import pytest
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
-LISTENING = re.compile(r"(\S+) listening on (.+) \((\S+):(\d+)\)$")
+LISTENING = re.compile(r"(\S+) listening on (.+) \((.+)\)$")
 
 
 def require(tool):
@@ -23,7 +23,7 @@ def require(tool):
 
 
 class SuiteProcess:
-    """One twistd process and what it printed; `ports` maps 'service listener' to the bound port."""
+    """One twistd process and what it printed; `ports` maps 'service listener' to its address."""
 
     def __init__(self, directory, config: str, plugin="suite", args=()):
         self.directory = directory
@@ -50,7 +50,7 @@ class SuiteProcess:
                 self.lines.append(line.rstrip("\n"))
                 found = LISTENING.search(self.lines[-1])
                 if found:
-                    self.ports[f"{found[1]} {found[2]}"] = int(found[4])
+                    self.ports[f"{found[1]} {found[2]}"] = found[3]
                 self._changed.notify_all()
         with self._changed:
             self._changed.notify_all()
@@ -76,7 +76,7 @@ class SuiteProcess:
         return "\n".join(self.lines)
 
     def port(self, name) -> int:
-        return self.ports[name]
+        return int(self.ports[name].rsplit(":", 1)[1])
 
     def wait(self, timeout=15):
         """Wait for the process to end by itself; its whole output is read then."""

@@ -1,0 +1,110 @@
+"""The logger's protocols with in-memory transports and a Clock."""
+
+import json
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
+from suite.logger.records import RecordSink
+from tests.helpers import connect
+
+
+class MemoryWriter:
+    def __init__(self):
+        self.lines = []
+
+    def write_lines(self, lines):
+        self.lines += lines
+
+    @property
+    def records(self):
+        return [json.loads(line) for line in self.lines]
+
+
+def logger_factory(writer, clock, max_connections=1000, max_message=8192, max_frame=2**20):
+    sink = RecordSink(writer, clock)
+    return SyslogFactory("logger", clock, max_connections, 0, sink, max_message, max_frame)
+
+
+class StreamTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1763681971.334991)
+        self.writer = MemoryWriter()
+        self.factory = logger_factory(self.writer, self.clock, max_message=16, max_frame=100)
+
+    def test_connection_messages_in_order_and_disconnect(self):
+        protocol, transport = connect(self.factory)
+        protocol.dataReceived(b"<13>first\n11 <14>second\nthird")
+        protocol.connectionLost(None)
+        records = self.writer.records
+        self.assertEqual([r["event"] for r in records],
+                         ["connected", "message", "message", "message", "disconnected"])
+        self.assertEqual([r["message"] for r in records[1:4]], ["first", "second", "third"])
+        self.assertEqual(records[0], {"received": "2025-11-20T23:39:31.334991Z",
+                                      "event": "connected", "peer": "192.0.2.7:40000",
+                                      "transport": "tcp"})
+        self.assertEqual(records[2]["syslog"]["severity"], "info")
+        self.assertNotIn("syslog", records[3])
+        self.assertNotIn("truncated", records[1])
+
+    def test_truncated_message_is_marked(self):
+        protocol, _ = connect(self.factory)
+        protocol.dataReceived(b"x" * 40 + b"\n")
+        record = self.writer.records[1]
+        self.assertEqual((record["message"], record["truncated"]), ("x" * 16, True))
+
+    def test_octet_count_above_max_frame_closes_with_an_error_record(self):
+        protocol, transport = connect(self.factory)
+        protocol.dataReceived(b"<13>kept\n500 " + b"y" * 50)
+        self.assertTrue(transport.disconnecting)
+        protocol.dataReceived(b"ignored\n")
+        protocol.connectionLost(None)
+        records = self.writer.records
+        self.assertEqual([r["event"] for r in records],
+                         ["connected", "message", "error", "disconnected"])
+        self.assertEqual(records[2]["message"],
+                         "octet count 500 above max_frame 100: connection closed")
+
+    def test_half_close_delivers_the_unterminated_last_message(self):
+        protocol, transport = connect(self.factory)
+        protocol.dataReceived(b"no newline")
+        protocol.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.writer.records[-1]["message"], "no newline")
+
+    def test_invalid_utf8_keeps_the_json_valid(self):
+        protocol, _ = connect(self.factory)
+        protocol.dataReceived(b"caf\xe9 \xff\n")
+        self.assertEqual(self.writer.records[1]["message"], "caf\\xe9 \\xff")
+
+    def test_connections_over_max_connections_are_refused_and_logged(self):
+        factory = logger_factory(self.writer, self.clock, max_connections=1)
+        connect(factory)
+        _, refused = connect(factory)
+        self.assertTrue(refused.disconnecting)
+        self.assertEqual(refused.value(), b"")
+        error = self.writer.records[-1]
+        self.assertEqual((error["event"], error["message"]),
+                         ("error", "connection refused: max_connections (1) reached"))
+
+
+class DatagramTests(SynchronousTestCase):
+    def setUp(self):
+        self.writer = MemoryWriter()
+        self.protocol = SyslogDatagramProtocol(RecordSink(self.writer, Clock()), max_message=8)
+
+    def test_one_message_per_datagram_trailing_lf_dropped(self):
+        self.protocol.datagramReceived(b"<13>hi\r\n", ("127.0.0.1", 514))
+        self.protocol.datagramReceived(b"a\nb\n", ("::1", 515))
+        records = self.writer.records
+        self.assertEqual([(r["message"], r["peer"], r["transport"]) for r in records],
+                         [("hi", "127.0.0.1:514", "udp"), ("a\nb", "[::1]:515", "udp")])
+
+    def test_empty_datagram_ignored_and_oversize_truncated(self):
+        self.protocol.datagramReceived(b"", ("127.0.0.1", 514))
+        self.protocol.datagramReceived(b"\n", ("127.0.0.1", 514))
+        self.protocol.datagramReceived(b"0123456789", ("127.0.0.1", 514))
+        self.assertEqual([(r["message"], r["truncated"]) for r in self.writer.records],
+                         [("01234567", True)])

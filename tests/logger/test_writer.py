@@ -1,0 +1,104 @@
+"""Batching, rotation and reopening of the logger's output, on real files."""
+
+import os
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.logger.writer import BatchWriter, RotatingFile
+
+
+def line(n, width=20):
+    return (b"%0*d\n" % (width - 1, n))
+
+
+class BatchingTests(SynchronousTestCase):
+    def setUp(self):
+        self.path = os.path.join(self.mktemp(), "out.jsonl")
+        self.clock = Clock()
+        self.output = RotatingFile(self.path, 0, 3)
+        self.writer = BatchWriter(self.output, self.clock, flush_interval=0.2, max_batch=100)
+        self.writer._write_through = False  # as after startService, without the SIGHUP handler
+
+    def content(self):
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def test_lines_wait_at_most_flush_interval(self):
+        self.writer.write_lines([line(1)])
+        self.clock.advance(0.1)
+        self.writer.write_lines([line(2)])
+        self.assertEqual(self.content(), b"")
+        self.clock.advance(0.1)
+        self.assertEqual(self.content(), line(1) + line(2))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_one_write_per_batch(self):
+        writes = []
+        original = self.output.write
+        self.output.write = lambda data: (writes.append(data), original(data))
+        self.writer.write_lines([line(n) for n in range(4)])
+        self.writer.write_lines([line(4)])
+        self.clock.advance(0.2)
+        self.assertEqual(len(writes), 1)
+
+    def test_max_batch_writes_at_once(self):
+        self.writer.write_lines([line(n) for n in range(5)])
+        self.assertEqual(len(self.content()), 100)
+
+    def test_after_stop_everything_is_written_through(self):
+        self.writer.write_lines([line(1)])
+        self.writer.stopService()
+        self.assertEqual(self.content(), line(1))
+        self.writer.write_lines([line(2)])
+        self.assertEqual(self.content(), line(1) + line(2))
+
+    def test_reopen_after_rename_starts_a_new_file(self):
+        self.writer.write_lines([line(1)])
+        os.rename(self.path, self.path + ".old")
+        self.writer.write_lines([line(2)])
+        self.writer.reopen()
+        self.writer.write_lines([line(3)])
+        self.writer.flush()
+        with open(self.path + ".old", "rb") as f:
+            self.assertEqual(f.read(), line(1) + line(2))
+        self.assertEqual(self.content(), line(3))
+
+
+class RotationTests(SynchronousTestCase):
+    def setUp(self):
+        self.directory = self.mktemp()
+        self.path = os.path.join(self.directory, "out.jsonl")
+
+    def test_rotates_at_line_boundaries_and_keeps_at_most_keep_files(self):
+        output = RotatingFile(self.path, rotate_bytes=100, keep=3)
+        written = b"".join(line(n) + line(n + 1000) for n in range(40))
+        for n in range(40):
+            output.write(line(n) + line(n + 1000))
+        files = sorted(os.listdir(self.directory))
+        self.assertEqual(files, ["out.jsonl", "out.jsonl.1", "out.jsonl.2", "out.jsonl.3"])
+        kept = b""
+        for name in files[:0:-1] + files[:1]:
+            with open(os.path.join(self.directory, name), "rb") as f:
+                data = f.read()
+            self.assertLessEqual(len(data), 100)
+            self.assertEqual(len(data) % 20, 0)  # whole lines only
+            kept += data
+        # Oldest kept file first: together they are the tail of what was written.
+        self.assertTrue(written.endswith(kept))
+        self.assertGreaterEqual(len(kept), 300)
+
+    def test_a_line_larger_than_a_file_gets_a_file_of_its_own(self):
+        output = RotatingFile(self.path, rotate_bytes=50, keep=5)
+        output.write(line(1))
+        output.write(b"z" * 120 + b"\n" + line(2))
+        with open(self.path + ".1", "rb") as f:
+            self.assertEqual(f.read(), b"z" * 120 + b"\n")
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), line(2))
+
+    def test_rotate_bytes_zero_never_rotates(self):
+        output = RotatingFile(self.path, rotate_bytes=0, keep=1)
+        for n in range(100):
+            output.write(line(n))
+        self.assertEqual(os.listdir(self.directory), ["out.jsonl"])
