@@ -47,6 +47,7 @@ test: $(STAMP) tools
 bench: $(STAMP) tools
 	$(BIN)/pip install --quiet uvloop || echo "uvloop not installable: its row is skipped"
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/logger_ingest.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -17,7 +17,7 @@ from twisted.application import service
 from twisted.internet import defer, endpoints, error, ssl
 from twisted.logger import Logger
 
-from suite.config import STRING_LIST, ConfigError, Key, Section, Settings, choice, text
+from suite.config import STRING_LIST, Key, Section, Settings, choice, text
 from suite.streams import describe_peer
 
 log = Logger()
