@@ -25,7 +25,7 @@ def require(tool):
 class SuiteProcess:
     """One twistd process and what it printed; `ports` maps 'service listener' to its address."""
 
-    def __init__(self, directory, config: str, plugin="suite", args=()):
+    def __init__(self, directory, config: str, plugin="suite", args=(), twistd_args=()):
         self.directory = directory
         path = directory / "suite.toml"
         path.write_text(textwrap.dedent(config))
@@ -34,7 +34,8 @@ class SuiteProcess:
         self.ports: dict[str, int] = {}
         self._changed = threading.Condition()
         self.process = subprocess.Popen(
-            [TWISTD, "--nodaemon", "--pidfile=", plugin, "--config", self.config, *args],
+            [TWISTD, "--nodaemon", "--pidfile=", *twistd_args, plugin, "--config", self.config,
+             *args],
             cwd=directory,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -100,8 +101,8 @@ class SuiteProcess:
 def start_suite(tmp_path):
     started = []
 
-    def start(config, listeners, plugin="suite", args=()):
-        suite = SuiteProcess(tmp_path, config, plugin, args)
+    def start(config, listeners, plugin="suite", args=(), twistd_args=()):
+        suite = SuiteProcess(tmp_path, config, plugin, args, twistd_args)
         started.append(suite)
         if listeners:
             suite.wait_ready(listeners)

@@ -179,3 +179,26 @@ def test_oversize_octet_count_closes_that_connection_only(start_suite, tmp_path)
     errors = [r["message"] for r in records if r["event"] == "error"]
     assert errors == ["octet count 5000 above max_frame 1000: connection closed"]
     assert [r["message"] for r in messages(records)] == ["still served"]
+
+
+def test_output_dash_writes_records_to_standard_output(start_suite, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    suite = start_suite(
+        f'[logger]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\noutput = "-"\n'
+        "flush_interval = 0\n",
+        listeners=0,
+        twistd_args=["--logfile", str(tmp_path / "twistd.log")],
+    )
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(b"<13>to stdout\n")
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.05)
+    assert suite.wait_for(lambda: '"disconnected"' in suite.output)
+    records = [json.loads(line) for line in suite.lines]
+    assert [r["event"] for r in records] == ["connected", "message", "disconnected"]
+    assert records[1]["message"] == "to stdout"
