@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 
@@ -41,6 +42,20 @@ def messages(records):
 def logger(*args, port):
     require("logger")
     subprocess.run(["logger", "-n", "127.0.0.1", "-P", str(port), *args], check=True, timeout=10)
+
+
+@pytest.fixture
+def plain_collector(start_suite, tmp_path):
+    """start(**keys): a collector on one local TCP port writing messages.jsonl -> (port, path)."""
+
+    def start(**keys):
+        settings = "".join(f"{key} = {value}\n" for key, value in keys.items())
+        suite = start_suite(
+            f'[logger]\nlisten = ["{LOCAL}"]\noutput = "messages.jsonl"\n{settings}', listeners=1
+        )
+        return suite, suite.port(f"logger {LOCAL}"), tmp_path / "messages.jsonl"
+
+    return start
 
 
 @pytest.fixture
@@ -109,8 +124,6 @@ def test_tls(start_suite, tmp_path):
         tls_listen = ["{LOCAL}"]
         output = "messages.jsonl"
     """, listeners=1)
-    import ssl
-
     context = ssl.create_default_context(cafile=pki["ca"])
     port = suite.port(f"logger tls_listen {LOCAL}")
     with socket.create_connection(("127.0.0.1", port)) as raw:
@@ -120,35 +133,21 @@ def test_tls(start_suite, tmp_path):
     assert [(r["transport"], r["message"]) for r in messages(records)] == [("tls", "over tls")]
 
 
-def test_messages_received_before_sigterm_are_all_written(start_suite, tmp_path):
+def test_messages_received_before_sigterm_are_all_written(plain_collector):
     # flush_interval is far away: only the shutdown can have written them.
-    suite = start_suite(f"""
-        [logger]
-        listen = ["{LOCAL}"]
-        output = "messages.jsonl"
-        flush_interval = 600
-        max_batch = 1073741824
-    """, listeners=1)
-    port = suite.port(f"logger {LOCAL}")
+    suite, port, path = plain_collector(flush_interval=600, max_batch=2**30)
     count = 20000
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(b"".join(b"<13>message %d\n" % n for n in range(count)))
     time.sleep(1)  # let the server read what the kernel holds for it
-    assert read_records(tmp_path / "messages.jsonl") == []
+    assert read_records(path) == []
     suite.stop()
-    received = [r["message"] for r in messages(read_records(tmp_path / "messages.jsonl"))]
+    received = [r["message"] for r in messages(read_records(path))]
     assert received == [f"message {n}" for n in range(count)]
 
 
-def test_sighup_reopens_the_file_for_logrotate(start_suite, tmp_path):
-    suite = start_suite(f"""
-        [logger]
-        listen = ["{LOCAL}"]
-        output = "messages.jsonl"
-        flush_interval = 0.05
-    """, listeners=1)
-    port = suite.port(f"logger {LOCAL}")
-    path = tmp_path / "messages.jsonl"
+def test_sighup_reopens_the_file_for_logrotate(plain_collector):
+    suite, port, path = plain_collector(flush_interval=0.05)
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(b"before rotation\n")
         wait_records(path, lambda r: messages(r))
@@ -161,21 +160,14 @@ def test_sighup_reopens_the_file_for_logrotate(start_suite, tmp_path):
     assert [r["message"] for r in messages(read_records(str(path) + ".1"))] == ["before rotation"]
 
 
-def test_oversize_octet_count_closes_that_connection_only(start_suite, tmp_path):
-    suite = start_suite(f"""
-        [logger]
-        listen = ["{LOCAL}"]
-        output = "messages.jsonl"
-        max_frame = 1000
-        flush_interval = 0.05
-    """, listeners=1)
-    port = suite.port(f"logger {LOCAL}")
+def test_oversize_octet_count_closes_that_connection_only(plain_collector):
+    _, port, path = plain_collector(max_frame=1000, flush_interval=0.05)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as bad:
         bad.sendall(b"5000 " + b"x" * 100)
         assert bad.recv(10) == b""  # closed by the server
     with socket.create_connection(("127.0.0.1", port), timeout=5) as good:
         good.sendall(b"still served\n")
-    records = wait_records(tmp_path / "messages.jsonl", lambda r: messages(r))
+    records = wait_records(path, lambda r: messages(r))
     errors = [r["message"] for r in records if r["event"] == "error"]
     assert errors == ["octet count 5000 above max_frame 1000: connection closed"]
     assert [r["message"] for r in messages(records)] == ["still served"]
