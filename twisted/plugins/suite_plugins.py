@@ -26,3 +26,9 @@ suite_logger = ServiceMaker(
     "Syslog collector: RFC 5424/3164 over TCP, UDP and TLS, written as JSON lines",
     "suite-logger",
 )
+suite_sleep = ServiceMaker(
+    "suite-sleep",
+    "suite.sleep.service",
+    "Sleep RPC over AMP: sleep N seconds, then answer",
+    "suite-sleep",
+)
