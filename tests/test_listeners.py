@@ -12,6 +12,7 @@ from twisted.trial.unittest import TestCase
 
 from suite import compose
 from suite.datagram import RateLimitedReplier
+from suite.endpoints import ListenerService
 from suite.echo.protocol import echo_datagram
 from suite.plugin import SuiteService, build
 from suite.ratelimit import SourceRateLimiter
@@ -31,7 +32,11 @@ def start_suite(test, tmp_dir, body) -> dict:
     root.privilegedStartService()
     root.startService()
     test.addCleanup(root.stopService)
-    return {f"{child.service_name} {child.listener}": child.port.getHost().port for child in root}
+    return {
+        f"{child.service_name} {child.listener}": child.port.getHost().port
+        for child in root
+        if isinstance(child, ListenerService)
+    }
 
 
 class Collect(protocol.Protocol):

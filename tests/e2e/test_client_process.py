@@ -1,0 +1,177 @@
+"""End to end: `suite-client` against `twistd … suite`, over TCP, UDP and mutual TLS."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.e2e.conftest import SuiteProcess
+from tests.helpers import make_pki
+
+CLIENT = os.path.join(os.path.dirname(sys.executable), "suite-client")
+LOCAL = "tcp:0:interface=127.0.0.1"
+LOCAL_UDP = "udp:0:interface=127.0.0.1"
+
+
+def client(*args, input=b"", timeout=30):
+    result = subprocess.run([CLIENT, *map(str, args)], input=input, capture_output=True,
+                            timeout=timeout)
+    assert b"Traceback" not in result.stderr
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("suite")
+    pki = make_pki(directory)
+    extra = {"logger": 'output = "messages.jsonl"\nflush_interval = 0.01\n'}
+    sections = "".join(
+        f"[{name}]\n"
+        f'listen = ["{LOCAL}"' + ("" if name == "sleep" else f', "{LOCAL_UDP}"') + "]\n"
+        f'tls_listen = ["{LOCAL}"]\n' + extra.get(name, "")
+        for name in ("timestamp", "echo", "logger", "sleep")
+    )
+    process = SuiteProcess(directory, f"""
+        [tls]
+        certificate = "{pki['server_crt']}"
+        private_key = "{pki['server_key']}"
+        client_ca = "{pki['ca']}"
+    """ + sections)
+    yield process, pki, directory
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def running(suite):
+    process, pki, directory = suite
+    process.wait_ready(11)
+    return process, pki, directory
+
+
+def address(process, name):
+    return f"127.0.0.1:{process.port(name)}"
+
+
+def mtls(pki, certificate="client"):
+    return ["--tls", "--ca", pki["ca"], "--cert", pki[certificate + "_crt"],
+            "--key", pki[certificate + "_key"]]
+
+
+STAMP = r"\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\]"
+
+
+def test_timestamp_tcp_udp_and_mutual_tls(running):
+    process, pki, _ = running
+    code, out, _ = client("timestamp", address(process, f"timestamp {LOCAL}"), "one", "two")
+    assert code == 0 and re.fullmatch(f"{STAMP} one\n{STAMP} two\n", out)
+    code, out, _ = client("timestamp", address(process, f"timestamp {LOCAL_UDP}"), "--udp", "u")
+    assert code == 0 and re.fullmatch(f"{STAMP} u\n", out)
+    code, out, _ = client("timestamp", address(process, f"timestamp tls_listen {LOCAL}"),
+                          *mtls(pki), "secure")
+    assert code == 0 and re.fullmatch(f"{STAMP} secure\n", out)
+
+
+def test_echo_from_standard_input_udp_and_mutual_tls(running):
+    process, pki, _ = running
+    code, out, _ = client("echo", address(process, f"echo {LOCAL}"), input=b"a\nb\r\nlast")
+    assert (code, out) == (0, "You said: a\nYou said: b\nYou said: last\n")
+    code, out, _ = client("echo", address(process, f"echo {LOCAL_UDP}"), "--udp", "dgram")
+    assert (code, out) == (0, "dgram\n")
+    code, out, _ = client("echo", address(process, f"echo tls_listen {LOCAL}"), *mtls(pki), "x")
+    assert (code, out) == (0, "You said: x\n")
+
+
+def test_log_tcp_udp_and_mutual_tls(running):
+    process, pki, directory = running
+    for args in (
+        [address(process, f"logger {LOCAL}"), "via tcp"],
+        [address(process, f"logger {LOCAL_UDP}"), "--udp", "via udp"],
+        [address(process, f"logger tls_listen {LOCAL}"), *mtls(pki), "via tls"],
+    ):
+        assert client("log", *args) == (0, "", "")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(directory / "messages.jsonl") as f:
+            records = [json.loads(line) for line in f]
+        received = {(r["transport"], r["message"]) for r in records if r["event"] == "message"}
+        if len(received) == 3:
+            break
+        time.sleep(0.05)
+    assert received == {("tcp", "via tcp"), ("udp", "via udp"), ("tls", "via tls")}
+    app = {r["syslog"]["app"] for r in records if r["event"] == "message"}
+    assert app == {"suite-client"}
+
+
+def test_sleep_plain_and_mutual_tls(running):
+    process, pki, _ = running
+    for args in ([address(process, f"sleep {LOCAL}")],
+                 [address(process, f"sleep tls_listen {LOCAL}"), *mtls(pki)]):
+        code, out, _ = client("sleep", *args, "0.2")
+        assert code == 0 and float(out) >= 0.2
+
+
+class TestFailures:
+    """Every failure: status 1 and one line on standard error."""
+
+    def test_refused(self, running):
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        assert client("sleep", f"127.0.0.1:{port}", "1") == (
+            1, "", f"suite-client: 127.0.0.1:{port}: connection refused\n"
+        )
+
+    def test_timed_out(self, running):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+            silent.bind(("127.0.0.1", 0))
+            port = silent.getsockname()[1]
+            result = client("echo", f"127.0.0.1:{port}", "--udp", "--timeout", "0.5", "x")
+        assert result == (1, "", f"suite-client: 127.0.0.1:{port}: timed out after 0.5 s\n")
+
+    def test_error_code(self, running):
+        process, _, _ = running
+        target = address(process, f"sleep {LOCAL}")
+        assert client("sleep", target, "-1") == (
+            1, "", "suite-client: INVALID_DURATION: seconds must be from 0 to 60 "
+                   "(max_seconds), not -1.0\n"
+        )
+
+    def test_tls_server_not_trusted(self, running):
+        process, pki, _ = running
+        target = address(process, f"echo tls_listen {LOCAL}")
+        code, out, err = client("echo", target, "--tls", "--ca", pki["stranger_crt"],
+                                "--cert", pki["client_crt"], "--key", pki["client_key"], "x")
+        assert (code, out) == (1, "")
+        assert err.startswith(f"suite-client: {target}: TLS failed: ") and err.count("\n") == 1
+
+    def test_tls_client_without_certificate_refused(self, running):
+        process, pki, _ = running
+        target = address(process, f"echo tls_listen {LOCAL}")
+        code, out, err = client("echo", target, "--tls", "--ca", pki["ca"], "x")
+        assert (code, out) == (1, "")
+        assert err == f"suite-client: {target}: TLS failed: tlsv13 alert certificate required\n"
+
+    def test_server_closed_early(self, running):
+        process, _, _ = running
+        target = address(process, f"echo {LOCAL}")
+        assert client("echo", target, "quit", "more") == (
+            1, "Goodbye.\n",
+            f"suite-client: {target}: server closed the connection after 1 of 2 replies\n",
+        )
+
+    def test_usage_and_bad_address(self, running):
+        assert client("frobnicate") == (
+            1, "", "suite-client: argument SERVICE: invalid choice: 'frobnicate' (choose from "
+                   "'echo', 'log', 'sleep', 'timestamp') (see --help)\n"
+        )
+        assert client("sleep", "nowhere", "1") == (
+            1, "", "suite-client: nowhere: expected host:port, [v6]:port or an endpoint string\n"
+        )
+        assert client("echo", "127.0.0.1:1", "--tls", "--ca", "/missing.pem", "x") == (
+            1, "", "suite-client: /missing.pem: No such file or directory\n"
+        )
