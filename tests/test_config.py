@@ -78,6 +78,14 @@ def refused(tmp_path, body, overrides=None):
             '[echo]\ntls_listen = ["tcp:0"]\n',
             'FILE: [echo] tls_listen = ["tcp:0"]: needs [tls] certificate',
         ),
+        (
+            '[sleep]\nlisten = ["udp:5200"]\n',
+            'FILE: [sleep] listen = "udp:5200": bad endpoint: sleep has no datagram side',
+        ),
+        (
+            "[sleep]\nmax_seconds = -1\n",
+            "FILE: [sleep] max_seconds = -1: must be at least 0",
+        ),
         ("[echo]\nenabled = false\n", "FILE: no service enabled"),
         ("", "FILE: no service enabled"),
     ],
