@@ -135,11 +135,8 @@ async def connect(reactor, args, protocol):
     return await connectProtocol(endpoint, protocol).addTimeout(args.timeout, reactor)
 
 
-async def lines(reactor, args):
-    if args.udp:
-        exchange = DatagramExchange(on_reply=write_reply)
-    else:
-        exchange = LineExchange(on_reply=write_reply)
+async def run_exchange(reactor, args, exchange):
+    """Connect EXCHANGE, send the messages (or standard input), wait for it to finish."""
     await connect(reactor, args, exchange)
     try:
         await feed(reactor, exchange, args.messages)
@@ -149,18 +146,20 @@ async def lines(reactor, args):
             exchange.transport.stopListening()
 
 
+async def lines(reactor, args):
+    if args.udp:
+        await run_exchange(reactor, args, DatagramExchange(on_reply=write_reply))
+    else:
+        await run_exchange(reactor, args, LineExchange(on_reply=write_reply))
+
+
 async def log(reactor, args):
     if args.udp:
-        sender = DatagramExchange(frame=syslog_message, expect_replies=False)
+        await run_exchange(
+            reactor, args, DatagramExchange(frame=syslog_message, expect_replies=False)
+        )
     else:
-        sender = SyslogSender()
-    await connect(reactor, args, sender)
-    try:
-        await feed(reactor, sender, args.messages)
-        await sender.finished.addTimeout(args.timeout, reactor)
-    finally:
-        if args.udp:
-            sender.transport.stopListening()
+        await run_exchange(reactor, args, SyslogSender())
 
 
 async def sleep(reactor, args):
