@@ -3,11 +3,12 @@
 from suite.config import options_for
 from suite.echo.service import SERVICE as ECHO
 from suite.logger.service import SERVICE as LOGGER
+from suite.names.service import SERVICE as NAMES
 from suite.plugin import make_service
 from suite.sleep.service import SERVICE as SLEEP
 from suite.timestamp.service import SERVICE as TIMESTAMP
 
-SERVICES = [TIMESTAMP, ECHO, LOGGER, SLEEP]
+SERVICES = [TIMESTAMP, ECHO, LOGGER, SLEEP, NAMES]
 
 DEFAULT_CONFIG = "etc/suite.toml"
 

@@ -34,7 +34,7 @@ def refused(tmp_path, body, overrides=None):
 @pytest.mark.parametrize(
     "body, expected",
     [
-        ("[timestmp]\n", "FILE: [timestmp]: unknown section (known: echo, logger, sleep, timestamp, tls)"),
+        ("[timestmp]\n", "FILE: [timestmp]: unknown section (known: echo, logger, names, sleep, timestamp, tls)"),
         ("[echo]\nport = 5\n", 'FILE: [echo] port = 5: unknown key'),
         ('[echo]\nmode = "loud"\n', 'FILE: [echo] mode = "loud": must be one of line, raw'),
         ('[echo]\nmax_line = "big"\n', 'FILE: [echo] max_line = "big": must be an integer'),

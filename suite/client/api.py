@@ -8,6 +8,8 @@ any Twisted client endpoint.  `suite-client` is a thin layer over these.
 
     d = api.sleep(reactor, HostnameEndpoint(reactor, "127.0.0.1", 5200), 1.5)
     d.addCallback(print)          # 1.50012...
+
+Every function takes the reactor first, for a uniform signature.
 """
 
 import os
@@ -19,7 +21,7 @@ from twisted.internet.endpoints import connectProtocol
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.protocols import amp
 
-from suite.commands import Sleep
+from suite.commands import Deregister, Lookup, NotFound, Register, Services, Sleep
 
 
 class ServerClosed(Exception):
@@ -209,15 +211,81 @@ def log_datagrams(reactor, host: str, port: int, messages: list[bytes]) -> defer
     )
 
 
-async def _sleep(reactor, endpoint, seconds) -> float:
+async def _call(endpoint, command, **arguments) -> dict:
     protocol = await connectProtocol(endpoint, amp.AMP())
     try:
-        answer = await protocol.callRemote(Sleep, seconds=float(seconds))
-        return answer["slept"]
+        return await protocol.callRemote(command, **arguments)
     finally:
         protocol.transport.loseConnection()
 
 
+def call(endpoint, command, **arguments) -> defer.Deferred:
+    """One AMP COMMAND on a connection of its own; Deferred response dict."""
+    return defer.ensureDeferred(_call(endpoint, command, **arguments))
+
+
 def sleep(reactor, endpoint, seconds: float) -> defer.Deferred:
     """Deferred seconds the server measured; fails with InvalidDuration or Overloaded."""
-    return defer.ensureDeferred(_sleep(reactor, endpoint, seconds))
+    return call(endpoint, Sleep, seconds=float(seconds)).addCallback(lambda answer: answer["slept"])
+
+
+def register(reactor, endpoint, name, host, port, description="", token=None):
+    """Register (or update) an instance; fails with Unauthorized or Invalid."""
+    return call(endpoint, Register, name=name, host=host, port=int(port),
+                description=description, token=token)
+
+
+def deregister(reactor, endpoint, name, host, port, token=None):
+    """Remove an instance; fails with Unauthorized or NotFound."""
+    return call(endpoint, Deregister, name=name, host=host, port=int(port), token=token)
+
+
+def lookup(reactor, endpoint, name) -> defer.Deferred:
+    """Deferred (instances, ttl): instances as (host, port, description), rotated by the server."""
+    return call(endpoint, Lookup, name=name).addCallback(
+        lambda answer: (
+            [(i["host"], i["port"], i["description"]) for i in answer["instances"]],
+            answer["ttl"],
+        )
+    )
+
+
+def services(reactor, endpoint) -> defer.Deferred:
+    """Deferred sorted list of the names with live instances."""
+    return call(endpoint, Services).addCallback(lambda answer: answer["names"])
+
+
+class NameClient:
+    """
+    Lookups through a name server, cached for the `ttl` the server answers;
+    NOT_FOUND is cached for the shorter NEGATIVE_TTL, so a service that
+    registers soon after is found soon after.
+    """
+
+    def __init__(self, reactor, endpoint, negative_ttl: float = 1.0, clock=None):
+        self.reactor = reactor
+        self.clock = clock or reactor
+        self.endpoint = endpoint
+        self.negative_ttl = negative_ttl
+        self._cache: dict[str, tuple[float, object]] = {}
+
+    def lookup(self, name: str) -> defer.Deferred:
+        """Deferred list of (host, port, description); fails with NotFound."""
+        now = self.clock.seconds()
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] > now:
+            answer = cached[1]
+            return defer.fail(answer) if isinstance(answer, NotFound) else defer.succeed(answer)
+        d = lookup(self.reactor, self.endpoint, name)
+
+        def found(result):
+            instances, ttl = result
+            self._cache[name] = (self.clock.seconds() + ttl, instances)
+            return instances
+
+        def missing(failure):
+            failure.trap(NotFound)
+            self._cache[name] = (self.clock.seconds() + self.negative_ttl, failure.value)
+            return failure
+
+        return d.addCallbacks(found, missing)

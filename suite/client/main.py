@@ -15,6 +15,7 @@ from twisted.protocols import amp
 from twisted.protocols.basic import LineReceiver
 
 from suite.client.address import client_tls, parse_address, stream_endpoint
+from suite.client import api
 from suite.client.api import (
     DatagramExchange,
     LineExchange,
@@ -23,7 +24,7 @@ from suite.client.api import (
     open_datagram,
     syslog_message,
 )
-from suite.commands import Sleep
+from suite.commands import ERROR_CODES, Deregister, Lookup, Register, Services, Sleep
 
 STDIN_MAX_LINE = 2**20
 
@@ -40,20 +41,35 @@ SUMMARIES = {
     "echo": "send lines, print what comes back",
     "log": "send syslog messages (RFC 5424; octet-counted over streams)",
     "sleep": "ask the sleep service to sleep SECONDS; print the seconds it measured",
+    "names": "register, deregister, look up and list instances on a name server",
 }
+USAGES = {
+    "timestamp": "(ADDRESS | --lookup NSADDRESS) [MESSAGE ...] [--udp] [options]",
+    "echo": "(ADDRESS | --lookup NSADDRESS) [MESSAGE ...] [--udp] [options]",
+    "log": "(ADDRESS | --lookup NSADDRESS) [MESSAGE ...] [--udp] [options]",
+    "sleep": "(ADDRESS | --lookup NSADDRESS) SECONDS [options]",
+    "names": "ADDRESS (register NAME HOST PORT [--description D] [--token T]"
+             " | deregister NAME HOST PORT [--token T] | lookup NAME | services) [options]",
+}
+# The name each service is looked up under with --lookup (unless --name says otherwise).
+REGISTERED_AS = {"timestamp": "timestamp", "echo": "echo", "log": "logger", "sleep": "sleep"}
+NAMES_ACTIONS = {"register": 3, "deregister": 3, "lookup": 1, "services": 0}
 
 
 def service_parser(service: str) -> Parser:
-    """The options of one service (messages and options may be given in any order)."""
-    parser = Parser(prog=f"suite-client {service}", description=SUMMARIES[service])
-    parser.add_argument("address", metavar="ADDRESS",
-                        help="host:port, [v6]:port or a Twisted client endpoint string")
-    if service == "sleep":
-        parser.add_argument("seconds", metavar="SECONDS", type=float)
-    else:
-        parser.add_argument("messages", metavar="MESSAGE", nargs="*",
-                            help="one line each; none: lines from standard input")
+    """The options of one service (words and options may come in any order)."""
+    parser = Parser(prog=f"suite-client {service}", description=SUMMARIES[service],
+                    usage=f"suite-client {service} {USAGES[service]}")
+    parser.add_argument("words", nargs="*", help=argparse.SUPPRESS)
+    if service in ("timestamp", "echo", "log"):
         parser.add_argument("--udp", action="store_true", help="use UDP")
+    if service == "names":
+        parser.add_argument("--description", default="", help="register: free text")
+        parser.add_argument("--token", help="register/deregister: the server's token")
+    else:
+        parser.add_argument("--lookup", metavar="NSADDRESS",
+                            help="find the service's address on this name server")
+        parser.add_argument("--name", help=f"name to look up (default: {REGISTERED_AS[service]})")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
                         help="seconds to connect, and to wait for answers once sent (default 10)")
     parser.add_argument("--tls", action="store_true", help="TLS, verifying certificate and host")
@@ -72,9 +88,32 @@ def parse_arguments(argv) -> argparse.Namespace:
     top.add_argument("service", metavar="SERVICE", choices=sorted(SUMMARIES))
     top.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     chosen = top.parse_args(argv)
-    args = service_parser(chosen.service).parse_intermixed_args(chosen.rest)
+    parser = service_parser(chosen.service)
+    args = parser.parse_intermixed_args(chosen.rest)
     args.service = chosen.service
     args.udp = getattr(args, "udp", False)
+    args.lookup = getattr(args, "lookup", None)
+    words = list(args.words)
+    args.address = args.lookup
+    if not args.lookup:
+        if not words:
+            parser.error("ADDRESS is required")
+        args.address = words.pop(0)
+    if args.service == "sleep":
+        try:
+            (args.seconds,) = map(float, words)
+        except ValueError:
+            parser.error("expected one number: SECONDS")
+    elif args.service == "names":
+        if not words or words[0] not in NAMES_ACTIONS:
+            parser.error("expected register, deregister, lookup or services")
+        args.action, args.parameters = words[0], words[1:]
+        if len(args.parameters) != NAMES_ACTIONS[args.action]:
+            parser.error(f"{args.action}: expected {USAGES['names'].split('(')[1].split(')')[0]}")
+        if args.action in ("register", "deregister") and not args.parameters[2].isdigit():
+            parser.error(f"PORT must be a number, not {args.parameters[2]!r}")
+    else:
+        args.messages = words
     return args
 
 
@@ -118,18 +157,40 @@ async def feed(reactor, exchange, messages):
     exchange.done_sending()
 
 
+async def addresses(reactor, args) -> list:
+    """Where the service is: ADDRESS, or the live instances the name server gives (--lookup)."""
+    if not args.lookup:
+        return [parse_address(args.address)]
+    name_server = stream_endpoint(reactor, parse_address(args.lookup), args.timeout)
+    instances, _ = await api.lookup(reactor, name_server, args.name or REGISTERED_AS[args.service])
+    return [parse_address(f"[{h}]:{p}" if ":" in h else f"{h}:{p}") for h, p, _ in instances]
+
+
 async def connect(reactor, args, protocol):
-    address = parse_address(args.address)
+    """Connect PROTOCOL to the first address that answers; errors name the address tried last."""
+    candidates = await addresses(reactor, args)
+    for number, address in enumerate(candidates, 1):
+        args.address = address.text
+        try:
+            return await connect_to(reactor, args, address, protocol)
+        except (error.ConnectError, defer.TimeoutError) as e:
+            if number == len(candidates):
+                raise
+            last = e
+    raise last
+
+
+async def connect_to(reactor, args, address, protocol):
     if args.udp:
         if address.host is None:
-            raise ValueError(f"{args.address}: --udp needs host:port or [v6]:port")
+            raise ValueError(f"{address.text}: --udp needs host:port or [v6]:port")
         return await defer.ensureDeferred(
             open_datagram(reactor, address.host, address.port, protocol)
         ).addTimeout(args.timeout, reactor)
     tls = None
     if args.tls:
         if address.hostname is None:
-            raise ValueError(f"{args.address}: --tls needs a host name to verify")
+            raise ValueError(f"{address.text}: --tls needs a host name to verify")
         tls = client_tls(address.hostname, args.ca, args.cert, args.key)
     endpoint = stream_endpoint(reactor, address, args.timeout, tls)
     return await connectProtocol(endpoint, protocol).addTimeout(args.timeout, reactor)
@@ -173,13 +234,46 @@ async def sleep(reactor, args):
     write_reply(b"%.6f" % answer["slept"])
 
 
-COMMANDS = {"timestamp": lines, "echo": lines, "log": log, "sleep": sleep}
+async def names(reactor, args):
+    client = await connect(reactor, args, amp.AMP())
+    try:
+        command, *arguments = names_command(args)
+        answer = await client.callRemote(command, **(arguments[0] if arguments else {})).addTimeout(
+            args.timeout, reactor
+        )
+    finally:
+        client.transport.loseConnection()
+    if args.action == "lookup":
+        for instance in answer["instances"]:
+            host = f"[{instance['host']}]" if ":" in instance["host"] else instance["host"]
+            line = f"{host}:{instance['port']}\t{instance['description']}".rstrip("\t")
+            write_reply(line.encode())
+    elif args.action == "services":
+        for name in answer["names"]:
+            write_reply(name.encode())
+
+
+def names_command(args):
+    """(Command, arguments) for the names action of ARGS."""
+    parameters = args.parameters
+    if args.action == "services":
+        return (Services,)
+    if args.action == "lookup":
+        return Lookup, {"name": parameters[0]}
+    instance = {"name": parameters[0], "host": parameters[1], "port": int(parameters[2]),
+                "token": args.token}
+    if args.action == "register":
+        return Register, {**instance, "description": args.description}
+    return Deregister, instance
+
+
+COMMANDS = {"timestamp": lines, "echo": lines, "log": log, "sleep": sleep, "names": names}
 
 
 def describe(failure, args) -> str:
     """One line saying what failed."""
     e = failure.value
-    codes = {cls: code.decode() for cls, code in Sleep.errors.items()}
+    codes = {cls: code.decode() for cls, code in ERROR_CODES.items()}
     if isinstance(e, (defer.TimeoutError, defer.CancelledError, error.TimeoutError)):
         return f"{args.address}: timed out after {args.timeout:g} s"
     if isinstance(e, error.ConnectionRefusedError):

@@ -105,7 +105,7 @@ class TestRefusals:
     def test_plugins_listed_without_traceback(self):
         result = subprocess.run([TWISTD, "--help"], capture_output=True, text=True, timeout=60)
         listed = re.findall(r"^\s+(suite[\w-]*)\s", result.stdout, re.M)
-        assert sorted(listed) == ["suite", "suite-echo", "suite-logger", "suite-sleep", "suite-timestamp"]
+        assert sorted(listed) == ["suite", "suite-echo", "suite-logger", "suite-names", "suite-sleep", "suite-timestamp"]
         assert "Traceback" not in result.stdout + result.stderr
 
 

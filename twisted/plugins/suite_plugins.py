@@ -32,3 +32,9 @@ suite_sleep = ServiceMaker(
     "Sleep RPC over AMP: sleep N seconds, then answer",
     "suite-sleep",
 )
+suite_names = ServiceMaker(
+    "suite-names",
+    "suite.names.service",
+    "Name server over AMP: register, look up, health-check and evict instances",
+    "suite-names",
+)

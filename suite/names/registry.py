@@ -1,0 +1,119 @@
+"""
+The name server's registry: instances in memory, validated, rotated on
+lookup, evicted after consecutive failed health checks.  Pure: no I/O, no
+reactor; the protocol, the health checker and the store drive it.
+"""
+
+import ipaddress
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from suite.commands import Invalid
+
+NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+MAX_DESCRIPTION = 256
+
+
+def check_name(name: str) -> None:
+    if not NAME.fullmatch(name):
+        raise Invalid(f"name {name!r}: 1-63 of a-z 0-9 -, not starting with -")
+
+
+def check_instance(name: str, host: str, port: int, description: str) -> None:
+    check_name(name)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.removesuffix(".").split(".")
+        if len(host) > 253 or not all(HOST_LABEL.fullmatch(label) for label in labels):
+            raise Invalid(f"host {host!r}: not a host name or IP address") from None
+    if not 1 <= port <= 65535:
+        raise Invalid(f"port {port}: must be 1-65535")
+    if len(description) > MAX_DESCRIPTION:
+        raise Invalid(f"description longer than {MAX_DESCRIPTION} characters")
+
+
+@dataclass
+class Instance:
+    name: str
+    host: str
+    port: int
+    description: str = ""
+    failures: int = 0
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.name, self.host, self.port)
+
+
+class RegistryFull(Exception):
+    pass
+
+
+class Registry:
+    """Instances by name, each name's instances in registration order."""
+
+    def __init__(self, max_instances: int):
+        self.max_instances = max_instances
+        self._by_name: dict[str, OrderedDict] = {}
+        self._rotation: dict[str, int] = {}
+        self._count = 0
+
+    def __len__(self):
+        return self._count
+
+    def register(self, name, host, port, description="") -> tuple[Instance, bool]:
+        """Add or update (name, host, port); returns the instance and whether it is new."""
+        check_instance(name, host, port, description)
+        instances = self._by_name.get(name)
+        existing = instances.get((host, port)) if instances else None
+        if existing is not None:
+            existing.description = description
+            return existing, False
+        if self._count >= self.max_instances:
+            raise RegistryFull(f"registry full ({self.max_instances} instances, max_instances)")
+        instance = Instance(name, host, port, description)
+        self._by_name.setdefault(name, OrderedDict())[(host, port)] = instance
+        self._count += 1
+        return instance, True
+
+    def deregister(self, name, host, port) -> Instance | None:
+        instances = self._by_name.get(name)
+        if not instances or (host, port) not in instances:
+            return None
+        instance = instances.pop((host, port))
+        self._count -= 1
+        if not instances:
+            del self._by_name[name]
+            self._rotation.pop(name, None)
+        return instance
+
+    def lookup(self, name) -> list[Instance]:
+        """The instances of NAME, starting one further on each call (round robin)."""
+        check_name(name)
+        instances = list(self._by_name.get(name, {}).values())
+        if not instances:
+            return []
+        turn = self._rotation.get(name, 0) % len(instances)
+        self._rotation[name] = turn + 1
+        return instances[turn:] + instances[:turn]
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def instances(self) -> list[Instance]:
+        return [i for instances in self._by_name.values() for i in instances.values()]
+
+    def ping_result(self, instance: Instance, alive: bool, max_failures: int) -> bool:
+        """Count a health check; True when the instance has now failed MAX_FAILURES in a row and is evicted."""
+        if alive:
+            instance.failures = 0
+            return False
+        instance.failures += 1
+        current = self._by_name.get(instance.name, {}).get((instance.host, instance.port))
+        if instance.failures < max_failures or current is not instance:
+            return False
+        self.deregister(*instance.key)
+        return True
