@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
+from twisted.protocols import amp
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 
@@ -80,3 +81,33 @@ def make_pki(directory):
             ),
         )
     return paths
+
+
+class AMPPair:
+    """An AMP client talking to a server protocol of FACTORY through two StringTransports."""
+
+    def __init__(self, factory):
+        self.server, self.server_transport = connect(factory)
+        self.client = amp.AMP()
+        self.client_transport = StringTransport()
+        self.client.makeConnection(self.client_transport)
+
+    def pump(self):
+        for _ in range(10):
+            to_server = self.client_transport.value()
+            to_client = self.server_transport.value()
+            if not to_server and not to_client:
+                return
+            self.client_transport.clear()
+            self.server_transport.clear()
+            if to_server:
+                self.server.dataReceived(to_server)
+            if to_client:
+                self.client.dataReceived(to_client)
+
+    def call(self, command, **arguments):
+        """Call COMMAND; a list that holds the answer (or Failure) once one came."""
+        answers = []
+        self.client.callRemote(command, **arguments).addBoth(answers.append)
+        self.pump()
+        return answers

@@ -167,7 +167,7 @@ class TestFailures:
     def test_usage_and_bad_address(self, running):
         assert client("frobnicate") == (
             1, "", "suite-client: argument SERVICE: invalid choice: 'frobnicate' (choose from "
-                   "'echo', 'log', 'sleep', 'timestamp') (see --help)\n"
+                   "'echo', 'log', 'names', 'sleep', 'timestamp') (see --help)\n"
         )
         assert client("sleep", "nowhere", "1") == (
             1, "", "suite-client: nowhere: expected host:port, [v6]:port or an endpoint string\n"

@@ -4,43 +4,16 @@ import math
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.commands import InvalidDuration, Overloaded, Sleep
 from suite.sleep.protocol import SleepFactory
-from tests.helpers import connect
+from tests.helpers import AMPPair as Pair
 
 
-class Pair:
-    """An AMP client talking to a SleepProtocol through two StringTransports."""
-
-    def __init__(self, factory):
-        self.server, self.server_transport = connect(factory)
-        self.client = amp.AMP()
-        self.client_transport = StringTransport()
-        self.client.makeConnection(self.client_transport)
-
-    def pump(self):
-        for _ in range(10):
-            to_server = self.client_transport.value()
-            to_client = self.server_transport.value()
-            if not to_server and not to_client:
-                return
-            self.client_transport.clear()
-            self.server_transport.clear()
-            if to_server:
-                self.server.dataReceived(to_server)
-            if to_client:
-                self.client.dataReceived(to_client)
-
-    def call(self, seconds):
-        answers = []
-        self.client.callRemote(Sleep, seconds=float(seconds)).addBoth(answers.append)
-        self.pump()
-        return answers
+def sleep(pair, seconds):
+    return pair.call(Sleep, seconds=float(seconds))
 
 
 class SleepTests(SynchronousTestCase):
@@ -54,7 +27,7 @@ class SleepTests(SynchronousTestCase):
         self.pair.pump()
 
     def test_answer_comes_after_the_time_never_before(self):
-        answers = self.pair.call(2.5)
+        answers = sleep(self.pair, 2.5)
         self.advance(2.499)
         self.assertEqual(answers, [])
         self.advance(0.001)
@@ -73,32 +46,32 @@ class SleepTests(SynchronousTestCase):
 
     def test_invalid_durations(self):
         for seconds in (-1, 60.001, math.nan, math.inf, -math.inf):
-            [failure] = self.pair.call(seconds)
+            [failure] = sleep(self.pair, seconds)
             failure.trap(InvalidDuration)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_zero_and_max_seconds_are_allowed(self):
-        answers = self.pair.call(0)
+        answers = sleep(self.pair, 0)
         self.advance(0)
         self.assertEqual(answers, [{"slept": 0}])
-        answers = self.pair.call(60)
+        answers = sleep(self.pair, 60)
         self.advance(60)
         self.assertEqual(answers, [{"slept": 60}])
 
     def test_max_pending_per_connection(self):
         for _ in range(3):
-            self.pair.call(1)
-        [failure] = self.pair.call(1)
+            sleep(self.pair, 1)
+        [failure] = sleep(self.pair, 1)
         failure.trap(Overloaded)
         self.assertIn("max_pending", failure.value.args[0])
 
     def test_max_total_across_connections(self):
         for _ in range(3):
-            self.pair.call(1)
+            sleep(self.pair, 1)
         other = Pair(self.factory)
         for _ in range(2):
-            other.call(1)
-        [failure] = other.call(1)
+            sleep(other, 1)
+        [failure] = sleep(other, 1)
         failure.trap(Overloaded)
         self.assertIn("max_total", failure.value.args[0])
         self.advance(1)
@@ -106,7 +79,7 @@ class SleepTests(SynchronousTestCase):
 
     def test_disconnect_cancels_every_pending_timer(self):
         for seconds in (1, 2, 3):
-            self.pair.call(seconds)
+            sleep(self.pair, seconds)
         self.assertEqual(len(self.clock.getDelayedCalls()), 3)
         self.pair.server.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -114,7 +87,7 @@ class SleepTests(SynchronousTestCase):
 
     def test_a_waiting_client_is_not_idle(self):
         pair = Pair(SleepFactory("sleep", self.clock, 1000, 10, 60, 3, 5))
-        answers = pair.call(50)
+        answers = sleep(pair, 50)
         self.clock.advance(50)
         pair.pump()
         self.assertEqual(answers, [{"slept": 50}])

@@ -1,0 +1,94 @@
+"""The name server's AMP commands, in memory, with their audit events."""
+
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.commands import Deregister, Invalid, Lookup, NotFound, Register, Services, Unauthorized
+from suite.names.protocol import NamesFactory
+from suite.names.registry import Registry
+from suite.names.server import NameServer
+from suite.names.store import MemoryStore
+from tests.helpers import AMPPair
+
+
+def names_pair(token="", max_instances=100):
+    server = NameServer(Registry(max_instances), MemoryStore(), token, cache_ttl=5)
+    return AMPPair(NamesFactory("names", Clock(), 1000, 0, server))
+
+
+class NamesCommandTests(SynchronousTestCase):
+    def setUp(self):
+        self.events = []
+        observer = lambda event: "names_event" in event and self.events.append(event)  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.pair = names_pair()
+
+    def test_register_lookup_round_robin_with_ttl(self):
+        for port in (5001, 5002):
+            self.assertEqual(
+                self.pair.call(Register, name="echo", host="127.0.0.1", port=port,
+                               description=f"echo {port}"),
+                [{}],
+            )
+        [first] = self.pair.call(Lookup, name="echo")
+        [second] = self.pair.call(Lookup, name="echo")
+        self.assertEqual(first["ttl"], 5)
+        self.assertEqual([i["port"] for i in first["instances"]], [5001, 5002])
+        self.assertEqual([i["port"] for i in second["instances"]], [5002, 5001])
+        self.assertEqual(first["instances"][0],
+                         {"host": "127.0.0.1", "port": 5001, "description": "echo 5001"})
+
+    def test_description_is_optional(self):
+        self.pair.call(Register, name="svc", host="h", port=1)
+        [answer] = self.pair.call(Lookup, name="svc")
+        self.assertEqual(answer["instances"][0]["description"], "")
+
+    def test_errors(self):
+        [failure] = self.pair.call(Lookup, name="nothing")
+        failure.trap(NotFound)
+        [failure] = self.pair.call(Lookup, name="Bad Name")
+        failure.trap(Invalid)
+        [failure] = self.pair.call(Register, name="svc", host="no host", port=1)
+        failure.trap(Invalid)
+        [failure] = self.pair.call(Register, name="svc", host="h", port=70000)
+        failure.trap(Invalid)
+        [failure] = self.pair.call(Deregister, name="svc", host="h", port=1)
+        failure.trap(NotFound)
+
+    def test_registry_full_is_invalid(self):
+        pair = names_pair(max_instances=1)
+        pair.call(Register, name="a", host="h", port=1)
+        [failure] = pair.call(Register, name="a", host="h", port=2)
+        failure.trap(Invalid)
+        self.assertIn("max_instances", failure.value.args[0])
+
+    def test_services_lists_names_with_instances(self):
+        for name in ("zeta", "alpha", "zeta"):
+            self.pair.call(Register, name=name, host="h", port=len(name))
+        self.assertEqual(self.pair.call(Services), [{"names": ["alpha", "zeta"]}])
+        self.pair.call(Deregister, name="alpha", host="h", port=5)
+        self.assertEqual(self.pair.call(Services), [{"names": ["zeta"]}])
+
+    def test_token_needed_for_changes_not_for_lookups(self):
+        pair = names_pair(token="s3cret")
+        for token in (None, "wrong", ""):
+            [failure] = pair.call(Register, name="svc", host="h", port=1, token=token)
+            failure.trap(Unauthorized)
+        self.assertEqual(pair.call(Register, name="svc", host="h", port=1, token="s3cret"), [{}])
+        [failure] = pair.call(Deregister, name="svc", host="h", port=1)
+        failure.trap(Unauthorized)
+        self.assertEqual(len(pair.call(Lookup, name="svc")[0]["instances"]), 1)
+        self.assertEqual(pair.call(Deregister, name="svc", host="h", port=1, token="s3cret"), [{}])
+
+    def test_audit_events(self):
+        self.pair.call(Register, name="svc", host="h", port=1, description="d")
+        self.pair.call(Lookup, name="svc")
+        self.pair.call(Lookup, name="gone")
+        self.pair.call(Deregister, name="svc", host="h", port=1)
+        summary = [(e["names_event"], e["name"], e.get("answers")) for e in self.events]
+        self.assertEqual(summary, [("register", "svc", None), ("lookup", "svc", 1),
+                                   ("lookup", "gone", 0), ("deregister", "svc", None)])
+        self.assertTrue(all(e["peer"] == "192.0.2.7:40000" for e in self.events))
+        self.assertEqual((self.events[0]["host"], self.events[0]["port"]), ("h", 1))
