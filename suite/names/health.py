@@ -7,7 +7,8 @@ block them.
 
 from twisted.application import service
 from twisted.internet import defer, error
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -19,7 +20,13 @@ def tcp_ping(reactor, timeout: float):
     """ping(host, port) -> Deferred that fires once a TCP connection opens (then closes it)."""
 
     def ping(host, port):
-        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+        # IP literals skip the resolver: it runs in a small thread pool and would pace the checks.
+        if isIPAddress(host):
+            endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+        elif isIPv6Address(host):
+            endpoint = TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+        else:
+            endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
         connected = endpoint.connect(Factory.forProtocol(Protocol))
         connected.addTimeout(timeout, reactor)
         return connected.addCallback(lambda protocol: protocol.transport.loseConnection())

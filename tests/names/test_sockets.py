@@ -1,0 +1,131 @@
+"""The name server on real sockets: eviction by real pings, pipelining, client caching."""
+
+import time
+
+from twisted.internet import defer, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.protocols import amp
+from twisted.trial.unittest import TestCase
+
+from suite.client import api
+from suite.commands import Lookup, NotFound, Register
+from tests.test_listeners import start_suite, tmp_dir
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+
+
+class CountingFactory(Factory):
+    protocol = Protocol
+
+    def __init__(self):
+        self.connections = []
+
+    def buildProtocol(self, address):
+        self.connections.append(time.monotonic())
+        return Factory.buildProtocol(self, address)
+
+
+class NamesOnSockets(TestCase):
+    def start(self, **keys):
+        settings = "".join(f"{key} = {value}\n" for key, value in keys.items())
+        ports = start_suite(self, tmp_dir(self),
+                            f'[names]\nlisten = ["{LOCAL}"]\nstore = "memory"\n{settings}')
+        self.endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", ports[f"names {LOCAL}"])
+        self.events = []
+        observer = lambda e: "names_event" in e and self.events.append(e)  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    def listen(self):
+        factory = CountingFactory()
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1", backlog=1024)
+        self.addCleanup(port.stopListening)
+        return port, factory
+
+    async def wait_for(self, predicate, timeout=10):
+        for _ in range(int(timeout / 0.02)):
+            if predicate():
+                return True
+            await task.deferLater(reactor, 0.02, lambda: None)
+        return predicate()
+
+    async def test_closed_listener_evicted_after_exactly_max_failures_pings(self):
+        self.start(ping_interval=0.2, ping_timeout=1, max_failures=3)
+        port, factory = self.listen()
+        number = port.getHost().port
+        await api.register(reactor, self.endpoint, "victim", "127.0.0.1", number)
+        self.assertTrue(await self.wait_for(lambda: factory.connections))  # a ping got through
+        await port.stopListening()
+        self.assertTrue(await self.wait_for(
+            lambda: any(e["names_event"] == "evict" for e in self.events)))
+        mine = [e for e in self.events if e.get("port") == number]
+        failed = [e["failures"] for e in mine if e["names_event"] == "ping_failed"]
+        self.assertEqual(failed, [1, 2, 3])
+        evict = [e for e in mine if e["names_event"] == "evict"][0]
+        self.assertEqual((evict["failures"], evict["reason"]), (3, "connection refused"))
+        with self.assertRaises(NotFound):
+            await api.lookup(reactor, self.endpoint, "victim")
+
+    async def test_a_thousand_instances_checked_within_one_interval(self):
+        self.start(ping_interval=1.0)
+        port, factory = self.listen()
+        client = await connectProtocol(self.endpoint, amp.AMP())
+        self.addCleanup(client.transport.loseConnection)
+        await defer.gatherResults([
+            client.callRemote(Register, name=f"svc{n}", host="127.0.0.1",
+                              port=port.getHost().port)
+            for n in range(1000)
+        ])
+        factory.connections.clear()
+        self.assertTrue(await self.wait_for(lambda: len(factory.connections) >= 2000))
+        rounds, previous = [], None
+        for moment in sorted(factory.connections):
+            if previous is None or moment - previous > 0.1:
+                rounds.append([])
+            rounds[-1].append(moment)
+            previous = moment
+        complete = [r for r in rounds if len(r) == 1000]
+        self.assertTrue(complete, [len(r) for r in rounds])
+        self.assertLess(max(r[-1] - r[0] for r in complete), 1.0)
+
+    async def test_five_thousand_pipelined_lookups_on_one_connection(self):
+        self.start()
+        for port in (1, 2, 3):
+            await api.register(reactor, self.endpoint, "busy", "127.0.0.1", port)
+        client = await connectProtocol(self.endpoint, amp.AMP())
+        self.addCleanup(client.transport.loseConnection)
+        answers = await defer.gatherResults(
+            [client.callRemote(Lookup, name="busy") for _ in range(5000)]
+        )
+        firsts = [answer["instances"][0]["port"] for answer in answers]
+        self.assertEqual(len(answers), 5000)
+        self.assertEqual(firsts[:6], [1, 2, 3, 1, 2, 3])
+        self.assertEqual(sorted(set(firsts)), [1, 2, 3])
+        self.assertEqual(sum(1 for e in self.events if e["names_event"] == "lookup"), 5000)
+
+    async def test_client_caches_answers_for_ttl_and_not_found_for_negative_ttl(self):
+        self.start(cache_ttl=5)
+        await api.register(reactor, self.endpoint, "cached", "127.0.0.1", 9)
+        clock = Clock()
+        names = api.NameClient(reactor, self.endpoint, negative_ttl=1, clock=clock)
+
+        def asked(name):
+            return sum(1 for e in self.events if e["names_event"] == "lookup" and e["name"] == name)
+
+        self.assertEqual(await names.lookup("cached"), [("127.0.0.1", 9, "")])
+        await names.lookup("cached")
+        self.assertEqual(asked("cached"), 1)
+        clock.advance(5)
+        await names.lookup("cached")
+        self.assertEqual(asked("cached"), 2)
+        for _ in range(2):
+            with self.assertRaises(NotFound):
+                await names.lookup("missing")
+        self.assertEqual(asked("missing"), 1)
+        clock.advance(1)
+        with self.assertRaises(NotFound):
+            await names.lookup("missing")
+        self.assertEqual(asked("missing"), 2)
