@@ -32,7 +32,8 @@ run: $(STAMP)
 tools:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    missing=""; \
-	    for t in openssl:openssl nc:netcat-openbsd logger:bsdutils taskset:util-linux; do \
+	    for t in openssl:openssl nc:netcat-openbsd logger:bsdutils taskset:util-linux \
+	             systemd-socket-activate:systemd systemd-analyze:systemd; do \
 	        command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; \
 	    done; \
 	    if [ -n "$$missing" ]; then \

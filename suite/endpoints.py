@@ -2,7 +2,8 @@
 Listeners: `listen` / `tls_listen` strings -> bound ports, and the [tls] context.
 
 `listen` takes Twisted server endpoint strings plus the suite's own
-`udp:PORT[:interface=ADDR]` (Twisted has no datagram endpoints); `tls_listen`
+`udp:PORT[:interface=ADDR]` and `systemd-udp:name=NAME` (Twisted has no
+datagram endpoints); `tls_listen`
 serves a stream endpoint through TLS made from the [tls] section (SPEC §3).
 """
 
@@ -19,6 +20,7 @@ from twisted.logger import Logger
 
 from suite.config import STRING_LIST, Key, Section, Settings, choice, text
 from suite.streams import describe_peer
+from suite.systemd import activated_datagram_socket, adopt_datagram
 
 log = Logger()
 
@@ -26,6 +28,7 @@ DEFAULT_BACKLOG = 1024
 BACKLOG_PREFIXES = ("tcp", "tcp6", "ssl", "unix")
 TLS_WRAPPABLE = ("tcp", "tcp6", "unix", "systemd")
 UDP_MAX_DATAGRAM = 65535
+DATAGRAM_PREFIXES = ("udp", "systemd-udp")
 
 TLS = Section(
     "tls",
@@ -53,10 +56,11 @@ class Listener:
     tls: bool = False
     udp_port: int | None = None
     udp_interface: str = ""
+    activated_name: str | None = None  # systemd-udp:name=NAME
 
     @property
     def datagram(self) -> bool:
-        return self.udp_port is not None
+        return self.udp_port is not None or self.activated_name is not None
 
     @property
     def endpoint_string(self) -> str:
@@ -93,6 +97,16 @@ def parse_udp(description: str) -> tuple[int, str]:
     return port, interface
 
 
+def parse_activated_udp(description: str) -> str:
+    """`systemd-udp:name=NAME` -> NAME, checked to be a socket-activated UDP socket."""
+    parts = _split_arguments(description)[1:]
+    if len(parts) != 1 or not parts[0].startswith("name=") or parts[0] == "name=":
+        raise ValueError("expected systemd-udp:name=NAME")
+    name = parts[0].removeprefix("name=")
+    activated_datagram_socket(name)
+    return name
+
+
 def parse_listeners(settings: Settings, datagram_side: bool, reactor) -> list[Listener]:
     """Check every `listen` and `tls_listen` entry of SETTINGS without binding."""
     listeners = []
@@ -100,18 +114,26 @@ def parse_listeners(settings: Settings, datagram_side: bool, reactor) -> list[Li
         for description in getattr(settings, key):
             prefix = description.split(":", 1)[0]
             try:
-                if prefix == "udp":
+                if prefix in DATAGRAM_PREFIXES:
                     if key == "tls_listen":
-                        raise ValueError("TLS needs a stream endpoint, not udp")
+                        raise ValueError(f"TLS needs a stream endpoint, not {prefix}")
                     if not datagram_side:
                         raise ValueError(f"{settings.section.name} has no datagram side")
-                    port, interface = parse_udp(description)
-                    listener = Listener(description, udp_port=port, udp_interface=interface)
+                    if prefix == "udp":
+                        port, interface = parse_udp(description)
+                        listener = Listener(description, udp_port=port, udp_interface=interface)
+                    else:
+                        listener = Listener(
+                            description, activated_name=parse_activated_udp(description)
+                        )
                 else:
                     if key == "tls_listen" and prefix not in TLS_WRAPPABLE:
                         raise ValueError("tls_listen takes tcp:, tcp6:, unix: or systemd:")
                     listener = Listener(description, tls=key == "tls_listen")
                     endpoints.serverFromString(reactor, listener.endpoint_string)
+            except KeyError as e:  # Twisted's systemd: parser, for an unknown name
+                problem = f"no socket passed by systemd is named {e.args[0]!r}"
+                raise settings.error(key, problem, description) from None
             except Exception as e:
                 raise settings.error(key, f"bad endpoint: {e}", description) from None
             listeners.append(listener)
@@ -247,7 +269,14 @@ def listener_services(
     """
     services = []
     for listener in listeners:
-        if listener.datagram:
+        if listener.activated_name is not None:
+
+            def bind(listener=listener):
+                return adopt_datagram(
+                    reactor, listener.activated_name, make_datagram_protocol(), UDP_MAX_DATAGRAM
+                )
+
+        elif listener.datagram:
 
             def bind(listener=listener):
                 return reactor.listenUDP(

@@ -3,15 +3,23 @@ From plugin options to a running MultiService: the path shared by the `suite`
 plugin and every single-service plugin, so they refuse bad config the same way.
 """
 
+import signal
 from dataclasses import dataclass
 from typing import Callable
 
 from twisted.application import service
 from twisted.logger import Logger
 
-from suite import config
+from suite import config, systemd
 from suite.config import ConfigError, Section, Settings
-from suite.endpoints import TLS, ListenFailed, listener_services, parse_listeners, tls_options
+from suite.endpoints import (
+    TLS,
+    ListenerService,
+    ListenFailed,
+    listener_services,
+    parse_listeners,
+    tls_options,
+)
 
 log = Logger()
 
@@ -51,18 +59,14 @@ class SuiteService(service.MultiService):
     The root service.  A listener that cannot bind stops the start with its
     one-line reason and exit status 1 instead of a traceback.  Once the
     reactor runs (signal handlers installed, every listener bound) it logs
-    that it is ready.
+    that it is ready and tells systemd (READY=1).  SIGHUP asks every service
+    that keeps files open to reopen them (logrotate, `systemctl reload`).
     """
 
     def __init__(self, reactor):
         service.MultiService.__init__(self)
         self.reactor = reactor
-
-    def startService(self):
-        service.MultiService.startService(self)
-        self.reactor.callWhenRunning(
-            log.info, "suite ready: {count} listeners", count=len(self.services)
-        )
+        self._previous_hup = None
 
     def privilegedStartService(self):
         try:
@@ -70,6 +74,34 @@ class SuiteService(service.MultiService):
         except ListenFailed as e:
             log.critical("{reason}", reason=str(e))
             raise SystemExit(1) from None
+
+    def startService(self):
+        service.MultiService.startService(self)
+        self._previous_hup = signal.signal(
+            signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload)
+        )
+        self.reactor.callWhenRunning(self._ready)
+
+    def _ready(self):
+        log.info("suite ready: {count} listeners", count=len(self._listeners()))
+        systemd.notify(b"READY=1")
+
+    def _listeners(self):
+        return [child for child in self if isinstance(child, ListenerService)]
+
+    def reload(self):
+        log.info("SIGHUP: reopening files")
+        for child in self:
+            reopen = getattr(child, "reopen", None)
+            if reopen is not None:
+                reopen()
+
+    def stopService(self):
+        systemd.notify(b"STOPPING=1")
+        if self._previous_hup is not None:
+            signal.signal(signal.SIGHUP, self._previous_hup)
+            self._previous_hup = None
+        return service.MultiService.stopService(self)
 
 
 def build(definitions, path, overrides, reactor, only_listed) -> SuiteService:

@@ -79,6 +79,30 @@ def refused(tmp_path, body, overrides=None):
             'FILE: [echo] tls_listen = ["tcp:0"]: needs [tls] certificate',
         ),
         (
+            '[timestamp]\nlisten = ["systemd-udp:name=ts-udp"]\n',
+            "FILE: [timestamp] listen = \"systemd-udp:name=ts-udp\": bad endpoint: "
+            "no socket passed by systemd is named 'ts-udp'",
+        ),
+        (
+            '[timestamp]\nlisten = ["systemd-udp:ts-udp"]\n',
+            'FILE: [timestamp] listen = "systemd-udp:ts-udp": bad endpoint: '
+            "expected systemd-udp:name=NAME",
+        ),
+        (
+            '[timestamp]\nlisten = ["systemd:domain=INET:name=ts-tcp"]\n',
+            "FILE: [timestamp] listen = \"systemd:domain=INET:name=ts-tcp\": "
+            "no socket passed by systemd is named 'ts-tcp'",
+        ),
+        (
+            '[echo]\ntls_listen = ["systemd-udp:name=x"]\n',
+            'FILE: [echo] tls_listen = "systemd-udp:name=x": bad endpoint: '
+            "TLS needs a stream endpoint, not systemd-udp",
+        ),
+        (
+            '[sleep]\nlisten = ["systemd-udp:name=x"]\n',
+            'FILE: [sleep] listen = "systemd-udp:name=x": bad endpoint: sleep has no datagram side',
+        ),
+        (
             '[sleep]\nlisten = ["udp:5200"]\n',
             'FILE: [sleep] listen = "udp:5200": bad endpoint: sleep has no datagram side',
         ),

@@ -6,7 +6,6 @@ written through at once, so nothing received before SIGTERM is lost.
 """
 
 import os
-import signal
 
 from twisted.application import service
 from twisted.logger import Logger
@@ -80,7 +79,6 @@ class BatchWriter(service.Service):
         self._size = 0
         self._call = None
         self._write_through = True
-        self._previous_hup = None
 
     def write_lines(self, lines: list[bytes]):
         self._pending += lines
@@ -101,7 +99,7 @@ class BatchWriter(service.Service):
             self.output.write(data)
 
     def reopen(self):
-        """logrotate renamed the file: finish the old one, start a new one under the name."""
+        """On SIGHUP (via the root service): logrotate renamed the file, start a new one."""
         self.flush()
         self.output.reopen()
         log.info("logger: output reopened (SIGHUP)")
@@ -109,14 +107,8 @@ class BatchWriter(service.Service):
     def startService(self):
         service.Service.startService(self)
         self._write_through = False
-        self._previous_hup = signal.signal(
-            signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reopen)
-        )
 
     def stopService(self):
         service.Service.stopService(self)
         self.flush()
         self._write_through = True
-        if self._previous_hup is not None:
-            signal.signal(signal.SIGHUP, self._previous_hup)
-            self._previous_hup = None

@@ -1,0 +1,54 @@
+"""
+What the suite does for systemd beyond Twisted's own `systemd:` endpoints:
+readiness notification (sd_notify) and socket-activated UDP sockets.
+"""
+
+import os
+import socket
+
+from twisted.internet import fdesc
+
+FIRST_ACTIVATED_FD = 3
+
+
+def notify(state: bytes, environ=os.environ) -> bool:
+    """Send STATE (e.g. b"READY=1") to systemd's NOTIFY_SOCKET; False when there is none."""
+    address = environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(address)
+        sock.sendall(state)
+    return True
+
+
+def activated_datagram_socket(name: str, environ=os.environ) -> tuple[int, int]:
+    """
+    (fd, address family) of the socket-activated UDP socket named NAME.
+
+    Twisted's import of its endpoints consumes LISTEN_FDS and LISTEN_PID but
+    leaves LISTEN_FDNAMES; the descriptors are numbered from 3 in that order.
+    The descriptor is checked to really be a datagram socket, so a stale
+    LISTEN_FDNAMES inherited from another process cannot be mistaken for one.
+    """
+    names = environ.get("LISTEN_FDNAMES", "").split(":")
+    if name not in names:
+        raise ValueError(f"no socket passed by systemd is named {name!r}")
+    fd = FIRST_ACTIVATED_FD + names.index(name)
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            kind, family = sock.type, sock.family
+    except OSError:
+        raise ValueError(f"socket {name!r} (fd {fd}) is not open") from None
+    if kind != socket.SOCK_DGRAM:
+        raise ValueError(f"socket {name!r} (fd {fd}) is not a datagram socket")
+    return fd, family
+
+
+def adopt_datagram(reactor, name: str, protocol, max_packet_size: int):
+    """Serve PROTOCOL on the activated UDP socket NAME (non-blocking first, or the reactor hangs)."""
+    fd, family = activated_datagram_socket(name)
+    fdesc.setNonBlocking(fd)
+    return reactor.adoptDatagramPort(fd, family, protocol, max_packet_size)
