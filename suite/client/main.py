@@ -152,7 +152,12 @@ async def feed(reactor, exchange, messages):
         reader = StdinLines(exchange)
         # Our own copy of fd 1: closing the reader must not close standard output.
         stdio = StandardIO(reader, stdout=os.dup(1), reactor=reactor)
-        exchange.finished.addBoth(lambda result: (stdio.loseConnection(), result)[1])
+
+        def stop_reading(result):  # the server is done (or gone): stop waiting for input
+            stdio.loseConnection()
+            return result
+
+        exchange.finished.addBoth(stop_reading)
         await reader.done
     exchange.done_sending()
 
@@ -173,11 +178,9 @@ async def connect(reactor, args, protocol):
         args.address = address.text
         try:
             return await connect_to(reactor, args, address, protocol)
-        except (error.ConnectError, defer.TimeoutError) as e:
+        except (error.ConnectError, defer.TimeoutError):
             if number == len(candidates):
                 raise
-            last = e
-    raise last
 
 
 async def connect_to(reactor, args, address, protocol):
