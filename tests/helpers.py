@@ -1,15 +1,22 @@
-"""Shared test helpers: in-memory connections and throwaway TLS certificates."""
+"""Shared test helpers: in-memory connections, throwaway TLS certificates, in-process suites."""
 
 import datetime
 import ipaddress
+import textwrap
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
+
+from suite import compose
+from suite.endpoints import ListenerService
+from suite.plugin import build
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 
@@ -111,3 +118,24 @@ class AMPPair:
         self.client.callRemote(command, **arguments).addBoth(answers.append)
         self.pump()
         return answers
+
+
+def tmp_dir(test) -> Path:
+    path = Path(test.mktemp())
+    path.mkdir(parents=True)
+    return path
+
+
+def start_suite(test, tmp_dir, body) -> dict:
+    """Start the suite from BODY; returns {listener description: bound port number}."""
+    path = tmp_dir / "suite.toml"
+    path.write_text(textwrap.dedent(body))
+    root = build(compose.SERVICES, str(path), {}, reactor, only_listed=False)
+    root.privilegedStartService()
+    root.startService()
+    test.addCleanup(root.stopService)
+    return {
+        f"{child.service_name} {child.listener}": child.port.getHost().port
+        for child in root
+        if isinstance(child, ListenerService)
+    }

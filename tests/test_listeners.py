@@ -1,8 +1,6 @@
 """Integration: the services on real sockets on 127.0.0.1, port 0."""
 
 import socket
-import textwrap
-from pathlib import Path
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -12,31 +10,10 @@ from twisted.trial.unittest import TestCase
 
 from suite import compose
 from suite.datagram import RateLimitedReplier
-from suite.endpoints import ListenerService
 from suite.echo.protocol import echo_datagram
 from suite.plugin import SuiteService, build
 from suite.ratelimit import SourceRateLimiter
-
-
-def tmp_dir(test) -> Path:
-    path = Path(test.mktemp())
-    path.mkdir(parents=True)
-    return path
-
-
-def start_suite(test, tmp_dir, body) -> dict:
-    """Start the suite from BODY; returns {listener description: bound port number}."""
-    path = tmp_dir / "suite.toml"
-    path.write_text(textwrap.dedent(body))
-    root = build(compose.SERVICES, str(path), {}, reactor, only_listed=False)
-    root.privilegedStartService()
-    root.startService()
-    test.addCleanup(root.stopService)
-    return {
-        f"{child.service_name} {child.listener}": child.port.getHost().port
-        for child in root
-        if isinstance(child, ListenerService)
-    }
+from tests.helpers import start_suite, tmp_dir
 
 
 class Collect(protocol.Protocol):

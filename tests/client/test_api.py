@@ -9,7 +9,7 @@ from twisted.trial.unittest import TestCase
 
 from suite.client import api
 from suite.commands import InvalidDuration, Sleep
-from tests.test_listeners import start_suite, tmp_dir
+from tests.helpers import start_suite, tmp_dir
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 LOCAL_UDP = "udp:0:interface=127.0.0.1"

@@ -175,3 +175,16 @@ class TestFailures:
         assert client("echo", "127.0.0.1:1", "--tls", "--ca", "/missing.pem", "x") == (
             1, "", "suite-client: /missing.pem: No such file or directory\n"
         )
+
+
+def test_ipv6_address_form(start_suite):
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    listen = r"tcp6:0:interface=\:\:1"  # colons in an endpoint string are escaped
+    toml = listen.replace("\\", "\\\\")
+    suite = start_suite(f'[echo]\nlisten = ["{toml}"]\n', listeners=1)
+    port = suite.port(f"echo {listen}")
+    assert client("echo", f"[::1]:{port}", "over v6") == (0, "You said: over v6\n", "")
