@@ -33,7 +33,7 @@ def _name(common_name):
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _certificate(subject, key, issuer_name, issuer_key, ca=False, server=False):
+def _certificate(subject, key, issuer_name, issuer_key, ca=False, names=()):
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = (
         x509.CertificateBuilder()
@@ -45,13 +45,8 @@ def _certificate(subject, key, issuer_name, issuer_key, ca=False, server=False):
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -64,8 +59,10 @@ def make_pki(directory):
     """
     A CA, a server certificate for localhost/127.0.0.1 and a client
     certificate, as PEM files in DIRECTORY; returns a dict of their paths.
-    A second, unrelated CA signs `stranger` (a client the server must refuse).
+    A second, unrelated CA signs `stranger` (a client the server must refuse);
+    `elsewhere` is signed by the CA but names another host.
     """
+    local = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     pem = serialization.Encoding.PEM
     paths = {}
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -73,13 +70,14 @@ def make_pki(directory):
     other_key = ec.generate_private_key(ec.SECP256R1())
     other_ca_name = _name("other CA")
     paths["ca"] = _write(directory / "ca.crt", ca.public_bytes(pem))
-    for role, issuer_name, issuer_key in (
-        ("server", ca.subject, ca_key),
-        ("client", ca.subject, ca_key),
-        ("stranger", other_ca_name, other_key),
+    for role, issuer_name, issuer_key, names in (
+        ("server", ca.subject, ca_key, local),
+        ("client", ca.subject, ca_key, ()),
+        ("stranger", other_ca_name, other_key, ()),
+        ("elsewhere", ca.subject, ca_key, [x509.DNSName("elsewhere.example")]),
     ):
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _certificate(role, key, issuer_name, issuer_key, server=role == "server")
+        cert = _certificate(role, key, issuer_name, issuer_key, names=names)
         paths[role + "_crt"] = _write(directory / f"{role}.crt", cert.public_bytes(pem))
         paths[role + "_key"] = _write(
             directory / f"{role}.key",

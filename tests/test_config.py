@@ -7,6 +7,7 @@ from twisted.internet.testing import MemoryReactor
 
 from suite import compose
 from suite.config import ConfigError
+from suite.endpoints import Listener
 from suite.plugin import build
 from suite.timestamp import service as timestamp_service
 from tests.helpers import make_pki
@@ -230,3 +231,17 @@ def test_unwritable_logger_output_is_refused_at_start(tmp_path):
         f'FILE: [logger] output = "{tmp_path}/a-file/messages.jsonl": cannot open: File exists'
         f" ({tmp_path}/a-file)"
     )
+
+
+@pytest.mark.parametrize(
+    "description, bound",
+    [
+        ("tcp:5001", "tcp:5001:backlog=1024"),
+        ("tcp6:5001:interface=\\:\\:1", "tcp6:5001:interface=\\:\\:1:backlog=1024"),
+        ("unix:/run/suite.sock", "unix:/run/suite.sock:backlog=1024"),
+        ("tcp:5001:backlog=64", "tcp:5001:backlog=64"),
+        ("systemd:domain=INET:name=x", "systemd:domain=INET:name=x"),
+    ],
+)
+def test_stream_listeners_get_a_backlog_of_1024(description, bound):
+    assert Listener(description).endpoint_string == bound

@@ -188,3 +188,19 @@ def test_ipv6_address_form(start_suite):
     suite = start_suite(f'[echo]\nlisten = ["{toml}"]\n', listeners=1)
     port = suite.port(f"echo {listen}")
     assert client("echo", f"[::1]:{port}", "over v6") == (0, "You said: over v6\n", "")
+
+
+def test_tls_host_name_is_verified(start_suite, tmp_path):
+    pki = make_pki(tmp_path)
+    suite = start_suite(f"""
+        [tls]
+        certificate = "{pki['elsewhere_crt']}"
+        private_key = "{pki['elsewhere_key']}"
+        [echo]
+        listen = []
+        tls_listen = ["{LOCAL}"]
+    """, listeners=1)
+    target = f"127.0.0.1:{suite.port(f'echo tls_listen {LOCAL}')}"
+    assert client("echo", target, "--tls", "--ca", pki["ca"], "x") == (
+        1, "", f"suite-client: {target}: TLS failed: certificate does not match the host name\n"
+    )
