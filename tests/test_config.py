@@ -6,8 +6,8 @@ import pytest
 from twisted.internet.testing import MemoryReactor
 
 from suite import compose
-from suite.config import ConfigError
-from suite.endpoints import Listener
+from suite.config import ConfigError, load
+from suite.endpoints import Listener, parse_listeners
 from suite.plugin import build
 from suite.timestamp import service as timestamp_service
 from tests.helpers import make_pki
@@ -130,9 +130,6 @@ def test_missing_file(tmp_path):
 
 
 def test_datagram_listener_on_a_service_without_datagram_side(tmp_path):
-    from suite.config import load
-    from suite.endpoints import parse_listeners
-
     path = write(tmp_path, '[echo]\nlisten = ["udp:5001"]\n')
     settings = load(path, [timestamp_service.SECTION, compose.ECHO.section])["echo"]
     with pytest.raises(ConfigError) as caught:
