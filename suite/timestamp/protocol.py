@@ -27,12 +27,29 @@ def formatter(pattern: str, utc: bool) -> Callable[[float], bytes]:
 
     if pattern == "ctime":
         split = time.gmtime if utc else time.localtime
-        return lambda seconds: time.asctime(split(seconds)).encode()
+        return once_a_second(lambda seconds: time.asctime(split(seconds)).encode())
     if pattern == "iso":
         return lambda seconds: moment(seconds).isoformat(timespec="microseconds").encode()
     if pattern == "epoch":
         return lambda seconds: b"%.6f" % seconds
-    return lambda seconds: moment(seconds).strftime(pattern).encode()
+
+    def strftime(seconds):
+        return moment(seconds).strftime(pattern).encode()
+
+    return strftime if "%f" in pattern else once_a_second(strftime)
+
+
+def once_a_second(format_whole_seconds: Callable[[int], bytes]) -> Callable[[float], bytes]:
+    """A stamp with one-second resolution is formatted once a second, not once a line."""
+    last = [None, b""]
+
+    def stamp(seconds: float) -> bytes:
+        whole = int(seconds)
+        if whole != last[0]:
+            last[0], last[1] = whole, format_whole_seconds(whole)
+        return last[1]
+
+    return stamp
 
 
 class TimestampFactory(LineFactory):

@@ -50,6 +50,15 @@ class FormatTests(SynchronousTestCase):
                 os.environ["TZ"] = old
             time.tzset()
 
+    def test_whole_second_formats_change_with_the_second(self):
+        for pattern in ("ctime", "%H:%M:%S"):
+            stamp = formatter(pattern, utc=True)
+            self.assertEqual(stamp(MOMENT), stamp(MOMENT + 0.49))
+            self.assertNotEqual(stamp(MOMENT), stamp(MOMENT + 0.5))
+        self.assertEqual(formatter("%H:%M:%S", utc=True)(MOMENT + 0.5), b"10:29:29")
+        sub_second = formatter("%S.%f", utc=True)
+        self.assertEqual(sub_second(MOMENT + 0.25), b"28.750000")
+
     def test_check_format_refuses_a_word_without_directives(self):
         for good in ("ctime", "iso", "epoch", "%H:%M"):
             check_format(good)
