@@ -131,11 +131,11 @@ def parse_listeners(settings: Settings, datagram_side: bool, reactor) -> list[Li
                         raise ValueError("tls_listen takes tcp:, tcp6:, unix: or systemd:")
                     listener = Listener(description, tls=key == "tls_listen")
                     endpoints.serverFromString(reactor, listener.endpoint_string)
-            except KeyError as e:  # Twisted's systemd: parser, for an unknown name
-                problem = f"no socket passed by systemd is named {e.args[0]!r}"
-                raise settings.error(key, problem, description) from None
             except Exception as e:
-                raise settings.error(key, f"bad endpoint: {e}", description) from None
+                problem = f"bad endpoint: {e}"
+                if prefix == "systemd" and isinstance(e, KeyError):  # Twisted's parser: no such name
+                    problem = f"no socket passed by systemd is named {e.args[0]!r}"
+                raise settings.error(key, problem, description) from None
             listeners.append(listener)
     if not listeners:
         raise settings.error("listen", "no listeners (set listen or tls_listen, or enabled = false)")
