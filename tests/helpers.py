@@ -55,6 +55,17 @@ def _write(path, data):
     return str(path)
 
 
+def tls_section(pki, role="server", client_ca="", min_version="1.2") -> str:
+    """The [tls] table serving ROLE's certificate from a make_pki() result."""
+    return (
+        "[tls]\n"
+        f'certificate = "{pki[role + "_crt"]}"\n'
+        f'private_key = "{pki[role + "_key"]}"\n'
+        f'client_ca = "{client_ca}"\n'
+        f'min_version = "{min_version}"\n'
+    )
+
+
 def make_pki(directory):
     """
     A CA, a server certificate for localhost/127.0.0.1 and a client

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import SuiteProcess
-from tests.helpers import make_pki
+from tests.helpers import make_pki, tls_section
 
 CLIENT = os.path.join(os.path.dirname(sys.executable), "suite-client")
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -36,12 +36,7 @@ def suite(tmp_path_factory):
         f'tls_listen = ["{LOCAL}"]\n' + extra.get(name, "")
         for name in ("timestamp", "echo", "logger", "sleep")
     )
-    process = SuiteProcess(directory, f"""
-        [tls]
-        certificate = "{pki['server_crt']}"
-        private_key = "{pki['server_key']}"
-        client_ca = "{pki['ca']}"
-    """ + sections)
+    process = SuiteProcess(directory, tls_section(pki, client_ca=pki["ca"]) + sections)
     yield process, pki, directory
     process.stop()
 
@@ -192,10 +187,7 @@ def test_ipv6_address_form(start_suite):
 
 def test_tls_host_name_is_verified(start_suite, tmp_path):
     pki = make_pki(tmp_path)
-    suite = start_suite(f"""
-        [tls]
-        certificate = "{pki['elsewhere_crt']}"
-        private_key = "{pki['elsewhere_key']}"
+    suite = start_suite(tls_section(pki, "elsewhere") + f"""
         [echo]
         listen = []
         tls_listen = ["{LOCAL}"]

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import require
-from tests.helpers import make_pki
+from tests.helpers import make_pki, tls_section
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 LOCAL_UDP = "udp:0:interface=127.0.0.1"
@@ -115,10 +115,7 @@ def test_unix_socket(collector):
 
 def test_tls(start_suite, tmp_path):
     pki = make_pki(tmp_path)
-    suite = start_suite(f"""
-        [tls]
-        certificate = "{pki['server_crt']}"
-        private_key = "{pki['server_key']}"
+    suite = start_suite(tls_section(pki) + f"""
         [logger]
         listen = []
         tls_listen = ["{LOCAL}"]

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import TWISTD, require
-from tests.helpers import make_pki
+from tests.helpers import make_pki, tls_section
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 LOCAL_UDP = "udp:0:interface=127.0.0.1"
@@ -114,12 +114,7 @@ class TestRefusals:
 
 def tls_config(pki, mutual, min_version="1.2"):
     client_ca = pki["ca"] if mutual else ""
-    return f"""
-        [tls]
-        certificate = "{pki['server_crt']}"
-        private_key = "{pki['server_key']}"
-        client_ca = "{client_ca}"
-        min_version = "{min_version}"
+    return tls_section(pki, client_ca=client_ca, min_version=min_version) + f"""
         [echo]
         listen = []
         tls_listen = ["{LOCAL}"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import TWISTD, SuiteProcess, require
-from tests.helpers import make_pki
+from tests.helpers import make_pki, tls_section
 
 UNITS = Path(__file__).resolve().parents[2] / "etc" / "systemd"
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -60,10 +60,7 @@ def test_socket_activated_tcp_udp_and_tls(tmp_path):
     pki = make_pki(tmp_path)
     tcp, tls, udp = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
     config = tmp_path / "suite.toml"
-    config.write_text(f"""
-[tls]
-certificate = "{pki['server_crt']}"
-private_key = "{pki['server_key']}"
+    config.write_text(tls_section(pki) + """
 [timestamp]
 listen = ["systemd:domain=INET:name=timestamp-tcp", "systemd-udp:name=timestamp-udp"]
 format = "epoch"
