@@ -1,6 +1,7 @@
 """
 The Python client API: Deferred-returning functions for each service, over
-any Twisted client endpoint.  `suite-client` is a thin layer over these.
+any Twisted client endpoint (UDP over host and port).  `suite-client` is a
+thin layer over these.
 
     from twisted.internet import reactor
     from twisted.internet.endpoints import HostnameEndpoint
@@ -15,123 +16,23 @@ Every function takes the reactor first, for a uniform signature.
 import os
 import socket
 import time
+from typing import Callable
 
 from twisted.internet import defer, error
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.protocols import amp
 
-from suite.commands import Deregister, Lookup, NotFound, Register, Services, Sleep
+from suite.names.commands import Deregister, Lookup, NotFound, Register, Services
+from suite.sleep.commands import Sleep
 
 
 class ServerClosed(Exception):
     """The server closed the connection before answering everything."""
 
 
-class LineExchange(Protocol):
-    """
-    Sends lines and reads one reply line per line sent: the timestamp
-    server, the line echo and the raw echo all answer that way.  Replies go
-    to ON_REPLY as they come; `finished` fires once all have come.
-    """
-
-    def __init__(self, on_reply=None):
-        self.replies: list[bytes] = []
-        self.on_reply = on_reply or self.replies.append
-        self.sent = self.received = 0
-        self.finished = defer.Deferred()
-        self._buffer = b""
-        self._done_sending = False
-
-    def send(self, line: bytes):
-        data = line + b"\n"
-        self.sent += data.count(b"\n")
-        self.transport.write(data)
-
-    def done_sending(self):
-        self._done_sending = True
-        self._check()
-
-    def dataReceived(self, data):
-        *lines, self._buffer = (self._buffer + data).split(b"\n")
-        for line in lines:
-            self.received += 1
-            self.on_reply(line.removesuffix(b"\r"))
-        self._check()
-
-    def _check(self):
-        if self._done_sending and self.received >= self.sent and not self.finished.called:
-            self.finished.callback(self.received)
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason):
-        if not self.finished.called:
-            if reason.check(error.ConnectionDone, error.ConnectionLost):
-                reason = ServerClosed(
-                    f"server closed the connection after {self.received} of {self.sent} replies"
-                )
-            self.finished.errback(reason)
-
-
-class DatagramExchange(DatagramProtocol):
-    """
-    One datagram per message (made by FRAME) to a connected UDP peer, and,
-    when EXPECT_REPLIES, one reply datagram expected for each.
-    """
-
-    def __init__(self, on_reply=None, frame=bytes, expect_replies=True):
-        self.replies: list[bytes] = []
-        self.on_reply = on_reply or self.replies.append
-        self.frame = frame
-        self.expect_replies = expect_replies
-        self.sent = self.received = 0
-        self.finished = defer.Deferred()
-        self._done_sending = False
-
-    def send(self, payload: bytes):
-        self.sent += 1
-        self.transport.write(self.frame(payload))
-
-    def done_sending(self):
-        self._done_sending = True
-        self._check()
-
-    def datagramReceived(self, data, address):
-        self.received += 1
-        self.on_reply(data)
-        self._check()
-
-    def _check(self):
-        enough = not self.expect_replies or self.received >= self.sent
-        if self._done_sending and enough and not self.finished.called:
-            self.finished.callback(self.received)
-
-    def connectionRefused(self):
-        if not self.finished.called:
-            self.finished.errback(error.ConnectionRefusedError("port unreachable"))
-
-
-class SyslogSender(Protocol):
-    """Sends RFC 5424 messages, octet-counted (RFC 6587), then closes."""
-
-    def __init__(self, app="suite-client"):
-        self.app = app
-        self.sent = 0
-        self.finished = defer.Deferred()
-
-    def send(self, message: bytes):
-        frame = syslog_message(message, self.app)
-        self.transport.write(b"%d %s" % (len(frame), frame))
-        self.sent += 1
-
-    def done_sending(self):
-        self.transport.loseConnection()
-
-    def connectionLost(self, reason):
-        if reason.check(error.ConnectionDone):
-            self.finished.callback(self.sent)
-        else:
-            self.finished.errback(reason)
+def line_frame(message: bytes) -> bytes:
+    return message + b"\n"
 
 
 def syslog_message(message: bytes, app: str = "suite-client", pri: int = 13) -> bytes:
@@ -142,73 +43,178 @@ def syslog_message(message: bytes, app: str = "suite-client", pri: int = 13) -> 
     return header.encode() + message
 
 
-async def _lines(reactor, endpoint, lines) -> list[bytes]:
-    protocol = await connectProtocol(endpoint, LineExchange())
-    for line in lines:
-        protocol.send(line)
-    protocol.done_sending()
-    await protocol.finished
-    return protocol.replies
+def octet_counted_syslog(message: bytes) -> bytes:
+    """RFC 6587 octet counting around an RFC 5424 message."""
+    frame = syslog_message(message)
+    return b"%d %s" % (len(frame), frame)
+
+
+class Exchange:
+    """
+    Messages out, replies in, over a stream or datagrams: the timestamp
+    server, both echoes and the collector all follow it.  FRAME turns a
+    message into what is sent; a stream expects one reply line per LF sent,
+    a datagram one reply datagram, unless EXPECT_REPLIES is false (syslog).
+    Replies go to ON_REPLY as they come; `finished` fires once everything
+    was sent and answered (and, on a stream, the connection closed cleanly).
+    """
+
+    def __init__(self, frame: Callable[[bytes], bytes] = line_frame,
+                 on_reply: Callable[[bytes], object] | None = None, expect_replies: bool = True):
+        self.frame = frame
+        self.replies: list[bytes] = []
+        self.on_reply = on_reply or self.replies.append
+        self.expect_replies = expect_replies
+        self.sent = self.expected = self.received = 0
+        self.all_sent = False
+        self.finished = defer.Deferred()
+        self.transport = None
+
+    @property
+    def complete(self) -> bool:
+        return self.all_sent and self.received >= self.expected
+
+    def send(self, message: bytes):
+        data = self.frame(message)
+        self.sent += 1
+        if self.expect_replies:
+            self.expected += self.replies_expected(data)
+        self.transport.write(data)
+
+    def done_sending(self):
+        self.all_sent = True
+        self.progressed()
+
+    def replied(self, reply: bytes):
+        self.received += 1
+        self.on_reply(reply)
+
+    def fail(self, reason):
+        if not self.finished.called:
+            self.finished.errback(reason)
+
+    def succeed(self):
+        if not self.finished.called:
+            self.finished.callback(self)
+
+
+class StreamExchange(Exchange, Protocol):
+    """An L{Exchange} over a connection: replies are lines (CRLF or LF)."""
+
+    _buffer = b""
+
+    @staticmethod
+    def replies_expected(data: bytes) -> int:
+        return data.count(b"\n")
+
+    def dataReceived(self, data):
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        for line in lines:
+            self.replied(line.removesuffix(b"\r"))
+        self.progressed()
+
+    def progressed(self):
+        if self.complete and not self.transport.disconnecting:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        if self.complete and reason.check(error.ConnectionDone):
+            self.succeed()
+        elif reason.check(error.ConnectionDone, error.ConnectionLost):
+            self.fail(ServerClosed(
+                f"server closed the connection after {self.received} of {self.expected} replies"
+            ))
+        else:
+            self.fail(reason)
+
+
+class DatagramExchange(Exchange, DatagramProtocol):
+    """An L{Exchange} over a connected UDP socket: each reply is one datagram."""
+
+    @staticmethod
+    def replies_expected(data: bytes) -> int:
+        return 1
+
+    def datagramReceived(self, data, address):
+        self.replied(data)
+        self.progressed()
+
+    def progressed(self):
+        if self.complete:
+            self.succeed()
+
+    def connectionRefused(self):
+        self.fail(error.ConnectionRefusedError("port unreachable"))
+
+
+def open_stream(reactor, endpoint, **options) -> defer.Deferred:
+    """Deferred L{StreamExchange} connected through ENDPOINT (OPTIONS as for Exchange)."""
+    return connectProtocol(endpoint, StreamExchange(**options))
+
+
+async def _open_datagrams(reactor, host, port, options) -> DatagramExchange:
+    exchange = DatagramExchange(**options)
+    if ":" in host:
+        reactor.listenUDP(0, exchange, interface="::")
+    else:
+        host = await reactor.resolve(host)
+        reactor.listenUDP(0, exchange)
+    exchange.transport.connect(host, port)
+    exchange.finished.addBoth(_stop_listening, exchange)
+    return exchange
+
+
+def open_datagrams(reactor, host: str, port: int, **options) -> defer.Deferred:
+    """Deferred L{DatagramExchange} on an ephemeral UDP port connected to HOST:PORT."""
+    return defer.ensureDeferred(_open_datagrams(reactor, host, port, options))
+
+
+def _stop_listening(result, exchange):
+    exchange.transport.stopListening()
+    return result
+
+
+async def _run(opening, messages):
+    exchange = await opening
+    for message in messages:
+        exchange.send(message)
+    exchange.done_sending()
+    return await exchange.finished
+
+
+def _line_replies(reactor, endpoint, lines) -> defer.Deferred:
+    return defer.ensureDeferred(_run(open_stream(reactor, endpoint), lines)).addCallback(
+        lambda exchange: exchange.replies
+    )
 
 
 def timestamp(reactor, endpoint, lines: list[bytes]) -> defer.Deferred:
     """Deferred list of `[T] line` replies, one per line."""
-    return defer.ensureDeferred(_lines(reactor, endpoint, lines))
+    return _line_replies(reactor, endpoint, lines)
 
 
 def echo(reactor, endpoint, lines: list[bytes]) -> defer.Deferred:
     """Deferred list of echo replies (`You said: …`, or the lines themselves from a raw echo)."""
-    return defer.ensureDeferred(_lines(reactor, endpoint, lines))
-
-
-async def open_datagram(reactor, host: str, port: int, protocol: DatagramProtocol):
-    """Bind PROTOCOL to an ephemeral UDP port connected to HOST:PORT (names resolved first)."""
-    if ":" in host:
-        reactor.listenUDP(0, protocol, interface="::")
-        protocol.transport.connect(host, port)
-    else:
-        address = await reactor.resolve(host)
-        reactor.listenUDP(0, protocol)
-        protocol.transport.connect(address, port)
-    return protocol
-
-
-async def _datagrams(reactor, host, port, payloads, **options) -> list[bytes]:
-    protocol = DatagramExchange(**options)
-    await open_datagram(reactor, host, port, protocol)
-    try:
-        for payload in payloads:
-            protocol.send(payload)
-        protocol.done_sending()
-        await protocol.finished
-        return protocol.replies
-    finally:
-        await protocol.transport.stopListening()
+    return _line_replies(reactor, endpoint, lines)
 
 
 def exchange_datagrams(reactor, host: str, port: int, payloads: list[bytes]) -> defer.Deferred:
     """Deferred list of one reply datagram per payload (add a timeout: UDP may drop any)."""
-    return defer.ensureDeferred(_datagrams(reactor, host, port, payloads))
-
-
-async def _log(reactor, endpoint, messages) -> int:
-    protocol = await connectProtocol(endpoint, SyslogSender())
-    for message in messages:
-        protocol.send(message)
-    protocol.done_sending()
-    return await protocol.finished
+    return defer.ensureDeferred(
+        _run(open_datagrams(reactor, host, port, frame=bytes), payloads)
+    ).addCallback(lambda exchange: exchange.replies)
 
 
 def log(reactor, endpoint, messages: list[bytes]) -> defer.Deferred:
-    """Send MESSAGES to a syslog collector over a stream; Deferred count once closed cleanly."""
-    return defer.ensureDeferred(_log(reactor, endpoint, messages))
+    """Send RFC 5424 MESSAGES octet-counted over a stream; Deferred count once closed cleanly."""
+    opening = open_stream(reactor, endpoint, frame=octet_counted_syslog, expect_replies=False)
+    return defer.ensureDeferred(_run(opening, messages)).addCallback(lambda e: e.sent)
 
 
 def log_datagrams(reactor, host: str, port: int, messages: list[bytes]) -> defer.Deferred:
-    """Send MESSAGES as syslog datagrams (RFC 5426)."""
-    return defer.ensureDeferred(
-        _datagrams(reactor, host, port, messages, frame=syslog_message, expect_replies=False)
-    )
+    """Send MESSAGES as RFC 5424 syslog datagrams (RFC 5426); Deferred count sent."""
+    opening = open_datagrams(reactor, host, port, frame=syslog_message, expect_replies=False)
+    return defer.ensureDeferred(_run(opening, messages)).addCallback(lambda e: e.sent)
 
 
 async def _call(endpoint, command, **arguments) -> dict:

@@ -1,6 +1,7 @@
 """
-`suite-client`: one command for every service (SPEC §5).  Exit status 0 on
-success; otherwise 1 and one line on standard error, never a traceback.
+`suite-client`: one command for every service, through L{suite.client.api}.
+Exit status 0 on success; otherwise 1 and one line on standard error, never
+a traceback.
 """
 
 import argparse
@@ -8,23 +9,16 @@ import os
 import sys
 
 from OpenSSL import SSL
-from twisted.internet import defer, error
-from twisted.internet.endpoints import connectProtocol
+from service_identity import VerificationError
+from twisted.internet import defer, error, task
 from twisted.internet.stdio import StandardIO
 from twisted.protocols import amp
 from twisted.protocols.basic import LineReceiver
 
-from suite.client.address import client_tls, parse_address, stream_endpoint
 from suite.client import api
-from suite.client.api import (
-    DatagramExchange,
-    LineExchange,
-    ServerClosed,
-    SyslogSender,
-    open_datagram,
-    syslog_message,
-)
-from suite.commands import ERROR_CODES, Deregister, Lookup, Register, Services, Sleep
+from suite.client.address import client_tls, parse_address, stream_endpoint
+from suite.names.commands import Deregister, Lookup, Register
+from suite.sleep.commands import Sleep
 
 STDIN_MAX_LINE = 2**20
 
@@ -171,112 +165,102 @@ async def addresses(reactor, args) -> list:
     return [parse_address(f"[{h}]:{p}" if ":" in h else f"{h}:{p}") for h, p, _ in instances]
 
 
-async def connect(reactor, args, protocol):
-    """Connect PROTOCOL to the first address that answers; errors name the address tried last."""
+async def first_answering(reactor, args, attempt):
+    """
+    ATTEMPT(address) on each candidate address in turn until one connects;
+    errors name the address tried last.
+    """
     candidates = await addresses(reactor, args)
     for number, address in enumerate(candidates, 1):
         args.address = address.text
         try:
-            return await connect_to(reactor, args, address, protocol)
-        except (error.ConnectError, defer.TimeoutError):
+            return await attempt(address)
+        except error.ConnectError:
             if number == len(candidates):
                 raise
 
 
-async def connect_to(reactor, args, address, protocol):
-    if args.udp:
-        if address.host is None:
-            raise ValueError(f"{address.text}: --udp needs host:port or [v6]:port")
-        return await defer.ensureDeferred(
-            open_datagram(reactor, address.host, address.port, protocol)
-        ).addTimeout(args.timeout, reactor)
+def endpoint_for(reactor, args, address):
     tls = None
     if args.tls:
         if address.hostname is None:
             raise ValueError(f"{address.text}: --tls needs a host name to verify")
         tls = client_tls(address.hostname, args.ca, args.cert, args.key)
-    endpoint = stream_endpoint(reactor, address, args.timeout, tls)
-    return await connectProtocol(endpoint, protocol).addTimeout(args.timeout, reactor)
+    return stream_endpoint(reactor, address, args.timeout, tls)
 
 
-async def run_exchange(reactor, args, exchange):
-    """Connect EXCHANGE, send the messages (or standard input), wait for it to finish."""
-    await connect(reactor, args, exchange)
-    try:
-        await feed(reactor, exchange, args.messages)
-        await exchange.finished.addTimeout(args.timeout, reactor)
-    finally:
-        if args.udp:
-            exchange.transport.stopListening()
+def open_exchange(reactor, args, address, **options) -> defer.Deferred:
+    """An api exchange with ADDRESS over UDP (--udp) or a stream."""
+    if args.udp:
+        if address.host is None:
+            raise ValueError(f"{address.text}: --udp needs host:port or [v6]:port")
+        opening = api.open_datagrams(reactor, address.host, address.port, **options)
+    else:
+        opening = api.open_stream(reactor, endpoint_for(reactor, args, address), **options)
+    return opening.addTimeout(args.timeout, reactor)
+
+
+async def run_exchange(reactor, args, **options):
+    """Connect an exchange, send the messages (or standard input), wait for it to finish."""
+    exchange = await first_answering(
+        reactor, args, lambda address: open_exchange(reactor, args, address, **options)
+    )
+    await feed(reactor, exchange, args.messages)
+    await exchange.finished.addTimeout(args.timeout, reactor)
 
 
 async def lines(reactor, args):
-    if args.udp:
-        await run_exchange(reactor, args, DatagramExchange(on_reply=write_reply))
-    else:
-        await run_exchange(reactor, args, LineExchange(on_reply=write_reply))
+    await run_exchange(reactor, args, on_reply=write_reply, frame=bytes if args.udp else api.line_frame)
 
 
 async def log(reactor, args):
-    if args.udp:
-        await run_exchange(
-            reactor, args, DatagramExchange(frame=syslog_message, expect_replies=False)
-        )
-    else:
-        await run_exchange(reactor, args, SyslogSender())
+    frame = api.syslog_message if args.udp else api.octet_counted_syslog
+    await run_exchange(reactor, args, frame=frame, expect_replies=False)
 
 
 async def sleep(reactor, args):
-    client = await connect(reactor, args, amp.AMP())
-    try:
-        answer = await client.callRemote(Sleep, seconds=args.seconds).addTimeout(
-            max(args.seconds, 0) + args.timeout, reactor
-        )
-    finally:
-        client.transport.loseConnection()
-    write_reply(b"%.6f" % answer["slept"])
+    def attempt(address):
+        answer = api.sleep(reactor, endpoint_for(reactor, args, address), args.seconds)
+        return answer.addTimeout(max(args.seconds, 0) + args.timeout, reactor)
+
+    write_reply(b"%.6f" % await first_answering(reactor, args, attempt))
 
 
 async def names(reactor, args):
-    client = await connect(reactor, args, amp.AMP())
-    try:
-        command, *arguments = names_command(args)
-        answer = await client.callRemote(command, **(arguments[0] if arguments else {})).addTimeout(
+    endpoint = endpoint_for(reactor, args, parse_address(args.address))
+    parameters = args.parameters
+    if args.action == "lookup":
+        instances, _ = await api.lookup(reactor, endpoint, parameters[0]).addTimeout(
             args.timeout, reactor
         )
-    finally:
-        client.transport.loseConnection()
-    if args.action == "lookup":
-        for instance in answer["instances"]:
-            host = f"[{instance['host']}]" if ":" in instance["host"] else instance["host"]
-            line = f"{host}:{instance['port']}\t{instance['description']}".rstrip("\t")
-            write_reply(line.encode())
+        for host, port, description in instances:
+            host = f"[{host}]" if ":" in host else host
+            write_reply(f"{host}:{port}\t{description}".rstrip("\t").encode())
     elif args.action == "services":
-        for name in answer["names"]:
+        for name in await api.services(reactor, endpoint).addTimeout(args.timeout, reactor):
             write_reply(name.encode())
-
-
-def names_command(args):
-    """(Command, arguments) for the names action of ARGS."""
-    parameters = args.parameters
-    if args.action == "services":
-        return (Services,)
-    if args.action == "lookup":
-        return Lookup, {"name": parameters[0]}
-    instance = {"name": parameters[0], "host": parameters[1], "port": int(parameters[2]),
-                "token": args.token}
-    if args.action == "register":
-        return Register, {**instance, "description": args.description}
-    return Deregister, instance
+    else:
+        name, host, port = parameters
+        if args.action == "register":
+            change = api.register(reactor, endpoint, name, host, port, args.description, args.token)
+        else:
+            change = api.deregister(reactor, endpoint, name, host, port, args.token)
+        await change.addTimeout(args.timeout, reactor)
 
 
 COMMANDS = {"timestamp": lines, "echo": lines, "log": log, "sleep": sleep, "names": names}
 
 
+ERROR_CODES = {
+    error: code.decode()
+    for command in (Sleep, Register, Deregister, Lookup)
+    for error, code in command.errors.items()
+}
+
+
 def describe(failure, args) -> str:
     """One line saying what failed."""
     e = failure.value
-    codes = {cls: code.decode() for cls, code in ERROR_CODES.items()}
     if isinstance(e, (defer.TimeoutError, defer.CancelledError, error.TimeoutError)):
         return f"{args.address}: timed out after {args.timeout:g} s"
     if isinstance(e, error.ConnectionRefusedError):
@@ -286,15 +270,15 @@ def describe(failure, args) -> str:
     if isinstance(e, SSL.Error):
         reasons = [part[-1] for part in e.args[0] if part] if e.args and e.args[0] else []
         return f"{args.address}: TLS failed: {', '.join(reasons) or e}"
-    if type(e).__name__ == "VerificationError":
+    if isinstance(e, VerificationError):
         return f"{args.address}: TLS failed: certificate does not match the host name"
-    if type(e) in codes:
-        return f"{codes[type(e)]}: {e}"
+    if type(e) in ERROR_CODES:
+        return f"{ERROR_CODES[type(e)]}: {e}"
     if isinstance(e, amp.RemoteAmpError):
         return f"{e.errorCode.decode()}: {e.description}"
     if isinstance(e, (error.ConnectionDone, error.ConnectionLost)):
         return f"{args.address}: connection closed by the server"
-    if isinstance(e, ServerClosed):
+    if isinstance(e, api.ServerClosed):
         return f"{args.address}: {e}"
     if isinstance(e, OSError) and e.strerror:
         return f"{e.filename + ': ' if e.filename else ''}{e.strerror}"
@@ -303,23 +287,15 @@ def describe(failure, args) -> str:
     return f"{args.address}: {type(e).__name__}: {e}"
 
 
+async def run(reactor, args):
+    """The command of ARGS; a failure becomes its one line and exit status 1."""
+    try:
+        await COMMANDS[args.service](reactor, args)
+    except Exception:
+        sys.stderr.write(f"suite-client: {describe(defer.Failure(), args)}\n")
+        raise SystemExit(1) from None
+
+
 def main(argv=None):
     args = parse_arguments(argv)
-    from twisted.internet import reactor
-
-    status = []
-
-    def start():
-        d = defer.ensureDeferred(COMMANDS[args.service](reactor, args))
-        d.addCallback(lambda _: status.append(0))
-
-        def failed(failure):
-            sys.stderr.write(f"suite-client: {describe(failure, args)}\n")
-            status.append(1)
-
-        d.addErrback(failed)
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(start)
-    reactor.run()
-    sys.exit(status[0] if status else 1)
+    task.react(lambda reactor: defer.ensureDeferred(run(reactor, args)))

@@ -1,12 +1,7 @@
-"""Echo protocols (SPEC §4): the line echo and RFC 862."""
+"""The echo protocols: the line echo, and RFC 862 over TCP and UDP."""
 
-from zope.interface import implementer
-
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
-
-from suite.lines import LineFactory, LineProtocol
-from suite.streams import StreamFactory, StreamProtocol
+from suite.net.connections import ConnectionPolicy, StreamFactory
+from suite.net.lines import LineProtocol
 
 
 class LineEcho(LineProtocol):
@@ -20,19 +15,15 @@ class LineEcho(LineProtocol):
             self.transport.write(b"You said: " + line + b"\r\n")
 
 
-@implementer(IHalfCloseableProtocol)
-class RawEcho(StreamProtocol, Protocol):
+class RawEcho(ConnectionPolicy):
     """RFC 862 over TCP: every byte sent back unchanged, with flow control."""
 
     def dataReceived(self, data):
-        self.resetTimeout()
+        super().dataReceived(data)
         self.transport.write(data)
 
-    def connectionLost(self, reason):
-        StreamProtocol.connectionLost(self, reason)
 
-
-class LineEchoFactory(LineFactory):
+class LineEchoFactory(StreamFactory):
     protocol = LineEcho
 
 

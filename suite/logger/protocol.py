@@ -1,14 +1,13 @@
 """Syslog reception: RFC 6587 over streams (TCP, TLS per RFC 5425, Unix), RFC 5426 over UDP."""
 
-from zope.interface import implementer
-
 from twisted.internet.address import UNIXAddress
-from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport
-from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from suite.logger.framing import SyslogFrameDecoder
-from suite.streams import StreamFactory, StreamProtocol, describe_peer, host_port
+from suite.net.addresses import describe_peer, host_port
+from suite.net.connections import ConnectionPolicy, StreamFactory
 
 log = Logger()
 
@@ -22,16 +21,14 @@ def transport_kind(transport) -> str:
 
 
 class SyslogFactory(StreamFactory):
-    def __init__(self, service_name, clock, max_connections, idle_timeout, sink,
-                 max_message, max_frame):
-        super().__init__(service_name, clock, max_connections, idle_timeout)
+    """Settings: L{suite.logger.service.LoggerSettings}; every connection feeds SINK."""
+
+    def __init__(self, settings, clock, sink):
+        super().__init__(settings, clock)
         self.sink = sink
-        self.max_message = max_message
-        self.max_frame = max_frame
 
 
-@implementer(IHalfCloseableProtocol)
-class SyslogStreamProtocol(StreamProtocol, Protocol):
+class SyslogStreamProtocol(ConnectionPolicy):
     """Frames each connection's bytes and hands the messages to the sink, in order."""
 
     decoder = None
@@ -39,22 +36,23 @@ class SyslogStreamProtocol(StreamProtocol, Protocol):
     def connectionMade(self):
         self.peer = describe_peer(self.transport.getPeer())
         self.kind = transport_kind(self.transport)
-        StreamProtocol.connectionMade(self)
+        super().connectionMade()
         if self.admitted:
-            self.decoder = SyslogFrameDecoder(self.factory.max_message, self.factory.max_frame)
+            limits = self.factory.settings
+            self.decoder = SyslogFrameDecoder(limits.max_message, limits.max_frame)
             self.factory.sink.event("connected", self.peer, self.kind)
 
     def refused(self):
+        limit = self.factory.settings.max_connections
         self.factory.sink.event(
-            "error", self.peer, self.kind,
-            f"connection refused: max_connections ({self.factory.max_connections}) reached",
+            "error", self.peer, self.kind, f"connection refused: max_connections ({limit}) reached"
         )
 
     def dataReceived(self, data):
         decoder = self.decoder
         if decoder is None or decoder.error:
             return
-        self.resetTimeout()
+        super().dataReceived(data)
         frames = decoder.feed(data)
         if frames:
             self.factory.sink.messages(frames, self.peer, self.kind)
@@ -80,7 +78,7 @@ class SyslogStreamProtocol(StreamProtocol, Protocol):
             self._deliver_last_frame()
             self.decoder = None
             self.factory.sink.event("disconnected", self.peer, self.kind)
-        StreamProtocol.connectionLost(self, reason)
+        super().connectionLost(reason)
 
 
 SyslogFactory.protocol = SyslogStreamProtocol

@@ -1,4 +1,4 @@
-"""The JSON records of SPEC §4 "logger", one per line."""
+"""The collector's JSON records, one per line: messages and connection events."""
 
 import json
 from datetime import datetime, timezone

@@ -1,6 +1,6 @@
 """
 Parsing one syslog message: RFC 5424, else RFC 3164, else raw.  Pure: text
-in, (message, fields) out.  Fields follow SPEC §4 "logger"; facility and
+in, (message, fields) out.  The fields are those of the JSON records; facility and
 severity are the keywords `logger -p` takes (`local0`, `err`).
 """
 

@@ -7,9 +7,13 @@ written through at once, so nothing received before SIGTERM is lost.
 
 import os
 
+from zope.interface import implementer
+
 from twisted.application import service
 from twisted.logger import Logger
 from twisted.python.logfile import LogFile
+
+from suite.runtime.lifecycle import IReopenable
 
 log = Logger()
 
@@ -67,8 +71,13 @@ def open_output(path: str, rotate_bytes: int, keep: int):
     return StandardOutput() if path == "-" else RotatingFile(path, rotate_bytes, keep)
 
 
+@implementer(IReopenable)
 class BatchWriter(service.Service):
-    """Collects JSON lines and writes them in one system call per batch."""
+    """
+    Collects JSON lines and writes them in one system call per batch while
+    the service runs; before it starts and once it has stopped, each line is
+    written through at once.
+    """
 
     def __init__(self, output, reactor, flush_interval: float, max_batch: int):
         self.output = output
@@ -78,12 +87,11 @@ class BatchWriter(service.Service):
         self._pending: list[bytes] = []
         self._size = 0
         self._call = None
-        self._write_through = True
 
     def write_lines(self, lines: list[bytes]):
         self._pending += lines
         self._size += sum(map(len, lines))
-        if self._write_through or self._size >= self.max_batch or not self.flush_interval:
+        if not self.running or self._size >= self.max_batch or not self.flush_interval:
             self.flush()
         elif self._call is None:
             self._call = self.reactor.callLater(self.flush_interval, self.flush)
@@ -104,11 +112,6 @@ class BatchWriter(service.Service):
         self.output.reopen()
         log.info("logger: output reopened (SIGHUP)")
 
-    def startService(self):
-        service.Service.startService(self)
-        self._write_through = False
-
     def stopService(self):
         service.Service.stopService(self)
         self.flush()
-        self._write_through = True

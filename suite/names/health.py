@@ -1,5 +1,5 @@
 """
-Health checks: every `ping_interval` a TCP connection to each instance,
+Health checks and eviction: every `ping_interval` a TCP connection to each instance,
 `ping_concurrency` at a time; an instance is evicted after `max_failures`
 failures in a row.  Checks run on the reactor beside lookups and never
 block them.
@@ -45,32 +45,50 @@ def failure_reason(failure, timeout) -> str:
 
 
 class HealthChecker(service.Service):
-    def __init__(self, registry, clock, ping, interval, timeout, max_failures, concurrency,
-                 on_evict):
+    """
+    Runs the rounds of checks over REGISTRY with the ping_* and max_failures
+    of SETTINGS; ON_EVICT(instance, reason) is told of each eviction.  A
+    round that fails (a bug in a check or in an eviction) is logged and the
+    next round runs all the same; stopping waits for the round in flight.
+    """
+
+    def __init__(self, registry, settings, clock, ping, on_evict):
         self.registry = registry
+        self.settings = settings
         self.clock = clock
         self.ping = ping
-        self.interval = interval
-        self.timeout = timeout
-        self.max_failures = max_failures
-        self.concurrency = concurrency
         self.on_evict = on_evict
         self._loop = None
+        self._round = None
 
     def startService(self):
         service.Service.startService(self)
-        self._loop = LoopingCall(self.check_all)
+        self._loop = LoopingCall(self._next_round)
         self._loop.clock = self.clock
-        self._loop.start(self.interval, now=False)
+        self._loop.start(self.settings.ping_interval, now=False)
 
     def stopService(self):
         service.Service.stopService(self)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self._round is not None:
+            finished = defer.Deferred()
+            self._round.addBoth(lambda _: finished.callback(None))
+            return finished
+
+    def _next_round(self) -> defer.Deferred:
+        """Run check_all; its failure is logged here, never left to stop the loop."""
+        self._round = defer.maybeDeferred(self.check_all)
+        self._round.addErrback(lambda failure: log.failure("names: health round failed", failure))
+        self._round.addBoth(self._round_finished)
+        return self._round
+
+    def _round_finished(self, _):
+        self._round = None
 
     def check_all(self) -> defer.Deferred:
         """One round over every instance; the next round waits for this one to end."""
-        limit = defer.DeferredSemaphore(self.concurrency)
+        limit = defer.DeferredSemaphore(self.settings.ping_concurrency)
         return defer.gatherResults(
             [limit.run(self._check, instance) for instance in self.registry.instances()]
         )
@@ -78,16 +96,23 @@ class HealthChecker(service.Service):
     def _check(self, instance) -> defer.Deferred:
         d = defer.maybeDeferred(self.ping, instance.host, instance.port)
         d.addCallbacks(lambda _: self._result(instance, None), lambda f: self._result(instance, f))
+        d.addErrback(
+            lambda failure: log.failure(
+                "names: checking {name} {host}:{port} failed", failure,
+                name=instance.name, host=instance.host, port=instance.port,
+            )
+        )
         return d
 
     def _result(self, instance, failure):
-        reason = None if failure is None else failure_reason(failure, self.timeout)
+        max_failures = self.settings.max_failures
+        reason = None if failure is None else failure_reason(failure, self.settings.ping_timeout)
         if reason is not None:
             log.info(
                 "names: ping {host}:{port} ({name}) failed {failures}/{max_failures}: {reason}",
                 host=instance.host, port=instance.port, name=instance.name,
-                failures=instance.failures + 1, max_failures=self.max_failures, reason=reason,
+                failures=instance.failures + 1, max_failures=max_failures, reason=reason,
                 names_event="ping_failed",
             )
-        if self.registry.ping_result(instance, reason is None, self.max_failures):
+        if self.registry.ping_result(instance, reason is None, max_failures):
             self.on_evict(instance, reason)

@@ -1,25 +1,24 @@
-"""The name server's AMP protocol (SPEC §4 "names"): Register, Deregister, Lookup, Services."""
+"""The name server's AMP protocol: Register, Deregister, Lookup, Services."""
 
 from twisted.protocols import amp
 
-from suite.commands import Deregister, Lookup, Register, Services
-from suite.streams import StreamFactory, StreamProtocol, describe_peer
+from suite.names.commands import Deregister, Lookup, Register, Services
+from suite.net.addresses import describe_peer
+from suite.net.connections import ConnectionPolicy, StreamFactory
 
 
 class NamesFactory(StreamFactory):
-    def __init__(self, service_name, clock, max_connections, idle_timeout, server):
-        super().__init__(service_name, clock, max_connections, idle_timeout)
+    """Settings: L{suite.names.service.NamesSettings}; every connection asks SERVER."""
+
+    def __init__(self, settings, clock, server):
+        super().__init__(settings, clock)
         self.server = server
 
 
-class NamesProtocol(StreamProtocol, amp.AMP):
+class NamesProtocol(ConnectionPolicy, amp.AMP):
     def connectionMade(self):
         self.peer = describe_peer(self.transport.getPeer())
-        StreamProtocol.connectionMade(self)
-
-    def dataReceived(self, data):
-        self.resetTimeout()
-        amp.AMP.dataReceived(self, data)
+        super().connectionMade()
 
     @Register.responder
     def register(self, name, host, port, description=None, token=None):
@@ -36,10 +35,6 @@ class NamesProtocol(StreamProtocol, amp.AMP):
     @Services.responder
     def services(self):
         return self.factory.server.services()
-
-    def connectionLost(self, reason):
-        StreamProtocol.connectionLost(self, reason)
-        amp.AMP.connectionLost(self, reason)
 
 
 NamesFactory.protocol = NamesProtocol

@@ -9,7 +9,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from suite.commands import Invalid
+from suite.names.commands import Invalid
 
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")

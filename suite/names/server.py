@@ -10,7 +10,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from suite.commands import Invalid, NotFound, Unauthorized
+from suite.names.commands import Invalid, NotFound, Unauthorized
 from suite.names.registry import Registry, RegistryFull
 
 log = Logger()

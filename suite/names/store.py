@@ -9,6 +9,8 @@ thread, in order, and the reactor never waits on the disk.
 import os
 import sqlite3
 
+from zope.interface import Interface, implementer
+
 from twisted.enterprise import adbapi
 from twisted.internet import defer
 
@@ -28,7 +30,26 @@ class StoreError(Exception):
     """The store cannot be used; str() says why."""
 
 
+class IRegistryStore(Interface):
+    """Where the name server keeps its registrations beyond its own memory."""
+
+    def load():
+        """The stored rows (name, host, port, description), once, at start."""
+
+    def save(instance):
+        """Deferred that fires once INSTANCE (new or updated) is stored."""
+
+    def delete(instance):
+        """Deferred that fires once INSTANCE is gone from the store."""
+
+    def close():
+        """Deferred that fires once the store has finished and let go of its resources."""
+
+
+@implementer(IRegistryStore)
 class MemoryStore:
+    """Nothing beyond memory: registrations end with the process."""
+
     def load(self) -> list[tuple]:
         return []
 
@@ -42,7 +63,10 @@ class MemoryStore:
         return defer.succeed(None)
 
 
+@implementer(IRegistryStore)
 class SqliteStore:
+    """One SQLite file; writes go through adbapi on one thread, in order."""
+
     def __init__(self, path: str, reactor):
         self.path = path
         self._rows = self._check_and_read(path)

@@ -1,23 +1,21 @@
-"""The sleep RPC (SPEC §4 "sleep") over AMP: many sleeps in flight per connection, no threads."""
+"""The sleep RPC over AMP: many sleeps in flight per connection, no threads."""
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.protocols import amp
 
-from suite.commands import InvalidDuration, Overloaded, Sleep
-from suite.streams import StreamFactory, StreamProtocol
+from suite.net.connections import ConnectionPolicy, StreamFactory
+from suite.sleep.commands import InvalidDuration, Overloaded, Sleep
 
 
 class SleepFactory(StreamFactory):
-    def __init__(self, service_name, clock, max_connections, idle_timeout,
-                 max_seconds, max_pending, max_total):
-        super().__init__(service_name, clock, max_connections, idle_timeout)
-        self.max_seconds = max_seconds
-        self.max_pending = max_pending
-        self.max_total = max_total
+    """Settings: L{suite.sleep.service.SleepSettings}; counts the sleeps of all connections."""
+
+    def __init__(self, settings, clock):
+        super().__init__(settings, clock)
         self.pending_total = 0
 
 
-class SleepProtocol(StreamProtocol, amp.AMP):
+class SleepProtocol(ConnectionPolicy, amp.AMP):
     """
     Each Sleep is a timer on the reactor, not a thread.  A connection that
     goes away cancels its timers: nothing is left on the reactor.
@@ -25,23 +23,19 @@ class SleepProtocol(StreamProtocol, amp.AMP):
 
     def connectionMade(self):
         self.pending: dict[Deferred, object] = {}
-        StreamProtocol.connectionMade(self)
-
-    def dataReceived(self, data):
-        self.resetTimeout()
-        amp.AMP.dataReceived(self, data)
+        super().connectionMade()
 
     @Sleep.responder
     def sleep(self, seconds):
-        factory = self.factory
-        if not 0 <= seconds <= factory.max_seconds:  # NaN fails this too
+        factory, limits = self.factory, self.factory.settings
+        if not 0 <= seconds <= limits.max_seconds:  # NaN fails this too
             raise InvalidDuration(
-                f"seconds must be from 0 to {factory.max_seconds:g} (max_seconds), not {seconds}"
+                f"seconds must be from 0 to {limits.max_seconds:g} (max_seconds), not {seconds}"
             )
-        if len(self.pending) >= factory.max_pending:
-            raise Overloaded(f"{factory.max_pending} sleeps pending on this connection (max_pending)")
-        if factory.pending_total >= factory.max_total:
-            raise Overloaded(f"{factory.max_total} sleeps pending on this server (max_total)")
+        if len(self.pending) >= limits.max_pending:
+            raise Overloaded(f"{limits.max_pending} sleeps pending on this connection (max_pending)")
+        if factory.pending_total >= limits.max_total:
+            raise Overloaded(f"{limits.max_total} sleeps pending on this server (max_total)")
         clock = factory.clock
         started = clock.seconds()
         done = Deferred(canceller=self._cancel)
@@ -74,15 +68,14 @@ class SleepProtocol(StreamProtocol, amp.AMP):
 
     def timeoutConnection(self):
         if self.pending:
-            self.setTimeout(self.factory.idle_timeout)
+            self.setTimeout(self.factory.settings.idle_timeout)
         else:
-            StreamProtocol.timeoutConnection(self)
+            super().timeoutConnection()
 
     def connectionLost(self, reason):
         for done in list(getattr(self, "pending", ())):
             done.cancel()
-        StreamProtocol.connectionLost(self, reason)
-        amp.AMP.connectionLost(self, reason)
+        super().connectionLost(reason)
 
 
 SleepFactory.protocol = SleepProtocol

@@ -1,10 +1,11 @@
-"""Timestamp protocol (SPEC §4): each line or datagram answered `[T] line`."""
+"""The timestamp protocol: each line or datagram answered `[T] line`."""
 
 import time
 from datetime import datetime, timezone
 from typing import Callable
 
-from suite.lines import LineFactory, LineProtocol
+from suite.net.connections import StreamFactory
+from suite.net.lines import LineProtocol
 
 NAMED_FORMATS = ("ctime", "iso", "epoch")
 
@@ -52,10 +53,12 @@ def once_a_second(format_whole_seconds: Callable[[int], bytes]) -> Callable[[flo
     return stamp
 
 
-class TimestampFactory(LineFactory):
-    def __init__(self, service_name, clock, max_connections, idle_timeout, max_line, stamp):
-        super().__init__(service_name, clock, max_connections, idle_timeout, max_line)
-        self.stamp = stamp
+class TimestampFactory(StreamFactory):
+    """Settings: L{suite.timestamp.service.TimestampSettings}."""
+
+    def __init__(self, settings, clock):
+        super().__init__(settings, clock)
+        self.stamp = formatter(settings.format, settings.utc)
 
     def now(self) -> bytes:
         return self.stamp(self.clock.seconds())

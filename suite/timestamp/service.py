@@ -1,45 +1,30 @@
-"""The timestamp service: `suite-timestamp` plugin and [timestamp] section."""
+"""The timestamp service: its [timestamp] section and how it is built."""
 
-from suite.config import BOOLEAN, ENABLED, Key, Section, text
-from suite.datagram import DATAGRAM_KEYS, rate_limited_replier
-from suite.endpoints import TLS_LISTEN, listen_key
-from suite.lines import MAX_LINE
-from suite.plugin import Parts, ServiceDefinition, make_service
-from suite.streams import stream_keys
-from suite.timestamp.protocol import TimestampFactory, check_format, datagram_answerer, formatter
+from dataclasses import dataclass
 
-SECTION = Section(
-    "timestamp",
-    (
-        ENABLED,
-        listen_key("tcp:12345", "udp:12345"),
-        TLS_LISTEN,
-        Key("format", text(check_format), "ctime", "ctime, iso, epoch or a strftime pattern"),
-        Key("utc", BOOLEAN, False, "stamp in UTC instead of local time"),
-        MAX_LINE,
-        *stream_keys(),
-        *DATAGRAM_KEYS,
-    ),
+from suite.net.datagrams import ReplyLimits, rate_limited_replier
+from suite.net.lines import LineLimits
+from suite.runtime.compose import Parts, ServiceDeclaration
+from suite.runtime.config import BOOLEAN, ServiceSettings, key, listen, text
+from suite.timestamp.protocol import TimestampFactory, check_format, datagram_answerer
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimestampSettings(ReplyLimits, LineLimits, ServiceSettings):
+    section = "timestamp"
+
+    listen: tuple[str, ...] = listen("tcp:12345", "udp:12345")
+    format: str = key(text(check_format), "ctime", "ctime, iso, epoch or a strftime pattern")
+    utc: bool = key(BOOLEAN, False, "stamp in UTC instead of local time")
+
+
+def build(settings: TimestampSettings, clock) -> Parts:
+    factory = TimestampFactory(settings, clock)
+    answer = datagram_answerer(factory.stamp, clock, settings.max_line)
+    return Parts(factory, rate_limited_replier(settings, answer, clock))
+
+
+SERVICE = ServiceDeclaration(
+    TimestampSettings, build, "Timestamp server: answers each line or datagram '[time] line'."
 )
-
-
-def build(settings, clock) -> Parts:
-    stamp = formatter(settings.format, settings.utc)
-    factory = TimestampFactory(
-        SECTION.name,
-        clock,
-        settings.max_connections,
-        settings.idle_timeout,
-        settings.max_line,
-        stamp,
-    )
-    answer = datagram_answerer(stamp, clock, settings.max_line)
-    return Parts(factory, rate_limited_replier(SECTION.name, answer, settings, clock))
-
-
-SERVICE = ServiceDefinition(SECTION, build)
-Options = SERVICE.options("Timestamp server: answers each line or datagram '[time] line'.")
-
-
-def makeService(options, reactor=None):
-    return make_service([SERVICE], options, reactor)
+Options, makeService = SERVICE.plugin()

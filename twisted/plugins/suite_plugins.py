@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 suite = ServiceMaker(
     "suite",
-    "suite.compose",
+    "suite.services",
     "Run every service enabled in a TOML config file (--config)",
     "suite",
 )

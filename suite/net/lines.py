@@ -1,46 +1,40 @@
-"""The line rules of SPEC §4: LF framing, CR dropped, CRLF replies, max_line."""
+"""
+The line rules of the line services: lines end at LF, a CR before it is
+dropped, replies end with CRLF, and a line longer than `max_line` gets
+`ERROR line longer than N bytes` and a closed connection.
+"""
 
-from zope.interface import implementer
+from dataclasses import dataclass
 
-from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
-from suite.config import Key, integer
-from suite.streams import StreamFactory, StreamProtocol, describe_peer
+from suite.net.addresses import describe_peer
+from suite.net.connections import ConnectionLimits, ConnectionPolicy
+from suite.runtime.config import integer, key
 
 log = Logger()
 
-MAX_LINE = Key("max_line", integer(1), 8192, "longest line in bytes; longer ones close the connection")
+
+@dataclass(frozen=True, kw_only=True)
+class LineLimits(ConnectionLimits):
+    max_line: int = key(integer(1), 8192, "longest line in bytes; longer ones close the connection")
 
 
-class LineFactory(StreamFactory):
-    """A StreamFactory whose protocols read lines of at most MAX_LINE bytes."""
-
-    def __init__(self, service_name, clock, max_connections, idle_timeout, max_line):
-        super().__init__(service_name, clock, max_connections, idle_timeout)
-        self.max_line = max_line
-
-
-@implementer(IHalfCloseableProtocol)
-class LineProtocol(StreamProtocol, LineReceiver):
+class LineProtocol(ConnectionPolicy, LineReceiver):
     """
     Base of the line services: subclasses implement answerLine(line) and
-    answer with reply(bytes).
+    answer with reply(bytes).  The factory's settings are L{LineLimits}.
     """
 
     delimiter = b"\n"
     refusal = b"ERROR too many connections\r\n"
 
     def connectionMade(self):
-        self.max_line = self.factory.max_line
+        self.max_line = self.factory.settings.max_line
         # One byte of room for the CR that is dropped before the LF.
         self.MAX_LENGTH = self.max_line + 1
-        StreamProtocol.connectionMade(self)
-
-    def dataReceived(self, data):
-        self.resetTimeout()
-        LineReceiver.dataReceived(self, data)
+        super().connectionMade()
 
     def lineReceived(self, line):
         if line[-1:] == b"\r":
@@ -71,6 +65,3 @@ class LineProtocol(StreamProtocol, LineReceiver):
             self.lineReceived(pending)
         if not self.transport.disconnecting:
             self.close()
-
-    def connectionLost(self, reason):
-        StreamProtocol.connectionLost(self, reason)

@@ -1,6 +1,6 @@
 """
-What the suite does for systemd beyond Twisted's own `systemd:` endpoints:
-readiness notification (sd_notify) and socket-activated UDP sockets.
+Socket-activated UDP sockets (`systemd-udp:name=NAME`): Twisted's own
+`systemd:` endpoint covers stream sockets only.
 """
 
 import os
@@ -9,19 +9,6 @@ import socket
 from twisted.internet import fdesc
 
 FIRST_ACTIVATED_FD = 3
-
-
-def notify(state: bytes, environ=os.environ) -> bool:
-    """Send STATE (e.g. b"READY=1") to systemd's NOTIFY_SOCKET; False when there is none."""
-    address = environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        sock.connect(address)
-        sock.sendall(state)
-    return True
 
 
 def activated_datagram_socket(name: str, environ=os.environ) -> tuple[int, int]:

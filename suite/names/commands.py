@@ -1,26 +1,6 @@
-"""
-The AMP wire contract: every Command the suite's services answer, with its
-error codes.  Services and suite-client both import it, so the contract
-lives in one place.
-"""
+"""The name server's AMP contract, shared by the server and suite-client."""
 
 from twisted.protocols import amp
-
-
-class InvalidDuration(Exception):
-    """Sleep seconds negative, NaN, infinite or above max_seconds."""
-
-
-class Overloaded(Exception):
-    """Too many sleeps pending on the connection (max_pending) or the server (max_total)."""
-
-
-class Sleep(amp.Command):
-    """Sleep SECONDS, then answer how long the server measured (never less)."""
-
-    arguments = [(b"seconds", amp.Float())]
-    response = [(b"slept", amp.Float())]
-    errors = {InvalidDuration: b"INVALID_DURATION", Overloaded: b"OVERLOADED"}
 
 
 class Invalid(Exception):
@@ -82,9 +62,3 @@ class Services(amp.Command):
     arguments = []
     response = [(b"names", amp.ListOf(amp.Unicode()))]
 
-
-ERROR_CODES = {
-    error: code
-    for command in (Sleep, Register, Deregister, Lookup)
-    for error, code in command.errors.items()
-}

@@ -1,26 +1,24 @@
 """
-Listeners: `listen` / `tls_listen` strings -> bound ports, and the [tls] context.
+Listeners: `listen` / `tls_listen` strings -> bound ports.
 
 `listen` takes Twisted server endpoint strings plus the suite's own
 `udp:PORT[:interface=ADDR]` and `systemd-udp:name=NAME` (Twisted has no
-datagram endpoints); `tls_listen`
-serves a stream endpoint through TLS made from the [tls] section (SPEC §3).
+datagram endpoints); `tls_listen` serves a stream endpoint through TLS.
+Stream listeners without `backlog=` get a listen backlog of 1024 instead of
+Twisted's 50, so bursts of connects are not dropped.
 """
 
 import re
 from dataclasses import dataclass
 from typing import Callable
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from OpenSSL import SSL
 from twisted.application import service
 from twisted.internet import defer, endpoints, error, ssl
 from twisted.logger import Logger
 
-from suite.config import STRING_LIST, Key, Section, Settings, choice, text
-from suite.streams import describe_peer
-from suite.systemd import activated_datagram_socket, adopt_datagram
+from suite.net.activation import activated_datagram_socket, adopt_datagram
+from suite.net.addresses import describe_peer
+from suite.runtime.config import ServiceSettings
 
 log = Logger()
 
@@ -29,24 +27,6 @@ BACKLOG_PREFIXES = ("tcp", "tcp6", "ssl", "unix")
 TLS_WRAPPABLE = ("tcp", "tcp6", "unix", "systemd")
 UDP_MAX_DATAGRAM = 65535
 DATAGRAM_PREFIXES = ("udp", "systemd-udp")
-
-TLS = Section(
-    "tls",
-    (
-        Key("certificate", text(), "", "PEM certificate (chain) served by tls_listen"),
-        Key("private_key", text(), "", "PEM private key of the certificate"),
-        Key("client_ca", text(), "", "PEM CA: clients must present a certificate it signed"),
-        Key("min_version", choice("1.2", "1.3"), "1.2", "lowest TLS version accepted"),
-    ),
-    service=False,
-)
-
-TLS_LISTEN = Key("tls_listen", STRING_LIST, (), "stream endpoint served through TLS")
-
-
-def listen_key(*defaults: str) -> Key:
-    return Key("listen", STRING_LIST, tuple(defaults), "endpoint to listen on")
-
 
 @dataclass(frozen=True)
 class Listener:
@@ -107,7 +87,7 @@ def parse_activated_udp(description: str) -> str:
     return name
 
 
-def parse_listeners(settings: Settings, datagram_side: bool, reactor) -> list[Listener]:
+def parse_listeners(settings: ServiceSettings, datagram_side: bool, reactor) -> list[Listener]:
     """Check every `listen` and `tls_listen` entry of SETTINGS without binding."""
     listeners = []
     for key in ("listen", "tls_listen"):
@@ -118,7 +98,7 @@ def parse_listeners(settings: Settings, datagram_side: bool, reactor) -> list[Li
                     if key == "tls_listen":
                         raise ValueError(f"TLS needs a stream endpoint, not {prefix}")
                     if not datagram_side:
-                        raise ValueError(f"{settings.section.name} has no datagram side")
+                        raise ValueError(f"{settings.section} has no datagram side")
                     if prefix == "udp":
                         port, interface = parse_udp(description)
                         listener = Listener(description, udp_port=port, udp_interface=interface)
@@ -140,67 +120,6 @@ def parse_listeners(settings: Settings, datagram_side: bool, reactor) -> list[Li
     if not listeners:
         raise settings.error("listen", "no listeners (set listen or tls_listen, or enabled = false)")
     return listeners
-
-
-def _read_pem(tls: Settings, key: str) -> bytes:
-    path = getattr(tls, key)
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise tls.error(key, f"cannot read: {e.strerror}") from None
-
-
-def _certificates(tls: Settings, key: str) -> list[x509.Certificate]:
-    try:
-        return x509.load_pem_x509_certificates(_read_pem(tls, key))
-    except ValueError:
-        raise tls.error(key, "no PEM certificate in file") from None
-
-
-def _private_key(tls: Settings):
-    try:
-        return serialization.load_pem_private_key(_read_pem(tls, "private_key"), password=None)
-    except TypeError:
-        raise tls.error("private_key", "encrypted keys are not supported") from None
-    except ValueError:
-        raise tls.error("private_key", "not a PEM private key") from None
-
-
-def tls_options(tls: Settings, needed_by: Settings) -> ssl.CertificateOptions:
-    """
-    The server TLS context of the [tls] section, fully loaded now so that a
-    missing file, a bad PEM or a key that does not match the certificate is a
-    config error at start, not a failed handshake later.
-    """
-    for key in ("certificate", "private_key"):
-        if not getattr(tls, key):
-            raise needed_by.error(
-                "tls_listen", f"needs [tls] {key}", list(needed_by.tls_listen)
-            )
-    chain = _certificates(tls, "certificate")
-    private_key = _private_key(tls)
-    trust = None
-    if tls.client_ca:
-        trust = ssl.trustRootFromCertificates(
-            [
-                ssl.Certificate.loadPEM(ca.public_bytes(serialization.Encoding.PEM))
-                for ca in _certificates(tls, "client_ca")
-            ]
-        )
-    minimum = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
-    options = ssl.CertificateOptions(
-        privateKey=private_key,
-        certificate=chain[0],
-        extraCertChain=chain[1:],
-        trustRoot=trust,
-        raiseMinimumTo=minimum,
-    )
-    try:
-        options.getContext()
-    except SSL.Error:
-        raise tls.error("private_key", "does not match the certificate") from None
-    return options
 
 
 class ListenFailed(Exception):

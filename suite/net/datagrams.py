@@ -1,30 +1,37 @@
-"""The datagram rules of SPEC §4: no answer to empty datagrams, rate-limited replies."""
+"""
+The datagram side of the answering services: no answer to an empty
+datagram, and replies limited per source address (`udp_rate`, `udp_burst`)
+so the service cannot be used as a traffic amplifier.
+"""
 
+from dataclasses import dataclass
 from typing import Callable
 
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from suite.config import Key, integer, number
-from suite.ratelimit import SourceRateLimiter
+from suite.net.ratelimit import SourceRateLimiter
+from suite.runtime.config import Settings, integer, key, number
 
 log = Logger()
 
-DATAGRAM_KEYS = (
-    Key("udp_rate", number(0), 50.0, "UDP replies per second per source; 0 = unlimited"),
-    Key("udp_burst", integer(1), 100, "UDP replies a source may get in one burst"),
-    Key("udp_max_sources", integer(1), 10000, "UDP sources tracked by the rate limiter"),
-)
+
+@dataclass(frozen=True, kw_only=True)
+class ReplyLimits(Settings):
+    udp_rate: float = key(number(0), 50.0, "UDP replies per second per source; 0 = unlimited")
+    udp_burst: int = key(integer(1), 100, "UDP replies a source may get in one burst")
+    udp_max_sources: int = key(integer(1), 10000, "UDP sources tracked by the rate limiter")
 
 
-def rate_limited_replier(service_name, answer, settings, clock) -> Callable[[], "RateLimitedReplier"]:
+def rate_limited_replier(settings: ReplyLimits, answer: Callable[[bytes], bytes],
+                         clock) -> Callable[[], "RateLimitedReplier"]:
     """A maker of datagram protocols for one service, with its own limiter each."""
 
     def make():
         limiter = SourceRateLimiter(
             settings.udp_rate, settings.udp_burst, settings.udp_max_sources, clock
         )
-        return RateLimitedReplier(service_name, answer, limiter)
+        return RateLimitedReplier(settings.section, answer, limiter)
 
     return make
 

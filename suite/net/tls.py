@@ -1,0 +1,83 @@
+"""
+The [tls] section and the server TLS context every `tls_listen` shares:
+certificate chain, private key, optional client CA (mutual TLS) and the
+lowest TLS version accepted (`min_version`).
+"""
+
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
+from twisted.internet import ssl
+
+from suite.runtime.config import ServiceSettings, Settings, choice, key, text
+
+
+@dataclass(frozen=True, kw_only=True)
+class TLSSettings(Settings):
+    section = "tls"
+
+    certificate: str = key(text(), "", "PEM certificate (chain) served by tls_listen")
+    private_key: str = key(text(), "", "PEM private key of the certificate")
+    client_ca: str = key(text(), "", "PEM CA: clients must present a certificate it signed")
+    min_version: str = key(choice("1.2", "1.3"), "1.2", "lowest TLS version accepted")
+
+
+def _read_pem(tls: TLSSettings, name: str) -> bytes:
+    path = getattr(tls, name)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise tls.error(name, f"cannot read: {e.strerror}") from None
+
+
+def _certificates(tls: TLSSettings, name: str) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(_read_pem(tls, name))
+    except ValueError:
+        raise tls.error(name, "no PEM certificate in file") from None
+
+
+def _private_key(tls: TLSSettings):
+    try:
+        return serialization.load_pem_private_key(_read_pem(tls, "private_key"), password=None)
+    except TypeError:
+        raise tls.error("private_key", "encrypted keys are not supported") from None
+    except ValueError:
+        raise tls.error("private_key", "not a PEM private key") from None
+
+
+def tls_options(tls: TLSSettings, needed_by: ServiceSettings) -> ssl.CertificateOptions:
+    """
+    The server TLS context of the [tls] section, fully loaded now so that a
+    missing file, a bad PEM or a key that does not match the certificate is a
+    config error at start, not a failed handshake later.
+    """
+    for name in ("certificate", "private_key"):
+        if not getattr(tls, name):
+            raise needed_by.error("tls_listen", f"needs [tls] {name}", list(needed_by.tls_listen))
+    chain = _certificates(tls, "certificate")
+    private_key = _private_key(tls)
+    trust = None
+    if tls.client_ca:
+        trust = ssl.trustRootFromCertificates(
+            [
+                ssl.Certificate.loadPEM(ca.public_bytes(serialization.Encoding.PEM))
+                for ca in _certificates(tls, "client_ca")
+            ]
+        )
+    minimum = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    options = ssl.CertificateOptions(
+        privateKey=private_key,
+        certificate=chain[0],
+        extraCertChain=chain[1:],
+        trustRoot=trust,
+        raiseMinimumTo=minimum,
+    )
+    try:
+        options.getContext()
+    except SSL.Error:
+        raise tls.error("private_key", "does not match the certificate") from None
+    return options

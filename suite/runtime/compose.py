@@ -1,0 +1,104 @@
+"""
+A service declared once, and composed into the running suite.
+
+Each service folder's `service.py` declares its settings (a section of
+keys with typed defaults), how it builds its L{Parts} and its one-line
+description; the twistd plugin's `Options` and `makeService` are derived from
+that declaration here, so the `suite` plugin and every single-service plugin
+refuse bad config the same way.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from suite.net.listeners import listener_services, parse_listeners
+from suite.net.tls import TLSSettings, tls_options
+from suite.runtime import config
+from suite.runtime.config import ConfigError, ServiceSettings
+from suite.runtime.lifecycle import SuiteService
+from suite.runtime.options import options_for
+
+
+@dataclass(frozen=True)
+class Parts:
+    """
+    What a service serves with: the factory for its stream listeners, a maker
+    of datagram protocols (one per datagram listener), and services of its
+    own (such as the logger's writer), started before and stopped after its
+    listeners.
+    """
+
+    stream_factory: object
+    make_datagram_protocol: Callable[[], object] | None = None
+    services: tuple = ()
+
+
+@dataclass(frozen=True)
+class ServiceDeclaration:
+    """A service: its settings section, how it builds its Parts, what it is."""
+
+    settings: type[ServiceSettings]
+    build: Callable[[ServiceSettings, object], Parts]
+    description: str
+    datagram_side: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.settings.section
+
+    def plugin(self):
+        """(Options, makeService) of this service's own twistd plugin."""
+        options = options_for([self.settings, TLSSettings], self.description)
+
+        def makeService(options, reactor=None):
+            return make_service([self], options, reactor)
+
+        return options, makeService
+
+
+def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
+    """Validate everything (raising ConfigError) before creating any listener."""
+    loaded = config.load(
+        path, [TLSSettings, *(d.settings for d in declarations)], overrides, only_listed
+    )
+    tls_context = None
+    planned = []
+    for declaration in declarations:
+        settings = loaded.get(declaration.name)
+        if settings is None:
+            continue
+        listeners = parse_listeners(settings, declaration.datagram_side, reactor)
+        if tls_context is None and any(listener.tls for listener in listeners):
+            tls_context = tls_options(loaded["tls"], settings)
+        planned.append((declaration, settings, listeners))
+    if not planned:
+        raise ConfigError(f"{path}: no service enabled")
+    root = SuiteService(reactor)
+    for declaration, settings, listeners in planned:
+        parts = declaration.build(settings, reactor)
+        for child in (
+            *parts.services,
+            *listener_services(
+                declaration.name,
+                listeners,
+                reactor,
+                stream_factory=parts.stream_factory,
+                make_datagram_protocol=parts.make_datagram_protocol,
+                tls=tls_context,
+            ),
+        ):
+            child.setServiceParent(root)
+    return root
+
+
+def make_service(declarations, options, reactor=None, only_listed=True) -> SuiteService:
+    """twistd's makeService: a config mistake exits with its one line, never a traceback."""
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        return build(
+            declarations, options.get("config"), getattr(options, "overrides", {}), reactor,
+            only_listed,
+        )
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None

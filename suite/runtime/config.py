@@ -1,0 +1,270 @@
+"""
+The TOML configuration, typed and validated.
+
+A section is a frozen dataclass: each field is one key, declared with
+L{key} (its kind, default and help), so the settings a service reads are
+typed attributes and the same declaration yields the config check and the
+plugin's command-line options.  Every mistake becomes one L{ConfigError}
+line naming the file, section, key, value and problem, raised before
+anything binds, so an operator never has to read a traceback to fix a typo.
+"""
+
+import dataclasses
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+COMMAND_LINE = "command line"
+
+
+class ConfigError(Exception):
+    """A user mistake in the configuration; str() is the one line to show."""
+
+
+def _quote(value: Any) -> str:
+    """Render a value the way it would be written in TOML."""
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return repr(value)
+
+
+# Value kinds.  Each takes the TOML value and returns the typed value or
+# raises ValueError with the problem; `from_text` turns a command-line string
+# into the TOML value first.
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one key's value is checked (from TOML) and read (from the command line)."""
+
+    check: Callable[[Any], Any]
+    from_text: Callable[[str], Any] = str
+    repeatable: bool = False
+    flag: bool = False
+
+
+def _bounded(noun: str, accepted: tuple, convert: Callable, minimum, maximum) -> Kind:
+    """A numeric kind: NOUN names it in errors; NaN fails the range check too."""
+    upper = float("inf") if maximum is None else maximum
+    limits = f"at least {minimum:g}" + ("" if maximum is None else f" and at most {maximum:g}")
+
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, accepted):
+            raise ValueError(f"must be {noun}")
+        if not minimum <= value <= upper:
+            raise ValueError(f"must be {limits}")
+        return convert(value)
+
+    def from_text(text):
+        try:
+            return convert(text)
+        except ValueError:
+            raise ValueError(f"must be {noun}") from None
+
+    return Kind(check, from_text)
+
+
+def integer(minimum: int, maximum: int | None = None) -> Kind:
+    return _bounded("an integer", (int,), int, minimum, maximum)
+
+
+def number(minimum: float, maximum: float | None = None) -> Kind:
+    return _bounded("a number", (int, float), float, minimum, maximum)
+
+
+def _check_boolean(value):
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+BOOLEAN = Kind(_check_boolean, flag=True)
+
+
+def text(validate: Callable[[str], None] | None = None) -> Kind:
+    def check(value):
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        if validate is not None:
+            validate(value)
+        return value
+
+    return Kind(check)
+
+
+def choice(*allowed: str) -> Kind:
+    def validate(value):
+        if value not in allowed:
+            raise ValueError("must be one of " + ", ".join(allowed))
+
+    return text(validate)
+
+
+def _check_string_list(value):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of strings")
+    return tuple(value)
+
+
+STRING_LIST = Kind(_check_string_list, repeatable=True)
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key; also the plugin option --KEY-WITH-DASHES."""
+
+    name: str
+    kind: Kind
+    default: Any
+    help: str
+
+    @property
+    def option(self) -> str:
+        return self.name.replace("_", "-")
+
+
+def key(kind: Kind, default: Any, help: str) -> Any:
+    """Declare a settings field as a configuration key."""
+    return field(default=default, metadata={"kind": kind, "help": help})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """
+    The validated values of one TOML table.  Subclasses are frozen,
+    keyword-only dataclasses that name their table in SECTION and declare
+    each key with L{key}.  `origins` remembers where each value came from, so
+    that checks made later (endpoint strings, certificate files) still name
+    the file and key in their error.
+    """
+
+    section: ClassVar[str]
+    origins: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def keys(cls) -> list[Key]:
+        return [
+            Key(f.name, f.metadata["kind"], f.default, f.metadata["help"])
+            for f in dataclasses.fields(cls)
+            if "kind" in f.metadata
+        ]
+
+    def origin(self, name: str) -> str:
+        return self.origins.get(name, "default")
+
+    def error(self, name: str, problem: str, value: Any = None) -> ConfigError:
+        """A ConfigError for key NAME of this section, naming where it was set."""
+        if value is None:
+            value = getattr(self, name)
+        return problem_at(self.origin(name), self.section, name, value, problem)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceSettings(Settings):
+    """What every service section has: whether it runs, and where it listens."""
+
+    enabled: bool = key(BOOLEAN, True, "run this service (a present section is enabled)")
+    listen: tuple[str, ...] = key(STRING_LIST, (), "endpoint to listen on")
+    tls_listen: tuple[str, ...] = key(STRING_LIST, (), "stream endpoint served through TLS")
+
+
+def listen(*defaults: str) -> Any:
+    """The `listen` key with a service's own default listeners."""
+    return key(STRING_LIST, tuple(defaults), "endpoint to listen on")
+
+
+def problem_at(origin: str, section: str, name: str, value: Any, problem: str) -> ConfigError:
+    if origin == COMMAND_LINE:
+        where = f"{origin}: [{section}] --{name.replace('_', '-')} {_quote(value)}"
+    else:
+        where = f"{origin}: [{section}] {name} = {_quote(value)}"
+    return ConfigError(f"{where}: {problem}")
+
+
+def read_toml(path: str) -> dict:
+    """Parse PATH; a missing file or a syntax error is one line with file and line."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}:{_toml_line(e)}: invalid TOML: {e}") from None
+
+
+def _toml_line(error: tomllib.TOMLDecodeError) -> str:
+    """The line number: an attribute from Python 3.14, only in the text before."""
+    lineno = getattr(error, "lineno", None)
+    if lineno is None:
+        found = re.search(r"line (\d+)", str(error))
+        lineno = found.group(1) if found else "?"
+    return str(lineno)
+
+
+def settings_for(
+    kind: type[Settings],
+    table: Any,
+    origin: str,
+    overrides: dict | None = None,
+) -> Settings:
+    """
+    Validate one TOML TABLE (from ORIGIN) as settings of KIND, then apply
+    OVERRIDES (command-line values: text, read by each key's kind).
+    """
+    if not isinstance(table, dict):
+        raise ConfigError(f"{origin}: [{kind.section}] must be a table, not {_quote(table)}")
+    keyed = {k.name: k for k in kind.keys()}
+    values, origins = {}, {}
+    for layer_origin, layer in ((origin, table), (COMMAND_LINE, overrides or {})):
+        for name, value in layer.items():
+            declared = keyed.get(name)
+            if declared is None:
+                known = ", ".join(sorted(keyed))
+                raise problem_at(
+                    layer_origin, kind.section, name, value, f"unknown key (known: {known})"
+                )
+            try:
+                if layer_origin == COMMAND_LINE and isinstance(value, str):
+                    value = declared.kind.from_text(value)
+                values[name] = declared.kind.check(value)
+            except ValueError as e:
+                raise problem_at(layer_origin, kind.section, name, value, str(e)) from None
+            origins[name] = layer_origin
+    return kind(**values, origins=origins)
+
+
+def load(path: str | None, kinds: list[type[Settings]], overrides: dict | None = None,
+         only_listed: bool = False) -> dict[str, Settings]:
+    """
+    Read PATH (or nothing) into settings of each of KINDS, by section name.
+
+    With ONLY_LISTED false (the `suite` plugin) every table of the file must be
+    a known section, and a service section is returned only when present and
+    enabled.  With ONLY_LISTED true (a single-service plugin) the other tables
+    are ignored and the listed sections are always returned.
+    """
+    document = read_toml(path) if path else {}
+    origin = path or "default"
+    overrides = overrides or {}
+    by_name = {k.section: k for k in kinds}
+    if not only_listed:
+        for name in document:
+            if name not in by_name:
+                known = ", ".join(sorted(by_name))
+                raise ConfigError(f"{origin}: [{name}]: unknown section (known: {known})")
+    result = {}
+    for kind in kinds:
+        present = kind.section in document
+        settings = settings_for(
+            kind, document.get(kind.section, {}), origin, overrides.get(kind.section)
+        )
+        is_service = isinstance(settings, ServiceSettings)
+        if is_service and not only_listed and not (present and settings.enabled):
+            continue
+        result[kind.section] = settings
+    return result

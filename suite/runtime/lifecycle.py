@@ -1,0 +1,70 @@
+"""
+The root service's lifecycle: a start that fails to bind exits 1 with one
+line; once every listener is bound and the reactor runs, the suite logs that
+it is ready and tells systemd READY=1; SIGHUP reopens files (logrotate,
+`systemctl reload`); stopping tells systemd STOPPING=1.
+"""
+
+import signal
+
+from zope.interface import Interface, implementer
+
+from twisted.application import service
+from twisted.logger import Logger
+
+from suite.net.listeners import ListenerService, ListenFailed
+from suite.runtime import systemd
+
+log = Logger()
+
+
+class IReopenable(Interface):
+    """A service that keeps files open and reopens them on SIGHUP."""
+
+    def reopen():
+        """Close and reopen every file at its configured path."""
+
+
+class SuiteService(service.MultiService):
+    """
+    The root service.  A listener that cannot bind stops the start with its
+    one-line reason and exit status 1 instead of a traceback.  SIGHUP asks
+    every child providing L{IReopenable} to reopen its files.
+    """
+
+    def __init__(self, reactor):
+        service.MultiService.__init__(self)
+        self.reactor = reactor
+        self._previous_hup = None
+
+    def privilegedStartService(self):
+        try:
+            service.MultiService.privilegedStartService(self)
+        except ListenFailed as e:
+            log.critical("{reason}", reason=str(e))
+            raise SystemExit(1) from None
+
+    def startService(self):
+        service.MultiService.startService(self)
+        self._previous_hup = signal.signal(
+            signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload)
+        )
+        self.reactor.callWhenRunning(self._ready)
+
+    def _ready(self):
+        listeners = [child for child in self if isinstance(child, ListenerService)]
+        log.info("suite ready: {count} listeners", count=len(listeners))
+        systemd.notify(b"READY=1")
+
+    def reload(self):
+        log.info("SIGHUP: reopening files")
+        for child in self:
+            if IReopenable.providedBy(child):
+                child.reopen()
+
+    def stopService(self):
+        systemd.notify(b"STOPPING=1")
+        if self._previous_hup is not None:
+            signal.signal(signal.SIGHUP, self._previous_hup)
+            self._previous_hup = None
+        return service.MultiService.stopService(self)

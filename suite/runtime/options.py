@@ -1,0 +1,81 @@
+"""
+Plugin command lines derived from settings declarations: every key
+`some_key` is the option `--some-key` (list keys repeatable, booleans as
+flags), and `--config FILE` reads the same keys from a TOML file.
+"""
+
+from twisted.python import usage
+
+from suite.runtime.config import Key, Settings
+
+CONFIG_HELP = "TOML config file; options given here override it"
+
+
+def describe_default(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return " ".join(value) or "none"
+    return "none" if value == "" else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _help(key: Key) -> str:
+    suffix = " (repeatable)" if key.kind.repeatable else ""
+    return f"{key.help}{suffix} [default: {describe_default(key.default)}]"
+
+
+def options_for(kinds: list[type[Settings]], description: str,
+                config_default: str | None = None) -> type[usage.Options]:
+    """
+    A usage.Options class with --config and one option per key of KINDS,
+    collecting what was given as `overrides` ({section: {key: value}}) for
+    L{suite.runtime.config.load}.  Defaults are shown in the help, not set as
+    option values: only what the operator typed overrides the file.
+    """
+    parameters, flags, methods = [], [], {}
+    owners = {}
+    for kind in kinds:
+        for key in kind.keys():
+            if key.name == "enabled":
+                continue
+            owners[key.option] = (kind.section, key)
+            if key.kind.flag:
+                flags.append([key.option, None, _help(key)])
+            elif key.kind.repeatable:
+                methods["opt_" + key.option.replace("-", "_")] = _repeatable(key)
+            else:
+                parameters.append([key.option, None, None, _help(key)])
+
+    def postOptions(self):
+        self.overrides = {}
+        for option, (section, key) in owners.items():
+            if key.kind.repeatable:
+                value = list(self.get(key.name, ())) or None
+            elif key.kind.flag:
+                value = True if self[option] else None
+            else:
+                value = self[option]
+            if value is not None:
+                self.overrides.setdefault(section, {})[key.name] = value
+
+    return type(
+        "Options",
+        (usage.Options,),
+        {
+            "__doc__": description,
+            "synopsis": "[options]",
+            "longdesc": description,
+            "optParameters": [["config", "c", config_default, CONFIG_HELP], *parameters],
+            "optFlags": flags,
+            "postOptions": postOptions,
+            **methods,
+        },
+    )
+
+
+def _repeatable(key: Key):
+    def opt(self, value):
+        self.setdefault(key.name, []).append(value)
+
+    opt.__doc__ = _help(key)
+    return opt
