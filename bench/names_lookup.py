@@ -17,7 +17,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.protocols import amp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from suite.commands import Lookup, Register  # noqa: E402
+from suite.names.commands import Lookup, Register  # noqa: E402
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
 SECONDS = float(os.environ.get("BENCH_NAMES_SECONDS", "3"))

@@ -13,10 +13,11 @@ from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
-from suite import compose
-from suite.endpoints import ListenerService
-from suite.plugin import build
+from suite import services
+from suite.net.listeners import ListenerService
+from suite.runtime.compose import build
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 
@@ -102,6 +103,8 @@ def make_pki(directory):
 class AMPPair:
     """An AMP client talking to a server protocol of FACTORY through two StringTransports."""
 
+    MAX_ROUNDS = 1000
+
     def __init__(self, factory):
         self.server, self.server_transport = connect(factory)
         self.client = amp.AMP()
@@ -109,7 +112,8 @@ class AMPPair:
         self.client.makeConnection(self.client_transport)
 
     def pump(self):
-        for _ in range(10):
+        """Deliver bytes both ways until both sides are quiet; a conversation that never ends fails."""
+        for _ in range(self.MAX_ROUNDS):
             to_server = self.client_transport.value()
             to_client = self.server_transport.value()
             if not to_server and not to_client:
@@ -120,6 +124,7 @@ class AMPPair:
                 self.server.dataReceived(to_server)
             if to_client:
                 self.client.dataReceived(to_client)
+        raise AssertionError(f"client and server still talking after {self.MAX_ROUNDS} rounds")
 
     def call(self, command, **arguments):
         """Call COMMAND; a list that holds the answer (or Failure) once one came."""
@@ -128,9 +133,20 @@ class AMPPair:
         self.pump()
         return answers
 
+    def answer(self, command, **arguments):
+        """Call COMMAND and return its answer, which must have come at once; a Failure is raised."""
+        answers = self.call(command, **arguments)
+        if not answers:
+            raise AssertionError(f"{command.__name__} was not answered")
+        (answer,) = answers
+        if isinstance(answer, Failure):
+            answer.raiseException()
+        return answer
+
 
 def tmp_dir(test) -> Path:
-    path = Path(test.mktemp())
+    """A new, empty directory of TEST's own (absolute: tests may change directory)."""
+    path = Path(test.mktemp()).absolute()
     path.mkdir(parents=True)
     return path
 
@@ -139,7 +155,7 @@ def start_suite(test, tmp_dir, body) -> dict:
     """Start the suite from BODY; returns {listener description: bound port number}."""
     path = tmp_dir / "suite.toml"
     path.write_text(textwrap.dedent(body))
-    root = build(compose.SERVICES, str(path), {}, reactor, only_listed=False)
+    root = build(services.SERVICES, str(path), {}, reactor, only_listed=False)
     root.privilegedStartService()
     root.startService()
     test.addCleanup(root.stopService)

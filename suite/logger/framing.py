@@ -35,6 +35,11 @@ class SyslogFrameDecoder:
         self._buffer = bytearray()
         self._overflow = False
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the frame being read: never more than max_message + 1."""
+        return len(self._buffer)
+
     def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
         frames = []
         i, n = 0, len(data)

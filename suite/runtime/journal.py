@@ -1,5 +1,5 @@
 """
-Log lines for journald: `twistd --logger=suite.journal.observer` writes each
+Log lines for journald: `twistd --logger=suite.runtime.journal.observer` writes each
 line with its priority prefix (`<3>` error ... `<6>` info, `<7>` debug) when
 standard output is the journal (JOURNAL_STREAM matches it), and plain text
 otherwise.  journald adds its own timestamps, so the lines carry none.

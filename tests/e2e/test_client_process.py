@@ -8,9 +8,9 @@ import subprocess
 import sys
 import time
 
-import pytest
+from twisted.trial.unittest import SkipTest
 
-from tests.e2e.conftest import SuiteProcess
+from tests.e2e.process import ProcessTestCase
 from tests.helpers import make_pki, tls_section
 
 CLIENT = os.path.join(os.path.dirname(sys.executable), "suite-client")
@@ -25,29 +25,6 @@ def client(*args, input=b"", timeout=30):
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("suite")
-    pki = make_pki(directory)
-    extra = {"logger": 'output = "messages.jsonl"\nflush_interval = 0.01\n'}
-    sections = "".join(
-        f"[{name}]\n"
-        f'listen = ["{LOCAL}"' + ("" if name == "sleep" else f', "{LOCAL_UDP}"') + "]\n"
-        f'tls_listen = ["{LOCAL}"]\n' + extra.get(name, "")
-        for name in ("timestamp", "echo", "logger", "sleep")
-    )
-    process = SuiteProcess(directory, tls_section(pki, client_ca=pki["ca"]) + sections)
-    yield process, pki, directory
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def running(suite):
-    process, pki, directory = suite
-    process.wait_ready(11)
-    return process, pki, directory
-
-
 def address(process, name):
     return f"127.0.0.1:{process.port(name)}"
 
@@ -60,60 +37,79 @@ def mtls(pki, certificate="client"):
 STAMP = r"\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\]"
 
 
-def test_timestamp_tcp_udp_and_mutual_tls(running):
-    process, pki, _ = running
-    code, out, _ = client("timestamp", address(process, f"timestamp {LOCAL}"), "one", "two")
-    assert code == 0 and re.fullmatch(f"{STAMP} one\n{STAMP} two\n", out)
-    code, out, _ = client("timestamp", address(process, f"timestamp {LOCAL_UDP}"), "--udp", "u")
-    assert code == 0 and re.fullmatch(f"{STAMP} u\n", out)
-    code, out, _ = client("timestamp", address(process, f"timestamp tls_listen {LOCAL}"),
-                          *mtls(pki), "secure")
-    assert code == 0 and re.fullmatch(f"{STAMP} secure\n", out)
+class RunningSuiteTestCase(ProcessTestCase):
+    """Every service over TCP, UDP and mutual TLS, in one suite process per test."""
+
+    def setUp(self):
+        super().setUp()
+        self.pki = make_pki(self.directory)
+        extra = {"logger": 'output = "messages.jsonl"\nflush_interval = 0.01\n'}
+        sections = "".join(
+            f"[{name}]\n"
+            f'listen = ["{LOCAL}"' + ("" if name == "sleep" else f', "{LOCAL_UDP}"') + "]\n"
+            f'tls_listen = ["{LOCAL}"]\n' + extra.get(name, "")
+            for name in ("timestamp", "echo", "logger", "sleep")
+        )
+        self.suite = self.start_suite(
+            tls_section(self.pki, client_ca=self.pki["ca"]) + sections, listeners=11
+        )
 
 
-def test_echo_from_standard_input_udp_and_mutual_tls(running):
-    process, pki, _ = running
-    code, out, _ = client("echo", address(process, f"echo {LOCAL}"), input=b"a\nb\r\nlast")
-    assert (code, out) == (0, "You said: a\nYou said: b\nYou said: last\n")
-    code, out, _ = client("echo", address(process, f"echo {LOCAL_UDP}"), "--udp", "dgram")
-    assert (code, out) == (0, "dgram\n")
-    code, out, _ = client("echo", address(process, f"echo tls_listen {LOCAL}"), *mtls(pki), "x")
-    assert (code, out) == (0, "You said: x\n")
+class ServiceTests(RunningSuiteTestCase):
+    def test_timestamp_tcp_udp_and_mutual_tls(self):
+        process, pki = self.suite, self.pki
+        code, out, _ = client("timestamp", address(process, f"timestamp {LOCAL}"), "one", "two")
+        assert code == 0 and re.fullmatch(f"{STAMP} one\n{STAMP} two\n", out)
+        code, out, _ = client("timestamp", address(process, f"timestamp {LOCAL_UDP}"), "--udp", "u")
+        assert code == 0 and re.fullmatch(f"{STAMP} u\n", out)
+        code, out, _ = client("timestamp", address(process, f"timestamp tls_listen {LOCAL}"),
+                              *mtls(pki), "secure")
+        assert code == 0 and re.fullmatch(f"{STAMP} secure\n", out)
 
 
-def test_log_tcp_udp_and_mutual_tls(running):
-    process, pki, directory = running
-    for args in (
-        [address(process, f"logger {LOCAL}"), "via tcp"],
-        [address(process, f"logger {LOCAL_UDP}"), "--udp", "via udp"],
-        [address(process, f"logger tls_listen {LOCAL}"), *mtls(pki), "via tls"],
-    ):
-        assert client("log", *args) == (0, "", "")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with open(directory / "messages.jsonl") as f:
-            records = [json.loads(line) for line in f]
-        received = {(r["transport"], r["message"]) for r in records if r["event"] == "message"}
-        if len(received) == 3:
-            break
-        time.sleep(0.05)
-    assert received == {("tcp", "via tcp"), ("udp", "via udp"), ("tls", "via tls")}
-    app = {r["syslog"]["app"] for r in records if r["event"] == "message"}
-    assert app == {"suite-client"}
+    def test_echo_from_standard_input_udp_and_mutual_tls(self):
+        process, pki = self.suite, self.pki
+        code, out, _ = client("echo", address(process, f"echo {LOCAL}"), input=b"a\nb\r\nlast")
+        assert (code, out) == (0, "You said: a\nYou said: b\nYou said: last\n")
+        code, out, _ = client("echo", address(process, f"echo {LOCAL_UDP}"), "--udp", "dgram")
+        assert (code, out) == (0, "dgram\n")
+        code, out, _ = client("echo", address(process, f"echo tls_listen {LOCAL}"), *mtls(pki), "x")
+        assert (code, out) == (0, "You said: x\n")
 
 
-def test_sleep_plain_and_mutual_tls(running):
-    process, pki, _ = running
-    for args in ([address(process, f"sleep {LOCAL}")],
-                 [address(process, f"sleep tls_listen {LOCAL}"), *mtls(pki)]):
-        code, out, _ = client("sleep", *args, "0.2")
-        assert code == 0 and float(out) >= 0.2
+    def test_log_tcp_udp_and_mutual_tls(self):
+        process, pki, directory = self.suite, self.pki, self.directory
+        for args in (
+            [address(process, f"logger {LOCAL}"), "via tcp"],
+            [address(process, f"logger {LOCAL_UDP}"), "--udp", "via udp"],
+            [address(process, f"logger tls_listen {LOCAL}"), *mtls(pki), "via tls"],
+        ):
+            assert client("log", *args) == (0, "", "")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(directory / "messages.jsonl") as f:
+                records = [json.loads(line) for line in f]
+            received = {(r["transport"], r["message"]) for r in records if r["event"] == "message"}
+            if len(received) == 3:
+                break
+            time.sleep(0.05)
+        assert received == {("tcp", "via tcp"), ("udp", "via udp"), ("tls", "via tls")}
+        app = {r["syslog"]["app"] for r in records if r["event"] == "message"}
+        assert app == {"suite-client"}
 
 
-class TestFailures:
+    def test_sleep_plain_and_mutual_tls(self):
+        process, pki = self.suite, self.pki
+        for args in ([address(process, f"sleep {LOCAL}")],
+                     [address(process, f"sleep tls_listen {LOCAL}"), *mtls(pki)]):
+            code, out, _ = client("sleep", *args, "0.2")
+            assert code == 0 and float(out) >= 0.2
+
+
+class FailuresTests(RunningSuiteTestCase):
     """Every failure: status 1 and one line on standard error."""
 
-    def test_refused(self, running):
+    def test_refused(self):
         with socket.socket() as closed:
             closed.bind(("127.0.0.1", 0))
             port = closed.getsockname()[1]
@@ -121,45 +117,45 @@ class TestFailures:
             1, "", f"suite-client: 127.0.0.1:{port}: connection refused\n"
         )
 
-    def test_timed_out(self, running):
+    def test_timed_out(self):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
             silent.bind(("127.0.0.1", 0))
             port = silent.getsockname()[1]
             result = client("echo", f"127.0.0.1:{port}", "--udp", "--timeout", "0.5", "x")
         assert result == (1, "", f"suite-client: 127.0.0.1:{port}: timed out after 0.5 s\n")
 
-    def test_error_code(self, running):
-        process, _, _ = running
+    def test_error_code(self):
+        process = self.suite
         target = address(process, f"sleep {LOCAL}")
         assert client("sleep", target, "-1") == (
             1, "", "suite-client: INVALID_DURATION: seconds must be from 0 to 60 "
                    "(max_seconds), not -1.0\n"
         )
 
-    def test_tls_server_not_trusted(self, running):
-        process, pki, _ = running
+    def test_tls_server_not_trusted(self):
+        process, pki = self.suite, self.pki
         target = address(process, f"echo tls_listen {LOCAL}")
         code, out, err = client("echo", target, "--tls", "--ca", pki["stranger_crt"],
                                 "--cert", pki["client_crt"], "--key", pki["client_key"], "x")
         assert (code, out) == (1, "")
         assert err.startswith(f"suite-client: {target}: TLS failed: ") and err.count("\n") == 1
 
-    def test_tls_client_without_certificate_refused(self, running):
-        process, pki, _ = running
+    def test_tls_client_without_certificate_refused(self):
+        process, pki = self.suite, self.pki
         target = address(process, f"echo tls_listen {LOCAL}")
         code, out, err = client("echo", target, "--tls", "--ca", pki["ca"], "x")
         assert (code, out) == (1, "")
         assert err == f"suite-client: {target}: TLS failed: tlsv13 alert certificate required\n"
 
-    def test_server_closed_early(self, running):
-        process, _, _ = running
+    def test_server_closed_early(self):
+        process = self.suite
         target = address(process, f"echo {LOCAL}")
         assert client("echo", target, "quit", "more") == (
             1, "Goodbye.\n",
             f"suite-client: {target}: server closed the connection after 1 of 2 replies\n",
         )
 
-    def test_usage_and_bad_address(self, running):
+    def test_usage_and_bad_address(self):
         assert client("frobnicate") == (
             1, "", "suite-client: argument SERVICE: invalid choice: 'frobnicate' (choose from "
                    "'echo', 'log', 'names', 'sleep', 'timestamp') (see --help)\n"
@@ -172,27 +168,28 @@ class TestFailures:
         )
 
 
-def test_ipv6_address_form(start_suite):
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        pytest.skip("no IPv6 loopback on this machine")
-    listen = r"tcp6:0:interface=\:\:1"  # colons in an endpoint string are escaped
-    toml = listen.replace("\\", "\\\\")
-    suite = start_suite(f'[echo]\nlisten = ["{toml}"]\n', listeners=1)
-    port = suite.port(f"echo {listen}")
-    assert client("echo", f"[::1]:{port}", "over v6") == (0, "You said: over v6\n", "")
+class StandaloneTests(ProcessTestCase):
+    def test_ipv6_address_form(self):
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            raise SkipTest("no IPv6 loopback on this machine")
+        listen = r"tcp6:0:interface=\:\:1"  # colons in an endpoint string are escaped
+        toml = listen.replace("\\", "\\\\")
+        suite = self.start_suite(f'[echo]\nlisten = ["{toml}"]\n', listeners=1)
+        port = suite.port(f"echo {listen}")
+        assert client("echo", f"[::1]:{port}", "over v6") == (0, "You said: over v6\n", "")
 
 
-def test_tls_host_name_is_verified(start_suite, tmp_path):
-    pki = make_pki(tmp_path)
-    suite = start_suite(tls_section(pki, "elsewhere") + f"""
-        [echo]
-        listen = []
-        tls_listen = ["{LOCAL}"]
-    """, listeners=1)
-    target = f"127.0.0.1:{suite.port(f'echo tls_listen {LOCAL}')}"
-    assert client("echo", target, "--tls", "--ca", pki["ca"], "x") == (
-        1, "", f"suite-client: {target}: TLS failed: certificate does not match the host name\n"
-    )
+    def test_tls_host_name_is_verified(self):
+        pki = make_pki(self.directory)
+        suite = self.start_suite(tls_section(pki, "elsewhere") + f"""
+            [echo]
+            listen = []
+            tls_listen = ["{LOCAL}"]
+        """, listeners=1)
+        target = f"127.0.0.1:{suite.port(f'echo tls_listen {LOCAL}')}"
+        assert client("echo", target, "--tls", "--ca", pki["ca"], "x") == (
+            1, "", f"suite-client: {target}: TLS failed: certificate does not match the host name\n"
+        )

@@ -8,9 +8,8 @@ import ssl
 import subprocess
 import time
 
-import pytest
 
-from tests.e2e.conftest import require
+from tests.e2e.process import ProcessTestCase, require
 from tests.helpers import make_pki, tls_section
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -44,150 +43,139 @@ def logger(*args, port):
     subprocess.run(["logger", "-n", "127.0.0.1", "-P", str(port), *args], check=True, timeout=10)
 
 
-@pytest.fixture
-def plain_collector(start_suite, tmp_path):
-    """start(**keys): a collector on one local TCP port writing messages.jsonl -> (port, path)."""
-
-    def start(**keys):
+class LoggerProcessTests(ProcessTestCase):
+    def plain_collector(self, **keys):
+        """A collector with KEYS on one local TCP port writing messages.jsonl: (suite, port, path)."""
         settings = "".join(f"{key} = {value}\n" for key, value in keys.items())
-        suite = start_suite(
+        suite = self.start_suite(
             f'[logger]\nlisten = ["{LOCAL}"]\noutput = "messages.jsonl"\n{settings}', listeners=1
         )
-        return suite, suite.port(f"logger {LOCAL}"), tmp_path / "messages.jsonl"
+        return suite, suite.port(f"logger {LOCAL}"), self.directory / "messages.jsonl"
 
-    return start
+    def collector(self):
+        socket_path = self.directory / "syslog.sock"
+        suite = self.start_suite(f"""
+            [logger]
+            listen = ["{LOCAL}", "{LOCAL_UDP}", "unix:{socket_path}"]
+            output = "out/messages.jsonl"
+        """, listeners=3)
+        suite.output_path = self.directory / "out" / "messages.jsonl"
+        suite.socket_path = socket_path
+        return suite
 
+    def test_logger_over_tcp_udp_octet_counted_3164_and_5424(self):
+        collector = self.collector()
+        tcp = collector.port(f"logger {LOCAL}")
+        udp = collector.port(f"logger {LOCAL_UDP}")
+        logger("--tcp", "-p", "local0.err", "-t", "tag", "--msgid", "ID47",
+               "--sd-id", "zoo@123", "--sd-param", 'tiger="hungry"', "rfc5424 over tcp", port=tcp)
+        logger("--tcp", "--octet-count", "--rfc3164", "-i", "-t", "app", "octet 3164", port=tcp)
+        logger("-d", "-p", "daemon.info", "over udp", port=udp)
+        records = wait_records(collector.output_path, lambda r: len(messages(r)) == 3)
+        first, second, third = messages(records)
 
-@pytest.fixture
-def collector(start_suite, tmp_path):
-    socket_path = tmp_path / "syslog.sock"
-    suite = start_suite(f"""
-        [logger]
-        listen = ["{LOCAL}", "{LOCAL_UDP}", "unix:{socket_path}"]
-        output = "out/messages.jsonl"
-    """, listeners=3)
-    suite.output_path = tmp_path / "out" / "messages.jsonl"
-    suite.socket_path = socket_path
-    return suite
+        assert first["transport"] == "tcp"
+        assert first["peer"].startswith("127.0.0.1:")
+        assert first["received"].endswith("Z")
+        assert first["message"] == "rfc5424 over tcp"
+        syslog = first["syslog"]
+        assert (syslog["format"], syslog["facility"], syslog["severity"]) == ("rfc5424", "local0", "err")
+        assert (syslog["app"], syslog["msgid"], syslog["procid"]) == ("tag", "ID47", None)
+        assert syslog["hostname"] == socket.gethostname()
+        assert syslog["structured_data"]["zoo@123"] == {"tiger": "hungry"}
+        assert "truncated" not in first
 
+        assert second["message"] == "octet 3164"
+        assert second["syslog"]["format"] == "rfc3164"
+        assert second["syslog"]["app"] == "app"
+        assert second["syslog"]["procid"].isdigit()
 
-def test_logger_over_tcp_udp_octet_counted_3164_and_5424(collector):
-    tcp = collector.port(f"logger {LOCAL}")
-    udp = collector.port(f"logger {LOCAL_UDP}")
-    logger("--tcp", "-p", "local0.err", "-t", "tag", "--msgid", "ID47",
-           "--sd-id", "zoo@123", "--sd-param", 'tiger="hungry"', "rfc5424 over tcp", port=tcp)
-    logger("--tcp", "--octet-count", "--rfc3164", "-i", "-t", "app", "octet 3164", port=tcp)
-    logger("-d", "-p", "daemon.info", "over udp", port=udp)
-    records = wait_records(collector.output_path, lambda r: len(messages(r)) == 3)
-    first, second, third = messages(records)
+        assert third["transport"] == "udp"
+        assert third["message"] == "over udp"
+        assert (third["syslog"]["facility"], third["syslog"]["severity"]) == ("daemon", "info")
 
-    assert first["transport"] == "tcp"
-    assert first["peer"].startswith("127.0.0.1:")
-    assert first["received"].endswith("Z")
-    assert first["message"] == "rfc5424 over tcp"
-    syslog = first["syslog"]
-    assert (syslog["format"], syslog["facility"], syslog["severity"]) == ("rfc5424", "local0", "err")
-    assert (syslog["app"], syslog["msgid"], syslog["procid"]) == ("tag", "ID47", None)
-    assert syslog["hostname"] == socket.gethostname()
-    assert syslog["structured_data"]["zoo@123"] == {"tiger": "hungry"}
-    assert "truncated" not in first
+        tcp_events = [r["event"] for r in records if r["transport"] == "tcp"]
+        assert tcp_events == ["connected", "message", "disconnected"] * 2
 
-    assert second["message"] == "octet 3164"
-    assert second["syslog"]["format"] == "rfc3164"
-    assert second["syslog"]["app"] == "app"
-    assert second["syslog"]["procid"].isdigit()
+    def test_unix_socket(self):
+        collector = self.collector()
+        require("logger")
+        subprocess.run(["logger", "-T", "-u", str(collector.socket_path), "via unix"],
+                       check=True, timeout=10)
+        records = wait_records(collector.output_path, lambda r: messages(r))
+        assert [(r["transport"], r["message"]) for r in messages(records)] == [("unix", "via unix")]
 
-    assert third["transport"] == "udp"
-    assert third["message"] == "over udp"
-    assert (third["syslog"]["facility"], third["syslog"]["severity"]) == ("daemon", "info")
+    def test_tls(self):
+        pki = make_pki(self.directory)
+        suite = self.start_suite(tls_section(pki) + f"""
+            [logger]
+            listen = []
+            tls_listen = ["{LOCAL}"]
+            output = "messages.jsonl"
+        """, listeners=1)
+        context = ssl.create_default_context(cafile=pki["ca"])
+        port = suite.port(f"logger tls_listen {LOCAL}")
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as sock:
+                sock.sendall(b"<14>1 - - - - - - over tls\n")
+        records = wait_records(self.directory / "messages.jsonl", lambda r: messages(r))
+        assert [(r["transport"], r["message"]) for r in messages(records)] == [("tls", "over tls")]
 
-    tcp_events = [r["event"] for r in records if r["transport"] == "tcp"]
-    assert tcp_events == ["connected", "message", "disconnected"] * 2
+    def test_messages_received_before_sigterm_are_all_written(self):
+        # flush_interval is far away: only the shutdown can have written them.
+        suite, port, path = self.plain_collector(flush_interval=600, max_batch=2**30)
+        count = 20000
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"".join(b"<13>message %d\n" % n for n in range(count)))
+        time.sleep(1)  # let the server read what the kernel holds for it
+        assert read_records(path) == []
+        suite.stop()
+        received = [r["message"] for r in messages(read_records(path))]
+        assert received == [f"message {n}" for n in range(count)]
 
+    def test_sighup_reopens_the_file_for_logrotate(self):
+        suite, port, path = self.plain_collector(flush_interval=0.05)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"before rotation\n")
+            wait_records(path, lambda r: messages(r))
+            os.rename(path, str(path) + ".1")
+            suite.process.send_signal(signal.SIGHUP)
+            assert suite.wait_for(lambda: "output reopened" in suite.output)
+            sock.sendall(b"after rotation\n")
+            records = wait_records(path, lambda r: messages(r))
+        assert [r["message"] for r in messages(records)] == ["after rotation"]
+        assert [r["message"] for r in messages(read_records(str(path) + ".1"))] == ["before rotation"]
 
-def test_unix_socket(collector):
-    require("logger")
-    subprocess.run(["logger", "-T", "-u", str(collector.socket_path), "via unix"],
-                   check=True, timeout=10)
-    records = wait_records(collector.output_path, lambda r: messages(r))
-    assert [(r["transport"], r["message"]) for r in messages(records)] == [("unix", "via unix")]
-
-
-def test_tls(start_suite, tmp_path):
-    pki = make_pki(tmp_path)
-    suite = start_suite(tls_section(pki) + f"""
-        [logger]
-        listen = []
-        tls_listen = ["{LOCAL}"]
-        output = "messages.jsonl"
-    """, listeners=1)
-    context = ssl.create_default_context(cafile=pki["ca"])
-    port = suite.port(f"logger tls_listen {LOCAL}")
-    with socket.create_connection(("127.0.0.1", port)) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost") as sock:
-            sock.sendall(b"<14>1 - - - - - - over tls\n")
-    records = wait_records(tmp_path / "messages.jsonl", lambda r: messages(r))
-    assert [(r["transport"], r["message"]) for r in messages(records)] == [("tls", "over tls")]
-
-
-def test_messages_received_before_sigterm_are_all_written(plain_collector):
-    # flush_interval is far away: only the shutdown can have written them.
-    suite, port, path = plain_collector(flush_interval=600, max_batch=2**30)
-    count = 20000
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(b"".join(b"<13>message %d\n" % n for n in range(count)))
-    time.sleep(1)  # let the server read what the kernel holds for it
-    assert read_records(path) == []
-    suite.stop()
-    received = [r["message"] for r in messages(read_records(path))]
-    assert received == [f"message {n}" for n in range(count)]
-
-
-def test_sighup_reopens_the_file_for_logrotate(plain_collector):
-    suite, port, path = plain_collector(flush_interval=0.05)
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(b"before rotation\n")
-        wait_records(path, lambda r: messages(r))
-        os.rename(path, str(path) + ".1")
-        suite.process.send_signal(signal.SIGHUP)
-        assert suite.wait_for(lambda: "output reopened" in suite.output)
-        sock.sendall(b"after rotation\n")
+    def test_oversize_octet_count_closes_that_connection_only(self):
+        _, port, path = self.plain_collector(max_frame=1000, flush_interval=0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as bad:
+            bad.sendall(b"5000 " + b"x" * 100)
+            assert bad.recv(10) == b""  # closed by the server
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as good:
+            good.sendall(b"still served\n")
         records = wait_records(path, lambda r: messages(r))
-    assert [r["message"] for r in messages(records)] == ["after rotation"]
-    assert [r["message"] for r in messages(read_records(str(path) + ".1"))] == ["before rotation"]
+        errors = [r["message"] for r in records if r["event"] == "error"]
+        assert errors == ["octet count 5000 above max_frame 1000: connection closed"]
+        assert [r["message"] for r in messages(records)] == ["still served"]
 
-
-def test_oversize_octet_count_closes_that_connection_only(plain_collector):
-    _, port, path = plain_collector(max_frame=1000, flush_interval=0.05)
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as bad:
-        bad.sendall(b"5000 " + b"x" * 100)
-        assert bad.recv(10) == b""  # closed by the server
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as good:
-        good.sendall(b"still served\n")
-    records = wait_records(path, lambda r: messages(r))
-    errors = [r["message"] for r in records if r["event"] == "error"]
-    assert errors == ["octet count 5000 above max_frame 1000: connection closed"]
-    assert [r["message"] for r in messages(records)] == ["still served"]
-
-
-def test_output_dash_writes_records_to_standard_output(start_suite, tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    suite = start_suite(
-        f'[logger]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\noutput = "-"\n'
-        "flush_interval = 0\n",
-        listeners=0,
-        twistd_args=["--logfile", str(tmp_path / "twistd.log")],
-    )
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-                sock.sendall(b"<13>to stdout\n")
-            break
-        except ConnectionRefusedError:
-            time.sleep(0.05)
-    assert suite.wait_for(lambda: '"disconnected"' in suite.output)
-    records = [json.loads(line) for line in suite.lines]
-    assert [r["event"] for r in records] == ["connected", "message", "disconnected"]
-    assert records[1]["message"] == "to stdout"
+    def test_output_dash_writes_records_to_standard_output(self):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        suite = self.start_suite(
+            f'[logger]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\noutput = "-"\n'
+            "flush_interval = 0\n",
+            listeners=0,
+            twistd_args=["--logfile", str(self.directory / "twistd.log")],
+        )
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                    sock.sendall(b"<13>to stdout\n")
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.05)
+        assert suite.wait_for(lambda: '"disconnected"' in suite.output)
+        records = [json.loads(line) for line in suite.lines]
+        assert [r["event"] for r in records] == ["connected", "message", "disconnected"]
+        assert records[1]["message"] == "to stdout"

@@ -1,8 +1,7 @@
 """End to end: `twistd … suite` with the name server, driven by `suite-client`."""
 
-import pytest
 
-from tests.e2e.conftest import SuiteProcess
+from tests.e2e.process import ProcessTestCase, SuiteProcess
 from tests.e2e.test_client_process import client
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -20,77 +19,75 @@ def names_config(extra=""):
     """
 
 
-def test_registrations_survive_a_restart(tmp_path):
-    first = SuiteProcess(tmp_path, names_config())
-    first.wait_ready(2)
-    names = f"127.0.0.1:{first.port(f'names {LOCAL}')}"
-    echo_port = first.port(f"echo {LOCAL}")
-    assert client("names", names, "register", "echo", "127.0.0.1", echo_port,
-                  "--description", "line echo") == (0, "", "")
-    assert first.stop() in (0, -15)
+class NamesProcessTests(ProcessTestCase):
+    def names_and_echo(self):
+        suite = self.start_suite(names_config('token = "s3cret"'), listeners=2)
+        return suite, f"127.0.0.1:{suite.port(f'names {LOCAL}')}", suite.port(f"echo {LOCAL}")
 
-    second = SuiteProcess(tmp_path, names_config())
-    try:
-        second.wait_ready(2)
-        names = f"127.0.0.1:{second.port(f'names {LOCAL}')}"
-        assert client("names", names, "lookup", "echo") == (
-            0, f"127.0.0.1:{echo_port}\tline echo\n", ""
+    def test_registrations_survive_a_restart(self):
+        first = SuiteProcess(self.directory, names_config())
+        first.wait_ready(2)
+        names = f"127.0.0.1:{first.port(f'names {LOCAL}')}"
+        echo_port = first.port(f"echo {LOCAL}")
+        assert client("names", names, "register", "echo", "127.0.0.1", echo_port,
+                      "--description", "line echo") == (0, "", "")
+        assert first.stop() in (0, -15)
+
+        second = SuiteProcess(self.directory, names_config())
+        try:
+            second.wait_ready(2)
+            names = f"127.0.0.1:{second.port(f'names {LOCAL}')}"
+            assert client("names", names, "lookup", "echo") == (
+                0, f"127.0.0.1:{echo_port}\tline echo\n", ""
+            )
+            assert client("names", names, "services") == (0, "echo\n", "")
+        finally:
+            second.stop()
+
+    def test_register_lookup_deregister_with_token(self):
+        names_and_echo = self.names_and_echo()
+        _, names, echo_port = names_and_echo
+        assert client("names", names, "register", "echo", "127.0.0.1", echo_port) == (
+            1, "", "suite-client: UNAUTHORIZED: a valid token is needed to change registrations\n"
         )
-        assert client("names", names, "services") == (0, "echo\n", "")
-    finally:
-        second.stop()
+        assert client("names", names, "register", "echo", "127.0.0.1", echo_port,
+                      "--token", "s3cret") == (0, "", "")
+        assert client("echo", "--lookup", names, "found by name") == (
+            0, "You said: found by name\n", ""
+        )
+        assert client("names", names, "deregister", "echo", "127.0.0.1", echo_port,
+                      "--token", "s3cret") == (0, "", "")
+        assert client("names", names, "lookup", "echo") == (
+            1, "", "suite-client: NOT_FOUND: no live instance of echo\n"
+        )
+        assert client("echo", "--lookup", names, "x") == (
+            1, "", "suite-client: NOT_FOUND: no live instance of echo\n"
+        )
 
+    def test_lookup_skips_an_instance_that_refuses(self):
+        names_and_echo = self.names_and_echo()
+        _, names, echo_port = names_and_echo
+        for port in (1, echo_port):  # port 1 refuses; the client goes on to the next instance
+            assert client("names", names, "register", "echo", "127.0.0.1", port,
+                          "--token", "s3cret")[0] == 0
+        for _ in range(2):  # whichever comes first in the rotation
+            assert client("echo", "--lookup", names, "hi") == (0, "You said: hi\n", "")
 
-@pytest.fixture
-def names_and_echo(start_suite):
-    suite = start_suite(names_config('token = "s3cret"'), listeners=2)
-    return suite, f"127.0.0.1:{suite.port(f'names {LOCAL}')}", suite.port(f"echo {LOCAL}")
+    def test_invalid_registration_and_bad_arguments(self):
+        names_and_echo = self.names_and_echo()
+        _, names, _ = names_and_echo
+        assert client("names", names, "register", "Bad_Name", "h", "1", "--token", "s3cret") == (
+            1, "", "suite-client: INVALID: name 'Bad_Name': 1-63 of a-z 0-9 -, not starting with -\n"
+        )
+        code, _, err = client("names", names, "register", "echo", "h")
+        assert code == 1 and err.startswith("suite-client names: register: expected ")
 
-
-def test_register_lookup_deregister_with_token(names_and_echo):
-    _, names, echo_port = names_and_echo
-    assert client("names", names, "register", "echo", "127.0.0.1", echo_port) == (
-        1, "", "suite-client: UNAUTHORIZED: a valid token is needed to change registrations\n"
-    )
-    assert client("names", names, "register", "echo", "127.0.0.1", echo_port,
-                  "--token", "s3cret") == (0, "", "")
-    assert client("echo", "--lookup", names, "found by name") == (
-        0, "You said: found by name\n", ""
-    )
-    assert client("names", names, "deregister", "echo", "127.0.0.1", echo_port,
-                  "--token", "s3cret") == (0, "", "")
-    assert client("names", names, "lookup", "echo") == (
-        1, "", "suite-client: NOT_FOUND: no live instance of echo\n"
-    )
-    assert client("echo", "--lookup", names, "x") == (
-        1, "", "suite-client: NOT_FOUND: no live instance of echo\n"
-    )
-
-
-def test_lookup_skips_an_instance_that_refuses(names_and_echo):
-    _, names, echo_port = names_and_echo
-    for port in (1, echo_port):  # port 1 refuses; the client goes on to the next instance
-        assert client("names", names, "register", "echo", "127.0.0.1", port,
-                      "--token", "s3cret")[0] == 0
-    for _ in range(2):  # whichever comes first in the rotation
-        assert client("echo", "--lookup", names, "hi") == (0, "You said: hi\n", "")
-
-
-def test_invalid_registration_and_bad_arguments(names_and_echo):
-    _, names, _ = names_and_echo
-    assert client("names", names, "register", "Bad_Name", "h", "1", "--token", "s3cret") == (
-        1, "", "suite-client: INVALID: name 'Bad_Name': 1-63 of a-z 0-9 -, not starting with -\n"
-    )
-    code, _, err = client("names", names, "register", "echo", "h")
-    assert code == 1 and err.startswith("suite-client names: register: expected ")
-
-
-def test_corrupt_database_is_refused_at_start(tmp_path):
-    (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "names.sqlite").write_bytes(b"garbage" * 200)
-    suite = SuiteProcess(tmp_path, names_config())
-    assert suite.wait() == 1
-    assert suite.output == (
-        f'error: {suite.config}: [names] store = "sqlite:state/names.sqlite": '
-        "not a usable SQLite database: file is not a database"
-    )
+    def test_corrupt_database_is_refused_at_start(self):
+        (self.directory / "state").mkdir()
+        (self.directory / "state" / "names.sqlite").write_bytes(b"garbage" * 200)
+        suite = SuiteProcess(self.directory, names_config())
+        assert suite.wait() == 1
+        assert suite.output == (
+            f'error: {suite.config}: [names] store = "sqlite:state/names.sqlite": '
+            "not a usable SQLite database: file is not a database"
+        )

@@ -8,9 +8,9 @@ import ssl
 import subprocess
 import time
 
-import pytest
+from twisted.trial.unittest import SkipTest
 
-from tests.e2e.conftest import TWISTD, require
+from tests.e2e.process import TWISTD, ProcessTestCase, require
 from tests.helpers import make_pki, tls_section
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -49,9 +49,9 @@ PLAIN = f"""
 """
 
 
-class TestPlain:
-    def test_tcp_and_udp(self, start_suite):
-        suite = start_suite(PLAIN, listeners=4)
+class PlainTests(ProcessTestCase):
+    def test_tcp_and_udp(self):
+        suite = self.start_suite(PLAIN, listeners=4)
         ts = talk(suite.port(f"timestamp {LOCAL}"), b"hello\r\nworld\n")
         assert re.fullmatch(STAMP + rb" hello\r\n" + STAMP + rb" world\r\n", ts)
         echo = talk(suite.port(f"echo {LOCAL}"), b"hi\nquit\nignored\n")
@@ -59,47 +59,52 @@ class TestPlain:
         assert re.fullmatch(STAMP + rb" ping", udp(suite.port(f"timestamp {LOCAL_UDP}"), b"ping\n"))
         assert udp(suite.port(f"echo {LOCAL_UDP}"), b"\x00\xffraw\n") == b"\x00\xffraw\n"
 
-    def test_nc_half_close_gets_the_last_line_answered(self, start_suite):
+    def test_nc_half_close_gets_the_last_line_answered(self):
         require("nc")
-        suite = start_suite(PLAIN, listeners=4)
+        suite = self.start_suite(PLAIN, listeners=4)
         out = subprocess.run(
             ["nc", "-N", "127.0.0.1", str(suite.port(f"echo {LOCAL}"))],
             input=b"no newline at the end", capture_output=True, timeout=10,
         ).stdout
         assert out == b"You said: no newline at the end\r\n"
 
-    @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
-    def test_sigterm_or_sigint_exits_cleanly_within_5_seconds(self, start_suite, signal_number):
-        suite = start_suite(PLAIN, listeners=4)
+    def stops_cleanly_within_5_seconds(self, signal_number):
+        suite = self.start_suite(PLAIN, listeners=4)
         started = time.monotonic()
         suite.process.send_signal(signal_number)
         status = suite.wait(timeout=10)
         assert time.monotonic() - started < 5
-        # twistd re-raises the signal after a clean shutdown (SPEC §2): that counts as clean.
+        # twistd re-raises the signal after a clean shutdown: systemd counts that as clean.
         assert status in (0, -signal_number)
         assert "Server Shut Down." in suite.output
         assert "Traceback" not in suite.output
 
+    def test_sigterm_exits_cleanly_within_5_seconds(self):
+        self.stops_cleanly_within_5_seconds(signal.SIGTERM)
 
-class TestRefusals:
-    def test_port_in_use_names_service_and_endpoint(self, start_suite):
+    def test_sigint_exits_cleanly_within_5_seconds(self):
+        self.stops_cleanly_within_5_seconds(signal.SIGINT)
+
+
+class RefusalsTests(ProcessTestCase):
+    def test_port_in_use_names_service_and_endpoint(self):
         with socket.socket() as busy:
             busy.bind(("127.0.0.1", 0))
             busy.listen()
             port = busy.getsockname()[1]
-            suite = start_suite(f'[echo]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n', 0)
+            suite = self.start_suite(f'[echo]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n', 0)
             assert suite.wait() == 1
         assert f"echo: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use" in (
             suite.output
         )
         assert "Traceback" not in suite.output
 
-    def test_bad_config_is_one_line_and_status_1(self, tmp_path):
-        config = tmp_path / "suite.toml"
+    def test_bad_config_is_one_line_and_status_1(self):
+        config = self.directory / "suite.toml"
         config.write_text('[echo]\nmode = "loud"\n')
         result = subprocess.run(
             [TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(config)],
-            capture_output=True, text=True, timeout=30, cwd=tmp_path,
+            capture_output=True, text=True, timeout=30, cwd=self.directory,
         )
         assert result.returncode == 1
         assert result.stdout == ""
@@ -146,10 +151,10 @@ def tls_talk(context, port, data) -> bytes:
             return b"".join(chunks)
 
 
-class TestTLS:
-    def test_tls_listeners_answer(self, start_suite, tmp_path):
-        pki = make_pki(tmp_path)
-        suite = start_suite(tls_config(pki, mutual=False), listeners=2)
+class TLSTests(ProcessTestCase):
+    def test_tls_listeners_answer(self):
+        pki = make_pki(self.directory)
+        suite = self.start_suite(tls_config(pki, mutual=False), listeners=2)
         context = tls_client(pki)
         assert tls_talk(context, suite.port(f"echo tls_listen {LOCAL}"), b"sec\nquit\n") == (
             b"You said: sec\r\nGoodbye.\r\n"
@@ -160,10 +165,10 @@ class TestTLS:
                 sock.sendall(b"over tls\n")
                 assert re.fullmatch(STAMP + rb" over tls\r\n", sock.recv(1024))
 
-    def test_openssl_s_client(self, start_suite, tmp_path):
+    def test_openssl_s_client(self):
         require("openssl")
-        pki = make_pki(tmp_path)
-        suite = start_suite(tls_config(pki, mutual=True), listeners=2)
+        pki = make_pki(self.directory)
+        suite = self.start_suite(tls_config(pki, mutual=True), listeners=2)
         port = suite.port(f"echo tls_listen {LOCAL}")
         command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-quiet",
                    "-CAfile", pki["ca"], "-verify_return_error", "-verify_hostname", "localhost"]
@@ -177,24 +182,24 @@ class TestTLS:
         )
         assert b"You said" not in refused.stdout
 
-    def test_mutual_tls_needs_a_certificate_signed_by_client_ca(self, start_suite, tmp_path):
-        pki = make_pki(tmp_path)
-        suite = start_suite(tls_config(pki, mutual=True), listeners=2)
+    def test_mutual_tls_needs_a_certificate_signed_by_client_ca(self):
+        pki = make_pki(self.directory)
+        suite = self.start_suite(tls_config(pki, mutual=True), listeners=2)
         port = suite.port(f"echo tls_listen {LOCAL}")
         assert tls_talk(tls_client(pki, "client"), port, b"me\nquit\n") == (
             b"You said: me\r\nGoodbye.\r\n"
         )
         for certificate in (None, "stranger"):
-            with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            with self.assertRaises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
                 answer = tls_talk(tls_client(pki, certificate), port, b"me\nquit\n")
                 assert b"You said" not in answer
                 raise ConnectionResetError("closed without an answer")
 
-    def test_min_version_1_3_refuses_tls_1_2(self, start_suite, tmp_path):
-        pki = make_pki(tmp_path)
-        suite = start_suite(tls_config(pki, mutual=False, min_version="1.3"), listeners=2)
+    def test_min_version_1_3_refuses_tls_1_2(self):
+        pki = make_pki(self.directory)
+        suite = self.start_suite(tls_config(pki, mutual=False, min_version="1.3"), listeners=2)
         port = suite.port(f"echo tls_listen {LOCAL}")
-        with pytest.raises(ssl.SSLError):
+        with self.assertRaises(ssl.SSLError):
             tls_talk(tls_client(pki, maximum=ssl.TLSVersion.TLSv1_2), port, b"old\n")
         assert tls_talk(tls_client(pki), port, b"new\nquit\n") == b"You said: new\r\nGoodbye.\r\n"
 
@@ -207,35 +212,38 @@ def rss_kib(pid) -> int:
     raise AssertionError("no VmRSS")
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
-def test_raw_echo_memory_stays_bounded_against_a_client_that_never_reads(start_suite):
-    suite = start_suite(f'[echo]\nlisten = ["{LOCAL}"]\nmode = "raw"\n', listeners=1)
-    before = rss_kib(suite.process.pid)
-    chunk = b"x" * 2**20
-    sent = 0
-    with socket.create_connection(("127.0.0.1", suite.port(f"echo {LOCAL}"))) as sock:
-        sock.settimeout(0.5)
-        deadline = time.monotonic() + 5
-        while sent < 300 * 2**20 and time.monotonic() < deadline:
-            try:
-                sent += sock.send(chunk)
-            except socket.timeout:
-                pass
-        grown = rss_kib(suite.process.pid) - before
-    assert sent < 64 * 2**20, f"the server kept reading: {sent} bytes accepted"
-    assert grown < 32 * 1024, f"server memory grew by {grown} KiB"
+class MemoryTests(ProcessTestCase):
+    def test_raw_echo_memory_stays_bounded_against_a_client_that_never_reads(self):
+        if not os.path.exists("/proc/self/status"):
+            raise SkipTest("needs /proc")
+        suite = self.start_suite(f'[echo]\nlisten = ["{LOCAL}"]\nmode = "raw"\n', listeners=1)
+        before = rss_kib(suite.process.pid)
+        chunk = b"x" * 2**20
+        sent = 0
+        with socket.create_connection(("127.0.0.1", suite.port(f"echo {LOCAL}"))) as sock:
+            sock.settimeout(0.5)
+            deadline = time.monotonic() + 5
+            while sent < 300 * 2**20 and time.monotonic() < deadline:
+                try:
+                    sent += sock.send(chunk)
+                except socket.timeout:
+                    pass
+            grown = rss_kib(suite.process.pid) - before
+        assert sent < 64 * 2**20, f"the server kept reading: {sent} bytes accepted"
+        assert grown < 32 * 1024, f"server memory grew by {grown} KiB"
 
 
-def test_plain_install_ships_the_plugin_module_and_no_twisted_init(tmp_path):
-    """`pip install .` (not editable) puts the plugin file under twisted/plugins/."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    target = tmp_path / "site"
-    subprocess.run(
-        [os.path.join(os.path.dirname(TWISTD), "pip"), "install", "--quiet", "--no-deps",
-         "--target", str(target), root],
-        check=True, capture_output=True, timeout=300,
-    )
-    assert (target / "twisted" / "plugins" / "suite_plugins.py").is_file()
-    assert (target / "suite" / "timestamp" / "service.py").is_file()
-    assert not (target / "twisted" / "__init__.py").exists()
-    assert not (target / "twisted" / "plugins" / "__init__.py").exists()
+class PackagingTests(ProcessTestCase):
+    def test_plain_install_ships_the_plugin_module_and_no_twisted_init(self):
+        """`pip install .` (not editable) puts the plugin file under twisted/plugins/."""
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        target = self.directory / "site"
+        subprocess.run(
+            [os.path.join(os.path.dirname(TWISTD), "pip"), "install", "--quiet", "--no-deps",
+             "--target", str(target), root],
+            check=True, capture_output=True, timeout=300,
+        )
+        assert (target / "twisted" / "plugins" / "suite_plugins.py").is_file()
+        assert (target / "suite" / "timestamp" / "service.py").is_file()
+        assert not (target / "twisted" / "__init__.py").exists()
+        assert not (target / "twisted" / "plugins" / "__init__.py").exists()

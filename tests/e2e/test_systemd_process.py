@@ -13,9 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.e2e.conftest import TWISTD, SuiteProcess, require
+from tests.e2e.process import TWISTD, ProcessTestCase, SuiteProcess, require
 from tests.helpers import make_pki, tls_section
 
 UNITS = Path(__file__).resolve().parents[2] / "etc" / "systemd"
@@ -24,18 +22,6 @@ LOCAL = "tcp:0:interface=127.0.0.1"
 
 def unit_files():
     return sorted(UNITS.glob("*.s*")) + sorted((UNITS / "socket-activation").glob("*.socket"))
-
-
-def test_units_pass_systemd_analyze_verify(tmp_path):
-    require("systemd-analyze")
-    for unit in unit_files():
-        text = unit.read_text().replace("/opt/suite/bin/twistd", TWISTD)
-        (tmp_path / unit.name).write_text(text)
-    names = [unit.name for unit in unit_files()]
-    assert "suite.service" in names and "suite.socket" in names
-    result = subprocess.run(["systemd-analyze", "verify", *names], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
 def free_port(kind=socket.SOCK_STREAM) -> int:
@@ -55,116 +41,130 @@ def connect_when_listening(port, timeout=15):
             time.sleep(0.05)
 
 
-def test_socket_activated_tcp_udp_and_tls(tmp_path):
-    require("systemd-socket-activate")
-    pki = make_pki(tmp_path)
-    tcp, tls, udp = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
-    config = tmp_path / "suite.toml"
-    config.write_text(tls_section(pki) + """
-[timestamp]
-listen = ["systemd:domain=INET:name=timestamp-tcp", "systemd-udp:name=timestamp-udp"]
-format = "epoch"
-[echo]
-listen = []
-tls_listen = ["systemd:domain=INET:name=echo-tls"]
-""")
-    names = "timestamp-tcp:echo-tls:timestamp-udp"
-    command = [
-        "systemd-socket-activate", "-l", f"127.0.0.1:{tcp}", "-l", f"127.0.0.1:{tls}",
-        "--fdname=timestamp-tcp:echo-tls", "--",
-        "systemd-socket-activate", "-d", "-l", f"127.0.0.1:{udp}", f"--fdname={names}", "--",
-        TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(config),
-    ]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
-    try:
-        with connect_when_listening(tcp) as stream:
-            stream.sendall(b"activated\n")  # the first connection starts the next stage
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as datagram:
-                datagram.settimeout(0.5)
-                deadline = time.monotonic() + 15
-                while True:  # the inner stage starts on the first datagram; resend until answered
-                    datagram.sendto(b"over udp", ("127.0.0.1", udp))
-                    try:
-                        reply = datagram.recv(1024)
-                        break
-                    except socket.timeout:
-                        assert time.monotonic() < deadline
-                assert re.fullmatch(rb"\[\d+\.\d{6}\] over udp", reply)
-            assert re.fullmatch(rb"\[\d+\.\d{6}\] activated\r\n", stream.recv(1024))
-        context = ssl.create_default_context(cafile=pki["ca"])
-        with socket.create_connection(("127.0.0.1", tls), timeout=15) as raw:
-            with context.wrap_socket(raw, server_hostname="localhost") as sock:
-                sock.sendall(b"tls via systemd\nquit\n")
-                answer = b""
-                while chunk := sock.recv(1024):
-                    answer += chunk
-                assert answer == b"You said: tls via systemd\r\nGoodbye.\r\n"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=15)[0].decode()
-    assert "timestamp listening on systemd-udp:name=timestamp-udp" in output
-    assert "Traceback" not in output
+class SystemdProcessTests(ProcessTestCase):
+    def test_units_pass_systemd_analyze_verify(self):
+        require("systemd-analyze")
+        for unit in unit_files():
+            text = unit.read_text().replace("/opt/suite/bin/twistd", TWISTD)
+            (self.directory / unit.name).write_text(text)
+        names = [unit.name for unit in unit_files()]
+        assert "suite.service" in names and "suite.socket" in names
+        result = subprocess.run(["systemd-analyze", "verify", *names], cwd=self.directory,
+                                capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
-
-def test_ready_is_notified_only_once_every_listener_answers(tmp_path):
-    path = str(tmp_path / "notify.sock")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
-        notify.bind(path)
-        notify.settimeout(20)
-        os.environ["NOTIFY_SOCKET"] = path
+    def test_socket_activated_tcp_udp_and_tls(self):
+        require("systemd-socket-activate")
+        pki = make_pki(self.directory)
+        tcp, tls, udp = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
+        config = self.directory / "suite.toml"
+        config.write_text(tls_section(pki) + """
+    [timestamp]
+    listen = ["systemd:domain=INET:name=timestamp-tcp", "systemd-udp:name=timestamp-udp"]
+    format = "epoch"
+    [echo]
+    listen = []
+    tls_listen = ["systemd:domain=INET:name=echo-tls"]
+    """)
+        names = "timestamp-tcp:echo-tls:timestamp-udp"
+        command = [
+            "systemd-socket-activate", "-l", f"127.0.0.1:{tcp}", "-l", f"127.0.0.1:{tls}",
+            "--fdname=timestamp-tcp:echo-tls", "--",
+            "systemd-socket-activate", "-d", "-l", f"127.0.0.1:{udp}", f"--fdname={names}", "--",
+            TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(config),
+        ]
+        process = subprocess.Popen(command, cwd=self.directory, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT)
         try:
-            suite = SuiteProcess(tmp_path, f"""
-                [timestamp]
-                listen = ["{LOCAL}", "udp:0:interface=127.0.0.1"]
-                [echo]
-                listen = ["{LOCAL}"]
-                [sleep]
-                listen = ["{LOCAL}"]
-            """)
+            with connect_when_listening(tcp) as stream:
+                stream.sendall(b"activated\n")  # the first connection starts the next stage
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as datagram:
+                    datagram.settimeout(0.5)
+                    deadline = time.monotonic() + 15
+                    while True:  # the inner stage starts on the first datagram; resend until answered
+                        datagram.sendto(b"over udp", ("127.0.0.1", udp))
+                        try:
+                            reply = datagram.recv(1024)
+                            break
+                        except socket.timeout:
+                            assert time.monotonic() < deadline
+                    assert re.fullmatch(rb"\[\d+\.\d{6}\] over udp", reply)
+                assert re.fullmatch(rb"\[\d+\.\d{6}\] activated\r\n", stream.recv(1024))
+            context = ssl.create_default_context(cafile=pki["ca"])
+            with socket.create_connection(("127.0.0.1", tls), timeout=15) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as sock:
+                    sock.sendall(b"tls via systemd\nquit\n")
+                    answer = b""
+                    while chunk := sock.recv(1024):
+                        answer += chunk
+                    assert answer == b"You said: tls via systemd\r\nGoodbye.\r\n"
         finally:
-            del os.environ["NOTIFY_SOCKET"]
-        try:
-            assert notify.recv(100) == b"READY=1"
-            # Everything is bound by now: each stream port accepts at once.
-            assert suite.wait_for(lambda: len(suite.ports) == 4, timeout=1)
-            for name, address in suite.ports.items():
-                if "udp" not in name:
-                    socket.create_connection(("127.0.0.1", suite.port(name)), timeout=1).close()
-        finally:
-            suite.stop()
-        assert notify.recv(100) == b"STOPPING=1"
+            process.send_signal(signal.SIGTERM)
+            output = process.communicate(timeout=15)[0].decode()
+        assert "timestamp listening on systemd-udp:name=timestamp-udp" in output
+        assert "Traceback" not in output
 
+    def test_ready_is_notified_only_once_every_listener_answers(self):
+        path = str(self.directory / "notify.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+            notify.bind(path)
+            notify.settimeout(20)
+            os.environ["NOTIFY_SOCKET"] = path
+            try:
+                suite = SuiteProcess(self.directory, f"""
+                    [timestamp]
+                    listen = ["{LOCAL}", "udp:0:interface=127.0.0.1"]
+                    [echo]
+                    listen = ["{LOCAL}"]
+                    [sleep]
+                    listen = ["{LOCAL}"]
+                """)
+            finally:
+                del os.environ["NOTIFY_SOCKET"]
+            try:
+                assert notify.recv(100) == b"READY=1"
+                # Everything is bound by now: each stream port accepts at once.
+                assert suite.wait_for(lambda: len(suite.ports) == 4, timeout=1)
+                for name, address in suite.ports.items():
+                    if "udp" not in name:
+                        socket.create_connection(("127.0.0.1", suite.port(name)), timeout=1).close()
+            finally:
+                suite.stop()
+            assert notify.recv(100) == b"STOPPING=1"
 
-def test_sighup_without_a_logger_keeps_running(start_suite):
-    suite = start_suite(f'[echo]\nlisten = ["{LOCAL}"]\n', listeners=1)
-    suite.process.send_signal(signal.SIGHUP)
-    assert suite.wait_for(lambda: "SIGHUP: reopening files" in suite.output)
-    with socket.create_connection(("127.0.0.1", suite.port(f"echo {LOCAL}")), timeout=5) as sock:
-        sock.sendall(b"still here\n")
-        assert sock.recv(100) == b"You said: still here\r\n"
+    def test_sighup_without_a_logger_keeps_running(self):
+        suite = self.start_suite(f'[echo]\nlisten = ["{LOCAL}"]\n', listeners=1)
+        suite.process.send_signal(signal.SIGHUP)
+        assert suite.wait_for(lambda: "SIGHUP: reopening files" in suite.output)
+        with socket.create_connection(("127.0.0.1", suite.port(f"echo {LOCAL}")), timeout=5) as sock:
+            sock.sendall(b"still here\n")
+            assert sock.recv(100) == b"You said: still here\r\n"
 
-
-@pytest.mark.parametrize("journal", [True, False])
-def test_journald_priorities_only_when_journal_stream_matches(tmp_path, journal):
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        config = tmp_path / "suite.toml"
-        config.write_text(f'[echo]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n')
-        twistd = f"{TWISTD} --nodaemon --pidfile= --logger=suite.journal.observer suite --config {config}"
+    def journald_priorities_only_when_journal_stream_matches(self, journal):
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            config = self.directory / "suite.toml"
+            config.write_text(f'[echo]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n')
+            twistd = f"{TWISTD} --nodaemon --pidfile= --logger=suite.runtime.journal.observer suite --config {config}"
+            if journal:
+                twistd = f'JOURNAL_STREAM="$(stat -L -c %d:%i /proc/$$/fd/1)" exec {twistd}'
+            result = subprocess.run(["sh", "-c", twistd], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        failure = f"[suite.runtime.lifecycle#critical] echo: cannot listen on tcp:{port}:interface=127.0.0.1"
+        lines = result.stdout.splitlines()
         if journal:
-            twistd = f'JOURNAL_STREAM="$(stat -L -c %d:%i /proc/$$/fd/1)" exec {twistd}'
-        result = subprocess.run(["sh", "-c", twistd], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    failure = f"[suite.plugin#critical] echo: cannot listen on tcp:{port}:interface=127.0.0.1"
-    lines = result.stdout.splitlines()
-    if journal:
-        assert f"<2>{failure}: Address already in use" in lines
-        assert all(re.match(r"<[2-7]>", line) for line in lines)
-        assert any(line.startswith("<6>[twisted.scripts._twistd_unix.UnixAppLogger#info]")
-                   for line in lines)
-    else:
-        assert any(line.endswith(f" {failure}: Address already in use") for line in lines)
-        assert not any(line.startswith("<") for line in lines)
+            assert f"<2>{failure}: Address already in use" in lines
+            assert all(re.match(r"<[2-7]>", line) for line in lines)
+            assert any(line.startswith("<6>[twisted.scripts._twistd_unix.UnixAppLogger#info]")
+                       for line in lines)
+        else:
+            assert any(line.endswith(f" {failure}: Address already in use") for line in lines)
+            assert not any(line.startswith("<") for line in lines)
+
+    def test_journald_priorities_when_standard_output_is_the_journal(self):
+        self.journald_priorities_only_when_journal_stream_matches(journal=True)
+
+    def test_plain_lines_when_standard_output_is_not_the_journal(self):
+        self.journald_priorities_only_when_journal_stream_matches(journal=False)

@@ -2,12 +2,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.echo.protocol import LineEchoFactory, RawEchoFactory, echo_datagram
+from suite.echo.service import EchoSettings
 from tests.helpers import connect
 
 
 class LineEchoTests(SynchronousTestCase):
     def setUp(self):
-        self.protocol, self.transport = connect(LineEchoFactory("echo", Clock(), 10, 0, 8192))
+        self.protocol, self.transport = connect(LineEchoFactory(EchoSettings(idle_timeout=0), Clock()))
 
     def test_you_said(self):
         self.protocol.dataReceived(b"hello there\n")
@@ -34,7 +35,7 @@ class LineEchoTests(SynchronousTestCase):
 
 class RawEchoTests(SynchronousTestCase):
     def setUp(self):
-        self.protocol, self.transport = connect(RawEchoFactory("echo", Clock(), 10, 0))
+        self.protocol, self.transport = connect(RawEchoFactory(EchoSettings(mode="raw", idle_timeout=0), Clock()))
 
     def test_every_byte_back_unchanged(self):
         payload = bytes(range(256)) + b"\r\n\n\r\x00"

@@ -1,6 +1,6 @@
 """RFC 6587 framing, octet-counted and LF, checked with whole and split input."""
 
-import pytest
+from twisted.trial.unittest import SynchronousTestCase
 
 from suite.logger.framing import SyslogFrameDecoder
 
@@ -32,72 +32,60 @@ def decode(chunks, max_message=8192, max_frame=2**20):
     return frames + decoder.finish(), decoder
 
 
-def test_lf_and_octet_counted_frames_mixed_on_one_connection():
-    frames, decoder = decode([STREAM])
-    assert frames == EXPECTED
-    assert decoder.error is None
+class FramingTests(SynchronousTestCase):
+    def test_lf_and_octet_counted_frames_mixed_on_one_connection(self):
+        frames, decoder = decode([STREAM])
+        assert frames == EXPECTED
+        assert decoder.error is None
 
+    def test_split_at_every_byte_boundary_gives_the_same_frames(self):
+        for cut in range(1, len(STREAM)):
+            assert decode([STREAM[:cut], STREAM[cut:]])[0] == EXPECTED, cut
+        assert decode([bytes([b]) for b in STREAM])[0] == EXPECTED
 
-def test_split_at_every_byte_boundary_gives_the_same_frames():
-    for cut in range(1, len(STREAM)):
-        assert decode([STREAM[:cut], STREAM[cut:]])[0] == EXPECTED, cut
-    assert decode([bytes([b]) for b in STREAM])[0] == EXPECTED
+    def test_digits_without_a_space_are_a_line(self):
+        frames, _ = decode([b"2024-11-20 boot ok\n", b"12345678901 eleven digits\n"])
+        assert frames == [(b"2024-11-20 boot ok", False), (b"12345678901 eleven digits", False)]
 
+    def test_a_number_and_space_at_line_start_is_read_as_an_octet_count(self):
+        # RFC 6587's rule, as rsyslog applies it: "2024 " starts a 2024-byte frame.
+        frames, decoder = decode([b"3 abc"])
+        assert frames == [(b"abc", False)]
 
-def test_digits_without_a_space_are_a_line():
-    frames, _ = decode([b"2024-11-20 boot ok\n", b"12345678901 eleven digits\n"])
-    assert frames == [(b"2024-11-20 boot ok", False), (b"12345678901 eleven digits", False)]
+    def test_empty_lines_are_skipped(self):
+        assert decode([b"\n\r\n\nx\n"])[0] == [(b"x", False)]
 
+    def test_oversize_lf_message_is_truncated_and_the_rest_discarded(self):
+        frames, _ = decode([b"a" * 20 + b"\nnext\n"], max_message=8)
+        assert frames == [(b"a" * 8, True), (b"next", False)]
 
-def test_a_number_and_space_at_line_start_is_read_as_an_octet_count():
-    # RFC 6587's rule, as rsyslog applies it: "2024 " starts a 2024-byte frame.
-    frames, decoder = decode([b"3 abc"])
-    assert frames == [(b"abc", False)]
+    def test_oversize_octet_message_is_truncated_and_the_rest_discarded(self):
+        body = b"<13>" + b"b" * 30
+        frames, _ = decode([b"%d " % len(body) + body + b"after\n"], max_message=8)
+        assert frames == [(body[:8], True), (b"after", False)]
 
+    def test_message_of_exactly_max_message_plus_line_end_is_not_truncated(self):
+        frames, _ = decode([b"12345678\r\n", b"9 12345678\n"], max_message=8)
+        assert frames == [(b"12345678", False), (b"12345678", False)]
 
-def test_empty_lines_are_skipped():
-    assert decode([b"\n\r\n\nx\n"])[0] == [(b"x", False)]
+    def test_buffer_stays_bounded_for_a_huge_frame(self):
+        decoder = SyslogFrameDecoder(8, 2**20)
+        decoder.feed(b"%d " % (2**20))
+        for _ in range(15):
+            assert decoder.feed(b"z" * 65536) == []
+            assert decoder.buffered <= 9
+        assert decoder.feed(b"z" * 65536 + b"tail\n") == [(b"z" * 8, True), (b"tail", False)]
 
+    def test_octet_count_above_max_frame_is_an_error(self):
+        frames, decoder = decode([b"4 okay" + b"2000 " + b"x" * 10], max_frame=1000)
+        assert frames == [(b"okay", False)]
+        assert decoder.error == "octet count 2000 above max_frame 1000"
 
-def test_oversize_lf_message_is_truncated_and_the_rest_discarded():
-    frames, _ = decode([b"a" * 20 + b"\nnext\n"], max_message=8)
-    assert frames == [(b"a" * 8, True), (b"next", False)]
-
-
-def test_oversize_octet_message_is_truncated_and_the_rest_discarded():
-    body = b"<13>" + b"b" * 30
-    frames, _ = decode([b"%d " % len(body) + body + b"after\n"], max_message=8)
-    assert frames == [(body[:8], True), (b"after", False)]
-
-
-def test_message_of_exactly_max_message_plus_line_end_is_not_truncated():
-    frames, _ = decode([b"12345678\r\n", b"9 12345678\n"], max_message=8)
-    assert frames == [(b"12345678", False), (b"12345678", False)]
-
-
-def test_buffer_stays_bounded_for_a_huge_frame():
-    decoder = SyslogFrameDecoder(8, 2**20)
-    decoder.feed(b"%d " % (2**20))
-    for _ in range(15):
-        assert decoder.feed(b"z" * 65536) == []
-        assert len(decoder._buffer) <= 9
-    assert decoder.feed(b"z" * 65536 + b"tail\n") == [(b"z" * 8, True), (b"tail", False)]
-
-
-def test_octet_count_above_max_frame_is_an_error():
-    frames, decoder = decode([b"4 okay" + b"2000 " + b"x" * 10], max_frame=1000)
-    assert frames == [(b"okay", False)]
-    assert decoder.error == "octet count 2000 above max_frame 1000"
-
-
-@pytest.mark.parametrize(
-    "tail, expected",
-    [
-        (b"no newline", [(b"no newline", False)]),
-        (b"12", [(b"12", False)]),
-        (b"10 short", [(b"short", True)]),
-        (b"", []),
-    ],
-)
-def test_end_of_stream_delivers_the_unterminated_frame(tail, expected):
-    assert decode([b"x\n" + tail])[0] == [(b"x", False)] + expected
+    def test_end_of_stream_delivers_the_unterminated_frame(self):
+        for tail, expected in [
+            (b"no newline", [(b"no newline", False)]),
+            (b"12", [(b"12", False)]),
+            (b"10 short", [(b"short", True)]),
+            (b"", []),
+        ]:
+            assert decode([b"x\n" + tail])[0] == [(b"x", False)] + expected, tail

@@ -7,6 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
+from suite.logger.service import LoggerSettings
 from tests.helpers import connect
 
 
@@ -22,9 +23,8 @@ class MemoryWriter:
         return [json.loads(line) for line in self.lines]
 
 
-def logger_factory(writer, clock, max_connections=1000, max_message=8192, max_frame=2**20):
-    sink = RecordSink(writer, clock)
-    return SyslogFactory("logger", clock, max_connections, 0, sink, max_message, max_frame)
+def logger_factory(writer, clock, **settings):
+    return SyslogFactory(LoggerSettings(**settings), clock, RecordSink(writer, clock))
 
 
 class StreamTests(SynchronousTestCase):

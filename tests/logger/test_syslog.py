@@ -1,6 +1,6 @@
 """Table-driven parsing tests; the inputs are the exact bytes util-linux logger 2.38.1 sent."""
 
-import pytest
+from twisted.trial.unittest import SynchronousTestCase
 
 from suite.logger.syslog import parse
 
@@ -98,14 +98,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("raw, message, expected", CASES)
-def test_parse(raw, message, expected):
-    assert parse(raw.decode("utf-8", "backslashreplace")) == (message, expected)
+class ParseTests(SynchronousTestCase):
+    def test_parse(self):
+        for raw, message, expected in CASES:
+            self.assertEqual(parse(raw.decode("utf-8", "backslashreplace")), (message, expected), raw)
 
-
-@pytest.mark.parametrize(
-    "raw",
-    ["plain text from nc", "<192>PRI above 191", "<x>not a pri", "", "<13"],
-)
-def test_not_syslog_is_kept_raw(raw):
-    assert parse(raw) == (raw, None)
+    def test_not_syslog_is_kept_raw(self):
+        for raw in ["plain text from nc", "<192>PRI above 191", "<x>not a pri", "", "<13"]:
+            self.assertEqual(parse(raw), (raw, None))

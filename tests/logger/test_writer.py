@@ -18,7 +18,8 @@ class BatchingTests(SynchronousTestCase):
         self.clock = Clock()
         self.output = RotatingFile(self.path, 0, 3)
         self.writer = BatchWriter(self.output, self.clock, flush_interval=0.2, max_batch=100)
-        self.writer._write_through = False  # as after startService, without the SIGHUP handler
+        self.writer.startService()
+        self.addCleanup(self.writer.stopService)
 
     def content(self):
         with open(self.path, "rb") as f:

@@ -6,6 +6,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite.names.health import HealthChecker
 from suite.names.registry import Registry
+from suite.names.service import NamesSettings
+
+SETTINGS = NamesSettings(ping_interval=10, ping_timeout=2, max_failures=3, ping_concurrency=4)
 
 
 class FakePing:
@@ -28,20 +31,27 @@ class FakePing:
         return defer.fail(error.ConnectionRefusedError())
 
 
-class HealthTests(SynchronousTestCase):
+class CheckerTestCase(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
-        self.registry = Registry(2000)
         self.ping = FakePing()
+
+    def start(self, registry, on_evict):
+        checker = HealthChecker(registry, SETTINGS, self.clock, self.ping, on_evict)
+        checker.startService()
+        self.addCleanup(checker.stopService)
+        return checker
+
+
+class HealthTests(CheckerTestCase):
+    def setUp(self):
+        super().setUp()
+        self.registry = Registry(2000)
         self.evicted = []
-        self.checker = HealthChecker(
-            self.registry, self.clock, self.ping, interval=10, timeout=2, max_failures=3,
-            concurrency=4, on_evict=lambda instance, reason: self.evicted.append(
-                (instance.port, reason, self.clock.seconds())
-            ),
-        )
-        self.checker.startService()
-        self.addCleanup(self.checker.stopService)
+        self.start(self.registry, self.evict)
+
+    def evict(self, instance, reason):
+        self.evicted.append((instance.port, reason, self.clock.seconds()))
 
     def test_dead_instance_evicted_exactly_after_max_failures_intervals(self):
         self.registry.register("svc", "h", 1)
@@ -88,3 +98,66 @@ class HealthTests(SynchronousTestCase):
             self.ping.alive.add(port)
         self.clock.advance(10)
         self.assertEqual(self.ping.calls, 1000)
+
+
+class FirstRoundFails(Registry):
+    """A registry whose first listing of instances raises, as a bug would."""
+
+    rounds = 0
+
+    def instances(self):
+        self.rounds += 1
+        if self.rounds == 1:
+            raise RuntimeError("bug in a round")
+        return super().instances()
+
+
+class HealthLoopSurvives(CheckerTestCase):
+    def test_a_round_that_raises_is_logged_and_the_next_round_runs(self):
+        registry = FirstRoundFails(10)
+        registry.register("svc", "h", 1)
+        self.ping.alive.add(1)
+        self.start(registry, lambda instance, reason: None)
+        self.clock.advance(10)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.ping.calls, 0)
+        self.clock.advance(10)
+        self.assertEqual(self.ping.calls, 1)
+
+    def test_an_eviction_that_raises_is_logged_and_checks_go_on(self):
+        registry = Registry(10)
+        for port in (1, 2):
+            registry.register("svc", "h", port)
+
+        def failing_evict(instance, reason):
+            raise ZeroDivisionError(f"evicting {instance.port}")
+
+        self.start(registry, failing_evict)
+        self.clock.pump([10] * 3)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+        self.assertEqual(registry.instances(), [])
+        registry.register("svc", "h", 3)
+        self.clock.pump([10] * 3)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(registry.instances(), [])
+
+    def test_stopping_waits_for_the_round_in_flight(self):
+        registry = Registry(10)
+        registry.register("svc", "h", 1)
+        self.ping.hold = True
+        checker = HealthChecker(registry, SETTINGS, self.clock, self.ping, lambda *_: None)
+        checker.startService()
+        self.clock.advance(10)
+        stopped = []
+        checker.stopService().addCallback(stopped.append)
+        self.assertEqual(stopped, [])
+        self.ping.pending.pop().callback(None)
+        self.assertEqual(stopped, [None])
+        self.clock.advance(100)
+        self.assertEqual(self.ping.calls, 1)
+
+    def test_stopping_between_rounds_is_immediate(self):
+        checker = self.start(Registry(10), lambda *_: None)
+        checker.stopService()
+        self.clock.advance(100)
+        self.assertEqual(self.ping.calls, 0)

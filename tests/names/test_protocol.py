@@ -4,17 +4,18 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.commands import Deregister, Invalid, Lookup, NotFound, Register, Services, Unauthorized
+from suite.names.commands import Deregister, Invalid, Lookup, NotFound, Register, Services, Unauthorized
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
 from suite.names.server import NameServer
+from suite.names.service import NamesSettings
 from suite.names.store import MemoryStore
 from tests.helpers import AMPPair
 
 
 def names_pair(token="", max_instances=100):
     server = NameServer(Registry(max_instances), MemoryStore(), token, cache_ttl=5)
-    return AMPPair(NamesFactory("names", Clock(), 1000, 0, server))
+    return AMPPair(NamesFactory(NamesSettings(idle_timeout=0), Clock(), server))
 
 
 class NamesCommandTests(SynchronousTestCase):

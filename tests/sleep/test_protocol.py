@@ -7,8 +7,9 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.commands import InvalidDuration, Overloaded, Sleep
+from suite.sleep.commands import InvalidDuration, Overloaded, Sleep
 from suite.sleep.protocol import SleepFactory
+from suite.sleep.service import SleepSettings
 from tests.helpers import AMPPair as Pair
 
 
@@ -19,7 +20,7 @@ def sleep(pair, seconds):
 class SleepTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
-        self.factory = SleepFactory("sleep", self.clock, 1000, 0, 60, 3, 5)  # no idle timer
+        self.factory = SleepFactory(SleepSettings(idle_timeout=0, max_pending=3, max_total=5), self.clock)
         self.pair = Pair(self.factory)
 
     def advance(self, seconds):
@@ -86,7 +87,7 @@ class SleepTests(SynchronousTestCase):
         self.assertEqual(self.factory.pending_total, 0)
 
     def test_a_waiting_client_is_not_idle(self):
-        pair = Pair(SleepFactory("sleep", self.clock, 1000, 10, 60, 3, 5))
+        pair = Pair(SleepFactory(SleepSettings(idle_timeout=10, max_pending=3, max_total=5), self.clock))
         answers = sleep(pair, 50)
         self.clock.advance(50)
         pair.pump()

@@ -10,9 +10,10 @@ from suite.timestamp.protocol import (
     datagram_answerer,
     formatter,
 )
+from suite.timestamp.service import TimestampSettings
 from tests.helpers import connect
 
-# Sat Feb 24 10:29:28.5 2018 UTC, the SPEC's example moment.
+# Sat Feb 24 10:29:28.5 2018 UTC, the moment of the README's example.
 MOMENT = 1519468168.5
 
 
@@ -69,7 +70,7 @@ class TimestampLineTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(MOMENT)
-        factory = TimestampFactory("timestamp", self.clock, 10, 0, 8192, formatter("epoch", True))
+        factory = TimestampFactory(TimestampSettings(format="epoch", utc=True, idle_timeout=0), self.clock)
         self.protocol, self.transport = connect(factory)
 
     def test_each_line_stamped_on_a_persistent_connection(self):

@@ -8,11 +8,12 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from suite import compose
-from suite.datagram import RateLimitedReplier
+from suite import services
+from suite.net.datagrams import RateLimitedReplier
 from suite.echo.protocol import echo_datagram
-from suite.plugin import SuiteService, build
-from suite.ratelimit import SourceRateLimiter
+from suite.runtime.compose import build
+from suite.runtime.lifecycle import SuiteService
+from suite.net.ratelimit import SourceRateLimiter
 from tests.helpers import start_suite, tmp_dir
 
 
@@ -183,7 +184,7 @@ class PortInUse(TestCase):
         port = busy.getsockname()[1]
         path = tmp_dir(self) / "suite.toml"
         path.write_text(f'[echo]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n')
-        root = build(compose.SERVICES, str(path), {}, reactor, only_listed=False)
+        root = build(services.SERVICES, str(path), {}, reactor, only_listed=False)
         self.assertIsInstance(root, SuiteService)
         observed = []
         globalLogPublisher.addObserver(observed.append)

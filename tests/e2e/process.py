@@ -6,11 +6,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
+from pathlib import Path
 
-import pytest
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 LISTENING = re.compile(r"(\S+) listening on (.+) \((.+)\)$")
@@ -19,7 +21,7 @@ LISTENING = re.compile(r"(\S+) listening on (.+) \((.+)\)$")
 def require(tool):
     """Skip (with the reason) when an outside tool is missing; `make test` installs them as root."""
     if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed (make test installs it when run as root)")
+        raise SkipTest(f"{tool} is not installed (make test installs it when run as root)")
 
 
 class SuiteProcess:
@@ -97,17 +99,18 @@ class SuiteProcess:
         return status
 
 
-@pytest.fixture
-def start_suite(tmp_path):
-    started = []
+class ProcessTestCase(SynchronousTestCase):
+    """Tests that start twistd processes in a directory of their own, stopped by PID after."""
 
-    def start(config, listeners, plugin="suite", args=(), twistd_args=()):
-        suite = SuiteProcess(tmp_path, config, plugin, args, twistd_args)
-        started.append(suite)
+    def setUp(self):
+        # Short (Unix socket paths have at most 107 bytes) and removed afterwards.
+        self.directory = Path(tempfile.mkdtemp(prefix="suite-"))
+        self.addCleanup(shutil.rmtree, self.directory, ignore_errors=True)
+
+    def start_suite(self, config, listeners, plugin="suite", args=(), twistd_args=()):
+        """Start a suite from CONFIG and wait for LISTENERS listeners (0: do not wait)."""
+        suite = SuiteProcess(self.directory, config, plugin, args, twistd_args)
+        self.addCleanup(suite.stop)
         if listeners:
             suite.wait_ready(listeners)
         return suite
-
-    yield start
-    for suite in started:
-        suite.stop()

@@ -1,14 +1,15 @@
-"""The shared stream rules of SPEC §4, checked through the line echo."""
+"""The shared line and connection rules, checked through the line and raw echo."""
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.echo.protocol import LineEchoFactory, RawEchoFactory
+from suite.echo.service import EchoSettings
 from tests.helpers import connect
 
 
-def line_echo(max_line=8192, max_connections=1000, idle_timeout=300.0, clock=None):
-    return LineEchoFactory("echo", clock or Clock(), max_connections, idle_timeout, max_line)
+def line_echo(clock=None, **settings):
+    return LineEchoFactory(EchoSettings(**settings), clock or Clock())
 
 
 class LineFramingTests(SynchronousTestCase):
@@ -92,7 +93,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"You said: hi\r\n")
 
     def test_raw_echo_refuses_without_writing(self):
-        factory = RawEchoFactory("echo", Clock(), 1, 300.0)
+        factory = RawEchoFactory(EchoSettings(mode="raw", max_connections=1), Clock())
         connect(factory)
         _, refused = connect(factory)
         self.assertEqual(refused.value(), b"")
@@ -126,7 +127,7 @@ class IdleTimeoutTests(SynchronousTestCase):
 
 class FlowControlTests(SynchronousTestCase):
     def test_transport_is_its_own_streaming_producer(self):
-        for factory in (line_echo(), RawEchoFactory("echo", Clock(), 10, 0)):
+        for factory in (line_echo(), RawEchoFactory(EchoSettings(mode="raw", idle_timeout=0), Clock())):
             _, transport = connect(factory)
             self.assertIs(transport.producer, transport)
             self.assertTrue(transport.streaming)

@@ -1,7 +1,7 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.ratelimit import SourceRateLimiter
+from suite.net.ratelimit import SourceRateLimiter
 
 
 class TokenBucketTests(SynchronousTestCase):

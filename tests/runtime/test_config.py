@@ -1,0 +1,270 @@
+"""Every config error is one line naming file, section, key, value and problem."""
+
+import re
+import textwrap
+
+from twisted.internet.testing import MemoryReactor
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite import services
+from suite.echo.service import EchoSettings
+from suite.net.listeners import Listener, parse_listeners
+from suite.runtime.compose import build
+from suite.runtime.config import ConfigError, load
+from suite.timestamp import service as timestamp_service
+from tests.helpers import make_pki, tmp_dir
+
+REFUSALS = [
+    ("[timestmp]\n", "FILE: [timestmp]: unknown section (known: echo, logger, names, sleep, timestamp, tls)"),
+    ("[echo]\nport = 5\n", 'FILE: [echo] port = 5: unknown key'),
+    ('[echo]\nmode = "loud"\n', 'FILE: [echo] mode = "loud": must be one of line, raw'),
+    ('[echo]\nmax_line = "big"\n', 'FILE: [echo] max_line = "big": must be an integer'),
+    ("[echo]\nmax_line = 0\n", "FILE: [echo] max_line = 0: must be at least 1"),
+    ("[echo]\nmax_line = true\n", "FILE: [echo] max_line = true: must be an integer"),
+    ("[echo]\nudp_rate = -1\n", "FILE: [echo] udp_rate = -1: must be at least 0"),
+    ('[echo]\nidle_timeout = "5m"\n', 'FILE: [echo] idle_timeout = "5m": must be a number'),
+    ('[echo]\nenabled = "yes"\n', 'FILE: [echo] enabled = "yes": must be true or false'),
+    ('[echo]\nlisten = "tcp:1"\n', 'FILE: [echo] listen = "tcp:1": must be a list of strings'),
+    ("[echo]\nlisten = [1]\n", "FILE: [echo] listen = [1]: must be a list of strings"),
+    ('[timestamp]\nformat = "isoo"\n', 'FILE: [timestamp] format = "isoo": must be ctime'),
+    ("[timestamp]\nutc = 1\n", "FILE: [timestamp] utc = 1: must be true or false"),
+    ('[tls]\nmin_version = "1.1"\n', 'FILE: [tls] min_version = "1.1": must be one of 1.2, 1.3'),
+    ("echo = 1\n", "FILE: [echo] must be a table, not 1"),
+    (
+        '[echo]\nlisten = ["frob:1"]\n',
+        'FILE: [echo] listen = "frob:1": bad endpoint: Unknown endpoint type: \'frob\'',
+    ),
+    ('[echo]\nlisten = ["tcp:http"]\n', 'FILE: [echo] listen = "tcp:http": bad endpoint'),
+    (
+        '[echo]\nlisten = ["udp:70000"]\n',
+        'FILE: [echo] listen = "udp:70000": bad endpoint: port must be 0-65535',
+    ),
+    (
+        '[echo]\nlisten = ["udp:1:ttl=3"]\n',
+        "FILE: [echo] listen = \"udp:1:ttl=3\": bad endpoint: unknown udp option 'ttl=3'",
+    ),
+    (
+        '[echo]\ntls_listen = ["udp:1"]\n',
+        'FILE: [echo] tls_listen = "udp:1": bad endpoint: TLS needs a stream endpoint',
+    ),
+    (
+        '[echo]\ntls_listen = ["ssl:1"]\n',
+        'FILE: [echo] tls_listen = "ssl:1": bad endpoint: tls_listen takes tcp:',
+    ),
+    (
+        "[echo]\nlisten = []\n",
+        "FILE: [echo] listen = []: no listeners (set listen or tls_listen, or enabled = false)",
+    ),
+    (
+        '[echo]\ntls_listen = ["tcp:0"]\n',
+        'FILE: [echo] tls_listen = ["tcp:0"]: needs [tls] certificate',
+    ),
+    (
+        '[timestamp]\nlisten = ["systemd-udp:name=ts-udp"]\n',
+        "FILE: [timestamp] listen = \"systemd-udp:name=ts-udp\": bad endpoint: "
+        "no socket passed by systemd is named 'ts-udp'",
+    ),
+    (
+        '[timestamp]\nlisten = ["systemd-udp:ts-udp"]\n',
+        'FILE: [timestamp] listen = "systemd-udp:ts-udp": bad endpoint: '
+        "expected systemd-udp:name=NAME",
+    ),
+    (
+        '[timestamp]\nlisten = ["systemd:domain=INET:name=ts-tcp"]\n',
+        "FILE: [timestamp] listen = \"systemd:domain=INET:name=ts-tcp\": "
+        "no socket passed by systemd is named 'ts-tcp'",
+    ),
+    (
+        '[echo]\ntls_listen = ["systemd-udp:name=x"]\n',
+        'FILE: [echo] tls_listen = "systemd-udp:name=x": bad endpoint: '
+        "TLS needs a stream endpoint, not systemd-udp",
+    ),
+    (
+        '[sleep]\nlisten = ["systemd-udp:name=x"]\n',
+        'FILE: [sleep] listen = "systemd-udp:name=x": bad endpoint: sleep has no datagram side',
+    ),
+    (
+        '[sleep]\nlisten = ["udp:5200"]\n',
+        'FILE: [sleep] listen = "udp:5200": bad endpoint: sleep has no datagram side',
+    ),
+    (
+        "[sleep]\nmax_seconds = -1\n",
+        "FILE: [sleep] max_seconds = -1: must be at least 0",
+    ),
+    ("[echo]\nenabled = false\n", "FILE: no service enabled"),
+    ("", "FILE: no service enabled"),
+]
+
+
+class ConfigTestCase(SynchronousTestCase):
+    def setUp(self):
+        self.directory = tmp_dir(self)
+
+    def write(self, body):
+        path = self.directory / "suite.toml"
+        path.write_text(textwrap.dedent(body))
+        return str(path)
+
+    def load_suite(self, path, overrides=None):
+        return build(services.SERVICES, path, overrides or {}, MemoryReactor(), only_listed=False)
+
+    def refused(self, body, overrides=None):
+        path = self.write(body)
+        message = str(self.assertRaises(ConfigError, self.load_suite, path, overrides))
+        self.assertNotIn("\n", message)
+        return message.replace(path, "FILE")
+
+
+class RefusalTests(ConfigTestCase):
+    def test_each_mistake_is_one_line_naming_where(self):
+        for body, expected in REFUSALS:
+            message = self.refused(body)
+            self.assertTrue(message.startswith(expected), f"{body!r}: {message!r}")
+
+    def test_toml_syntax_error_names_file_and_line(self):
+        message = self.refused('[echo]\nmode = "line"\nlisten = [tcp:1]\n')
+        self.assertTrue(message.startswith("FILE:3: invalid TOML: "), message)
+
+    def test_missing_file(self):
+        path = str(self.directory / "nowhere.toml")
+        message = str(self.assertRaises(ConfigError, self.load_suite, path))
+        self.assertEqual(message, f"{path}: config file not found")
+
+    def test_datagram_listener_on_a_service_without_datagram_side(self):
+        path = self.write('[echo]\nlisten = ["udp:5001"]\n')
+        settings = load(path, [timestamp_service.TimestampSettings, EchoSettings])["echo"]
+        caught = self.assertRaises(
+            ConfigError, parse_listeners, settings, datagram_side=False, reactor=MemoryReactor()
+        )
+        self.assertEqual(
+            str(caught),
+            f'{path}: [echo] listen = "udp:5001": bad endpoint: echo has no datagram side',
+        )
+
+    def test_nan_is_out_of_range(self):
+        self.assertEqual(
+            self.refused("[echo]\nidle_timeout = nan\n"),
+            "FILE: [echo] idle_timeout = NaN: must be at least 0",
+        )
+
+    def test_unwritable_logger_output_is_refused_at_start(self):
+        (self.directory / "a-file").write_text("")
+        output = f"{self.directory}/a-file/messages.jsonl"
+        self.assertEqual(
+            self.refused(f'[logger]\nlisten = ["tcp:0"]\noutput = "{output}"\n'),
+            f'FILE: [logger] output = "{output}": cannot open: File exists ({self.directory}/a-file)',
+        )
+
+
+class TLSFileTests(ConfigTestCase):
+    def tls_config(self, **tls):
+        pki = make_pki(self.directory)
+        values = {"certificate": pki["server_crt"], "private_key": pki["server_key"], **tls}
+        lines = "".join(f'{k} = "{v.format(**pki)}"\n' for k, v in values.items())
+        return f'[tls]\n{lines}[echo]\ntls_listen = ["tcp:0"]\n'
+
+    def test_valid_pair_is_accepted(self):
+        root = self.load_suite(self.write(self.tls_config(client_ca="{ca}")))
+        self.assertIn("echo tls_listen tcp:0", [child.name for child in root])
+
+    def test_missing_certificate_file(self):
+        self.assertEqual(
+            self.refused(self.tls_config(certificate="/nonexistent.crt")),
+            'FILE: [tls] certificate = "/nonexistent.crt": cannot read: No such file or directory',
+        )
+
+    def test_certificate_that_is_not_pem(self):
+        message = self.refused(self.tls_config(certificate="{server_key}"))
+        self.assertTrue(message.endswith(": no PEM certificate in file"), message)
+        self.assertIn("[tls] certificate = ", message)
+
+    def test_key_that_is_not_pem(self):
+        message = self.refused(self.tls_config(private_key="{ca}"))
+        self.assertTrue(message.endswith(": not a PEM private key"), message)
+
+    def test_key_of_another_certificate(self):
+        message = self.refused(self.tls_config(private_key="{client_key}"))
+        self.assertIn("[tls] private_key = ", message)
+        self.assertTrue(message.endswith(": does not match the certificate"), message)
+
+    def test_missing_client_ca(self):
+        message = self.refused(self.tls_config(client_ca="/nope/ca.crt"))
+        self.assertTrue(message.startswith('FILE: [tls] client_ca = "/nope/ca.crt": cannot read'))
+
+
+class CommandLineTests(ConfigTestCase):
+    def options(self, *argv, plugin=timestamp_service):
+        options = plugin.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_defaults_without_config(self):
+        root = timestamp_service.makeService(self.options(), reactor=MemoryReactor())
+        names = sorted(child.name for child in root)
+        self.assertEqual(names, ["timestamp tcp:12345", "timestamp udp:12345"])
+
+    def test_options_override_the_file(self):
+        path = self.write('[timestamp]\nlisten = ["tcp:1"]\nformat = "iso"\nmax_line = 9\n')
+        options = self.options("--config", path, "--listen", "tcp:2", "--listen", "udp:3",
+                               "--max-line", "100", "--utc")
+        self.assertEqual(
+            options.overrides,
+            {"timestamp": {"listen": ["tcp:2", "udp:3"], "max_line": "100", "utc": True}},
+        )
+        root = timestamp_service.makeService(options, reactor=MemoryReactor())
+        self.assertEqual(
+            sorted(child.name for child in root), ["timestamp tcp:2", "timestamp udp:3"]
+        )
+
+    def test_bad_option_value_is_one_line_and_exit_1(self):
+        caught = self.assertRaises(
+            SystemExit, timestamp_service.makeService, self.options("--max-line", "abc"),
+            MemoryReactor(),
+        )
+        self.assertEqual(
+            str(caught), 'error: command line: [timestamp] --max-line "abc": must be an integer'
+        )
+
+    def test_single_plugin_ignores_other_sections(self):
+        path = self.write('[echo]\nmode = "raw"\n[timestamp]\nlisten = ["tcp:7"]\n')
+        root = timestamp_service.makeService(self.options("--config", path), MemoryReactor())
+        self.assertEqual([child.name for child in root], ["timestamp tcp:7"])
+
+    def test_suite_plugin_config_error_exits_with_the_line(self):
+        path = self.write("[nope]\n")
+        options = self.options("--config", path, plugin=services)
+        caught = self.assertRaises(SystemExit, services.makeService, options, MemoryReactor())
+        self.assertTrue(str(caught).startswith(f"error: {path}: [nope]: unknown section"))
+
+    def test_suite_plugin_reads_etc_suite_toml_by_default(self):
+        self.assertEqual(self.options(plugin=services)["config"], "etc/suite.toml")
+
+    def test_every_option_of_every_plugin_shows_its_default(self):
+        for declaration in services.SERVICES:
+            options, _ = declaration.plugin()
+            usage = str(options())
+            for key in declaration.settings.keys():
+                if key.name == "enabled":
+                    continue
+                option = re.search(rf"(?<![\w-])--{key.option}(?![\w-])", usage)
+                described = usage[option.start():]
+                described = re.split(r"\n +-", described)[0]
+                self.assertIn("[default:", described, f"{declaration.name} --{key.option}")
+
+    def test_every_default_passes_its_own_check(self):
+        for declaration in services.SERVICES:
+            for key in declaration.settings.keys():
+                toml_value = list(key.default) if isinstance(key.default, tuple) else key.default
+                self.assertEqual(key.kind.check(toml_value), key.default, key.name)
+
+
+class BacklogTests(SynchronousTestCase):
+    def test_stream_listeners_get_a_backlog_of_1024(self):
+        for description, bound in [
+            ("tcp:5001", "tcp:5001:backlog=1024"),
+            ("tcp6:5001:interface=\\:\\:1", "tcp6:5001:interface=\\:\\:1:backlog=1024"),
+            ("unix:/run/suite.sock", "unix:/run/suite.sock:backlog=1024"),
+            ("tcp:5001:backlog=64", "tcp:5001:backlog=64"),
+            ("systemd:domain=INET:name=x", "systemd:domain=INET:name=x"),
+        ]:
+            self.assertEqual(Listener(description).endpoint_string, bound)
