@@ -1,11 +1,11 @@
-# The two commands of SPEC §1, plus bench.  Everything runs from .venv.
+# make run, make test, make bench, make trial.  Everything runs from .venv.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= etc/suite.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench tools certs clean
+.PHONY: run test trial bench tools certs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ tools:
 
 test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
+
+# The same tests under Twisted's own runner.
+trial: $(STAMP) tools
+	$(BIN)/trial tests
 
 # uvloop is a reference server only: measured when it installs, skipped otherwise.
 bench: $(STAMP) tools

@@ -1,4 +1,4 @@
-"""ADDRESS of SPEC §5 (`host:port`, `[v6]:port`, or a Twisted client endpoint string) -> endpoint."""
+"""suite-client ADDRESS (`host:port`, `[v6]:port`, or a Twisted client endpoint string) -> endpoint."""
 
 import re
 from dataclasses import dataclass
