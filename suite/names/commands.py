@@ -15,27 +15,23 @@ class Unauthorized(Exception):
     """Register and Deregister need the server's token, and it was missing or wrong."""
 
 
+# (name, host, port) identifies an instance.
+INSTANCE = [(b"name", amp.Unicode()), (b"host", amp.Unicode()), (b"port", amp.Integer())]
+TOKEN = (b"token", amp.Unicode(optional=True))
+
+
 class Register(amp.Command):
     """Register (or update) the instance (name, host, port)."""
 
-    arguments = [
-        (b"name", amp.Unicode()),
-        (b"host", amp.Unicode()),
-        (b"port", amp.Integer()),
-        (b"description", amp.Unicode(optional=True)),
-        (b"token", amp.Unicode(optional=True)),
-    ]
+    arguments = [*INSTANCE, (b"description", amp.Unicode(optional=True)), TOKEN]
     response = []
     errors = {Unauthorized: b"UNAUTHORIZED", Invalid: b"INVALID"}
 
 
 class Deregister(amp.Command):
-    arguments = [
-        (b"name", amp.Unicode()),
-        (b"host", amp.Unicode()),
-        (b"port", amp.Integer()),
-        (b"token", amp.Unicode(optional=True)),
-    ]
+    """Remove the instance (name, host, port)."""
+
+    arguments = [*INSTANCE, TOKEN]
     response = []
     errors = {Unauthorized: b"UNAUTHORIZED", NotFound: b"NOT_FOUND"}
 

@@ -55,22 +55,20 @@ class HealthChecker(service.Service):
     def __init__(self, registry, settings, clock, ping, on_evict):
         self.registry = registry
         self.settings = settings
-        self.clock = clock
         self.ping = ping
         self.on_evict = on_evict
-        self._loop = None
         self._round = None
+        self._rounds = LoopingCall(self._next_round)
+        self._rounds.clock = clock
 
     def startService(self):
         service.Service.startService(self)
-        self._loop = LoopingCall(self._next_round)
-        self._loop.clock = self.clock
-        self._loop.start(self.settings.ping_interval, now=False)
+        self._rounds.start(self.settings.ping_interval, now=False)
 
     def stopService(self):
         service.Service.stopService(self)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        if self._rounds.running:
+            self._rounds.stop()
         if self._round is not None:
             finished = defer.Deferred()
             self._round.addBoth(lambda _: finished.callback(None))
