@@ -2,10 +2,13 @@
 
 import os
 
+from zope.interface.verify import verifyObject
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.logger.writer import BatchWriter, RotatingFile
+from suite.runtime.lifecycle import IReopenable
 
 
 def line(n, width=20):
@@ -20,6 +23,9 @@ class BatchingTests(SynchronousTestCase):
         self.writer = BatchWriter(self.output, self.clock, flush_interval=0.2, max_batch=100)
         self.writer.startService()
         self.addCleanup(self.writer.stopService)
+
+    def test_the_writer_is_reopened_on_sighup(self):
+        self.assertTrue(verifyObject(IReopenable, self.writer))
 
     def content(self):
         with open(self.path, "rb") as f:

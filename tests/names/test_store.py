@@ -2,12 +2,14 @@
 
 from pathlib import Path
 
+from zope.interface.verify import verifyObject
+
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from suite.names.registry import Registry
 from suite.names.server import NameServer
-from suite.names.store import SqliteStore, StoreError
+from suite.names.store import IRegistryStore, MemoryStore, SqliteStore, StoreError
 
 
 class SqliteStoreTests(TestCase):
@@ -45,3 +47,9 @@ class SqliteStoreTests(TestCase):
         with self.assertRaises(StoreError) as caught:
             SqliteStore(self.path, reactor)
         self.assertTrue(str(caught.exception).startswith("cannot open: "))
+
+    def test_both_stores_keep_the_store_contract(self):
+        store = SqliteStore(self.path, reactor)
+        self.addCleanup(store.close)
+        for candidate in (MemoryStore(), store):
+            self.assertTrue(verifyObject(IRegistryStore, candidate))
