@@ -76,10 +76,10 @@ class HealthChecker(service.Service):
 
     def _next_round(self) -> defer.Deferred:
         """Run check_all; its failure is logged here, never left to stop the loop."""
-        self._round = defer.maybeDeferred(self.check_all)
-        self._round.addErrback(lambda failure: log.failure("names: health round failed", failure))
-        self._round.addBoth(self._round_finished)
-        return self._round
+        round_ = self._round = defer.maybeDeferred(self.check_all)
+        round_.addErrback(lambda failure: log.failure("names: health round failed", failure))
+        round_.addBoth(self._round_finished)
+        return round_
 
     def _round_finished(self, _):
         self._round = None

@@ -43,9 +43,12 @@ class StreamFactory(protocol.Factory):
 
     def __init__(self, settings: ConnectionLimits, clock):
         self.settings = settings
-        self.service_name = settings.section
         self.clock = clock
         self.connections = 0
+
+    @property
+    def service_name(self) -> str:
+        return self.settings.section
 
 
 @implementer(IHalfCloseableProtocol)

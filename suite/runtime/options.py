@@ -12,11 +12,14 @@ CONFIG_HELP = "TOML config file; options given here override it"
 
 
 def describe_default(value) -> str:
+    """A default as --help shows it: on/off, words, `none` for empty, 300 for 300.0."""
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, tuple):
-        return " ".join(value) or "none"
-    return "none" if value == "" else f"{value:g}" if isinstance(value, float) else str(value)
+        value = " ".join(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value) or "none"
 
 
 def _help(key: Key) -> str:

@@ -66,7 +66,6 @@ class ServiceTests(RunningSuiteTestCase):
                               *mtls(pki), "secure")
         assert code == 0 and re.fullmatch(f"{STAMP} secure\n", out)
 
-
     def test_echo_from_standard_input_udp_and_mutual_tls(self):
         process, pki = self.suite, self.pki
         code, out, _ = client("echo", address(process, f"echo {LOCAL}"), input=b"a\nb\r\nlast")
@@ -75,7 +74,6 @@ class ServiceTests(RunningSuiteTestCase):
         assert (code, out) == (0, "dgram\n")
         code, out, _ = client("echo", address(process, f"echo tls_listen {LOCAL}"), *mtls(pki), "x")
         assert (code, out) == (0, "You said: x\n")
-
 
     def test_log_tcp_udp_and_mutual_tls(self):
         process, pki, directory = self.suite, self.pki, self.directory
@@ -97,7 +95,6 @@ class ServiceTests(RunningSuiteTestCase):
         app = {r["syslog"]["app"] for r in records if r["event"] == "message"}
         assert app == {"suite-client"}
 
-
     def test_sleep_plain_and_mutual_tls(self):
         process, pki = self.suite, self.pki
         for args in ([address(process, f"sleep {LOCAL}")],
@@ -108,21 +105,6 @@ class ServiceTests(RunningSuiteTestCase):
 
 class FailuresTests(RunningSuiteTestCase):
     """Every failure: status 1 and one line on standard error."""
-
-    def test_refused(self):
-        with socket.socket() as closed:
-            closed.bind(("127.0.0.1", 0))
-            port = closed.getsockname()[1]
-        assert client("sleep", f"127.0.0.1:{port}", "1") == (
-            1, "", f"suite-client: 127.0.0.1:{port}: connection refused\n"
-        )
-
-    def test_timed_out(self):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
-            silent.bind(("127.0.0.1", 0))
-            port = silent.getsockname()[1]
-            result = client("echo", f"127.0.0.1:{port}", "--udp", "--timeout", "0.5", "x")
-        assert result == (1, "", f"suite-client: 127.0.0.1:{port}: timed out after 0.5 s\n")
 
     def test_error_code(self):
         process = self.suite
@@ -155,6 +137,26 @@ class FailuresTests(RunningSuiteTestCase):
             f"suite-client: {target}: server closed the connection after 1 of 2 replies\n",
         )
 
+
+
+class NoServerFailuresTests(ProcessTestCase):
+    """Failures that need no suite running: status 1 and one line on standard error."""
+
+    def test_refused(self):
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        assert client("sleep", f"127.0.0.1:{port}", "1") == (
+            1, "", f"suite-client: 127.0.0.1:{port}: connection refused\n"
+        )
+
+    def test_timed_out(self):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+            silent.bind(("127.0.0.1", 0))
+            port = silent.getsockname()[1]
+            result = client("echo", f"127.0.0.1:{port}", "--udp", "--timeout", "0.5", "x")
+        assert result == (1, "", f"suite-client: 127.0.0.1:{port}: timed out after 0.5 s\n")
+
     def test_usage_and_bad_address(self):
         assert client("frobnicate") == (
             1, "", "suite-client: argument SERVICE: invalid choice: 'frobnicate' (choose from "
@@ -180,7 +182,6 @@ class StandaloneTests(ProcessTestCase):
         suite = self.start_suite(f'[echo]\nlisten = ["{toml}"]\n', listeners=1)
         port = suite.port(f"echo {listen}")
         assert client("echo", f"[::1]:{port}", "over v6") == (0, "You said: over v6\n", "")
-
 
     def test_tls_host_name_is_verified(self):
         pki = make_pki(self.directory)
