@@ -54,7 +54,7 @@ bench: $(STAMP) tools
 	$(BIN)/pip install --quiet uvloop || echo "uvloop not installable: its row is skipped"
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/logger_ingest.py
-	$(BIN)/python bench/names_lookup.py
+	$(BIN)/python bench/names.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -17,7 +17,7 @@ from twisted.protocols.basic import LineReceiver
 
 from suite.client import api
 from suite.client.address import client_tls, parse_address, stream_endpoint
-from suite.names.commands import Deregister, Lookup, Register
+from suite.names.commands import Deregister, Lookup, Register, Services
 from suite.sleep.commands import Sleep
 
 STDIN_MAX_LINE = 2**20
@@ -253,7 +253,7 @@ COMMANDS = {"timestamp": lines, "echo": lines, "log": log, "sleep": sleep, "name
 
 ERROR_CODES = {
     error: code.decode()
-    for command in (Sleep, Register, Deregister, Lookup)
+    for command in (Sleep, Register, Deregister, Lookup, Services)
     for error, code in command.errors.items()
 }
 

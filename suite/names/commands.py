@@ -15,6 +15,18 @@ class Unauthorized(Exception):
     """Register and Deregister need the server's token, and it was missing or wrong."""
 
 
+class Unavailable(Exception):
+    """The store cannot be written or reached; the registry is unchanged."""
+
+
+class Overloaded(Exception):
+    """Too many commands in flight on this connection (max_pending)."""
+
+
+# Any command may fail with these.
+EVERY_COMMAND = {Unavailable: b"UNAVAILABLE", Overloaded: b"OVERLOADED"}
+
+
 # (name, host, port) identifies an instance.
 INSTANCE = [(b"name", amp.Unicode()), (b"host", amp.Unicode()), (b"port", amp.Integer())]
 TOKEN = (b"token", amp.Unicode(optional=True))
@@ -25,7 +37,7 @@ class Register(amp.Command):
 
     arguments = [*INSTANCE, (b"description", amp.Unicode(optional=True)), TOKEN]
     response = []
-    errors = {Unauthorized: b"UNAUTHORIZED", Invalid: b"INVALID"}
+    errors = {Unauthorized: b"UNAUTHORIZED", Invalid: b"INVALID", **EVERY_COMMAND}
 
 
 class Deregister(amp.Command):
@@ -33,7 +45,7 @@ class Deregister(amp.Command):
 
     arguments = [*INSTANCE, TOKEN]
     response = []
-    errors = {Unauthorized: b"UNAUTHORIZED", NotFound: b"NOT_FOUND"}
+    errors = {Unauthorized: b"UNAUTHORIZED", NotFound: b"NOT_FOUND", **EVERY_COMMAND}
 
 
 class Lookup(amp.Command):
@@ -49,7 +61,7 @@ class Lookup(amp.Command):
         ),
         (b"ttl", amp.Integer()),
     ]
-    errors = {NotFound: b"NOT_FOUND", Invalid: b"INVALID"}
+    errors = {NotFound: b"NOT_FOUND", Invalid: b"INVALID", **EVERY_COMMAND}
 
 
 class Services(amp.Command):
@@ -57,4 +69,5 @@ class Services(amp.Command):
 
     arguments = []
     response = [(b"names", amp.ListOf(amp.Unicode()))]
+    errors = EVERY_COMMAND
 

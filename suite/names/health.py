@@ -47,7 +47,7 @@ def failure_reason(failure, timeout) -> str:
 class HealthChecker(service.Service):
     """
     Runs the rounds of checks over REGISTRY with the ping_* and max_failures
-    of SETTINGS; ON_EVICT(instance, reason) is told of each eviction.  A
+    of SETTINGS; ON_EVICT(instance, reason) evicts (its Deferred is waited for).  A
     round that fails (a bug in a check or in an eviction) is logged and the
     next round runs all the same; stopping waits for the round in flight.
     """
@@ -113,4 +113,4 @@ class HealthChecker(service.Service):
                 names_event="ping_failed",
             )
         if self.registry.ping_result(instance, reason is None, max_failures):
-            self.on_evict(instance, reason)
+            return self.on_evict(instance, reason)

@@ -1,10 +1,8 @@
 """The name server's AMP protocol: Register, Deregister, Lookup, Services."""
 
-from twisted.protocols import amp
-
 from suite.names.commands import Deregister, Lookup, Register, Services
-from suite.net.addresses import describe_peer
-from suite.net.connections import ConnectionPolicy, StreamFactory
+from suite.net.boxes import AMPPolicy
+from suite.net.connections import StreamFactory
 
 
 class NamesFactory(StreamFactory):
@@ -15,22 +13,28 @@ class NamesFactory(StreamFactory):
         self.server = server
 
 
-class NamesProtocol(ConnectionPolicy, amp.AMP):
+class NamesProtocol(AMPPolicy):
+    """Each command goes to the name server with who asked: peer, source, certificate subject."""
+
     def connectionMade(self):
-        self.peer = describe_peer(self.transport.getPeer())
+        self.peer = self.describe_peer()
         super().connectionMade()
 
     @Register.responder
     def register(self, name, host, port, description=None, token=None):
-        return self.factory.server.register(name, host, port, description, token, self.peer)
+        return self.factory.server.register(
+            name, host, port, description, token, self.peer, self.source, self.client
+        )
 
     @Deregister.responder
     def deregister(self, name, host, port, token=None):
-        return self.factory.server.deregister(name, host, port, token, self.peer)
+        return self.factory.server.deregister(
+            name, host, port, token, self.peer, self.source, self.client
+        )
 
     @Lookup.responder
     def lookup(self, name):
-        return self.factory.server.lookup(name, self.peer)
+        return self.factory.server.lookup(name, self.peer, self.client)
 
     @Services.responder
     def services(self):

@@ -1,7 +1,7 @@
 """
 The name server's registry: instances in memory, validated, rotated on
 lookup, evicted after consecutive failed health checks.  Pure: no I/O, no
-reactor; the protocol, the health checker and the store drive it.
+reactor; the name server applies changes here once the store has them.
 """
 
 import ipaddress
@@ -79,6 +79,13 @@ class Registry:
         self._count += 1
         return instance, True
 
+    def holds(self, name, host, port) -> bool:
+        return (host, port) in self._by_name.get(name, ())
+
+    def holds_exactly(self, instance: Instance) -> bool:
+        """Whether INSTANCE itself (not a later registration of the same key) is registered."""
+        return self._by_name.get(instance.name, {}).get((instance.host, instance.port)) is instance
+
     def deregister(self, name, host, port) -> Instance | None:
         instances = self._by_name.get(name)
         if not instances or (host, port) not in instances:
@@ -107,13 +114,12 @@ class Registry:
         return [i for instances in self._by_name.values() for i in instances.values()]
 
     def ping_result(self, instance: Instance, alive: bool, max_failures: int) -> bool:
-        """Count a health check; True when the instance has now failed MAX_FAILURES in a row and is evicted."""
+        """
+        Count a health check; True when the instance, still registered, has
+        now failed MAX_FAILURES (or more) in a row and is due for eviction.
+        """
         if alive:
             instance.failures = 0
             return False
         instance.failures += 1
-        current = self._by_name.get(instance.name, {}).get((instance.host, instance.port))
-        if instance.failures < max_failures or current is not instance:
-            return False
-        self.deregister(*instance.key)
-        return True
+        return instance.failures >= max_failures and self.holds_exactly(instance)

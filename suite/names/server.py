@@ -1,7 +1,13 @@
 """
 The name server's behaviour behind the AMP commands: token check, registry,
-store writes and the audit trail (structured twisted.logger events with
-`names_event` = register, deregister, evict or lookup).
+durable store writes and the audit trail (structured twisted.logger events
+with `names_event` = register, deregister, evict or lookup, and `client`,
+the subject of the client's certificate under mutual TLS).
+
+A change is written to the store first and applied to the registry only
+once the store has it: Register and Deregister are answered after the
+commit, and a failed write answers UNAVAILABLE with the registry unchanged,
+so what the name server acknowledged is what a restart finds.
 """
 
 import hmac
@@ -10,78 +16,135 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from suite.names.commands import Invalid, NotFound, Unauthorized
-from suite.names.registry import Registry, RegistryFull
+from suite.names.commands import Invalid, NotFound, Unauthorized, Unavailable
+from suite.names.registry import Instance, Registry, check_instance
+from suite.names.store import StoreError
+from suite.runtime.flood import FloodControl
 
 log = Logger()
+
+
+def load_registry(registry: Registry, rows) -> None:
+    """Fill REGISTRY with the stored ROWS; a row that does not validate, or too many, is a StoreError."""
+    for number, (name, host, port, description) in enumerate(rows, 1):
+        if len(registry) >= registry.max_instances:
+            raise StoreError(
+                f"holds more than max_instances ({registry.max_instances}) instances"
+            )
+        try:
+            registry.register(name, host, port, description)
+        except (Invalid, TypeError) as e:
+            raise StoreError(f"stored row {number} ({name!r}, {host!r}, {port!r}) is invalid: {e}")
 
 
 class NameServer(service.Service):
     """Owns the registry and the store; as a service it closes the store last, writes finished."""
 
-    def __init__(self, registry: Registry, store, token: str, cache_ttl: int):
+    def __init__(self, registry: Registry, store, token: str, cache_ttl: int, clock):
         self.registry = registry
         self.store = store
         self.token = token.encode()
         self.cache_ttl = cache_ttl
+        self.warnings = FloodControl(clock, "names")
         self._writes: set[defer.Deferred] = set()
-        for name, host, port, description in store.load():
-            registry.register(name, host, port, description)
+        self._adding = 0  # registrations of new instances waiting for the store
+        load_registry(registry, store.load())
 
-    def _authorize(self, token):
+    def _authorize(self, token, command, peer, source):
         given = (token or "").encode()
         if self.token and not hmac.compare_digest(given, self.token):
+            self.warnings.warn(
+                "failed tokens", source,
+                "names: {command} from {peer} refused: missing or wrong token",
+                command=command, peer=peer,
+            )
             raise Unauthorized("a valid token is needed to change registrations")
 
-    def _write(self, d: defer.Deferred):
-        self._writes.add(d)
+    def _stored(self, written: defer.Deferred, applied) -> defer.Deferred:
+        """WRITTEN, then APPLIED(); a store failure is logged and becomes Unavailable."""
+        self._writes.add(written)
+
+        def failed(failure):
+            failure.trap(StoreError)
+            self.warnings.warn(
+                "store write failures", "store", "names: {error}", error=failure.getErrorMessage()
+            )
+            raise Unavailable(f"registry store unavailable: {failure.getErrorMessage()}")
 
         def done(result):
-            self._writes.discard(d)
-            if isinstance(result, defer.Failure):
-                log.failure("names: store write failed", result)
+            self._writes.discard(written)
+            return result
 
-        d.addBoth(done)
+        return written.addBoth(done).addCallbacks(lambda _: applied(), failed)
 
-    def register(self, name, host, port, description, token, peer) -> dict:
-        self._authorize(token)
-        try:
-            instance, new = self.registry.register(name, host, port, description or "")
-        except RegistryFull as e:
-            raise Invalid(str(e)) from None
-        self._write(self.store.save(instance))
-        log.info(
-            "names: register {name} {host}:{port} ({change}) from {peer}",
-            names_event="register", name=name, host=host, port=port,
-            description=instance.description, change="new" if new else "update", peer=peer,
-        )
-        return {}
+    def register(self, name, host, port, description, token, peer, source, client=None):
+        self._authorize(token, "Register", peer, source)
+        description = description or ""
+        check_instance(name, host, port, description)
+        new = not self.registry.holds(name, host, port)
+        if new:
+            if len(self.registry) + self._adding >= self.registry.max_instances:
+                raise Invalid(f"registry full ({self.registry.max_instances} instances, max_instances)")
+            self._adding += 1
 
-    def deregister(self, name, host, port, token, peer) -> dict:
-        self._authorize(token)
-        instance = self.registry.deregister(name, host, port)
-        if instance is None:
+        def applied():
+            instance, created = self.registry.register(name, host, port, description)
+            log.info(
+                "names: register {name} {host}:{port} ({change}) from {peer}",
+                names_event="register", name=name, host=host, port=port,
+                description=description, change="new" if created else "update", peer=peer,
+                client=client,
+            )
+            return {}
+
+        def settled(result):
+            if new:
+                self._adding -= 1
+            return result
+
+        written = self.store.save(Instance(name, host, port, description))
+        return self._stored(written.addBoth(settled), applied)
+
+    def deregister(self, name, host, port, token, peer, source, client=None):
+        self._authorize(token, "Deregister", peer, source)
+        if not self.registry.holds(name, host, port):
             raise NotFound(f"no instance {name} at {host}:{port}")
-        self._write(self.store.delete(instance))
-        log.info(
-            "names: deregister {name} {host}:{port} from {peer}",
-            names_event="deregister", name=name, host=host, port=port, peer=peer,
-        )
-        return {}
 
-    def evicted(self, instance, reason):
-        self._write(self.store.delete(instance))
-        log.info(
-            "names: evict {name} {host}:{port} after {failures} failed pings: {reason}",
-            names_event="evict", name=instance.name, host=instance.host, port=instance.port,
-            failures=instance.failures, reason=reason,
-        )
+        def applied():
+            self.registry.deregister(name, host, port)
+            log.info(
+                "names: deregister {name} {host}:{port} from {peer}",
+                names_event="deregister", name=name, host=host, port=port, peer=peer,
+                client=client,
+            )
+            return {}
 
-    def lookup(self, name, peer) -> dict:
+        return self._stored(self.store.delete(Instance(name, host, port)), applied)
+
+    def evict(self, instance, reason) -> defer.Deferred:
+        """
+        Remove INSTANCE after its failed health checks, store first.  If the
+        store cannot be written the instance stays (and is checked again);
+        the failure is logged.
+        """
+
+        def applied():
+            if self.registry.holds_exactly(instance):
+                self.registry.deregister(*instance.key)
+                log.info(
+                    "names: evict {name} {host}:{port} after {failures} failed pings: {reason}",
+                    names_event="evict", name=instance.name, host=instance.host,
+                    port=instance.port, failures=instance.failures, reason=reason,
+                )
+
+        written = self._stored(self.store.delete(instance), applied)
+        return written.addErrback(lambda failure: failure.trap(Unavailable))
+
+    def lookup(self, name, peer, client=None) -> dict:
         instances = self.registry.lookup(name)
         log.info(
             "names: lookup {name} from {peer}: {answers} answers",
-            names_event="lookup", name=name, peer=peer, answers=len(instances),
+            names_event="lookup", name=name, peer=peer, answers=len(instances), client=client,
         )
         if not instances:
             raise NotFound(f"no live instance of {name}")
@@ -97,5 +160,6 @@ class NameServer(service.Service):
 
     def stopService(self):
         service.Service.stopService(self)
-        writes = defer.DeferredList(list(self._writes))
+        self.warnings.flush()
+        writes = defer.DeferredList(list(self._writes), consumeErrors=True)
         return writes.addBoth(lambda _: self.store.close())

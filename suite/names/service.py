@@ -7,7 +7,7 @@ from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
 from suite.names.server import NameServer
 from suite.names.store import StoreError, open_store
-from suite.net.connections import ConnectionLimits
+from suite.net.boxes import AMPLimits
 from suite.runtime.compose import Parts, ServiceDeclaration
 from suite.runtime.config import ServiceSettings, integer, key, listen, number, text
 
@@ -18,11 +18,11 @@ def check_store(value: str) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class NamesSettings(ConnectionLimits, ServiceSettings):
+class NamesSettings(AMPLimits, ServiceSettings):
     section = "names"
 
     listen: tuple[str, ...] = listen("tcp:5300")
-    token: str = key(text(), "", "when set, Register and Deregister need it")
+    token: str = key(text(), "", "when set, Register and Deregister need it", secret=True)
     store: str = key(text(check_store), "sqlite:var/lib/suite/names.sqlite",
                      "memory, or sqlite:PATH (registrations survive a restart)")
     ping_interval: float = key(number(0.01), 10.0, "seconds between health checks of each instance")
@@ -38,9 +38,15 @@ def build(settings: NamesSettings, reactor) -> Parts:
         store = open_store(settings.store, reactor)
     except StoreError as e:
         raise settings.error("store", str(e)) from None
-    server = NameServer(Registry(settings.max_instances), store, settings.token, settings.cache_ttl)
+    try:
+        server = NameServer(
+            Registry(settings.max_instances), store, settings.token, settings.cache_ttl, reactor
+        )
+    except StoreError as e:
+        store.close()
+        raise settings.error("store", str(e)) from None
     checker = HealthChecker(
-        server.registry, settings, reactor, tcp_ping(reactor, settings.ping_timeout), server.evicted
+        server.registry, settings, reactor, tcp_ping(reactor, settings.ping_timeout), server.evict
     )
     return Parts(NamesFactory(settings, reactor, server), services=(server, checker))
 

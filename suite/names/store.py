@@ -4,6 +4,11 @@ Where registrations survive a restart: `memory` (they do not) or
 before the reactor runs, so a corrupt or unwritable file is a clear error
 then; afterwards every write goes through twisted.enterprise.adbapi on one
 thread, in order, and the reactor never waits on the disk.
+
+A write's Deferred fires only once its transaction is committed, so the name
+server can acknowledge a registration that will survive a crash.  Writes
+asked for in the same reactor turn, or while a transaction is in flight, are
+grouped into one transaction: a commit (an fsync) per batch, not per call.
 """
 
 import os
@@ -13,6 +18,7 @@ from zope.interface import Interface, implementer
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -37,13 +43,16 @@ class IRegistryStore(Interface):
         """The stored rows (name, host, port, description), once, at start."""
 
     def save(instance):
-        """Deferred that fires once INSTANCE (new or updated) is stored."""
+        """
+        Deferred that fires once INSTANCE (new or updated) is stored, or fails
+        with L{StoreError} saying why it could not be.
+        """
 
     def delete(instance):
-        """Deferred that fires once INSTANCE is gone from the store."""
+        """Deferred that fires once INSTANCE is gone from the store (or fails with L{StoreError})."""
 
     def close():
-        """Deferred that fires once the store has finished and let go of its resources."""
+        """Deferred that fires once pending writes are done and the store let go of its resources."""
 
 
 @implementer(IRegistryStore)
@@ -63,16 +72,33 @@ class MemoryStore:
         return defer.succeed(None)
 
 
+UPSERT = (
+    "INSERT INTO instances (name, host, port, description) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (name, host, port) DO UPDATE SET description = excluded.description"
+)
+DELETE = "DELETE FROM instances WHERE name = ? AND host = ? AND port = ?"
+
+
+def _run_batch(cursor, statements):
+    """One transaction (adbapi commits it, or rolls it back if any statement fails)."""
+    for sql, parameters in statements:
+        cursor.execute(sql, parameters)
+
+
 @implementer(IRegistryStore)
 class SqliteStore:
-    """One SQLite file; writes go through adbapi on one thread, in order."""
+    """One SQLite file; writes go through adbapi on one thread, in order, in batches."""
 
     def __init__(self, path: str, reactor):
         self.path = path
+        self.reactor = reactor
         self._rows = self._check_and_read(path)
         self.pool = adbapi.ConnectionPool(
             "sqlite3", path, check_same_thread=False, cp_min=1, cp_max=1, cp_reactor=reactor
         )
+        self._waiting: list[tuple[str, tuple, defer.Deferred]] = []
+        self._in_flight: defer.Deferred | None = None
+        self._flush_call = None
 
     @staticmethod
     def _check_and_read(path) -> list[tuple]:
@@ -102,18 +128,49 @@ class SqliteStore:
         return rows
 
     def save(self, instance) -> defer.Deferred:
-        return self.pool.runOperation(
-            "INSERT INTO instances (name, host, port, description) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (name, host, port) DO UPDATE SET description = excluded.description",
-            (instance.name, instance.host, instance.port, instance.description),
-        )
+        row = (instance.name, instance.host, instance.port, instance.description)
+        return self._queue(UPSERT, row)
 
     def delete(self, instance) -> defer.Deferred:
-        return self.pool.runOperation(
-            "DELETE FROM instances WHERE name = ? AND host = ? AND port = ?", instance.key
+        return self._queue(DELETE, instance.key)
+
+    def _queue(self, sql: str, parameters: tuple) -> defer.Deferred:
+        written = defer.Deferred()
+        self._waiting.append((sql, parameters, written))
+        if self._in_flight is None and self._flush_call is None:
+            self._flush_call = self.reactor.callLater(0, self._flush)
+        return written
+
+    def _flush(self):
+        """Start one transaction with every write waiting; more gather meanwhile."""
+        self._flush_call = None
+        batch, self._waiting = self._waiting, []
+        in_flight = self._in_flight = self.pool.runInteraction(
+            _run_batch, [(sql, parameters) for sql, parameters, _ in batch]
         )
+        in_flight.addBoth(self._flushed, batch)
+        return in_flight
+
+    def _flushed(self, result, batch):
+        self._in_flight = None
+        failed = isinstance(result, Failure)
+        if failed:
+            error = StoreError(f"cannot write {self.path}: {result.getErrorMessage()}")
+        for _, _, written in batch:
+            if failed:
+                written.errback(error)
+            else:
+                written.callback(None)
+        if self._waiting and self._flush_call is None:
+            self._flush()
 
     def close(self) -> defer.Deferred:
+        """Write what waits, then close the pool."""
+        if self._flush_call is not None:
+            self._flush_call.cancel()
+            self._flush()
+        if self._in_flight is not None:
+            return self._in_flight.addBoth(lambda _: self.close())
         self.pool.close()
         return defer.succeed(None)
 

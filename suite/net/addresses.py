@@ -1,8 +1,26 @@
-"""How peers and bound addresses are written in logs and records: `host:port`."""
+"""
+How peers and bound addresses are written in logs and records (`host:port`),
+and which source a peer counts against for per-source limits.
+"""
+
+import ipaddress
+
+
+def plain_host(host: str) -> str:
+    """HOST, with an IPv4 address mapped into IPv6 (`::ffff:127.0.0.1`) shown as plain IPv4."""
+    if host.startswith("::ffff:"):
+        try:
+            mapped = ipaddress.IPv6Address(host.split("%", 1)[0]).ipv4_mapped
+        except ValueError:
+            return host
+        if mapped is not None:
+            return str(mapped)
+    return host
 
 
 def host_port(host: str, port: int) -> str:
-    """`host:port`, with IPv6 hosts in brackets."""
+    """`host:port`, with IPv6 hosts in brackets and v4-mapped ones as IPv4."""
+    host = plain_host(host)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -12,3 +30,10 @@ def describe_peer(address) -> str:
         return host_port(address.host, address.port)
     name = getattr(address, "name", None)
     return name.decode(errors="replace") if isinstance(name, bytes) else name or "unix"
+
+
+def source_of(address) -> str:
+    """The source a peer counts against: its IP address; every Unix-socket peer is `unix`."""
+    if hasattr(address, "host"):
+        return plain_host(address.host)
+    return "unix"

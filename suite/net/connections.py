@@ -1,23 +1,29 @@
 """
 The policy every stream connection of the suite shares: `max_connections`
-(refusal beyond it), `idle_timeout`, flow control and half-close.  The
+and `max_connections_per_source` (refusal beyond them), `idle_timeout`,
+`handshake_timeout` on TLS, flow control, half-close, and the lingering
+close that lets an error line reach a client that is still sending.  The
 service protocols only say what to answer.
 """
 
 from dataclasses import dataclass
 from typing import Any
 
+from OpenSSL import SSL
 from zope.interface import implementer
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, ISSLTransport
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
-from suite.net.addresses import describe_peer
+from suite.net.addresses import describe_peer, source_of
 from suite.runtime.config import Settings, integer, key, number
+from suite.runtime.flood import FloodControl
 
 log = Logger()
+
+LINGER_SECONDS = 1.0
 
 
 def idle_timeout(default: float) -> Any:
@@ -30,13 +36,21 @@ class ConnectionLimits(Settings):
     """The keys of every stream service."""
 
     max_connections: int = key(integer(1), 1000, "connections served at once; more are refused")
+    max_connections_per_source: int = key(
+        integer(1), 100, "connections from one IP address (all Unix peers: one source)"
+    )
     idle_timeout: float = idle_timeout(300.0)
+    handshake_timeout: float = key(
+        number(0.001), 10.0, "seconds a tls_listen connection may take to finish its handshake"
+    )
 
 
 class StreamFactory(protocol.Factory):
     """
     Builds the connections of every stream listener of one service, so its
     SETTINGS' limits cover them all; CLOCK is the reactor (or a test Clock).
+    Repeated warnings (refusals, TLS failures, protocol errors) go through
+    one L{FloodControl}.
     """
 
     noisy = False
@@ -45,52 +59,150 @@ class StreamFactory(protocol.Factory):
         self.settings = settings
         self.clock = clock
         self.connections = 0
+        self.per_source: dict[str, int] = {}
+        self.warnings = FloodControl(clock, self.service_name)
 
     @property
     def service_name(self) -> str:
         return self.settings.section
 
+    def refusal_reason(self, source: str) -> str | None:
+        """Why one more connection from SOURCE is refused, or None when it is admitted."""
+        limits = self.settings
+        if self.connections >= limits.max_connections:
+            return f"max_connections ({limits.max_connections}) reached"
+        if self.per_source.get(source, 0) >= limits.max_connections_per_source:
+            return (
+                f"max_connections_per_source ({limits.max_connections_per_source}) "
+                f"reached for {source}"
+            )
+        return None
 
-@implementer(IHalfCloseableProtocol)
+    def admit(self, source: str) -> None:
+        self.connections += 1
+        self.per_source[source] = self.per_source.get(source, 0) + 1
+
+    def release(self, source: str) -> None:
+        self.connections -= 1
+        remaining = self.per_source[source] - 1
+        if remaining:
+            self.per_source[source] = remaining
+        else:
+            del self.per_source[source]
+
+    def stopFactory(self):
+        self.warnings.flush()
+
+
+def tls_failure_reason(error: SSL.Error) -> str:
+    """OpenSSL's reasons (`peer did not return a certificate`, `wrong version number` ...)."""
+    reasons = [entry[-1] for entry in error.args[0] if entry] if error.args else []
+    return "; ".join(str(r) for r in reasons) or str(error) or "TLS error"
+
+
+def certificate_subject(transport) -> str | None:
+    """The RFC 4514 subject of the client certificate on a TLS TRANSPORT, if one was given."""
+    certificate = transport.getPeerCertificate()
+    if certificate is None:
+        return None
+    return certificate.to_cryptography().subject.rfc4514_string()
+
+
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
     """
     Cooperative base of every stream protocol built by a L{StreamFactory};
     list it before the wire protocol's class (`class P(ConnectionPolicy,
     LineReceiver)`), and call super() in overrides.
 
-    A connection over `max_connections` is sent REFUSAL and closed; the wire
-    protocol's connectionMade does not run for it.  The transport is
-    registered as its own streaming producer: when a client stops reading
-    and the transport's write buffer fills, Twisted pauses the transport,
-    which stops reading from that client, so memory per connection stays
-    bounded by the buffer plus one read, whatever the client sends.
+    A connection over `max_connections`, or over `max_connections_per_source`
+    from its source, is sent REFUSAL and closed; the wire protocol's
+    connectionMade does not run for it.  FLOW_PRODUCER() is registered as
+    the transport's streaming producer (the transport itself by default):
+    when a client stops reading and the write buffer fills, Twisted pauses
+    it, which stops reading from that client, so memory per connection stays
+    bounded whatever the client sends.
+
+    On a TLS transport the handshake must finish within `handshake_timeout`;
+    a handshake that fails or times out is logged with the peer and the
+    reason and reported to handshakeFailed.  Under mutual TLS, `client` is
+    the subject of the client's certificate once the handshake is done.
     """
 
     refusal = b""
     admitted = False
+    tls = False
+    client: str | None = None
+    lingering = False
+    _handshake_timer = None
+    _linger_timer = None
 
     def connectionMade(self):
         factory = self.factory
-        limit = factory.settings.max_connections
-        if factory.connections >= limit:
-            log.warn(
-                "{service}: refused connection from {peer}: max_connections ({limit}) reached",
-                service=factory.service_name,
-                peer=describe_peer(self.transport.getPeer()),
-                limit=limit,
+        self.source = source_of(self.transport.getPeer())
+        self.tls = ISSLTransport.providedBy(self.transport)
+        reason = factory.refusal_reason(self.source)
+        if reason is not None:
+            factory.warnings.warn(
+                "refused connections", self.source,
+                "{service}: refused connection from {peer}: {reason}",
+                service=factory.service_name, peer=self.describe_peer(), reason=reason,
             )
             self.refused()
-            self.transport.write(self.refusal)
-            self.transport.loseConnection()
+            if self.tls:
+                self.transport.abortConnection()  # nothing can be said before a handshake
+            else:
+                self.transport.write(self.refusal)
+                self.transport.loseConnection()
             return
-        factory.connections += 1
+        factory.admit(self.source)
         self.admitted = True
-        self.transport.registerProducer(self.transport, True)
+        self.transport.registerProducer(self.flow_producer(), True)
         self.setTimeout(factory.settings.idle_timeout or None)
+        if self.tls:
+            self._handshake_timer = factory.clock.callLater(
+                factory.settings.handshake_timeout, self._handshake_timed_out
+            )
         super().connectionMade()
 
+    def describe_peer(self) -> str:
+        return describe_peer(self.transport.getPeer())
+
+    def flow_producer(self):
+        """What the transport pauses when its write buffer is full: the transport itself."""
+        return self.transport
+
     def refused(self):
-        """Called when max_connections turns this connection away; a hook for subclasses."""
+        """Called when a limit turns this connection away; a hook for subclasses."""
+
+    def handshakeCompleted(self):
+        """The TLS handshake is done: the handshake timer stops; `client` is known."""
+        self._cancel_handshake_timer()
+        self.client = certificate_subject(self.transport)
+
+    def handshakeFailed(self, reason: str):
+        """A TLS handshake failed or timed out (already logged); a hook for subclasses."""
+
+    def _handshake_failed(self, reason: str):
+        self.factory.warnings.warn(
+            "TLS handshake failures", self.source,
+            "{service}: TLS handshake with {peer} failed: {reason}",
+            service=self.factory.service_name, peer=self.describe_peer(), reason=reason,
+        )
+        self.handshakeFailed(reason)
+
+    def _handshake_timed_out(self):
+        self._handshake_timer = None
+        self._handshake_failed(
+            f"not finished within {self.factory.settings.handshake_timeout:g} s "
+            "(handshake_timeout)"
+        )
+        self.transport.abortConnection()
+
+    def _cancel_handshake_timer(self):
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
 
     def dataReceived(self, data):
         self.resetTimeout()
@@ -99,8 +211,14 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
     def connectionLost(self, reason=protocol.connectionDone):
         if self.admitted:
             self.admitted = False
-            self.factory.connections -= 1
+            self.factory.release(self.source)
             self.setTimeout(None)
+            if self._handshake_timer is not None:
+                self._cancel_handshake_timer()
+                if reason is not None and reason.check(SSL.Error):
+                    self._handshake_failed(tls_failure_reason(reason.value))
+            if self._linger_timer is not None and self._linger_timer.active():
+                self._linger_timer.cancel()
         super().connectionLost(reason)
 
     def callLater(self, period, func):
@@ -116,13 +234,41 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
         self.transport.unregisterProducer()
         self.transport.loseConnection()
 
+    def close_after_error(self, message: bytes):
+        """
+        Send MESSAGE and close without losing it to a reset: the client may
+        still be sending, and closing a socket with unread input makes the
+        kernel answer with RST, which destroys the reply before the client
+        reads it.  So stop interpreting input, shut down the sending side
+        once MESSAGE is out, discard what arrives for up to LINGER_SECONDS,
+        then close.
+        """
+        self.lingering = True
+        self.transport.write(message)
+        self.transport.unregisterProducer()
+        self.transport.resumeProducing()  # keep reading, to discard
+        self._linger_timer = self.factory.clock.callLater(LINGER_SECONDS, self._stop_lingering)
+        if self.tls or not hasattr(self.transport, "loseWriteConnection"):
+            self.transport.loseConnection()  # TLS: close_notify, then the peer's
+        else:
+            self.transport.loseWriteConnection()
+
+    def _stop_lingering(self):
+        self._linger_timer = None
+        self.transport.loseConnection()
+
+    def warn_protocol_error(self, format: str, **fields):
+        """Log a client's protocol error (line too long, bad frame, bad box), flood-controlled."""
+        self.factory.warnings.warn(
+            "protocol errors", self.source, format,
+            service=self.factory.service_name, peer=self.describe_peer(), **fields,
+        )
+
     def timeoutConnection(self):
         seconds = self.factory.settings.idle_timeout
         log.info(
             "{service}: closing {peer}: idle for {seconds}s (idle_timeout)",
-            service=self.factory.service_name,
-            peer=describe_peer(self.transport.getPeer()),
-            seconds=seconds,
+            service=self.factory.service_name, peer=self.describe_peer(), seconds=seconds,
         )
         if self.transport.disconnecting:
             self.transport.abortConnection()
@@ -136,4 +282,5 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
         self.close()
 
     def writeConnectionLost(self):
-        self.close()
+        if not self.lingering:
+            self.close()

@@ -11,12 +11,15 @@ anything binds, so an operator never has to read a traceback to fix a typo.
 
 import dataclasses
 import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 COMMAND_LINE = "command line"
+SECRET = "***"
+LONGEST_SHOWN = 256
 
 
 class ConfigError(Exception):
@@ -24,11 +27,14 @@ class ConfigError(Exception):
 
 
 def _quote(value: Any) -> str:
-    """Render a value the way it would be written in TOML."""
+    """Render a value the way it would be written in TOML, cut short if long."""
     try:
-        return json.dumps(value)
-    except TypeError:
-        return repr(value)
+        shown = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        shown = repr(value)
+    if len(shown) > LONGEST_SHOWN:
+        shown = shown[:LONGEST_SHOWN] + "..."
+    return shown
 
 
 # Value kinds.  Each takes the TOML value and returns the typed value or
@@ -47,13 +53,15 @@ class Kind:
 
 
 def _bounded(noun: str, accepted: tuple, convert: Callable, minimum, maximum) -> Kind:
-    """A numeric kind: NOUN names it in errors; NaN fails the range check too."""
+    """A numeric kind: NOUN names it in errors; NaN and infinities are refused."""
     upper = float("inf") if maximum is None else maximum
     limits = f"at least {minimum:g}" + ("" if maximum is None else f" and at most {maximum:g}")
 
     def check(value):
         if isinstance(value, bool) or not isinstance(value, accepted):
             raise ValueError(f"must be {noun}")
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
         if not minimum <= value <= upper:
             raise ValueError(f"must be {limits}")
         return convert(value)
@@ -120,15 +128,16 @@ class Key:
     kind: Kind
     default: Any
     help: str
+    secret: bool = False
 
     @property
     def option(self) -> str:
         return self.name.replace("_", "-")
 
 
-def key(kind: Kind, default: Any, help: str) -> Any:
-    """Declare a settings field as a configuration key."""
-    return field(default=default, metadata={"kind": kind, "help": help})
+def key(kind: Kind, default: Any, help: str, secret: bool = False) -> Any:
+    """Declare a settings field as a configuration key; a SECRET one is shown as "***"."""
+    return field(default=default, metadata={"kind": kind, "help": help, "secret": secret})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,7 +156,7 @@ class Settings:
     @classmethod
     def keys(cls) -> list[Key]:
         return [
-            Key(f.name, f.metadata["kind"], f.default, f.metadata["help"])
+            Key(f.name, f.metadata["kind"], f.default, f.metadata["help"], f.metadata["secret"])
             for f in dataclasses.fields(cls)
             if "kind" in f.metadata
         ]
@@ -159,6 +168,8 @@ class Settings:
         """A ConfigError for key NAME of this section, naming where it was set."""
         if value is None:
             value = getattr(self, name)
+        if any(k.secret for k in self.keys() if k.name == name):
+            value = SECRET
         return problem_at(self.origin(name), self.section, name, value, problem)
 
 
@@ -193,8 +204,13 @@ def read_toml(path: str) -> dict:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{e.object[e.start]:02x})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}:{_toml_line(e)}: invalid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
 
 
 def _toml_line(error: tomllib.TOMLDecodeError) -> str:
@@ -233,7 +249,8 @@ def settings_for(
                     value = declared.kind.from_text(value)
                 values[name] = declared.kind.check(value)
             except ValueError as e:
-                raise problem_at(layer_origin, kind.section, name, value, str(e)) from None
+                shown = SECRET if declared.secret else value
+                raise problem_at(layer_origin, kind.section, name, shown, str(e)) from None
             origins[name] = layer_origin
     return kind(**values, origins=origins)
 

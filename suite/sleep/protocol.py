@@ -3,7 +3,8 @@
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.protocols import amp
 
-from suite.net.connections import ConnectionPolicy, StreamFactory
+from suite.net.boxes import AMPPolicy
+from suite.net.connections import StreamFactory
 from suite.sleep.commands import InvalidDuration, Overloaded, Sleep
 
 
@@ -15,10 +16,11 @@ class SleepFactory(StreamFactory):
         self.pending_total = 0
 
 
-class SleepProtocol(ConnectionPolicy, amp.AMP):
+class SleepProtocol(AMPPolicy):
     """
     Each Sleep is a timer on the reactor, not a thread.  A connection that
-    goes away cancels its timers: nothing is left on the reactor.
+    goes away cancels its timers: nothing is left on the reactor.  Sleeps
+    pending on one connection are bounded by the AMP policy's max_pending.
     """
 
     def connectionMade(self):
@@ -32,8 +34,6 @@ class SleepProtocol(ConnectionPolicy, amp.AMP):
             raise InvalidDuration(
                 f"seconds must be from 0 to {limits.max_seconds:g} (max_seconds), not {seconds}"
             )
-        if len(self.pending) >= limits.max_pending:
-            raise Overloaded(f"{limits.max_pending} sleeps pending on this connection (max_pending)")
         if factory.pending_total >= limits.max_total:
             raise Overloaded(f"{limits.max_total} sleeps pending on this server (max_total)")
         clock = factory.clock

@@ -2,19 +2,18 @@
 
 from dataclasses import dataclass
 
-from suite.net.connections import ConnectionLimits
+from suite.net.boxes import AMPLimits
 from suite.runtime.compose import Parts, ServiceDeclaration
 from suite.runtime.config import ServiceSettings, integer, key, listen, number
 from suite.sleep.protocol import SleepFactory
 
 
 @dataclass(frozen=True, kw_only=True)
-class SleepSettings(ConnectionLimits, ServiceSettings):
+class SleepSettings(AMPLimits, ServiceSettings):
     section = "sleep"
 
     listen: tuple[str, ...] = listen("tcp:5200")
     max_seconds: float = key(number(0), 60.0, "longest sleep a client may ask for")
-    max_pending: int = key(integer(1), 100, "sleeps pending on one connection")
     max_total: int = key(integer(1), 10000, "sleeps pending on the whole server")
 
 

@@ -82,7 +82,9 @@ class ManySleeps(TestCase):
 
     async def test_thousand_sleeps_from_300_connections(self):
         directory = tmp_dir(self)
-        ports = start_suite(self, directory, f'[sleep]\nlisten = ["{LOCAL}"]\n')
+        ports = start_suite(
+            self, directory, f'[sleep]\nlisten = ["{LOCAL}"]\nmax_connections_per_source = 300\n'
+        )
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", ports[f"sleep {LOCAL}"])
         clients = await defer.gatherResults(
             [connectProtocol(endpoint, amp.AMP()) for _ in range(300)]

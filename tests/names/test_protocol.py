@@ -14,7 +14,7 @@ from tests.helpers import AMPPair
 
 
 def names_pair(token="", max_instances=100):
-    server = NameServer(Registry(max_instances), MemoryStore(), token, cache_ttl=5)
+    server = NameServer(Registry(max_instances), MemoryStore(), token, cache_ttl=5, clock=Clock())
     return AMPPair(NamesFactory(NamesSettings(idle_timeout=0), Clock(), server))
 
 

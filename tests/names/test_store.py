@@ -4,9 +4,10 @@ from pathlib import Path
 
 from zope.interface.verify import verifyObject
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
+from suite.names.commands import Unavailable
 from suite.names.registry import Registry
 from suite.names.server import NameServer
 from suite.names.store import IRegistryStore, MemoryStore, SqliteStore, StoreError
@@ -17,21 +18,51 @@ class SqliteStoreTests(TestCase):
         self.directory = Path(self.mktemp())
         self.path = str(self.directory / "sub" / "names.sqlite")
 
-    async def test_registrations_survive_a_new_store(self):
-        server = NameServer(Registry(10), SqliteStore(self.path, reactor), "", 5)
+    def server(self) -> NameServer:
+        server = NameServer(Registry(10), SqliteStore(self.path, reactor), "", 5, reactor)
         server.startService()
-        server.register("echo", "127.0.0.1", 5001, "first", None, "test")
-        server.register("echo", "127.0.0.1", 5002, "", None, "test")
-        server.register("echo", "127.0.0.1", 5001, "updated", None, "test")
-        server.register("gone", "h", 1, "", None, "test")
-        server.deregister("gone", "h", 1, None, "test")
+        return server
+
+    async def test_registrations_survive_a_new_store(self):
+        server = self.server()
+        await server.register("echo", "127.0.0.1", 5001, "first", None, "test", "test")
+        await server.register("echo", "127.0.0.1", 5002, "", None, "test", "test")
+        await server.register("echo", "127.0.0.1", 5001, "updated", None, "test", "test")
+        await server.register("gone", "h", 1, "", None, "test", "test")
+        await server.deregister("gone", "h", 1, None, "test", "test")
         await server.stopService()
-        reopened = NameServer(Registry(10), SqliteStore(self.path, reactor), "", 5)
+        reopened = self.server()
         self.addCleanup(reopened.stopService)
         instances = [(i.name, i.host, i.port, i.description)
                      for i in reopened.registry.instances()]
         self.assertEqual(instances, [("echo", "127.0.0.1", 5001, "updated"),
                                      ("echo", "127.0.0.1", 5002, "")])
+
+    async def test_writes_of_one_turn_share_one_transaction(self):
+        server = self.server()
+        self.addCleanup(server.stopService)
+        transactions = []
+        run = server.store.pool.runInteraction
+        server.store.pool.runInteraction = lambda *a: transactions.append(a) or run(*a)
+        await defer.gatherResults([
+            server.register("echo", "127.0.0.1", port, "", None, "test", "test")
+            for port in range(1, 9)
+        ])
+        self.assertEqual(len(transactions), 1)
+        self.assertEqual(len(server.registry.lookup("echo")), 8)
+
+    async def test_a_store_damaged_at_runtime_answers_unavailable_and_changes_nothing(self):
+        server = self.server()
+        self.addCleanup(server.stopService)
+        await server.register("echo", "127.0.0.1", 5001, "", None, "test", "test")
+        with open(self.path, "r+b") as database:
+            database.write(b"\0" * 100)  # the header, under the running server
+        with self.assertRaises(Unavailable) as caught:
+            await server.register("echo", "127.0.0.1", 5002, "", None, "test", "test")
+        self.assertIn("file is not a database", str(caught.exception))
+        with self.assertRaises(Unavailable):
+            await server.deregister("echo", "127.0.0.1", 5001, None, "test", "test")
+        self.assertEqual([i.port for i in server.registry.instances()], [5001])
 
     def test_a_file_that_is_not_a_database(self):
         Path(self.path).parent.mkdir(parents=True)

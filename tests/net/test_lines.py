@@ -126,8 +126,26 @@ class IdleTimeoutTests(SynchronousTestCase):
 
 
 class FlowControlTests(SynchronousTestCase):
-    def test_transport_is_its_own_streaming_producer(self):
-        for factory in (line_echo(), RawEchoFactory(EchoSettings(mode="raw", idle_timeout=0), Clock())):
-            _, transport = connect(factory)
-            self.assertIs(transport.producer, transport)
-            self.assertTrue(transport.streaming)
+    def test_streaming_producers(self):
+        protocol, transport = connect(line_echo())
+        self.assertIs(transport.producer, protocol)
+        self.assertTrue(transport.streaming)
+        _, transport = connect(RawEchoFactory(EchoSettings(mode="raw", idle_timeout=0), Clock()))
+        self.assertIs(transport.producer, transport)
+
+    def test_paused_line_service_answers_no_more_lines_until_resumed(self):
+        """Paused is what Twisted does when the client stops reading and the write buffer fills."""
+        protocol, transport = connect(line_echo())
+        protocol.dataReceived(b"one\n")
+        protocol.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        protocol.dataReceived(b"two\n" * 1000)
+        self.assertEqual(transport.value(), b"You said: one\r\n")
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(transport.value().count(b"You said: two\r\n"), 1000)
+
+    def test_a_read_of_bare_newlines_is_answered_in_linear_time(self):
+        protocol, transport = connect(line_echo())
+        protocol.dataReceived(b"\n" * 65536)
+        self.assertEqual(transport.value(), b"You said: \r\n" * 65536)

@@ -125,6 +125,33 @@ class RefusalTests(ConfigTestCase):
         message = self.refused('[echo]\nmode = "line"\nlisten = [tcp:1]\n')
         self.assertTrue(message.startswith("FILE:3: invalid TOML: "), message)
 
+    def test_a_file_that_is_not_utf8_is_one_line(self):
+        path = self.directory / "latin1.toml"
+        path.write_bytes(b'[echo]\n# caf\xe9\nmode = "line"\n')
+        message = str(self.assertRaises(ConfigError, self.load_suite, str(path)))
+        self.assertEqual(message, f"{path}:2: not UTF-8 (byte 0xe9)")
+
+    def test_deep_nesting_is_one_line(self):
+        for body in ("x = " + "[" * 50000 + "]" * 50000, "x = " + "{a=" * 50000 + "1" + "}" * 50000):
+            message = self.refused("[echo]\n" + body + "\n")
+            self.assertTrue(message.startswith("FILE"), message)
+            self.assertIn("invalid TOML", message)
+
+    def test_a_secret_never_appears_in_a_message(self):
+        for body, overrides in (
+            ("[names]\ntoken = 12345\n", None),
+            ("[names]\n", {"names": {"token": ["s3cret"]}}),
+        ):
+            message = self.refused(body, overrides)
+            self.assertIn('token = "***"', message.replace("--token", "token ="))
+            self.assertNotIn("12345", message)
+            self.assertNotIn("s3cret", message)
+
+    def test_a_long_value_is_cut_short(self):
+        message = self.refused(f'[echo]\nmode = "{"x" * 5000}"\n')
+        self.assertLess(len(message), 400)
+        self.assertTrue(message.endswith("must be one of line, raw"), message)
+
     def test_missing_file(self):
         path = str(self.directory / "nowhere.toml")
         message = str(self.assertRaises(ConfigError, self.load_suite, path))
@@ -141,10 +168,19 @@ class RefusalTests(ConfigTestCase):
             f'{path}: [echo] listen = "udp:5001": bad endpoint: echo has no datagram side',
         )
 
-    def test_nan_is_out_of_range(self):
+    def test_nan_and_infinities_are_refused_for_every_number(self):
+        for value, shown in (("nan", "NaN"), ("inf", "Infinity"), ("-inf", "-Infinity")):
+            self.assertEqual(
+                self.refused(f"[echo]\nidle_timeout = {value}\n"),
+                f"FILE: [echo] idle_timeout = {shown}: must be a finite number",
+            )
         self.assertEqual(
-            self.refused("[echo]\nidle_timeout = nan\n"),
-            "FILE: [echo] idle_timeout = NaN: must be at least 0",
+            self.refused("[sleep]\nmax_seconds = inf\n"),
+            "FILE: [sleep] max_seconds = Infinity: must be a finite number",
+        )
+        self.assertEqual(
+            self.refused("[echo]\n", {"echo": {"idle_timeout": "inf"}}),
+            "command line: [echo] --idle-timeout Infinity: must be a finite number",
         )
 
     def test_unwritable_logger_output_is_refused_at_start(self):

@@ -1,0 +1,149 @@
+"""
+Name server throughput, server on core 0 and this Twisted AMP client on core 1:
+
+- lookups/s (memory store): one connection with 100 lookups in flight
+  (pipelined), and 50 connections with one lookup each in flight;
+- registrations/s with the SQLite store (each answered once committed):
+  10 connections with 10 Register calls each in flight, cycling over 5,000
+  instances (within the default max_instances): inserts, then updates.
+
+BENCH_NAMES_SECONDS (default 3) per measurement.  BENCH_TREE (default this
+checkout) is the source tree the server runs from, so an older commit checked
+out with `git worktree` can be measured the same way.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from itertools import count
+from pathlib import Path
+
+from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.protocols import amp
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from suite.names.commands import Lookup, Register  # noqa: E402
+
+TREE = Path(os.environ.get("BENCH_TREE", HERE.parent)).resolve()
+SECONDS = float(os.environ.get("BENCH_NAMES_SECONDS", "3"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_server(port: int, store: str) -> subprocess.Popen:
+    """suite-names from TREE on core 0, its audit log thrown away."""
+    run_twistd = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
+    return subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, "-c", run_twistd, "--nodaemon", "--pidfile=",
+         "--logfile=/dev/null", "suite-names", "--listen", f"tcp:{port}:interface=127.0.0.1",
+         "--store", store, "--ping-interval", "3600"],
+        cwd=TREE, env={**os.environ, "PYTHONPATH": str(TREE)},
+    )
+
+
+async def connect(reactor, endpoint, attempts=200):
+    for _ in range(attempts):
+        try:
+            return await connectProtocol(endpoint, amp.AMP())
+        except Exception:
+            await task.deferLater(reactor, 0.05, lambda: None)
+    raise RuntimeError("the name server did not start")
+
+
+async def measure(endpoint, connections, in_flight, server_pid, call) -> tuple:
+    """(calls/s, server CPU busy) of CALL(client) kept IN_FLIGHT deep on each connection."""
+    clients = [await connectProtocol(endpoint, amp.AMP()) for _ in range(connections)]
+    done = [0]
+    busy_before = cpu_seconds(server_pid)
+    started = time.monotonic()
+    deadline = started + SECONDS
+
+    async def worker(client):
+        while time.monotonic() < deadline:
+            await call(client)
+            done[0] += 1
+
+    await defer.gatherResults([
+        defer.ensureDeferred(worker(c)) for c in clients for _ in range(in_flight)
+    ])
+    elapsed = time.monotonic() - started
+    busy = (cpu_seconds(server_pid) - busy_before) / elapsed
+    for c in clients:
+        c.transport.loseConnection()
+    return done[0] / elapsed, busy
+
+
+async def lookups(reactor) -> list[tuple]:
+    port = free_port()
+    server = start_server(port, "memory")
+    try:
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        setup = await connect(reactor, endpoint)
+        for n in range(3):
+            await setup.callRemote(Register, name="bench", host="127.0.0.1", port=port + n)
+        setup.transport.loseConnection()
+
+        def lookup(client):
+            return client.callRemote(Lookup, name="bench")
+
+        return [
+            ("lookups, 1 connection, 100 in flight",
+             *await measure(endpoint, 1, 100, server.pid, lookup)),
+            ("lookups, 50 connections, 1 in flight each",
+             *await measure(endpoint, 50, 1, server.pid, lookup)),
+        ]
+    finally:
+        server.terminate()
+        server.wait()
+
+
+async def registrations(reactor) -> list[tuple]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as directory:
+        server = start_server(port, f"sqlite:{directory}/names.sqlite")
+        try:
+            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+            (await connect(reactor, endpoint)).transport.loseConnection()
+            ports = count(1)
+
+            def register(client):
+                return client.callRemote(
+                    Register, name="bench", host="127.0.0.1", port=next(ports) % 5000 + 1
+                )
+
+            return [
+                ("registrations (SQLite), 10 connections, 10 in flight each",
+                 *await measure(endpoint, 10, 10, server.pid, register)),
+            ]
+        finally:
+            server.terminate()
+            server.wait()
+
+
+async def main(reactor):
+    os.sched_setaffinity(0, {1})
+    rows = await lookups(reactor) + await registrations(reactor)
+    report = "| name server | per second | server CPU busy |\n|---|---:|---:|\n" + "".join(
+        f"| {name} | {rate:,.0f} | {busy:.0%} |\n" for name, rate, busy in rows
+    )
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "names.md").write_text(report)
+    print(f"server tree: {TREE}\n{report}")
+
+
+if __name__ == "__main__":
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor)))

@@ -1,0 +1,62 @@
+"""
+Log flood control.  A warning that a client can repeat at will (a refused
+connection, a failed TLS handshake, a protocol error, a wrong token, a
+rate-limited datagram) is logged in full the first time for each source;
+after that, repeats are counted and logged at most once per interval per
+kind, as one summary line with the count.  A flood of bad clients therefore
+costs a few log lines every ten seconds, not one line per attempt, while the
+first attempt from each source is still there to read.
+"""
+
+from twisted.logger import Logger
+
+log = Logger()
+
+INTERVAL = 10.0
+MAX_SOURCES = 4096
+
+
+class FloodControl:
+    """
+    Repeated warnings of one service (named OWNER in the summaries), timed
+    by CLOCK.  At most MAX_SOURCES sources per kind are remembered; once that
+    many have been logged, new sources are only counted, so memory stays
+    bounded under a flood of spoofed or rotating addresses.
+    """
+
+    def __init__(self, clock, owner: str, interval: float = INTERVAL,
+                 max_sources: int = MAX_SOURCES):
+        self.clock = clock
+        self.owner = owner
+        self.interval = interval
+        self.max_sources = max_sources
+        self._logged: dict[str, set] = {}
+        self._repeats: dict[str, int] = {}
+        self._summaries: dict[str, object] = {}
+
+    def warn(self, kind: str, source: str, format: str, **fields) -> None:
+        """Log FORMAT (a twisted.logger format) unless KIND already came from SOURCE."""
+        logged = self._logged.setdefault(kind, set())
+        if source not in logged and len(logged) < self.max_sources:
+            logged.add(source)
+            log.warn(format, flood_kind=kind, **fields)
+            return
+        self._repeats[kind] = self._repeats.get(kind, 0) + 1
+        if kind not in self._summaries:
+            self._summaries[kind] = self.clock.callLater(self.interval, self._summarise, kind)
+
+    def _summarise(self, kind: str) -> None:
+        self._summaries.pop(kind, None)
+        count = self._repeats.pop(kind, 0)
+        if count:
+            log.warn(
+                "{owner}: {count} more {kind} in the last {interval:g} s",
+                owner=self.owner, count=count, kind=kind, interval=self.interval,
+                flood_kind=kind, flood_count=count,
+            )
+
+    def flush(self) -> None:
+        """Log the summaries now and cancel their timers (the service is stopping)."""
+        for kind, call in list(self._summaries.items()):
+            call.cancel()
+            self._summarise(kind)
