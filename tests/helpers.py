@@ -12,6 +12,7 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
@@ -22,12 +23,24 @@ from suite.runtime.compose import build
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 
 
-def connect(factory):
-    """A protocol of FACTORY connected to a StringTransport: (protocol, transport)."""
-    protocol = factory.buildProtocol(PEER)
-    transport = StringTransport(peerAddress=PEER)
+def connect(factory, peer=PEER):
+    """A protocol of FACTORY connected to a StringTransport from PEER: (protocol, transport)."""
+    protocol = factory.buildProtocol(peer)
+    transport = StringTransport(peerAddress=peer)
     protocol.makeConnection(transport)
     return protocol, transport
+
+
+def captured_log(test) -> list[str]:
+    """The text of every log event from now until TEST ends, as a list that grows."""
+    lines = []
+
+    def observe(event):
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    test.addCleanup(globalLogPublisher.removeObserver, observe)
+    return lines
 
 
 def _name(common_name):

@@ -29,9 +29,15 @@ class SyslogFactory(StreamFactory):
 
 
 class SyslogStreamProtocol(ConnectionPolicy):
-    """Frames each connection's bytes and hands the messages to the sink, in order."""
+    """
+    Frames each connection's bytes and hands the messages to the sink, in
+    order.  Over TLS the `connected` record waits for the handshake, so it
+    can name the client certificate's subject (`client`), and a failed
+    handshake gives an `error` record instead.
+    """
 
     decoder = None
+    announced = False
 
     def connectionMade(self):
         self.peer = describe_peer(self.transport.getPeer())
@@ -40,13 +46,26 @@ class SyslogStreamProtocol(ConnectionPolicy):
         if self.admitted:
             limits = self.factory.settings
             self.decoder = SyslogFrameDecoder(limits.max_message, limits.max_frame)
-            self.factory.sink.event("connected", self.peer, self.kind)
+            if not self.tls:
+                self._announce()
 
-    def refused(self):
-        limit = self.factory.settings.max_connections
-        self.factory.sink.event(
-            "error", self.peer, self.kind, f"connection refused: max_connections ({limit}) reached"
-        )
+    def handshakeCompleted(self):
+        super().handshakeCompleted()
+        if self.decoder is not None:
+            self._announce()
+
+    def _announce(self):
+        self.announced = True
+        self._event("connected")
+
+    def handshakeFailed(self, reason):
+        self._event("error", f"TLS handshake failed: {reason}")
+
+    def _event(self, event, message=None):
+        self.factory.sink.event(event, self.peer, self.kind, message, self.client)
+
+    def refused(self, reason):
+        self._event("error", f"connection refused: {reason}")
 
     def dataReceived(self, data):
         decoder = self.decoder
@@ -55,19 +74,19 @@ class SyslogStreamProtocol(ConnectionPolicy):
         super().dataReceived(data)
         frames = decoder.feed(data)
         if frames:
-            self.factory.sink.messages(frames, self.peer, self.kind)
+            self.factory.sink.messages(frames, self.peer, self.kind, self.client)
         if decoder.error:
-            log.warn("logger: closing {peer}: {error}", peer=self.peer, error=decoder.error)
-            self.factory.sink.event(
-                "error", self.peer, self.kind, f"{decoder.error}: connection closed"
+            self.warn_protocol_error(
+                "{service}: closing {peer}: {error}", error=decoder.error
             )
+            self._event("error", f"{decoder.error}: connection closed")
             self.close()
 
     def _deliver_last_frame(self):
         if self.decoder is not None and not self.decoder.error:
             frames = self.decoder.finish()
             if frames:
-                self.factory.sink.messages(frames, self.peer, self.kind)
+                self.factory.sink.messages(frames, self.peer, self.kind, self.client)
 
     def readConnectionLost(self):
         self._deliver_last_frame()
@@ -77,7 +96,8 @@ class SyslogStreamProtocol(ConnectionPolicy):
         if self.decoder is not None:
             self._deliver_last_frame()
             self.decoder = None
-            self.factory.sink.event("disconnected", self.peer, self.kind)
+        if self.announced:
+            self._event("disconnected")
         super().connectionLost(reason)
 
 

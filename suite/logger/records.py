@@ -24,7 +24,9 @@ class RecordSink:
         self.writer = writer
         self.clock = clock
 
-    def messages(self, frames: list[tuple[bytes, bool]], peer: str, transport: str):
+    def messages(self, frames: list[tuple[bytes, bool]], peer: str, transport: str,
+                 client: str | None = None):
+        """Message records; CLIENT is the subject of a TLS client certificate, if any."""
         # Frames of one read share one arrival time.
         received = utc_stamp(self.clock.seconds())
         lines = []
@@ -37,6 +39,8 @@ class RecordSink:
                 "transport": transport,
                 "message": message,
             }
+            if client is not None:
+                record["client"] = client
             if fields is not None:
                 record["syslog"] = fields
             if truncated:
@@ -44,7 +48,8 @@ class RecordSink:
             lines.append((_encode(record) + "\n").encode())
         self.writer.write_lines(lines)
 
-    def event(self, event: str, peer: str, transport: str, message: str | None = None):
+    def event(self, event: str, peer: str, transport: str, message: str | None = None,
+              client: str | None = None):
         """A `connected`, `disconnected` or `error` record."""
         record = {
             "received": utc_stamp(self.clock.seconds()),
@@ -52,6 +57,8 @@ class RecordSink:
             "peer": peer,
             "transport": transport,
         }
+        if client is not None:
+            record["client"] = client
         if message is not None:
             record["message"] = message
         self.writer.write_lines([(_encode(record) + "\n").encode()])

@@ -16,6 +16,13 @@ from twisted.logger import Logger
 log = Logger()
 
 
+class _QuietProbes(Factory):
+    """The pings' factory: Twisted logs every start and stop of a noisy one, twice per ping."""
+
+    noisy = False
+    protocol = Protocol
+
+
 def tcp_ping(reactor, timeout: float):
     """ping(host, port) -> Deferred that fires once a TCP connection opens (then closes it)."""
 
@@ -27,7 +34,7 @@ def tcp_ping(reactor, timeout: float):
             endpoint = TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
         else:
             endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
-        connected = endpoint.connect(Factory.forProtocol(Protocol))
+        connected = endpoint.connect(_QuietProbes())
         connected.addTimeout(timeout, reactor)
         return connected.addCallback(lambda protocol: protocol.transport.loseConnection())
 

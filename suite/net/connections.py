@@ -148,7 +148,7 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
                 "{service}: refused connection from {peer}: {reason}",
                 service=factory.service_name, peer=self.describe_peer(), reason=reason,
             )
-            self.refused()
+            self.refused(reason)
             if self.tls:
                 self.transport.abortConnection()  # nothing can be said before a handshake
             else:
@@ -172,8 +172,8 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
         """What the transport pauses when its write buffer is full: the transport itself."""
         return self.transport
 
-    def refused(self):
-        """Called when a limit turns this connection away; a hook for subclasses."""
+    def refused(self, reason: str):
+        """Called when a limit turns this connection away (REASON says which); a hook."""
 
     def handshakeCompleted(self):
         """The TLS handshake is done: the handshake timer stops; `client` is known."""

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 
+from suite.net.addresses import plain_host
 from suite.net.ratelimit import SourceRateLimiter
 from suite.runtime.config import Settings, integer, key, number
-
-log = Logger()
+from suite.runtime.flood import FloodControl
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,7 +30,9 @@ def rate_limited_replier(settings: ReplyLimits, answer: Callable[[bytes], bytes]
         limiter = SourceRateLimiter(
             settings.udp_rate, settings.udp_burst, settings.udp_max_sources, clock
         )
-        return RateLimitedReplier(settings.section, answer, limiter)
+        return RateLimitedReplier(
+            settings.section, answer, limiter, FloodControl(clock, settings.section)
+        )
 
     return make
 
@@ -40,31 +41,32 @@ class RateLimitedReplier(DatagramProtocol):
     """
     Answers each datagram with ANSWER(payload), at most `udp_rate` replies
     per second per source address (bursts of `udp_burst`).  Dropping is
-    logged once per episode per source, not once per datagram, so a flood
-    does not turn into a flood of log lines.
+    logged through WARNINGS (L{FloodControl}): the first time per source,
+    then as a count every ten seconds, so a flood does not turn into a
+    flood of log lines.
     """
 
     noisy = False
 
     def __init__(self, service_name: str, answer: Callable[[bytes], bytes],
-                 limiter: SourceRateLimiter):
+                 limiter: SourceRateLimiter, warnings: FloodControl):
         self.service_name = service_name
         self.answer = answer
         self.limiter = limiter
-        self._limited = set()
+        self.warnings = warnings
 
     def datagramReceived(self, data, address):
         if not data:
             return
         source = address[0]
         if not self.limiter.allow(source):
-            if source not in self._limited and len(self._limited) < self.limiter.max_sources:
-                self._limited.add(source)
-                log.warn(
-                    "{service}: dropping datagrams from {source}: over udp_rate",
-                    service=self.service_name,
-                    source=source,
-                )
+            self.warnings.warn(
+                "rate-limited datagrams", source,
+                "{service}: dropping datagrams from {source}: over udp_rate",
+                service=self.service_name, source=plain_host(source),
+            )
             return
-        self._limited.discard(source)
         self.transport.write(self.answer(data), address)
+
+    def stopProtocol(self):
+        self.warnings.flush()

@@ -8,7 +8,9 @@ Stream listeners without `backlog=` get a listen backlog of 1024 instead of
 Twisted's 50, so bursts of connects are not dropped.
 """
 
+import os
 import re
+import socket
 from dataclasses import dataclass
 from typing import Callable
 
@@ -87,6 +89,25 @@ def parse_activated_udp(description: str) -> str:
     return name
 
 
+def _family_name(family: int) -> str:
+    return socket.AddressFamily(family).name.removeprefix("AF_")
+
+
+def check_activated_family(endpoint) -> None:
+    """
+    A `systemd:domain=D` endpoint must name the family of the socket systemd
+    passed: Twisted reads peers' addresses as family D, so an IPv6 socket
+    (what a bare `ListenStream=PORT` gives) adopted as INET shows garbage.
+    """
+    with socket.socket(fileno=os.dup(endpoint.fileno)) as sock:
+        passed = sock.family
+    if passed != endpoint.addressFamily:
+        raise ValueError(
+            f"systemd passed an {_family_name(passed)} socket, but the endpoint says "
+            f"domain={_family_name(endpoint.addressFamily)} (write domain={_family_name(passed)})"
+        )
+
+
 def parse_listeners(settings: ServiceSettings, datagram_side: bool, reactor) -> list[Listener]:
     """Check every `listen` and `tls_listen` entry of SETTINGS without binding."""
     listeners = []
@@ -110,7 +131,9 @@ def parse_listeners(settings: ServiceSettings, datagram_side: bool, reactor) -> 
                     if key == "tls_listen" and prefix not in TLS_WRAPPABLE:
                         raise ValueError("tls_listen takes tcp:, tcp6:, unix: or systemd:")
                     listener = Listener(description, tls=key == "tls_listen")
-                    endpoints.serverFromString(reactor, listener.endpoint_string)
+                    endpoint = endpoints.serverFromString(reactor, listener.endpoint_string)
+                    if prefix == "systemd":
+                        check_activated_family(endpoint)
             except Exception as e:
                 problem = f"bad endpoint: {e}"
                 if prefix == "systemd" and isinstance(e, KeyError):  # Twisted's parser: no such name

@@ -34,7 +34,7 @@ class FloodControl:
         self._repeats: dict[str, int] = {}
         self._summaries: dict[str, object] = {}
 
-    def warn(self, kind: str, source: str, format: str, **fields) -> None:
+    def warn(self, kind: str, source: str, format: str, /, **fields) -> None:
         """Log FORMAT (a twisted.logger format) unless KIND already came from SOURCE."""
         logged = self._logged.setdefault(kind, set())
         if source not in logged and len(logged) < self.max_sources:

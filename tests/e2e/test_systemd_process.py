@@ -53,43 +53,61 @@ class SystemdProcessTests(ProcessTestCase):
                                 capture_output=True, text=True, timeout=60)
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
-    def test_socket_activated_tcp_udp_and_tls(self):
+    def activate(self, config, host="127.0.0.1"):
+        """
+        The suite under nested systemd-socket-activate, as the shipped units
+        pass them: timestamp-tcp and echo-tls (stream), timestamp-udp
+        (datagram), bound on HOST.  Returns the process and the three ports
+        once the first line sent to timestamp-tcp has woken the process.
+        """
         require("systemd-socket-activate")
-        pki = make_pki(self.directory)
         tcp, tls, udp = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
-        config = self.directory / "suite.toml"
-        config.write_text(tls_section(pki) + """
-    [timestamp]
-    listen = ["systemd:domain=INET:name=timestamp-tcp", "systemd-udp:name=timestamp-udp"]
-    format = "epoch"
-    [echo]
-    listen = []
-    tls_listen = ["systemd:domain=INET:name=echo-tls"]
-    """)
+        path = self.directory / "suite.toml"
+        path.write_text(config)
         names = "timestamp-tcp:echo-tls:timestamp-udp"
+        listen = f"[{host}]" if ":" in host else host
         command = [
-            "systemd-socket-activate", "-l", f"127.0.0.1:{tcp}", "-l", f"127.0.0.1:{tls}",
+            "systemd-socket-activate", "-l", f"{listen}:{tcp}", "-l", f"{listen}:{tls}",
             "--fdname=timestamp-tcp:echo-tls", "--",
-            "systemd-socket-activate", "-d", "-l", f"127.0.0.1:{udp}", f"--fdname={names}", "--",
-            TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(config),
+            "systemd-socket-activate", "-d", "-l", f"{listen}:{udp}", f"--fdname={names}", "--",
+            TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(path),
         ]
         process = subprocess.Popen(command, cwd=self.directory, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT)
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        stream = connect_when_listening(tcp)
+        self.addCleanup(stream.close)
+        stream.sendall(b"activated\n")  # the first connection starts the next stage
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as datagram:
+            datagram.settimeout(0.5)
+            deadline = time.monotonic() + 15
+            while True:  # the inner stage starts on the first datagram; resend until answered
+                datagram.sendto(b"over udp", ("127.0.0.1", udp))
+                try:
+                    reply = datagram.recv(1024)
+                    break
+                except socket.timeout:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        return process, None, None
+            assert re.fullmatch(rb"\[[^]]+\] over udp", reply)
+        assert re.fullmatch(rb"\[[^]]+\] activated\r\n", stream.recv(1024))
+        return process, stream, tls
+
+    def stop(self, process) -> str:
+        process.send_signal(signal.SIGTERM)
+        return process.communicate(timeout=15)[0].decode()
+
+    def test_socket_activated_tcp_udp_and_tls(self):
+        pki = make_pki(self.directory)
+        process, _, tls = self.activate(tls_section(pki) + """
+[timestamp]
+listen = ["systemd:domain=INET:name=timestamp-tcp", "systemd-udp:name=timestamp-udp"]
+format = "epoch"
+[echo]
+listen = []
+tls_listen = ["systemd:domain=INET:name=echo-tls"]
+""")
         try:
-            with connect_when_listening(tcp) as stream:
-                stream.sendall(b"activated\n")  # the first connection starts the next stage
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as datagram:
-                    datagram.settimeout(0.5)
-                    deadline = time.monotonic() + 15
-                    while True:  # the inner stage starts on the first datagram; resend until answered
-                        datagram.sendto(b"over udp", ("127.0.0.1", udp))
-                        try:
-                            reply = datagram.recv(1024)
-                            break
-                        except socket.timeout:
-                            assert time.monotonic() < deadline
-                    assert re.fullmatch(rb"\[\d+\.\d{6}\] over udp", reply)
-                assert re.fullmatch(rb"\[\d+\.\d{6}\] activated\r\n", stream.recv(1024))
             context = ssl.create_default_context(cafile=pki["ca"])
             with socket.create_connection(("127.0.0.1", tls), timeout=15) as raw:
                 with context.wrap_socket(raw, server_hostname="localhost") as sock:
@@ -99,9 +117,55 @@ class SystemdProcessTests(ProcessTestCase):
                         answer += chunk
                     assert answer == b"You said: tls via systemd\r\nGoodbye.\r\n"
         finally:
-            process.send_signal(signal.SIGTERM)
-            output = process.communicate(timeout=15)[0].decode()
+            output = self.stop(process)
         assert "timestamp listening on systemd-udp:name=timestamp-udp" in output
+        assert "Traceback" not in output
+
+    def shipped_activation_config(self) -> str:
+        pki = make_pki(self.directory)
+        text = (UNITS / "socket-activation" / "suite.toml").read_text()
+        text = text.replace("/etc/suite/tls/server.crt", pki["server_crt"])
+        text = text.replace("/etc/suite/tls/server.key", pki["server_key"])
+        return text
+
+    def test_shipped_socket_units_and_config_agree(self):
+        """A bare `ListenStream=PORT` is a dual-stack IPv6 socket: the config says INET6."""
+        config = self.shipped_activation_config()
+        for unit in unit_files():
+            if unit.suffix != ".socket":
+                continue
+            settings = dict(
+                line.split("=", 1) for line in unit.read_text().splitlines()
+                if "=" in line and not line.startswith("#")
+            )
+            name = settings["FileDescriptorName"]
+            listen = settings.get("ListenStream") or settings["ListenDatagram"]
+            assert listen.isdigit(), f"{unit.name}: {listen}"
+            expected = (f"systemd:domain=INET6:name={name}" if "ListenStream" in settings
+                        else f"systemd-udp:name={name}")
+            assert f'"{expected}"' in config, f"{unit.name}: {expected} not in the config"
+        # v4 clients of such a socket arrive v4-mapped; they are shown as plain IPv4.
+        process, stream, _ = self.activate(config, host="::ffff:127.0.0.1")
+        try:
+            stream.sendall(b"x" * 9000)
+            assert stream.recv(1024) == b"ERROR line longer than 8192 bytes\r\n"
+        finally:
+            output = self.stop(process)
+        peer = f"127.0.0.1:{stream.getsockname()[1]}"
+        assert f"timestamp: closing {peer}: line longer than 8192 bytes" in output, output
+        logged = [line for line in output.splitlines() if line[:4].isdigit()]  # twistd's own lines
+        assert logged and not any("::ffff" in line for line in logged), output
+        assert "Traceback" not in output
+
+    def test_a_domain_that_does_not_match_the_passed_socket_is_refused(self):
+        config = self.shipped_activation_config().replace("domain=INET6", "domain=INET")
+        process, stream, _ = self.activate(config, host="::ffff:127.0.0.1")
+        output = process.communicate(timeout=15)[0].decode()
+        assert process.returncode != 0 and stream is None
+        assert (
+            'listen = "systemd:domain=INET:name=timestamp-tcp": bad endpoint: systemd passed an '
+            "INET6 socket, but the endpoint says domain=INET (write domain=INET6)"
+        ) in output, output
         assert "Traceback" not in output
 
     def test_ready_is_notified_only_once_every_listener_answers(self):

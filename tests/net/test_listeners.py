@@ -9,6 +9,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from suite import services
+from suite.runtime.flood import FloodControl
 from suite.net.datagrams import RateLimitedReplier
 from suite.echo.protocol import echo_datagram
 from suite.runtime.compose import build
@@ -114,7 +115,8 @@ class UDPRateLimit(TestCase):
         clock = Clock()
         limiter = SourceRateLimiter(rate=10, burst=3, max_sources=100, clock=clock)
         server = reactor.listenUDP(
-            0, RateLimitedReplier("echo", echo_datagram, limiter), interface="127.0.0.1"
+            0, RateLimitedReplier("echo", echo_datagram, limiter, FloodControl(clock, "echo")),
+            interface="127.0.0.1",
         )
         self.addCleanup(server.stopListening)
         client = UDPClient(expected=4)
