@@ -2,14 +2,20 @@
 
 from dataclasses import dataclass
 
+from twisted.logger import Logger
+
 from suite.names.health import HealthChecker, tcp_ping
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
 from suite.names.server import NameServer
 from suite.names.store import StoreError, open_store
 from suite.net.boxes import AMPLimits
+from suite.net.listeners import reaches_beyond_loopback
 from suite.runtime.compose import Parts, ServiceDeclaration
 from suite.runtime.config import ServiceSettings, integer, key, listen, number, text
+
+
+log = Logger()
 
 
 def check_store(value: str) -> None:
@@ -21,7 +27,7 @@ def check_store(value: str) -> None:
 class NamesSettings(AMPLimits, ServiceSettings):
     section = "names"
 
-    listen: tuple[str, ...] = listen("tcp:5300")
+    listen: tuple[str, ...] = listen("tcp:5300:interface=127.0.0.1")
     token: str = key(text(), "", "when set, Register and Deregister need it", secret=True)
     store: str = key(text(check_store), "sqlite:var/lib/suite/names.sqlite",
                      "memory, or sqlite:PATH (registrations survive a restart)")
@@ -33,7 +39,21 @@ class NamesSettings(AMPLimits, ServiceSettings):
     max_instances: int = key(integer(1), 10000, "instances the registry holds")
 
 
+def warn_if_open_to_all(settings: NamesSettings, reactor) -> None:
+    """Without a token, anyone who can connect can change registrations: say so at every start."""
+    if settings.token:
+        return
+    for description in (*settings.listen, *settings.tls_listen):
+        if reaches_beyond_loopback(description, reactor):
+            log.warn(
+                "names: {listener} accepts connections from other hosts and no token is set: "
+                "anyone who can reach it can register and deregister (set [names] token)",
+                listener=description,
+            )
+
+
 def build(settings: NamesSettings, reactor) -> Parts:
+    warn_if_open_to_all(settings, reactor)
     try:
         store = open_store(settings.store, reactor)
     except StoreError as e:

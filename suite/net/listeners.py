@@ -8,6 +8,7 @@ Stream listeners without `backlog=` get a listen backlog of 1024 instead of
 Twisted's 50, so bursts of connects are not dropped.
 """
 
+import ipaddress
 import os
 import re
 import socket
@@ -143,6 +144,39 @@ def parse_listeners(settings: ServiceSettings, datagram_side: bool, reactor) -> 
     if not listeners:
         raise settings.error("listen", "no listeners (set listen or tls_listen, or enabled = false)")
     return listeners
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False  # a host name: it may resolve anywhere
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def reaches_beyond_loopback(description: str, reactor) -> bool:
+    """
+    Whether the stream endpoint DESCRIPTION accepts connections from other
+    hosts: a TCP port without a loopback `interface=`, or a socket passed by
+    systemd bound to a non-loopback address.  Unix sockets never do.
+    """
+    prefix, *arguments = _split_arguments(description)
+    if prefix == "systemd":
+        endpoint = endpoints.serverFromString(reactor, description)
+        with socket.socket(fileno=os.dup(endpoint.fileno)) as sock:
+            return not _is_loopback(sock.getsockname()[0])
+    if prefix not in ("tcp", "tcp6", "ssl"):
+        return False
+    named = dict(a.split("=", 1) for a in arguments if "=" in a)
+    positional = [a for a in arguments if "=" not in a]
+    position = {"tcp": 1, "tcp6": 2}.get(prefix)  # where Twisted takes a positional interface
+    interface = named.get("interface")
+    if interface is None and position is not None and len(positional) > position:
+        interface = positional[position]
+    return not _is_loopback(interface or "")
 
 
 class ListenFailed(Exception):

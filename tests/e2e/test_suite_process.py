@@ -138,8 +138,9 @@ def tls_client(pki, certificate=None, maximum=None):
     return context
 
 
-def tls_talk(context, port, data) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+def tls_talk(context, port, data, source="127.0.0.1") -> bytes:
+    """DATA over TLS from the loopback address SOURCE; what came back before the close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as sock:
             sock.sendall(data)
             chunks = []
@@ -189,11 +190,24 @@ class TLSTests(ProcessTestCase):
         assert tls_talk(tls_client(pki, "client"), port, b"me\nquit\n") == (
             b"You said: me\r\nGoodbye.\r\n"
         )
-        for certificate in (None, "stranger"):
+        for certificate, source in ((None, "127.0.0.2"), ("stranger", "127.0.0.3")):
             with self.assertRaises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
-                answer = tls_talk(tls_client(pki, certificate), port, b"me\nquit\n")
+                answer = tls_talk(tls_client(pki, certificate), port, b"me\nquit\n", source)
                 assert b"You said" not in answer
                 raise ConnectionResetError("closed without an answer")
+        # Each failed handshake is logged with the peer and OpenSSL's reason.
+        for source, reason in (("127.0.0.2", "peer did not return a certificate"),
+                               ("127.0.0.3", "certificate verify failed")):
+            assert suite.wait_for(lambda: re.search(
+                rf"echo: TLS handshake with {source}:\d+ failed: .*{reason}", suite.output
+            )), suite.output
+        with socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.4", 0)) as raw:
+            raw.sendall(b"GET / HTTP/1.0\r\n\r\n")  # plaintext on a TLS port
+            assert read_all(raw) in (b"", b"\x15\x03\x01\x00\x02\x02\x32")
+        assert suite.wait_for(lambda: re.search(
+            r"echo: TLS handshake with 127\.0\.0\.4:\d+ failed: .*(http request|wrong version)",
+            suite.output,
+        )), suite.output
 
     def test_min_version_1_3_refuses_tls_1_2(self):
         pki = make_pki(self.directory)
@@ -202,6 +216,10 @@ class TLSTests(ProcessTestCase):
         with self.assertRaises(ssl.SSLError):
             tls_talk(tls_client(pki, maximum=ssl.TLSVersion.TLSv1_2), port, b"old\n")
         assert tls_talk(tls_client(pki), port, b"new\nquit\n") == b"You said: new\r\nGoodbye.\r\n"
+        assert suite.wait_for(lambda: re.search(
+            r"echo: TLS handshake with 127\.0\.0\.1:\d+ failed: .*unsupported protocol",
+            suite.output,
+        )), suite.output
 
 
 def rss_kib(pid) -> int:
