@@ -31,6 +31,14 @@ def connect(factory, peer=PEER):
     return protocol, transport
 
 
+def captured_events(test) -> list[dict]:
+    """Every log event from now until TEST ends, as a list that grows."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    test.addCleanup(globalLogPublisher.removeObserver, events.append)
+    return events
+
+
 def captured_log(test) -> list[str]:
     """The text of every log event from now until TEST ends, as a list that grows."""
     lines = []

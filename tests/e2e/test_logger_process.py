@@ -120,6 +120,42 @@ class LoggerProcessTests(ProcessTestCase):
                 sock.sendall(b"<14>1 - - - - - - over tls\n")
         records = wait_records(self.directory / "messages.jsonl", lambda r: messages(r))
         assert [(r["transport"], r["message"]) for r in messages(records)] == [("tls", "over tls")]
+        assert "client" not in records[0]
+
+    def test_mutual_tls_records_the_client_and_failed_handshakes(self):
+        pki = make_pki(self.directory)
+        suite = self.start_suite(tls_section(pki, client_ca=pki["ca"]) + f"""
+            [logger]
+            listen = []
+            tls_listen = ["{LOCAL}"]
+            output = "messages.jsonl"
+            flush_interval = 0.05
+        """, listeners=1)
+        port = suite.port(f"logger tls_listen {LOCAL}")
+        context = ssl.create_default_context(cafile=pki["ca"])
+        with socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0)) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as sock:  # no certificate
+                with self.assertRaises((ssl.SSLError, ConnectionResetError)):
+                    sock.sendall(b"<14>1 - - - - - - refused\n")
+                    sock.recv(1)
+        context.load_cert_chain(pki["client_crt"], pki["client_key"])
+        with socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.3", 0)) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as sock:
+                sock.sendall(b"<14>1 - - - - - - signed\n")
+        records = wait_records(
+            self.directory / "messages.jsonl", lambda r: any(x["event"] == "disconnected" for x in r)
+        )
+        summary = [(r["event"], r["peer"].split(":")[0], r.get("client"), r.get("message"))
+                   for r in records]
+        assert summary[0][:3] == ("error", "127.0.0.2", None), summary
+        assert summary[0][3].startswith("TLS handshake failed: "), summary
+        assert "peer did not return a certificate" in summary[0][3], summary
+        assert summary[1:] == [
+            ("connected", "127.0.0.3", "CN=client", None),
+            ("message", "127.0.0.3", "CN=client", "signed"),
+            ("disconnected", "127.0.0.3", "CN=client", None),
+        ], summary
+        assert "logger: TLS handshake with 127.0.0.2:" in suite.output
 
     def test_messages_received_before_sigterm_are_all_written(self):
         # flush_interval is far away: only the shutdown can have written them.

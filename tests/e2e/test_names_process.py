@@ -1,7 +1,11 @@
 """End to end: `twistd … suite` with the name server, driven by `suite-client`."""
 
 
-from tests.e2e.process import ProcessTestCase, SuiteProcess
+import os
+import sqlite3
+import subprocess
+
+from tests.e2e.process import TWISTD, ProcessTestCase, SuiteProcess
 from tests.e2e.test_client_process import client
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -91,3 +95,48 @@ class NamesProcessTests(ProcessTestCase):
             f'error: {suite.config}: [names] store = "sqlite:state/names.sqlite": '
             "not a usable SQLite database: file is not a database"
         )
+
+    def test_a_store_made_read_only_at_runtime_answers_unavailable(self):
+        state = self.directory / "state"
+        state.mkdir()
+        with sqlite3.connect(state / "names.sqlite"):
+            pass
+        twistd_args = ()
+        if os.getuid() == 0:  # root writes anyway: run the server as nobody, as systemd would
+            nobody = 65534
+            for path in (self.directory, state, state / "names.sqlite"):
+                os.chown(path, nobody, nobody)
+            twistd_args = (f"--uid={nobody}", f"--gid={nobody}")
+        suite = self.start_suite(names_config(), listeners=2, twistd_args=twistd_args)
+        names = f"127.0.0.1:{suite.port(f'names {LOCAL}')}"
+        assert client("names", names, "register", "kept", "127.0.0.1", "1")[0] == 0
+        os.chmod(state / "names.sqlite", 0o444)
+        os.chmod(state, 0o555)
+        try:
+            code, out, err = client("names", names, "register", "lost", "127.0.0.1", "2")
+            assert (code, out) == (1, "") and err.startswith(
+                "suite-client: UNAVAILABLE: registry store unavailable: cannot write "
+                "state/names.sqlite: "
+            ), err
+            code, _, err = client("names", names, "deregister", "kept", "127.0.0.1", "1")
+            assert code == 1 and "UNAVAILABLE" in err
+            assert client("names", names, "services") == (0, "kept\n", "")
+            assert suite.wait_for(lambda: "names: cannot write state/names.sqlite" in suite.output)
+        finally:
+            os.chmod(state, 0o755)
+            os.chmod(state / "names.sqlite", 0o644)
+        assert suite.stop() in (0, -15)
+        again = self.start_suite(names_config(), listeners=2, twistd_args=twistd_args)
+        names = f"127.0.0.1:{again.port(f'names {LOCAL}')}"
+        assert client("names", names, "services") == (0, "kept\n", "")
+
+    def test_a_config_that_is_not_utf8_is_one_line_and_status_1(self):
+        config = self.directory / "suite.toml"
+        config.write_bytes(b'[names]\nstore = "caf\xe9"\n')
+        result = subprocess.run(
+            [TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(config)],
+            capture_output=True, text=True, timeout=60, cwd=self.directory,
+        )
+        assert (result.returncode, result.stdout, result.stderr) == (
+            1, "", f"error: {config}:2: not UTF-8 (byte 0xe9)\n"
+        ), result

@@ -1,21 +1,46 @@
 """The name server's AMP commands, in memory, with their audit events."""
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.names.commands import Deregister, Invalid, Lookup, NotFound, Register, Services, Unauthorized
+from suite.names.commands import (
+    Deregister, Invalid, Lookup, NotFound, Register, Services, Unauthorized, Unavailable,
+)
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
 from suite.names.server import NameServer
 from suite.names.service import NamesSettings
-from suite.names.store import MemoryStore
-from tests.helpers import AMPPair
+from suite.names.store import MemoryStore, StoreError
+from tests.helpers import AMPPair, captured_log
 
 
-def names_pair(token="", max_instances=100):
-    server = NameServer(Registry(max_instances), MemoryStore(), token, cache_ttl=5, clock=Clock())
-    return AMPPair(NamesFactory(NamesSettings(idle_timeout=0), Clock(), server))
+class HeldStore(MemoryStore):
+    """A store whose writes wait until released, or fail with FAILING when it is set."""
+
+    def __init__(self):
+        self.held = []
+        self.failing = None
+
+    def save(self, instance):
+        if self.failing:
+            return defer.fail(StoreError(self.failing))
+        self.held.append(defer.Deferred())
+        return self.held[-1]
+
+    delete = save
+
+    def release(self):
+        held, self.held = self.held, []
+        for written in held:
+            written.callback(None)
+
+
+def names_pair(token="", max_instances=100, store=None, **settings):
+    store = MemoryStore() if store is None else store
+    server = NameServer(Registry(max_instances), store, token, cache_ttl=5, clock=Clock())
+    return AMPPair(NamesFactory(NamesSettings(idle_timeout=0, **settings), Clock(), server))
 
 
 class NamesCommandTests(SynchronousTestCase):
@@ -93,3 +118,47 @@ class NamesCommandTests(SynchronousTestCase):
                                    ("lookup", "gone", 0), ("deregister", "svc", None)])
         self.assertTrue(all(e["peer"] == "192.0.2.7:40000" for e in self.events))
         self.assertEqual((self.events[0]["host"], self.events[0]["port"]), ("h", 1))
+
+
+class DurableTests(SynchronousTestCase):
+    def test_register_is_answered_only_once_the_store_has_it(self):
+        store = HeldStore()
+        pair = names_pair(store=store)
+        answers = pair.call(Register, name="svc", host="h", port=1)
+        self.assertEqual(answers, [])
+        pair.call(Lookup, name="svc")[0].trap(NotFound)  # not in the registry before the store
+        store.release()
+        pair.pump()
+        self.assertEqual(answers, [{}])
+        self.assertEqual(len(pair.answer(Lookup, name="svc")["instances"]), 1)
+
+    def test_a_failed_write_is_unavailable_logged_and_changes_nothing(self):
+        lines = captured_log(self)
+        store = HeldStore()
+        pair = names_pair(store=store)
+        pair.call(Register, name="svc", host="h", port=1)
+        store.release()
+        pair.pump()
+        store.failing = "cannot write names.sqlite: attempt to write a readonly database"
+        for command, port in ((Register, 2), (Deregister, 1), (Register, 1)):
+            [failure] = pair.call(command, name="svc", host="h", port=port)
+            failure.trap(Unavailable)
+        self.assertEqual([i["port"] for i in pair.answer(Lookup, name="svc")["instances"]], [1])
+        self.assertIn("names: cannot write names.sqlite: attempt to write a readonly database", lines)
+
+    def test_capacity_counts_registrations_waiting_for_the_store(self):
+        store = HeldStore()
+        pair = names_pair(store=store, max_instances=2)
+        answers = [pair.call(Register, name="svc", host="h", port=p) for p in (1, 2, 3)]
+        answers[2][0].trap(Invalid)
+        store.release()
+        pair.pump()
+        self.assertEqual(answers[:2], [[{}], [{}]])
+
+    def test_failed_tokens_are_logged_first_time_per_source(self):
+        lines = captured_log(self)
+        pair = names_pair(token="s3cret")
+        for _ in range(3):
+            pair.call(Register, name="svc", host="h", port=1, token="guess")
+        refused = [line for line in lines if "missing or wrong token" in line]
+        self.assertEqual(refused, ["names: Register from 192.0.2.7:40000 refused: missing or wrong token"])

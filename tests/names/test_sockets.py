@@ -1,9 +1,10 @@
 """The name server on real sockets: eviction by real pings, pipelining, client caching."""
 
 import time
+from pathlib import Path
 
-from twisted.internet import defer, reactor, task
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet import defer, reactor, ssl, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
@@ -12,7 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from suite.client import api
 from suite.names.commands import Lookup, NotFound, Register
-from tests.helpers import start_suite, tmp_dir
+from tests.helpers import captured_events, make_pki, start_suite, tls_section, tmp_dir
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -129,3 +130,44 @@ class NamesOnSockets(TestCase):
         with self.assertRaises(NotFound):
             await names.lookup("missing")
         self.assertEqual(asked("missing"), 2)
+
+
+class ClosingAMP(amp.AMP):
+    """An AMP client whose `closed` fires once its connection is gone."""
+
+    def __init__(self):
+        super().__init__()
+        self.closed = defer.Deferred()
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        self.closed.callback(None)
+
+
+class MutualTLSAudit(TestCase):
+    async def test_audit_events_name_the_client_certificate(self):
+        directory = tmp_dir(self)
+        pki = make_pki(directory)
+        ports = start_suite(self, directory, tls_section(pki, client_ca=pki["ca"]) + f"""
+            [names]
+            listen = []
+            tls_listen = ["{LOCAL}"]
+            store = "memory"
+        """)
+        events = captured_events(self)
+        read = lambda name: Path(pki[name]).read_text()  # noqa: E731
+        options = ssl.optionsForClientTLS(
+            "localhost",
+            trustRoot=ssl.Certificate.loadPEM(read("ca")),
+            clientCertificate=ssl.PrivateCertificate.loadPEM(read("client_crt") + read("client_key")),
+        )
+        endpoint = wrapClientTLS(
+            options, TCP4ClientEndpoint(reactor, "127.0.0.1", ports[f"names tls_listen {LOCAL}"])
+        )
+        client = await connectProtocol(endpoint, ClosingAMP())
+        await client.callRemote(Register, name="svc", host="127.0.0.1", port=1)
+        await client.callRemote(Lookup, name="svc")
+        client.transport.loseConnection()
+        await client.closed
+        audit = [(e["names_event"], e["client"]) for e in events if "names_event" in e]
+        self.assertEqual(audit, [("register", "CN=client"), ("lookup", "CN=client")])

@@ -1,11 +1,12 @@
 """The shared line and connection rules, checked through the line and raw echo."""
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.echo.protocol import LineEchoFactory, RawEchoFactory
 from suite.echo.service import EchoSettings
-from tests.helpers import connect
+from tests.helpers import captured_log, connect
 
 
 def line_echo(clock=None, **settings):
@@ -50,6 +51,16 @@ class MaxLineTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"ERROR line longer than 5 bytes\r\n")
         self.assertTrue(transport.disconnecting)
 
+    def test_after_the_error_input_is_discarded_and_the_close_waits_at_most_a_second(self):
+        clock = Clock()
+        protocol, transport = connect(line_echo(max_line=5, clock=clock))
+        protocol.dataReceived(b"123456\n")
+        protocol.dataReceived(b"more\n" * 1000)
+        self.assertEqual(transport.value(), b"ERROR line longer than 5 bytes\r\n")
+        self.assertIn(1.0, [call.getTime() for call in clock.getDelayedCalls()])
+        protocol.connectionLost(None)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_unterminated_overlong_line_is_refused_without_waiting_for_lf(self):
         protocol, transport = connect(line_echo(max_line=5))
         protocol.dataReceived(b"1234567")
@@ -91,6 +102,32 @@ class ConnectionLimitTests(SynchronousTestCase):
         third, transport = connect(factory)
         third.dataReceived(b"hi\n")
         self.assertEqual(transport.value(), b"You said: hi\r\n")
+
+    def test_one_source_is_refused_over_its_own_limit_and_others_are_not(self):
+        lines = captured_log(self)
+        factory = line_echo(max_connections_per_source=2)
+        attacker = IPv4Address("TCP", "127.0.0.2", 1)
+        held = [connect(factory, attacker) for _ in range(2)]
+        for _ in range(3):
+            _, refused = connect(factory, attacker)
+            self.assertEqual(refused.value(), b"ERROR too many connections\r\n")
+        bystander, transport = connect(factory, IPv4Address("TCP", "127.0.0.3", 1))
+        bystander.dataReceived(b"hi\n")
+        self.assertEqual(transport.value(), b"You said: hi\r\n")
+        held[0][0].connectionLost(None)
+        _, again = connect(factory, attacker)
+        self.assertEqual(again.value(), b"")
+        self.assertEqual(
+            [line for line in lines if "refused" in line],
+            ["echo: refused connection from 127.0.0.2:1: "
+             "max_connections_per_source (2) reached for 127.0.0.2"],
+        )
+
+    def test_v4_mapped_peers_count_as_their_ipv4_source(self):
+        factory = line_echo(max_connections_per_source=1)
+        connect(factory, IPv6Address("TCP", "::ffff:127.0.0.2", 1))
+        _, refused = connect(factory, IPv4Address("TCP", "127.0.0.2", 2))
+        self.assertEqual(refused.value(), b"ERROR too many connections\r\n")
 
     def test_raw_echo_refuses_without_writing(self):
         factory = RawEchoFactory(EchoSettings(mode="raw", max_connections=1), Clock())

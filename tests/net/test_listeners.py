@@ -6,7 +6,9 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.internet.address import IPv6Address, UNIXAddress
+from twisted.internet.testing import MemoryReactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite import services
 from suite.runtime.flood import FloodControl
@@ -15,7 +17,11 @@ from suite.echo.protocol import echo_datagram
 from suite.runtime.compose import build
 from suite.runtime.lifecycle import SuiteService
 from suite.net.ratelimit import SourceRateLimiter
-from tests.helpers import start_suite, tmp_dir
+from suite.names import service as names_service
+from suite.names.service import NamesSettings
+from suite.net.addresses import describe_peer, source_of
+from suite.net.listeners import reaches_beyond_loopback
+from tests.helpers import captured_log, start_suite, tmp_dir
 
 
 class Collect(protocol.Protocol):
@@ -199,3 +205,37 @@ class PortInUse(TestCase):
             critical[0]["reason"],
             f"echo: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use",
         )
+
+
+class PeersAndExposure(SynchronousTestCase):
+    def test_v4_mapped_peers_print_as_ipv4(self):
+        self.assertEqual(describe_peer(IPv6Address("TCP", "::ffff:127.0.0.1", 51132)),
+                         "127.0.0.1:51132")
+        self.assertEqual(describe_peer(IPv6Address("TCP", "::1", 5)), "[::1]:5")
+        self.assertEqual(source_of(IPv6Address("TCP", "::ffff:10.1.2.3", 5)), "10.1.2.3")
+        self.assertEqual(source_of(UNIXAddress(b"/run/x.sock")), "unix")
+
+    def test_which_listeners_reach_beyond_loopback(self):
+        reactor = MemoryReactor()
+        for description, beyond in (
+            ("tcp:5300", True),
+            ("tcp:5300:interface=127.0.0.1", False),
+            ("tcp:5300:interface=127.0.0.5", False),
+            ("tcp:5300:interface=192.0.2.1", True),
+            ("tcp:5300:interface=localhost", False),
+            ("tcp6:5300", True),
+            ("tcp6:5300:interface=\\:\\:1", False),
+            ("unix:/run/names.sock", False),
+        ):
+            self.assertEqual(reaches_beyond_loopback(description, reactor), beyond, description)
+
+    def test_a_name_server_open_to_other_hosts_without_token_warns_at_start(self):
+        lines = captured_log(self)
+        for settings, warned in (
+            (NamesSettings(listen=("tcp:0",), store="memory"), True),
+            (NamesSettings(listen=("tcp:0",), store="memory", token="t"), False),
+            (NamesSettings(store="memory"), False),
+        ):
+            del lines[:]
+            names_service.build(settings, MemoryReactor())
+            self.assertEqual(any("no token is set" in line for line in lines), warned, settings)

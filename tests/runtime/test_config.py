@@ -1,6 +1,7 @@
 """Every config error is one line naming file, section, key, value and problem."""
 
 import re
+import sqlite3
 import textwrap
 
 from twisted.internet.testing import MemoryReactor
@@ -8,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite import services
 from suite.echo.service import EchoSettings
+from suite.names.store import SCHEMA
 from suite.net.listeners import Listener, parse_listeners
 from suite.runtime.compose import build
 from suite.runtime.config import ConfigError, load
@@ -304,3 +306,32 @@ class BacklogTests(SynchronousTestCase):
             ("systemd:domain=INET:name=x", "systemd:domain=INET:name=x"),
         ]:
             self.assertEqual(Listener(description).endpoint_string, bound)
+
+
+class StoredRowTests(ConfigTestCase):
+    def stored(self, rows):
+        path = self.directory / "names.sqlite"
+        with sqlite3.connect(path) as database:
+            database.execute(SCHEMA)
+            database.executemany("INSERT INTO instances VALUES (?, ?, ?, ?)", rows)
+        database.close()
+        return path
+
+    def test_a_stored_row_that_does_not_validate_stops_the_start(self):
+        path = self.stored([("echo", "127.0.0.1", 5001, ""), ("Bad Name", "h", 1, "")])
+        message = self.refused(f'[names]\nlisten = ["tcp:0"]\nstore = "sqlite:{path}"\n')
+        self.assertEqual(
+            message,
+            f'FILE: [names] store = "sqlite:{path}": stored row 2 (\'Bad Name\', \'h\', 1) is '
+            "invalid: name 'Bad Name': 1-63 of a-z 0-9 -, not starting with -",
+        )
+
+    def test_more_stored_rows_than_max_instances_stops_the_start(self):
+        path = self.stored([("echo", "127.0.0.1", port, "") for port in (1, 2, 3)])
+        message = self.refused(
+            f'[names]\nlisten = ["tcp:0"]\nstore = "sqlite:{path}"\nmax_instances = 2\n'
+        )
+        self.assertEqual(
+            message,
+            f'FILE: [names] store = "sqlite:{path}": holds more than max_instances (2) instances',
+        )
