@@ -1,11 +1,11 @@
-# make run, make test, make bench, make trial.  Everything runs from .venv.
+# make run, make test, make fuzz, make bench, make trial.  Everything runs from .venv.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= etc/suite.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test trial bench tools certs clean
+.PHONY: run test trial fuzz bench tools certs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ test: $(STAMP) tools
 # The same tests under Twisted's own runner.
 trial: $(STAMP) tools
 	$(BIN)/trial tests
+
+# The parsers under hypothesis, 100,000 examples per target (make test runs 3,000).
+fuzz: $(STAMP)
+	SUITE_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q tests/fuzz
 
 # uvloop is a reference server only: measured when it installs, skipped otherwise.
 bench: $(STAMP) tools

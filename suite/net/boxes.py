@@ -51,6 +51,10 @@ class AMPPolicy(ConnectionPolicy, amp.AMP):
     def flow_producer(self):
         return self
 
+    def dataReceived(self, data):
+        if not self._rejected:
+            super().dataReceived(data)
+
     def stringReceived(self, string):
         if self._rejected:
             return
@@ -66,13 +70,26 @@ class AMPPolicy(ConnectionPolicy, amp.AMP):
             self._box_bytes = 0
 
     def lengthLimitExceeded(self, length):
-        self.reject_box(f"key longer than {KEY_LENGTH_LIMIT} bytes")
+        if not self._rejected:
+            self.reject_box(f"key longer than {KEY_LENGTH_LIMIT} bytes")
 
     def reject_box(self, reason: str):
         """Log REASON once (flood-controlled) and close; what else arrives is ignored."""
         self._rejected = True
         self.warn_protocol_error("{service}: closing {peer}: {reason}", reason=reason)
         self.close()
+
+    def unhandledError(self, failure):
+        """
+        A command sent without `_ask` failed, so no answer can say so: an
+        AMP error of the client's making is one line and a closed
+        connection; anything else is a bug and keeps its traceback.
+        """
+        if failure.check(amp.RemoteAmpError):
+            if not self._rejected:
+                self.reject_box(f"a command sent without _ask failed: {failure.value.description}")
+        else:
+            super().unhandledError(failure)
 
     def locateResponder(self, name):
         responder = super().locateResponder(name)

@@ -134,6 +134,7 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
     tls = False
     client: str | None = None
     lingering = False
+    closing = False
     _handshake_timer = None
     _linger_timer = None
 
@@ -231,7 +232,9 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
         is undone first: a transport whose producer is paused would otherwise
         wait for it forever instead of closing.
         """
-        self.transport.unregisterProducer()
+        if not self.closing:
+            self.closing = True
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def close_after_error(self, message: bytes):
@@ -243,7 +246,7 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
         once MESSAGE is out, discard what arrives for up to LINGER_SECONDS,
         then close.
         """
-        self.lingering = True
+        self.lingering = self.closing = True
         self.transport.write(message)
         self.transport.unregisterProducer()
         self.transport.resumeProducing()  # keep reading, to discard

@@ -80,7 +80,7 @@ class LineProtocol(ConnectionPolicy):
             last = rest.removesuffix(b"\r")
             if len(last) > max_line:
                 return self.lineLengthExceeded()
-            if last:
+            if rest:
                 self.answerLine(last)
             if not transport.disconnecting:
                 self.close()
