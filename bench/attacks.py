@@ -6,7 +6,9 @@ The suite under the attacks of its fault tests, at full size, for figures:
 - a never-ending AMP box (distinct keys, 64 KiB values) to the sleep server,
   up to 256 MiB: bytes accepted and the server's RSS growth;
 - newline floods: 100 clients (127.0.1.x) sending 64 KiB reads of bare
-  newlines and never reading: the server's RSS growth and a probe's latency.
+  newlines and never reading: the server's RSS growth and a probe's latency;
+- 400,000 Register calls pipelined on one connection to the name server
+  (SQLite store, 5,000 distinct instances): answers by kind, RSS growth.
 
 Server on core 0, attackers on core 1.  BENCH_TREE (default this checkout) is
 the source tree the server runs from, so an older commit checked out with
@@ -20,6 +22,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -151,9 +154,42 @@ def newline_flood() -> str:
     return f"| newline floods from 100 clients that never read | RSS +{grown:.1f} MiB, {shown} |"
 
 
+def amp_box(*pairs: tuple[bytes, bytes]) -> bytes:
+    return b"".join(
+        struct.pack("!H", len(k)) + k + struct.pack("!H", len(v)) + v for k, v in pairs
+    ) + b"\x00\x00"
+
+
+def register_flood(calls=400_000) -> str:
+    with Server("names", 'store = "sqlite:names.sqlite"\nping_interval = 3600\n') as server:
+        before = rss_mib(server.process.pid)
+        boxes = [
+            amp_box((b"_command", b"Register"), (b"_ask", b"%x" % n), (b"name", b"flood"),
+                    (b"host", b"127.0.0.1"), (b"port", b"%d" % (n % 5000 + 1)))
+            for n in range(calls)
+        ]
+        received = bytearray()
+        peak = [before]
+        with connect_from("127.0.0.2", server.port, timeout=30) as sock:
+            sender = threading.Thread(target=lambda: sock.sendall(b"".join(boxes)))
+            sender.start()
+            sock.settimeout(3)
+            try:
+                while chunk := sock.recv(1 << 20):
+                    received += chunk
+                    peak[0] = max(peak[0], rss_mib(server.process.pid))
+            except (socket.timeout, OSError):
+                pass
+            sender.join(30)
+    answered = received.count(b"\x00\x07_answer")
+    overloaded = received.count(b"OVERLOADED")
+    return (f"| {calls:,} Register calls pipelined on one connection | {answered:,} answered OK, "
+            f"{overloaded:,} OVERLOADED, RSS peak +{peak[0] - before:.1f} MiB |")
+
+
 def main():
     os.sched_setaffinity(0, {1})
-    rows = [slowloris(), never_ending_box(), newline_flood()]
+    rows = [slowloris(), never_ending_box(), newline_flood(), register_flood()]
     report = "| attack | result |\n|---|---|\n" + "\n".join(rows) + "\n"
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "attacks.md").write_text(report)

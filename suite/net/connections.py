@@ -257,8 +257,9 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
             self.transport.loseWriteConnection()
 
     def _stop_lingering(self):
+        """The second is up: close now, whatever the client (or its TLS layer) still owes."""
         self._linger_timer = None
-        self.transport.loseConnection()
+        self.transport.abortConnection()
 
     def warn_protocol_error(self, format: str, **fields):
         """Log a client's protocol error (line too long, bad frame, bad box), flood-controlled."""

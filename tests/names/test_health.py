@@ -1,12 +1,14 @@
 """Health checks with a Clock: eviction timing is exact in fake time."""
 
-from twisted.internet import defer, error
+from twisted.internet import defer, error, reactor, task
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from suite.names.health import HealthChecker
+from suite.names.health import HealthChecker, tcp_ping
 from suite.names.registry import Registry
 from suite.names.service import NamesSettings
+from tests.helpers import captured_log
 
 SETTINGS = NamesSettings(ping_interval=10, ping_timeout=2, max_failures=3, ping_concurrency=4)
 
@@ -162,3 +164,13 @@ class HealthLoopSurvives(CheckerTestCase):
         checker.stopService()
         self.clock.advance(100)
         self.assertEqual(self.ping.calls, 0)
+
+
+class QuietPings(TestCase):
+    async def test_a_ping_logs_nothing(self):
+        port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        lines = captured_log(self)
+        await tcp_ping(reactor, 2)("127.0.0.1", port.getHost().port)
+        await task.deferLater(reactor, 0.05, lambda: None)  # the probe's close
+        self.assertEqual([line for line in lines if "factory" in line.lower()], [])
