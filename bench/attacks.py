@@ -145,13 +145,16 @@ def newline_flood() -> str:
                         break
                     except OSError:
                         break
-        time.sleep(1)
-        latency = probe(server.port)
+        probes = []
+        for wait in (1, 2, 7):  # probes 1 s, 3 s and 10 s after the flood was sent
+            time.sleep(wait)
+            latency = probe(server.port)
+            probes.append("none" if latency is None else f"{latency * 1000:.1f} ms")
         grown = rss_mib(server.process.pid) - before
         for sock in floods:
             sock.close()
-    shown = "no answer" if latency is None else f"probe answered in {latency * 1000:.1f} ms"
-    return f"| newline floods from 100 clients that never read | RSS +{grown:.1f} MiB, {shown} |"
+    return (f"| newline floods from 100 clients that never read | RSS +{grown:.1f} MiB; a probe "
+            f"1 s / 3 s / 10 s after: {' / '.join(probes)} |")
 
 
 def amp_box(*pairs: tuple[bytes, bytes]) -> bytes:

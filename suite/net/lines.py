@@ -9,16 +9,24 @@ fills, Twisted pauses it, which stops both the answering of lines already
 received and the reading of new ones.  However many lines one read holds,
 memory per client stays within `max_line` plus one read and one write
 buffer (64 KiB each), and a client that never reads costs nothing more.
+
+A connection answers at most LINES_PER_TURN lines per reactor turn, then
+lets the others have theirs: a client pipelining thousands of lines (or a
+flood of bare newlines) delays everyone else by one turn's worth, not by
+everything it sent.
 """
 
 from dataclasses import dataclass
 
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 
 from suite.net.connections import ConnectionLimits, ConnectionPolicy
 from suite.runtime.config import integer, key
 
 log = Logger()
+
+LINES_PER_TURN = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,7 +46,8 @@ class LineProtocol(ConnectionPolicy):
     """
 
     refusal = b"ERROR too many connections\r\n"
-    paused = False
+    paused = False  # by the transport: its write buffer is full
+    _next_turn = None  # while this connection lets the others have their turn
     _read_closed = False
     _buffer = b""
 
@@ -54,16 +63,22 @@ class LineProtocol(ConnectionPolicy):
         if self.lingering:
             return
         self._buffer += data
-        self._answer_lines()
+        if self._next_turn is None:
+            self._answer_lines()
 
     def _answer_lines(self):
         buffer, start = self._buffer, 0
         transport = self.transport
         max_line = self.max_line
+        answered = 0
         while not self.paused and not transport.disconnecting:
             end = buffer.find(b"\n", start)
             if end < 0:
                 break
+            if answered == LINES_PER_TURN:
+                self._yield_turn()
+                break
+            answered += 1
             line = buffer[start:end]
             start = end + 1
             if line[-1:] == b"\r":
@@ -72,7 +87,7 @@ class LineProtocol(ConnectionPolicy):
                 return self.lineLengthExceeded()
             self.answerLine(line)
         self._buffer = rest = buffer[start:]
-        if self.paused or self.lingering or transport.disconnecting:
+        if self.paused or self._next_turn or self.lingering or transport.disconnecting:
             return
         # Every complete line is answered; REST is a partial line.
         if self._read_closed:
@@ -87,14 +102,25 @@ class LineProtocol(ConnectionPolicy):
         elif len(rest) > max_line + 1:  # refused now, without waiting for its LF
             self.lineLengthExceeded()
 
+    def _yield_turn(self):
+        """Stop reading and answering until the reactor's next turn."""
+        self.transport.pauseProducing()
+        self._next_turn = self.factory.clock.callLater(0, self._take_turn)
+
+    def _take_turn(self):
+        self._next_turn = None
+        if not self.paused and not self.lingering:
+            self.transport.resumeProducing()
+            self._answer_lines()
+
     def pauseProducing(self):
         self.paused = True
         self.transport.pauseProducing()
 
     def resumeProducing(self):
         self.paused = False
-        self.transport.resumeProducing()
-        if not self.lingering:
+        if self._next_turn is None and not self.lingering:
+            self.transport.resumeProducing()
             self._answer_lines()
 
     def stopProducing(self):
@@ -117,4 +143,11 @@ class LineProtocol(ConnectionPolicy):
             self.close()
         else:
             self._read_closed = True
-            self._answer_lines()
+            if self._next_turn is None:
+                self._answer_lines()
+
+    def connectionLost(self, reason=connectionDone):
+        if self._next_turn is not None:
+            self._next_turn.cancel()
+            self._next_turn = None
+        super().connectionLost(reason)

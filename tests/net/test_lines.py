@@ -6,6 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite.echo.protocol import LineEchoFactory, RawEchoFactory
 from suite.echo.service import EchoSettings
+from suite.net.lines import LINES_PER_TURN
 from tests.helpers import captured_log, connect
 
 
@@ -172,17 +173,35 @@ class FlowControlTests(SynchronousTestCase):
 
     def test_paused_line_service_answers_no_more_lines_until_resumed(self):
         """Paused is what Twisted does when the client stops reading and the write buffer fills."""
-        protocol, transport = connect(line_echo())
+        clock = Clock()
+        protocol, transport = connect(line_echo(clock=clock))
         protocol.dataReceived(b"one\n")
         protocol.pauseProducing()
         self.assertEqual(transport.producerState, "paused")
-        protocol.dataReceived(b"two\n" * 1000)
+        protocol.dataReceived(b"two\n" * 100)
+        clock.advance(0)
         self.assertEqual(transport.value(), b"You said: one\r\n")
         protocol.resumeProducing()
         self.assertEqual(transport.producerState, "producing")
-        self.assertEqual(transport.value().count(b"You said: two\r\n"), 1000)
+        self.assertEqual(transport.value().count(b"You said: two\r\n"), 100)
 
     def test_a_read_of_bare_newlines_is_answered_in_linear_time(self):
-        protocol, transport = connect(line_echo())
+        clock = Clock()
+        protocol, transport = connect(line_echo(clock=clock))
         protocol.dataReceived(b"\n" * 65536)
+        clock.advance(0)
         self.assertEqual(transport.value(), b"You said: \r\n" * 65536)
+
+    def test_many_lines_in_one_read_take_turns_with_other_connections(self):
+        clock = Clock()
+        factory = line_echo(clock=clock)
+        busy, busy_transport = connect(factory)
+        other, other_transport = connect(factory, IPv4Address("TCP", "127.0.0.3", 1))
+        busy.dataReceived(b"x\n" * 1000)
+        self.assertEqual(busy_transport.value().count(b"\r\n"), LINES_PER_TURN)
+        self.assertEqual(busy_transport.producerState, "paused")  # not reading meanwhile
+        other.dataReceived(b"me too\n")
+        self.assertEqual(other_transport.value(), b"You said: me too\r\n")
+        clock.advance(0)  # a Clock runs the following turns at once, too
+        self.assertEqual(busy_transport.value().count(b"\r\n"), 1000)
+        self.assertEqual(busy_transport.producerState, "producing")
