@@ -42,7 +42,8 @@ class LineProtocol(ConnectionPolicy):
     Twisted's LineReceiver is not used: it copies the rest of its buffer for
     every line it splits off, which makes one read full of short lines cost
     time quadratic in its length (100 ms for 64 KiB of bare newlines).
-    Here lines are found by offset, and the rest is kept once per read.
+    Here one split per turn finds up to LINES_PER_TURN lines, and the rest
+    is copied once per turn.
     """
 
     refusal = b"ERROR too many connections\r\n"
@@ -59,34 +60,35 @@ class LineProtocol(ConnectionPolicy):
         return self
 
     def dataReceived(self, data):
-        super().dataReceived(data)
+        self.resetTimeout()
         if self.lingering:
             return
-        self._buffer += data
+        self._buffer = self._buffer + data if self._buffer else data
         if self._next_turn is None:
             self._answer_lines()
 
     def _answer_lines(self):
-        buffer, start = self._buffer, 0
         transport = self.transport
-        max_line = self.max_line
-        answered = 0
-        while not self.paused and not transport.disconnecting:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            if answered == LINES_PER_TURN:
-                self._yield_turn()
-                break
-            answered += 1
-            line = buffer[start:end]
-            start = end + 1
+        if self.paused or transport.disconnecting:
+            return
+        # At most LINES_PER_TURN splits: the rest of a long read is copied once a turn.
+        lines = self._buffer.split(b"\n", LINES_PER_TURN)
+        rest = lines.pop()
+        answer, max_line = self.answerLine, self.max_line
+        for index, line in enumerate(lines):
             if line[-1:] == b"\r":
                 line = line[:-1]
             if len(line) > max_line:
                 return self.lineLengthExceeded()
-            self.answerLine(line)
-        self._buffer = rest = buffer[start:]
+            answer(line)
+            if self.paused or transport.disconnecting:
+                if index + 1 < len(lines):  # unanswered: kept for when the client reads again
+                    rest = b"\n".join([*lines[index + 1:], rest])
+                break
+        else:
+            if len(lines) == LINES_PER_TURN and b"\n" in rest:
+                self._yield_turn()
+        self._buffer = rest
         if self.paused or self._next_turn or self.lingering or transport.disconnecting:
             return
         # Every complete line is answered; REST is a partial line.
