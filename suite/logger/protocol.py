@@ -3,13 +3,10 @@
 from twisted.internet.address import UNIXAddress
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 
 from suite.logger.framing import SyslogFrameDecoder
 from suite.net.addresses import describe_peer, host_port
 from suite.net.connections import ConnectionPolicy, StreamFactory
-
-log = Logger()
 
 
 def transport_kind(transport) -> str:

@@ -19,12 +19,9 @@ everything it sent.
 from dataclasses import dataclass
 
 from twisted.internet.protocol import connectionDone
-from twisted.logger import Logger
 
 from suite.net.connections import ConnectionLimits, ConnectionPolicy
 from suite.runtime.config import integer, key
-
-log = Logger()
 
 LINES_PER_TURN = 256
 

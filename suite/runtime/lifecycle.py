@@ -7,7 +7,7 @@ it is ready and tells systemd READY=1; SIGHUP reopens files (logrotate,
 
 import signal
 
-from zope.interface import Interface, implementer
+from zope.interface import Interface
 
 from twisted.application import service
 from twisted.logger import Logger

@@ -7,14 +7,13 @@ Attackers and bystanders connect from different loopback addresses
 import os
 import re
 import socket
-import ssl
 import struct
 import time
 
 from twisted.trial.unittest import SkipTest
 
 from tests.e2e.process import ProcessTestCase
-from tests.e2e.test_suite_process import LOCAL, STAMP, read_all, rss_kib, tls_client
+from tests.e2e.test_suite_process import LOCAL, read_all, rss_kib, tls_client
 from tests.helpers import make_pki, tls_section
 
 ATTACKER, BYSTANDER = "127.0.0.2", "127.0.0.3"
