@@ -37,7 +37,21 @@ def _malformed(error: Exception) -> str:
     return f"malformed box: {error}"
 
 
-class AMPPolicy(ConnectionPolicy, amp.AMP):
+class _QuietAMP(amp.AMP):
+    """
+    AMP without its info line for every connection made and lost: a client
+    opening connections in a loop would otherwise write two log lines each.
+    """
+
+    def makeConnection(self, transport):
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason):
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
+
+
+class AMPPolicy(ConnectionPolicy, _QuietAMP):
     """
     Base of the AMP services' protocols; the factory's settings are
     L{AMPLimits}.  Responders are declared as usual with

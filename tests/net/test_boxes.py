@@ -2,7 +2,9 @@
 
 import struct
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.names.commands import Lookup, Overloaded, Register
@@ -69,6 +71,11 @@ class MalformedBoxTests(SynchronousTestCase):
     def test_a_key_longer_than_amp_allows(self):
         self.protocol.dataReceived(struct.pack("!H", 300) + b"k" * 300)
         self.assert_closed_with_one_line("key longer than 255 bytes")
+
+    def test_connections_made_and_lost_are_not_logged(self):
+        protocol, _ = connect(SleepFactory(SleepSettings(idle_timeout=0), Clock()))
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.lines, [])
 
     def test_an_unknown_command_is_answered_and_the_connection_stays(self):
         self.protocol.dataReceived(box((b"_command", b"Nap"), (b"_ask", b"1")))
