@@ -1,10 +1,13 @@
-"""The timestamp protocol: each line or datagram answered `[T] line`."""
+"""
+The timestamp protocols: each line or datagram answered `[T] line`, or, with
+`framing = "read"`, each read answered `[T] DATA` as the textbook servers do.
+"""
 
 import time
 from datetime import datetime, timezone
 from typing import Callable
 
-from suite.net.connections import StreamFactory
+from suite.net.connections import ConnectionPolicy, StreamFactory
 from suite.net.lines import LineProtocol
 
 NAMED_FORMATS = ("ctime", "iso", "epoch")
@@ -54,11 +57,12 @@ def once_a_second(format_whole_seconds: Callable[[int], bytes]) -> Callable[[flo
 
 
 class TimestampFactory(StreamFactory):
-    """Settings: L{suite.timestamp.service.TimestampSettings}."""
+    """Settings: L{suite.timestamp.service.TimestampSettings}; `framing` picks the protocol."""
 
     def __init__(self, settings, clock):
         super().__init__(settings, clock)
         self.stamp = formatter(settings.format, settings.utc)
+        self.protocol = TimestampReadProtocol if settings.framing == "read" else TimestampProtocol
 
     def now(self) -> bytes:
         return self.stamp(self.clock.seconds())
@@ -71,7 +75,26 @@ class TimestampProtocol(LineProtocol):
         self.transport.write(b"[%s] %s\r\n" % (self.factory.now(), line))
 
 
-TimestampFactory.protocol = TimestampProtocol
+class TimestampReadProtocol(ConnectionPolicy):
+    """
+    `framing = "read"`: each read from the connection answered `[T] DATA`,
+    DATA exactly as read (its own line end, if any; nothing added), in pieces
+    of at most `max_line` bytes.  This is what the textbook servers (tsTserv,
+    tsTservTW) do, for their clients, which send no line end and wait for the
+    answer.  TCP reads are arbitrary pieces of what was sent, so a service
+    should frame by lines (the default); this mode is for those clients.
+    Limits, flow control and the idle timeout are the connection policy's.
+    """
+
+    refusal = LineProtocol.refusal
+
+    def dataReceived(self, data):
+        super().dataReceived(data)
+        stamp = self.factory.now()
+        size = self.factory.settings.max_line
+        write = self.transport.write
+        for start in range(0, len(data), size):
+            write(b"[%s] %s" % (stamp, data[start : start + size]))
 
 
 def datagram_answerer(stamp: Callable[[float], bytes], clock, max_line: int):

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from suite.net.datagrams import ReplyLimits, rate_limited_replier
 from suite.net.lines import LineLimits
 from suite.runtime.compose import Parts, ServiceDeclaration
-from suite.runtime.config import BOOLEAN, ServiceSettings, key, listen, text
+from suite.runtime.config import BOOLEAN, ServiceSettings, choice, key, listen, text
 from suite.timestamp.protocol import TimestampFactory, check_format, datagram_answerer
 
 
@@ -16,6 +16,10 @@ class TimestampSettings(ReplyLimits, LineLimits, ServiceSettings):
     listen: tuple[str, ...] = listen("tcp:12345", "udp:12345")
     format: str = key(text(check_format), "ctime", "ctime, iso, epoch or a strftime pattern")
     utc: bool = key(BOOLEAN, False, "stamp in UTC instead of local time")
+    framing: str = key(
+        choice("line", "read"), "line",
+        "line: answer each line; read: answer each read as it comes (the textbook's clients)",
+    )
 
 
 def build(settings: TimestampSettings, clock) -> Parts:

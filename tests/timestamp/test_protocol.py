@@ -89,6 +89,49 @@ class TimestampLineTests(SynchronousTestCase):
         self.assertFalse(self.transport.disconnecting)
 
 
+class TimestampReadFramingTests(SynchronousTestCase):
+    """framing = "read": each read answered `[T] DATA`, DATA exactly as read."""
+
+    def connect(self, **settings):
+        self.clock = Clock()
+        self.clock.advance(MOMENT)
+        factory = TimestampFactory(
+            TimestampSettings(format="epoch", utc=True, framing="read", **settings), self.clock
+        )
+        return connect(factory)
+
+    def test_each_read_is_answered_as_it_came(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"hello")
+        self.assertEqual(transport.value(), b"[1519468168.500000] hello")
+        protocol.dataReceived(b"two\nlines\r\n")
+        self.assertEqual(transport.value(),
+                         b"[1519468168.500000] hello[1519468168.500000] two\nlines\r\n")
+        self.assertFalse(transport.disconnecting)
+
+    def test_a_read_longer_than_max_line_is_answered_in_pieces(self):
+        protocol, transport = self.connect(max_line=4)
+        protocol.dataReceived(b"abcdefghij")
+        self.assertEqual(
+            transport.value(),
+            b"[1519468168.500000] abcd[1519468168.500000] efgh[1519468168.500000] ij",
+        )
+
+    def test_limits_flow_control_and_idle_timeout_are_the_policy_s(self):
+        protocol, transport = self.connect(max_connections=1, idle_timeout=10)
+        self.assertIs(transport.producer, transport)
+        _, refused = connect(protocol.factory)
+        self.assertEqual(refused.value(), b"ERROR too many connections\r\n")
+        self.clock.advance(10)
+        self.assertTrue(transport.disconnecting)
+
+    def test_the_default_is_line_framing(self):
+        self.assertEqual(TimestampSettings().framing, "line")
+        protocol, transport = connect(TimestampFactory(TimestampSettings(), Clock()))
+        protocol.dataReceived(b"no line end")
+        self.assertEqual(transport.value(), b"")
+
+
 class TimestampDatagramTests(SynchronousTestCase):
     def setUp(self):
         clock = Clock()
