@@ -35,17 +35,18 @@ def line_frame(message: bytes) -> bytes:
     return message + b"\n"
 
 
-def syslog_message(message: bytes, app: str = "suite-client", pri: int = 13) -> bytes:
+def syslog_message(message: bytes, app: str = "suite-client", pri: int = 13,
+                   hostname: str | None = None) -> bytes:
     """An RFC 5424 message (user.notice by default) as `logger` would send it."""
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%06dZ" % (now % 1 * 1e6)
-    header = f"<{pri}>1 {stamp} {socket.gethostname()} {app} {os.getpid()} - - "
+    header = f"<{pri}>1 {stamp} {hostname or socket.gethostname()} {app} {os.getpid()} - - "
     return header.encode() + message
 
 
-def octet_counted_syslog(message: bytes) -> bytes:
-    """RFC 6587 octet counting around an RFC 5424 message."""
-    frame = syslog_message(message)
+def octet_counted_syslog(message: bytes, **header) -> bytes:
+    """RFC 6587 octet counting around an RFC 5424 message (HEADER: syslog_message's)."""
+    frame = syslog_message(message, **header)
     return b"%d %s" % (len(frame), frame)
 
 

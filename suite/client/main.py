@@ -5,6 +5,7 @@ a traceback.
 """
 
 import argparse
+import functools
 import os
 import sys
 
@@ -17,7 +18,9 @@ from twisted.protocols.basic import LineReceiver
 
 from suite.client import api
 from suite.client.address import client_tls, parse_address, stream_endpoint
+from suite.logger.syslog import FACILITIES, SEVERITIES
 from suite.names.commands import Deregister, Lookup, Register, Services
+from suite.runtime.version import describe_versions
 from suite.sleep.commands import Sleep
 
 STDIN_MAX_LINE = 2**20
@@ -40,7 +43,8 @@ SUMMARIES = {
 USAGES = {
     "timestamp": "(ADDRESS | --lookup NSADDRESS) [MESSAGE ...] [--udp] [options]",
     "echo": "(ADDRESS | --lookup NSADDRESS) [MESSAGE ...] [--udp] [options]",
-    "log": "(ADDRESS | --lookup NSADDRESS) [MESSAGE ...] [--udp] [options]",
+    "log": "(ADDRESS | --lookup NSADDRESS) [MESSAGE ...] [--udp] [--facility F] [--severity S]"
+           " [--app A] [--hostname H] [options]",
     "sleep": "(ADDRESS | --lookup NSADDRESS) SECONDS [options]",
     "names": "ADDRESS (register NAME HOST PORT [--description D] [--token T]"
              " | deregister NAME HOST PORT [--token T] | lookup NAME | services) [options]",
@@ -50,6 +54,19 @@ REGISTERED_AS = {"timestamp": "timestamp", "echo": "echo", "log": "logger", "sle
 NAMES_ACTIONS = {"register": 3, "deregister": 3, "lookup": 1, "services": 0}
 
 
+def header_field(name: str, longest: int):
+    """An RFC 5424 header field: 1 to LONGEST printable ASCII characters, no spaces."""
+
+    def check(value: str) -> str:
+        if not 1 <= len(value) <= longest or not all(33 <= ord(c) <= 126 for c in value):
+            raise argparse.ArgumentTypeError(
+                f"{name} must be 1-{longest} printable ASCII characters without spaces"
+            )
+        return value
+
+    return check
+
+
 def service_parser(service: str) -> Parser:
     """The options of one service (words and options may come in any order)."""
     parser = Parser(prog=f"suite-client {service}", description=SUMMARIES[service],
@@ -57,6 +74,15 @@ def service_parser(service: str) -> Parser:
     parser.add_argument("words", nargs="*", help=argparse.SUPPRESS)
     if service in ("timestamp", "echo", "log"):
         parser.add_argument("--udp", action="store_true", help="use UDP")
+    if service == "log":
+        parser.add_argument("--facility", choices=FACILITIES, default="user",
+                            help="syslog facility (default user)")
+        parser.add_argument("--severity", choices=SEVERITIES, default="notice",
+                            help="syslog severity (default notice)")
+        parser.add_argument("--app", type=header_field("app", 48), default="suite-client",
+                            help="APP-NAME (default suite-client)")
+        parser.add_argument("--hostname", type=header_field("hostname", 255),
+                            help="HOSTNAME (default this host's name)")
     if service == "names":
         parser.add_argument("--description", default="", help="register: free text")
         parser.add_argument("--token", help="register/deregister: the server's token")
@@ -79,6 +105,7 @@ def parse_arguments(argv) -> argparse.Namespace:
         description="Talk to the suite's services. 'suite-client SERVICE --help' for one.",
         epilog="services: " + "; ".join(f"{name}: {text}" for name, text in SUMMARIES.items()),
     )
+    top.add_argument("--version", action="version", version=describe_versions())
     top.add_argument("service", metavar="SERVICE", choices=sorted(SUMMARIES))
     top.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     chosen = top.parse_args(argv)
@@ -214,7 +241,11 @@ async def lines(reactor, args):
 
 
 async def log(reactor, args):
-    frame = api.syslog_message if args.udp else api.octet_counted_syslog
+    pri = FACILITIES.index(args.facility) * 8 + SEVERITIES.index(args.severity)
+    frame = functools.partial(
+        api.syslog_message if args.udp else api.octet_counted_syslog,
+        app=args.app, pri=pri, hostname=args.hostname,
+    )
     await run_exchange(reactor, args, frame=frame, expect_replies=False)
 
 

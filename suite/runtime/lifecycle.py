@@ -53,7 +53,11 @@ class SuiteService(service.MultiService):
 
     def _ready(self):
         listeners = [child for child in self if isinstance(child, ListenerService)]
-        log.info("suite ready: {count} listeners", count=len(listeners))
+        count = len(listeners)
+        log.info(
+            "suite ready: {count} {listeners}",
+            count=count, listeners="listener" if count == 1 else "listeners",
+        )
         systemd.notify(b"READY=1")
 
     def reload(self):

@@ -7,6 +7,7 @@ flags), and `--config FILE` reads the same keys from a TOML file.
 from twisted.python import usage
 
 from suite.runtime.config import Key, Settings
+from suite.runtime.version import describe_versions
 
 CONFIG_HELP = "TOML config file; options given here override it"
 
@@ -61,10 +62,16 @@ def options_for(kinds: list[type[Settings]], description: str,
             if value is not None:
                 self.overrides.setdefault(section, {})[key.name] = value
 
+    def opt_version(self):
+        """Print the suite's, Twisted's and Python's versions and exit."""
+        print(describe_versions())
+        raise SystemExit(0)
+
     return type(
         "Options",
         (usage.Options,),
         {
+            "opt_version": opt_version,
             "__doc__": description,
             "synopsis": "[options]",
             "longdesc": description,

@@ -10,7 +10,7 @@ import time
 
 from twisted.trial.unittest import SkipTest
 
-from tests.e2e.process import ProcessTestCase
+from tests.e2e.process import TWISTD, ProcessTestCase
 from tests.helpers import make_pki, tls_section
 
 CLIENT = os.path.join(os.path.dirname(sys.executable), "suite-client")
@@ -77,9 +77,11 @@ class ServiceTests(RunningSuiteTestCase):
 
     def test_log_tcp_udp_and_mutual_tls(self):
         process, pki, directory = self.suite, self.pki, self.directory
+        header = ["--facility", "local3", "--severity", "err", "--app", "deploy",
+                  "--hostname", "web-1"]
         for args in (
             [address(process, f"logger {LOCAL}"), "via tcp"],
-            [address(process, f"logger {LOCAL_UDP}"), "--udp", "via udp"],
+            [address(process, f"logger {LOCAL_UDP}"), "--udp", "via udp", *header],
             [address(process, f"logger tls_listen {LOCAL}"), *mtls(pki), "via tls"],
         ):
             assert client("log", *args) == (0, "", "")
@@ -92,8 +94,36 @@ class ServiceTests(RunningSuiteTestCase):
                 break
             time.sleep(0.05)
         assert received == {("tcp", "via tcp"), ("udp", "via udp"), ("tls", "via tls")}
-        app = {r["syslog"]["app"] for r in records if r["event"] == "message"}
-        assert app == {"suite-client"}
+        headers = {
+            r["message"]: tuple(r["syslog"][k] for k in ("facility", "severity", "app", "hostname"))
+            for r in records if r["event"] == "message"
+        }
+        hostname = socket.gethostname()
+        assert headers == {
+            "via tcp": ("user", "notice", "suite-client", hostname),
+            "via udp": ("local3", "err", "deploy", "web-1"),
+            "via tls": ("user", "notice", "suite-client", hostname),
+        }
+
+    def test_versions(self):
+        for command in ([CLIENT, "--version"], [TWISTD, "suite", "--version"],
+                        [TWISTD, "suite-names", "--version"]):
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result
+            assert re.fullmatch(
+                r"suite \d+\.\d+\.\d+ \(Twisted \S+, Python 3\.\d+\.\d+\)\n", result.stdout
+            ), result.stdout
+
+    def test_log_header_options_are_checked(self):
+        address_ = address(self.suite, f"logger {LOCAL}")
+        for option, value, problem in (
+            ("--facility", "local9", "argument --facility: invalid choice: 'local9'"),
+            ("--severity", "loud", "argument --severity: invalid choice: 'loud'"),
+            ("--app", "two words", "app must be 1-48 printable ASCII characters without spaces"),
+            ("--hostname", "x" * 256, "hostname must be 1-255 printable ASCII characters"),
+        ):
+            code, out, err = client("log", address_, "m", option, value)
+            assert (code, out) == (1, "") and problem in err and err.count("\n") == 1, err
 
     def test_sleep_plain_and_mutual_tls(self):
         process, pki = self.suite, self.pki

@@ -198,6 +198,7 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
 
     def test_sighup_without_a_logger_keeps_running(self):
         suite = self.start_suite(f'[echo]\nlisten = ["{LOCAL}"]\n', listeners=1)
+        assert "suite ready: 1 listener\n" in suite.output + "\n"
         suite.process.send_signal(signal.SIGHUP)
         assert suite.wait_for(lambda: "SIGHUP: reopening files" in suite.output)
         with socket.create_connection(("127.0.0.1", suite.port(f"echo {LOCAL}")), timeout=5) as sock:
