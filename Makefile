@@ -25,7 +25,8 @@ etc/tls/server.crt:
 
 certs: etc/tls/server.crt
 
-run: $(STAMP)
+# etc/suite.toml names the self-signed pair of `make certs`: every [tls] file is checked at start.
+run: $(STAMP) certs
 	$(BIN)/twistd --nodaemon --pidfile= suite --config $(CONFIG)
 
 # As root (CI), install the outside tools the end-to-end tests drive.

@@ -80,6 +80,16 @@ def parse_udp(description: str) -> tuple[int, str]:
     return port, interface
 
 
+def check_port(description: str) -> None:
+    """The port of a `tcp:`, `tcp6:` or `ssl:` endpoint must be 0-65535 (Twisted binds anything)."""
+    arguments = _split_arguments(description)[1:]
+    named = dict(a.split("=", 1) for a in arguments if "=" in a)
+    positional = [a for a in arguments if "=" not in a]
+    port = named.get("port", positional[0] if positional else None)
+    if port is None or not port.isdigit() or int(port) > 65535:
+        raise ValueError("port must be 0-65535")
+
+
 def parse_activated_udp(description: str) -> str:
     """`systemd-udp:name=NAME` -> NAME, checked to be a socket-activated UDP socket."""
     parts = _split_arguments(description)[1:]
@@ -132,6 +142,8 @@ def parse_listeners(settings: ServiceSettings, datagram_side: bool, reactor) -> 
                     if key == "tls_listen" and prefix not in TLS_WRAPPABLE:
                         raise ValueError("tls_listen takes tcp:, tcp6:, unix: or systemd:")
                     listener = Listener(description, tls=key == "tls_listen")
+                    if prefix in ("tcp", "tcp6", "ssl"):
+                        check_port(description)
                     endpoint = endpoints.serverFromString(reactor, listener.endpoint_string)
                     if prefix == "systemd":
                         check_activated_family(endpoint)

@@ -49,15 +49,26 @@ def _private_key(tls: TLSSettings):
         raise tls.error("private_key", "not a PEM private key") from None
 
 
-def tls_options(tls: TLSSettings, needed_by: ServiceSettings) -> ssl.CertificateOptions:
+def names_files(tls: TLSSettings) -> bool:
+    return any((tls.certificate, tls.private_key, tls.client_ca))
+
+
+def tls_options(tls: TLSSettings, needed_by: ServiceSettings | None = None) -> ssl.CertificateOptions:
     """
     The server TLS context of the [tls] section, fully loaded now so that a
     missing file, a bad PEM or a key that does not match the certificate is a
-    config error at start, not a failed handshake later.
+    config error at start, not a failed handshake later.  It is loaded
+    whenever [tls] names a file, whether or not a tls_listen uses it yet, or
+    when NEEDED_BY (a service with a tls_listen) needs it.
     """
     for name in ("certificate", "private_key"):
         if not getattr(tls, name):
-            raise needed_by.error("tls_listen", f"needs [tls] {name}", list(needed_by.tls_listen))
+            if needed_by is not None:
+                raise needed_by.error(
+                    "tls_listen", f"needs [tls] {name}", list(needed_by.tls_listen)
+                )
+            named = next(n for n in ("client_ca", "certificate", "private_key") if getattr(tls, n))
+            raise tls.error(named, f"needs [tls] {name} too")
     chain = _certificates(tls, "certificate")
     private_key = _private_key(tls)
     trust = None

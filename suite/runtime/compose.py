@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from suite.net.listeners import listener_services, parse_listeners
-from suite.net.tls import TLSSettings, tls_options
+from suite.net.tls import TLSSettings, names_files, tls_options
 from suite.runtime import config
 from suite.runtime.config import ConfigError, ServiceSettings
 from suite.runtime.lifecycle import SuiteService
@@ -61,7 +61,8 @@ def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
     loaded = config.load(
         path, [TLSSettings, *(d.settings for d in declarations)], overrides, only_listed
     )
-    tls_context = None
+    tls = loaded["tls"]
+    tls_context = tls_options(tls) if names_files(tls) else None
     planned = []
     for declaration in declarations:
         settings = loaded.get(declaration.name)
@@ -69,7 +70,7 @@ def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
             continue
         listeners = parse_listeners(settings, declaration.datagram_side, reactor)
         if tls_context is None and any(listener.tls for listener in listeners):
-            tls_context = tls_options(loaded["tls"], settings)
+            tls_context = tls_options(tls, settings)
         planned.append((declaration, settings, listeners))
     if not planned:
         raise ConfigError(f"{path}: no service enabled")

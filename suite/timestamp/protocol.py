@@ -3,6 +3,7 @@ The timestamp protocols: each line or datagram answered `[T] line`, or, with
 `framing = "read"`, each read answered `[T] DATA` as the textbook servers do.
 """
 
+import re
 import time
 from datetime import datetime, timezone
 from typing import Callable
@@ -13,10 +14,26 @@ from suite.net.lines import LineProtocol
 NAMED_FORMATS = ("ctime", "iso", "epoch")
 
 
+# The directives of C99/POSIX strftime and glibc's, plus Python's %f; flags and widths allowed.
+STRFTIME_DIRECTIVE = re.compile(r"%[-_0^#]?\d*[EO]?(.)", re.S)
+KNOWN_DIRECTIVES = set("aAbBcCdDeFgGhHIjklmMnpPrRsStTuUVwWxXyYzZf%+")
+
+
 def check_format(pattern: str) -> None:
-    """Config check: a named format, or a strftime pattern (it must use a % directive)."""
-    if pattern not in NAMED_FORMATS and "%" not in pattern:
+    """
+    Config check: a named format, or a strftime pattern using only known
+    directives (strftime copies an unknown one such as %Q into every stamp).
+    """
+    if pattern in NAMED_FORMATS:
+        return
+    directives = STRFTIME_DIRECTIVE.findall(pattern)
+    if not directives:
         raise ValueError("must be ctime, iso, epoch or a strftime pattern with % directives")
+    unknown = sorted({d for d in directives if d not in KNOWN_DIRECTIVES})
+    if unknown:
+        raise ValueError("unknown strftime directive " + ", ".join(f"%{d}" for d in unknown))
+    if "%" in STRFTIME_DIRECTIVE.sub("", pattern):
+        raise ValueError("a % that starts no directive")
     formatter(pattern, utc=True)(0.0)
 
 

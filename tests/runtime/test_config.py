@@ -38,6 +38,25 @@ REFUSALS = [
     ),
     ('[echo]\nlisten = ["tcp:http"]\n', 'FILE: [echo] listen = "tcp:http": bad endpoint'),
     (
+        '[echo]\nlisten = ["tcp:70000"]\n',
+        'FILE: [echo] listen = "tcp:70000": bad endpoint: port must be 0-65535',
+    ),
+    (
+        '[echo]\nlisten = ["tcp6:port=99999:interface=\\\\:\\\\:1"]\n',
+        'FILE: [echo] listen = "tcp6:port=99999:interface=\\\\:\\\\:1": bad endpoint: port must be 0-65535',
+    ),
+    ('[timestamp]\nformat = "%Q"\n', 'FILE: [timestamp] format = "%Q": unknown strftime directive %Q'),
+    ('[timestamp]\nformat = "%H%"\n', 'FILE: [timestamp] format = "%H%": a % that starts no directive'),
+    (
+        '[tls]\ncertificate = "/nonexistent.crt"\nprivate_key = "/nonexistent.key"\n'
+        '[echo]\nlisten = ["tcp:0"]\n',
+        'FILE: [tls] certificate = "/nonexistent.crt": cannot read: No such file or directory',
+    ),
+    (
+        '[tls]\nclient_ca = "/nonexistent.crt"\n[echo]\nlisten = ["tcp:0"]\n',
+        'FILE: [tls] client_ca = "/nonexistent.crt": needs [tls] certificate too',
+    ),
+    (
         '[echo]\nlisten = ["udp:70000"]\n',
         'FILE: [echo] listen = "udp:70000": bad endpoint: port must be 0-65535',
     ),
