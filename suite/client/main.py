@@ -20,6 +20,7 @@ from suite.client import api
 from suite.client.address import client_tls, parse_address, stream_endpoint
 from suite.logger.syslog import FACILITIES, SEVERITIES
 from suite.names.commands import Deregister, Lookup, Register, Services
+from suite.runtime.credentials import read_secret
 from suite.runtime.version import describe_versions
 from suite.sleep.commands import Sleep
 
@@ -46,8 +47,9 @@ USAGES = {
     "log": "(ADDRESS | --lookup NSADDRESS) [MESSAGE ...] [--udp] [--facility F] [--severity S]"
            " [--app A] [--hostname H] [options]",
     "sleep": "(ADDRESS | --lookup NSADDRESS) SECONDS [options]",
-    "names": "ADDRESS (register NAME HOST PORT [--description D] [--token T]"
-             " | deregister NAME HOST PORT [--token T] | lookup NAME | services) [options]",
+    "names": "ADDRESS (register NAME HOST PORT [--description D] [--token T | --token-file F]"
+             " | deregister NAME HOST PORT [--token T | --token-file F] | lookup NAME | services)"
+             " [options]",
 }
 # The name each service is looked up under with --lookup (unless --name says otherwise).
 REGISTERED_AS = {"timestamp": "timestamp", "echo": "echo", "log": "logger", "sleep": "sleep"}
@@ -85,7 +87,10 @@ def service_parser(service: str) -> Parser:
                             help="HOSTNAME (default this host's name)")
     if service == "names":
         parser.add_argument("--description", default="", help="register: free text")
-        parser.add_argument("--token", help="register/deregister: the server's token")
+        parser.add_argument("--token", help="register/deregister: the server's token "
+                                            "(--token-file or $SUITE_TOKEN keep it out of ps)")
+        parser.add_argument("--token-file", metavar="FILE",
+                            help="register/deregister: read the token from FILE")
     else:
         parser.add_argument("--lookup", metavar="NSADDRESS",
                             help="find the service's address on this name server")
@@ -97,6 +102,18 @@ def service_parser(service: str) -> Parser:
     parser.add_argument("--cert", metavar="FILE", help="client certificate (mutual TLS)")
     parser.add_argument("--key", metavar="FILE", help="private key of --cert")
     return parser
+
+
+def given_token(parser, args) -> str | None:
+    """--token, else --token-file's content, else $SUITE_TOKEN, else none."""
+    if args.token is not None and args.token_file is not None:
+        parser.error("give --token or --token-file, not both")
+    if args.token_file is not None:
+        try:
+            return read_secret(args.token_file)
+        except ValueError as e:
+            parser.error(f"--token-file {args.token_file}: {e}")
+    return args.token if args.token is not None else os.environ.get("SUITE_TOKEN") or None
 
 
 def parse_arguments(argv) -> argparse.Namespace:
@@ -133,6 +150,7 @@ def parse_arguments(argv) -> argparse.Namespace:
             parser.error(f"{args.action}: expected {USAGES['names'].split('(')[1].split(')')[0]}")
         if args.action in ("register", "deregister") and not args.parameters[2].isdigit():
             parser.error(f"PORT must be a number, not {args.parameters[2]!r}")
+        args.token = given_token(parser, args)
     else:
         args.messages = words
     return args

@@ -13,6 +13,7 @@ from suite.net.boxes import AMPLimits
 from suite.net.listeners import reaches_beyond_loopback
 from suite.runtime.compose import Parts, ServiceDeclaration
 from suite.runtime.config import ServiceSettings, integer, key, listen, number, text
+from suite.runtime.credentials import CREDENTIAL, read_secret
 
 
 log = Logger()
@@ -28,7 +29,9 @@ class NamesSettings(AMPLimits, ServiceSettings):
     section = "names"
 
     listen: tuple[str, ...] = listen("tcp:5300:interface=127.0.0.1")
-    token: str = key(text(), "", "when set, Register and Deregister need it", secret=True)
+    token: str = key(text(), "", "when set, Register and Deregister need it (or credential:NAME)",
+                     secret=True)
+    token_file: str = key(text(), "", "a file holding the token (or credential:NAME)")
     store: str = key(text(check_store), "sqlite:var/lib/suite/names.sqlite",
                      "memory, or sqlite:PATH (registrations survive a restart)")
     ping_interval: float = key(number(0.01), 10.0, "seconds between health checks of each instance")
@@ -39,9 +42,25 @@ class NamesSettings(AMPLimits, ServiceSettings):
     max_instances: int = key(integer(1), 10000, "instances the registry holds")
 
 
-def warn_if_open_to_all(settings: NamesSettings, reactor) -> None:
+def resolve_token(settings: NamesSettings) -> str:
+    """The token: given in clear, or read from `token_file` or `credential:NAME`."""
+    if settings.token and settings.token_file:
+        raise settings.error("token_file", "set token or token_file, not both")
+    if settings.token_file:
+        source = "token_file"
+    elif settings.token.startswith(CREDENTIAL):
+        source = "token"
+    else:
+        return settings.token
+    try:
+        return read_secret(getattr(settings, source))
+    except ValueError as e:
+        raise settings.error(source, str(e)) from None
+
+
+def warn_if_open_to_all(settings: NamesSettings, token: str, reactor) -> None:
     """Without a token, anyone who can connect can change registrations: say so at every start."""
-    if settings.token:
+    if token:
         return
     for description in (*settings.listen, *settings.tls_listen):
         if reaches_beyond_loopback(description, reactor):
@@ -53,14 +72,15 @@ def warn_if_open_to_all(settings: NamesSettings, reactor) -> None:
 
 
 def build(settings: NamesSettings, reactor) -> Parts:
-    warn_if_open_to_all(settings, reactor)
+    token = resolve_token(settings)
+    warn_if_open_to_all(settings, token, reactor)
     try:
         store = open_store(settings.store, reactor)
     except StoreError as e:
         raise settings.error("store", str(e)) from None
     try:
         server = NameServer(
-            Registry(settings.max_instances), store, settings.token, settings.cache_ttl, reactor
+            Registry(settings.max_instances), store, token, settings.cache_ttl, reactor
         )
     except StoreError as e:
         store.close()

@@ -12,23 +12,25 @@ from OpenSSL import SSL
 from twisted.internet import ssl
 
 from suite.runtime.config import ServiceSettings, Settings, choice, key, text
+from suite.runtime.credentials import credential_path
 
 
 @dataclass(frozen=True, kw_only=True)
 class TLSSettings(Settings):
     section = "tls"
 
-    certificate: str = key(text(), "", "PEM certificate (chain) served by tls_listen")
-    private_key: str = key(text(), "", "PEM private key of the certificate")
+    certificate: str = key(text(), "", "PEM certificate (chain) served by tls_listen, or credential:NAME")
+    private_key: str = key(text(), "", "PEM private key of the certificate, or credential:NAME")
     client_ca: str = key(text(), "", "PEM CA: clients must present a certificate it signed")
     min_version: str = key(choice("1.2", "1.3"), "1.2", "lowest TLS version accepted")
 
 
 def _read_pem(tls: TLSSettings, name: str) -> bytes:
-    path = getattr(tls, name)
     try:
-        with open(path, "rb") as f:
+        with open(credential_path(getattr(tls, name)), "rb") as f:
             return f.read()
+    except ValueError as e:
+        raise tls.error(name, str(e)) from None
     except OSError as e:
         raise tls.error(name, f"cannot read: {e.strerror}") from None
 

@@ -18,9 +18,9 @@ LOCAL = "tcp:0:interface=127.0.0.1"
 LOCAL_UDP = "udp:0:interface=127.0.0.1"
 
 
-def client(*args, input=b"", timeout=30):
+def client(*args, input=b"", timeout=30, env=None):
     result = subprocess.run([CLIENT, *map(str, args)], input=input, capture_output=True,
-                            timeout=timeout)
+                            timeout=timeout, env={**os.environ, **(env or {})})
     assert b"Traceback" not in result.stderr
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 

@@ -2,11 +2,13 @@
 
 
 import os
+import shutil
 import sqlite3
 import subprocess
 
 from tests.e2e.process import TWISTD, ProcessTestCase, SuiteProcess
 from tests.e2e.test_client_process import client
+from tests.helpers import make_pki
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -140,3 +142,54 @@ class NamesProcessTests(ProcessTestCase):
         assert (result.returncode, result.stdout, result.stderr) == (
             1, "", f"error: {config}:2: not UTF-8 (byte 0xe9)\n"
         ), result
+
+    def test_secrets_from_systemd_credentials(self):
+        """LoadCredential= hands the service copies in $CREDENTIALS_DIRECTORY; the config names them."""
+        pki = make_pki(self.directory)
+        credentials = self.directory / "credentials"
+        credentials.mkdir(mode=0o700)
+        shutil.copy(pki["server_key"], credentials / "server.key")
+        (credentials / "names-token").write_text("s3cret\n")
+        os.environ["CREDENTIALS_DIRECTORY"] = str(credentials)
+        try:
+            suite = self.start_suite(f"""
+                [tls]
+                certificate = "{pki['server_crt']}"
+                private_key = "credential:server.key"
+                [names]
+                listen = ["{LOCAL}"]
+                store = "memory"
+                token = "credential:names-token"
+                [echo]
+                listen = []
+                tls_listen = ["{LOCAL}"]
+            """, listeners=2)
+        finally:
+            del os.environ["CREDENTIALS_DIRECTORY"]
+        names = f"127.0.0.1:{suite.port(f'names {LOCAL}')}"
+        echo = f"127.0.0.1:{suite.port(f'echo tls_listen {LOCAL}')}"
+        assert client("echo", echo, "--tls", "--ca", pki["ca"], "over tls") == (
+            0, "You said: over tls\n", ""
+        )
+        token_file = self.directory / "token"
+        token_file.write_text("s3cret\n")
+        assert client("names", names, "register", "echo", "127.0.0.1", "1",
+                      "--token-file", token_file) == (0, "", "")
+        assert client("names", names, "register", "echo", "127.0.0.1", "2",
+                      env={"SUITE_TOKEN": "s3cret"}) == (0, "", "")
+        code, _, err = client("names", names, "register", "echo", "127.0.0.1", "3")
+        assert code == 1 and "UNAUTHORIZED" in err
+        assert "s3cret" not in suite.output
+
+    def test_a_credential_without_credentials_directory_is_one_line(self):
+        config = self.directory / "suite.toml"
+        config.write_text('[names]\nlisten = ["tcp:0"]\ntoken = "credential:names-token"\n')
+        env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+        result = subprocess.run(
+            [TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(config)],
+            capture_output=True, text=True, timeout=60, cwd=self.directory, env=env,
+        )
+        assert (result.returncode, result.stderr) == (1, (
+            f'error: {config}: [names] token = "***": $CREDENTIALS_DIRECTORY is not set '
+            "(systemd sets it for LoadCredential=)\n"
+        )), result

@@ -1,0 +1,39 @@
+"""
+Secrets from files: `credential:NAME` names the file NAME in
+$CREDENTIALS_DIRECTORY, where systemd's LoadCredential= puts a private copy
+of a root-only file for the service (which runs as a DynamicUser and could
+not read the original); a token may also come from a file of its own.
+"""
+
+import os
+
+CREDENTIAL = "credential:"
+
+
+def credential_path(value: str, environ=os.environ) -> str:
+    """VALUE, or for `credential:NAME` the path of NAME in $CREDENTIALS_DIRECTORY (ValueError if unusable)."""
+    if not value.startswith(CREDENTIAL):
+        return value
+    name = value.removeprefix(CREDENTIAL)
+    if not name or "/" in name:
+        raise ValueError("credential:NAME needs a file name")
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise ValueError(
+            "$CREDENTIALS_DIRECTORY is not set (systemd sets it for LoadCredential=)"
+        )
+    return os.path.join(directory, name)
+
+
+def read_secret(path: str) -> str:
+    """The secret held in PATH (or `credential:NAME`), without its final line end."""
+    try:
+        with open(credential_path(path), encoding="utf-8") as f:
+            secret = f.read().rstrip("\r\n")
+    except OSError as e:
+        raise ValueError(f"cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    if not secret:
+        raise ValueError("the file is empty")
+    return secret
