@@ -92,6 +92,7 @@ class InstalledConfigTests(SynchronousTestCase):
         root = build(services.SERVICES, "suite.toml", {}, MemoryReactor(), only_listed=False)
         names = next(c for c in root if isinstance(c, NameServer))
         self.assertEqual(names.token, b"s3cret")
+        self.assertIn("logger tls_listen tcp:6514", [c.name for c in root])
         for child in root:
             if isinstance(child, NameServer):
                 child.store.close()
