@@ -7,8 +7,9 @@ from zope.interface.verify import verifyObject
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.logger.writer import BatchWriter, RotatingFile
+from suite.logger.writer import BatchWriter, RotatingFile, cut_torn_tail
 from suite.runtime.lifecycle import IReopenable
+from tests.helpers import captured_log
 
 
 def line(n, width=20):
@@ -62,14 +63,14 @@ class BatchingTests(SynchronousTestCase):
 
     def test_reopen_after_rename_starts_a_new_file(self):
         self.writer.write_lines([line(1)])
+        self.writer.flush()
         os.rename(self.path, self.path + ".old")
-        self.writer.write_lines([line(2)])
         self.writer.reopen()
-        self.writer.write_lines([line(3)])
+        self.writer.write_lines([line(2)])
         self.writer.flush()
         with open(self.path + ".old", "rb") as f:
-            self.assertEqual(f.read(), line(1) + line(2))
-        self.assertEqual(self.content(), line(3))
+            self.assertEqual(f.read(), line(1))
+        self.assertEqual(self.content(), line(2))
 
 
 class RotationTests(SynchronousTestCase):
@@ -109,3 +110,56 @@ class RotationTests(SynchronousTestCase):
         for n in range(100):
             output.write(line(n))
         self.assertEqual(os.listdir(self.directory), ["out.jsonl"])
+
+
+class RenamedUnderneathTests(SynchronousTestCase):
+    """Another program renames or deletes the output, and no SIGHUP comes."""
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        self.path = os.path.join(self.directory, "out.jsonl")
+        self.lines = captured_log(self)
+
+    def everything_written(self) -> list[bytes]:
+        found = []
+        for name in os.listdir(self.directory):
+            with open(os.path.join(self.directory, name), "rb") as f:
+                found += f.read().splitlines(keepends=True)
+        return sorted(found)
+
+    def test_a_renamed_file_is_followed_by_a_new_one_and_rotation_goes_on(self):
+        output = RotatingFile(self.path, rotate_bytes=100, keep=50)
+        for n in range(20):
+            output.write(line(n))
+            if n in (3, 11):
+                os.rename(self.path, self.path + f".moved{n}")
+        self.assertEqual(self.everything_written(), [line(n) for n in range(20)])
+        with open(self.path + ".moved3", "rb") as f:
+            self.assertEqual(f.read(), b"".join(line(n) for n in range(4)))
+        self.assertEqual(sum("was renamed or deleted" in text for text in self.lines), 2)
+
+    def test_a_deleted_file_under_a_rotation_threshold_never_hangs(self):
+        output = RotatingFile(self.path, rotate_bytes=100, keep=3)
+        output.write(line(0) * 4)
+        os.unlink(self.path)
+        for n in range(1, 30):  # each write crosses the threshold soon: it must not loop
+            output.write(line(n))
+        with open(self.path, "rb") as f:
+            self.assertTrue(f.read().endswith(line(29)))
+
+    def test_a_torn_last_line_is_cut_back_at_start(self):
+        os.makedirs(self.directory)
+        with open(self.path, "wb") as f:
+            f.write(line(1) + line(2) + b'{"received": "2026-')
+        RotatingFile(self.path, rotate_bytes=0, keep=1).write(line(3))
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), line(1) + line(2) + line(3))
+        self.assertTrue(any("cut 19 bytes back to the last complete line" in t for t in self.lines))
+
+    def test_a_file_with_no_complete_line_is_emptied(self):
+        os.makedirs(self.directory)
+        with open(self.path, "wb") as f:
+            f.write(b"x" * 70000)
+        self.assertEqual(cut_torn_tail(self.path), 70000)
+        self.assertEqual(os.path.getsize(self.path), 0)
+        self.assertEqual(cut_torn_tail(self.path + ".missing"), 0)
