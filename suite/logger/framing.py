@@ -1,8 +1,9 @@
 """
 RFC 6587 framing of syslog over a stream, decided per frame: a frame that
 starts with a non-zero digit followed by digits and a space is octet-counted
-(`LEN SP MSG`); anything else runs to the next LF.  Both may be mixed on one
-connection.  Pure: bytes in, frames out, no I/O.
+(`LEN SP MSG`); anything else runs to the next LF or NUL (Python's
+SysLogHandler and some appliances end messages with NUL).  Both may be mixed
+on one connection.  Pure: bytes in, frames out, no I/O.
 """
 
 import re
@@ -47,6 +48,9 @@ class SyslogFrameDecoder:
             state = self._state
             if state == _LINE or (state == _START and not 0x31 <= data[i] <= 0x39):
                 end = data.find(b"\n", i)
+                nul = data.find(b"\0", i, n if end < 0 else end)
+                if nul >= 0:
+                    end = nul
                 if end < 0:
                     self._append(data[i:])
                     self._state = _LINE
@@ -91,13 +95,18 @@ class SyslogFrameDecoder:
         self._append(digits)
         return end
 
-    def finish(self) -> list[tuple[bytes, bool]]:
-        """At end of stream: the unterminated last frame, if any (octet-counted ones marked truncated)."""
+    def finish(self, cut: bool = False) -> list[tuple[bytes, bool]]:
+        """
+        At end of stream: the unterminated last frame, if any.  An
+        octet-counted one is always marked truncated; a line only when CUT
+        (the stream was reset or shut down, not closed by the sender).
+        """
         frames = []
         if self._state == _COUNT:
             self._append(self._digits)
             self._state = _LINE
         if self._state == _LINE and (self._buffer or self._overflow):
+            self._overflow = self._overflow or cut
             self._emit_line(bytes(self._buffer), frames)
         elif self._state == _OCTETS:
             self._overflow = True

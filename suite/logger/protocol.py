@@ -1,6 +1,7 @@
 """Syslog reception: RFC 6587 over streams (TCP, TLS per RFC 5425, Unix), RFC 5426 over UDP."""
 
 from twisted.internet.address import UNIXAddress
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import DatagramProtocol
 
@@ -79,9 +80,9 @@ class SyslogStreamProtocol(ConnectionPolicy):
             self._event("error", f"{decoder.error}: connection closed")
             self.close()
 
-    def _deliver_last_frame(self):
+    def _deliver_last_frame(self, cut=False):
         if self.decoder is not None and not self.decoder.error:
-            frames = self.decoder.finish()
+            frames = self.decoder.finish(cut)
             if frames:
                 self.factory.sink.messages(frames, self.peer, self.kind, self.client)
 
@@ -91,7 +92,8 @@ class SyslogStreamProtocol(ConnectionPolicy):
 
     def connectionLost(self, reason):
         if self.decoder is not None:
-            self._deliver_last_frame()
+            # Not closed by the sender (a reset, or the server shutting down): a line cut short.
+            self._deliver_last_frame(cut=reason is not None and not reason.check(ConnectionDone))
             self.decoder = None
         if self.announced:
             self._event("disconnected")
@@ -102,7 +104,10 @@ SyslogFactory.protocol = SyslogStreamProtocol
 
 
 class SyslogDatagramProtocol(DatagramProtocol):
-    """RFC 5426: one message per datagram; a trailing LF (CRLF) is dropped."""
+    """
+    RFC 5426: one message per datagram; a trailing LF (CRLF), or the NUL
+    Python's SysLogHandler ends each message with, is dropped.
+    """
 
     noisy = False
 
@@ -111,6 +116,8 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self.max_message = max_message
 
     def datagramReceived(self, data, address):
+        if data.endswith(b"\0"):
+            data = data[:-1]
         if data.endswith(b"\n"):
             data = data[:-2] if data.endswith(b"\r\n") else data[:-1]
         if not data:

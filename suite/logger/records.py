@@ -1,5 +1,6 @@
 """The collector's JSON records, one per line: messages and connection events."""
 
+import base64
 import json
 from datetime import datetime, timezone
 
@@ -13,8 +14,20 @@ def utc_stamp(seconds: float) -> str:
 
 
 def decode(raw: bytes) -> str:
-    """Bytes that are not UTF-8 become `\\xNN` escapes: the JSON stays valid and nothing is lost."""
+    """
+    Bytes that are not UTF-8 become `\\xNN` escapes, so the JSON stays valid;
+    such a record also carries the frame's exact bytes as `message_base64`,
+    since the text `\\xff` and the byte 0xFF would otherwise look the same.
+    """
     return raw.decode("utf-8", "backslashreplace")
+
+
+def is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class RecordSink:
@@ -39,6 +52,8 @@ class RecordSink:
                 "transport": transport,
                 "message": message,
             }
+            if not is_utf8(raw):
+                record["message_base64"] = base64.b64encode(raw).decode()
             if client is not None:
                 record["client"] = client
             if fields is not None:

@@ -1,6 +1,8 @@
 """End to end: util-linux `logger` feeding `twistd … suite`, records checked field by field."""
 
 import json
+import logging
+import logging.handlers
 import os
 import signal
 import socket
@@ -215,3 +217,49 @@ class LoggerProcessTests(ProcessTestCase):
         records = [json.loads(line) for line in suite.lines]
         assert [r["event"] for r in records] == ["connected", "message", "disconnected"]
         assert records[1]["message"] == "to stdout"
+
+
+class PythonSysLogHandlerTests(ProcessTestCase):
+    """Python's own logging.handlers.SysLogHandler, over TCP (NUL-terminated) and UDP."""
+
+    def test_every_message_arrives_once_intact(self):
+        suite = self.start_suite(f"""
+            [logger]
+            listen = ["{LOCAL}", "{LOCAL_UDP}"]
+            output = "messages.jsonl"
+            flush_interval = 0.05
+        """, listeners=2)
+        count = 500
+        for kind, name in ((socket.SOCK_STREAM, f"logger {LOCAL}"),
+                           (socket.SOCK_DGRAM, f"logger {LOCAL_UDP}")):
+            handler = logging.handlers.SysLogHandler(
+                address=("127.0.0.1", suite.port(name)), socktype=kind,
+                facility=logging.handlers.SysLogHandler.LOG_LOCAL4,
+            )
+            handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+            sender = logging.getLogger(f"myapp{kind}")
+            sender.propagate = False
+            sender.addHandler(handler)
+            try:
+                for n in range(count):
+                    sender.error("message %d of %s", n, "tcp" if kind == socket.SOCK_STREAM else "udp")
+                    if kind == socket.SOCK_DGRAM and n % 50 == 49:
+                        time.sleep(0.01)  # within the default receive buffer
+            finally:
+                sender.removeHandler(handler)
+                handler.close()
+        records = wait_records(self.directory / "messages.jsonl",
+                               lambda r: len(messages(r)) >= 2 * count)
+        received = messages(records)
+        assert len(received) == 2 * count
+        by_transport = {}
+        for r in received:
+            by_transport.setdefault(r["transport"], []).append(r)
+        for transport, kind in (("tcp", socket.SOCK_STREAM), ("udp", socket.SOCK_DGRAM)):
+            got = by_transport[transport]
+            assert [r["message"] for r in got] == [
+                f"message {n} of {transport}" for n in range(count)
+            ], got[:3]
+            assert {(r["syslog"]["facility"], r["syslog"]["severity"], r["syslog"]["app"])
+                    for r in got} == {("local4", "err", f"myapp{kind}")}
+            assert not any(r.get("truncated") for r in got)

@@ -89,3 +89,20 @@ class FramingTests(SynchronousTestCase):
             (b"", []),
         ]:
             assert decode([b"x\n" + tail])[0] == [(b"x", False)] + expected, tail
+
+
+class NulTests(SynchronousTestCase):
+    def test_nul_ends_a_frame_as_lf_does(self):
+        """Python's SysLogHandler over TCP ends each message with NUL, not LF."""
+        stream = b"<11>first\x00<11>second\x00third\n10 <11>a\x00b\x00c\n"
+        whole, _ = decode([stream])
+        self.assertEqual(whole, [(b"<11>first", False), (b"<11>second", False), (b"third", False),
+                                 (b"<11>a\x00b\x00c", False)])  # octet-counted keeps its NULs
+        split, _ = decode([bytes([b]) for b in stream])
+        self.assertEqual(split, whole)
+
+    def test_a_line_cut_by_a_reset_is_truncated_one_closed_by_the_sender_is_not(self):
+        for cut in (False, True):
+            decoder = SyslogFrameDecoder(8192, 2**20)
+            self.assertEqual(decoder.feed(b"whole\nhalf a li"), [(b"whole", False)])
+            self.assertEqual(decoder.finish(cut), [(b"half a li", cut)])

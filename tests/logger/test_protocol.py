@@ -1,8 +1,11 @@
 """The logger's protocols with in-memory transports and a Clock."""
 
+import base64
 import json
 
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
@@ -74,10 +77,22 @@ class StreamTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.writer.records[-1]["message"], "no newline")
 
-    def test_invalid_utf8_keeps_the_json_valid(self):
+    def test_invalid_utf8_keeps_the_json_valid_and_the_exact_bytes(self):
         protocol, _ = connect(self.factory)
         protocol.dataReceived(b"caf\xe9 \xff\n")
-        self.assertEqual(self.writer.records[1]["message"], "caf\\xe9 \\xff")
+        protocol.dataReceived(b"caf\\xe9 \\xff\n")  # the same text, typed: plain UTF-8
+        raw, typed = self.writer.records[1:3]
+        self.assertEqual(raw["message"], "caf\\xe9 \\xff")
+        self.assertEqual(base64.b64decode(raw["message_base64"]), b"caf\xe9 \xff")
+        self.assertEqual(typed["message"], raw["message"])
+        self.assertNotIn("message_base64", typed)
+
+    def test_a_line_cut_by_a_reset_is_written_truncated(self):
+        protocol, _ = connect(self.factory)
+        protocol.dataReceived(b"<13>whole\n<13>half a li")
+        protocol.connectionLost(Failure(ConnectionLost()))
+        last = self.writer.records[-2]
+        self.assertEqual((last["message"], last.get("truncated")), ("half a li", True))
 
     def test_connections_over_max_connections_are_refused_and_logged(self):
         factory = logger_factory(self.writer, self.clock, max_connections=1)
