@@ -6,6 +6,7 @@ from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
 from suite.logger.writer import BatchWriter, open_output
 from suite.net.connections import ConnectionLimits, idle_timeout
+from suite.net.udpbuffer import DatagramLimits
 from suite.runtime.compose import Parts, ServiceDeclaration
 from suite.runtime.config import ServiceSettings, integer, key, listen, number, text
 
@@ -13,7 +14,7 @@ MiB = 2**20
 
 
 @dataclass(frozen=True, kw_only=True)
-class LoggerSettings(ConnectionLimits, ServiceSettings):
+class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
     section = "logger"
 
     listen: tuple[str, ...] = listen("tcp:5140", "udp:5140")

@@ -11,12 +11,13 @@ from twisted.internet.protocol import DatagramProtocol
 
 from suite.net.addresses import plain_host
 from suite.net.ratelimit import SourceRateLimiter
-from suite.runtime.config import Settings, integer, key, number
+from suite.net.udpbuffer import DatagramLimits
+from suite.runtime.config import integer, key, number
 from suite.runtime.flood import FloodControl
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReplyLimits(Settings):
+class ReplyLimits(DatagramLimits):
     udp_rate: float = key(number(0), 50.0, "UDP replies per second per source; 0 = unlimited")
     udp_burst: int = key(integer(1), 100, "UDP replies a source may get in one burst")
     udp_max_sources: int = key(integer(1), 10000, "UDP sources tracked by the rate limiter")

@@ -19,7 +19,10 @@ from twisted.application import service
 from twisted.internet import defer, endpoints, error, ssl
 from twisted.logger import Logger
 
+from twisted.internet.task import LoopingCall
+
 from suite.net.activation import activated_datagram_socket, adopt_datagram
+from suite.net.udpbuffer import apply_receive_buffer, kernel_drops
 from suite.net.addresses import describe_peer
 from suite.runtime.config import ServiceSettings
 
@@ -242,6 +245,56 @@ class ListenerService(service.Service):
             return defer.maybeDeferred(port.stopListening)
 
 
+DROPS_INTERVAL = 10.0
+
+
+class DatagramListenerService(ListenerService):
+    """
+    A datagram listener with its kernel receive buffer set to RECEIVE_BUFFER
+    (the size granted is logged), and the datagrams the kernel dropped for
+    lack of room logged every DROPS_INTERVAL seconds (and at stop) as a count.
+    """
+
+    def __init__(self, service_name, listener, bind, receive_buffer: int, clock):
+        super().__init__(service_name, listener, bind)
+        self.receive_buffer = receive_buffer
+        self._drops_seen = 0
+        self._watch = LoopingCall(self.report_drops)
+        self._watch.clock = clock
+
+    def _bound(self, port):
+        super()._bound(port)
+        granted = apply_receive_buffer(port.socket, self.receive_buffer)
+        self._drops_seen = kernel_drops(port.socket) or 0
+        log.info(
+            "{service}: {listener} receive buffer {granted} bytes (udp_receive_buffer {asked})",
+            service=self.service_name, listener=str(self.listener), granted=granted,
+            asked=self.receive_buffer,
+        )
+
+    def startService(self):
+        super().startService()
+        self._watch.start(DROPS_INTERVAL, now=False)
+
+    def report_drops(self):
+        drops = kernel_drops(self.port.socket) if self.port is not None else None
+        if drops is None or drops <= self._drops_seen:
+            return
+        log.warn(
+            "{service}: the kernel dropped {count} datagrams on {listener} (receive buffer "
+            "full; raise udp_receive_buffer)",
+            service=self.service_name, count=drops - self._drops_seen,
+            listener=str(self.listener), dropped=drops - self._drops_seen,
+        )
+        self._drops_seen = drops
+
+    def stopService(self):
+        if self._watch.running:
+            self._watch.stop()
+        self.report_drops()
+        return super().stopService()
+
+
 def listener_services(
     service_name: str,
     listeners: list[Listener],
@@ -249,6 +302,7 @@ def listener_services(
     stream_factory=None,
     make_datagram_protocol=None,
     tls: ssl.CertificateOptions | None = None,
+    receive_buffer: int | None = None,
 ) -> list[ListenerService]:
     """
     One ListenerService per listener: stream listeners share STREAM_FACTORY
@@ -282,5 +336,10 @@ def listener_services(
             def bind(endpoint=endpoint):
                 return endpoint.listen(stream_factory)
 
-        services.append(ListenerService(service_name, listener, bind))
+        if listener.datagram and receive_buffer:
+            services.append(
+                DatagramListenerService(service_name, listener, bind, receive_buffer, reactor)
+            )
+        else:
+            services.append(ListenerService(service_name, listener, bind))
     return services

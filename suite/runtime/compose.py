@@ -86,6 +86,7 @@ def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
                 stream_factory=parts.stream_factory,
                 make_datagram_protocol=parts.make_datagram_protocol,
                 tls=tls_context,
+                receive_buffer=getattr(settings, "udp_receive_buffer", None),
             ),
         ):
             child.setServiceParent(root)

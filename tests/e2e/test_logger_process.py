@@ -4,6 +4,7 @@ import json
 import logging
 import logging.handlers
 import os
+import re
 import signal
 import socket
 import ssl
@@ -263,3 +264,36 @@ class PythonSysLogHandlerTests(ProcessTestCase):
             assert {(r["syslog"]["facility"], r["syslog"]["severity"], r["syslog"]["app"])
                     for r in got} == {("local4", "err", f"myapp{kind}")}
             assert not any(r.get("truncated") for r in got)
+
+
+class UDPBurstTests(ProcessTestCase):
+    def burst(self, extra="") -> tuple:
+        suite = self.start_suite(f"""
+            [logger]
+            listen = ["{LOCAL_UDP}"]
+            output = "messages.jsonl"
+            {extra}
+        """, listeners=1)
+        port = suite.port(f"logger {LOCAL_UDP}")
+        count = 10000
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for n in range(count):
+                sock.sendto(b"<13>burst message %05d" % n, ("127.0.0.1", port))
+        time.sleep(1)  # let the server read what the kernel kept
+        assert suite.stop() in (0, -15)
+        written = len(messages(read_records(self.directory / "messages.jsonl")))
+        dropped = sum(int(found) for found in re.findall(
+            r"the kernel dropped (\d+) datagrams", suite.output))
+        return suite, count, written, dropped
+
+    def test_a_burst_of_10000_datagrams_with_the_default_buffer(self):
+        suite, count, written, dropped = self.burst()
+        assert re.search(r"receive buffer \d+ bytes \(udp_receive_buffer 8388608\)", suite.output)
+        # Where the 8 MiB could be granted nothing is lost; elsewhere every loss is counted.
+        assert written + dropped == count, (written, dropped)
+        if "receive buffer 8388608 bytes" in suite.output:
+            assert written == count
+
+    def test_drops_of_a_small_buffer_are_counted_and_logged(self):
+        suite, count, written, dropped = self.burst("udp_receive_buffer = 4096")
+        assert dropped > 0 and written + dropped == count, (written, dropped)
