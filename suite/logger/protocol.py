@@ -24,6 +24,7 @@ class SyslogFactory(StreamFactory):
     def __init__(self, settings, clock, sink):
         super().__init__(settings, clock)
         self.sink = sink
+        self.open: set = set()  # admitted connections, for the shutdown drain
 
 
 class SyslogStreamProtocol(ConnectionPolicy):
@@ -36,6 +37,7 @@ class SyslogStreamProtocol(ConnectionPolicy):
 
     decoder = None
     announced = False
+    last_data = 0.0
 
     def connectionMade(self):
         self.peer = describe_peer(self.transport.getPeer())
@@ -44,6 +46,8 @@ class SyslogStreamProtocol(ConnectionPolicy):
         if self.admitted:
             limits = self.factory.settings
             self.decoder = SyslogFrameDecoder(limits.max_message, limits.max_frame)
+            self.factory.open.add(self)
+            self.last_data = self.factory.clock.seconds()
             if not self.tls:
                 self._announce()
 
@@ -69,6 +73,7 @@ class SyslogStreamProtocol(ConnectionPolicy):
         decoder = self.decoder
         if decoder is None or decoder.error:
             return
+        self.last_data = self.factory.clock.seconds()
         super().dataReceived(data)
         frames = decoder.feed(data)
         if frames:
@@ -90,7 +95,13 @@ class SyslogStreamProtocol(ConnectionPolicy):
         self._deliver_last_frame()
         self.close()
 
+    def close_at_shutdown(self):
+        """The drain is over: what is left of a frame is written as truncated, then close."""
+        self._deliver_last_frame(cut=True)
+        self.close()
+
     def connectionLost(self, reason):
+        self.factory.open.discard(self)
         if self.decoder is not None:
             # Not closed by the sender (a reset, or the server shutting down): a line cut short.
             self._deliver_last_frame(cut=reason is not None and not reason.check(ConnectionDone))

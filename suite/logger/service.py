@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from suite.logger.drain import ShutdownDrain
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
 from suite.logger.writer import BatchWriter, open_output
@@ -27,6 +28,9 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
     keep: int = key(integer(1), 10, "rotated files kept (FILE.1 ... FILE.N)")
     flush_interval: float = key(number(0), 0.2, "seconds a message may wait before it is written")
     max_batch: int = key(integer(1), MiB, "pending bytes that are written at once")
+    shutdown_timeout: float = key(
+        number(0), 3.0, "seconds open connections are still read when the suite stops"
+    )
 
 
 def build(settings: LoggerSettings, reactor) -> Parts:
@@ -37,10 +41,11 @@ def build(settings: LoggerSettings, reactor) -> Parts:
         raise settings.error("output", f"cannot open: {e.strerror}{where}") from None
     writer = BatchWriter(output, reactor, settings.flush_interval, settings.max_batch)
     sink = RecordSink(writer, reactor)
+    factory = SyslogFactory(settings, reactor, sink)
     return Parts(
-        SyslogFactory(settings, reactor, sink),
+        factory,
         lambda: SyslogDatagramProtocol(sink, settings.max_message),
-        services=(writer,),
+        services=(writer, ShutdownDrain(factory, reactor, settings.shutdown_timeout)),
     )
 
 

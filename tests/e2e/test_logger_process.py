@@ -9,6 +9,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 
 
@@ -162,15 +163,37 @@ class LoggerProcessTests(ProcessTestCase):
 
     def test_messages_received_before_sigterm_are_all_written(self):
         # flush_interval is far away: only the shutdown can have written them.
-        suite, port, path = self.plain_collector(flush_interval=600, max_batch=2**30)
-        count = 20000
+        suite, port, path = self.plain_collector(flush_interval=600, max_batch=2**30,
+                                                 rotate_bytes=0)
+        count = 200_000
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.sendall(b"".join(b"<13>message %d\n" % n for n in range(count)))
-        time.sleep(1)  # let the server read what the kernel holds for it
-        assert read_records(path) == []
-        suite.stop()
+            # SIGTERM at once: much of the burst still waits in the kernel's buffers.
+            started = time.monotonic()
+            suite.process.send_signal(signal.SIGTERM)
+            assert suite.wait(timeout=15) in (0, -15)
+            assert time.monotonic() - started < 3 + 2  # shutdown_timeout + 2 s
         received = [r["message"] for r in messages(read_records(path))]
         assert received == [f"message {n}" for n in range(count)]
+
+    def test_a_sender_that_never_stops_is_cut_at_shutdown_timeout(self):
+        suite, port, path = self.plain_collector(shutdown_timeout=1)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"<13>whole\n<13>half a li")
+            stop = threading.Event()
+            thread = threading.Thread(target=lambda: [
+                sock.send(b"x") for _ in iter(lambda: stop.wait(0.05), True)
+            ], daemon=True)
+            thread.start()
+            started = time.monotonic()
+            suite.process.send_signal(signal.SIGTERM)
+            try:
+                assert suite.wait(timeout=15) in (0, -15)
+            finally:
+                stop.set()
+            assert 1 <= time.monotonic() - started < 1 + 2
+        last = messages(read_records(path))[-1]
+        assert last["message"].startswith("half a li") and last["truncated"] is True, last
 
     def test_sighup_reopens_the_file_for_logrotate(self):
         suite, port, path = self.plain_collector(flush_interval=0.05)
