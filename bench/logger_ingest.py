@@ -2,7 +2,8 @@
 Logger ingest rate: messages/s from 1 and from 10 TCP senders (LF framing,
 100-byte RFC 5424 messages) until every record is in the JSON file.  The
 collector runs on core 0, the senders on core 1.  Environment:
-BENCH_LOGGER_MESSAGES (default 500000) messages per run.
+BENCH_LOGGER_MESSAGES (default 500000) messages per run; BENCH_TREE (default this
+checkout) is the source tree the collector runs from, to compare commits.
 """
 
 import os
@@ -14,7 +15,7 @@ import time
 from multiprocessing import Process
 from pathlib import Path
 
-TWISTD = str(Path(sys.executable).parent / "twistd")
+TREE = Path(os.environ.get("BENCH_TREE", Path(__file__).resolve().parent.parent)).resolve()
 TOTAL = int(os.environ.get("BENCH_LOGGER_MESSAGES", "500000"))
 
 
@@ -64,10 +65,12 @@ def run(senders: int) -> dict:
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         output = Path(directory) / "messages.jsonl"
+        run_twistd = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
         server = subprocess.Popen(
-            ["taskset", "-c", "0", TWISTD, "--nodaemon", "--pidfile=", "--logfile=/dev/null",
-             "suite-logger", "--listen", f"tcp:{port}:interface=127.0.0.1",
+            ["taskset", "-c", "0", sys.executable, "-c", run_twistd, "--nodaemon", "--pidfile=",
+             "--logfile=/dev/null", "suite-logger", "--listen", f"tcp:{port}:interface=127.0.0.1",
              "--output", str(output), "--rotate-bytes", "0"],
+            cwd=TREE, env={**os.environ, "PYTHONPATH": str(TREE)},
         )
         try:
             for _ in range(200):
@@ -96,11 +99,44 @@ def run(senders: int) -> dict:
             "rate": messages / elapsed}
 
 
+def udp_burst(count: int) -> int:
+    """Messages written of COUNT datagrams sent by one sender as fast as it can."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as directory:
+        output = Path(directory) / "messages.jsonl"
+        run_twistd = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
+        server = subprocess.Popen(
+            ["taskset", "-c", "0", sys.executable, "-c", run_twistd, "--nodaemon", "--pidfile=",
+             "--logfile=/dev/null", "suite-logger", "--listen", f"udp:{port}:interface=127.0.0.1",
+             "--output", str(output), "--rotate-bytes", "0", "--flush-interval", "0.05"],
+            cwd=TREE, env={**os.environ, "PYTHONPATH": str(TREE)},
+        )
+        try:
+            time.sleep(2)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                for n in range(count):
+                    sock.sendto(message(n), ("127.0.0.1", port))
+            written, quiet_since = -1, time.monotonic()
+            while time.monotonic() - quiet_since < 1:  # until the file stops growing for 1 s
+                now = output.read_bytes().count(b"\n") if output.exists() else 0
+                if now != written:
+                    written, quiet_since = now, time.monotonic()
+                time.sleep(0.1)
+        finally:
+            server.terminate()
+            server.wait()
+    return written
+
+
 def main():
     rows = [run(senders) for senders in (1, 10)]
     text = ["| TCP senders | messages | seconds | messages/s |", "|---:|---:|---:|---:|"]
     text += [f"| {r['senders']} | {r['messages']} | {r['seconds']:.2f} | {r['rate']:,.0f} |"
              for r in rows]
+    burst = int(os.environ.get("BENCH_UDP_BURST", "100000"))
+    written = udp_burst(burst)
+    text += ["", f"UDP burst from one sender: {written:,} of {burst:,} written "
+                 f"({written / burst:.0%})"]
     report = "\n".join(text) + "\n"
     Path(__file__).with_name("results").mkdir(exist_ok=True)
     Path(__file__).with_name("results").joinpath("logger.md").write_text(report)

@@ -13,21 +13,17 @@ def utc_stamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def decode(raw: bytes) -> str:
+def decode(raw: bytes) -> tuple[str, bool]:
     """
-    Bytes that are not UTF-8 become `\\xNN` escapes, so the JSON stays valid;
-    such a record also carries the frame's exact bytes as `message_base64`,
-    since the text `\\xff` and the byte 0xFF would otherwise look the same.
+    (text, whether RAW was UTF-8).  Bytes that are not UTF-8 become `\\xNN`
+    escapes, so the JSON stays valid; such a record also carries the frame's
+    exact bytes as `message_base64`, since the text `\\xff` and the byte
+    0xFF would otherwise look the same.
     """
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def is_utf8(raw: bytes) -> bool:
     try:
-        raw.decode("utf-8")
+        return raw.decode("utf-8"), True
     except UnicodeDecodeError:
-        return False
-    return True
+        return raw.decode("utf-8", "backslashreplace"), False
 
 
 class RecordSink:
@@ -44,7 +40,8 @@ class RecordSink:
         received = utc_stamp(self.clock.seconds())
         lines = []
         for raw, truncated in frames:
-            message, fields = parse(decode(raw))
+            text, utf8 = decode(raw)
+            message, fields = parse(text)
             record = {
                 "received": received,
                 "event": "message",
@@ -52,7 +49,7 @@ class RecordSink:
                 "transport": transport,
                 "message": message,
             }
-            if not is_utf8(raw):
+            if not utf8:
                 record["message_base64"] = base64.b64encode(raw).decode()
             if client is not None:
                 record["client"] = client

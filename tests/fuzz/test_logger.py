@@ -52,7 +52,7 @@ class ParserFuzz(SynchronousTestCase):
     @fuzzed
     @given(SYSLOGGY)
     def test_any_message_parses_to_a_json_record(self, raw):
-        message, fields = parse(decode(raw))
+        message, fields = parse(decode(raw)[0])
         self.assertIsInstance(message, str)
         json.dumps({"message": message, "syslog": fields})
         if fields is not None:
