@@ -24,7 +24,18 @@ class SyslogFactory(StreamFactory):
     def __init__(self, settings, clock, sink):
         super().__init__(settings, clock)
         self.sink = sink
-        self.open: set = set()  # admitted connections, for the shutdown drain
+        self.open: set = set()  # admitted connections, for the shutdown drain and back-pressure
+        self.held = False
+        sink.writer.on_pressure(self.hold)
+
+    def hold(self, full: bool):
+        """The writer is full (stop reading every connection: TCP back-pressure), or has room."""
+        self.held = full
+        for protocol in self.open:
+            if full:
+                protocol.transport.pauseProducing()
+            else:
+                protocol.transport.resumeProducing()
 
 
 class SyslogStreamProtocol(ConnectionPolicy):
@@ -48,6 +59,8 @@ class SyslogStreamProtocol(ConnectionPolicy):
             self.decoder = SyslogFrameDecoder(limits.max_message, limits.max_frame)
             self.factory.open.add(self)
             self.last_data = self.factory.clock.seconds()
+            if self.factory.held:
+                self.transport.pauseProducing()
             if not self.tls:
                 self._announce()
 
@@ -127,6 +140,10 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self.max_message = max_message
 
     def datagramReceived(self, data, address):
+        writer = self.sink.writer
+        if writer.full:
+            writer.dropped += 1
+            return
         if data.endswith(b"\0"):
             data = data[:-1]
         if data.endswith(b"\n"):

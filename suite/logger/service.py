@@ -28,6 +28,10 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
     keep: int = key(integer(1), 10, "rotated files kept (FILE.1 ... FILE.N)")
     flush_interval: float = key(number(0), 0.2, "seconds a message may wait before it is written")
     max_batch: int = key(integer(1), MiB, "pending bytes that are written at once")
+    max_buffer: int = key(
+        integer(1), 64 * MiB,
+        "bytes of records held while the output cannot be written; then senders are held back",
+    )
     shutdown_timeout: float = key(
         number(0), 3.0, "seconds open connections are still read when the suite stops"
     )
@@ -39,7 +43,9 @@ def build(settings: LoggerSettings, reactor) -> Parts:
     except OSError as e:
         where = f" ({e.filename})" if e.filename and e.filename != settings.output else ""
         raise settings.error("output", f"cannot open: {e.strerror}{where}") from None
-    writer = BatchWriter(output, reactor, settings.flush_interval, settings.max_batch)
+    writer = BatchWriter(
+        output, reactor, settings.flush_interval, settings.max_batch, settings.max_buffer
+    )
     sink = RecordSink(writer, reactor)
     factory = SyslogFactory(settings, reactor, sink)
     return Parts(

@@ -11,7 +11,6 @@ from zope.interface import implementer
 
 from twisted.application import service
 from twisted.logger import Logger
-from twisted.python.logfile import LogFile
 
 from suite.runtime.lifecycle import IReopenable
 
@@ -51,6 +50,15 @@ def _identity(path: str):
     return found.st_dev, found.st_ino
 
 
+class WriteFailed(Exception):
+    """A write stopped after WRITTEN bytes (always at a record boundary) because of ERROR."""
+
+    def __init__(self, written: int, error: OSError):
+        super().__init__(error.strerror or str(error))
+        self.written = written
+        self.error = error
+
+
 class RotatingFile:
     """
     A file rotated to FILE.1 … FILE.KEEP (never more) when it reaches
@@ -59,7 +67,13 @@ class RotatingFile:
     Another tool may rename or delete the file (logrotate without a SIGHUP):
     each write first checks that the path still names the open file, and
     reopens it at the path if not, so writing (and rotating) goes on in a
-    new file instead of into a file nobody sees, or into a loop.
+    new file instead of into a file nobody sees.
+
+    A write that fails (disk full, I/O error) is cut back to where it began,
+    so the file never holds part of a record; L{WriteFailed} says how much
+    of the data did get written (whole records, in an earlier file).
+    Twisted's LogFile is not used: it ignores short writes, which tears a
+    record, and its rotation gives up silently when the file is gone.
     """
 
     def __init__(self, path: str, rotate_bytes: int, keep: int):
@@ -67,6 +81,7 @@ class RotatingFile:
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, name)
         self.rotate_bytes = rotate_bytes
+        self.keep = keep
         removed = cut_torn_tail(self.path)
         if removed:
             log.warn(
@@ -74,9 +89,14 @@ class RotatingFile:
                 "writing); cut {removed} bytes back to the last complete line",
                 path=self.path, removed=removed,
             )
-        # Rotation is decided here, at line boundaries, so LogFile never rotates on its own.
-        self._file = LogFile(name, directory, rotateLength=0, maxRotatedFiles=keep)
-        self._opened = _identity(self.path)
+        self._fd = None
+        self._open()
+
+    def _open(self):
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        found = os.fstat(self._fd)
+        self.size = found.st_size
+        self._opened = (found.st_dev, found.st_ino)
 
     def _follow_path(self):
         if _identity(self.path) != self._opened:
@@ -89,35 +109,59 @@ class RotatingFile:
 
     def write(self, data: bytes):
         self._follow_path()
+        written = 0
         limit = self.rotate_bytes
-        while limit and self._file.size + len(data) > limit:
-            cut = data.rfind(b"\n", 0, max(limit - self._file.size, 0)) + 1
-            if not cut and not self._file.size:
-                # A single line larger than a whole file gets a file of its own.
-                cut = data.find(b"\n") + 1 or len(data)
-            if cut:
-                self._file.write(data[:cut])
-                data = data[cut:]
-            if not self._rotate():
-                break
-        if data:
-            self._file.write(data)
+        try:
+            while limit and self.size + len(data) - written > limit:
+                rest = data[written:]
+                cut = rest.rfind(b"\n", 0, max(limit - self.size, 0)) + 1
+                if not cut and not self.size:
+                    # A single line larger than a whole file gets a file of its own.
+                    cut = rest.find(b"\n") + 1 or len(rest)
+                if cut:
+                    self._write_all(rest[:cut])
+                    written += cut
+                if not self._rotate():
+                    break
+            if written < len(data):
+                self._write_all(data[written:])
+        except OSError as e:
+            raise WriteFailed(written, e) from None
+
+    def _write_all(self, data: bytes):
+        start = self.size
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError:
+            try:
+                os.ftruncate(self._fd, start)  # never leave part of a record
+            except OSError:
+                pass
+            raise
+        self.size += len(data)
 
     def _rotate(self) -> bool:
-        """Rotate; False when LogFile could not (it then does nothing, quietly)."""
-        self._file.rotate()
-        self._opened = _identity(self.path)
-        if self._file.size:
-            log.warn("logger: cannot rotate {path}; writing on in it", path=self.path)
+        """FILE -> FILE.1 -> ... -> FILE.KEEP; False (logged) when the renames fail."""
+        try:
+            for n in range(self.keep - 1, 0, -1):
+                if os.path.exists(f"{self.path}.{n}"):
+                    os.replace(f"{self.path}.{n}", f"{self.path}.{n + 1}")
+            os.replace(self.path, f"{self.path}.1")
+        except OSError as e:
+            log.warn("logger: cannot rotate {path} ({error}); writing on in it",
+                     path=self.path, error=e.strerror)
             return False
+        self.reopen()
         return True
 
     def reopen(self):
-        self._file.reopen()
-        self._opened = _identity(self.path)
+        os.close(self._fd)
+        self._open()
 
     def close(self):
-        self._file.close()
+        os.close(self._fd)
 
 
 class StandardOutput:
@@ -125,8 +169,11 @@ class StandardOutput:
 
     def write(self, data: bytes):
         view = memoryview(data)
-        while view:
-            view = view[os.write(1, view):]
+        try:
+            while view:
+                view = view[os.write(1, view):]
+        except OSError as e:
+            raise WriteFailed(len(data) - len(view), e) from None
 
     def reopen(self):
         pass
@@ -139,27 +186,54 @@ def open_output(path: str, rotate_bytes: int, keep: int):
     return StandardOutput() if path == "-" else RotatingFile(path, rotate_bytes, keep)
 
 
+RETRY_SECONDS = 1.0
+
+
 @implementer(IReopenable)
 class BatchWriter(service.Service):
     """
     Collects JSON lines and writes them in one system call per batch while
     the service runs; before it starts and once it has stopped, each line is
     written through at once.
+
+    When writing fails (disk full, I/O error) the records wait in memory
+    and the write is retried every second; one line says when writing
+    stops and one when it resumes.  Once MAX_BUFFER bytes wait, the writer
+    is `full`: whoever registered with on_pressure is told (the stream
+    listeners stop reading, so TCP back-pressure reaches the senders) and
+    datagrams are dropped and counted in `dropped`.
     """
 
-    def __init__(self, output, reactor, flush_interval: float, max_batch: int):
+    def __init__(self, output, reactor, flush_interval: float, max_batch: int,
+                 max_buffer: int = 64 * 2**20):
         self.output = output
         self.reactor = reactor
         self.flush_interval = flush_interval
         self.max_batch = max_batch
+        self.max_buffer = max_buffer
         self._pending: list[bytes] = []
         self._size = 0
         self._call = None
+        self._retry = None
+        self.failing: str | None = None
+        self.full = False
+        self.dropped = 0
+        self._pressure = []
+
+    @property
+    def name(self) -> str:
+        return getattr(self.output, "path", "standard output")
+
+    def on_pressure(self, callback):
+        """CALLBACK(full) is called each time the writer becomes full, or has room again."""
+        self._pressure.append(callback)
 
     def write_lines(self, lines: list[bytes]):
         self._pending += lines
         self._size += sum(map(len, lines))
-        if not self.running or self._size >= self.max_batch or not self.flush_interval:
+        if self.failing is not None:
+            self._check_full()
+        elif not self.running or self._size >= self.max_batch or not self.flush_interval:
             self.flush()
         elif self._call is None:
             self._call = self.reactor.callLater(self.flush_interval, self.flush)
@@ -171,8 +245,47 @@ class BatchWriter(service.Service):
             self._call = None
         if self._pending:
             data = b"".join(self._pending)
-            self._pending, self._size = [], 0
-            self.output.write(data)
+            try:
+                self.output.write(data)
+            except WriteFailed as e:
+                rest = data[e.written:]
+                self._pending, self._size = [rest], len(rest)
+                self._failed(e)
+            else:
+                self._pending, self._size = [], 0
+                if self.failing is not None:
+                    self._resumed()
+        self._check_full()
+
+    def _failed(self, failure: WriteFailed):
+        if self.failing is None:
+            self.failing = str(failure)
+            log.error(
+                "logger: cannot write {path}: {error}; records wait in memory (up to max_buffer) "
+                "and writing is retried every {retry:g} s",
+                path=self.name, error=self.failing, retry=RETRY_SECONDS,
+            )
+        if self.running and self._retry is None:
+            self._retry = self.reactor.callLater(RETRY_SECONDS, self._try_again)
+
+    def _try_again(self):
+        self._retry = None
+        self.flush()
+
+    def _resumed(self):
+        log.info(
+            "logger: writing {path} again after: {error}; {dropped} datagrams were dropped meanwhile",
+            path=self.name, error=self.failing, dropped=self.dropped,
+        )
+        self.failing = None
+        self.dropped = 0
+
+    def _check_full(self):
+        full = self._size >= self.max_buffer
+        if full != self.full:
+            self.full = full
+            for callback in self._pressure:
+                callback(full)
 
     def reopen(self):
         """On SIGHUP (via the root service): logrotate renamed the file, start a new one."""
@@ -182,4 +295,13 @@ class BatchWriter(service.Service):
 
     def stopService(self):
         service.Service.stopService(self)
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         self.flush()
+        if self._pending:
+            log.error(
+                "logger: stopping with {size} bytes of records that could not be written to "
+                "{path}: {error}",
+                size=self._size, path=self.name, error=self.failing,
+            )

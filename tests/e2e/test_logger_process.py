@@ -13,6 +13,8 @@ import threading
 import time
 
 
+from twisted.trial.unittest import SkipTest
+
 from tests.e2e.process import ProcessTestCase, require
 from tests.helpers import make_pki, tls_section
 
@@ -320,3 +322,45 @@ class UDPBurstTests(ProcessTestCase):
     def test_drops_of_a_small_buffer_are_counted_and_logged(self):
         suite, count, written, dropped = self.burst("udp_receive_buffer = 4096")
         assert dropped > 0 and written + dropped == count, (written, dropped)
+
+
+class DiskFullTests(ProcessTestCase):
+    def test_a_full_filesystem_holds_senders_back_and_loses_nothing(self):
+        if os.getuid() != 0:
+            raise SkipTest("mounting a small tmpfs needs root (make test runs as root in CI)")
+        out = self.directory / "out"
+        out.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(out)]).returncode:
+            raise SkipTest("cannot mount a tmpfs here")
+        self.addCleanup(subprocess.run, ["umount", "-l", str(out)])
+        filler = out / "filler"
+        filler.write_bytes(b"\0" * (47 * 2**20 + 900 * 1024))  # leaves about 100 KiB
+        suite = self.start_suite(f"""
+            [logger]
+            listen = ["{LOCAL}"]
+            output = "out/messages.jsonl"
+            flush_interval = 0.05
+            max_buffer = 262144
+            rotate_bytes = 0
+        """, listeners=1)
+        count = 100_000  # 17 MB: more than the kernel's socket buffers can hide
+        payload = b"".join(b"<13>message %05d %s\n" % (n, b"x" * 150) for n in range(count))
+        sent = threading.Event()
+
+        def send():
+            with socket.create_connection(("127.0.0.1", suite.port(f"logger {LOCAL}"))) as sock:
+                sock.sendall(payload)
+            sent.set()
+
+        threading.Thread(target=send, daemon=True).start()
+        assert suite.wait_for(lambda: "No space left on device" in suite.output), suite.output
+        time.sleep(1)
+        assert not sent.is_set()  # held back: the collector stopped reading
+        filler.unlink()  # space freed
+        assert suite.wait_for(lambda: "messages.jsonl again" in suite.output, timeout=20)
+        assert sent.wait(30)
+        records = wait_records(out / "messages.jsonl", lambda r: len(messages(r)) >= count, 30)
+        received = [r["message"] for r in messages(records)]
+        assert received == [f"message {n:05d} {'x' * 150}" for n in range(count)]
+        with open(out / "messages.jsonl", "rb") as f:
+            assert all(json.loads(text) for text in f.read().splitlines())  # no torn line

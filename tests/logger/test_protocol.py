@@ -15,8 +15,20 @@ from tests.helpers import connect
 
 
 class MemoryWriter:
+    full = False
+    dropped = 0
+
     def __init__(self):
         self.lines = []
+        self.pressure = []
+
+    def on_pressure(self, callback):
+        self.pressure.append(callback)
+
+    def set_full(self, full):
+        self.full = full
+        for callback in self.pressure:
+            callback(full)
 
     def write_lines(self, lines):
         self.lines += lines
@@ -123,3 +135,21 @@ class DatagramTests(SynchronousTestCase):
         self.protocol.datagramReceived(b"0123456789", ("127.0.0.1", 514))
         self.assertEqual([(r["message"], r["truncated"]) for r in self.writer.records],
                          [("01234567", True)])
+
+
+class BackPressureTests(SynchronousTestCase):
+    def test_a_full_writer_stops_every_stream_and_drops_and_counts_datagrams(self):
+        clock, writer = Clock(), MemoryWriter()
+        factory = logger_factory(writer, clock)
+        _, before = connect(factory)
+        writer.set_full(True)
+        _, during = connect(factory)
+        self.assertEqual((before.producerState, during.producerState), ("paused", "paused"))
+        datagrams = SyslogDatagramProtocol(RecordSink(writer, clock), 8192)
+        for _ in range(3):
+            datagrams.datagramReceived(b"<13>dropped", ("127.0.0.1", 1))
+        self.assertEqual(writer.dropped, 3)
+        writer.set_full(False)
+        self.assertEqual((before.producerState, during.producerState), ("producing", "producing"))
+        datagrams.datagramReceived(b"<13>kept", ("127.0.0.1", 1))
+        self.assertEqual(writer.records[-1]["message"], "kept")

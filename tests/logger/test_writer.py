@@ -1,5 +1,6 @@
 """Batching, rotation and reopening of the logger's output, on real files."""
 
+import errno
 import os
 
 from zope.interface.verify import verifyObject
@@ -7,7 +8,8 @@ from zope.interface.verify import verifyObject
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.logger.writer import BatchWriter, RotatingFile, cut_torn_tail
+from suite.logger import writer as writer_module
+from suite.logger.writer import BatchWriter, RotatingFile, WriteFailed, cut_torn_tail
 from suite.runtime.lifecycle import IReopenable
 from tests.helpers import captured_log
 
@@ -163,3 +165,93 @@ class RenamedUnderneathTests(SynchronousTestCase):
         self.assertEqual(cut_torn_tail(self.path), 70000)
         self.assertEqual(os.path.getsize(self.path), 0)
         self.assertEqual(cut_torn_tail(self.path + ".missing"), 0)
+
+
+class FailingOutput:
+    """An output whose writes fail (disk full) until `room` is set, after writing `partial` bytes."""
+
+    def __init__(self):
+        self.data = b""
+        self.room = True
+        self.partial = 0
+        self.path = "out.jsonl"
+
+    def write(self, data):
+        if not self.room:
+            written = data.rfind(b"\n", 0, self.partial) + 1  # whole records, as RotatingFile does
+            self.data += data[:written]
+            raise WriteFailed(written, OSError(errno.ENOSPC, "No space left on device"))
+        self.data += data
+
+    def reopen(self):
+        pass
+
+
+class WriteFaultTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.output = FailingOutput()
+        self.writer = BatchWriter(self.output, self.clock, flush_interval=0.2, max_batch=10**6,
+                                  max_buffer=200)
+        self.writer.startService()
+        self.lines = captured_log(self)
+        self.pressure = []
+        self.writer.on_pressure(self.pressure.append)
+
+    def test_records_wait_retry_each_second_and_nothing_is_lost_or_doubled(self):
+        self.writer.write_lines([line(1)])
+        self.clock.advance(0.2)
+        self.output.room, self.output.partial = False, 30
+        self.writer.write_lines([line(2), line(3)])
+        self.clock.advance(0.2)  # line 2 written, line 3 waits
+        self.writer.write_lines([line(4)])
+        self.assertEqual(self.output.data, line(1) + line(2))
+        for _ in range(3):
+            self.clock.advance(1)  # retried, still full
+        self.assertEqual(sum("cannot write out.jsonl: No space left on device" in t
+                             for t in self.lines), 1)
+        self.output.room = True
+        self.clock.advance(1)
+        self.assertEqual(self.output.data, b"".join(line(n) for n in range(1, 5)))
+        self.assertTrue(any("writing out.jsonl again" in t for t in self.lines))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_max_buffer_applies_back_pressure_until_there_is_room(self):
+        self.output.room = False
+        for n in range(12):  # 240 bytes, over max_buffer (200)
+            self.writer.write_lines([line(n)])
+            self.clock.advance(0.2)
+        self.assertEqual(self.pressure, [True])
+        self.assertTrue(self.writer.full)
+        self.output.room = True
+        self.clock.advance(1)
+        self.assertEqual(self.pressure, [True, False])
+        self.assertEqual(self.output.data, b"".join(line(n) for n in range(12)))
+
+
+class DiskFullTests(SynchronousTestCase):
+    """A real file whose write fails half-way: it is cut back, never left with half a record."""
+
+    def test_a_failed_write_leaves_no_partial_record(self):
+        path = os.path.join(self.mktemp(), "out.jsonl")
+        output = RotatingFile(path, rotate_bytes=0, keep=1)
+        output.write(line(1))
+        real_write = os.write
+        calls = []
+
+        def half_then_full(fd, data):
+            calls.append(len(data))
+            if len(calls) == 1:
+                return real_write(fd, bytes(data[:7]))  # a short write
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(writer_module.os, "write", half_then_full)
+        with self.assertRaises(WriteFailed) as caught:
+            output.write(line(2) + line(3))
+        self.assertEqual(caught.exception.written, 0)
+        self.patch(writer_module.os, "write", real_write)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), line(1))
+        output.write(line(2) + line(3))
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), line(1) + line(2) + line(3))
