@@ -44,6 +44,15 @@ def messages(records):
     return [r for r in records if r["event"] == "message"]
 
 
+def plain_collector(test, **keys):
+    """A collector with KEYS on one local TCP port writing messages.jsonl: (suite, port, path)."""
+    settings = "".join(f"{key} = {value}\n" for key, value in keys.items())
+    suite = test.start_suite(
+        f'[logger]\nlisten = ["{LOCAL}"]\noutput = "messages.jsonl"\n{settings}', listeners=1
+    )
+    return suite, suite.port(f"logger {LOCAL}"), test.directory / "messages.jsonl"
+
+
 def logger(*args, port):
     require("logger")
     subprocess.run(["logger", "-n", "127.0.0.1", "-P", str(port), *args], check=True, timeout=10)
@@ -51,12 +60,7 @@ def logger(*args, port):
 
 class LoggerProcessTests(ProcessTestCase):
     def plain_collector(self, **keys):
-        """A collector with KEYS on one local TCP port writing messages.jsonl: (suite, port, path)."""
-        settings = "".join(f"{key} = {value}\n" for key, value in keys.items())
-        suite = self.start_suite(
-            f'[logger]\nlisten = ["{LOCAL}"]\noutput = "messages.jsonl"\n{settings}', listeners=1
-        )
-        return suite, suite.port(f"logger {LOCAL}"), self.directory / "messages.jsonl"
+        return plain_collector(self, **keys)
 
     def collector(self):
         socket_path = self.directory / "syslog.sock"
@@ -364,3 +368,57 @@ class DiskFullTests(ProcessTestCase):
         assert received == [f"message {n:05d} {'x' * 150}" for n in range(count)]
         with open(out / "messages.jsonl", "rb") as f:
             assert all(json.loads(text) for text in f.read().splitlines())  # no torn line
+
+
+class OutputFaultTests(ProcessTestCase):
+    def all_messages(self, directory) -> list[str]:
+        found = []
+        for path in sorted(directory.iterdir()):
+            found += [r["message"] for r in messages(read_records(path))]
+        return found
+
+    def test_output_renamed_and_deleted_under_load_without_sighup(self):
+        suite, port, path = plain_collector(
+            self, flush_interval=0.02, rotate_bytes=200000, keep=100
+        )
+        out = path.parent
+        kept = out / "kept"
+        kept.mkdir()
+        count = 30000
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            for n in range(count):
+                sock.sendall(b"<13>m%05d\n" % n)
+                if n == 10000:
+                    time.sleep(0.2)
+                    os.rename(path, kept / "renamed.jsonl")  # logrotate without the SIGHUP
+                if n == 20000:
+                    time.sleep(0.2)
+                    os.unlink(path)  # deleted: what it held is gone, the rest must not be
+        assert suite.wait_for(lambda: suite.output.count("was renamed or deleted") >= 2)
+        time.sleep(0.5)
+        assert suite.stop() in (0, -15)  # never hung
+        found = self.all_messages(kept) + [
+            m for p in sorted(out.glob("messages.jsonl*")) for m in
+            [r["message"] for r in messages(read_records(p))]
+        ]
+        # Everything but what the deleted file held is there, exactly once.
+        assert len(found) == len(set(found))
+        assert {f"m{n:05d}" for n in range(20001, count)} <= set(found)
+        assert {f"m{n:05d}" for n in range(0, 10001)} <= set(found)
+
+    def test_kill_9_then_restart_leaves_no_torn_line(self):
+        suite, port, path = plain_collector(self, flush_interval=0)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"".join(b"<13>message %d\n" % n for n in range(50000)))
+            time.sleep(0.3)
+            suite.process.kill()  # mid-burst, possibly mid-write
+            suite.wait()
+        with open(path, "ab") as f:
+            f.write(b'{"received": "2026-')  # as a write cut by the kill would leave it
+        again = self.start_suite(
+            f'[logger]\nlisten = ["{LOCAL}"]\noutput = "messages.jsonl"\n', listeners=1
+        )
+        assert again.wait_for(lambda: "cut 19 bytes back to the last complete line" in again.output)
+        with open(path, "rb") as f:
+            lines = f.read().splitlines(keepends=True)
+        assert lines and all(text.endswith(b"\n") and json.loads(text) for text in lines)
