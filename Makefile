@@ -34,9 +34,10 @@ tools:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    missing=""; \
 	    for t in openssl:openssl nc:netcat-openbsd logger:bsdutils taskset:util-linux \
-	             systemd-socket-activate:systemd systemd-analyze:systemd; do \
+	             systemd-socket-activate:systemd systemd-analyze:systemd rsyslogd:rsyslog; do \
 	        command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; \
 	    done; \
+	    ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || missing="$$missing rsyslog-gnutls"; \
 	    if [ -n "$$missing" ]; then \
 	        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
 	            || echo "could not install$$missing: the tests that need them will skip"; \
