@@ -7,11 +7,12 @@ stops it by PID.
 """
 
 import glob
-import os
 import signal
 import socket
 import subprocess
 import time
+
+from twisted.trial.unittest import SkipTest
 
 from tests.e2e.process import ProcessTestCase, require
 from tests.e2e.test_logger_process import messages, read_records
@@ -30,7 +31,6 @@ class RsyslogForwardingTests(ProcessTestCase):
     def test_omfwd_over_tcp_octet_counted_tcp_lf_udp_and_tls(self):
         require("rsyslogd")
         if not glob.glob("/usr/lib/*/rsyslog/lmnsd_gtls.so"):
-            from twisted.trial.unittest import SkipTest
             raise SkipTest("rsyslog-gnutls is not installed (make test installs it as root)")
         pki = make_pki(self.directory)
         octet, lf, tls, udp = free_port(), free_port(), free_port(), free_port(socket.SOCK_DGRAM)
