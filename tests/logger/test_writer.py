@@ -255,3 +255,21 @@ class DiskFullTests(SynchronousTestCase):
         output.write(line(2) + line(3))
         with open(path, "rb") as f:
             self.assertEqual(f.read(), line(1) + line(2) + line(3))
+
+
+class MovedRotationsTests(SynchronousTestCase):
+    def setUp(self):
+        self.directory = self.mktemp()
+        self.path = os.path.join(self.directory, "out.jsonl")
+
+    def test_keep_still_holds_when_rotated_files_were_moved_away(self):
+        output = RotatingFile(self.path, rotate_bytes=40, keep=2)
+        for n in range(12):
+            output.write(line(n))
+            if n == 3:
+                os.rename(self.path + ".1", os.path.join(self.directory, "archived"))
+        names = sorted(os.listdir(self.directory))
+        self.assertEqual(names, ["archived", "out.jsonl", "out.jsonl.1", "out.jsonl.2"])
+        for name, first in (("out.jsonl.2", 6), ("out.jsonl.1", 8), ("out.jsonl", 10)):
+            with open(os.path.join(self.directory, name), "rb") as f:
+                self.assertEqual(f.read(), line(first) + line(first + 1))
