@@ -61,17 +61,22 @@ def count_until(path: Path, marker: bytes, expected: int, timeout: float, offset
     return lines
 
 
+def start_collector(listen: str, output: Path, *options: str) -> subprocess.Popen:
+    """suite-logger from TREE on core 0, listening on LISTEN, writing OUTPUT (never rotated)."""
+    run_twistd = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
+    return subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, "-c", run_twistd, "--nodaemon", "--pidfile=",
+         "--logfile=/dev/null", "suite-logger", "--listen", listen,
+         "--output", str(output), "--rotate-bytes", "0", *options],
+        cwd=TREE, env={**os.environ, "PYTHONPATH": str(TREE)},
+    )
+
+
 def run(senders: int) -> dict:
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         output = Path(directory) / "messages.jsonl"
-        run_twistd = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
-        server = subprocess.Popen(
-            ["taskset", "-c", "0", sys.executable, "-c", run_twistd, "--nodaemon", "--pidfile=",
-             "--logfile=/dev/null", "suite-logger", "--listen", f"tcp:{port}:interface=127.0.0.1",
-             "--output", str(output), "--rotate-bytes", "0"],
-            cwd=TREE, env={**os.environ, "PYTHONPATH": str(TREE)},
-        )
+        server = start_collector(f"tcp:{port}:interface=127.0.0.1", output)
         try:
             for _ in range(200):
                 try:
@@ -104,13 +109,8 @@ def udp_burst(count: int) -> int:
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         output = Path(directory) / "messages.jsonl"
-        run_twistd = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
-        server = subprocess.Popen(
-            ["taskset", "-c", "0", sys.executable, "-c", run_twistd, "--nodaemon", "--pidfile=",
-             "--logfile=/dev/null", "suite-logger", "--listen", f"udp:{port}:interface=127.0.0.1",
-             "--output", str(output), "--rotate-bytes", "0", "--flush-interval", "0.05"],
-            cwd=TREE, env={**os.environ, "PYTHONPATH": str(TREE)},
-        )
+        server = start_collector(f"udp:{port}:interface=127.0.0.1", output,
+                                 "--flush-interval", "0.05")
         try:
             time.sleep(2)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
