@@ -19,22 +19,15 @@ import os
 import socket
 import statistics
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from tree import TREE, free_port, twistd
+
 HERE = Path(__file__).resolve().parent
-TREE = Path(os.environ.get("BENCH_TREE", HERE.parent)).resolve()
 LOCAL = "tcp:{port}:interface=127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def rss_mib(pid: int) -> float:
@@ -52,12 +45,7 @@ class Server:
         self.directory = tempfile.TemporaryDirectory()
         config = Path(self.directory.name) / "suite.toml"
         config.write_text(f'[{section}]\nlisten = ["{LOCAL.format(port=self.port)}"]\n{extra}')
-        run_twistd = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
-        self.process = subprocess.Popen(
-            ["taskset", "-c", "0", sys.executable, "-c", run_twistd, "--nodaemon", "--pidfile=",
-             "--logfile=/dev/null", "suite", "--config", str(config)],
-            cwd=TREE, env={**os.environ, "PYTHONPATH": str(TREE)},
-        )
+        self.process = twistd("suite", "--config", str(config), cwd=self.directory.name)
         for _ in range(200):
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()

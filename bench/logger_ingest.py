@@ -9,13 +9,13 @@ checkout) is the source tree the collector runs from, to compare commits.
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from multiprocessing import Process
 from pathlib import Path
 
-TREE = Path(os.environ.get("BENCH_TREE", Path(__file__).resolve().parent.parent)).resolve()
+from tree import free_port, twistd
+
 TOTAL = int(os.environ.get("BENCH_LOGGER_MESSAGES", "500000"))
 
 
@@ -29,12 +29,6 @@ def send(port: int, first: int, count: int):
     payload = b"".join(message(n) for n in range(first, first + count))
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(payload)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def count_until(path: Path, marker: bytes, expected: int, timeout: float, offset=0) -> int:
@@ -63,13 +57,8 @@ def count_until(path: Path, marker: bytes, expected: int, timeout: float, offset
 
 def start_collector(listen: str, output: Path, *options: str) -> subprocess.Popen:
     """suite-logger from TREE on core 0, listening on LISTEN, writing OUTPUT (never rotated)."""
-    run_twistd = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
-    return subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, "-c", run_twistd, "--nodaemon", "--pidfile=",
-         "--logfile=/dev/null", "suite-logger", "--listen", listen,
-         "--output", str(output), "--rotate-bytes", "0", *options],
-        cwd=TREE, env={**os.environ, "PYTHONPATH": str(TREE)},
-    )
+    return twistd("suite-logger", "--listen", listen, "--output", str(output),
+                  "--rotate-bytes", "0", *options)
 
 
 def run(senders: int) -> dict:

@@ -13,7 +13,6 @@ out with `git worktree` can be measured the same way.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,15 +27,9 @@ from twisted.protocols import amp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from suite.names.commands import Lookup, Register  # noqa: E402
+from tree import TREE, free_port, twistd  # noqa: E402
 
-TREE = Path(os.environ.get("BENCH_TREE", HERE.parent)).resolve()
 SECONDS = float(os.environ.get("BENCH_NAMES_SECONDS", "3"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -46,13 +39,8 @@ def cpu_seconds(pid: int) -> float:
 
 def start_server(port: int, store: str) -> subprocess.Popen:
     """suite-names from TREE on core 0, its audit log thrown away."""
-    run_twistd = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
-    return subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, "-c", run_twistd, "--nodaemon", "--pidfile=",
-         "--logfile=/dev/null", "suite-names", "--listen", f"tcp:{port}:interface=127.0.0.1",
-         "--store", store, "--ping-interval", "3600"],
-        cwd=TREE, env={**os.environ, "PYTHONPATH": str(TREE)},
-    )
+    return twistd("suite-names", "--listen", f"tcp:{port}:interface=127.0.0.1",
+                  "--store", store, "--ping-interval", "3600")
 
 
 async def connect(reactor, endpoint, attempts=200):

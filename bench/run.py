@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from tree import free_port
+
 HERE = Path(__file__).resolve().parent
 BIN = HERE / "bin"
 PYTHON = sys.executable
@@ -36,12 +38,6 @@ def build():
         source, binary = HERE / f"{name}.c", BIN / name
         if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
             subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def has_uvloop() -> bool:

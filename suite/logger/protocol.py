@@ -6,7 +6,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import DatagramProtocol
 
 from suite.logger.framing import SyslogFrameDecoder
-from suite.net.addresses import describe_peer, host_port
+from suite.net.addresses import host_port
 from suite.net.connections import ConnectionPolicy, StreamFactory
 
 
@@ -51,7 +51,6 @@ class SyslogStreamProtocol(ConnectionPolicy):
     last_data = 0.0
 
     def connectionMade(self):
-        self.peer = describe_peer(self.transport.getPeer())
         self.kind = transport_kind(self.transport)
         super().connectionMade()
         if self.admitted:

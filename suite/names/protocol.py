@@ -16,10 +16,6 @@ class NamesFactory(StreamFactory):
 class NamesProtocol(AMPPolicy):
     """Each command goes to the name server with who asked: peer, source, certificate subject."""
 
-    def connectionMade(self):
-        self.peer = self.describe_peer()
-        super().connectionMade()
-
     @Register.responder
     def register(self, name, host, port, description=None, token=None):
         return self.factory.server.register(

@@ -132,6 +132,8 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
     refusal = b""
     admitted = False
     tls = False
+    peer = ""  # `host:port`, for logs and records
+    source = ""  # the IP address the per-source limit counts
     client: str | None = None
     lingering = False
     closing = False
@@ -140,14 +142,15 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
 
     def connectionMade(self):
         factory = self.factory
-        self.source = source_of(self.transport.getPeer())
+        address = self.transport.getPeer()
+        self.peer, self.source = describe_peer(address), source_of(address)
         self.tls = ISSLTransport.providedBy(self.transport)
         reason = factory.refusal_reason(self.source)
         if reason is not None:
             factory.warnings.warn(
                 "refused connections", self.source,
                 "{service}: refused connection from {peer}: {reason}",
-                service=factory.service_name, peer=self.describe_peer(), reason=reason,
+                service=factory.service_name, peer=self.peer, reason=reason,
             )
             self.refused(reason)
             if self.tls:
@@ -165,9 +168,6 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
                 factory.settings.handshake_timeout, self._handshake_timed_out
             )
         super().connectionMade()
-
-    def describe_peer(self) -> str:
-        return describe_peer(self.transport.getPeer())
 
     def flow_producer(self):
         """What the transport pauses when its write buffer is full: the transport itself."""
@@ -188,7 +188,7 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
         self.factory.warnings.warn(
             "TLS handshake failures", self.source,
             "{service}: TLS handshake with {peer} failed: {reason}",
-            service=self.factory.service_name, peer=self.describe_peer(), reason=reason,
+            service=self.factory.service_name, peer=self.peer, reason=reason,
         )
         self.handshakeFailed(reason)
 
@@ -265,14 +265,14 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
         """Log a client's protocol error (line too long, bad frame, bad box), flood-controlled."""
         self.factory.warnings.warn(
             "protocol errors", self.source, format,
-            service=self.factory.service_name, peer=self.describe_peer(), **fields,
+            service=self.factory.service_name, peer=self.peer, **fields,
         )
 
     def timeoutConnection(self):
         seconds = self.factory.settings.idle_timeout
         log.info(
             "{service}: closing {peer}: idle for {seconds}s (idle_timeout)",
-            service=self.factory.service_name, peer=self.describe_peer(), seconds=seconds,
+            service=self.factory.service_name, peer=self.peer, seconds=seconds,
         )
         if self.transport.disconnecting:
             self.transport.abortConnection()

@@ -66,6 +66,13 @@ def _split_arguments(description: str) -> list[str]:
     return [p.replace("\\:", ":") for p in parts]
 
 
+def _arguments(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """(prefix, positional arguments, keyword arguments) of an endpoint string."""
+    prefix, *arguments = _split_arguments(description)
+    named = dict(a.split("=", 1) for a in arguments if "=" in a)
+    return prefix, [a for a in arguments if "=" not in a], named
+
+
 def parse_udp(description: str) -> tuple[int, str]:
     """`udp:PORT[:interface=ADDR]` -> (port, interface); ValueError says what is wrong."""
     parts = _split_arguments(description)[1:]
@@ -85,9 +92,7 @@ def parse_udp(description: str) -> tuple[int, str]:
 
 def check_port(description: str) -> None:
     """The port of a `tcp:`, `tcp6:` or `ssl:` endpoint must be 0-65535 (Twisted binds anything)."""
-    arguments = _split_arguments(description)[1:]
-    named = dict(a.split("=", 1) for a in arguments if "=" in a)
-    positional = [a for a in arguments if "=" not in a]
+    _, positional, named = _arguments(description)
     port = named.get("port", positional[0] if positional else None)
     if port is None or not port.isdigit() or int(port) > 65535:
         raise ValueError("port must be 0-65535")
@@ -178,15 +183,13 @@ def reaches_beyond_loopback(description: str, reactor) -> bool:
     hosts: a TCP port without a loopback `interface=`, or a socket passed by
     systemd bound to a non-loopback address.  Unix sockets never do.
     """
-    prefix, *arguments = _split_arguments(description)
+    prefix, positional, named = _arguments(description)
     if prefix == "systemd":
         endpoint = endpoints.serverFromString(reactor, description)
         with socket.socket(fileno=os.dup(endpoint.fileno)) as sock:
             return not _is_loopback(sock.getsockname()[0])
     if prefix not in ("tcp", "tcp6", "ssl"):
         return False
-    named = dict(a.split("=", 1) for a in arguments if "=" in a)
-    positional = [a for a in arguments if "=" not in a]
     position = {"tcp": 1, "tcp6": 2}.get(prefix)  # where Twisted takes a positional interface
     interface = named.get("interface")
     if interface is None and position is not None and len(positional) > position:
