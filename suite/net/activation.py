@@ -8,6 +8,8 @@ import socket
 
 from twisted.internet import fdesc
 
+from suite.net.udpport import adopt_datagram_port
+
 FIRST_ACTIVATED_FD = 3
 
 
@@ -38,4 +40,4 @@ def adopt_datagram(reactor, name: str, protocol, max_packet_size: int):
     """Serve PROTOCOL on the activated UDP socket NAME (non-blocking first, or the reactor hangs)."""
     fd, family = activated_datagram_socket(name)
     fdesc.setNonBlocking(fd)
-    return reactor.adoptDatagramPort(fd, family, protocol, max_packet_size)
+    return adopt_datagram_port(reactor, fd, family, protocol, max_packet_size)

@@ -15,7 +15,6 @@ from zope.interface import implementer
 from twisted.internet import protocol
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, ISSLTransport
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 
 from suite.net.addresses import describe_peer, source_of
 from suite.runtime.config import Settings, integer, key, number
@@ -24,6 +23,7 @@ from suite.runtime.flood import FloodControl
 log = Logger()
 
 LINGER_SECONDS = 1.0
+SWEEPS_PER_TIMEOUT = 10  # an idle connection is closed at most 10% after its idle_timeout
 
 
 def idle_timeout(default: float) -> Any:
@@ -51,9 +51,15 @@ class StreamFactory(protocol.Factory):
     SETTINGS' limits cover them all; CLOCK is the reactor (or a test Clock).
     Repeated warnings (refusals, TLS failures, protocol errors) go through
     one L{FloodControl}.
+
+    Idle connections are found by one sweep over the open connections every
+    tenth of `idle_timeout`, comparing each one's last activity with the
+    clock.  A read only stores the time: moving a timer per read (Twisted's
+    `TimeoutMixin`) costs more than answering a short request.
     """
 
     noisy = False
+    _sweep_call = None
 
     def __init__(self, settings: ConnectionLimits, clock):
         self.settings = settings
@@ -61,6 +67,32 @@ class StreamFactory(protocol.Factory):
         self.connections = 0
         self.per_source: dict[str, int] = {}
         self.warnings = FloodControl(clock, self.service_name)
+        self._watched: set = set()  # connections under idle_timeout
+
+    def watch_idle(self, connection) -> None:
+        """Let the sweep close CONNECTION once idle; the sweep runs while any is watched."""
+        self._watched.add(connection)
+        if self._sweep_call is None:
+            self._schedule_sweep()
+
+    def unwatch_idle(self, connection) -> None:
+        self._watched.discard(connection)
+        if not self._watched and self._sweep_call is not None:
+            self._sweep_call.cancel()
+            self._sweep_call = None
+
+    def _schedule_sweep(self):
+        period = self.settings.idle_timeout / SWEEPS_PER_TIMEOUT
+        self._sweep_call = self.clock.callLater(period, self._sweep)
+
+    def _sweep(self):
+        self._sweep_call = None
+        timeout, now = self.settings.idle_timeout, self.clock.seconds()
+        for connection in [c for c in self._watched if now - c.last_activity >= timeout]:
+            if connection.is_idle():
+                connection.timeoutConnection()
+        if self._watched and self._sweep_call is None:
+            self._schedule_sweep()
 
     @property
     def service_name(self) -> str:
@@ -109,7 +141,7 @@ def certificate_subject(transport) -> str | None:
 
 
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
-class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
+class ConnectionPolicy(protocol.Protocol):
     """
     Cooperative base of every stream protocol built by a L{StreamFactory};
     list it before the wire protocol's class (`class P(ConnectionPolicy,
@@ -127,6 +159,10 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
     a handshake that fails or times out is logged with the peer and the
     reason and reported to handshakeFailed.  Under mutual TLS, `client` is
     the subject of the client's certificate once the handshake is done.
+
+    A connection that has received nothing for `idle_timeout` seconds, and
+    whose is_idle() agrees, is closed (timeoutConnection); a service that
+    sends on its own (a delayed answer) calls touch().
     """
 
     refusal = b""
@@ -139,6 +175,7 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
     closing = False
     _handshake_timer = None
     _linger_timer = None
+    last_activity = 0.0
 
     def connectionMade(self):
         factory = self.factory
@@ -162,7 +199,10 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
         factory.admit(self.source)
         self.admitted = True
         self.transport.registerProducer(self.flow_producer(), True)
-        self.setTimeout(factory.settings.idle_timeout or None)
+        self.now = factory.clock.seconds
+        self.touch()
+        if factory.settings.idle_timeout:
+            factory.watch_idle(self)
         if self.tls:
             self._handshake_timer = factory.clock.callLater(
                 factory.settings.handshake_timeout, self._handshake_timed_out
@@ -205,15 +245,23 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
 
+    def touch(self):
+        """Something happened on this connection: its idle time starts again."""
+        self.last_activity = self.now()
+
+    def is_idle(self) -> bool:
+        """Whether a connection quiet for idle_timeout may be closed (a hook: no work pending)."""
+        return True
+
     def dataReceived(self, data):
-        self.resetTimeout()
+        self.last_activity = self.now()
         super().dataReceived(data)
 
     def connectionLost(self, reason=protocol.connectionDone):
         if self.admitted:
             self.admitted = False
             self.factory.release(self.source)
-            self.setTimeout(None)
+            self.factory.unwatch_idle(self)
             if self._handshake_timer is not None:
                 self._cancel_handshake_timer()
                 if reason is not None and reason.check(SSL.Error):
@@ -221,10 +269,6 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
             if self._linger_timer is not None and self._linger_timer.active():
                 self._linger_timer.cancel()
         super().connectionLost(reason)
-
-    def callLater(self, period, func):
-        """TimeoutMixin's timer, on the factory's clock."""
-        return self.factory.clock.callLater(period, func)
 
     def close(self):
         """
@@ -269,6 +313,7 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
         )
 
     def timeoutConnection(self):
+        """Idle for idle_timeout: close; still open after another idle_timeout: abort."""
         seconds = self.factory.settings.idle_timeout
         log.info(
             "{service}: closing {peer}: idle for {seconds}s (idle_timeout)",
@@ -278,7 +323,7 @@ class ConnectionPolicy(TimeoutMixin, protocol.Protocol):
             self.transport.abortConnection()
         else:
             self.close()
-            self.setTimeout(seconds)
+            self.touch()
 
     # Half-close: without IHalfCloseableProtocol Twisted drops the unsent
     # replies when a client shuts down its sending side (`nc -N`).

@@ -48,26 +48,31 @@ class RateLimitedReplier(DatagramProtocol):
     """
 
     noisy = False
+    send = None  # the port's `reply` (see suite.net.udpport), else its `write`
 
     def __init__(self, service_name: str, answer: Callable[[bytes], bytes],
                  limiter: SourceRateLimiter, warnings: FloodControl):
         self.service_name = service_name
         self.answer = answer
         self.limiter = limiter
+        self.allow = limiter.allow
         self.warnings = warnings
+
+    def startProtocol(self):
+        self.send = getattr(self.transport, "reply", self.transport.write)
 
     def datagramReceived(self, data, address):
         if not data:
             return
         source = address[0]
-        if not self.limiter.allow(source):
+        if not self.allow(source):
             self.warnings.warn(
                 "rate-limited datagrams", source,
                 "{service}: dropping datagrams from {source}: over udp_rate",
                 service=self.service_name, source=plain_host(source),
             )
             return
-        self.transport.write(self.answer(data), address)
+        self.send(self.answer(data), address)
 
     def stopProtocol(self):
         self.warnings.flush()

@@ -22,6 +22,8 @@ from twisted.logger import Logger
 from twisted.internet.task import LoopingCall
 
 from suite.net.activation import activated_datagram_socket, adopt_datagram
+from suite.net.transport import StreamReactor
+from suite.net.udpport import listen_datagram
 from suite.net.udpbuffer import apply_receive_buffer, kernel_drops
 from suite.net.addresses import describe_peer
 from suite.runtime.config import ServiceSettings
@@ -306,13 +308,17 @@ def listener_services(
     make_datagram_protocol=None,
     tls: ssl.CertificateOptions | None = None,
     receive_buffer: int | None = None,
+    reuse_port: bool = False,
 ) -> list[ListenerService]:
     """
     One ListenerService per listener: stream listeners share STREAM_FACTORY
     (so its connection limit covers them all); each datagram port gets its
-    own protocol from MAKE_DATAGRAM_PROTOCOL.
+    own protocol from MAKE_DATAGRAM_PROTOCOL.  Stream ports send without
+    waiting a reactor turn (L{StreamReactor}); REUSE_PORT binds TCP and UDP
+    ports with SO_REUSEPORT.
     """
     services = []
+    stream_reactor = StreamReactor(reactor, reuse_port)
     for listener in listeners:
         if listener.activated_name is not None:
 
@@ -324,15 +330,17 @@ def listener_services(
         elif listener.datagram:
 
             def bind(listener=listener):
-                return reactor.listenUDP(
+                return listen_datagram(
+                    reactor,
                     listener.udp_port,
                     make_datagram_protocol(),
                     interface=listener.udp_interface,
-                    maxPacketSize=UDP_MAX_DATAGRAM,
+                    max_packet_size=UDP_MAX_DATAGRAM,
+                    reuse_port=reuse_port,
                 )
 
         else:
-            endpoint = endpoints.serverFromString(reactor, listener.endpoint_string)
+            endpoint = endpoints.serverFromString(stream_reactor, listener.endpoint_string)
             if listener.tls:
                 endpoint = endpoints.wrapServerTLS(tls, endpoint)
 

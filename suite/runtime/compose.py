@@ -87,6 +87,7 @@ def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
                 make_datagram_protocol=parts.make_datagram_protocol,
                 tls=tls_context,
                 receive_buffer=getattr(settings, "udp_receive_buffer", None),
+                reuse_port=settings.reuse_port,
             ),
         ):
             child.setServiceParent(root)

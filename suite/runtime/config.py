@@ -180,6 +180,10 @@ class ServiceSettings(Settings):
     enabled: bool = key(BOOLEAN, True, "run this service (a present section is enabled)")
     listen: tuple[str, ...] = key(STRING_LIST, (), "endpoint to listen on")
     tls_listen: tuple[str, ...] = key(STRING_LIST, (), "stream endpoint served through TLS")
+    reuse_port: bool = key(
+        BOOLEAN, False, "bind tcp:, tcp6: and udp: listeners with SO_REUSEPORT, so several "
+        "processes share them"
+    )
 
 
 def listen(*defaults: str) -> Any:

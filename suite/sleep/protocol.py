@@ -55,6 +55,7 @@ class SleepProtocol(AMPPolicy):
     def _forget(self, done):
         del self.pending[done]
         self.factory.pending_total -= 1
+        self.touch()  # the answer goes out now: idle time counts from here
 
     def _cancel(self, done):
         self.pending[done].cancel()
@@ -66,11 +67,8 @@ class SleepProtocol(AMPPolicy):
         failure.trap(CancelledError)
         raise amp.RemoteAmpError(b"CANCELLED", "connection lost")
 
-    def timeoutConnection(self):
-        if self.pending:
-            self.setTimeout(self.factory.settings.idle_timeout)
-        else:
-            super().timeoutConnection()
+    def is_idle(self):
+        return not self.pending
 
     def connectionLost(self, reason):
         for done in list(getattr(self, "pending", ())):

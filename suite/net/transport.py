@@ -1,0 +1,96 @@
+"""
+Stream transports that send at once.
+
+Twisted's `transport.write` never sends: it appends to a buffer and asks
+the reactor to watch the socket for writability, so every answer costs two
+`epoll_ctl` calls and a second pass through the reactor before it leaves
+(twisted/twisted#5303).  The suite's stream ports build L{WriteThroughServer}
+transports instead: when nothing is waiting in the buffer, `write` sends
+directly; whatever the kernel does not take at once (a partial send,
+EAGAIN, or an error) goes through Twisted's own buffering, so writability
+watching, producer pausing, half-close, `loseConnection` ordering and
+`abortConnection` are Twisted's unchanged.
+
+The ports are Twisted's `tcp.Port` and `unix.Port` with this transport,
+built by L{StreamReactor}: a reactor whose `listenTCP`, `listenUNIX` and
+`adoptStreamPort` make them, so every Twisted server endpoint string
+(`tcp:`, `tcp6:`, `unix:`, `systemd:`) listens through it unchanged.
+With `reuse_port`, TCP ports bind with SO_REUSEPORT.
+"""
+
+from twisted.internet import tcp, unix
+from twisted.internet.tcp import makeBinding
+
+
+class WriteThrough:
+    """Mixin for a Twisted stream transport (`tcp.Server`, `unix.Server`)."""
+
+    def write(self, data):
+        if (self._tempDataLen or self.dataBuffer or not self.connected
+                or self._writeDisconnected or type(data) is not bytes or not data):
+            return super().write(data)  # Twisted's path: queue behind what is waiting, or refuse
+        try:
+            sent = self.socket.send(data)
+        except OSError:
+            sent = 0  # EAGAIN, EINTR, or a dead peer: the reactor's write pass finds out
+        if sent < len(data):
+            super().write(data[sent:])
+
+    def writeSequence(self, iovec):
+        iovec = list(iovec)
+        if all(type(chunk) is bytes for chunk in iovec):
+            self.write(b"".join(iovec))
+        else:
+            super().writeSequence(iovec)  # raises Twisted's TypeError
+
+
+class WriteThroughServer(WriteThrough, tcp.Server):
+    """A TCP connection accepted by a suite port."""
+
+
+class WriteThroughUNIXServer(WriteThrough, unix.Server):
+    """A Unix-socket connection accepted by a suite port."""
+
+
+class TCPPort(tcp.Port):
+    transport = WriteThroughServer
+
+
+class UNIXPort(unix.Port):
+    transport = WriteThroughUNIXServer
+
+
+class StreamReactor:
+    """
+    REACTOR, except that the stream ports it makes are the suite's
+    (L{TCPPort}, L{UNIXPort}), bound with SO_REUSEPORT when REUSE_PORT.
+    Pass it to `serverFromString`; everything else goes to REACTOR.
+    """
+
+    def __init__(self, reactor, reuse_port: bool = False):
+        self._reactor = reactor
+        self._reuse_port = reuse_port
+
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        binding = makeBinding(interface, port, reuseAddress=True, reusePort=self._reuse_port)
+        listening = TCPPort(binding, factory, backlog, interface, self._reactor)
+        listening.startListening()
+        return listening
+
+    def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
+        listening = UNIXPort(address, factory, backlog, mode, self._reactor, wantPID)
+        listening.startListening()
+        return listening
+
+    def adoptStreamPort(self, fileDescriptor, addressFamily, factory):
+        if addressFamily == unix.socket.AF_UNIX:
+            listening = UNIXPort._fromListeningDescriptor(self._reactor, fileDescriptor, factory)
+        else:
+            listening = TCPPort._fromListeningDescriptor(
+                self._reactor, fileDescriptor, addressFamily, factory
+            )
+        listening.startListening()
+        return listening
