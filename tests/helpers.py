@@ -180,8 +180,26 @@ def start_suite(test, tmp_dir, body) -> dict:
     root.privilegedStartService()
     root.startService()
     test.addCleanup(root.stopService)
+    test.suite_root = root
     return {
         f"{child.service_name} {child.listener}": child.port.getHost().port
         for child in root
         if isinstance(child, ListenerService)
     }
+
+
+def flush_writers(test) -> None:
+    """Write out now what the batching writers of the suite TEST started hold."""
+    from suite.logger.writer import BatchWriter
+
+    for child in test.suite_root:
+        if isinstance(child, BatchWriter):
+            child.flush()
+
+
+def json_lines(path) -> list[dict]:
+    """The records of a JSON-lines file (none when it does not exist yet)."""
+    import json
+
+    path = Path(path)
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

@@ -76,7 +76,8 @@ class RotatingFile:
     record, and its rotation gives up silently when the file is gone.
     """
 
-    def __init__(self, path: str, rotate_bytes: int, keep: int):
+    def __init__(self, path: str, rotate_bytes: int, keep: int, label: str = "logger"):
+        self.label = label  # who writes, for the log lines
         directory, name = os.path.split(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, name)
@@ -85,9 +86,9 @@ class RotatingFile:
         removed = cut_torn_tail(self.path)
         if removed:
             log.warn(
-                "logger: {path} ended in a partial record (the process was killed while "
+                "{label}: {path} ended in a partial record (the process was killed while "
                 "writing); cut {removed} bytes back to the last complete line",
-                path=self.path, removed=removed,
+                label=label, path=self.path, removed=removed,
             )
         self._fd = None
         self._open()
@@ -102,9 +103,9 @@ class RotatingFile:
         if _identity(self.path) != self._opened:
             self.reopen()
             log.warn(
-                "logger: {path} was renamed or deleted by another program; "
+                "{label}: {path} was renamed or deleted by another program; "
                 "writing to a new file at that path",
-                path=self.path,
+                label=self.label, path=self.path,
             )
 
     def write(self, data: bytes):
@@ -150,8 +151,8 @@ class RotatingFile:
                     os.replace(f"{self.path}.{n}", f"{self.path}.{n + 1}")
             os.replace(self.path, f"{self.path}.1")
         except OSError as e:
-            log.warn("logger: cannot rotate {path} ({error}); writing on in it",
-                     path=self.path, error=e.strerror)
+            log.warn("{label}: cannot rotate {path} ({error}); writing on in it",
+                     label=self.label, path=self.path, error=e.strerror)
             return False
         self.reopen()
         return True
@@ -182,8 +183,8 @@ class StandardOutput:
         pass
 
 
-def open_output(path: str, rotate_bytes: int, keep: int):
-    return StandardOutput() if path == "-" else RotatingFile(path, rotate_bytes, keep)
+def open_output(path: str, rotate_bytes: int, keep: int, label: str = "logger"):
+    return StandardOutput() if path == "-" else RotatingFile(path, rotate_bytes, keep, label)
 
 
 RETRY_SECONDS = 1.0
@@ -205,8 +206,9 @@ class BatchWriter(service.Service):
     """
 
     def __init__(self, output, reactor, flush_interval: float, max_batch: int,
-                 max_buffer: int = 64 * 2**20):
+                 max_buffer: int = 64 * 2**20, label: str = "logger"):
         self.output = output
+        self.label = label  # who writes, for the log lines
         self.reactor = reactor
         self.flush_interval = flush_interval
         self.max_batch = max_batch
@@ -261,9 +263,9 @@ class BatchWriter(service.Service):
         if self.failing is None:
             self.failing = str(failure)
             log.error(
-                "logger: cannot write {path}: {error}; records wait in memory (up to max_buffer) "
-                "and writing is retried every {retry:g} s",
-                path=self.name, error=self.failing, retry=RETRY_SECONDS,
+                "{label}: cannot write {path}: {error}; records wait in memory (up to "
+                "max_buffer) and writing is retried every {retry:g} s",
+                label=self.label, path=self.name, error=self.failing, retry=RETRY_SECONDS,
             )
         if self.running and self._retry is None:
             self._retry = self.reactor.callLater(RETRY_SECONDS, self._try_again)
@@ -274,8 +276,8 @@ class BatchWriter(service.Service):
 
     def _resumed(self):
         log.info(
-            "logger: writing {path} again after: {error}; {dropped} datagrams were dropped meanwhile",
-            path=self.name, error=self.failing, dropped=self.dropped,
+            "{label}: writing {path} again after: {error}; {dropped} records were dropped meanwhile",
+            label=self.label, path=self.name, error=self.failing, dropped=self.dropped,
         )
         self.failing = None
         self.dropped = 0
@@ -291,7 +293,7 @@ class BatchWriter(service.Service):
         """On SIGHUP (via the root service): logrotate renamed the file, start a new one."""
         self.flush()
         self.output.reopen()
-        log.info("logger: output reopened (SIGHUP)")
+        log.info("{label}: output reopened (SIGHUP): {path}", label=self.label, path=self.name)
 
     def stopService(self):
         service.Service.stopService(self)
@@ -301,7 +303,7 @@ class BatchWriter(service.Service):
         self.flush()
         if self._pending:
             log.error(
-                "logger: stopping with {size} bytes of records that could not be written to "
+                "{label}: stopping with {size} bytes of records that could not be written to "
                 "{path}: {error}",
-                size=self._size, path=self.name, error=self.failing,
+                label=self.label, size=self._size, path=self.name, error=self.failing,
             )

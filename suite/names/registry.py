@@ -53,13 +53,26 @@ class RegistryFull(Exception):
 
 
 class Registry:
-    """Instances by name, each name's instances in registration order."""
+    """
+    Instances by name, each name's instances in registration order.  Whoever
+    keeps something derived from a name's instances (encoded answers)
+    registers with on_change and hears of every change to that name.
+    """
 
     def __init__(self, max_instances: int):
         self.max_instances = max_instances
         self._by_name: dict[str, OrderedDict] = {}
         self._rotation: dict[str, int] = {}
         self._count = 0
+        self._listeners = []
+
+    def on_change(self, listener) -> None:
+        """LISTENER(name) is called after every change to the instances of a name."""
+        self._listeners.append(listener)
+
+    def _changed(self, name: str) -> None:
+        for listener in self._listeners:
+            listener(name)
 
     def __len__(self):
         return self._count
@@ -70,13 +83,16 @@ class Registry:
         instances = self._by_name.get(name)
         existing = instances.get((host, port)) if instances else None
         if existing is not None:
-            existing.description = description
+            if existing.description != description:
+                existing.description = description
+                self._changed(name)
             return existing, False
         if self._count >= self.max_instances:
             raise RegistryFull(f"registry full ({self.max_instances} instances, max_instances)")
         instance = Instance(name, host, port, description)
         self._by_name.setdefault(name, OrderedDict())[(host, port)] = instance
         self._count += 1
+        self._changed(name)
         return instance, True
 
     def holds(self, name, host, port) -> bool:
@@ -95,17 +111,27 @@ class Registry:
         if not instances:
             del self._by_name[name]
             self._rotation.pop(name, None)
+        self._changed(name)
         return instance
 
     def lookup(self, name) -> list[Instance]:
         """The instances of NAME, starting one further on each call (round robin)."""
-        check_name(name)
-        instances = list(self._by_name.get(name, {}).values())
+        instances = self.instances_of(name)
         if not instances:
             return []
-        turn = self._rotation.get(name, 0) % len(instances)
-        self._rotation[name] = turn + 1
+        turn = self.take_turn(name, len(instances))
         return instances[turn:] + instances[:turn]
+
+    def instances_of(self, name) -> list[Instance]:
+        """The instances of NAME in registration order, without taking a turn."""
+        check_name(name)
+        return list(self._by_name.get(name, {}).values())
+
+    def take_turn(self, name: str, count: int) -> int:
+        """Where the next answer for NAME (COUNT instances) starts: one further each call."""
+        turn = self._rotation.get(name, 0) % count
+        self._rotation[name] = turn + 1
+        return turn
 
     def names(self) -> list[str]:
         return sorted(self._by_name)

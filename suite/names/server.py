@@ -1,8 +1,9 @@
 """
 The name server's behaviour behind the AMP commands: token check, registry,
-durable store writes and the audit trail (structured twisted.logger events
-with `names_event` = register, deregister, evict or lookup, and `client`,
-the subject of the client's certificate under mutual TLS).
+durable store writes and the audit trail: structured twisted.logger events
+with `names_event` = register, deregister or evict, and `client`, the
+subject of the client's certificate under mutual TLS; lookups, the hot
+path, go to their own JSON-lines file (L{suite.names.audit}).
 
 A change is written to the store first and applied to the registry only
 once the store has it: Register and Deregister are answered after the
@@ -16,6 +17,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from suite.names.answers import EncodedAnswers
 from suite.names.commands import Invalid, NotFound, Unauthorized, Unavailable
 from suite.names.registry import Instance, Registry, check_instance
 from suite.names.store import StoreError
@@ -38,13 +40,18 @@ def load_registry(registry: Registry, rows) -> None:
 
 
 class NameServer(service.Service):
-    """Owns the registry and the store; as a service it closes the store last, writes finished."""
+    """
+    Owns the registry and the store; as a service it closes the store last,
+    writes finished.  AUDIT (a L{LookupAudit}, or None) records lookups.
+    """
 
-    def __init__(self, registry: Registry, store, token: str, cache_ttl: int, clock):
+    def __init__(self, registry: Registry, store, token: str, cache_ttl: int, clock, audit=None):
         self.registry = registry
         self.store = store
         self.token = token.encode()
         self.cache_ttl = cache_ttl
+        self.audit = audit
+        self.answers = EncodedAnswers(registry, cache_ttl)
         self.warnings = FloodControl(clock, "names")
         self._writes: set[defer.Deferred] = set()
         self._adding = 0  # registrations of new instances waiting for the store
@@ -140,12 +147,23 @@ class NameServer(service.Service):
         written = self._stored(self.store.delete(instance), applied)
         return written.addErrback(lambda failure: failure.trap(Unavailable))
 
-    def lookup(self, name, peer, client=None) -> dict:
+    def answer_lookup(self, name: bytes, tag: bytes, audit_fields: str) -> bytes | None:
+        """
+        The encoded answer to Lookup(NAME) asked as TAG (see L{EncodedAnswers}),
+        audited; None when only AMP's own path can answer (an error).
+        """
+        found = self.answers.answer(name, tag)
+        if found is None:
+            return None
+        answer, count = found
+        if self.audit is not None:
+            self.audit.lookup(name.decode("ascii"), count, audit_fields)
+        return answer
+
+    def lookup(self, name, audit_fields: str) -> dict:
         instances = self.registry.lookup(name)
-        log.info(
-            "names: lookup {name} from {peer}: {answers} answers",
-            names_event="lookup", name=name, peer=peer, answers=len(instances), client=client,
-        )
+        if self.audit is not None:
+            self.audit.lookup(name, len(instances), audit_fields)
         if not instances:
             raise NotFound(f"no live instance of {name}")
         return {

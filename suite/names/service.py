@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
+from suite.logger.writer import BatchWriter, open_output
+from suite.names.audit import LookupAudit
 from suite.names.health import HealthChecker, tcp_ping
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
@@ -17,6 +19,10 @@ from suite.runtime.credentials import CREDENTIAL, read_secret
 
 
 log = Logger()
+
+MiB = 2**20
+AUDIT_FLUSH_INTERVAL = 0.5  # seconds a lookup's audit line may wait
+AUDIT_BATCH = MiB
 
 
 def check_store(value: str) -> None:
@@ -40,6 +46,16 @@ class NamesSettings(AMPLimits, ServiceSettings):
     ping_concurrency: int = key(integer(1), 256, "health checks in flight at once")
     cache_ttl: int = key(integer(0), 5, "seconds clients may cache a lookup (the ttl answered)")
     max_instances: int = key(integer(1), 10000, "instances the registry holds")
+    lookup_audit: str = key(text(), "var/log/suite/names-lookups.jsonl",
+                            "JSON lines file auditing every lookup; - = standard output, "
+                            "empty = no lookup audit")
+    lookup_audit_rotate_bytes: int = key(integer(0), 16 * MiB,
+                                         "rotate the lookup audit at this size; 0 = never")
+    lookup_audit_keep: int = key(integer(1), 10, "rotated lookup audit files kept")
+    lookup_audit_max_buffer: int = key(
+        integer(1), 16 * MiB,
+        "bytes of lookup audit held while the file cannot be written; then lines are dropped",
+    )
 
 
 def resolve_token(settings: NamesSettings) -> str:
@@ -71,16 +87,30 @@ def warn_if_open_to_all(settings: NamesSettings, token: str, reactor) -> None:
             )
 
 
+def open_lookup_audit(settings: NamesSettings, reactor) -> BatchWriter | None:
+    if not settings.lookup_audit:
+        return None
+    try:
+        output = open_output(settings.lookup_audit, settings.lookup_audit_rotate_bytes,
+                             settings.lookup_audit_keep, label="names")
+    except OSError as e:
+        raise settings.error("lookup_audit", f"cannot open: {e.strerror}") from None
+    return BatchWriter(output, reactor, AUDIT_FLUSH_INTERVAL, AUDIT_BATCH,
+                       settings.lookup_audit_max_buffer, label="names")
+
+
 def build(settings: NamesSettings, reactor) -> Parts:
     token = resolve_token(settings)
     warn_if_open_to_all(settings, token, reactor)
+    audit_writer = open_lookup_audit(settings, reactor)
     try:
         store = open_store(settings.store, reactor)
     except StoreError as e:
         raise settings.error("store", str(e)) from None
     try:
         server = NameServer(
-            Registry(settings.max_instances), store, token, settings.cache_ttl, reactor
+            Registry(settings.max_instances), store, token, settings.cache_ttl, reactor,
+            audit_writer and LookupAudit(audit_writer, reactor),
         )
     except StoreError as e:
         store.close()
@@ -88,7 +118,8 @@ def build(settings: NamesSettings, reactor) -> Parts:
     checker = HealthChecker(
         server.registry, settings, reactor, tcp_ping(reactor, settings.ping_timeout), server.evict
     )
-    return Parts(NamesFactory(settings, reactor, server), services=(server, checker))
+    services = (server, checker) if audit_writer is None else (audit_writer, server, checker)
+    return Parts(NamesFactory(settings, reactor, server), services=services)
 
 
 SERVICE = ServiceDeclaration(

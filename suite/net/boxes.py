@@ -56,32 +56,93 @@ class AMPPolicy(ConnectionPolicy, _QuietAMP):
     Base of the AMP services' protocols; the factory's settings are
     L{AMPLimits}.  Responders are declared as usual with
     C{Command.responder}.
+
+    Boxes are parsed here rather than by Twisted's `Int16StringReceiver`,
+    which makes a method call and a state change per key and per value:
+    this parser walks a read's boxes in one loop, checks `max_box` as soon
+    as a value's length is known (before the value is buffered), and hands
+    each complete box to box_received (AMP's dispatch, unless a service
+    answers it faster).  Answers queued with send_soon() leave in one
+    write at the end of the read.
     """
 
     _box_bytes = 0
     _in_flight = 0
     _rejected = False
+    _box = None  # the box being parsed: its complete pairs so far
+    _tail = b""  # the incomplete pair after them
+    _soon: list | None = None
 
     def flow_producer(self):
         return self
 
     def dataReceived(self, data):
-        if not self._rejected:
-            super().dataReceived(data)
-
-    def stringReceived(self, string):
         if self._rejected:
             return
-        self._box_bytes += 2 + len(string)
-        max_box = self.factory.settings.max_box
-        if self._box_bytes > max_box:
-            return self.reject_box(f"box larger than {max_box} bytes (max_box)")
+        self.last_activity = self.now()
+        if self._tail:
+            data = self._tail + data
+        end, position = len(data), 0
+        box, size, max_box = self._box, self._box_bytes, self.factory.settings.max_box
+        self._soon = soon = []
         try:
-            super().stringReceived(string)
+            while end - position >= 2 and not self.paused:
+                key_end = position + 2 + ((data[position] << 8) | data[position + 1])
+                if key_end == position + 2:  # the empty key: the box is complete
+                    position = key_end
+                    self._box, self._box_bytes = None, 0
+                    self._deliver(box)
+                    if self._rejected:
+                        return
+                    box, size = None, 0
+                    continue
+                if key_end - position - 2 > KEY_LENGTH_LIMIT:
+                    return self.lengthLimitExceeded(key_end - position - 2)
+                if end < key_end + 2:
+                    break
+                value_end = key_end + 2 + ((data[key_end] << 8) | data[key_end + 1])
+                if size + value_end - position > max_box:
+                    return self.reject_box(f"box larger than {max_box} bytes (max_box)")
+                if end < value_end:
+                    break
+                if box is None:
+                    box = amp.AmpBox()
+                box[data[position + 2:key_end]] = data[key_end + 2:value_end]
+                size += value_end - position
+                position = value_end
+            self._box, self._box_bytes = box, size
+            self._tail = data[position:] if position < end else b""
+        finally:
+            self._soon = None
+            if soon and self.transport is not None:
+                self.transport.write(b"".join(soon))
+
+    def send_soon(self, answer: bytes):
+        """Send the encoded box ANSWER with the other answers to this read."""
+        if self._soon is None:
+            self.transport.write(answer)
+        else:
+            self._soon.append(answer)
+
+    def _flush_soon(self):
+        if self._soon:
+            self.transport.write(b"".join(self._soon))
+            self._soon.clear()
+
+    def _deliver(self, box):
+        if box is None:
+            return self.reject_box(_malformed(amp.NoEmptyBoxes(box)))
+        if self.box_received(box):
+            return
+        self._flush_soon()  # answers leave in the order their questions came
+        try:
+            self.ampBoxReceived(box)
         except Exception as e:  # raised by AMP's box dispatch: no command, unknown answer ...
-            return self.reject_box(_malformed(e))
-        if self.state == "init":  # a box ended
-            self._box_bytes = 0
+            self.reject_box(_malformed(e))
+
+    def box_received(self, box) -> bool:
+        """A hook: answer BOX at once (with send_soon) and return True, or leave it to AMP."""
+        return False
 
     def lengthLimitExceeded(self, length):
         if not self._rejected:

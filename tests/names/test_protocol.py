@@ -1,10 +1,14 @@
 """The name server's AMP commands, in memory, with their audit events."""
 
+import json
+
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.logger.writer import BatchWriter, WriteFailed
+from suite.names.audit import LookupAudit
 from suite.names.commands import (
     Deregister, Invalid, Lookup, NotFound, Register, Services, Unauthorized, Unavailable,
 )
@@ -37,9 +41,28 @@ class HeldStore(MemoryStore):
             written.callback(None)
 
 
-def names_pair(token="", max_instances=100, store=None, **settings):
+class MemoryOutput:
+    """What a BatchWriter writes, kept in memory."""
+
+    path = "memory"
+
+    def __init__(self):
+        self.data = b""
+
+    def write(self, data):
+        self.data += data
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.data.splitlines()]
+
+
+def names_pair(token="", max_instances=100, store=None, audit=None, **settings):
     store = MemoryStore() if store is None else store
-    server = NameServer(Registry(max_instances), store, token, cache_ttl=5, clock=Clock())
+    clock = Clock()
+    clock.advance(1763726400.25)  # 2025-11-21T12:00:00.25Z
+    lookups = audit and LookupAudit(BatchWriter(audit, clock, 0, 1, max_buffer=200), clock)
+    server = NameServer(Registry(max_instances), store, token, cache_ttl=5, clock=clock,
+                        audit=lookups)
     return AMPPair(NamesFactory(NamesSettings(idle_timeout=0, **settings), Clock(), server))
 
 
@@ -109,15 +132,39 @@ class NamesCommandTests(SynchronousTestCase):
         self.assertEqual(pair.call(Deregister, name="svc", host="h", port=1, token="s3cret"), [{}])
 
     def test_audit_events(self):
-        self.pair.call(Register, name="svc", host="h", port=1, description="d")
-        self.pair.call(Lookup, name="svc")
-        self.pair.call(Lookup, name="gone")
-        self.pair.call(Deregister, name="svc", host="h", port=1)
-        summary = [(e["names_event"], e["name"], e.get("answers")) for e in self.events]
-        self.assertEqual(summary, [("register", "svc", None), ("lookup", "svc", 1),
-                                   ("lookup", "gone", 0), ("deregister", "svc", None)])
+        """Changes are log events; lookups go to the lookup audit file, one JSON line each."""
+        output = MemoryOutput()
+        pair = names_pair(audit=output)
+        pair.call(Register, name="svc", host="h", port=1, description="d")
+        pair.call(Lookup, name="svc")  # answered by the encoded answer
+        pair.call(Lookup, name="gone")  # answered by AMP's path: NOT_FOUND
+        pair.call(Lookup, name="Bad")  # INVALID: not audited
+        pair.call(Deregister, name="svc", host="h", port=1)
+        summary = [(e["names_event"], e["name"]) for e in self.events]
+        self.assertEqual(summary, [("register", "svc"), ("deregister", "svc")])
         self.assertTrue(all(e["peer"] == "192.0.2.7:40000" for e in self.events))
         self.assertEqual((self.events[0]["host"], self.events[0]["port"]), ("h", 1))
+        self.assertEqual(output.records(), [
+            {"time": "2025-11-21T12:00:00.250000Z", "event": "lookup", "name": "svc",
+             "answers": 1, "peer": "192.0.2.7:40000"},
+            {"time": "2025-11-21T12:00:00.250000Z", "event": "lookup", "name": "gone",
+             "answers": 0, "peer": "192.0.2.7:40000"},
+        ])
+
+    def test_a_full_lookup_audit_drops_lines_and_answers_on(self):
+        class Failing(MemoryOutput):
+            def write(self, data):
+                raise WriteFailed(0, OSError(28, "No space left on device"))
+
+        output = Failing()
+        pair = names_pair(audit=output)
+        pair.call(Register, name="svc", host="h", port=1)
+        for _ in range(10):
+            self.assertEqual(len(pair.answer(Lookup, name="svc")["instances"]), 1)
+        writer = pair.server.factory.server.audit.writer
+        self.assertTrue(writer.full)
+        self.assertGreater(writer.dropped, 0)
+        self.flushLoggedErrors()
 
 
 class DurableTests(SynchronousTestCase):

@@ -13,7 +13,9 @@ from twisted.trial.unittest import TestCase
 
 from suite.client import api
 from suite.names.commands import Lookup, NotFound, Register
-from tests.helpers import captured_events, make_pki, start_suite, tls_section, tmp_dir
+from tests.helpers import (
+    captured_events, flush_writers, json_lines, make_pki, start_suite, tls_section, tmp_dir,
+)
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -32,8 +34,10 @@ class CountingFactory(Factory):
 class NamesOnSockets(TestCase):
     def start(self, **keys):
         settings = "".join(f"{key} = {value}\n" for key, value in keys.items())
-        ports = start_suite(self, tmp_dir(self),
-                            f'[names]\nlisten = ["{LOCAL}"]\nstore = "memory"\n{settings}')
+        directory = tmp_dir(self)
+        self.audit = directory / "lookups.jsonl"
+        ports = start_suite(self, directory, f'[names]\nlisten = ["{LOCAL}"]\nstore = "memory"\n'
+                                             f'lookup_audit = "{self.audit}"\n{settings}')
         self.endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", ports[f"names {LOCAL}"])
         self.events = []
         observer = lambda e: "names_event" in e and self.events.append(e)  # noqa: E731
@@ -45,6 +49,10 @@ class NamesOnSockets(TestCase):
         port = reactor.listenTCP(0, factory, interface="127.0.0.1", backlog=1024)
         self.addCleanup(port.stopListening)
         return port, factory
+
+    def lookups(self, name=None) -> list[dict]:
+        flush_writers(self)
+        return [r for r in json_lines(self.audit) if name is None or r["name"] == name]
 
     async def wait_for(self, predicate, timeout=10):
         for _ in range(int(timeout / 0.02)):
@@ -105,7 +113,10 @@ class NamesOnSockets(TestCase):
         self.assertEqual(len(answers), 5000)
         self.assertEqual(firsts[:6], [1, 2, 3, 1, 2, 3])
         self.assertEqual(sorted(set(firsts)), [1, 2, 3])
-        self.assertEqual(sum(1 for e in self.events if e["names_event"] == "lookup"), 5000)
+        audit = self.lookups("busy")
+        self.assertEqual(len(audit), 5000)
+        self.assertEqual({(r["event"], r["answers"], r["peer"].split(":")[0]) for r in audit},
+                         {("lookup", 3, "127.0.0.1")})
 
     async def test_client_caches_answers_for_ttl_and_not_found_for_negative_ttl(self):
         self.start(cache_ttl=5)
@@ -114,7 +125,7 @@ class NamesOnSockets(TestCase):
         names = api.NameClient(reactor, self.endpoint, negative_ttl=1, clock=clock)
 
         def asked(name):
-            return sum(1 for e in self.events if e["names_event"] == "lookup" and e["name"] == name)
+            return len(self.lookups(name))
 
         self.assertEqual(await names.lookup("cached"), [("127.0.0.1", 9, "")])
         await names.lookup("cached")
@@ -153,6 +164,7 @@ class MutualTLSAudit(TestCase):
             listen = []
             tls_listen = ["{LOCAL}"]
             store = "memory"
+            lookup_audit = "{directory}/lookups.jsonl"
         """)
         events = captured_events(self)
         read = lambda name: Path(pki[name]).read_text()  # noqa: E731
@@ -170,4 +182,7 @@ class MutualTLSAudit(TestCase):
         client.transport.loseConnection()
         await client.closed
         audit = [(e["names_event"], e["client"]) for e in events if "names_event" in e]
-        self.assertEqual(audit, [("register", "CN=client"), ("lookup", "CN=client")])
+        self.assertEqual(audit, [("register", "CN=client")])
+        flush_writers(self)
+        lookups = [(r["event"], r["name"], r["client"]) for r in json_lines(directory / "lookups.jsonl")]
+        self.assertEqual(lookups, [("lookup", "svc", "CN=client")])
