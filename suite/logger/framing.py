@@ -44,9 +44,24 @@ class SyslogFrameDecoder:
     def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
         frames = []
         i, n = 0, len(data)
+        max_message = self.max_message
         while i < n and self.error is None:
             state = self._state
-            if state == _LINE or (state == _START and not 0x31 <= data[i] <= 0x39):
+            if state == _START and 0x31 <= data[i] <= 0x39:
+                # The common case first: `LEN SP MSG` whole in this read.
+                space = data.find(b" ", i + 1, i + 1 + _MAX_COUNT_DIGITS)
+                if space > 0 and data[i:space].isdigit():
+                    count = int(data[i:space])
+                    end = space + 1 + count
+                    if end <= n and count <= self.max_frame:
+                        message = data[space + 1:end]
+                        if message[-1:] == b"\n":
+                            message = message[:-1]
+                        frames.append((message[:max_message], len(message) > max_message))
+                        i = end
+                        continue
+                i = self._read_count(data, i, frames)
+            elif state == _LINE or (state == _START and not 0x31 <= data[i] <= 0x39):
                 end = data.find(b"\n", i)
                 nul = data.find(b"\0", i, n if end < 0 else end)
                 if nul >= 0:
@@ -138,5 +153,6 @@ class SyslogFrameDecoder:
 
     def _reset(self):
         self._state = _START
-        self._buffer = bytearray()
+        if self._buffer:
+            self._buffer = bytearray()
         self._overflow = False

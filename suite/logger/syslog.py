@@ -2,6 +2,10 @@
 Parsing one syslog message: RFC 5424, else RFC 3164, else raw.  Pure: text
 in, (message, fields) out.  The fields are those of the JSON records; facility and
 severity are the keywords `logger -p` takes (`local0`, `err`).
+
+parse_fields() is the collector's hot path: one compiled pattern matches a
+whole RFC 5424 header, PRI included, and the fields come back as a tuple
+(FIELD_NAMES) rather than a dictionary; parse() gives them as a dictionary.
 """
 
 import re
@@ -13,8 +17,14 @@ FACILITIES = (
 )
 SEVERITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 
+FIELD_NAMES = (
+    "format", "pri", "timestamp", "hostname", "app", "procid", "msgid", "structured_data",
+)
+
 _PRI = re.compile(r"<(\d{1,3})>")
 _RFC5424_HEADER = re.compile(r"([1-9]\d{0,2}) (\S+) (\S+) (\S+) (\S+) (\S+) ")
+# The common case whole: PRI, header, no structured data (`-`), then the message.
+_RFC5424_PLAIN = re.compile(r"<(\d{1,3})>[1-9]\d{0,2} (\S+) (\S+) (\S+) (\S+) (\S+) -(?: |\Z)")
 _SD_ELEMENT = re.compile(r'\[([^\s=\]"]+)((?: [^\s=\]"]+="(?:[^"\\]|\\.)*")*)\]', re.S)
 _SD_PARAM = re.compile(r'([^\s=\]"]+)="((?:[^"\\]|\\.)*)"', re.S)
 _SD_ESCAPE = re.compile(r'\\(["\\\]])')
@@ -27,24 +37,46 @@ def _nil(value: str):
     return None if value == "-" else value
 
 
-def _fields(pri: int, form: str, **given) -> dict:
-    fields = {
+def as_dict(fields: tuple) -> dict:
+    """The fields tuple of parse_fields() as the records' `syslog` dictionary."""
+    form, pri, timestamp, hostname, app, procid, msgid, structured = fields
+    return {
         "format": form,
         "facility": FACILITIES[pri >> 3],
         "severity": SEVERITIES[pri & 7],
-        "timestamp": None,
-        "hostname": None,
-        "app": None,
-        "procid": None,
-        "msgid": None,
-        "structured_data": None,
+        "timestamp": timestamp,
+        "hostname": hostname,
+        "app": app,
+        "procid": procid,
+        "msgid": msgid,
+        "structured_data": structured,
     }
-    fields.update(given)
-    return fields
 
 
 def parse(text: str) -> tuple[str, dict | None]:
     """(message, syslog fields), or (text, None) when it is not syslog at all."""
+    message, fields = parse_fields(text)
+    return message, None if fields is None else as_dict(fields)
+
+
+def parse_fields(text: str) -> tuple[str, tuple | None]:
+    """(message, fields tuple in FIELD_NAMES order), or (text, None) when it is not syslog."""
+    plain = _RFC5424_PLAIN.match(text)
+    if plain is not None:
+        pri, timestamp, hostname, app, procid, msgid = plain.groups()
+        if len(pri) < 3 or int(pri) <= 191:
+            message = text[plain.end():]
+            if message.startswith(_BOM):
+                message = message[1:]
+            return message, (
+                "rfc5424", int(pri),
+                None if timestamp == "-" else timestamp,
+                None if hostname == "-" else hostname,
+                None if app == "-" else app,
+                None if procid == "-" else procid,
+                None if msgid == "-" else msgid,
+                None,
+            )
     pri_match = _PRI.match(text)
     if pri_match is None or int(pri_match[1]) > 191:
         return text, None
@@ -52,10 +84,15 @@ def parse(text: str) -> tuple[str, dict | None]:
     return parse_rfc5424(text, pri, pri_match.end()) or parse_rfc3164(text, pri, pri_match.end())
 
 
-def parse_rfc5424(text: str, pri: int, start: int) -> tuple[str, dict] | None:
+def parse_rfc5424(text: str, pri: int, start: int) -> tuple[str, tuple] | None:
     header = _RFC5424_HEADER.match(text, start)
     if header is None:
         return None
+    return _rfc5424_body(text, pri, header)
+
+
+def _rfc5424_body(text: str, pri: int, header) -> tuple[str, tuple] | None:
+    """After a matched header (groups: version, timestamp … msgid): SD and message."""
     position = header.end()
     if text.startswith("-", position):
         structured, position = None, position + 1
@@ -71,15 +108,9 @@ def parse_rfc5424(text: str, pri: int, start: int) -> tuple[str, dict] | None:
     if message.startswith(_BOM):
         message = message[1:]
     _, timestamp, hostname, app, procid, msgid = header.groups()
-    return message, _fields(
-        pri,
-        "rfc5424",
-        timestamp=_nil(timestamp),
-        hostname=_nil(hostname),
-        app=_nil(app),
-        procid=_nil(procid),
-        msgid=_nil(msgid),
-        structured_data=structured,
+    return message, (
+        "rfc5424", pri, _nil(timestamp), _nil(hostname), _nil(app), _nil(procid), _nil(msgid),
+        structured,
     )
 
 
@@ -98,21 +129,21 @@ def parse_structured_data(text: str, position: int) -> tuple[dict | None, int]:
     return (elements or None), position
 
 
-def parse_rfc3164(text: str, pri: int, start: int) -> tuple[str, dict]:
+def parse_rfc3164(text: str, pri: int, start: int) -> tuple[str, tuple]:
     """BSD syslog: `<PRI>[Mmm dd hh:mm:ss HOST ][TAG[PID]: ]MSG`, every part but PRI optional."""
-    given = {}
+    timestamp = hostname = app = procid = None
     position = start
     stamp = _RFC3164_TIMESTAMP.match(text, position)
     if stamp is not None:
-        given["timestamp"] = stamp[1]
+        timestamp = stamp[1]
         position = stamp.end()
         # After a timestamp comes the host, unless the next word is already the tag.
         space = text.find(" ", position)
         if space > position and _RFC3164_TAG.fullmatch(text, position, space + 1) is None:
-            given["hostname"] = text[position:space]
+            hostname = text[position:space]
             position = space + 1
     tag = _RFC3164_TAG.match(text, position)
     if tag is not None:
-        given["app"], given["procid"] = tag[1], tag[2]
+        app, procid = tag[1], tag[2]
         position = tag.end()
-    return text[position:], _fields(pri, "rfc3164", **given)
+    return text[position:], ("rfc3164", pri, timestamp, hostname, app, procid, None, None)

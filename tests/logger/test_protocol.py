@@ -35,7 +35,7 @@ class MemoryWriter:
 
     @property
     def records(self):
-        return [json.loads(line) for line in self.lines]
+        return [json.loads(line) for chunk in self.lines for line in chunk.splitlines()]
 
 
 def logger_factory(writer, clock, **settings):
