@@ -4,7 +4,7 @@
  * by a new question.  One epoll thread, pinned to its own core by the bench.
  *
  * usage: amp_lookups HOST PORT CONNECTIONS DEPTH NAME SECONDS
- * prints: requests=N seconds=S rps=R errors=E
+ * prints (all: every answer, the warm-up's too): requests=N seconds=S rps=R errors=E
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -116,6 +116,7 @@ int main(int argc, char **argv) {
     }
     double elapsed = now() - from;
     long counted = answers - (counted_from < 0 ? 0 : counted_from);
-    printf("requests=%ld seconds=%.3f rps=%.0f errors=%ld\n", counted, elapsed, counted / elapsed, errors);
+    printf("requests=%ld seconds=%.3f rps=%.0f errors=%ld all=%ld\n", counted, elapsed, counted / elapsed,
+           errors, answers);
     return 0;
 }

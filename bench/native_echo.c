@@ -1,7 +1,7 @@
 /*
  * A trivial epoll echo server in C: the ceiling the load generator must reach
  * far above any Python server, proving it is not the bottleneck.
- * usage: native_echo PORT
+ * usage: native_echo PORT [udp]
  */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -11,11 +11,29 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+static int udp_echo(int port) {
+    int sock = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(sock, (struct sockaddr *)&address, sizeof address) < 0) {
+        perror("bind");
+        return 1;
+    }
+    char buffer[65536];
+    for (;;) {
+        struct sockaddr_storage peer;
+        socklen_t length = sizeof peer;
+        ssize_t r = recvfrom(sock, buffer, sizeof buffer, 0, (struct sockaddr *)&peer, &length);
+        if (r > 0) sendto(sock, buffer, (size_t)r, 0, (struct sockaddr *)&peer, length);
+    }
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s PORT\n", argv[0]);
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: %s PORT [udp]\n", argv[0]);
         return 2;
     }
+    if (argc == 3) return udp_echo(atoi(argv[1]));
     int listener = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1])),

@@ -31,6 +31,12 @@ def connect(factory, peer=PEER):
     return protocol, transport
 
 
+def elapse(clock, seconds: float, step: float = 0.125) -> None:
+    """Let SECONDS pass on a Clock in steps of 1/8 s (exact in binary), as for a running reactor."""
+    for _ in range(round(seconds / step)):
+        clock.advance(step)
+
+
 def captured_events(test) -> list[dict]:
     """Every log event from now until TEST ends, as a list that grows."""
     events = []

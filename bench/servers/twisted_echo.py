@@ -1,4 +1,4 @@
-"""Reference: the bare Twisted Protocol echo of Twisted's own examples."""
+"""Reference: the bare Twisted Protocol echo of Twisted's own examples; `--udp`: its DatagramProtocol echo."""
 
 import sys
 
@@ -10,6 +10,14 @@ class Echo(protocol.Protocol):
         self.transport.write(data)
 
 
-factory = protocol.Factory.forProtocol(Echo)
-reactor.listenTCP(int(sys.argv[1]), factory, interface="127.0.0.1", backlog=1024)
+class DatagramEcho(protocol.DatagramProtocol):
+    def datagramReceived(self, data, address):
+        self.transport.write(data, address)
+
+
+if "--udp" in sys.argv:
+    reactor.listenUDP(int(sys.argv[1]), DatagramEcho(), interface="127.0.0.1")
+else:
+    factory = protocol.Factory.forProtocol(Echo)
+    reactor.listenTCP(int(sys.argv[1]), factory, interface="127.0.0.1", backlog=1024)
 reactor.run()

@@ -27,7 +27,7 @@ class ShutdownDrain(service.Service):
 
         def check():
             now = self.clock.seconds()
-            reading = any(now - p.last_activity < QUIET for p in self.factory.open)
+            reading = any(now - p.last_data < QUIET for p in self.factory.open)
             if not reading or now >= deadline:
                 loop.stop()
 

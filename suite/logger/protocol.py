@@ -48,6 +48,7 @@ class SyslogStreamProtocol(ConnectionPolicy):
 
     decoder = None
     announced = False
+    last_data = 0.0  # when the last bytes came, for the shutdown drain
 
     def connectionMade(self):
         self.kind = transport_kind(self.transport)
@@ -56,6 +57,7 @@ class SyslogStreamProtocol(ConnectionPolicy):
             limits = self.factory.settings
             self.decoder = SyslogFrameDecoder(limits.max_message, limits.max_frame)
             self.factory.open.add(self)
+            self.last_data = self.factory.clock.seconds()
             if self.factory.held:
                 self.transport.pauseProducing()
             if not self.tls:
@@ -83,6 +85,7 @@ class SyslogStreamProtocol(ConnectionPolicy):
         decoder = self.decoder
         if decoder is None or decoder.error:
             return
+        self.last_data = self.factory.clock.seconds()
         super().dataReceived(data)
         frames = decoder.feed(data)
         if frames:

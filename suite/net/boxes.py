@@ -79,7 +79,7 @@ class AMPPolicy(ConnectionPolicy, _QuietAMP):
     def dataReceived(self, data):
         if self._rejected:
             return
-        self.last_activity = self.now()
+        self.last_activity = self.factory.tick
         if self._tail:
             data = self._tail + data
         end, position = len(data), 0

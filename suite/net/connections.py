@@ -7,6 +7,7 @@ service protocols only say what to answer.
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from OpenSSL import SSL
@@ -53,13 +54,17 @@ class StreamFactory(protocol.Factory):
     one L{FloodControl}.
 
     Idle connections are found by one sweep over the open connections every
-    tenth of `idle_timeout`, comparing each one's last activity with the
-    clock.  A read only stores the time: moving a timer per read (Twisted's
-    `TimeoutMixin`) costs more than answering a short request.
+    tenth of `idle_timeout`: each sweep advances `tick`, a read stores the
+    current tick on its connection, and a connection whose tick is more
+    than ten sweeps old has been quiet for at least `idle_timeout` (and at
+    most 10% longer).  Moving a timer per read (Twisted's `TimeoutMixin`)
+    cost more than answering a short request, and a timer per connection
+    more memory than the rest of an idle connection's state.
     """
 
     noisy = False
     _sweep_call = None
+    tick = 0
 
     def __init__(self, settings: ConnectionLimits, clock):
         self.settings = settings
@@ -67,16 +72,23 @@ class StreamFactory(protocol.Factory):
         self.connections = 0
         self.per_source: dict[str, int] = {}
         self.warnings = FloodControl(clock, self.service_name)
-        self._watched: set = set()  # connections under idle_timeout
+        self._watched: list = []  # connections under idle_timeout; each knows its _idle_slot
 
     def watch_idle(self, connection) -> None:
         """Let the sweep close CONNECTION once idle; the sweep runs while any is watched."""
-        self._watched.add(connection)
+        connection._idle_slot = len(self._watched)
+        self._watched.append(connection)
         if self._sweep_call is None:
             self._schedule_sweep()
 
     def unwatch_idle(self, connection) -> None:
-        self._watched.discard(connection)
+        slot = connection._idle_slot
+        if slot is None:
+            return
+        connection._idle_slot = None
+        last = self._watched.pop()
+        if last is not connection:
+            self._watched[slot], last._idle_slot = last, slot
         if not self._watched and self._sweep_call is not None:
             self._sweep_call.cancel()
             self._sweep_call = None
@@ -87,8 +99,8 @@ class StreamFactory(protocol.Factory):
 
     def _sweep(self):
         self._sweep_call = None
-        timeout, now = self.settings.idle_timeout, self.clock.seconds()
-        for connection in [c for c in self._watched if now - c.last_activity >= timeout]:
+        self.tick = tick = self.tick + 1
+        for connection in [c for c in self._watched if tick - c.last_activity > SWEEPS_PER_TIMEOUT]:
             if connection.is_idle():
                 connection.timeoutConnection()
         if self._watched and self._sweep_call is None:
@@ -168,19 +180,18 @@ class ConnectionPolicy(protocol.Protocol):
     refusal = b""
     admitted = False
     tls = False
-    peer = ""  # `host:port`, for logs and records
     source = ""  # the IP address the per-source limit counts
     client: str | None = None
     lingering = False
     closing = False
     _handshake_timer = None
     _linger_timer = None
-    last_activity = 0.0
+    last_activity = 0  # the factory's sweep tick when something last happened
+    _idle_slot = None
 
     def connectionMade(self):
         factory = self.factory
-        address = self.transport.getPeer()
-        self.peer, self.source = describe_peer(address), source_of(address)
+        self.source = source_of(self.transport.getPeer())
         self.tls = ISSLTransport.providedBy(self.transport)
         reason = factory.refusal_reason(self.source)
         if reason is not None:
@@ -199,7 +210,6 @@ class ConnectionPolicy(protocol.Protocol):
         factory.admit(self.source)
         self.admitted = True
         self.transport.registerProducer(self.flow_producer(), True)
-        self.now = factory.clock.seconds
         self.touch()
         if factory.settings.idle_timeout:
             factory.watch_idle(self)
@@ -245,16 +255,21 @@ class ConnectionPolicy(protocol.Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
 
+    @cached_property
+    def peer(self) -> str:
+        """`host:port` of the client, for logs and records (built when first needed)."""
+        return describe_peer(self.transport.getPeer())
+
     def touch(self):
         """Something happened on this connection: its idle time starts again."""
-        self.last_activity = self.now()
+        self.last_activity = self.factory.tick
 
     def is_idle(self) -> bool:
         """Whether a connection quiet for idle_timeout may be closed (a hook: no work pending)."""
         return True
 
     def dataReceived(self, data):
-        self.last_activity = self.now()
+        self.last_activity = self.factory.tick
         super().dataReceived(data)
 
     def connectionLost(self, reason=protocol.connectionDone):

@@ -57,7 +57,7 @@ class LineProtocol(ConnectionPolicy):
         return self
 
     def dataReceived(self, data):
-        self.last_activity = self.now()
+        self.last_activity = self.factory.tick
         if self.lingering:
             return
         self._buffer = self._buffer + data if self._buffer else data

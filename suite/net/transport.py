@@ -45,7 +45,17 @@ class WriteThrough:
 
 
 class WriteThroughServer(WriteThrough, tcp.Server):
-    """A TCP connection accepted by a suite port."""
+    """
+    A TCP connection accepted by a suite port.  Its repr is built when asked
+    for, not kept as a string on every connection (70 bytes each).
+    """
+
+    def __init__(self, *arguments):
+        super().__init__(*arguments)
+        del self.repstr
+
+    def __repr__(self):
+        return f"<{type(self).__name__} #{self.sessionno} on {self.server._realPortNumber}>"
 
 
 class WriteThroughUNIXServer(WriteThrough, unix.Server):

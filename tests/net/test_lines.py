@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from suite.echo.protocol import LineEchoFactory, RawEchoFactory
 from suite.echo.service import EchoSettings
 from suite.net.lines import LINES_PER_TURN
-from tests.helpers import captured_log, connect
+from tests.helpers import captured_log, connect, elapse
 
 
 def line_echo(clock=None, **settings):
@@ -139,15 +139,28 @@ class ConnectionLimitTests(SynchronousTestCase):
 
 
 class IdleTimeoutTests(SynchronousTestCase):
-    def test_idle_connection_closed_after_idle_timeout(self):
+    def test_idle_connection_closed_after_idle_timeout_at_most_a_tenth_later(self):
         clock = Clock()
         protocol, transport = connect(line_echo(idle_timeout=10, clock=clock))
-        clock.advance(9)
+        elapse(clock, 9)
         protocol.dataReceived(b"still here\n")
-        clock.advance(9)
+        elapse(clock, 9.875)  # quiet for 9.875 s
         self.assertFalse(transport.disconnecting)
-        clock.advance(1)
+        elapse(clock, 1.125)  # quiet for 11 s: at most a tenth more than idle_timeout
         self.assertTrue(transport.disconnecting)
+
+    def test_one_sweep_timer_for_all_connections(self):
+        clock = Clock()
+        factory = line_echo(idle_timeout=10, clock=clock)
+        connections = [connect(factory) for _ in range(50)]
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        for protocol, _ in connections[::2]:
+            protocol.connectionLost(None)
+        elapse(clock, 11)
+        self.assertEqual([t.disconnecting for _, t in connections[1::2]], [True] * 25)
+        for protocol, _ in connections[1::2]:
+            protocol.connectionLost(None)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_zero_idle_timeout_never_closes(self):
         clock = Clock()

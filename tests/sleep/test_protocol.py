@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from suite.sleep.commands import InvalidDuration, Overloaded, Sleep
 from suite.sleep.protocol import SleepFactory
 from suite.sleep.service import SleepSettings
-from tests.helpers import AMPPair as Pair
+from tests.helpers import AMPPair as Pair, elapse
 
 
 def sleep(pair, seconds):
@@ -89,9 +89,11 @@ class SleepTests(SynchronousTestCase):
     def test_a_waiting_client_is_not_idle(self):
         pair = Pair(SleepFactory(SleepSettings(idle_timeout=10, max_pending=3, max_total=5), self.clock))
         answers = sleep(pair, 50)
-        self.clock.advance(50)
+        elapse(self.clock, 50)
         pair.pump()
         self.assertEqual(answers, [{"slept": 50}])
         self.assertFalse(pair.server_transport.disconnecting)
-        self.clock.advance(10)
+        elapse(self.clock, 9.875)
+        self.assertFalse(pair.server_transport.disconnecting)
+        elapse(self.clock, 1.125)  # idle_timeout after the answer, within a tenth
         self.assertTrue(pair.server_transport.disconnecting)

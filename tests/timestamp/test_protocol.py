@@ -11,7 +11,7 @@ from suite.timestamp.protocol import (
     formatter,
 )
 from suite.timestamp.service import TimestampSettings
-from tests.helpers import connect
+from tests.helpers import connect, elapse
 
 # Sat Feb 24 10:29:28.5 2018 UTC, the moment of the README's example.
 MOMENT = 1519468168.5
@@ -122,7 +122,7 @@ class TimestampReadFramingTests(SynchronousTestCase):
         self.assertIs(transport.producer, transport)
         _, refused = connect(protocol.factory)
         self.assertEqual(refused.value(), b"ERROR too many connections\r\n")
-        self.clock.advance(10)
+        elapse(self.clock, 11)
         self.assertTrue(transport.disconnecting)
 
     def test_the_default_is_line_framing(self):
