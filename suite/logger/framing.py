@@ -45,8 +45,14 @@ class SyslogFrameDecoder:
         frames = []
         i, n = 0, len(data)
         max_message = self.max_message
+        lines_at_once = b"\0" not in data
         while i < n and self.error is None:
             state = self._state
+            if lines_at_once and state == _START and not self._buffer:
+                after = self._whole_lines(data, i, frames)
+                if after > i:
+                    i = after
+                    continue
             if state == _START and 0x31 <= data[i] <= 0x39:
                 # The common case first: `LEN SP MSG` whole in this read.
                 space = data.find(b" ", i + 1, i + 1 + _MAX_COUNT_DIGITS)
@@ -90,6 +96,25 @@ class SyslogFrameDecoder:
             else:
                 i = self._read_count(data, i, frames)
         return frames
+
+    def _whole_lines(self, data: bytes, start: int, frames: list) -> int:
+        """
+        The common case of LF framing: the complete lines of DATA from
+        START, split at once, up to the first that may be octet-counted (it
+        starts with a digit); returns where the rest begins.
+        """
+        max_message, append, position = self.max_message, frames.append, start
+        lines = (data[start:] if start else data).split(b"\n")
+        lines.pop()  # after the last LF: incomplete
+        for line in lines:
+            if line and 0x31 <= line[0] <= 0x39:
+                break
+            position += len(line) + 1
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if line:
+                append((line[:max_message], len(line) > max_message))
+        return position
 
     def _read_count(self, data: bytes, i: int, frames: list) -> int:
         """In a frame that started with a digit: is it `LEN SP`, or a line after all?"""

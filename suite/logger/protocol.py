@@ -139,16 +139,27 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self.max_message = max_message
 
     def datagramReceived(self, data, address):
+        self.datagramsReceived([(data, address)])
+
+    def datagramsReceived(self, datagrams):
+        """A batch read by the port: consecutive datagrams of one sender become one write."""
         writer = self.sink.writer
         if writer.full:
-            writer.dropped += 1
+            writer.dropped += len(datagrams)
             return
-        if data.endswith(b"\0"):
-            data = data[:-1]
-        if data.endswith(b"\n"):
-            data = data[:-2] if data.endswith(b"\r\n") else data[:-1]
-        if not data:
-            return
-        truncated = len(data) > self.max_message
-        frame = (data[: self.max_message], truncated)
-        self.sink.messages([frame], host_port(address[0], address[1]), "udp")
+        max_message = self.max_message
+        frames, sender = [], None
+        for data, address in datagrams:
+            if data[-1:] == b"\0":
+                data = data[:-1]
+            if data[-1:] == b"\n":
+                data = data[:-2] if data[-2:] == b"\r\n" else data[:-1]
+            if not data:
+                continue
+            if address != sender:
+                if frames:
+                    self.sink.messages(frames, host_port(*sender), "udp")
+                frames, sender = [], address
+            frames.append((data[:max_message], len(data) > max_message))
+        if frames:
+            self.sink.messages(frames, host_port(*sender), "udp")

@@ -12,10 +12,12 @@ order included (the tests compare the two).
 
 import base64
 import json
-from datetime import datetime, timezone
 from json.encoder import encode_basestring as _quote
 
-from suite.logger.syslog import FACILITIES, SEVERITIES, parse_fields
+from suite.logger.syslog import (
+    FACILITIES, SEVERITIES, match_plain_rfc5424, parse_fields, plain_header_fields,
+)
+from suite.runtime.stamps import utc_stamp
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -34,6 +36,44 @@ def _nullable(value: str | None) -> str:
     return "null" if value is None else _quote(value)
 
 
+MAX_CACHED_HEADERS = 4096
+_plain_headers: dict[tuple, tuple[str, str]] = {}
+
+
+def _plain_header_json(pri: str, rest: str):
+    """
+    The `syslog` JSON of a plain RFC 5424 header around its timestamp:
+    (up to `"timestamp": `, from `, "hostname"` on), for the PRI and REST
+    groups of match_plain_rfc5424.  Senders repeat their header fields, so
+    these are kept, up to MAX_CACHED_HEADERS of them.
+    """
+    if len(_plain_headers) >= MAX_CACHED_HEADERS:
+        _plain_headers.clear()
+    hostname, app, procid, msgid = map(_nullable, plain_header_fields(rest))
+    found = _plain_headers[pri, rest] = (
+        _SYSLOG_HEAD["rfc5424", int(pri)],
+        f', "hostname": {hostname}, "app": {app}, "procid": {procid}, "msgid": {msgid}, '
+        '"structured_data": null}',
+    )
+    return found
+
+
+def _general_line(raw: bytes, text: str | None, head: str, client_part: str, end: str) -> str:
+    """The record of any message; TEXT is RAW decoded, None when RAW is not UTF-8."""
+    line = head
+    if text is None:
+        text = decode(raw)[0]
+        message, fields = parse_fields(text)
+        line += _quote(message) + ', "message_base64": "%s"' % base64.b64encode(raw).decode()
+    else:
+        message, fields = parse_fields(text)
+        line += _quote(message)
+    line += client_part
+    if fields is not None:
+        line += syslog_json(fields)
+    return line + end
+
+
 def syslog_json(fields: tuple) -> str:
     """`, "syslog": {…}` for the fields tuple of parse_fields()."""
     form, pri, timestamp, hostname, app, procid, msgid, structured = fields
@@ -43,10 +83,6 @@ def syslog_json(fields: tuple) -> str:
             _nullable(procid), _nullable(msgid),
             "null" if structured is None else _encode(structured),
         )
-
-
-def utc_stamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def decode(raw: bytes) -> tuple[str, bool]:
@@ -79,19 +115,24 @@ class RecordSink:
         client_part = "" if client is None else ', "client": ' + _quote(client)
         lines = []
         append = lines.append
+        plain_match, headers = match_plain_rfc5424, _plain_headers
         for raw, truncated in frames:
+            end = ', "truncated": true}\n' if truncated else "}\n"
             try:
-                text, utf8 = raw.decode("utf-8"), True
+                text = raw.decode("utf-8")
             except UnicodeDecodeError:
-                text, utf8 = decode(raw)
-            message, fields = parse_fields(text)
-            line = head + _quote(message)
-            if not utf8:
-                line += ', "message_base64": "%s"' % base64.b64encode(raw).decode()
-            line += client_part
-            if fields is not None:
-                line += syslog_json(fields)
-            append(line + (', "truncated": true}\n' if truncated else "}\n"))
+                append(_general_line(raw, None, head, client_part, end))
+                continue
+            plain = plain_match(text)
+            if plain is None:
+                append(_general_line(raw, text, head, client_part, end))
+                continue
+            # The common case, in one formatting.
+            key = plain.group(1, 3)
+            before, after = headers.get(key) or _plain_header_json(*key)
+            timestamp = plain.group(2)
+            append(f"{head}{_quote(text[plain.end():])}{client_part}{before}"
+                   f"{'null' if timestamp == '-' else _quote(timestamp)}{after}{end}")
         self.writer.write_lines(["".join(lines).encode()])
 
     def event(self, event: str, peer: str, transport: str, message: str | None = None,

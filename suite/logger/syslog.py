@@ -23,14 +23,26 @@ FIELD_NAMES = (
 
 _PRI = re.compile(r"<(\d{1,3})>")
 _RFC5424_HEADER = re.compile(r"([1-9]\d{0,2}) (\S+) (\S+) (\S+) (\S+) (\S+) ")
-# The common case whole: PRI, header, no structured data (`-`), then the message.
-_RFC5424_PLAIN = re.compile(r"<(\d{1,3})>[1-9]\d{0,2} (\S+) (\S+) (\S+) (\S+) (\S+) -(?: |\Z)")
+# The common case whole: PRI, header, no structured data (`-`), then the message
+# (after its BOM, if it has one).
+_RFC5424_PLAIN = re.compile(
+    r"<(1[0-8]\d|19[01]|\d{1,2})>[1-9]\d{0,2} (\S+)( \S+ \S+ \S+ \S+ )-(?: \ufeff?|\Z)"
+)
+BOM = "\ufeff"
+
+
+def match_plain_rfc5424(text: str):
+    """
+    The match of an RFC 5424 message without structured data: groups PRI,
+    timestamp, and ` hostname app procid msgid ` (see plain_header_fields;
+    `-` for nil); the message is what follows end().  None otherwise.
+    """
+    return _RFC5424_PLAIN.match(text)
 _SD_ELEMENT = re.compile(r'\[([^\s=\]"]+)((?: [^\s=\]"]+="(?:[^"\\]|\\.)*")*)\]', re.S)
 _SD_PARAM = re.compile(r'([^\s=\]"]+)="((?:[^"\\]|\\.)*)"', re.S)
 _SD_ESCAPE = re.compile(r'\\(["\\\]])')
 _RFC3164_TIMESTAMP = re.compile(r"([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) ")
 _RFC3164_TAG = re.compile(r"([^\s:\[\]]{1,48})(?:\[([^\s\]]{1,128})\])?: ?")
-_BOM = "\ufeff"
 
 
 def _nil(value: str):
@@ -59,24 +71,21 @@ def parse(text: str) -> tuple[str, dict | None]:
     return message, None if fields is None else as_dict(fields)
 
 
+def plain_header_fields(rest: str) -> list[str | None]:
+    """[hostname, app, procid, msgid] from the third group of match_plain_rfc5424."""
+    return [None if field == "-" else field for field in rest[1:-1].split(" ")]
+
+
 def parse_fields(text: str) -> tuple[str, tuple | None]:
     """(message, fields tuple in FIELD_NAMES order), or (text, None) when it is not syslog."""
     plain = _RFC5424_PLAIN.match(text)
     if plain is not None:
-        pri, timestamp, hostname, app, procid, msgid = plain.groups()
-        if len(pri) < 3 or int(pri) <= 191:
-            message = text[plain.end():]
-            if message.startswith(_BOM):
-                message = message[1:]
-            return message, (
-                "rfc5424", int(pri),
-                None if timestamp == "-" else timestamp,
-                None if hostname == "-" else hostname,
-                None if app == "-" else app,
-                None if procid == "-" else procid,
-                None if msgid == "-" else msgid,
-                None,
-            )
+        pri, timestamp, rest = plain.groups()
+        hostname, app, procid, msgid = plain_header_fields(rest)
+        return text[plain.end():], (
+            "rfc5424", int(pri), None if timestamp == "-" else timestamp,
+            hostname, app, procid, msgid, None,
+        )
     pri_match = _PRI.match(text)
     if pri_match is None or int(pri_match[1]) > 191:
         return text, None
@@ -105,7 +114,7 @@ def _rfc5424_body(text: str, pri: int, header) -> tuple[str, tuple] | None:
             return None
         position += 1
     message = text[position:]
-    if message.startswith(_BOM):
+    if message.startswith(BOM):
         message = message[1:]
     _, timestamp, hostname, app, procid, msgid = header.groups()
     return message, (

@@ -4,15 +4,16 @@ batches by the logger's writer (rotation, disk-full retry, SIGHUP reopen).
 
 Lookups are the name server's hot path, so a lookup is not a formatted
 log event: its line is built from a per-connection part encoded once
-(peer, client certificate) and a timestamp whose seconds are formatted
-once per second.  Names are validated to `a-z 0-9 -`, so they need no
+(peer, client certificate) and a timestamp whose date and time of day
+are formatted once per second.  Names are validated to `a-z 0-9 -`, so they need no
 escaping.  Registrations, deregistrations and evictions stay structured
 log events.  When the file cannot be written and `max_buffer` is
 reached, lines are dropped and counted; lookups are answered regardless.
 """
 
 import json
-import time
+
+from suite.runtime.stamps import utc_stamp
 
 
 def connection_fields(peer: str, client: str | None) -> str:
@@ -29,15 +30,6 @@ class LookupAudit:
     def __init__(self, writer, clock):
         self.writer = writer
         self.clock = clock
-        self._second = -1
-        self._prefix = ""
-
-    def _stamp(self, now: float) -> str:
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return "%s.%06dZ" % (self._prefix, (now - second) * 1e6)
 
     def lookup(self, name: str, answers: int, fields: str) -> None:
         """NAME was looked up and ANSWERS instances were answered; FIELDS from connection_fields."""
@@ -46,6 +38,6 @@ class LookupAudit:
             writer.dropped += 1
             return
         line = '{"time": "%s", "event": "lookup", "name": "%s", "answers": %d%s' % (
-            self._stamp(self.clock.seconds()), name, answers, fields
+            utc_stamp(self.clock.seconds()), name, answers, fields
         )
         writer.write_lines((line.encode(),))
