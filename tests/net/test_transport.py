@@ -1,0 +1,321 @@
+"""
+The suite's stream transport on real sockets: a write leaves at once when
+nothing waits, and everything else is Twisted's transport behaviour
+(buffering, flow control, half-close, loseConnection ordering, abort).
+Also the SO_REUSEPORT listeners and the batched UDP port.
+"""
+
+import os
+import shutil
+import socket
+import tempfile
+
+from zope.interface import implementer
+
+from twisted.internet import defer, error, protocol, reactor, task
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.trial.unittest import TestCase
+
+from suite.net.transport import StreamReactor, WriteThroughServer, WriteThroughUNIXServer
+from suite.net.udpport import DatagramPort, listen_datagram
+from tests.helpers import tmp_dir
+
+BIG = 8 * 2**20  # more than any socket buffer holds
+
+
+class Server(protocol.Protocol):
+    """Runs the test's ON_CONNECT with itself once connected; records what happens."""
+
+    def __init__(self, on_connect):
+        self.on_connect = on_connect
+        self.lost = defer.Deferred()
+        self.received = bytearray()
+        self.paused = self.resumed = 0
+
+    def connectionMade(self):
+        self.on_connect(self)
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def pauseProducing(self):
+        self.paused += 1
+
+    def resumeProducing(self):
+        self.resumed += 1
+
+    def stopProducing(self):
+        pass
+
+    def connectionLost(self, reason):
+        self.reason = reason
+        self.lost.callback(None)
+
+
+@implementer(IHalfCloseableProtocol)
+class Client(protocol.Protocol):
+    """Reads everything until the connection closes; can hold off reading."""
+
+    def __init__(self, reading=True):
+        self.reading = reading
+        self.received = bytearray()
+        self.eof = defer.Deferred()
+        self.lost = defer.Deferred()
+
+    def connectionMade(self):
+        if not self.reading:
+            self.transport.pauseProducing()
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def readConnectionLost(self):
+        self.eof.callback(bytes(self.received))
+
+    def writeConnectionLost(self):
+        pass
+
+    def connectionLost(self, reason):
+        if not self.eof.called:
+            self.eof.callback(bytes(self.received))
+        self.lost.callback(None)
+
+
+def until(predicate, timeout=10.0):
+    """A Deferred that fires once PREDICATE() is true (checked every 10 ms)."""
+    waited = defer.Deferred()
+
+    def check(remaining):
+        if predicate():
+            waited.callback(None)
+        elif remaining <= 0:
+            waited.errback(AssertionError("timed out"))
+        else:
+            reactor.callLater(0.01, check, remaining - 0.01)
+
+    check(timeout)
+    return waited
+
+
+class WriteThroughTests(TestCase):
+    async def connect(self, on_connect, client=None, unix=False):
+        servers = []
+
+        def build(address):
+            server = Server(on_connect)
+            servers.append(server)
+            return server
+
+        factory = protocol.Factory()
+        factory.buildProtocol = build
+        listening = StreamReactor(reactor)
+        if unix:
+            directory = tempfile.mkdtemp(prefix="s")  # a socket path must stay short
+            self.addCleanup(shutil.rmtree, directory)
+            path = os.path.join(directory, "s")
+            port = listening.listenUNIX(path, factory)
+            endpoint = UNIXClientEndpoint(reactor, path)
+        else:
+            port = listening.listenTCP(0, factory, interface="127.0.0.1")
+            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        self.addCleanup(port.stopListening)
+        client = client or Client()
+        await connectProtocol(endpoint, client)
+        await until(lambda: servers)
+        self.addCleanup(lambda: client.transport.connected and client.transport.abortConnection())
+        return servers[0], client
+
+    async def test_a_write_leaves_at_once_without_watching_for_writability(self):
+        seen = {}
+
+        def write(server):
+            server.transport.write(b"hello")
+            server.transport.writeSequence([b" ", b"world"])
+            seen["buffered"] = len(server.transport.dataBuffer) + server.transport._tempDataLen
+            seen["watched"] = server.transport in reactor.getWriters()
+
+        server, client = await self.connect(write)
+        self.assertIsInstance(server.transport, WriteThroughServer)
+        self.assertEqual(seen, {"buffered": 0, "watched": False})
+        await until(lambda: client.received == b"hello world")
+
+    async def test_unix_sockets_too(self):
+        def write(server):
+            server.transport.write(b"over unix")
+            self.assertEqual(server.transport._tempDataLen, 0)
+
+        server, client = await self.connect(write, unix=True)
+        self.assertIsInstance(server.transport, WriteThroughUNIXServer)
+        await until(lambda: client.received == b"over unix")
+
+    async def test_what_the_kernel_cannot_take_is_buffered_in_order_with_flow_control(self):
+        chunks = [bytes([n % 256]) * 65536 for n in range(BIG // 65536)]
+
+        def write(server):
+            server.transport.registerProducer(server, True)
+            for chunk in chunks:
+                server.transport.write(chunk)
+
+        server, client = await self.connect(write, Client(reading=False))
+        self.assertGreater(server.transport._tempDataLen + len(server.transport.dataBuffer), 0)
+        self.assertGreaterEqual(server.paused, 1)  # Twisted paused the producer: buffer full
+        self.assertIn(server.transport, reactor.getWriters())
+        server.transport.write(b"last")  # queued behind the rest, never ahead of it
+        client.transport.resumeProducing()
+        await until(lambda: len(client.received) == BIG + 4)
+        self.assertEqual(bytes(client.received), b"".join(chunks) + b"last")
+        self.assertEqual(server.resumed, 1)
+        await until(lambda: server.transport not in reactor.getWriters())
+
+    async def test_lose_connection_sends_everything_first(self):
+        payload = bytes(range(256)) * (BIG // 256)
+
+        def write(server):
+            server.transport.write(payload)
+            server.transport.loseConnection()
+
+        server, client = await self.connect(write)
+        self.assertEqual(await client.eof, payload)
+        await server.lost
+        self.assertTrue(server.reason.check(error.ConnectionDone))
+
+    async def test_half_close_after_the_writes_and_the_client_may_still_send(self):
+        def write(server):
+            server.transport.write(b"x" * BIG)
+            server.transport.loseWriteConnection()
+
+        server, client = await self.connect(write)
+        self.assertEqual(len(await client.eof), BIG)
+        client.transport.write(b"still talking")
+        await until(lambda: server.received == b"still talking")
+        self.assertFalse(server.lost.called)
+
+    async def test_abort_drops_what_waits_and_reports_the_abort(self):
+        def write(server):
+            server.transport.write(b"x" * BIG)
+            server.transport.abortConnection()
+
+        server, client = await self.connect(write, Client(reading=False))
+        await server.lost
+        self.assertTrue(server.reason.check(error.ConnectionAborted))
+        client.transport.resumeProducing()
+        await client.lost
+        self.assertLess(len(client.received), BIG)
+
+    async def test_writes_after_close_are_ignored_and_non_bytes_refused(self):
+        def write(server):
+            self.assertRaises(TypeError, server.transport.write, "text")
+            self.assertRaises(TypeError, server.transport.writeSequence, [b"ok", "text"])
+            server.transport.write(b"bye")
+            server.transport.loseConnection()
+            server.transport.write(b" after close is still sent")  # Twisted's own rule
+
+        server, client = await self.connect(write)
+        self.assertEqual(await client.eof, b"bye after close is still sent")
+        await server.lost
+        server.transport.write(b"dropped")  # after connectionLost: nothing, no error
+
+
+class ReusePortTests(TestCase):
+    def test_two_tcp_listeners_share_a_port_only_with_reuse_port(self):
+        first = StreamReactor(reactor, reuse_port=True).listenTCP(
+            0, protocol.Factory(), interface="127.0.0.1")
+        self.addCleanup(first.stopListening)
+        number = first.getHost().port
+        second = StreamReactor(reactor, reuse_port=True).listenTCP(
+            number, protocol.Factory(), interface="127.0.0.1")
+        self.addCleanup(second.stopListening)
+        self.assertEqual(second.getHost().port, number)
+        self.assertRaises(error.CannotListenError, StreamReactor(reactor).listenTCP,
+                          number, protocol.Factory(), interface="127.0.0.1")
+
+    def test_two_udp_listeners_share_a_port_only_with_reuse_port(self):
+        first = listen_datagram(reactor, 0, protocol.DatagramProtocol(), "127.0.0.1",
+                                reuse_port=True)
+        self.addCleanup(first.stopListening)
+        number = first.getHost().port
+        second = listen_datagram(reactor, number, protocol.DatagramProtocol(), "127.0.0.1",
+                                 reuse_port=True)
+        self.addCleanup(second.stopListening)
+        self.assertRaises(error.CannotListenError, listen_datagram, reactor, number,
+                          protocol.DatagramProtocol(), "127.0.0.1")
+
+    async def test_the_suite_with_reuse_port_twice_on_one_port_serves_from_both(self):
+        from tests.helpers import start_suite
+
+        first = start_suite(self, tmp_dir(self), """
+            [echo]
+            listen = ["tcp:0:interface=127.0.0.1"]
+            reuse_port = true
+        """)
+        number = first["echo tcp:0:interface=127.0.0.1"]
+        first_root = self.suite_root
+        start_suite(self, tmp_dir(self), f"""
+            [echo]
+            listen = ["tcp:{number}:interface=127.0.0.1"]
+            reuse_port = true
+        """)
+        self.assertIsNot(self.suite_root, first_root)
+        with socket.create_connection(("127.0.0.1", number), timeout=5) as sock:
+            sock.setblocking(False)
+            sock.sendall(b"hello\n")
+            await until(lambda: _readable(sock))
+            self.assertEqual(sock.recv(100), b"You said: hello\r\n")
+
+
+def _readable(sock) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False
+
+
+class Batch(protocol.DatagramProtocol):
+    def __init__(self):
+        self.batches = []
+
+    def datagramsReceived(self, datagrams):
+        self.batches.append(datagrams)
+
+
+class One(protocol.DatagramProtocol):
+    def __init__(self):
+        self.datagrams = []
+
+    def datagramReceived(self, data, address):
+        self.datagrams.append((data, address))
+        self.transport.reply(data.upper(), address)
+
+
+class DatagramPortTests(TestCase):
+    async def test_a_burst_arrives_in_batches_in_order(self):
+        receiver = Batch()
+        port = listen_datagram(reactor, 0, receiver, "127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.assertIsInstance(port, DatagramPort)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.bind(("127.0.0.1", 0))
+            for n in range(200):
+                sender.sendto(b"%d" % n, ("127.0.0.1", port.getHost().port))
+            source = sender.getsockname()
+            await until(lambda: sum(map(len, receiver.batches)) == 200)
+        received = [d for batch in receiver.batches for d in batch]
+        self.assertEqual(received, [(b"%d" % n, source) for n in range(200)])
+        self.assertLess(len(receiver.batches), 200)  # not one call per datagram
+
+    async def test_one_at_a_time_for_plain_protocols_and_reply_over_ipv6(self):
+        receiver = One()
+        try:
+            port = listen_datagram(reactor, 0, receiver, "::1")
+        except error.CannotListenError:
+            raise self.skipTest("no IPv6 loopback here")
+        self.addCleanup(port.stopListening)
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sender:
+            sender.settimeout(5)
+            sender.sendto(b"ping", ("::1", port.getHost().port))
+            await until(lambda: receiver.datagrams)
+            answer = await task.deferLater(reactor, 0, sender.recv, 100)
+        self.assertEqual(answer, b"PING")
+        ((_, address),) = receiver.datagrams
+        self.assertEqual(len(address), 2)  # (host, port) as Twisted gives it, no flow or scope
