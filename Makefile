@@ -55,12 +55,12 @@ trial: $(STAMP) tools
 fuzz: $(STAMP)
 	SUITE_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q tests/fuzz
 
+# The suite next to its peers (bench/run.py, about 10 minutes), then registrations/s.
 # uvloop is a reference server only: measured when it installs, skipped otherwise.
 bench: $(STAMP) tools
 	$(BIN)/pip install --quiet uvloop || echo "uvloop not installable: its row is skipped"
-	$(BIN)/python bench/run.py
-	$(BIN)/python bench/logger_ingest.py
-	$(BIN)/python bench/names.py
+	cd bench && ../$(BIN)/python run.py
+	cd bench && ../$(BIN)/python names.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -4,9 +4,11 @@
  * pinned to its own core by bench/run.py.  Its ceiling is shown against
  * native_echo.c so a slow server is never the generator's fault.
  *
- * usage: loadgen HOST PORT CONNECTIONS SIZE SECONDS raw|line
+ * usage: loadgen HOST PORT CONNECTIONS SIZE SECONDS raw|line [DEPTH]
  *   raw:  SIZE bytes out, the same SIZE bytes back
  *   line: SIZE-1 bytes + LF out, one line (up to LF) back
+ *   DEPTH (default 1): messages sent in one write, all answered before the
+ *   next write; each counts as a request
  * prints: requests=N seconds=S rps=R p50_us=X p99_us=Y all=T
  *   (all: every answer, the warm-up's too, for CPU per request)
  */
@@ -24,7 +26,7 @@
 
 struct conn {
     int fd;
-    size_t got;
+    size_t got;  /* bytes (raw) or lines (line) of the answer so far */
     double sent_at;
 };
 
@@ -45,18 +47,21 @@ static void die(const char *what) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s HOST PORT CONNECTIONS SIZE SECONDS raw|line\n", argv[0]);
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: %s HOST PORT CONNECTIONS SIZE SECONDS raw|line [DEPTH]\n", argv[0]);
         return 2;
     }
+    size_t depth = argc == 8 ? (size_t)atoi(argv[7]) : 1;
     const char *host = argv[1];
     int port = atoi(argv[2]), n = atoi(argv[3]);
     size_t size = (size_t)atoi(argv[4]);
     double seconds = atof(argv[5]), warmup = 0.5;
     int line = strcmp(argv[6], "line") == 0;
-    char *message = malloc(size);
-    memset(message, 'a', size);
-    if (line) message[size - 1] = '\n';
+    char *message = malloc(size * depth);
+    memset(message, 'a', size * depth);
+    if (line)
+        for (size_t d = 1; d <= depth; d++) message[d * size - 1] = '\n';
+    size = size * depth;  /* what one write sends */
     char buffer[65536];
 
     struct conn *conns = calloc(n, sizeof *conns);
@@ -92,17 +97,22 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "server closed a connection\n");
                 return 1;
             }
-            c->got += (size_t)r;
-            int complete = line ? buffer[r - 1] == '\n' : c->got >= size;
+            if (line) {
+                for (ssize_t b = 0; b < r; b++) c->got += buffer[b] == '\n';
+            } else {
+                c->got += (size_t)r;
+            }
+            int complete = line ? c->got >= depth : c->got >= size;
             if (!complete) continue;
-            all++;
+            all += depth;
             t = now();
             if (t >= measure_from) {
                 if (count == capacity) {
                     capacity *= 2;
                     latencies = realloc(latencies, capacity * sizeof *latencies);
                 }
-                latencies[count++] = (float)((t - c->sent_at) * 1e6);
+                latencies[count] = (float)((t - c->sent_at) * 1e6);
+                count += 1;
             }
             c->got = 0;
             c->sent_at = t;
@@ -112,8 +122,8 @@ int main(int argc, char **argv) {
     }
     double elapsed = now() - measure_from;
     qsort(latencies, count, sizeof *latencies, compare);
-    printf("requests=%zu seconds=%.3f rps=%.0f p50_us=%.1f p99_us=%.1f all=%zu\n", count, elapsed,
-           count / elapsed, count ? latencies[count / 2] : 0.0,
+    printf("requests=%zu seconds=%.3f rps=%.0f p50_us=%.1f p99_us=%.1f all=%zu\n", count * depth,
+           elapsed, count * depth / elapsed, count ? latencies[count / 2] : 0.0,
            count ? latencies[(size_t)(count * 0.99)] : 0.0, all);
     return 0;
 }

@@ -27,20 +27,15 @@ from twisted.protocols import amp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from suite.names.commands import Lookup, Register  # noqa: E402
-from tree import TREE, free_port, twistd  # noqa: E402
+from tree import TREE, cpu_seconds, free_port, twistd  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_NAMES_SECONDS", "3"))
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def start_server(port: int, store: str) -> subprocess.Popen:
-    """suite-names from TREE on core 0, its audit log thrown away."""
+    """suite-names from TREE on core 0, its audit thrown away."""
     return twistd("suite-names", "--listen", f"tcp:{port}:interface=127.0.0.1",
-                  "--store", store, "--ping-interval", "3600")
+                  "--store", store, "--ping-interval", "3600", "--lookup-audit", "/dev/null")
 
 
 async def connect(reactor, endpoint, attempts=200):

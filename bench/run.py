@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tree import RUN_TWISTD, TREE, free_port
+from tree import RUN_TWISTD, TREE, cpu_seconds, free_port
 
 HERE = Path(__file__).resolve().parent
 BIN = HERE / "bin"
@@ -41,7 +41,6 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 ONLY = os.environ.get("BENCH_ONLY", "")
 SERVER_CORE, CLIENT_CORE = "0", "1"
-TICK = os.sysconf("SC_CLK_TCK")
 WORK = Path(tempfile.mkdtemp(prefix="suite-bench-"))
 
 
@@ -60,11 +59,6 @@ def has_uvloop() -> bool:
 def suite(*arguments: str) -> list[str]:
     return [PYTHON, "-c", RUN_TWISTD, "--nodaemon", "--pidfile=", "--logfile=/dev/null",
             *arguments]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def rss_bytes(pid: int) -> int:
@@ -91,15 +85,26 @@ class Server:
             time.sleep(1.5)  # datagram servers: no connection to probe
 
     def _wait_tcp(self):
+        """Until this process itself listens on the port (others may share it: reuse_port)."""
         for _ in range(400):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            if self._listening():
                 return
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"server exited: {self.process.args}")
-                time.sleep(0.05)
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.process.args}")
+            time.sleep(0.05)
         raise RuntimeError(f"server did not start: {self.process.args}")
+
+    def _listening(self) -> bool:
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == self.port:
+                    inodes.add(f"socket:[{fields[9]}]")
+        try:
+            return any(os.readlink(fd) in inodes for fd in Path(f"/proc/{self.pid}/fd").iterdir())
+        except OSError:
+            return False
 
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
@@ -457,29 +462,45 @@ def lookups():
 
 # --- two processes sharing a port ---------------------------------------------------------
 
+SCALING_LOADS = {
+    # Server-bound: 64 lines of 16 bytes per write, so the generator needs little of the
+    # two cores it shares with the servers here.
+    "line echo, 100 connections × 64 pipelined 16-byte lines": ("line", 16, 64),
+    # Generator-bound on two cores: one request per round trip costs the generator (mostly
+    # the kernel's loopback TCP) about 7 µs, two thirds of what it costs the server.
+    "raw echo, 100 connections × 1 message of 64 bytes": ("raw", 64, 1),
+}
+
+
 def scaling():
-    port_cells = {"one process": [], "two processes (reuse_port)": []}
+    cells = {(load_name, n): [] for load_name in SCALING_LOADS for n in (1, 2)}
     for number in range(ROUNDS):
-        for name, cores in (("one process", ["0"]), ("two processes (reuse_port)", ["0", "1"])):
-            port = free_port()
-            argv = suite("suite-echo", "--mode", "raw", "--reuse-port", "--listen",
-                         "tcp:{port}:interface=127.0.0.1")
-            servers = [Server(argv, port, cores=core) for core in cores]
-            try:
-                cell = load([BIN / "loadgen", "127.0.0.1", port, 100, 64, SECONDS, "raw"],
-                            [s.pid for s in servers], core=None)
-            finally:
-                for server in servers:
-                    server.stop()
-            port_cells[name].append(cell)
-            print(f"  round {number + 1}: {name:34} rps={cell['rps']:,.0f}", flush=True)
-    one = median(port_cells["one process"], "rps")
-    two = median(port_cells["two processes (reuse_port)"], "rps")
-    rows = ["### Every core: suite raw echo, 100 connections, 64 bytes; load generator "
-            "unpinned", "", "| processes | req/s | × one process |", "|---|---:|---:|",
-            f"| one (core 0) | {one:,.0f} | 1.00 |",
-            f"| two with reuse_port (cores 0 and 1) | {two:,.0f} | {two / one:.2f} |"]
-    return rows, {"one": one, "two": two}
+        for load_name, (mode, size, depth) in SCALING_LOADS.items():
+            for processes in (1, 2):
+                port = free_port()
+                argv = suite("suite-echo", "--mode", mode, "--reuse-port", "--listen",
+                             "tcp:{port}:interface=127.0.0.1")
+                servers = [Server(argv, port, cores=str(core)) for core in range(processes)]
+                try:
+                    cell = load([BIN / "loadgen", "127.0.0.1", port, 100, size, SECONDS, mode,
+                                 depth], [s.pid for s in servers], core=None)
+                finally:
+                    for server in servers:
+                        server.stop()
+                cells[load_name, processes].append(cell)
+                print(f"  round {number + 1}: {load_name[:40]:40} x{processes} "
+                      f"rps={cell['rps']:,.0f}", flush=True)
+    rows = ["### Every core: suite echo processes sharing one port with reuse_port", "",
+            "Server N on core N; the load generator is not pinned (it shares the two cores).",
+            "", "| load | one process req/s | two processes req/s | × one |",
+            "|---|---:|---:|---:|"]
+    figures = {}
+    for load_name in SCALING_LOADS:
+        one = median(cells[load_name, 1], "rps")
+        two = median(cells[load_name, 2], "rps")
+        figures[load_name] = two / one
+        rows.append(f"| {load_name} | {one:,.0f} | {two:,.0f} | {two / one:.2f} |")
+    return rows, figures
 
 
 # --- bars and report ---------------------------------------------------------------------------
@@ -511,9 +532,9 @@ def bars(results) -> list[tuple[str, bool]]:
         checks.append((f"Lookups: {rps:,.0f}/s on one connection (bar ≥ 50,000)",
                        rps >= 50000))
     if "scaling" in results:
-        ratio = results["scaling"]["two"] / results["scaling"]["one"]
-        checks.append((f"Two processes with reuse_port: {ratio:.2f}× one (bar ≥ 1.7)",
-                       ratio >= 1.7))
+        ratio = results["scaling"][next(iter(SCALING_LOADS))]
+        checks.append((f"Two processes with reuse_port: {ratio:.2f}× one on the server-bound "
+                       "echo load (bar ≥ 1.7)", ratio >= 1.7))
     return checks
 
 

@@ -21,6 +21,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds PID (all its threads) has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def twistd(*arguments: str, **popen) -> subprocess.Popen:
     """`twistd --nodaemon --pidfile= --logfile=/dev/null ARGUMENTS` from TREE, on core 0."""
     return subprocess.Popen(

@@ -12,7 +12,7 @@ class LineEcho(LineProtocol):
             self.reply(b"Goodbye.")
             self.close()
         else:
-            self.transport.write(b"You said: " + line + b"\r\n")
+            self.send(b"You said: " + line + b"\r\n")
 
 
 class RawEcho(ConnectionPolicy):

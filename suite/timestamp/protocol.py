@@ -89,7 +89,7 @@ class TimestampProtocol(LineProtocol):
     """TCP: `[T] line` for every line, on a connection that stays open."""
 
     def answerLine(self, line):
-        self.transport.write(b"[%s] %s\r\n" % (self.factory.now(), line))
+        self.send(b"[%s] %s\r\n" % (self.factory.now(), line))
 
 
 class TimestampReadProtocol(ConnectionPolicy):

@@ -49,6 +49,12 @@ class SystemdProcessTests(ProcessTestCase):
             (self.directory / unit.name).write_text(text)
         names = [unit.name for unit in unit_files()]
         assert "suite.service" in names and "suite.socket" in names
+        # The per-core template, verified as the instances `systemctl enable suite@0 suite@1` makes.
+        template = (UNITS / "per-core" / "suite@.service").read_text().replace(
+            "/opt/suite/bin/twistd", TWISTD)
+        for core in (0, 1):
+            (self.directory / f"suite@{core}.service").write_text(template)
+            names.append(f"suite@{core}.service")
         result = subprocess.run(["systemd-analyze", "verify", *names], cwd=self.directory,
                                 capture_output=True, text=True, timeout=60)
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")

@@ -96,3 +96,20 @@ class InstalledConfigTests(SynchronousTestCase):
         for child in root:
             if isinstance(child, NameServer):
                 child.store.close()
+
+    def test_the_per_core_config_loads_from_credentials(self):
+        directory = tmp_dir(self)
+        credentials = directory / "credentials"
+        credentials.mkdir()
+        pki = make_pki(directory)
+        shutil.copy(pki["server_crt"], credentials / "server.crt")
+        shutil.copy(pki["server_key"], credentials / "server.key")
+        os.environ["CREDENTIALS_DIRECTORY"] = str(credentials)
+        self.addCleanup(os.environ.pop, "CREDENTIALS_DIRECTORY")
+        config = ROOT / "etc" / "systemd" / "per-core" / "per-core.toml"
+        root = build(services.SERVICES, str(config), {}, MemoryReactor(), only_listed=False)
+        listeners = sorted(c.name for c in root if c.name)
+        self.assertEqual(listeners, [
+            "echo tcp:5001", "echo udp:5001", "sleep tcp:5200",
+            "timestamp tcp:12345", "timestamp udp:12345",
+        ])
