@@ -468,9 +468,9 @@ def lookups():
 # --- two processes sharing a port ---------------------------------------------------------
 
 SCALING_LOADS = {
-    # Server-bound: 64 lines of 16 bytes per write, so the generator needs little of the
-    # two cores it shares with the servers here.
-    "line echo, 100 connections × 64 pipelined 16-byte lines": ("line", 16, 64),
+    # Server-bound: 256 lines of 16 bytes per write, so the generator needs little of the
+    # two cores it shares with the two servers here.
+    "line echo, 100 connections × 256 pipelined 16-byte lines": ("line", 16, 256),
     # Generator-bound on two cores: one request per round trip costs the generator (mostly
     # the kernel's loopback TCP) about 7 µs, two thirds of what it costs the server.
     "raw echo, 100 connections × 1 message of 64 bytes": ("raw", 64, 1),
@@ -488,8 +488,11 @@ def scaling():
                              "--max-connections-per-source", "1000")
                 servers = [Server(argv, port, cores=str(core)) for core in range(processes)]
                 try:
+                    # One server has core 0 to itself and the generator core 1; two servers
+                    # take both cores and the generator runs where it can.
                     cell = load([BIN / "loadgen", "127.0.0.1", port, 100, size, SECONDS, mode,
-                                 depth], [s.pid for s in servers], core=None)
+                                 depth], [s.pid for s in servers],
+                                core=CLIENT_CORE if processes == 1 else None)
                 finally:
                     for server in servers:
                         server.stop()
@@ -497,7 +500,8 @@ def scaling():
                 print(f"  round {number + 1}: {load_name[:40]:40} x{processes} "
                       f"rps={cell['rps']:,.0f}", flush=True)
     rows = ["### Every core: suite echo processes sharing one port with reuse_port", "",
-            "Server N on core N; the load generator is not pinned (it shares the two cores).",
+            "Server N on core N. With one server the generator has core 1 to itself; with two "
+            "it shares the cores with them.",
             "", "| load | one process req/s | two processes req/s | × one |",
             "|---|---:|---:|---:|"]
     figures = {}
