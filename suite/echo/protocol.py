@@ -19,7 +19,9 @@ class RawEcho(ConnectionPolicy):
     """RFC 862 over TCP: every byte sent back unchanged, with flow control."""
 
     def dataReceived(self, data):
-        super().dataReceived(data)
+        # The policy's dataReceived, which only notes the activity, inlined: this is
+        # the whole work of the service, and two calls are a tenth of its cost.
+        self.last_activity = self.factory.tick
         self.transport.write(data)
 
 

@@ -18,7 +18,9 @@ built by L{StreamReactor}: a reactor whose `listenTCP`, `listenUNIX` and
 With `reuse_port`, TCP ports bind with SO_REUSEPORT.
 """
 
-from twisted.internet import tcp, unix
+from errno import EWOULDBLOCK
+
+from twisted.internet import main, tcp, unix
 from twisted.internet.tcp import makeBinding
 
 
@@ -53,6 +55,16 @@ class WriteThroughServer(WriteThrough, tcp.Server):
     def __init__(self, *arguments):
         super().__init__(*arguments)
         del self.repstr
+
+    def doRead(self):
+        """Twisted's `doRead` and `_dataReceived` in one call: it runs for every read."""
+        try:
+            data = self.socket.recv(self.bufferSize)
+        except OSError as e:
+            return None if e.args[0] == EWOULDBLOCK else main.CONNECTION_LOST
+        if not data:
+            return main.CONNECTION_DONE
+        self.protocol.dataReceived(data)
 
     def __repr__(self):
         return f"<{type(self).__name__} #{self.sessionno} on {self.server._realPortNumber}>"
