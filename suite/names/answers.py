@@ -8,8 +8,13 @@ serialisation of the same answer gives (sorted keys: `_answer`,
 `instances`, `ttl`), so a stock AMP client sees no difference.  Rotation
 is kept: the instances' boxes are stored twice in a row, and the answer
 starting at instance N is one slice of that.
+
+An AMP value holds at most 65,535 bytes (about 1,000 instances of one
+name with short descriptions): an answer holds as many instances as fit,
+from its turn on, so successive lookups still see them all.
 """
 
+from bisect import bisect_right
 from struct import pack
 
 from suite.names.commands import Lookup
@@ -17,6 +22,22 @@ from suite.names.commands import Lookup
 _ARGUMENTS = dict(Lookup.response)
 _INSTANCES, _TTL = _ARGUMENTS[b"instances"], _ARGUMENTS[b"ttl"]
 MAX_VALUE = 0xFFFF  # an AMP value's length is two bytes
+
+
+def _instance_box(instance) -> bytes:
+    return _INSTANCES.toStringProto(
+        [{"host": instance.host, "port": instance.port, "description": instance.description}], None
+    )
+
+
+def fitting(instances: list) -> list:
+    """The first of INSTANCES whose boxes fit in one AMP value."""
+    size = 0
+    for count, instance in enumerate(instances):
+        size += len(_instance_box(instance))
+        if size > MAX_VALUE:
+            return instances[:count]
+    return instances
 
 
 def _pair(key: bytes, value: bytes) -> bytes:
@@ -39,21 +60,27 @@ class EncodedAnswers:
         """
         (the answer box to Lookup(NAME) asked with `_ask` TAG, how many
         instances it holds), taking the name's next turn; None when NAME is
-        not a live name or its answer cannot be encoded (longer than an AMP
-        value): AMP's own path then answers, with the error.
+        not a live name: AMP's own path then answers, with the error.
         """
         entry = self._by_name.get(name)
         if entry is None:
             entry = self._encode(name)
             if entry is None:
                 return None
-        text, count, head, doubled, offsets, length = entry
-        start = offsets[self.registry.take_turn(text, count)] if count > 1 else 0
+        text, count, head, doubled, offsets = entry
+        turn = self.registry.take_turn(text, count) if count > 1 else 0
+        start = offsets[turn]
+        if head is not None:
+            end, answered = start + len(doubled) // 2, count
+        else:  # more than one AMP value holds: as many as fit, from this turn on
+            last = bisect_right(offsets, start + MAX_VALUE, turn, turn + count) - 1
+            end, answered = offsets[last], last - turn
+            head = b"\0\x09instances" + pack("!H", end - start)
         answer = b"".join((
             b"\0\x07_answer", pack("!H", len(tag)), tag,
-            head, doubled[start:start + length], self._tail,
+            head, doubled[start:end], self._tail,
         ))
-        return answer, count
+        return answer, answered
 
     def _encode(self, name: bytes):
         try:
@@ -61,20 +88,18 @@ class EncodedAnswers:
             instances = self.registry.instances_of(text)
         except Exception:  # not UTF-8, not a valid name: AMP's path says INVALID
             return None
-        parts = [
-            _INSTANCES.toStringProto(
-                [{"host": i.host, "port": i.port, "description": i.description}], None
-            )
-            for i in instances
-        ]
-        joined = b"".join(parts)
-        if not parts or len(joined) > MAX_VALUE:
+        parts = [_instance_box(i) for i in instances]
+        if not parts:
             return None
+        joined = b"".join(parts)
         offsets, position = [], 0
-        for part in parts:
+        for part in parts * 2:  # where each box starts in JOINED twice, and where it ends
             offsets.append(position)
             position += len(part)
-        head = pack("!H", 9) + b"instances" + pack("!H", len(joined))
-        entry = (text, len(parts), head, joined * 2, offsets, len(joined))
+        offsets.append(position)
+        head = None
+        if len(joined) <= MAX_VALUE:
+            head = pack("!H", 9) + b"instances" + pack("!H", len(joined))
+        entry = (text, len(parts), head, joined * 2, offsets)
         self._by_name[name] = entry
         return entry

@@ -17,7 +17,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from suite.names.answers import EncodedAnswers
+from suite.names.answers import EncodedAnswers, fitting
 from suite.names.commands import Invalid, NotFound, Unauthorized, Unavailable
 from suite.names.registry import Instance, Registry, check_instance
 from suite.names.store import StoreError
@@ -161,14 +161,15 @@ class NameServer(service.Service):
         return answer
 
     def lookup(self, name, audit_fields: str) -> dict:
-        instances = self.registry.lookup(name)
+        instances = fitting(self.registry.lookup(name))
         if self.audit is not None:
             self.audit.lookup(name, len(instances), audit_fields)
         if not instances:
             raise NotFound(f"no live instance of {name}")
         return {
             "instances": [
-                {"host": i.host, "port": i.port, "description": i.description} for i in instances
+                {"host": i.host, "port": i.port, "description": i.description}
+                for i in instances
             ],
             "ttl": self.cache_ttl,
         }

@@ -5,12 +5,43 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.protocols import amp
+
 from suite.names.answers import EncodedAnswers
 from suite.names.commands import Lookup, Register
 from suite.names.registry import Registry
+from suite.names.server import NameServer
+from suite.names.store import MemoryStore
 from tests.helpers import connect
 from tests.names.test_protocol import names_pair
 from tests.net.test_boxes import box
+
+
+class Boxes:
+    """A box receiver for Twisted's own AMP parser: keeps the boxes."""
+
+    def __init__(self):
+        self.boxes = []
+
+    def startReceivingBoxes(self, sender):
+        pass
+
+    def ampBoxReceived(self, box):
+        self.boxes.append(box)
+
+    def stopReceivingBoxes(self, reason):
+        pass
+
+
+def parse_boxes(data: bytes) -> list:
+    """The AMP boxes in DATA, as Twisted's AMP parses them."""
+    boxes = Boxes()
+    parser = amp.BinaryBoxProtocol(boxes)
+    parser.makeConnection(StringTransport())
+    parser.dataReceived(data)
+    return boxes.boxes
 
 
 def amp_answer(registry, name, turn, tag, ttl=5) -> bytes:
@@ -64,10 +95,27 @@ class EncodedAnswerTests(SynchronousTestCase):
     def test_names_that_only_amp_can_answer(self):
         registry = Registry(10000)
         answers = EncodedAnswers(registry, 5)
-        for port in range(1, 2000):  # about 70 KB of instances: more than one AMP value holds
-            registry.register("big", "127.0.0.1", port, "x" * 20)
-        for name in (b"Bad Name", b"\xff", b"missing", b"big"):
+        registry.register("svc", "127.0.0.1", 1)
+        for name in (b"Bad Name", b"\xff", b"missing"):
             self.assertIsNone(answers.answer(name, b"1"))
+
+    def test_more_instances_than_one_amp_value_holds_are_answered_as_many_as_fit(self):
+        registry = Registry(10000)
+        answers = EncodedAnswers(registry, 5)
+        for port in range(1, 2501):  # about 90 KB of instances: more than one AMP value holds
+            registry.register("big", "127.0.0.1", port, "x" * 20)
+        firsts = []
+        for turn in range(3):
+            answer, count = answers.answer(b"big", b"1")
+            [box] = parse_boxes(answer)
+            instances = Lookup.parseResponse(box, None)["instances"]
+            self.assertEqual(len(instances), count)
+            self.assertLessEqual(len(box[b"instances"]), 65535)
+            self.assertGreater(count, 900)  # each box about 65 bytes
+            firsts.append(instances[0]["port"])
+        self.assertEqual(firsts, [1, 2, 3])
+        server = NameServer(registry, MemoryStore(), "", 5, Clock())
+        self.assertEqual(len(server.lookup("big", "")["instances"]), count)
 
     def test_a_stock_amp_client_sees_the_same_rotation_as_before(self):
         pair = names_pair()
