@@ -39,7 +39,7 @@ class NamesProtocol(AMPPolicy):
         answer = self.factory.server.answer_lookup(name, tag, self.audit_fields)
         if answer is None:
             return False
-        self.send_soon(answer)
+        self.send(answer)
         return True
 
     @Register.responder

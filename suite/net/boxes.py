@@ -62,8 +62,8 @@ class AMPPolicy(ConnectionPolicy, _QuietAMP):
     this parser walks a read's boxes in one loop, checks `max_box` as soon
     as a value's length is known (before the value is buffered), and hands
     each complete box to box_received (AMP's dispatch, unless a service
-    answers it faster).  Answers queued with send_soon() leave in one
-    write at the end of the read.
+    answers it faster).  Answers given with send() leave in one write at
+    the end of the read (the connection policy's batch).
     """
 
     _box_bytes = 0
@@ -71,7 +71,6 @@ class AMPPolicy(ConnectionPolicy, _QuietAMP):
     _rejected = False
     _box = None  # the box being parsed: its complete pairs so far
     _tail = b""  # the incomplete pair after them
-    _soon: list | None = None
 
     def flow_producer(self):
         return self
@@ -84,7 +83,7 @@ class AMPPolicy(ConnectionPolicy, _QuietAMP):
             data = self._tail + data
         end, position = len(data), 0
         box, size, max_box = self._box, self._box_bytes, self.factory.settings.max_box
-        self._soon = soon = []
+        self.start_batch()
         try:
             while end - position >= 2 and not self.paused:
                 key_end = position + 2 + ((data[position] << 8) | data[position + 1])
@@ -113,35 +112,21 @@ class AMPPolicy(ConnectionPolicy, _QuietAMP):
             self._box, self._box_bytes = box, size
             self._tail = data[position:] if position < end else b""
         finally:
-            self._soon = None
-            if soon and self.transport is not None:
-                self.transport.write(b"".join(soon))
-
-    def send_soon(self, answer: bytes):
-        """Send the encoded box ANSWER with the other answers to this read."""
-        if self._soon is None:
-            self.transport.write(answer)
-        else:
-            self._soon.append(answer)
-
-    def _flush_soon(self):
-        if self._soon:
-            self.transport.write(b"".join(self._soon))
-            self._soon.clear()
+            self.end_batch()
 
     def _deliver(self, box):
         if box is None:
             return self.reject_box(_malformed(amp.NoEmptyBoxes(box)))
         if self.box_received(box):
             return
-        self._flush_soon()  # answers leave in the order their questions came
+        self.flush_batch()  # answers leave in the order their questions came
         try:
             self.ampBoxReceived(box)
         except Exception as e:  # raised by AMP's box dispatch: no command, unknown answer ...
             self.reject_box(_malformed(e))
 
     def box_received(self, box) -> bool:
-        """A hook: answer BOX at once (with send_soon) and return True, or leave it to AMP."""
+        """A hook: answer BOX at once (with send) and return True, or leave it to AMP."""
         return False
 
     def lengthLimitExceeded(self, length):

@@ -24,6 +24,7 @@ from suite.runtime.flood import FloodControl
 log = Logger()
 
 LINGER_SECONDS = 1.0
+BATCH_BYTES = 65536  # answers gathered from one read before they are written
 SWEEPS_PER_TIMEOUT = 10  # an idle connection is closed at most 10% after its idle_timeout
 
 
@@ -285,12 +286,45 @@ class ConnectionPolicy(protocol.Protocol):
                 self._linger_timer.cancel()
         super().connectionLost(reason)
 
+    # One write for the answers to one read: the suite's transports send at once
+    # (suite.net.transport), and a system call per answer would cost more than
+    # the answers.  A protocol brackets its handling of a read with
+    # start_batch()/end_batch() and answers with send().
+    _batch: list | None = None
+    _batch_size = 0
+
+    def start_batch(self):
+        self._batch = []
+
+    def send(self, data: bytes):
+        """Send DATA; within a batch, with the batch's other answers (BATCH_BYTES at a time)."""
+        if self._batch is None:
+            self.transport.write(data)
+            return
+        self._batch.append(data)
+        self._batch_size += len(data)
+        if self._batch_size >= BATCH_BYTES:
+            self.flush_batch()
+
+    def flush_batch(self):
+        """Write what the batch holds now (before an answer that takes another way)."""
+        if self._batch and self.transport is not None:  # AMP drops its transport when lost
+            data = b"".join(self._batch)
+            self._batch.clear()
+            self._batch_size = 0
+            self.transport.write(data)
+
+    def end_batch(self):
+        self.flush_batch()
+        self._batch = None
+
     def close(self):
         """
         Send what was written, then close.  The self-registration as producer
         is undone first: a transport whose producer is paused would otherwise
         wait for it forever instead of closing.
         """
+        self.flush_batch()
         if not self.closing:
             self.closing = True
             self.transport.unregisterProducer()
@@ -305,6 +339,7 @@ class ConnectionPolicy(protocol.Protocol):
         once MESSAGE is out, discard what arrives for up to LINGER_SECONDS,
         then close.
         """
+        self.flush_batch()  # the answers before the error go first
         self.lingering = self.closing = True
         self.transport.write(message)
         self.transport.unregisterProducer()

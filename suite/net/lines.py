@@ -14,8 +14,7 @@ A connection answers at most LINES_PER_TURN lines per reactor turn, then
 lets the others have theirs: a client pipelining thousands of lines (or a
 flood of bare newlines) delays everyone else by one turn's worth, not by
 everything it sent.  The replies to the lines of one read leave in one
-write (at most REPLY_BATCH bytes each): the suite's transports send at
-once, and a system call per reply would cost more than the replies.
+write (the connection policy's batch).
 """
 
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from suite.net.connections import ConnectionLimits, ConnectionPolicy
 from suite.runtime.config import integer, key
 
 LINES_PER_TURN = 256
-REPLY_BATCH = 65536
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,33 +65,12 @@ class LineProtocol(ConnectionPolicy):
         if self._next_turn is None:
             self._answer_lines()
 
-    _replies: list | None = None  # while a read's lines are answered: their replies
-    _replies_size = 0
-
-    def send(self, data: bytes):
-        """Send DATA; while a read's lines are answered, with their other replies in one write."""
-        if self._replies is None:
-            self.transport.write(data)
-            return
-        self._replies.append(data)
-        self._replies_size += len(data)
-        if self._replies_size >= REPLY_BATCH:
-            self._flush_replies()
-
-    def _flush_replies(self):
-        if self._replies:
-            data = b"".join(self._replies)
-            self._replies.clear()
-            self._replies_size = 0
-            self.transport.write(data)
-
     def _answer_lines(self):
-        self._replies = []
+        self.start_batch()
         try:
             self._answer_buffered_lines()
         finally:
-            self._flush_replies()
-            self._replies = None
+            self.end_batch()
 
     def _answer_buffered_lines(self):
         transport = self.transport
@@ -156,12 +133,7 @@ class LineProtocol(ConnectionPolicy):
     def stopProducing(self):
         self.paused = True
 
-    def close(self):
-        self._flush_replies()
-        super().close()
-
     def lineLengthExceeded(self):
-        self._flush_replies()  # the replies to the lines before it go first
         limit = self.max_line
         self._buffer = b""
         self.warn_protocol_error(

@@ -18,6 +18,7 @@ built by L{StreamReactor}: a reactor whose `listenTCP`, `listenUNIX` and
 With `reuse_port`, TCP ports bind with SO_REUSEPORT.
 """
 
+import socket
 from errno import EWOULDBLOCK
 
 from twisted.internet import main, tcp, unix
@@ -108,7 +109,7 @@ class StreamReactor:
         return listening
 
     def adoptStreamPort(self, fileDescriptor, addressFamily, factory):
-        if addressFamily == unix.socket.AF_UNIX:
+        if addressFamily == socket.AF_UNIX:
             listening = UNIXPort._fromListeningDescriptor(self._reactor, fileDescriptor, factory)
         else:
             listening = TCPPort._fromListeningDescriptor(
