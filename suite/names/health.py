@@ -1,9 +1,14 @@
 """
-Health checks and eviction: every `ping_interval` a TCP connection to each instance,
-`ping_concurrency` at a time; an instance is evicted after `max_failures`
-failures in a row.  Checks run on the reactor beside lookups and never
-block them.
+Health checks and eviction: each instance is checked once every
+`ping_interval` with a TCP connection, at a fixed offset within the
+interval derived from its identity, so ten thousand instances make a steady
+trickle of connects rather than one burst per round (the thundering herd
+peers' users report).  At most `ping_concurrency` checks are in flight; an
+instance is evicted after `max_failures` failures in a row.  Checks run on
+the reactor beside lookups and never block them.
 """
+
+from hashlib import blake2b
 
 from twisted.application import service
 from twisted.internet import defer, error
@@ -14,6 +19,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 log = Logger()
+
+SLOTS = 100  # an interval is cut into this many slots; each instance belongs to one
 
 
 class _QuietProbes(Factory):
@@ -51,12 +58,23 @@ def failure_reason(failure, timeout) -> str:
     return failure.getErrorMessage()
 
 
+def slot_of(instance) -> int:
+    """The slot (0 to SLOTS - 1) of the interval in which INSTANCE is checked: a hash of its key."""
+    name, host, port = instance.key
+    digest = blake2b(f"{name}\0{host}\0{port}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") * SLOTS >> 32
+
+
 class HealthChecker(service.Service):
     """
-    Runs the rounds of checks over REGISTRY with the ping_* and max_failures
-    of SETTINGS; ON_EVICT(instance, reason) evicts (its Deferred is waited for).  A
-    round that fails (a bug in a check or in an eviction) is logged and the
-    next round runs all the same; stopping waits for the round in flight.
+    Checks the instances of REGISTRY with the ping_* and max_failures of
+    SETTINGS; ON_EVICT(instance, reason) evicts (its Deferred is waited
+    for).  Every `ping_interval / SLOTS` one slot's instances are checked:
+    slot S at S + 1 ticks after the start, and again each interval.  An
+    instance whose previous check is still running (queued behind
+    `ping_concurrency`, or connecting) is not checked twice.  A tick that
+    fails (a bug in a check or in an eviction) is logged and the next runs
+    all the same; stopping waits for the checks in flight.
     """
 
     def __init__(self, registry, settings, clock, ping, on_evict):
@@ -64,39 +82,52 @@ class HealthChecker(service.Service):
         self.settings = settings
         self.ping = ping
         self.on_evict = on_evict
-        self._round = None
-        self._rounds = LoopingCall(self._next_round)
-        self._rounds.clock = clock
+        self._slots = None  # lists of instances by slot, rebuilt after a change
+        self._next_slot = 0
+        self._in_flight: dict[tuple, defer.Deferred] = {}
+        self._limit = defer.DeferredSemaphore(settings.ping_concurrency)
+        self._ticks = LoopingCall.withCount(self._tick)
+        self._ticks.clock = clock
+        registry.on_change(self._forget_slots)
+
+    def _forget_slots(self, name=None):
+        self._slots = None
 
     def startService(self):
         service.Service.startService(self)
-        self._rounds.start(self.settings.ping_interval, now=False)
+        self._ticks.start(self.settings.ping_interval / SLOTS, now=False)
 
     def stopService(self):
         service.Service.stopService(self)
-        if self._rounds.running:
-            self._rounds.stop()
-        if self._round is not None:
-            finished = defer.Deferred()
-            self._round.addBoth(lambda _: finished.callback(None))
-            return finished
+        if self._ticks.running:
+            self._ticks.stop()
+        if self._in_flight:
+            return defer.DeferredList(list(self._in_flight.values())).addCallback(lambda _: None)
 
-    def _next_round(self) -> defer.Deferred:
-        """Run check_all; its failure is logged here, never left to stop the loop."""
-        round_ = self._round = defer.maybeDeferred(self.check_all)
-        round_.addErrback(lambda failure: log.failure("names: health round failed", failure))
-        round_.addBoth(self._round_finished)
-        return round_
+    def _tick(self, count: int) -> None:
+        """Check the slots due since the last tick (more than one when the reactor was late)."""
+        try:
+            slots = self._slots
+            if slots is None:
+                slots = [[] for _ in range(SLOTS)]
+                for instance in self.registry.instances():
+                    slots[slot_of(instance)].append(instance)
+                self._slots = slots
+            for _ in range(min(count, SLOTS)):
+                slot, self._next_slot = self._next_slot, (self._next_slot + 1) % SLOTS
+                for instance in slots[slot]:  # an eviction may change the registry meanwhile
+                    if instance.key not in self._in_flight and self.registry.holds_exactly(instance):
+                        self._start(instance)
+        except Exception:
+            log.failure("names: health checks failed")
 
-    def _round_finished(self, _):
-        self._round = None
+    def _start(self, instance) -> None:
+        key = instance.key
+        d = self._in_flight[key] = self._limit.run(self._check, instance)
+        d.addBoth(self._finished, key)
 
-    def check_all(self) -> defer.Deferred:
-        """One round over every instance; the next round waits for this one to end."""
-        limit = defer.DeferredSemaphore(self.settings.ping_concurrency)
-        return defer.gatherResults(
-            [limit.run(self._check, instance) for instance in self.registry.instances()]
-        )
+    def _finished(self, _, key) -> None:
+        del self._in_flight[key]
 
     def _check(self, instance) -> defer.Deferred:
         d = defer.maybeDeferred(self.ping, instance.host, instance.port)

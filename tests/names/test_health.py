@@ -5,10 +5,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from suite.names.health import HealthChecker, tcp_ping
+from suite.names.health import SLOTS, HealthChecker, slot_of, tcp_ping
 from suite.names.registry import Registry
 from suite.names.service import NamesSettings
-from tests.helpers import captured_log
+from tests.helpers import captured_log, elapse
 
 SETTINGS = NamesSettings(ping_interval=10, ping_timeout=2, max_failures=3, ping_concurrency=4)
 
@@ -45,6 +45,11 @@ class CheckerTestCase(SynchronousTestCase):
         return checker
 
 
+def first_check(instance) -> float:
+    """When INSTANCE (registered before the start) is first checked: its slot's tick."""
+    return (slot_of(instance) + 1) * SETTINGS.ping_interval / SLOTS
+
+
 class HealthTests(CheckerTestCase):
     def setUp(self):
         super().setUp()
@@ -57,74 +62,105 @@ class HealthTests(CheckerTestCase):
         self.evicted.append((instance.port, reason, self.clock.seconds()))
 
     def test_dead_instance_evicted_exactly_after_max_failures_intervals(self):
-        self.registry.register("svc", "h", 1)
-        self.clock.pump([10, 10, 9.75])
+        instance, _ = self.registry.register("svc", "h", 1)
+        due = first_check(instance) + 2 * SETTINGS.ping_interval
+        elapse(self.clock, due - 0.05, step=0.05)
         self.assertEqual(len(self.registry.lookup("svc")), 1)
-        self.clock.advance(0.25)
+        self.assertEqual(self.ping.calls, 2)
+        elapse(self.clock, 0.05, step=0.05)
         self.assertEqual(self.registry.lookup("svc"), [])
-        self.assertEqual(self.evicted, [(1, "connection refused", 30.0)])
+        self.assertEqual([(p, r) for p, r, _ in self.evicted], [(1, "connection refused")])
+        self.assertAlmostEqual(self.evicted[0][2], due)
 
     def test_success_resets_the_count(self):
         self.registry.register("svc", "h", 1)
-        self.clock.pump([10, 10])  # two failures
+        elapse(self.clock, 20)  # two failures
         self.ping.alive.add(1)
-        self.clock.advance(10)  # success
+        elapse(self.clock, 10)  # success
         self.ping.alive.clear()
-        self.clock.pump([10, 10])  # two failures again
+        elapse(self.clock, 20)  # two failures again
         self.assertEqual(len(self.registry.lookup("svc")), 1)
-        self.clock.advance(10)
+        elapse(self.clock, 10)
         self.assertEqual(self.registry.lookup("svc"), [])
 
     def test_live_instances_stay(self):
         self.registry.register("svc", "h", 7)
         self.ping.alive.add(7)
-        self.clock.pump([10] * 100)
+        elapse(self.clock, 1000, step=1)
         self.assertEqual(self.ping.calls, 100)
         self.assertEqual(len(self.registry.lookup("svc")), 1)
 
-    def test_checks_run_concurrently_up_to_the_limit_and_rounds_never_overlap(self):
+    def test_a_late_reactor_catches_up_on_the_slots_it_missed(self):
+        self.registry.register("svc", "h", 7)
+        self.ping.alive.add(7)
+        self.clock.advance(10)  # one call for the whole interval
+        self.assertEqual(self.ping.calls, 1)
+
+    def test_checks_run_concurrently_up_to_the_limit_and_never_twice_at_once(self):
         for port in range(1, 11):
             self.registry.register("svc", "h", port)
         self.ping.hold = True
-        self.clock.advance(10)
+        elapse(self.clock, 10)
         self.assertEqual(len(self.ping.pending), 4)  # ping_concurrency
-        self.clock.advance(10)
-        self.assertEqual(len(self.ping.pending), 4)  # the next round waits for this one
+        elapse(self.clock, 10)
+        self.assertEqual(len(self.ping.pending), 4)  # queued checks are not queued again
         while self.ping.pending:
             self.ping.pending.pop(0).callback(None)
         self.assertEqual(self.ping.calls, 10)
         self.assertEqual(len(self.registry.lookup("svc")), 10)
 
-    def test_a_thousand_instances_are_checked_within_one_interval(self):
+    def test_a_thousand_instances_are_spread_over_the_interval(self):
+        moments = []
         for port in range(1, 1001):
             self.registry.register(f"svc{port % 7}", "h", port)
             self.ping.alive.add(port)
-        self.clock.advance(10)
-        self.assertEqual(self.ping.calls, 1000)
+        real = self.ping
+
+        def timed(host, port):
+            moments.append(self.clock.seconds())
+            return real(host, port)
+
+        checker = HealthChecker(self.registry, SETTINGS, self.clock, timed, self.evict)
+        checker.startService()
+        self.addCleanup(checker.stopService)
+        elapse(self.clock, 10)
+        self.assertEqual(len(moments), 1000)
+        tenths = [0] * 10
+        for moment in moments:
+            tenths[min(int(moment), 9)] += 1
+        self.assertLessEqual(max(tenths), 150, tenths)  # 100 each if perfectly even
+        self.assertGreaterEqual(min(tenths), 50, tenths)
+        elapse(self.clock, 10)  # the next round keeps each instance's offset
+        self.assertEqual([b - a for a, b in zip(moments, moments[1000:])], [10.0] * 1000)
+
+    def test_a_new_instance_is_checked_within_one_interval(self):
+        elapse(self.clock, 3.33)
+        self.registry.register("svc", "h", 5)
+        elapse(self.clock, 10)
+        self.assertEqual(self.ping.calls, 1)
 
 
-class FirstRoundFails(Registry):
+class FirstListingFails(Registry):
     """A registry whose first listing of instances raises, as a bug would."""
 
-    rounds = 0
+    listings = 0
 
     def instances(self):
-        self.rounds += 1
-        if self.rounds == 1:
-            raise RuntimeError("bug in a round")
+        self.listings += 1
+        if self.listings == 1:
+            raise RuntimeError("bug in a listing")
         return super().instances()
 
 
 class HealthLoopSurvives(CheckerTestCase):
-    def test_a_round_that_raises_is_logged_and_the_next_round_runs(self):
-        registry = FirstRoundFails(10)
+    def test_a_tick_that_raises_is_logged_and_the_next_tick_runs(self):
+        registry = FirstListingFails(10)
         registry.register("svc", "h", 1)
         self.ping.alive.add(1)
         self.start(registry, lambda instance, reason: None)
-        self.clock.advance(10)
+        self.clock.advance(SETTINGS.ping_interval / SLOTS)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-        self.assertEqual(self.ping.calls, 0)
-        self.clock.advance(10)
+        elapse(self.clock, 10)
         self.assertEqual(self.ping.calls, 1)
 
     def test_an_eviction_that_raises_is_logged_and_checks_go_on(self):
@@ -136,33 +172,33 @@ class HealthLoopSurvives(CheckerTestCase):
             raise ZeroDivisionError(f"evicting {instance.port}")
 
         self.start(registry, failing_evict)
-        self.clock.pump([10] * 3)
+        elapse(self.clock, 30)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
         # Not evicted, so still checked, and the eviction is tried again each round.
         self.assertEqual(len(registry.instances()), 2)
-        self.clock.advance(10)
+        elapse(self.clock, 10)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
         self.assertEqual(self.ping.calls, 8)
 
-    def test_stopping_waits_for_the_round_in_flight(self):
+    def test_stopping_waits_for_the_checks_in_flight(self):
         registry = Registry(10)
         registry.register("svc", "h", 1)
         self.ping.hold = True
         checker = HealthChecker(registry, SETTINGS, self.clock, self.ping, lambda *_: None)
         checker.startService()
-        self.clock.advance(10)
+        elapse(self.clock, 10)
         stopped = []
         checker.stopService().addCallback(stopped.append)
         self.assertEqual(stopped, [])
         self.ping.pending.pop().callback(None)
         self.assertEqual(stopped, [None])
-        self.clock.advance(100)
+        elapse(self.clock, 100, step=1)
         self.assertEqual(self.ping.calls, 1)
 
-    def test_stopping_between_rounds_is_immediate(self):
+    def test_stopping_with_nothing_in_flight_is_immediate(self):
         checker = self.start(Registry(10), lambda *_: None)
         checker.stopService()
-        self.clock.advance(100)
+        elapse(self.clock, 100, step=1)
         self.assertEqual(self.ping.calls, 0)
 
 
