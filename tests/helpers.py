@@ -128,13 +128,16 @@ def make_pki(directory):
 
 
 class AMPPair:
-    """An AMP client talking to a server protocol of FACTORY through two StringTransports."""
+    """
+    An AMP client (CLIENT, or a plain amp.AMP) talking to a server protocol
+    of FACTORY through two StringTransports.
+    """
 
     MAX_ROUNDS = 1000
 
-    def __init__(self, factory):
+    def __init__(self, factory, client=None):
         self.server, self.server_transport = connect(factory)
-        self.client = amp.AMP()
+        self.client = amp.AMP() if client is None else client
         self.client_transport = StringTransport()
         self.client.makeConnection(self.client_transport)
 

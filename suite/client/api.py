@@ -22,8 +22,11 @@ from twisted.internet import defer, error
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
-from suite.names.commands import Deregister, Lookup, NotFound, Register, Services
+from suite.names.commands import (
+    Changed, Deregister, Lookup, NotFound, Overloaded, Register, Services, Watch,
+)
 from suite.sleep.commands import Sleep
 
 
@@ -262,37 +265,169 @@ def services(reactor, endpoint) -> defer.Deferred:
     return call(endpoint, Services).addCallback(lambda answer: answer["names"])
 
 
+class _ChangeListener(amp.AMP):
+    """Calls ON_CHANGE(name, instances as tuples) for each Changed; `closed` fires when lost."""
+
+    def __init__(self, on_change):
+        super().__init__()
+        self.on_change = on_change
+        self.closed = defer.Deferred()
+
+    @Changed.responder
+    def changed(self, name, instances):
+        self.on_change(name, _as_tuples(instances))
+        return {}
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        self.closed.errback(reason)
+
+
+async def _watch(endpoint, name, on_change):
+    protocol = await connectProtocol(endpoint, _ChangeListener(on_change))
+    answer = await protocol.callRemote(Watch, name=name)
+    on_change(name, _as_tuples(answer["instances"]))
+    await protocol.closed
+
+
+def watch(reactor, endpoint, name, on_change) -> defer.Deferred:
+    """
+    ON_CHANGE(name, instances) with NAME's live instances now, then at each
+    change, until the connection ends (the Deferred fails with why).
+    """
+    return defer.ensureDeferred(_watch(endpoint, name, on_change))
+
+
+class _Watching(amp.AMP):
+    """NameClient's connection: Changed calls and the loss of the connection go to the client."""
+
+    def __init__(self, client):
+        super().__init__()
+        self.client = client
+
+    @Changed.responder
+    def changed(self, name, instances):
+        self.client.changed(name, instances)
+        return {}
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        self.client.lost(self)
+
+
+def _as_tuples(instances) -> list[tuple]:
+    return [(i["host"], i["port"], i["description"]) for i in instances]
+
+
 class NameClient:
     """
-    Lookups through a name server, cached for the `ttl` the server answers;
-    NOT_FOUND is cached for the shorter NEGATIVE_TTL, so a service that
-    registers soon after is found soon after.
+    Lookups through a name server, over one connection that watches every
+    name looked up: the cache is the server's live set, replaced the moment
+    a Changed call says an instance came or left, so traffic never goes on
+    to an evicted instance until a TTL runs out.  Answers rotate here, one
+    further each call, as Lookup does on the server.
+
+    ENDPOINT is one client endpoint or a list of them: the name servers are
+    tried in turn until one connects, and after a lost connection the next
+    lookup connects again (and watches again).  A name the server will not
+    watch (over its max_watches) is looked up and cached for the `ttl`
+    answered instead; NOT_FOUND is then cached NEGATIVE_TTL seconds.
     """
 
     def __init__(self, reactor, endpoint, negative_ttl: float = 1.0, clock=None):
         self.reactor = reactor
         self.clock = clock or reactor
-        self.endpoint = endpoint
+        self.endpoints = list(endpoint) if isinstance(endpoint, (list, tuple)) else [endpoint]
         self.negative_ttl = negative_ttl
+        self._protocol = None
+        self._closed = None
+        self._waiting: list[defer.Deferred] = []
+        self._watched: dict[str, list] = {}
+        self._turns: dict[str, int] = {}
         self._cache: dict[str, tuple[float, object]] = {}
 
     def lookup(self, name: str) -> defer.Deferred:
-        """Deferred list of (host, port, description); fails with NotFound."""
-        now = self.clock.seconds()
+        """Deferred list of (host, port, description), rotated; fails with NotFound."""
+        instances = self._watched.get(name)
+        if instances is not None:
+            return self._rotated(name, instances)
         cached = self._cache.get(name)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > self.clock.seconds():
             answer = cached[1]
             return defer.fail(answer) if isinstance(answer, NotFound) else defer.succeed(answer)
-        d = lookup(self.reactor, self.endpoint, name)
+        return defer.ensureDeferred(self._ask(name))
 
-        def found(result):
-            instances, ttl = result
-            self._cache[name] = (self.clock.seconds() + ttl, instances)
-            return instances
+    def close(self) -> defer.Deferred:
+        """Drop the connection (and with it the watches); the Deferred fires once it is closed."""
+        if self._protocol is None:
+            return defer.succeed(None)
+        closed = self._closed = defer.Deferred()
+        self._protocol.transport.loseConnection()
+        return closed
 
-        def missing(failure):
-            failure.trap(NotFound)
-            self._cache[name] = (self.clock.seconds() + self.negative_ttl, failure.value)
-            return failure
+    def _rotated(self, name, instances) -> defer.Deferred:
+        if not instances:
+            return defer.fail(NotFound(f"no live instance of {name}"))
+        turn = self._turns.get(name, 0) % len(instances)
+        self._turns[name] = turn + 1
+        return defer.succeed(instances[turn:] + instances[:turn])
 
-        return d.addCallbacks(found, missing)
+    async def _ask(self, name):
+        protocol = await self._connection()
+        try:
+            answer = await protocol.callRemote(Watch, name=name)
+        except Overloaded:
+            return await self._look_up(protocol, name)
+        if protocol is self._protocol:
+            self._watched[name] = _as_tuples(answer["instances"])
+        return await self._rotated(name, _as_tuples(answer["instances"]))
+
+    async def _look_up(self, protocol, name):
+        try:
+            answer = await protocol.callRemote(Lookup, name=name)
+        except NotFound as e:
+            self._cache[name] = (self.clock.seconds() + self.negative_ttl, e)
+            raise
+        instances = _as_tuples(answer["instances"])
+        self._cache[name] = (self.clock.seconds() + answer["ttl"], instances)
+        return instances
+
+    def _connection(self) -> defer.Deferred:
+        """Deferred connected protocol: the one open, or the first name server that answers."""
+        if self._protocol is not None:
+            return defer.succeed(self._protocol)
+        waiter = defer.Deferred()
+        self._waiting.append(waiter)
+        if len(self._waiting) == 1:
+            defer.ensureDeferred(self._connect()).addBoth(self._connected)
+        return waiter
+
+    async def _connect(self):
+        for number, endpoint in enumerate(self.endpoints, 1):
+            try:
+                return await connectProtocol(endpoint, _Watching(self))
+            except error.ConnectError:
+                if number == len(self.endpoints):
+                    raise
+
+    def _connected(self, result):
+        waiting, self._waiting = self._waiting, []
+        if isinstance(result, amp.AMP):
+            self._protocol = result
+        for waiter in waiting:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+    def changed(self, name, instances) -> None:
+        if name in self._watched:
+            self._watched[name] = _as_tuples(instances)
+
+    def lost(self, protocol) -> None:
+        if protocol is self._protocol:
+            self._protocol = None
+            self._watched.clear()
+            closed, self._closed = self._closed, None
+            if closed is not None:
+                closed.callback(None)

@@ -19,7 +19,7 @@ from twisted.protocols.basic import LineReceiver
 from suite.client import api
 from suite.client.address import client_tls, parse_address, stream_endpoint
 from suite.logger.syslog import FACILITIES, SEVERITIES
-from suite.names.commands import Deregister, Lookup, Register, Services
+from suite.names.commands import Deregister, Lookup, Register, Services, Watch
 from suite.runtime.credentials import read_secret
 from suite.runtime.version import describe_versions
 from suite.sleep.commands import Sleep
@@ -48,12 +48,12 @@ USAGES = {
            " [--app A] [--hostname H] [options]",
     "sleep": "(ADDRESS | --lookup NSADDRESS) SECONDS [options]",
     "names": "ADDRESS (register NAME HOST PORT [--description D] [--token T | --token-file F]"
-             " | deregister NAME HOST PORT [--token T | --token-file F] | lookup NAME | services)"
-             " [options]",
+             " | deregister NAME HOST PORT [--token T | --token-file F] | lookup NAME | services"
+             " | watch NAME) [options]",
 }
 # The name each service is looked up under with --lookup (unless --name says otherwise).
 REGISTERED_AS = {"timestamp": "timestamp", "echo": "echo", "log": "logger", "sleep": "sleep"}
-NAMES_ACTIONS = {"register": 3, "deregister": 3, "lookup": 1, "services": 0}
+NAMES_ACTIONS = {"register": 3, "deregister": 3, "lookup": 1, "services": 0, "watch": 1}
 
 
 def header_field(name: str, longest: int):
@@ -92,8 +92,9 @@ def service_parser(service: str) -> Parser:
         parser.add_argument("--token-file", metavar="FILE",
                             help="register/deregister: read the token from FILE")
     else:
-        parser.add_argument("--lookup", metavar="NSADDRESS",
-                            help="find the service's address on this name server")
+        parser.add_argument("--lookup", metavar="NSADDRESS[,NSADDRESS...]",
+                            help="find the service's address on a name server (the next one "
+                                 "when one cannot be reached)")
         parser.add_argument("--name", help=f"name to look up (default: {REGISTERED_AS[service]})")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
                         help="seconds to connect, and to wait for answers once sent (default 10)")
@@ -144,7 +145,7 @@ def parse_arguments(argv) -> argparse.Namespace:
             parser.error("expected one number: SECONDS")
     elif args.service == "names":
         if not words or words[0] not in NAMES_ACTIONS:
-            parser.error("expected register, deregister, lookup or services")
+            parser.error("expected register, deregister, lookup, services or watch")
         args.action, args.parameters = words[0], words[1:]
         if len(args.parameters) != NAMES_ACTIONS[args.action]:
             parser.error(f"{args.action}: expected {USAGES['names'].split('(')[1].split(')')[0]}")
@@ -202,11 +203,25 @@ async def feed(reactor, exchange, messages):
 
 
 async def addresses(reactor, args) -> list:
-    """Where the service is: ADDRESS, or the live instances the name server gives (--lookup)."""
+    """
+    Where the service is: ADDRESS, or the live instances a name server
+    gives (--lookup): each name server in turn until one answers.
+    """
     if not args.lookup:
         return [parse_address(args.address)]
-    name_server = stream_endpoint(reactor, parse_address(args.lookup), args.timeout)
-    instances, _ = await api.lookup(reactor, name_server, args.name or REGISTERED_AS[args.service])
+    name = args.name or REGISTERED_AS[args.service]
+    name_servers = [part.strip() for part in args.lookup.split(",") if part.strip()]
+    for number, name_server in enumerate(name_servers, 1):
+        args.address = name_server
+        endpoint = stream_endpoint(reactor, parse_address(name_server), args.timeout)
+        try:
+            instances, _ = await api.lookup(reactor, endpoint, name).addTimeout(
+                args.timeout, reactor
+            )
+            break
+        except (error.ConnectError, defer.TimeoutError, error.ConnectionClosed):
+            if number == len(name_servers):
+                raise
     return [parse_address(f"[{h}]:{p}" if ":" in h else f"{h}:{p}") for h, p, _ in instances]
 
 
@@ -285,6 +300,12 @@ async def names(reactor, args):
         for host, port, description in instances:
             host = f"[{host}]" if ":" in host else host
             write_reply(f"{host}:{port}\t{description}".rstrip("\t").encode())
+    elif args.action == "watch":
+        def print_change(name, instances):
+            where = " ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p, _ in instances)
+            write_reply(f"{name}: {where or '(no live instance)'}".encode())
+
+        await api.watch(reactor, endpoint, parameters[0], print_change)  # until interrupted
     elif args.action == "services":
         for name in await api.services(reactor, endpoint).addTimeout(args.timeout, reactor):
             write_reply(name.encode())
@@ -302,7 +323,7 @@ COMMANDS = {"timestamp": lines, "echo": lines, "log": log, "sleep": sleep, "name
 
 ERROR_CODES = {
     error: code.decode()
-    for command in (Sleep, Register, Deregister, Lookup, Services)
+    for command in (Sleep, Register, Deregister, Lookup, Services, Watch)
     for error, code in command.errors.items()
 }
 

@@ -71,3 +71,29 @@ class Services(amp.Command):
     response = [(b"names", amp.ListOf(amp.Unicode()))]
     errors = EVERY_COMMAND
 
+
+
+class Watch(amp.Command):
+    """
+    The live instances of NAME now (registration order, possibly none), and
+    from then on a Changed call on this connection at each change of them.
+    """
+
+    arguments = [(b"name", amp.Unicode())]
+    response = Lookup.response
+    errors = {Invalid: b"INVALID", **EVERY_COMMAND}
+
+
+class Unwatch(amp.Command):
+    """No more Changed calls for NAME on this connection."""
+
+    arguments = [(b"name", amp.Unicode())]
+    response = []
+    errors = EVERY_COMMAND
+
+
+class Changed(amp.Command):
+    """Server to client: the live instances of a watched NAME are now INSTANCES (in order)."""
+
+    arguments = [(b"name", amp.Unicode()), Lookup.response[0]]
+    response = []

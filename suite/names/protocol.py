@@ -1,7 +1,10 @@
-"""The name server's AMP protocol: Register, Deregister, Lookup, Services."""
+"""
+The name server's AMP protocol: Register, Deregister, Lookup, Services,
+Watch and Unwatch, and the Changed calls it makes to its watchers.
+"""
 
 from suite.names.audit import connection_fields
-from suite.names.commands import Deregister, Lookup, Register, Services
+from suite.names.commands import Deregister, Lookup, Overloaded, Register, Services, Unwatch, Watch
 from suite.net.boxes import AMPPolicy
 from suite.net.connections import StreamFactory
 
@@ -23,6 +26,8 @@ class NamesProtocol(AMPPolicy):
     """
 
     _audit_fields = None
+    watching: dict | None = None  # the names this connection watches
+    _unacknowledged = 0  # bytes of Changed calls not answered yet
 
     @property
     def audit_fields(self) -> str:
@@ -57,6 +62,60 @@ class NamesProtocol(AMPPolicy):
     @Lookup.responder
     def lookup(self, name):
         return self.factory.server.lookup(name, self.audit_fields)
+
+    @Watch.responder
+    def watch(self, name):
+        watching = self.watching
+        if watching is None:
+            watching = self.watching = {}
+        limit = self.factory.settings.max_watches
+        if name not in watching and len(watching) >= limit:
+            raise Overloaded(f"{limit} names watched on this connection (max_watches)")
+        answer = self.factory.server.watch(name, self)
+        watching[name] = None
+        return answer
+
+    @Unwatch.responder
+    def unwatch(self, name):
+        if self.watching is not None and self.watching.pop(name, 0) is None:
+            self.factory.server.unwatch(name, self)
+        return {}
+
+    def push_change(self, name: bytes, instances: bytes) -> None:
+        """
+        Call Changed(NAME, INSTANCES).  A watcher that leaves more than
+        `max_change_backlog` bytes of them unanswered (it stopped reading)
+        is disconnected rather than buffered for without bound.
+        """
+        if self.transport is None or self.closing:
+            return
+        size = len(name) + len(instances)
+        limit = self.factory.settings.max_change_backlog
+        if self._unacknowledged + size > limit and self._unacknowledged:
+            self.warn_protocol_error(
+                "{service}: closing {peer}: {backlog} bytes of Changed calls unanswered "
+                "(max_change_backlog {limit})", backlog=self._unacknowledged + size, limit=limit,
+            )
+            self.closing = True
+            self.transport.abortConnection()
+            return
+        self._unacknowledged += size
+        self.flush_batch()  # after the answers already given
+        answered = self.callRemoteString(b"Changed", name=name, instances=instances)
+        answered.addBoth(self._change_answered, size)
+
+    def _change_answered(self, result, size):
+        """Answered (or failed: an error answer, the connection lost): no longer waiting."""
+        self._unacknowledged -= size
+
+    def is_idle(self) -> bool:
+        return not self.watching  # a watcher waits for pushes, quietly
+
+    def connectionLost(self, reason):
+        for name in self.watching or ():
+            self.factory.server.unwatch(name, self)
+        self.watching = None
+        super().connectionLost(reason)
 
     @Services.responder
     def services(self):

@@ -21,6 +21,7 @@ from suite.names.answers import EncodedAnswers, fitting
 from suite.names.commands import Invalid, NotFound, Unauthorized, Unavailable
 from suite.names.registry import Instance, Registry, check_instance
 from suite.names.store import StoreError
+from suite.names.watches import Watches
 from suite.runtime.flood import FloodControl
 
 log = Logger()
@@ -52,6 +53,7 @@ class NameServer(service.Service):
         self.cache_ttl = cache_ttl
         self.audit = audit
         self.answers = EncodedAnswers(registry, cache_ttl)
+        self.watches = Watches(registry)
         self.warnings = FloodControl(clock, "names")
         self._writes: set[defer.Deferred] = set()
         self._adding = 0  # registrations of new instances waiting for the store
@@ -173,6 +175,21 @@ class NameServer(service.Service):
             ],
             "ttl": self.cache_ttl,
         }
+
+    def watch(self, name: str, watcher) -> dict:
+        """Start WATCHER's pushes for NAME; the answer: its live instances now, in order."""
+        instances = fitting(self.registry.instances_of(name))
+        self.watches.watch(name, watcher)
+        return {
+            "instances": [
+                {"host": i.host, "port": i.port, "description": i.description}
+                for i in instances
+            ],
+            "ttl": self.cache_ttl,
+        }
+
+    def unwatch(self, name: str, watcher) -> None:
+        self.watches.unwatch(name, watcher)
 
     def services(self) -> dict:
         return {"names": self.registry.names()}

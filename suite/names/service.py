@@ -46,6 +46,11 @@ class NamesSettings(AMPLimits, ServiceSettings):
     ping_concurrency: int = key(integer(1), 256, "health checks in flight at once")
     cache_ttl: int = key(integer(0), 5, "seconds clients may cache a lookup (the ttl answered)")
     max_instances: int = key(integer(1), 10000, "instances the registry holds")
+    max_watches: int = key(integer(1), 100, "names one connection may watch; more: OVERLOADED")
+    max_change_backlog: int = key(
+        integer(1024), MiB,
+        "bytes of Changed calls a watcher may leave unanswered; beyond, it is disconnected",
+    )
     lookup_audit: str = key(text(), "var/log/suite/names-lookups.jsonl",
                             "JSON lines file auditing every lookup; - = standard output, "
                             "empty = no lookup audit")

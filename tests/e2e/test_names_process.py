@@ -3,11 +3,13 @@
 
 import os
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 
 from tests.e2e.process import TWISTD, ProcessTestCase, SuiteProcess
-from tests.e2e.test_client_process import client
+from tests.e2e.test_client_process import CLIENT, client
 from tests.helpers import make_pki
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -193,3 +195,36 @@ class NamesProcessTests(ProcessTestCase):
             f'error: {config}: [names] token = "***": $CREDENTIALS_DIRECTORY is not set '
             "(systemd sets it for LoadCredential=)\n"
         )), result
+
+
+class WatchAndFailover(ProcessTestCase):
+    def test_watch_prints_each_change_until_interrupted(self):
+        suite = self.start_suite(names_config(), listeners=2)
+        names = f"127.0.0.1:{suite.port(f'names {LOCAL}')}"
+        watcher = subprocess.Popen([CLIENT, "names", names, "watch", "echo"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert watcher.stdout.readline() == "echo: (no live instance)\n"
+            assert client("names", names, "register", "echo", "127.0.0.1", "7001")[0] == 0
+            assert watcher.stdout.readline() == "echo: 127.0.0.1:7001\n"
+            assert client("names", names, "register", "echo", "::1", "7002")[0] == 0
+            assert watcher.stdout.readline() == "echo: 127.0.0.1:7001 [::1]:7002\n"
+            assert client("names", names, "deregister", "echo", "127.0.0.1", "7001")[0] == 0
+            assert watcher.stdout.readline() == "echo: [::1]:7002\n"
+        finally:
+            watcher.send_signal(signal.SIGINT)
+            _, err = watcher.communicate(timeout=10)
+        assert "Traceback" not in err
+
+    def test_lookup_fails_over_to_the_next_name_server(self):
+        suite = self.start_suite(names_config(), listeners=2)
+        names = f"127.0.0.1:{suite.port(f'names {LOCAL}')}"
+        echo_port = suite.port(f"echo {LOCAL}")
+        assert client("names", names, "register", "echo", "127.0.0.1", echo_port)[0] == 0
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            dead = f"127.0.0.1:{unused.getsockname()[1]}"  # bound, not listening: refused
+            assert client("echo", "--lookup", f"{dead},{names}", "hi") == (0, "You said: hi\n", "")
+            assert client("echo", "--lookup", f"{dead},{dead}", "hi") == (
+                1, "", f"suite-client: {dead}: connection refused\n"
+            )

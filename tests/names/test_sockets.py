@@ -117,29 +117,59 @@ class NamesOnSockets(TestCase):
         self.assertEqual({(r["event"], r["answers"], r["peer"].split(":")[0]) for r in audit},
                          {("lookup", 3, "127.0.0.1")})
 
-    async def test_client_caches_answers_for_ttl_and_not_found_for_negative_ttl(self):
-        self.start(cache_ttl=5)
+    async def test_client_cache_follows_changes_the_moment_they_happen(self):
+        self.start(cache_ttl=3600)
+        await api.register(reactor, self.endpoint, "web", "127.0.0.1", 9)
+        names = api.NameClient(reactor, self.endpoint)
+        self.addCleanup(names.close)
+        self.assertEqual(await names.lookup("web"), [("127.0.0.1", 9, "")])
+        with self.assertRaises(NotFound):
+            await names.lookup("later")
+        await api.register(reactor, self.endpoint, "web", "127.0.0.1", 10)
+        await api.register(reactor, self.endpoint, "later", "::1", 11)
+        self.assertTrue(await self.wait_for(lambda: names._watched["later"]))
+        self.assertEqual(await names.lookup("later"), [("::1", 11, "")])
+        answers = [await names.lookup("web") for _ in range(3)]  # rotated here
+        self.assertEqual([a[0][1] for a in answers], [10, 9, 10])
+        await api.deregister(reactor, self.endpoint, "web", "127.0.0.1", 9)
+        self.assertTrue(await self.wait_for(lambda: len(names._watched["web"]) == 1))
+        # An hour of cache_ttl, yet the instance that left is gone at once.
+        self.assertEqual(await names.lookup("web"), [("127.0.0.1", 10, "")])
+        self.assertEqual(self.lookups(), [])  # all of it from Watch and its pushes
+
+    async def test_client_reconnects_and_fails_over(self):
+        self.start()
+        await api.register(reactor, self.endpoint, "web", "127.0.0.1", 9)
+        dead = TCP4ClientEndpoint(reactor, "127.0.0.1", 1)
+        names = api.NameClient(reactor, [dead, self.endpoint])
+        self.addCleanup(names.close)
+        self.assertEqual(await names.lookup("web"), [("127.0.0.1", 9, "")])
+        await names.close()
+        await api.register(reactor, self.endpoint, "web", "127.0.0.1", 8)
+        self.assertEqual(len(await names.lookup("web")), 2)  # watched anew
+
+    async def test_over_max_watches_the_client_caches_lookups_for_ttl(self):
+        self.start(cache_ttl=5, max_watches=1)
         await api.register(reactor, self.endpoint, "cached", "127.0.0.1", 9)
         clock = Clock()
         names = api.NameClient(reactor, self.endpoint, negative_ttl=1, clock=clock)
-
-        def asked(name):
-            return len(self.lookups(name))
-
+        self.addCleanup(names.close)
+        with self.assertRaises(NotFound):
+            await names.lookup("first")  # watched: the one watch allowed
         self.assertEqual(await names.lookup("cached"), [("127.0.0.1", 9, "")])
         await names.lookup("cached")
-        self.assertEqual(asked("cached"), 1)
+        self.assertEqual(len(self.lookups("cached")), 1)
         clock.advance(5)
         await names.lookup("cached")
-        self.assertEqual(asked("cached"), 2)
+        self.assertEqual(len(self.lookups("cached")), 2)
         for _ in range(2):
             with self.assertRaises(NotFound):
                 await names.lookup("missing")
-        self.assertEqual(asked("missing"), 1)
+        self.assertEqual(len(self.lookups("missing")), 1)
         clock.advance(1)
         with self.assertRaises(NotFound):
             await names.lookup("missing")
-        self.assertEqual(asked("missing"), 2)
+        self.assertEqual(len(self.lookups("missing")), 2)
 
 
 class ClosingAMP(amp.AMP):

@@ -1,0 +1,54 @@
+"""
+Watch: who watches which name, and the Changed push each of them gets
+when the name's live instances change (register, deregister, eviction,
+description change).  The instances are encoded once per change, whatever
+the number of watchers; each watcher's connection sends them in the order
+the changes happened.
+"""
+
+from suite.names.answers import fitting
+from suite.names.commands import Changed
+
+_INSTANCES = dict(Changed.arguments)[b"instances"]
+
+
+def encode_instances(instances) -> bytes:
+    """INSTANCES as the `instances` value of Lookup, Watch and Changed (as many as one value holds)."""
+    return _INSTANCES.toStringProto(
+        [{"host": i.host, "port": i.port, "description": i.description} for i in fitting(instances)],
+        None,
+    )
+
+
+class Watches:
+    """
+    The watchers of REGISTRY's names.  A watcher is anything with
+    push_change(name: bytes, instances: bytes): the names protocol.
+    """
+
+    def __init__(self, registry):
+        self.registry = registry
+        self._by_name: dict[str, dict] = {}  # name -> watchers, in the order they came
+        registry.on_change(self._changed)
+
+    def watch(self, name: str, watcher) -> None:
+        self._by_name.setdefault(name, {})[watcher] = None
+
+    def unwatch(self, name: str, watcher) -> None:
+        watchers = self._by_name.get(name)
+        if watchers is not None:
+            watchers.pop(watcher, None)
+            if not watchers:
+                del self._by_name[name]
+
+    def watchers(self, name: str) -> int:
+        return len(self._by_name.get(name, ()))
+
+    def _changed(self, name: str) -> None:
+        watchers = self._by_name.get(name)
+        if not watchers:
+            return
+        instances = encode_instances(self.registry.instances_of(name))
+        encoded_name = name.encode()
+        for watcher in list(watchers):
+            watcher.push_change(encoded_name, instances)
