@@ -1,28 +1,41 @@
 """The name server: its [names] section and how it is built."""
 
+import re
 from dataclasses import dataclass
 
 from twisted.logger import Logger
 
 from suite.logger.writer import BatchWriter, open_output
 from suite.names.audit import LookupAudit
+from suite.names.dnsfront import DNSFactory, dns_datagrams
 from suite.names.health import HealthChecker, tcp_ping
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
 from suite.names.server import NameServer
 from suite.names.store import StoreError, open_store
+from suite.names.zone import ZoneAnswers
 from suite.net.boxes import AMPLimits
+from suite.net.datagrams import ReplyLimits
 from suite.net.listeners import reaches_beyond_loopback
 from suite.runtime.compose import Parts, ServiceDeclaration
-from suite.runtime.config import ServiceSettings, integer, key, listen, number, text
+from suite.runtime.config import (
+    STRING_LIST, ServiceSettings, integer, key, listen, number, text,
+)
 from suite.runtime.credentials import CREDENTIAL, read_secret
 
 
 log = Logger()
 
 MiB = 2**20
+DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 AUDIT_FLUSH_INTERVAL = 0.5  # seconds a lookup's audit line may wait
 AUDIT_BATCH = MiB
+
+
+def check_domain(value: str) -> None:
+    labels = value.rstrip(".").split(".")
+    if not all(DOMAIN_LABEL.fullmatch(label) for label in labels) or len(value) > 200:
+        raise ValueError("must be a DNS name such as suite or svc.example.com (lowercase)")
 
 
 def check_store(value: str) -> None:
@@ -31,10 +44,14 @@ def check_store(value: str) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class NamesSettings(AMPLimits, ServiceSettings):
+class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
     section = "names"
 
     listen: tuple[str, ...] = listen("tcp:5300:interface=127.0.0.1")
+    dns_listen: tuple[str, ...] = key(
+        STRING_LIST, (), "DNS listeners: udp:PORT, tcp:PORT, systemd-udp:, systemd: (none: no DNS)"
+    )
+    domain: str = key(text(check_domain), "suite", "the DNS zone the registry's names live in")
     token: str = key(text(), "", "when set, Register and Deregister need it (or credential:NAME)",
                      secret=True)
     token_file: str = key(text(), "", "a file holding the token (or credential:NAME)")
@@ -124,11 +141,15 @@ def build(settings: NamesSettings, reactor) -> Parts:
         server.registry, settings, reactor, tcp_ping(reactor, settings.ping_timeout), server.evict
     )
     services = (server, checker) if audit_writer is None else (audit_writer, server, checker)
-    return Parts(NamesFactory(settings, reactor, server), services=services)
+    zone = ZoneAnswers(server.registry, settings.domain, settings.cache_ttl)
+    dns = Parts(DNSFactory(settings, reactor, zone), dns_datagrams(settings, reactor, zone))
+    return Parts(NamesFactory(settings, reactor, server), services=services,
+                 other_listeners={"dns_listen": dns})
 
 
 SERVICE = ServiceDeclaration(
-    NamesSettings, build, "Name server over AMP: register, look up, health-check, evict.",
-    datagram_side=False,
+    NamesSettings, build,
+    "Name server over AMP and DNS: register, look up, watch, health-check, evict.",
+    datagram_side=False, other_listener_keys=("dns_listen",),
 )
 Options, makeService = SERVICE.plugin()

@@ -40,7 +40,7 @@ def rate_limited_replier(settings: ReplyLimits, answer: Callable[[bytes], bytes]
 
 class RateLimitedReplier(DatagramProtocol):
     """
-    Answers each datagram with ANSWER(payload), at most `udp_rate` replies
+    Answers each datagram with ANSWER(payload) (unless None), at most `udp_rate` replies
     per second per source address (bursts of `udp_burst`).  Dropping is
     logged through WARNINGS (L{FloodControl}): the first time per source,
     then as a count every ten seconds, so a flood does not turn into a
@@ -72,7 +72,9 @@ class RateLimitedReplier(DatagramProtocol):
                 service=self.service_name, source=plain_host(source),
             )
             return
-        self.send(self.answer(data), address)
+        reply = self.answer(data)
+        if reply is not None:  # None: nothing to say (a DNS response sent to us)
+            self.send(reply, address)
 
     def stopProtocol(self):
         self.warnings.flush()

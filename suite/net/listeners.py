@@ -42,6 +42,7 @@ class Listener:
 
     description: str
     tls: bool = False
+    key: str = "listen"  # the config key that named it
     udp_port: int | None = None
     udp_interface: str = ""
     activated_name: str | None = None  # systemd-udp:name=NAME
@@ -59,7 +60,7 @@ class Listener:
         return self.description
 
     def __str__(self):
-        return ("tls_listen " if self.tls else "") + self.description
+        return self.description if self.key == "listen" else f"{self.key} {self.description}"
 
 
 def _split_arguments(description: str) -> list[str]:
@@ -129,10 +130,14 @@ def check_activated_family(endpoint) -> None:
         )
 
 
-def parse_listeners(settings: ServiceSettings, datagram_side: bool, reactor) -> list[Listener]:
-    """Check every `listen` and `tls_listen` entry of SETTINGS without binding."""
+def parse_listeners(settings: ServiceSettings, datagram_side: bool, reactor,
+                    keys=("listen", "tls_listen")) -> list[Listener]:
+    """
+    Check every entry of SETTINGS' KEYS (`listen` and `tls_listen`, or a
+    service's other listeners such as `dns_listen`) without binding.
+    """
     listeners = []
-    for key in ("listen", "tls_listen"):
+    for key in keys:
         for description in getattr(settings, key):
             prefix = description.split(":", 1)[0]
             try:
@@ -143,15 +148,16 @@ def parse_listeners(settings: ServiceSettings, datagram_side: bool, reactor) -> 
                         raise ValueError(f"{settings.section} has no datagram side")
                     if prefix == "udp":
                         port, interface = parse_udp(description)
-                        listener = Listener(description, udp_port=port, udp_interface=interface)
+                        listener = Listener(description, key=key, udp_port=port,
+                                            udp_interface=interface)
                     else:
                         listener = Listener(
-                            description, activated_name=parse_activated_udp(description)
+                            description, key=key, activated_name=parse_activated_udp(description)
                         )
                 else:
                     if key == "tls_listen" and prefix not in TLS_WRAPPABLE:
                         raise ValueError("tls_listen takes tcp:, tcp6:, unix: or systemd:")
-                    listener = Listener(description, tls=key == "tls_listen")
+                    listener = Listener(description, tls=key == "tls_listen", key=key)
                     if prefix in ("tcp", "tcp6", "ssl"):
                         check_port(description)
                     endpoint = endpoints.serverFromString(reactor, listener.endpoint_string)
@@ -163,7 +169,7 @@ def parse_listeners(settings: ServiceSettings, datagram_side: bool, reactor) -> 
                     problem = f"no socket passed by systemd is named {e.args[0]!r}"
                 raise settings.error(key, problem, description) from None
             listeners.append(listener)
-    if not listeners:
+    if not listeners and "listen" in keys:
         raise settings.error("listen", "no listeners (set listen or tls_listen, or enabled = false)")
     return listeners
 

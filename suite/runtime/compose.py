@@ -8,7 +8,7 @@ that declaration here, so the `suite` plugin and every single-service plugin
 refuse bad config the same way.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from suite.net.listeners import listener_services, parse_listeners
@@ -23,14 +23,16 @@ from suite.runtime.options import options_for
 class Parts:
     """
     What a service serves with: the factory for its stream listeners, a maker
-    of datagram protocols (one per datagram listener), and services of its
-    own (such as the logger's writer), started before and stopped after its
-    listeners.
+    of datagram protocols (one per datagram listener), services of its own
+    (such as the logger's writer), started before and stopped after its
+    listeners, and for each of its other listener keys (the name server's
+    `dns_listen`) a Parts of that key's own.
     """
 
     stream_factory: object
     make_datagram_protocol: Callable[[], object] | None = None
     services: tuple = ()
+    other_listeners: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class ServiceDeclaration:
     build: Callable[[ServiceSettings, object], Parts]
     description: str
     datagram_side: bool = True
+    other_listener_keys: tuple = ()  # keys of listeners served by other parts (always datagram-capable)
 
     @property
     def name(self) -> str:
@@ -68,8 +71,10 @@ def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
         settings = loaded.get(declaration.name)
         if settings is None:
             continue
-        listeners = parse_listeners(settings, declaration.datagram_side, reactor)
-        if tls_context is None and any(listener.tls for listener in listeners):
+        listeners = {None: parse_listeners(settings, declaration.datagram_side, reactor)}
+        for key in declaration.other_listener_keys:
+            listeners[key] = parse_listeners(settings, True, reactor, keys=(key,))
+        if tls_context is None and any(listener.tls for listener in listeners[None]):
             tls_context = tls_options(tls, settings)
         planned.append((declaration, settings, listeners))
     if not planned:
@@ -77,20 +82,21 @@ def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
     root = SuiteService(reactor)
     for declaration, settings, listeners in planned:
         parts = declaration.build(settings, reactor)
-        for child in (
-            *parts.services,
-            *listener_services(
+        for service in parts.services:
+            service.setServiceParent(root)
+        for key, group in listeners.items():
+            served_by = parts if key is None else parts.other_listeners[key]
+            for listener in listener_services(
                 declaration.name,
-                listeners,
+                group,
                 reactor,
-                stream_factory=parts.stream_factory,
-                make_datagram_protocol=parts.make_datagram_protocol,
+                stream_factory=served_by.stream_factory,
+                make_datagram_protocol=served_by.make_datagram_protocol,
                 tls=tls_context,
                 receive_buffer=getattr(settings, "udp_receive_buffer", None),
                 reuse_port=settings.reuse_port,
-            ),
-        ):
-            child.setServiceParent(root)
+            ):
+                listener.setServiceParent(root)
     return root
 
 

@@ -65,6 +65,15 @@ REFUSALS = [
         "FILE: [echo] listen = \"udp:1:ttl=3\": bad endpoint: unknown udp option 'ttl=3'",
     ),
     (
+        '[names]\nstore = "memory"\ndns_listen = ["udp:70000"]\n',
+        'FILE: [names] dns_listen = "udp:70000": bad endpoint: port must be 0-65535',
+    ),
+    (
+        '[names]\nstore = "memory"\ndomain = "Bad_Zone"\n',
+        'FILE: [names] domain = "Bad_Zone": must be a DNS name such as suite or svc.example.com '
+        '(lowercase)',
+    ),
+    (
         '[echo]\ntls_listen = ["udp:1"]\n',
         'FILE: [echo] tls_listen = "udp:1": bad endpoint: TLS needs a stream endpoint',
     ),

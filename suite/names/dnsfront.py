@@ -1,0 +1,78 @@
+"""
+The name server's DNS listeners (`dns_listen`): UDP answered datagram by
+datagram, rate-limited per source like every datagram side of the suite,
+and TCP (RFC 7766: each message after its two-byte length) answered whole
+and in order.  Both ask L{suite.names.zone.ZoneAnswers}.
+"""
+
+from struct import pack
+
+from twisted.internet.protocol import Protocol
+
+from suite.names.zone import TCP_SIZE
+from suite.net.connections import ConnectionPolicy, StreamFactory
+from suite.net.datagrams import rate_limited_replier
+
+
+class DNSStreamProtocol(ConnectionPolicy, Protocol):
+    """
+    DNS over TCP.  Answers are written a batch at a time; when the
+    transport's buffer is full (the client does not read) the queries
+    still buffered wait, and reading stops, until it drains: a client
+    cannot make the server hold more than one read and one batch.
+    """
+
+    paused = False
+    _buffer = b""
+
+    def flow_producer(self):
+        return self
+
+    def dataReceived(self, data):
+        self.last_activity = self.factory.tick
+        self._buffer = self._buffer + data if self._buffer else data
+        self._answer_queries()
+
+    def _answer_queries(self):
+        buffer, position, end = self._buffer, 0, len(self._buffer)
+        answer = self.factory.zone.answer
+        self.start_batch()
+        try:
+            while not self.paused and end - position >= 2:
+                message_end = position + 2 + (buffer[position] << 8 | buffer[position + 1])
+                if message_end > end:
+                    break
+                response = answer(buffer[position + 2:message_end], TCP_SIZE)
+                position = message_end
+                if response is not None:
+                    self.send(pack("!H", len(response)) + response)
+        finally:
+            self._buffer = buffer[position:] if position < end else b""
+            self.end_batch()
+
+    def pauseProducing(self):
+        self.paused = True
+        self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.paused = False
+        self.transport.resumeProducing()
+        self._answer_queries()
+
+    def stopProducing(self):
+        self.paused = True
+
+
+class DNSFactory(StreamFactory):
+    """The TCP side's connections, under the [names] connection limits; ZONE answers."""
+
+    protocol = DNSStreamProtocol
+
+    def __init__(self, settings, clock, zone):
+        super().__init__(settings, clock)
+        self.zone = zone
+
+
+def dns_datagrams(settings, clock, zone):
+    """A maker of the UDP side's protocols: one answer per query, udp_rate per source."""
+    return rate_limited_replier(settings, zone.answer, clock)

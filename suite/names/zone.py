@@ -1,0 +1,366 @@
+"""
+The name server's DNS zone: answers to DNS queries over the live registry,
+encoded once per question and change, with only the ID, the RD bit and the
+question's own spelling taken from each query.
+
+The records are twisted.names' (`RRHeader`, `Record_SRV`, `Record_A`,
+`Record_AAAA`, `Record_SOA`) and are encoded by it.  What makes the answer
+path cheap is that names in a record are compressed against the question
+only (which sits at offset 12 of every answer), never against another
+record (SRV targets are never compressed, RFC 2782): each record's bytes
+are then valid wherever it stands, so a rotated answer is a slice of the
+records stored twice in a row, and an answer cut for UDP ends at a record
+boundary found by bisection.
+
+The zone `DOMAIN` (authoritative: AA set, RA clear):
+
+- `_NAME._tcp.DOMAIN` SRV: one record per live instance (priority 1,
+  weight 1, its port); the target of an IP literal is `HEX.addr.DOMAIN`
+  with its A/AAAA record in the additional section, of a host name that
+  name.
+- `NAME.DOMAIN` A / AAAA: the IP-literal instances of that family.
+- `HEX.addr.DOMAIN` A (8 hex digits) / AAAA (32): the address it spells.
+- `DOMAIN` SOA; ANY answers every type a name has.
+- Rotation: the records start one further on each query, as Lookup.
+- A name with nothing live: NXDOMAIN, a name asked for a type it lacks:
+  NODATA; both with the SOA in the authority section (TTL and minimum
+  `cache_ttl`).  Outside the zone or the IN class: REFUSED.  A query that
+  does not parse: FORMERR; an opcode other than QUERY: NOTIMP; EDNS other
+  than version 0: BADVERS; a response (QR set) is never answered.
+- Over UDP at most 512 bytes, or the EDNS0 size offered (at most 4096):
+  answers that do not all fit are cut at a record boundary with TC set;
+  additional records that do not fit are left out (RFC 2181 §9).
+"""
+
+import ipaddress
+import re
+from bisect import bisect_right
+from io import BytesIO
+from struct import pack, unpack_from
+
+from twisted.names import dns
+
+from suite.names.registry import NAME
+
+UDP_SIZE = 512
+MAX_UDP_SIZE = 4096
+TCP_SIZE = 65535
+MAX_CACHED = 10000  # questions with their answers kept; beyond, the cache starts afresh
+
+NOERROR, FORMERR, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 3, 4, 5
+BADVERS = 16  # an extended rcode: 1 in the OPT record, 0 in the header
+QR_AA = 0x8400  # a response, authoritative
+TC = 0x0200
+HEX = re.compile(r"[0-9a-f]{8}|[0-9a-f]{32}")
+ANY = dns.ALL_RECORDS
+SOA_TIMES = {"refresh": 3600, "retry": 600, "expire": 86400}
+
+
+def hex_label(address) -> bytes:
+    return address.packed.hex().encode()
+
+
+def _opt(size: int, extended_rcode: int = 0) -> bytes:
+    """Our OPT record: root name, type 41, our UDP size, extended rcode, version 0."""
+    return b"\0" + pack("!HHBBHH", dns.OPT, size, extended_rcode, 0, 0, 0)
+
+
+OUR_OPT = _opt(MAX_UDP_SIZE)
+
+
+class Records:
+    """Encoded records in order, and where each starts: slices at record boundaries."""
+
+    def __init__(self, encoded: list[bytes]):
+        self.count = len(encoded)
+        self.data = b"".join(encoded)
+        self.offsets = [0]
+        for record in encoded:
+            self.offsets.append(self.offsets[-1] + len(record))
+
+    def fitting(self, room: int) -> int:
+        """How many of the first records fit in ROOM bytes."""
+        return bisect_right(self.offsets, room) - 1
+
+
+NO_RECORDS = Records([])
+
+
+class Rotating(Records):
+    """Records stored twice in a row, so the answer starting at record N is one slice."""
+
+    def __init__(self, encoded: list[bytes]):
+        super().__init__(encoded * 2)
+        self.count = len(encoded)
+
+    def slice(self, turn: int, room: int) -> tuple[bytes, int]:
+        """The records from TURN on that fit in ROOM bytes, and how many they are."""
+        start = self.offsets[turn]
+        end = self.offsets[turn + self.count]
+        if end - start <= room:
+            return self.data[start:end], self.count
+        last = bisect_right(self.offsets, start + room, turn, turn + self.count) - 1
+        return self.data[start:self.offsets[last]], last - turn
+
+
+class Prepared:
+    """
+    The answer to one question (name lowercased, type, class) but for the
+    query's own ID, RD bit, spelling and size: rcode, rotating answers
+    (with the registry name whose turn rotates them), authority and
+    additional records.
+    """
+
+    valid = True
+
+    def __init__(self, rcode=NOERROR, answers=None, authority=b"", additional=NO_RECORDS,
+                 turn_name=None):
+        self.rcode = rcode
+        self.flags = (0x8000 if rcode == REFUSED else QR_AA) | rcode
+        self.answers = answers
+        self.authority = authority
+        self.additional = additional
+        self.turn_name = turn_name
+
+
+class ZoneAnswers:
+    """
+    Answers for the zone DOMAIN over REGISTRY, with every TTL `ttl`; kept
+    current through the registry's on_change.  `answer(query, size)` is
+    all the front ends call.
+    """
+
+    def __init__(self, registry, domain: str, ttl: int):
+        self.registry = registry
+        self.domain = domain.lower().rstrip(".")
+        self.domain_labels = tuple(self.domain.encode().split(b"."))
+        self.ttl = ttl
+        self._prepared: dict[tuple, Prepared] = {}
+        self._by_name: dict[str, list] = {}  # registry name -> its questions prepared
+        self._exact: dict[bytes, tuple] = {}  # a query's bytes after the ID -> how to answer
+        registry.on_change(self.forget)
+
+    def forget(self, name: str) -> None:
+        for key in self._by_name.pop(name, ()):
+            prepared = self._prepared.pop(key, None)
+            if prepared is not None:
+                prepared.valid = False
+
+    # The answer path.
+
+    def answer(self, query: bytes, size: int | None = None) -> bytes | None:
+        """
+        The response to QUERY (a whole DNS message), at most SIZE bytes
+        (None: a UDP query's own limit); None when nothing must be sent.
+        """
+        exact = self._exact.get(query[4:])
+        if exact is not None and exact[0].valid and not query[2] & 0xF8:
+            prepared, question_end, udp_size, opt = exact
+            return self._assemble(query, prepared, question_end, size or udp_size, opt)
+        return self._parse_and_answer(query, size)
+
+    def _assemble(self, query, prepared, question_end, size, opt) -> bytes:
+        room = size - question_end - len(opt)
+        answers, answered = b"", 0
+        flags = prepared.flags | (query[2] & 1) << 8
+        if prepared.answers is not None and prepared.answers.count:
+            turn = 0
+            if prepared.answers.count > 1:
+                turn = self.registry.take_turn(prepared.turn_name, prepared.answers.count)
+            answers, answered = prepared.answers.slice(turn, room)
+            if answered < prepared.answers.count:
+                flags |= TC
+        room -= len(answers) + len(prepared.authority)
+        authority = prepared.authority if room >= 0 else b""
+        additional = prepared.additional
+        extra = additional.count
+        if extra and (flags & TC or additional.offsets[-1] > room):
+            extra = 0 if flags & TC else additional.fitting(room)
+        return b"".join((
+            query[:2],
+            pack("!HHHHH", flags, 1, answered, 1 if authority else 0, extra + (1 if opt else 0)),
+            query[12:question_end],
+            answers,
+            authority,
+            additional.data[:additional.offsets[extra]],
+            opt,
+        ))
+
+    def _parse_and_answer(self, query: bytes, size: int | None) -> bytes | None:
+        if len(query) < 12 or query[2] & 0x80:  # no header to answer, or a response
+            return None
+        if (query[2] >> 3) & 0xF != 0:
+            return self._error(query, NOTIMP)
+        questions, answers, authority, additional = unpack_from("!HHHH", query, 4)
+        if questions != 1 or answers or authority or additional > 1:
+            return self._error(query, FORMERR)
+        labels, position = [], 12
+        while True:
+            if position >= len(query):
+                return self._error(query, FORMERR)
+            length = query[position]
+            if length == 0:
+                position += 1
+                break
+            if length > 63 or position + 1 + length > len(query) or position - 12 > 255:
+                return self._error(query, FORMERR)
+            labels.append(query[position + 1:position + 1 + length].lower())
+            position += 1 + length
+        question_end = position + 4
+        if question_end > len(query):
+            return self._error(query, FORMERR)
+        qtype, qclass = unpack_from("!HH", query, position)
+        opt, udp_size = b"", UDP_SIZE
+        if additional:
+            rest = query[question_end:]
+            if len(rest) < 11 or rest[0] != 0 or unpack_from("!H", rest, 1)[0] != dns.OPT:
+                return self._error(query, FORMERR)
+            offered, _, version = unpack_from("!HBB", rest, 3)
+            if version != 0:
+                return self._error(query, NOERROR, question_end, _opt(MAX_UDP_SIZE, BADVERS >> 4))
+            opt, udp_size = OUR_OPT, min(max(offered, UDP_SIZE), MAX_UDP_SIZE)
+        key = (tuple(labels), qtype, qclass)
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = self._prepare(*key)
+        if len(self._exact) >= MAX_CACHED:
+            self._exact.clear()
+        self._exact[query[4:]] = (prepared, question_end, udp_size, opt)
+        return self._assemble(query, prepared, question_end, size or udp_size, opt)
+
+    def _error(self, query, rcode, question_end=12, opt=b"") -> bytes:
+        """A header-only answer with RCODE (the question echoed when it parsed)."""
+        flags = 0x8000 | (query[2] & 0x79) << 8 | rcode  # QR, the query's opcode and RD
+        return b"".join((
+            query[:2],
+            pack("!HHHHH", flags, 1 if question_end > 12 else 0, 0, 0, 1 if opt else 0),
+            query[12:question_end],
+            opt,
+        ))
+
+    # Preparing an answer, once per question and change.
+
+    def _prepare(self, labels: tuple, qtype: int, qclass: int) -> Prepared:
+        prepared, depends_on = self._build(labels, qtype, qclass)
+        if len(self._prepared) >= MAX_CACHED:
+            for name in list(self._by_name):
+                self.forget(name)
+            self._prepared.clear()
+        key = (labels, qtype, qclass)
+        self._prepared[key] = prepared
+        self._by_name.setdefault(depends_on, []).append(key)
+        return prepared
+
+    def _build(self, labels: tuple, qtype: int, qclass: int) -> tuple[Prepared, str | None]:
+        """The answer to the question, and the registry name it depends on (or None)."""
+        zone = len(self.domain_labels)
+        if qclass not in (dns.IN, ANY) or labels[len(labels) - zone:] != self.domain_labels:
+            return Prepared(REFUSED), None
+        try:
+            relative = tuple(label.decode("ascii") for label in labels[:len(labels) - zone])
+        except UnicodeDecodeError:
+            return self._negative(NXDOMAIN, labels), None
+        encoder = _Encoder(labels, self.ttl)
+        if relative == ():
+            if qtype in (dns.SOA, ANY):
+                return Prepared(answers=Rotating([self._soa(encoder, labels)])), None
+            return self._negative(NOERROR, labels), None
+        if relative in (("addr",), ("_tcp",)):
+            return self._negative(NOERROR, labels), None
+        if len(relative) == 2 and relative[1] == "addr" and HEX.fullmatch(relative[0]):
+            address = ipaddress.ip_address(bytes.fromhex(relative[0]))
+            wanted = dns.A if address.version == 4 else dns.AAAA
+            if qtype not in (wanted, ANY):
+                return self._negative(NOERROR, labels), None
+            return Prepared(answers=Rotating([encoder.address(labels, address)])), None
+        if len(relative) == 2 and relative[1] == "_tcp" and relative[0].startswith("_"):
+            name = relative[0][1:]
+            instances = self._live(name)
+            if not instances:
+                return self._negative(NXDOMAIN, labels), name
+            if qtype not in (dns.SRV, ANY):
+                return self._negative(NOERROR, labels), name
+            return self._srv(encoder, name, instances), name
+        if len(relative) == 1:
+            name = relative[0]
+            instances = self._live(name)
+            if not instances:
+                return self._negative(NXDOMAIN, labels), name
+            families = {dns.A: (4,), dns.AAAA: (6,), ANY: (4, 6)}.get(qtype, ())
+            records = []
+            for instance in instances:
+                address = _ip(instance.host)
+                if address is not None and address.version in families:
+                    records.append(encoder.address(labels, address))
+            if not records:
+                return self._negative(NOERROR, labels), name
+            return Prepared(answers=Rotating(records), turn_name=name), name
+        return self._negative(NXDOMAIN, labels), None
+
+    def _live(self, name: str) -> list:
+        if not NAME.fullmatch(name):
+            return []
+        return self.registry.instances_of(name)
+
+    def _srv(self, encoder, name, instances) -> Prepared:
+        records, additional, seen = [], [], set()
+        for instance in instances:
+            address = _ip(instance.host)
+            if address is None:
+                target = instance.host.rstrip(".").lower().encode()
+            else:
+                target = b".".join((hex_label(address), b"addr", *self.domain_labels))
+                if address not in seen:
+                    seen.add(address)
+                    additional.append(encoder.address(tuple(target.split(b".")), address))
+            records.append(encoder.record(
+                encoder.question, dns.Record_SRV(1, 1, instance.port, target, self.ttl)
+            ))
+        return Prepared(answers=Rotating(records), additional=Records(additional), turn_name=name)
+
+    def _soa(self, encoder, labels) -> bytes:
+        apex = b".".join(self.domain_labels)
+        return encoder.record(apex, dns.Record_SOA(
+            mname=b"ns." + apex, rname=b"hostmaster." + apex, serial=1,
+            minimum=self.ttl, ttl=self.ttl, **SOA_TIMES,
+        ))
+
+    def _negative(self, rcode, labels) -> Prepared:
+        return Prepared(rcode, authority=self._soa(_Encoder(labels, self.ttl), labels))
+
+
+def _ip(host: str):
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+class _Encoder:
+    """
+    Encodes records of an answer to the question LABELS with names
+    compressed against the question only (offset 12 onwards), so that every
+    record's bytes stand anywhere in the answer.
+    """
+
+    def __init__(self, labels: tuple, ttl: int):
+        self.question = b".".join(labels)
+        self.ttl = ttl
+        self.suffixes = {}
+        offset = 12
+        for index in range(len(labels)):
+            self.suffixes[b".".join(labels[index:])] = offset
+            offset += 1 + len(labels[index])
+
+    def record(self, owner: bytes, payload) -> bytes:
+        out = BytesIO()
+        # A copy: names Twisted adds while encoding point into OUT, not into the answer.
+        header = dns.RRHeader(owner, payload.TYPE, dns.IN, self.ttl, payload, auth=True)
+        header.encode(out, dict(self.suffixes))
+        return out.getvalue()
+
+    def address(self, labels: tuple, address) -> bytes:
+        owner = b".".join(labels)
+        if address.version == 4:
+            return self.record(owner, dns.Record_A(str(address), self.ttl))
+        return self.record(owner, dns.Record_AAAA(str(address), self.ttl))

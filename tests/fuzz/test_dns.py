@@ -1,0 +1,56 @@
+"""Any bytes, and valid queries with bytes flipped, into the DNS zone: an answer that parses, or none."""
+
+import struct
+
+from hypothesis import given, strategies as st
+from twisted.names import dns
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.names.registry import Registry
+from suite.names.zone import ZoneAnswers
+from tests.fuzz import fuzzed
+from tests.names.test_zone import parse, query
+
+QUERIES = st.builds(
+    query,
+    st.sampled_from(["web.suite", "_web._tcp.suite", "7f000001.addr.suite", "suite", "x.org",
+                     "WEB.SUITE", "a" * 63 + ".suite"]),
+    st.sampled_from([dns.A, dns.AAAA, dns.SRV, dns.SOA, dns.ALL_RECORDS, 0, 65535]),
+    edns_size=st.one_of(st.none(), st.integers(0, 65535)),
+)
+
+
+def flipped(data: bytes, flips: list[tuple[int, int]]) -> bytes:
+    data = bytearray(data)
+    for position, value in flips:
+        data[position % len(data)] = value
+    return bytes(data)
+
+
+class ZoneFuzz(SynchronousTestCase):
+    def setUp(self):
+        registry = Registry(100)
+        for port in range(1, 30):
+            registry.register("web", f"10.0.0.{port}", port)
+        registry.register("web", "::1", 1)
+        registry.register("web", "db.example.com", 2)
+        self.zone = ZoneAnswers(registry, "suite", 5)
+
+    def check(self, data, size=None):
+        answer = self.zone.answer(data, size)
+        if answer is not None:
+            parsed = parse(answer)
+            self.assertEqual(parsed.id, struct.unpack("!H", data[:2])[0])
+            self.assertEqual(parsed.answer, 1)
+            self.assertLessEqual(len(answer), size or 4096)
+
+    @fuzzed
+    @given(st.binary(max_size=600), st.sampled_from([None, 65535]))
+    def test_any_bytes(self, data, size):
+        self.check(data, size)
+
+    @fuzzed
+    @given(QUERIES, st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), max_size=4),
+           st.sampled_from([None, 65535]))
+    def test_valid_queries_with_bytes_changed(self, data, flips, size):
+        self.check(flipped(data, flips), size)

@@ -1,0 +1,172 @@
+"""The DNS listeners on real sockets, asked by dig and by twisted.names' own resolver."""
+
+import shutil
+import socket
+
+from twisted.internet import reactor, task, utils
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.names import client, dns, error as dns_error
+from twisted.trial.unittest import SkipTest, TestCase
+
+from suite.client import api
+from suite.names.dnsfront import DNSFactory
+from tests.helpers import start_suite, tmp_dir
+from tests.names.test_zone import query
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+
+
+def port_free_for_tcp_and_udp() -> int:
+    """A loopback port number free for both TCP and UDP (dig retries over TCP on the same port)."""
+    for _ in range(100):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            try:
+                udp.bind(("127.0.0.1", tcp.getsockname()[1]))
+            except OSError:
+                continue
+            return tcp.getsockname()[1]
+    raise AssertionError("no port free for both TCP and UDP")
+
+
+class DNSOnSockets(TestCase):
+    def start(self, extra=""):
+        port = port_free_for_tcp_and_udp()
+        udp, tcp = f"udp:{port}:interface=127.0.0.1", f"tcp:{port}:interface=127.0.0.1"
+        ports = start_suite(self, tmp_dir(self), f"""
+            [names]
+            listen = ["{LOCAL}"]
+            dns_listen = ["{udp}", "{tcp}"]
+            store = "memory"
+            lookup_audit = ""
+            {extra}
+        """)
+        self.amp = TCP4ClientEndpoint(reactor, "127.0.0.1", ports[f"names {LOCAL}"])
+        self.udp_port = ports[f"names dns_listen {udp}"]
+        self.tcp_port = ports[f"names dns_listen {tcp}"]
+
+    async def register(self, name, host, port):
+        await api.register(reactor, self.amp, name, host, port)
+
+    async def dig(self, *arguments, tcp=False) -> list[str]:
+        if shutil.which("dig") is None:
+            raise SkipTest("dig is not installed (bind9-dnsutils; make test installs it as root)")
+        port = self.tcp_port if tcp else self.udp_port
+        out, err, code = await utils.getProcessOutputAndValue(
+            "dig", ["@127.0.0.1", "-p", str(port), "+time=5", "+tries=1", *arguments]
+            + (["+tcp"] if tcp else []),
+        )
+        self.assertEqual((code, err), (0, b""), out)
+        return out.decode().splitlines()
+
+    async def test_dig_srv_a_aaaa(self):
+        self.start()
+        await self.register("web", "127.0.0.1", 8001)
+        await self.register("web", "::1", 8002)
+        lines = await self.dig("_web._tcp.suite", "SRV", "+noall", "+answer", "+additional")
+        self.assertEqual([line.split() for line in lines], [
+            ["_web._tcp.suite.", "5", "IN", "SRV", "1", "1", "8001", "7f000001.addr.suite."],
+            ["_web._tcp.suite.", "5", "IN", "SRV", "1", "1", "8002",
+             "00000000000000000000000000000001.addr.suite."],
+            ["7f000001.addr.suite.", "5", "IN", "A", "127.0.0.1"],
+            ["00000000000000000000000000000001.addr.suite.", "5", "IN", "AAAA", "::1"],
+        ])
+        self.assertEqual(await self.dig("web.suite", "A", "+short"), ["127.0.0.1"])
+        self.assertEqual(await self.dig("web.suite", "AAAA", "+short", tcp=True), ["::1"])
+        flags = [line for line in await self.dig("web.suite") if line.startswith(";; flags")]
+        self.assertIn(" aa", flags[0])
+        self.assertNotIn(" ra", flags[0])
+
+    async def test_dig_nxdomain_with_soa_and_refused(self):
+        self.start()
+        lines = await self.dig("nothing.suite", "A", "+noall", "+comments", "+authority")
+        self.assertTrue(any("status: NXDOMAIN" in line for line in lines), lines)
+        self.assertIn(["suite.", "5", "IN", "SOA", "ns.suite.", "hostmaster.suite.", "1", "3600",
+                       "600", "86400", "5"], [line.split() for line in lines])
+        lines = await self.dig("example.com", "A")
+        self.assertTrue(any("status: REFUSED" in line for line in lines), lines)
+
+    async def test_dig_truncated_over_udp_then_whole_over_tcp(self):
+        self.start()
+        for port in range(1, 41):
+            await self.register("many", f"10.0.{port}.1", port)
+        lines = await self.dig("_many._tcp.suite", "SRV", "+noedns", "+ignore")
+        flags = [line for line in lines if line.startswith(";; flags")][0]
+        self.assertIn(" tc", flags)
+        answered = [line for line in lines if "\tSRV\t" in line and not line.startswith(";")]
+        self.assertTrue(0 < len(answered) < 40, len(answered))
+        lines = await self.dig("_many._tcp.suite", "SRV", "+noedns")  # dig retries over TCP
+        self.assertTrue(any("Truncated, retrying in TCP mode" in line for line in lines), lines)
+        answered = [line for line in lines if "\tSRV\t" in line and not line.startswith(";")]
+        self.assertEqual(len(answered), 40)
+
+    async def test_twisted_names_resolver(self):
+        self.start()
+        await self.register("web", "127.0.0.1", 8001)
+        await self.register("web", "db.example.com", 8003)
+        resolver = client.Resolver(servers=[("127.0.0.1", self.udp_port)], reactor=reactor)
+        self.addCleanup(lambda: [call.cancel() for call in reactor.getDelayedCalls()
+                                 if "Resolver" in repr(call.func)])
+        answers, authority, additional = await resolver.lookupService("_web._tcp.suite")
+        self.assertEqual(sorted((a.payload.port, a.payload.target.name) for a in answers),
+                         [(8001, b"7f000001.addr.suite"), (8003, b"db.example.com")])
+        self.assertEqual([a.payload.dottedQuad() for a in additional], ["127.0.0.1"])
+        answers, _, _ = await resolver.lookupAddress("web.suite")
+        self.assertEqual([a.payload.dottedQuad() for a in answers], ["127.0.0.1"])
+        with self.assertRaises(dns_error.DomainError):
+            await resolver.lookupAddress("nothing.suite")
+        with self.assertRaises(dns_error.DNSQueryRefusedError):
+            await resolver.lookupAddress("example.com")
+
+    async def test_udp_replies_are_rate_limited_per_source(self):
+        self.start("udp_rate = 5\nudp_burst = 5")
+        await self.register("web", "127.0.0.1", 8001)
+        got = {}
+        for source in ("127.0.0.2", "127.0.0.3"):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.addCleanup(sock.close)
+            sock.bind((source, 0))
+            sock.setblocking(False)
+            for number in range(20 if source == "127.0.0.2" else 3):
+                sock.sendto(query("web.suite", id_=number), ("127.0.0.1", self.udp_port))
+            await task.deferLater(reactor, 0.2, lambda: None)
+            got[source] = 0
+            while True:
+                try:
+                    sock.recv(4096)
+                except BlockingIOError:
+                    break
+                got[source] += 1
+        self.assertEqual(got, {"127.0.0.2": 5, "127.0.0.3": 3})
+
+    async def test_a_tcp_client_that_never_reads_holds_bounded_memory(self):
+        self.start()
+        for port in range(1, 41):
+            await self.register("many", f"10.0.{port}.1", port)
+        one = query("_many._tcp.suite", dns.SRV)
+        framed = len(one).to_bytes(2, "big") + one
+        sock = socket.create_connection(("127.0.0.1", self.tcp_port))
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        sent = 0
+        for _ in range(400):  # each answer is about 2.8 KB: 11 MB asked for in all
+            try:
+                sent += sock.send(framed * 50)
+            except BlockingIOError:
+                await task.deferLater(reactor, 0.01, lambda: None)
+        await task.deferLater(reactor, 0.3, lambda: None)
+        factory = [f for f in self._dns_factories()][0]
+        (connection,) = factory._watched
+        held = (len(connection._buffer) + len(connection.transport.dataBuffer)
+                + connection.transport._tempDataLen)
+        self.assertTrue(connection.paused)
+        self.assertLess(held, 512 * 1024, held)
+        self.assertGreater(sent, 0)
+
+    def _dns_factories(self):
+        for child in self.suite_root:
+            factory = getattr(child, "port", None) and getattr(child.port, "factory", None)
+            if isinstance(factory, DNSFactory):
+                yield factory
+

@@ -1,0 +1,179 @@
+"""The DNS zone's answers, in memory: every rcode, records, rotation, truncation, caching."""
+
+import socket
+
+from hypothesis import given, settings, strategies as st
+from twisted.names import dns
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.names.registry import Registry
+from suite.names.zone import MAX_CACHED, ZoneAnswers
+
+
+def query(name, type_=dns.A, id_=4242, edns_size=None, cls=dns.IN, rd=True) -> bytes:
+    message = dns._EDNSMessage(
+        id=id_, recDes=rd, queries=[dns.Query(name, type_, cls)],
+        ednsVersion=None if edns_size is None else 0, maxSize=edns_size or 512,
+    )
+    return message.toStr()
+
+
+def parse(data: bytes) -> dns._EDNSMessage:
+    message = dns._EDNSMessage()
+    message.fromStr(data)
+    return message
+
+
+def records(section) -> list[tuple]:
+    found = []
+    for rr in section:
+        payload = rr.payload
+        if rr.type == dns.SRV:
+            value = (payload.priority, payload.weight, payload.port, payload.target.name.decode())
+        elif rr.type in (dns.A, dns.AAAA):
+            value = socket.inet_ntop(socket.AF_INET if rr.type == dns.A else socket.AF_INET6,
+                                     payload.address)
+        elif rr.type == dns.SOA:
+            value = (payload.mname.name.decode(), payload.minimum, payload.serial)
+        else:
+            value = payload
+        found.append((rr.name.name.decode(), rr.type, rr.ttl, value))
+    return found
+
+
+class ZoneTests(SynchronousTestCase):
+    def setUp(self):
+        self.registry = Registry(1000)
+        self.zone = ZoneAnswers(self.registry, "suite", ttl=5)
+        self.registry.register("web", "127.0.0.1", 8001)
+        self.registry.register("web", "::1", 8002)
+        self.registry.register("web", "db.example.com", 8003)
+
+    def ask(self, *arguments, size=None, **keywords) -> dns._EDNSMessage:
+        return parse(self.zone.answer(query(*arguments, **keywords), size))
+
+    def test_srv_with_targets_and_their_addresses_in_additional(self):
+        answer = self.ask("_web._tcp.suite", dns.SRV)
+        self.assertEqual((answer.id, answer.answer, answer.auth, answer.recAv, answer.recDes,
+                          answer.rCode, answer.trunc), (4242, 1, 1, 0, 1, 0, 0))
+        self.assertEqual(records(answer.answers), [
+            ("_web._tcp.suite", dns.SRV, 5, (1, 1, 8001, "7f000001.addr.suite")),
+            ("_web._tcp.suite", dns.SRV, 5,
+             (1, 1, 8002, "00000000000000000000000000000001.addr.suite")),
+            ("_web._tcp.suite", dns.SRV, 5, (1, 1, 8003, "db.example.com")),
+        ])
+        self.assertEqual(records(answer.additional), [
+            ("7f000001.addr.suite", dns.A, 5, "127.0.0.1"),
+            ("00000000000000000000000000000001.addr.suite", dns.AAAA, 5, "::1"),
+        ])
+
+    def test_a_and_aaaa_are_the_literals_of_that_family(self):
+        self.assertEqual(records(self.ask("web.suite", dns.A).answers),
+                         [("web.suite", dns.A, 5, "127.0.0.1")])
+        self.assertEqual([r[1] for r in records(self.ask("web.suite", dns.AAAA).answers)],
+                         [dns.AAAA])
+        self.assertEqual(records(self.ask("7f000001.addr.suite", dns.A).answers),
+                         [("7f000001.addr.suite", dns.A, 5, "127.0.0.1")])
+        self.assertEqual(len(self.ask("web.suite", dns.ALL_RECORDS).answers), 2)
+
+    def test_nxdomain_and_nodata_carry_the_soa(self):
+        for name, type_, rcode in [("nothing.suite", dns.A, dns.ENAME),
+                                   ("_nothing._tcp.suite", dns.SRV, dns.ENAME),
+                                   ("bad_name.suite", dns.A, dns.ENAME),
+                                   ("123.addr.suite", dns.A, dns.ENAME),
+                                   ("a.b.c.suite", dns.A, dns.ENAME),
+                                   ("web.suite", dns.MX, dns.OK),
+                                   ("_web._tcp.suite", dns.A, dns.OK),
+                                   ("7f000001.addr.suite", dns.AAAA, dns.OK),
+                                   ("suite", dns.A, dns.OK)]:
+            answer = self.ask(name, type_)
+            self.assertEqual((answer.rCode, answer.auth, answer.answers), (rcode, 1, []), name)
+            self.assertEqual(records(answer.authority), [("suite", dns.SOA, 5, ("ns.suite", 5, 1))])
+
+    def test_soa_at_the_apex(self):
+        self.assertEqual(records(self.ask("suite", dns.SOA).answers),
+                         [("suite", dns.SOA, 5, ("ns.suite", 5, 1))])
+
+    def test_refused_outside_the_zone_or_the_class(self):
+        for name, cls in [("example.com", dns.IN), ("suite.example", dns.IN),
+                          ("web.suite", dns.CH)]:
+            answer = self.ask(name, cls=cls)
+            self.assertEqual((answer.rCode, answer.auth, answer.answers, answer.authority),
+                             (dns.EREFUSED, 0, [], []))
+
+    def test_malformed_queries_get_formerr_and_responses_get_nothing(self):
+        good = query("web.suite")
+        self.assertEqual(parse(self.zone.answer(good[:20])).rCode, dns.EFORMAT)
+        two = good[:4] + b"\0\2" + good[6:]
+        self.assertEqual(parse(self.zone.answer(two)).rCode, dns.EFORMAT)
+        bad_opt = good[:10] + b"\0\1" + good[12:] + b"\0\0\1\0\0"
+        self.assertEqual(parse(self.zone.answer(bad_opt)).rCode, dns.EFORMAT)
+        self.assertIsNone(self.zone.answer(b"\x12"))  # not even a header
+        response = good[:2] + bytes([good[2] | 0x80]) + good[3:]
+        self.assertIsNone(self.zone.answer(response))  # never answer an answer: no loops
+        notify = good[:2] + bytes([good[2] | 4 << 3]) + good[3:]
+        self.assertEqual(parse(self.zone.answer(notify)).rCode, dns.ENOTIMP)
+
+    def test_edns_other_than_version_0_is_badvers(self):
+        data = bytearray(query("web.suite", edns_size=1232))
+        data[-5] = 1  # the OPT record's version
+        answer = parse(self.zone.answer(bytes(data)))
+        self.assertEqual(answer.rCode, 16)
+
+    def test_the_question_is_echoed_as_spelled(self):
+        answer = self.ask("_WeB._tcp.SuItE", dns.SRV)
+        self.assertEqual(answer.queries[0].name.name, b"_WeB._tcp.SuItE")
+        self.assertEqual(len(answer.answers), 3)
+        self.assertEqual(answer.answers[0].name.name, b"_WeB._tcp.SuItE")
+
+    def test_rotation_like_lookup_and_a_change_seen_at_once(self):
+        ports = [records(self.ask("_web._tcp.suite", dns.SRV).answers)[0][3][2] for _ in range(4)]
+        self.assertEqual(ports, [8001, 8002, 8003, 8001])
+        self.registry.deregister("web", "::1", 8002)
+        self.assertEqual(len(self.ask("_web._tcp.suite", dns.SRV).answers), 2)
+        self.registry.deregister("web", "127.0.0.1", 8001)
+        self.registry.deregister("web", "db.example.com", 8003)
+        self.assertEqual(self.ask("_web._tcp.suite", dns.SRV).rCode, dns.ENAME)
+        self.registry.register("web", "10.0.0.1", 1)
+        self.assertEqual(records(self.ask("web.suite").answers), [("web.suite", 1, 5, "10.0.0.1")])
+
+    def test_udp_truncates_at_a_record_boundary_and_tcp_is_whole(self):
+        for port in range(1, 41):
+            self.registry.register("many", f"10.0.0.{port}", port)
+        udp = self.zone.answer(query("_many._tcp.suite", dns.SRV))
+        self.assertLessEqual(len(udp), 512)
+        answer = parse(udp)
+        self.assertEqual(answer.trunc, 1)
+        self.assertTrue(0 < len(answer.answers) < 40)
+        self.assertEqual(answer.additional, [])
+        bigger = parse(self.zone.answer(query("_many._tcp.suite", dns.SRV, edns_size=1232)))
+        self.assertGreater(len(bigger.answers), len(answer.answers))
+        whole = parse(self.zone.answer(query("_many._tcp.suite", dns.SRV), 65535))
+        self.assertEqual((whole.trunc, len(whole.answers), len(whole.additional)), (0, 40, 40))
+
+    def test_additional_records_that_do_not_fit_are_left_out_without_tc(self):
+        for port in range(1, 13):  # 12 SRV records fit in 512 bytes, their 12 A records do not
+            self.registry.register("some", f"10.0.0.{port}", port)
+        answer = parse(self.zone.answer(query("_some._tcp.suite", dns.SRV)))
+        self.assertEqual((answer.trunc, len(answer.answers)), (0, 12))
+        self.assertLess(len(answer.additional), 12)
+
+    def test_the_caches_are_bounded(self):
+        for number in range(MAX_CACHED + 10):
+            self.zone.answer(query(f"n{number}.suite"))
+        self.assertLessEqual(len(self.zone._prepared), MAX_CACHED)
+        self.assertLessEqual(len(self.zone._exact), MAX_CACHED)
+        self.assertEqual(len(self.ask("web.suite").answers), 1)
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(st.sampled_from(["web", "_web._tcp", "7f000001.addr", "nothing", ""]),
+           st.sampled_from([dns.A, dns.AAAA, dns.SRV, dns.SOA, dns.MX, dns.ALL_RECORDS]),
+           st.integers(0, 65535), st.booleans(), st.one_of(st.none(), st.integers(0, 65535)))
+    def test_answers_match_the_question_asked(self, name, type_, id_, rd, edns):
+        full = f"{name}.suite".lstrip(".")
+        answer = parse(self.zone.answer(query(full, type_, id_, edns_size=edns, rd=rd)))
+        self.assertEqual((answer.id, answer.recDes, answer.queries[0].name.name.decode(),
+                          answer.queries[0].type), (id_, rd, full, type_))
+        self.assertEqual(answer.ednsVersion, None if edns is None else 0)
+        for rr in answer.answers:
+            self.assertEqual(rr.name.name.decode(), full)
