@@ -182,7 +182,7 @@ def tmp_dir(test) -> Path:
 
 
 def start_suite(test, tmp_dir, body) -> dict:
-    """Start the suite from BODY; returns {listener description: bound port number}."""
+    """Start the suite from BODY; returns {listener description: bound port number (None: Unix)}."""
     path = tmp_dir / "suite.toml"
     path.write_text(textwrap.dedent(body))
     root = build(services.SERVICES, str(path), {}, reactor, only_listed=False)
@@ -191,7 +191,7 @@ def start_suite(test, tmp_dir, body) -> dict:
     test.addCleanup(root.stopService)
     test.suite_root = root
     return {
-        f"{child.service_name} {child.listener}": child.port.getHost().port
+        f"{child.service_name} {child.listener}": getattr(child.port.getHost(), "port", None)
         for child in root
         if isinstance(child, ListenerService)
     }

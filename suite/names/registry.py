@@ -95,6 +95,9 @@ class Registry:
         self._changed(name)
         return instance, True
 
+    def get(self, name, host, port) -> Instance | None:
+        return self._by_name.get(name, {}).get((host, port))
+
     def holds(self, name, host, port) -> bool:
         return (host, port) in self._by_name.get(name, ())
 

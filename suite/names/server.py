@@ -97,7 +97,11 @@ class NameServer(service.Service):
             self._adding += 1
 
         def applied():
+            before = self.registry.get(name, host, port)
+            unchanged = before is not None and before.description == description
             instance, created = self.registry.register(name, host, port, description)
+            if unchanged:  # a refresh (the announcer's, every interval): nothing to audit
+                return {}
             log.info(
                 "names: register {name} {host}:{port} ({change}) from {peer}",
                 names_event="register", name=name, host=host, port=port,

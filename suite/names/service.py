@@ -21,7 +21,7 @@ from suite.runtime.compose import Parts, ServiceDeclaration
 from suite.runtime.config import (
     STRING_LIST, ServiceSettings, integer, key, listen, number, text,
 )
-from suite.runtime.credentials import CREDENTIAL, read_secret
+from suite.runtime.credentials import resolve_token
 
 
 log = Logger()
@@ -78,22 +78,6 @@ class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
         integer(1), 16 * MiB,
         "bytes of lookup audit held while the file cannot be written; then lines are dropped",
     )
-
-
-def resolve_token(settings: NamesSettings) -> str:
-    """The token: given in clear, or read from `token_file` or `credential:NAME`."""
-    if settings.token and settings.token_file:
-        raise settings.error("token_file", "set token or token_file, not both")
-    if settings.token_file:
-        source = "token_file"
-    elif settings.token.startswith(CREDENTIAL):
-        source = "token"
-    else:
-        return settings.token
-    try:
-        return read_secret(getattr(settings, source))
-    except ValueError as e:
-        raise settings.error(source, str(e)) from None
 
 
 def warn_if_open_to_all(settings: NamesSettings, token: str, reactor) -> None:

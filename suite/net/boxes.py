@@ -37,10 +37,11 @@ def _malformed(error: Exception) -> str:
     return f"malformed box: {error}"
 
 
-class _QuietAMP(amp.AMP):
+class QuietAMP(amp.AMP):
     """
     AMP without its info line for every connection made and lost: a client
-    opening connections in a loop would otherwise write two log lines each.
+    opening connections in a loop would otherwise write two log lines each
+    (and so would the announcer, every interval).
     """
 
     def makeConnection(self, transport):
@@ -51,7 +52,7 @@ class _QuietAMP(amp.AMP):
         self.transport = None
 
 
-class AMPPolicy(ConnectionPolicy, _QuietAMP):
+class AMPPolicy(ConnectionPolicy, QuietAMP):
     """
     Base of the AMP services' protocols; the factory's settings are
     L{AMPLimits}.  Responders are declared as usual with

@@ -14,7 +14,9 @@ from typing import Callable
 from suite.net.listeners import listener_services, parse_listeners
 from suite.net.tls import TLSSettings, names_files, tls_options
 from suite.runtime import config
+from suite.runtime.announce import AnnounceSettings, Announcer
 from suite.runtime.config import ConfigError, ServiceSettings
+from suite.runtime.credentials import resolve_token
 from suite.runtime.lifecycle import SuiteService
 from suite.runtime.options import options_for
 
@@ -62,8 +64,11 @@ class ServiceDeclaration:
 def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
     """Validate everything (raising ConfigError) before creating any listener."""
     loaded = config.load(
-        path, [TLSSettings, *(d.settings for d in declarations)], overrides, only_listed
+        path, [TLSSettings, AnnounceSettings, *(d.settings for d in declarations)], overrides,
+        only_listed,
     )
+    announce = loaded["announce"]
+    token = resolve_token(announce) if announce.name_server else None
     tls = loaded["tls"]
     tls_context = tls_options(tls) if names_files(tls) else None
     planned = []
@@ -80,6 +85,7 @@ def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
     if not planned:
         raise ConfigError(f"{path}: no service enabled")
     root = SuiteService(reactor)
+    announced = []
     for declaration, settings, listeners in planned:
         parts = declaration.build(settings, reactor)
         for service in parts.services:
@@ -97,6 +103,10 @@ def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
                 reuse_port=settings.reuse_port,
             ):
                 listener.setServiceParent(root)
+                if key is None and not listener.listener.datagram:
+                    announced.append(listener)
+    if announce.name_server:
+        Announcer(announce, token, announced, reactor).setServiceParent(root)
     return root
 
 

@@ -111,13 +111,20 @@ def choice(*allowed: str) -> Kind:
     return text(validate)
 
 
-def _check_string_list(value):
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError("must be a list of strings")
-    return tuple(value)
+def string_list(validate: Callable[[str], object] | None = None) -> Kind:
+    """A list of strings, each passed to VALIDATE (which raises ValueError) when given."""
+
+    def check(value):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("must be a list of strings")
+        for item in value if validate is not None else ():
+            validate(item)
+        return tuple(value)
+
+    return Kind(check, repeatable=True)
 
 
-STRING_LIST = Kind(_check_string_list, repeatable=True)
+STRING_LIST = string_list()
 
 
 @dataclass(frozen=True)

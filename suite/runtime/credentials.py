@@ -37,3 +37,19 @@ def read_secret(path: str) -> str:
     if not secret:
         raise ValueError("the file is empty")
     return secret
+
+
+def resolve_token(settings) -> str:
+    """SETTINGS' token: given in clear, or read from `token_file` or `credential:NAME`."""
+    if settings.token and settings.token_file:
+        raise settings.error("token_file", "set token or token_file, not both")
+    if settings.token_file:
+        source = "token_file"
+    elif settings.token.startswith(CREDENTIAL):
+        source = "token"
+    else:
+        return settings.token
+    try:
+        return read_secret(getattr(settings, source))
+    except ValueError as e:
+        raise settings.error(source, str(e)) from None

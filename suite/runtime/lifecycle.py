@@ -10,6 +10,7 @@ import signal
 from zope.interface import Interface
 
 from twisted.application import service
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from suite.net.listeners import ListenerService, ListenFailed
@@ -67,8 +68,17 @@ class SuiteService(service.MultiService):
                 child.reopen()
 
     def stopService(self):
+        """
+        Children marked `stops_first` (the announcer, deregistering) stop
+        first and are waited for; then the others, listeners included.
+        """
         systemd.notify(b"STOPPING=1")
         if self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
             self._previous_hup = None
-        return service.MultiService.stopService(self)
+        first = [defer.maybeDeferred(child.stopService)
+                 for child in self if getattr(child, "stops_first", False) and child.running]
+        if not first:
+            return service.MultiService.stopService(self)
+        stopped = defer.DeferredList(first, consumeErrors=True)
+        return stopped.addCallback(lambda _: service.MultiService.stopService(self))

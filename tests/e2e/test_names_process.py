@@ -7,8 +7,12 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import time
+from pathlib import Path
 
-from tests.e2e.process import TWISTD, ProcessTestCase, SuiteProcess
+from twisted.trial.unittest import SkipTest
+
+from tests.e2e.process import TWISTD, ProcessTestCase, SuiteProcess, require
 from tests.e2e.test_client_process import CLIENT, client
 from tests.helpers import make_pki
 
@@ -228,3 +232,74 @@ class WatchAndFailover(ProcessTestCase):
             assert client("echo", "--lookup", f"{dead},{dead}", "hi") == (
                 1, "", f"suite-client: {dead}: connection refused\n"
             )
+
+
+def dig(port, *arguments) -> list[str]:
+    require("dig")
+    result = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+time=5", "+tries=1",
+                             *arguments], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result
+    return result.stdout.splitlines()
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class AnnounceProcessTests(ProcessTestCase):
+    def test_announce_lets_dig_find_echo_and_sigterm_removes_it(self):
+        dns_port = free_udp_port()
+        names = self.start_suite(f"""
+            [names]
+            listen = ["{LOCAL}"]
+            dns_listen = ["udp:{dns_port}:interface=127.0.0.1"]
+            store = "memory"
+        """, listeners=2)
+        name_server = f"127.0.0.1:{names.port(f'names {LOCAL}')}"
+        (self.directory / "echo").mkdir()
+        echo = SuiteProcess(self.directory / "echo", f"""
+            [echo]
+            listen = ["{LOCAL}"]
+            [announce]
+            name_server = ["{name_server}"]
+            interval = 1
+        """)
+        self.addCleanup(echo.stop)
+        echo.wait_ready(1)
+        echo_port = echo.port(f"echo {LOCAL}")
+        expected = [f"1 1 {echo_port} 7f000001.addr.suite."]
+        deadline = time.monotonic() + 10
+        while dig(dns_port, "_echo._tcp.suite", "SRV", "+short") != expected:
+            assert time.monotonic() < deadline, "echo was not announced"
+            time.sleep(0.1)
+        assert echo.stop() in (0, -15)
+        # Deregistered before its listener closed: gone at once, not after three failed pings.
+        lines = dig(dns_port, "_echo._tcp.suite", "SRV")
+        assert any("status: NXDOMAIN" in line for line in lines), lines
+        assert f"deregister echo 127.0.0.1:{echo_port}" in names.output
+
+    def test_the_shipped_config_answers_dig_out_of_the_box(self):
+        """`make run`, then `dig @127.0.0.1 -p 5354 _echo._tcp.suite SRV`, as the README says."""
+        root = Path(__file__).resolve().parents[2]
+        shutil.copytree(root / "etc", self.directory / "etc", ignore=shutil.ignore_patterns("tls"))
+        pki = make_pki(self.directory)
+        (self.directory / "etc" / "tls").mkdir()
+        shutil.copy(pki["server_crt"], self.directory / "etc" / "tls" / "server.crt")
+        shutil.copy(pki["server_key"], self.directory / "etc" / "tls" / "server.key")
+        for port in (12345, 5001, 5140, 6514, 5200, 5300, 5354):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    raise SkipTest(f"port {port} of the shipped config is in use here")
+        suite = SuiteProcess(self.directory, (self.directory / "etc" / "suite.toml").read_text())
+        self.addCleanup(suite.stop)
+        suite.wait_ready(11)
+        deadline = time.monotonic() + 10
+        while dig(5354, "_echo._tcp.suite", "SRV", "+short") != ["1 1 5001 7f000001.addr.suite."]:
+            assert time.monotonic() < deadline, suite.output
+            time.sleep(0.1)
+        assert client("echo", "--lookup", "127.0.0.1:5300", "found") == (
+            0, "You said: found\n", ""
+        )
+        assert suite.stop() in (0, -15)

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from suite import services
 from suite.names import service as names_service
 from suite.names.server import NameServer
+from suite.runtime.credentials import resolve_token
 from suite.names.service import NamesSettings
 from suite.runtime.compose import build
 from suite.runtime.config import ConfigError
@@ -53,8 +54,8 @@ class TokenSourceTests(SynchronousTestCase):
         directory = tmp_dir(self)
         (directory / "token").write_text("from-file\n")
         settings = NamesSettings(token_file=str(directory / "token"), store="memory")
-        self.assertEqual(names_service.resolve_token(settings), "from-file")
-        self.assertEqual(names_service.resolve_token(NamesSettings(token="plain")), "plain")
+        self.assertEqual(resolve_token(settings), "from-file")
+        self.assertEqual(resolve_token(NamesSettings(token="plain")), "plain")
 
     def test_mistakes_are_one_line_and_never_show_the_token(self):
         for settings, expected in (

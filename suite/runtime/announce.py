@@ -1,0 +1,209 @@
+"""
+Self-registration (`[announce]`): every TCP and TLS listener of every
+enabled service is registered with each configured name server under the
+service's name (description `tcp` or `tls`), again every `interval` (so a
+restarted name server learns them again), and deregistered when the suite
+stops, before its listeners close.
+
+Announcing never delays the start: registrations go out once the reactor
+runs.  A name server that cannot be reached (or refuses) is tried again at
+the next interval; its outage is logged once when it begins and once when
+it ends.
+"""
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+from twisted.application import service
+from twisted.internet import defer, threads
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from suite.client.address import parse_address, stream_endpoint
+from suite.names.commands import Deregister, NotFound, Register
+from suite.net.boxes import QuietAMP
+from suite.runtime.config import Settings, key, number, string_list, text
+
+log = Logger()
+
+CONNECT_TIMEOUT = 5.0  # seconds to reach a name server, and to hear its answers
+STOP_TIMEOUT = 5.0  # seconds the deregistrations may hold up a stop
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnnounceSettings(Settings):
+    section = "announce"
+
+    name_server: tuple[str, ...] = key(
+        string_list(parse_address), (), "name servers to register with (host:port, [v6]:port or an endpoint "
+                         "string); none: no announcing"
+    )
+    token: str = key(text(), "", "the name servers' token (or credential:NAME)", secret=True)
+    token_file: str = key(text(), "", "a file holding the token (or credential:NAME)")
+    host: str = key(text(), "", "host announced; default: the listener's interface when "
+                                "specific, else this machine's FQDN")
+    interval: float = key(number(0.1), 10.0, "seconds between re-registrations")
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """One instance announced: (name, host, port) and its description."""
+
+    name: str
+    host: str
+    port: int
+    description: str
+
+
+def specific_host(address) -> str | None:
+    """The interface a listener is bound to, unless it is every interface."""
+    host = address.host.split("%", 1)[0]
+    if ipaddress.ip_address(host).is_unspecified:
+        return None
+    return host
+
+
+class _QuietClients(Factory):
+    """The announcer's connections, every interval: without a log line for each."""
+
+    noisy = False
+    protocol = QuietAMP
+
+
+def _not_found_is_done(failure):
+    """Deregistering what the name server no longer has is done."""
+    failure.trap(NotFound)
+
+
+class Announcer(service.Service):
+    """
+    Announces LISTENERS (L{suite.net.listeners.ListenerService}s of the
+    `listen` and `tls_listen` keys) as SETTINGS say, with TOKEN.  The root service
+    stops it first and waits (at most STOP_TIMEOUT) for its deregistrations.
+    """
+
+    stops_first = True
+
+    def __init__(self, settings: AnnounceSettings, token: str | None, listeners, reactor):
+        self.settings = settings
+        self.token = token or None
+        self.listeners = listeners
+        self.reactor = reactor
+        self.announced: list[Announcement] = []
+        self._down: dict[str, bool] = {}  # name server -> in an outage
+        self._rounds = LoopingCall(self.announce)
+        self._rounds.clock = reactor
+        self._round = None
+
+    def startService(self):
+        service.Service.startService(self)
+        self.reactor.callWhenRunning(self._start)
+
+    def _start(self):
+        d = defer.ensureDeferred(self._announcements())
+        d.addCallback(self._first_round)
+        d.addErrback(lambda failure: log.failure("announce: cannot start", failure))
+
+    def _first_round(self, announced):
+        self.announced = announced
+        if self.running:
+            self._rounds.start(self.settings.interval, now=True)
+
+    async def _announcements(self) -> list[Announcement]:
+        announced = []
+        fqdn = None
+        for listener in self.listeners:
+            address = listener.port.getHost() if listener.port is not None else None
+            if not isinstance(address, (IPv4Address, IPv6Address)):
+                continue  # a Unix socket cannot be reached from another host
+            host = self.settings.host or specific_host(address)
+            if host is None:
+                if fqdn is None:  # may ask DNS: in a thread, not in the reactor
+                    fqdn = await threads.deferToThreadPool(
+                        self.reactor, self.reactor.getThreadPool(), socket.getfqdn
+                    )
+                host = fqdn
+            description = "tls" if listener.listener.tls else "tcp"
+            announced.append(Announcement(listener.service_name, host, address.port, description))
+        return announced
+
+    def announce(self) -> defer.Deferred:
+        """One round: every announcement to every name server (a round in flight is not doubled)."""
+        if self._round is not None:
+            return self._round
+        rounds = [self._with(name_server, Register, self._register_arguments)
+                  for name_server in self.settings.name_server]
+        self._round = defer.DeferredList(rounds, consumeErrors=True)
+        self._round.addBoth(self._round_done)
+        return self._round
+
+    def _round_done(self, _):
+        self._round = None
+
+    def _register_arguments(self, announcement):
+        return dict(name=announcement.name, host=announcement.host, port=announcement.port,
+                    description=announcement.description, token=self.token)
+
+    def _deregister_arguments(self, announcement):
+        return dict(name=announcement.name, host=announcement.host, port=announcement.port,
+                    token=self.token)
+
+    def _with(self, name_server: str, command, arguments) -> defer.Deferred:
+        d = defer.ensureDeferred(self._send(name_server, command, arguments))
+        d.addCallbacks(lambda _: self._reached(name_server),
+                       lambda failure: self._failed(name_server, command, failure))
+        return d
+
+    async def _send(self, name_server, command, arguments):
+        endpoint = stream_endpoint(self.reactor, parse_address(name_server), CONNECT_TIMEOUT)
+        connecting = endpoint.connect(_QuietClients())
+        protocol = await connecting.addTimeout(CONNECT_TIMEOUT, self.reactor)
+        calls = [protocol.callRemote(command, **arguments(a)).addErrback(_not_found_is_done)
+                 for a in self.announced]
+        answered = defer.gatherResults(calls, consumeErrors=True)
+        try:
+            await answered.addTimeout(CONNECT_TIMEOUT, self.reactor)
+        except defer.FirstError as e:
+            e.subFailure.raiseException()
+        finally:
+            protocol.transport.loseConnection()
+
+    def _reached(self, name_server):
+        if self._down.get(name_server):
+            log.info("announce: {name_server} reached again; {count} listeners registered",
+                     name_server=name_server, count=len(self.announced))
+        self._down[name_server] = False
+
+    def _failed(self, name_server, command, failure):
+        if not self._down.get(name_server):
+            reason = failure.getErrorMessage() or type(failure.value).__name__
+            code = command.errors.get(type(failure.value))
+            if code is not None:  # the name server's answer: UNAUTHORIZED, INVALID ...
+                reason = f"{code.decode()}: {reason}"
+            log.warn(
+                "announce: cannot {action} with {name_server}: {reason}; trying again every "
+                "{interval:g} s",
+                action=command.__name__.lower(), name_server=name_server, reason=reason,
+                interval=self.settings.interval,
+            )
+        self._down[name_server] = True
+
+    def stopService(self):
+        """Deregister everything announced, from each name server, then let the listeners close."""
+        if not self.running:
+            return None
+        service.Service.stopService(self)
+        if self._rounds.running:
+            self._rounds.stop()
+        if not self.announced:
+            return None
+        leaving = defer.DeferredList(
+            [self._with(name_server, Deregister, self._deregister_arguments)
+             for name_server in self.settings.name_server],
+            consumeErrors=True,
+        )
+        leaving.addTimeout(STOP_TIMEOUT, self.reactor)
+        return leaving.addBoth(lambda _: None)
