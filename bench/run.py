@@ -12,11 +12,12 @@ saturated load generator cannot hide a difference.
 
 Sections: TCP echo, UDP echo, idle-connection bytes, logger TCP ingest and
 UDP burst delivery next to rsyslog (skipped with the reason when rsyslogd
-is missing), AMP lookups, two processes sharing a port with reuse_port.
+is missing), AMP lookups, DNS queries next to unbound (dnsperf), two
+processes sharing a port with reuse_port.
 Writes bench/results/latest.md and exits 1 if a bar of the README is missed.
 
 Environment: BENCH_SECONDS (3) per measurement, BENCH_ROUNDS (4),
-BENCH_ONLY (a section name: tcp, udp, idle, logger, lookups, scaling),
+BENCH_ONLY (a section name: tcp, udp, idle, logger, lookups, dns, scaling),
 BENCH_TREE (default this checkout): the suite's source tree, to compare commits.
 """
 
@@ -465,6 +466,106 @@ def lookups():
                  servers, cells, servers[0][0])
 
 
+# --- DNS: the name server's DNS side next to unbound ----------------------------------------
+
+DNS_INSTANCES = (8080, 8081)  # the name web at 127.0.0.1 on these ports, in both servers
+DNS_QUESTIONS = {"SRV": "_web._tcp.suite SRV", "A": "web.suite A"}
+
+
+def write_unbound_config() -> None:
+    """unbound serving the same records from local-data: its own config, port, no daemon."""
+    records = [f'local-data: "_web._tcp.suite. 5 IN SRV 1 1 {port} 7f000001.addr.suite."'
+               for port in DNS_INSTANCES]
+    records += ['local-data: "web.suite. 5 IN A 127.0.0.1"',
+                'local-data: "7f000001.addr.suite. 5 IN A 127.0.0.1"']
+    config = WORK / "unbound.conf"
+    config.write_text("\n".join([
+        "server:",
+        "  interface: 127.0.0.1@{port}",
+        "  do-daemonize: no", "  chroot: \"\"", "  username: \"\"",
+        f"  directory: \"{WORK}\"", "  pidfile: \"\"", "  use-syslog: no",
+        "  logfile: \"\"", "  verbosity: 0", "  num-threads: 1", "  do-ip6: no",
+        "  access-control: 127.0.0.0/8 allow", "  minimal-responses: no",
+        "  local-zone: \"suite.\" static",
+        *(f"  {r}" for r in records),
+        "remote-control:", "  control-enable: no", "",
+    ]))
+
+
+class UnboundServer(Server):
+    """unbound's config names its port, so it is written per start."""
+
+    def __init__(self, port):
+        template = (WORK / "unbound.conf").read_text()
+        config = WORK / f"unbound-{port}.conf"
+        config.write_text(template.replace("{port}", str(port)))
+        super().__init__(["unbound", "-d", "-c", str(config)], port, ready="udp")
+
+
+def dnsperf(port: int, question: str, pids) -> dict:
+    """dnsperf for SECONDS with 100 queries in flight; queries/s and server CPU per query."""
+    questions = WORK / "questions.txt"
+    questions.write_text(question + "\n")
+    before = sum(cpu_seconds(pid) for pid in pids)
+    out = subprocess.run(["taskset", "-c", CLIENT_CORE, "dnsperf", "-s", "127.0.0.1", "-p",
+                          str(port), "-d", str(questions), "-l", str(SECONDS), "-q", "100"],
+                         capture_output=True, text=True, timeout=SECONDS + 60)
+    after = sum(cpu_seconds(pid) for pid in pids)
+    found = {}
+    for line in out.stdout.splitlines():
+        label, _, value = line.strip().partition(":")
+        found[label] = value.split()[0] if value.split() else ""
+    completed = float(found["Queries completed"])
+    return {"rps": float(found["Queries per second"]), "all": completed,
+            "lost": float(found["Queries lost"]),
+            "cpu_us": (after - before) / max(completed, 1) * 1e6}
+
+
+def dns():
+    if not shutil.which("dnsperf") or not shutil.which("unbound"):
+        return (["### DNS", "", "Skipped: dnsperf and unbound are needed (Debian packages; "
+                 "`make bench` installs them as root)."], {})
+    write_unbound_config()
+    client = [str(Path(PYTHON).parent / "suite-client")]
+    servers = ["unbound (local-data)", "suite names (DNS side, rate limiter off)"]
+    cells = {(server, kind): [] for server in servers for kind in DNS_QUESTIONS}
+    for number in range(ROUNDS):
+        for server_name in servers:
+            port = free_port()
+            if server_name.startswith("unbound"):
+                server = UnboundServer(port)
+            else:
+                server = Server(suite("suite-names", "--store", "memory", "--lookup-audit", "",
+                                      "--listen", "tcp:{port}:interface=127.0.0.1",
+                                      "--dns-listen", "udp:{port}:interface=127.0.0.1",
+                                      "--udp-rate", "0"), port)
+                for instance in DNS_INSTANCES:
+                    subprocess.run([*client, "names", f"127.0.0.1:{port}", "register", "web",
+                                    "127.0.0.1", str(instance)], check=True, capture_output=True,
+                                   env={**os.environ, "PYTHONPATH": str(TREE)})
+            try:
+                for kind, question in DNS_QUESTIONS.items():
+                    cell = dnsperf(port, question, [server.pid])
+                    cells[server_name, kind].append(cell)
+                    print(f"  round {number + 1}: {server_name:42} {kind:3} "
+                          f"qps={cell['rps']:,.0f} cpu_us={cell['cpu_us']:.1f} "
+                          f"lost={cell['lost']:.0f}", flush=True)
+            finally:
+                server.stop()
+    rows = ["### DNS: dnsperf, one question over and over, 100 queries in flight", "",
+            "| question | unbound q/s | suite q/s | × unbound | unbound CPU µs/q | suite CPU µs/q |",
+            "|---|---:|---:|---:|---:|---:|"]
+    figures = {}
+    for kind in DNS_QUESTIONS:
+        theirs, ours = (cells[server, kind] for server in servers)
+        ratio = median(ours, "rps") / median(theirs, "rps")
+        figures[kind] = (median(ours, "rps"), ratio)
+        rows.append(f"| {DNS_QUESTIONS[kind]} | {median(theirs, 'rps'):,.0f} | "
+                    f"{median(ours, 'rps'):,.0f} | {ratio:.2f} | "
+                    f"{median(theirs, 'cpu_us'):.1f} | {median(ours, 'cpu_us'):.1f} |")
+    return rows, figures
+
+
 # --- two processes sharing a port ---------------------------------------------------------
 
 SCALING_LOADS = {
@@ -541,6 +642,9 @@ def bars(results) -> list[tuple[str, bool]]:
         rps = [v for k, v in results["lookups"].items() if k.startswith("suite")][0][0]
         checks.append((f"Lookups: {rps:,.0f}/s on one connection (bar ≥ 50,000)",
                        rps >= 50000))
+    for kind, (qps, ratio) in results.get("dns", {}).items():
+        checks.append((f"DNS {kind}: {qps:,.0f} queries/s, {ratio:.2f}× unbound's (bar ≥ 0.5)",
+                       ratio >= 0.5))
     if "scaling" in results:
         ratio = results["scaling"][next(iter(SCALING_LOADS))]
         checks.append((f"Two processes with reuse_port: {ratio:.2f}× one on the server-bound "
@@ -549,7 +653,7 @@ def bars(results) -> list[tuple[str, bool]]:
 
 
 SECTIONS = {"tcp": tcp_echo, "udp": udp_echo, "idle": idle_connections, "logger": logger,
-            "lookups": lookups, "scaling": scaling}
+            "lookups": lookups, "dns": dns, "scaling": scaling}
 
 
 def report(text, results) -> bool:

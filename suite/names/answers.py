@@ -24,10 +24,13 @@ _INSTANCES, _TTL = _ARGUMENTS[b"instances"], _ARGUMENTS[b"ttl"]
 MAX_VALUE = 0xFFFF  # an AMP value's length is two bytes
 
 
+def as_fields(instance) -> dict:
+    """An instance as the AmpList of Lookup, Watch and Changed holds it."""
+    return {"host": instance.host, "port": instance.port, "description": instance.description}
+
+
 def _instance_box(instance) -> bytes:
-    return _INSTANCES.toStringProto(
-        [{"host": instance.host, "port": instance.port, "description": instance.description}], None
-    )
+    return _INSTANCES.toStringProto([as_fields(instance)], None)
 
 
 def fitting(instances: list) -> list:

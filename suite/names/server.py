@@ -17,7 +17,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from suite.names.answers import EncodedAnswers, fitting
+from suite.names.answers import EncodedAnswers, as_fields, fitting
 from suite.names.commands import Invalid, NotFound, Unauthorized, Unavailable
 from suite.names.registry import Instance, Registry, check_instance
 from suite.names.store import StoreError
@@ -172,25 +172,17 @@ class NameServer(service.Service):
             self.audit.lookup(name, len(instances), audit_fields)
         if not instances:
             raise NotFound(f"no live instance of {name}")
-        return {
-            "instances": [
-                {"host": i.host, "port": i.port, "description": i.description}
-                for i in instances
-            ],
-            "ttl": self.cache_ttl,
-        }
+        return self._answer(instances)
 
     def watch(self, name: str, watcher) -> dict:
         """Start WATCHER's pushes for NAME; the answer: its live instances now, in order."""
         instances = fitting(self.registry.instances_of(name))
         self.watches.watch(name, watcher)
-        return {
-            "instances": [
-                {"host": i.host, "port": i.port, "description": i.description}
-                for i in instances
-            ],
-            "ttl": self.cache_ttl,
-        }
+        return self._answer(instances)
+
+    def _answer(self, instances) -> dict:
+        """The response of Lookup and Watch: INSTANCES (as many as one AMP value holds), ttl."""
+        return {"instances": [as_fields(i) for i in instances], "ttl": self.cache_ttl}
 
     def unwatch(self, name: str, watcher) -> None:
         self.watches.unwatch(name, watcher)

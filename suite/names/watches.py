@@ -6,7 +6,7 @@ the number of watchers; each watcher's connection sends them in the order
 the changes happened.
 """
 
-from suite.names.answers import fitting
+from suite.names.answers import as_fields, fitting
 from suite.names.commands import Changed
 
 _INSTANCES = dict(Changed.arguments)[b"instances"]
@@ -14,10 +14,7 @@ _INSTANCES = dict(Changed.arguments)[b"instances"]
 
 def encode_instances(instances) -> bytes:
     """INSTANCES as the `instances` value of Lookup, Watch and Changed (as many as one value holds)."""
-    return _INSTANCES.toStringProto(
-        [{"host": i.host, "port": i.port, "description": i.description} for i in fitting(instances)],
-        None,
-    )
+    return _INSTANCES.toStringProto([as_fields(i) for i in fitting(instances)], None)
 
 
 class Watches:

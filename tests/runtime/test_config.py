@@ -17,7 +17,7 @@ from suite.timestamp import service as timestamp_service
 from tests.helpers import make_pki, tmp_dir
 
 REFUSALS = [
-    ("[timestmp]\n", "FILE: [timestmp]: unknown section (known: echo, logger, names, sleep, timestamp, tls)"),
+    ("[timestmp]\n", "FILE: [timestmp]: unknown section (known: announce, echo, logger, names, sleep, timestamp, tls)"),
     ("[echo]\nport = 5\n", 'FILE: [echo] port = 5: unknown key'),
     ('[echo]\nmode = "loud"\n', 'FILE: [echo] mode = "loud": must be one of line, raw'),
     ('[echo]\nmax_line = "big"\n', 'FILE: [echo] max_line = "big": must be an integer'),
@@ -63,6 +63,16 @@ REFUSALS = [
     (
         '[echo]\nlisten = ["udp:1:ttl=3"]\n',
         "FILE: [echo] listen = \"udp:1:ttl=3\": bad endpoint: unknown udp option 'ttl=3'",
+    ),
+    (
+        '[announce]\nname_server = ["nohostport"]\n[echo]\nlisten = ["tcp:0"]\n',
+        'FILE: [announce] name_server = ["nohostport"]: nohostport: expected host:port, '
+        '[v6]:port or an endpoint string',
+    ),
+    (
+        '[announce]\nname_server = ["127.0.0.1:1"]\ntoken_file = "/nonexistent"\n'
+        '[echo]\nlisten = ["tcp:0"]\n',
+        'FILE: [announce] token_file = "/nonexistent": cannot read: No such file or directory',
     ),
     (
         '[names]\nstore = "memory"\ndns_listen = ["udp:70000"]\n',
