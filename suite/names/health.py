@@ -83,6 +83,7 @@ class HealthChecker(service.Service):
         self.ping = ping
         self.on_evict = on_evict
         self._slots = None  # lists of instances by slot, rebuilt after a change
+        self._slot_by_key: dict[tuple, int] = {}
         self._next_slot = 0
         self._in_flight: dict[tuple, defer.Deferred] = {}
         self._limit = defer.DeferredSemaphore(settings.ping_concurrency)
@@ -109,10 +110,7 @@ class HealthChecker(service.Service):
         try:
             slots = self._slots
             if slots is None:
-                slots = [[] for _ in range(SLOTS)]
-                for instance in self.registry.instances():
-                    slots[slot_of(instance)].append(instance)
-                self._slots = slots
+                slots = self._slots = self._build_slots()
             for _ in range(min(count, SLOTS)):
                 slot, self._next_slot = self._next_slot, (self._next_slot + 1) % SLOTS
                 for instance in slots[slot]:  # an eviction may change the registry meanwhile
@@ -120,6 +118,23 @@ class HealthChecker(service.Service):
                         self._start(instance)
         except Exception:
             log.failure("names: health checks failed")
+
+    def _build_slots(self) -> list[list]:
+        """
+        The instances by slot, after a change: at most once a tick, however
+        many registrations came meanwhile; slots are remembered by key, so
+        only new instances are hashed.
+        """
+        slots = [[] for _ in range(SLOTS)]
+        known, self._slot_by_key = self._slot_by_key, {}
+        for instance in self.registry.instances():
+            key = instance.key
+            slot = known.get(key)
+            if slot is None:
+                slot = slot_of(instance)
+            self._slot_by_key[key] = slot
+            slots[slot].append(instance)
+        return slots
 
     def _start(self, instance) -> None:
         key = instance.key

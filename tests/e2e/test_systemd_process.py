@@ -41,6 +41,12 @@ def connect_when_listening(port, timeout=15):
             time.sleep(0.05)
 
 
+def stop(process) -> str:
+    """SIGTERM, then everything the process wrote."""
+    process.send_signal(signal.SIGTERM)
+    return process.communicate(timeout=15)[0].decode()
+
+
 class SystemdProcessTests(ProcessTestCase):
     def test_units_pass_systemd_analyze_verify(self):
         require("systemd-analyze")
@@ -99,10 +105,6 @@ class SystemdProcessTests(ProcessTestCase):
         assert re.fullmatch(rb"\[[^]]+\] activated\r\n", stream.recv(1024))
         return process, stream, tls
 
-    def stop(self, process) -> str:
-        process.send_signal(signal.SIGTERM)
-        return process.communicate(timeout=15)[0].decode()
-
     def test_socket_activated_tcp_udp_and_tls(self):
         pki = make_pki(self.directory)
         process, _, tls = self.activate(tls_section(pki) + """
@@ -123,7 +125,7 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
                         answer += chunk
                     assert answer == b"You said: tls via systemd\r\nGoodbye.\r\n"
         finally:
-            output = self.stop(process)
+            output = stop(process)
         assert "timestamp listening on systemd-udp:name=timestamp-udp" in output
         assert "Traceback" not in output
 
@@ -156,7 +158,7 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
             stream.sendall(b"x" * 9000)
             assert stream.recv(1024) == b"ERROR line longer than 8192 bytes\r\n"
         finally:
-            output = self.stop(process)
+            output = stop(process)
         peer = f"127.0.0.1:{stream.getsockname()[1]}"
         assert f"timestamp: closing {peer}: line longer than 8192 bytes" in output, output
         logged = [line for line in output.splitlines() if line[:4].isdigit()]  # twistd's own lines
@@ -239,3 +241,30 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
 
     def test_plain_lines_when_standard_output_is_not_the_journal(self):
         self.journald_priorities_only_when_journal_stream_matches(journal=False)
+
+
+class ActivatedDNS(ProcessTestCase):
+    def test_the_dns_side_on_a_socket_systemd_passes(self):
+        require("systemd-socket-activate")
+        require("dig")
+        port = free_port(socket.SOCK_DGRAM)
+        path = self.directory / "suite.toml"
+        path.write_text("""
+[names]
+listen = ["tcp:0:interface=127.0.0.1"]
+dns_listen = ["systemd-udp:name=names-dns"]
+store = "memory"
+""")
+        process = subprocess.Popen(
+            ["systemd-socket-activate", "-d", "-l", f"127.0.0.1:{port}", "--fdname=names-dns",
+             "--", TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(path)],
+            cwd=self.directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        # The first datagram starts the suite; dig asks again until it answers.
+        result = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+tries=15", "+time=1",
+                                 "suite", "SOA", "+short"], capture_output=True, text=True,
+                                timeout=60)
+        output = stop(process)
+        assert result.stdout == "ns.suite. hostmaster.suite. 1 3600 600 86400 5\n", (result, output)
+        assert "names listening on dns_listen systemd-udp:name=names-dns" in output
