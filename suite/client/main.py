@@ -19,6 +19,7 @@ from twisted.protocols.basic import LineReceiver
 from suite.client import api
 from suite.client.address import client_tls, parse_address, stream_endpoint
 from suite.logger.syslog import FACILITIES, SEVERITIES
+from suite.net.addresses import host_port
 from suite.names.commands import Deregister, Lookup, Register, Services, Watch
 from suite.runtime.credentials import read_secret
 from suite.runtime.version import describe_versions
@@ -222,7 +223,7 @@ async def addresses(reactor, args) -> list:
         except (error.ConnectError, defer.TimeoutError, error.ConnectionClosed):
             if number == len(name_servers):
                 raise
-    return [parse_address(f"[{h}]:{p}" if ":" in h else f"{h}:{p}") for h, p, _ in instances]
+    return [parse_address(host_port(host, port)) for host, port, _ in instances]
 
 
 async def first_answering(reactor, args, attempt):
@@ -298,11 +299,10 @@ async def names(reactor, args):
             args.timeout, reactor
         )
         for host, port, description in instances:
-            host = f"[{host}]" if ":" in host else host
-            write_reply(f"{host}:{port}\t{description}".rstrip("\t").encode())
+            write_reply(f"{host_port(host, port)}\t{description}".rstrip("\t").encode())
     elif args.action == "watch":
         def print_change(name, instances):
-            where = " ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p, _ in instances)
+            where = " ".join(host_port(host, port) for host, port, _ in instances)
             write_reply(f"{name}: {where or '(no live instance)'}".encode())
 
         await api.watch(reactor, endpoint, parameters[0], print_change)  # until interrupted

@@ -7,17 +7,17 @@ response box serialised per call).  The bytes are what Twisted's own AMP
 serialisation of the same answer gives (sorted keys: `_answer`,
 `instances`, `ttl`), so a stock AMP client sees no difference.  Rotation
 is kept: the instances' boxes are stored twice in a row, and the answer
-starting at instance N is one slice of that.
+starting at instance N is one slice of that (L{suite.names.rotation}).
 
 An AMP value holds at most 65,535 bytes (about 1,000 instances of one
 name with short descriptions): an answer holds as many instances as fit,
 from its turn on, so successive lookups still see them all.
 """
 
-from bisect import bisect_right
 from struct import pack
 
 from suite.names.commands import Lookup
+from suite.names.rotation import Rotating
 
 _ARGUMENTS = dict(Lookup.response)
 _INSTANCES, _TTL = _ARGUMENTS[b"instances"], _ARGUMENTS[b"ttl"]
@@ -70,18 +70,13 @@ class EncodedAnswers:
             entry = self._encode(name)
             if entry is None:
                 return None
-        text, count, head, doubled, offsets = entry
-        turn = self.registry.take_turn(text, count) if count > 1 else 0
-        start = offsets[turn]
-        if head is not None:
-            end, answered = start + len(doubled) // 2, count
-        else:  # more than one AMP value holds: as many as fit, from this turn on
-            last = bisect_right(offsets, start + MAX_VALUE, turn, turn + count) - 1
-            end, answered = offsets[last], last - turn
-            head = b"\0\x09instances" + pack("!H", end - start)
+        text, boxes, head = entry
+        turn = self.registry.take_turn(text, boxes.count) if boxes.count > 1 else 0
+        instances, answered = boxes.slice(turn, MAX_VALUE)
+        if answered < boxes.count:  # more than one AMP value holds: as many as fit, from this turn on
+            head = b"\0\x09instances" + pack("!H", len(instances))
         answer = b"".join((
-            b"\0\x07_answer", pack("!H", len(tag)), tag,
-            head, doubled[start:end], self._tail,
+            b"\0\x07_answer", pack("!H", len(tag)), tag, head, instances, self._tail,
         ))
         return answer, answered
 
@@ -94,15 +89,8 @@ class EncodedAnswers:
         parts = [_instance_box(i) for i in instances]
         if not parts:
             return None
-        joined = b"".join(parts)
-        offsets, position = [], 0
-        for part in parts * 2:  # where each box starts in JOINED twice, and where it ends
-            offsets.append(position)
-            position += len(part)
-        offsets.append(position)
-        head = None
-        if len(joined) <= MAX_VALUE:
-            head = pack("!H", 9) + b"instances" + pack("!H", len(joined))
-        entry = (text, len(parts), head, joined * 2, offsets)
+        boxes = Rotating(parts)
+        head = b"\0\x09instances" + pack("!H", min(boxes.size, MAX_VALUE))
+        entry = (text, boxes, head)
         self._by_name[name] = entry
         return entry

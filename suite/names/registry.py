@@ -99,7 +99,7 @@ class Registry:
         return self._by_name.get(name, {}).get((host, port))
 
     def holds(self, name, host, port) -> bool:
-        return (host, port) in self._by_name.get(name, ())
+        return self.get(name, host, port) is not None
 
     def holds_exactly(self, instance: Instance) -> bool:
         """Whether INSTANCE itself (not a later registration of the same key) is registered."""

@@ -34,13 +34,13 @@ The zone `DOMAIN` (authoritative: AA set, RA clear):
 
 import ipaddress
 import re
-from bisect import bisect_right
 from io import BytesIO
 from struct import pack, unpack_from
 
 from twisted.names import dns
 
 from suite.names.registry import NAME
+from suite.names.rotation import Packed, Rotating
 
 UDP_SIZE = 512
 MAX_UDP_SIZE = 4096
@@ -68,45 +68,13 @@ def _opt(size: int, extended_rcode: int = 0) -> bytes:
 OUR_OPT = _opt(MAX_UDP_SIZE)
 
 
-class Records:
-    """Encoded records in order, and where each starts: slices at record boundaries."""
-
-    def __init__(self, encoded: list[bytes]):
-        self.count = len(encoded)
-        self.data = b"".join(encoded)
-        self.offsets = [0]
-        for record in encoded:
-            self.offsets.append(self.offsets[-1] + len(record))
-
-    def fitting(self, room: int) -> int:
-        """How many of the first records fit in ROOM bytes."""
-        return bisect_right(self.offsets, room) - 1
-
-
-NO_RECORDS = Records([])
-
-
-class Rotating(Records):
-    """Records stored twice in a row, so the answer starting at record N is one slice."""
-
-    def __init__(self, encoded: list[bytes]):
-        super().__init__(encoded * 2)
-        self.count = len(encoded)
-
-    def slice(self, turn: int, room: int) -> tuple[bytes, int]:
-        """The records from TURN on that fit in ROOM bytes, and how many they are."""
-        start = self.offsets[turn]
-        end = self.offsets[turn + self.count]
-        if end - start <= room:
-            return self.data[start:end], self.count
-        last = bisect_right(self.offsets, start + room, turn, turn + self.count) - 1
-        return self.data[start:self.offsets[last]], last - turn
+NO_RECORDS = Packed([])
 
 
 class Prepared:
     """
     The answer to one question (name lowercased, type, class) but for the
-    query's own ID, RD bit, spelling and size: rcode, rotating answers
+    query's own ID, RD bit, spelling and size: header flags with the rcode, rotating answers
     (with the registry name whose turn rotates them), authority and
     additional records.
     """
@@ -115,7 +83,6 @@ class Prepared:
 
     def __init__(self, rcode=NOERROR, answers=None, authority=b"", additional=NO_RECORDS,
                  turn_name=None):
-        self.rcode = rcode
         self.flags = (0x8000 if rcode == REFUSED else QR_AA) | rcode
         self.answers = answers
         self.authority = authority
@@ -132,8 +99,7 @@ class ZoneAnswers:
 
     def __init__(self, registry, domain: str, ttl: int):
         self.registry = registry
-        self.domain = domain.lower().rstrip(".")
-        self.domain_labels = tuple(self.domain.encode().split(b"."))
+        self.domain_labels = tuple(domain.lower().rstrip(".").encode().split(b"."))
         self.ttl = ttl
         self._prepared: dict[tuple, Prepared] = {}
         self._by_name: dict[str, list] = {}  # registry name -> its questions prepared
@@ -316,7 +282,7 @@ class ZoneAnswers:
             records.append(encoder.record(
                 encoder.question, dns.Record_SRV(1, 1, instance.port, target, self.ttl)
             ))
-        return Prepared(answers=Rotating(records), additional=Records(additional), turn_name=name)
+        return Prepared(answers=Rotating(records), additional=Packed(additional), turn_name=name)
 
     def _soa(self, encoder, labels) -> bytes:
         apex = b".".join(self.domain_labels)

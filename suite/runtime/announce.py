@@ -96,7 +96,6 @@ class Announcer(service.Service):
         self._down: dict[str, bool] = {}  # name server -> in an outage
         self._rounds = LoopingCall(self.announce)
         self._rounds.clock = reactor
-        self._round = None
 
     def startService(self):
         service.Service.startService(self)
@@ -131,17 +130,12 @@ class Announcer(service.Service):
         return announced
 
     def announce(self) -> defer.Deferred:
-        """One round: every announcement to every name server (a round in flight is not doubled)."""
-        if self._round is not None:
-            return self._round
-        rounds = [self._with(name_server, Register, self._register_arguments)
-                  for name_server in self.settings.name_server]
-        self._round = defer.DeferredList(rounds, consumeErrors=True)
-        self._round.addBoth(self._round_done)
-        return self._round
-
-    def _round_done(self, _):
-        self._round = None
+        """One round: every announcement to every name server (the next waits for it)."""
+        return defer.DeferredList(
+            [self._with(name_server, Register, self._register_arguments)
+             for name_server in self.settings.name_server],
+            consumeErrors=True,
+        )
 
     def _register_arguments(self, announcement):
         return dict(name=announcement.name, host=announcement.host, port=announcement.port,
