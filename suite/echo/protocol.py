@@ -16,12 +16,16 @@ class LineEcho(LineProtocol):
 
 
 class RawEcho(ConnectionPolicy):
-    """RFC 862 over TCP: every byte sent back unchanged, with flow control."""
+    """
+    RFC 862 over TCP: every byte sent back unchanged, with flow control.
+    Each read echoed counts as a request.
+    """
 
     def dataReceived(self, data):
         # The policy's dataReceived, which only notes the activity, inlined: this is
         # the whole work of the service, and two calls are a tenth of its cost.
         self.last_activity = self.factory.tick
+        self.counts.requests += 1
         self.transport.write(data)
 
 

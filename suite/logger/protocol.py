@@ -1,21 +1,12 @@
 """Syslog reception: RFC 6587 over streams (TCP, TLS per RFC 5425, Unix), RFC 5426 over UDP."""
 
-from twisted.internet.address import UNIXAddress
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import DatagramProtocol
 
 from suite.logger.framing import SyslogFrameDecoder
 from suite.net.addresses import host_port
 from suite.net.connections import ConnectionPolicy, StreamFactory
-
-
-def transport_kind(transport) -> str:
-    if ISSLTransport.providedBy(transport):
-        return "tls"
-    if isinstance(transport.getHost(), UNIXAddress):
-        return "unix"
-    return "tcp"
+from suite.runtime.metrics import Counts
 
 
 class SyslogFactory(StreamFactory):
@@ -51,7 +42,6 @@ class SyslogStreamProtocol(ConnectionPolicy):
     last_data = 0.0  # when the last bytes came, for the shutdown drain
 
     def connectionMade(self):
-        self.kind = transport_kind(self.transport)
         super().connectionMade()
         if self.admitted:
             limits = self.factory.settings
@@ -89,10 +79,11 @@ class SyslogStreamProtocol(ConnectionPolicy):
         super().dataReceived(data)
         frames = decoder.feed(data)
         if frames:
+            self.counts.requests += len(frames)
             self.factory.sink.messages(frames, self.peer, self.kind, self.client)
         if decoder.error:
             self.warn_protocol_error(
-                "{service}: closing {peer}: {error}", error=decoder.error
+                "bad_frame", "{service}: closing {peer}: {error}", error=decoder.error
             )
             self._event("error", f"{decoder.error}: connection closed")
             self.close()
@@ -129,7 +120,8 @@ SyslogFactory.protocol = SyslogStreamProtocol
 class SyslogDatagramProtocol(DatagramProtocol):
     """
     RFC 5426: one message per datagram; a trailing LF (CRLF), or the NUL
-    Python's SysLogHandler ends each message with, is dropped.
+    Python's SysLogHandler ends each message with, is dropped.  Counted:
+    messages (requests), bytes, and datagrams dropped while the writer is full.
     """
 
     noisy = False
@@ -137,6 +129,12 @@ class SyslogDatagramProtocol(DatagramProtocol):
     def __init__(self, sink, max_message: int):
         self.sink = sink
         self.max_message = max_message
+        self.counts = Counts()
+        self.dropped = 0
+
+    def metric_samples(self):
+        yield from self.counts.metric_samples("udp")
+        yield "datagrams", ("dropped",), self.dropped
 
     def datagramReceived(self, data, address):
         self.datagramsReceived([(data, address)])
@@ -146,10 +144,14 @@ class SyslogDatagramProtocol(DatagramProtocol):
         writer = self.sink.writer
         if writer.full:
             writer.dropped += len(datagrams)
+            self.dropped += len(datagrams)
             return
         max_message = self.max_message
         frames, sender = [], None
+        counts = self.counts
+        counts.requests += len(datagrams)
         for data, address in datagrams:
+            counts.received += len(data)
             if data[-1:] == b"\0":
                 data = data[:-1]
             if data[-1:] == b"\n":

@@ -13,6 +13,7 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from suite.runtime.lifecycle import IReopenable
+from suite.runtime.status import DEGRADED, FAILING
 
 log = Logger()
 
@@ -83,6 +84,7 @@ class RotatingFile:
         self.path = os.path.join(directory, name)
         self.rotate_bytes = rotate_bytes
         self.keep = keep
+        self.rotations = 0
         removed = cut_torn_tail(self.path)
         if removed:
             log.warn(
@@ -154,6 +156,7 @@ class RotatingFile:
             log.warn("{label}: cannot rotate {path} ({error}); writing on in it",
                      label=self.label, path=self.path, error=e.strerror)
             return False
+        self.rotations += 1
         self.reopen()
         return True
 
@@ -203,12 +206,16 @@ class BatchWriter(service.Service):
     is `full`: whoever registered with on_pressure is told (the stream
     listeners stop reading, so TCP back-pressure reaches the senders) and
     datagrams are dropped and counted in `dropped`.
+
+    Its metrics (under its LABEL's service): records written, failed
+    writes, bytes waiting, rotations; its health: whether it can write.
     """
 
     def __init__(self, output, reactor, flush_interval: float, max_batch: int,
-                 max_buffer: int = 64 * 2**20, label: str = "logger"):
+                 max_buffer: int = 64 * 2**20, label: str = "logger", essential: bool = True):
         self.output = output
         self.label = label  # who writes, for the log lines
+        self.essential = essential
         self.reactor = reactor
         self.flush_interval = flush_interval
         self.max_batch = max_batch
@@ -221,6 +228,21 @@ class BatchWriter(service.Service):
         self.full = False
         self.dropped = 0
         self._pressure = []
+        self.records_written = 0
+        self.write_errors = 0
+
+    def metric_samples(self):
+        yield "records_written", (), self.records_written
+        yield "write_errors", (), self.write_errors
+        yield "pending_bytes", (), self._size
+        yield "rotations", (), getattr(self.output, "rotations", 0)
+
+    def health_problems(self) -> list[tuple[str, str]]:
+        """Failing (the logger's output), or degraded (an audit: ESSENTIAL false), while writes fail."""
+        failing = self.failing
+        if failing is None:
+            return []
+        return [(FAILING if self.essential else DEGRADED, f"cannot write {self.name}: {failing}")]
 
     @property
     def name(self) -> str:
@@ -250,10 +272,13 @@ class BatchWriter(service.Service):
             try:
                 self.output.write(data)
             except WriteFailed as e:
+                self.records_written += data.count(b"\n", 0, e.written)
+                self.write_errors += 1
                 rest = data[e.written:]
                 self._pending, self._size = [rest], len(rest)
                 self._failed(e)
             else:
+                self.records_written += data.count(b"\n")
                 self._pending, self._size = [], 0
                 if self.failing is not None:
                     self._resumed()

@@ -44,6 +44,7 @@ class DNSStreamProtocol(ConnectionPolicy, Protocol):
                     break
                 response = answer(buffer[position + 2:message_end], TCP_SIZE)
                 position = message_end
+                self.counts.requests += 1
                 if response is not None:
                     self.send(pack("!H", len(response)) + response)
         finally:
@@ -71,6 +72,11 @@ class DNSFactory(StreamFactory):
     def __init__(self, settings, clock, zone):
         super().__init__(settings, clock)
         self.zone = zone
+
+    def metric_samples(self):
+        """The TCP side's connections, and the zone's DNS queries over TCP and UDP."""
+        yield from super().metric_samples()
+        yield from self.zone.metric_samples()
 
 
 def dns_datagrams(settings, clock, zone):

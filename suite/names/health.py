@@ -89,7 +89,12 @@ class HealthChecker(service.Service):
         self._limit = defer.DeferredSemaphore(settings.ping_concurrency)
         self._ticks = LoopingCall.withCount(self._tick)
         self._ticks.clock = clock
+        self.pings = {"ok": 0, "failed": 0}
         registry.on_change(self._forget_slots)
+
+    def metric_samples(self):
+        for result, count in list(self.pings.items()):
+            yield "pings", (result,), count
 
     def _forget_slots(self, name=None):
         self._slots = None
@@ -158,6 +163,7 @@ class HealthChecker(service.Service):
     def _result(self, instance, failure):
         max_failures = self.settings.max_failures
         reason = None if failure is None else failure_reason(failure, self.settings.ping_timeout)
+        self.pings["ok" if reason is None else "failed"] += 1
         if reason is not None:
             log.info(
                 "names: ping {host}:{port} ({name}) failed {failures}/{max_failures}: {reason}",

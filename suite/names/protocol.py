@@ -44,6 +44,7 @@ class NamesProtocol(AMPPolicy):
         answer = self.factory.server.answer_lookup(name, tag, self.audit_fields)
         if answer is None:
             return False
+        self.counts.requests += 1
         self.send(answer)
         return True
 
@@ -93,7 +94,7 @@ class NamesProtocol(AMPPolicy):
         limit = self.factory.settings.max_change_backlog
         if self._unacknowledged + size > limit and self._unacknowledged:
             self.warn_protocol_error(
-                "{service}: closing {peer}: {backlog} bytes of Changed calls unanswered "
+                "change_backlog", "{service}: closing {peer}: {backlog} bytes of Changed calls unanswered "
                 "(max_change_backlog {limit})", backlog=self._unacknowledged + size, limit=limit,
             )
             self.closing = True

@@ -12,6 +12,7 @@ so what the name server acknowledged is what a restart finds.
 """
 
 import hmac
+from time import perf_counter
 
 from twisted.application import service
 from twisted.internet import defer
@@ -23,6 +24,7 @@ from suite.names.registry import Instance, Registry, check_instance
 from suite.names.store import StoreError
 from suite.names.watches import Watches
 from suite.runtime.flood import FloodControl
+from suite.runtime.metrics import Histogram
 
 log = Logger()
 
@@ -44,6 +46,8 @@ class NameServer(service.Service):
     """
     Owns the registry and the store; as a service it closes the store last,
     writes finished.  AUDIT (a L{LookupAudit}, or None) records lookups.
+    Its metrics: live instances, lookups by result and their durations,
+    evictions, and names watched.
     """
 
     def __init__(self, registry: Registry, store, token: str, cache_ttl: int, clock, audit=None):
@@ -57,7 +61,18 @@ class NameServer(service.Service):
         self.warnings = FloodControl(clock, "names")
         self._writes: set[defer.Deferred] = set()
         self._adding = 0  # registrations of new instances waiting for the store
+        self.lookups = {"found": 0, "not_found": 0}
+        self.lookup_durations = Histogram()
+        self.evictions = 0
         load_registry(registry, store.load())
+
+    def metric_samples(self):
+        yield "instances", (), len(self.registry)
+        for result, count in list(self.lookups.items()):
+            yield "lookups", (result,), count
+        yield "request_duration_seconds", (), self.lookup_durations
+        yield "evictions", (), self.evictions
+        yield "watches", (), self.watches.count
 
     def _authorize(self, token, command, peer, source):
         given = (token or "").encode()
@@ -144,6 +159,7 @@ class NameServer(service.Service):
         def applied():
             if self.registry.holds_exactly(instance):
                 self.registry.deregister(*instance.key)
+                self.evictions += 1
                 log.info(
                     "names: evict {name} {host}:{port} after {failures} failed pings: {reason}",
                     names_event="evict", name=instance.name, host=instance.host,
@@ -158,18 +174,24 @@ class NameServer(service.Service):
         The encoded answer to Lookup(NAME) asked as TAG (see L{EncodedAnswers}),
         audited; None when only AMP's own path can answer (an error).
         """
+        started = perf_counter()
         found = self.answers.answer(name, tag)
         if found is None:
             return None
         answer, count = found
         if self.audit is not None:
             self.audit.lookup(name.decode("ascii"), count, audit_fields)
+        self.lookups["found"] += 1
+        self.lookup_durations.observe(perf_counter() - started)
         return answer
 
     def lookup(self, name, audit_fields: str) -> dict:
+        started = perf_counter()
         instances = fitting(self.registry.lookup(name))
         if self.audit is not None:
             self.audit.lookup(name, len(instances), audit_fields)
+        self.lookups["found" if instances else "not_found"] += 1
+        self.lookup_durations.observe(perf_counter() - started)
         if not instances:
             raise NotFound(f"no live instance of {name}")
         return self._answer(instances)

@@ -102,7 +102,7 @@ def open_lookup_audit(settings: NamesSettings, reactor) -> BatchWriter | None:
     except OSError as e:
         raise settings.error("lookup_audit", f"cannot open: {e.strerror}") from None
     return BatchWriter(output, reactor, AUDIT_FLUSH_INTERVAL, AUDIT_BATCH,
-                       settings.lookup_audit_max_buffer, label="names")
+                       settings.lookup_audit_max_buffer, label="names", essential=False)
 
 
 def build(settings: NamesSettings, reactor) -> Parts:

@@ -26,15 +26,20 @@ class Watches:
     def __init__(self, registry):
         self.registry = registry
         self._by_name: dict[str, dict] = {}  # name -> watchers, in the order they came
+        self.count = 0  # (name, watcher) pairs
         registry.on_change(self._changed)
 
     def watch(self, name: str, watcher) -> None:
-        self._by_name.setdefault(name, {})[watcher] = None
+        watchers = self._by_name.setdefault(name, {})
+        if watcher not in watchers:
+            watchers[watcher] = None
+            self.count += 1
 
     def unwatch(self, name: str, watcher) -> None:
         watchers = self._by_name.get(name)
-        if watchers is not None:
-            watchers.pop(watcher, None)
+        if watchers is not None and watcher in watchers:
+            del watchers[watcher]
+            self.count -= 1
             if not watchers:
                 del self._by_name[name]
 

@@ -30,6 +30,9 @@ The zone `DOMAIN` (authoritative: AA set, RA clear):
 - Over UDP at most 512 bytes, or the EDNS0 size offered (at most 4096):
   answers that do not all fit are cut at a record boundary with TC set;
   additional records that do not fit are left out (RFC 2181 §9).
+
+Queries answered are counted by type and rcode (types outside
+TYPE_NAMES as `other`, so a client cannot make the labels grow).
 """
 
 import ipaddress
@@ -54,6 +57,14 @@ TC = 0x0200
 HEX = re.compile(r"[0-9a-f]{8}|[0-9a-f]{32}")
 ANY = dns.ALL_RECORDS
 SOA_TIMES = {"refresh": 3600, "retry": 600, "expire": 86400}
+TYPE_NAMES = {
+    dns.A: "A", dns.AAAA: "AAAA", dns.SRV: "SRV", dns.SOA: "SOA", ANY: "ANY", dns.NS: "NS",
+    dns.PTR: "PTR", dns.TXT: "TXT", dns.MX: "MX", dns.CNAME: "CNAME",
+}
+RCODE_NAMES = {
+    NOERROR: "NOERROR", FORMERR: "FORMERR", NXDOMAIN: "NXDOMAIN", NOTIMP: "NOTIMP",
+    REFUSED: "REFUSED", BADVERS: "BADVERS",
+}
 
 
 def hex_label(address) -> bytes:
@@ -80,9 +91,11 @@ class Prepared:
     """
 
     valid = True
+    tally = [0]  # the count of the answers of its type and rcode (set by the zone)
 
     def __init__(self, rcode=NOERROR, answers=None, authority=b"", additional=NO_RECORDS,
                  turn_name=None):
+        self.rcode = rcode
         self.flags = (0x8000 if rcode == REFUSED else QR_AA) | rcode
         self.answers = answers
         self.authority = authority
@@ -104,7 +117,20 @@ class ZoneAnswers:
         self._prepared: dict[tuple, Prepared] = {}
         self._by_name: dict[str, list] = {}  # registry name -> its questions prepared
         self._exact: dict[bytes, tuple] = {}  # a query's bytes after the ID -> how to answer
+        self.tallies: dict[tuple[str, str], list] = {}  # (type, rcode) -> [answers]
         registry.on_change(self.forget)
+
+    def tally(self, qtype: int | None, rcode: int) -> list:
+        """The counting cell of answers with RCODE to questions of QTYPE (None: unparsed)."""
+        key = ("none" if qtype is None else TYPE_NAMES.get(qtype, "other"), RCODE_NAMES[rcode])
+        tally = self.tallies.get(key)
+        if tally is None:
+            tally = self.tallies[key] = [0]
+        return tally
+
+    def metric_samples(self):
+        for labels, tally in list(self.tallies.items()):
+            yield "dns_queries", labels, tally[0]
 
     def forget(self, name: str) -> None:
         for key in self._by_name.pop(name, ()):
@@ -126,6 +152,7 @@ class ZoneAnswers:
         return self._parse_and_answer(query, size)
 
     def _assemble(self, query, prepared, question_end, size, opt) -> bytes:
+        prepared.tally[0] += 1
         room = size - question_end - len(opt)
         answers, answered = b"", 0
         flags = prepared.flags | (query[2] & 1) << 8
@@ -183,7 +210,9 @@ class ZoneAnswers:
                 return self._error(query, FORMERR)
             offered, _, version = unpack_from("!HBB", rest, 3)
             if version != 0:
-                return self._error(query, NOERROR, question_end, _opt(MAX_UDP_SIZE, BADVERS >> 4))
+                self.tally(qtype, BADVERS)[0] += 1
+                return self._error(query, NOERROR, question_end, _opt(MAX_UDP_SIZE, BADVERS >> 4),
+                                   counted=True)
             opt, udp_size = OUR_OPT, min(max(offered, UDP_SIZE), MAX_UDP_SIZE)
         key = (tuple(labels), qtype, qclass)
         prepared = self._prepared.get(key)
@@ -194,8 +223,10 @@ class ZoneAnswers:
         self._exact[query[4:]] = (prepared, question_end, udp_size, opt)
         return self._assemble(query, prepared, question_end, size or udp_size, opt)
 
-    def _error(self, query, rcode, question_end=12, opt=b"") -> bytes:
+    def _error(self, query, rcode, question_end=12, opt=b"", counted=False) -> bytes:
         """A header-only answer with RCODE (the question echoed when it parsed)."""
+        if not counted:
+            self.tally(None, rcode)[0] += 1
         flags = 0x8000 | (query[2] & 0x79) << 8 | rcode  # QR, the query's opcode and RD
         return b"".join((
             query[:2],
@@ -208,6 +239,7 @@ class ZoneAnswers:
 
     def _prepare(self, labels: tuple, qtype: int, qclass: int) -> Prepared:
         prepared, depends_on = self._build(labels, qtype, qclass)
+        prepared.tally = self.tally(qtype, prepared.rcode)
         if len(self._prepared) >= MAX_CACHED:
             for name in list(self._by_name):
                 self.forget(name)

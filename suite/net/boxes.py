@@ -102,7 +102,9 @@ class AMPPolicy(ConnectionPolicy, QuietAMP):
                     break
                 value_end = key_end + 2 + ((data[key_end] << 8) | data[key_end + 1])
                 if size + value_end - position > max_box:
-                    return self.reject_box(f"box larger than {max_box} bytes (max_box)")
+                    return self.reject_box(
+                        f"box larger than {max_box} bytes (max_box)", "box_too_large"
+                    )
                 if end < value_end:
                     break
                 if box is None:
@@ -134,10 +136,10 @@ class AMPPolicy(ConnectionPolicy, QuietAMP):
         if not self._rejected:
             self.reject_box(f"key longer than {KEY_LENGTH_LIMIT} bytes")
 
-    def reject_box(self, reason: str):
-        """Log REASON once (flood-controlled) and close; what else arrives is ignored."""
+    def reject_box(self, reason: str, kind: str = "bad_box"):
+        """Count and log REASON once (flood-controlled) and close; what else arrives is ignored."""
         self._rejected = True
-        self.warn_protocol_error("{service}: closing {peer}: {reason}", reason=reason)
+        self.warn_protocol_error(kind, "{service}: closing {peer}: {reason}", reason=reason)
         self.close()
 
     def unhandledError(self, failure):
@@ -171,6 +173,7 @@ class AMPPolicy(ConnectionPolicy, QuietAMP):
                 self.reject_box(reason)
                 return defer.fail(amp.RemoteAmpError(b"INVALID", reason, fatal=True))
             self._in_flight += 1
+            self.counts.requests += 1
             return answer.addBoth(self._answered)
 
         return bounded

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from suite.net.addresses import describe_peer, source_of
 from suite.runtime.config import Settings, integer, key, number
 from suite.runtime.flood import FloodControl
+from suite.runtime.metrics import UNCOUNTED, Counts
 
 log = Logger()
 
@@ -61,6 +62,9 @@ class StreamFactory(protocol.Factory):
     most 10% longer).  Moving a timer per read (Twisted's `TimeoutMixin`)
     cost more than answering a short request, and a timer per connection
     more memory than the rest of an idle connection's state.
+
+    Its metrics: connections, bytes and requests by transport (L{Counts}),
+    refusals by limit, and errors by kind.
     """
 
     noisy = False
@@ -74,6 +78,27 @@ class StreamFactory(protocol.Factory):
         self.per_source: dict[str, int] = {}
         self.warnings = FloodControl(clock, self.service_name)
         self._watched: list = []  # connections under idle_timeout; each knows its _idle_slot
+        self.counts: dict[str, Counts] = {}
+        self.refusals: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+
+    def counts_for(self, transport: str) -> Counts:
+        """The counts of TRANSPORT (tcp, tls, unix) of this factory's connections."""
+        counts = self.counts.get(transport)
+        if counts is None:
+            counts = self.counts[transport] = Counts()
+        return counts
+
+    def count_error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def metric_samples(self):
+        for transport, counts in list(self.counts.items()):
+            yield from counts.metric_samples(transport)
+        for limit, count in list(self.refusals.items()):
+            yield "connections_refused", (limit,), count
+        for kind, count in list(self.errors.items()):
+            yield "errors", (kind,), count
 
     def watch_idle(self, connection) -> None:
         """Let the sweep close CONNECTION once idle; the sweep runs while any is watched."""
@@ -112,16 +137,22 @@ class StreamFactory(protocol.Factory):
         return self.settings.section
 
     def refusal_reason(self, source: str) -> str | None:
-        """Why one more connection from SOURCE is refused, or None when it is admitted."""
+        """
+        Why one more connection from SOURCE is refused (counted by the limit
+        it meets), or None when it is admitted.
+        """
         limits = self.settings
         if self.connections >= limits.max_connections:
-            return f"max_connections ({limits.max_connections}) reached"
-        if self.per_source.get(source, 0) >= limits.max_connections_per_source:
-            return (
+            limit, reason = "max_connections", f"max_connections ({limits.max_connections}) reached"
+        elif self.per_source.get(source, 0) >= limits.max_connections_per_source:
+            limit, reason = "max_connections_per_source", (
                 f"max_connections_per_source ({limits.max_connections_per_source}) "
                 f"reached for {source}"
             )
-        return None
+        else:
+            return None
+        self.refusals[limit] = self.refusals.get(limit, 0) + 1
+        return reason
 
     def admit(self, source: str) -> None:
         self.connections += 1
@@ -189,11 +220,17 @@ class ConnectionPolicy(protocol.Protocol):
     _linger_timer = None
     last_activity = 0  # the factory's sweep tick when something last happened
     _idle_slot = None
+    kind = "tcp"  # the transport: tcp, tls or unix
+    counts = UNCOUNTED  # the counts of this connection's kind of transport
 
     def connectionMade(self):
         factory = self.factory
-        self.source = source_of(self.transport.getPeer())
-        self.tls = ISSLTransport.providedBy(self.transport)
+        transport = self.transport
+        self.source = source_of(transport.getPeer())
+        self.tls = ISSLTransport.providedBy(transport)
+        self.kind = "tls" if self.tls else "unix" if self.source == "unix" else "tcp"
+        self.counts = factory.counts_for(self.kind)
+        getattr(transport, "transport", transport).counts = self.counts  # the socket's, under TLS
         reason = factory.refusal_reason(self.source)
         if reason is not None:
             factory.warnings.warn(
@@ -210,6 +247,7 @@ class ConnectionPolicy(protocol.Protocol):
             return
         factory.admit(self.source)
         self.admitted = True
+        self.counts.opened += 1
         self.transport.registerProducer(self.flow_producer(), True)
         self.touch()
         if factory.settings.idle_timeout:
@@ -236,6 +274,7 @@ class ConnectionPolicy(protocol.Protocol):
         """A TLS handshake failed or timed out (already logged); a hook for subclasses."""
 
     def _handshake_failed(self, reason: str):
+        self.factory.count_error("tls_handshake")
         self.factory.warnings.warn(
             "TLS handshake failures", self.source,
             "{service}: TLS handshake with {peer} failed: {reason}",
@@ -276,6 +315,7 @@ class ConnectionPolicy(protocol.Protocol):
     def connectionLost(self, reason=protocol.connectionDone):
         if self.admitted:
             self.admitted = False
+            self.counts.closed += 1
             self.factory.release(self.source)
             self.factory.unwatch_idle(self)
             if self._handshake_timer is not None:
@@ -355,8 +395,12 @@ class ConnectionPolicy(protocol.Protocol):
         self._linger_timer = None
         self.transport.abortConnection()
 
-    def warn_protocol_error(self, format: str, **fields):
-        """Log a client's protocol error (line too long, bad frame, bad box), flood-controlled."""
+    def warn_protocol_error(self, kind: str, format: str, **fields):
+        """
+        Count a client's protocol error of KIND (line_too_long, bad_frame,
+        bad_box ...) and log it, flood-controlled.
+        """
+        self.factory.count_error(kind)
         self.factory.warnings.warn(
             "protocol errors", self.source, format,
             service=self.factory.service_name, peer=self.peer, **fields,

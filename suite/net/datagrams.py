@@ -14,6 +14,7 @@ from suite.net.ratelimit import SourceRateLimiter
 from suite.net.udpbuffer import DatagramLimits
 from suite.runtime.config import integer, key, number
 from suite.runtime.flood import FloodControl
+from suite.runtime.metrics import Counts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +45,8 @@ class RateLimitedReplier(DatagramProtocol):
     per second per source address (bursts of `udp_burst`).  Dropping is
     logged through WARNINGS (L{FloodControl}): the first time per source,
     then as a count every ten seconds, so a flood does not turn into a
-    flood of log lines.
+    flood of log lines.  Counted: datagrams (requests), bytes, replies sent
+    and datagrams rate-limited.
     """
 
     noisy = False
@@ -57,6 +59,13 @@ class RateLimitedReplier(DatagramProtocol):
         self.limiter = limiter
         self.allow = limiter.allow
         self.warnings = warnings
+        self.counts = Counts()
+        self.answered = self.rate_limited = 0
+
+    def metric_samples(self):
+        yield from self.counts.metric_samples("udp")
+        yield "datagrams", ("answered",), self.answered
+        yield "datagrams", ("rate_limited",), self.rate_limited
 
     def startProtocol(self):
         self.send = getattr(self.transport, "reply", self.transport.write)
@@ -64,8 +73,12 @@ class RateLimitedReplier(DatagramProtocol):
     def datagramReceived(self, data, address):
         if not data:
             return
+        counts = self.counts
+        counts.requests += 1
+        counts.received += len(data)
         source = address[0]
         if not self.allow(source):
+            self.rate_limited += 1
             self.warnings.warn(
                 "rate-limited datagrams", source,
                 "{service}: dropping datagrams from {source}: over udp_rate",
@@ -74,6 +87,8 @@ class RateLimitedReplier(DatagramProtocol):
             return
         reply = self.answer(data)
         if reply is not None:  # None: nothing to say (a DNS response sent to us)
+            self.answered += 1
+            counts.sent += len(reply)
             self.send(reply, address)
 
     def stopProtocol(self):

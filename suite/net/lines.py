@@ -79,15 +79,18 @@ class LineProtocol(ConnectionPolicy):
         # At most LINES_PER_TURN splits: the rest of a long read is copied once a turn.
         lines = self._buffer.split(b"\n", LINES_PER_TURN)
         rest = lines.pop()
-        answer, max_line = self.answerLine, self.max_line
+        answer, max_line, counts = self.answerLine, self.max_line, self.counts
+        counts.requests += len(lines)  # less those left unanswered, below
         for index, line in enumerate(lines):
             if line[-1:] == b"\r":
                 line = line[:-1]
             if len(line) > max_line:
+                counts.requests -= len(lines) - index
                 return self.lineLengthExceeded()
             answer(line)
             if self.paused or transport.disconnecting:
                 if index + 1 < len(lines):  # unanswered: kept for when the client reads again
+                    counts.requests -= len(lines) - index - 1
                     rest = b"\n".join([*lines[index + 1:], rest])
                 break
         else:
@@ -103,6 +106,7 @@ class LineProtocol(ConnectionPolicy):
             if len(last) > max_line:
                 return self.lineLengthExceeded()
             if rest:
+                self.counts.requests += 1
                 self.answerLine(last)
             if not transport.disconnecting:
                 self.close()
@@ -137,7 +141,7 @@ class LineProtocol(ConnectionPolicy):
         limit = self.max_line
         self._buffer = b""
         self.warn_protocol_error(
-            "{service}: closing {peer}: line longer than {limit} bytes (max_line)", limit=limit
+            "line_too_long", "{service}: closing {peer}: line longer than {limit} bytes (max_line)", limit=limit
         )
         self.close_after_error(b"ERROR line longer than %d bytes\r\n" % limit)
 

@@ -27,6 +27,7 @@ from suite.net.udpport import listen_datagram
 from suite.net.udpbuffer import apply_receive_buffer, kernel_drops
 from suite.net.addresses import describe_peer
 from suite.runtime.config import ServiceSettings
+from suite.runtime.status import FAILING
 
 log = Logger()
 
@@ -255,6 +256,15 @@ class ListenerService(service.Service):
         if port is not None:
             return defer.maybeDeferred(port.stopListening)
 
+    def health_problems(self) -> list[tuple[str, str]]:
+        return [] if self.port is not None else [(FAILING, f"not listening on {self.listener}")]
+
+    def metric_samples(self):
+        """A datagram port's protocol counts its own datagrams; a stream's factory counts."""
+        port = self.port
+        samples = getattr(getattr(port, "protocol", None), "metric_samples", None)
+        return samples() if samples is not None else ()
+
 
 DROPS_INTERVAL = 10.0
 
@@ -304,6 +314,13 @@ class DatagramListenerService(ListenerService):
             self._watch.stop()
         self.report_drops()
         return super().stopService()
+
+    def metric_samples(self):
+        yield from super().metric_samples()
+        port = self.port
+        drops = kernel_drops(port.socket) if port is not None else None
+        if drops is not None:
+            yield "datagrams", ("dropped",), drops
 
 
 def listener_services(

@@ -16,6 +16,10 @@ built by L{StreamReactor}: a reactor whose `listenTCP`, `listenUNIX` and
 `adoptStreamPort` make them, so every Twisted server endpoint string
 (`tcp:`, `tcp6:`, `unix:`, `systemd:`) listens through it unchanged.
 With `reuse_port`, TCP ports bind with SO_REUSEPORT.
+
+Each transport adds the bytes it reads and sends to `counts` (the
+L{suite.runtime.metrics.Counts} its connection policy gives it), so the
+byte counts are what crossed the socket, TLS records included.
 """
 
 import socket
@@ -24,9 +28,13 @@ from errno import EWOULDBLOCK
 from twisted.internet import main, tcp, unix
 from twisted.internet.tcp import makeBinding
 
+from suite.runtime.metrics import UNCOUNTED
+
 
 class WriteThrough:
     """Mixin for a Twisted stream transport (`tcp.Server`, `unix.Server`)."""
+
+    counts = UNCOUNTED
 
     def write(self, data):
         if (self._tempDataLen or self.dataBuffer or not self.connected
@@ -36,8 +44,16 @@ class WriteThrough:
             sent = self.socket.send(data)
         except OSError:
             sent = 0  # EAGAIN, EINTR, or a dead peer: the reactor's write pass finds out
+        self.counts.sent += sent
         if sent < len(data):
             super().write(data[sent:])
+
+    def writeSomeData(self, data):
+        """Twisted's buffered path (what `write` could not send at once), counted."""
+        sent = super().writeSomeData(data)
+        if type(sent) is int:
+            self.counts.sent += sent
+        return sent
 
     def writeSequence(self, iovec):
         iovec = list(iovec)
@@ -65,6 +81,7 @@ class WriteThroughServer(WriteThrough, tcp.Server):
             return None if e.args[0] == EWOULDBLOCK else main.CONNECTION_LOST
         if not data:
             return main.CONNECTION_DONE
+        self.counts.received += len(data)
         self.protocol.dataReceived(data)
 
     def __repr__(self):
@@ -73,6 +90,11 @@ class WriteThroughServer(WriteThrough, tcp.Server):
 
 class WriteThroughUNIXServer(WriteThrough, unix.Server):
     """A Unix-socket connection accepted by a suite port."""
+
+    def _dataReceived(self, data):
+        if data:
+            self.counts.received += len(data)
+        return super()._dataReceived(data)
 
 
 class TCPPort(tcp.Port):

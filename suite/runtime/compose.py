@@ -18,6 +18,7 @@ from suite.runtime.announce import AnnounceSettings, Announcer
 from suite.runtime.config import ConfigError, ServiceSettings
 from suite.runtime.credentials import resolve_token
 from suite.runtime.lifecycle import SuiteService
+from suite.runtime.monitor import MetricsSettings, metrics_site
 from suite.runtime.options import options_for
 
 
@@ -62,12 +63,18 @@ class ServiceDeclaration:
 
 
 def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
-    """Validate everything (raising ConfigError) before creating any listener."""
+    """
+    Validate everything (raising ConfigError) before creating any listener.
+    Every part and listener of a service is one of the root's `components`
+    under the service's name: what /metrics and /health report on.
+    """
     loaded = config.load(
-        path, [TLSSettings, AnnounceSettings, *(d.settings for d in declarations)], overrides,
-        only_listed,
+        path,
+        [TLSSettings, AnnounceSettings, MetricsSettings, *(d.settings for d in declarations)],
+        overrides, only_listed,
     )
     announce = loaded["announce"]
+    metrics = loaded["metrics"]
     token = resolve_token(announce) if announce.name_server else None
     tls = loaded["tls"]
     tls_context = tls_options(tls) if names_files(tls) else None
@@ -84,10 +91,16 @@ def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
         planned.append((declaration, settings, listeners))
     if not planned:
         raise ConfigError(f"{path}: no service enabled")
+    if metrics.enabled:
+        monitor_listeners = parse_listeners(metrics, False, reactor)
+        if tls_context is None and any(listener.tls for listener in monitor_listeners):
+            tls_context = tls_options(tls, metrics)
     root = SuiteService(reactor)
     announced = []
     for declaration, settings, listeners in planned:
         parts = declaration.build(settings, reactor)
+        components = [parts.stream_factory, *parts.services]
+        components += [other.stream_factory for other in parts.other_listeners.values()]
         for service in parts.services:
             service.setServiceParent(root)
         for key, group in listeners.items():
@@ -103,8 +116,18 @@ def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
                 reuse_port=settings.reuse_port,
             ):
                 listener.setServiceParent(root)
+                components.append(listener)
                 if key is None and not listener.listener.datagram:
                     announced.append(listener)
+        root.components += [(declaration.name, component) for component in components]
+    if metrics.enabled:
+        site = metrics_site(root, metrics, reactor)
+        root.components.append(("metrics", site))
+        for listener in listener_services(
+            "metrics", monitor_listeners, reactor, stream_factory=site, tls=tls_context
+        ):
+            listener.setServiceParent(root)
+            root.components.append(("metrics", listener))
     if announce.name_server:
         Announcer(announce, token, announced, reactor).setServiceParent(root)
     return root

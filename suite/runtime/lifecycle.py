@@ -37,6 +37,7 @@ class SuiteService(service.MultiService):
         service.MultiService.__init__(self)
         self.reactor = reactor
         self._previous_hup = None
+        self.components: list[tuple[str, object]] = []  # (service name, part), for metrics and health
 
     def privilegedStartService(self):
         try:

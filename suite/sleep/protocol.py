@@ -5,15 +5,25 @@ from twisted.protocols import amp
 
 from suite.net.boxes import AMPPolicy
 from suite.net.connections import StreamFactory
+from suite.runtime.metrics import Histogram
 from suite.sleep.commands import InvalidDuration, Overloaded, Sleep
 
 
 class SleepFactory(StreamFactory):
-    """Settings: L{suite.sleep.service.SleepSettings}; counts the sleeps of all connections."""
+    """
+    Settings: L{suite.sleep.service.SleepSettings}; counts the sleeps of all
+    connections, pending and done (with their durations).
+    """
 
     def __init__(self, settings, clock):
         super().__init__(settings, clock)
         self.pending_total = 0
+        self.durations = Histogram()
+
+    def metric_samples(self):
+        yield from super().metric_samples()
+        yield "sleeps_pending", (), self.pending_total
+        yield "request_duration_seconds", (), self.durations
 
 
 class SleepProtocol(AMPPolicy):
@@ -46,6 +56,7 @@ class SleepProtocol(AMPPolicy):
                 self.pending[done] = clock.callLater(seconds - slept, wake)
                 return
             self._forget(done)
+            factory.durations.observe(slept)
             done.callback({"slept": slept})
 
         self.pending[done] = clock.callLater(seconds, wake)

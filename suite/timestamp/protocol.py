@@ -107,6 +107,7 @@ class TimestampReadProtocol(ConnectionPolicy):
 
     def dataReceived(self, data):
         super().dataReceived(data)
+        self.counts.requests += 1
         stamp = self.factory.now()
         size = self.factory.settings.max_line
         write = self.transport.write

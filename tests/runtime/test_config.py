@@ -17,7 +17,7 @@ from suite.timestamp import service as timestamp_service
 from tests.helpers import make_pki, tmp_dir
 
 REFUSALS = [
-    ("[timestmp]\n", "FILE: [timestmp]: unknown section (known: announce, echo, logger, names, sleep, timestamp, tls)"),
+    ("[timestmp]\n", "FILE: [timestmp]: unknown section (known: announce, echo, logger, metrics, names, sleep, timestamp, tls)"),
     ("[echo]\nport = 5\n", 'FILE: [echo] port = 5: unknown key'),
     ('[echo]\nmode = "loud"\n', 'FILE: [echo] mode = "loud": must be one of line, raw'),
     ('[echo]\nmax_line = "big"\n', 'FILE: [echo] max_line = "big": must be an integer'),

@@ -1,0 +1,162 @@
+"""
+The [metrics] section: HTTP (twisted.web) on each `listen` / `tls_listen`
+endpoint, answering
+
+- `GET /metrics`: the Prometheus text format, from prometheus_client's
+  Twisted `MetricsResource` over a registry of the suite's own collector
+  (L{suite.runtime.metrics}) and prometheus_client's process, platform
+  and garbage-collector collectors;
+- `GET /health`: the JSON report of L{suite.runtime.status}, 200 when the
+  suite is ok or degraded, 503 when it is failing or stopping.
+
+The listeners are under the same connection limits as every service's
+(`max_connections`, `max_connections_per_source`, `idle_timeout`), with
+smaller defaults: a scraper needs one connection.  Request heads are
+bounded by twisted.web (16 KiB, 500 headers); request bodies are never
+read, so they are discarded instead of being buffered to a temporary file.
+"""
+
+import json
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.twisted import MetricsResource
+
+from twisted.internet.interfaces import ISSLTransport
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.web import resource, server
+
+from suite.net.addresses import source_of
+from suite.net.connections import ConnectionLimits, StreamFactory, idle_timeout
+from suite.runtime.config import STRING_LIST, integer, key
+from suite.runtime.metrics import SuiteCollector
+from suite.runtime.status import health_report, http_status
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsSettings(ConnectionLimits):
+    section = "metrics"
+
+    listen: tuple[str, ...] = key(
+        STRING_LIST, (), "endpoints serving /metrics and /health over HTTP (none: no metrics)"
+    )
+    tls_listen: tuple[str, ...] = key(STRING_LIST, (), "the same, served through TLS ([tls])")
+    reuse_port = False
+    max_connections: int = key(integer(1), 64, "connections served at once; more are refused")
+    max_connections_per_source: int = key(integer(1), 16, "connections from one IP address")
+    idle_timeout: float = idle_timeout(60.0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.listen or self.tls_listen)
+
+
+class DiscardedBody:
+    """Where twisted.web puts a request's body: nowhere (no resource here reads one)."""
+
+    def write(self, data):
+        pass
+
+    def seek(self, *_):
+        return 0
+
+    def tell(self):
+        return 0
+
+    def read(self, *_):
+        return b""
+
+    def close(self):
+        pass
+
+
+class HealthResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, root):
+        super().__init__()
+        self.root = root
+
+    def render_GET(self, request):
+        report = health_report(self.root.components, self.root.running)
+        request.setResponseCode(http_status(report))
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(report, sort_keys=True).encode() + b"\n"
+
+
+def metrics_registry(collector: SuiteCollector) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    for make in (ProcessCollector, PlatformCollector, GCCollector):
+        make(registry=registry)
+    registry.register(collector)
+    return registry
+
+
+def metrics_site(root, settings: MetricsSettings, reactor) -> "LimitedSite":
+    """The factory of the [metrics] listeners: /metrics and /health of ROOT's components."""
+    top = resource.Resource()
+    top.putChild(b"metrics", MetricsResource(metrics_registry(SuiteCollector(root.components))))
+    top.putChild(b"health", HealthResource(root))
+    site = server.Site(top, timeout=settings.idle_timeout or None, reactor=reactor)
+    site.getContentFile = lambda length: DiscardedBody()
+    site.log = lambda request: None  # no access log line per scrape
+    site.noisy = False
+    return LimitedSite(settings, reactor, site)
+
+
+class LimitedSite(StreamFactory):
+    """
+    SITE's connections under the [metrics] connection limits: over a
+    limit a connection is closed at once (and counted, and logged);
+    admitted ones are counted like every service's.  twisted.web's channel
+    keeps its own idle timeout and flow control, so this wraps it rather
+    than being its base.
+    """
+
+    def __init__(self, settings: MetricsSettings, clock, site: server.Site):
+        super().__init__(settings, clock)
+        self.site = site
+
+    def startFactory(self):
+        self.site.doStart()
+
+    def stopFactory(self):
+        super().stopFactory()
+        self.site.doStop()
+
+    def buildProtocol(self, addr):
+        source = source_of(addr)
+        reason = self.refusal_reason(source)
+        if reason is not None:
+            self.warnings.warn(
+                "refused connections", source, "{service}: refused connection from {source}: {reason}",
+                service=self.service_name, source=source, reason=reason,
+            )
+            return None
+        self.admit(source)
+        return AdmittedHTTP(self, self.site.buildProtocol(addr), source)
+
+    def registerProtocol(self, protocol):
+        protocol.counts = counts = self.counts_for(protocol.kind)
+        counts.opened += 1
+        transport = protocol.transport
+        getattr(transport, "transport", transport).counts = counts  # the socket's, under TLS
+
+    def unregisterProtocol(self, protocol):
+        protocol.counts.closed += 1
+        self.release(protocol.source)
+
+
+class AdmittedHTTP(ProtocolWrapper):
+    """One admitted HTTP connection; it counts as its SOURCE's until it is lost."""
+
+    def __init__(self, factory, wrapped, source: str):
+        super().__init__(factory, wrapped)
+        self.source = source
+
+    @property
+    def kind(self) -> str:
+        if self.source == "unix":
+            return "unix"
+        return "tls" if ISSLTransport.providedBy(self.transport) else "tcp"
