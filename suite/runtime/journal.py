@@ -1,14 +1,27 @@
 """
-Log lines for journald: `twistd --logger=suite.runtime.journal.observer` writes each
-line with its priority prefix (`<3>` error ... `<6>` info, `<7>` debug) when
-standard output is the journal (JOURNAL_STREAM matches it), and plain text
-otherwise.  journald adds its own timestamps, so the lines carry none.
+twistd's own log, for journald and for log shippers.
+
+`twistd --logger=suite.journal.observer` writes each line with its priority
+prefix (`<3>` error ... `<6>` info, `<7>` debug) when standard output is
+the journal (JOURNAL_STREAM matches it), and plain text otherwise.
+journald adds its own timestamps, so the lines carry none.
+
+`twistd --logger=suite.journal.json_observer` writes one JSON object per
+event and line on standard output: twisted.logger's own JSON encoding of
+the event (its fields, `log_namespace`, `log_format` ...; Twisted's
+`eventsFromJSONLogFile` reads it back), without the logger and source
+objects (which JSON cannot hold), and with three fields added for
+shippers: `time` (ISO 8601, UTC), `level` (`info`, `warn` ...) and
+`message`, the event as text, with its traceback if it has one.
 """
 
 import os
 import sys
+from datetime import datetime, timezone
 
-from twisted.logger import LogLevel, eventAsText, textFileLogObserver
+from twisted.logger import (
+    FileLogObserver, LogLevel, eventAsJSON, eventAsText, textFileLogObserver,
+)
 
 PRIORITIES = {
     LogLevel.critical: 2,
@@ -48,3 +61,20 @@ def observer():
     if connected_to_journal(stream):
         return JournalObserver(stream)
     return textFileLogObserver(stream)
+
+
+def json_line(event) -> str:
+    """EVENT as one line of JSON (see the module docstring)."""
+    record = {k: v for k, v in event.items() if k not in ("log_logger", "log_source")}
+    level = event.get("log_level")
+    record["time"] = datetime.fromtimestamp(
+        event.get("log_time") or 0, timezone.utc
+    ).isoformat(timespec="microseconds")
+    record["level"] = level.name if level is not None else "info"
+    record["message"] = eventAsText(event, includeTimestamp=False, includeSystem=False)
+    return eventAsJSON(record) + "\n"
+
+
+def json_observer():
+    """twistd --logger factory: JSON lines on the real standard output."""
+    return FileLogObserver(sys.stdout, json_line)

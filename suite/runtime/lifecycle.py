@@ -1,7 +1,8 @@
 """
 The root service's lifecycle: a start that fails to bind exits 1 with one
 line; once every listener is bound and the reactor runs, the suite logs that
-it is ready and tells systemd READY=1; SIGHUP reopens files (logrotate,
+it is ready and tells systemd READY=1; while it runs, it pings systemd's
+watchdog when the unit has one; SIGHUP reopens files (logrotate,
 `systemctl reload`); stopping tells systemd STOPPING=1.
 """
 
@@ -38,6 +39,7 @@ class SuiteService(service.MultiService):
         self.reactor = reactor
         self._previous_hup = None
         self.components: list[tuple[str, object]] = []  # (service name, part), for metrics and health
+        systemd.Watchdog(reactor).setServiceParent(self)
 
     def privilegedStartService(self):
         try:

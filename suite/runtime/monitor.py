@@ -24,7 +24,7 @@ from prometheus_client.twisted import MetricsResource
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.protocols.policies import ProtocolWrapper
-from twisted.web import resource, server
+from twisted.web import pages, resource, server
 
 from suite.net.addresses import source_of
 from suite.net.connections import ConnectionLimits, StreamFactory, idle_timeout
@@ -70,6 +70,13 @@ class DiscardedBody:
         pass
 
 
+class Root(resource.Resource):
+    """`/metrics` and `/health`; any other path is 404."""
+
+    def getChild(self, path, request):
+        return pages.notFound()
+
+
 class HealthResource(resource.Resource):
     isLeaf = True
 
@@ -95,7 +102,7 @@ def metrics_registry(collector: SuiteCollector) -> CollectorRegistry:
 
 def metrics_site(root, settings: MetricsSettings, reactor) -> "LimitedSite":
     """The factory of the [metrics] listeners: /metrics and /health of ROOT's components."""
-    top = resource.Resource()
+    top = Root()
     top.putChild(b"metrics", MetricsResource(metrics_registry(SuiteCollector(root.components))))
     top.putChild(b"health", HealthResource(root))
     site = server.Site(top, timeout=settings.idle_timeout or None, reactor=reactor)

@@ -1,11 +1,18 @@
 """
 Telling systemd how the process is doing (sd_notify): READY=1 once every
-listener is bound and the reactor runs, STOPPING=1 when shutdown begins.
-Twisted has no sd_notify of its own; the protocol is one datagram.
+listener is bound and the reactor runs, STOPPING=1 when shutdown begins,
+and WATCHDOG=1 from the reactor every half `WatchdogSec` when the unit
+sets one.  Twisted has no sd_notify of its own; the protocol is one datagram.
 """
 
 import os
 import socket
+
+from twisted.application import service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+log = Logger()
 
 
 def notify(state: bytes, environ=os.environ) -> bool:
@@ -19,3 +26,56 @@ def notify(state: bytes, environ=os.environ) -> bool:
         sock.connect(address)
         sock.sendall(state)
     return True
+
+
+def watchdog_interval(environ=os.environ) -> float | None:
+    """
+    Seconds between watchdog pings: half of WATCHDOG_USEC, when systemd set
+    it for this process (WATCHDOG_PID, when set, names it); else None.
+    """
+    pid = environ.get("WATCHDOG_PID")
+    if pid and pid != str(os.getpid()):
+        return None  # meant for the process that started us
+    try:
+        usec = int(environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    return usec / 2e6 if usec > 0 else None
+
+
+class Watchdog(service.Service):
+    """
+    Sends WATCHDOG=1 every half WATCHDOG_USEC, on CLOCK (the reactor): a
+    reactor that is blocked or spinning sends none, and systemd, after
+    `WatchdogSec`, kills and restarts the service.  A ping that cannot be
+    sent is logged once, and pinging goes on.
+    """
+
+    def __init__(self, clock, environ=os.environ):
+        self.environ = environ
+        self._pings = LoopingCall(self.ping)
+        self._pings.clock = clock
+        self._failing = False
+
+    def startService(self):
+        service.Service.startService(self)
+        interval = watchdog_interval(self.environ)
+        if interval is not None:
+            log.info("systemd watchdog: WATCHDOG=1 every {interval:g} s", interval=interval)
+            self._pings.start(interval, now=True)
+
+    def ping(self):
+        try:
+            notify(b"WATCHDOG=1", self.environ)
+        except OSError as e:
+            if not self._failing:
+                log.warn("systemd watchdog: cannot notify {socket}: {error}",
+                         socket=self.environ.get("NOTIFY_SOCKET"), error=e.strerror or str(e))
+            self._failing = True
+        else:
+            self._failing = False
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self._pings.running:
+            self._pings.stop()

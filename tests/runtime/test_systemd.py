@@ -1,16 +1,107 @@
-"""sd_notify and the journald log observer."""
+"""sd_notify, the watchdog, the journald and JSON log observers."""
 
 import io
+import json
 import os
 import shutil
 import socket
 import tempfile
+import threading
+import time
 
-from twisted.logger import Logger, LogPublisher
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor, task
+from twisted.internet.task import Clock
+from twisted.logger import Logger, LogPublisher, eventsFromJSONLogFile, formatEvent
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from suite import journal as named_journal
 from suite.runtime import journal, systemd
-from tests.helpers import tmp_dir
+from tests.helpers import captured_log, tmp_dir
+
+
+def notify_socket(test) -> tuple[socket.socket, str]:
+    """A datagram socket standing for systemd's NOTIFY_SOCKET, and its path."""
+    directory = tempfile.mkdtemp()  # short: a Unix socket path has at most 107 bytes
+    test.addCleanup(shutil.rmtree, directory)
+    path = os.path.join(directory, "notify")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    test.addCleanup(listener.close)
+    listener.bind(path)
+    return listener, path
+
+
+class WatchdogTests(SynchronousTestCase):
+    def test_interval_is_half_watchdog_usec_for_this_process_only(self):
+        pid = str(os.getpid())
+        self.assertEqual(systemd.watchdog_interval({"WATCHDOG_USEC": "30000000"}), 15.0)
+        self.assertEqual(
+            systemd.watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": pid}), 15.0
+        )
+        self.assertIsNone(systemd.watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}))
+        for usec in ("", "0", "-5", "soon"):
+            self.assertIsNone(systemd.watchdog_interval({"WATCHDOG_USEC": usec}))
+        self.assertIsNone(systemd.watchdog_interval({}))
+
+    def test_pings_every_half_interval_from_the_start(self):
+        listener, path = notify_socket(self)
+        listener.setblocking(False)
+        clock = Clock()
+        watchdog = systemd.Watchdog(clock, {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"})
+        watchdog.startService()
+        self.assertEqual(listener.recv(100), b"WATCHDOG=1")
+        clock.advance(0.9)
+        self.assertRaises(BlockingIOError, listener.recv, 100)
+        clock.advance(0.1)
+        self.assertEqual(listener.recv(100), b"WATCHDOG=1")
+        watchdog.stopService()
+        clock.advance(5)
+        self.assertRaises(BlockingIOError, listener.recv, 100)
+
+    def test_nothing_without_watchdog_usec(self):
+        clock = Clock()
+        systemd.Watchdog(clock, {"NOTIFY_SOCKET": "/nonexistent"}).startService()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_an_unreachable_socket_is_logged_once_and_pinging_goes_on(self):
+        lines = captured_log(self)
+        clock = Clock()
+        watchdog = systemd.Watchdog(
+            clock, {"NOTIFY_SOCKET": "/nonexistent/notify", "WATCHDOG_USEC": "200000"}
+        )
+        watchdog.startService()
+        for _ in range(5):
+            clock.advance(0.1)
+        self.assertEqual(sum("cannot notify /nonexistent/notify" in line for line in lines), 1)
+        self.assertTrue(watchdog.running and clock.getDelayedCalls())
+
+
+class BlockedReactorTests(TestCase):
+    async def test_no_pings_while_the_reactor_is_blocked(self):
+        listener, path = notify_socket(self)
+        arrivals = []
+
+        def receive():
+            listener.settimeout(5)
+            while len(arrivals) < 100:
+                try:
+                    listener.recv(100)
+                except OSError:
+                    return
+                arrivals.append(time.monotonic())
+
+        reader = threading.Thread(target=receive, daemon=True)
+        reader.start()
+        watchdog = systemd.Watchdog(reactor, {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"})
+        watchdog.startService()
+        self.addCleanup(watchdog.stopService)
+        await task.deferLater(reactor, 0.3, lambda: None)
+        time.sleep(0.6)  # the reactor is blocked: a wedged service
+        await task.deferLater(reactor, 0.3, lambda: None)
+        watchdog.stopService()
+        gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+        self.assertGreaterEqual(len(gaps), 6, gaps)
+        self.assertEqual(len([gap for gap in gaps if gap > 0.5]), 1, gaps)  # the block
+        self.assertLess(sorted(gaps)[len(gaps) // 2], 0.1, gaps)  # every 50 ms otherwise
 
 
 class NotifyTests(SynchronousTestCase):
@@ -67,3 +158,39 @@ class JournalTests(SynchronousTestCase):
         if saved is not None:
             self.addCleanup(os.environ.__setitem__, "JOURNAL_STREAM", saved)
         self.assertNotIsInstance(journal.observer(), journal.JournalObserver)
+
+
+class JSONObserverTests(SynchronousTestCase):
+    def test_one_json_object_per_line_with_time_level_and_message(self):
+        stream = io.StringIO()
+        log_through(journal.FileLogObserver(stream, journal.json_line))
+        lines = stream.getvalue().splitlines()
+        self.assertEqual(len(lines), 3)
+        records = [json.loads(line) for line in lines]
+        self.assertEqual([r["level"] for r in records], ["info", "error", "critical"])
+        self.assertEqual([r["message"] for r in records],
+                         ["listening on 5001", "two\nlines", "cannot listen"])
+        self.assertEqual(records[0]["port"], 5001)
+        self.assertEqual(records[0]["log_namespace"], "suite.test")
+        self.assertRegex(records[0]["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
+        stream.seek(0)
+        read_back = list(eventsFromJSONLogFile(stream))  # Twisted's own reader
+        self.assertEqual([formatEvent(e) for e in read_back],
+                         ["listening on 5001", "two\nlines", "cannot listen"])
+
+    def test_a_failure_carries_its_traceback(self):
+        stream = io.StringIO()
+        log = Logger(namespace="suite.test",
+                     observer=LogPublisher(journal.FileLogObserver(stream, journal.json_line)))
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            log.failure("checking failed")
+        record = json.loads(stream.getvalue())
+        self.assertEqual(record["level"], "critical")
+        self.assertIn("ZeroDivisionError", record["message"])
+        self.assertTrue(record["message"].startswith("checking failed"))
+
+    def test_the_names_operators_type(self):
+        self.assertIs(named_journal.observer, journal.observer)
+        self.assertIsInstance(named_journal.json_observer(), journal.FileLogObserver)
