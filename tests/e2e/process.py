@@ -27,7 +27,7 @@ def require(tool):
 class SuiteProcess:
     """One twistd process and what it printed; `ports` maps 'service listener' to its address."""
 
-    def __init__(self, directory, config: str, plugin="suite", args=(), twistd_args=()):
+    def __init__(self, directory, config: str, plugin="suite", args=(), twistd_args=(), env=None):
         self.directory = directory
         path = directory / "suite.toml"
         path.write_text(textwrap.dedent(config))
@@ -42,7 +42,7 @@ class SuiteProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -107,9 +107,9 @@ class ProcessTestCase(SynchronousTestCase):
         self.directory = Path(tempfile.mkdtemp(prefix="suite-"))
         self.addCleanup(shutil.rmtree, self.directory, ignore_errors=True)
 
-    def start_suite(self, config, listeners, plugin="suite", args=(), twistd_args=()):
+    def start_suite(self, config, listeners, plugin="suite", args=(), twistd_args=(), env=None):
         """Start a suite from CONFIG and wait for LISTENERS listeners (0: do not wait)."""
-        suite = SuiteProcess(self.directory, config, plugin, args, twistd_args)
+        suite = SuiteProcess(self.directory, config, plugin, args, twistd_args, env)
         self.addCleanup(suite.stop)
         if listeners:
             suite.wait_ready(listeners)

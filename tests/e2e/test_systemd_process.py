@@ -55,6 +55,7 @@ class SystemdProcessTests(ProcessTestCase):
             (self.directory / unit.name).write_text(text)
         names = [unit.name for unit in unit_files()]
         assert "suite.service" in names and "suite.socket" in names
+        assert "\nWatchdogSec=30\n" in (UNITS / "suite.service").read_text()
         # The per-core template, verified as the instances `systemctl enable suite@0 suite@1` makes.
         template = (UNITS / "per-core" / "suite@.service").read_text().replace(
             "/opt/suite/bin/twistd", TWISTD)
@@ -220,7 +221,7 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
             port = busy.getsockname()[1]
             config = self.directory / "suite.toml"
             config.write_text(f'[echo]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n')
-            twistd = f"{TWISTD} --nodaemon --pidfile= --logger=suite.runtime.journal.observer suite --config {config}"
+            twistd = f"{TWISTD} --nodaemon --pidfile= --logger=suite.journal.observer suite --config {config}"
             if journal:
                 twistd = f'JOURNAL_STREAM="$(stat -L -c %d:%i /proc/$$/fd/1)" exec {twistd}'
             result = subprocess.run(["sh", "-c", twistd], capture_output=True, text=True, timeout=60)
