@@ -12,12 +12,13 @@ saturated load generator cannot hide a difference.
 
 Sections: TCP echo, UDP echo, idle-connection bytes, logger TCP ingest and
 UDP burst delivery next to rsyslog (skipped with the reason when rsyslogd
-is missing), AMP lookups, DNS queries next to unbound (dnsperf), two
-processes sharing a port with reuse_port.
+is missing), AMP lookups, DNS queries next to unbound (dnsperf), the cost
+of counting metrics (this tree, scraped every second, next to the commit
+before counting, BENCH_BASELINE), two processes sharing a port with reuse_port.
 Writes bench/results/latest.md and exits 1 if a bar of the README is missed.
 
 Environment: BENCH_SECONDS (3) per measurement, BENCH_ROUNDS (4),
-BENCH_ONLY (a section name: tcp, udp, idle, logger, lookups, dns, scaling),
+BENCH_ONLY (a section name: tcp, udp, idle, logger, lookups, dns, metrics, scaling),
 BENCH_TREE (default this checkout): the suite's source tree, to compare commits.
 """
 
@@ -614,6 +615,126 @@ def scaling():
     return rows, figures
 
 
+# --- the cost of counting: metrics on and scraped, next to the tree before metrics ---------
+
+BASELINE_SUBJECT = "^Metrics counted where events happen"  # the commit that added counting
+
+
+def baseline_tree() -> Path | None:
+    """
+    A worktree of BENCH_BASELINE, default the commit before counting was added,
+    in WORK; None (the section is skipped) when git or the history is missing.
+    """
+    commit = os.environ.get("BENCH_BASELINE")
+    if not commit:
+        found = subprocess.run(["git", "-C", str(TREE), "log", "--format=%H", "-1",
+                                f"--grep={BASELINE_SUBJECT}"], capture_output=True, text=True)
+        if found.returncode or not found.stdout.strip():
+            return None
+        commit = found.stdout.strip() + "^"
+    tree = WORK / "baseline"
+    made = subprocess.run(["git", "-C", str(TREE), "worktree", "add", "--detach", str(tree),
+                           commit], capture_output=True, text=True)
+    return tree if made.returncode == 0 else None
+
+
+class Scraper:
+    """GET /metrics every second from a thread, as Prometheus would (every 15 s by default)."""
+
+    def __init__(self, port):
+        import threading
+        self.port, self.scrapes, self.bytes = port, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        import urllib.request
+        while not self._stop.wait(1.0):
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                self.bytes += len(r.read())
+                self.scrapes += 1
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(10)
+
+
+def metrics_cost():
+    baseline = baseline_tree()
+    if baseline is None:
+        return (["### The cost of counting", "", "Skipped: the commit before metrics could not be "
+                 "checked out (set BENCH_BASELINE to a commit)."], {})
+    metrics_port = free_port()
+    scraped = WORK / "metrics.toml"
+    scraped.write_text(f'[metrics]\nlisten = ["tcp:{metrics_port}:interface=127.0.0.1"]\n')
+    unscraped = WORK / "no-metrics.toml"
+    unscraped.write_text("")
+    before = ["env", f"PYTHONPATH={baseline}"]  # the same command, from the tree before counting
+    tcp = "tcp:{port}:interface=127.0.0.1"
+    udp = "udp:{port}:interface=127.0.0.1"
+    client = [str(Path(PYTHON).parent / "suite-client")]
+    loads = {
+        "TCP line echo (10 connections, 64-byte lines)": (
+            suite("suite-echo", "--config", "{config}", "--listen", tcp), "tcp",
+            lambda port: [BIN / "loadgen", "127.0.0.1", port, 10, 64, SECONDS, "line"]),
+        "UDP echo (32 datagrams outstanding)": (
+            suite("suite-echo", "--config", "{config}", "--listen", udp, "--udp-rate", "1e9",
+                  "--udp-burst", "1000000"), "udp",
+            lambda port: [BIN / "udp_loadgen", "127.0.0.1", port, 32, 64, SECONDS]),
+        "AMP Lookup (100 in flight, audited)": (
+            suite("suite-names", "--config", "{config}", "--store", "memory", "--listen", tcp,
+                  "--lookup-audit", str(WORK / "lookups.jsonl")), "tcp",
+            lambda port: [BIN / "amp_lookups", "127.0.0.1", port, 1, 100, "web", SECONDS]),
+    }
+    kinds = ("before metrics", "counting, no [metrics]", "counting, scraped every second")
+    cells = {(name, kind): [] for name in loads for kind in kinds}
+    for number in range(ROUNDS):
+        for name, (argv, ready, generator) in loads.items():
+            for kind in kinds:
+                config = scraped if kind == kinds[2] else unscraped
+                argv_now = [a.replace("{config}", str(config)) for a in argv]
+                server = Server(argv_now if kind != kinds[0] else [*before, *argv_now],
+                                free_port(), ready=ready)
+                scraper = None
+                try:
+                    if "Lookup" in name:
+                        for port in (8080, 8081):
+                            subprocess.run([*client, "names", f"127.0.0.1:{server.port}",
+                                            "register", "web", "127.0.0.1", str(port)],
+                                           check=True, capture_output=True)
+                    if kind == kinds[2]:
+                        scraper = Scraper(metrics_port)
+                    cell = load(generator(server.port), [server.pid])
+                finally:
+                    if scraper is not None:
+                        scraper.stop()
+                    server.stop()
+                if scraper is not None and not scraper.scrapes:
+                    raise RuntimeError("no scrape of /metrics succeeded")
+                cells[name, kind].append(cell)
+                print(f"  round {number + 1}: {name[:30]:30} {kind:32} rps={cell['rps']:,.0f} "
+                      f"cpu_us={cell['cpu_us']:.2f}", flush=True)
+    subprocess.run(["git", "-C", str(TREE), "worktree", "remove", "--force", str(baseline)],
+                   capture_output=True)
+    rows = ["### The cost of counting: the suite before metrics and now, /metrics scraped every "
+            "second", "",
+            "| load | before req/s | counting req/s | × before | scraped req/s | × before | "
+            "CPU µs/req before / counting / scraped |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    figures = {}
+    for name in loads:
+        old, counting, scraped_cells = (cells[name, kind] for kind in kinds)
+        ratio = median(counting, "rps") / median(old, "rps")
+        ratio_scraped = median(scraped_cells, "rps") / median(old, "rps")
+        figures[name] = ratio
+        rows.append(f"| {name} | {median(old, 'rps'):,.0f} | {median(counting, 'rps'):,.0f} | "
+                    f"{ratio:.2f} | {median(scraped_cells, 'rps'):,.0f} | {ratio_scraped:.2f} | "
+                    f"{median(old, 'cpu_us'):.2f} / {median(counting, 'cpu_us'):.2f} / "
+                    f"{median(scraped_cells, 'cpu_us'):.2f} |")
+    return rows, figures
+
+
 # --- bars and report ---------------------------------------------------------------------------
 
 def bars(results) -> list[tuple[str, bool]]:
@@ -645,6 +766,9 @@ def bars(results) -> list[tuple[str, bool]]:
     for kind, (qps, ratio) in results.get("dns", {}).items():
         checks.append((f"DNS {kind}: {qps:,.0f} queries/s, {ratio:.2f}× unbound's (bar ≥ 0.5)",
                        ratio >= 0.5))
+    for name, ratio in results.get("metrics", {}).items():
+        checks.append((f"Counting, {name}: {ratio:.2f}× the throughput before metrics "
+                       "(bar ≥ 0.95)", ratio >= 0.95))
     if "scaling" in results:
         ratio = results["scaling"][next(iter(SCALING_LOADS))]
         checks.append((f"Two processes with reuse_port: {ratio:.2f}× one on the server-bound "
@@ -653,7 +777,7 @@ def bars(results) -> list[tuple[str, bool]]:
 
 
 SECTIONS = {"tcp": tcp_echo, "udp": udp_echo, "idle": idle_connections, "logger": logger,
-            "lookups": lookups, "dns": dns, "scaling": scaling}
+            "lookups": lookups, "dns": dns, "metrics": metrics_cost, "scaling": scaling}
 
 
 def report(text, results) -> bool:

@@ -3,6 +3,8 @@ The name server's AMP protocol: Register, Deregister, Lookup, Services,
 Watch and Unwatch, and the Changed calls it makes to its watchers.
 """
 
+from time import perf_counter
+
 from suite.names.audit import connection_fields
 from suite.names.commands import Deregister, Lookup, Overloaded, Register, Services, Unwatch, Watch
 from suite.net.boxes import AMPPolicy
@@ -23,9 +25,15 @@ class NamesProtocol(AMPPolicy):
     certificate subject.  A Lookup of a live name is answered with the
     name server's encoded answer as soon as its box is parsed; every
     other box (and a Lookup that fails) takes AMP's dispatch.
+
+    The lookups answered that way leave together when the read is done, so
+    each took the time from the read to that write: the clock is read twice
+    per read, not per lookup (two readings and a histogram entry per lookup
+    cost a tenth of a lookup).
     """
 
     _audit_fields = None
+    _found_now = 0  # lookups answered at once from the read being handled
     watching: dict | None = None  # the names this connection watches
     _unacknowledged = 0  # bytes of Changed calls not answered yet
 
@@ -44,9 +52,18 @@ class NamesProtocol(AMPPolicy):
         answer = self.factory.server.answer_lookup(name, tag, self.audit_fields)
         if answer is None:
             return False
-        self.counts.requests += 1
+        self._found_now += 1
         self.send(answer)
         return True
+
+    def dataReceived(self, data):
+        started = perf_counter()
+        super().dataReceived(data)
+        answered = self._found_now
+        if answered:
+            self._found_now = 0
+            self.counts.requests += answered
+            self.factory.server.lookups_answered(answered, perf_counter() - started)
 
     @Register.responder
     def register(self, name, host, port, description=None, token=None):

@@ -172,18 +172,21 @@ class NameServer(service.Service):
     def answer_lookup(self, name: bytes, tag: bytes, audit_fields: str) -> bytes | None:
         """
         The encoded answer to Lookup(NAME) asked as TAG (see L{EncodedAnswers}),
-        audited; None when only AMP's own path can answer (an error).
+        audited; None when only AMP's own path can answer (an error).  The
+        protocol reports these answers with lookups_answered.
         """
-        started = perf_counter()
         found = self.answers.answer(name, tag)
         if found is None:
             return None
         answer, count = found
         if self.audit is not None:
             self.audit.lookup(name.decode("ascii"), count, audit_fields)
-        self.lookups["found"] += 1
-        self.lookup_durations.observe(perf_counter() - started)
         return answer
+
+    def lookups_answered(self, count: int, seconds: float) -> None:
+        """COUNT lookups were found and answered, SECONDS after their bytes were read."""
+        self.lookups["found"] += count
+        self.lookup_durations.observe(seconds, count)
 
     def lookup(self, name, audit_fields: str) -> dict:
         started = perf_counter()

@@ -107,9 +107,10 @@ class Histogram:
         self.counts = [0] * (len(DURATION_BUCKETS) + 1)  # the last: above every bound
         self.total = 0.0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
-        self.total += seconds
+    def observe(self, seconds: float, count: int = 1) -> None:
+        """COUNT requests that took SECONDS each."""
+        self.counts[bisect_left(DURATION_BUCKETS, seconds)] += count
+        self.total += seconds * count
 
     def buckets(self) -> list[tuple[str, int]]:
         """Cumulative (upper bound, count) pairs, +Inf last, as Prometheus wants them."""

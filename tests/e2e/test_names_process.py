@@ -1,6 +1,7 @@
 """End to end: `twistd … suite` with the name server, driven by `suite-client`."""
 
 
+import json
 import os
 import shutil
 import signal
@@ -8,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from twisted.trial.unittest import SkipTest
@@ -288,13 +290,13 @@ class AnnounceProcessTests(ProcessTestCase):
         (self.directory / "etc" / "tls").mkdir()
         shutil.copy(pki["server_crt"], self.directory / "etc" / "tls" / "server.crt")
         shutil.copy(pki["server_key"], self.directory / "etc" / "tls" / "server.key")
-        for port in (12345, 5001, 5140, 6514, 5200, 5300, 5354):
+        for port in (12345, 5001, 5140, 6514, 5200, 5300, 5354, 9100):
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     raise SkipTest(f"port {port} of the shipped config is in use here")
         suite = SuiteProcess(self.directory, (self.directory / "etc" / "suite.toml").read_text())
         self.addCleanup(suite.stop)
-        suite.wait_ready(11)
+        suite.wait_ready(12)
         deadline = time.monotonic() + 10
         while dig(5354, "_echo._tcp.suite", "SRV", "+short") != ["1 1 5001 7f000001.addr.suite."]:
             assert time.monotonic() < deadline, suite.output
@@ -302,4 +304,9 @@ class AnnounceProcessTests(ProcessTestCase):
         assert client("echo", "--lookup", "127.0.0.1:5300", "found") == (
             0, "You said: found\n", ""
         )
+        with urllib.request.urlopen("http://127.0.0.1:9100/health", timeout=5) as response:
+            assert json.load(response)["status"] == "ok"
+        with urllib.request.urlopen("http://127.0.0.1:9100/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        assert 'suite_dns_queries_total{rcode="NOERROR",service="names",type="SRV"}' in metrics
         assert suite.stop() in (0, -15)
