@@ -39,7 +39,7 @@ class SuiteService(service.MultiService):
         self.reactor = reactor
         self._previous_hup = None
         self.components: list[tuple[str, object]] = []  # (service name, part), for metrics and health
-        systemd.Watchdog(reactor).setServiceParent(self)
+        self._watchdog = systemd.Watchdog(reactor)  # its own, not a child: children are the parts
 
     def privilegedStartService(self):
         try:
@@ -50,6 +50,7 @@ class SuiteService(service.MultiService):
 
     def startService(self):
         service.MultiService.startService(self)
+        self._watchdog.startService()
         self._previous_hup = signal.signal(
             signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload)
         )
@@ -76,6 +77,7 @@ class SuiteService(service.MultiService):
         first and are waited for; then the others, listeners included.
         """
         systemd.notify(b"STOPPING=1")
+        self._watchdog.stopService()
         if self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
             self._previous_hup = None

@@ -31,6 +31,15 @@ REFUSALS = [
     ('[timestamp]\nformat = "isoo"\n', 'FILE: [timestamp] format = "isoo": must be ctime'),
     ("[timestamp]\nutc = 1\n", "FILE: [timestamp] utc = 1: must be true or false"),
     ('[tls]\nmin_version = "1.1"\n', 'FILE: [tls] min_version = "1.1": must be one of 1.2, 1.3'),
+    (
+        '[echo]\nlisten = ["tcp:0"]\n[metrics]\nlisten = ["udp:9100"]\n',
+        'FILE: [metrics] listen = "udp:9100": bad endpoint: metrics has no datagram side',
+    ),
+    (
+        '[echo]\nlisten = ["tcp:0"]\n[metrics]\ntls_listen = ["tcp:9100"]\n',
+        'FILE: [metrics] tls_listen = ["tcp:9100"]: needs [tls] certificate',
+    ),
+    ('[metrics]\nmax_connections = 0\n', 'FILE: [metrics] max_connections = 0: must be at least 1'),
     ("echo = 1\n", "FILE: [echo] must be a table, not 1"),
     (
         '[echo]\nlisten = ["frob:1"]\n',
