@@ -4,12 +4,14 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -22,6 +24,26 @@ def require(tool):
     """Skip (with the reason) when an outside tool is missing; `make test` installs them as root."""
     if shutil.which(tool) is None:
         raise SkipTest(f"{tool} is not installed (make test installs it when run as root)")
+
+
+@contextmanager
+def busy_port():
+    """A loopback TCP port that something else listens on, while the block runs."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        yield busy.getsockname()[1]
+
+
+def small_disk(test, path: Path, size: str) -> Path:
+    """PATH, made a tmpfs of SIZE (`48m`) until TEST ends; skipped unless root may mount one."""
+    if os.getuid() != 0:
+        raise SkipTest("mounting a small tmpfs needs root (make test runs as root in CI)")
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]).returncode:
+        raise SkipTest("cannot mount a tmpfs here")
+    test.addCleanup(subprocess.run, ["umount", "-l", str(path)])
+    return path
 
 
 class SuiteProcess:

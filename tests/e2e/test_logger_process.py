@@ -12,10 +12,7 @@ import subprocess
 import threading
 import time
 
-
-from twisted.trial.unittest import SkipTest
-
-from tests.e2e.process import ProcessTestCase, require
+from tests.e2e.process import ProcessTestCase, require, small_disk
 from tests.helpers import make_pki, tls_section
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -330,13 +327,7 @@ class UDPBurstTests(ProcessTestCase):
 
 class DiskFullTests(ProcessTestCase):
     def test_a_full_filesystem_holds_senders_back_and_loses_nothing(self):
-        if os.getuid() != 0:
-            raise SkipTest("mounting a small tmpfs needs root (make test runs as root in CI)")
-        out = self.directory / "out"
-        out.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(out)]).returncode:
-            raise SkipTest("cannot mount a tmpfs here")
-        self.addCleanup(subprocess.run, ["umount", "-l", str(out)])
+        out = small_disk(self, self.directory / "out", "48m")
         filler = out / "filler"
         filler.write_bytes(b"\0" * (47 * 2**20 + 900 * 1024))  # leaves about 100 KiB
         suite = self.start_suite(f"""

@@ -6,7 +6,6 @@ JSON process log.
 """
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -14,9 +13,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from twisted.trial.unittest import SkipTest
-
-from tests.e2e.process import TWISTD, ProcessTestCase, require
+from tests.e2e.process import TWISTD, ProcessTestCase, busy_port, require, small_disk
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 METRICS = f"metrics {LOCAL}"
@@ -127,13 +124,7 @@ class HealthProbeTests(ProcessTestCase):
         return int(status), json.loads(body)
 
     def test_health_turns_503_while_the_logger_cannot_write_and_back(self):
-        if os.getuid() != 0:
-            raise SkipTest("mounting a small tmpfs needs root (make test runs as root in CI)")
-        out = self.directory / "out"
-        out.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(out)]).returncode:
-            raise SkipTest("cannot mount a tmpfs here")
-        self.addCleanup(subprocess.run, ["umount", "-l", str(out)])
+        out = small_disk(self, self.directory / "out", "1m")
         suite = self.start_suite(f"""
             [logger]
             listen = ["{LOCAL}"]
@@ -201,10 +192,7 @@ class WatchdogProcessTests(ProcessTestCase):
 
 class JSONLogTests(ProcessTestCase):
     def test_twistd_logs_one_json_object_per_line(self):
-        with socket.socket() as busy:
-            busy.bind(("127.0.0.1", 0))
-            busy.listen()
-            port = busy.getsockname()[1]
+        with busy_port() as port:
             config = self.directory / "suite.toml"
             config.write_text(f'[echo]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n')
             result = subprocess.run(

@@ -10,7 +10,7 @@ import time
 
 from twisted.trial.unittest import SkipTest
 
-from tests.e2e.process import TWISTD, ProcessTestCase, require
+from tests.e2e.process import TWISTD, ProcessTestCase, busy_port, require
 from tests.helpers import make_pki, tls_section
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -88,10 +88,7 @@ class PlainTests(ProcessTestCase):
 
 class RefusalsTests(ProcessTestCase):
     def test_port_in_use_names_service_and_endpoint(self):
-        with socket.socket() as busy:
-            busy.bind(("127.0.0.1", 0))
-            busy.listen()
-            port = busy.getsockname()[1]
+        with busy_port() as port:
             suite = self.start_suite(f'[echo]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n', 0)
             assert suite.wait() == 1
         assert f"echo: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use" in (

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.process import TWISTD, ProcessTestCase, SuiteProcess, require
+from tests.e2e.process import TWISTD, ProcessTestCase, SuiteProcess, busy_port, require
 from tests.helpers import make_pki, tls_section
 
 UNITS = Path(__file__).resolve().parents[2] / "etc" / "systemd"
@@ -215,10 +215,7 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
             assert sock.recv(100) == b"You said: still here\r\n"
 
     def journald_priorities_only_when_journal_stream_matches(self, journal):
-        with socket.socket() as busy:
-            busy.bind(("127.0.0.1", 0))
-            busy.listen()
-            port = busy.getsockname()[1]
+        with busy_port() as port:
             config = self.directory / "suite.toml"
             config.write_text(f'[echo]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n')
             twistd = f"{TWISTD} --nodaemon --pidfile= --logger=suite.journal.observer suite --config {config}"
