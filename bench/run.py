@@ -721,7 +721,7 @@ def metrics_cost():
     subprocess.run(["git", "-C", str(TREE), "worktree", "remove", "--force", str(baseline)],
                    capture_output=True)
     rows = ["### The cost of counting: the suite before metrics and now, /metrics scraped every "
-            "second", "",
+            f"second ({METRICS_ROUNDS} rounds, every other one in reverse order)", "",
             "| load | before req/s | counting req/s | × before | scraped req/s | × before | "
             "CPU µs/req before / counting / scraped |",
             "|---|---:|---:|---:|---:|---:|---:|"]
