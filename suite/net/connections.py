@@ -89,6 +89,22 @@ class StreamFactory(protocol.Factory):
             counts = self.counts[transport] = Counts()
         return counts
 
+    def count_bytes_of(self, transport, kind: str) -> Counts:
+        """
+        The counts of KIND, which the socket under TRANSPORT (under TLS, the
+        one beneath it) adds its bytes read and sent to.
+        """
+        counts = self.counts_for(kind)
+        getattr(transport, "transport", transport).counts = counts
+        return counts
+
+    def warn_refused(self, source: str, peer: str, reason: str) -> None:
+        self.warnings.warn(
+            "refused connections", source,
+            "{service}: refused connection from {peer}: {reason}",
+            service=self.service_name, peer=peer, reason=reason,
+        )
+
     def count_error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
@@ -170,6 +186,13 @@ class StreamFactory(protocol.Factory):
         self.warnings.flush()
 
 
+def transport_kind(transport, source: str) -> str:
+    """tcp, tls or unix: the `transport` label of a connection's metrics."""
+    if ISSLTransport.providedBy(transport):
+        return "tls"
+    return "unix" if source == "unix" else "tcp"
+
+
 def tls_failure_reason(error: SSL.Error) -> str:
     """OpenSSL's reasons (`peer did not return a certificate`, `wrong version number` ...)."""
     reasons = [entry[-1] for entry in error.args[0] if entry] if error.args else []
@@ -227,17 +250,12 @@ class ConnectionPolicy(protocol.Protocol):
         factory = self.factory
         transport = self.transport
         self.source = source_of(transport.getPeer())
-        self.tls = ISSLTransport.providedBy(transport)
-        self.kind = "tls" if self.tls else "unix" if self.source == "unix" else "tcp"
-        self.counts = factory.counts_for(self.kind)
-        getattr(transport, "transport", transport).counts = self.counts  # the socket's, under TLS
+        self.kind = transport_kind(transport, self.source)
+        self.tls = self.kind == "tls"
+        self.counts = factory.count_bytes_of(transport, self.kind)
         reason = factory.refusal_reason(self.source)
         if reason is not None:
-            factory.warnings.warn(
-                "refused connections", self.source,
-                "{service}: refused connection from {peer}: {reason}",
-                service=factory.service_name, peer=self.peer, reason=reason,
-            )
+            factory.warn_refused(self.source, self.peer, reason)
             self.refused(reason)
             if self.tls:
                 self.transport.abortConnection()  # nothing can be said before a handshake

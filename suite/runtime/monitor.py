@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.twisted import MetricsResource
 
-from twisted.internet.interfaces import ISSLTransport
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web import pages, resource, server
 
-from suite.net.addresses import source_of
-from suite.net.connections import ConnectionLimits, StreamFactory, idle_timeout
+from suite.net.addresses import describe_peer, source_of
+from suite.net.connections import ConnectionLimits, StreamFactory, idle_timeout, transport_kind
 from suite.runtime.config import STRING_LIST, integer, key
 from suite.runtime.metrics import SuiteCollector
 from suite.runtime.status import health_report, http_status
@@ -136,19 +135,16 @@ class LimitedSite(StreamFactory):
         source = source_of(addr)
         reason = self.refusal_reason(source)
         if reason is not None:
-            self.warnings.warn(
-                "refused connections", source, "{service}: refused connection from {source}: {reason}",
-                service=self.service_name, source=source, reason=reason,
-            )
+            self.warn_refused(source, describe_peer(addr), reason)
             return None
         self.admit(source)
         return AdmittedHTTP(self, self.site.buildProtocol(addr), source)
 
     def registerProtocol(self, protocol):
-        protocol.counts = counts = self.counts_for(protocol.kind)
-        counts.opened += 1
-        transport = protocol.transport
-        getattr(transport, "transport", transport).counts = counts  # the socket's, under TLS
+        protocol.counts = self.count_bytes_of(
+            protocol.transport, transport_kind(protocol.transport, protocol.source)
+        )
+        protocol.counts.opened += 1
 
     def unregisterProtocol(self, protocol):
         protocol.counts.closed += 1
@@ -161,9 +157,3 @@ class AdmittedHTTP(ProtocolWrapper):
     def __init__(self, factory, wrapped, source: str):
         super().__init__(factory, wrapped)
         self.source = source
-
-    @property
-    def kind(self) -> str:
-        if self.source == "unix":
-            return "unix"
-        return "tls" if ISSLTransport.providedBy(self.transport) else "tcp"
