@@ -72,7 +72,7 @@ class NameServer(service.Service):
             yield "lookups", (result,), count
         yield "request_duration_seconds", (), self.lookup_durations
         yield "evictions", (), self.evictions
-        yield "watches", (), self.watches.count
+        yield "watches", (), self.watches.count()
 
     def _authorize(self, token, command, peer, source):
         given = (token or "").encode()

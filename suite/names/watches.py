@@ -26,22 +26,21 @@ class Watches:
     def __init__(self, registry):
         self.registry = registry
         self._by_name: dict[str, dict] = {}  # name -> watchers, in the order they came
-        self.count = 0  # (name, watcher) pairs
         registry.on_change(self._changed)
 
     def watch(self, name: str, watcher) -> None:
-        watchers = self._by_name.setdefault(name, {})
-        if watcher not in watchers:
-            watchers[watcher] = None
-            self.count += 1
+        self._by_name.setdefault(name, {})[watcher] = None
 
     def unwatch(self, name: str, watcher) -> None:
         watchers = self._by_name.get(name)
-        if watchers is not None and watcher in watchers:
-            del watchers[watcher]
-            self.count -= 1
+        if watchers is not None:
+            watchers.pop(watcher, None)
             if not watchers:
                 del self._by_name[name]
+
+    def count(self) -> int:
+        """(name, watcher) pairs, for the metrics (read from another thread: a copy is walked)."""
+        return sum(map(len, list(self._by_name.values())))
 
     def watchers(self, name: str) -> int:
         return len(self._by_name.get(name, ()))

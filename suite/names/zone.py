@@ -95,7 +95,6 @@ class Prepared:
 
     def __init__(self, rcode=NOERROR, answers=None, authority=b"", additional=NO_RECORDS,
                  turn_name=None):
-        self.rcode = rcode
         self.flags = (0x8000 if rcode == REFUSED else QR_AA) | rcode
         self.answers = answers
         self.authority = authority
@@ -239,7 +238,7 @@ class ZoneAnswers:
 
     def _prepare(self, labels: tuple, qtype: int, qclass: int) -> Prepared:
         prepared, depends_on = self._build(labels, qtype, qclass)
-        prepared.tally = self.tally(qtype, prepared.rcode)
+        prepared.tally = self.tally(qtype, prepared.flags & 0xF)
         if len(self._prepared) >= MAX_CACHED:
             for name in list(self._by_name):
                 self.forget(name)

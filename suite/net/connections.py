@@ -234,7 +234,6 @@ class ConnectionPolicy(protocol.Protocol):
 
     refusal = b""
     admitted = False
-    tls = False
     source = ""  # the IP address the per-source limit counts
     client: str | None = None
     lingering = False
@@ -251,7 +250,6 @@ class ConnectionPolicy(protocol.Protocol):
         transport = self.transport
         self.source = source_of(transport.getPeer())
         self.kind = transport_kind(transport, self.source)
-        self.tls = self.kind == "tls"
         self.counts = factory.count_bytes_of(transport, self.kind)
         reason = factory.refusal_reason(self.source)
         if reason is not None:
@@ -312,6 +310,10 @@ class ConnectionPolicy(protocol.Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
+
+    @property
+    def tls(self) -> bool:
+        return self.kind == "tls"
 
     @cached_property
     def peer(self) -> str:
