@@ -8,7 +8,9 @@ path, go to their own JSON-lines file (L{suite.names.audit}).
 A change is written to the store first and applied to the registry only
 once the store has it: Register and Deregister are answered after the
 commit, and a failed write answers UNAVAILABLE with the registry unchanged,
-so what the name server acknowledged is what a restart finds.
+so what the name server acknowledged is what a restart finds.  An etcd
+store applies every change to the registry itself, from its watch, before
+the write's answer; applying it here again then changes nothing.
 """
 
 import hmac
@@ -66,6 +68,13 @@ class NameServer(service.Service):
         self.evictions = 0
         load_registry(registry, store.load())
 
+    def startService(self):
+        service.Service.startService(self)
+        self.store.start()
+
+    def health_problems(self) -> list[tuple[str, str]]:
+        return self.store.health_problems()
+
     def metric_samples(self):
         yield "instances", (), len(self.registry)
         for result, count in list(self.lookups.items()):
@@ -73,6 +82,7 @@ class NameServer(service.Service):
         yield "request_duration_seconds", (), self.lookup_durations
         yield "evictions", (), self.evictions
         yield "watches", (), self.watches.count()
+        yield from getattr(self.store, "metric_samples", tuple)()
 
     def _authorize(self, token, command, peer, source):
         given = (token or "").encode()
@@ -90,9 +100,11 @@ class NameServer(service.Service):
 
         def failed(failure):
             failure.trap(StoreError)
-            self.warnings.warn(
-                "store write failures", "store", "names: {error}", error=failure.getErrorMessage()
-            )
+            if not failure.value.reported:
+                self.warnings.warn(
+                    "store write failures", "store", "names: {error}",
+                    error=failure.getErrorMessage(),
+                )
             raise Unavailable(f"registry store unavailable: {failure.getErrorMessage()}")
 
         def done(result):
@@ -105,22 +117,22 @@ class NameServer(service.Service):
         self._authorize(token, "Register", peer, source)
         description = description or ""
         check_instance(name, host, port, description)
-        new = not self.registry.holds(name, host, port)
+        before = self.registry.get(name, host, port)
+        before_description = None if before is None else before.description
+        new = before is None
         if new:
             if len(self.registry) + self._adding >= self.registry.max_instances:
                 raise Invalid(f"registry full ({self.registry.max_instances} instances, max_instances)")
             self._adding += 1
 
         def applied():
-            before = self.registry.get(name, host, port)
-            unchanged = before is not None and before.description == description
-            instance, created = self.registry.register(name, host, port, description)
-            if unchanged:  # a refresh (the announcer's, every interval): nothing to audit
+            self.registry.register(name, host, port, description)
+            if before_description == description:  # a refresh (the announcer's): nothing to audit
                 return {}
             log.info(
                 "names: register {name} {host}:{port} ({change}) from {peer}",
                 names_event="register", name=name, host=host, port=port,
-                description=description, change="new" if created else "update", peer=peer,
+                description=description, change="new" if new else "update", peer=peer,
                 client=client,
             )
             return {}
@@ -153,20 +165,21 @@ class NameServer(service.Service):
         """
         Remove INSTANCE after its failed health checks, store first.  If the
         store cannot be written the instance stays (and is checked again);
-        the failure is logged.
+        the failure is logged.  (On etcd the store's watch has removed it
+        already, and refuses the eviction to a replica no longer leading.)
         """
 
         def applied():
             if self.registry.holds_exactly(instance):
                 self.registry.deregister(*instance.key)
-                self.evictions += 1
-                log.info(
-                    "names: evict {name} {host}:{port} after {failures} failed pings: {reason}",
-                    names_event="evict", name=instance.name, host=instance.host,
-                    port=instance.port, failures=instance.failures, reason=reason,
-                )
+            self.evictions += 1
+            log.info(
+                "names: evict {name} {host}:{port} after {failures} failed pings: {reason}",
+                names_event="evict", name=instance.name, host=instance.host,
+                port=instance.port, failures=instance.failures, reason=reason,
+            )
 
-        written = self._stored(self.store.delete(instance), applied)
+        written = self._stored(self.store.evict(instance), applied)
         return written.addErrback(lambda failure: failure.trap(Unavailable))
 
     def answer_lookup(self, name: bytes, tag: bytes, audit_fields: str) -> bytes | None:
@@ -191,6 +204,8 @@ class NameServer(service.Service):
     def lookup(self, name, audit_fields: str) -> dict:
         started = perf_counter()
         instances = fitting(self.registry.lookup(name))
+        if not instances and not self.store.loaded:
+            raise Unavailable("the registry has not been read from etcd yet")
         if self.audit is not None:
             self.audit.lookup(name, len(instances), audit_fields)
         self.lookups["found" if instances else "not_found"] += 1

@@ -8,9 +8,12 @@ from twisted.logger import Logger
 from suite.logger.writer import BatchWriter, open_output
 from suite.names.audit import LookupAudit
 from suite.names.dnsfront import DNSFactory, dns_datagrams
+from suite.names.etcd import EtcdClient
 from suite.names.health import HealthChecker, tcp_ping
+from suite.names.leader import Leadership
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
+from suite.names.replica import EtcdStore, etcd_endpoints
 from suite.names.server import NameServer
 from suite.names.store import StoreError, open_store
 from suite.names.zone import ZoneAnswers
@@ -39,8 +42,15 @@ def check_domain(value: str) -> None:
 
 
 def check_store(value: str) -> None:
-    if value != "memory" and not (value.startswith("sqlite:") and len(value) > len("sqlite:")):
-        raise ValueError("must be memory or sqlite:PATH")
+    if value.startswith("etcd:"):
+        etcd_endpoints(value)
+    elif value != "memory" and not (value.startswith("sqlite:") and len(value) > len("sqlite:")):
+        raise ValueError("must be memory, sqlite:PATH or etcd:http://HOST:PORT[,…]")
+
+
+def check_prefix(value: str) -> None:
+    if not value.startswith("/") or not value.endswith("/"):
+        raise ValueError("must start and end with / (such as /suite/names/)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +66,16 @@ class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
                      secret=True)
     token_file: str = key(text(), "", "a file holding the token (or credential:NAME)")
     store: str = key(text(check_store), "sqlite:var/lib/suite/names.sqlite",
-                     "memory, or sqlite:PATH (registrations survive a restart)")
+                     "memory, sqlite:PATH (registrations survive a restart), or "
+                     "etcd:http://HOST:PORT[,…] (one registry shared by several name servers)")
+    etcd_prefix: str = key(text(check_prefix), "/suite/names/",
+                           "etcd store: the keys under which the registry lives")
+    leader_ttl: int = key(integer(3), 10,
+                          "etcd store: seconds within which another name server takes over the "
+                          "health checks when the one running them dies")
+    etcd_timeout: float = key(number(0.1), 5.0,
+                              "etcd store: seconds an etcd request may take before the next "
+                              "endpoint is tried (and, all tried, UNAVAILABLE)")
     ping_interval: float = key(number(0.01), 10.0, "seconds between health checks of each instance")
     ping_timeout: float = key(number(0.01), 2.0, "seconds a health check may take to connect")
     max_failures: int = key(integer(1), 3, "failed checks in a row that evict an instance")
@@ -105,25 +124,34 @@ def open_lookup_audit(settings: NamesSettings, reactor) -> BatchWriter | None:
                        settings.lookup_audit_max_buffer, label="names", essential=False)
 
 
+def open_registry_store(settings: NamesSettings, registry: Registry, reactor):
+    """The store the settings name: memory, SQLite, or the copy of a registry on etcd."""
+    if settings.store.startswith("etcd:"):
+        client = EtcdClient(reactor, etcd_endpoints(settings.store), settings.etcd_timeout)
+        return EtcdStore(client, registry, settings.etcd_prefix, reactor)
+    try:
+        return open_store(settings.store, reactor)
+    except StoreError as e:
+        raise settings.error("store", str(e)) from None
+
+
 def build(settings: NamesSettings, reactor) -> Parts:
     token = resolve_token(settings)
     warn_if_open_to_all(settings, token, reactor)
     audit_writer = open_lookup_audit(settings, reactor)
+    registry = Registry(settings.max_instances)
+    store = open_registry_store(settings, registry, reactor)
     try:
-        store = open_store(settings.store, reactor)
-    except StoreError as e:
-        raise settings.error("store", str(e)) from None
-    try:
-        server = NameServer(
-            Registry(settings.max_instances), store, token, settings.cache_ttl, reactor,
-            audit_writer and LookupAudit(audit_writer, reactor),
-        )
+        server = NameServer(registry, store, token, settings.cache_ttl, reactor,
+                            audit_writer and LookupAudit(audit_writer, reactor))
     except StoreError as e:
         store.close()
         raise settings.error("store", str(e)) from None
     checker = HealthChecker(
         server.registry, settings, reactor, tcp_ping(reactor, settings.ping_timeout), server.evict
     )
+    if isinstance(store, EtcdStore):  # one replica checks: the leader
+        checker = Leadership(store, max(settings.leader_ttl - 1, 2), reactor, checker)
     services = (server, checker) if audit_writer is None else (audit_writer, server, checker)
     zone = ZoneAnswers(server.registry, settings.domain, settings.cache_ttl)
     dns = Parts(DNSFactory(settings, reactor, zone), dns_datagrams(settings, reactor, zone))

@@ -14,7 +14,7 @@ grouped into one transaction: a commit (an fsync) per batch, not per call.
 import os
 import sqlite3
 
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
@@ -33,14 +33,25 @@ SCHEMA_VERSION = 1
 
 
 class StoreError(Exception):
-    """The store cannot be used; str() says why."""
+    """
+    The store cannot be used; str() says why.  `reported` is true when the
+    store has logged it already (an etcd outage is logged once, not once per
+    failed write).
+    """
+
+    reported = False
 
 
 class IRegistryStore(Interface):
     """Where the name server keeps its registrations beyond its own memory."""
 
+    loaded = Attribute("Whether the registry holds what the store holds (an etcd copy may not yet)")
+
     def load():
         """The stored rows (name, host, port, description), once, at start."""
+
+    def start():
+        """Begin what keeps the registry current (the etcd watch); the reactor runs now."""
 
     def save(instance):
         """
@@ -51,12 +62,33 @@ class IRegistryStore(Interface):
     def delete(instance):
         """Deferred that fires once INSTANCE is gone from the store (or fails with L{StoreError})."""
 
+    def evict(instance):
+        """As delete, for the health checker's eviction (on etcd: only while this replica leads)."""
+
+    def health_problems():
+        """The store's problems now: a list of (severity, text) for /health."""
+
     def close():
         """Deferred that fires once pending writes are done and the store let go of its resources."""
 
 
+class LocalStore:
+    """A store of this process alone: read whole at start, nothing to follow, evictions as deletes."""
+
+    loaded = True
+
+    def start(self) -> None:
+        pass
+
+    def evict(self, instance) -> defer.Deferred:
+        return self.delete(instance)
+
+    def health_problems(self) -> list[tuple[str, str]]:
+        return []
+
+
 @implementer(IRegistryStore)
-class MemoryStore:
+class MemoryStore(LocalStore):
     """Nothing beyond memory: registrations end with the process."""
 
     def load(self) -> list[tuple]:
@@ -86,7 +118,7 @@ def _run_batch(cursor, statements):
 
 
 @implementer(IRegistryStore)
-class SqliteStore:
+class SqliteStore(LocalStore):
     """One SQLite file; writes go through adbapi on one thread, in order, in batches."""
 
     def __init__(self, path: str, reactor):

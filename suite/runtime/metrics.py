@@ -68,6 +68,8 @@ METRICS = {
     "pings": Metric(COUNTER, "Health checks of instances, by result (ok, failed).", ("result",)),
     "evictions": Metric(COUNTER, "Instances evicted after failed health checks."),
     "watches": Metric(GAUGE, "Names watched, over all connections."),
+    "leader": Metric(GAUGE, "1 while this name server runs the shared registry's health checks."),
+    "etcd_reachable": Metric(GAUGE, "1 while the registry's etcd cluster answers (etcd store)."),
     "dns_queries": Metric(COUNTER, "DNS queries answered, by type and rcode.", ("type", "rcode")),
     "request_duration_seconds": Metric(
         HISTOGRAM, "Time from request to answer: sleeps, and lookups over AMP."
