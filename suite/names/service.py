@@ -153,7 +153,7 @@ def build(settings: NamesSettings, reactor) -> Parts:
     if isinstance(store, EtcdStore):  # one replica checks: the leader
         checker = Leadership(store, max(settings.leader_ttl - 1, 2), reactor, checker)
     services = (server, checker) if audit_writer is None else (audit_writer, server, checker)
-    zone = ZoneAnswers(server.registry, settings.domain, settings.cache_ttl)
+    zone = ZoneAnswers(server.registry, settings.domain, settings.cache_ttl, lambda: store.loaded)
     dns = Parts(DNSFactory(settings, reactor, zone), dns_datagrams(settings, reactor, zone))
     return Parts(NamesFactory(settings, reactor, server), services=services,
                  other_listeners={"dns_listen": dns})

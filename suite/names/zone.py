@@ -27,6 +27,8 @@ The zone `DOMAIN` (authoritative: AA set, RA clear):
   `cache_ttl`).  Outside the zone or the IN class: REFUSED.  A query that
   does not parse: FORMERR; an opcode other than QUERY: NOTIMP; EDNS other
   than version 0: BADVERS; a response (QR set) is never answered.
+- Before an etcd store's copy was first read: SERVFAIL, so resolvers ask
+  another name server rather than cache an empty zone.
 - Over UDP at most 512 bytes, or the EDNS0 size offered (at most 4096):
   answers that do not all fit are cut at a record boundary with TC set;
   additional records that do not fit are left out (RFC 2181 §9).
@@ -50,7 +52,7 @@ MAX_UDP_SIZE = 4096
 TCP_SIZE = 65535
 MAX_CACHED = 10000  # questions with their answers kept; beyond, the cache starts afresh
 
-NOERROR, FORMERR, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 3, 4, 5
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 BADVERS = 16  # an extended rcode: 1 in the OPT record, 0 in the header
 QR_AA = 0x8400  # a response, authoritative
 TC = 0x0200
@@ -62,7 +64,8 @@ TYPE_NAMES = {
     dns.PTR: "PTR", dns.TXT: "TXT", dns.MX: "MX", dns.CNAME: "CNAME",
 }
 RCODE_NAMES = {
-    NOERROR: "NOERROR", FORMERR: "FORMERR", NXDOMAIN: "NXDOMAIN", NOTIMP: "NOTIMP",
+    NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL", NXDOMAIN: "NXDOMAIN",
+    NOTIMP: "NOTIMP",
     REFUSED: "REFUSED", BADVERS: "BADVERS",
 }
 
@@ -106,11 +109,13 @@ class ZoneAnswers:
     """
     Answers for the zone DOMAIN over REGISTRY, with every TTL `ttl`; kept
     current through the registry's on_change.  `answer(query, size)` is
-    all the front ends call.
+    all the front ends call.  LOADED() says whether the registry holds its
+    store's contents yet (an etcd copy not read yet does not).
     """
 
-    def __init__(self, registry, domain: str, ttl: int):
+    def __init__(self, registry, domain: str, ttl: int, loaded=lambda: True):
         self.registry = registry
+        self.loaded = loaded
         self.domain_labels = tuple(domain.lower().rstrip(".").encode().split(b"."))
         self.ttl = ttl
         self._prepared: dict[tuple, Prepared] = {}
@@ -213,6 +218,9 @@ class ZoneAnswers:
                 return self._error(query, NOERROR, question_end, _opt(MAX_UDP_SIZE, BADVERS >> 4),
                                    counted=True)
             opt, udp_size = OUR_OPT, min(max(offered, UDP_SIZE), MAX_UDP_SIZE)
+        if not self.loaded():
+            self.tally(qtype, SERVFAIL)[0] += 1
+            return self._error(query, SERVFAIL, question_end, opt, counted=True)
         key = (tuple(labels), qtype, qclass)
         prepared = self._prepared.get(key)
         if prepared is None:

@@ -76,6 +76,16 @@ class ZoneTests(SynchronousTestCase):
                          [("7f000001.addr.suite", dns.A, 5, "127.0.0.1")])
         self.assertEqual(len(self.ask("web.suite", dns.ALL_RECORDS).answers), 2)
 
+    def test_servfail_until_the_registry_was_read_from_its_store(self):
+        loaded = []
+        self.zone = ZoneAnswers(self.registry, "suite", 5, loaded=lambda: bool(loaded))
+        answer = self.ask("web.suite", dns.A)
+        self.assertEqual((answer.rCode, answer.answers), (dns.ESERVER, []))
+        self.assertEqual(self.zone.tallies, {("A", "SERVFAIL"): [1]})
+        loaded.append(True)
+        self.assertEqual(records(self.ask("web.suite", dns.A).answers),
+                         [("web.suite", dns.A, 5, "127.0.0.1")])
+
     def test_nxdomain_and_nodata_carry_the_soa(self):
         for name, type_, rcode in [("nothing.suite", dns.A, dns.ENAME),
                                    ("_nothing._tcp.suite", dns.SRV, dns.ENAME),
