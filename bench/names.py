@@ -5,7 +5,11 @@ Name server throughput, server on core 0 and this Twisted AMP client on core 1:
   (pipelined), and 50 connections with one lookup each in flight;
 - registrations/s with the SQLite store (each answered once committed):
   10 connections with 10 Register calls each in flight, cycling over 5,000
-  instances (within the default max_instances): inserts, then updates.
+  instances (within the default max_instances): inserts, then updates;
+- registrations/s with the etcd store, the same load, each answered once
+  etcd acknowledged it (a real `etcd` started here on core 1, beside this
+  client; skipped without it).  Lookups on etcd are `run.py`'s: they never
+  touch etcd, so they are measured next to the memory store there.
 
 BENCH_NAMES_SECONDS (default 3) per measurement.  BENCH_TREE (default this
 checkout) is the source tree the server runs from, so an older commit checked
@@ -27,7 +31,7 @@ from twisted.protocols import amp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from suite.names.commands import Lookup, Register  # noqa: E402
-from tree import TREE, cpu_seconds, free_port, twistd  # noqa: E402
+from tree import TREE, cpu_seconds, free_port, start_etcd, twistd  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_NAMES_SECONDS", "3"))
 
@@ -94,32 +98,43 @@ async def lookups(reactor) -> list[tuple]:
         server.wait()
 
 
-async def registrations(reactor) -> list[tuple]:
+async def registrations(reactor, store: str, label: str) -> list[tuple]:
     port = free_port()
+    server = start_server(port, store)
+    try:
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        (await connect(reactor, endpoint)).transport.loseConnection()
+        ports = count(1)
+
+        def register(client):
+            return client.callRemote(
+                Register, name="bench", host="127.0.0.1", port=next(ports) % 5000 + 1
+            )
+
+        return [
+            (f"registrations ({label}), 10 connections, 10 in flight each",
+             *await measure(endpoint, 10, 10, server.pid, register)),
+        ]
+    finally:
+        server.terminate()
+        server.wait()
+
+
+async def stored_registrations(reactor) -> list[tuple]:
     with tempfile.TemporaryDirectory() as directory:
-        server = start_server(port, f"sqlite:{directory}/names.sqlite")
-        try:
-            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-            (await connect(reactor, endpoint)).transport.loseConnection()
-            ports = count(1)
-
-            def register(client):
-                return client.callRemote(
-                    Register, name="bench", host="127.0.0.1", port=next(ports) % 5000 + 1
-                )
-
-            return [
-                ("registrations (SQLite), 10 connections, 10 in flight each",
-                 *await measure(endpoint, 10, 10, server.pid, register)),
-            ]
-        finally:
-            server.terminate()
-            server.wait()
+        rows = await registrations(reactor, f"sqlite:{directory}/names.sqlite", "SQLite")
+        etcd = start_etcd(directory)
+        if etcd is not None:
+            try:
+                rows += await registrations(reactor, etcd.store, "etcd")
+            finally:
+                etcd.stop_all()
+        return rows
 
 
 async def main(reactor):
     os.sched_setaffinity(0, {1})
-    rows = await lookups(reactor) + await registrations(reactor)
+    rows = await lookups(reactor) + await stored_registrations(reactor)
     report = "| name server | per second | server CPU busy |\n|---|---:|---:|\n" + "".join(
         f"| {name} | {rate:,.0f} | {busy:.0%} |\n" for name, rate, busy in rows
     )

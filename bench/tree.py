@@ -1,6 +1,6 @@
 """
-What the bench scripts share: a free loopback port, and a suite process
-started from a chosen source tree on core 0.  BENCH_TREE (default this
+What the bench scripts share: a free loopback port, a suite process
+started from a chosen source tree on core 0, and a real etcd on core 1.  BENCH_TREE (default this
 checkout) is that tree, so an older commit checked out with `git worktree`
 is measured by the same scripts, side by side.
 """
@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-TREE = Path(os.environ.get("BENCH_TREE", Path(__file__).resolve().parent.parent)).resolve()
+CHECKOUT = Path(__file__).resolve().parent.parent
+TREE = Path(os.environ.get("BENCH_TREE", CHECKOUT)).resolve()
 RUN_TWISTD = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
 
 
@@ -34,3 +35,21 @@ def twistd(*arguments: str, **popen) -> subprocess.Popen:
          "--logfile=/dev/null", *arguments],
         cwd=popen.pop("cwd", TREE), env={**os.environ, "PYTHONPATH": str(TREE)}, **popen,
     )
+
+
+def start_etcd(directory):
+    """
+    One etcd member (the tests' launcher) on core 1, beside the load
+    generators; None, saying why, where etcd is not installed.
+    """
+    sys.path.insert(0, str(CHECKOUT))
+    from tests.etcd import EtcdCluster
+
+    try:
+        etcd = EtcdCluster(Path(directory))
+    except Exception as e:  # trial's SkipTest: etcd is not installed
+        print(f"etcd measurements skipped: {e}", flush=True)
+        return None
+    for process in etcd.processes.values():
+        os.sched_setaffinity(process.pid, {1})
+    return etcd
