@@ -20,7 +20,7 @@ from suite.client import api
 from suite.client.address import client_tls, parse_address, stream_endpoint
 from suite.logger.syslog import FACILITIES, SEVERITIES
 from suite.net.addresses import host_port
-from suite.names.commands import Deregister, Lookup, Register, Services, Watch
+from suite.names.commands import Deregister, Lookup, Register, Services, Unavailable, Watch
 from suite.runtime.credentials import read_secret
 from suite.runtime.version import describe_versions
 from suite.sleep.commands import Sleep
@@ -206,7 +206,8 @@ async def feed(reactor, exchange, messages):
 async def addresses(reactor, args) -> list:
     """
     Where the service is: ADDRESS, or the live instances a name server
-    gives (--lookup): each name server in turn until one answers.
+    gives (--lookup): each name server in turn until one answers (one that
+    cannot be reached, or answers UNAVAILABLE, passes to the next).
     """
     if not args.lookup:
         return [parse_address(args.address)]
@@ -220,7 +221,7 @@ async def addresses(reactor, args) -> list:
                 args.timeout, reactor
             )
             break
-        except (error.ConnectError, defer.TimeoutError, error.ConnectionClosed):
+        except (error.ConnectError, defer.TimeoutError, error.ConnectionClosed, Unavailable):
             if number == len(name_servers):
                 raise
     return [parse_address(host_port(host, port)) for host, port, _ in instances]

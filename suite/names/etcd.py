@@ -20,7 +20,9 @@ from zope.interface import implementer
 from twisted.internet import defer, error
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed
+from twisted.web.client import (
+    Agent, HTTPConnectionPool, ResponseDone, ResponseFailed, _HTTP11ClientFactory,
+)
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 
@@ -43,6 +45,17 @@ def prefix_end(prefix: str) -> str:
     """The range_end that, with PREFIX as key, covers every key starting with PREFIX."""
     raw = prefix.encode()
     return base64.b64encode(raw[:-1] + bytes([raw[-1] + 1])).decode("ascii")
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    """The pool's connection factory, without a log line at each connection's start and end."""
+
+    noisy = False
+
+
+class _QuietPool(HTTPConnectionPool):
+    _factory = _QuietFactory
+    retryAutomatically = False  # a request is retried on the next endpoint instead
 
 
 class EtcdError(StoreError):
@@ -132,14 +145,10 @@ class EtcdClient:
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self._current = 0
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.pool.retryAutomatically = False
-        self.pool._factory.noisy = False
+        self.pool = _QuietPool(reactor, persistent=True)
         self.agent = Agent(reactor, pool=self.pool)
         # A watch holds its connection as long as it lasts: a pool of its own, never reused.
-        watch_pool = HTTPConnectionPool(reactor, persistent=False)
-        watch_pool._factory.noisy = False
-        self.watch_agent = Agent(reactor, pool=watch_pool)
+        self.watch_agent = Agent(reactor, pool=_QuietPool(reactor, persistent=False))
         self._in_flight: set[defer.Deferred] = set()
         self._closed = False
 

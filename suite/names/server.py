@@ -217,6 +217,8 @@ class NameServer(service.Service):
     def watch(self, name: str, watcher) -> dict:
         """Start WATCHER's pushes for NAME; the answer: its live instances now, in order."""
         instances = fitting(self.registry.instances_of(name))
+        if not self.store.loaded:
+            raise Unavailable("the registry has not been read from etcd yet")
         self.watches.watch(name, watcher)
         return self._answer(instances)
 

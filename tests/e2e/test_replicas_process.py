@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
-from tests.e2e.process import ProcessTestCase, SuiteProcess
+from tests.e2e.process import ProcessTestCase, SuiteProcess, busy_port
 from tests.e2e.test_client_process import CLIENT, client
 from tests.e2e.test_names_process import dig, free_udp_port
 from tests.etcd import EtcdCluster
@@ -46,15 +46,18 @@ class ReplicaProcessTestCase(ProcessTestCase):
         self.etcd = EtcdCluster(self.directory, self.members)
         self.addCleanup(self.etcd.stop_all)
 
-    def replica(self, name, dns_port=None):
-        """A name server on the shared etcd store, with /health, in a directory of its own."""
+    def replica(self, name, dns_port=None, store=None, echo=False):
+        """
+        A name server on the shared etcd store (or STORE), with /health, in a
+        directory of its own; once it read the registry, unless given a STORE.
+        """
         (self.directory / name).mkdir()
         dns = f'dns_listen = ["udp:{dns_port}:interface=127.0.0.1"]' if dns_port else ""
         process = SuiteProcess(self.directory / name, f"""
             [names]
             listen = ["{LOCAL}"]
             {dns}
-            store = "{self.etcd.store}"
+            store = "{store or self.etcd.store}"
             leader_ttl = {LEADER_TTL}
             etcd_timeout = 1
             ping_interval = 0.5
@@ -63,11 +66,13 @@ class ReplicaProcessTestCase(ProcessTestCase):
             lookup_audit = ""
             [metrics]
             listen = ["{LOCAL}"]
+            {f'[echo]{chr(10)}listen = ["{LOCAL}"]' if echo else ""}
         """)
         self.addCleanup(process.stop)
-        process.wait_ready(3 if dns_port else 2)
+        process.wait_ready(2 + bool(dns_port) + echo)
         process.address = f"127.0.0.1:{process.port(f'names {LOCAL}')}"
-        assert process.wait_for(lambda: "from etcd" in process.output), process.output
+        if store is None:
+            assert process.wait_for(lambda: "from etcd" in process.output), process.output
         return process
 
 
@@ -75,22 +80,23 @@ class TwoReplicas(ReplicaProcessTestCase):
     def test_register_on_one_look_up_dig_and_watch_on_the_other(self):
         dns_port = free_udp_port()
         one, two = self.replica("one"), self.replica("two", dns_port)
+        live = one.port(f"names {LOCAL}")  # health-checked instances must answer
         watcher = subprocess.Popen([CLIENT, "names", two.address, "watch", "echo"],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert watcher.stdout.readline() == "echo: (no live instance)\n"
             registered = time.monotonic()
-            assert client("names", one.address, "register", "echo", "127.0.0.1", 7001,
+            assert client("names", one.address, "register", "echo", "127.0.0.1", live,
                           "--description", "line echo") == (0, "", "")
-            assert watcher.stdout.readline() == "echo: 127.0.0.1:7001\n"
+            assert watcher.stdout.readline() == f"echo: 127.0.0.1:{live}\n"
             assert time.monotonic() - registered < 1.0
             assert client("names", two.address, "lookup", "echo") == (
-                0, "127.0.0.1:7001\tline echo\n", ""
+                0, f"127.0.0.1:{live}\tline echo\n", ""
             )
             assert dig(dns_port, "_echo._tcp.suite", "SRV", "+short") == [
-                "1 1 7001 7f000001.addr.suite."
+                f"1 1 {live} 7f000001.addr.suite."
             ]
-            assert client("names", two.address, "deregister", "echo", "127.0.0.1", 7001) == (
+            assert client("names", two.address, "deregister", "echo", "127.0.0.1", live) == (
                 0, "", ""
             )
             assert watcher.stdout.readline() == "echo: (no live instance)\n"
@@ -99,6 +105,21 @@ class TwoReplicas(ReplicaProcessTestCase):
             watcher.send_signal(signal.SIGINT)
             _, err = watcher.communicate(timeout=10)
         assert "Traceback" not in err
+
+    def test_a_name_server_that_never_reached_etcd_passes_clients_on(self):
+        good = self.replica("good", echo=True)
+        echo_port = good.port(f"echo {LOCAL}")
+        assert client("names", good.address, "register", "echo", "127.0.0.1", echo_port)[0] == 0
+        with busy_port() as dead:  # listening, never answering HTTP: etcd_timeout runs out
+            lonely = self.replica("lonely", store=f"etcd:http://127.0.0.1:{dead}")
+            assert client("names", lonely.address, "lookup", "echo") == (
+                1, "", "suite-client: UNAVAILABLE: the registry has not been read from etcd yet\n"
+            )
+            assert client("echo", "--lookup", f"{lonely.address},{good.address}", "hi") == (
+                0, "You said: hi\n", ""
+            )
+            status, report = health(lonely)
+            assert (status, report["status"]) == (200, "degraded"), report
 
     def test_the_leader_killed_another_takes_over_and_evicts(self):
         one, two = self.replica("one"), self.replica("two")
@@ -120,17 +141,18 @@ class TwoReplicas(ReplicaProcessTestCase):
 
     def test_etcd_stopped_registrations_unavailable_lookups_answered_then_recovery(self):
         one, two = self.replica("one"), self.replica("two")
-        assert client("names", one.address, "register", "echo", "127.0.0.1", 7001)[0] == 0
+        live, other_live = one.port(f"names {LOCAL}"), two.port(f"names {LOCAL}")
+        assert client("names", one.address, "register", "echo", "127.0.0.1", live)[0] == 0
         wait_until(lambda: client("names", two.address, "lookup", "echo")[0] == 0, 1, "copy")
         assert health(two) == (200, {"status": "ok", "services": {
             "names": {"status": "ok"}, "metrics": {"status": "ok"}}})
 
         self.etcd.stop("m0")
-        assert client("names", two.address, "register", "web", "127.0.0.1", 7002) == (
+        assert client("names", two.address, "register", "web", "127.0.0.1", other_live) == (
             1, "", f"suite-client: UNAVAILABLE: registry store unavailable: etcd "
                    f"{self.etcd.endpoints[0]}: connection refused\n"
         )
-        assert client("names", two.address, "lookup", "echo") == (0, "127.0.0.1:7001\n", "")
+        assert client("names", two.address, "lookup", "echo") == (0, f"127.0.0.1:{live}\n", "")
         status, report = health(two)
         assert (status, report["status"]) == (200, "degraded"), report
         assert "etcd unreachable" in report["services"]["names"]["problems"][0]
@@ -142,7 +164,7 @@ class TwoReplicas(ReplicaProcessTestCase):
         self.etcd.wait_healthy("m0")
         wait_until(lambda: health(two)[1]["status"] == "ok", 10, "recovery")
         print(f"etcd started to replica recovered: {time.monotonic() - restarted:.2f} s")
-        assert client("names", two.address, "register", "web", "127.0.0.1", 7002)[0] == 0
+        assert client("names", two.address, "register", "web", "127.0.0.1", other_live)[0] == 0
         wait_until(lambda: client("names", one.address, "lookup", "web")[0] == 0, 1, "resync")
         assert two.output.count("etcd reached again") == 1, two.output
 
@@ -152,11 +174,12 @@ class ThreeMemberCluster(ReplicaProcessTestCase):
 
     def test_one_member_stopped_the_registry_keeps_working(self):
         one, two = self.replica("one"), self.replica("two")
+        live = one.port(f"names {LOCAL}")
         self.etcd.stop("m0")  # the member every replica talks to first
-        assert client("names", one.address, "register", "echo", "127.0.0.1", 7001)[0] == 0
+        assert client("names", one.address, "register", "echo", "127.0.0.1", live)[0] == 0
         wait_until(lambda: client("names", two.address, "lookup", "echo")[0] == 0, 3, "copy")
-        assert client("names", two.address, "deregister", "echo", "127.0.0.1", 7001)[0] == 0
+        assert client("names", two.address, "deregister", "echo", "127.0.0.1", live)[0] == 0
         wait_until(lambda: client("names", one.address, "lookup", "echo")[0] == 1, 3, "copy")
         self.etcd.start("m0")
         self.etcd.wait_healthy("m0")
-        assert client("names", one.address, "register", "web", "127.0.0.1", 7002)[0] == 0
+        assert client("names", one.address, "register", "web", "127.0.0.1", live)[0] == 0

@@ -177,6 +177,8 @@ class OutageTests(ReplicaTestCase):
         self.addCleanup(server.stopService)
         with self.assertRaises(Unavailable):
             server.lookup("echo", "")
+        with self.assertRaises(Unavailable):
+            server.watch("echo", object())
         self.assertIn("not been read", server.health_problems()[0][1])
 
 
