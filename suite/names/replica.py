@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from suite.names.commands import Invalid
 from suite.names.etcd import EtcdClient, EtcdError, decode, encode, prefix_end
 from suite.names.registry import RegistryFull
-from suite.names.store import IRegistryStore, StoreError
+from suite.names.store import BatchedWrites, IRegistryStore, StoreError
 from suite.runtime.flood import FloodControl
 
 log = Logger()
@@ -67,7 +67,7 @@ class NotLeader(StoreError):
 
 
 @implementer(IRegistryStore)
-class EtcdStore:
+class EtcdStore(BatchedWrites):
     """
     The registry kept in etcd through CLIENT (an L{EtcdClient}) under
     PREFIX, mirrored into REGISTRY.  `term` is the create revision of the
@@ -76,21 +76,20 @@ class EtcdStore:
     change of the leader key: holder (value, create revision, lease) or None.
     """
 
+    max_batch = MAX_TXN_OPS
+
     def __init__(self, client: EtcdClient, registry, prefix: str, clock):
+        BatchedWrites.__init__(self, clock)
         self.client = client
         self.registry = registry
         self.prefix = prefix
         self.leader_key = prefix + LEADER
-        self.clock = clock
         self.revision = 0  # the etcd revision the local copy reflects
         self.loaded = False  # whether the copy was read from etcd once
         self.outage: tuple[float, str] | None = None  # (since, why) while etcd cannot be reached
         self.term: int | None = None
         self.on_leader = lambda holder, revision: None
         self.warnings = FloodControl(clock, "names")
-        self._waiting: dict[str, tuple[dict, list]] = {}  # key -> (operation, Deferreds)
-        self._in_flight: defer.Deferred | None = None
-        self._flush_call = None
         self._catching_up: list[tuple[int, defer.Deferred, object]] = []
         self._read_whole = True  # the next connection starts with a range read
         self._watching: defer.Deferred | None = None  # the watch's stream; cancel() closes it
@@ -148,11 +147,9 @@ class EtcdStore:
 
     def close(self) -> defer.Deferred:
         """Write what waits, stop the watch, then let go of the connections."""
-        if self._flush_call is not None:
-            self._flush_call.cancel()
-            self._flush()
-        if self._in_flight is not None:
-            return self._in_flight.addBoth(lambda _: self.close())
+        return self._drained().addCallback(self._close)
+
+    def _close(self, _):
         self._closing = True
         if self._reconnect_call is not None and self._reconnect_call.active():
             self._reconnect_call.cancel()
@@ -194,39 +191,16 @@ class EtcdStore:
                 self._watching.cancel()  # it may hang on a member the requests have left
         return failure
 
-    # Writes, grouped into transactions.
+    # Writes, grouped into transactions (BatchedWrites).
 
     def _key(self, instance) -> str:
         return f"{self.prefix}{INSTANCES}{instance.name}/{instance.host}/{instance.port}"
 
-    def _queue(self, key: str, operation: dict) -> defer.Deferred:
-        """One operation per key in a transaction (etcd refuses two): the last asked wins."""
-        written = defer.Deferred()
-        _, waiters = self._waiting.pop(key, (None, []))
-        self._waiting[key] = (operation, [*waiters, written])
-        if self._in_flight is None and self._flush_call is None:
-            self._flush_call = self.clock.callLater(0, self._flush)
-        return written
+    def _transaction(self, operations) -> defer.Deferred:
+        return self.request("/v3/kv/txn", {"success": operations})
 
-    def _flush(self):
-        self._flush_call = None
-        keys = list(self._waiting)[:MAX_TXN_OPS]
-        batch = [self._waiting.pop(key) for key in keys]
-        in_flight = self._in_flight = self.request(
-            "/v3/kv/txn", {"success": [operation for operation, _ in batch]}
-        )
-        in_flight.addBoth(self._flushed, batch)
-
-    def _flushed(self, result, batch):
-        self._in_flight = None
-        for _, waiters in batch:
-            for written in waiters:
-                if isinstance(result, Failure):
-                    written.errback(result)
-                else:
-                    self._caught_up(int(result["header"]["revision"])).chainDeferred(written)
-        if self._waiting and self._flush_call is None:
-            self._flush()
+    def _written(self, answer) -> defer.Deferred:
+        return self._caught_up(int(answer["header"]["revision"]))
 
     def _caught_up(self, revision: int) -> defer.Deferred:
         """Fires once the copy holds REVISION, or after CATCH_UP seconds (etcd has it anyway)."""

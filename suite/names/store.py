@@ -117,20 +117,85 @@ def _run_batch(cursor, statements):
         cursor.execute(sql, parameters)
 
 
+class BatchedWrites:
+    """
+    Writes grouped into transactions: those asked for in one reactor turn,
+    or while a transaction is in flight, go together (at most `max_batch`),
+    one transaction in flight at a time, in order.  Each write sets the
+    whole state of its key (an upsert or a delete), so a key written twice
+    before its transaction starts is written once, as last asked, and each
+    caller hears when it is done.
+
+    A store gives `_transaction(operations)` -> Deferred, and may give
+    `_failure(failure)` (the exception every caller of a failed transaction
+    gets) and `_written(result)` (what each caller of a committed one waits
+    for next).
+    """
+
+    max_batch: int | None = None
+
+    def __init__(self, clock):
+        self.clock = clock
+        self._waiting: dict[object, tuple[object, list]] = {}  # key -> (operation, callers)
+        self._in_flight: defer.Deferred | None = None
+        self._flush_call = None
+
+    def _queue(self, key, operation) -> defer.Deferred:
+        written = defer.Deferred()
+        _, callers = self._waiting.pop(key, (None, []))
+        self._waiting[key] = (operation, [*callers, written])
+        if self._in_flight is None and self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self._flush)
+        return written
+
+    def _flush(self):
+        """Start one transaction with the writes waiting; more gather meanwhile."""
+        self._flush_call = None
+        keys = list(self._waiting)[:self.max_batch]
+        batch = [self._waiting.pop(key) for key in keys]
+        in_flight = self._in_flight = self._transaction([operation for operation, _ in batch])
+        in_flight.addBoth(self._flushed, batch)
+
+    def _flushed(self, result, batch):
+        self._in_flight = None
+        if isinstance(result, Failure):
+            error = self._failure(result)
+        for _, callers in batch:
+            for written in callers:
+                if isinstance(result, Failure):
+                    written.errback(error)
+                else:
+                    defer.maybeDeferred(self._written, result).chainDeferred(written)
+        if self._waiting and self._flush_call is None:
+            self._flush()
+
+    def _failure(self, failure) -> Exception:
+        return failure.value
+
+    def _written(self, result):
+        return None
+
+    def _drained(self) -> defer.Deferred:
+        """Fires once every write asked for is done (started now if it was to wait a turn)."""
+        if self._flush_call is not None:
+            self._flush_call.cancel()
+            self._flush()
+        if self._in_flight is not None:
+            return self._in_flight.addBoth(lambda _: self._drained())
+        return defer.succeed(None)
+
+
 @implementer(IRegistryStore)
-class SqliteStore(LocalStore):
+class SqliteStore(LocalStore, BatchedWrites):
     """One SQLite file; writes go through adbapi on one thread, in order, in batches."""
 
     def __init__(self, path: str, reactor):
+        BatchedWrites.__init__(self, reactor)
         self.path = path
-        self.reactor = reactor
         self._rows = self._check_and_read(path)
         self.pool = adbapi.ConnectionPool(
             "sqlite3", path, check_same_thread=False, cp_min=1, cp_max=1, cp_reactor=reactor
         )
-        self._waiting: list[tuple[str, tuple, defer.Deferred]] = []
-        self._in_flight: defer.Deferred | None = None
-        self._flush_call = None
 
     @staticmethod
     def _check_and_read(path) -> list[tuple]:
@@ -161,50 +226,20 @@ class SqliteStore(LocalStore):
 
     def save(self, instance) -> defer.Deferred:
         row = (instance.name, instance.host, instance.port, instance.description)
-        return self._queue(UPSERT, row)
+        return self._queue(instance.key, (UPSERT, row))
 
     def delete(self, instance) -> defer.Deferred:
-        return self._queue(DELETE, instance.key)
+        return self._queue(instance.key, (DELETE, instance.key))
 
-    def _queue(self, sql: str, parameters: tuple) -> defer.Deferred:
-        written = defer.Deferred()
-        self._waiting.append((sql, parameters, written))
-        if self._in_flight is None and self._flush_call is None:
-            self._flush_call = self.reactor.callLater(0, self._flush)
-        return written
+    def _transaction(self, statements) -> defer.Deferred:
+        return self.pool.runInteraction(_run_batch, statements)
 
-    def _flush(self):
-        """Start one transaction with every write waiting; more gather meanwhile."""
-        self._flush_call = None
-        batch, self._waiting = self._waiting, []
-        in_flight = self._in_flight = self.pool.runInteraction(
-            _run_batch, [(sql, parameters) for sql, parameters, _ in batch]
-        )
-        in_flight.addBoth(self._flushed, batch)
-        return in_flight
-
-    def _flushed(self, result, batch):
-        self._in_flight = None
-        failed = isinstance(result, Failure)
-        if failed:
-            error = StoreError(f"cannot write {self.path}: {result.getErrorMessage()}")
-        for _, _, written in batch:
-            if failed:
-                written.errback(error)
-            else:
-                written.callback(None)
-        if self._waiting and self._flush_call is None:
-            self._flush()
+    def _failure(self, failure) -> StoreError:
+        return StoreError(f"cannot write {self.path}: {failure.getErrorMessage()}")
 
     def close(self) -> defer.Deferred:
         """Write what waits, then close the pool."""
-        if self._flush_call is not None:
-            self._flush_call.cancel()
-            self._flush()
-        if self._in_flight is not None:
-            return self._in_flight.addBoth(lambda _: self.close())
-        self.pool.close()
-        return defer.succeed(None)
+        return self._drained().addCallback(lambda _: self.pool.close())
 
 
 def open_store(setting: str, reactor):
