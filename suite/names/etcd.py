@@ -59,7 +59,14 @@ class _QuietPool(HTTPConnectionPool):
 
 
 class EtcdError(StoreError):
-    """etcd could not be reached or refused a request; str() says which endpoint and why."""
+    """
+    etcd could not be reached or refused a request; str() says which
+    endpoint and why.  `retry_elsewhere`: another member might serve it (the
+    endpoint was unreachable, silent, or without a leader), so etcd counts
+    as unreachable, not as refusing.
+    """
+
+    retry_elsewhere = False
 
 
 @implementer(IBodyProducer)

@@ -178,7 +178,7 @@ class EtcdStore(BatchedWrites):
         """Note an outage (logged once) when etcd could not be reached; the failure goes on."""
         failure.trap(EtcdError)
         error = failure.value
-        if getattr(error, "retry_elsewhere", False):
+        if error.retry_elsewhere:
             if self.outage is None:
                 self.outage = (self.clock.seconds(), str(error))
                 log.warn(
