@@ -107,9 +107,8 @@ class EtcdStore(BatchedWrites):
         self._connect()
 
     def save(self, instance) -> defer.Deferred:
-        value = json.dumps({"description": instance.description})
-        put = {"request_put": {"key": encode(self._key(instance)), "value": encode(value)}}
-        return self._queue(self._key(instance), put)
+        key, value = self._key(instance), json.dumps({"description": instance.description})
+        return self._queue(key, {"request_put": {"key": encode(key), "value": encode(value)}})
 
     def delete(self, instance) -> defer.Deferred:
         key = self._key(instance)
@@ -128,7 +127,7 @@ class EtcdStore(BatchedWrites):
         def answered(answer):
             if not answer.get("succeeded"):
                 raise NotLeader(f"no longer the leader: eviction of {instance.name} left to it")
-            return self._caught_up(int(answer["header"]["revision"]))
+            return self._written(answer)
 
         return self.request("/v3/kv/txn", body).addCallback(answered)
 
@@ -155,7 +154,7 @@ class EtcdStore(BatchedWrites):
             self._reconnect_call.cancel()
         if self._watching is not None:
             self._watching.cancel()
-        self._release_all()
+        self._release(lambda entry: True)  # closing: nothing more will come
         return self.client.close()
 
     # Requests, and what they say about etcd being reachable.
@@ -200,37 +199,28 @@ class EtcdStore(BatchedWrites):
         return self.request("/v3/kv/txn", {"success": operations})
 
     def _written(self, answer) -> defer.Deferred:
-        return self._caught_up(int(answer["header"]["revision"]))
-
-    def _caught_up(self, revision: int) -> defer.Deferred:
-        """Fires once the copy holds REVISION, or after CATCH_UP seconds (etcd has it anyway)."""
+        """Fires once the copy holds the answer's revision, or after CATCH_UP seconds (etcd has it)."""
+        revision = int(answer["header"]["revision"])
         if revision <= self.revision or self._watching is None:
             return defer.succeed(None)
         d = defer.Deferred()
-        call = self.clock.callLater(CATCH_UP, self._release, d)
+        call = self.clock.callLater(CATCH_UP, self._release, lambda entry: entry[1] is d)
         self._catching_up.append((revision, d, call))
         return d
 
-    def _release(self, d):
-        self._catching_up = [e for e in self._catching_up if e[1] is not d]
-        d.callback(None)
-
-    def _release_all(self) -> None:
-        """Answer every write waiting for the watch: it is gone, nothing more will come now."""
-        waiting, self._catching_up = self._catching_up, []
-        for _, d, call in waiting:
-            call.cancel()
+    def _release(self, due) -> None:
+        """Answer the writes waiting for the watch that DUE((revision, Deferred, call)) picks."""
+        released = [entry for entry in self._catching_up if due(entry)]
+        self._catching_up = [entry for entry in self._catching_up if not due(entry)]
+        for _, d, call in released:
+            if call.active():
+                call.cancel()
             d.callback(None)
 
     def _applied_through(self, revision: int) -> None:
         self.revision = max(self.revision, revision)
-        if not self._catching_up:
-            return
-        due = [e for e in self._catching_up if e[0] <= self.revision]
-        self._catching_up = [e for e in self._catching_up if e[0] > self.revision]
-        for _, d, call in due:
-            call.cancel()
-            d.callback(None)
+        if self._catching_up:
+            self._release(lambda entry: entry[0] <= self.revision)
 
     # The copy: a range read, then a watch from the revision after it.
 
@@ -279,7 +269,7 @@ class EtcdStore(BatchedWrites):
 
     def _watch_ended(self, result):
         endpoint, self._watching, self._watch_endpoint = self._watch_endpoint, None, None
-        self._release_all()
+        self._release(lambda entry: True)  # the watch is gone: nothing more will come now
         if isinstance(result, Failure) and result.check(defer.CancelledError):
             result = None  # closed here: to resync, or to follow the requests to another member
         if isinstance(result, Failure) and result.check(EtcdError):

@@ -82,7 +82,7 @@ class NameServer(service.Service):
         yield "request_duration_seconds", (), self.lookup_durations
         yield "evictions", (), self.evictions
         yield "watches", (), self.watches.count()
-        yield from getattr(self.store, "metric_samples", tuple)()
+        yield from self.store.metric_samples()
 
     def _authorize(self, token, command, peer, source):
         given = (token or "").encode()

@@ -68,6 +68,9 @@ class IRegistryStore(Interface):
     def health_problems():
         """The store's problems now: a list of (severity, text) for /health."""
 
+    def metric_samples():
+        """The store's own metric samples (see L{suite.runtime.metrics}); none for local stores."""
+
     def close():
         """Deferred that fires once pending writes are done and the store let go of its resources."""
 
@@ -85,6 +88,9 @@ class LocalStore:
 
     def health_problems(self) -> list[tuple[str, str]]:
         return []
+
+    def metric_samples(self):
+        return ()
 
 
 @implementer(IRegistryStore)
