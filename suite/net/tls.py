@@ -25,30 +25,44 @@ class TLSSettings(Settings):
     min_version: str = key(choice("1.2", "1.3"), "1.2", "lowest TLS version accepted")
 
 
-def _read_pem(tls: TLSSettings, name: str) -> bytes:
+# The loaders take any section's SETTINGS and key NAME ([tls], and [announce]
+# for its client side), so that every unreadable file is a config error naming its key.
+
+
+def _read_pem(settings: Settings, name: str) -> bytes:
     try:
-        with open(credential_path(getattr(tls, name)), "rb") as f:
+        with open(credential_path(getattr(settings, name)), "rb") as f:
             return f.read()
     except ValueError as e:
-        raise tls.error(name, str(e)) from None
+        raise settings.error(name, str(e)) from None
     except OSError as e:
-        raise tls.error(name, f"cannot read: {e.strerror}") from None
+        raise settings.error(name, f"cannot read: {e.strerror}") from None
 
 
-def _certificates(tls: TLSSettings, name: str) -> list[x509.Certificate]:
+def load_certificates(settings: Settings, name: str) -> list[x509.Certificate]:
     try:
-        return x509.load_pem_x509_certificates(_read_pem(tls, name))
+        return x509.load_pem_x509_certificates(_read_pem(settings, name))
     except ValueError:
-        raise tls.error(name, "no PEM certificate in file") from None
+        raise settings.error(name, "no PEM certificate in file") from None
 
 
-def _private_key(tls: TLSSettings):
+def load_private_key(settings: Settings):
     try:
-        return serialization.load_pem_private_key(_read_pem(tls, "private_key"), password=None)
+        return serialization.load_pem_private_key(_read_pem(settings, "private_key"), password=None)
     except TypeError:
-        raise tls.error("private_key", "encrypted keys are not supported") from None
+        raise settings.error("private_key", "encrypted keys are not supported") from None
     except ValueError:
-        raise tls.error("private_key", "not a PEM private key") from None
+        raise settings.error("private_key", "not a PEM private key") from None
+
+
+def trust_root(settings: Settings, name: str):
+    """Every CA certificate in the file key NAME names, as a TLS trust root."""
+    return ssl.trustRootFromCertificates(
+        [
+            ssl.Certificate.loadPEM(ca.public_bytes(serialization.Encoding.PEM))
+            for ca in load_certificates(settings, name)
+        ]
+    )
 
 
 def names_files(tls: TLSSettings) -> bool:
@@ -71,16 +85,9 @@ def tls_options(tls: TLSSettings, needed_by: ServiceSettings | None = None) -> s
                 )
             named = next(n for n in ("client_ca", "certificate", "private_key") if getattr(tls, n))
             raise tls.error(named, f"needs [tls] {name} too")
-    chain = _certificates(tls, "certificate")
-    private_key = _private_key(tls)
-    trust = None
-    if tls.client_ca:
-        trust = ssl.trustRootFromCertificates(
-            [
-                ssl.Certificate.loadPEM(ca.public_bytes(serialization.Encoding.PEM))
-                for ca in _certificates(tls, "client_ca")
-            ]
-        )
+    chain = load_certificates(tls, "certificate")
+    private_key = load_private_key(tls)
+    trust = trust_root(tls, "client_ca") if tls.client_ca else None
     minimum = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     options = ssl.CertificateOptions(
         privateKey=private_key,
