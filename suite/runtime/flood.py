@@ -8,7 +8,7 @@ costs a few log lines every ten seconds, not one line per attempt, while the
 first attempt from each source is still there to read.
 """
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 log = Logger()
 
@@ -33,13 +33,23 @@ class FloodControl:
         self._logged: dict[str, set] = {}
         self._repeats: dict[str, int] = {}
         self._summaries: dict[str, object] = {}
+        self._levels: dict[str, LogLevel] = {}
 
     def warn(self, kind: str, source: str, format: str, /, **fields) -> None:
         """Log FORMAT (a twisted.logger format) unless KIND already came from SOURCE."""
+        self.emit(LogLevel.warn, kind, source, format, **fields)
+
+    def emit(self, level: LogLevel, kind: str, source: str, format: str, /, **fields) -> None:
+        """
+        As L{warn}, at LEVEL: an audit trail a client can flood (the name
+        server's registrations, failed pings, evictions) is info, not a
+        warning.  KIND's summaries are at the level of its last event.
+        """
         logged = self._logged.setdefault(kind, set())
+        self._levels[kind] = level
         if source not in logged and len(logged) < self.max_sources:
             logged.add(source)
-            log.warn(format, flood_kind=kind, **fields)
+            log.emit(level, format, flood_kind=kind, **fields)
             return
         self._repeats[kind] = self._repeats.get(kind, 0) + 1
         if kind not in self._summaries:
@@ -49,7 +59,8 @@ class FloodControl:
         self._summaries.pop(kind, None)
         count = self._repeats.pop(kind, 0)
         if count:
-            log.warn(
+            log.emit(
+                self._levels[kind],
                 "{owner}: {count} more {kind} in the last {interval:g} s",
                 owner=self.owner, count=count, kind=kind, interval=self.interval,
                 flood_kind=kind, flood_count=count,
