@@ -5,7 +5,8 @@ Listeners: `listen` / `tls_listen` strings -> bound ports.
 `udp:PORT[:interface=ADDR]` and `systemd-udp:name=NAME` (Twisted has no
 datagram endpoints); `tls_listen` serves a stream endpoint through TLS.
 Stream listeners without `backlog=` get a listen backlog of 1024 instead of
-Twisted's 50, so bursts of connects are not dropped.
+Twisted's 50, so bursts of connects are not dropped; Unix sockets without
+`mode=` are made 0660 instead of Twisted's 0666.
 """
 
 import ipaddress
@@ -32,6 +33,9 @@ from suite.runtime.status import FAILING
 log = Logger()
 
 DEFAULT_BACKLOG = 1024
+# Twisted's unix: endpoint makes its socket 0666: anyone on the host could
+# connect.  Owner and group only, unless the endpoint string says mode=.
+DEFAULT_UNIX_MODE = "660"
 BACKLOG_PREFIXES = ("tcp", "tcp6", "ssl", "unix")
 TLS_WRAPPABLE = ("tcp", "tcp6", "unix", "systemd")
 UDP_MAX_DATAGRAM = 65535
@@ -54,11 +58,15 @@ class Listener:
 
     @property
     def endpoint_string(self) -> str:
-        """The stream endpoint string, with the suite's default backlog."""
-        prefix = self.description.split(":", 1)[0]
-        if prefix in BACKLOG_PREFIXES and "backlog=" not in self.description:
-            return f"{self.description}:backlog={DEFAULT_BACKLOG}"
-        return self.description
+        """The stream endpoint string, with the suite's default backlog and Unix socket mode."""
+        prefix, _, named = _arguments(self.description)
+        defaults = {}
+        if prefix in BACKLOG_PREFIXES:
+            defaults["backlog"] = DEFAULT_BACKLOG
+        if prefix == "unix":
+            defaults["mode"] = DEFAULT_UNIX_MODE
+        added = "".join(f":{name}={value}" for name, value in defaults.items() if name not in named)
+        return self.description + added
 
     def __str__(self):
         return self.description if self.key == "listen" else f"{self.key} {self.description}"

@@ -1,6 +1,10 @@
 """Integration: the services on real sockets on 127.0.0.1, port 0."""
 
+import os
+import shutil
 import socket
+import stat
+import tempfile
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -205,6 +209,23 @@ class PortInUse(TestCase):
             critical[0]["reason"],
             f"echo: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use",
         )
+
+
+class UnixSocketModes(TestCase):
+    def test_sockets_are_0660_unless_the_endpoint_says_mode(self):
+        """Under umask 0 a socket keeps whatever mode it is given: Twisted's own is 0666."""
+        short = tempfile.mkdtemp(prefix="modes")  # a Unix socket path has 108 bytes at most
+        self.addCleanup(shutil.rmtree, short)
+        self.addCleanup(os.umask, os.umask(0))
+        start_suite(self, tmp_dir(self), f"""
+            [echo]
+            listen = ["unix:{short}/default.sock", "unix:{short}/open.sock:mode=666"]
+            [timestamp]
+            listen = ["unix:address={short}/private.sock:mode=600"]
+            """)
+        modes = {name: stat.S_IMODE(os.stat(os.path.join(short, name)).st_mode)
+                 for name in ("default.sock", "open.sock", "private.sock")}
+        self.assertEqual(modes, {"default.sock": 0o660, "open.sock": 0o666, "private.sock": 0o600})
 
 
 class PeersAndExposure(SynchronousTestCase):
