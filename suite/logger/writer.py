@@ -52,11 +52,22 @@ def _identity(path: str):
 
 
 class WriteFailed(Exception):
-    """A write stopped after WRITTEN bytes (always at a record boundary) because of ERROR."""
+    """
+    A write stopped after WRITTEN bytes because of ERROR: whole records,
+    unless a file could not be cut back (then the rest follows on retry).
+    """
 
     def __init__(self, written: int, error: OSError):
         super().__init__(error.strerror or str(error))
         self.written = written
+        self.error = error
+
+
+class _Stopped(Exception):
+    """A write of whole records stopped by ERROR after KEPT bytes (at a record boundary)."""
+
+    def __init__(self, kept: int, error: OSError):
+        self.kept = kept
         self.error = error
 
 
@@ -70,9 +81,9 @@ class RotatingFile:
     reopens it at the path if not, so writing (and rotating) goes on in a
     new file instead of into a file nobody sees.
 
-    A write that fails (disk full, I/O error) is cut back to where it began,
-    so the file never holds part of a record; L{WriteFailed} says how much
-    of the data did get written (whole records, in an earlier file).
+    A write that fails (disk full, I/O error) keeps the records that fit
+    and cuts back the one it tore, so the file never holds part of a record;
+    L{WriteFailed} says how much of the data did get written.
     Twisted's LogFile is not used: it ignores short writes, which tears a
     record, and its rotation gives up silently when the file is gone.
     """
@@ -122,28 +133,38 @@ class RotatingFile:
                     # A single line larger than a whole file gets a file of its own.
                     cut = rest.find(b"\n") + 1 or len(rest)
                 if cut:
-                    self._write_all(rest[:cut])
-                    written += cut
+                    written += self._write_records(rest[:cut])
                 if not self._rotate():
                     break
             if written < len(data):
-                self._write_all(data[written:])
-        except OSError as e:
-            raise WriteFailed(written, e) from None
+                written += self._write_records(data[written:])
+        except _Stopped as e:
+            raise WriteFailed(written + e.kept, e.error) from None
 
-    def _write_all(self, data: bytes):
+    def _write_records(self, data: bytes) -> int:
+        """
+        Write DATA (whole records) and return its length.  When the disk
+        fills part-way, the records that fit are kept and the one cut is
+        removed, so a backlog larger than the space left goes out in pieces
+        as space allows instead of being retried whole forever; L{_Stopped}
+        says how many bytes were kept.
+        """
         start = self.size
         view = memoryview(data)
+        done = 0
         try:
-            while view:
-                view = view[os.write(self._fd, view):]
-        except OSError:
+            while done < len(data):
+                done += os.write(self._fd, view[done:])
+        except OSError as e:
+            kept = data.rfind(b"\n", 0, done) + 1
             try:
-                os.ftruncate(self._fd, start)  # never leave part of a record
+                os.ftruncate(self._fd, start + kept)  # never leave part of a record
             except OSError:
-                pass
-            raise
+                kept = done  # the file could not be cut: count what it holds
+            self.size = start + kept
+            raise _Stopped(kept, e) from None
         self.size += len(data)
+        return len(data)
 
     def _rotate(self) -> bool:
         """FILE -> FILE.1 -> ... -> FILE.KEEP; False (logged) when the renames fail."""

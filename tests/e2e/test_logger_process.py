@@ -361,6 +361,33 @@ class DiskFullTests(ProcessTestCase):
             assert all(json.loads(text) for text in f.read().splitlines())  # no torn line
 
 
+    def test_a_backlog_larger_than_the_space_freed_goes_out_in_pieces(self):
+        out = small_disk(self, self.directory / "out", "16m")
+        stat = os.statvfs(out)
+        (out / "two").write_bytes(b"\0" * 2 * 2**20)
+        (out / "rest").write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 2 * 2**20 - 65536))
+        suite = self.start_suite(f"""
+            [logger]
+            listen = ["{LOCAL}"]
+            output = "out/messages.jsonl"
+            flush_interval = 0.05
+            rotate_bytes = 0
+        """, listeners=1)
+        count = 22_000  # about 9 MB of records, all held in memory (under max_buffer)
+        expected = [f"message {n:05d} {'x' * 100}" for n in range(count)]
+        with socket.create_connection(("127.0.0.1", suite.port(f"logger {LOCAL}"))) as sock:
+            sock.sendall(b"".join(b"<13>%s\n" % m.encode() for m in expected))
+        assert suite.wait_for(lambda: "No space left on device" in suite.output), suite.output
+        (out / "two").unlink()  # 2 MiB free again: room for a fifth of the backlog
+        records = wait_records(out / "messages.jsonl", lambda r: len(messages(r)) >= 4000)
+        received = [r["message"] for r in messages(records)]
+        assert 4000 <= len(received) < count and received == expected[:len(received)]
+        (out / "rest").unlink()
+        assert suite.wait_for(lambda: "messages.jsonl again" in suite.output)
+        records = wait_records(out / "messages.jsonl", lambda r: len(messages(r)) >= count)
+        assert [r["message"] for r in messages(records)] == expected
+
+
 class OutputFaultTests(ProcessTestCase):
     def all_messages(self, directory) -> list[str]:
         found = []

@@ -273,3 +273,67 @@ class MovedRotationsTests(SynchronousTestCase):
         for name, first in (("out.jsonl.2", 6), ("out.jsonl.1", 8), ("out.jsonl", 10)):
             with open(os.path.join(self.directory, name), "rb") as f:
                 self.assertEqual(f.read(), line(first) + line(first + 1))
+
+
+class SmallDisk:
+    """
+    os.write for a disk that holds CAPACITY bytes of files: short writes,
+    then ENOSPC, as a full disk gives; a file cut back frees its space.
+    """
+
+    def __init__(self, test, capacity: int):
+        self.capacity = capacity
+        self.real_write = os.write
+        test.patch(writer_module.os, "write", self.write)
+
+    def write(self, fd, data):
+        free = self.capacity - os.fstat(fd).st_size
+        if free <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.real_write(fd, bytes(data[:free]))
+
+
+class BacklogInPiecesTests(SynchronousTestCase):
+    """A backlog larger than the space freed goes out in pieces, whole records, in order."""
+
+    def setUp(self):
+        self.path = os.path.join(self.mktemp(), "out.jsonl")
+        self.clock = Clock()
+        self.writer = BatchWriter(RotatingFile(self.path, rotate_bytes=0, keep=1), self.clock,
+                                  flush_interval=0.2, max_batch=10**6)
+        self.writer.startService()
+        self.addCleanup(self.writer.stopService)
+        self.lines = captured_log(self)
+
+    def content(self):
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def test_each_retry_writes_the_records_that_fit(self):
+        disk = SmallDisk(self, capacity=0)
+        self.writer.write_lines([line(n) for n in range(10)])  # 200 bytes waiting
+        self.clock.advance(0.2)
+        self.assertEqual(self.content(), b"")
+        disk.capacity = 50  # room for two records and a half
+        self.clock.advance(1)
+        self.assertEqual(self.content(), line(0) + line(1))
+        self.assertEqual(self.writer.records_written, 2)
+        disk.capacity = 125  # three more and a quarter
+        self.clock.advance(1)
+        self.assertEqual(self.content(), b"".join(line(n) for n in range(6)))
+        self.assertIsNotNone(self.writer.failing)  # four still wait: not resumed yet
+        disk.capacity = 10**6
+        self.clock.advance(1)
+        self.assertEqual(self.content(), b"".join(line(n) for n in range(10)))
+        self.assertEqual(self.writer.records_written, 10)
+        self.assertEqual(sum("cannot write" in t for t in self.lines), 1)
+        self.assertEqual(sum("writing" in t and "again" in t for t in self.lines), 1)
+
+    def test_at_stop_what_fits_is_written_and_only_the_rest_reported(self):
+        disk = SmallDisk(self, capacity=0)
+        self.writer.write_lines([line(n) for n in range(10)])
+        self.clock.advance(0.2)
+        disk.capacity = 45
+        self.writer.stopService()
+        self.assertEqual(self.content(), line(0) + line(1))
+        self.assertTrue(any("stopping with 160 bytes of records" in t for t in self.lines))
