@@ -3,6 +3,8 @@
 import re
 from dataclasses import dataclass
 
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet import endpoints, ssl
 
 _HOST_PORT = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]\s=]+)):(?P<port>\d{1,5})")
@@ -49,6 +51,17 @@ def client_tls(hostname: str, ca: str | None, cert: str | None, key: str | None)
         with open(cert, "rb") as c, open(key, "rb") as k:
             client_certificate = ssl.PrivateCertificate.loadPEM(c.read() + b"\n" + k.read())
     return ssl.optionsForClientTLS(hostname, trustRoot=trust, clientCertificate=client_certificate)
+
+
+def tls_failure(exception) -> str | None:
+    """Why a TLS handshake failed, in OpenSSL's words, for one line (None: not a TLS failure)."""
+    if isinstance(exception, SSL.Error):
+        errors = exception.args[0] if exception.args else None
+        reasons = [part[-1] for part in errors if part] if errors else []
+        return f"TLS failed: {', '.join(reasons) or exception}"
+    if isinstance(exception, VerificationError):
+        return "TLS failed: certificate does not match the host name"
+    return None
 
 
 def stream_endpoint(reactor, address: Address, timeout: float, tls=None):

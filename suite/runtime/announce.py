@@ -5,6 +5,11 @@ service's name (description `tcp` or `tls`), again every `interval` (so a
 restarted name server learns them again), and deregistered when the suite
 stops, before its listeners close.
 
+With `tls = true` every name server is spoken to through TLS, its
+certificate verified against `ca` and its host name, so that the token and
+the registrations cannot be read or changed on the way; `certificate` and
+`private_key` answer a name server that asks for a client certificate.
+
 Announcing never delays the start: registrations go out once the reactor
 runs.  A name server that cannot be reached (or refuses) is tried again at
 the next interval; its outage is logged once when it begins and once when
@@ -16,16 +21,17 @@ import socket
 from dataclasses import dataclass
 
 from twisted.application import service
-from twisted.internet import defer, threads
+from twisted.internet import defer, ssl, threads
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from suite.client.address import parse_address, stream_endpoint
+from suite.client.address import parse_address, stream_endpoint, tls_failure
 from suite.names.commands import Deregister, NotFound, Register
 from suite.net.boxes import QuietAMP
-from suite.runtime.config import Settings, key, number, string_list, text
+from suite.net.tls import load_certificates, load_private_key, trust_root
+from suite.runtime.config import BOOLEAN, Settings, key, number, string_list, text
 
 log = Logger()
 
@@ -46,6 +52,52 @@ class AnnounceSettings(Settings):
     host: str = key(text(), "", "host announced; default: the listener's interface when "
                                 "specific, else this machine's FQDN")
     interval: float = key(number(0.1), 10.0, "seconds between re-registrations")
+    tls: bool = key(BOOLEAN, False, "speak TLS to the name servers, verifying their certificate "
+                                    "and host name")
+    ca: str = key(text(), "", "tls: PEM CA certificate(s) the name servers' certificates are "
+                              "verified against, or credential:NAME; default: the system's CAs")
+    certificate: str = key(text(), "", "tls: PEM client certificate (chain) for name servers "
+                                       "that ask for one (mutual TLS), or credential:NAME")
+    private_key: str = key(text(), "", "tls: PEM private key of certificate, or credential:NAME")
+
+
+TLS_FILES = ("ca", "certificate", "private_key")
+
+
+def name_server_tls(settings: AnnounceSettings) -> dict:
+    """
+    With `tls = true`, each name server's client TLS (name server -> connection
+    creator); without, none.  Every file is read now, so that a missing or bad
+    one is a config error at start, not an outage logged later; a file named
+    while `tls` is off is refused, since the operator meant TLS to be used.
+    """
+    if not settings.tls:
+        for name in TLS_FILES:
+            if getattr(settings, name):
+                raise settings.error(name, "used only with tls = true")
+        return {}
+    if bool(settings.certificate) != bool(settings.private_key):
+        named = "certificate" if settings.certificate else "private_key"
+        raise settings.error(named, "certificate and private_key go together")
+    trust = trust_root(settings, "ca") if settings.ca else ssl.platformTrust()
+    client = {}
+    if settings.certificate:
+        chain = load_certificates(settings, "certificate")
+        private_key = load_private_key(settings)
+        if chain[0].public_key() != private_key.public_key():
+            raise settings.error("private_key", "does not match the certificate")
+        client = dict(certificate=chain[0], privateKey=private_key, extraCertChain=chain[1:])
+    creators = {}
+    for name_server in settings.name_server:
+        hostname = parse_address(name_server).hostname
+        if hostname is None:
+            raise settings.error("name_server", "tls = true needs a host name to verify "
+                                 "(host:port, [v6]:port or an endpoint string with host=)",
+                                 name_server)
+        creators[name_server] = ssl.optionsForClientTLS(
+            hostname, trustRoot=trust, extraCertificateOptions=dict(client)
+        )
+    return creators
 
 
 @dataclass(frozen=True)
@@ -81,15 +133,19 @@ def _not_found_is_done(failure):
 class Announcer(service.Service):
     """
     Announces LISTENERS (L{suite.net.listeners.ListenerService}s of the
-    `listen` and `tls_listen` keys) as SETTINGS say, with TOKEN.  The root service
-    stops it first and waits (at most STOP_TIMEOUT) for its deregistrations.
+    `listen` and `tls_listen` keys) as SETTINGS say, with TOKEN, through the
+    client TLS of each name server in TLS (L{name_server_tls}; none: plain
+    TCP).  The root service stops it first and waits (at most STOP_TIMEOUT)
+    for its deregistrations.
     """
 
     stops_first = True
 
-    def __init__(self, settings: AnnounceSettings, token: str | None, listeners, reactor):
+    def __init__(self, settings: AnnounceSettings, token: str | None, listeners, reactor,
+                 tls: dict):
         self.settings = settings
         self.token = token or None
+        self.tls = tls
         self.listeners = listeners
         self.reactor = reactor
         self.announced: list[Announcement] = []
@@ -152,7 +208,8 @@ class Announcer(service.Service):
         return d
 
     async def _send(self, name_server, command, arguments):
-        endpoint = stream_endpoint(self.reactor, parse_address(name_server), CONNECT_TIMEOUT)
+        endpoint = stream_endpoint(self.reactor, parse_address(name_server), CONNECT_TIMEOUT,
+                                   self.tls.get(name_server))
         connecting = endpoint.connect(_QuietClients())
         protocol = await connecting.addTimeout(CONNECT_TIMEOUT, self.reactor)
         calls = [protocol.callRemote(command, **arguments(a)).addErrback(_not_found_is_done)
@@ -173,7 +230,8 @@ class Announcer(service.Service):
 
     def _failed(self, name_server, command, failure):
         if not self._down.get(name_server):
-            reason = failure.getErrorMessage() or type(failure.value).__name__
+            reason = (tls_failure(failure.value) or failure.getErrorMessage()
+                      or type(failure.value).__name__)
             code = command.errors.get(type(failure.value))
             if code is not None:  # the name server's answer: UNAUTHORIZED, INVALID ...
                 reason = f"{code.decode()}: {reason}"

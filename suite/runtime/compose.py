@@ -14,7 +14,7 @@ from typing import Callable
 from suite.net.listeners import listener_services, parse_listeners
 from suite.net.tls import TLSSettings, names_files, tls_options
 from suite.runtime import config
-from suite.runtime.announce import AnnounceSettings, Announcer
+from suite.runtime.announce import AnnounceSettings, Announcer, name_server_tls
 from suite.runtime.config import ConfigError, ServiceSettings
 from suite.runtime.credentials import resolve_token
 from suite.runtime.lifecycle import SuiteService
@@ -76,6 +76,7 @@ def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
     announce = loaded["announce"]
     metrics = loaded["metrics"]
     token = resolve_token(announce) if announce.name_server else None
+    announce_tls = name_server_tls(announce)
     tls = loaded["tls"]
     tls_context = tls_options(tls) if names_files(tls) else None
     planned = []
@@ -129,7 +130,7 @@ def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
             listener.setServiceParent(root)
             root.components.append(("metrics", listener))
     if announce.name_server:
-        Announcer(announce, token, announced, reactor).setServiceParent(root)
+        Announcer(announce, token, announced, reactor, announce_tls).setServiceParent(root)
     return root
 
 
