@@ -3,12 +3,11 @@
 import re
 from dataclasses import dataclass
 
-from twisted.logger import Logger
-
 from suite.logger.writer import BatchWriter, open_output
 from suite.names.audit import LookupAudit
 from suite.names.dnsfront import DNSFactory, dns_datagrams
 from suite.names.etcd import EtcdClient
+from suite.names.exposure import warn_about_exposure
 from suite.names.health import HealthChecker, tcp_ping
 from suite.names.leader import Leadership
 from suite.names.protocol import NamesFactory
@@ -19,15 +18,12 @@ from suite.names.store import StoreError, open_store
 from suite.names.zone import ZoneAnswers
 from suite.net.boxes import AMPLimits
 from suite.net.datagrams import ReplyLimits
-from suite.net.listeners import reaches_beyond_loopback
 from suite.runtime.compose import Parts, ServiceDeclaration
 from suite.runtime.config import (
     STRING_LIST, ServiceSettings, integer, key, listen, number, text,
 )
 from suite.runtime.credentials import resolve_token
 
-
-log = Logger()
 
 MiB = 2**20
 DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -99,19 +95,6 @@ class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
     )
 
 
-def warn_if_open_to_all(settings: NamesSettings, token: str, reactor) -> None:
-    """Without a token, anyone who can connect can change registrations: say so at every start."""
-    if token:
-        return
-    for description in (*settings.listen, *settings.tls_listen):
-        if reaches_beyond_loopback(description, reactor):
-            log.warn(
-                "names: {listener} accepts connections from other hosts and no token is set: "
-                "anyone who can reach it can register and deregister (set [names] token)",
-                listener=description,
-            )
-
-
 def open_lookup_audit(settings: NamesSettings, reactor) -> BatchWriter | None:
     if not settings.lookup_audit:
         return None
@@ -137,7 +120,7 @@ def open_registry_store(settings: NamesSettings, registry: Registry, reactor):
 
 def build(settings: NamesSettings, reactor) -> Parts:
     token = resolve_token(settings)
-    warn_if_open_to_all(settings, token, reactor)
+    warn_about_exposure(settings, token, reactor)
     audit_writer = open_lookup_audit(settings, reactor)
     registry = Registry(settings.max_instances)
     store = open_registry_store(settings, registry, reactor)
