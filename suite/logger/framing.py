@@ -4,14 +4,77 @@ starts with a non-zero digit followed by digits and a space is octet-counted
 (`LEN SP MSG`); anything else runs to the next LF or NUL (Python's
 SysLogHandler and some appliances end messages with NUL).  Both may be mixed
 on one connection.  Pure: bytes in, frames out, no I/O.
+
+Every read costs work proportional to its length, whatever it holds (SPEC
+§16): one client's read is served while every other client waits, so no
+byte may be looked at more than a few times.  A read's lines are split once,
+whole octet-counted frames are cut in one loop, and where the next LF and
+NUL are is looked up once per delimiter, never again from each frame.
 """
 
 import re
+from itertools import chain
 
 _DIGITS = re.compile(rb"[0-9]{0,10}")
 _MAX_COUNT_DIGITS = 10
 
 _START, _COUNT, _OCTETS, _LINE = range(4)
+
+
+def _is_header(line: bytes) -> bool:
+    """Whether LINE, which starts with a non-zero digit, starts with `LEN SP`."""
+    space = line.find(b" ", 1, 1 + _MAX_COUNT_DIGITS)
+    return space > 0 and line[:space].isdigit()
+
+
+class _Lines:
+    """
+    The delimited lines of one stretch of a read, from START up to STOP (its
+    first NUL, or the read's end), split at once: the common case of LF
+    framing.  Octet-counted frames may cut across them, so each `take`
+    begins where the decoder is and skips what those frames consumed; every
+    line is visited once, however the frames mix.
+    """
+
+    def __init__(self, data: bytes, start: int, stop: int):
+        self.stop = stop
+        self._data = data
+        pieces = data[start:stop].split(b"\n")
+        if stop == len(data):
+            pieces.pop()  # after the last LF: incomplete
+        self._lines = iter(pieces)
+        self._line = next(self._lines, None)
+        self._start = start
+
+    def take(self, i: int, frames: list, max_message: int) -> int:
+        """
+        The lines from I on, up to the first that is octet-counted; returns
+        where that one, or what follows the last whole line, begins.
+        """
+        line, start = self._line, self._start
+        if line is None:
+            return i
+        end = start + len(line)
+        while end < i:
+            line = next(self._lines, None)
+            if line is None:
+                self._line = None
+                return i
+            start, end = end + 1, end + 1 + len(line)
+        if start < i:
+            line, start = self._data[i:end], i
+        append = frames.append
+        for line in chain((line,), self._lines):
+            if line and 0x31 <= line[0] <= 0x39 and _is_header(line):
+                self._line, self._start = line, start
+                return start
+            start += len(line) + 1
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if line:
+                append((line[:max_message], len(line) > max_message))
+        self._line = None
+        return start
 
 
 class SyslogFrameDecoder:
@@ -44,40 +107,47 @@ class SyslogFrameDecoder:
     def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
         frames = []
         i, n = 0, len(data)
-        max_message = self.max_message
-        lines_at_once = b"\0" not in data
+        lines = None
+        # Where the next LF and NUL are (N: none), looked up again only once passed.
+        next_lf = next_nul = -1
         while i < n and self.error is None:
             state = self._state
-            if lines_at_once and state == _START and not self._buffer:
-                after = self._whole_lines(data, i, frames)
-                if after > i:
-                    i = after
-                    continue
-            if state == _START and 0x31 <= data[i] <= 0x39:
-                # The common case first: `LEN SP MSG` whole in this read.
-                space = data.find(b" ", i + 1, i + 1 + _MAX_COUNT_DIGITS)
-                if space > 0 and data[i:space].isdigit():
-                    count = int(data[i:space])
-                    end = space + 1 + count
-                    if end <= n and count <= self.max_frame:
-                        message = data[space + 1:end]
-                        if message[-1:] == b"\n":
-                            message = message[:-1]
-                        frames.append((message[:max_message], len(message) > max_message))
-                        i = end
+            if state == _START:
+                digit = 0x31 <= data[i] <= 0x39
+                if digit:
+                    after = self._octet_frames(data, i, frames)
+                    if after > i:
+                        i = after
                         continue
-                i = self._read_count(data, i, frames)
-            elif state == _LINE or (state == _START and not 0x31 <= data[i] <= 0x39):
-                end = data.find(b"\n", i)
-                nul = data.find(b"\0", i, n if end < 0 else end)
-                if nul >= 0:
-                    end = nul
-                if end < 0:
-                    self._append(data[i:])
+                if lines is None or lines.stop < i:
+                    if next_lf < i:
+                        next_lf = _find(data, b"\n", i)
+                    if next_nul < i:
+                        next_nul = _find(data, b"\0", i)
+                    if next_lf < next_nul:
+                        lines = _Lines(data, i, next_nul)
+                if lines is not None and lines.stop >= i:
+                    after = lines.take(i, frames, self.max_message)
+                    if after > i:
+                        i = after
+                        continue
+                if digit:
+                    count_end = _DIGITS.match(data, i, i + _MAX_COUNT_DIGITS).end()
+                    if count_end == n or data[count_end] == 0x20:
+                        i = self._read_count(data, i, frames)
+                        continue
+            if state == _START or state == _LINE:
+                if next_lf < i:
+                    next_lf = _find(data, b"\n", i)
+                if next_nul < i:
+                    next_nul = _find(data, b"\0", i)
+                end = next_lf if next_lf < next_nul else next_nul
+                if end == n:
+                    self._append(data, i, n)
                     self._state = _LINE
                     break
                 if self._buffer or self._overflow:
-                    self._append(data[i:end])
+                    self._append(data, i, end)
                     message = bytes(self._buffer)
                 else:
                     message = data[i:end]
@@ -85,7 +155,7 @@ class SyslogFrameDecoder:
                 i = end + 1
             elif state == _OCTETS:
                 take = min(self._remaining, n - i)
-                self._append(data[i:i + take])
+                self._append(data, i, i + take)
                 self._remaining -= take
                 i += take
                 if not self._remaining:
@@ -97,24 +167,35 @@ class SyslogFrameDecoder:
                 i = self._read_count(data, i, frames)
         return frames
 
-    def _whole_lines(self, data: bytes, start: int, frames: list) -> int:
+    def _octet_frames(self, data: bytes, i: int, frames: list) -> int:
         """
-        The common case of LF framing: the complete lines of DATA from
-        START, split at once, up to the first that may be octet-counted (it
-        starts with a digit); returns where the rest begins.
+        The common case of octet counting: `LEN SP MSG` frames whole in DATA,
+        one after another from I, cut in one loop.  Returns where the first
+        frame that is not such a one begins.
         """
-        max_message, append, position = self.max_message, frames.append, start
-        lines = (data[start:] if start else data).split(b"\n")
-        lines.pop()  # after the last LF: incomplete
-        for line in lines:
-            if line and 0x31 <= line[0] <= 0x39:
+        n, find, append = len(data), data.find, frames.append
+        max_message, max_frame = self.max_message, self.max_frame
+        while True:
+            space = find(b" ", i + 1, i + 1 + _MAX_COUNT_DIGITS)
+            if space < 0:
                 break
-            position += len(line) + 1
-            if line[-1:] == b"\r":
-                line = line[:-1]
-            if line:
-                append((line[:max_message], len(line) > max_message))
-        return position
+            count = data[i:space]
+            if not count.isdigit() or count[0] == 0x30:
+                break
+            count = int(count)
+            end = space + 1 + count
+            if end > n or count > max_frame:
+                break
+            if data[end - 1] == 0x0A:
+                message = data[space + 1:end - 1]
+            else:
+                message = data[space + 1:end]
+            if count > max_message:
+                append((message[:max_message], len(message) > max_message))
+            else:
+                append((message, False))
+            i = end
+        return i
 
     def _read_count(self, data: bytes, i: int, frames: list) -> int:
         """In a frame that started with a digit: is it `LEN SP`, or a line after all?"""
@@ -132,7 +213,7 @@ class SyslogFrameDecoder:
             self._state, self._remaining = _OCTETS, count
             return end + 1
         self._state = _LINE
-        self._append(digits)
+        self._append(digits, 0, len(digits))
         return end
 
     def finish(self, cut: bool = False) -> list[tuple[bytes, bool]]:
@@ -143,7 +224,7 @@ class SyslogFrameDecoder:
         """
         frames = []
         if self._state == _COUNT:
-            self._append(self._digits)
+            self._append(self._digits, 0, len(self._digits))
             self._state = _LINE
         if self._state == _LINE and (self._buffer or self._overflow):
             self._overflow = self._overflow or cut
@@ -153,15 +234,16 @@ class SyslogFrameDecoder:
             self._emit(bytes(self._buffer), frames)
         return frames
 
-    def _append(self, chunk: bytes):
+    def _append(self, data: bytes, start: int, end: int):
         # One byte beyond max_message is kept, so a CR or LF that is stripped
-        # at the end does not by itself count as truncation.
+        # at the end does not by itself count as truncation.  Only what is
+        # kept is copied: a huge frame costs no more than a short one.
         room = self.max_message + 1 - len(self._buffer)
-        if len(chunk) > room:
-            self._buffer += chunk[:room]
+        if end - start > room:
+            self._buffer += data[start:start + room]
             self._overflow = True
         else:
-            self._buffer += chunk
+            self._buffer += data[start:end]
 
     def _emit_line(self, message: bytes, frames: list):
         if message.endswith(b"\r"):
@@ -181,3 +263,9 @@ class SyslogFrameDecoder:
         if self._buffer:
             self._buffer = bytearray()
         self._overflow = False
+
+
+def _find(data: bytes, byte: bytes, start: int) -> int:
+    """Where BYTE next occurs in DATA from START; len(DATA) when it does not."""
+    found = data.find(byte, start)
+    return len(data) if found < 0 else found
