@@ -1,27 +1,78 @@
 """
-End to end under systemd's tools: units verified by systemd-analyze, the
-suite run by (nested) systemd-socket-activate, readiness over NOTIFY_SOCKET,
-journald priorities, SIGHUP.
+End to end under systemd's tools: units verified and scored by
+systemd-analyze, the suite run under the units' system-call filter and by
+(nested) systemd-socket-activate, readiness over NOTIFY_SOCKET, journald
+priorities, SIGHUP.
 """
 
+import ctypes.util
+import functools
 import os
 import re
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from tests.e2e.process import TWISTD, ProcessTestCase, SuiteProcess, busy_port, require
+from tests.e2e.process import (
+    LISTENING, TWISTD, ProcessTestCase, SuiteProcess, busy_port, require,
+)
 from tests.helpers import make_pki, tls_section
 
 UNITS = Path(__file__).resolve().parents[2] / "etc" / "systemd"
 LOCAL = "tcp:0:interface=127.0.0.1"
+HIGHEST_EXPOSURE = 1.5  # `systemd-analyze security`: 0 is best, 10 worst
 
 
 def unit_files():
     return sorted(UNITS.glob("*.s*")) + sorted((UNITS / "socket-activation").glob("*.socket"))
+
+
+# Loads a seccomp filter allowing only the system calls in argv[1] (others
+# fail with EPERM, as SystemCallErrorNumber=EPERM says), then execs argv[2:].
+UNDER_FILTER = """
+import ctypes, errno, os, sys
+seccomp = ctypes.CDLL("libseccomp.so.2")
+seccomp.seccomp_init.restype = ctypes.c_void_p
+seccomp.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+seccomp.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+seccomp.seccomp_load.argtypes = [ctypes.c_void_p]
+context = seccomp.seccomp_init(0x00050000 | errno.EPERM)
+for name in sys.argv[1].split():
+    number = seccomp.seccomp_syscall_resolve_name(name.encode())
+    if number >= 0:  # negative: not a system call of this architecture
+        seccomp.seccomp_rule_add(context, 0x7FFF0000, number, 0)
+if seccomp.seccomp_load(context) != 0:
+    sys.exit("cannot load the seccomp filter")
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+@functools.cache
+def system_call_set(entry: str) -> frozenset[str]:
+    """The system calls ENTRY (a name or an @group, groups nested) stands for in systemd."""
+    if not entry.startswith("@"):
+        return frozenset([entry])
+    listed = subprocess.run(["systemd-analyze", "syscall-filter", entry], capture_output=True,
+                            text=True, check=True, timeout=60).stdout.splitlines()[1:]
+    names = [line.strip() for line in listed if line.strip() and not line.strip().startswith("#")]
+    return frozenset().union(*(system_call_set(name) for name in names))
+
+
+def allowed_system_calls(unit: Path) -> str:
+    """The calls UNIT's SystemCallFilter= lines allow: its allow list (and @default) minus its ~ lists."""
+    allowed, denied = set(system_call_set("@default")), set()
+    for line in unit.read_text().splitlines():
+        if line.startswith("SystemCallFilter="):
+            value = line.split("=", 1)[1]
+            into = denied if value.startswith("~") else allowed
+            for entry in value.removeprefix("~").split():
+                into |= system_call_set(entry)
+    assert allowed > system_call_set("@default") and denied, f"{unit} has no system-call filter"
+    return " ".join(sorted(allowed - denied))
 
 
 def free_port(kind=socket.SOCK_STREAM) -> int:
@@ -39,6 +90,14 @@ def connect_when_listening(port, timeout=15):
         except ConnectionRefusedError:
             assert time.monotonic() < deadline, f"nothing listens on {port}"
             time.sleep(0.05)
+
+
+def read_all(sock) -> bytes:
+    """Everything SOCK receives until the server closes it."""
+    received = b""
+    while chunk := sock.recv(1024):
+        received += chunk
+    return received
 
 
 def stop(process) -> str:
@@ -65,6 +124,14 @@ class SystemdProcessTests(ProcessTestCase):
         result = subprocess.run(["systemd-analyze", "verify", *names], cwd=self.directory,
                                 capture_output=True, text=True, timeout=60)
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+        for name in ("suite.service", "suite@0.service"):
+            result = subprocess.run(
+                ["systemd-analyze", "security", "--offline=true", "--no-pager", name],
+                cwd=self.directory, capture_output=True, text=True, timeout=60,
+            )
+            exposure = re.search(rf"Overall exposure level for {name}: (\d+\.\d)", result.stdout)
+            assert exposure, result
+            assert float(exposure[1]) <= HIGHEST_EXPOSURE, result.stdout
 
     def activate(self, config, host="127.0.0.1"):
         """
@@ -239,6 +306,101 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
 
     def test_plain_lines_when_standard_output_is_not_the_journal(self):
         self.journald_priorities_only_when_journal_stream_matches(journal=False)
+
+
+class UnderTheUnitsFilter(ProcessTestCase):
+    """
+    The suite under the system-call filter suite.service sets, emulated with
+    libseccomp (no systemd runs here): every service answers, SIGHUP reopens
+    the output, SIGTERM stops it cleanly, and nothing is refused.
+    """
+
+    def setUp(self):
+        super().setUp()
+        require("systemd-analyze")
+        if ctypes.util.find_library("seccomp") is None:
+            self.skipTest("libseccomp2 is not installed")
+        self.allowed = allowed_system_calls(UNITS / "suite.service")
+
+    def under_filter(self, *command):
+        return [sys.executable, "-c", UNDER_FILTER, self.allowed, *command]
+
+    def test_the_filter_refuses_what_the_unit_takes_away(self):
+        """setpriority is in @system-service but not allowed by `~@resources`."""
+        lower = [sys.executable, "-c", "import os; os.setpriority(os.PRIO_PROCESS, 0, 19)"]
+        assert subprocess.run(lower, timeout=60).returncode == 0
+        refused = subprocess.run(self.under_filter(*lower), capture_output=True, text=True,
+                                 timeout=60)
+        assert refused.returncode != 0 and "Operation not permitted" in refused.stderr, refused
+
+    def test_the_per_core_units_filter_is_the_same(self):
+        template = UNITS / "per-core" / "suite@.service"
+        assert allowed_system_calls(template) == self.allowed
+
+    def test_every_service_runs_under_it(self):
+        pki = make_pki(self.directory)
+        output = self.directory / "messages.jsonl"
+        unix = self.directory / "echo.sock"
+        config = self.directory / "suite.toml"
+        config.write_text(tls_section(pki) + f"""
+[timestamp]
+listen = ["{LOCAL}", "udp:0:interface=127.0.0.1"]
+[echo]
+listen = ["unix:{unix}"]
+tls_listen = ["{LOCAL}"]
+[logger]
+listen = ["{LOCAL}"]
+output = "{output}"
+[sleep]
+listen = ["{LOCAL}"]
+[names]
+listen = ["{LOCAL}"]
+dns_listen = ["udp:0:interface=127.0.0.1"]
+store = "sqlite:{self.directory / 'names.sqlite'}"
+[metrics]
+listen = ["{LOCAL}"]
+""")
+        log = self.directory / "twistd.out"
+        with open(log, "w") as stdout:
+            process = subprocess.Popen(
+                self.under_filter(TWISTD, "--nodaemon", "--pidfile=", "suite", "--config",
+                                  str(config)),
+                cwd=self.directory, stdout=stdout, stderr=subprocess.STDOUT,
+            )
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        deadline = time.monotonic() + 30
+        while "suite ready" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        assert re.search(r"^Seccomp:\s+2$", status, re.M), status  # filtered: twistd itself
+        listening = filter(None, map(LISTENING.search, log.read_text().splitlines()))
+        ports = {f"{found[1]} {found[2]}": int(found[3].rsplit(":", 1)[1])
+                 for found in listening if found[3].startswith("127.0.0.1:")}
+
+        context = ssl.create_default_context(cafile=pki["ca"])
+        with socket.create_connection(("127.0.0.1", ports[f"echo tls_listen {LOCAL}"]),
+                                      timeout=15) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as sock:
+                sock.sendall(b"filtered\nquit\n")
+                assert read_all(sock) == b"You said: filtered\r\nGoodbye.\r\n"
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(15)
+            sock.connect(str(unix))
+            sock.sendall(b"local\nquit\n")
+            assert read_all(sock) == b"You said: local\r\nGoodbye.\r\n"
+        with socket.create_connection(("127.0.0.1", ports[f"logger {LOCAL}"]), timeout=15) as sock:
+            sock.sendall(b"<13>Oct 11 22:14:15 host app: under seccomp\n")
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while "SIGHUP: reopening files" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM), log.read_text()
+        text = log.read_text()
+        assert "Operation not permitted" not in text and "Traceback" not in text, text
+        assert "under seccomp" in output.read_text(), text
 
 
 class ActivatedDNS(ProcessTestCase):
