@@ -1,7 +1,14 @@
 """
 The datagram side of the answering services: no answer to an empty
-datagram, and replies limited per source address (`udp_rate`, `udp_burst`)
-so the service cannot be used as a traffic amplifier.
+datagram, none to a source port below 1024 (or 0), and replies limited per
+source address (`udp_rate`, `udp_burst`) and per network (/24, /56:
+`udp_network_rate`, `udp_network_burst`) so the service cannot be used as
+a traffic amplifier.
+
+The ports below 1024 are those of other services (echo 7, chargen 19, DNS
+53, NTP 123, ...) and never a client's own: a datagram "from" one is a
+forged request whose answer would start a loop between two services (our
+answer is their request, and so on) or hit a victim.
 """
 
 from dataclasses import dataclass
@@ -19,9 +26,20 @@ from suite.runtime.metrics import Counts
 
 @dataclass(frozen=True, kw_only=True)
 class ReplyLimits(DatagramLimits):
-    udp_rate: float = key(number(0), 50.0, "UDP replies per second per source; 0 = unlimited")
+    udp_rate: float = key(
+        number(0), 50.0, "UDP replies per second per source; 0 = unlimited (per network too)"
+    )
     udp_burst: int = key(integer(1), 100, "UDP replies a source may get in one burst")
-    udp_max_sources: int = key(integer(1), 10000, "UDP sources tracked by the rate limiter")
+    udp_network_rate: float = key(
+        number(0), 500.0, "UDP replies per second per /24 (IPv4) or /56 (IPv6); 0 = unlimited"
+    )
+    udp_network_burst: int = key(integer(1), 1000, "UDP replies a network may get in one burst")
+    udp_max_sources: int = key(
+        integer(1), 10000, "UDP sources (and networks) tracked by the rate limiter"
+    )
+
+
+LOWEST_SOURCE_PORT = 1024  # below: another service's port, never a client's
 
 
 def rate_limited_replier(settings: ReplyLimits, answer: Callable[[bytes], bytes],
@@ -30,7 +48,8 @@ def rate_limited_replier(settings: ReplyLimits, answer: Callable[[bytes], bytes]
 
     def make():
         limiter = SourceRateLimiter(
-            settings.udp_rate, settings.udp_burst, settings.udp_max_sources, clock
+            settings.udp_rate, settings.udp_burst, settings.udp_max_sources, clock,
+            settings.udp_network_rate, settings.udp_network_burst,
         )
         return RateLimitedReplier(
             settings.section, answer, limiter, FloodControl(clock, settings.section)
@@ -41,12 +60,13 @@ def rate_limited_replier(settings: ReplyLimits, answer: Callable[[bytes], bytes]
 
 class RateLimitedReplier(DatagramProtocol):
     """
-    Answers each datagram with ANSWER(payload) (unless None), at most `udp_rate` replies
-    per second per source address (bursts of `udp_burst`).  Dropping is
-    logged through WARNINGS (L{FloodControl}): the first time per source,
-    then as a count every ten seconds, so a flood does not turn into a
-    flood of log lines.  Counted: datagrams (requests), bytes, replies sent
-    and datagrams rate-limited.
+    Answers each datagram with ANSWER(payload) (unless None), never to a
+    source port below 1024, within the LIMITER's budgets for the source's
+    address and network.  Dropping is logged through WARNINGS
+    (L{FloodControl}): the first time per source, then as a count every ten
+    seconds, so a flood does not turn into a flood of log lines.  Counted:
+    datagrams (requests), bytes, replies sent, and datagrams dropped for
+    their source port, over the address's budget, over the network's.
     """
 
     noisy = False
@@ -56,16 +76,18 @@ class RateLimitedReplier(DatagramProtocol):
                  limiter: SourceRateLimiter, warnings: FloodControl):
         self.service_name = service_name
         self.answer = answer
-        self.limiter = limiter
-        self.allow = limiter.allow
+        self.refusal = limiter.refusal
         self.warnings = warnings
         self.counts = Counts()
-        self.answered = self.rate_limited = 0
+        self.answered = self.rate_limited = self.network_rate_limited = 0
+        self.dropped_source_port = 0
 
     def metric_samples(self):
         yield from self.counts.metric_samples("udp")
         yield "datagrams", ("answered",), self.answered
         yield "datagrams", ("rate_limited",), self.rate_limited
+        yield "datagrams", ("network_rate_limited",), self.network_rate_limited
+        yield "datagrams", ("dropped_source_port",), self.dropped_source_port
 
     def startProtocol(self):
         self.send = getattr(self.transport, "reply", self.transport.write)
@@ -77,12 +99,25 @@ class RateLimitedReplier(DatagramProtocol):
         counts.requests += 1
         counts.received += len(data)
         source = address[0]
-        if not self.allow(source):
-            self.rate_limited += 1
+        if address[1] < LOWEST_SOURCE_PORT:
+            self.dropped_source_port += 1
+            self.warnings.warn(
+                "datagrams from a port below 1024", source,
+                "{service}: not answering {source} port {port}: below 1024, "
+                "a service's port, not a client's (a forged source?)",
+                service=self.service_name, source=plain_host(source), port=address[1],
+            )
+            return
+        over = self.refusal(source)
+        if over is not None:
+            if over == "udp_rate":
+                self.rate_limited += 1
+            else:
+                self.network_rate_limited += 1
             self.warnings.warn(
                 "rate-limited datagrams", source,
-                "{service}: dropping datagrams from {source}: over udp_rate",
-                service=self.service_name, source=plain_host(source),
+                "{service}: dropping datagrams from {source}: over {limit}",
+                service=self.service_name, source=plain_host(source), limit=over,
             )
             return
         reply = self.answer(data)
