@@ -13,7 +13,9 @@ from suite.runtime.config import ServiceSettings, choice, key, listen
 class EchoSettings(ReplyLimits, LineLimits, ServiceSettings):
     section = "echo"
 
-    listen: tuple[str, ...] = listen("tcp:5001", "udp:5001")
+    # The datagram side on loopback only: a forged request makes it answer whomever the
+    # forger names (reflection), so reaching it from the network is a deliberate choice.
+    listen: tuple[str, ...] = listen("tcp:5001", "udp:5001:interface=127.0.0.1")
     mode: str = key(choice("line", "raw"), "line", "line ('You said: ...') or raw (RFC 862)")
 
 

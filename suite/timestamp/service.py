@@ -13,7 +13,9 @@ from suite.timestamp.protocol import TimestampFactory, check_format, datagram_an
 class TimestampSettings(ReplyLimits, LineLimits, ServiceSettings):
     section = "timestamp"
 
-    listen: tuple[str, ...] = listen("tcp:12345", "udp:12345")
+    # The datagram side on loopback only: a forged request makes it answer whomever the
+    # forger names (reflection), so reaching it from the network is a deliberate choice.
+    listen: tuple[str, ...] = listen("tcp:12345", "udp:12345:interface=127.0.0.1")
     format: str = key(text(check_format), "ctime", "ctime, iso, epoch or a strftime pattern")
     utc: bool = key(BOOLEAN, False, "stamp in UTC instead of local time")
     framing: str = key(
