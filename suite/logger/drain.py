@@ -2,15 +2,27 @@
 The logger's shutdown drain.  When the suite stops, the listeners close
 first; then every open connection is still read until it has been quiet for
 QUIET seconds or `shutdown_timeout` has passed, so what senders had already
-handed to the kernel before SIGTERM reaches the file.  Only then are the
-connections closed, a frame still incomplete being written as truncated.
+handed to the kernel before SIGTERM reaches the file.  The reactor reads a
+connection one buffer per turn, so a burst can outlast `shutdown_timeout`
+with megabytes still waiting in the kernel: before closing, the drain reads
+every connection's receive queue directly, in turns, until it is empty (for
+at most FINAL_READ seconds, within the exit's 2 s of grace).  Only then are
+the connections closed, a frame still incomplete being written as
+truncated; what the kernel still held then (a sender that never stopped) is
+discarded, counted and logged in one line.
 """
 
 from twisted.application import service
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from suite.net.transport import held_bytes, read_held
+
+log = Logger()
 
 QUIET = 0.2
 POLL = 0.05
+FINAL_READ = 1.0
 
 
 class ShutdownDrain(service.Service):
@@ -35,6 +47,27 @@ class ShutdownDrain(service.Service):
         loop.clock = self.clock
         return loop.start(POLL, now=True).addCallback(lambda _: self._close_all())
 
+    def _read_what_the_kernel_holds(self):
+        """One buffer from each connection in turn, until none holds any or FINAL_READ is up."""
+        until = self.clock.seconds() + FINAL_READ
+        reading = list(self.factory.open)
+        while reading and self.clock.seconds() < until:
+            reading = [p for p in reading if p.transport is not None and read_held(p.transport)]
+
     def _close_all(self):
+        self._read_what_the_kernel_holds()
+        discarded = connections = 0
         for protocol in list(self.factory.open):
+            held = held_bytes(protocol.transport)
+            discarded += held
+            connections += held > 0
             protocol.close_at_shutdown()
+        if discarded:
+            log.warn(
+                "{service}: stopping: discarded {bytes} bytes still unread from {connections} "
+                "{noun} (sent faster than it could be read within shutdown_timeout "
+                "{timeout:g} s and {final:g} s more)",
+                service=self.factory.service_name, bytes=discarded, connections=connections,
+                noun="connection" if connections == 1 else "connections",
+                timeout=self.timeout, final=FINAL_READ, discarded_bytes=discarded,
+            )

@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListen
 from twisted.logger import Logger
 
 from suite.net.addresses import describe_peer, source_of
+from suite.net.transport import socket_transport
 from suite.runtime.config import Settings, integer, key, number
 from suite.runtime.flood import FloodControl
 from suite.runtime.metrics import UNCOUNTED, Counts
@@ -95,7 +96,7 @@ class StreamFactory(protocol.Factory):
         one beneath it) adds its bytes read and sent to.
         """
         counts = self.counts_for(kind)
-        getattr(transport, "transport", transport).counts = counts
+        socket_transport(transport).counts = counts
         return counts
 
     def warn_refused(self, source: str, peer: str, reason: str) -> None:

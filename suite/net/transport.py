@@ -22,13 +22,46 @@ L{suite.runtime.metrics.Counts} its connection policy gives it), so the
 byte counts are what crossed the socket, TLS records included.
 """
 
+import fcntl
 import socket
+import struct
+import termios
 from errno import EWOULDBLOCK
 
 from twisted.internet import main, tcp, unix
 from twisted.internet.tcp import makeBinding
 
 from suite.runtime.metrics import UNCOUNTED
+
+
+def socket_transport(transport):
+    """The transport that owns the socket: TRANSPORT itself, or the one beneath TLS."""
+    return getattr(transport, "transport", transport)
+
+
+def held_bytes(transport) -> int:
+    """
+    The bytes the kernel holds unread for TRANSPORT's socket (FIONREAD):
+    what a close now would discard; 0 once it is closed or has no socket.
+    """
+    sock = getattr(socket_transport(transport), "socket", None)
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def read_held(transport) -> bool:
+    """
+    Read once (up to the transport's buffer size) from what the kernel holds
+    for TRANSPORT, paused or not, as the reactor would; False when nothing
+    was held or the connection is closing or gone.  The shutdown drain uses
+    it to take in what senders already handed to the kernel.
+    """
+    below = socket_transport(transport)
+    if getattr(below, "disconnecting", True) or not held_bytes(below):
+        return False
+    return below.doRead() is None
 
 
 class WriteThrough:

@@ -179,6 +179,33 @@ class LoggerProcessTests(ProcessTestCase):
         received = [r["message"] for r in messages(read_records(path))]
         assert received == [f"message {n}" for n in range(count)]
 
+    def test_a_burst_over_8_connections_held_by_the_kernel_is_read_before_closing(self):
+        # A short shutdown_timeout stands for a slower machine: it ends the drain while
+        # megabytes still wait in the kernel, as 3 s did under load.
+        suite, port, path = self.plain_collector(shutdown_timeout=0.2, rotate_bytes=0)
+        count, senders = 200_000, 8
+        bursts = [[f"c{c} message {n}" for n in range(count // senders)] for c in range(senders)]
+        connections = [socket.create_connection(("127.0.0.1", port)) for _ in range(senders)]
+        try:
+            threads = [threading.Thread(target=sock.sendall, args=(
+                b"".join(b"<13>%s\n" % m.encode() for m in burst),
+            )) for sock, burst in zip(connections, bursts)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)  # handed to the kernel: the collector holds it all
+            started = time.monotonic()
+            suite.process.send_signal(signal.SIGTERM)
+            assert suite.wait(timeout=15) in (0, -15)
+            assert time.monotonic() - started < 0.2 + 2  # shutdown_timeout + 2 s
+        finally:
+            for sock in connections:
+                sock.close()
+        received = [r["message"] for r in messages(read_records(path))]
+        for c, burst in enumerate(bursts):
+            assert [m for m in received if m.startswith(f"c{c} ")] == burst, c
+        assert "discarded" not in suite.output
+
     def test_a_sender_that_never_stops_is_cut_at_shutdown_timeout(self):
         suite, port, path = self.plain_collector(shutdown_timeout=1)
         with socket.create_connection(("127.0.0.1", port)) as sock:

@@ -2,16 +2,19 @@
 
 import base64
 import json
+import socket
 
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.logger.drain import FINAL_READ, ShutdownDrain
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
 from suite.logger.service import LoggerSettings
-from tests.helpers import connect
+from tests.helpers import PEER, captured_log, connect, elapse
 
 
 class MemoryWriter:
@@ -153,3 +156,81 @@ class BackPressureTests(SynchronousTestCase):
         self.assertEqual((before.producerState, during.producerState), ("producing", "producing"))
         datagrams.datagramReceived(b"<13>kept", ("127.0.0.1", 1))
         self.assertEqual(writer.records[-1]["message"], "kept")
+
+
+class KernelTransport(StringTransport):
+    """
+    A StringTransport whose peer's bytes wait in a real kernel queue (a
+    socketpair): each doRead takes READ bytes of them and READ_SECONDS of CLOCK.
+    """
+
+    READ = 16
+    READ_SECONDS = 0.125
+
+    def __init__(self, test, clock):
+        super().__init__(peerAddress=PEER)
+        self.socket, self.sender = socket.socketpair()
+        test.addCleanup(self.socket.close)
+        test.addCleanup(self.sender.close)
+        self.clock = clock
+        self.reads = self.bytes_read = 0
+
+    def doRead(self):
+        self.reads += 1
+        self.clock.advance(self.READ_SECONDS)
+        data = self.socket.recv(self.READ)
+        self.bytes_read += len(data)
+        self.protocol.dataReceived(data)
+
+
+class ShutdownDrainTests(SynchronousTestCase):
+    """At shutdown_timeout the drain reads what the kernel holds, then counts what it discards."""
+
+    def setUp(self):
+        self.clock, self.writer = Clock(), MemoryWriter()
+        self.factory = logger_factory(self.writer, self.clock)
+        self.lines = captured_log(self)
+
+    def connection(self, data: bytes) -> KernelTransport:
+        transport = KernelTransport(self, self.clock)
+        transport.protocol = self.factory.buildProtocol(PEER)
+        transport.protocol.makeConnection(transport)
+        transport.sender.sendall(data)
+        return transport
+
+    def drain(self, timeout=3.0):
+        drain = ShutdownDrain(self.factory, self.clock, timeout)
+        drain.startService()
+        stopped = drain.stopService()
+        elapse(self.clock, timeout + 0.25)
+        self.successResultOf(stopped)
+
+    def messages(self):
+        return [r["message"] for r in self.writer.records if r["event"] == "message"]
+
+    def test_what_the_kernel_holds_is_read_before_the_connections_close(self):
+        first, second = self.connection(b"<13>a1\n<13>a2\n"), self.connection(b"<13>b1\n")
+        self.drain()
+        self.assertEqual(sorted(self.messages()), ["a1", "a2", "b1"])
+        self.assertTrue(first.disconnecting and second.disconnecting)
+        self.assertFalse(any("discarded" in line for line in self.lines))
+
+    def test_what_is_left_when_the_final_read_is_up_is_counted_in_one_line(self):
+        flood = b"".join(b"<13>a%02d\n" % n for n in range(40))  # 320 bytes: more than 1 s of reads
+        slow = self.connection(flood)
+        self.connection(b"<13>b1\n<13>b2\n")  # 16 bytes: one read
+        self.drain()
+        read = slow.bytes_read
+        self.assertLess(read, len(flood))
+        self.assertLessEqual(slow.reads * KernelTransport.READ_SECONDS, FINAL_READ + 0.25)
+        messages = self.messages()
+        self.assertEqual([m for m in messages if m.startswith("b")], ["b1", "b2"])
+        whole = read // 8
+        got = [m for m in messages if m.startswith("a")]
+        self.assertEqual(got[:whole], [f"a{n:02d}" for n in range(whole)])
+        self.assertLessEqual(len(got), whole + 1)  # and the frame the close cut, truncated
+        found = [line for line in self.lines if "discarded" in line]
+        self.assertEqual(found, [
+            f"logger: stopping: discarded {len(flood) - read} bytes still unread from 1 connection "
+            "(sent faster than it could be read within shutdown_timeout 3 s and 1 s more)"
+        ])
