@@ -1,10 +1,14 @@
 """Integration: the services on real sockets on 127.0.0.1, port 0."""
 
+import ipaddress
 import os
+import re
 import shutil
 import socket
 import stat
 import tempfile
+import tomllib
+from pathlib import Path
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -24,8 +28,11 @@ from suite.net.ratelimit import SourceRateLimiter
 from suite.names import service as names_service
 from suite.names.service import NamesSettings
 from suite.net.addresses import describe_peer, source_of
-from suite.net.listeners import reaches_beyond_loopback
+from suite.net.listeners import parse_udp, reaches_beyond_loopback
 from tests.helpers import captured_log, start_suite, tmp_dir
+
+ETC = Path(__file__).resolve().parents[2] / "etc"
+COMMENTED_LISTENERS = re.compile(r"(\w*listen) = (\[[^\]]*\])")
 
 
 class Collect(protocol.Protocol):
@@ -226,6 +233,31 @@ class UnixSocketModes(TestCase):
         modes = {name: stat.S_IMODE(os.stat(os.path.join(short, name)).st_mode)
                  for name in ("default.sock", "open.sock", "private.sock")}
         self.assertEqual(modes, {"default.sock": 0o660, "open.sock": 0o666, "private.sock": 0o600})
+
+
+def reaches_other_hosts(description: str) -> bool:
+    if description.startswith("udp:"):
+        interface = parse_udp(description)[1]
+        return not interface or not ipaddress.ip_address(interface).is_loopback
+    return reaches_beyond_loopback(description, MemoryReactor())
+
+
+class ShippedConfigs(SynchronousTestCase):
+    def test_every_listener_binds_loopback_and_the_comments_show_how_to_open_it(self):
+        """`make run` and the per-core example answer no other host until a line is changed."""
+        for path in (ETC / "suite.toml", ETC / "systemd" / "per-core" / "per-core.toml"):
+            text = path.read_text()
+            listeners = [description for section in tomllib.loads(text).values()
+                         for key, value in section.items() if key.endswith("listen")
+                         for description in value]
+            opened = [description for line in text.splitlines() if line.startswith("#")
+                      for _, value in COMMENTED_LISTENERS.findall(line)
+                      for description in tomllib.loads(f"value = {value}")["value"]]
+            self.assertTrue(listeners and opened, path)
+            for description in listeners:
+                self.assertFalse(reaches_other_hosts(description), f"{path.name}: {description}")
+            for description in opened:
+                self.assertTrue(reaches_other_hosts(description), f"{path.name}: {description}")
 
 
 class PeersAndExposure(SynchronousTestCase):
