@@ -9,18 +9,18 @@ import functools
 import os
 import sys
 
-from OpenSSL import SSL
-from service_identity import VerificationError
 from twisted.internet import defer, error, task
 from twisted.internet.stdio import StandardIO
 from twisted.protocols import amp
 from twisted.protocols.basic import LineReceiver
 
 from suite.client import api
-from suite.client.address import client_tls, parse_address, stream_endpoint
+from suite.client.address import client_tls, parse_address, stream_endpoint, tls_failure
 from suite.logger.syslog import FACILITIES, SEVERITIES
 from suite.net.addresses import host_port
-from suite.names.commands import Deregister, Lookup, Register, Services, Unavailable, Watch
+from suite.names.commands import (
+    Deregister, Lookup, NotFound, Register, Services, Unavailable, Watch,
+)
 from suite.runtime.credentials import read_secret
 from suite.runtime.version import describe_versions
 from suite.sleep.commands import Sleep
@@ -54,6 +54,11 @@ USAGES = {
 }
 # The name each service is looked up under with --lookup (unless --name says otherwise).
 REGISTERED_AS = {"timestamp": "timestamp", "echo": "echo", "log": "logger", "sleep": "sleep"}
+TLS_HELP = ("TLS, verifying certificate and host name, to the service and, with --lookup, to "
+            "the name servers too: one set of TLS options for both, as one site's CA and client "
+            "certificate serve them all")
+NAME_SERVER_TLS_HELP = ("TLS to the name server, verifying its certificate and host name, so "
+                        "that the token and the answers cannot be read or changed on the way")
 NAMES_ACTIONS = {"register": 3, "deregister": 3, "lookup": 1, "services": 0, "watch": 1}
 
 
@@ -95,12 +100,16 @@ def service_parser(service: str) -> Parser:
     else:
         parser.add_argument("--lookup", metavar="NSADDRESS[,NSADDRESS...]",
                             help="find the service's address on a name server (the next one "
-                                 "when one cannot be reached)")
+                                 "when one cannot be reached); --tls applies to the name "
+                                 "servers too; instances announced for the other transport "
+                                 "(tcp, tls) are skipped")
         parser.add_argument("--name", help=f"name to look up (default: {REGISTERED_AS[service]})")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
                         help="seconds to connect, and to wait for answers once sent (default 10)")
-    parser.add_argument("--tls", action="store_true", help="TLS, verifying certificate and host")
-    parser.add_argument("--ca", metavar="FILE", help="CA certificate to verify the server with")
+    parser.add_argument("--tls", action="store_true",
+                        help=NAME_SERVER_TLS_HELP if service == "names" else TLS_HELP)
+    parser.add_argument("--ca", metavar="FILE",
+                        help="CA certificate to verify the servers with (default: the system's)")
     parser.add_argument("--cert", metavar="FILE", help="client certificate (mutual TLS)")
     parser.add_argument("--key", metavar="FILE", help="private key of --cert")
     return parser
@@ -207,7 +216,12 @@ async def addresses(reactor, args) -> list:
     """
     Where the service is: ADDRESS, or the live instances a name server
     gives (--lookup): each name server in turn until one answers (one that
-    cannot be reached, or answers UNAVAILABLE, passes to the next).
+    cannot be reached, or answers UNAVAILABLE, passes to the next).  --tls
+    applies to the name servers too: a TLS service found through a lookup
+    an attacker could rewrite would be no safer than the lookup.  Instances
+    [announce] described as the other transport (`tcp` under --tls, `tls`
+    without) are left out, so a service announced on both is reached on the
+    one this client speaks.
     """
     if not args.lookup:
         return [parse_address(args.address)]
@@ -215,7 +229,7 @@ async def addresses(reactor, args) -> list:
     name_servers = [part.strip() for part in args.lookup.split(",") if part.strip()]
     for number, name_server in enumerate(name_servers, 1):
         args.address = name_server
-        endpoint = stream_endpoint(reactor, parse_address(name_server), args.timeout)
+        endpoint = endpoint_for(reactor, args, parse_address(name_server))
         try:
             instances, _ = await api.lookup(reactor, endpoint, name).addTimeout(
                 args.timeout, reactor
@@ -224,7 +238,12 @@ async def addresses(reactor, args) -> list:
         except (error.ConnectError, defer.TimeoutError, error.ConnectionClosed, Unavailable):
             if number == len(name_servers):
                 raise
-    return [parse_address(host_port(host, port)) for host, port, _ in instances]
+    speaks, other = ("TLS", "tcp") if args.tls and not args.udp else ("plain TCP", "tls")
+    usable = [parse_address(host_port(host, port))
+              for host, port, description in instances if description != other]
+    if not usable:
+        raise NotFound(f"no live instance of {name} over {speaks}")
+    return usable
 
 
 async def first_answering(reactor, args, attempt):
@@ -338,11 +357,8 @@ def describe(failure, args) -> str:
         return f"{args.address}: connection refused"
     if isinstance(e, error.DNSLookupError):
         return f"{args.address}: cannot resolve the host name"
-    if isinstance(e, SSL.Error):
-        reasons = [part[-1] for part in e.args[0] if part] if e.args and e.args[0] else []
-        return f"{args.address}: TLS failed: {', '.join(reasons) or e}"
-    if isinstance(e, VerificationError):
-        return f"{args.address}: TLS failed: certificate does not match the host name"
+    if (failed := tls_failure(e)) is not None:
+        return f"{args.address}: {failed}"
     if type(e) in ERROR_CODES:
         return f"{ERROR_CODES[type(e)]}: {e}"
     if isinstance(e, amp.RemoteAmpError):

@@ -1,4 +1,7 @@
-"""End to end: `suite-client` against `twistd … suite`, over TCP, UDP and mutual TLS."""
+"""
+End to end: `suite-client` against `twistd … suite`, over TCP, UDP and
+mutual TLS, to services and to name servers.
+"""
 
 import json
 import os
@@ -224,3 +227,104 @@ class StandaloneTests(ProcessTestCase):
         assert client("echo", target, "--tls", "--ca", pki["ca"], "x") == (
             1, "", f"suite-client: {target}: TLS failed: certificate does not match the host name\n"
         )
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now (for a config that must name it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class NameServerTLSTests(ProcessTestCase):
+    """
+    A name server reached through mutual TLS only: the suite announces to it
+    over TLS, and suite-client registers, looks up and finds services
+    (--lookup) with the same --tls --ca --cert --key as for the service.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.pki = make_pki(self.directory)
+        port = free_port()
+        self.names = f"127.0.0.1:{port}"
+        client_key = f'certificate = "{self.pki["client_crt"]}"\n' \
+                     f'private_key = "{self.pki["client_key"]}"\n'
+        self.suite = self.start_suite(tls_section(self.pki, client_ca=self.pki["ca"]) + f"""
+[names]
+tls_listen = ["tcp:{port}:interface=127.0.0.1"]
+token = "s3cret-token"
+store = "memory"
+lookup_audit = ""
+[echo]
+listen = ["{LOCAL}"]
+tls_listen = ["{LOCAL}"]
+[announce]
+name_server = ["{self.names}"]
+token = "s3cret-token"
+tls = true
+ca = "{self.pki["ca"]}"
+""" + client_key, listeners=3)
+
+    def announced(self):
+        """The echo instances the name server holds, once [announce] registered both."""
+        for _ in range(100):  # at most ~10 s
+            code, out, _ = client("names", self.names, "lookup", "echo", *mtls(self.pki))
+            if code == 0 and out.count("\n") == 2:
+                return out
+            time.sleep(0.1)
+        raise AssertionError(f"echo was not announced: {out!r}\n{self.suite.output}")
+
+    def test_announced_and_found_through_tls(self):
+        plain = self.suite.port(f"echo {LOCAL}")
+        tls = self.suite.port(f"echo tls_listen {LOCAL}")
+        assert set(self.announced().splitlines()) == {
+            f"127.0.0.1:{plain}\ttcp", f"127.0.0.1:{tls}\ttls"
+        }
+        for _ in range(2):  # whichever instance the rotation gives first: the TLS one is used
+            assert client("echo", "--lookup", self.names, *mtls(self.pki), "secret") == (
+                0, "You said: secret\n", ""
+            )
+        assert "s3cret-token" not in self.suite.output
+        assert "in clear" not in self.suite.output
+
+    def test_names_register_lookup_and_services_through_mutual_tls(self):
+        echo = self.suite.port(f"echo tls_listen {LOCAL}")
+        assert client("names", self.names, "register", "web", "127.0.0.1", echo,
+                      "--description", "tls", *mtls(self.pki),
+                      env={"SUITE_TOKEN": "s3cret-token"}) == (0, "", "")
+        assert client("names", self.names, "lookup", "web", *mtls(self.pki)) == (
+            0, f"127.0.0.1:{echo}\ttls\n", ""
+        )
+        code, out, _ = client("names", self.names, "services", *mtls(self.pki))
+        assert code == 0 and "web\n" in out
+
+    def test_a_name_server_that_fails_tls_is_one_line(self):
+        names, pki = self.names, self.pki
+        refusals = (
+            ([], "connection closed by the server"),
+            (["--tls", "--ca", pki["ca"]], "TLS failed: tlsv13 alert certificate required"),
+            (["--tls", "--ca", pki["stranger_crt"], "--cert", pki["client_crt"],
+              "--key", pki["client_key"]], "TLS failed: certificate verify failed"),
+        )
+        for options, problem in refusals:
+            for command in (["names", names, "lookup", "echo"],
+                            ["echo", "--lookup", names, "x"]):
+                assert client(*command, *options, "--timeout", "5") == (
+                    1, "", f"suite-client: {names}: {problem}\n"
+                ), (command, options)
+
+
+class PlainNameServerTests(ProcessTestCase):
+    def test_a_token_on_a_plain_listener_other_hosts_reach_is_a_warning_at_start(self):
+        suite = self.start_suite("""
+            [names]
+            listen = ["tcp:0", "tcp:0:interface=127.0.0.1"]
+            token = "s3cret-token"
+            store = "memory"
+            lookup_audit = ""
+        """, listeners=2)
+        warnings = [line for line in suite.lines if "crosses the network in clear" in line]
+        assert len(warnings) == 1 and "names: tcp:0 accepts connections from other hosts" \
+            in warnings[0], suite.output
+        assert "s3cret-token" not in suite.output
