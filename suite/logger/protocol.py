@@ -37,6 +37,7 @@ class SyslogStreamProtocol(ConnectionPolicy):
     handshake gives an `error` record instead.
     """
 
+    refusal = b"ERROR too many connections\n"  # senders do not read it; a person with nc does
     decoder = None
     announced = False
     last_data = 0.0  # when the last bytes came, for the shutdown drain

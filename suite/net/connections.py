@@ -106,6 +106,19 @@ class StreamFactory(protocol.Factory):
             service=self.service_name, peer=peer, reason=reason,
         )
 
+    def refused_at_descriptor_limit(self, address, reason: str) -> None:
+        """
+        The port refused a connection from ADDRESS (None: one it could not
+        even accept) because the process is out of file descriptors
+        (L{suite.net.transport.RefusingPort}): counted, logged flood-controlled.
+        """
+        self.refusals["file_descriptors"] = self.refusals.get("file_descriptors", 0) + 1
+        if address is None:
+            source, peer = "unaccepted", "a client still waiting to be accepted"
+        else:
+            source, peer = source_of(address), describe_peer(address)
+        self.warn_refused(source, peer, reason)
+
     def count_error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 

@@ -17,19 +17,32 @@ built by L{StreamReactor}: a reactor whose `listenTCP`, `listenUNIX` and
 (`tcp:`, `tcp6:`, `unix:`, `systemd:`) listens through it unchanged.
 With `reuse_port`, TCP ports bind with SO_REUSEPORT.
 
+At the file-descriptor limit `accept` fails with EMFILE and the client
+would wait in the backlog, or (Twisted's own recovery) be closed without a
+word at the cost of three log lines each.  The suite's ports keep one
+spare descriptor instead: on EMFILE (or ENFILE) it is closed, the waiting
+connections are accepted one at a time, sent their protocol's `refusal`
+line (`ERROR too many connections` where the protocol can say it) and
+closed, and the spare is opened again; the factory counts each refusal
+and logs it flood-controlled.  This replaces Twisted's private
+`tcp.Port.doRead`; should that name (or `_buildAddr`) ever go, the ports
+fall back to Twisted's own accept loop.
+
 Each transport adds the bytes it reads and sends to `counts` (the
 L{suite.runtime.metrics.Counts} its connection policy gives it), so the
 byte counts are what crossed the socket, TLS records included.
 """
 
 import fcntl
+import os
 import socket
 import struct
 import termios
-from errno import EWOULDBLOCK
+from errno import ECONNABORTED, EMFILE, ENFILE, ENOBUFS, ENOMEM, EPERM, EWOULDBLOCK
 
 from twisted.internet import main, tcp, unix
 from twisted.internet.tcp import makeBinding
+from twisted.logger import Logger
 
 from suite.runtime.metrics import UNCOUNTED
 
@@ -130,11 +143,155 @@ class WriteThroughUNIXServer(WriteThrough, unix.Server):
         return super()._dataReceived(data)
 
 
-class TCPPort(tcp.Port):
+log = Logger()
+
+# Twisted's private names the accept loop below stands in for.
+OWN_ACCEPT_LOOP = all(hasattr(tcp.Port, name) for name in ("doRead", "_buildAddr"))
+OUT_OF_DESCRIPTORS = (EMFILE, ENFILE)
+CANNOT_ACCEPT_NOW = (ENOBUFS, ENOMEM)
+REFUSED_PER_READ = 1000  # connections refused in one pass at the descriptor limit
+NO_SPARE_PAUSE = 1.0  # seconds a port stops accepting when not even the spare is left
+
+
+class SpareDescriptor:
+    """
+    One open descriptor (of /dev/null) held back, so that at the limit one
+    connection at a time can still be accepted to be told why it is closed.
+    One is enough for every port: the reactor accepts in one thread.
+    """
+
+    def __init__(self):
+        self._fd: int | None = None
+
+    def reserve(self) -> bool:
+        """Open the spare unless it is open; False when even that fails (at the limit)."""
+        if self._fd is None:
+            try:
+                self._fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return False
+        return True
+
+    def release(self) -> bool:
+        """Close the spare, freeing its slot; False when there was none to close."""
+        if self._fd is None:
+            return False
+        os.close(self._fd)
+        self._fd = None
+        return True
+
+
+SPARE = SpareDescriptor()
+
+
+def _refuse(client: socket.socket, refusal: bytes) -> None:
+    """
+    Send REFUSAL and close CLIENT without a reset: its sending side is shut
+    first, and what the client already sent is read away, since closing a
+    socket with unread input makes the kernel answer with RST.
+    """
+    with client:
+        client.setblocking(False)
+        try:
+            if refusal:
+                client.send(refusal)
+            client.shutdown(socket.SHUT_WR)
+            client.recv(65536)
+        except OSError:
+            pass
+
+
+class RefusingPort:
+    """
+    Mixin for a Twisted stream port (`tcp.Port`, `unix.Port`): its accept
+    loop refuses connections at the descriptor limit with the factory's
+    protocol's `refusal` (see the module's docstring).  The factory (under
+    a TLS wrapper, the one it wraps) is told through
+    `refused_at_descriptor_limit(address, reason)`, address None when not
+    even the spare was left to accept one.
+    """
+
+    numberAccepts = 100  # Twisted's start; startListening sets it again
+
+    def startListening(self):
+        SPARE.reserve()
+        super().startListening()
+
+    def doRead(self):
+        if not OWN_ACCEPT_LOOP:
+            return super().doRead()
+        accepted = 0
+        try:
+            for _ in range(self.numberAccepts):
+                try:
+                    client, address = self.socket.accept()
+                except OSError as e:
+                    if e.errno == EPERM or e.errno == ECONNABORTED:
+                        continue  # refused by netfilter, or reset while waiting
+                    if e.errno in OUT_OF_DESCRIPTORS:
+                        self._refuse_waiting(e)
+                    elif e.errno not in CANNOT_ACCEPT_NOW and e.errno != EWOULDBLOCK:
+                        raise
+                    break
+                accepted += 1
+                self._serve(client, address)
+        except BaseException:
+            log.failure("{port}: accepting connections failed", port=self)
+        # Twisted's scaling: more accepts per read while the backlog keeps them busy.
+        if accepted == self.numberAccepts:
+            self.numberAccepts += 20
+        else:
+            self.numberAccepts = max(1, accepted)
+
+    def _serve(self, client: socket.socket, address):
+        """What Twisted's loop does with an accepted socket: a protocol and a transport."""
+        if len(address) == 4:  # IPv6: the scope id, as a name
+            host = socket.getnameinfo(address, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+            address = (host[0], *address[1:])
+        protocol = self.factory.buildProtocol(self._buildAddr(address))
+        if protocol is None:
+            client.close()
+            return
+        session = self.sessionno
+        self.sessionno = session + 1
+        protocol.makeConnection(self.transport(client, protocol, address, self, session,
+                                               self.reactor))
+
+    def _refuse_waiting(self, error: OSError):
+        """Out of descriptors: refuse what waits, through the spare's slot."""
+        policy = getattr(self.factory, "wrappedFactory", self.factory)
+        report = getattr(policy, "refused_at_descriptor_limit", None)
+        reason = f"out of file descriptors ({os.strerror(error.errno)})"
+        if not SPARE.release():
+            SPARE.reserve()  # perhaps there is room again for the next time
+            self.stopReading()  # not even the spare: do not spin on a readable socket
+            self.reactor.callLater(NO_SPARE_PAUSE, self._resume_accepting)
+            if report is not None:
+                report(None, reason)
+            return
+        refusal = getattr(getattr(self.factory, "protocol", None), "refusal", b"")
+        try:
+            for _ in range(REFUSED_PER_READ):
+                try:
+                    client, address = self.socket.accept()
+                except OSError:
+                    break
+                _refuse(client, refusal)
+                if report is not None:
+                    report(self._buildAddr(address), reason)
+        finally:
+            SPARE.reserve()
+
+    def _resume_accepting(self):
+        if self.connected and not self.disconnecting:
+            self.startReading()
+
+
+class TCPPort(RefusingPort, tcp.Port):
     transport = WriteThroughServer
 
 
-class UNIXPort(unix.Port):
+class UNIXPort(RefusingPort, unix.Port):
     transport = WriteThroughUNIXServer
 
 

@@ -5,6 +5,7 @@ import logging
 import logging.handlers
 import os
 import re
+import resource
 import signal
 import socket
 import ssl
@@ -467,3 +468,49 @@ class OutputFaultTests(ProcessTestCase):
         with open(path, "rb") as f:
             lines = f.read().splitlines(keepends=True)
         assert lines and all(text.endswith(b"\n") and json.loads(text) for text in lines)
+
+
+class DescriptorLimitTests(ProcessTestCase):
+    def test_refused_at_the_descriptor_limit_with_the_error_line_and_few_log_lines(self):
+        suite = self.start_suite(f"""
+            [echo]
+            listen = ["{LOCAL}"]
+            [logger]
+            listen = ["{LOCAL}"]
+            output = "messages.jsonl"
+        """, listeners=2)
+        pid = suite.process.pid
+        limit = len(os.listdir(f"/proc/{pid}/fd")) + 4  # room for four more connections
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+        echo, logger_port = suite.port(f"echo {LOCAL}"), suite.port(f"logger {LOCAL}")
+        held = [socket.create_connection(("127.0.0.1", echo), timeout=5) for _ in range(4)]
+        for sock in held:
+            sock.sendall(b"held\n")
+            assert sock.recv(100) == b"You said: held\r\n"
+        lines_before = len(suite.lines)
+        attempts = 200
+        answers = {}
+        for port in [echo] * attempts + [logger_port] * attempts:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                answer = sock.recv(100)
+            answers[answer] = answers.get(answer, 0) + 1
+        assert answers == {b"ERROR too many connections\r\n": attempts,
+                           b"ERROR too many connections\n": attempts}, answers
+        for sock in held:
+            sock.close()
+        for _ in range(50):  # until the server has seen the held ones close
+            with socket.create_connection(("127.0.0.1", echo), timeout=5) as sock:
+                sock.sendall(b"served again\n")
+                if sock.recv(100) == b"You said: served again\r\n":
+                    break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("not served again once connections closed")
+        assert suite.stop() in (0, -15)
+        logged = suite.lines[lines_before:]
+        refusals = [line for line in logged if ": refused connection from" in line]
+        assert len(refusals) == 2, refusals  # one for each service: the first from the source
+        summaries = [int(found[1]) for line in logged
+                     for found in [re.search(r": (\d+) more refused connections", line)] if found]
+        assert len(summaries) == 2 and min(summaries) >= attempts - 1, summaries
+        assert not any("EMFILE" in line for line in logged)

@@ -114,7 +114,7 @@ class StreamTests(SynchronousTestCase):
         connect(factory)
         _, refused = connect(factory)
         self.assertTrue(refused.disconnecting)
-        self.assertEqual(refused.value(), b"")
+        self.assertEqual(refused.value(), b"ERROR too many connections\n")
         error = self.writer.records[-1]
         self.assertEqual((error["event"], error["message"]),
                          ("error", "connection refused: max_connections (1) reached"))

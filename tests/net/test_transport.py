@@ -5,6 +5,7 @@ nothing waits, and everything else is Twisted's transport behaviour
 Also the SO_REUSEPORT listeners and the batched UDP port.
 """
 
+import errno
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
 from twisted.trial.unittest import TestCase
 
+from suite.net import transport as transport_module
 from suite.net.transport import StreamReactor, WriteThroughServer, WriteThroughUNIXServer
 from suite.net.udpport import DatagramPort, listen_datagram
 from tests.helpers import tmp_dir
@@ -262,6 +264,87 @@ class ReusePortTests(TestCase):
             sock.sendall(b"hello\n")
             await until(lambda: _readable(sock))
             self.assertEqual(sock.recv(100), b"You said: hello\r\n")
+
+
+class Refusing(protocol.Protocol):
+    refusal = b"ERROR too many connections\r\n"
+
+    def dataReceived(self, data):
+        self.transport.write(b"served\r\n")
+
+
+class RefusalFactory(protocol.Factory):
+    """Serves Refusing; records what the port reports of refusals at the descriptor limit."""
+
+    protocol = Refusing
+
+    def __init__(self):
+        self.refused = []
+
+    def refused_at_descriptor_limit(self, address, reason):
+        self.refused.append((address and address.host, reason))
+
+
+class OutOfDescriptors:
+    """A listening socket whose next FAILURES accepts fail with EMFILE, as at the limit."""
+
+    def __init__(self, listening, failures):
+        self._socket = listening
+        self.failures = failures
+
+    def accept(self):
+        if self.failures:
+            self.failures -= 1
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return self._socket.accept()
+
+    def __getattr__(self, name):
+        return getattr(self._socket, name)
+
+
+class DescriptorLimitTests(TestCase):
+    """At the file-descriptor limit a connection is answered with the refusal line, not reset."""
+
+    def listen(self, failures):
+        factory = RefusalFactory()
+        port = StreamReactor(reactor).listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        port.socket = OutOfDescriptors(port.socket, failures)
+        return factory, port.getHost().port
+
+    async def exchange(self, number) -> bytes:
+        with socket.create_connection(("127.0.0.1", number), timeout=5) as sock:
+            sock.setblocking(False)
+            sock.sendall(b"hello\r\n")
+            await until(lambda: _readable(sock))
+            return sock.recv(100)
+
+    async def test_refused_with_the_refusal_line_and_reported_then_served_again(self):
+        factory, number = self.listen(failures=1)
+        self.assertEqual(await self.exchange(number), b"ERROR too many connections\r\n")
+        self.assertEqual(factory.refused,
+                         [("127.0.0.1", "out of file descriptors (Too many open files)")])
+        self.assertEqual(await self.exchange(number), b"served\r\n")
+        self.assertTrue(transport_module.SPARE.reserve())  # the spare is back
+
+    async def test_without_the_spare_the_port_pauses_instead_of_spinning(self):
+        factory, number = self.listen(failures=2)
+        self.assertTrue(transport_module.SPARE.release())
+        self.addCleanup(transport_module.SPARE.reserve)
+        self.patch(transport_module, "NO_SPARE_PAUSE", 0.2)
+        with socket.create_connection(("127.0.0.1", number), timeout=5) as sock:
+            await until(lambda: factory.refused)
+            self.assertEqual(factory.refused, [(None, "out of file descriptors (Too many open files)")])
+            sock.setblocking(False)
+            sock.sendall(b"hello\r\n")
+            await until(lambda: _readable(sock))  # the spare was taken again: refused
+            self.assertEqual(sock.recv(100), b"ERROR too many connections\r\n")
+        self.assertEqual(await self.exchange(number), b"served\r\n")
+
+    async def test_without_twisted_s_private_names_twisted_s_own_loop_serves(self):
+        self.patch(transport_module, "OWN_ACCEPT_LOOP", False)
+        factory, number = self.listen(failures=0)
+        self.assertEqual(await self.exchange(number), b"served\r\n")
 
 
 def _readable(sock) -> bool:
