@@ -248,8 +248,6 @@ class NameServerTLSTests(ProcessTestCase):
         self.pki = make_pki(self.directory)
         port = free_port()
         self.names = f"127.0.0.1:{port}"
-        client_key = f'certificate = "{self.pki["client_crt"]}"\n' \
-                     f'private_key = "{self.pki["client_key"]}"\n'
         self.suite = self.start_suite(tls_section(self.pki, client_ca=self.pki["ca"]) + f"""
 [names]
 tls_listen = ["tcp:{port}:interface=127.0.0.1"]
@@ -264,7 +262,9 @@ name_server = ["{self.names}"]
 token = "s3cret-token"
 tls = true
 ca = "{self.pki["ca"]}"
-""" + client_key, listeners=3)
+certificate = "{self.pki["client_crt"]}"
+private_key = "{self.pki["client_key"]}"
+""", listeners=3)
 
     def announced(self):
         """The echo instances the name server holds, once [announce] registered both."""
