@@ -348,7 +348,7 @@ class BacklogTests(SynchronousTestCase):
         for description, bound in [
             ("tcp:5001", "tcp:5001:backlog=1024"),
             ("tcp6:5001:interface=\\:\\:1", "tcp6:5001:interface=\\:\\:1:backlog=1024"),
-            ("unix:/run/suite.sock", "unix:/run/suite.sock:backlog=1024"),
+            ("unix:/run/suite.sock", "unix:/run/suite.sock:backlog=1024:mode=660"),
             ("tcp:5001:backlog=64", "tcp:5001:backlog=64"),
             ("systemd:domain=INET:name=x", "systemd:domain=INET:name=x"),
         ]:

@@ -111,6 +111,7 @@ class InstalledConfigTests(SynchronousTestCase):
         root = build(services.SERVICES, str(config), {}, MemoryReactor(), only_listed=False)
         listeners = sorted(c.name for c in root if c.name)
         self.assertEqual(listeners, [
-            "echo tcp:5001", "echo udp:5001", "sleep tcp:5200",
-            "timestamp tcp:12345", "timestamp udp:12345",
+            "echo tcp:5001:interface=127.0.0.1", "echo udp:5001:interface=127.0.0.1",
+            "sleep tcp:5200:interface=127.0.0.1",
+            "timestamp tcp:12345:interface=127.0.0.1", "timestamp udp:12345:interface=127.0.0.1",
         ])
