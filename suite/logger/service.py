@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from suite.logger.drain import ShutdownDrain
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
-from suite.logger.writer import BatchWriter, open_output
+from suite.logger.writer import BatchWriter, file_mode_key, open_output
 from suite.net.connections import ConnectionLimits, idle_timeout
 from suite.net.udpbuffer import DatagramLimits
 from suite.runtime.compose import Parts, ServiceDeclaration
@@ -26,6 +26,7 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
     idle_timeout: float = idle_timeout(0.0)
     rotate_bytes: int = key(integer(0), 16 * MiB, "rotate the output at this size; 0 = never")
     keep: int = key(integer(1), 10, "rotated files kept (FILE.1 ... FILE.N)")
+    file_mode: int = file_mode_key("the output files")
     flush_interval: float = key(number(0), 0.2, "seconds a message may wait before it is written")
     max_batch: int = key(integer(1), MiB, "pending bytes that are written at once")
     max_buffer: int = key(
@@ -39,7 +40,8 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
 
 def build(settings: LoggerSettings, reactor) -> Parts:
     try:
-        output = open_output(settings.output, settings.rotate_bytes, settings.keep)
+        output = open_output(settings.output, settings.rotate_bytes, settings.keep,
+                             file_mode=settings.file_mode)
     except OSError as e:
         where = f" ({e.filename})" if e.filename and e.filename != settings.output else ""
         raise settings.error("output", f"cannot open: {e.strerror}{where}") from None

@@ -6,16 +6,46 @@ written through at once, so nothing received before SIGTERM is lost.
 """
 
 import os
+import re
 
 from zope.interface import implementer
 
 from twisted.application import service
 from twisted.logger import Logger
 
+from suite.runtime.config import Kind, key
 from suite.runtime.lifecycle import IReopenable
 from suite.runtime.status import DEGRADED, FAILING
 
 log = Logger()
+
+# Records hold what clients sent: readable by the owner's group (a log
+# reader), never by everyone, whatever the umask.
+FILE_MODE = 0o640
+_OCTAL = re.compile(r"(0o|0)?([0-7]{1,4})")
+
+
+def _check_file_mode(value) -> int:
+    """An octal string ("0640", "0o640") or an integer (0o640 in TOML): permission bits only."""
+    if isinstance(value, str):
+        found = _OCTAL.fullmatch(value)
+        if found is None:
+            raise ValueError('must be an octal mode such as "0640"')
+        value = int(found[2], 8)
+    elif isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError('must be an octal mode such as "0640"')
+    if not 0 <= value <= 0o777:
+        raise ValueError(
+            "must hold permission bits only (0 to 0o777; no setuid, setgid or sticky bit, "
+            'and an integer is decimal: write "0640" or 0o640)'
+        )
+    return value
+
+
+def file_mode_key(what: str) -> int:
+    """The `file_mode` key of a section that creates WHAT (its output files)."""
+    return key(Kind(_check_file_mode), FILE_MODE,
+               f'permissions of {what} it creates ("0640"); the umask may take more away')
 
 
 def cut_torn_tail(path: str) -> int:
@@ -88,8 +118,10 @@ class RotatingFile:
     record, and its rotation gives up silently when the file is gone.
     """
 
-    def __init__(self, path: str, rotate_bytes: int, keep: int, label: str = "logger"):
+    def __init__(self, path: str, rotate_bytes: int, keep: int, label: str = "logger",
+                 file_mode: int = FILE_MODE):
         self.label = label  # who writes, for the log lines
+        self.file_mode = file_mode  # of each file it creates (the path, after rotations)
         directory, name = os.path.split(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, name)
@@ -107,7 +139,8 @@ class RotatingFile:
         self._open()
 
     def _open(self):
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                           self.file_mode)
         found = os.fstat(self._fd)
         self.size = found.st_size
         self._opened = (found.st_dev, found.st_ino)
@@ -207,8 +240,11 @@ class StandardOutput:
         pass
 
 
-def open_output(path: str, rotate_bytes: int, keep: int, label: str = "logger"):
-    return StandardOutput() if path == "-" else RotatingFile(path, rotate_bytes, keep, label)
+def open_output(path: str, rotate_bytes: int, keep: int, label: str = "logger",
+                file_mode: int = FILE_MODE):
+    if path == "-":
+        return StandardOutput()
+    return RotatingFile(path, rotate_bytes, keep, label, file_mode)
 
 
 RETRY_SECONDS = 1.0

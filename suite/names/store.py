@@ -20,6 +20,8 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from suite.logger.writer import FILE_MODE
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
     name TEXT NOT NULL,
@@ -208,6 +210,9 @@ class SqliteStore(LocalStore, BatchedWrites):
         directory = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(directory, exist_ok=True)
+            # Created here, so it gets the output files' mode rather than SQLite's 0644
+            # (its journal files take the database's mode).
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
             connection = sqlite3.connect(path)
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open: {getattr(e, 'strerror', None) or e}") from None

@@ -2,14 +2,18 @@
 
 import errno
 import os
+import stat
 
 from zope.interface.verify import verifyObject
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.logger import writer as writer_module
+from suite.logger import service, writer as writer_module
+from suite.logger.service import LoggerSettings
 from suite.logger.writer import BatchWriter, RotatingFile, WriteFailed, cut_torn_tail
+from suite.names.store import SqliteStore
+from suite.runtime.config import ConfigError, settings_for
 from suite.runtime.lifecycle import IReopenable
 from tests.helpers import captured_log
 
@@ -337,3 +341,51 @@ class BacklogInPiecesTests(SynchronousTestCase):
         self.writer.stopService()
         self.assertEqual(self.content(), line(0) + line(1))
         self.assertTrue(any("stopping with 160 bytes of records" in t for t in self.lines))
+
+
+class FileModeTests(SynchronousTestCase):
+    """Files the suite creates are 0640 (file_mode) even under umask 0: records hold client text."""
+
+    def setUp(self):
+        self.addCleanup(os.umask, os.umask(0))
+        self.directory = self.mktemp()
+        self.path = os.path.join(self.directory, "out.jsonl")
+
+    def mode(self, path) -> int:
+        return stat.S_IMODE(os.stat(path).st_mode)
+
+    def test_output_and_rotated_files_are_0640(self):
+        output = RotatingFile(self.path, rotate_bytes=40, keep=2)
+        for n in range(6):
+            output.write(line(n))
+        self.assertEqual(sorted(os.listdir(self.directory)),
+                         ["out.jsonl", "out.jsonl.1", "out.jsonl.2"])
+        for name in os.listdir(self.directory):
+            self.assertEqual(self.mode(os.path.join(self.directory, name)), 0o640, name)
+
+    def test_file_mode_is_configurable_and_an_existing_file_keeps_its_own(self):
+        service.build(settings_for(LoggerSettings, {"output": self.path, "file_mode": "0600"},
+                                   "suite.toml"), Clock())
+        self.assertEqual(self.mode(self.path), 0o600)
+        os.chmod(self.path, 0o644)
+        RotatingFile(self.path, rotate_bytes=0, keep=1, file_mode=0o600).reopen()
+        self.assertEqual(self.mode(self.path), 0o644)
+
+    def test_file_mode_values(self):
+        def mode(value):
+            return settings_for(LoggerSettings, {"file_mode": value}, "suite.toml").file_mode
+
+        self.assertEqual([mode("0640"), mode("0o600"), mode("644"), mode(0o640), mode(0)],
+                         [0o640, 0o600, 0o644, 0o640, 0])
+        self.assertEqual(LoggerSettings().file_mode, 0o640)
+        for wrong, problem in (("4755", "permission bits only"), (640, "permission bits only"),
+                               ("rw-r-----", "octal mode"), ("0648", "octal mode"),
+                               (True, "octal mode"), (6.4, "octal mode")):
+            message = str(self.assertRaises(ConfigError, mode, wrong))
+            self.assertIn("suite.toml: [logger] file_mode", message)
+            self.assertIn(problem, message)
+
+    def test_the_name_server_store_file_is_0640(self):
+        path = os.path.join(self.directory, "names.sqlite")
+        SqliteStore._check_and_read(path)
+        self.assertEqual(self.mode(path), 0o640)
