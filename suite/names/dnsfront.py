@@ -1,8 +1,9 @@
 """
 The name server's DNS listeners (`dns_listen`): UDP answered datagram by
-datagram, rate-limited per source like every datagram side of the suite,
-and TCP (RFC 7766: each message after its two-byte length) answered whole
-and in order.  Both ask L{suite.names.zone.ZoneAnswers}.
+datagram, like every datagram side of the suite rate-limited per source and
+per network and never answering a source port below 1024, and TCP (RFC
+7766: each message after its two-byte length) answered whole and in order.
+Both ask L{suite.names.zone.ZoneAnswers}.
 """
 
 from struct import pack
@@ -80,5 +81,5 @@ class DNSFactory(StreamFactory):
 
 
 def dns_datagrams(settings, clock, zone):
-    """A maker of the UDP side's protocols: one answer per query, udp_rate per source."""
+    """A maker of the UDP side's protocols: one answer per query, within the reply limits."""
     return rate_limited_replier(settings, zone.answer, clock)

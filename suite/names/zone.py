@@ -29,9 +29,17 @@ The zone `DOMAIN` (authoritative: AA set, RA clear):
   than version 0: BADVERS; a response (QR set) is never answered.
 - Before an etcd store's copy was first read: SERVFAIL, so resolvers ask
   another name server rather than cache an empty zone.
-- Over UDP at most 512 bytes, or the EDNS0 size offered (at most 4096):
-  answers that do not all fit are cut at a record boundary with TC set;
-  additional records that do not fit are left out (RFC 2181 §9).
+- Over UDP at most 512 bytes, or the EDNS0 size offered but never more
+  than 1232 (DNS Flag Day 2020: no IP fragments, and a forged 40-byte query
+  draws at most 1232 bytes at a victim): answers that do not all fit are
+  cut at a record boundary with TC set; additional records that do not fit
+  are left out (RFC 2181 §9).
+- A query is its header, one question and at most one OPT record; a byte
+  beyond them is FORMERR, so junk appended to a query can neither pose as
+  a new question nor grow the caches.
+- The answers prepared per question, and the exact queries that map to
+  them, are kept in `cache_bytes` at most (half each), the least recently
+  used forgotten first.
 
 Queries answered are counted by type and rcode (types outside
 TYPE_NAMES as `other`, so a client cannot make the labels grow).
@@ -39,6 +47,8 @@ TYPE_NAMES as `other`, so a client cannot make the labels grow).
 
 import ipaddress
 import re
+import sys
+from collections import OrderedDict
 from io import BytesIO
 from struct import pack, unpack_from
 
@@ -48,9 +58,10 @@ from suite.names.registry import NAME
 from suite.names.rotation import Packed, Rotating
 
 UDP_SIZE = 512
-MAX_UDP_SIZE = 4096
+MAX_UDP_SIZE = 1232  # DNS Flag Day 2020
 TCP_SIZE = 65535
-MAX_CACHED = 10000  # questions with their answers kept; beyond, the cache starts afresh
+CACHE_BYTES = 16 * 2**20  # the [names] dns_cache_bytes default
+OPT_FIXED = 11  # an OPT record without its options: name, type, size, rcode, version, flags, length
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 BADVERS = 16  # an extended rcode: 1 in the OPT record, 0 in the header
@@ -93,8 +104,8 @@ class Prepared:
     additional records.
     """
 
-    valid = True
-    tally = [0]  # the count of the answers of its type and rcode (set by the zone)
+    __slots__ = ("flags", "answers", "authority", "additional", "turn_name", "valid", "tally",
+                 "depends_on", "size")
 
     def __init__(self, rcode=NOERROR, answers=None, authority=b"", additional=NO_RECORDS,
                  turn_name=None):
@@ -103,6 +114,88 @@ class Prepared:
         self.authority = authority
         self.additional = additional
         self.turn_name = turn_name
+        self.valid = True  # False once forgotten: kept current no longer
+        self.tally = None  # the count of the answers of its type and rcode (set by the zone)
+        self.depends_on = None  # the registry name whose changes make it stale (set by the zone)
+        self.size = 0  # bytes it holds, as the cache counts them (set by the zone)
+
+    def invalidate(self) -> None:
+        """
+        Forgotten: queries still mapped to it are parsed afresh; all but
+        this small shell is let go (the exact queries' entries are charged for it).
+        """
+        self.valid = False
+        self.answers, self.authority, self.additional = None, b"", NO_RECORDS
+        self.turn_name = self.depends_on = None
+
+
+CACHE_SLOT = 100  # an OrderedDict's entry: its hash table slot and its link
+SET_OF_ONE = sys.getsizeof({0})
+# An exact query's entry beyond its bytes: the key object, the tuple, and
+# the shell of a forgotten Prepared it may be the last to hold.
+EXACT_OVERHEAD = 200 + CACHE_SLOT + sys.getsizeof(Prepared())
+
+
+def _prepared_size(key: tuple, prepared: Prepared) -> int:
+    return prepared.size
+
+
+def _footprint(key: tuple, prepared: Prepared) -> int:
+    """
+    Bytes a prepared answer and its question hold, objects' own sizes
+    included, with its cache slot and, as if it were alone, its registry
+    name's set of questions (a name asked once per random spelling has one).
+    """
+    size = sys.getsizeof(prepared) + sys.getsizeof(key)
+    size += CACHE_SLOT + SET_OF_ONE + sys.getsizeof(prepared.depends_on)
+    size += sum(sys.getsizeof(label) for label in key[0]) + sys.getsizeof(key[0])
+    size += sys.getsizeof(prepared.authority)
+    for packed in (prepared.answers, prepared.additional):
+        if packed is not None and packed is not NO_RECORDS:
+            size += sys.getsizeof(packed.data) + sys.getsizeof(packed.offsets)
+            size += sum(sys.getsizeof(offset) for offset in packed.offsets)
+    return size
+
+
+def _exact_size(key: bytes, entry: tuple) -> int:
+    return len(key) + EXACT_OVERHEAD
+
+
+class SizedLRU(OrderedDict):
+    """
+    A cache of at most MAX_BYTES, as SIZE_OF(key, value) counts them: `put`
+    evicts the least recently used entries first (telling EVICTED), and a
+    reader counts a hit as a use by moving its key to the end.  An entry
+    larger than the whole budget is not kept.
+    """
+
+    def __init__(self, max_bytes: int, size_of, evicted=lambda key, value: None):
+        super().__init__()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.size_of = size_of
+        self.evicted = evicted
+
+    def put(self, key, value) -> bool:
+        """Keep VALUE under KEY, evicting as needed; False when it is too large to keep."""
+        size = self.size_of(key, value)
+        if size > self.max_bytes:
+            return False
+        self.discard(key)
+        self[key] = value
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            old_key, old_value = self.popitem(last=False)
+            self.bytes -= self.size_of(old_key, old_value)
+            self.evicted(old_key, old_value)
+        return True
+
+    def discard(self, key):
+        """Remove KEY's entry, if any, and return its value."""
+        value = self.pop(key, None)
+        if value is not None:
+            self.bytes -= self.size_of(key, value)
+        return value
 
 
 class ZoneAnswers:
@@ -110,17 +203,21 @@ class ZoneAnswers:
     Answers for the zone DOMAIN over REGISTRY, with every TTL `ttl`; kept
     current through the registry's on_change.  `answer(query, size)` is
     all the front ends call.  LOADED() says whether the registry holds its
-    store's contents yet (an etcd copy not read yet does not).
+    store's contents yet (an etcd copy not read yet does not).  What it
+    keeps ready fits in CACHE_BYTES.
     """
 
-    def __init__(self, registry, domain: str, ttl: int, loaded=lambda: True):
+    def __init__(self, registry, domain: str, ttl: int, loaded=lambda: True,
+                 cache_bytes: int = CACHE_BYTES):
         self.registry = registry
         self.loaded = loaded
         self.domain_labels = tuple(domain.lower().rstrip(".").encode().split(b"."))
         self.ttl = ttl
-        self._prepared: dict[tuple, Prepared] = {}
-        self._by_name: dict[str, list] = {}  # registry name -> its questions prepared
-        self._exact: dict[bytes, tuple] = {}  # a query's bytes after the ID -> how to answer
+        # (labels, type, class) -> Prepared
+        self._prepared = SizedLRU(cache_bytes // 2, _prepared_size, self._evicted)
+        self._by_name: dict[str | None, set] = {}  # registry name -> its questions prepared
+        # a query's bytes after the ID -> how to answer it
+        self._exact = SizedLRU(cache_bytes - cache_bytes // 2, _exact_size)
         self.tallies: dict[tuple[str, str], list] = {}  # (type, rcode) -> [answers]
         registry.on_change(self.forget)
 
@@ -138,9 +235,14 @@ class ZoneAnswers:
 
     def forget(self, name: str) -> None:
         for key in self._by_name.pop(name, ()):
-            prepared = self._prepared.pop(key, None)
-            if prepared is not None:
-                prepared.valid = False
+            self._prepared.discard(key).invalidate()
+
+    def _evicted(self, key: tuple, prepared: Prepared) -> None:
+        questions = self._by_name[prepared.depends_on]
+        questions.discard(key)
+        if not questions:
+            del self._by_name[prepared.depends_on]
+        prepared.invalidate()
 
     # The answer path.
 
@@ -149,8 +251,10 @@ class ZoneAnswers:
         The response to QUERY (a whole DNS message), at most SIZE bytes
         (None: a UDP query's own limit); None when nothing must be sent.
         """
-        exact = self._exact.get(query[4:])
+        key = query[4:]
+        exact = self._exact.get(key)
         if exact is not None and exact[0].valid and not query[2] & 0xF8:
+            self._exact.move_to_end(key)
             prepared, question_end, udp_size, opt = exact
             return self._assemble(query, prepared, question_end, size or udp_size, opt)
         return self._parse_and_answer(query, size)
@@ -210,7 +314,8 @@ class ZoneAnswers:
         opt, udp_size = b"", UDP_SIZE
         if additional:
             rest = query[question_end:]
-            if len(rest) < 11 or rest[0] != 0 or unpack_from("!H", rest, 1)[0] != dns.OPT:
+            if (len(rest) < OPT_FIXED or rest[0] != 0 or unpack_from("!H", rest, 1)[0] != dns.OPT
+                    or len(rest) != OPT_FIXED + unpack_from("!H", rest, 9)[0]):
                 return self._error(query, FORMERR)
             offered, _, version = unpack_from("!HBB", rest, 3)
             if version != 0:
@@ -218,6 +323,8 @@ class ZoneAnswers:
                 return self._error(query, NOERROR, question_end, _opt(MAX_UDP_SIZE, BADVERS >> 4),
                                    counted=True)
             opt, udp_size = OUR_OPT, min(max(offered, UDP_SIZE), MAX_UDP_SIZE)
+        elif question_end != len(query):
+            return self._error(query, FORMERR)
         if not self.loaded():
             self.tally(qtype, SERVFAIL)[0] += 1
             return self._error(query, SERVFAIL, question_end, opt, counted=True)
@@ -225,9 +332,10 @@ class ZoneAnswers:
         prepared = self._prepared.get(key)
         if prepared is None:
             prepared = self._prepare(*key)
-        if len(self._exact) >= MAX_CACHED:
-            self._exact.clear()
-        self._exact[query[4:]] = (prepared, question_end, udp_size, opt)
+        else:
+            self._prepared.move_to_end(key)
+        if prepared.valid:
+            self._exact.put(query[4:], (prepared, question_end, udp_size, opt))
         return self._assemble(query, prepared, question_end, size or udp_size, opt)
 
     def _error(self, query, rcode, question_end=12, opt=b"", counted=False) -> bytes:
@@ -245,15 +353,14 @@ class ZoneAnswers:
     # Preparing an answer, once per question and change.
 
     def _prepare(self, labels: tuple, qtype: int, qclass: int) -> Prepared:
-        prepared, depends_on = self._build(labels, qtype, qclass)
+        prepared, prepared.depends_on = self._build(labels, qtype, qclass)
         prepared.tally = self.tally(qtype, prepared.flags & 0xF)
-        if len(self._prepared) >= MAX_CACHED:
-            for name in list(self._by_name):
-                self.forget(name)
-            self._prepared.clear()
         key = (labels, qtype, qclass)
-        self._prepared[key] = prepared
-        self._by_name.setdefault(depends_on, []).append(key)
+        prepared.size = _footprint(key, prepared)
+        if self._prepared.put(key, prepared):
+            self._by_name.setdefault(prepared.depends_on, set()).add(key)
+        else:  # larger than the cache: answers this query only, kept current by nothing
+            prepared.valid = False
         return prepared
 
     def _build(self, labels: tuple, qtype: int, qclass: int) -> tuple[Prepared, str | None]:

@@ -42,7 +42,7 @@ class ZoneFuzz(SynchronousTestCase):
             parsed = parse(answer)
             self.assertEqual(parsed.id, struct.unpack("!H", data[:2])[0])
             self.assertEqual(parsed.answer, 1)
-            self.assertLessEqual(len(answer), size or 4096)
+            self.assertLessEqual(len(answer), size or 1232)
 
     @fuzzed
     @given(st.binary(max_size=600), st.sampled_from([None, 65535]))
@@ -54,3 +54,12 @@ class ZoneFuzz(SynchronousTestCase):
            st.sampled_from([None, 65535]))
     def test_valid_queries_with_bytes_changed(self, data, flips, size):
         self.check(flipped(data, flips), size)
+
+    @fuzzed
+    @given(QUERIES, st.binary(min_size=1, max_size=600), st.sampled_from([None, 65535]))
+    def test_bytes_after_a_query_are_formerr_and_never_cached(self, data, junk, size):
+        self.zone.answer(data, size)
+        cached = (len(self.zone._exact), self.zone._exact.bytes)
+        answer = parse(self.zone.answer(data + junk, size))
+        self.assertEqual((answer.rCode, answer.answers), (dns.EFORMAT, []))
+        self.assertEqual((len(self.zone._exact), self.zone._exact.bytes), cached)

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from suite.client import api
 from suite.names.dnsfront import DNSFactory
 from tests.helpers import start_suite, tmp_dir
-from tests.names.test_zone import query
+from tests.names.test_zone import parse, query
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -27,6 +27,19 @@ def port_free_for_tcp_and_udp() -> int:
                 continue
             return tcp.getsockname()[1]
     raise AssertionError("no port free for both TCP and UDP")
+
+
+async def received(sock, at_least: int, seconds: float = 5.0) -> bytes:
+    """What non-blocking SOCK receives, once it is AT_LEAST bytes (waiting at most SECONDS)."""
+    data = b""
+    for _ in range(int(seconds / 0.01)):
+        try:
+            data += sock.recv(65535)
+        except BlockingIOError:
+            await task.deferLater(reactor, 0.01, lambda: None)
+        if len(data) >= at_least:
+            return data
+    raise AssertionError(f"received {data!r} in {seconds} s")
 
 
 class DNSOnSockets(TestCase):
@@ -99,6 +112,36 @@ class DNSOnSockets(TestCase):
         self.assertTrue(any("Truncated, retrying in TCP mode" in line for line in lines), lines)
         answered = [line for line in lines if "\tSRV\t" in line and not line.startswith(";")]
         self.assertEqual(len(answered), 40)
+
+    async def test_an_edns_query_offering_4096_gets_at_most_1232_bytes_over_udp(self):
+        self.start()
+        for port in range(1, 101):
+            await self.register("many", f"10.0.{port}.1", port)
+        lines = await self.dig("_many._tcp.suite", "SRV", "+bufsize=4096", "+ignore")
+        flags = [line for line in lines if line.startswith(";; flags")][0]
+        self.assertIn(" tc", flags)
+        (size,) = [int(line.split()[-1]) for line in lines if "MSG SIZE" in line]
+        self.assertLessEqual(size, 1232)
+        self.assertGreater(size, 1000)
+        self.assertIn("; EDNS: version: 0, flags:; udp: 1232", lines)
+        lines = await self.dig("_many._tcp.suite", "SRV", "+bufsize=4096", tcp=True)
+        answered = [line for line in lines if "\tSRV\t" in line and not line.startswith(";")]
+        self.assertEqual(len(answered), 100)
+
+    async def test_a_query_with_bytes_after_it_is_formerr_over_udp_and_tcp(self):
+        self.start()
+        junk = query("web.suite", edns_size=1232) + b"\0" * 64
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.setblocking(False)
+        sock.sendto(junk, ("127.0.0.1", self.udp_port))
+        self.assertEqual(parse(await received(sock, 1)).rCode, dns.EFORMAT)
+        stream = socket.create_connection(("127.0.0.1", self.tcp_port), timeout=5)
+        self.addCleanup(stream.close)
+        stream.setblocking(False)
+        stream.sendall(len(junk).to_bytes(2, "big") + junk)
+        framed = await received(stream, 2 + 12)
+        self.assertEqual(parse(framed[2:]).rCode, dns.EFORMAT)
 
     async def test_twisted_names_resolver(self):
         self.start()

@@ -7,7 +7,7 @@ from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.names.registry import Registry
-from suite.names.zone import MAX_CACHED, ZoneAnswers
+from suite.names.zone import MAX_UDP_SIZE, ZoneAnswers
 
 
 def query(name, type_=dns.A, id_=4242, edns_size=None, cls=dns.IN, rd=True) -> bytes:
@@ -168,12 +168,70 @@ class ZoneTests(SynchronousTestCase):
         self.assertEqual((answer.trunc, len(answer.answers)), (0, 12))
         self.assertLess(len(answer.additional), 12)
 
-    def test_the_caches_are_bounded(self):
-        for number in range(MAX_CACHED + 10):
-            self.zone.answer(query(f"n{number}.suite"))
-        self.assertLessEqual(len(self.zone._prepared), MAX_CACHED)
-        self.assertLessEqual(len(self.zone._exact), MAX_CACHED)
-        self.assertEqual(len(self.ask("web.suite").answers), 1)
+    def test_the_caches_are_bounded_in_bytes_least_recently_used_first(self):
+        zone = ZoneAnswers(self.registry, "suite", 5, cache_bytes=256 * 1024)
+        hot = query("web.suite")
+        for number in range(5000):
+            zone.answer(query(f"n{number}-{'x' * 50}.suite", id_=number))
+            zone.answer(hot)  # kept: used all along
+        for cache in (zone._prepared, zone._exact):
+            self.assertLessEqual(cache.bytes, 128 * 1024)
+            self.assertGreater(len(cache), 10)
+        self.assertLess(len(zone._prepared), 1000)
+        self.assertLess(sum(map(len, zone._by_name.values())), 1000)
+        self.assertIn(hot[4:], zone._exact)
+        self.assertEqual(parse(zone.answer(hot)).answers[0].payload.dottedQuad(), "127.0.0.1")
+        self.assertNotIn(query("n0-" + "x" * 50 + ".suite")[4:], zone._exact)
+
+    def test_a_forgotten_answer_is_prepared_afresh(self):
+        zone = ZoneAnswers(self.registry, "suite", 5, cache_bytes=8 * 1024)
+        first = query("web.suite")
+        zone.answer(first)
+        for number in range(100):
+            zone.answer(query(f"n{number}.suite"))
+        self.assertNotIn(first[4:], zone._exact)
+        self.registry.register("web", "10.0.0.9", 1)
+        answers = parse(zone.answer(first)).answers
+        self.assertEqual(sorted(rr.payload.dottedQuad() for rr in answers),
+                         ["10.0.0.9", "127.0.0.1"])
+
+    def test_an_answer_larger_than_the_cache_is_answered_and_not_kept(self):
+        for port in range(1, 41):
+            self.registry.register("many", f"10.0.0.{port}", port)
+        zone = ZoneAnswers(self.registry, "suite", 5, cache_bytes=4 * 1024)
+        asked = query("_many._tcp.suite", dns.SRV)
+        self.assertEqual(len(parse(zone.answer(asked, 65535)).answers), 40)
+        self.assertEqual((len(zone._prepared), len(zone._exact)), (0, 0))
+        self.registry.deregister("many", "10.0.0.1", 1)
+        self.assertEqual(len(parse(zone.answer(asked, 65535)).answers), 39)
+
+    def test_bytes_after_the_question_are_formerr_and_never_cached(self):
+        good = query("web.suite")
+        edns = query("web.suite", edns_size=1232)
+        cookie = edns[:-2] + b"\0\x0c" + b"\0\x0a\0\x08" + b"c" * 8  # an OPT with a COOKIE option
+        self.assertEqual(parse(self.zone.answer(cookie)).rCode, dns.OK)
+        before = (len(self.zone._exact), self.zone._exact.bytes, len(self.zone._prepared))
+        for junk in (good + b"\0", good + b"x" * 400, edns + b"\0", cookie + b"junk",
+                     edns[:-2] + b"\0\x05" + b"abc",  # an OPT cut short of its options
+                     cookie[:-1]):
+            answer = parse(self.zone.answer(junk))
+            self.assertEqual((answer.rCode, answer.answers), (dns.EFORMAT, []), junk)
+        self.assertEqual(
+            (len(self.zone._exact), self.zone._exact.bytes, len(self.zone._prepared)), before
+        )
+        self.assertEqual(parse(self.zone.answer(good)).rCode, dns.OK)
+
+    def test_udp_answers_never_exceed_1232_bytes_whatever_the_edns_size_offered(self):
+        for port in range(1, 201):
+            self.registry.register("many", f"10.0.{port}.1", port)
+        for offered in (1232, 1400, 4096, 65535):
+            asked = query("_many._tcp.suite", dns.SRV, edns_size=offered)
+            data = self.zone.answer(asked)
+            self.assertLessEqual(len(data), MAX_UDP_SIZE)
+            self.assertGreater(len(data), 1100)
+            answer = parse(data)
+            self.assertEqual((answer.trunc, answer.maxSize), (1, 1232))
+        self.assertEqual(len(parse(self.zone.answer(asked, 65535)).answers), 200)
 
     @settings(max_examples=200, deadline=None, database=None)
     @given(st.sampled_from(["web", "_web._tcp", "7f000001.addr", "nothing", ""]),
