@@ -7,11 +7,19 @@ C string escaper, the parts shared by one read's messages (time, peer,
 transport, client) are encoded once, and the fixed words of the `syslog`
 fields (format, facility, severity) come from a table.  The text is what
 `json.dumps(record, ensure_ascii=False)` gives for the same record, key
-order included (the tests compare the two).
+order included (the tests compare the two), except that the characters in
+L{UNSAFE} are escaped too.
+
+Client text stays readable UTF-8, but JSON lets DEL, C1 controls (a
+terminal takes 0x9B as CSI) and the Unicode bidi controls (text that reads
+backwards in an editor or a terminal) through raw; `cat` or `less` of the
+file would obey them.  They are written as `\\uXXXX`, which any JSON reader
+decodes to the same text.  Text without them costs a few byte searches.
 """
 
 import base64
 import json
+import re
 from json.encoder import encode_basestring as _quote
 
 from suite.logger.syslog import (
@@ -20,6 +28,26 @@ from suite.logger.syslog import (
 from suite.runtime.stamps import utc_stamp
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+
+# DEL, C1, the bidi marks, embeddings, overrides and isolates, and the line
+# and paragraph separators; the C0 controls are escaped by JSON itself.
+UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+# The first byte of the others in UTF-8 (U+0080-00BF, U+0600-063F, U+2000-2FFF):
+# a search for one byte is far quicker than the regex, which runs only when one is found.
+_UNSAFE_STARTS = (b"\xc2", b"\xd8", b"\xe2")
+
+
+def _encode_safe(text: str) -> bytes:
+    """JSON TEXT as UTF-8, the L{UNSAFE} characters (only ever inside strings) as \\u escapes."""
+    if text.isascii():  # known without a scan
+        if "\x7f" not in text:
+            return text.encode()
+    else:
+        data = text.encode()
+        if "\x7f" not in text and not any(start in data for start in _UNSAFE_STARTS):
+            return data
+    return UNSAFE.sub(lambda found: "\\u%04x" % ord(found[0]), text).encode()
+
 
 # '{"format": "rfc5424", "facility": "local0", "severity": "info", "timestamp": ' by (form, pri)
 _SYSLOG_HEAD = {
@@ -133,7 +161,7 @@ class RecordSink:
             timestamp = plain.group(2)
             append(f"{head}{_quote(text[plain.end():])}{client_part}{before}"
                    f"{'null' if timestamp == '-' else _quote(timestamp)}{after}{end}")
-        self.writer.write_lines(["".join(lines).encode()])
+        self.writer.write_lines([_encode_safe("".join(lines))])
 
     def event(self, event: str, peer: str, transport: str, message: str | None = None,
               client: str | None = None):
@@ -148,4 +176,4 @@ class RecordSink:
             record["client"] = client
         if message is not None:
             record["message"] = message
-        self.writer.write_lines([(_encode(record) + "\n").encode()])
+        self.writer.write_lines([_encode_safe(_encode(record) + "\n")])

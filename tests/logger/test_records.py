@@ -1,4 +1,7 @@
-"""Message records written by formatting: the same text json.dumps gives for the record."""
+"""
+Message records written by formatting: the same text json.dumps gives for
+the record, with the characters a terminal or an editor would obey escaped.
+"""
 
 import base64
 import json
@@ -17,7 +20,9 @@ word = st.just("-") | st.text(
 structured = st.sampled_from(
     ["-", "- ", "-x ", '[id a="b"] ', '[x@1 k="v\\"q" n="\\]"][y@2] ', "[bad ", ""]
 )
-message = st.text(max_size=30) | st.sampled_from(["\ufeffBOM", "tab\there", 'quote " \\ \x00'])
+message = st.text(max_size=30) | st.sampled_from(
+    ["\ufeffBOM", "tab\there", 'quote " \\ \x00', "del\x7f csi\x9b bidi\u202e\u2067 nel\x85"]
+)
 rfc5424 = st.builds(
     lambda p, version, words, sd, text: f"{p}{version} {' '.join(words)} {sd}{text}",
     pri, st.sampled_from(["1", "0", "12"]), st.lists(word, min_size=5, max_size=5), structured,
@@ -34,6 +39,12 @@ raw_messages = (
     (rfc5424 | rfc3164 | message).map(lambda text: text.encode("utf-8", "surrogatepass"))
     | st.binary(max_size=40)
 )
+
+
+# Escaped although JSON allows them raw: DEL, C1, bidi controls, line and paragraph separators.
+HOSTILE = [0x7F, *range(0x80, 0xA0), 0x61C, 0x200E, 0x200F, 0x2028, 0x2029,
+           *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+ESCAPED = {code: "\\u%04x" % code for code in HOSTILE}
 
 
 class Lines:
@@ -78,7 +89,25 @@ class FormattedRecordTests(SynchronousTestCase):
         written = b"".join(lines.written).decode("utf-8", "surrogatepass").split("\n")[:-1]
         expected = [
             json.dumps(expected_record(raw, truncated, peer, transport, client, clock.seconds()),
-                       ensure_ascii=False)
+                       ensure_ascii=False).translate(ESCAPED)
             for raw, truncated in frames
         ]
         self.assertEqual(written, expected)
+
+
+class HostileTextTests(SynchronousTestCase):
+    """Controls, DEL, C1 and bidi overrides a client sends never reach the file raw."""
+
+    def test_a_hostile_message_and_client_are_escaped_in_the_json(self):
+        hostile = "".join(map(chr, HOSTILE)) + "\x1b[2J\n\r\x00 caf\u00e9 \u65e5\u672c"
+        lines = Lines()
+        sink = RecordSink(lines, Clock())
+        sink.messages([(("<13>" + hostile).encode(), False)], "127.0.0.1:514", "tcp",
+                      client="CN=\u202egnp.exe")
+        sink.event("error", "127.0.0.1:514", "tls", hostile, client="CN=\u202egnp.exe")
+        for line in b"".join(lines.written).decode().splitlines():
+            self.assertFalse(set(map(ord, line)) & (set(HOSTILE) | set(range(0x20))), line)
+            self.assertIn("\\u001b[2J\\n\\r\\u0000 caf\u00e9 \u65e5\u672c", line)  # the rest readable
+            self.assertIn("\\u202e", line)
+            record = json.loads(line)
+            self.assertEqual((record["message"], record["client"]), (hostile, "CN=\u202egnp.exe"))
