@@ -58,6 +58,11 @@ class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
         STRING_LIST, (), "DNS listeners: udp:PORT, tcp:PORT, systemd-udp:, systemd: (none: no DNS)"
     )
     domain: str = key(text(check_domain), "suite", "the DNS zone the registry's names live in")
+    dns_cache_bytes: int = key(
+        integer(64 * 1024), 16 * MiB,
+        "bytes of DNS answers and of the exact queries asking them kept ready (half each); "
+        "the least recently used are forgotten first",
+    )
     token: str = key(text(), "", "when set, Register and Deregister need it (or credential:NAME)",
                      secret=True)
     token_file: str = key(text(), "", "a file holding the token (or credential:NAME)")
@@ -136,7 +141,8 @@ def build(settings: NamesSettings, reactor) -> Parts:
     if isinstance(store, EtcdStore):  # one replica checks: the leader
         checker = Leadership(store, max(settings.leader_ttl - 1, 2), reactor, checker)
     services = (server, checker) if audit_writer is None else (audit_writer, server, checker)
-    zone = ZoneAnswers(server.registry, settings.domain, settings.cache_ttl, lambda: store.loaded)
+    zone = ZoneAnswers(server.registry, settings.domain, settings.cache_ttl, lambda: store.loaded,
+                       settings.dns_cache_bytes)
     dns = Parts(DNSFactory(settings, reactor, zone), dns_datagrams(settings, reactor, zone))
     return Parts(NamesFactory(settings, reactor, server), services=services,
                  other_listeners={"dns_listen": dns})

@@ -143,6 +143,12 @@ class DNSOnSockets(TestCase):
         framed = await received(stream, 2 + 12)
         self.assertEqual(parse(framed[2:]).rCode, dns.EFORMAT)
 
+    async def test_dns_cache_bytes_bounds_the_zones_caches(self):
+        self.start("dns_cache_bytes = 65536")
+        (factory,) = self._dns_factories()
+        self.assertEqual((factory.zone._prepared.max_bytes, factory.zone._exact.max_bytes),
+                         (32768, 32768))
+
     async def test_twisted_names_resolver(self):
         self.start()
         await self.register("web", "127.0.0.1", 8001)
