@@ -388,7 +388,6 @@ class DiskFullTests(ProcessTestCase):
         with open(out / "messages.jsonl", "rb") as f:
             assert all(json.loads(text) for text in f.read().splitlines())  # no torn line
 
-
     def test_a_backlog_larger_than_the_space_freed_goes_out_in_pieces(self):
         out = small_disk(self, self.directory / "out", "16m")
         stat = os.statvfs(out)

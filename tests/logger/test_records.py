@@ -107,7 +107,8 @@ class HostileTextTests(SynchronousTestCase):
         sink.event("error", "127.0.0.1:514", "tls", hostile, client="CN=\u202egnp.exe")
         for line in b"".join(lines.written).decode().splitlines():
             self.assertFalse(set(map(ord, line)) & (set(HOSTILE) | set(range(0x20))), line)
-            self.assertIn("\\u001b[2J\\n\\r\\u0000 caf\u00e9 \u65e5\u672c", line)  # the rest readable
+            # The rest stays readable.
+            self.assertIn("\\u001b[2J\\n\\r\\u0000 caf\u00e9 \u65e5\u672c", line)
             self.assertIn("\\u202e", line)
             record = json.loads(line)
             self.assertEqual((record["message"], record["client"]), (hostile, "CN=\u202egnp.exe"))

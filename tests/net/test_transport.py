@@ -334,7 +334,8 @@ class DescriptorLimitTests(TestCase):
         self.patch(transport_module, "NO_SPARE_PAUSE", 0.2)
         with socket.create_connection(("127.0.0.1", number), timeout=5) as sock:
             await until(lambda: factory.refused)
-            self.assertEqual(factory.refused, [(None, "out of file descriptors (Too many open files)")])
+            self.assertEqual(factory.refused,
+                             [(None, "out of file descriptors (Too many open files)")])
             sock.setblocking(False)
             sock.sendall(b"hello\r\n")
             await until(lambda: _readable(sock))  # the spare was taken again: refused
