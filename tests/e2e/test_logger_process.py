@@ -203,9 +203,15 @@ class LoggerProcessTests(ProcessTestCase):
             for sock in connections:
                 sock.close()
         received = [r["message"] for r in messages(read_records(path))]
-        for c, burst in enumerate(bursts):
-            assert [m for m in received if m.startswith(f"c{c} ")] == burst, c
-        assert "discarded" not in suite.output
+        got = [[m for m in received if m.startswith(f"c{c} ")] for c in range(senders)]
+        discarded = re.search(r"discarded (\d+) bytes still unread", suite.output)
+        if discarded is None:  # what the kernel held was read within the second given to it
+            assert got == bursts
+        else:  # a machine too slow to read 4 MB in a second: the loss is said, never silent
+            assert int(discarded[1]) > 0
+            for burst, kept in zip(bursts, got):  # in order; the last may be cut (truncated)
+                assert kept[:-1] == burst[:len(kept) - 1]
+                assert not kept or burst[len(kept) - 1].startswith(kept[-1])
 
     def test_a_sender_that_never_stops_is_cut_at_shutdown_timeout(self):
         suite, port, path = self.plain_collector(shutdown_timeout=1)
