@@ -29,6 +29,16 @@ def port_free_for_tcp_and_udp() -> int:
     raise AssertionError("no port free for both TCP and UDP")
 
 
+def header_flags(lines: list[str]) -> str:
+    """dig's `;; flags: ...` line."""
+    return [line for line in lines if line.startswith(";; flags")][0]
+
+
+def srv_records(lines: list[str]) -> list[str]:
+    """dig's lines of SRV records."""
+    return [line for line in lines if "\tSRV\t" in line and not line.startswith(";")]
+
+
 async def received(sock, at_least: int, seconds: float = 5.0) -> bytes:
     """What non-blocking SOCK receives, once it is AT_LEAST bytes (waiting at most SECONDS)."""
     data = b""
@@ -86,9 +96,9 @@ class DNSOnSockets(TestCase):
         ])
         self.assertEqual(await self.dig("web.suite", "A", "+short"), ["127.0.0.1"])
         self.assertEqual(await self.dig("web.suite", "AAAA", "+short", tcp=True), ["::1"])
-        flags = [line for line in await self.dig("web.suite") if line.startswith(";; flags")]
-        self.assertIn(" aa", flags[0])
-        self.assertNotIn(" ra", flags[0])
+        flags = header_flags(await self.dig("web.suite"))
+        self.assertIn(" aa", flags)
+        self.assertNotIn(" ra", flags)
 
     async def test_dig_nxdomain_with_soa_and_refused(self):
         self.start()
@@ -104,13 +114,12 @@ class DNSOnSockets(TestCase):
         for port in range(1, 41):
             await self.register("many", f"10.0.{port}.1", port)
         lines = await self.dig("_many._tcp.suite", "SRV", "+noedns", "+ignore")
-        flags = [line for line in lines if line.startswith(";; flags")][0]
-        self.assertIn(" tc", flags)
-        answered = [line for line in lines if "\tSRV\t" in line and not line.startswith(";")]
+        self.assertIn(" tc", header_flags(lines))
+        answered = srv_records(lines)
         self.assertTrue(0 < len(answered) < 40, len(answered))
         lines = await self.dig("_many._tcp.suite", "SRV", "+noedns")  # dig retries over TCP
         self.assertTrue(any("Truncated, retrying in TCP mode" in line for line in lines), lines)
-        answered = [line for line in lines if "\tSRV\t" in line and not line.startswith(";")]
+        answered = srv_records(lines)
         self.assertEqual(len(answered), 40)
 
     async def test_an_edns_query_offering_4096_gets_at_most_1232_bytes_over_udp(self):
@@ -118,14 +127,13 @@ class DNSOnSockets(TestCase):
         for port in range(1, 101):
             await self.register("many", f"10.0.{port}.1", port)
         lines = await self.dig("_many._tcp.suite", "SRV", "+bufsize=4096", "+ignore")
-        flags = [line for line in lines if line.startswith(";; flags")][0]
-        self.assertIn(" tc", flags)
+        self.assertIn(" tc", header_flags(lines))
         (size,) = [int(line.split()[-1]) for line in lines if "MSG SIZE" in line]
         self.assertLessEqual(size, 1232)
         self.assertGreater(size, 1000)
         self.assertIn("; EDNS: version: 0, flags:; udp: 1232", lines)
         lines = await self.dig("_many._tcp.suite", "SRV", "+bufsize=4096", tcp=True)
-        answered = [line for line in lines if "\tSRV\t" in line and not line.startswith(";")]
+        answered = srv_records(lines)
         self.assertEqual(len(answered), 100)
 
     async def test_a_query_with_bytes_after_it_is_formerr_over_udp_and_tcp(self):
