@@ -1,7 +1,10 @@
 """RFC 6587 framing, octet-counted and LF, checked with whole and split input."""
 
+import sys
+
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.logger import framing
 from suite.logger.framing import SyslogFrameDecoder
 
 # Exact bytes util-linux logger 2.38 sends with --tcp, and with --octet-count.
@@ -106,3 +109,102 @@ class NulTests(SynchronousTestCase):
             decoder = SyslogFrameDecoder(8192, 2**20)
             self.assertEqual(decoder.feed(b"whole\nhalf a li"), [(b"whole", False)])
             self.assertEqual(decoder.finish(cut), [(b"half a li", cut)])
+
+
+class CountedRead(bytes):
+    """
+    A read that counts the bytes the decoder scans or copies out of it: the
+    work a read costs, measured without a clock.  A method it does not count
+    would hide work, so using one fails the test.
+    """
+
+    COUNTED = {"find", "split", "touched", "__class__"}
+
+    def __init__(self, _data):
+        super().__init__()
+        self.touched = 0
+
+    def __getattribute__(self, name):
+        if name not in CountedRead.COUNTED:
+            raise AssertionError(f"the decoder used bytes.{name}, which this test does not count")
+        return super().__getattribute__(name)
+
+    def find(self, sub, start=0, end=None):
+        stop = len(self) if end is None else min(end, len(self))
+        found = super().find(sub, start, stop)
+        self.touched += max((found + len(sub) if found >= 0 else stop) - start, 0)
+        return found
+
+    def split(self, sep=None, maxsplit=-1):
+        self.touched += len(self)
+        return super().split(sep, maxsplit)
+
+    def __contains__(self, sub):
+        found = super().find(sub)
+        self.touched += found + len(sub) if found >= 0 else len(self)
+        return found >= 0
+
+    def __getitem__(self, key):
+        item = super().__getitem__(key)
+        self.touched += len(item) if isinstance(key, slice) else 1
+        return item
+
+
+def work(data: bytes, read_size: int) -> tuple[int, int]:
+    """
+    Bytes of DATA scanned or copied, and calls the decoder made (a slice of
+    a CountedRead is one too), framing DATA in reads of READ_SIZE.
+    """
+    decoder = SyslogFrameDecoder(8192, 2**20)
+    reads = [CountedRead(data[i:i + read_size]) for i in range(0, len(data), read_size)]
+    calls = 0
+
+    def count(frame, event, arg):
+        nonlocal calls
+        caller = frame if event == "c_call" else frame.f_back
+        calls += event in ("call", "c_call") and caller.f_code.co_filename == framing.__file__
+
+    sys.setprofile(count)
+    try:
+        for read in reads:
+            decoder.feed(read)
+    finally:
+        sys.setprofile(None)
+    return sum(read.touched for read in reads), calls
+
+
+def filled(unit: bytes, size: int) -> bytes:
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+# What an attacker sends to make each frame cost more than its own bytes.
+ADVERSARIAL = {
+    "digit lines": b"1\n",
+    "one-byte octet-counted frames": b"1 x",
+    "digits without a space": b"1234567890",
+    "digit lines ended by NUL": b"1\0",
+    "octet-counted frames between lines": b"1 x\n",
+    "mixed": b"<13>plain\n1 x\n12 y\n2024-11-20 up\n12345678901 z\n3 abc\0a\05 a\nb\n",
+}
+
+
+class LinearWorkTests(SynchronousTestCase):
+    """
+    Every read costs work in proportion to its length, whatever it holds:
+    the reactor serves no one else while one read is framed.  Bounded
+    against plain LF lines of the same size (two bytes each, the most frames
+    a plain read can hold), counting bytes and calls, not time.
+    """
+
+    def assert_linear(self, size, read_size):
+        plain_bytes, plain_calls = work(filled(b"a\n", size), read_size)
+        for name, unit in ADVERSARIAL.items():
+            touched, calls = work(filled(unit, size), read_size)
+            self.assertLessEqual(touched, 3 * plain_bytes, f"{name}: bytes scanned or copied")
+            self.assertLessEqual(calls, 3 * plain_calls, f"{name}: calls")
+
+    def test_one_read_of_64_kib(self):
+        self.assert_linear(65536, 65536)
+
+    def test_the_same_bytes_in_reads_of_a_few_bytes(self):
+        self.assert_linear(8192, 7)
