@@ -184,7 +184,7 @@ ADVERSARIAL = {
     "digits without a space": b"1234567890",
     "digit lines ended by NUL": b"1\0",
     "octet-counted frames between lines": b"1 x\n",
-    "mixed": b"<13>plain\n1 x\n12 y\n2024-11-20 up\n12345678901 z\n3 abc\0a\05 a\nb\n",
+    "mixed": b"<13>plain\n1 x\n12 y\n2024-11-20 up\n12345678901 z\n3 abc\x00a\x005 a\nb\n",
 }
 
 
