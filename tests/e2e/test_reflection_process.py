@@ -40,7 +40,7 @@ class Reflector(ProcessTestCase):
         self.raw.sendto(forged(source, source_port, port, payload), ("127.0.0.1", 0))
 
     def datagrams(self) -> dict:
-        """{(service, result): count} of suite_datagrams_total, and requests as (service, "received")."""
+        """{(service, result): count} of suite_datagrams_total; UDP requests as "received"."""
         url = f"http://127.0.0.1:{self.suite.port(f'metrics {LOCAL}')}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
