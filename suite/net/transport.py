@@ -205,7 +205,8 @@ class RefusingPort:
     """
     Mixin for a Twisted stream port (`tcp.Port`, `unix.Port`): its accept
     loop refuses connections at the descriptor limit with the factory's
-    protocol's `refusal` (see the module's docstring).  The factory (under
+    protocol's `refusal` (see the module's docstring), and it accepts what
+    waits in its backlog before it closes.  The factory (under
     a TLS wrapper, the one it wraps) is told through
     `refused_at_descriptor_limit(address, reason)`, address None when not
     even the spare was left to accept one.
@@ -285,6 +286,18 @@ class RefusingPort:
     def _resume_accepting(self):
         if self.connected and not self.disconnecting:
             self.startReading()
+
+    def loseConnection(self, *arguments):
+        """
+        Accept what waits in the backlog before closing: those clients have
+        connected and may have sent already (the logger's shutdown drain
+        then reads them); closing the port would reset them.
+        """
+        if self.connected and not self.disconnecting:
+            self.doRead()
+        return super().loseConnection(*arguments)
+
+    stopListening = loseConnection
 
 
 class TCPPort(RefusingPort, tcp.Port):

@@ -310,6 +310,7 @@ class DescriptorLimitTests(TestCase):
         port = StreamReactor(reactor).listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         port.socket = OutOfDescriptors(port.socket, failures)
+        self.listening_port = port
         return factory, port.getHost().port
 
     async def exchange(self, number) -> bytes:
@@ -341,6 +342,16 @@ class DescriptorLimitTests(TestCase):
             await until(lambda: _readable(sock))  # the spare was taken again: refused
             self.assertEqual(sock.recv(100), b"ERROR too many connections\r\n")
         self.assertEqual(await self.exchange(number), b"served\r\n")
+
+    async def test_what_waits_in_the_backlog_is_accepted_before_the_port_closes(self):
+        factory, number = self.listen(failures=0)
+        port = self.listening_port
+        served = []
+        factory.buildProtocol = lambda address: served.append(address) or Refusing()
+        with socket.create_connection(("127.0.0.1", number), timeout=5) as sock:
+            sock.sendall(b"sent before the port closed\r\n")
+            await port.stopListening()  # the reactor had no turn to accept it
+            self.assertEqual(len(served), 1)
 
     async def test_without_twisted_s_private_names_twisted_s_own_loop_serves(self):
         self.patch(transport_module, "OWN_ACCEPT_LOOP", False)
