@@ -26,7 +26,9 @@ line (`ERROR too many connections` where the protocol can say it) and
 closed, and the spare is opened again; the factory counts each refusal
 and logs it flood-controlled.  This replaces Twisted's private
 `tcp.Port.doRead`; should that name (or `_buildAddr`) ever go, the ports
-fall back to Twisted's own accept loop.
+fall back to Twisted's own accept loop.  When a port closes (shutdown), it
+first accepts what waits in its backlog, so that clients that connected and
+sent just before are served (the logger's drain reads them), not reset.
 
 Each transport adds the bytes it reads and sends to `counts` (the
 L{suite.runtime.metrics.Counts} its connection policy gives it), so the
@@ -45,6 +47,8 @@ from twisted.internet.tcp import makeBinding
 from twisted.logger import Logger
 
 from suite.runtime.metrics import UNCOUNTED
+
+log = Logger()
 
 
 def socket_transport(transport):
@@ -143,8 +147,6 @@ class WriteThroughUNIXServer(WriteThrough, unix.Server):
         return super()._dataReceived(data)
 
 
-log = Logger()
-
 # Twisted's private names the accept loop below stands in for.
 OWN_ACCEPT_LOOP = all(hasattr(tcp.Port, name) for name in ("doRead", "_buildAddr"))
 OUT_OF_DESCRIPTORS = (EMFILE, ENFILE)
@@ -227,7 +229,7 @@ class RefusingPort:
                 try:
                     client, address = self.socket.accept()
                 except OSError as e:
-                    if e.errno == EPERM or e.errno == ECONNABORTED:
+                    if e.errno in (EPERM, ECONNABORTED):
                         continue  # refused by netfilter, or reset while waiting
                     if e.errno in OUT_OF_DESCRIPTORS:
                         self._refuse_waiting(e)
@@ -246,7 +248,7 @@ class RefusingPort:
 
     def _serve(self, client: socket.socket, address):
         """What Twisted's loop does with an accepted socket: a protocol and a transport."""
-        if len(address) == 4:  # IPv6: the scope id, as a name
+        if isinstance(address, tuple) and len(address) == 4:  # IPv6: the scope id, as a name
             host = socket.getnameinfo(address, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
             address = (host[0], *address[1:])
         protocol = self.factory.buildProtocol(self._buildAddr(address))
