@@ -8,11 +8,14 @@ import os
 import re
 import socket
 import struct
+import threading
 import time
+from datetime import datetime
 
 from twisted.trial.unittest import SkipTest
 
 from tests.e2e.process import ProcessTestCase
+from tests.e2e.test_logger_process import wait_records
 from tests.e2e.test_suite_process import LOCAL, read_all, rss_kib, tls_client
 from tests.helpers import make_pki, tls_section
 
@@ -91,6 +94,49 @@ class SlowClients(ProcessTestCase):
         assert re.search(
             r"TLS handshake with 127\.0\.0\.2:\d+ failed: not finished within 1 s", suite.output
         ), suite.output
+
+
+class DigitLineBursts(ProcessTestCase):
+    def test_reads_of_digit_lines_cost_no_other_client_its_turn(self):
+        """
+        Every frame that starts with a digit might be octet-counted: a framer
+        that looked through the rest of the read again for each one spent
+        4.5 s of CPU on one 64 KiB read of `1\\n` lines, the reactor serving
+        no one meanwhile.  Now a read's frames cost a fraction of what
+        writing their records does, and other clients are served between reads.
+        """
+        suite = self.start_suite(f"""
+            [logger]
+            listen = ["{LOCAL}"]
+            output = "messages.jsonl"
+            rotate_bytes = 0
+            [echo]
+            listen = ["{LOCAL}"]
+        """, listeners=2)
+        reads = 4
+        burst = b"1\n" * 32768 * reads + b"end of burst\n"
+        started = time.monotonic()
+        with connect_from(ATTACKER, suite.port(f"logger {LOCAL}"), timeout=30) as attacker:
+            sender = threading.Thread(target=attacker.sendall, args=(burst,), daemon=True)
+            sender.start()
+            with connect_from(BYSTANDER, suite.port(f"logger {LOCAL}")) as bystander:
+                sent = time.time()
+                bystander.sendall(b"<13>bystander\n")
+            # Each probe a new connection, accepted and answered between the burst's reads.
+            probes = [answered_within(suite.port(f"echo {LOCAL}")) for _ in range(10)]
+            sender.join(30)
+        assert max(probes) < 2.0, probes
+        records = wait_records(self.directory / "messages.jsonl", lambda found: {
+            "end of burst", "bystander"} <= {r.get("message") for r in found}, timeout=30)
+        by_source = {}
+        for record in records:
+            if record["event"] == "message":
+                by_source.setdefault(record["peer"].split(":")[0], []).append(record)
+        assert len(by_source[ATTACKER]) == 32768 * reads + 1, len(by_source[ATTACKER])
+        [served] = by_source[BYSTANDER]
+        received = datetime.fromisoformat(served["received"].replace("Z", "+00:00")).timestamp()
+        assert received - sent < 2.0, received - sent
+        assert time.monotonic() - started < 30
 
 
 def amp_key_value(key: bytes, value: bytes) -> bytes:
