@@ -19,9 +19,16 @@ from suite.runtime.status import DEGRADED, FAILING
 
 log = Logger()
 
+class FileMode(int):
+    """Permission bits, shown in octal as chmod takes them ("0640", not 416)."""
+
+    def __str__(self):
+        return f"0{self:o}"
+
+
 # Records hold what clients sent: readable by the owner's group (a log
 # reader), never by everyone, whatever the umask.
-FILE_MODE = 0o640
+FILE_MODE = FileMode(0o640)
 _OCTAL = re.compile(r"(0o|0)?([0-7]{1,4})")
 
 
@@ -39,13 +46,13 @@ def _check_file_mode(value) -> int:
             "must hold permission bits only (0 to 0o777; no setuid, setgid or sticky bit, "
             'and an integer is decimal: write "0640" or 0o640)'
         )
-    return value
+    return FileMode(value)
 
 
 def file_mode_key(what: str) -> int:
     """The `file_mode` key of a section that creates WHAT (its output files)."""
     return key(Kind(_check_file_mode), FILE_MODE,
-               f'permissions of {what} it creates ("0640"); the umask may take more away')
+               f'permissions of {what} it creates, in octal; the umask may take more away')
 
 
 def cut_torn_tail(path: str) -> int:
