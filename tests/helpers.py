@@ -130,13 +130,13 @@ def make_pki(directory):
 class AMPPair:
     """
     An AMP client (CLIENT, or a plain amp.AMP) talking to a server protocol
-    of FACTORY through two StringTransports.
+    of FACTORY through two StringTransports, from PEER.
     """
 
     MAX_ROUNDS = 1000
 
-    def __init__(self, factory, client=None):
-        self.server, self.server_transport = connect(factory)
+    def __init__(self, factory, client=None, peer=PEER):
+        self.server, self.server_transport = connect(factory, peer)
         self.client = amp.AMP() if client is None else client
         self.client_transport = StringTransport()
         self.client.makeConnection(self.client_transport)

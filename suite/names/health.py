@@ -6,17 +6,26 @@ trickle of connects rather than one burst per round (the thundering herd
 peers' users report).  At most `ping_concurrency` checks are in flight; an
 instance is evicted after `max_failures` failures in a row.  Checks run on
 the reactor beside lookups and never block them.
+
+A check connects to the addresses the instance's host stood for when it
+was registered (L{suite.names.allowed}), in turn until one accepts: never
+to a host name, which could since point anywhere.  Failed checks are
+logged the first time per registering source, then counted in summaries:
+ten thousand dead instances cost a few lines per interval, not ten
+thousand.
 """
 
 from hashlib import blake2b
 
 from twisted.application import service
 from twisted.internet import defer, error
-from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.abstract import isIPAddress
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
+
+from suite.runtime.flood import FloodControl
 
 log = Logger()
 
@@ -31,16 +40,11 @@ class _QuietProbes(Factory):
 
 
 def tcp_ping(reactor, timeout: float):
-    """ping(host, port) -> Deferred that fires once a TCP connection opens (then closes it)."""
+    """ping(address, port) -> Deferred that fires once a TCP connection opens (then closes it)."""
 
-    def ping(host, port):
-        # IP literals skip the resolver: it runs in a small thread pool and would pace the checks.
-        if isIPAddress(host):
-            endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-        elif isIPv6Address(host):
-            endpoint = TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
-        else:
-            endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    def ping(address, port):
+        endpoint_type = TCP4ClientEndpoint if isIPAddress(address) else TCP6ClientEndpoint
+        endpoint = endpoint_type(reactor, address, port, timeout=timeout)
         connected = endpoint.connect(_QuietProbes())
         connected.addTimeout(timeout, reactor)
         return connected.addCallback(lambda protocol: protocol.transport.loseConnection())
@@ -90,6 +94,7 @@ class HealthChecker(service.Service):
         self._ticks = LoopingCall.withCount(self._tick)
         self._ticks.clock = clock
         self.pings = {"ok": 0, "failed": 0}
+        self.warnings = FloodControl(clock, "names")
         registry.on_change(self._forget_slots)
 
     def metric_samples(self):
@@ -107,6 +112,7 @@ class HealthChecker(service.Service):
         service.Service.stopService(self)
         if self._ticks.running:
             self._ticks.stop()
+        self.warnings.flush()
         if self._in_flight:
             return defer.DeferredList(list(self._in_flight.values())).addCallback(lambda _: None)
 
@@ -149,8 +155,19 @@ class HealthChecker(service.Service):
     def _finished(self, _, key) -> None:
         del self._in_flight[key]
 
+    async def _connect(self, instance) -> None:
+        """Ping INSTANCE's addresses in turn until one answers; the last failure otherwise."""
+        if not instance.addresses:
+            raise error.DNSLookupError(f"{instance.host} has no address")
+        for number, address in enumerate(instance.addresses, 1):
+            try:
+                return await self.ping(address, instance.port)
+            except Exception:
+                if number == len(instance.addresses):
+                    raise
+
     def _check(self, instance) -> defer.Deferred:
-        d = defer.maybeDeferred(self.ping, instance.host, instance.port)
+        d = defer.ensureDeferred(self._connect(instance))
         d.addCallbacks(lambda _: self._result(instance, None), lambda f: self._result(instance, f))
         d.addErrback(
             lambda failure: log.failure(
@@ -165,7 +182,8 @@ class HealthChecker(service.Service):
         reason = None if failure is None else failure_reason(failure, self.settings.ping_timeout)
         self.pings["ok" if reason is None else "failed"] += 1
         if reason is not None:
-            log.info(
+            self.warnings.emit(
+                LogLevel.info, "failed pings", instance.source,
                 "names: ping {host}:{port} ({name}) failed {failures}/{max_failures}: {reason}",
                 host=instance.host, port=instance.port, name=instance.name,
                 failures=instance.failures + 1, max_failures=max_failures, reason=reason,

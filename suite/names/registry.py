@@ -2,33 +2,38 @@
 The name server's registry: instances in memory, validated, rotated on
 lookup, evicted after consecutive failed health checks.  Pure: no I/O, no
 reactor; the name server applies changes here once the store has them.
+Every way in (a registration, a stored row, an etcd event) passes the same
+checks, the host's included (L{suite.names.allowed}), and each instance
+remembers the source that registered it, so `max_instances_per_source`
+counts what is registered, whichever name server took it.
 """
 
-import ipaddress
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from suite.names.allowed import AllowedHosts, ip_literal, shown
 from suite.names.commands import Invalid
 
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+MAX_HOST = 253  # bytes of a host name (RFC 1123)
 MAX_DESCRIPTION = 256
 
 
 def check_name(name: str) -> None:
     if not NAME.fullmatch(name):
-        raise Invalid(f"name {name!r}: 1-63 of a-z 0-9 -, not starting with -")
+        raise Invalid(f"name '{shown(name)}': 1-63 of a-z 0-9 -, not starting with -")
 
 
 def check_instance(name: str, host: str, port: int, description: str) -> None:
+    """The syntax of an instance: NAME, an IP literal (no scope id) or RFC 1123 host name, PORT."""
     check_name(name)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
+    if ip_literal(host) is None:
         labels = host.removesuffix(".").split(".")
-        if len(host) > 253 or not all(HOST_LABEL.fullmatch(label) for label in labels):
-            raise Invalid(f"host {host!r}: not a host name or IP address") from None
+        if len(host.encode()) > MAX_HOST or not all(HOST_LABEL.fullmatch(label) for label in labels):
+            raise Invalid(f"host '{shown(host)}': not an IP address, nor a host name of at most "
+                          f"{MAX_HOST} bytes (labels of 1-63 letters, digits, hyphens)")
     if not 1 <= port <= 65535:
         raise Invalid(f"port {port}: must be 1-65535")
     if len(description) > MAX_DESCRIPTION:
@@ -37,11 +42,19 @@ def check_instance(name: str, host: str, port: int, description: str) -> None:
 
 @dataclass
 class Instance:
+    """
+    A registered instance.  `addresses`: what its health checks connect to
+    (an IP literal's own, or a host name's as resolved at registration);
+    `source`: the address of the peer that registered it.
+    """
+
     name: str
     host: str
     port: int
     description: str = ""
     failures: int = 0
+    addresses: tuple[str, ...] = ()
+    source: str = ""
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -57,13 +70,17 @@ class Registry:
     Instances by name, each name's instances in registration order.  Whoever
     keeps something derived from a name's instances (encoded answers)
     registers with on_change and hears of every change to that name.
+    HOSTS (an L{AllowedHosts}) says where instances may be; without it
+    (tests of answers and zones) any host of the right syntax is taken.
     """
 
-    def __init__(self, max_instances: int):
+    def __init__(self, max_instances: int, hosts: AllowedHosts | None = None):
         self.max_instances = max_instances
+        self.hosts = hosts
         self._by_name: dict[str, OrderedDict] = {}
         self._rotation: dict[str, int] = {}
         self._count = 0
+        self._per_source: dict[str, int] = {}
         self._listeners = []
 
     def on_change(self, listener) -> None:
@@ -77,21 +94,40 @@ class Registry:
     def __len__(self):
         return self._count
 
-    def register(self, name, host, port, description="") -> tuple[Instance, bool]:
-        """Add or update (name, host, port); returns the instance and whether it is new."""
+    def addresses(self, host: str, resolved=()) -> tuple[str, ...]:
+        """What the checks of HOST connect to (see L{AllowedHosts.addresses}); NotAllowed if nothing."""
+        if self.hosts is not None:
+            return self.hosts.addresses(host, resolved)
+        literal = ip_literal(host)
+        return tuple(resolved) if literal is None else (str(literal),)
+
+    def from_source(self, source: str) -> int:
+        """How many instances SOURCE registered."""
+        return self._per_source.get(source, 0)
+
+    def register(self, name, host, port, description="", resolved=(), source=""
+                 ) -> tuple[Instance, bool]:
+        """
+        Add or update (name, host, port), RESOLVED being a host name's
+        addresses; returns the instance and whether it is new.  An update
+        keeps the source that first registered the instance.
+        """
         check_instance(name, host, port, description)
+        addresses = self.addresses(host, resolved)
         instances = self._by_name.get(name)
         existing = instances.get((host, port)) if instances else None
         if existing is not None:
+            existing.addresses = addresses
             if existing.description != description:
                 existing.description = description
                 self._changed(name)
             return existing, False
         if self._count >= self.max_instances:
             raise RegistryFull(f"registry full ({self.max_instances} instances, max_instances)")
-        instance = Instance(name, host, port, description)
+        instance = Instance(name, host, port, description, addresses=addresses, source=source)
         self._by_name.setdefault(name, OrderedDict())[(host, port)] = instance
         self._count += 1
+        self._per_source[source] = self._per_source.get(source, 0) + 1
         self._changed(name)
         return instance, True
 
@@ -111,6 +147,11 @@ class Registry:
             return None
         instance = instances.pop((host, port))
         self._count -= 1
+        remaining = self._per_source[instance.source] - 1
+        if remaining:
+            self._per_source[instance.source] = remaining
+        else:
+            del self._per_source[instance.source]
         if not instances:
             del self._by_name[name]
             self._rotation.pop(name, None)

@@ -6,7 +6,11 @@ current: every change any replica (or the leader's evictions) makes reaches
 every copy within milliseconds.  Lookups never wait on etcd.
 
 Keys under `etcd_prefix`:
-- `instances/NAME/HOST/PORT`, value `{"description": "…"}`: one instance;
+- `instances/NAME/HOST/PORT`, value `{"description": "…", "addresses": […],
+  "source": "…"}`: one instance, the addresses its checks connect to and the
+  source that registered it (a value without them, from an earlier version:
+  an IP literal's address is its own; a host name is not served until it is
+  registered again, see L{suite.names.allowed});
 - `leader`: the replica that runs the health checks (see L{suite.names.leader}).
 
 A write (Register, Deregister) is answered once etcd acknowledged it, and
@@ -35,9 +39,11 @@ from twisted.python.failure import Failure
 
 from suite.names.commands import Invalid
 from suite.names.etcd import EtcdClient, EtcdError, decode, encode, prefix_end
+from suite.names.allowed import NotAllowed
 from suite.names.registry import RegistryFull
 from suite.names.store import BatchedWrites, IRegistryStore, StoreError
 from suite.runtime.flood import FloodControl
+from suite.runtime.printable import printable
 
 log = Logger()
 
@@ -107,7 +113,9 @@ class EtcdStore(BatchedWrites):
         self._connect()
 
     def save(self, instance) -> defer.Deferred:
-        key, value = self._key(instance), json.dumps({"description": instance.description})
+        key = self._key(instance)
+        value = json.dumps({"description": instance.description,
+                            "addresses": list(instance.addresses), "source": instance.source})
         return self._queue(key, {"request_put": {"key": encode(key), "value": encode(value)}})
 
     def delete(self, instance) -> defer.Deferred:
@@ -237,7 +245,7 @@ class EtcdStore(BatchedWrites):
 
     def _replace_copy(self, answer):
         """Make the copy what the range read found, applying only the differences."""
-        found, holder = {}, None
+        found, holder, skipped = {}, None, []
         for kv in answer.get("kvs", []):
             key = decode(kv["key"])
             if key == self.leader_key:
@@ -249,8 +257,15 @@ class EtcdStore(BatchedWrites):
         for instance in self.registry.instances():
             if instance.key not in found:
                 self.registry.deregister(*instance.key)
-        for key, description in found.items():
-            self._register(key, description)
+        for key, fields in found.items():
+            try:
+                self._register(key, fields)
+            except NotAllowed as e:
+                skipped.append(str(e))
+        if skipped:
+            log.warn("names: {count} instances in etcd not served: their hosts are not allowed "
+                     "now (first: {first}); they stay in etcd until registered again or "
+                     "deregistered", count=len(skipped), first=skipped[0])
         revision = int(answer["header"]["revision"])
         self.on_leader(holder, revision)
         self._read_whole = False
@@ -324,31 +339,45 @@ class EtcdStore(BatchedWrites):
             return
         if deleted:
             self.registry.deregister(*parsed[0])
-        else:
+            return
+        try:
             self._register(*parsed)
+        except NotAllowed as e:
+            self.warnings.warn("etcd keys", repr(parsed[0]), "names: instance {key} from etcd is "
+                               "not served: {error}", key=printable(key), error=str(e))
 
     @staticmethod
     def _holder(kv) -> tuple[str, int, int]:
         return decode(kv.get("value")), int(kv["create_revision"]), int(kv.get("lease", 0))
 
     def _parse(self, key: str, value):
-        """((name, host, port), description) of an instance key; None (warned) otherwise."""
+        """
+        ((name, host, port), (description, addresses, source)) of an
+        instance key; None (warned) otherwise.
+        """
         try:
             if not key.startswith(self.prefix + INSTANCES):
                 raise ValueError("not an instance")
             name, host, port = key.removeprefix(self.prefix + INSTANCES).split("/")
-            description = "" if value is None else json.loads(decode(value))["description"]
-            if not isinstance(description, str):
-                raise ValueError("not a description")
-            return (name, host, int(port)), description
+            fields = {"description": ""} if value is None else json.loads(decode(value))
+            description = fields["description"]
+            addresses, source = fields.get("addresses", []), fields.get("source", "")
+            if not isinstance(description, str) or not isinstance(source, str) or not (
+                isinstance(addresses, list) and all(isinstance(a, str) for a in addresses)
+            ):
+                raise ValueError("not an instance's value")
+            return (name, host, int(port)), (description, tuple(addresses), source)
         except (ValueError, KeyError, TypeError):
             self.warnings.warn("etcd keys", key, "names: etcd key {key} is not an instance of "
-                               "the registry: ignored", key=key)
+                               "the registry: ignored", key=printable(key))
             return None
 
-    def _register(self, key, description) -> None:
+    def _register(self, key, fields) -> None:
+        """Serve KEY with FIELDS; a host not allowed now is NotAllowed, any other refusal warned."""
         try:
-            self.registry.register(*key, description)
+            self.registry.register(*key, *fields)
+        except NotAllowed:
+            raise  # the caller counts these (a range read) or warns of each (the watch)
         except (Invalid, RegistryFull) as e:
             self.warnings.warn("etcd keys", repr(key), "names: instance {key} from etcd is "
-                               "not served: {error}", key=key, error=str(e))
+                               "not served: {error}", key=printable(repr(key)), error=str(e))

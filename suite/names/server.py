@@ -11,6 +11,13 @@ commit, and a failed write answers UNAVAILABLE with the registry unchanged,
 so what the name server acknowledged is what a restart finds.  An etcd
 store applies every change to the registry itself, from its watch, before
 the write's answer; applying it here again then changes nothing.
+
+Before anything is written, a registration's host must be one the name
+server may look at (L{suite.names.allowed}: a host name is resolved
+first), and its source must hold fewer than `max_instances_per_source`
+instances; otherwise INVALID says why.  A client can repeat any of these
+events at will, so each kind is logged the first time per source, then
+counted in summaries, and the text a client chose is escaped.
 """
 
 import hmac
@@ -18,42 +25,68 @@ from time import perf_counter
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
+from suite.names.allowed import NotAllowed, ip_literal, shown
 from suite.names.answers import EncodedAnswers, as_fields, fitting
-from suite.names.commands import Invalid, NotFound, Unauthorized, Unavailable
+from suite.names.commands import Invalid, NotFound, Overloaded, Unauthorized, Unavailable
 from suite.names.registry import Instance, Registry, check_instance
 from suite.names.store import StoreError
 from suite.names.watches import Watches
 from suite.runtime.flood import FloodControl
 from suite.runtime.metrics import Histogram
+from suite.runtime.printable import printable
 
 log = Logger()
 
+MAX_INSTANCES_PER_SOURCE = 1000
+MAX_RESOLVING = 64  # host names resolved at once; beyond, Register answers OVERLOADED
+
 
 def load_registry(registry: Registry, rows) -> None:
-    """Fill REGISTRY with the stored ROWS; a row that does not validate, or too many, is a StoreError."""
-    for number, (name, host, port, description) in enumerate(rows, 1):
+    """
+    Fill REGISTRY with the stored ROWS; a row that does not validate, or
+    too many, is a StoreError.  Rows whose host the rules of
+    L{suite.names.allowed} refuse (written by a version without them, or
+    under a wider `allowed_networks`) are not served but left in the store
+    (a re-registration or a wider list brings them back), in one line.
+    """
+    skipped = []
+    for number, (name, host, port, description, addresses, source) in enumerate(rows, 1):
         if len(registry) >= registry.max_instances:
             raise StoreError(
                 f"holds more than max_instances ({registry.max_instances}) instances"
             )
         try:
-            registry.register(name, host, port, description)
+            registry.register(name, host, port, description, addresses, source)
+        except NotAllowed as e:
+            skipped.append(str(e))
         except (Invalid, TypeError) as e:
             raise StoreError(f"stored row {number} ({name!r}, {host!r}, {port!r}) is invalid: {e}")
+    if skipped:
+        log.warn("names: {count} stored instances not served: their hosts are not allowed now "
+                 "(first: {first}); they stay stored until registered again or deregistered",
+                 count=len(skipped), first=skipped[0])
 
 
 class NameServer(service.Service):
     """
     Owns the registry and the store; as a service it closes the store last,
     writes finished.  AUDIT (a L{LookupAudit}, or None) records lookups.
+    RESOLVE(name) -> Deferred of a host name's addresses (see
+    L{suite.names.allowed.host_resolver}); without it only IP literals
+    are taken.
     Its metrics: live instances, lookups by result and their durations,
     evictions, and names watched.
     """
 
-    def __init__(self, registry: Registry, store, token: str, cache_ttl: int, clock, audit=None):
+    def __init__(self, registry: Registry, store, token: str, cache_ttl: int, clock, audit=None,
+                 *, resolve=None, max_instances_per_source: int = MAX_INSTANCES_PER_SOURCE):
         self.registry = registry
+        self.resolve = resolve
+        self.max_instances_per_source = max_instances_per_source
+        self._resolving = 0
+        self._adding_from: dict[str, int] = {}  # new instances waiting for the store, by source
         self.store = store
         self.token = token.encode()
         self.cache_ttl = cache_ttl
@@ -116,46 +149,95 @@ class NameServer(service.Service):
     def register(self, name, host, port, description, token, peer, source, client=None):
         self._authorize(token, "Register", peer, source)
         description = description or ""
+        registered = defer.maybeDeferred(self._resolve, name, host, port, description)
+        registered.addCallback(self._register, name, host, port, description, peer, source, client)
+        return registered.addErrback(self._refused, "Register", peer, source)
+
+    def _resolve(self, name, host, port, description):
+        """The addresses of HOST, a host name (none for an IP literal), once its syntax is checked."""
         check_instance(name, host, port, description)
+        if ip_literal(host) is not None:
+            return ()
+        if self.resolve is None:
+            raise NotAllowed(f"host '{host}': this name server takes IP addresses only")
+        if self._resolving >= MAX_RESOLVING:
+            raise Overloaded(f"{MAX_RESOLVING} host names are being resolved: try again later")
+        self._resolving += 1
+
+        def resolved(result):
+            self._resolving -= 1
+            return result
+
+        return self.resolve(host).addBoth(resolved)
+
+    def _refused(self, failure, command, peer, source):
+        """An INVALID answer goes back to the client, and to the log (flood-controlled)."""
+        failure.trap(Invalid)
+        self.warnings.warn(
+            "refused registrations", source, "names: {command} from {peer} refused: {reason}",
+            command=command, peer=peer, reason=failure.getErrorMessage(),
+        )
+        return failure
+
+    def _capacity_left(self, source) -> None:
+        """Invalid unless the registry, and SOURCE's share of it, can take one more instance."""
+        if len(self.registry) + self._adding >= self.registry.max_instances:
+            raise Invalid(f"registry full ({self.registry.max_instances} instances, max_instances)")
+        held = self.registry.from_source(source) + self._adding_from.get(source, 0)
+        if held >= self.max_instances_per_source:
+            raise Invalid(f"{source} has registered {held} instances, the most one source may "
+                          "(max_instances_per_source)")
+
+    def _register(self, resolved, name, host, port, description, peer, source, client):
+        addresses = self.registry.addresses(host, resolved)
         before = self.registry.get(name, host, port)
         before_description = None if before is None else before.description
         new = before is None
         if new:
-            if len(self.registry) + self._adding >= self.registry.max_instances:
-                raise Invalid(f"registry full ({self.registry.max_instances} instances, max_instances)")
+            self._capacity_left(source)
             self._adding += 1
+            self._adding_from[source] = self._adding_from.get(source, 0) + 1
+        else:
+            source = before.source  # whoever registered it first keeps counting it
 
         def applied():
-            self.registry.register(name, host, port, description)
+            self.registry.register(name, host, port, description, addresses, source)
             if before_description == description:  # a refresh (the announcer's): nothing to audit
                 return {}
-            log.info(
+            self.warnings.emit(
+                LogLevel.info, "registrations", source,
                 "names: register {name} {host}:{port} ({change}) from {peer}",
                 names_event="register", name=name, host=host, port=port,
-                description=description, change="new" if new else "update", peer=peer,
-                client=client,
+                description=printable(description), change="new" if new else "update", peer=peer,
+                client=client and printable(client),
             )
             return {}
 
         def settled(result):
             if new:
                 self._adding -= 1
+                self._adding_from[source] -= 1
+                if not self._adding_from[source]:
+                    del self._adding_from[source]
             return result
 
-        written = self.store.save(Instance(name, host, port, description))
+        written = self.store.save(
+            Instance(name, host, port, description, addresses=addresses, source=source)
+        )
         return self._stored(written.addBoth(settled), applied)
 
     def deregister(self, name, host, port, token, peer, source, client=None):
         self._authorize(token, "Deregister", peer, source)
         if not self.registry.holds(name, host, port):
-            raise NotFound(f"no instance {name} at {host}:{port}")
+            raise NotFound(f"no instance {shown(name)} at {shown(host)}:{port}")
 
         def applied():
             self.registry.deregister(name, host, port)
-            log.info(
+            self.warnings.emit(
+                LogLevel.info, "deregistrations", source,
                 "names: deregister {name} {host}:{port} from {peer}",
                 names_event="deregister", name=name, host=host, port=port, peer=peer,
-                client=client,
+                client=client and printable(client),
             )
             return {}
 
@@ -173,7 +255,8 @@ class NameServer(service.Service):
             if self.registry.holds_exactly(instance):
                 self.registry.deregister(*instance.key)
             self.evictions += 1
-            log.info(
+            self.warnings.emit(
+                LogLevel.info, "evictions", instance.source,
                 "names: evict {name} {host}:{port} after {failures} failed pings: {reason}",
                 names_event="evict", name=instance.name, host=instance.host,
                 port=instance.port, failures=instance.failures, reason=reason,

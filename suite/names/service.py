@@ -4,6 +4,7 @@ import re
 from dataclasses import dataclass
 
 from suite.logger.writer import BatchWriter, open_output
+from suite.names.allowed import DEFAULT_NETWORKS, AllowedHosts, check_network, host_resolver
 from suite.names.audit import LookupAudit
 from suite.names.dnsfront import DNSFactory, dns_datagrams
 from suite.names.etcd import EtcdClient
@@ -13,14 +14,14 @@ from suite.names.leader import Leadership
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
 from suite.names.replica import EtcdStore, etcd_endpoints
-from suite.names.server import NameServer
+from suite.names.server import MAX_INSTANCES_PER_SOURCE, NameServer
 from suite.names.store import StoreError, open_store
 from suite.names.zone import ZoneAnswers
 from suite.net.boxes import AMPLimits
 from suite.net.datagrams import ReplyLimits
 from suite.runtime.compose import Parts, ServiceDeclaration
 from suite.runtime.config import (
-    STRING_LIST, ServiceSettings, integer, key, listen, number, text,
+    STRING_LIST, ServiceSettings, integer, key, listen, number, string_list, text,
 )
 from suite.runtime.credentials import resolve_token
 
@@ -83,6 +84,15 @@ class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
     ping_concurrency: int = key(integer(1), 256, "health checks in flight at once")
     cache_ttl: int = key(integer(0), 5, "seconds clients may cache a lookup (the ttl answered)")
     max_instances: int = key(integer(1), 10000, "instances the registry holds")
+    max_instances_per_source: int = key(
+        integer(1), MAX_INSTANCES_PER_SOURCE,
+        "instances one source address may register; more: INVALID",
+    )
+    allowed_networks: tuple[str, ...] = key(
+        string_list(check_network), DEFAULT_NETWORKS,
+        "CIDR networks instances may be in (an IP literal, or every address a host name "
+        "resolves to); link-local, unspecified, multicast, broadcast never are",
+    )
     max_watches: int = key(integer(1), 100, "names one connection may watch; more: OVERLOADED")
     max_change_backlog: int = key(
         integer(1024), MiB,
@@ -127,11 +137,13 @@ def build(settings: NamesSettings, reactor) -> Parts:
     token = resolve_token(settings)
     warn_about_exposure(settings, token, reactor)
     audit_writer = open_lookup_audit(settings, reactor)
-    registry = Registry(settings.max_instances)
+    registry = Registry(settings.max_instances, AllowedHosts(settings.allowed_networks))
     store = open_registry_store(settings, registry, reactor)
     try:
         server = NameServer(registry, store, token, settings.cache_ttl, reactor,
-                            audit_writer and LookupAudit(audit_writer, reactor))
+                            audit_writer and LookupAudit(audit_writer, reactor),
+                            resolve=host_resolver(reactor),
+                            max_instances_per_source=settings.max_instances_per_source)
     except StoreError as e:
         store.close()
         raise settings.error("store", str(e)) from None

@@ -28,10 +28,18 @@ CREATE TABLE IF NOT EXISTS instances (
     host TEXT NOT NULL,
     port INTEGER NOT NULL,
     description TEXT NOT NULL DEFAULT '',
+    addresses TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (name, host, port)
 )
 """
-SCHEMA_VERSION = 1
+# Columns added since version 1: what the checks connect to (space-separated)
+# and who registered the instance (see suite.names.allowed).
+ADDED_COLUMNS = {
+    "addresses": "ALTER TABLE instances ADD COLUMN addresses TEXT NOT NULL DEFAULT ''",
+    "source": "ALTER TABLE instances ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+}
+SCHEMA_VERSION = 2
 
 
 class StoreError(Exception):
@@ -50,7 +58,7 @@ class IRegistryStore(Interface):
     loaded = Attribute("Whether the registry holds what the store holds (an etcd copy may not yet)")
 
     def load():
-        """The stored rows (name, host, port, description), once, at start."""
+        """The stored rows (name, host, port, description, addresses, source), once, at start."""
 
     def start():
         """Begin what keeps the registry current (the etcd watch); the reactor runs now."""
@@ -113,8 +121,9 @@ class MemoryStore(LocalStore):
 
 
 UPSERT = (
-    "INSERT INTO instances (name, host, port, description) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (name, host, port) DO UPDATE SET description = excluded.description"
+    "INSERT INTO instances (name, host, port, description, addresses, source) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, host, port) DO UPDATE SET "
+    "description = excluded.description, addresses = excluded.addresses, source = excluded.source"
 )
 DELETE = "DELETE FROM instances WHERE name = ? AND host = ? AND port = ?"
 
@@ -221,11 +230,19 @@ class SqliteStore(LocalStore, BatchedWrites):
             if check != "ok":
                 raise StoreError(f"database is damaged: {check}")
             connection.execute(SCHEMA)
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(instances)")}
+            for column, alter in ADDED_COLUMNS.items():
+                if column not in columns:  # a database of an earlier version
+                    connection.execute(alter)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")  # proves it is writable
             connection.commit()
-            return connection.execute(
-                "SELECT name, host, port, description FROM instances ORDER BY rowid"
-            ).fetchall()
+            return [
+                (name, host, port, description, tuple(addresses.split()), source)
+                for name, host, port, description, addresses, source in connection.execute(
+                    "SELECT name, host, port, description, addresses, source FROM instances "
+                    "ORDER BY rowid"
+                )
+            ]
         except sqlite3.Error as e:
             raise StoreError(f"not a usable SQLite database: {e}") from None
         finally:
@@ -236,7 +253,8 @@ class SqliteStore(LocalStore, BatchedWrites):
         return rows
 
     def save(self, instance) -> defer.Deferred:
-        row = (instance.name, instance.host, instance.port, instance.description)
+        row = (instance.name, instance.host, instance.port, instance.description,
+               " ".join(instance.addresses), instance.source)
         return self._queue(instance.key, (UPSERT, row))
 
     def delete(self, instance) -> defer.Deferred:

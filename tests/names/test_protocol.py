@@ -3,21 +3,24 @@
 import json
 
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.logger.writer import BatchWriter, WriteFailed
+from suite.names.allowed import AllowedHosts
 from suite.names.audit import LookupAudit
 from suite.names.commands import (
-    Deregister, Invalid, Lookup, NotFound, Register, Services, Unauthorized, Unavailable,
+    Deregister, Invalid, Lookup, NotFound, Overloaded, Register, Services, Unauthorized,
+    Unavailable,
 )
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
 from suite.names.server import NameServer
 from suite.names.service import NamesSettings
 from suite.names.store import MemoryStore, StoreError
-from tests.helpers import AMPPair, captured_log
+from tests.helpers import AMPPair, captured_events, captured_log
 
 
 class HeldStore(MemoryStore):
@@ -56,13 +59,41 @@ class MemoryOutput:
         return [json.loads(line) for line in self.data.splitlines()]
 
 
-def names_pair(token="", max_instances=100, store=None, audit=None, **settings):
+RESOLVED = {
+    "h": ["127.0.0.1"],
+    "db.internal": ["10.0.0.5", "fd00::5", "10.0.0.5"],
+    "partly.example": ["10.0.0.6", "169.254.169.254"],
+    "public.example": ["93.184.215.14"],
+}
+
+
+class FakeResolver:
+    """Host names resolved from a table (RESOLVED), as the reactor's resolver would; or held."""
+
+    def __init__(self, table=RESOLVED):
+        self.table = table
+        self.asked = []
+        self.held = None  # a list: resolutions wait there until released
+
+    def __call__(self, name):
+        self.asked.append(name)
+        if name not in self.table:
+            return defer.fail(Invalid(f"host '{name}': host name not found"))
+        if self.held is not None:
+            self.held.append(defer.Deferred())
+            return self.held[-1].addCallback(lambda _: list(self.table[name]))
+        return defer.succeed(list(self.table[name]))
+
+
+def names_pair(token="", max_instances=100, store=None, audit=None, resolve=None,
+               max_instances_per_source=1000, **settings):
     store = MemoryStore() if store is None else store
     clock = Clock()
     clock.advance(1763726400.25)  # 2025-11-21T12:00:00.25Z
     lookups = audit and LookupAudit(BatchWriter(audit, clock, 0, 1, max_buffer=200), clock)
-    server = NameServer(Registry(max_instances), store, token, cache_ttl=5, clock=clock,
-                        audit=lookups)
+    server = NameServer(Registry(max_instances, AllowedHosts()), store, token, cache_ttl=5,
+                        clock=clock, audit=lookups, resolve=resolve or FakeResolver(),
+                        max_instances_per_source=max_instances_per_source)
     return AMPPair(NamesFactory(NamesSettings(idle_timeout=0, **settings), Clock(), server))
 
 
@@ -209,3 +240,151 @@ class DurableTests(SynchronousTestCase):
             pair.call(Register, name="svc", host="h", port=1, token="guess")
         refused = [line for line in lines if "missing or wrong token" in line]
         self.assertEqual(refused, ["names: Register from 192.0.2.7:40000 refused: missing or wrong token"])
+
+
+HOSTILE_HOSTS = [
+    ("169.254.169.254", "link-local"),
+    ("0.0.0.0", "unspecified"),
+    ("::", "unspecified"),
+    ("224.0.0.1", "multicast"),
+    ("ff02::1", "multicast"),
+    ("255.255.255.255", "broadcast"),
+    ("fe80::1", "link-local"),
+    ("::ffff:169.254.169.254", "link-local"),
+    ("fe80::1%eth0", "scope id"),
+    ("::1%lo", "scope id"),
+    ("8.8.8.8", "outside allowed_networks"),
+    ("public.example", "outside allowed_networks"),
+    ("partly.example", "169.254.169.254 is a link-local"),
+    ("unknown.example", "host name not found"),
+    ("evil\n.example", "not an IP address, nor a host name"),
+    ("\x1b[2J.example", "not an IP address, nor a host name"),
+    ("a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 60 + ".e", "at most 253 bytes"),
+]
+
+
+class WhereTheRegistryMayLook(SynchronousTestCase):
+    """SPEC §16: the hosts a registration may name, and how many one source may register."""
+
+    def test_hostile_hosts_are_invalid_naming_the_reason(self):
+        self.assertEqual(len(HOSTILE_HOSTS[-1][0].encode()), 254)
+        pair = names_pair()
+        for host, reason in HOSTILE_HOSTS:
+            [failure] = pair.call(Register, name="svc", host=host, port=80)
+            failure.trap(Invalid)
+            self.assertIn(reason, failure.value.args[0], host)
+            self.assertNotIn("\n", failure.value.args[0])
+            self.assertNotIn("\x1b", failure.value.args[0])
+        self.assertEqual(pair.server.factory.server.registry.instances(), [])
+
+    def test_allowed_hosts_are_registered_with_the_addresses_checks_connect_to(self):
+        pair = names_pair()
+        for host in ("127.0.0.1", "10.1.2.3", "::1", "fd12::1", "::ffff:192.168.1.1",
+                     "db.internal", "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61):
+            resolve = pair.server.factory.server.resolve
+            resolve.table.setdefault(host, ["192.168.7.7"])
+            self.assertEqual(pair.call(Register, name="svc", host=host, port=80), [{}], host)
+        registry = pair.server.factory.server.registry
+        self.assertEqual(registry.get("svc", "db.internal", 80).addresses, ("10.0.0.5", "fd00::5"))
+        self.assertEqual(registry.get("svc", "::ffff:192.168.1.1", 80).addresses, ("192.168.1.1",))
+
+    def test_ip_literals_are_not_resolved(self):
+        resolve = FakeResolver()
+        pair = names_pair(resolve=resolve)
+        pair.call(Register, name="svc", host="127.0.0.1", port=80)
+        pair.call(Register, name="svc", host="169.254.169.254", port=80)
+        self.assertEqual(resolve.asked, [])
+
+    def test_an_operators_list_never_covers_the_forbidden_addresses(self):
+        pair = names_pair()
+        pair.server.factory.server.registry.hosts = AllowedHosts(["0.0.0.0/0", "::/0"])
+        self.assertEqual(pair.call(Register, name="svc", host="93.184.215.14", port=80), [{}])
+        for host in ("169.254.169.254", "0.0.0.0", "224.0.0.1", "255.255.255.255", "fe80::1"):
+            [failure] = pair.call(Register, name="svc", host=host, port=80)
+            failure.trap(Invalid)
+
+    def test_a_narrower_list_refuses_what_the_default_takes(self):
+        pair = names_pair()
+        pair.server.factory.server.registry.hosts = AllowedHosts(["10.0.0.0/8"])
+        pair.call(Register, name="svc", host="127.0.0.1", port=80)[0].trap(Invalid)
+        self.assertEqual(pair.call(Register, name="svc", host="10.9.9.9", port=80), [{}])
+
+    def test_register_waits_for_the_resolution(self):
+        resolve = FakeResolver()
+        resolve.held = []
+        pair = names_pair(resolve=resolve)
+        answers = pair.call(Register, name="svc", host="db.internal", port=80)
+        self.assertEqual(answers, [])
+        resolve.held.pop().callback(None)
+        pair.pump()
+        self.assertEqual(answers, [{}])
+
+    def test_resolutions_in_flight_are_bounded(self):
+        from suite.names.server import MAX_RESOLVING
+
+        resolve = FakeResolver()
+        resolve.held = []
+        pair = names_pair(resolve=resolve, max_pending=MAX_RESOLVING + 10)
+        answers = [pair.call(Register, name="svc", host="db.internal", port=port)
+                   for port in range(1, MAX_RESOLVING + 2)]
+        self.assertEqual(len(resolve.held), MAX_RESOLVING)
+        answers[-1][0].trap(Overloaded)
+        held, resolve.held = resolve.held, None
+        for resolution in held:
+            resolution.callback(None)
+        pair.pump()
+        self.assertEqual(answers[:-1], [[{}]] * MAX_RESOLVING)
+        self.assertEqual(pair.call(Register, name="svc", host="db.internal", port=999), [{}])
+
+    def test_max_instances_per_source(self):
+        pair = names_pair(max_instances_per_source=3)
+        for port in (1, 2, 3):
+            self.assertEqual(pair.call(Register, name="svc", host="h", port=port), [{}])
+        [failure] = pair.call(Register, name="svc", host="h", port=4)
+        failure.trap(Invalid)
+        self.assertIn("192.0.2.7 has registered 3 instances", failure.value.args[0])
+        self.assertIn("max_instances_per_source", failure.value.args[0])
+        self.assertEqual(pair.call(Register, name="svc", host="h", port=3, description="d"), [{}])
+        other = AMPPair(pair.server.factory, peer=IPv4Address("TCP", "192.0.2.8", 40000))
+        self.assertEqual(other.call(Register, name="svc", host="h", port=4), [{}])
+        pair.call(Deregister, name="svc", host="h", port=1)
+        self.assertEqual(pair.call(Register, name="svc", host="h", port=5), [{}])
+
+    def test_registrations_waiting_for_the_store_count_against_their_source(self):
+        store = HeldStore()
+        pair = names_pair(store=store, max_instances_per_source=2)
+        answers = [pair.call(Register, name="svc", host="h", port=p) for p in (1, 2, 3)]
+        answers[2][0].trap(Invalid)
+        store.release()
+        pair.pump()
+        self.assertEqual(answers[:2], [[{}], [{}]])
+
+
+class FloodControlledAudit(SynchronousTestCase):
+    """Registrations, deregistrations and refusals: first per source, then summaries; escaped."""
+
+    def test_audit_lines_are_flood_controlled_per_source(self):
+        lines = captured_log(self)
+        pair = names_pair()
+        for port in range(1, 51):
+            pair.call(Register, name="svc", host="h", port=port)
+            pair.call(Register, name="svc", host="169.254.169.254", port=port)
+        other = AMPPair(pair.server.factory, peer=IPv4Address("TCP", "192.0.2.8", 40000))
+        other.call(Register, name="svc", host="h", port=99)
+        registered = [line for line in lines if line.startswith("names: register")]
+        refused = [line for line in lines if "refused" in line]
+        self.assertEqual(registered, ["names: register svc h:1 (new) from 192.0.2.7:40000",
+                                      "names: register svc h:99 (new) from 192.0.2.8:40000"])
+        self.assertEqual(refused, ["names: Register from 192.0.2.7:40000 refused: host "
+                                   "'169.254.169.254': 169.254.169.254 is a link-local address, "
+                                   "never checked"])
+        pair.server.factory.server.warnings.flush()
+        self.assertIn("names: 49 more registrations in the last 10 s", lines)
+        self.assertIn("names: 49 more refused registrations in the last 10 s", lines)
+
+    def test_a_description_is_escaped_in_the_audit_event(self):
+        events = captured_events(self)
+        pair = names_pair()
+        pair.call(Register, name="svc", host="h", port=1, description="ok\nforged line\x1b[2J\u202e")
+        [event] = [e for e in events if e.get("names_event") == "register"]
+        self.assertEqual(event["description"], "ok\\nforged line\\x1b[2J\\u202e")

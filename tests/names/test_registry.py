@@ -2,6 +2,7 @@
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.names.allowed import MAX_ADDRESSES, AllowedHosts, NotAllowed
 from suite.names.commands import Invalid
 from suite.names.registry import Registry, RegistryFull
 
@@ -23,9 +24,28 @@ class ValidationTests(SynchronousTestCase):
 
     def test_invalid_hosts(self):
         for host in ["", "-bad.org", "bad-.org", "two..dots", "sp ace", "a" * 64,
-                     "x" * 250 + ".org", "300.1.2.3.4:5", "a_b"]:
-            with self.assertRaisesRegex(Invalid, "not a host name or IP address", msg=repr(host)):
+                     "x" * 250 + ".org", "300.1.2.3.4:5", "a_b", "new\nline.org", "\x1b[2J",
+                     "é.org", "x" * 63 + "." + "y" * 63 + "." + "z" * 63 + "." + "w" * 62]:
+            with self.assertRaisesRegex(Invalid, "not an IP address, nor a host name",
+                                        msg=repr(host)):
                 Registry(10).register("svc", host, 1)
+
+    def test_a_host_name_may_have_253_bytes(self):
+        host = "x" * 63 + "." + "y" * 63 + "." + "z" * 63 + "." + "w" * 61
+        self.assertEqual(len(host), 253)
+        Registry(10).register("svc", host, 1)
+
+    def test_scope_ids_are_not_allowed(self):
+        for host in ["fe80::1%eth0", "::1%lo", "fe80::1%1", "fe80::1%\n\x1b[2J"]:
+            with self.assertRaisesRegex(NotAllowed, "scope id", msg=repr(host)):
+                Registry(10).register("svc", host, 1)
+
+    def test_a_refused_host_is_shown_escaped_and_cut(self):
+        with self.assertRaises(Invalid) as caught:
+            Registry(10).register("svc", "\x1b]0;pwned\x07" + "x" * 300, 1)
+        reason = caught.exception.args[0]
+        self.assertIn("'\\x1b]0;pwned\\x07xxx", reason)
+        self.assertLess(len(reason), 250)
 
     def test_invalid_ports(self):
         for port in [0, -1, 65536]:
@@ -91,3 +111,60 @@ class RegistryTests(SynchronousTestCase):
         new, _ = registry.register("svc", "h", 1)
         self.assertFalse(registry.ping_result(old, False, 1))
         self.assertEqual(registry.lookup("svc"), [new])
+
+
+class AllowedHostsTests(SynchronousTestCase):
+    """Where instances may be (SPEC §16), whichever way they come in: registration, store, etcd."""
+
+    def registry(self, networks=None):
+        return Registry(10, AllowedHosts() if networks is None else AllowedHosts(networks))
+
+    def test_default_networks(self):
+        registry = self.registry()
+        for host in ["10.0.0.1", "172.16.0.1", "172.31.255.254", "192.168.1.1", "127.0.0.1",
+                     "127.0.0.2", "::1", "fc00::1", "fdff::1", "::ffff:10.0.0.1"]:
+            registry.register("svc", host, 1)
+        for host in ["172.32.0.1", "8.8.8.8", "2001:db8::1", "::2", "100.64.0.1"]:
+            with self.assertRaisesRegex(NotAllowed, "outside allowed_networks", msg=host):
+                registry.register("svc", host, 1)
+
+    def test_never_allowed_whatever_the_list(self):
+        registry = self.registry(["0.0.0.0/0", "::/0"])
+        registry.register("svc", "93.184.215.14", 1)
+        for host, why in [("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
+                          ("0.0.0.0", "unspecified"), ("0.1.2.3", "unspecified"),
+                          ("::", "unspecified"), ("224.0.0.1", "multicast"),
+                          ("239.255.255.250", "multicast"), ("ff02::1", "multicast"),
+                          ("255.255.255.255", "broadcast"),
+                          ("::ffff:169.254.169.254", "link-local")]:
+            with self.assertRaisesRegex(NotAllowed, f"is a {why} address", msg=host):
+                registry.register("svc", host, 1)
+
+    def test_every_resolved_address_must_be_allowed(self):
+        registry = self.registry()
+        instance, _ = registry.register("svc", "db.internal", 1, "", ("10.0.0.5", "fd00::5"))
+        self.assertEqual(instance.addresses, ("10.0.0.5", "fd00::5"))
+        with self.assertRaisesRegex(NotAllowed, "169.254.169.254 is a link-local"):
+            registry.register("svc", "mixed.example", 1, "", ("10.0.0.6", "169.254.169.254"))
+        with self.assertRaisesRegex(NotAllowed, "outside allowed_networks"):
+            registry.register("svc", "mixed.example", 1, "", ("93.184.215.14", "10.0.0.6"))
+
+    def test_a_host_name_without_addresses_is_not_served(self):
+        with self.assertRaisesRegex(NotAllowed, "never resolved"):
+            self.registry().register("svc", "db.internal", 1)
+
+    def test_checks_try_a_bounded_number_of_addresses(self):
+        resolved = [f"10.0.0.{n}" for n in range(1, 20)]
+        instance, _ = self.registry().register("svc", "many.internal", 1, "", resolved)
+        self.assertEqual(instance.addresses, tuple(resolved[:MAX_ADDRESSES]))
+
+    def test_instances_are_counted_by_source(self):
+        registry = self.registry()
+        registry.register("svc", "10.0.0.1", 1, source="192.0.2.7")
+        registry.register("svc", "10.0.0.1", 2, source="192.0.2.7")
+        registry.register("svc", "10.0.0.1", 2, "update", source="192.0.2.8")
+        self.assertEqual((registry.from_source("192.0.2.7"), registry.from_source("192.0.2.8")),
+                         (2, 0))
+        registry.deregister("svc", "10.0.0.1", 1)
+        registry.deregister("svc", "10.0.0.1", 2)
+        self.assertEqual(registry.from_source("192.0.2.7"), 0)

@@ -1,5 +1,6 @@
 """The sqlite store: writes go through adbapi; what was written is read back at start."""
 
+import sqlite3
 from pathlib import Path
 
 from zope.interface.verify import verifyObject
@@ -7,10 +8,24 @@ from zope.interface.verify import verifyObject
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from suite.names.commands import Unavailable
+from suite.names.allowed import AllowedHosts
+from suite.names.commands import Invalid, Unavailable
 from suite.names.registry import Registry
 from suite.names.server import NameServer
 from suite.names.store import IRegistryStore, MemoryStore, SqliteStore, StoreError
+from tests.helpers import captured_log
+from tests.names.test_protocol import FakeResolver
+
+VERSION_1 = """
+CREATE TABLE instances (
+    name TEXT NOT NULL,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (name, host, port)
+);
+PRAGMA user_version = 1;
+"""
 
 
 class SqliteStoreTests(TestCase):
@@ -18,8 +33,10 @@ class SqliteStoreTests(TestCase):
         self.directory = Path(self.mktemp())
         self.path = str(self.directory / "sub" / "names.sqlite")
 
-    def server(self) -> NameServer:
-        server = NameServer(Registry(10), SqliteStore(self.path, reactor), "", 5, reactor)
+    def server(self, max_instances_per_source=1000) -> NameServer:
+        server = NameServer(Registry(10, AllowedHosts()), SqliteStore(self.path, reactor), "", 5,
+                            reactor, resolve=FakeResolver(),
+                            max_instances_per_source=max_instances_per_source)
         server.startService()
         return server
 
@@ -37,6 +54,40 @@ class SqliteStoreTests(TestCase):
                      for i in reopened.registry.instances()]
         self.assertEqual(instances, [("echo", "127.0.0.1", 5001, "updated"),
                                      ("echo", "127.0.0.1", 5002, "")])
+
+    async def test_resolved_addresses_and_sources_survive_a_new_store(self):
+        server = self.server(max_instances_per_source=2)
+        await server.register("db", "db.internal", 5432, "", None, "192.0.2.7:1", "192.0.2.7")
+        await server.register("db", "10.0.0.9", 5432, "", None, "192.0.2.7:1", "192.0.2.7")
+        await server.stopService()
+        reopened = self.server(max_instances_per_source=2)
+        self.addCleanup(reopened.stopService)
+        instance = reopened.registry.get("db", "db.internal", 5432)
+        self.assertEqual((instance.addresses, instance.source), (("10.0.0.5", "fd00::5"), "192.0.2.7"))
+        with self.assertRaisesRegex(Invalid, "max_instances_per_source"):
+            await reopened.register("db", "10.0.0.10", 5432, "", None, "192.0.2.7:1", "192.0.2.7")
+
+    async def test_rows_of_the_previous_version_that_no_longer_pass_are_skipped_in_one_line(self):
+        Path(self.path).parent.mkdir(parents=True)
+        with sqlite3.connect(self.path) as database:
+            database.executescript(VERSION_1)
+            database.executemany("INSERT INTO instances VALUES (?, ?, ?, ?)", [
+                ("echo", "127.0.0.1", 5001, ""), ("meta", "169.254.169.254", 80, ""),
+                ("scoped", "fe80::1%eth0", 22, ""), ("named", "db.internal", 5432, ""),
+                ("wide", "0.0.0.0", 1, ""),
+            ])
+        lines = captured_log(self)
+        server = self.server()
+        self.addCleanup(server.stopService)
+        self.assertEqual([i.key for i in server.registry.instances()], [("echo", "127.0.0.1", 5001)])
+        skipped = [line for line in lines if "not served" in line]
+        self.assertEqual(skipped, [
+            "names: 4 stored instances not served: their hosts are not allowed now (first: host "
+            "'169.254.169.254': 169.254.169.254 is a link-local address, never checked); they "
+            "stay stored until registered again or deregistered"])
+        await server.register("named", "db.internal", 5432, "", None, "192.0.2.7:1", "192.0.2.7")
+        self.assertEqual(server.registry.get("named", "db.internal", 5432).addresses,
+                         ("10.0.0.5", "fd00::5"))
 
     async def test_writes_of_one_turn_share_one_transaction(self):
         server = self.server()
