@@ -29,19 +29,20 @@ def _is_header(line: bytes) -> bool:
 
 class _Lines:
     """
-    The delimited lines of one stretch of a read, from START up to STOP (its
-    first NUL, or the read's end), split at once: the common case of LF
-    framing.  Octet-counted frames may cut across them, so each `take`
+    The lines of one stretch of a read, from START up to STOP, split at
+    DELIMITER (LF, or NUL) at once: the common case of framing.  STOP is
+    where the other delimiter comes next (it ends the last line), or the
+    read's end.  Octet-counted frames may cut across lines, so each `take`
     begins where the decoder is and skips what those frames consumed; every
     line is visited once, however the frames mix.
     """
 
-    def __init__(self, data: bytes, start: int, stop: int):
+    def __init__(self, data: bytes, start: int, stop: int, delimiter: bytes):
         self.stop = stop
         self._data = data
-        pieces = data[start:stop].split(b"\n")
+        pieces = data[start:stop].split(delimiter)
         if stop == len(data):
-            pieces.pop()  # after the last LF: incomplete
+            pieces.pop()  # after the last delimiter: incomplete
         self._lines = iter(pieces)
         self._line = next(self._lines, None)
         self._start = start
@@ -125,7 +126,9 @@ class SyslogFrameDecoder:
                     if next_nul < i:
                         next_nul = _find(data, b"\0", i)
                     if next_lf < next_nul:
-                        lines = _Lines(data, i, next_nul)
+                        lines = _Lines(data, i, next_nul, b"\n")
+                    elif next_nul < next_lf:
+                        lines = _Lines(data, i, next_lf, b"\0")
                 if lines is not None and lines.stop >= i:
                     after = lines.take(i, frames, self.max_message)
                     if after > i:
@@ -175,12 +178,26 @@ class SyslogFrameDecoder:
         """
         n, find, append = len(data), data.find, frames.append
         max_message, max_frame = self.max_message, self.max_frame
+        # A sender's counts tend to have as many digits as the last one: a
+        # space right after that many digits is found without a search.
+        width = 2
         while True:
-            space = find(b" ", i + 1, i + 1 + _MAX_COUNT_DIGITS)
-            if space < 0:
-                break
+            space = i + width
             count = data[i:space]
-            if not count.isdigit() or count[0] == 0x30:
+            if space >= n or data[space] != 0x20 or not count.isdigit():
+                space = find(b" ", i, i + 1 + _MAX_COUNT_DIGITS)
+                if space < 0:
+                    break
+                count = data[i:space]
+                if not count.isdigit():
+                    # Some senders end each frame with an LF beyond its count
+                    # too: an empty line, skipped here rather than as a line.
+                    if data[i] == 0x0A:
+                        i += 1
+                        continue
+                    break
+                width = space - i
+            if count[0] == 0x30:
                 break
             count = int(count)
             end = space + 1 + count
