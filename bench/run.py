@@ -12,13 +12,15 @@ saturated load generator cannot hide a difference.
 
 Sections: TCP echo, UDP echo, idle-connection bytes, logger TCP ingest and
 UDP burst delivery next to rsyslog (skipped with the reason when rsyslogd
-is missing), AMP lookups, DNS queries next to unbound (dnsperf), the cost
+is missing), logger TCP ingest of octet-counted frames next to LF ones (both
+collectors), AMP lookups, DNS queries next to unbound (dnsperf), the cost
 of counting metrics (this tree, scraped every second, next to the commit
 before counting, BENCH_BASELINE), two processes sharing a port with reuse_port.
 Writes bench/results/latest.md and exits 1 if a bar of the README is missed.
 
 Environment: BENCH_SECONDS (3) per measurement, BENCH_ROUNDS (4),
-BENCH_ONLY (a section name: tcp, udp, idle, logger, lookups, dns, metrics, scaling),
+BENCH_ONLY (section names, comma-separated: tcp, udp, idle, logger, framing, lookups,
+dns, metrics, scaling; or name them on the command line: `python run.py framing`),
 BENCH_TREE (default this checkout): the suite's source tree, to compare commits.
 """
 
@@ -41,7 +43,7 @@ SERVERS = HERE / "servers"
 PYTHON = sys.executable
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
-ONLY = os.environ.get("BENCH_ONLY", "")
+ONLY = set(sys.argv[1:] or filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
 SERVER_CORE, CLIENT_CORE = "0", "1"
 WORK = Path(tempfile.mkdtemp(prefix="suite-bench-"))
 
@@ -362,9 +364,15 @@ def start_logger(kind: str, output: Path) -> Server:
     return Server(argv, port)
 
 
-def logger_tcp(kind: str, number: int) -> dict:
-    output = WORK / f"{kind}-tcp-{number}.jsonl"
-    payload = b"".join(syslog_message(n) for n in range(LOG_MESSAGES))
+def octet_counted(n: int) -> bytes:
+    """Message N as an octet-counted frame (RFC 6587), as rsyslog's omfwd and RFC 5425 send it."""
+    message = syslog_message(n)[:-1]
+    return b"%d %s" % (len(message), message)
+
+
+def logger_tcp(kind: str, number: int, frame=syslog_message) -> dict:
+    output = WORK / f"{kind}-tcp-{frame.__name__}-{number}.jsonl"
+    payload = b"".join(frame(n) for n in range(LOG_MESSAGES))
     server = start_logger(kind, output)
     try:
         time.sleep(0.5)
@@ -432,6 +440,47 @@ def logger():
                          median(cells[name], "delivered"))
         rps, cpu, delivered = figures[name]
         rows.append(f"| {name} | {rps:,.0f} | {cpu:.2f} | {delivered:.0%} |")
+    return rows, figures
+
+
+# --- logger framing: octet-counted frames next to LF ones ---------------------------------
+
+FRAMINGS = {"LF": syslog_message, "octet-counted": octet_counted}
+
+
+def framing():
+    """
+    The same messages over TCP framed by LF and octet-counted, to each
+    collector; every other round in the reverse order, so a drift within a
+    round favours neither framing.
+    """
+    servers = logger_servers("tcp")
+    cells = {(name, framed): [] for name, _ in servers for framed in FRAMINGS}
+    for number in range(ROUNDS):
+        for name, kind in servers:
+            for framed in FRAMINGS if number % 2 == 0 else list(FRAMINGS)[::-1]:
+                cell = logger_tcp(kind, number, FRAMINGS[framed])
+                cells[name, framed].append(cell)
+                print(f"  round {number + 1}: {name[:30]:30} {framed:13} msg/s={cell['rps']:,.0f} "
+                      f"cpu_us={cell['cpu_us']:.2f}", flush=True)
+    rows = [f"### Logger framing: {LOG_MESSAGES:,} RFC 5424 messages of 100 bytes over one TCP "
+            "connection, LF-terminated and octet-counted (RFC 6587)", ""]
+    if not shutil.which("rsyslogd"):
+        rows += ["rsyslog rows skipped: rsyslogd is not installed (`make tools` installs it "
+                 "as root).", ""]
+    rows += ["| collector | LF msg/s | octet-counted msg/s | octet × LF | "
+             "server CPU µs/msg LF / octet |", "|---|---:|---:|---:|---:|"]
+    figures = {}
+    for name, _ in servers:
+        lf, octet = (median(cells[name, framed], "rps") for framed in FRAMINGS)
+        lf_cpu, octet_cpu = (median(cells[name, framed], "cpu_us") for framed in FRAMINGS)
+        figures[name] = (lf, octet)
+        rows.append(f"| {name} | {lf:,.0f} | {octet:,.0f} | {octet / lf:.2f} | "
+                    f"{lf_cpu:.2f} / {octet_cpu:.2f} |")
+    if len(figures) == 2:
+        (theirs_lf, theirs_octet), (ours_lf, ours_octet) = figures.values()
+        rows += ["", f"Suite × rsyslog: LF {ours_lf / theirs_lf:.2f}, octet-counted "
+                     f"{ours_octet / theirs_octet:.2f}."]
     return rows, figures
 
 
@@ -781,6 +830,10 @@ def bars(results) -> list[tuple[str, bool]]:
         checks.append((f"Logger TCP: {tcp:.2f}× rsyslog's msg/s (bar ≥ 0.6)", tcp >= 0.6))
         checks.append((f"Logger UDP burst: {udp:.2f}× rsyslog's delivery (bar ≥ 0.5)",
                        udp >= 0.5))
+    if "framing" in results:
+        lf, octet = results["framing"]["suite logger"]
+        checks.append((f"Logger framing: suite octet-counted {octet / lf:.2f}× its LF msg/s "
+                       "(bar ≥ 0.9)", octet / lf >= 0.9))
     if "lookups" in results:
         found = results["lookups"]
         rps = found["suite names (memory store, lookups audited)"][0]
@@ -805,7 +858,8 @@ def bars(results) -> list[tuple[str, bool]]:
 
 
 SECTIONS = {"tcp": tcp_echo, "udp": udp_echo, "idle": idle_connections, "logger": logger,
-            "lookups": lookups, "dns": dns, "metrics": metrics_cost, "scaling": scaling}
+            "framing": framing, "lookups": lookups, "dns": dns, "metrics": metrics_cost,
+            "scaling": scaling}
 
 
 def report(text, results) -> bool:
@@ -825,10 +879,13 @@ def report(text, results) -> bool:
 def main():
     if not shutil.which("taskset"):
         sys.exit("bench needs taskset (util-linux)")
+    if ONLY - SECTIONS.keys():
+        sys.exit(f"no such section: {', '.join(sorted(ONLY - SECTIONS.keys()))} "
+                 f"(sections: {', '.join(SECTIONS)})")
     build()
     text, results = [], {}
     for name, section in SECTIONS.items():
-        if ONLY and name != ONLY:
+        if ONLY and name not in ONLY:
             continue
         print(f"== {name}", flush=True)
         rows, figures = section()
