@@ -22,6 +22,7 @@ from suite.names.commands import (
     Deregister, Lookup, NotFound, Register, Services, Unavailable, Watch,
 )
 from suite.runtime.credentials import read_secret
+from suite.runtime.printable import printable
 from suite.runtime.version import describe_versions
 from suite.sleep.commands import Sleep
 
@@ -319,16 +320,17 @@ async def names(reactor, args):
             args.timeout, reactor
         )
         for host, port, description in instances:
-            write_reply(f"{host_port(host, port)}\t{description}".rstrip("\t").encode())
+            shown = f"{printable(host_port(host, port))}\t{printable(description)}"
+            write_reply(shown.rstrip("\t").encode())
     elif args.action == "watch":
         def print_change(name, instances):
-            where = " ".join(host_port(host, port) for host, port, _ in instances)
-            write_reply(f"{name}: {where or '(no live instance)'}".encode())
+            where = " ".join(printable(host_port(host, port)) for host, port, _ in instances)
+            write_reply(f"{printable(name)}: {where or '(no live instance)'}".encode())
 
         await api.watch(reactor, endpoint, parameters[0], print_change)  # until interrupted
     elif args.action == "services":
         for name in await api.services(reactor, endpoint).addTimeout(args.timeout, reactor):
-            write_reply(name.encode())
+            write_reply(printable(name).encode())
     else:
         name, host, port = parameters
         if args.action == "register":
@@ -379,7 +381,7 @@ async def run(reactor, args):
     try:
         await COMMANDS[args.service](reactor, args)
     except Exception:
-        sys.stderr.write(f"suite-client: {describe(defer.Failure(), args)}\n")
+        sys.stderr.write(f"suite-client: {printable(describe(defer.Failure(), args))}\n")
         raise SystemExit(1) from None
 
 

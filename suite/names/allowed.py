@@ -30,10 +30,10 @@ DEFAULT_NETWORKS = (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7",
 )
 NEVER = tuple((ipaddress.ip_network(network), why) for network, why in (
-    ("169.254.0.0/16", "link-local"), ("fe80::/10", "link-local"),
-    ("0.0.0.0/8", "unspecified"), ("::/128", "unspecified"),
-    ("224.0.0.0/4", "multicast"), ("ff00::/8", "multicast"),
-    ("255.255.255.255/32", "broadcast"),
+    ("169.254.0.0/16", "a link-local"), ("fe80::/10", "a link-local"),
+    ("0.0.0.0/8", "an unspecified"), ("::/128", "an unspecified"),
+    ("224.0.0.0/4", "a multicast"), ("ff00::/8", "a multicast"),
+    ("255.255.255.255/32", "a broadcast"),
 ))
 MAX_ADDRESSES = 4  # addresses of one host name a check tries: one registration, at most 4 connects
 RESOLVE_TIMEOUT = 5.0  # seconds a host name may take to resolve before Register answers INVALID
@@ -84,7 +84,7 @@ class AllowedHosts:
             parsed = parsed.ipv4_mapped
         for network, why in NEVER:
             if parsed in network:
-                raise NotAllowed(f"host '{shown(host)}': {parsed} is a {why} address, never checked")
+                raise NotAllowed(f"host '{shown(host)}': {parsed} is {why} address, never checked")
         if not any(parsed in network for network in self.networks):
             raise NotAllowed(f"host '{shown(host)}': {parsed} is outside allowed_networks")
         return str(parsed)

@@ -310,3 +310,71 @@ class AnnounceProcessTests(ProcessTestCase):
             metrics = response.read().decode()
         assert 'suite_dns_queries_total{rcode="NOERROR",service="names",type="SRV"}' in metrics
         assert suite.stop() in (0, -15)
+
+
+def amp_box(**fields) -> bytes:
+    """One AMP box of FIELDS (byte-string values), as any AMP peer would send it."""
+    data = b""
+    for key, value in fields.items():
+        data += len(key).to_bytes(2, "big") + key.encode() + len(value).to_bytes(2, "big") + value
+    return data + b"\0\0"
+
+
+def register_from(source: str, port: int, host: bytes, tag: int) -> dict:
+    """Register svc at HOST:80 over a raw connection bound to SOURCE; the answer box (str values)."""
+    from twisted.protocols.amp import parseString
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10,
+                                  source_address=(source, 0)) as sock:
+        sock.sendall(amp_box(_command=b"Register", _ask=str(tag).encode(), name=b"svc",
+                             host=host, port=b"80"))
+        data = b""
+        for _ in range(100):  # one box, in as many reads as it takes
+            data += sock.recv(65536)
+            if data.endswith(b"\0\0"):
+                break
+    [answer] = parseString(data)
+    return {key.decode(): value.decode() for key, value in answer.items()}
+
+
+class WhereTheRegistryMayLookProcess(ProcessTestCase):
+    """SPEC §16 against a running name server, the attacker at 127.0.0.2 and 127.0.0.3."""
+
+    def test_forbidden_registrations_are_invalid_with_the_reason(self):
+        suite = self.start_suite(names_config("max_instances_per_source = 2"), listeners=2)
+        port = suite.port(f"names {LOCAL}")
+        names = f"127.0.0.1:{port}"
+        answer = register_from("127.0.0.2", port, b"169.254.169.254", 1)
+        assert answer["_error_code"] == "INVALID", answer
+        assert answer["_error_description"] == (
+            "host '169.254.169.254': 169.254.169.254 is a link-local address, never checked")
+        answer = register_from("127.0.0.2", port, b"fe80::1%eth0\n\x1b[2J", 2)
+        assert answer["_error_code"] == "INVALID", answer
+        assert "\\n\\x1b[2J" in answer["_error_description"], answer
+        for tag in (3, 4):
+            answer = register_from("127.0.0.3", port, f"127.0.0.{tag}".encode(), tag)
+            assert answer == {"_answer": str(tag)}, answer
+        answer = register_from("127.0.0.3", port, b"127.0.0.5", 5)
+        assert answer["_error_code"] == "INVALID", answer
+        assert "max_instances_per_source" in answer["_error_description"], answer
+        assert register_from("127.0.0.2", port, b"127.0.0.6", 6) == {"_answer": "6"}
+        assert client("names", names, "register", "svc", "0.0.0.0", "80") == (
+            1, "", "suite-client: INVALID: host '0.0.0.0': 0.0.0.0 is an unspecified address, "
+                   "never checked\n")
+        assert client("names", names, "register", "svc", "::1%lo", "80") == (
+            1, "", "suite-client: INVALID: host '::1%lo': an IP address with a scope id (%…) is "
+                   "not accepted\n")
+        suite.wait_for(lambda: "refused" in suite.output)
+        assert "\x1b" not in suite.output
+        refused = [line for line in suite.lines if "refused:" in line]
+        assert len(refused) == 3, refused  # the first from each source; the rest are counted
+
+    def test_client_supplied_text_is_printed_escaped(self):
+        suite = self.start_suite(names_config(), listeners=2)
+        names = f"127.0.0.1:{suite.port(f'names {LOCAL}')}"
+        echo_port = suite.port(f"echo {LOCAL}")
+        assert client("names", names, "register", "echo", "127.0.0.1", echo_port,
+                      "--description", "ok\nforged\x1b[2J\u202e") == (0, "", "")
+        assert client("names", names, "lookup", "echo") == (
+            0, f"127.0.0.1:{echo_port}\tok\\nforged\\x1b[2J\\u202e\n", "")
+        assert "\x1b" not in suite.output and "\u202e" not in suite.output
