@@ -120,6 +120,7 @@ class SyslogFrameDecoder:
                     if after > i:
                         i = after
                         continue
+                # Whole lines ahead: split once, up to where the other delimiter comes.
                 if lines is None or lines.stop < i:
                     if next_lf < i:
                         next_lf = _find(data, b"\n", i)
@@ -134,11 +135,14 @@ class SyslogFrameDecoder:
                     if after > i:
                         i = after
                         continue
+                # A count cut by the end of the read, or a frame longer than
+                # what is left of it: the frame is read on in later reads.
                 if digit:
                     count_end = _DIGITS.match(data, i, i + _MAX_COUNT_DIGITS).end()
                     if count_end == n or data[count_end] == 0x20:
                         i = self._read_count(data, i, frames)
                         continue
+            # A line begun in an earlier read, or the last of this one, not ended yet.
             if state == _START or state == _LINE:
                 if next_lf < i:
                     next_lf = _find(data, b"\n", i)
