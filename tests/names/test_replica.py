@@ -9,7 +9,8 @@ from pathlib import Path
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from suite.names.commands import Unavailable
+from suite.names.allowed import AllowedHosts
+from suite.names.commands import Invalid, Unavailable
 from suite.names.etcd import EtcdClient, encode
 from suite.names.health import HealthChecker
 from suite.names.leader import Leadership
@@ -20,6 +21,7 @@ from suite.names.service import NamesSettings
 from suite.runtime.config import ConfigError, settings_for
 from tests.etcd import EtcdCluster
 from tests.helpers import captured_log
+from tests.names.test_protocol import FakeResolver
 
 
 async def until(predicate, timeout: float = 5.0, step: float = 0.01) -> float:
@@ -49,11 +51,12 @@ class ReplicaTestCase(TestCase):
 
     def store(self, registry=None, timeout=2.0) -> EtcdStore:
         client = EtcdClient(reactor, self.etcd.endpoints, timeout)
-        return EtcdStore(client, registry or Registry(1000), "/test/names/", reactor)
+        return EtcdStore(client, registry or Registry(1000, AllowedHosts()), "/test/names/", reactor)
 
-    async def replica(self, **store_options) -> NameServer:
+    async def replica(self, max_instances_per_source=1000, **store_options) -> NameServer:
         store = self.store(**store_options)
-        server = NameServer(store.registry, store, "", 5, reactor)
+        server = NameServer(store.registry, store, "", 5, reactor, resolve=FakeResolver(),
+                            max_instances_per_source=max_instances_per_source)
         server.startService()
         self.addCleanup(server.stopService)
         await until(lambda: store.loaded)
@@ -64,6 +67,36 @@ class ReplicaTestCase(TestCase):
 
 
 class ReplicaTests(ReplicaTestCase):
+    async def test_addresses_and_sources_are_shared_by_the_replicas(self):
+        one, two = await self.replica(max_instances_per_source=2), await self.replica(
+            max_instances_per_source=2)
+        await one.register("db", "db.internal", 5432, "", None, "192.0.2.7:1", "192.0.2.7")
+        await until(lambda: len(two.registry) == 1, 1.0)
+        instance = two.registry.get("db", "db.internal", 5432)
+        self.assertEqual((instance.addresses, instance.source), (("10.0.0.5", "fd00::5"), "192.0.2.7"))
+        await two.register("db", "10.0.0.1", 1, "", None, "192.0.2.7:2", "192.0.2.7")
+        await until(lambda: len(one.registry) == 2, 1.0)
+        with self.assertRaisesRegex(Invalid, "max_instances_per_source"):
+            await one.register("db", "10.0.0.1", 2, "", None, "192.0.2.7:3", "192.0.2.7")
+
+    async def test_values_of_the_previous_version_that_no_longer_pass_are_skipped(self):
+        def put(key, value):
+            self.etcd.call("/v3/kv/put", {"key": encode("/test/names/instances/" + key),
+                                          "value": encode(value)})
+
+        put("echo/127.0.0.1/7001", '{"description": "kept"}')
+        put("meta/169.254.169.254/80", '{"description": ""}')
+        put("named/db.internal/5432", '{"description": ""}')
+        log = captured_log(self)
+        one = await self.replica()
+        self.assertEqual(instances(one), [("echo", "127.0.0.1", 7001, "kept")])
+        skipped = [line for line in log if "not served" in line]
+        self.assertEqual(len(skipped), 1, skipped)
+        self.assertTrue(skipped[0].startswith("names: 2 instances in etcd not served"), skipped)
+        put("wide/0.0.0.0/1", '{"description": ""}')  # as a replica of the previous version would
+        await until(lambda: any("0.0.0.0 is an unspecified" in line for line in log), 1.0)
+        self.assertEqual(len(one.registry), 1)
+
     async def test_a_registration_on_one_replica_reaches_the_other_within_a_second(self):
         one, two = await self.replica(), await self.replica()
         await self.register(one, "echo", 7001, "line echo")
