@@ -72,7 +72,7 @@ class NamesOnSockets(TestCase):
             lambda: any(e["names_event"] == "evict" for e in self.events)))
         mine = [e for e in self.events if e.get("port") == number]
         failed = [e["failures"] for e in mine if e["names_event"] == "ping_failed"]
-        self.assertEqual(failed, [1, 2, 3])
+        self.assertEqual(failed, [1])  # the first from this source; the others are counted
         evict = [e for e in mine if e["names_event"] == "evict"][0]
         self.assertEqual((evict["failures"], evict["reason"]), (3, "connection refused"))
         with self.assertRaises(NotFound):
