@@ -112,9 +112,8 @@ class HealthChecker(service.Service):
         service.Service.stopService(self)
         if self._ticks.running:
             self._ticks.stop()
-        self.warnings.flush()
-        if self._in_flight:
-            return defer.DeferredList(list(self._in_flight.values())).addCallback(lambda _: None)
+        checks = defer.DeferredList(list(self._in_flight.values()))
+        return checks.addCallback(lambda _: self.warnings.flush())  # their failures included
 
     def _tick(self, count: int) -> None:
         """Check the slots due since the last tick (more than one when the reactor was late)."""

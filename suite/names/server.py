@@ -317,6 +317,6 @@ class NameServer(service.Service):
 
     def stopService(self):
         service.Service.stopService(self)
-        self.warnings.flush()
         writes = defer.DeferredList(list(self._writes), consumeErrors=True)
+        writes.addBoth(lambda _: self.warnings.flush())  # the audit of those writes included
         return writes.addBoth(lambda _: self.store.close())
