@@ -4,7 +4,11 @@ from twisted.protocols import amp
 
 
 class Invalid(Exception):
-    """A name, host, port or description that the name server does not accept."""
+    """
+    A name, host, port or description that the name server does not accept:
+    the reason says which (a host outside allowed_networks, a host name that
+    does not resolve, a source over max_instances_per_source, …).
+    """
 
 
 class NotFound(Exception):
