@@ -39,7 +39,8 @@ SECONDS = float(os.environ.get("BENCH_NAMES_SECONDS", "3"))
 def start_server(port: int, store: str) -> subprocess.Popen:
     """suite-names from TREE on core 0, its audit thrown away."""
     return twistd("suite-names", "--listen", f"tcp:{port}:interface=127.0.0.1",
-                  "--store", store, "--ping-interval", "3600", "--lookup-audit", "/dev/null")
+                  "--store", store, "--ping-interval", "3600", "--lookup-audit", "/dev/null",
+                  "--max-instances-per-source", "10000")  # one load generator registers 5,000
 
 
 async def connect(reactor, endpoint, attempts=200):
