@@ -141,7 +141,7 @@ class DatagramCountTests(SynchronousTestCase):
         replier.transport = SentDatagrams()
         replier.startProtocol()
         for _ in range(5):
-            replier.datagramReceived(b"ping", ("192.0.2.7", 5))
+            replier.datagramReceived(b"ping", ("192.0.2.7", 40005))
         samples = exposition(("echo", replier))
         self.assertEqual(value(samples, "suite_datagrams_total", service="echo", result="answered"), 2)
         self.assertEqual(
