@@ -5,8 +5,8 @@ starts with a non-zero digit followed by digits and a space is octet-counted
 SysLogHandler and some appliances end messages with NUL).  Both may be mixed
 on one connection.  Pure: bytes in, frames out, no I/O.
 
-Every read costs work proportional to its length, whatever it holds (SPEC
-§16): one client's read is served while every other client waits, so no
+Every read costs work proportional to its length, whatever it holds:
+one client's read is served while every other client waits, so no
 byte may be looked at more than a few times.  A read's lines are split once,
 whole octet-counted frames are cut in one loop, and where the next LF and
 NUL are is looked up once per delimiter, never again from each frame.

@@ -338,7 +338,7 @@ def register_from(source: str, port: int, host: bytes, tag: int) -> dict:
 
 
 class WhereTheRegistryMayLookProcess(ProcessTestCase):
-    """SPEC §16 against a running name server, the attacker at 127.0.0.2 and 127.0.0.3."""
+    """Where the registry may look, against a running name server, the attacker at 127.0.0.2 and 127.0.0.3."""
 
     def test_forbidden_registrations_are_invalid_with_the_reason(self):
         suite = self.start_suite(names_config("max_instances_per_source = 2"), listeners=2)

@@ -264,7 +264,7 @@ HOSTILE_HOSTS = [
 
 
 class WhereTheRegistryMayLook(SynchronousTestCase):
-    """SPEC §16: the hosts a registration may name, and how many one source may register."""
+    """The hosts a registration may name, and how many one source may register."""
 
     def test_hostile_hosts_are_invalid_naming_the_reason(self):
         self.assertEqual(len(HOSTILE_HOSTS[-1][0].encode()), 254)

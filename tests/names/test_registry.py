@@ -114,7 +114,7 @@ class RegistryTests(SynchronousTestCase):
 
 
 class AllowedHostsTests(SynchronousTestCase):
-    """Where instances may be (SPEC §16), whichever way they come in: registration, store, etcd."""
+    """Where instances may be whichever way they come in: registration, store, etcd."""
 
     def registry(self, networks=None):
         return Registry(10, AllowedHosts() if networks is None else AllowedHosts(networks))
