@@ -55,8 +55,10 @@ METRICS = {
     ),
     "errors": Metric(COUNTER, "Client and TLS errors, by kind.", ("kind",)),
     "datagrams": Metric(
-        COUNTER, "Datagrams received: answered, rate_limited, dropped (by the kernel, or held "
-        "back while the logger cannot write).", ("result",)
+        COUNTER, "Datagrams received: answered, rate_limited (per address), "
+        "network_rate_limited (per /24 or /56), dropped_source_port (a reply would go to a port "
+        "below 1024 or to 0), dropped (by the kernel, or held back while the logger cannot "
+        "write).", ("result",)
     ),
     "records_written": Metric(COUNTER, "Records (JSON lines) written to the output."),
     "write_errors": Metric(COUNTER, "Writes of the output that failed (disk full, I/O error)."),

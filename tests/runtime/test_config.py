@@ -286,7 +286,7 @@ class CommandLineTests(ConfigTestCase):
     def test_defaults_without_config(self):
         root = timestamp_service.makeService(self.options(), reactor=MemoryReactor())
         names = sorted(child.name for child in root)
-        self.assertEqual(names, ["timestamp tcp:12345", "timestamp udp:12345"])
+        self.assertEqual(names, ["timestamp tcp:12345", "timestamp udp:12345:interface=127.0.0.1"])
 
     def test_options_override_the_file(self):
         path = self.write('[timestamp]\nlisten = ["tcp:1"]\nformat = "iso"\nmax_line = 9\n')
@@ -360,7 +360,9 @@ class StoredRowTests(ConfigTestCase):
         path = self.directory / "names.sqlite"
         with sqlite3.connect(path) as database:
             database.execute(SCHEMA)
-            database.executemany("INSERT INTO instances VALUES (?, ?, ?, ?)", rows)
+            database.executemany(
+                "INSERT INTO instances (name, host, port, description) VALUES (?, ?, ?, ?)", rows
+            )
         database.close()
         return path
 
