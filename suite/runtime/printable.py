@@ -18,8 +18,6 @@ def _spelled(char: str) -> str:
     if named is not None:
         return named
     code = ord(char)
-    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, from printable_bytes
-        code -= 0xDC00
     if code <= 0xFF:
         return f"\\x{code:02x}"
     if code <= 0xFFFF:
@@ -37,7 +35,3 @@ def printable(text: str) -> str:
         return text
     return "".join(c if c.isprintable() and c != "\\" else _spelled(c) for c in text)
 
-
-def printable_bytes(data: bytes) -> str:
-    """DATA decoded as UTF-8 (undecodable bytes as `\\xNN`), then made L{printable}."""
-    return printable(data.decode("utf-8", "surrogateescape"))

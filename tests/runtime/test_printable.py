@@ -3,7 +3,7 @@
 from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.runtime.printable import printable, printable_bytes
+from suite.runtime.printable import printable
 
 
 class PrintableTests(SynchronousTestCase):
@@ -15,9 +15,6 @@ class PrintableTests(SynchronousTestCase):
         hostile = "a\nb\r\x1b[2J\x7f\x85\u202eevil\u2066\t\\"
         self.assertEqual(printable(hostile),
                          "a\\nb\\r\\x1b[2J\\x7f\\x85\\u202eevil\\u2066\\t\\\\")
-
-    def test_undecodable_bytes_are_shown_as_hex(self):
-        self.assertEqual(printable_bytes(b"ok\xff\x1b"), "ok\\xff\\x1b")
 
     @given(st.text())
     def test_output_is_one_printable_line(self, text):
