@@ -6,52 +6,22 @@ written through at once, so nothing received before SIGTERM is lost.
 """
 
 import os
-import re
 
 from zope.interface import implementer
 
 from twisted.application import service
 from twisted.logger import Logger
 
-from suite.runtime.config import Kind, key
+from suite.runtime.config import FILE_MODE, FILE_MODE_KIND, key
 from suite.runtime.lifecycle import IReopenable
 from suite.runtime.status import DEGRADED, FAILING
 
 log = Logger()
 
-class FileMode(int):
-    """Permission bits, shown in octal as chmod takes them ("0640", not 416)."""
-
-    def __str__(self):
-        return f"0{self:o}"
-
-
-# Records hold what clients sent: readable by the owner's group (a log
-# reader), never by everyone, whatever the umask.
-FILE_MODE = FileMode(0o640)
-_OCTAL = re.compile(r"(0o|0)?([0-7]{1,4})")
-
-
-def _check_file_mode(value) -> int:
-    """An octal string ("0640", "0o640") or an integer (0o640 in TOML): permission bits only."""
-    if isinstance(value, str):
-        found = _OCTAL.fullmatch(value)
-        if found is None:
-            raise ValueError('must be an octal mode such as "0640"')
-        value = int(found[2], 8)
-    elif isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError('must be an octal mode such as "0640"')
-    if not 0 <= value <= 0o777:
-        raise ValueError(
-            "must hold permission bits only (0 to 0o777; no setuid, setgid or sticky bit, "
-            'and an integer is decimal: write "0640" or 0o640)'
-        )
-    return FileMode(value)
-
 
 def file_mode_key(what: str) -> int:
     """The `file_mode` key of a section that creates WHAT (its output files)."""
-    return key(Kind(_check_file_mode), FILE_MODE,
+    return key(FILE_MODE_KIND, FILE_MODE,
                f'permissions of {what} it creates, in octal; the umask may take more away')
 
 

@@ -20,7 +20,7 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from suite.logger.writer import FILE_MODE
+from suite.runtime.config import FILE_MODE
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (

@@ -127,6 +127,40 @@ def string_list(validate: Callable[[str], object] | None = None) -> Kind:
 STRING_LIST = string_list()
 
 
+class FileMode(int):
+    """Permission bits, shown in octal as chmod takes them ("0640", not 416)."""
+
+    def __str__(self):
+        return f"0{self:o}"
+
+
+# Files the suite writes (records, the registry's store) hold what clients
+# sent: readable by the owner's group (a log reader), never by everyone,
+# whatever the umask.
+FILE_MODE = FileMode(0o640)
+_OCTAL = re.compile(r"(0o|0)?([0-7]{1,4})")
+
+
+def _check_file_mode(value) -> int:
+    """An octal string ("0640", "0o640") or an integer (0o640 in TOML): permission bits only."""
+    if isinstance(value, str):
+        found = _OCTAL.fullmatch(value)
+        if found is None:
+            raise ValueError('must be an octal mode such as "0640"')
+        value = int(found[2], 8)
+    elif isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError('must be an octal mode such as "0640"')
+    if not 0 <= value <= 0o777:
+        raise ValueError(
+            "must hold permission bits only (0 to 0o777; no setuid, setgid or sticky bit, "
+            'and an integer is decimal: write "0640" or 0o640)'
+        )
+    return FileMode(value)
+
+
+FILE_MODE_KIND = Kind(_check_file_mode)
+
+
 @dataclass(frozen=True)
 class Key:
     """One configuration key; also the plugin option --KEY-WITH-DASHES."""
