@@ -5,6 +5,8 @@ and which source a peer counts against for per-source limits.
 
 import ipaddress
 
+from suite.runtime.printable import printable
+
 
 def plain_host(host: str) -> str:
     """HOST, with an IPv4 address mapped into IPv6 (`::ffff:127.0.0.1`) shown as plain IPv4."""
@@ -25,11 +27,17 @@ def host_port(host: str, port: int) -> str:
 
 
 def describe_peer(address) -> str:
-    """`host:port` for IP peers, the socket path (or `unix`) for Unix ones."""
+    """
+    `host:port` for IP peers, the socket path (or `unix`) for Unix ones,
+    L{printable}: a Unix client names its own socket, newlines and ESC
+    sequences included, and every log line about a peer prints this.
+    """
     if hasattr(address, "port"):
         return host_port(address.host, address.port)
     name = getattr(address, "name", None)
-    return name.decode(errors="replace") if isinstance(name, bytes) else name or "unix"
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    return printable(name) if name else "unix"
 
 
 def source_of(address) -> str:

@@ -22,7 +22,6 @@ from suite.net.transport import socket_transport
 from suite.runtime.config import Settings, integer, key, number
 from suite.runtime.flood import FloodControl
 from suite.runtime.metrics import UNCOUNTED, Counts
-from suite.runtime.printable import printable
 
 log = Logger()
 
@@ -117,7 +116,7 @@ class StreamFactory(protocol.Factory):
         if address is None:
             source, peer = "unaccepted", "a client still waiting to be accepted"
         else:
-            source, peer = source_of(address), printable(describe_peer(address))  # a Unix path
+            source, peer = source_of(address), describe_peer(address)
         self.warn_refused(source, peer, reason)
 
     def count_error(self, kind: str) -> None:

@@ -268,6 +268,12 @@ class PeersAndExposure(SynchronousTestCase):
         self.assertEqual(source_of(IPv6Address("TCP", "::ffff:10.1.2.3", 5)), "10.1.2.3")
         self.assertEqual(source_of(UNIXAddress(b"/run/x.sock")), "unix")
 
+    def test_unix_peer_paths_print_escaped(self):
+        """A Unix client binds its socket to a path of its choosing: a log line prints it escaped."""
+        self.assertEqual(describe_peer(UNIXAddress(b"/tmp/c\n\x1b[2J")), "/tmp/c\\n\\x1b[2J")
+        self.assertEqual(describe_peer(UNIXAddress(b"/run/x.sock")), "/run/x.sock")
+        self.assertEqual(describe_peer(UNIXAddress(None)), "unix")
+
     def test_which_listeners_reach_beyond_loopback(self):
         reactor = MemoryReactor()
         for description, beyond in (
