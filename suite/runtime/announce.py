@@ -32,6 +32,7 @@ from suite.names.commands import Deregister, NotFound, Register
 from suite.net.boxes import QuietAMP
 from suite.net.tls import load_certificates, load_private_key, trust_root
 from suite.runtime.config import BOOLEAN, Settings, key, number, string_list, text
+from suite.runtime.printable import printable
 
 log = Logger()
 
@@ -235,6 +236,7 @@ class Announcer(service.Service):
             code = command.errors.get(type(failure.value))
             if code is not None:  # the name server's answer: UNAUTHORIZED, INVALID ...
                 reason = f"{code.decode()}: {reason}"
+            reason = printable(reason)  # a name server's words, from the network
             log.warn(
                 "announce: cannot {action} with {name_server}: {reason}; trying again every "
                 "{interval:g} s",

@@ -9,11 +9,13 @@ import textwrap
 from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.testing import MemoryReactor
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite import services
 from suite.client import api
-from suite.names.commands import NotFound
+from suite.names.commands import Invalid, NotFound, Register
+from suite.runtime.announce import AnnounceSettings, Announcer
 from suite.runtime.compose import build
 from suite.runtime.config import ConfigError
 from tests.helpers import captured_log, make_pki, start_suite, tls_section, tmp_dir
@@ -279,6 +281,18 @@ class AnnounceTLSConfigTests(SynchronousTestCase):
         root = build(services.SERVICES, str(path), {}, MemoryReactor(), only_listed=False)
         (announcer,) = [child for child in root if hasattr(child, "announced")]
         self.assertEqual(list(announcer.tls), ["localhost:5300"])
+
+
+
+class AnnounceFailureLineTests(SynchronousTestCase):
+    def test_a_name_servers_reason_is_logged_escaped(self):
+        """What a name server answers is its text, from the network: one escaped line."""
+        lines = captured_log(self)
+        announcer = Announcer(AnnounceSettings(name_server=("ns:5300",)), None, [],
+                              MemoryReactor(), {})
+        announcer._failed("ns:5300", Register, Failure(Invalid("no\n\x1b[2Jforged line")))
+        [line] = [line for line in lines if "announce: cannot register" in line]
+        self.assertIn("INVALID: no\\n\\x1b[2Jforged line; trying again", line)
 
 
 async def _true(value):
