@@ -215,6 +215,7 @@ class RefusingPort:
     """
 
     numberAccepts = 100  # Twisted's start; startListening sets it again
+    _paused = None  # the call that resumes accepting after NO_SPARE_PAUSE
 
     def startListening(self):
         SPARE.reserve()
@@ -268,7 +269,7 @@ class RefusingPort:
         if not SPARE.release():
             SPARE.reserve()  # perhaps there is room again for the next time
             self.stopReading()  # not even the spare: do not spin on a readable socket
-            self.reactor.callLater(NO_SPARE_PAUSE, self._resume_accepting)
+            self._paused = self.reactor.callLater(NO_SPARE_PAUSE, self._resume_accepting)
             if report is not None:
                 report(None, reason)
             return
@@ -286,6 +287,7 @@ class RefusingPort:
             SPARE.reserve()
 
     def _resume_accepting(self):
+        self._paused = None
         if self.connected and not self.disconnecting:
             self.startReading()
 
@@ -295,6 +297,9 @@ class RefusingPort:
         connected and may have sent already (the logger's shutdown drain
         then reads them); closing the port would reset them.
         """
+        if self._paused is not None:  # no timer outlives the port
+            self._paused.cancel()
+            self._paused = None
         if self.connected and not self.disconnecting:
             self.doRead()
         return super().loseConnection(*arguments)

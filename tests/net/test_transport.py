@@ -343,6 +343,18 @@ class DescriptorLimitTests(TestCase):
             self.assertEqual(sock.recv(100), b"ERROR too many connections\r\n")
         self.assertEqual(await self.exchange(number), b"served\r\n")
 
+    async def test_a_pause_does_not_outlive_the_port(self):
+        factory, number = self.listen(failures=2)
+        self.assertTrue(transport_module.SPARE.release())
+        self.addCleanup(transport_module.SPARE.reserve)
+        port = self.listening_port
+        with socket.create_connection(("127.0.0.1", number), timeout=5):
+            await until(lambda: factory.refused)
+            await port.stopListening()
+        resuming = [call for call in reactor.getDelayedCalls()
+                    if call.func == port._resume_accepting]
+        self.assertEqual(resuming, [])
+
     async def test_what_waits_in_the_backlog_is_accepted_before_the_port_closes(self):
         factory, number = self.listen(failures=0)
         port = self.listening_port
