@@ -86,6 +86,7 @@ class NameServer(service.Service):
         self.resolve = resolve
         self.max_instances_per_source = max_instances_per_source
         self._resolving = 0
+        self.stopped = False  # a registration resolved after stopService is not written
         self._adding_from: dict[str, int] = {}  # new instances waiting for the store, by source
         self.store = store
         self.token = token.encode()
@@ -189,6 +190,8 @@ class NameServer(service.Service):
                           "(max_instances_per_source)")
 
     def _register(self, resolved, name, host, port, description, peer, source, client):
+        if self.stopped:  # resolved after stopService: the store is closing or closed
+            raise Unavailable("the name server is stopping")
         addresses = self.registry.addresses(host, resolved)
         before = self.registry.get(name, host, port)
         before_description = None if before is None else before.description
@@ -317,6 +320,7 @@ class NameServer(service.Service):
 
     def stopService(self):
         service.Service.stopService(self)
+        self.stopped = True
         writes = defer.DeferredList(list(self._writes), consumeErrors=True)
         writes.addBoth(lambda _: self.warnings.flush())  # the audit of those writes included
         return writes.addBoth(lambda _: self.store.close())

@@ -319,6 +319,18 @@ class WhereTheRegistryMayLook(SynchronousTestCase):
         pair.pump()
         self.assertEqual(answers, [{}])
 
+    def test_a_name_resolved_after_the_server_stopped_is_not_written(self):
+        resolve = FakeResolver()
+        resolve.held = []
+        pair = names_pair(resolve=resolve)
+        answers = pair.call(Register, name="svc", host="db.internal", port=80)
+        server = pair.server.factory.server
+        server.stopService()
+        resolve.held.pop().callback(None)
+        pair.pump()
+        answers[0].trap(Unavailable)
+        self.assertEqual(server.registry.instances(), [])
+
     def test_resolutions_in_flight_are_bounded(self):
         from suite.names.server import MAX_RESOLVING
 
