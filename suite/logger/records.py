@@ -13,8 +13,9 @@ L{UNSAFE} are escaped too.
 Client text stays readable UTF-8, but JSON lets DEL, C1 controls (a
 terminal takes 0x9B as CSI) and the Unicode bidi controls (text that reads
 backwards in an editor or a terminal) through raw; `cat` or `less` of the
-file would obey them.  They are written as `\\uXXXX`, which any JSON reader
-decodes to the same text.  Text without them costs a few byte searches.
+file would obey them.  They are written as `\\u` escapes such as `\\u202e`,
+which any JSON reader decodes to the same text.  Text without them costs a
+few byte searches.
 """
 
 import base64
