@@ -33,19 +33,17 @@ _encode = json.JSONEncoder(ensure_ascii=False).encode
 # DEL, C1, the bidi marks, embeddings, overrides and isolates, and the line
 # and paragraph separators; the C0 controls are escaped by JSON itself.
 UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-# The first byte of the others in UTF-8 (U+0080-00BF, U+0600-063F, U+2000-2FFF):
-# a search for one byte is far quicker than the regex, which runs only when one is found.
-_UNSAFE_STARTS = (b"\xc2", b"\xd8", b"\xe2")
 
 
 def _encode_safe(text: str) -> bytes:
     """JSON TEXT as UTF-8, the L{UNSAFE} characters (only ever inside strings) as \\u escapes."""
-    if text.isascii():  # known without a scan
-        if "\x7f" not in text:
+    if "\x7f" not in text:
+        if text.isascii():  # known without a scan
             return text.encode()
-    else:
         data = text.encode()
-        if "\x7f" not in text and not any(start in data for start in _UNSAFE_STARTS):
+        # The first byte of the others in UTF-8 (U+0080-00BF, U+0600-063F, U+2000-2FFF): a
+        # search for one byte is far quicker than the regex, which runs only when one is found.
+        if b"\xc2" not in data and b"\xd8" not in data and b"\xe2" not in data:
             return data
     return UNSAFE.sub(lambda found: "\\u%04x" % ord(found[0]), text).encode()
 
