@@ -80,6 +80,10 @@ class AllowedHosts:
         parsed = ip_literal(address)
         if parsed is None:
             raise NotAllowed(f"host '{shown(host)}': '{shown(address)}' is not an IP address")
+        return self._allowed(parsed, host)
+
+    def _allowed(self, parsed, host: str) -> str:
+        """As L{check_address}, of an address already parsed."""
         if parsed.version == 6 and parsed.ipv4_mapped is not None:
             parsed = parsed.ipv4_mapped
         for network, why in NEVER:
@@ -97,7 +101,7 @@ class AllowedHosts:
         """
         literal = ip_literal(host)
         if literal is not None:
-            return (self.check_address(host, host),)
+            return (self._allowed(literal, host),)
         if not resolved:
             raise NotAllowed(f"host '{shown(host)}': a host name never resolved (a registration "
                              "from before allowed_networks): register it again")

@@ -26,10 +26,14 @@ def check_name(name: str) -> None:
         raise Invalid(f"name '{shown(name)}': 1-63 of a-z 0-9 -, not starting with -")
 
 
-def check_instance(name: str, host: str, port: int, description: str) -> None:
-    """The syntax of an instance: NAME, an IP literal (no scope id) or RFC 1123 host name, PORT."""
+def check_instance(name: str, host: str, port: int, description: str):
+    """
+    The syntax of an instance: NAME, an IP literal (no scope id) or RFC 1123
+    host name, PORT.  Returns HOST as an IP address, None for a host name.
+    """
     check_name(name)
-    if ip_literal(host) is None:
+    literal = ip_literal(host)
+    if literal is None:
         labels = host.removesuffix(".").split(".")
         if len(host.encode()) > MAX_HOST or not all(HOST_LABEL.fullmatch(label) for label in labels):
             raise Invalid(f"host '{shown(host)}': not an IP address, nor a host name of at most "
@@ -38,6 +42,7 @@ def check_instance(name: str, host: str, port: int, description: str) -> None:
         raise Invalid(f"port {port}: must be 1-65535")
     if len(description) > MAX_DESCRIPTION:
         raise Invalid(f"description longer than {MAX_DESCRIPTION} characters")
+    return literal
 
 
 @dataclass
@@ -113,7 +118,14 @@ class Registry:
         keeps the source that first registered the instance.
         """
         check_instance(name, host, port, description)
-        addresses = self.addresses(host, resolved)
+        return self.add(name, host, port, description, self.addresses(host, resolved), source)
+
+    def add(self, name, host, port, description, addresses, source="") -> tuple[Instance, bool]:
+        """
+        As L{register}, of an instance its caller already checked: NAME,
+        HOST, PORT and DESCRIPTION by L{check_instance}, ADDRESSES being what
+        L{addresses} made of HOST (the name server checks before it writes).
+        """
         instances = self._by_name.get(name)
         existing = instances.get((host, port)) if instances else None
         if existing is not None:

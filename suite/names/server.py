@@ -27,7 +27,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger, LogLevel
 
-from suite.names.allowed import NotAllowed, ip_literal, shown
+from suite.names.allowed import NotAllowed, shown
 from suite.names.answers import EncodedAnswers, as_fields, fitting
 from suite.names.commands import Invalid, NotFound, Overloaded, Unauthorized, Unavailable
 from suite.names.registry import Instance, Registry, check_instance
@@ -156,8 +156,7 @@ class NameServer(service.Service):
 
     def _resolve(self, name, host, port, description):
         """The addresses of HOST, a host name (none for an IP literal), once its syntax is checked."""
-        check_instance(name, host, port, description)
-        if ip_literal(host) is not None:
+        if check_instance(name, host, port, description) is not None:  # an IP literal
             return ()
         if self.resolve is None:
             raise NotAllowed(f"host '{host}': this name server takes IP addresses only")
@@ -204,7 +203,7 @@ class NameServer(service.Service):
             source = before.source  # whoever registered it first keeps counting it
 
         def applied():
-            self.registry.register(name, host, port, description, addresses, source)
+            self.registry.add(name, host, port, description, addresses, source)  # checked above
             if before_description == description:  # a refresh (the announcer's): nothing to audit
                 return {}
             self.warnings.emit(
