@@ -21,15 +21,6 @@ def network_of(address: str):
     return inet_pton(AF_INET6, address.partition("%")[0])[:IPV6_NETWORK_BYTES]
 
 
-def refilled(bucket: list, now: float, rate: float, burst: int) -> float:
-    """BUCKET's tokens ([tokens, stamp, ...]) refilled at RATE up to BURST until NOW, stored."""
-    tokens = bucket[0] + (now - bucket[1]) * rate
-    if tokens > burst:
-        tokens = burst
-    bucket[0], bucket[1] = tokens, now
-    return tokens
-
-
 class SourceRateLimiter:
     """
     Replies to a source: RATE per second in bursts of BURST for its own
@@ -78,13 +69,24 @@ class SourceRateLimiter:
                 return "udp_rate"
         else:
             self._addresses.move_to_end(source)
-        tokens = refilled(bucket, now, self.rate, self.burst)
+        # Each bucket ([tokens, stamp, ...]) refilled at its rate up to its burst until
+        # now, written out rather than called: this runs for every datagram.
+        tokens = bucket[0] + (now - bucket[1]) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        bucket[1] = now
         if tokens < 1:
+            bucket[0] = tokens
             return "udp_rate"
         network = bucket[2]
         if network is not None:
-            network_tokens = refilled(network, now, self.network_rate, self.network_burst)
+            network_tokens = network[0] + (now - network[1]) * self.network_rate
+            if network_tokens > self.network_burst:
+                network_tokens = self.network_burst
+            network[1] = now
             if network_tokens < 1:
+                network[0] = network_tokens
+                bucket[0] = tokens
                 return "udp_network_rate"
             network[0] = network_tokens - 1
         bucket[0] = tokens - 1
