@@ -30,7 +30,7 @@ from twisted.protocols import amp
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from suite.names.commands import Lookup, Register  # noqa: E402
+from suite.contracts.names import Lookup, Register  # noqa: E402
 from tree import TREE, cpu_seconds, free_port, start_etcd, twistd  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_NAMES_SECONDS", "3"))

@@ -16,9 +16,9 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from suite import services
+from suite.app import tap as services
 from suite.net.listeners import ListenerService
-from suite.runtime.compose import build
+from suite.app.compose import build
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 
@@ -199,7 +199,7 @@ def start_suite(test, tmp_dir, body) -> dict:
 
 def flush_writers(test) -> None:
     """Write out now what the batching writers of the suite TEST started hold."""
-    from suite.logger.writer import BatchWriter
+    from suite.foundation.jsonlines import BatchWriter
 
     for child in test.suite_root:
         if isinstance(child, BatchWriter):

@@ -6,7 +6,7 @@ from twisted.internet import protocol, reactor
 from twisted.protocols import amp
 
 sys.path.insert(0, sys.argv[2])  # the suite's tree, for the Lookup command's definition
-from suite.names.commands import Lookup  # noqa: E402
+from suite.contracts.names import Lookup  # noqa: E402
 
 ANSWER = {
     "instances": [{"host": "127.0.0.1", "port": 8080, "description": ""},

@@ -24,10 +24,10 @@ from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from suite.names.commands import (
+from suite.contracts.names import (
     Changed, Deregister, Lookup, NotFound, Overloaded, Register, Services, Watch,
 )
-from suite.sleep.commands import Sleep
+from suite.contracts.sleep import Sleep
 
 
 class ServerClosed(Exception):

@@ -15,16 +15,16 @@ from twisted.protocols import amp
 from twisted.protocols.basic import LineReceiver
 
 from suite.client import api
-from suite.client.address import client_tls, parse_address, stream_endpoint, tls_failure
+from suite.net.client_endpoints import client_tls, parse_address, stream_endpoint, tls_failure
 from suite.logger.syslog import FACILITIES, SEVERITIES
 from suite.net.addresses import host_port
-from suite.names.commands import (
+from suite.contracts.names import (
     Deregister, Lookup, NotFound, Register, Services, Unavailable, Watch,
 )
-from suite.runtime.credentials import read_secret
-from suite.runtime.printable import printable
-from suite.runtime.version import describe_versions
-from suite.sleep.commands import Sleep
+from suite.foundation.credentials import read_secret
+from suite.foundation.printable import printable
+from suite.foundation.version import describe_versions
+from suite.contracts.sleep import Sleep
 
 STDIN_MAX_LINE = 2**20
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from suite.echo.protocol import LineEchoFactory, RawEchoFactory, echo_datagram
 from suite.net.datagrams import ReplyLimits, rate_limited_replier
 from suite.net.lines import LineLimits
-from suite.runtime.compose import Parts, ServiceDeclaration
-from suite.runtime.config import ServiceSettings, choice, key, listen
+from suite.foundation.declaration import Parts, ServiceDeclaration
+from suite.foundation.config import ServiceSettings, choice, key, listen
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,4 +29,3 @@ def build(settings: EchoSettings, clock) -> Parts:
 SERVICE = ServiceDeclaration(
     EchoSettings, build, "Echo server: line echo ('You said: ...') or RFC 862 raw echo."
 )
-Options, makeService = SERVICE.plugin()

@@ -6,7 +6,7 @@ from twisted.internet.protocol import DatagramProtocol
 from suite.logger.framing import SyslogFrameDecoder
 from suite.net.addresses import host_port
 from suite.net.connections import ConnectionPolicy, StreamFactory
-from suite.runtime.metrics import Counts
+from suite.foundation.metrics import Counts
 
 
 class SyslogFactory(StreamFactory):

@@ -26,7 +26,7 @@ from json.encoder import encode_basestring as _quote
 from suite.logger.syslog import (
     FACILITIES, SEVERITIES, match_plain_rfc5424, parse_fields, plain_header_fields,
 )
-from suite.runtime.stamps import utc_stamp
+from suite.foundation.stamps import utc_stamp
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 

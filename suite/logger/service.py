@@ -5,11 +5,11 @@ from dataclasses import dataclass
 from suite.logger.drain import ShutdownDrain
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
-from suite.logger.writer import BatchWriter, file_mode_key, open_output
+from suite.foundation.jsonlines import BatchWriter, file_mode_key, open_output
 from suite.net.connections import ConnectionLimits, idle_timeout
 from suite.net.udpbuffer import DatagramLimits
-from suite.runtime.compose import Parts, ServiceDeclaration
-from suite.runtime.config import ServiceSettings, integer, key, listen, number, text
+from suite.foundation.declaration import Parts, ServiceDeclaration
+from suite.foundation.config import ServiceSettings, integer, key, listen, number, text
 
 MiB = 2**20
 
@@ -61,4 +61,3 @@ SERVICE = ServiceDeclaration(
     LoggerSettings, build,
     "Syslog collector (RFC 5424/3164 over TCP, UDP, TLS) writing JSON lines.",
 )
-Options, makeService = SERVICE.plugin()

@@ -23,8 +23,8 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IResolutionReceiver
 from zope.interface import implementer
 
-from suite.names.commands import Invalid
-from suite.runtime.printable import printable
+from suite.contracts.names import Invalid
+from suite.foundation.printable import printable
 
 DEFAULT_NETWORKS = (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7",

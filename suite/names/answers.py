@@ -16,7 +16,7 @@ from its turn on, so successive lookups still see them all.
 
 from struct import pack
 
-from suite.names.commands import Lookup
+from suite.contracts.names import Lookup
 from suite.names.rotation import Rotating
 
 _ARGUMENTS = dict(Lookup.response)

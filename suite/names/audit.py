@@ -13,7 +13,7 @@ reached, lines are dropped and counted; lookups are answered regardless.
 
 import json
 
-from suite.runtime.stamps import utc_stamp
+from suite.foundation.stamps import utc_stamp
 
 
 def connection_fields(peer: str, client: str | None) -> str:

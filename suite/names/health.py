@@ -25,7 +25,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 
-from suite.runtime.flood import FloodControl
+from suite.foundation.flood import FloodControl
 
 log = Logger()
 

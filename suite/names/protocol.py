@@ -6,8 +6,8 @@ Watch and Unwatch, and the Changed calls it makes to its watchers.
 from time import perf_counter
 
 from suite.names.audit import connection_fields
-from suite.names.commands import Deregister, Lookup, Overloaded, Register, Services, Unwatch, Watch
-from suite.net.boxes import AMPPolicy
+from suite.contracts.names import Deregister, Lookup, Overloaded, Register, Services, Unwatch, Watch
+from suite.net.amp import AMPPolicy
 from suite.net.connections import StreamFactory
 
 

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from suite.names.allowed import AllowedHosts, ip_literal, shown
-from suite.names.commands import Invalid
+from suite.contracts.names import Invalid
 
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")

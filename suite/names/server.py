@@ -29,13 +29,13 @@ from twisted.logger import Logger, LogLevel
 
 from suite.names.allowed import NotAllowed, shown
 from suite.names.answers import EncodedAnswers, as_fields, fitting
-from suite.names.commands import Invalid, NotFound, Overloaded, Unauthorized, Unavailable
+from suite.contracts.names import Invalid, NotFound, Overloaded, Unauthorized, Unavailable
 from suite.names.registry import Instance, Registry, check_instance
 from suite.names.store import StoreError
 from suite.names.watches import Watches
-from suite.runtime.flood import FloodControl
-from suite.runtime.metrics import Histogram
-from suite.runtime.printable import printable
+from suite.foundation.flood import FloodControl
+from suite.foundation.metrics import Histogram
+from suite.foundation.printable import printable
 
 log = Logger()
 

@@ -3,7 +3,7 @@
 import re
 from dataclasses import dataclass
 
-from suite.logger.writer import BatchWriter, open_output
+from suite.foundation.jsonlines import BatchWriter, open_output
 from suite.names.allowed import DEFAULT_NETWORKS, AllowedHosts, check_network, host_resolver
 from suite.names.audit import LookupAudit
 from suite.names.dnsfront import DNSFactory, dns_datagrams
@@ -13,17 +13,17 @@ from suite.names.health import HealthChecker, tcp_ping
 from suite.names.leader import Leadership
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
-from suite.names.replica import EtcdStore, etcd_endpoints
+from suite.names.etcd_store import EtcdStore, etcd_endpoints
 from suite.names.server import MAX_INSTANCES_PER_SOURCE, NameServer
 from suite.names.store import StoreError, open_store
 from suite.names.zone import ZoneAnswers
-from suite.net.boxes import AMPLimits
+from suite.net.amp import AMPLimits
 from suite.net.datagrams import ReplyLimits
-from suite.runtime.compose import Parts, ServiceDeclaration
-from suite.runtime.config import (
+from suite.foundation.declaration import Parts, ServiceDeclaration
+from suite.foundation.config import (
     STRING_LIST, ServiceSettings, integer, key, listen, number, string_list, text,
 )
-from suite.runtime.credentials import resolve_token
+from suite.foundation.credentials import resolve_token
 
 
 MiB = 2**20
@@ -165,4 +165,3 @@ SERVICE = ServiceDeclaration(
     "Name server over AMP and DNS: register, look up, watch, health-check, evict.",
     datagram_side=False, other_listener_keys=("dns_listen",),
 )
-Options, makeService = SERVICE.plugin()

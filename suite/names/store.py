@@ -20,7 +20,7 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from suite.runtime.config import FILE_MODE
+from suite.foundation.config import FILE_MODE
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -79,7 +79,7 @@ class IRegistryStore(Interface):
         """The store's problems now: a list of (severity, text) for /health."""
 
     def metric_samples():
-        """The store's own metric samples (see L{suite.runtime.metrics}); none for local stores."""
+        """The store's own metric samples (see L{suite.foundation.metrics}); none for local stores."""
 
     def close():
         """Deferred that fires once pending writes are done and the store let go of its resources."""

@@ -7,7 +7,7 @@ the changes happened.
 """
 
 from suite.names.answers import as_fields, fitting
-from suite.names.commands import Changed
+from suite.contracts.names import Changed
 
 _INSTANCES = dict(Changed.arguments)[b"instances"]
 

@@ -5,7 +5,7 @@ and which source a peer counts against for per-source limits.
 
 import ipaddress
 
-from suite.runtime.printable import printable
+from suite.foundation.printable import printable
 
 
 def plain_host(host: str) -> str:

@@ -19,9 +19,9 @@ from twisted.logger import Logger
 
 from suite.net.addresses import describe_peer, source_of
 from suite.net.transport import socket_transport
-from suite.runtime.config import Settings, integer, key, number
-from suite.runtime.flood import FloodControl
-from suite.runtime.metrics import UNCOUNTED, Counts
+from suite.foundation.config import Settings, integer, key, number
+from suite.foundation.flood import FloodControl
+from suite.foundation.metrics import UNCOUNTED, Counts
 
 log = Logger()
 

@@ -19,9 +19,9 @@ from twisted.internet.protocol import DatagramProtocol
 from suite.net.addresses import plain_host
 from suite.net.ratelimit import SourceRateLimiter
 from suite.net.udpbuffer import DatagramLimits
-from suite.runtime.config import integer, key, number
-from suite.runtime.flood import FloodControl
-from suite.runtime.metrics import Counts
+from suite.foundation.config import integer, key, number
+from suite.foundation.flood import FloodControl
+from suite.foundation.metrics import Counts
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from twisted.internet.protocol import connectionDone
 
 from suite.net.connections import ConnectionLimits, ConnectionPolicy
-from suite.runtime.config import integer, key
+from suite.foundation.config import integer, key
 
 LINES_PER_TURN = 256
 

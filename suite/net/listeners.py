@@ -27,8 +27,8 @@ from suite.net.transport import StreamReactor
 from suite.net.udpport import listen_datagram
 from suite.net.udpbuffer import apply_receive_buffer, kernel_drops
 from suite.net.addresses import describe_peer
-from suite.runtime.config import ServiceSettings
-from suite.runtime.status import FAILING
+from suite.foundation.config import ServiceSettings
+from suite.foundation.health import FAILING
 
 log = Logger()
 

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 from twisted.internet import ssl
 
-from suite.runtime.config import ServiceSettings, Settings, choice, key, text
-from suite.runtime.credentials import credential_path
+from suite.foundation.config import ServiceSettings, Settings, choice, key, text
+from suite.foundation.credentials import credential_path
 
 
 # Mozilla's "intermediate" profile for TLS 1.2: forward secrecy (ECDHE) and

@@ -31,7 +31,7 @@ first accepts what waits in its backlog, so that clients that connected and
 sent just before are served (the logger's drain reads them), not reset.
 
 Each transport adds the bytes it reads and sends to `counts` (the
-L{suite.runtime.metrics.Counts} its connection policy gives it), so the
+L{suite.foundation.metrics.Counts} its connection policy gives it), so the
 byte counts are what crossed the socket, TLS records included.
 """
 
@@ -46,7 +46,7 @@ from twisted.internet import main, tcp, unix
 from twisted.internet.tcp import makeBinding
 from twisted.logger import Logger
 
-from suite.runtime.metrics import UNCOUNTED
+from suite.foundation.metrics import UNCOUNTED
 
 log = Logger()
 

@@ -9,7 +9,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from suite.runtime.config import Settings, integer, key
+from suite.foundation.config import Settings, integer, key
 
 MiB = 2**20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: beyond rmem_max, with CAP_NET_ADMIN

@@ -3,10 +3,10 @@
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.protocols import amp
 
-from suite.net.boxes import AMPPolicy
+from suite.net.amp import AMPPolicy
 from suite.net.connections import StreamFactory
-from suite.runtime.metrics import Histogram
-from suite.sleep.commands import InvalidDuration, Overloaded, Sleep
+from suite.foundation.metrics import Histogram
+from suite.contracts.sleep import InvalidDuration, Overloaded, Sleep
 
 
 class SleepFactory(StreamFactory):

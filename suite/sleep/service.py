@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass
 
-from suite.net.boxes import AMPLimits
-from suite.runtime.compose import Parts, ServiceDeclaration
-from suite.runtime.config import ServiceSettings, integer, key, listen, number
+from suite.net.amp import AMPLimits
+from suite.foundation.declaration import Parts, ServiceDeclaration
+from suite.foundation.config import ServiceSettings, integer, key, listen, number
 from suite.sleep.protocol import SleepFactory
 
 
@@ -25,4 +25,3 @@ SERVICE = ServiceDeclaration(
     SleepSettings, build, "Sleep RPC over AMP: 'sleep N seconds, then answer'.",
     datagram_side=False,
 )
-Options, makeService = SERVICE.plugin()

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 from suite.net.datagrams import ReplyLimits, rate_limited_replier
 from suite.net.lines import LineLimits
-from suite.runtime.compose import Parts, ServiceDeclaration
-from suite.runtime.config import BOOLEAN, ServiceSettings, choice, key, listen, text
+from suite.foundation.declaration import Parts, ServiceDeclaration
+from suite.foundation.config import BOOLEAN, ServiceSettings, choice, key, listen, text
 from suite.timestamp.protocol import TimestampFactory, check_format, datagram_answerer
 
 
@@ -33,4 +33,3 @@ def build(settings: TimestampSettings, clock) -> Parts:
 SERVICE = ServiceDeclaration(
     TimestampSettings, build, "Timestamp server: answers each line or datagram '[time] line'."
 )
-Options, makeService = SERVICE.plugin()

@@ -8,7 +8,7 @@ from twisted.protocols import amp
 from twisted.trial.unittest import TestCase
 
 from suite.client import api
-from suite.sleep.commands import InvalidDuration, Sleep
+from suite.contracts.sleep import InvalidDuration, Sleep
 from tests.helpers import start_suite, tmp_dir
 
 LOCAL = "tcp:0:interface=127.0.0.1"

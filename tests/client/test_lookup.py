@@ -6,7 +6,7 @@ from twisted.trial.unittest import TestCase
 
 from suite.client import api
 from suite.client.main import addresses, parse_arguments
-from suite.names.commands import NotFound
+from suite.contracts.names import NotFound
 from tests.helpers import make_pki, start_suite, tls_section, tmp_dir
 
 LOCAL = "tcp:0:interface=127.0.0.1"

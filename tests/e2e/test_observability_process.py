@@ -207,4 +207,4 @@ class JSONLogTests(ProcessTestCase):
         assert failure["message"] == (
             f"echo: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use"
         )
-        assert failure["log_namespace"] == "suite.runtime.lifecycle"
+        assert failure["log_namespace"] == "suite.app.lifecycle"

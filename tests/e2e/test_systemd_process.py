@@ -290,7 +290,7 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
                 twistd = f'JOURNAL_STREAM="$(stat -L -c %d:%i /proc/$$/fd/1)" exec {twistd}'
             result = subprocess.run(["sh", "-c", twistd], capture_output=True, text=True, timeout=60)
         assert result.returncode == 1
-        failure = f"[suite.runtime.lifecycle#critical] echo: cannot listen on tcp:{port}:interface=127.0.0.1"
+        failure = f"[suite.app.lifecycle#critical] echo: cannot listen on tcp:{port}:interface=127.0.0.1"
         lines = result.stdout.splitlines()
         if journal:
             assert f"<2>{failure}: Address already in use" in lines

@@ -7,10 +7,10 @@ from hypothesis import given, strategies as st
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite import services
+from suite.app import tap as services
 from suite.net.listeners import parse_listeners
 from suite.net.tls import TLSSettings
-from suite.runtime.config import ConfigError, load, ServiceSettings
+from suite.foundation.config import ConfigError, load, ServiceSettings
 from tests.fuzz import fuzzed
 
 KINDS = [TLSSettings, *(declaration.settings for declaration in services.SERVICES)]

@@ -5,9 +5,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite.names.allowed import RESOLVE_TIMEOUT, host_resolver
-from suite.names.commands import Invalid
+from suite.contracts.names import Invalid
 from suite.names.service import NamesSettings
-from suite.runtime.config import ConfigError, settings_for
+from suite.foundation.config import ConfigError, settings_for
 
 
 class SilentResolver:

@@ -10,13 +10,13 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
 
 from suite.names.answers import EncodedAnswers
-from suite.names.commands import Lookup, Register
+from suite.contracts.names import Lookup, Register
 from suite.names.registry import Registry
 from suite.names.server import NameServer
 from suite.names.store import MemoryStore
 from tests.helpers import connect
 from tests.names.test_protocol import names_pair
-from tests.net.test_boxes import box
+from tests.net.test_amp import box
 
 
 class Boxes:

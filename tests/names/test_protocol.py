@@ -8,10 +8,10 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.logger.writer import BatchWriter, WriteFailed
+from suite.foundation.jsonlines import BatchWriter, WriteFailed
 from suite.names.allowed import AllowedHosts
 from suite.names.audit import LookupAudit
-from suite.names.commands import (
+from suite.contracts.names import (
     Deregister, Invalid, Lookup, NotFound, Overloaded, Register, Services, Unauthorized,
     Unavailable,
 )

@@ -3,7 +3,7 @@
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.names.allowed import MAX_ADDRESSES, AllowedHosts, NotAllowed
-from suite.names.commands import Invalid
+from suite.contracts.names import Invalid
 from suite.names.registry import Registry, RegistryFull
 
 

@@ -12,7 +12,7 @@ from twisted.protocols import amp
 from twisted.trial.unittest import TestCase
 
 from suite.client import api
-from suite.names.commands import Lookup, NotFound, Register
+from suite.contracts.names import Lookup, NotFound, Register
 from tests.helpers import (
     captured_events, flush_writers, json_lines, make_pki, start_suite, tls_section, tmp_dir,
 )

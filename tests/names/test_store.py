@@ -9,7 +9,7 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from suite.names.allowed import AllowedHosts
-from suite.names.commands import Invalid, Unavailable
+from suite.contracts.names import Invalid, Unavailable
 from suite.names.registry import Registry
 from suite.names.server import NameServer
 from suite.names.store import IRegistryStore, MemoryStore, SqliteStore, StoreError

@@ -18,12 +18,12 @@ from twisted.internet.address import IPv6Address, UNIXAddress
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from suite import services
-from suite.runtime.flood import FloodControl
+from suite.app import tap as services
+from suite.foundation.flood import FloodControl
 from suite.net.datagrams import RateLimitedReplier
 from suite.echo.protocol import echo_datagram
-from suite.runtime.compose import build
-from suite.runtime.lifecycle import SuiteService
+from suite.app.compose import build
+from suite.app.lifecycle import SuiteService
 from suite.net.ratelimit import SourceRateLimiter
 from suite.names import service as names_service
 from suite.names.service import NamesSettings

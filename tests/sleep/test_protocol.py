@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.sleep.commands import InvalidDuration, Overloaded, Sleep
+from suite.contracts.sleep import InvalidDuration, Overloaded, Sleep
 from suite.sleep.protocol import SleepFactory
 from suite.sleep.service import SleepSettings
 from tests.helpers import AMPPair as Pair, elapse

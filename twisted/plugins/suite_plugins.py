@@ -4,37 +4,37 @@ from twisted.application.service import ServiceMaker
 
 suite = ServiceMaker(
     "suite",
-    "suite.services",
+    "suite.app.tap",
     "Run every service enabled in a TOML config file (--config)",
     "suite",
 )
 suite_timestamp = ServiceMaker(
     "suite-timestamp",
-    "suite.timestamp.service",
+    "suite.timestamp.tap",
     "Timestamp server: each line or datagram answered '[time] line'",
     "suite-timestamp",
 )
 suite_echo = ServiceMaker(
     "suite-echo",
-    "suite.echo.service",
+    "suite.echo.tap",
     "Echo server: line echo ('You said: ...') or RFC 862 raw echo",
     "suite-echo",
 )
 suite_logger = ServiceMaker(
     "suite-logger",
-    "suite.logger.service",
+    "suite.logger.tap",
     "Syslog collector: RFC 5424/3164 over TCP, UDP and TLS, written as JSON lines",
     "suite-logger",
 )
 suite_sleep = ServiceMaker(
     "suite-sleep",
-    "suite.sleep.service",
+    "suite.sleep.tap",
     "Sleep RPC over AMP: sleep N seconds, then answer",
     "suite-sleep",
 )
 suite_names = ServiceMaker(
     "suite-names",
-    "suite.names.service",
+    "suite.names.tap",
     "Name server over AMP: register, look up, health-check and evict instances",
     "suite-names",
 )

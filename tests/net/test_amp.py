@@ -7,8 +7,8 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.names.commands import Lookup, Overloaded, Register
-from suite.sleep.commands import Overloaded as SleepOverloaded, Sleep
+from suite.contracts.names import Lookup, Overloaded, Register
+from suite.contracts.sleep import Overloaded as SleepOverloaded, Sleep
 from suite.sleep.protocol import SleepFactory
 from suite.sleep.service import SleepSettings
 from tests.helpers import AMPPair, captured_log, connect

@@ -12,9 +12,9 @@ from zope.interface import implementer
 from twisted.application import service
 from twisted.logger import Logger
 
-from suite.runtime.config import FILE_MODE, FILE_MODE_KIND, key
-from suite.runtime.lifecycle import IReopenable
-from suite.runtime.status import DEGRADED, FAILING
+from suite.foundation.config import FILE_MODE, FILE_MODE_KIND, key
+from suite.foundation.interfaces import IReopenable
+from suite.foundation.health import DEGRADED, FAILING
 
 log = Logger()
 

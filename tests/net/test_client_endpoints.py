@@ -2,7 +2,7 @@
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.client.address import Address, parse_address
+from suite.net.client_endpoints import Address, parse_address
 
 
 class AddressTests(SynchronousTestCase):

@@ -3,8 +3,8 @@
 from suite.echo.service import SERVICE as ECHO
 from suite.logger.service import SERVICE as LOGGER
 from suite.names.service import SERVICE as NAMES
-from suite.runtime.compose import make_service
-from suite.runtime.options import options_for
+from suite.app.compose import make_service
+from suite.foundation.options import options_for
 from suite.sleep.service import SERVICE as SLEEP
 from suite.timestamp.service import SERVICE as TIMESTAMP
 

@@ -12,12 +12,12 @@ from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from suite import services
+from suite.app import tap as services
 from suite.client import api
-from suite.names.commands import Invalid, NotFound, Register
-from suite.runtime.announce import AnnounceSettings, Announcer
-from suite.runtime.compose import build
-from suite.runtime.config import ConfigError
+from suite.contracts.names import Invalid, NotFound, Register
+from suite.app.announce import AnnounceSettings, Announcer
+from suite.app.compose import build
+from suite.foundation.config import ConfigError
 from tests.helpers import captured_log, make_pki, start_suite, tls_section, tmp_dir
 
 LOCAL = "tcp:0:interface=127.0.0.1"

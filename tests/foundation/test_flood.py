@@ -3,7 +3,7 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.runtime.flood import FloodControl
+from suite.foundation.flood import FloodControl
 from tests.helpers import captured_log
 
 

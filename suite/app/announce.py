@@ -27,12 +27,12 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from suite.client.address import parse_address, stream_endpoint, tls_failure
-from suite.names.commands import Deregister, NotFound, Register
-from suite.net.boxes import QuietAMP
+from suite.net.client_endpoints import parse_address, stream_endpoint, tls_failure
+from suite.contracts.names import Deregister, NotFound, Register
+from suite.net.amp import QuietAMP
 from suite.net.tls import load_certificates, load_private_key, trust_root
-from suite.runtime.config import BOOLEAN, Settings, key, number, string_list, text
-from suite.runtime.printable import printable
+from suite.foundation.config import BOOLEAN, Settings, key, number, string_list, text
+from suite.foundation.printable import printable
 
 log = Logger()
 

@@ -4,9 +4,9 @@ endpoint, answering
 
 - `GET /metrics`: the Prometheus text format, from prometheus_client's
   Twisted `MetricsResource` over a registry of the suite's own collector
-  (L{suite.runtime.metrics}) and prometheus_client's process, platform
+  (L{suite.foundation.metrics}) and prometheus_client's process, platform
   and garbage-collector collectors;
-- `GET /health`: the JSON report of L{suite.runtime.status}, 200 when the
+- `GET /health`: the JSON report of L{suite.foundation.health}, 200 when the
   suite is ok or degraded, 503 when it is failing or stopping.
 
 The listeners are under the same connection limits as every service's
@@ -27,9 +27,9 @@ from twisted.web import pages, resource, server
 
 from suite.net.addresses import describe_peer, source_of
 from suite.net.connections import ConnectionLimits, StreamFactory, idle_timeout, transport_kind
-from suite.runtime.config import STRING_LIST, integer, key
-from suite.runtime.metrics import SuiteCollector
-from suite.runtime.status import health_report, http_status
+from suite.foundation.config import STRING_LIST, integer, key
+from suite.foundation.metrics import SuiteCollector
+from suite.foundation.health import health_report, http_status
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,12 +9,13 @@ from zope.interface.verify import verifyObject
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.logger import service, writer as writer_module
+from suite.foundation import jsonlines as writer_module
+from suite.logger import service
 from suite.logger.service import LoggerSettings
-from suite.logger.writer import BatchWriter, RotatingFile, WriteFailed, cut_torn_tail
+from suite.foundation.jsonlines import BatchWriter, RotatingFile, WriteFailed, cut_torn_tail
 from suite.names.store import SqliteStore
-from suite.runtime.config import ConfigError, settings_for
-from suite.runtime.lifecycle import IReopenable
+from suite.foundation.config import ConfigError, settings_for
+from suite.foundation.interfaces import IReopenable
 from tests.helpers import captured_log
 
 

@@ -6,8 +6,8 @@ flags), and `--config FILE` reads the same keys from a TOML file.
 
 from twisted.python import usage
 
-from suite.runtime.config import Key, Settings
-from suite.runtime.version import describe_versions
+from suite.foundation.config import Key, Settings
+from suite.foundation.version import describe_versions
 
 CONFIG_HELP = "TOML config file; options given here override it"
 
@@ -33,7 +33,7 @@ def options_for(kinds: list[type[Settings]], description: str,
     """
     A usage.Options class with --config and one option per key of KINDS,
     collecting what was given as `overrides` ({section: {key: value}}) for
-    L{suite.runtime.config.load}.  Defaults are shown in the help, not set as
+    L{suite.foundation.config.load}.  Defaults are shown in the help, not set as
     option values: only what the operator typed overrides the file.
     """
     parameters, flags, methods = [], [], {}

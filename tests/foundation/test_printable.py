@@ -3,7 +3,7 @@
 from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.runtime.printable import printable
+from suite.foundation.printable import printable
 
 
 class PrintableTests(SynchronousTestCase):

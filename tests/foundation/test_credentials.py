@@ -9,14 +9,14 @@ from pathlib import Path
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite import services
+from suite.app import tap as services
 from suite.names import service as names_service
 from suite.names.server import NameServer
-from suite.runtime.credentials import resolve_token
+from suite.foundation.credentials import resolve_token
 from suite.names.service import NamesSettings
-from suite.runtime.compose import build
-from suite.runtime.config import ConfigError
-from suite.runtime.credentials import credential_path, read_secret
+from suite.app.compose import build
+from suite.foundation.config import ConfigError
+from suite.foundation.credentials import credential_path, read_secret
 from tests.helpers import make_pki, tmp_dir
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -38,12 +38,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from suite.names.allowed import NotAllowed
-from suite.names.commands import Invalid
+from suite.contracts.names import Invalid
 from suite.names.etcd import EtcdClient, EtcdError, decode, encode, prefix_end
 from suite.names.registry import RegistryFull
 from suite.names.store import BatchedWrites, IRegistryStore, StoreError
-from suite.runtime.flood import FloodControl
-from suite.runtime.printable import printable
+from suite.foundation.flood import FloodControl
+from suite.foundation.printable import printable
 
 log = Logger()
 

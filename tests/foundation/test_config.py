@@ -7,13 +7,15 @@ import textwrap
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite import services
+from suite.app import tap as services
 from suite.echo.service import EchoSettings
 from suite.names.store import SCHEMA
 from suite.net.listeners import Listener, parse_listeners
-from suite.runtime.compose import build
-from suite.runtime.config import ConfigError, load
+from suite.app.compose import build
+from suite.foundation.config import ConfigError, load
+from suite.app.compose import service_plugin
 from suite.timestamp import service as timestamp_service
+from suite.timestamp import tap as timestamp_tap
 from tests.helpers import make_pki, tmp_dir
 
 REFUSALS = [
@@ -278,13 +280,13 @@ class TLSFileTests(ConfigTestCase):
 
 
 class CommandLineTests(ConfigTestCase):
-    def options(self, *argv, plugin=timestamp_service):
+    def options(self, *argv, plugin=timestamp_tap):
         options = plugin.Options()
         options.parseOptions(list(argv))
         return options
 
     def test_defaults_without_config(self):
-        root = timestamp_service.makeService(self.options(), reactor=MemoryReactor())
+        root = timestamp_tap.makeService(self.options(), reactor=MemoryReactor())
         names = sorted(child.name for child in root)
         self.assertEqual(names, ["timestamp tcp:12345", "timestamp udp:12345:interface=127.0.0.1"])
 
@@ -296,14 +298,14 @@ class CommandLineTests(ConfigTestCase):
             options.overrides,
             {"timestamp": {"listen": ["tcp:2", "udp:3"], "max_line": "100", "utc": True}},
         )
-        root = timestamp_service.makeService(options, reactor=MemoryReactor())
+        root = timestamp_tap.makeService(options, reactor=MemoryReactor())
         self.assertEqual(
             sorted(child.name for child in root), ["timestamp tcp:2", "timestamp udp:3"]
         )
 
     def test_bad_option_value_is_one_line_and_exit_1(self):
         caught = self.assertRaises(
-            SystemExit, timestamp_service.makeService, self.options("--max-line", "abc"),
+            SystemExit, timestamp_tap.makeService, self.options("--max-line", "abc"),
             MemoryReactor(),
         )
         self.assertEqual(
@@ -312,7 +314,7 @@ class CommandLineTests(ConfigTestCase):
 
     def test_single_plugin_ignores_other_sections(self):
         path = self.write('[echo]\nmode = "raw"\n[timestamp]\nlisten = ["tcp:7"]\n')
-        root = timestamp_service.makeService(self.options("--config", path), MemoryReactor())
+        root = timestamp_tap.makeService(self.options("--config", path), MemoryReactor())
         self.assertEqual([child.name for child in root], ["timestamp tcp:7"])
 
     def test_suite_plugin_config_error_exits_with_the_line(self):
@@ -326,7 +328,7 @@ class CommandLineTests(ConfigTestCase):
 
     def test_every_option_of_every_plugin_shows_its_default(self):
         for declaration in services.SERVICES:
-            options, _ = declaration.plugin()
+            options, _ = service_plugin(declaration)
             usage = str(options())
             for key in declaration.settings.keys():
                 if key.name == "enabled":

@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.protocols import amp
 
 from suite.net.connections import ConnectionLimits, ConnectionPolicy
-from suite.runtime.config import integer, key
+from suite.foundation.config import integer, key
 
 KEY_LENGTH_LIMIT = amp.BinaryBoxProtocol._MAX_KEY_LENGTH
 

@@ -8,58 +8,26 @@ that declaration here, so the `suite` plugin and every single-service plugin
 refuse bad config the same way.
 """
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 from suite.net.listeners import listener_services, parse_listeners
 from suite.net.tls import TLSSettings, names_files, tls_options
-from suite.runtime import config
-from suite.runtime.announce import AnnounceSettings, Announcer, name_server_tls
-from suite.runtime.config import ConfigError, ServiceSettings
-from suite.runtime.credentials import resolve_token
-from suite.runtime.lifecycle import SuiteService
-from suite.runtime.monitor import MetricsSettings, metrics_site
-from suite.runtime.options import options_for
+from suite.foundation import config
+from suite.app.announce import AnnounceSettings, Announcer, name_server_tls
+from suite.foundation.config import ConfigError, ServiceSettings
+from suite.foundation.credentials import resolve_token
+from suite.app.lifecycle import SuiteService
+from suite.app.status_site import MetricsSettings, metrics_site
+from suite.foundation.declaration import ServiceDeclaration
+from suite.foundation.options import options_for
 
 
-@dataclass(frozen=True)
-class Parts:
-    """
-    What a service serves with: the factory for its stream listeners, a maker
-    of datagram protocols (one per datagram listener), services of its own
-    (such as the logger's writer), started before and stopped after its
-    listeners, and for each of its other listener keys (the name server's
-    `dns_listen`) a Parts of that key's own.
-    """
+def service_plugin(declaration: ServiceDeclaration):
+    """(Options, makeService) of DECLARATION's own twistd plugin."""
+    options = options_for([declaration.settings, TLSSettings], declaration.description)
 
-    stream_factory: object
-    make_datagram_protocol: Callable[[], object] | None = None
-    services: tuple = ()
-    other_listeners: dict = field(default_factory=dict)
+    def makeService(options, reactor=None):
+        return make_service([declaration], options, reactor)
 
-
-@dataclass(frozen=True)
-class ServiceDeclaration:
-    """A service: its settings section, how it builds its Parts, what it is."""
-
-    settings: type[ServiceSettings]
-    build: Callable[[ServiceSettings, object], Parts]
-    description: str
-    datagram_side: bool = True
-    other_listener_keys: tuple = ()  # keys of listeners served by other parts (always datagram-capable)
-
-    @property
-    def name(self) -> str:
-        return self.settings.section
-
-    def plugin(self):
-        """(Options, makeService) of this service's own twistd plugin."""
-        options = options_for([self.settings, TLSSettings], self.description)
-
-        def makeService(options, reactor=None):
-            return make_service([self], options, reactor)
-
-        return options, makeService
+    return options, makeService
 
 
 def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:

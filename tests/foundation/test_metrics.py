@@ -14,16 +14,16 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite.echo.protocol import LineEchoFactory, echo_datagram
 from suite.echo.service import EchoSettings
-from suite.logger.writer import BatchWriter, RotatingFile, WriteFailed
-from suite.names.commands import Lookup, Register, Watch
+from suite.foundation.jsonlines import BatchWriter, RotatingFile, WriteFailed
+from suite.contracts.names import Lookup, Register, Watch
 from suite.names.health import HealthChecker
 from suite.names.registry import Registry
 from suite.names.service import NamesSettings
 from suite.names.zone import ZoneAnswers
 from suite.net.datagrams import rate_limited_replier
-from suite.runtime.metrics import Histogram, SuiteCollector
-from suite.runtime.status import health_report, http_status
-from suite.sleep.commands import Sleep
+from suite.foundation.metrics import Histogram, SuiteCollector
+from suite.foundation.health import health_report, http_status
+from suite.contracts.sleep import Sleep
 from suite.sleep.protocol import SleepFactory
 from suite.sleep.service import SleepSettings
 from tests.helpers import AMPPair, connect, tmp_dir

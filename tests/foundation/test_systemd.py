@@ -15,7 +15,8 @@ from twisted.logger import Logger, LogPublisher, eventsFromJSONLogFile, formatEv
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite import journal as named_journal
-from suite.runtime import journal, systemd
+from suite import journal
+from suite.foundation import systemd
 from tests.helpers import captured_log, tmp_dir
 
 

@@ -9,9 +9,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor, task, threads
 from twisted.trial.unittest import TestCase
 
-from suite.logger.writer import BatchWriter
+from suite.foundation.jsonlines import BatchWriter
 from tests.helpers import make_pki, start_suite, tmp_dir, tls_section
-from tests.runtime.test_metrics import FullDisk
+from tests.foundation.test_metrics import FullDisk
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 

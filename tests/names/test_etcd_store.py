@@ -10,15 +10,15 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite.names.allowed import AllowedHosts
-from suite.names.commands import Invalid, Unavailable
+from suite.contracts.names import Invalid, Unavailable
 from suite.names.etcd import EtcdClient, encode
 from suite.names.health import HealthChecker
 from suite.names.leader import Leadership
 from suite.names.registry import Instance, Registry
-from suite.names.replica import MAX_TXN_OPS, EtcdStore, NotLeader, etcd_endpoints
+from suite.names.etcd_store import MAX_TXN_OPS, EtcdStore, NotLeader, etcd_endpoints
 from suite.names.server import NameServer
 from suite.names.service import NamesSettings
-from suite.runtime.config import ConfigError, settings_for
+from suite.foundation.config import ConfigError, settings_for
 from tests.etcd import EtcdCluster
 from tests.helpers import captured_log
 from tests.names.test_protocol import FakeResolver

@@ -8,23 +8,15 @@ watchdog when the unit has one; SIGHUP reopens files (logrotate,
 
 import signal
 
-from zope.interface import Interface
-
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from suite.net.listeners import ListenerService, ListenFailed
-from suite.runtime import systemd
+from suite.foundation import systemd
+from suite.foundation.interfaces import IReopenable
 
 log = Logger()
-
-
-class IReopenable(Interface):
-    """A service that keeps files open and reopens them on SIGHUP."""
-
-    def reopen():
-        """Close and reopen every file at its configured path."""
 
 
 class SuiteService(service.MultiService):
