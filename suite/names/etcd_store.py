@@ -29,18 +29,20 @@ changes only.
 """
 
 import json
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from zope.interface import implementer
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from suite.names.allowed import NotAllowed
 from suite.contracts.names import Invalid
 from suite.names.etcd import EtcdClient, EtcdError, decode, encode, prefix_end
-from suite.names.registry import RegistryFull
+from suite.names.registry import Instance, Registry, RegistryFull
 from suite.names.store import BatchedWrites, IRegistryStore, StoreError
 from suite.foundation.flood import FloodControl
 from suite.foundation.printable import printable
@@ -73,7 +75,7 @@ class NotLeader(StoreError):
 
 
 @implementer(IRegistryStore)
-class EtcdStore(BatchedWrites):
+class EtcdStore:
     """
     The registry kept in etcd through CLIENT (an L{EtcdClient}) under
     PREFIX, mirrored into REGISTRY.  `term` is the create revision of the
@@ -82,10 +84,11 @@ class EtcdStore(BatchedWrites):
     change of the leader key: holder (value, create revision, lease) or None.
     """
 
-    max_batch = MAX_TXN_OPS
-
-    def __init__(self, client: EtcdClient, registry, prefix: str, clock):
-        BatchedWrites.__init__(self, clock)
+    def __init__(self, client: EtcdClient, registry: Registry, prefix: str, clock: IReactorTime):
+        self.clock = clock
+        self.writes = BatchedWrites(
+            clock, self._transaction, written=self._written, max_batch=MAX_TXN_OPS
+        )
         self.client = client
         self.registry = registry
         self.prefix = prefix
@@ -112,17 +115,17 @@ class EtcdStore(BatchedWrites):
     def start(self) -> None:
         self._connect()
 
-    def save(self, instance) -> defer.Deferred:
+    def save(self, instance: Instance) -> defer.Deferred:
         key = self._key(instance)
         value = json.dumps({"description": instance.description,
                             "addresses": list(instance.addresses), "source": instance.source})
-        return self._queue(key, {"request_put": {"key": encode(key), "value": encode(value)}})
+        return self.writes.queue(key, {"request_put": {"key": encode(key), "value": encode(value)}})
 
-    def delete(self, instance) -> defer.Deferred:
+    def delete(self, instance: Instance) -> defer.Deferred:
         key = self._key(instance)
-        return self._queue(key, {"request_delete_range": {"key": encode(key)}})
+        return self.writes.queue(key, {"request_delete_range": {"key": encode(key)}})
 
-    def evict(self, instance) -> defer.Deferred:
+    def evict(self, instance: Instance) -> defer.Deferred:
         """Delete INSTANCE if this replica still leads: a transaction on the leader key's revision."""
         if self.term is None:
             return defer.fail(NotLeader(f"eviction of {instance.name} left to the leader"))
@@ -149,12 +152,12 @@ class EtcdStore(BatchedWrites):
             return [("degraded", "the registry has not been read from etcd yet")]
         return []
 
-    def metric_samples(self):
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         yield "etcd_reachable", (), int(self.outage is None and self.loaded)
 
     def close(self) -> defer.Deferred:
         """Write what waits, stop the watch, then let go of the connections."""
-        return self._drained().addCallback(self._close)
+        return self.writes.drained().addCallback(self._close)
 
     def _close(self, _):
         self._closing = True
@@ -198,15 +201,15 @@ class EtcdStore(BatchedWrites):
                 self._watching.cancel()  # it may hang on a member the requests have left
         return failure
 
-    # Writes, grouped into transactions (BatchedWrites).
+    # Writes, grouped into transactions by self.writes (L{BatchedWrites}).
 
-    def _key(self, instance) -> str:
+    def _key(self, instance: Instance) -> str:
         return f"{self.prefix}{INSTANCES}{instance.name}/{instance.host}/{instance.port}"
 
-    def _transaction(self, operations) -> defer.Deferred:
+    def _transaction(self, operations: list[dict]) -> defer.Deferred:
         return self.request("/v3/kv/txn", {"success": operations})
 
-    def _written(self, answer) -> defer.Deferred:
+    def _written(self, answer: dict) -> defer.Deferred:
         """Fires once the copy holds the answer's revision, or after CATCH_UP seconds (etcd has it)."""
         revision = int(answer["header"]["revision"])
         if revision <= self.revision or self._watching is None:

@@ -13,14 +13,19 @@ grouped into one transaction: a commit (an fsync) per batch, not per call.
 
 import os
 import sqlite3
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
 
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import Attribute, implementer
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from suite.foundation.config import FILE_MODE
+from suite.foundation.interfaces import IHealthSource, IMetricSource
+from suite.names.registry import Instance
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -52,36 +57,34 @@ class StoreError(Exception):
     reported = False
 
 
-class IRegistryStore(Interface):
-    """Where the name server keeps its registrations beyond its own memory."""
+class IRegistryStore(IMetricSource, IHealthSource):
+    """
+    Where the name server keeps its registrations beyond its own memory.
+    Its metric samples are its own (none for local stores), its health
+    problems those of reaching it (an etcd outage).
+    """
 
     loaded = Attribute("Whether the registry holds what the store holds (an etcd copy may not yet)")
 
-    def load():
+    def load() -> list[tuple]:
         """The stored rows (name, host, port, description, addresses, source), once, at start."""
 
-    def start():
+    def start() -> None:
         """Begin what keeps the registry current (the etcd watch); the reactor runs now."""
 
-    def save(instance):
+    def save(instance: Instance) -> defer.Deferred:
         """
         Deferred that fires once INSTANCE (new or updated) is stored, or fails
         with L{StoreError} saying why it could not be.
         """
 
-    def delete(instance):
+    def delete(instance: Instance) -> defer.Deferred:
         """Deferred that fires once INSTANCE is gone from the store (or fails with L{StoreError})."""
 
-    def evict(instance):
+    def evict(instance: Instance) -> defer.Deferred:
         """As delete, for the health checker's eviction (on etcd: only while this replica leads)."""
 
-    def health_problems():
-        """The store's problems now: a list of (severity, text) for /health."""
-
-    def metric_samples():
-        """The store's own metric samples (see L{suite.foundation.metrics}); none for local stores."""
-
-    def close():
+    def close() -> defer.Deferred:
         """Deferred that fires once pending writes are done and the store let go of its resources."""
 
 
@@ -93,13 +96,13 @@ class LocalStore:
     def start(self) -> None:
         pass
 
-    def evict(self, instance) -> defer.Deferred:
+    def evict(self, instance: Instance) -> defer.Deferred:
         return self.delete(instance)
 
     def health_problems(self) -> list[tuple[str, str]]:
         return []
 
-    def metric_samples(self):
+    def metric_samples(self) -> Iterable[tuple[str, tuple, object]]:
         return ()
 
 
@@ -110,10 +113,10 @@ class MemoryStore(LocalStore):
     def load(self) -> list[tuple]:
         return []
 
-    def save(self, instance) -> defer.Deferred:
+    def save(self, instance: Instance) -> defer.Deferred:
         return defer.succeed(None)
 
-    def delete(self, instance) -> defer.Deferred:
+    def delete(self, instance: Instance) -> defer.Deferred:
         return defer.succeed(None)
 
     def close(self) -> defer.Deferred:
@@ -128,94 +131,108 @@ UPSERT = (
 DELETE = "DELETE FROM instances WHERE name = ? AND host = ? AND port = ?"
 
 
-def _run_batch(cursor, statements):
+def _run_batch(cursor: sqlite3.Cursor, statements: list[tuple[str, tuple]]) -> None:
     """One transaction (adbapi commits it, or rolls it back if any statement fails)."""
     for sql, parameters in statements:
         cursor.execute(sql, parameters)
 
 
+def _exception_of(failure: Failure) -> Exception:
+    """What the callers of a failed transaction get, unless the store says otherwise."""
+    return failure.value
+
+
+def _nothing_more(result: object) -> None:
+    """A committed write is done, unless the store waits for more (etcd: its copy)."""
+
+
 class BatchedWrites:
     """
     Writes grouped into transactions: those asked for in one reactor turn,
-    or while a transaction is in flight, go together (at most `max_batch`),
+    or while a transaction is in flight, go together (at most MAX_BATCH),
     one transaction in flight at a time, in order.  Each write sets the
     whole state of its key (an upsert or a delete), so a key written twice
     before its transaction starts is written once, as last asked, and each
     caller hears when it is done.
 
-    A store gives `_transaction(operations)` -> Deferred, and may give
-    `_failure(failure)` (the exception every caller of a failed transaction
-    gets) and `_written(result)` (what each caller of a committed one waits
-    for next).
+    A store owns one and hands it what differs between stores: TRANSACTION
+    (operations -> Deferred), FAILURE (the exception every caller of a
+    failed transaction gets) and WRITTEN (what each caller of a committed
+    one waits for next).
     """
 
-    max_batch: int | None = None
-
-    def __init__(self, clock):
+    def __init__(
+        self,
+        clock: IReactorTime,
+        transaction: Callable[[list[Any]], defer.Deferred],
+        *,
+        failure: Callable[[Failure], Exception] = _exception_of,
+        written: Callable[[Any], object] = _nothing_more,
+        max_batch: int | None = None,
+    ):
         self.clock = clock
+        self.transaction = transaction
+        self.failure = failure
+        self.written = written
+        self.max_batch = max_batch
         self._waiting: dict[object, tuple[object, list]] = {}  # key -> (operation, callers)
         self._in_flight: defer.Deferred | None = None
-        self._flush_call = None
+        self._flush_call: IDelayedCall | None = None
 
-    def _queue(self, key, operation) -> defer.Deferred:
-        written = defer.Deferred()
+    def queue(self, key: Hashable, operation: object) -> defer.Deferred:
+        """Deferred that fires once OPERATION, the whole new state of KEY, is done."""
+        written: defer.Deferred = defer.Deferred()
         _, callers = self._waiting.pop(key, (None, []))
         self._waiting[key] = (operation, [*callers, written])
         if self._in_flight is None and self._flush_call is None:
             self._flush_call = self.clock.callLater(0, self._flush)
         return written
 
-    def _flush(self):
+    def _flush(self) -> None:
         """Start one transaction with the writes waiting; more gather meanwhile."""
         self._flush_call = None
         keys = list(self._waiting)[:self.max_batch]
         batch = [self._waiting.pop(key) for key in keys]
-        in_flight = self._in_flight = self._transaction([operation for operation, _ in batch])
+        in_flight = self._in_flight = self.transaction([operation for operation, _ in batch])
         in_flight.addBoth(self._flushed, batch)
 
-    def _flushed(self, result, batch):
+    def _flushed(self, result: object, batch: list[tuple[object, list]]) -> None:
         self._in_flight = None
         if isinstance(result, Failure):
-            error = self._failure(result)
+            error = self.failure(result)
         for _, callers in batch:
             for written in callers:
                 if isinstance(result, Failure):
                     written.errback(error)
                 else:
-                    defer.maybeDeferred(self._written, result).chainDeferred(written)
+                    defer.maybeDeferred(self.written, result).chainDeferred(written)
         if self._waiting and self._flush_call is None:
             self._flush()
 
-    def _failure(self, failure) -> Exception:
-        return failure.value
-
-    def _written(self, result):
-        return None
-
-    def _drained(self) -> defer.Deferred:
+    def drained(self) -> defer.Deferred:
         """Fires once every write asked for is done (started now if it was to wait a turn)."""
         if self._flush_call is not None:
             self._flush_call.cancel()
             self._flush()
         if self._in_flight is not None:
-            return self._in_flight.addBoth(lambda _: self._drained())
+            return self._in_flight.addBoth(lambda _: self.drained())
         return defer.succeed(None)
 
 
 @implementer(IRegistryStore)
-class SqliteStore(LocalStore, BatchedWrites):
+class SqliteStore(LocalStore):
     """One SQLite file; writes go through adbapi on one thread, in order, in batches."""
 
-    def __init__(self, path: str, reactor):
-        BatchedWrites.__init__(self, reactor)
+    def __init__(self, path: str, reactor: IReactorTime):
         self.path = path
+        self.writes = BatchedWrites(reactor, self._transaction, failure=self._failure)
         self._rows = self._check_and_read(path)
         self.pool = adbapi.ConnectionPool(
             "sqlite3", path, check_same_thread=False, cp_min=1, cp_max=1, cp_reactor=reactor
         )
 
     @staticmethod
-    def _check_and_read(path) -> list[tuple]:
+    def _check_and_read(path: str) -> list[tuple]:
         directory = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(directory, exist_ok=True)
@@ -252,26 +269,26 @@ class SqliteStore(LocalStore, BatchedWrites):
         rows, self._rows = self._rows, []
         return rows
 
-    def save(self, instance) -> defer.Deferred:
+    def save(self, instance: Instance) -> defer.Deferred:
         row = (instance.name, instance.host, instance.port, instance.description,
                " ".join(instance.addresses), instance.source)
-        return self._queue(instance.key, (UPSERT, row))
+        return self.writes.queue(instance.key, (UPSERT, row))
 
-    def delete(self, instance) -> defer.Deferred:
-        return self._queue(instance.key, (DELETE, instance.key))
+    def delete(self, instance: Instance) -> defer.Deferred:
+        return self.writes.queue(instance.key, (DELETE, instance.key))
 
-    def _transaction(self, statements) -> defer.Deferred:
+    def _transaction(self, statements: list[tuple[str, tuple]]) -> defer.Deferred:
         return self.pool.runInteraction(_run_batch, statements)
 
-    def _failure(self, failure) -> StoreError:
+    def _failure(self, failure: Failure) -> StoreError:
         return StoreError(f"cannot write {self.path}: {failure.getErrorMessage()}")
 
     def close(self) -> defer.Deferred:
         """Write what waits, then close the pool."""
-        return self._drained().addCallback(lambda _: self.pool.close())
+        return self.writes.drained().addCallback(lambda _: self.pool.close())
 
 
-def open_store(setting: str, reactor):
+def open_store(setting: str, reactor: IReactorTime) -> "MemoryStore | SqliteStore":
     """`memory` or `sqlite:PATH` (validated by the config) -> a store; StoreError if unusable."""
     if setting == "memory":
         return MemoryStore()

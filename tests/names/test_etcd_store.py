@@ -6,7 +6,10 @@ writes, the watch's resume and resync, leadership, and an etcd outage.
 import time
 from pathlib import Path
 
+from zope.interface.verify import verifyObject
+
 from twisted.internet import defer, reactor, task
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite.names.allowed import AllowedHosts
@@ -17,6 +20,8 @@ from suite.names.leader import Leadership
 from suite.names.registry import Instance, Registry
 from suite.names.etcd_store import MAX_TXN_OPS, EtcdStore, NotLeader, etcd_endpoints
 from suite.names.server import NameServer
+from suite.names.store import IRegistryStore
+from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.names.service import NamesSettings
 from suite.foundation.config import ConfigError, settings_for
 from tests.etcd import EtcdCluster
@@ -317,3 +322,11 @@ class SettingsTests(SynchronousTestCase):
         self.assertIn("'localhost:2379' is not http://HOST:PORT", str(raised.exception))
         for bad in ({"leader_ttl": 2}, {"etcd_prefix": "suite"}):
             self.assertRaises(ConfigError, read, bad)
+
+
+class ContractTests(SynchronousTestCase):
+    def test_the_etcd_store_keeps_the_store_contract_metrics_and_health_included(self):
+        store = EtcdStore(EtcdClient(Clock(), ["http://127.0.0.1:2379"], 1.0),
+                          Registry(10, AllowedHosts()), "/test/names/", Clock())
+        for interface in (IRegistryStore, IMetricSource, IHealthSource):
+            self.assertTrue(verifyObject(interface, store))

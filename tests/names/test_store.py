@@ -6,13 +6,15 @@ from pathlib import Path
 from zope.interface.verify import verifyObject
 
 from twisted.internet import defer, reactor
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite.names.allowed import AllowedHosts
 from suite.contracts.names import Invalid, Unavailable
 from suite.names.registry import Registry
 from suite.names.server import NameServer
-from suite.names.store import IRegistryStore, MemoryStore, SqliteStore, StoreError
+from suite.foundation.interfaces import IHealthSource, IMetricSource
+from suite.names.store import BatchedWrites, IRegistryStore, MemoryStore, SqliteStore, StoreError
 from tests.helpers import captured_log
 from tests.names.test_protocol import FakeResolver
 
@@ -135,3 +137,68 @@ class SqliteStoreTests(TestCase):
         self.addCleanup(store.close)
         for candidate in (MemoryStore(), store):
             self.assertTrue(verifyObject(IRegistryStore, candidate))
+
+
+class BatchedWritesTests(SynchronousTestCase):
+    """The write grouping the SQLite and etcd stores own, on its own."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.transactions: list[tuple[list, defer.Deferred]] = []
+
+    def transaction(self, operations):
+        done = defer.Deferred()
+        self.transactions.append((operations, done))
+        return done
+
+    def test_a_key_written_twice_in_a_turn_is_written_once_as_last_asked(self):
+        writes = BatchedWrites(self.clock, self.transaction)
+        first, second = writes.queue("k", "put 1"), writes.queue("k", "put 2")
+        other = writes.queue("j", "delete")
+        self.clock.advance(0)
+        ((operations, done),) = self.transactions
+        self.assertEqual(operations, ["put 2", "delete"])
+        done.callback("committed")
+        for written in (first, second, other):
+            self.assertIsNone(self.successResultOf(written))
+
+    def test_writes_asked_while_one_is_in_flight_go_together_at_most_max_batch(self):
+        writes = BatchedWrites(self.clock, self.transaction, max_batch=2)
+        writes.queue("a", 1)
+        self.clock.advance(0)
+        for key in "bcd":
+            writes.queue(key, key)
+        self.transactions[0][1].callback(None)
+        self.assertEqual([operations for operations, _ in self.transactions],
+                         [[1], ["b", "c"]])
+        self.transactions[1][1].callback(None)
+        self.assertEqual(self.transactions[2][0], ["d"])
+
+    def test_the_store_says_what_a_failure_and_a_commit_mean(self):
+        writes = BatchedWrites(self.clock, self.transaction,
+                               failure=lambda failure: StoreError("said by the store"),
+                               written=lambda result: f"then {result}")
+        failed = writes.queue("k", 1)
+        self.clock.advance(0)
+        self.transactions[0][1].errback(ValueError("raw"))
+        self.assertEqual(str(self.failureResultOf(failed, StoreError).value), "said by the store")
+        committed = writes.queue("k", 2)
+        self.clock.advance(0)
+        self.transactions[1][1].callback("revision 7")
+        self.assertEqual(self.successResultOf(committed), "then revision 7")
+
+    def test_drained_starts_what_waits_for_its_turn_and_fires_when_done(self):
+        writes = BatchedWrites(self.clock, self.transaction)
+        writes.queue("k", 1)
+        drained = writes.drained()
+        self.assertEqual(len(self.transactions), 1)
+        self.assertNoResult(drained)
+        self.transactions[0][1].callback(None)
+        self.successResultOf(drained)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class StoreInterfacesTests(SynchronousTestCase):
+    def test_the_memory_store_is_a_metric_and_health_source(self):
+        for interface in (IMetricSource, IHealthSource):
+            self.assertTrue(verifyObject(interface, MemoryStore()))
