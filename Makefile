@@ -1,11 +1,11 @@
-# make run, make test, make fuzz, make bench, make trial.  Everything runs from .venv.
+# make run, test, test-stock, lint, matrix, trial, fuzz, bench, changelog.  Everything runs from .venv.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= etc/suite.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test trial fuzz bench tools certs clean
+.PHONY: run test test-stock trial lint matrix fuzz bench changelog tools certs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,8 +46,41 @@ tools:
 	    fi; \
 	fi
 
+# Every test, with branch coverage of the suite and of the twistd and suite-client processes the
+# end-to-end tests start; the floor (fail_under in pyproject.toml) fails the run below it.
 test: $(STAMP) tools
-	$(BIN)/python -m pytest -q
+	$(BIN)/coverage erase
+	$(BIN)/coverage run -m pytest -q
+	$(BIN)/coverage combine --quiet
+	$(BIN)/coverage report
+
+# Every test again on Twisted's stock transports, ports and AMP parser: the path the suite takes
+# when the Twisted internals its fast paths lean on are missing or misbehave.
+test-stock: $(STAMP) tools
+	SUITE_STOCK_TWISTED=1 $(BIN)/python -m pytest -q
+
+$(VENV)/.installed-lint: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,lint]'
+	touch $@
+
+# All four checks run, so one pass shows everything that is wrong.
+lint: $(VENV)/.installed-lint
+	@status=0; \
+	$(BIN)/ruff check . || status=1; \
+	$(BIN)/ruff format --check . || status=1; \
+	$(BIN)/mypy || status=1; \
+	$(BIN)/lint-imports || status=1; \
+	exit $$status
+
+$(VENV)/.installed-matrix: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[matrix]'
+	touch $@
+
+# Python 3.11, 3.12 and 3.13 (pyenv's) x the lowest and the newest Twisted in range: the tests
+# but tests/e2e, see noxfile.py.  `make matrix NOX_ARGS="-s 'tests-3.13(twisted=\"lowest\")'"`
+# runs one cell.
+matrix: $(VENV)/.installed-matrix
+	$(BIN)/nox $(NOX_ARGS)
 
 # The same tests under Twisted's own runner.
 trial: $(STAMP) tools
@@ -64,5 +97,11 @@ bench: $(STAMP) tools
 	cd bench && ../$(BIN)/python run.py
 	cd bench && ../$(BIN)/python names.py
 
+# CHANGELOG.md gains a section from newsfragments/ (which empties): `make changelog VERSION=0.2.0`.
+changelog: $(STAMP)
+	@test -n "$(VERSION)" || { echo "usage: make changelog VERSION=x.y.z"; exit 2; }
+	$(BIN)/pip install --quiet -e '.[release]'
+	$(BIN)/towncrier build --yes --version $(VERSION)
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .nox .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
