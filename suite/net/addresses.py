@@ -5,7 +5,11 @@ and which source a peer counts against for per-source limits.
 
 import ipaddress
 
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
 from suite.foundation.printable import printable
+
+PeerAddress = IPv4Address | IPv6Address | UNIXAddress  # what a stream listener's peers have
 
 
 def plain_host(host: str) -> str:
@@ -26,22 +30,22 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def describe_peer(address) -> str:
+def describe_peer(address: PeerAddress) -> str:
     """
     `host:port` for IP peers, the socket path (or `unix`) for Unix ones,
     L{printable}: a Unix client names its own socket, newlines and ESC
     sequences included, and every log line about a peer prints this.
     """
-    if hasattr(address, "port"):
+    if not isinstance(address, UNIXAddress):
         return host_port(address.host, address.port)
-    name = getattr(address, "name", None)
+    name = address.name
     if isinstance(name, bytes):
         name = name.decode(errors="replace")
     return printable(name) if name else "unix"
 
 
-def source_of(address) -> str:
+def source_of(address: PeerAddress) -> str:
     """The source a peer counts against: its IP address; every Unix-socket peer is `unix`."""
-    if hasattr(address, "host"):
-        return plain_host(address.host)
-    return "unix"
+    if isinstance(address, UNIXAddress):
+        return "unix"
+    return plain_host(address.host)

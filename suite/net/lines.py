@@ -19,23 +19,31 @@ write (the connection policy's batch).
 
 from dataclasses import dataclass
 
-from twisted.internet.protocol import connectionDone
+from zope.interface import implementer
 
-from suite.net.connections import ConnectionLimits, ConnectionPolicy
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+
 from suite.foundation.config import integer, key
+from suite.net.connections import ConnectionLimits, ConnectionPolicy
 
 LINES_PER_TURN = 256
 
 
 @dataclass(frozen=True, kw_only=True)
 class LineLimits(ConnectionLimits):
-    max_line: int = key(integer(1), 8192, "longest line in bytes; longer ones close the connection")
+    max_line: int = key(
+        integer(1), 8192, "longest line in bytes; longer ones close the connection"
+    )
 
 
+@implementer(IPushProducer)
 class LineProtocol(ConnectionPolicy):
     """
     Base of the line services: subclasses implement answerLine(line) and
-    answer with reply(bytes) (CRLF added) or send(bytes).  The factory's settings are L{LineLimits}.
+    answer with reply(bytes) (CRLF added) or send(bytes).  The factory's
+    settings are L{LineLimits}.
 
     Twisted's LineReceiver is not used: it copies the rest of its buffer for
     every line it splits off, which makes one read full of short lines cost
@@ -46,33 +54,37 @@ class LineProtocol(ConnectionPolicy):
 
     refusal = b"ERROR too many connections\r\n"
     paused = False  # by the transport: its write buffer is full
-    _next_turn = None  # while this connection lets the others have their turn
+    _next_turn: IDelayedCall | None = None  # while this connection lets the others have theirs
     _read_closed = False
     _buffer = b""
 
-    def connectionMade(self):
+    def answerLine(self, line: bytes) -> None:
+        """Answer LINE (without its line end), with reply() or send()."""
+        raise NotImplementedError
+
+    def connectionMade(self) -> None:
         self.max_line = self.factory.settings.max_line
         super().connectionMade()
 
-    def flow_producer(self):
+    def flow_producer(self) -> IPushProducer:
         return self
 
-    def dataReceived(self, data):
-        self.last_activity = self.factory.tick
+    def dataReceived(self, data: bytes) -> None:
+        self.last_activity = self.factory.idle.tick
         if self.lingering:
             return
         self._buffer = self._buffer + data if self._buffer else data
         if self._next_turn is None:
             self._answer_lines()
 
-    def _answer_lines(self):
+    def _answer_lines(self) -> None:
         self.start_batch()
         try:
             self._answer_buffered_lines()
         finally:
             self.end_batch()
 
-    def _answer_buffered_lines(self):
+    def _answer_buffered_lines(self) -> None:
         transport = self.transport
         if self.paused or transport.disconnecting:
             return
@@ -113,42 +125,44 @@ class LineProtocol(ConnectionPolicy):
         elif len(rest) > max_line + 1:  # refused now, without waiting for its LF
             self.lineLengthExceeded()
 
-    def _yield_turn(self):
+    def _yield_turn(self) -> None:
         """Stop reading and answering until the reactor's next turn."""
         self.transport.pauseProducing()
         self._next_turn = self.factory.clock.callLater(0, self._take_turn)
 
-    def _take_turn(self):
+    def _take_turn(self) -> None:
         self._next_turn = None
         if not self.paused and not self.lingering:
             self.transport.resumeProducing()
             self._answer_lines()
 
-    def pauseProducing(self):
+    def pauseProducing(self) -> None:
         self.paused = True
         self.transport.pauseProducing()
 
-    def resumeProducing(self):
+    def resumeProducing(self) -> None:
         self.paused = False
         if self._next_turn is None and not self.lingering:
             self.transport.resumeProducing()
             self._answer_lines()
 
-    def stopProducing(self):
+    def stopProducing(self) -> None:
         self.paused = True
 
-    def lineLengthExceeded(self):
+    def lineLengthExceeded(self) -> None:
         limit = self.max_line
         self._buffer = b""
         self.warn_protocol_error(
-            "line_too_long", "{service}: closing {peer}: line longer than {limit} bytes (max_line)", limit=limit
+            "line_too_long",
+            "{service}: closing {peer}: line longer than {limit} bytes (max_line)",
+            limit=limit,
         )
         self.close_after_error(b"ERROR line longer than %d bytes\r\n" % limit)
 
-    def reply(self, data: bytes):
+    def reply(self, data: bytes) -> None:
         self.send(data + b"\r\n")
 
-    def readConnectionLost(self):
+    def readConnectionLost(self) -> None:
         """The client half-closed: answer its lines, the unterminated last one too, then close."""
         if self.lingering:
             self.close()
@@ -157,7 +171,7 @@ class LineProtocol(ConnectionPolicy):
             if self._next_turn is None:
                 self._answer_lines()
 
-    def connectionLost(self, reason=connectionDone):
+    def connectionLost(self, reason: Failure | None = connectionDone) -> None:
         if self._next_turn is not None:
             self._next_turn.cancel()
             self._next_turn = None
