@@ -2,6 +2,9 @@
 
 from twisted.protocols import amp
 
+from suite.contracts.errors import OVERLOADED
+from suite.contracts.errors import Overloaded as Overloaded  # still imported from here by some
+
 
 class Invalid(Exception):
     """
@@ -23,12 +26,8 @@ class Unavailable(Exception):
     """The store cannot be written or reached; the registry is unchanged."""
 
 
-class Overloaded(Exception):
-    """Too many commands in flight on this connection (max_pending)."""
-
-
 # Any command may fail with these.
-EVERY_COMMAND = {Unavailable: b"UNAVAILABLE", Overloaded: b"OVERLOADED"}
+EVERY_COMMAND: dict[type[Exception], bytes] = {Unavailable: b"UNAVAILABLE", **OVERLOADED}
 
 
 # (name, host, port) identifies an instance.
@@ -60,7 +59,11 @@ class Lookup(amp.Command):
         (
             b"instances",
             amp.AmpList(
-                [(b"host", amp.Unicode()), (b"port", amp.Integer()), (b"description", amp.Unicode())]
+                [
+                    (b"host", amp.Unicode()),
+                    (b"port", amp.Integer()),
+                    (b"description", amp.Unicode()),
+                ]
             ),
         ),
         (b"ttl", amp.Integer()),
@@ -74,7 +77,6 @@ class Services(amp.Command):
     arguments = []
     response = [(b"names", amp.ListOf(amp.Unicode()))]
     errors = EVERY_COMMAND
-
 
 
 class Watch(amp.Command):

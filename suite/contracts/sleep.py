@@ -2,13 +2,11 @@
 
 from twisted.protocols import amp
 
+from suite.contracts.errors import OVERLOADED
+
 
 class InvalidDuration(Exception):
     """Sleep seconds negative, NaN, infinite or above max_seconds."""
-
-
-class Overloaded(Exception):
-    """Too many sleeps pending on the connection (max_pending) or the server (max_total)."""
 
 
 class Sleep(amp.Command):
@@ -16,4 +14,4 @@ class Sleep(amp.Command):
 
     arguments = [(b"seconds", amp.Float())]
     response = [(b"slept", amp.Float())]
-    errors = {InvalidDuration: b"INVALID_DURATION", Overloaded: b"OVERLOADED"}
+    errors = {InvalidDuration: b"INVALID_DURATION", **OVERLOADED}

@@ -4,17 +4,32 @@ Watch and Unwatch, and the Changed calls it makes to its watchers.
 """
 
 from time import perf_counter
+from typing import TYPE_CHECKING
 
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import connectionDone
+from twisted.protocols.amp import AmpBox
+from twisted.python.failure import Failure
+
+from suite.contracts.errors import Overloaded
+from suite.contracts.names import Deregister, Lookup, Register, Services, Unwatch, Watch
 from suite.names.audit import connection_fields
-from suite.contracts.names import Deregister, Lookup, Overloaded, Register, Services, Unwatch, Watch
-from suite.net.amp import AMPPolicy
-from suite.net.connections import StreamFactory
+from suite.net.amp import AMPFactory, AMPPolicy
+
+if TYPE_CHECKING:
+    from suite.names.server import NameServer
+    from suite.names.service import NamesSettings
 
 
-class NamesFactory(StreamFactory):
+class NamesFactory(AMPFactory):
     """Settings: L{suite.names.service.NamesSettings}; every connection asks SERVER."""
 
-    def __init__(self, settings, clock, server):
+    settings: "NamesSettings"
+
+    def __init__(
+        self, settings: "NamesSettings", clock: IReactorTime, server: "NameServer"
+    ) -> None:
         super().__init__(settings, clock)
         self.server = server
 
@@ -32,9 +47,10 @@ class NamesProtocol(AMPPolicy):
     cost a tenth of a lookup).
     """
 
-    _audit_fields = None
+    factory: NamesFactory
+    _audit_fields: str | None = None
     _found_now = 0  # lookups answered at once from the read being handled
-    watching: dict | None = None  # the names this connection watches
+    watching: dict[str, None] | None = None  # the names this connection watches
     _unacknowledged = 0  # bytes of Changed calls not answered yet
 
     @property
@@ -43,7 +59,7 @@ class NamesProtocol(AMPPolicy):
             self._audit_fields = connection_fields(self.peer, self.client)
         return self._audit_fields
 
-    def box_received(self, box):
+    def box_received(self, box: AmpBox) -> bool:
         if len(box) != 3 or box.get(b"_command") != b"Lookup":
             return False
         tag, name = box.get(b"_ask"), box.get(b"name")
@@ -56,7 +72,7 @@ class NamesProtocol(AMPPolicy):
         self.send(answer)
         return True
 
-    def dataReceived(self, data):
+    def dataReceived(self, data: bytes) -> None:
         started = perf_counter()
         super().dataReceived(data)
         answered = self._found_now
@@ -66,23 +82,32 @@ class NamesProtocol(AMPPolicy):
             self.factory.server.lookups_answered(answered, perf_counter() - started)
 
     @Register.responder
-    def register(self, name, host, port, description=None, token=None):
+    def register(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        description: str | None = None,
+        token: str | None = None,
+    ) -> Deferred[dict]:
         return self.factory.server.register(
             name, host, port, description, token, self.peer, self.source, self.client
         )
 
     @Deregister.responder
-    def deregister(self, name, host, port, token=None):
+    def deregister(
+        self, name: str, host: str, port: int, token: str | None = None
+    ) -> Deferred[dict]:
         return self.factory.server.deregister(
             name, host, port, token, self.peer, self.source, self.client
         )
 
     @Lookup.responder
-    def lookup(self, name):
+    def lookup(self, name: str) -> dict:
         return self.factory.server.lookup(name, self.audit_fields)
 
     @Watch.responder
-    def watch(self, name):
+    def watch(self, name: str) -> dict:
         watching = self.watching
         if watching is None:
             watching = self.watching = {}
@@ -94,7 +119,7 @@ class NamesProtocol(AMPPolicy):
         return answer
 
     @Unwatch.responder
-    def unwatch(self, name):
+    def unwatch(self, name: str) -> dict:
         if self.watching is not None and self.watching.pop(name, 0) is None:
             self.factory.server.unwatch(name, self)
         return {}
@@ -111,32 +136,35 @@ class NamesProtocol(AMPPolicy):
         limit = self.factory.settings.max_change_backlog
         if self._unacknowledged + size > limit and self._unacknowledged:
             self.warn_protocol_error(
-                "change_backlog", "{service}: closing {peer}: {backlog} bytes of Changed calls unanswered "
-                "(max_change_backlog {limit})", backlog=self._unacknowledged + size, limit=limit,
+                "change_backlog",
+                "{service}: closing {peer}: {backlog} bytes of Changed calls unanswered "
+                "(max_change_backlog {limit})",
+                backlog=self._unacknowledged + size,
+                limit=limit,
             )
             self.closing = True
             self.transport.abortConnection()
             return
         self._unacknowledged += size
         self.flush_batch()  # after the answers already given
-        answered = self.callRemoteString(b"Changed", name=name, instances=instances)
+        answered = self.dispatcher.callRemoteString(b"Changed", name=name, instances=instances)
         answered.addBoth(self._change_answered, size)
 
-    def _change_answered(self, result, size):
+    def _change_answered(self, result: object, size: int) -> None:
         """Answered (or failed: an error answer, the connection lost): no longer waiting."""
         self._unacknowledged -= size
 
     def is_idle(self) -> bool:
         return not self.watching  # a watcher waits for pushes, quietly
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Failure | None = connectionDone) -> None:
         for name in self.watching or ():
             self.factory.server.unwatch(name, self)
         self.watching = None
         super().connectionLost(reason)
 
     @Services.responder
-    def services(self):
+    def services(self) -> dict:
         return self.factory.server.services()
 
 

@@ -2,7 +2,8 @@
 
 import struct
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -19,19 +20,51 @@ from tests.fuzz import fuzzed
 from tests.fuzz.test_logger import split
 from tests.helpers import connect
 
-KEYS = [b"_command", b"_ask", b"_answer", b"_error", b"_error_code", b"_error_description",
-        b"seconds", b"name", b"host", b"port", b"description", b"token", b"k"]
-VALUES = st.sampled_from([b"Sleep", b"Register", b"Deregister", b"Lookup", b"Services", b"Nap",
-                          b"1", b"0.5", b"-1", b"nan", b"inf", b"echo", b"127.0.0.1", b"70000",
-                          b"\xff", b""]) | st.binary(max_size=40)
+KEYS = [
+    b"_command",
+    b"_ask",
+    b"_answer",
+    b"_error",
+    b"_error_code",
+    b"_error_description",
+    b"seconds",
+    b"name",
+    b"host",
+    b"port",
+    b"description",
+    b"token",
+    b"k",
+]
+VALUES = st.sampled_from(
+    [
+        b"Sleep",
+        b"Register",
+        b"Deregister",
+        b"Lookup",
+        b"Services",
+        b"Nap",
+        b"1",
+        b"0.5",
+        b"-1",
+        b"nan",
+        b"inf",
+        b"echo",
+        b"127.0.0.1",
+        b"70000",
+        b"\xff",
+        b"",
+    ]
+) | st.binary(max_size=40)
 BOXES = st.lists(
     st.lists(st.tuples(st.sampled_from(KEYS) | st.binary(max_size=8), VALUES), max_size=6),
     max_size=4,
-).map(lambda boxes: b"".join(
-    b"".join(struct.pack("!H", len(k)) + k + struct.pack("!H", len(v)) + v for k, v in box)
-    + b"\x00\x00"
-    for box in boxes
-))
+).map(
+    lambda boxes: b"".join(
+        b"".join(struct.pack("!H", len(k)) + k + struct.pack("!H", len(v)) + v for k, v in box)
+        + b"\x00\x00"
+        for box in boxes
+    )
+)
 
 
 def sleep_server():

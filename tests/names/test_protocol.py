@@ -8,13 +8,20 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.contracts.errors import Overloaded
+from suite.contracts.names import (
+    Deregister,
+    Invalid,
+    Lookup,
+    NotFound,
+    Register,
+    Services,
+    Unauthorized,
+    Unavailable,
+)
 from suite.foundation.jsonlines import BatchWriter, WriteFailed
 from suite.names.allowed import AllowedHosts
 from suite.names.audit import LookupAudit
-from suite.contracts.names import (
-    Deregister, Invalid, Lookup, NotFound, Overloaded, Register, Services, Unauthorized,
-    Unavailable,
-)
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
 from suite.names.server import NameServer
@@ -85,15 +92,29 @@ class FakeResolver:
         return defer.succeed(list(self.table[name]))
 
 
-def names_pair(token="", max_instances=100, store=None, audit=None, resolve=None,
-               max_instances_per_source=1000, **settings):
+def names_pair(
+    token="",
+    max_instances=100,
+    store=None,
+    audit=None,
+    resolve=None,
+    max_instances_per_source=1000,
+    **settings,
+):
     store = MemoryStore() if store is None else store
     clock = Clock()
     clock.advance(1763726400.25)  # 2025-11-21T12:00:00.25Z
     lookups = audit and LookupAudit(BatchWriter(audit, clock, 0, 1, max_buffer=200), clock)
-    server = NameServer(Registry(max_instances, AllowedHosts()), store, token, cache_ttl=5,
-                        clock=clock, audit=lookups, resolve=resolve or FakeResolver(),
-                        max_instances_per_source=max_instances_per_source)
+    server = NameServer(
+        Registry(max_instances, AllowedHosts()),
+        store,
+        token,
+        cache_ttl=5,
+        clock=clock,
+        audit=lookups,
+        resolve=resolve or FakeResolver(),
+        max_instances_per_source=max_instances_per_source,
+    )
     return AMPPair(NamesFactory(NamesSettings(idle_timeout=0, **settings), Clock(), server))
 
 
@@ -108,8 +129,9 @@ class NamesCommandTests(SynchronousTestCase):
     def test_register_lookup_round_robin_with_ttl(self):
         for port in (5001, 5002):
             self.assertEqual(
-                self.pair.call(Register, name="echo", host="127.0.0.1", port=port,
-                               description=f"echo {port}"),
+                self.pair.call(
+                    Register, name="echo", host="127.0.0.1", port=port, description=f"echo {port}"
+                ),
                 [{}],
             )
         [first] = self.pair.call(Lookup, name="echo")
@@ -117,8 +139,9 @@ class NamesCommandTests(SynchronousTestCase):
         self.assertEqual(first["ttl"], 5)
         self.assertEqual([i["port"] for i in first["instances"]], [5001, 5002])
         self.assertEqual([i["port"] for i in second["instances"]], [5002, 5001])
-        self.assertEqual(first["instances"][0],
-                         {"host": "127.0.0.1", "port": 5001, "description": "echo 5001"})
+        self.assertEqual(
+            first["instances"][0], {"host": "127.0.0.1", "port": 5001, "description": "echo 5001"}
+        )
 
     def test_description_is_optional(self):
         self.pair.call(Register, name="svc", host="h", port=1)
@@ -175,12 +198,25 @@ class NamesCommandTests(SynchronousTestCase):
         self.assertEqual(summary, [("register", "svc"), ("deregister", "svc")])
         self.assertTrue(all(e["peer"] == "192.0.2.7:40000" for e in self.events))
         self.assertEqual((self.events[0]["host"], self.events[0]["port"]), ("h", 1))
-        self.assertEqual(output.records(), [
-            {"time": "2025-11-21T12:00:00.250000Z", "event": "lookup", "name": "svc",
-             "answers": 1, "peer": "192.0.2.7:40000"},
-            {"time": "2025-11-21T12:00:00.250000Z", "event": "lookup", "name": "gone",
-             "answers": 0, "peer": "192.0.2.7:40000"},
-        ])
+        self.assertEqual(
+            output.records(),
+            [
+                {
+                    "time": "2025-11-21T12:00:00.250000Z",
+                    "event": "lookup",
+                    "name": "svc",
+                    "answers": 1,
+                    "peer": "192.0.2.7:40000",
+                },
+                {
+                    "time": "2025-11-21T12:00:00.250000Z",
+                    "event": "lookup",
+                    "name": "gone",
+                    "answers": 0,
+                    "peer": "192.0.2.7:40000",
+                },
+            ],
+        )
 
     def test_a_full_lookup_audit_drops_lines_and_answers_on(self):
         class Failing(MemoryOutput):
@@ -222,7 +258,9 @@ class DurableTests(SynchronousTestCase):
             [failure] = pair.call(command, name="svc", host="h", port=port)
             failure.trap(Unavailable)
         self.assertEqual([i["port"] for i in pair.answer(Lookup, name="svc")["instances"]], [1])
-        self.assertIn("names: cannot write names.sqlite: attempt to write a readonly database", lines)
+        self.assertIn(
+            "names: cannot write names.sqlite: attempt to write a readonly database", lines
+        )
 
     def test_capacity_counts_registrations_waiting_for_the_store(self):
         store = HeldStore()
@@ -239,7 +277,9 @@ class DurableTests(SynchronousTestCase):
         for _ in range(3):
             pair.call(Register, name="svc", host="h", port=1, token="guess")
         refused = [line for line in lines if "missing or wrong token" in line]
-        self.assertEqual(refused, ["names: Register from 192.0.2.7:40000 refused: missing or wrong token"])
+        self.assertEqual(
+            refused, ["names: Register from 192.0.2.7:40000 refused: missing or wrong token"]
+        )
 
 
 HOSTILE_HOSTS = [
@@ -279,8 +319,15 @@ class WhereTheRegistryMayLook(SynchronousTestCase):
 
     def test_allowed_hosts_are_registered_with_the_addresses_checks_connect_to(self):
         pair = names_pair()
-        for host in ("127.0.0.1", "10.1.2.3", "::1", "fd12::1", "::ffff:192.168.1.1",
-                     "db.internal", "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61):
+        for host in (
+            "127.0.0.1",
+            "10.1.2.3",
+            "::1",
+            "fd12::1",
+            "::ffff:192.168.1.1",
+            "db.internal",
+            "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61,
+        ):
             resolve = pair.server.factory.server.resolve
             resolve.table.setdefault(host, ["192.168.7.7"])
             self.assertEqual(pair.call(Register, name="svc", host=host, port=80), [{}], host)
@@ -337,8 +384,10 @@ class WhereTheRegistryMayLook(SynchronousTestCase):
         resolve = FakeResolver()
         resolve.held = []
         pair = names_pair(resolve=resolve, max_pending=MAX_RESOLVING + 10)
-        answers = [pair.call(Register, name="svc", host="db.internal", port=port)
-                   for port in range(1, MAX_RESOLVING + 2)]
+        answers = [
+            pair.call(Register, name="svc", host="db.internal", port=port)
+            for port in range(1, MAX_RESOLVING + 2)
+        ]
         self.assertEqual(len(resolve.held), MAX_RESOLVING)
         answers[-1][0].trap(Overloaded)
         held, resolve.held = resolve.held, None
@@ -385,11 +434,21 @@ class FloodControlledAudit(SynchronousTestCase):
         other.call(Register, name="svc", host="h", port=99)
         registered = [line for line in lines if line.startswith("names: register")]
         refused = [line for line in lines if "refused" in line]
-        self.assertEqual(registered, ["names: register svc h:1 (new) from 192.0.2.7:40000",
-                                      "names: register svc h:99 (new) from 192.0.2.8:40000"])
-        self.assertEqual(refused, ["names: Register from 192.0.2.7:40000 refused: host "
-                                   "'169.254.169.254': 169.254.169.254 is a link-local address, "
-                                   "never checked"])
+        self.assertEqual(
+            registered,
+            [
+                "names: register svc h:1 (new) from 192.0.2.7:40000",
+                "names: register svc h:99 (new) from 192.0.2.8:40000",
+            ],
+        )
+        self.assertEqual(
+            refused,
+            [
+                "names: Register from 192.0.2.7:40000 refused: host "
+                "'169.254.169.254': 169.254.169.254 is a link-local address, "
+                "never checked"
+            ],
+        )
         pair.server.factory.server.warnings.flush()
         self.assertIn("names: 49 more registrations in the last 10 s", lines)
         self.assertIn("names: 49 more refused registrations in the last 10 s", lines)
@@ -397,6 +456,8 @@ class FloodControlledAudit(SynchronousTestCase):
     def test_a_description_is_escaped_in_the_audit_event(self):
         events = captured_events(self)
         pair = names_pair()
-        pair.call(Register, name="svc", host="h", port=1, description="ok\nforged line\x1b[2J\u202e")
+        pair.call(
+            Register, name="svc", host="h", port=1, description="ok\nforged line\x1b[2J\u202e"
+        )
         [event] = [e for e in events if e.get("names_event") == "register"]
         self.assertEqual(event["description"], "ok\\nforged line\\x1b[2J\\u202e")

@@ -7,8 +7,9 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.contracts.names import Lookup, Overloaded, Register
-from suite.contracts.sleep import Overloaded as SleepOverloaded, Sleep
+from suite.contracts.errors import Overloaded
+from suite.contracts.names import Lookup, Register
+from suite.contracts.sleep import Sleep
 from suite.sleep.protocol import SleepFactory
 from suite.sleep.service import SleepSettings
 from tests.helpers import AMPPair, captured_log, connect
@@ -54,7 +55,9 @@ class MalformedBoxTests(SynchronousTestCase):
         self.assert_closed_with_one_line("malformed box: an answer or error to no question")
 
     def test_arguments_that_do_not_parse(self):
-        self.protocol.dataReceived(box((b"_command", b"Sleep"), (b"_ask", b"1"), (b"seconds", b"soon")))
+        self.protocol.dataReceived(
+            box((b"_command", b"Sleep"), (b"_ask", b"1"), (b"seconds", b"soon"))
+        )
         self.assertIn(b"INVALID", self.transport.value())
         self.assert_closed_with_one_line(
             "bad arguments to Sleep: could not convert string to float: b'soon'"
@@ -89,7 +92,7 @@ class InFlightTests(SynchronousTestCase):
         pair = AMPPair(SleepFactory(SleepSettings(idle_timeout=0, max_pending=2), clock))
         answers = [pair.call(Sleep, seconds=1.0) for _ in range(3)]
         self.assertEqual(answers[:2], [[], []])
-        answers[2][0].trap(SleepOverloaded)
+        answers[2][0].trap(Overloaded)
         self.assertIn("max_pending", str(answers[2][0].value))
         clock.advance(1)
         pair.pump()

@@ -7,10 +7,12 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.contracts.sleep import InvalidDuration, Overloaded, Sleep
+from suite.contracts.errors import Overloaded
+from suite.contracts.sleep import InvalidDuration, Sleep
 from suite.sleep.protocol import SleepFactory
 from suite.sleep.service import SleepSettings
-from tests.helpers import AMPPair as Pair, elapse
+from tests.helpers import AMPPair as Pair
+from tests.helpers import elapse
 
 
 def sleep(pair, seconds):
@@ -20,7 +22,9 @@ def sleep(pair, seconds):
 class SleepTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
-        self.factory = SleepFactory(SleepSettings(idle_timeout=0, max_pending=3, max_total=5), self.clock)
+        self.factory = SleepFactory(
+            SleepSettings(idle_timeout=0, max_pending=3, max_total=5), self.clock
+        )
         self.pair = Pair(self.factory)
 
     def advance(self, seconds):
@@ -87,7 +91,9 @@ class SleepTests(SynchronousTestCase):
         self.assertEqual(self.factory.pending_total, 0)
 
     def test_a_waiting_client_is_not_idle(self):
-        pair = Pair(SleepFactory(SleepSettings(idle_timeout=10, max_pending=3, max_total=5), self.clock))
+        pair = Pair(
+            SleepFactory(SleepSettings(idle_timeout=10, max_pending=3, max_total=5), self.clock)
+        )
         answers = sleep(pair, 50)
         elapse(self.clock, 50)
         pair.pump()
