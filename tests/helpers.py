@@ -17,8 +17,9 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from suite.app import tap as services
-from suite.net.listeners import ListenerService
 from suite.app.compose import build
+from suite.app.lifecycle import SuiteService, walk
+from suite.net.listeners import ListenerService
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 
@@ -181,18 +182,38 @@ def tmp_dir(test) -> Path:
     return path
 
 
+class StartedSuite:
+    """
+    The root service of a suite a test started.  Iterating it gives every
+    service of its tree (the named services, their listeners, writers ...),
+    so that a test finds a part without knowing which service holds it.
+    """
+
+    def __init__(self, root: SuiteService):
+        self.root = root
+
+    def __iter__(self):
+        return walk(self.root)
+
+    def stopService(self):
+        return self.root.stopService()
+
+
 def start_suite(test, tmp_dir, body) -> dict:
-    """Start the suite from BODY; returns {listener description: bound port number (None: Unix)}."""
+    """
+    Start the suite from BODY, kept as TEST's `suite_root` (a L{StartedSuite});
+    returns {listener description: bound port number (None: Unix)}.
+    """
     path = tmp_dir / "suite.toml"
     path.write_text(textwrap.dedent(body))
     root = build(services.SERVICES, str(path), {}, reactor, only_listed=False)
     root.privilegedStartService()
     root.startService()
     test.addCleanup(root.stopService)
-    test.suite_root = root
+    test.suite_root = StartedSuite(root)
     return {
         f"{child.service_name} {child.listener}": getattr(child.port.getHost(), "port", None)
-        for child in root
+        for child in walk(root)
         if isinstance(child, ListenerService)
     }
 

@@ -26,13 +26,15 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from suite.net.client_endpoints import parse_address, stream_endpoint, tls_failure
 from suite.contracts.names import Deregister, NotFound, Register
-from suite.net.amp import QuietAMP
-from suite.net.tls import load_certificates, load_private_key, trust_root
 from suite.foundation.config import BOOLEAN, Settings, key, number, string_list, text
+from suite.foundation.interfaces import IStopsFirst
 from suite.foundation.printable import printable
+from suite.net.amp import QuietAMP
+from suite.net.client_endpoints import parse_address, stream_endpoint, tls_failure
+from suite.net.tls import load_certificates, load_private_key, trust_root
 
 log = Logger()
 
@@ -131,16 +133,15 @@ def _not_found_is_done(failure):
     failure.trap(NotFound)
 
 
+@implementer(IStopsFirst)
 class Announcer(service.Service):
     """
     Announces LISTENERS (L{suite.net.listeners.ListenerService}s of the
     `listen` and `tls_listen` keys) as SETTINGS say, with TOKEN, through the
     client TLS of each name server in TLS (L{name_server_tls}; none: plain
-    TCP).  The root service stops it first and waits (at most STOP_TIMEOUT)
-    for its deregistrations.
+    TCP).  The root service stops it first (L{IStopsFirst}) and waits (at
+    most STOP_TIMEOUT) for its deregistrations.
     """
-
-    stops_first = True
 
     def __init__(self, settings: AnnounceSettings, token: str | None, listeners, reactor,
                  tls: dict):

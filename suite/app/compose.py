@@ -1,115 +1,261 @@
 """
-A service declared once, and composed into the running suite.
+Services declared once, composed into the running suite in two steps.
 
-Each service folder's `service.py` declares its settings (a section of
-keys with typed defaults), how it builds its L{Parts} and its one-line
-description; the twistd plugin's `Options` and `makeService` are derived from
-that declaration here, so the `suite` plugin and every single-service plugin
-refuse bad config the same way.
+L{plan} is pure: from the declarations and the loaded config it decides
+every listener, the one server TLS context every `tls_listen` shares, the
+[metrics] site and the announcer, validating all of it (raising
+ConfigError) without a reactor and before anything binds or opens a file.
+A plugin's `Options` makes the plan in `postOptions`.
+
+L{materialise} builds what the plan describes: each service's parts and
+listeners under a L{NamedService} of its name, the metrics site's likewise,
+and the announcer, under one L{SuiteService}.  Opening a service's files
+(the logger's output, the name server's store) can still fail with a
+ConfigError; `makeService` turns that into the same one line.
 """
 
-from suite.net.listeners import listener_services, parse_listeners
-from suite.net.tls import TLSSettings, names_files, tls_options
-from suite.foundation import config
-from suite.app.announce import AnnounceSettings, Announcer, name_server_tls
-from suite.foundation.config import ConfigError, ServiceSettings
-from suite.foundation.credentials import resolve_token
-from suite.app.lifecycle import SuiteService
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorCore
+
+from suite.app.announce import Announcer, AnnounceSettings, name_server_tls
+from suite.app.lifecycle import NamedService, SuiteService
 from suite.app.status_site import MetricsSettings, metrics_site
+from suite.foundation import config
+from suite.foundation.config import ConfigError, ServiceSettings, Settings
+from suite.foundation.credentials import resolve_token
 from suite.foundation.declaration import ServiceDeclaration
-from suite.foundation.options import options_for
+from suite.foundation.options import ConfigOptions, options_for
+from suite.net.listeners import Listener, ListenerService, listener_services, parse_listeners
+from suite.net.tls import TLSSettings, names_files, tls_options
+from suite.net.udpbuffer import DatagramLimits
+
+PLAN_SECTIONS: tuple[type[Settings], ...] = (TLSSettings, AnnounceSettings, MetricsSettings)
 
 
-def service_plugin(declaration: ServiceDeclaration):
-    """(Options, makeService) of DECLARATION's own twistd plugin."""
-    options = options_for([declaration.settings, TLSSettings], declaration.description)
-
-    def makeService(options, reactor=None):
-        return make_service([declaration], options, reactor)
-
-    return options, makeService
-
-
-def build(declarations, path, overrides, reactor, only_listed) -> SuiteService:
+@dataclass(frozen=True)
+class ServicePlan:
     """
-    Validate everything (raising ConfigError) before creating any listener.
-    Every part and listener of a service is one of the root's `components`
-    under the service's name: what /metrics and /health report on.
+    One enabled service: its settings, the listeners its own parts serve
+    (`listen` and `tls_listen`), and for each other listener key of its
+    declaration (the name server's `dns_listen`) the listeners that key's
+    parts serve.
     """
-    loaded = config.load(
-        path,
-        [TLSSettings, AnnounceSettings, MetricsSettings, *(d.settings for d in declarations)],
-        overrides, only_listed,
-    )
+
+    declaration: ServiceDeclaration
+    settings: ServiceSettings
+    listeners: tuple[Listener, ...]
+    other_listeners: tuple[tuple[str, tuple[Listener, ...]], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.declaration.name
+
+    @property
+    def receive_buffer(self) -> int | None:
+        """The kernel receive buffer its datagram listeners ask for; None: the kernel's."""
+        if isinstance(self.settings, DatagramLimits):
+            return self.settings.udp_receive_buffer
+        return None
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """
+    The server TLS context every `tls_listen` of the suite shares, and the
+    section it was loaded for: `tls` when [tls] names its files (loaded
+    whether or not a listener uses it yet), else the first section with a
+    `tls_listen`.
+    """
+
+    loaded_for: str
+    options: ssl.CertificateOptions
+
+
+@dataclass(frozen=True)
+class MetricsPlan:
+    settings: MetricsSettings
+    listeners: tuple[Listener, ...]
+
+
+@dataclass(frozen=True)
+class AnnouncePlan:
+    """What the announcer needs: its settings, the token, each name server's client TLS."""
+
+    settings: AnnounceSettings
+    token: str | None
+    tls: Mapping[str, IOpenSSLClientConnectionCreator]
+
+
+@dataclass(frozen=True)
+class SuitePlan:
+    services: tuple[ServicePlan, ...]
+    tls: ServerTLS | None
+    metrics: MetricsPlan | None
+    announce: AnnouncePlan | None
+
+
+def plan(declarations: Sequence[ServiceDeclaration], loaded: Mapping[str, Settings],
+         path: str | None) -> SuitePlan:
+    """
+    The suite LOADED (L{config.load} of PATH, over the sections of
+    DECLARATIONS and L{PLAN_SECTIONS}) describes; a mistake is a ConfigError.
+    """
     announce = loaded["announce"]
-    metrics = loaded["metrics"]
+    assert isinstance(announce, AnnounceSettings)
     token = resolve_token(announce) if announce.name_server else None
     announce_tls = name_server_tls(announce)
-    tls = loaded["tls"]
-    tls_context = tls_options(tls) if names_files(tls) else None
-    planned = []
+    services = []
     for declaration in declarations:
         settings = loaded.get(declaration.name)
-        if settings is None:
-            continue
-        listeners = {None: parse_listeners(settings, declaration.datagram_side, reactor)}
-        for key in declaration.other_listener_keys:
-            listeners[key] = parse_listeners(settings, True, reactor, keys=(key,))
-        if tls_context is None and any(listener.tls for listener in listeners[None]):
-            tls_context = tls_options(tls, settings)
-        planned.append((declaration, settings, listeners))
-    if not planned:
+        if isinstance(settings, ServiceSettings):
+            services.append(plan_service(declaration, settings))
+    if not services:
         raise ConfigError(f"{path}: no service enabled")
+    metrics = loaded["metrics"]
+    assert isinstance(metrics, MetricsSettings)
+    metrics_plan = None
     if metrics.enabled:
-        monitor_listeners = parse_listeners(metrics, False, reactor)
-        if tls_context is None and any(listener.tls for listener in monitor_listeners):
-            tls_context = tls_options(tls, metrics)
+        metrics_plan = MetricsPlan(metrics, tuple(parse_listeners(metrics, False, None)))
+    served: list[tuple[ServiceSettings | MetricsSettings, tuple[Listener, ...]]] = [
+        (service.settings, service.listeners) for service in services
+    ]
+    if metrics_plan is not None:
+        served.append((metrics, metrics_plan.listeners))
+    tls = loaded["tls"]
+    assert isinstance(tls, TLSSettings)
+    return SuitePlan(
+        tuple(services),
+        server_tls(tls, served),
+        metrics_plan,
+        AnnouncePlan(announce, token, announce_tls) if announce.name_server else None,
+    )
+
+
+def plan_service(declaration: ServiceDeclaration, settings: ServiceSettings) -> ServicePlan:
+    """
+    The listeners of one service, checked without binding (no reactor: the
+    endpoints parsed only to validate them never listen).
+    """
+    return ServicePlan(
+        declaration,
+        settings,
+        tuple(parse_listeners(settings, declaration.datagram_side, None)),
+        tuple(
+            (key, tuple(parse_listeners(settings, True, None, keys=(key,))))
+            for key in declaration.other_listener_keys
+        ),
+    )
+
+
+def server_tls(
+    tls: TLSSettings, served: Sequence[tuple[ServiceSettings | MetricsSettings, tuple[Listener, ...]]]
+) -> ServerTLS | None:
+    """
+    The one decision on server TLS: loaded from [tls] when it names a file,
+    or for the first of SERVED ((settings, listeners) of each section) with
+    a TLS listener, whose `tls_listen` an incomplete [tls] is reported on;
+    None when nothing needs it.
+    """
+    if names_files(tls):
+        return ServerTLS(tls.section, tls_options(tls))
+    for settings, listeners in served:
+        if any(listener.tls for listener in listeners):
+            return ServerTLS(settings.section, tls_options(tls, settings))
+    return None
+
+
+def materialise(planned: SuitePlan, reactor: IReactorCore) -> SuiteService:
+    """The services and listeners PLANNED describes, unstarted, under one root."""
     root = SuiteService(reactor)
-    announced = []
-    for declaration, settings, listeners in planned:
-        parts = declaration.build(settings, reactor)
-        components = [parts.stream_factory, *parts.services]
-        components += [other.stream_factory for other in parts.other_listeners.values()]
-        for service in parts.services:
-            service.setServiceParent(root)
-        for key, group in listeners.items():
-            served_by = parts if key is None else parts.other_listeners[key]
+    context = planned.tls.options if planned.tls is not None else None
+    announced: list[ListenerService] = []
+    for service in planned.services:
+        parts = service.declaration.build(service.settings, reactor)
+        others = parts.other_listeners
+        named = NamedService(
+            service.name, [parts.stream_factory, *(other.stream_factory for other in others.values())]
+        )
+        for own in parts.services:
+            own.setServiceParent(named)
+        for key, group in ((None, service.listeners), *service.other_listeners):
+            served_by = parts if key is None else others[key]
             for listener in listener_services(
-                declaration.name,
-                group,
+                service.name,
+                list(group),
                 reactor,
                 stream_factory=served_by.stream_factory,
                 make_datagram_protocol=served_by.make_datagram_protocol,
-                tls=tls_context,
-                receive_buffer=getattr(settings, "udp_receive_buffer", None),
-                reuse_port=settings.reuse_port,
+                tls=context,
+                receive_buffer=service.receive_buffer,
+                reuse_port=service.settings.reuse_port,
             ):
-                listener.setServiceParent(root)
-                components.append(listener)
+                listener.setServiceParent(named)
                 if key is None and not listener.listener.datagram:
                     announced.append(listener)
-        root.components += [(declaration.name, component) for component in components]
-    if metrics.enabled:
-        site = metrics_site(root, metrics, reactor)
-        root.components.append(("metrics", site))
+        named.setServiceParent(root)
+    if planned.metrics is not None:
+        site = metrics_site(root, planned.metrics.settings, reactor)
+        named = NamedService("metrics", [site])
         for listener in listener_services(
-            "metrics", monitor_listeners, reactor, stream_factory=site, tls=tls_context
+            "metrics", list(planned.metrics.listeners), reactor, stream_factory=site, tls=context
         ):
-            listener.setServiceParent(root)
-            root.components.append(("metrics", listener))
-    if announce.name_server:
-        Announcer(announce, token, announced, reactor, announce_tls).setServiceParent(root)
+            listener.setServiceParent(named)
+        named.setServiceParent(root)
+    if planned.announce is not None:
+        announce = planned.announce
+        Announcer(announce.settings, announce.token, announced, reactor,
+                  dict(announce.tls)).setServiceParent(root)
     return root
 
 
-def make_service(declarations, options, reactor=None, only_listed=True) -> SuiteService:
-    """twistd's makeService: a config mistake exits with its one line, never a traceback."""
+def load(declarations: Sequence[ServiceDeclaration], path: str | None,
+         overrides: Mapping[str, Mapping[str, Any]], only_listed: bool) -> SuitePlan:
+    """The plan of the config file PATH with OVERRIDES (command-line values); ConfigError if bad."""
+    loaded = config.load(
+        path, [*PLAN_SECTIONS, *(d.settings for d in declarations)], dict(overrides), only_listed
+    )
+    return plan(declarations, loaded, path)
+
+
+def build(declarations: Sequence[ServiceDeclaration], path: str | None,
+          overrides: Mapping[str, Mapping[str, Any]], reactor: IReactorCore,
+          only_listed: bool) -> SuiteService:
+    """Plan and materialise in one step; every config mistake is a ConfigError."""
+    return materialise(load(declarations, path, overrides, only_listed), reactor)
+
+
+def plugin_options(declarations: Sequence[ServiceDeclaration], description: str,
+                   only_listed: bool = True,
+                   config_default: str | None = None) -> type[ConfigOptions]:
+    """
+    The `Options` of a plugin running DECLARATIONS: one option per key of a
+    single service's sections (the `suite` plugin, ONLY_LISTED false, has
+    only --config), validated into a L{SuitePlan} kept as `validated`.
+    """
+    keyed: list[type[Settings]] = []
+    if only_listed:
+        keyed = [*(d.settings for d in declarations), TLSSettings]
+
+    def validate(path: str | None, overrides: dict[str, dict[str, Any]]) -> SuitePlan:
+        return load(declarations, path, overrides, only_listed)
+
+    return options_for(keyed, description, validate, config_default)
+
+
+def make_service(options: ConfigOptions, reactor: IReactorCore | None = None) -> SuiteService:
+    """
+    twistd's makeService, from OPTIONS' validated plan: a service that cannot
+    open its files exits with its one line, never a traceback.
+    """
     if reactor is None:
         from twisted.internet import reactor
+    planned = options.validated
+    assert isinstance(planned, SuitePlan)
     try:
-        return build(
-            declarations, options.get("config"), getattr(options, "overrides", {}), reactor,
-            only_listed,
-        )
+        return materialise(planned, reactor)
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None

@@ -4,52 +4,106 @@ line; once every listener is bound and the reactor runs, the suite logs that
 it is ready and tells systemd READY=1; while it runs, it pings systemd's
 watchdog when the unit has one; SIGHUP reopens files (logrotate,
 `systemctl reload`); stopping tells systemd STOPPING=1.
+
+The tree: the root holds one L{NamedService} per service (`timestamp`,
+`echo` ... and `metrics`), each holding its own services and listeners,
+and the announcer.  What the root does to its parts it finds by walking
+that tree and asking each service for the interfaces of
+L{suite.foundation.interfaces}.
 """
 
 import signal
+from collections.abc import Iterable, Iterator
+from types import FrameType
+from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from suite.net.listeners import ListenerService, ListenFailed
 from suite.foundation import systemd
-from suite.foundation.interfaces import IReopenable
+from suite.foundation.interfaces import IHealthSource, IMetricSource, IReopenable, IStopsFirst
+from suite.net.listeners import ListenerService, ListenFailed
 
 log = Logger()
+
+
+def walk(top: service.IService) -> Iterator[service.IService]:
+    """TOP and every service under it, parents before their children, in start order."""
+    yield top
+    if service.IServiceCollection.providedBy(top):
+        for child in top:
+            yield from walk(child)
+
+
+@implementer(IMetricSource, IHealthSource)
+class NamedService(service.MultiService):
+    """
+    One service of the suite under its NAME (`root.getServiceNamed("logger")`):
+    its own services and listeners are its children.  The stream factories
+    its listeners share are not services, so it holds them as FACTORIES and
+    reports what they count and what ails them as its own.
+    """
+
+    def __init__(self, name: str, factories: Iterable[object]) -> None:
+        service.MultiService.__init__(self)
+        self.setName(name)
+        self.factories = tuple(factories)
+
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
+        for factory in self.factories:
+            if IMetricSource.providedBy(factory):
+                yield from factory.metric_samples()
+
+    def health_problems(self) -> list[tuple[str, str]]:
+        return [
+            problem
+            for factory in self.factories
+            if IHealthSource.providedBy(factory)
+            for problem in factory.health_problems()
+        ]
 
 
 class SuiteService(service.MultiService):
     """
     The root service.  A listener that cannot bind stops the start with its
     one-line reason and exit status 1 instead of a traceback.  SIGHUP asks
-    every child providing L{IReopenable} to reopen its files.
+    every service of the tree providing L{IReopenable} to reopen its files.
     """
 
-    def __init__(self, reactor):
+    def __init__(self, reactor: IReactorCore) -> None:
         service.MultiService.__init__(self)
         self.reactor = reactor
-        self._previous_hup = None
-        self.components: list[tuple[str, object]] = []  # (service name, part), for metrics and health
+        self._previous_hup: Any = None
         self._watchdog = systemd.Watchdog(reactor)  # its own, not a child: children are the parts
 
-    def privilegedStartService(self):
+    def parts(self) -> Iterator[tuple[str, service.IService]]:
+        """(service name, part) for every part of every named service: what /metrics and /health read."""
+        for child in list(self):
+            if isinstance(child, NamedService):
+                for part in walk(child):
+                    yield child.name, part
+
+    def privilegedStartService(self) -> None:
         try:
             service.MultiService.privilegedStartService(self)
         except ListenFailed as e:
             log.critical("{reason}", reason=str(e))
             raise SystemExit(1) from None
 
-    def startService(self):
+    def startService(self) -> None:
         service.MultiService.startService(self)
         self._watchdog.startService()
-        self._previous_hup = signal.signal(
-            signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload)
-        )
+        self._previous_hup = signal.signal(signal.SIGHUP, self._hangup)
         self.reactor.callWhenRunning(self._ready)
 
-    def _ready(self):
-        listeners = [child for child in self if isinstance(child, ListenerService)]
+    def _hangup(self, number: int, frame: FrameType | None) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def _ready(self) -> None:
+        listeners = [part for part in walk(self) if isinstance(part, ListenerService)]
         count = len(listeners)
         log.info(
             "suite ready: {count} {listeners}",
@@ -57,15 +111,15 @@ class SuiteService(service.MultiService):
         )
         systemd.notify(b"READY=1")
 
-    def reload(self):
+    def reload(self) -> None:
         log.info("SIGHUP: reopening files")
-        for child in self:
-            if IReopenable.providedBy(child):
-                child.reopen()
+        for part in walk(self):
+            if IReopenable.providedBy(part):
+                part.reopen()
 
-    def stopService(self):
+    def stopService(self) -> defer.Deferred[None] | None:
         """
-        Children marked `stops_first` (the announcer, deregistering) stop
+        Services providing L{IStopsFirst} (the announcer, deregistering) stop
         first and are waited for; then the others, listeners included.
         """
         systemd.notify(b"STOPPING=1")
@@ -73,8 +127,8 @@ class SuiteService(service.MultiService):
         if self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
             self._previous_hup = None
-        first = [defer.maybeDeferred(child.stopService)
-                 for child in self if getattr(child, "stops_first", False) and child.running]
+        first = [defer.maybeDeferred(part.stopService)
+                 for part in walk(self) if IStopsFirst.providedBy(part) and part.running]
         if not first:
             return service.MultiService.stopService(self)
         stopped = defer.DeferredList(first, consumeErrors=True)

@@ -21,15 +21,20 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.twisted import MetricsResource
-
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web import pages, resource, server
+from twisted.web.http import Request
+from zope.interface import implementer
 
+from suite.app.lifecycle import SuiteService
+from suite.foundation.config import STRING_LIST, integer, key
+from suite.foundation.health import health_report, http_status
+from suite.foundation.interfaces import IMetricSource
+from suite.foundation.metrics import SuiteCollector
 from suite.net.addresses import describe_peer, source_of
 from suite.net.connections import ConnectionLimits, StreamFactory, idle_timeout, transport_kind
-from suite.foundation.config import STRING_LIST, integer, key
-from suite.foundation.metrics import SuiteCollector
-from suite.foundation.health import health_report, http_status
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,38 +58,38 @@ class MetricsSettings(ConnectionLimits):
 class DiscardedBody:
     """Where twisted.web puts a request's body: nowhere (no resource here reads one)."""
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         pass
 
-    def seek(self, *_):
+    def seek(self, offset: int, whence: int = 0) -> int:
         return 0
 
-    def tell(self):
+    def tell(self) -> int:
         return 0
 
-    def read(self, *_):
+    def read(self, size: int = -1) -> bytes:
         return b""
 
-    def close(self):
+    def close(self) -> None:
         pass
 
 
 class Root(resource.Resource):
     """`/metrics` and `/health`; any other path is 404."""
 
-    def getChild(self, path, request):
+    def getChild(self, path: bytes, request: Request) -> resource.IResource:
         return pages.notFound()
 
 
 class HealthResource(resource.Resource):
     isLeaf = True
 
-    def __init__(self, root):
+    def __init__(self, root: SuiteService) -> None:
         super().__init__()
         self.root = root
 
-    def render_GET(self, request):
-        report = health_report(self.root.components, self.root.running)
+    def render_GET(self, request: Request) -> bytes:
+        report = health_report(self.root.parts(), self.root.running)
         request.setResponseCode(http_status(report))
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
@@ -99,18 +104,32 @@ def metrics_registry(collector: SuiteCollector) -> CollectorRegistry:
     return registry
 
 
-def metrics_site(root, settings: MetricsSettings, reactor) -> "LimitedSite":
-    """The factory of the [metrics] listeners: /metrics and /health of ROOT's components."""
+class StatusSite(server.Site):
+    """
+    twisted.web's Site for /metrics and /health: no access log line per
+    scrape, and request bodies discarded instead of buffered.
+    """
+
+    noisy = False
+
+    def getContentFile(self, length: int | None) -> DiscardedBody:
+        return DiscardedBody()
+
+    def log(self, request: Request) -> None:
+        pass
+
+
+def metrics_site(root: SuiteService, settings: MetricsSettings,
+                 reactor: IReactorTime) -> "LimitedSite":
+    """The factory of the [metrics] listeners: /metrics and /health of ROOT's parts."""
     top = Root()
-    top.putChild(b"metrics", MetricsResource(metrics_registry(SuiteCollector(root.components))))
+    top.putChild(b"metrics", MetricsResource(metrics_registry(SuiteCollector(root.parts))))
     top.putChild(b"health", HealthResource(root))
-    site = server.Site(top, timeout=settings.idle_timeout or None, reactor=reactor)
-    site.getContentFile = lambda length: DiscardedBody()
-    site.log = lambda request: None  # no access log line per scrape
-    site.noisy = False
+    site = StatusSite(top, timeout=settings.idle_timeout or None, reactor=reactor)
     return LimitedSite(settings, reactor, site)
 
 
+@implementer(IMetricSource)
 class LimitedSite(StreamFactory):
     """
     SITE's connections under the [metrics] connection limits: over a
@@ -120,18 +139,18 @@ class LimitedSite(StreamFactory):
     than being its base.
     """
 
-    def __init__(self, settings: MetricsSettings, clock, site: server.Site):
+    def __init__(self, settings: MetricsSettings, clock: IReactorTime, site: server.Site) -> None:
         super().__init__(settings, clock)
         self.site = site
 
-    def startFactory(self):
+    def startFactory(self) -> None:
         self.site.doStart()
 
-    def stopFactory(self):
+    def stopFactory(self) -> None:
         super().stopFactory()
         self.site.doStop()
 
-    def buildProtocol(self, addr):
+    def buildProtocol(self, addr: IAddress) -> "AdmittedHTTP | None":
         source = source_of(addr)
         reason = self.refusal_reason(source)
         if reason is not None:
@@ -140,13 +159,13 @@ class LimitedSite(StreamFactory):
         self.admit(source)
         return AdmittedHTTP(self, self.site.buildProtocol(addr), source)
 
-    def registerProtocol(self, protocol):
+    def registerProtocol(self, protocol: "AdmittedHTTP") -> None:
         protocol.counts = self.count_bytes_of(
             protocol.transport, transport_kind(protocol.transport, protocol.source)
         )
         protocol.counts.opened += 1
 
-    def unregisterProtocol(self, protocol):
+    def unregisterProtocol(self, protocol: "AdmittedHTTP") -> None:
         protocol.counts.closed += 1
         self.release(protocol.source)
 
@@ -154,6 +173,6 @@ class LimitedSite(StreamFactory):
 class AdmittedHTTP(ProtocolWrapper):
     """One admitted HTTP connection; it counts as its SOURCE's until it is lost."""
 
-    def __init__(self, factory, wrapped, source: str):
+    def __init__(self, factory: LimitedSite, wrapped: Protocol, source: str) -> None:
         super().__init__(factory, wrapped)
         self.source = source

@@ -1,10 +1,16 @@
-"""The `suite` plugin: every service enabled in one TOML file, as one MultiService."""
+"""
+The `suite` plugin: every service enabled in one TOML file, each a named
+service under one root.  Its command line is the config file alone,
+checked whole before anything starts.
+"""
 
+from twisted.internet.interfaces import IReactorCore
+
+from suite.app.compose import make_service, plugin_options
+from suite.app.lifecycle import SuiteService
 from suite.echo.service import SERVICE as ECHO
 from suite.logger.service import SERVICE as LOGGER
 from suite.names.service import SERVICE as NAMES
-from suite.app.compose import make_service
-from suite.foundation.options import options_for
 from suite.sleep.service import SERVICE as SLEEP
 from suite.timestamp.service import SERVICE as TIMESTAMP
 
@@ -12,10 +18,15 @@ SERVICES = [TIMESTAMP, ECHO, LOGGER, SLEEP, NAMES]
 
 DEFAULT_CONFIG = "etc/suite.toml"
 
-Options = options_for(
-    [], "Run every service enabled in a TOML config file.", config_default=DEFAULT_CONFIG
-)
+
+class Options(
+    plugin_options(
+        SERVICES, "Run every service enabled in a TOML config file.", only_listed=False,
+        config_default=DEFAULT_CONFIG,
+    )
+):
+    """`twistd suite`: --config, the file naming every service to run."""
 
 
-def makeService(options, reactor=None):
-    return make_service(SERVICES, options, reactor, only_listed=False)
+def makeService(options: Options, reactor: IReactorCore | None = None) -> SuiteService:
+    return make_service(options, reactor)

@@ -1,6 +1,18 @@
-"""twistd's `suite-echo` plugin: its command line and the service it starts."""
+"""
+twistd's `suite-echo` plugin: its command line, checked whole (the config
+file and the options given) before anything starts, and the service it
+starts.
+"""
 
-from suite.app.compose import service_plugin
+from twisted.internet.interfaces import IReactorCore
+
+from suite.app.compose import SuiteService, make_service, plugin_options
 from suite.echo.service import SERVICE
 
-Options, makeService = service_plugin(SERVICE)
+
+class Options(plugin_options([SERVICE], SERVICE.description)):
+    """`twistd suite-echo`: --config and an option for every key of [echo] and [tls]."""
+
+
+def makeService(options: Options, reactor: IReactorCore | None = None) -> SuiteService:
+    return make_service(options, reactor)

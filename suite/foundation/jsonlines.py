@@ -6,15 +6,17 @@ written through at once, so nothing received before SIGTERM is lost.
 """
 
 import os
-
-from zope.interface import implementer
+from collections.abc import Iterator
+from typing import Protocol
 
 from twisted.application import service
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from suite.foundation.config import FILE_MODE, FILE_MODE_KIND, key
-from suite.foundation.interfaces import IReopenable
 from suite.foundation.health import DEGRADED, FAILING
+from suite.foundation.interfaces import IHealthSource, IMetricSource, IReopenable
 
 log = Logger()
 
@@ -202,6 +204,9 @@ class RotatingFile:
 class StandardOutput:
     """`output = "-"`: the process's real standard output (twistd replaces sys.stdout)."""
 
+    path = "standard output"  # as log lines and /health name it
+    rotations = 0
+
     def write(self, data: bytes):
         view = memoryview(data)
         try:
@@ -217,8 +222,21 @@ class StandardOutput:
         pass
 
 
+class Output(Protocol):
+    """Where a BatchWriter writes: a RotatingFile or the standard output."""
+
+    path: str
+    rotations: int
+
+    def write(self, data: bytes) -> None: ...
+
+    def reopen(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 def open_output(path: str, rotate_bytes: int, keep: int, label: str = "logger",
-                file_mode: int = FILE_MODE):
+                file_mode: int = FILE_MODE) -> Output:
     if path == "-":
         return StandardOutput()
     return RotatingFile(path, rotate_bytes, keep, label, file_mode)
@@ -227,7 +245,7 @@ def open_output(path: str, rotate_bytes: int, keep: int, label: str = "logger",
 RETRY_SECONDS = 1.0
 
 
-@implementer(IReopenable)
+@implementer(IReopenable, IMetricSource, IHealthSource)
 class BatchWriter(service.Service):
     """
     Collects JSON lines and writes them in one system call per batch while
@@ -245,8 +263,9 @@ class BatchWriter(service.Service):
     writes, bytes waiting, rotations; its health: whether it can write.
     """
 
-    def __init__(self, output, reactor, flush_interval: float, max_batch: int,
-                 max_buffer: int = 64 * 2**20, label: str = "logger", essential: bool = True):
+    def __init__(self, output: Output, reactor: IReactorTime, flush_interval: float,
+                 max_batch: int, max_buffer: int = 64 * 2**20, label: str = "logger",
+                 essential: bool = True) -> None:
         self.output = output
         self.label = label  # who writes, for the log lines
         self.essential = essential
@@ -265,11 +284,11 @@ class BatchWriter(service.Service):
         self.records_written = 0
         self.write_errors = 0
 
-    def metric_samples(self):
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         yield "records_written", (), self.records_written
         yield "write_errors", (), self.write_errors
         yield "pending_bytes", (), self._size
-        yield "rotations", (), getattr(self.output, "rotations", 0)
+        yield "rotations", (), self.output.rotations
 
     def health_problems(self) -> list[tuple[str, str]]:
         """Failing (the logger's output), or degraded (an audit: ESSENTIAL false), while writes fail."""
@@ -280,7 +299,7 @@ class BatchWriter(service.Service):
 
     @property
     def name(self) -> str:
-        return getattr(self.output, "path", "standard output")
+        return self.output.path
 
     def on_pressure(self, callback):
         """CALLBACK(full) is called each time the writer becomes full, or has room again."""
@@ -348,7 +367,7 @@ class BatchWriter(service.Service):
             for callback in self._pressure:
                 callback(full)
 
-    def reopen(self):
+    def reopen(self) -> None:
         """On SIGHUP (via the root service): logrotate renamed the file, start a new one."""
         self.flush()
         self.output.reopen()

@@ -12,7 +12,7 @@ the collection in the reactor's thread pool, so the collector only ever
 reads: dictionaries are copied whole (one step under the GIL) before they
 are walked.
 
-A metric source is any object with `metric_samples()`, yielding
+A metric source provides L{IMetricSource}: `metric_samples()` yields
 `(name, label values, value)`: NAME is a key of L{METRICS}, whose entry
 says the family's kind, help and label names (after `service`, which the
 collector adds).  Samples with the same labels from several sources (the
@@ -20,9 +20,19 @@ name server's AMP and DNS listeners both count connections) are added up.
 """
 
 from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.core import (
+    Metric as Family,
+)
+
+from suite.foundation.interfaces import IMetricSource
 
 PREFIX = "suite_"
 
@@ -127,25 +137,23 @@ class Histogram:
 
 class SuiteCollector:
     """
-    Every family of METRICS from SOURCES, a list of (service name, object):
-    those objects with `metric_samples` are metric sources.  The list may
-    grow after the collector is registered.
+    Every family of METRICS from the parts PARTS() gives, (service name,
+    part) pairs, asked at each scrape (the suite's service tree, walked):
+    those parts providing L{IMetricSource} are counted.
     """
 
-    def __init__(self, sources: list | None = None):
-        self.sources = sources if sources is not None else []
+    def __init__(self, parts: Callable[[], Iterable[tuple[str, object]]]) -> None:
+        self.parts = parts
 
-    def add(self, service: str, source) -> None:
-        self.sources.append((service, source))
-
-    def describe(self):
+    def describe(self) -> list[Family]:
         return []  # families appear as they are counted; nothing to check at registration
 
-    def collect(self):
+    def collect(self) -> Iterator[Family]:
         values: dict[str, dict[tuple, object]] = {name: {} for name in METRICS}
-        for service, source in list(self.sources):
-            samples = getattr(source, "metric_samples", None)
-            for name, labels, value in samples() if samples is not None else ():
+        for service, source in list(self.parts()):
+            if not IMetricSource.providedBy(source):
+                continue
+            for name, labels, value in source.metric_samples():
                 by_labels = values[name]
                 key = (service, *labels)
                 if isinstance(value, Histogram):

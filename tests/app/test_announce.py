@@ -13,10 +13,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite.app import tap as services
+from suite.app.announce import Announcer, AnnounceSettings
+from suite.app.compose import build
 from suite.client import api
 from suite.contracts.names import Invalid, NotFound, Register
-from suite.app.announce import AnnounceSettings, Announcer
-from suite.app.compose import build
 from suite.foundation.config import ConfigError
 from tests.helpers import captured_log, make_pki, start_suite, tls_section, tmp_dir
 
@@ -52,8 +52,8 @@ class AnnounceTestCase(TestCase):
         number = ports[f"names {listen}"]
         self.names = TCP4ClientEndpoint(reactor, "127.0.0.1", number)
         self.name_server_factories = [
-            component for _, component in self.suite_root.components
-            if hasattr(component, "connections")
+            factory for factory in self.suite_root.root.getServiceNamed("names").factories
+            if hasattr(factory, "connections")
         ]
         if tls:
             return f"127.0.0.1:{ports[f'names tls_listen {LOCAL}']}"

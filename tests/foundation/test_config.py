@@ -5,18 +5,26 @@ import sqlite3
 import textwrap
 
 from twisted.internet.testing import MemoryReactor
+from twisted.python.usage import UsageError
+from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.app import tap as services
+from suite.app.compose import build, plugin_options
+from suite.app.lifecycle import walk
 from suite.echo.service import EchoSettings
-from suite.names.store import SCHEMA
-from suite.net.listeners import Listener, parse_listeners
-from suite.app.compose import build
 from suite.foundation.config import ConfigError, load
-from suite.app.compose import service_plugin
+from suite.logger import tap as logger_tap
+from suite.names.store import SCHEMA
+from suite.net.listeners import Listener, ListenerService, parse_listeners
 from suite.timestamp import service as timestamp_service
 from suite.timestamp import tap as timestamp_tap
 from tests.helpers import make_pki, tmp_dir
+
+
+def listener_names(root):
+    """The names of every listener of ROOT's tree, in start order."""
+    return [child.name for child in walk(root) if isinstance(child, ListenerService)]
 
 REFUSALS = [
     ("[timestmp]\n", "FILE: [timestmp]: unknown section (known: announce, echo, logger, metrics, names, sleep, timestamp, tls)"),
@@ -252,7 +260,7 @@ class TLSFileTests(ConfigTestCase):
 
     def test_valid_pair_is_accepted(self):
         root = self.load_suite(self.write(self.tls_config(client_ca="{ca}")))
-        self.assertIn("echo tls_listen tcp:0", [child.name for child in root])
+        self.assertIn("echo tls_listen tcp:0", listener_names(root))
 
     def test_missing_certificate_file(self):
         self.assertEqual(
@@ -287,7 +295,7 @@ class CommandLineTests(ConfigTestCase):
 
     def test_defaults_without_config(self):
         root = timestamp_tap.makeService(self.options(), reactor=MemoryReactor())
-        names = sorted(child.name for child in root)
+        names = sorted(listener_names(root))
         self.assertEqual(names, ["timestamp tcp:12345", "timestamp udp:12345:interface=127.0.0.1"])
 
     def test_options_override_the_file(self):
@@ -300,35 +308,64 @@ class CommandLineTests(ConfigTestCase):
         )
         root = timestamp_tap.makeService(options, reactor=MemoryReactor())
         self.assertEqual(
-            sorted(child.name for child in root), ["timestamp tcp:2", "timestamp udp:3"]
+            sorted(listener_names(root)), ["timestamp tcp:2", "timestamp udp:3"]
         )
 
-    def test_bad_option_value_is_one_line_and_exit_1(self):
+    def test_bad_option_value_is_a_usage_error_of_one_line(self):
+        caught = self.assertRaises(UsageError, self.options, "--max-line", "abc")
+        self.assertEqual(
+            str(caught), 'command line: [timestamp] --max-line "abc": must be an integer'
+        )
+
+    def test_under_twistd_a_bad_value_is_one_line_and_exit_1(self):
+        """twistd would print its whole usage before a UsageError's reason: a config mistake is one line."""
         caught = self.assertRaises(
-            SystemExit, timestamp_tap.makeService, self.options("--max-line", "abc"),
-            MemoryReactor(),
+            SystemExit, ServerOptions().parseOptions, ["suite-timestamp", "--max-line", "abc"]
         )
         self.assertEqual(
             str(caught), 'error: command line: [timestamp] --max-line "abc": must be an integer'
         )
 
+    def test_under_twistd_a_misused_option_is_still_twistd_s_usage_error(self):
+        self.assertRaises(UsageError, ServerOptions().parseOptions, ["suite-timestamp", "--bogus"])
+
+    def test_a_service_that_cannot_open_its_files_exits_from_make_service(self):
+        """The config is valid; the output's directory is a file: known only once built."""
+        blocker = self.directory / "a-file"
+        blocker.write_text("")
+        options = self.options("--output", str(blocker / "out.jsonl"), plugin=logger_tap)
+        caught = self.assertRaises(SystemExit, logger_tap.makeService, options, MemoryReactor())
+        self.assertTrue(str(caught).startswith("error: command line: [logger] --output "), caught)
+        self.assertIn(": cannot open: ", str(caught))
+
+    def test_each_plugin_runs_its_service_as_a_named_service(self):
+        root = timestamp_tap.makeService(self.options(), reactor=MemoryReactor())
+        self.assertEqual([child.name for child in root], ["timestamp"])
+        self.assertEqual(
+            sorted(child.name for child in root.getServiceNamed("timestamp")),
+            ["timestamp tcp:12345", "timestamp udp:12345:interface=127.0.0.1"],
+        )
+
     def test_single_plugin_ignores_other_sections(self):
         path = self.write('[echo]\nmode = "raw"\n[timestamp]\nlisten = ["tcp:7"]\n')
         root = timestamp_tap.makeService(self.options("--config", path), MemoryReactor())
-        self.assertEqual([child.name for child in root], ["timestamp tcp:7"])
+        self.assertEqual(listener_names(root), ["timestamp tcp:7"])
 
-    def test_suite_plugin_config_error_exits_with_the_line(self):
+    def test_suite_plugin_config_error_is_the_line(self):
         path = self.write("[nope]\n")
-        options = self.options("--config", path, plugin=services)
-        caught = self.assertRaises(SystemExit, services.makeService, options, MemoryReactor())
+        caught = self.assertRaises(UsageError, self.options, "--config", path, plugin=services)
+        self.assertTrue(str(caught).startswith(f"{path}: [nope]: unknown section"))
+        caught = self.assertRaises(
+            SystemExit, ServerOptions().parseOptions, ["suite", "--config", path]
+        )
         self.assertTrue(str(caught).startswith(f"error: {path}: [nope]: unknown section"))
 
     def test_suite_plugin_reads_etc_suite_toml_by_default(self):
-        self.assertEqual(self.options(plugin=services)["config"], "etc/suite.toml")
+        self.assertEqual(services.Options()["config"], "etc/suite.toml")
 
     def test_every_option_of_every_plugin_shows_its_default(self):
         for declaration in services.SERVICES:
-            options, _ = service_plugin(declaration)
+            options = plugin_options([declaration], declaration.description)
             usage = str(options())
             for key in declaration.settings.keys():
                 if key.name == "enabled":

@@ -10,13 +10,14 @@ from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.app import tap as services
+from suite.app.compose import build
+from suite.app.lifecycle import walk
+from suite.foundation.config import ConfigError
+from suite.foundation.credentials import credential_path, read_secret, resolve_token
 from suite.names import service as names_service
 from suite.names.server import NameServer
-from suite.foundation.credentials import resolve_token
 from suite.names.service import NamesSettings
-from suite.app.compose import build
-from suite.foundation.config import ConfigError
-from suite.foundation.credentials import credential_path, read_secret
+from suite.net.listeners import ListenerService
 from tests.helpers import make_pki, tmp_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,10 +92,10 @@ class InstalledConfigTests(SynchronousTestCase):
         self.addCleanup(os.chdir, os.getcwd())
         os.chdir(directory)  # the config's var/ paths land here
         root = build(services.SERVICES, "suite.toml", {}, MemoryReactor(), only_listed=False)
-        names = next(c for c in root if isinstance(c, NameServer))
+        names = next(c for c in walk(root) if isinstance(c, NameServer))
         self.assertEqual(names.token, b"s3cret")
-        self.assertIn("logger tls_listen tcp:6514", [c.name for c in root])
-        for child in root:
+        self.assertIn("logger tls_listen tcp:6514", [c.name for c in walk(root)])
+        for child in walk(root):
             if isinstance(child, NameServer):
                 child.store.close()
 
@@ -109,7 +110,7 @@ class InstalledConfigTests(SynchronousTestCase):
         self.addCleanup(os.environ.pop, "CREDENTIALS_DIRECTORY")
         config = ROOT / "etc" / "systemd" / "per-core" / "per-core.toml"
         root = build(services.SERVICES, str(config), {}, MemoryReactor(), only_listed=False)
-        listeners = sorted(c.name for c in root if c.name)
+        listeners = sorted(c.name for c in walk(root) if isinstance(c, ListenerService))
         self.assertEqual(listeners, [
             "echo tcp:5001:interface=127.0.0.1", "echo udp:5001:interface=127.0.0.1",
             "sleep tcp:5200:interface=127.0.0.1",

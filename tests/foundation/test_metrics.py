@@ -11,19 +11,21 @@ from twisted.internet.task import Clock
 from twisted.names import dns
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
+from suite.contracts.names import Lookup, Register, Watch
+from suite.contracts.sleep import Sleep
 from suite.echo.protocol import LineEchoFactory, echo_datagram
 from suite.echo.service import EchoSettings
+from suite.foundation.health import health_report, http_status
+from suite.foundation.interfaces import IMetricSource
 from suite.foundation.jsonlines import BatchWriter, RotatingFile, WriteFailed
-from suite.contracts.names import Lookup, Register, Watch
+from suite.foundation.metrics import Histogram, SuiteCollector
 from suite.names.health import HealthChecker
 from suite.names.registry import Registry
 from suite.names.service import NamesSettings
 from suite.names.zone import ZoneAnswers
 from suite.net.datagrams import rate_limited_replier
-from suite.foundation.metrics import Histogram, SuiteCollector
-from suite.foundation.health import health_report, http_status
-from suite.contracts.sleep import Sleep
 from suite.sleep.protocol import SleepFactory
 from suite.sleep.service import SleepSettings
 from tests.helpers import AMPPair, connect, tmp_dir
@@ -36,7 +38,7 @@ def exposition(*sources) -> dict:
     prometheus_client's text format, parsed back: {(sample name, labels): value}.
     """
     registry = CollectorRegistry()
-    registry.register(SuiteCollector(list(sources)))
+    registry.register(SuiteCollector(lambda: sources))
     text = generate_latest(registry).decode()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -51,6 +53,7 @@ def value(samples, name, **labels):
 
 class CollectorTests(SynchronousTestCase):
     def test_the_same_labels_from_two_sources_are_added_up(self):
+        @implementer(IMetricSource)
         class Source:
             def __init__(self, n, seconds):
                 self.n = n
@@ -154,6 +157,7 @@ class DatagramCountTests(SynchronousTestCase):
 
 class FullDisk:
     path = "out.jsonl"
+    rotations = 0
 
     def __init__(self):
         self.room = True
