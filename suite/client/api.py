@@ -16,10 +16,12 @@ Every function takes the reactor first, for a uniform signature.
 import os
 import socket
 import time
-from typing import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from twisted.internet import defer, error
 from twisted.internet.endpoints import connectProtocol
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -28,6 +30,9 @@ from suite.contracts.names import (
     Changed, Deregister, Lookup, NotFound, Overloaded, Register, Services, Watch,
 )
 from suite.contracts.sleep import Sleep
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class ServerClosed(Exception):
@@ -253,10 +258,7 @@ def deregister(reactor, endpoint, name, host, port, token=None):
 def lookup(reactor, endpoint, name) -> defer.Deferred:
     """Deferred (instances, ttl): instances as (host, port, description), rotated by the server."""
     return call(endpoint, Lookup, name=name).addCallback(
-        lambda answer: (
-            [(i["host"], i["port"], i["description"]) for i in answer["instances"]],
-            answer["ttl"],
-        )
+        lambda answer: (_as_tuples(answer["instances"]), answer["ttl"])
     )
 
 
@@ -265,32 +267,49 @@ def services(reactor, endpoint) -> defer.Deferred:
     return call(endpoint, Services).addCallback(lambda answer: answer["names"])
 
 
-class _ChangeListener(amp.AMP):
-    """Calls ON_CHANGE(name, instances as tuples) for each Changed; `closed` fires when lost."""
+class _Watching(amp.AMP):
+    """
+    A connection that watches names: each Changed call goes to
+    ON_CHANGE(name, instances as tuples), and its loss to ON_LOST(self, reason).
+    """
 
-    def __init__(self, on_change):
+    def __init__(
+        self,
+        on_change: Callable[[str, list[tuple]], None],
+        on_lost: Callable[["_Watching", Failure], None],
+    ):
         super().__init__()
         self.on_change = on_change
-        self.closed = defer.Deferred()
+        self.on_lost = on_lost
 
     @Changed.responder
-    def changed(self, name, instances):
+    def changed(self, name: str, instances: list[dict]) -> dict:
         self.on_change(name, _as_tuples(instances))
         return {}
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
-        self.closed.errback(reason)
+        self.on_lost(self, reason)
 
 
-async def _watch(endpoint, name, on_change):
-    protocol = await connectProtocol(endpoint, _ChangeListener(on_change))
+async def _watch(
+    endpoint: IStreamClientEndpoint, name: str, on_change: Callable[[str, list[tuple]], None]
+) -> None:
+    closed: defer.Deferred = defer.Deferred()
+    protocol = await connectProtocol(
+        endpoint, _Watching(on_change, lambda protocol, reason: closed.errback(reason))
+    )
     answer = await protocol.callRemote(Watch, name=name)
     on_change(name, _as_tuples(answer["instances"]))
-    await protocol.closed
+    await closed
 
 
-def watch(reactor, endpoint, name, on_change) -> defer.Deferred:
+def watch(
+    reactor: object,
+    endpoint: IStreamClientEndpoint,
+    name: str,
+    on_change: Callable[[str, list[tuple]], None],
+) -> defer.Deferred:
     """
     ON_CHANGE(name, instances) with NAME's live instances now, then at each
     change, until the connection ends (the Deferred fails with why).
@@ -298,25 +317,23 @@ def watch(reactor, endpoint, name, on_change) -> defer.Deferred:
     return defer.ensureDeferred(_watch(endpoint, name, on_change))
 
 
-class _Watching(amp.AMP):
-    """NameClient's connection: Changed calls and the loss of the connection go to the client."""
-
-    def __init__(self, client):
-        super().__init__()
-        self.client = client
-
-    @Changed.responder
-    def changed(self, name, instances):
-        self.client.changed(name, instances)
-        return {}
-
-    def connectionLost(self, reason):
-        super().connectionLost(reason)
-        self.client.lost(self)
-
-
-def _as_tuples(instances) -> list[tuple]:
+def _as_tuples(instances: list[dict]) -> list[tuple]:
+    """AMP's instances (dicts) as the (host, port, description) tuples every caller is given."""
     return [(i["host"], i["port"], i["description"]) for i in instances]
+
+
+async def first_connecting(candidates: Sequence[T], attempt: Callable[[T], Awaitable[R]]) -> R:
+    """
+    ATTEMPT(candidate) on each of CANDIDATES in turn until one connects; the
+    last one's ConnectError if none does.
+    """
+    for number, candidate in enumerate(candidates, 1):
+        try:
+            return await attempt(candidate)
+        except error.ConnectError:
+            if number == len(candidates):
+                raise
+    raise ValueError("no candidate to connect to")
 
 
 class NameClient:
@@ -402,13 +419,11 @@ class NameClient:
             defer.ensureDeferred(self._connect()).addBoth(self._connected)
         return waiter
 
-    async def _connect(self):
-        for number, endpoint in enumerate(self.endpoints, 1):
-            try:
-                return await connectProtocol(endpoint, _Watching(self))
-            except error.ConnectError:
-                if number == len(self.endpoints):
-                    raise
+    async def _connect(self) -> _Watching:
+        return await first_connecting(
+            self.endpoints,
+            lambda endpoint: connectProtocol(endpoint, _Watching(self._changed, self._lost)),
+        )
 
     def _connected(self, result):
         waiting, self._waiting = self._waiting, []
@@ -420,11 +435,11 @@ class NameClient:
             else:
                 waiter.callback(result)
 
-    def changed(self, name, instances) -> None:
+    def _changed(self, name: str, instances: list[tuple]) -> None:
         if name in self._watched:
-            self._watched[name] = _as_tuples(instances)
+            self._watched[name] = instances
 
-    def lost(self, protocol) -> None:
+    def _lost(self, protocol: _Watching, reason: Failure) -> None:
         if protocol is self._protocol:
             self._protocol = None
             self._watched.clear()

@@ -8,6 +8,8 @@ import argparse
 import functools
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from twisted.internet import defer, error, task
 from twisted.internet.stdio import StandardIO
@@ -15,7 +17,9 @@ from twisted.protocols import amp
 from twisted.protocols.basic import LineReceiver
 
 from suite.client import api
-from suite.net.client_endpoints import client_tls, parse_address, stream_endpoint, tls_failure
+from suite.net.client_endpoints import (
+    Address, client_tls, parse_address, stream_endpoint, tls_failure,
+)
 from suite.logger.syslog import FACILITIES, SEVERITIES
 from suite.net.addresses import host_port
 from suite.contracts.names import (
@@ -27,6 +31,8 @@ from suite.foundation.version import describe_versions
 from suite.contracts.sleep import Sleep
 
 STDIN_MAX_LINE = 2**20
+
+T = TypeVar("T")
 
 
 class Parser(argparse.ArgumentParser):
@@ -252,14 +258,12 @@ async def first_answering(reactor, args, attempt):
     ATTEMPT(address) on each candidate address in turn until one connects;
     errors name the address tried last.
     """
-    candidates = await addresses(reactor, args)
-    for number, address in enumerate(candidates, 1):
-        args.address = address.text
-        try:
-            return await attempt(address)
-        except error.ConnectError:
-            if number == len(candidates):
-                raise
+
+    def attempt_noted(address: Address) -> Awaitable[T]:
+        args.address = address.text  # what an error names
+        return attempt(address)
+
+    return await api.first_connecting(await addresses(reactor, args), attempt_noted)
 
 
 def endpoint_for(reactor, args, address):

@@ -96,6 +96,11 @@ class StreamFactory(protocol.Factory):
         return b"" if self.protocol is None else self.protocol.refusal
 
     @property
+    def connections(self) -> int:
+        """How many connections are admitted and open now."""
+        return self.admission.connections
+
+    @property
     def tick(self) -> int:
         """The idle sweep's count, which a connection notes when something happens on it."""
         return self.idle.tick
