@@ -241,7 +241,8 @@ def call(endpoint, command, **arguments) -> defer.Deferred:
 
 def sleep(reactor, endpoint, seconds: float) -> defer.Deferred:
     """Deferred seconds the server measured; fails with InvalidDuration or Overloaded."""
-    return call(endpoint, Sleep, seconds=float(seconds)).addCallback(lambda answer: answer["slept"])
+    answered = call(endpoint, Sleep, seconds=float(seconds))
+    return answered.addCallback(lambda answer: answer["slept"])
 
 
 def register(reactor, endpoint, name, host, port, description="", token=None):

@@ -9,12 +9,14 @@ import functools
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from twisted.internet import defer, error, task
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.stdio import StandardIO
 from twisted.protocols import amp
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 
 from suite.client import api
 from suite.net.client_endpoints import (
@@ -69,7 +71,7 @@ NAME_SERVER_TLS_HELP = ("TLS to the name server, verifying its certificate and h
 NAMES_ACTIONS = {"register": 3, "deregister": 3, "lookup": 1, "services": 0, "watch": 1}
 
 
-def header_field(name: str, longest: int):
+def header_field(name: str, longest: int) -> Callable[[str], str]:
     """An RFC 5424 header field: 1 to LONGEST printable ASCII characters, no spaces."""
 
     def check(value: str) -> str:
@@ -122,7 +124,7 @@ def service_parser(service: str) -> Parser:
     return parser
 
 
-def given_token(parser, args) -> str | None:
+def given_token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
     """--token, else --token-file's content, else $SUITE_TOKEN, else none."""
     if args.token is not None and args.token_file is not None:
         parser.error("give --token or --token-file, not both")
@@ -134,7 +136,7 @@ def given_token(parser, args) -> str | None:
     return args.token if args.token is not None else os.environ.get("SUITE_TOKEN") or None
 
 
-def parse_arguments(argv) -> argparse.Namespace:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     top = Parser(
         prog="suite-client",
         description="Talk to the suite's services. 'suite-client SERVICE --help' for one.",
@@ -174,7 +176,7 @@ def parse_arguments(argv) -> argparse.Namespace:
     return args
 
 
-def write_reply(line: bytes):
+def write_reply(line: bytes) -> None:
     sys.stdout.buffer.write(line + b"\n")
     sys.stdout.buffer.flush()
 
@@ -200,7 +202,7 @@ class StdinLines(LineReceiver):
             self.done.callback(None)
 
 
-async def feed(reactor, exchange, messages):
+async def feed(reactor: Any, exchange: api.Exchange, messages: list[str]) -> None:
     """Send MESSAGES, or standard input's lines as they come; then say we are done."""
     if messages:
         for message in messages:
@@ -219,7 +221,7 @@ async def feed(reactor, exchange, messages):
     exchange.done_sending()
 
 
-async def addresses(reactor, args) -> list:
+async def addresses(reactor: Any, args: argparse.Namespace) -> list[Address]:
     """
     Where the service is: ADDRESS, or the live instances a name server
     gives (--lookup): each name server in turn until one answers (one that
@@ -253,7 +255,9 @@ async def addresses(reactor, args) -> list:
     return usable
 
 
-async def first_answering(reactor, args, attempt):
+async def first_answering(
+    reactor: Any, args: argparse.Namespace, attempt: Callable[[Address], Awaitable[T]]
+) -> T:
     """
     ATTEMPT(address) on each candidate address in turn until one connects;
     errors name the address tried last.
@@ -266,7 +270,9 @@ async def first_answering(reactor, args, attempt):
     return await api.first_connecting(await addresses(reactor, args), attempt_noted)
 
 
-def endpoint_for(reactor, args, address):
+def endpoint_for(
+    reactor: Any, args: argparse.Namespace, address: Address
+) -> IStreamClientEndpoint:
     tls = None
     if args.tls:
         if address.hostname is None:
@@ -275,7 +281,9 @@ def endpoint_for(reactor, args, address):
     return stream_endpoint(reactor, address, args.timeout, tls)
 
 
-def open_exchange(reactor, args, address, **options) -> defer.Deferred:
+def open_exchange(
+    reactor: Any, args: argparse.Namespace, address: Address, **options: Any
+) -> defer.Deferred:
     """An api exchange with ADDRESS over UDP (--udp) or a stream."""
     if args.udp:
         if address.host is None:
@@ -286,7 +294,7 @@ def open_exchange(reactor, args, address, **options) -> defer.Deferred:
     return opening.addTimeout(args.timeout, reactor)
 
 
-async def run_exchange(reactor, args, **options):
+async def run_exchange(reactor: Any, args: argparse.Namespace, **options: Any) -> None:
     """Connect an exchange, send the messages (or standard input), wait for it to finish."""
     exchange = await first_answering(
         reactor, args, lambda address: open_exchange(reactor, args, address, **options)
@@ -295,11 +303,12 @@ async def run_exchange(reactor, args, **options):
     await exchange.finished.addTimeout(args.timeout, reactor)
 
 
-async def lines(reactor, args):
-    await run_exchange(reactor, args, on_reply=write_reply, frame=bytes if args.udp else api.line_frame)
+async def lines(reactor: Any, args: argparse.Namespace) -> None:
+    frame = bytes if args.udp else api.line_frame
+    await run_exchange(reactor, args, on_reply=write_reply, frame=frame)
 
 
-async def log(reactor, args):
+async def log(reactor: Any, args: argparse.Namespace) -> None:
     pri = FACILITIES.index(args.facility) * 8 + SEVERITIES.index(args.severity)
     frame = functools.partial(
         api.syslog_message if args.udp else api.octet_counted_syslog,
@@ -308,7 +317,7 @@ async def log(reactor, args):
     await run_exchange(reactor, args, frame=frame, expect_replies=False)
 
 
-async def sleep(reactor, args):
+async def sleep(reactor: Any, args: argparse.Namespace) -> None:
     def attempt(address):
         answer = api.sleep(reactor, endpoint_for(reactor, args, address), args.seconds)
         return answer.addTimeout(max(args.seconds, 0) + args.timeout, reactor)
@@ -316,7 +325,7 @@ async def sleep(reactor, args):
     write_reply(b"%.6f" % await first_answering(reactor, args, attempt))
 
 
-async def names(reactor, args):
+async def names(reactor: Any, args: argparse.Namespace) -> None:
     endpoint = endpoint_for(reactor, args, parse_address(args.address))
     parameters = args.parameters
     if args.action == "lookup":
@@ -338,7 +347,9 @@ async def names(reactor, args):
     else:
         name, host, port = parameters
         if args.action == "register":
-            change = api.register(reactor, endpoint, name, host, port, args.description, args.token)
+            change = api.register(
+                reactor, endpoint, name, host, port, args.description, args.token
+            )
         else:
             change = api.deregister(reactor, endpoint, name, host, port, args.token)
         await change.addTimeout(args.timeout, reactor)
@@ -354,7 +365,7 @@ ERROR_CODES = {
 }
 
 
-def describe(failure, args) -> str:
+def describe(failure: Failure, args: argparse.Namespace) -> str:
     """One line saying what failed."""
     e = failure.value
     if isinstance(e, (defer.TimeoutError, defer.CancelledError, error.TimeoutError)):
@@ -380,7 +391,7 @@ def describe(failure, args) -> str:
     return f"{args.address}: {type(e).__name__}: {e}"
 
 
-async def run(reactor, args):
+async def run(reactor: Any, args: argparse.Namespace) -> None:
     """The command of ARGS; a failure becomes its one line and exit status 1."""
     try:
         await COMMANDS[args.service](reactor, args)
@@ -389,6 +400,6 @@ async def run(reactor, args):
         raise SystemExit(1) from None
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(argv)
     task.react(lambda reactor: defer.ensureDeferred(run(reactor, args)))
