@@ -12,11 +12,18 @@ truncated; what the kernel still held then (a sender that never stopped) is
 discarded, counted and logged in one line.
 """
 
+from typing import TYPE_CHECKING
+
 from twisted.application import service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from suite.net.transport import held_bytes, read_held
+
+if TYPE_CHECKING:
+    from suite.logger.protocol import SyslogFactory
 
 log = Logger()
 
@@ -28,16 +35,16 @@ FINAL_READ = 1.0
 class ShutdownDrain(service.Service):
     """Drains the connections of FACTORY (a SyslogFactory) on stop, timed by CLOCK."""
 
-    def __init__(self, factory, clock, timeout: float):
+    def __init__(self, factory: "SyslogFactory", clock: IReactorTime, timeout: float) -> None:
         self.factory = factory
         self.clock = clock
         self.timeout = timeout
 
-    def stopService(self):
+    def stopService(self) -> Deferred:
         service.Service.stopService(self)
         deadline = self.clock.seconds() + self.timeout
 
-        def check():
+        def check() -> None:
             now = self.clock.seconds()
             reading = any(now - p.last_data < QUIET for p in self.factory.open)
             if not reading or now >= deadline:
@@ -47,14 +54,14 @@ class ShutdownDrain(service.Service):
         loop.clock = self.clock
         return loop.start(POLL, now=True).addCallback(lambda _: self._close_all())
 
-    def _read_what_the_kernel_holds(self):
+    def _read_what_the_kernel_holds(self) -> None:
         """One buffer from each connection in turn, until none holds any or FINAL_READ is up."""
         until = self.clock.seconds() + FINAL_READ
         reading = list(self.factory.open)
         while reading and self.clock.seconds() < until:
             reading = [p for p in reading if p.transport is not None and read_held(p.transport)]
 
-    def _close_all(self):
+    def _close_all(self) -> None:
         self._read_what_the_kernel_holds()
         discarded = connections = 0
         for protocol in list(self.factory.open):

@@ -5,15 +5,19 @@ Socket-activated UDP sockets (`systemd-udp:name=NAME`): Twisted's own
 
 import os
 import socket
+from collections.abc import Mapping
 
 from twisted.internet import fdesc
+from twisted.internet.interfaces import IListeningPort, IReactorUDP
+from twisted.internet.protocol import DatagramProtocol
 
 from suite.net.udpport import adopt_datagram_port
 
 FIRST_ACTIVATED_FD = 3
 
 
-def activated_datagram_socket(name: str, environ=os.environ) -> tuple[int, int]:
+def activated_datagram_socket(name: str, environ: Mapping[str, str] = os.environ
+                              ) -> tuple[int, int]:
     """
     (fd, address family) of the socket-activated UDP socket named NAME.
 
@@ -36,8 +40,12 @@ def activated_datagram_socket(name: str, environ=os.environ) -> tuple[int, int]:
     return fd, family
 
 
-def adopt_datagram(reactor, name: str, protocol, max_packet_size: int):
-    """Serve PROTOCOL on the activated UDP socket NAME (non-blocking first, or the reactor hangs)."""
+def adopt_datagram(reactor: IReactorUDP, name: str, protocol: DatagramProtocol,
+                   max_packet_size: int) -> IListeningPort:
+    """
+    Serve PROTOCOL on the activated UDP socket NAME, made non-blocking first
+    (or the reactor hangs).
+    """
     fd, family = activated_datagram_socket(name)
     fdesc.setNonBlocking(fd)
     return adopt_datagram_port(reactor, fd, family, protocol, max_packet_size)

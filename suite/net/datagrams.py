@@ -11,17 +11,24 @@ forged request whose answer would start a loop between two services (our
 answer is their request, and so on) or hit a victim.
 """
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
 
+from suite.foundation.config import integer, key, number
+from suite.foundation.flood import FloodControl
+from suite.foundation.interfaces import IBatchedDatagramProtocol, IMetricSource
+from suite.foundation.metrics import Counts
 from suite.net.addresses import plain_host
 from suite.net.ratelimit import SourceRateLimiter
 from suite.net.udpbuffer import DatagramLimits
-from suite.foundation.config import integer, key, number
-from suite.foundation.flood import FloodControl
-from suite.foundation.metrics import Counts
+from suite.net.udpport import reply_path
+
+log = Logger()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,11 +49,11 @@ class ReplyLimits(DatagramLimits):
 LOWEST_SOURCE_PORT = 1024  # below: another service's port, never a client's
 
 
-def rate_limited_replier(settings: ReplyLimits, answer: Callable[[bytes], bytes],
-                         clock) -> Callable[[], "RateLimitedReplier"]:
+def rate_limited_replier(settings: ReplyLimits, answer: Callable[[bytes], bytes | None],
+                         clock: IReactorTime) -> Callable[[], "RateLimitedReplier"]:
     """A maker of datagram protocols for one service, with its own limiter each."""
 
-    def make():
+    def make() -> RateLimitedReplier:
         limiter = SourceRateLimiter(
             settings.udp_rate, settings.udp_burst, settings.udp_max_sources, clock,
             settings.udp_network_rate, settings.udp_network_burst,
@@ -58,6 +65,7 @@ def rate_limited_replier(settings: ReplyLimits, answer: Callable[[bytes], bytes]
     return make
 
 
+@implementer(IBatchedDatagramProtocol, IMetricSource)
 class RateLimitedReplier(DatagramProtocol):
     """
     Answers each datagram with ANSWER(payload) (unless None), never to a
@@ -67,13 +75,15 @@ class RateLimitedReplier(DatagramProtocol):
     seconds, so a flood does not turn into a flood of log lines.  Counted:
     datagrams (requests), bytes, replies sent, and datagrams dropped for
     their source port, over the address's budget, over the network's.
+    A batch read by the port is answered datagram by datagram, a failure on
+    one logged without losing the rest.
     """
 
     noisy = False
-    send = None  # the port's `reply` (see suite.net.udpport), else its `write`
+    send: Callable[[bytes, tuple], object] | None = None  # suite.net.udpport.reply_path
 
-    def __init__(self, service_name: str, answer: Callable[[bytes], bytes],
-                 limiter: SourceRateLimiter, warnings: FloodControl):
+    def __init__(self, service_name: str, answer: Callable[[bytes], bytes | None],
+                 limiter: SourceRateLimiter, warnings: FloodControl) -> None:
         self.service_name = service_name
         self.answer = answer
         self.refusal = limiter.refusal
@@ -82,17 +92,25 @@ class RateLimitedReplier(DatagramProtocol):
         self.answered = self.rate_limited = self.network_rate_limited = 0
         self.dropped_source_port = 0
 
-    def metric_samples(self):
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         yield from self.counts.metric_samples("udp")
         yield "datagrams", ("answered",), self.answered
         yield "datagrams", ("rate_limited",), self.rate_limited
         yield "datagrams", ("network_rate_limited",), self.network_rate_limited
         yield "datagrams", ("dropped_source_port",), self.dropped_source_port
 
-    def startProtocol(self):
-        self.send = getattr(self.transport, "reply", self.transport.write)
+    def startProtocol(self) -> None:
+        self.send = reply_path(self.transport)
 
-    def datagramReceived(self, data, address):
+    def datagramsReceived(self, datagrams: list[tuple[bytes, tuple]]) -> None:
+        received = self.datagramReceived
+        for data, address in datagrams:
+            try:
+                received(data, address)
+            except Exception:
+                log.failure("{protocol} failed on a datagram", protocol=self)
+
+    def datagramReceived(self, data: bytes, address: tuple) -> None:
         if not data:
             return
         counts = self.counts
@@ -126,5 +144,5 @@ class RateLimitedReplier(DatagramProtocol):
             counts.sent += len(reply)
             self.send(reply, address)
 
-    def stopProtocol(self):
+    def stopProtocol(self) -> None:
         self.warnings.flush()

@@ -13,22 +13,27 @@ import ipaddress
 import os
 import re
 import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, error, ssl
-from twisted.logger import Logger
-
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
 
-from suite.net.activation import activated_datagram_socket, adopt_datagram
-from suite.net.transport import StreamReactor
-from suite.net.udpport import listen_datagram
-from suite.net.udpbuffer import apply_receive_buffer, kernel_drops
-from suite.net.addresses import describe_peer
 from suite.foundation.config import ServiceSettings
 from suite.foundation.health import FAILING
+from suite.foundation.interfaces import IHealthSource, IMetricSource
+from suite.net.activation import activated_datagram_socket, adopt_datagram
+from suite.net.addresses import describe_peer
+from suite.net.transport import StockStreamPorts, listen_tcp_reusing_port
+from suite.net.twisted_internals import fast_path
+from suite.net.twisted_internals.streams import FastStreamPorts
+from suite.net.udpbuffer import apply_receive_buffer, kernel_drops
+from suite.net.udpport import listen_datagram
 
 log = Logger()
 
@@ -65,10 +70,12 @@ class Listener:
             defaults["backlog"] = DEFAULT_BACKLOG
         if prefix == "unix":
             defaults["mode"] = DEFAULT_UNIX_MODE
-        added = "".join(f":{name}={value}" for name, value in defaults.items() if name not in named)
+        added = "".join(
+            f":{name}={value}" for name, value in defaults.items() if name not in named
+        )
         return self.description + added
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.description if self.key == "listen" else f"{self.key} {self.description}"
 
 
@@ -103,7 +110,10 @@ def parse_udp(description: str) -> tuple[int, str]:
 
 
 def check_port(description: str) -> None:
-    """The port of a `tcp:`, `tcp6:` or `ssl:` endpoint must be 0-65535 (Twisted binds anything)."""
+    """
+    The port of a `tcp:`, `tcp6:` or `ssl:` endpoint must be 0-65535
+    (Twisted binds anything).
+    """
     _, positional, named = _arguments(description)
     port = named.get("port", positional[0] if positional else None)
     if port is None or not port.isdigit() or int(port) > 65535:
@@ -174,12 +184,15 @@ def parse_listeners(settings: ServiceSettings, datagram_side: bool, reactor,
                         check_activated_family(endpoint)
             except Exception as e:
                 problem = f"bad endpoint: {e}"
-                if prefix == "systemd" and isinstance(e, KeyError):  # Twisted's parser: no such name
+                # Twisted's parser raises KeyError for a name systemd did not pass.
+                if prefix == "systemd" and isinstance(e, KeyError):
                     problem = f"no socket passed by systemd is named {e.args[0]!r}"
                 raise settings.error(key, problem, description) from None
             listeners.append(listener)
     if not listeners and "listen" in keys:
-        raise settings.error("listen", "no listeners (set listen or tls_listen, or enabled = false)")
+        raise settings.error(
+            "listen", "no listeners (set listen or tls_listen, or enabled = false)"
+        )
     return listeners
 
 
@@ -218,6 +231,7 @@ class ListenFailed(Exception):
     """A listener could not bind; str() names the service and the endpoint."""
 
 
+@implementer(IMetricSource, IHealthSource)
 class ListenerService(service.Service):
     """
     Keeps one listener bound while running.  Binding happens in
@@ -225,14 +239,15 @@ class ListenerService(service.Service):
     raised there as L{ListenFailed}, so the process stops before serving.
     """
 
-    def __init__(self, service_name: str, listener: Listener, bind: Callable[[], object]):
+    def __init__(self, service_name: str, listener: Listener,
+                 bind: Callable[[], IListeningPort | defer.Deferred]) -> None:
         self.setName(f"{service_name} {listener}")
         self.service_name = service_name
         self.listener = listener
         self._bind = bind
-        self.port = None
+        self.port: IListeningPort | None = None
 
-    def privilegedStartService(self):
+    def privilegedStartService(self) -> None:
         service.Service.privilegedStartService(self)
         failures = []
         defer.maybeDeferred(self._bind).addCallbacks(self._bound, failures.append)
@@ -244,7 +259,7 @@ class ListenerService(service.Service):
                 f"{self.service_name}: cannot listen on {self.listener}: {reason}"
             )
 
-    def _bound(self, port):
+    def _bound(self, port: IListeningPort) -> None:
         self.port = port
         log.info(
             "{service} listening on {listener} ({address})",
@@ -253,25 +268,28 @@ class ListenerService(service.Service):
             address=describe_peer(port.getHost()),
         )
 
-    def startService(self):
+    def startService(self) -> None:
         if self.port is None:
             self.privilegedStartService()
         service.Service.startService(self)
 
-    def stopService(self):
+    def stopService(self) -> defer.Deferred | None:
         service.Service.stopService(self)
         port, self.port = self.port, None
         if port is not None:
             return defer.maybeDeferred(port.stopListening)
+        return None
 
     def health_problems(self) -> list[tuple[str, str]]:
         return [] if self.port is not None else [(FAILING, f"not listening on {self.listener}")]
 
-    def metric_samples(self):
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         """A datagram port's protocol counts its own datagrams; a stream's factory counts."""
         port = self.port
-        samples = getattr(getattr(port, "protocol", None), "metric_samples", None)
-        return samples() if samples is not None else ()
+        if self.listener.datagram and port is not None:
+            protocol = port.protocol  # type: ignore[attr-defined]
+            if IMetricSource.providedBy(protocol):
+                yield from protocol.metric_samples()
 
 
 DROPS_INTERVAL = 10.0
@@ -284,29 +302,32 @@ class DatagramListenerService(ListenerService):
     lack of room logged every DROPS_INTERVAL seconds (and at stop) as a count.
     """
 
-    def __init__(self, service_name, listener, bind, receive_buffer: int, clock):
+    def __init__(self, service_name: str, listener: Listener,
+                 bind: Callable[[], IListeningPort | defer.Deferred], receive_buffer: int,
+                 clock: IReactorTime) -> None:
         super().__init__(service_name, listener, bind)
         self.receive_buffer = receive_buffer
         self._drops_seen = 0
         self._watch = LoopingCall(self.report_drops)
         self._watch.clock = clock
 
-    def _bound(self, port):
+    def _bound(self, port: IListeningPort) -> None:
         super()._bound(port)
-        granted = apply_receive_buffer(port.socket, self.receive_buffer)
-        self._drops_seen = kernel_drops(port.socket) or 0
+        handle = port.getHandle()  # type: ignore[attr-defined]
+        granted = apply_receive_buffer(handle, self.receive_buffer)
+        self._drops_seen = kernel_drops(handle) or 0
         log.info(
             "{service}: {listener} receive buffer {granted} bytes (udp_receive_buffer {asked})",
             service=self.service_name, listener=str(self.listener), granted=granted,
             asked=self.receive_buffer,
         )
 
-    def startService(self):
+    def startService(self) -> None:
         super().startService()
         self._watch.start(DROPS_INTERVAL, now=False)
 
-    def report_drops(self):
-        drops = kernel_drops(self.port.socket) if self.port is not None else None
+    def report_drops(self) -> None:
+        drops = self._kernel_drops()
         if drops is None or drops <= self._drops_seen:
             return
         log.warn(
@@ -317,26 +338,64 @@ class DatagramListenerService(ListenerService):
         )
         self._drops_seen = drops
 
-    def stopService(self):
+    def _kernel_drops(self) -> int | None:
+        port = self.port
+        return kernel_drops(port.getHandle()) if port is not None else None  # type: ignore[attr-defined]
+
+    def stopService(self) -> defer.Deferred | None:
         if self._watch.running:
             self._watch.stop()
         self.report_drops()
         return super().stopService()
 
-    def metric_samples(self):
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         yield from super().metric_samples()
-        port = self.port
-        drops = kernel_drops(port.socket) if port is not None else None
+        drops = self._kernel_drops()
         if drops is not None:
             yield "datagrams", ("dropped",), drops
+
+
+class SuiteStreamPorts:
+    """
+    REACTOR, except that its `listenTCP`, `listenUNIX` and `adoptStreamPort`
+    make the suite's stream ports: the fast path's
+    (L{suite.net.twisted_internals.streams.FastStreamPorts}) or, on the
+    stock path, Twisted's own with counting transports
+    (L{suite.net.transport.StockStreamPorts}); TCP ports are bound with
+    SO_REUSEPORT when REUSE_PORT.  Pass it to `serverFromString`, so every
+    Twisted server endpoint string (`tcp:`, `tcp6:`, `unix:`, `systemd:`)
+    listens through it unchanged; everything else goes to REACTOR.
+    """
+
+    def __init__(self, reactor: object, reuse_port: bool = False) -> None:
+        self._reactor = reactor
+        self._reuse_port = reuse_port
+        self._ports = FastStreamPorts(reactor) if fast_path().fast else StockStreamPorts(reactor)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._reactor, name)
+
+    def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50,
+                  interface: str = "") -> IListeningPort:
+        if self._reuse_port:
+            return listen_tcp_reusing_port(self._ports, port, factory, backlog, interface)
+        return self._ports.listenTCP(port, factory, backlog, interface)
+
+    def listenUNIX(self, address: str, factory: IProtocolFactory, backlog: int = 50,
+                   mode: int = 0o666, wantPID: int = 0) -> IListeningPort:
+        return self._ports.listenUNIX(address, factory, backlog, mode, wantPID)
+
+    def adoptStreamPort(self, fileDescriptor: int, addressFamily: int,
+                        factory: IProtocolFactory) -> IListeningPort:
+        return self._ports.adoptStreamPort(fileDescriptor, addressFamily, factory)
 
 
 def listener_services(
     service_name: str,
     listeners: list[Listener],
-    reactor,
-    stream_factory=None,
-    make_datagram_protocol=None,
+    reactor: object,
+    stream_factory: IProtocolFactory | None = None,
+    make_datagram_protocol: Callable[[], DatagramProtocol] | None = None,
     tls: ssl.CertificateOptions | None = None,
     receive_buffer: int | None = None,
     reuse_port: bool = False,
@@ -345,11 +404,11 @@ def listener_services(
     One ListenerService per listener: stream listeners share STREAM_FACTORY
     (so its connection limit covers them all); each datagram port gets its
     own protocol from MAKE_DATAGRAM_PROTOCOL.  Stream ports send without
-    waiting a reactor turn (L{StreamReactor}); REUSE_PORT binds TCP and UDP
-    ports with SO_REUSEPORT.
+    waiting a reactor turn on the fast path (L{SuiteStreamPorts}); REUSE_PORT
+    binds TCP and UDP ports with SO_REUSEPORT.
     """
-    services = []
-    stream_reactor = StreamReactor(reactor, reuse_port)
+    services: list[ListenerService] = []
+    stream_reactor = SuiteStreamPorts(reactor, reuse_port)
     for listener in listeners:
         if listener.activated_name is not None:
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from suite.foundation.config import Settings, integer, key
 
 MiB = 2**20
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: beyond rmem_max, with CAP_NET_ADMIN
+# Linux: beyond rmem_max, with CAP_NET_ADMIN
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
 @dataclass(frozen=True, kw_only=True)

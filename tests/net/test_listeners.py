@@ -11,24 +11,24 @@ import tomllib
 from pathlib import Path
 
 from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.address import IPv6Address, UNIXAddress
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
-from twisted.internet.address import IPv6Address, UNIXAddress
 from twisted.internet.testing import MemoryReactor
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite.app import tap as services
-from suite.foundation.flood import FloodControl
-from suite.net.datagrams import RateLimitedReplier
-from suite.echo.protocol import echo_datagram
 from suite.app.compose import build
 from suite.app.lifecycle import SuiteService
-from suite.net.ratelimit import SourceRateLimiter
+from suite.echo.protocol import echo_datagram
+from suite.foundation.flood import FloodControl
 from suite.names import service as names_service
 from suite.names.service import NamesSettings
 from suite.net.addresses import describe_peer, source_of
+from suite.net.datagrams import RateLimitedReplier
 from suite.net.listeners import parse_udp, reaches_beyond_loopback
+from suite.net.ratelimit import SourceRateLimiter
 from tests.helpers import captured_log, start_suite, tmp_dir
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
@@ -77,7 +77,7 @@ class ServicesOnRealSockets(TestCase):
         lines = received.split(b"\r\n")
         self.assertEqual(len(lines), 4)
         self.assertEqual(lines[3], b"")
-        for line, text in zip(lines, (b"one", b"two", b"unterminated")):
+        for line, text in zip(lines, (b"one", b"two", b"unterminated"), strict=False):
             self.assertRegex(line, rb"^\[\d+\.\d{6}\] " + text + b"$")
 
     async def test_echo_quit_closes_the_connection(self):
@@ -177,7 +177,8 @@ class RawEchoFlowControl(TestCase):
             if idle_rounds == 10:
                 break
             await task.deferLater(reactor, 0.025, lambda: None)
-        self.assertEqual(idle_rounds, 10, "the server kept reading from a client that does not read")
+        self.assertEqual(idle_rounds, 10,
+                         "the server kept reading from a client that does not read")
         self.assertLess(sent, 64 * 2**20)
         received = bytearray()
         for _ in range(2000):
@@ -211,7 +212,8 @@ class PortInUse(TestCase):
         with self.assertRaises(SystemExit) as caught:
             root.privilegedStartService()
         self.assertEqual(caught.exception.code, 1)
-        critical = [e for e in observed if e.get("log_level") and e["log_level"].name == "critical"]
+        critical = [e for e in observed
+                    if e.get("log_level") and e["log_level"].name == "critical"]
         self.assertEqual(
             critical[0]["reason"],
             f"echo: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use",
@@ -269,7 +271,10 @@ class PeersAndExposure(SynchronousTestCase):
         self.assertEqual(source_of(UNIXAddress(b"/run/x.sock")), "unix")
 
     def test_unix_peer_paths_print_escaped(self):
-        """A Unix client binds its socket to a path of its choosing: a log line prints it escaped."""
+        """
+        A Unix client binds its socket to a path of its choosing: a log line
+        prints it escaped.
+        """
         self.assertEqual(describe_peer(UNIXAddress(b"/tmp/c\n\x1b[2J")), "/tmp/c\\n\\x1b[2J")
         self.assertEqual(describe_peer(UNIXAddress(b"/run/x.sock")), "/run/x.sock")
         self.assertEqual(describe_peer(UNIXAddress(None)), "unix")

@@ -11,16 +11,20 @@ import shutil
 import socket
 import tempfile
 
+from twisted.internet import defer, error, protocol, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface import implementer
 
-from twisted.internet import defer, error, protocol, reactor, task
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
-from twisted.trial.unittest import TestCase
-
-from suite.net import transport as transport_module
-from suite.net.transport import StreamReactor, WriteThroughServer, WriteThroughUNIXServer
-from suite.net.udpport import DatagramPort, listen_datagram
+from suite.foundation.interfaces import IBatchedDatagramProtocol
+from suite.net.interfaces import IRefusesAtDescriptorLimit
+from suite.net.listeners import SuiteStreamPorts
+from suite.net.twisted_internals import fast_path
+from suite.net.twisted_internals import streams as streams_module
+from suite.net.twisted_internals.datagrams import BatchedDatagramPort
+from suite.net.twisted_internals.streams import WriteThroughServer, WriteThroughUNIXServer
+from suite.net.udpport import listen_datagram, reply_path
 from tests.helpers import tmp_dir
 
 BIG = 8 * 2**20  # more than any socket buffer holds
@@ -100,7 +104,19 @@ def until(predicate, timeout=10.0):
     return waited
 
 
+def needs_fast_path(test: TestCase, lacking: str) -> None:
+    """Skip TEST on the stock path, which lacks LACKING."""
+    if not fast_path().fast:
+        raise SkipTest(f"the stock path ({fast_path().reason}) lacks {lacking}")
+
+
 class WriteThroughTests(TestCase):
+    """
+    On the stock path the same transport behaviours are Twisted's own
+    (a stock transport with counting): every test but the first two runs
+    both ways.
+    """
+
     async def connect(self, on_connect, client=None, unix=False):
         servers = []
 
@@ -111,7 +127,7 @@ class WriteThroughTests(TestCase):
 
         factory = protocol.Factory()
         factory.buildProtocol = build
-        listening = StreamReactor(reactor)
+        listening = SuiteStreamPorts(reactor)
         if unix:
             directory = tempfile.mkdtemp(prefix="s")  # a socket path must stay short
             self.addCleanup(shutil.rmtree, directory)
@@ -129,6 +145,7 @@ class WriteThroughTests(TestCase):
         return servers[0], client
 
     async def test_a_write_leaves_at_once_without_watching_for_writability(self):
+        needs_fast_path(self, "writes that leave without a reactor turn")
         seen = {}
 
         def write(server):
@@ -143,6 +160,8 @@ class WriteThroughTests(TestCase):
         await until(lambda: client.received == b"hello world")
 
     async def test_unix_sockets_too(self):
+        needs_fast_path(self, "writes that leave without a reactor turn")
+
         def write(server):
             server.transport.write(b"over unix")
             self.assertEqual(server.transport._tempDataLen, 0)
@@ -221,15 +240,15 @@ class WriteThroughTests(TestCase):
 
 class ReusePortTests(TestCase):
     def test_two_tcp_listeners_share_a_port_only_with_reuse_port(self):
-        first = StreamReactor(reactor, reuse_port=True).listenTCP(
+        first = SuiteStreamPorts(reactor, reuse_port=True).listenTCP(
             0, protocol.Factory(), interface="127.0.0.1")
         self.addCleanup(first.stopListening)
         number = first.getHost().port
-        second = StreamReactor(reactor, reuse_port=True).listenTCP(
+        second = SuiteStreamPorts(reactor, reuse_port=True).listenTCP(
             number, protocol.Factory(), interface="127.0.0.1")
         self.addCleanup(second.stopListening)
         self.assertEqual(second.getHost().port, number)
-        self.assertRaises(error.CannotListenError, StreamReactor(reactor).listenTCP,
+        self.assertRaises(error.CannotListenError, SuiteStreamPorts(reactor).listenTCP,
                           number, protocol.Factory(), interface="127.0.0.1")
 
     def test_two_udp_listeners_share_a_port_only_with_reuse_port(self):
@@ -273,10 +292,12 @@ class Refusing(protocol.Protocol):
         self.transport.write(b"served\r\n")
 
 
+@implementer(IRefusesAtDescriptorLimit)
 class RefusalFactory(protocol.Factory):
     """Serves Refusing; records what the port reports of refusals at the descriptor limit."""
 
     protocol = Refusing
+    refusal = Refusing.refusal
 
     def __init__(self):
         self.refused = []
@@ -305,9 +326,13 @@ class OutOfDescriptors:
 class DescriptorLimitTests(TestCase):
     """At the file-descriptor limit a connection is answered with the refusal line, not reset."""
 
+    def setUp(self):
+        needs_fast_path(self, "the refusal at the descriptor limit (Twisted closes the waiting "
+                              "client without a word) and the backlog's accept at close")
+
     def listen(self, failures):
         factory = RefusalFactory()
-        port = StreamReactor(reactor).listenTCP(0, factory, interface="127.0.0.1")
+        port = SuiteStreamPorts(reactor).listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         port.socket = OutOfDescriptors(port.socket, failures)
         self.listening_port = port
@@ -326,13 +351,13 @@ class DescriptorLimitTests(TestCase):
         self.assertEqual(factory.refused,
                          [("127.0.0.1", "out of file descriptors (Too many open files)")])
         self.assertEqual(await self.exchange(number), b"served\r\n")
-        self.assertTrue(transport_module.SPARE.reserve())  # the spare is back
+        self.assertTrue(streams_module.SPARE.reserve())  # the spare is back
 
     async def test_without_the_spare_the_port_pauses_instead_of_spinning(self):
         factory, number = self.listen(failures=2)
-        self.assertTrue(transport_module.SPARE.release())
-        self.addCleanup(transport_module.SPARE.reserve)
-        self.patch(transport_module, "NO_SPARE_PAUSE", 0.2)
+        self.assertTrue(streams_module.SPARE.release())
+        self.addCleanup(streams_module.SPARE.reserve)
+        self.patch(streams_module, "NO_SPARE_PAUSE", 0.2)
         with socket.create_connection(("127.0.0.1", number), timeout=5) as sock:
             await until(lambda: factory.refused)
             self.assertEqual(factory.refused,
@@ -345,8 +370,8 @@ class DescriptorLimitTests(TestCase):
 
     async def test_a_pause_does_not_outlive_the_port(self):
         factory, number = self.listen(failures=2)
-        self.assertTrue(transport_module.SPARE.release())
-        self.addCleanup(transport_module.SPARE.reserve)
+        self.assertTrue(streams_module.SPARE.release())
+        self.addCleanup(streams_module.SPARE.reserve)
         port = self.listening_port
         with socket.create_connection(("127.0.0.1", number), timeout=5):
             await until(lambda: factory.refused)
@@ -365,10 +390,6 @@ class DescriptorLimitTests(TestCase):
             await port.stopListening()  # the reactor had no turn to accept it
             self.assertEqual(len(served), 1)
 
-    async def test_without_twisted_s_private_names_twisted_s_own_loop_serves(self):
-        self.patch(transport_module, "OWN_ACCEPT_LOOP", False)
-        factory, number = self.listen(failures=0)
-        self.assertEqual(await self.exchange(number), b"served\r\n")
 
 
 def _readable(sock) -> bool:
@@ -378,7 +399,10 @@ def _readable(sock) -> bool:
         return False
 
 
+@implementer(IBatchedDatagramProtocol)
 class Batch(protocol.DatagramProtocol):
+    send = None
+
     def __init__(self):
         self.batches = []
 
@@ -392,15 +416,16 @@ class One(protocol.DatagramProtocol):
 
     def datagramReceived(self, data, address):
         self.datagrams.append((data, address))
-        self.transport.reply(data.upper(), address)
+        reply_path(self.transport)(data.upper(), address)
 
 
 class DatagramPortTests(TestCase):
     async def test_a_burst_arrives_in_batches_in_order(self):
+        needs_fast_path(self, "batched datagram reads")
         receiver = Batch()
         port = listen_datagram(reactor, 0, receiver, "127.0.0.1")
         self.addCleanup(port.stopListening)
-        self.assertIsInstance(port, DatagramPort)
+        self.assertIsInstance(port, BatchedDatagramPort)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             sender.bind(("127.0.0.1", 0))
             for n in range(200):
@@ -416,7 +441,7 @@ class DatagramPortTests(TestCase):
         try:
             port = listen_datagram(reactor, 0, receiver, "::1")
         except error.CannotListenError:
-            raise self.skipTest("no IPv6 loopback here")
+            raise self.skipTest("no IPv6 loopback here") from None
         self.addCleanup(port.stopListening)
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sender:
             sender.settimeout(5)

@@ -1,0 +1,24 @@
+"""
+The one door to Twisted's private code.  Everything in the suite that
+relies on a Twisted name outside its public API lives in this package;
+everything else uses public API only.
+
+  streams.py    write-through stream transports (`FileDescriptor._tempDataLen`,
+                `.dataBuffer`, `._writeDisconnected`, `tcp.Server.repstr`,
+                `tcp.Port._realPortNumber`), and the accept loop that refuses at
+                the descriptor limit and accepts the backlog at close
+                (replaces `tcp.Port.doRead`; `_buildAddr`, `_fromListeningDescriptor`)
+  datagrams.py  the batched UDP read and `reply` (replaces `udp.Port.doRead`;
+                `udp.Port._fromListeningDescriptor`)
+  guard.py      the checks made once per process before any of it is used
+
+Each module's docstring names the Twisted code it relies on (read in
+Twisted 26.4.0 and 26.10.0) and the public route it would take if Twisted
+offered one.  L{fast_path} tells whether it is in use: when a check fails,
+or SUITE_STOCK_TWISTED=1 is set, the suite runs on Twisted's stock ports
+and transports (slower, never wrong) and logs one warning saying why.
+"""
+
+from suite.net.twisted_internals.guard import STOCK_ENV, Decision, fast_path
+
+__all__ = ["STOCK_ENV", "Decision", "fast_path"]
