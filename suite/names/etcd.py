@@ -14,23 +14,40 @@ connection stays open.
 
 import base64
 import json
-
-from zope.interface import implementer
+from collections.abc import Callable
 
 from twisted.internet import defer, error
-from twisted.internet.protocol import Protocol
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import (
+    IConsumer,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.compat import nativeString
 from twisted.python.failure import Failure
 from twisted.web.client import (
-    Agent, HTTPConnectionPool, ResponseDone, ResponseFailed, _HTTP11ClientFactory,
+    URI,
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ResponseDone,
+    ResponseFailed,
 )
+from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
+from zope.interface import implementer
 
 from suite.names.store import StoreError
 
 MAX_MESSAGE = 64 * 2**20  # bytes of one answer (a range of the whole registry) or watch message
 UNAVAILABLE_CODES = {4, 14}  # gRPC DeadlineExceeded and Unavailable: another member may serve
 HEADERS = Headers({b"content-type": [b"application/json"]})
+
+OnMessage = Callable[[object], object]  # what gets each JSON message of an answer
 
 
 def encode(text: str) -> str:
@@ -47,15 +64,51 @@ def prefix_end(prefix: str) -> str:
     return base64.b64encode(raw[:-1] + bytes([raw[-1] + 1])).decode("ascii")
 
 
-class _QuietFactory(_HTTP11ClientFactory):
-    """The pool's connection factory, without a log line at each connection's start and end."""
+@implementer(IStreamClientEndpoint)
+class _QuietEndpoint:
+    """
+    Connects through ENDPOINT with the factory made quiet first: the
+    connection pool's factory, like every Twisted factory, logs a line at
+    each connection's start and end unless its public `noisy` is False
+    (and its class is private, so it is not subclassed here).
+    """
 
-    noisy = False
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        if isinstance(protocolFactory, Factory):
+            protocolFactory.noisy = False
+        return self.endpoint.connect(protocolFactory)
 
 
-class _QuietPool(HTTPConnectionPool):
-    _factory = _QuietFactory
-    retryAutomatically = False  # a request is retried on the next endpoint instead
+@implementer(IAgentEndpointFactory)
+class QuietEndpoints:
+    """
+    The endpoints of the Agent's requests as Twisted's Agent makes them (TCP
+    to the URL's host and port; for https, TLS over it, verified as a
+    browser would), with connections that are not logged.
+    """
+
+    def __init__(self, reactor: object) -> None:
+        self.reactor = reactor
+        self.policy = BrowserLikePolicyForHTTPS()
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        if uri.scheme not in (b"http", b"https"):
+            raise SchemeNotSupported(f"Unsupported scheme: {uri.scheme!r}")
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            self.reactor, nativeString(uri.host), uri.port
+        )
+        if uri.scheme == b"https":
+            endpoint = wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), endpoint)
+        return _QuietEndpoint(endpoint)
+
+
+def _pool(reactor: object, persistent: bool) -> HTTPConnectionPool:
+    pool = HTTPConnectionPool(reactor, persistent=persistent)
+    pool.retryAutomatically = False  # a request is retried on the next endpoint instead
+    return pool
 
 
 class EtcdError(StoreError):
@@ -73,21 +126,21 @@ class EtcdError(StoreError):
 class _Body:
     """A request body already in memory (FileBodyProducer would add a cooperator per request)."""
 
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes) -> None:
         self.data = data
         self.length = len(data)
 
-    def startProducing(self, consumer):
+    def startProducing(self, consumer: IConsumer) -> defer.Deferred[None]:
         consumer.write(self.data)
         return defer.succeed(None)
 
-    def pauseProducing(self):
+    def pauseProducing(self) -> None:
         pass
 
-    def resumeProducing(self):
+    def resumeProducing(self) -> None:
         pass
 
-    def stopProducing(self):
+    def stopProducing(self) -> None:
         pass
 
 
@@ -99,13 +152,13 @@ class _Messages(Protocol):
     bytes (which also ends the connection).
     """
 
-    def __init__(self, on_message, done: defer.Deferred):
+    def __init__(self, on_message: OnMessage, done: defer.Deferred[None]) -> None:
         self.on_message = on_message
         self.done = done
         self._buffer = b""
-        self._problem = None
+        self._problem: Failure | None = None
 
-    def dataReceived(self, data):
+    def dataReceived(self, data: bytes) -> None:
         if self._problem is not None:
             return
         self._buffer += data
@@ -120,7 +173,7 @@ class _Messages(Protocol):
             self._problem = Failure(e)
             self.transport.stopProducing()
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._problem is None and self._buffer.strip():
             try:
                 self.on_message(json.loads(self._buffer))
@@ -134,7 +187,7 @@ class _Messages(Protocol):
             self.done.errback(self._problem)
 
 
-def _error_message(failure) -> str:
+def _error_message(failure: Failure) -> str:
     if failure.check(defer.CancelledError, defer.TimeoutError):
         return "no answer in time"
     if failure.check(error.ConnectionRefusedError):
@@ -147,16 +200,19 @@ def _error_message(failure) -> str:
 class EtcdClient:
     """Requests to the cluster at ENDPOINTS (`http://host:port` each), timed out after TIMEOUT."""
 
-    def __init__(self, reactor, endpoints: list[str], timeout: float):
+    def __init__(self, reactor: IReactorTime, endpoints: list[str], timeout: float) -> None:
         self.reactor = reactor
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self._current = 0
-        self.pool = _QuietPool(reactor, persistent=True)
-        self.agent = Agent(reactor, pool=self.pool)
+        connecting = QuietEndpoints(reactor)
+        self.pool = _pool(reactor, persistent=True)
+        self.agent = Agent.usingEndpointFactory(reactor, connecting, pool=self.pool)
         # A watch holds its connection as long as it lasts: a pool of its own, never reused.
-        self.watch_agent = Agent(reactor, pool=_QuietPool(reactor, persistent=False))
-        self._in_flight: set[defer.Deferred] = set()
+        self.watch_agent = Agent.usingEndpointFactory(
+            reactor, connecting, pool=_pool(reactor, persistent=False)
+        )
+        self._in_flight: set[defer.Deferred[dict]] = set()
         self._closed = False
 
     @property
@@ -166,7 +222,7 @@ class EtcdClient:
     def next_endpoint(self) -> None:
         self._current = (self._current + 1) % len(self.endpoints)
 
-    def call(self, path: str, body: dict) -> defer.Deferred:
+    def call(self, path: str, body: dict) -> defer.Deferred[dict]:
         """Deferred answer (a dict) of POST PATH with BODY; fails with EtcdError."""
         if self._closed:
             return defer.fail(EtcdError("the etcd client is closed"))
@@ -174,7 +230,7 @@ class EtcdClient:
         self._in_flight.add(d)
         return d.addBoth(self._settled, d)
 
-    def _settled(self, result, d):
+    def _settled(self, result: object, d: defer.Deferred[dict]) -> object:
         self._in_flight.discard(d)
         return result
 
@@ -187,20 +243,21 @@ class EtcdClient:
                 if attempt == len(self.endpoints) - 1 or not e.retry_elsewhere:
                     raise
                 self.next_endpoint()
+        raise EtcdError("no etcd endpoint to ask")  # an empty list: the loop did not run
 
     async def _post(self, endpoint: str, path: str, data: bytes) -> dict:
-        messages = []
+        messages: list[object] = []
         try:
             response = await self._request(self.agent, endpoint, path, data).addTimeout(
                 self.timeout, self.reactor
             )
-            done = defer.Deferred()
+            done: defer.Deferred[None] = defer.Deferred()
             response.deliverBody(_Messages(messages.append, done))
             await done.addTimeout(self.timeout, self.reactor)
         except Exception:
             failure = Failure()
             raise self._error(endpoint, _error_message(failure), retry_elsewhere=True) from None
-        answer = messages[0] if len(messages) == 1 and isinstance(messages[0], dict) else {}
+        answer: dict = messages[0] if len(messages) == 1 and isinstance(messages[0], dict) else {}
         if response.code != 200 or "error" in answer:
             code = answer.get("code")
             message = answer.get("message") or answer.get("error") or f"HTTP {response.code}"
@@ -208,16 +265,18 @@ class EtcdClient:
         return answer
 
     @staticmethod
-    def _error(endpoint, message, retry_elsewhere) -> EtcdError:
+    def _error(endpoint: str, message: str, retry_elsewhere: bool) -> EtcdError:
         e = EtcdError(f"etcd {endpoint}: {message}")
         e.retry_elsewhere = retry_elsewhere
         return e
 
-    def _request(self, agent, endpoint, path, data) -> defer.Deferred:
+    def _request(
+        self, agent: Agent, endpoint: str, path: str, data: bytes
+    ) -> defer.Deferred[IResponse]:
         url = f"{endpoint}{path}".encode()
         return agent.request(b"POST", url, HEADERS, _Body(data))
 
-    def watch(self, request: dict, on_message) -> defer.Deferred:
+    def watch(self, request: dict, on_message: OnMessage) -> defer.Deferred[None]:
         """
         Watch (a `create_request`) on the current endpoint: ON_MESSAGE gets
         each answer as it comes.  The Deferred fires when the stream ends,
@@ -225,18 +284,18 @@ class EtcdClient:
         it closes the watch.
         """
         endpoint = self.endpoint
-        streams = []
+        streams: list[_Messages] = []
 
-        def cancel(_):
+        def cancel(_: object) -> None:
             if streams:
                 streams[0].transport.stopProducing()
             else:
                 requested.cancel()
 
-        ended = defer.Deferred(cancel)
+        ended: defer.Deferred[None] = defer.Deferred(cancel)
 
-        def answered(response):
-            done = defer.Deferred()
+        def answered(response: IResponse) -> defer.Deferred[None]:
+            done: defer.Deferred[None] = defer.Deferred()
             if response.code != 200:
                 response.deliverBody(_Messages(lambda _: None, done))
                 raise self._error(endpoint, f"HTTP {response.code}", retry_elsewhere=True)
@@ -244,7 +303,7 @@ class EtcdClient:
             response.deliverBody(streams[0])
             return done
 
-        def settled(result):
+        def settled(result: Failure | None) -> None:
             if ended.called:  # cancelled: what the stream says as it closes does not matter
                 return None
             if isinstance(result, Failure) and not result.check(EtcdError):
@@ -256,7 +315,7 @@ class EtcdClient:
         requested.addTimeout(self.timeout, self.reactor).addCallback(answered).addBoth(settled)
         return ended
 
-    def close(self) -> defer.Deferred:
+    def close(self) -> defer.Deferred[None]:
         """Wait for the requests in flight, then close the idle connections."""
         self._closed = True
         waiting = defer.DeferredList(list(self._in_flight), consumeErrors=True)
