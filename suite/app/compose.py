@@ -63,19 +63,6 @@ class ServicePlan:
 
 
 @dataclass(frozen=True)
-class ServerTLS:
-    """
-    The server TLS context every `tls_listen` of the suite shares, and the
-    section it was loaded for: `tls` when [tls] names its files (loaded
-    whether or not a listener uses it yet), else the first section with a
-    `tls_listen`.
-    """
-
-    loaded_for: str
-    options: ssl.CertificateOptions
-
-
-@dataclass(frozen=True)
 class MetricsPlan:
     settings: MetricsSettings
     listeners: tuple[Listener, ...]
@@ -92,8 +79,14 @@ class AnnouncePlan:
 
 @dataclass(frozen=True)
 class SuitePlan:
+    """
+    The whole suite: its services in order, the server TLS context every
+    `tls_listen` shares (None: no TLS served), the [metrics] site and the
+    announcer (None: not configured).
+    """
+
     services: tuple[ServicePlan, ...]
-    tls: ServerTLS | None
+    tls: ssl.CertificateOptions | None
     metrics: MetricsPlan | None
     announce: AnnouncePlan | None
 
@@ -153,25 +146,27 @@ def plan_service(declaration: ServiceDeclaration, settings: ServiceSettings) -> 
 
 def server_tls(
     tls: TLSSettings, served: Sequence[tuple[ServiceSettings | MetricsSettings, tuple[Listener, ...]]]
-) -> ServerTLS | None:
+) -> ssl.CertificateOptions | None:
     """
-    The one decision on server TLS: loaded from [tls] when it names a file,
-    or for the first of SERVED ((settings, listeners) of each section) with
-    a TLS listener, whose `tls_listen` an incomplete [tls] is reported on;
-    None when nothing needs it.
+    The one decision on server TLS.  When [tls] names a file, its context is
+    loaded whether or not a listener uses it yet (a bad file is a mistake
+    now, not at the first handshake).  Otherwise a TLS listener among SERVED
+    ((settings, listeners) of each section, in order) needs a [tls] that
+    names none: the first such section's `tls_listen` is the mistake
+    reported.  None: no TLS served.
     """
     if names_files(tls):
-        return ServerTLS(tls.section, tls_options(tls))
+        return tls_options(tls)
     for settings, listeners in served:
         if any(listener.tls for listener in listeners):
-            return ServerTLS(settings.section, tls_options(tls, settings))
+            return tls_options(tls, settings)
     return None
 
 
 def materialise(planned: SuitePlan, reactor: IReactorCore) -> SuiteService:
     """The services and listeners PLANNED describes, unstarted, under one root."""
     root = SuiteService(reactor)
-    context = planned.tls.options if planned.tls is not None else None
+    context = planned.tls
     announced: list[ListenerService] = []
     for service in planned.services:
         parts = service.declaration.build(service.settings, reactor)
