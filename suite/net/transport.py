@@ -44,9 +44,9 @@ def held_bytes(transport: ITransport) -> int:
     The bytes the kernel holds unread for TRANSPORT's socket (FIONREAD):
     what a close now would discard; 0 once it is closed or has no socket.
     """
+    sock = getattr(socket_transport(transport), "socket", None)
     try:
-        handle = socket_transport(transport).getHandle()
-        return struct.unpack("i", fcntl.ioctl(handle.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
     except (AttributeError, OSError, ValueError):
         return 0
 
@@ -59,9 +59,7 @@ def read_held(transport: ITransport) -> bool:
     it to take in what senders already handed to the kernel.
     """
     below = socket_transport(transport)
-    if not isinstance(below, abstract.FileDescriptor) or below.disconnecting:
-        return False
-    if not held_bytes(below):
+    if getattr(below, "disconnecting", True) or not held_bytes(below):
         return False
     return below.doRead() is None
 
