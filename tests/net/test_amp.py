@@ -3,13 +3,17 @@
 import struct
 
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
+from twisted.protocols.amp import IBoxSender
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from suite.contracts.errors import Overloaded
 from suite.contracts.names import Lookup, Register
 from suite.contracts.sleep import Sleep
+from suite.net.amp import MAX_KEY_LENGTH, BoxParser, BoxTooLarge, KeyTooLong, QuietAMP
 from suite.sleep.protocol import SleepFactory
 from suite.sleep.service import SleepSettings
 from tests.helpers import AMPPair, captured_log, connect
@@ -111,3 +115,121 @@ class InFlightTests(SynchronousTestCase):
         pair.pump()
         self.assertEqual(answers[:2], [[{}], [{}]])
         self.assertEqual(len(pair.answer(Lookup, name="svc")["instances"]), 2)
+
+
+SLEEP = box((b"_command", b"Sleep"), (b"_ask", b"1"), (b"seconds", b"1"))
+NAP = box((b"_command", b"Nap"), (b"_ask", b"1"))  # a command the servers do not know
+
+
+class BoxParserTests(SynchronousTestCase):
+    def setUp(self):
+        self.boxes = []
+
+    def deliver(self, parsed):
+        self.boxes.append(dict(parsed))
+        return True
+
+    def test_boxes_cut_anywhere_arrive_whole_and_in_order(self):
+        data = SLEEP + box((b"k", b""))
+        for cut in range(len(data) + 1):
+            self.boxes.clear()
+            parser = BoxParser(1024)
+            parser.feed(data[:cut], self.deliver)
+            parser.feed(data[cut:], self.deliver)
+            self.assertEqual(
+                self.boxes,
+                [{b"_command": b"Sleep", b"_ask": b"1", b"seconds": b"1"}, {b"k": b""}],
+            )
+
+    def test_an_empty_box_is_delivered_empty(self):
+        BoxParser(1024).feed(b"\x00\x00", self.deliver)
+        self.assertEqual(self.boxes, [{}])
+
+    def test_keys_up_to_amps_documented_limit_of_255_bytes(self):
+        self.assertEqual(MAX_KEY_LENGTH, 255)
+        BoxParser(1024).feed(box((b"k" * 255, b"v")), self.deliver)
+        self.assertEqual(self.boxes, [{b"k" * 255: b"v"}])
+        with self.assertRaises(KeyTooLong):
+            BoxParser(1024).feed(struct.pack("!H", 256), self.deliver)
+
+    def test_a_box_of_max_box_bytes_passes_one_byte_more_does_not(self):
+        pair = box((b"k", b"v" * 95))[:-2]  # 100 bytes with the two length prefixes
+        BoxParser(100).feed(pair + b"\x00\x00", self.deliver)
+        self.assertEqual(len(self.boxes), 1)
+        with self.assertRaises(BoxTooLarge):
+            BoxParser(100).feed(box((b"k", b"v" * 96)), self.deliver)
+
+    def test_a_box_too_large_is_refused_before_its_value_arrives(self):
+        with self.assertRaises(BoxTooLarge):
+            BoxParser(1024).feed(
+                struct.pack("!H", 1) + b"k" + struct.pack("!H", 2000), self.deliver
+            )
+
+    def test_what_follows_a_stop_is_parsed_at_the_next_feed(self):
+        parser = BoxParser(1024)
+        parser.feed(SLEEP + NAP, lambda parsed: self.deliver(parsed) and False)
+        self.assertEqual(len(self.boxes), 1)
+        parser.feed(b"", self.deliver)
+        self.assertEqual([b[b"_command"] for b in self.boxes], [b"Sleep", b"Nap"])
+
+    def test_held_data_waits_for_the_next_feed(self):
+        parser = BoxParser(1024)
+        parser.hold(NAP)
+        self.assertEqual(self.boxes, [])
+        parser.feed(b"", self.deliver)
+        self.assertEqual(self.boxes, [{b"_command": b"Nap", b"_ask": b"1"}])
+
+
+class SplitTests(SynchronousTestCase):
+    """The server protocol on AMP's public split: parser, dispatcher, locator, sender."""
+
+    def setUp(self):
+        self.protocol, self.transport = connect(
+            SleepFactory(SleepSettings(idle_timeout=0), Clock())
+        )
+
+    def test_the_protocol_is_its_dispatchers_locator_and_box_sender(self):
+        self.assertTrue(verifyObject(IBoxSender, self.protocol))
+        self.assertTrue(verifyObject(IPushProducer, self.protocol))
+        self.assertIs(self.protocol.dispatcher.locator, self.protocol)
+        self.assertIs(self.protocol.dispatcher.boxSender, self.protocol)
+
+    def test_a_paused_connection_reads_its_commands_once_resumed(self):
+        self.protocol.pauseProducing()
+        self.protocol.dataReceived(NAP)
+        self.assertEqual(self.transport.value(), b"")
+        self.protocol.resumeProducing()
+        self.assertIn(b"UNHANDLED", self.transport.value())
+
+    def test_a_connection_paused_by_an_answer_reads_the_rest_once_resumed(self):
+        def pause_first(parsed):
+            self.protocol.pauseProducing()  # as a full write buffer would
+            return False
+
+        self.protocol.box_received = pause_first
+        self.protocol.dataReceived(NAP + NAP)
+        self.assertEqual(self.transport.value().count(b"UNHANDLED"), 1)
+        del self.protocol.box_received
+        self.protocol.resumeProducing()
+        self.assertEqual(self.transport.value().count(b"UNHANDLED"), 2)
+
+
+class QuietClientTests(SynchronousTestCase):
+    def setUp(self):
+        self.lines = captured_log(self)
+        self.clock = Clock()
+        self.pair = AMPPair(SleepFactory(SleepSettings(idle_timeout=0), self.clock), QuietAMP())
+
+    def test_calls_are_answered_and_connections_made_and_lost_not_logged(self):
+        answers = self.pair.call(Sleep, seconds=1.0)
+        self.clock.advance(1)
+        self.pair.pump()
+        self.assertEqual(answers, [{"slept": 1.0}])
+        self.pair.client.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNone(self.pair.client.transport)
+        self.assertEqual(self.lines, [])
+
+    def test_calls_unanswered_when_the_connection_is_lost_fail(self):
+        answers = self.pair.call(Sleep, seconds=1.0)
+        self.pair.client.connectionLost(Failure(ConnectionDone()))
+        answers[0].trap(ConnectionDone)
