@@ -18,14 +18,18 @@ it ends.
 
 import ipaddress
 import socket
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from twisted.application import service
 from twisted.internet import defer, ssl, threads
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorCore
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.contracts.names import Deregister, NotFound, Register
@@ -34,6 +38,7 @@ from suite.foundation.interfaces import IStopsFirst
 from suite.foundation.printable import printable
 from suite.net.amp import QuietAMP
 from suite.net.client_endpoints import parse_address, stream_endpoint, tls_failure
+from suite.net.listeners import ListenerService
 from suite.net.tls import load_certificates, load_private_key, trust_root
 
 log = Logger()
@@ -67,7 +72,7 @@ class AnnounceSettings(Settings):
 TLS_FILES = ("ca", "certificate", "private_key")
 
 
-def name_server_tls(settings: AnnounceSettings) -> dict:
+def name_server_tls(settings: AnnounceSettings) -> dict[str, IOpenSSLClientConnectionCreator]:
     """
     With `tls = true`, each name server's client TLS (name server -> connection
     creator); without, none.  Every file is read now, so that a missing or bad
@@ -113,7 +118,7 @@ class Announcement:
     description: str
 
 
-def specific_host(address) -> str | None:
+def specific_host(address: IPv4Address | IPv6Address) -> str | None:
     """The interface a listener is bound to, unless it is every interface."""
     host = address.host.split("%", 1)[0]
     if ipaddress.ip_address(host).is_unspecified:
@@ -128,7 +133,7 @@ class _QuietClients(Factory):
     protocol = QuietAMP
 
 
-def _not_found_is_done(failure):
+def _not_found_is_done(failure: Failure) -> None:
     """Deregistering what the name server no longer has is done."""
     failure.trap(NotFound)
 
@@ -143,8 +148,9 @@ class Announcer(service.Service):
     most STOP_TIMEOUT) for its deregistrations.
     """
 
-    def __init__(self, settings: AnnounceSettings, token: str | None, listeners, reactor,
-                 tls: dict):
+    def __init__(self, settings: AnnounceSettings, token: str | None,
+                 listeners: Sequence[ListenerService], reactor: IReactorCore,
+                 tls: Mapping[str, IOpenSSLClientConnectionCreator]) -> None:
         self.settings = settings
         self.token = token or None
         self.tls = tls
@@ -155,16 +161,16 @@ class Announcer(service.Service):
         self._rounds = LoopingCall(self.announce)
         self._rounds.clock = reactor
 
-    def startService(self):
+    def startService(self) -> None:
         service.Service.startService(self)
         self.reactor.callWhenRunning(self._start)
 
-    def _start(self):
+    def _start(self) -> None:
         d = defer.ensureDeferred(self._announcements())
         d.addCallback(self._first_round)
         d.addErrback(lambda failure: log.failure("announce: cannot start", failure))
 
-    def _first_round(self, announced):
+    def _first_round(self, announced: list[Announcement]) -> None:
         self.announced = announced
         if self.running:
             self._rounds.start(self.settings.interval, now=True)
@@ -187,7 +193,7 @@ class Announcer(service.Service):
             announced.append(Announcement(listener.service_name, host, address.port, description))
         return announced
 
-    def announce(self) -> defer.Deferred:
+    def announce(self) -> defer.Deferred[list[tuple[bool, object]]]:
         """One round: every announcement to every name server (the next waits for it)."""
         return defer.DeferredList(
             [self._with(name_server, Register, self._register_arguments)
@@ -195,21 +201,23 @@ class Announcer(service.Service):
             consumeErrors=True,
         )
 
-    def _register_arguments(self, announcement):
+    def _register_arguments(self, announcement: Announcement) -> dict[str, object]:
         return dict(name=announcement.name, host=announcement.host, port=announcement.port,
                     description=announcement.description, token=self.token)
 
-    def _deregister_arguments(self, announcement):
+    def _deregister_arguments(self, announcement: Announcement) -> dict[str, object]:
         return dict(name=announcement.name, host=announcement.host, port=announcement.port,
                     token=self.token)
 
-    def _with(self, name_server: str, command, arguments) -> defer.Deferred:
+    def _with(self, name_server: str, command: type[amp.Command],
+              arguments: Callable[[Announcement], dict[str, object]]) -> defer.Deferred[None]:
         d = defer.ensureDeferred(self._send(name_server, command, arguments))
         d.addCallbacks(lambda _: self._reached(name_server),
                        lambda failure: self._failed(name_server, command, failure))
         return d
 
-    async def _send(self, name_server, command, arguments):
+    async def _send(self, name_server: str, command: type[amp.Command],
+                    arguments: Callable[[Announcement], dict[str, object]]) -> None:
         endpoint = stream_endpoint(self.reactor, parse_address(name_server), CONNECT_TIMEOUT,
                                    self.tls.get(name_server))
         connecting = endpoint.connect(_QuietClients())
@@ -224,13 +232,13 @@ class Announcer(service.Service):
         finally:
             protocol.transport.loseConnection()
 
-    def _reached(self, name_server):
+    def _reached(self, name_server: str) -> None:
         if self._down.get(name_server):
             log.info("announce: {name_server} reached again; {count} listeners registered",
                      name_server=name_server, count=len(self.announced))
         self._down[name_server] = False
 
-    def _failed(self, name_server, command, failure):
+    def _failed(self, name_server: str, command: type[amp.Command], failure: Failure) -> None:
         if not self._down.get(name_server):
             reason = (tls_failure(failure.value) or failure.getErrorMessage()
                       or type(failure.value).__name__)
@@ -246,7 +254,7 @@ class Announcer(service.Service):
             )
         self._down[name_server] = True
 
-    def stopService(self):
+    def stopService(self) -> defer.Deferred[None] | None:
         """Deregister everything announced, from each name server, then let the listeners close."""
         if not self.running:
             return None

@@ -2,11 +2,13 @@
 
 from dataclasses import dataclass
 
+from twisted.internet.interfaces import IReactorTime
+
 from suite.echo.protocol import LineEchoFactory, RawEchoFactory, echo_datagram
+from suite.foundation.config import ServiceSettings, choice, key, listen
+from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.net.datagrams import ReplyLimits, rate_limited_replier
 from suite.net.lines import LineLimits
-from suite.foundation.declaration import Parts, ServiceDeclaration
-from suite.foundation.config import ServiceSettings, choice, key, listen
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,7 +21,7 @@ class EchoSettings(ReplyLimits, LineLimits, ServiceSettings):
     mode: str = key(choice("line", "raw"), "line", "line ('You said: ...') or raw (RFC 862)")
 
 
-def build(settings: EchoSettings, clock) -> Parts:
+def build(settings: EchoSettings, clock: IReactorTime) -> Parts:
     factory_class = RawEchoFactory if settings.mode == "raw" else LineEchoFactory
     return Parts(
         factory_class(settings, clock), rate_limited_replier(settings, echo_datagram, clock)

@@ -52,12 +52,13 @@ class Kind:
     flag: bool = False
 
 
-def _bounded(noun: str, accepted: tuple, convert: Callable, minimum, maximum) -> Kind:
+def _bounded(noun: str, accepted: tuple[type, ...], convert: Callable[[Any], float],
+             minimum: float, maximum: float | None) -> Kind:
     """A numeric kind: NOUN names it in errors; NaN and infinities are refused."""
     upper = float("inf") if maximum is None else maximum
     limits = f"at least {minimum:g}" + ("" if maximum is None else f" and at most {maximum:g}")
 
-    def check(value):
+    def check(value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, accepted):
             raise ValueError(f"must be {noun}")
         if not math.isfinite(value):
@@ -66,7 +67,7 @@ def _bounded(noun: str, accepted: tuple, convert: Callable, minimum, maximum) ->
             raise ValueError(f"must be {limits}")
         return convert(value)
 
-    def from_text(text):
+    def from_text(text: str) -> object:
         try:
             return convert(text)
         except ValueError:
@@ -83,7 +84,7 @@ def number(minimum: float, maximum: float | None = None) -> Kind:
     return _bounded("a number", (int, float), float, minimum, maximum)
 
 
-def _check_boolean(value):
+def _check_boolean(value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
     return value
@@ -93,7 +94,7 @@ BOOLEAN = Kind(_check_boolean, flag=True)
 
 
 def text(validate: Callable[[str], None] | None = None) -> Kind:
-    def check(value):
+    def check(value: object) -> str:
         if not isinstance(value, str):
             raise ValueError("must be a string")
         if validate is not None:
@@ -104,7 +105,7 @@ def text(validate: Callable[[str], None] | None = None) -> Kind:
 
 
 def choice(*allowed: str) -> Kind:
-    def validate(value):
+    def validate(value: str) -> None:
         if value not in allowed:
             raise ValueError("must be one of " + ", ".join(allowed))
 
@@ -114,7 +115,7 @@ def choice(*allowed: str) -> Kind:
 def string_list(validate: Callable[[str], object] | None = None) -> Kind:
     """A list of strings, each passed to VALIDATE (which raises ValueError) when given."""
 
-    def check(value):
+    def check(value: object) -> tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError("must be a list of strings")
         for item in value if validate is not None else ():
@@ -130,7 +131,7 @@ STRING_LIST = string_list()
 class FileMode(int):
     """Permission bits, shown in octal as chmod takes them ("0640", not 416)."""
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"0{self:o}"
 
 
@@ -141,7 +142,7 @@ FILE_MODE = FileMode(0o640)
 _OCTAL = re.compile(r"(0o|0)?([0-7]{1,4})")
 
 
-def _check_file_mode(value) -> int:
+def _check_file_mode(value: object) -> int:
     """An octal string ("0640", "0o640") or an integer (0o640 in TOML): permission bits only."""
     if isinstance(value, str):
         found = _OCTAL.fullmatch(value)

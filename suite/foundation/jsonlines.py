@@ -6,7 +6,7 @@ written through at once, so nothing received before SIGTERM is lost.
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from twisted.application import service
@@ -52,7 +52,7 @@ def cut_torn_tail(path: str) -> int:
         return size - end
 
 
-def _identity(path: str):
+def _identity(path: str) -> tuple[int, int] | None:
     try:
         found = os.stat(path)
     except FileNotFoundError:
@@ -117,14 +117,14 @@ class RotatingFile:
         self._fd = None
         self._open()
 
-    def _open(self):
+    def _open(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                            self.file_mode)
         found = os.fstat(self._fd)
         self.size = found.st_size
         self._opened = (found.st_dev, found.st_ino)
 
-    def _follow_path(self):
+    def _follow_path(self) -> None:
         if _identity(self.path) != self._opened:
             self.reopen()
             log.warn(
@@ -133,7 +133,7 @@ class RotatingFile:
                 label=self.label, path=self.path,
             )
 
-    def write(self, data: bytes):
+    def write(self, data: bytes) -> None:
         self._follow_path()
         written = 0
         limit = self.rotate_bytes
@@ -193,11 +193,11 @@ class RotatingFile:
         self.reopen()
         return True
 
-    def reopen(self):
+    def reopen(self) -> None:
         os.close(self._fd)
         self._open()
 
-    def close(self):
+    def close(self) -> None:
         os.close(self._fd)
 
 
@@ -207,7 +207,7 @@ class StandardOutput:
     path = "standard output"  # as log lines and /health name it
     rotations = 0
 
-    def write(self, data: bytes):
+    def write(self, data: bytes) -> None:
         view = memoryview(data)
         try:
             while view:
@@ -215,10 +215,10 @@ class StandardOutput:
         except OSError as e:
             raise WriteFailed(len(data) - len(view), e) from None
 
-    def reopen(self):
+    def reopen(self) -> None:
         pass
 
-    def close(self):
+    def close(self) -> None:
         pass
 
 
@@ -301,11 +301,11 @@ class BatchWriter(service.Service):
     def name(self) -> str:
         return self.output.path
 
-    def on_pressure(self, callback):
+    def on_pressure(self, callback: Callable[[bool], object]) -> None:
         """CALLBACK(full) is called each time the writer becomes full, or has room again."""
         self._pressure.append(callback)
 
-    def write_lines(self, lines: list[bytes]):
+    def write_lines(self, lines: list[bytes]) -> None:
         self._pending += lines
         self._size += sum(map(len, lines))
         if self.failing is not None:
@@ -315,7 +315,7 @@ class BatchWriter(service.Service):
         elif self._call is None:
             self._call = self.reactor.callLater(self.flush_interval, self.flush)
 
-    def flush(self):
+    def flush(self) -> None:
         if self._call is not None:
             if self._call.active():
                 self._call.cancel()
@@ -337,7 +337,7 @@ class BatchWriter(service.Service):
                     self._resumed()
         self._check_full()
 
-    def _failed(self, failure: WriteFailed):
+    def _failed(self, failure: WriteFailed) -> None:
         if self.failing is None:
             self.failing = str(failure)
             log.error(
@@ -348,11 +348,11 @@ class BatchWriter(service.Service):
         if self.running and self._retry is None:
             self._retry = self.reactor.callLater(RETRY_SECONDS, self._try_again)
 
-    def _try_again(self):
+    def _try_again(self) -> None:
         self._retry = None
         self.flush()
 
-    def _resumed(self):
+    def _resumed(self) -> None:
         log.info(
             "{label}: writing {path} again after: {error}; {dropped} records were dropped meanwhile",
             label=self.label, path=self.name, error=self.failing, dropped=self.dropped,
@@ -360,7 +360,7 @@ class BatchWriter(service.Service):
         self.failing = None
         self.dropped = 0
 
-    def _check_full(self):
+    def _check_full(self) -> None:
         full = self._size >= self.max_buffer
         if full != self.full:
             self.full = full
@@ -373,7 +373,7 @@ class BatchWriter(service.Service):
         self.output.reopen()
         log.info("{label}: output reopened (SIGHUP): {path}", label=self.label, path=self.name)
 
-    def stopService(self):
+    def stopService(self) -> None:
         service.Service.stopService(self)
         if self._retry is not None:
             self._retry.cancel()

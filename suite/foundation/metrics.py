@@ -94,10 +94,10 @@ class Counts:
 
     __slots__ = ("opened", "closed", "received", "sent", "requests")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.opened = self.closed = self.received = self.sent = self.requests = 0
 
-    def metric_samples(self, transport: str):
+    def metric_samples(self, transport: str) -> Iterator[tuple[str, tuple[str], int]]:
         yield "received_bytes", (transport,), self.received
         yield "sent_bytes", (transport,), self.sent
         yield "requests", (transport,), self.requests
@@ -117,7 +117,7 @@ class Histogram:
 
     __slots__ = ("counts", "total")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.counts = [0] * (len(DURATION_BUCKETS) + 1)  # the last: above every bound
         self.total = 0.0
 
@@ -176,6 +176,9 @@ class SuiteCollector:
             yield family
 
 
-def _sum_histograms(a, b):
+HistogramValue = tuple[list[tuple[str, int]], float]
+
+
+def _sum_histograms(a: HistogramValue, b: HistogramValue) -> HistogramValue:
     buckets = [(bound, x + y) for (bound, x), (_, y) in zip(a[0], b[0])]
     return buckets, a[1] + b[1]

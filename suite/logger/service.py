@@ -2,14 +2,16 @@
 
 from dataclasses import dataclass
 
+from twisted.internet.interfaces import IReactorCore
+
+from suite.foundation.config import ServiceSettings, integer, key, listen, number, text
+from suite.foundation.declaration import Parts, ServiceDeclaration
+from suite.foundation.jsonlines import BatchWriter, file_mode_key, open_output
 from suite.logger.drain import ShutdownDrain
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
-from suite.foundation.jsonlines import BatchWriter, file_mode_key, open_output
 from suite.net.connections import ConnectionLimits, idle_timeout
 from suite.net.udpbuffer import DatagramLimits
-from suite.foundation.declaration import Parts, ServiceDeclaration
-from suite.foundation.config import ServiceSettings, integer, key, listen, number, text
 
 MiB = 2**20
 
@@ -38,7 +40,7 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
     )
 
 
-def build(settings: LoggerSettings, reactor) -> Parts:
+def build(settings: LoggerSettings, reactor: IReactorCore) -> Parts:
     try:
         output = open_output(settings.output, settings.rotate_bytes, settings.keep,
                              file_mode=settings.file_mode)

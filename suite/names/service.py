@@ -3,28 +3,36 @@
 import re
 from dataclasses import dataclass
 
+from twisted.internet.interfaces import IReactorCore
+
+from suite.foundation.config import (
+    STRING_LIST,
+    ServiceSettings,
+    integer,
+    key,
+    listen,
+    number,
+    string_list,
+    text,
+)
+from suite.foundation.credentials import resolve_token
+from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.foundation.jsonlines import BatchWriter, open_output
 from suite.names.allowed import DEFAULT_NETWORKS, AllowedHosts, check_network, host_resolver
 from suite.names.audit import LookupAudit
 from suite.names.dnsfront import DNSFactory, dns_datagrams
 from suite.names.etcd import EtcdClient
+from suite.names.etcd_store import EtcdStore, etcd_endpoints
 from suite.names.exposure import warn_about_exposure
 from suite.names.health import HealthChecker, tcp_ping
 from suite.names.leader import Leadership
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
-from suite.names.etcd_store import EtcdStore, etcd_endpoints
 from suite.names.server import MAX_INSTANCES_PER_SOURCE, NameServer
-from suite.names.store import StoreError, open_store
+from suite.names.store import IRegistryStore, StoreError, open_store
 from suite.names.zone import ZoneAnswers
 from suite.net.amp import AMPLimits
 from suite.net.datagrams import ReplyLimits
-from suite.foundation.declaration import Parts, ServiceDeclaration
-from suite.foundation.config import (
-    STRING_LIST, ServiceSettings, integer, key, listen, number, string_list, text,
-)
-from suite.foundation.credentials import resolve_token
-
 
 MiB = 2**20
 DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -110,7 +118,7 @@ class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
     )
 
 
-def open_lookup_audit(settings: NamesSettings, reactor) -> BatchWriter | None:
+def open_lookup_audit(settings: NamesSettings, reactor: IReactorCore) -> BatchWriter | None:
     if not settings.lookup_audit:
         return None
     try:
@@ -122,7 +130,8 @@ def open_lookup_audit(settings: NamesSettings, reactor) -> BatchWriter | None:
                        settings.lookup_audit_max_buffer, label="names", essential=False)
 
 
-def open_registry_store(settings: NamesSettings, registry: Registry, reactor):
+def open_registry_store(settings: NamesSettings, registry: Registry,
+                        reactor: IReactorCore) -> IRegistryStore:
     """The store the settings name: memory, SQLite, or the copy of a registry on etcd."""
     if settings.store.startswith("etcd:"):
         client = EtcdClient(reactor, etcd_endpoints(settings.store), settings.etcd_timeout)
@@ -133,7 +142,7 @@ def open_registry_store(settings: NamesSettings, registry: Registry, reactor):
         raise settings.error("store", str(e)) from None
 
 
-def build(settings: NamesSettings, reactor) -> Parts:
+def build(settings: NamesSettings, reactor: IReactorCore) -> Parts:
     token = resolve_token(settings)
     warn_about_exposure(settings, token, reactor)
     audit_writer = open_lookup_audit(settings, reactor)

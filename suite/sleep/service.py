@@ -2,9 +2,11 @@
 
 from dataclasses import dataclass
 
-from suite.net.amp import AMPLimits
-from suite.foundation.declaration import Parts, ServiceDeclaration
+from twisted.internet.interfaces import IReactorTime
+
 from suite.foundation.config import ServiceSettings, integer, key, listen, number
+from suite.foundation.declaration import Parts, ServiceDeclaration
+from suite.net.amp import AMPLimits
 from suite.sleep.protocol import SleepFactory
 
 
@@ -17,7 +19,7 @@ class SleepSettings(AMPLimits, ServiceSettings):
     max_total: int = key(integer(1), 10000, "sleeps pending on the whole server")
 
 
-def build(settings: SleepSettings, clock) -> Parts:
+def build(settings: SleepSettings, clock: IReactorTime) -> Parts:
     return Parts(SleepFactory(settings, clock))
 
 

@@ -2,10 +2,12 @@
 
 from dataclasses import dataclass
 
+from twisted.internet.interfaces import IReactorTime
+
+from suite.foundation.config import BOOLEAN, ServiceSettings, choice, key, listen, text
+from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.net.datagrams import ReplyLimits, rate_limited_replier
 from suite.net.lines import LineLimits
-from suite.foundation.declaration import Parts, ServiceDeclaration
-from suite.foundation.config import BOOLEAN, ServiceSettings, choice, key, listen, text
 from suite.timestamp.protocol import TimestampFactory, check_format, datagram_answerer
 
 
@@ -24,7 +26,7 @@ class TimestampSettings(ReplyLimits, LineLimits, ServiceSettings):
     )
 
 
-def build(settings: TimestampSettings, clock) -> Parts:
+def build(settings: TimestampSettings, clock: IReactorTime) -> Parts:
     factory = TimestampFactory(settings, clock)
     answer = datagram_answerer(factory.stamp, clock, settings.max_line)
     return Parts(factory, rate_limited_replier(settings, answer, clock))
