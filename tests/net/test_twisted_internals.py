@@ -11,7 +11,7 @@ import shutil
 import socket
 import tempfile
 
-from twisted import version as twisted_version
+from twisted import __version__ as twisted_version
 from twisted.internet import abstract, protocol, reactor, tcp, udp
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
@@ -85,7 +85,7 @@ class GuardTests(SynchronousTestCase):
         self.assertFalse(fast_path().fast)
         lines = [formatEvent(e) for e in events if e.get("log_namespace") == guard.log.namespace]
         self.assertEqual(lines, [
-            f"Twisted {twisted_version.short()}: suite.net.twisted_internals: "
+            f"Twisted {twisted_version}: suite.net.twisted_internals: "
             "SUITE_STOCK_TWISTED=1 asked for the stock path; using Twisted's stock "
             "transports and ports (slower, never wrong)"
         ])
@@ -99,7 +99,7 @@ class GuardTests(SynchronousTestCase):
         self.assertFalse(fast_path().fast)
         (line,) = [formatEvent(e) for e in events
                    if e.get("log_namespace") == guard.log.namespace]
-        self.assertEqual(line, f"Twisted {twisted_version.short()}: suite.net.twisted_internals: "
+        self.assertEqual(line, f"Twisted {twisted_version}: suite.net.twisted_internals: "
                                "the write-through self-test failed (what Twisted had buffered "
                                "did not leave in order); using Twisted's stock transports and "
                                "ports (slower, never wrong)")
@@ -217,13 +217,19 @@ class StockPathTests(TestCase):
         self.assertEqual(await self.exchange(port.getHost().port), b"served\r\n")
         self.assertEqual((counts.received, counts.sent), (7, 8))
 
-    async def test_unix_ports_count_too(self):
+    async def test_unix_ports_serve_with_counting_transports(self):
         directory = tempfile.mkdtemp(prefix="s")  # a socket path must stay short
         self.addCleanup(shutil.rmtree, directory)
         path = os.path.join(directory, "s")
-        port = SuiteStreamPorts(reactor).listenUNIX(path, RefusalFactory())
+        port = SuiteStreamPorts(reactor).listenUNIX(path, protocol.Factory.forProtocol(Answering))
         self.addCleanup(port.stopListening)
         self.assertIs(port.transport, CountedUNIXServer)
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(path)
+            sock.setblocking(False)
+            sock.sendall(b"hello\r\n")
+            await until(lambda: _readable(sock))
+            self.assertEqual(sock.recv(100), b"served\r\n")
 
     async def test_reuse_port_on_twisted_s_own_ports(self):
         first = SuiteStreamPorts(reactor, reuse_port=True).listenTCP(

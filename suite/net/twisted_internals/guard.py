@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from twisted import version as twisted_version
+from twisted import __version__ as twisted_version
 from twisted.logger import Logger
 
 from suite.net.twisted_internals import datagrams, streams
@@ -61,7 +61,7 @@ def decide(environ: Mapping[str, str]) -> Decision:
 
 def warning(decision: Decision) -> str:
     """The one line logged when the stock path runs."""
-    return (f"Twisted {twisted_version.short()}: suite.net.twisted_internals: "
+    return (f"Twisted {twisted_version}: suite.net.twisted_internals: "
             f"{decision.reason}; {STOCK_CONSEQUENCE}")
 
 
@@ -74,6 +74,6 @@ def fast_path() -> Decision:
     if _decided is None:
         _decided = decide(os.environ)
         if not _decided.fast:
-            log.warn("{line}", line=warning(_decided), twisted_version=twisted_version.short(),
+            log.warn("{line}", line=warning(_decided), twisted_version=twisted_version,
                      stock_reason=_decided.reason)
     return _decided
