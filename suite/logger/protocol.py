@@ -1,11 +1,14 @@
 """Syslog reception: RFC 6587 over streams (TCP, TLS per RFC 5425, Unix), RFC 5426 over UDP."""
 
+from zope.interface import implementer
+
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import DatagramProtocol
 
 from suite.logger.framing import SyslogFrameDecoder
 from suite.net.addresses import host_port
 from suite.net.connections import ConnectionPolicy, StreamFactory
+from suite.foundation.interfaces import IBatchedDatagramProtocol, IMetricSource
 from suite.foundation.metrics import Counts
 
 
@@ -118,14 +121,17 @@ class SyslogStreamProtocol(ConnectionPolicy):
 SyslogFactory.protocol = SyslogStreamProtocol
 
 
+@implementer(IBatchedDatagramProtocol, IMetricSource)
 class SyslogDatagramProtocol(DatagramProtocol):
     """
     RFC 5426: one message per datagram; a trailing LF (CRLF), or the NUL
     Python's SysLogHandler ends each message with, is dropped.  Counted:
     messages (requests), bytes, and datagrams dropped while the writer is full.
+    It never answers, so C{send} stays unset.
     """
 
     noisy = False
+    send = None
 
     def __init__(self, sink, max_message: int):
         self.sink = sink

@@ -4,12 +4,15 @@ import base64
 import json
 import socket
 
+from zope.interface.verify import verifyObject
+
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.foundation.interfaces import IBatchedDatagramProtocol, IMetricSource
 from suite.logger.drain import FINAL_READ, ShutdownDrain
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
@@ -138,6 +141,11 @@ class DatagramTests(SynchronousTestCase):
         self.protocol.datagramReceived(b"0123456789", ("127.0.0.1", 514))
         self.assertEqual([(r["message"], r["truncated"]) for r in self.writer.records],
                          [("01234567", True)])
+
+    def test_batched_datagram_protocol_and_metric_source(self):
+        """The port hands it whole batches, and /metrics finds its counts, by interface."""
+        self.assertTrue(verifyObject(IBatchedDatagramProtocol, self.protocol))
+        self.assertTrue(verifyObject(IMetricSource, self.protocol))
 
 
 class BackPressureTests(SynchronousTestCase):
