@@ -4,8 +4,12 @@ what it is.  The application layer composes declarations into the running
 suite; the declaration itself knows nothing of listeners or twistd.
 """
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.internet.protocol import DatagramProtocol, Factory
 
 from suite.foundation.config import ServiceSettings
 
@@ -20,10 +24,10 @@ class Parts:
     `dns_listen`) a Parts of that key's own.
     """
 
-    stream_factory: object
-    make_datagram_protocol: Callable[[], object] | None = None
-    services: tuple = ()
-    other_listeners: dict = field(default_factory=dict)
+    stream_factory: Factory
+    make_datagram_protocol: Callable[[], DatagramProtocol] | None = None
+    services: tuple[IService, ...] = ()
+    other_listeners: Mapping[str, "Parts"] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -31,10 +35,11 @@ class ServiceDeclaration:
     """A service: its settings section, how it builds its Parts, what it is."""
 
     settings: type[ServiceSettings]
-    build: Callable[[ServiceSettings, object], Parts]
+    build: Callable[[Any, Any], Parts]  # (its settings, the reactor) -> Parts
     description: str
     datagram_side: bool = True
-    other_listener_keys: tuple = ()  # keys of listeners served by other parts (always datagram-capable)
+    # Keys of listeners served by other parts (always datagram-capable).
+    other_listener_keys: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
