@@ -52,8 +52,9 @@ class AnnounceSettings(Settings):
     section = "announce"
 
     name_server: tuple[str, ...] = key(
-        string_list(parse_address), (), "name servers to register with (host:port, [v6]:port or an endpoint "
-                         "string); none: no announcing"
+        string_list(parse_address), (),
+        "name servers to register with (host:port, [v6]:port or an endpoint string); none: no "
+        "announcing",
     )
     token: str = key(text(), "", "the name servers' token (or credential:NAME)", secret=True)
     token_file: str = key(text(), "", "a file holding the token (or credential:NAME)")

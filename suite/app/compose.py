@@ -34,6 +34,7 @@ from suite.net.tls import TLSSettings, names_files, tls_options
 from suite.net.udpbuffer import DatagramLimits
 
 PLAN_SECTIONS: tuple[type[Settings], ...] = (TLSSettings, AnnounceSettings, MetricsSettings)
+ListeningSettings = ServiceSettings | MetricsSettings  # sections with listen and tls_listen
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def plan(declarations: Sequence[ServiceDeclaration], loaded: Mapping[str, Settin
     metrics_plan = None
     if metrics.enabled:
         metrics_plan = MetricsPlan(metrics, tuple(parse_listeners(metrics, False, None)))
-    served: list[tuple[ServiceSettings | MetricsSettings, tuple[Listener, ...]]] = [
+    served: list[tuple[ListeningSettings, tuple[Listener, ...]]] = [
         (service.settings, service.listeners) for service in services
     ]
     if metrics_plan is not None:
@@ -145,7 +146,7 @@ def plan_service(declaration: ServiceDeclaration, settings: ServiceSettings) -> 
 
 
 def server_tls(
-    tls: TLSSettings, served: Sequence[tuple[ServiceSettings | MetricsSettings, tuple[Listener, ...]]]
+    tls: TLSSettings, served: Sequence[tuple[ListeningSettings, tuple[Listener, ...]]]
 ) -> ssl.CertificateOptions | None:
     """
     The one decision on server TLS.  When [tls] names a file, its context is
@@ -171,9 +172,8 @@ def materialise(planned: SuitePlan, reactor: IReactorCore) -> SuiteService:
     for service in planned.services:
         parts = service.declaration.build(service.settings, reactor)
         others = parts.other_listeners
-        named = NamedService(
-            service.name, [parts.stream_factory, *(other.stream_factory for other in others.values())]
-        )
+        factories = [parts.stream_factory, *(other.stream_factory for other in others.values())]
+        named = NamedService(service.name, factories)
         for own in parts.services:
             own.setServiceParent(named)
         for key, group in ((None, service.listeners), *service.other_listeners):
@@ -209,7 +209,7 @@ def materialise(planned: SuitePlan, reactor: IReactorCore) -> SuiteService:
 
 def load(declarations: Sequence[ServiceDeclaration], path: str | None,
          overrides: Mapping[str, Mapping[str, Any]], only_listed: bool) -> SuitePlan:
-    """The plan of the config file PATH with OVERRIDES (command-line values); ConfigError if bad."""
+    """The plan of the config file PATH with OVERRIDES (command-line values); or ConfigError."""
     loaded = config.load(
         path, [*PLAN_SECTIONS, *(d.settings for d in declarations)], dict(overrides), only_listed
     )

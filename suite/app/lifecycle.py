@@ -80,7 +80,7 @@ class SuiteService(service.MultiService):
         self._watchdog = systemd.Watchdog(reactor)  # its own, not a child: children are the parts
 
     def parts(self) -> Iterator[tuple[str, service.IService]]:
-        """(service name, part) for every part of every named service: what /metrics and /health read."""
+        """(service name, part) of each named service's parts: what /metrics and /health read."""
         for child in list(self):
             if isinstance(child, NamedService):
                 for part in walk(child):

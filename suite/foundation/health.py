@@ -2,9 +2,10 @@
 The suite's health, as `/health` answers it: each service's status and
 the problems behind it.  A part of a service (a listener, the logger's
 writer ...) that provides L{IHealthSource} tells its problems through
-`health_problems()`, a list of (severity, text); severity is `failing` (the service cannot do its job:
-a listener not bound, the logger unable to write) or `degraded` (it works,
-with a loss: the name server's lookup audit cannot be written).
+`health_problems()`, a list of (severity, text); severity is `failing`
+(the service cannot do its job: a listener not bound, the logger unable to
+write) or `degraded` (it works, with a loss: the name server's lookup
+audit cannot be written).
 
 The suite is `ok` when no service has a problem, `degraded` when some have
 only degraded ones, `failing` when any fails, and `stopping` once shutdown

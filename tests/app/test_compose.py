@@ -1,4 +1,4 @@
-"""The suite's plan: every listener and the one TLS decision, made from the config alone, with no reactor."""
+"""The suite's plan: every listener and the one TLS decision, from the config alone, no reactor."""
 
 import dataclasses
 import textwrap
@@ -11,7 +11,7 @@ from suite.app.compose import PLAN_SECTIONS, SuitePlan, load, plan
 from suite.foundation import config
 from suite.foundation.config import ConfigError
 from suite.timestamp import tap as timestamp_tap
-from tests.helpers import make_pki, tmp_dir, tls_section
+from tests.helpers import make_pki, tls_section, tmp_dir
 
 
 class PlanTestCase(SynchronousTestCase):
@@ -115,7 +115,8 @@ class TLSDecisionTests(PlanTestCase):
             tls_listen = ["tcp:9100"]
         """))
         self.assertTrue(
-            message.endswith('[metrics] tls_listen = ["tcp:9100"]: needs [tls] certificate'), message
+            message.endswith('[metrics] tls_listen = ["tcp:9100"]: needs [tls] certificate'),
+            message,
         )
 
 
@@ -158,7 +159,8 @@ class ServicesPlanTests(PlanTestCase):
     def test_no_service_enabled(self):
         path = self.directory / "suite.toml"
         path.write_text("[echo]\nenabled = false\n")
-        message = str(self.assertRaises(ConfigError, load, services.SERVICES, str(path), {}, False))
+        caught = self.assertRaises(ConfigError, load, services.SERVICES, str(path), {}, False)
+        message = str(caught)
         self.assertEqual(message, f"{path}: no service enabled")
 
     def test_a_plugins_options_hold_the_plan_once_parsed(self):

@@ -8,14 +8,18 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from suite.app.announce import AnnounceSettings, Announcer
+from suite.app import tap as services
+from suite.app.announce import Announcer, AnnounceSettings
 from suite.app.compose import build
 from suite.app.lifecycle import NamedService, SuiteService, walk
 from suite.app.status_site import LimitedSite, MetricsSettings, StatusSite, metrics_site
-from suite.app import tap as services
 from suite.foundation.health import health_report
 from suite.foundation.interfaces import (
-    IBatchedDatagramProtocol, IHealthSource, IMetricSource, IReopenable, IStopsFirst,
+    IBatchedDatagramProtocol,
+    IHealthSource,
+    IMetricSource,
+    IReopenable,
+    IStopsFirst,
 )
 from suite.foundation.jsonlines import BatchWriter, StandardOutput
 from suite.net.interfaces import IRefusesAtDescriptorLimit
@@ -108,7 +112,9 @@ class TreeTests(SynchronousTestCase):
             {name for name, _ in root.parts()}, {"echo", "logger", "metrics"},
             "the announcer is not a service /health and /metrics report",
         )
-        self.assertEqual(set(health_report(root.parts())["services"]), {"echo", "logger", "metrics"})
+        self.assertEqual(
+            set(health_report(root.parts())["services"]), {"echo", "logger", "metrics"}
+        )
 
     def test_sighup_reopens_what_provides_ireopenable_anywhere_in_the_tree(self):
         root = SuiteService(MemoryReactor())

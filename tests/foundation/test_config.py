@@ -318,7 +318,7 @@ class CommandLineTests(ConfigTestCase):
         )
 
     def test_under_twistd_a_bad_value_is_one_line_and_exit_1(self):
-        """twistd would print its whole usage before a UsageError's reason: a config mistake is one line."""
+        """twistd prints its whole usage before a UsageError's reason: a config mistake is one line."""
         caught = self.assertRaises(
             SystemExit, ServerOptions().parseOptions, ["suite-timestamp", "--max-line", "abc"]
         )
