@@ -17,6 +17,8 @@ thousand.
 
 from hashlib import blake2b
 
+from zope.interface import implementer
+
 from twisted.application import service
 from twisted.internet import defer, error
 from twisted.internet.abstract import isIPAddress
@@ -25,6 +27,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 
+from suite.foundation.interfaces import IMetricSource
 from suite.foundation.flood import FloodControl
 
 log = Logger()
@@ -69,6 +72,7 @@ def slot_of(instance) -> int:
     return int.from_bytes(digest, "big") * SLOTS >> 32
 
 
+@implementer(IMetricSource)
 class HealthChecker(service.Service):
     """
     Checks the instances of REGISTRY with the ping_* and max_failures of

@@ -18,11 +18,14 @@ its evictions refused, and stops checking as soon as it learns it.
 import os
 import socket
 
+from zope.interface import implementer
+
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from suite.foundation.interfaces import IMetricSource
 from suite.names.etcd import encode
 from suite.names.store import StoreError
 
@@ -34,6 +37,7 @@ def identity() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
 
 
+@implementer(IMetricSource)
 class Leadership(service.Service):
     """
     Campaigns for the leader key of STORE (an L{EtcdStore}) with a lease of

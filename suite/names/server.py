@@ -23,10 +23,13 @@ counted in summaries, and the text a client chose is escaped.
 import hmac
 from time import perf_counter
 
+from zope.interface import implementer
+
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger, LogLevel
 
+from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.names.allowed import NotAllowed, shown
 from suite.names.answers import EncodedAnswers, as_fields, fitting
 from suite.contracts.names import Invalid, NotFound, Overloaded, Unauthorized, Unavailable
@@ -69,6 +72,7 @@ def load_registry(registry: Registry, rows) -> None:
                  count=len(skipped), first=skipped[0])
 
 
+@implementer(IHealthSource, IMetricSource)
 class NameServer(service.Service):
     """
     Owns the registry and the store; as a service it closes the store last,

@@ -52,8 +52,11 @@ from collections import OrderedDict
 from io import BytesIO
 from struct import pack, unpack_from
 
+from zope.interface import implementer
+
 from twisted.names import dns
 
+from suite.foundation.interfaces import IMetricSource
 from suite.names.registry import NAME
 from suite.names.rotation import Packed, Rotating
 
@@ -198,6 +201,7 @@ class SizedLRU(OrderedDict):
         return value
 
 
+@implementer(IMetricSource)
 class ZoneAnswers:
     """
     Answers for the zone DOMAIN over REGISTRY, with every TTL `ttl`; kept
