@@ -259,10 +259,9 @@ class AMPPolicy(ConnectionPolicy, amp.CommandLocator):
                 self.reject_box(f"a command sent without _ask failed: {error.description}")
             return
         log.failure(
-            "{service}: closing {peer}: an AMP command failed with no one to tell",
+            "{service}: an AMP command failed with no one to tell; closing its connection",
             failure,
             service=self.factory.service_name,
-            peer=self.peer,
         )
         if self.transport is not None:
             self.transport.loseConnection()
@@ -299,5 +298,5 @@ class AMPPolicy(ConnectionPolicy, amp.CommandLocator):
 
     def connectionLost(self, reason: Failure | None = connectionDone) -> None:
         super().connectionLost(reason)
-        self.dispatcher.stopReceivingBoxes(reason)
+        self.dispatcher.stopReceivingBoxes(reason or connectionDone)
         self.transport = None

@@ -194,6 +194,23 @@ class SplitTests(SynchronousTestCase):
         self.assertIs(self.protocol.dispatcher.locator, self.protocol)
         self.assertIs(self.protocol.dispatcher.boxSender, self.protocol)
 
+    def test_a_command_without_ask_that_fails_closes_with_one_line(self):
+        lines = captured_log(self)
+        self.protocol.dataReceived(box((b"_command", b"Nap")))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(
+            [line for line in lines if "closing" in line],
+            [
+                "sleep: closing 192.0.2.7:40000: a command sent without _ask failed: "
+                "Unhandled Command: b'Nap'"
+            ],
+        )
+
+    def test_any_other_unhandled_failure_keeps_its_traceback_and_closes(self):
+        self.protocol.dispatcher.unhandledError(Failure(ZeroDivisionError()))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertTrue(self.transport.disconnecting)
+
     def test_a_paused_connection_reads_its_commands_once_resumed(self):
         self.protocol.pauseProducing()
         self.protocol.dataReceived(NAP)
