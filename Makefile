@@ -48,11 +48,13 @@ tools:
 
 # Every test, with branch coverage of the suite and of the twistd and suite-client processes the
 # end-to-end tests start; the floor (fail_under in pyproject.toml) fails the run below it.
+# The figures are printed after failing tests too; the run fails if the tests or the floor do.
 test: $(STAMP) tools
-	$(BIN)/coverage erase
-	$(BIN)/coverage run -m pytest -q
-	$(BIN)/coverage combine --quiet
-	$(BIN)/coverage report
+	@$(BIN)/coverage erase
+	@status=0; \
+	$(BIN)/coverage run -m pytest -q || status=$$?; \
+	{ $(BIN)/coverage combine --quiet && $(BIN)/coverage report; } || [ $$status -ne 0 ] || status=1; \
+	exit $$status
 
 # Every test again on Twisted's stock transports, ports and AMP parser: the path the suite takes
 # when the Twisted internals its fast paths lean on are missing or misbehave.
@@ -77,8 +79,7 @@ $(VENV)/.installed-matrix: $(STAMP)
 	touch $@
 
 # Python 3.11, 3.12 and 3.13 (pyenv's) x the lowest and the newest Twisted in range: the tests
-# but tests/e2e, see noxfile.py.  `make matrix NOX_ARGS="-s 'tests-3.13(twisted=\"lowest\")'"`
-# runs one cell.
+# but tests/e2e, see noxfile.py.  One cell: .venv/bin/nox -s "tests-3.13(twisted='lowest')".
 matrix: $(VENV)/.installed-matrix
 	$(BIN)/nox $(NOX_ARGS)
 
