@@ -3,7 +3,6 @@
 from twisted.protocols import amp
 
 from suite.contracts.errors import OVERLOADED
-from suite.contracts.errors import Overloaded as Overloaded  # still imported from here by some
 
 
 class Invalid(Exception):

@@ -32,7 +32,8 @@ from twisted.logger import Logger, LogLevel
 from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.names.allowed import NotAllowed, shown
 from suite.names.answers import EncodedAnswers, as_fields, fitting
-from suite.contracts.names import Invalid, NotFound, Overloaded, Unauthorized, Unavailable
+from suite.contracts.errors import Overloaded
+from suite.contracts.names import Invalid, NotFound, Unauthorized, Unavailable
 from suite.names.registry import Instance, Registry, check_instance
 from suite.names.store import StoreError
 from suite.names.watches import Watches

@@ -2,7 +2,6 @@
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.contracts import names
 from suite.contracts.errors import Overloaded
 from suite.contracts.names import Deregister, Lookup, Register, Services, Unwatch, Watch
 from suite.contracts.sleep import Sleep
@@ -12,6 +11,3 @@ class OverloadedTests(SynchronousTestCase):
     def test_every_command_answers_overloaded_with_the_one_class(self):
         for command in (Sleep, Register, Deregister, Lookup, Services, Watch, Unwatch):
             self.assertEqual(command.errors[Overloaded], b"OVERLOADED")
-
-    def test_the_name_servers_contract_still_names_it(self):
-        self.assertIs(names.Overloaded, Overloaded)

@@ -6,7 +6,8 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.contracts.names import Changed, Invalid, Overloaded, Register, Unwatch, Watch
+from suite.contracts.errors import Overloaded
+from suite.contracts.names import Changed, Invalid, Register, Unwatch, Watch
 from suite.names.health import HealthChecker
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
