@@ -113,7 +113,7 @@ def plan(declarations: Sequence[ServiceDeclaration], loaded: Mapping[str, Settin
     assert isinstance(metrics, MetricsSettings)
     metrics_plan = None
     if metrics.enabled:
-        metrics_plan = MetricsPlan(metrics, tuple(parse_listeners(metrics, False, None)))
+        metrics_plan = MetricsPlan(metrics, tuple(parse_listeners(metrics, False)))
     served: list[tuple[ListeningSettings, tuple[Listener, ...]]] = [
         (service.settings, service.listeners) for service in services
     ]
@@ -137,9 +137,9 @@ def plan_service(declaration: ServiceDeclaration, settings: ServiceSettings) -> 
     return ServicePlan(
         declaration,
         settings,
-        tuple(parse_listeners(settings, declaration.datagram_side, None)),
+        tuple(parse_listeners(settings, declaration.datagram_side)),
         tuple(
-            (key, tuple(parse_listeners(settings, True, None, keys=(key,))))
+            (key, tuple(parse_listeners(settings, True, keys=(key,))))
             for key in declaration.other_listener_keys
         ),
     )

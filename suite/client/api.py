@@ -26,8 +26,9 @@ from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from suite.contracts.errors import Overloaded
 from suite.contracts.names import (
-    Changed, Deregister, Lookup, NotFound, Overloaded, Register, Services, Watch,
+    Changed, Deregister, Lookup, NotFound, Register, Services, Watch,
 )
 from suite.contracts.sleep import Sleep
 

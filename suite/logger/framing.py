@@ -140,7 +140,7 @@ class SyslogFrameDecoder:
                 if digit:
                     count_end = _DIGITS.match(data, i, i + _MAX_COUNT_DIGITS).end()
                     if count_end == n or data[count_end] == 0x20:
-                        i = self._read_count(data, i, frames)
+                        i = self._read_count(data, i)
                         continue
             # A line begun in an earlier read, or the last of this one, not ended yet.
             if state == _START or state == _LINE:
@@ -171,7 +171,7 @@ class SyslogFrameDecoder:
                         message = message[:-1]
                     self._emit(message, frames)
             else:
-                i = self._read_count(data, i, frames)
+                i = self._read_count(data, i)
         return frames
 
     def _octet_frames(self, data: bytes, i: int, frames: list) -> int:
@@ -218,7 +218,7 @@ class SyslogFrameDecoder:
             i = end
         return i
 
-    def _read_count(self, data: bytes, i: int, frames: list) -> int:
+    def _read_count(self, data: bytes, i: int) -> int:
         """In a frame that started with a digit: is it `LEN SP`, or a line after all?"""
         end = _DIGITS.match(data, i, i + _MAX_COUNT_DIGITS - len(self._digits)).end()
         self._digits += data[i:end]

@@ -379,7 +379,7 @@ class ZoneAnswers:
         encoder = _Encoder(labels, self.ttl)
         if relative == ():
             if qtype in (dns.SOA, ANY):
-                return Prepared(answers=Rotating([self._soa(encoder, labels)])), None
+                return Prepared(answers=Rotating([self._soa(encoder)])), None
             return self._negative(NOERROR, labels), None
         if relative in (("addr",), ("_tcp",)):
             return self._negative(NOERROR, labels), None
@@ -434,7 +434,7 @@ class ZoneAnswers:
             ))
         return Prepared(answers=Rotating(records), additional=Packed(additional), turn_name=name)
 
-    def _soa(self, encoder, labels) -> bytes:
+    def _soa(self, encoder) -> bytes:
         apex = b".".join(self.domain_labels)
         return encoder.record(apex, dns.Record_SOA(
             mname=b"ns." + apex, rname=b"hostmaster." + apex, serial=1,
@@ -442,7 +442,7 @@ class ZoneAnswers:
         ))
 
     def _negative(self, rcode, labels) -> Prepared:
-        return Prepared(rcode, authority=self._soa(_Encoder(labels, self.ttl), labels))
+        return Prepared(rcode, authority=self._soa(_Encoder(labels, self.ttl)))
 
 
 def _ip(host: str):

@@ -105,11 +105,6 @@ class StreamFactory(protocol.Factory):
         """The idle sweep's count, which a connection notes when something happens on it."""
         return self.idle.tick
 
-    @property
-    def _watched(self) -> list[SweptConnection]:
-        """The connections under idle_timeout (tests/names/test_dns.py finds one here)."""
-        return self.idle.watched
-
     def counts_for(self, transport: str) -> Counts:
         """The counts of TRANSPORT (tcp, tls, unix) of this factory's connections."""
         counts = self.counts.get(transport)

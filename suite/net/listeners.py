@@ -149,11 +149,12 @@ def check_activated_family(endpoint) -> None:
         )
 
 
-def parse_listeners(settings: ServiceSettings, datagram_side: bool, reactor,
-                    keys=("listen", "tls_listen")) -> list[Listener]:
+def parse_listeners(settings: ServiceSettings, datagram_side: bool,
+                    keys: tuple[str, ...] = ("listen", "tls_listen")) -> list[Listener]:
     """
     Check every entry of SETTINGS' KEYS (`listen` and `tls_listen`, or a
-    service's other listeners such as `dns_listen`) without binding.
+    service's other listeners such as `dns_listen`) without binding, and
+    without a reactor: the endpoints parsed here are never listened on.
     """
     listeners = []
     for key in keys:
@@ -179,7 +180,7 @@ def parse_listeners(settings: ServiceSettings, datagram_side: bool, reactor,
                     listener = Listener(description, tls=key == "tls_listen", key=key)
                     if prefix in ("tcp", "tcp6", "ssl"):
                         check_port(description)
-                    endpoint = endpoints.serverFromString(reactor, listener.endpoint_string)
+                    endpoint = endpoints.serverFromString(None, listener.endpoint_string)
                     if prefix == "systemd":
                         check_activated_family(endpoint)
             except Exception as e:

@@ -4,7 +4,6 @@ import tempfile
 from pathlib import Path
 
 from hypothesis import given, strategies as st
-from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.app import tap as services
@@ -50,7 +49,7 @@ class ConfigFuzz(SynchronousTestCase):
             loaded = load(str(path), KINDS)
             for settings in loaded.values():
                 if isinstance(settings, ServiceSettings):
-                    parse_listeners(settings, settings.section != "sleep", MemoryReactor())
+                    parse_listeners(settings, settings.section != "sleep")
         except ConfigError as e:
             self.assertNotIn("\n", str(e))
             self.assertLess(len(str(e)), 1200)

@@ -214,7 +214,7 @@ class DNSOnSockets(TestCase):
                 await task.deferLater(reactor, 0.01, lambda: None)
         await task.deferLater(reactor, 0.3, lambda: None)
         factory = [f for f in self._dns_factories()][0]
-        (connection,) = factory._watched
+        (connection,) = factory.idle.watched
         held = (len(connection._buffer) + len(connection.transport.dataBuffer)
                 + connection.transport._tempDataLen)
         self.assertTrue(connection.paused)

@@ -11,7 +11,6 @@ import struct
 
 from twisted.internet import reactor, task
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
@@ -96,7 +95,7 @@ class NetworkBudgetTests(SynchronousTestCase):
 class LoopbackByDefaultTests(SynchronousTestCase):
     def test_echo_and_timestamp_datagram_sides_bind_loopback(self):
         for settings in (EchoSettings(), TimestampSettings()):
-            datagram = [listener for listener in parse_listeners(settings, True, MemoryReactor())
+            datagram = [listener for listener in parse_listeners(settings, True)
                         if listener.datagram]
             self.assertEqual([listener.udp_interface for listener in datagram], ["127.0.0.1"],
                              settings.section)
