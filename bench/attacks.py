@@ -64,7 +64,9 @@ class Server:
 
 
 def connect_from(source, port, timeout=5):
-    return socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+    return socket.create_connection(
+        ("127.0.0.1", port), timeout=timeout, source_address=(source, 0)
+    )
 
 
 def probe(port, source="127.0.0.3") -> float | None:
@@ -105,7 +107,9 @@ def never_ending_box() -> str:
             with connect_from("127.0.0.2", server.port, timeout=10) as sock:
                 for n in range(4096):  # 256 MiB
                     key = b"k%d" % n
-                    sock.sendall(struct.pack("!H", len(key)) + key + struct.pack("!H", 65535) + value)
+                    sock.sendall(
+                        struct.pack("!H", len(key)) + key + struct.pack("!H", 65535) + value
+                    )
                     sent += 65535
         except OSError:
             pass
@@ -141,24 +145,34 @@ def newline_flood() -> str:
         grown = rss_mib(server.process.pid) - before
         for sock in floods:
             sock.close()
-    return (f"| newline floods from 100 clients that never read | RSS +{grown:.1f} MiB; a probe "
-            f"1 s / 3 s / 10 s after: {' / '.join(probes)} |")
+    return (
+        f"| newline floods from 100 clients that never read | RSS +{grown:.1f} MiB; a probe "
+        f"1 s / 3 s / 10 s after: {' / '.join(probes)} |"
+    )
 
 
 def amp_box(*pairs: tuple[bytes, bytes]) -> bytes:
-    return b"".join(
-        struct.pack("!H", len(k)) + k + struct.pack("!H", len(v)) + v for k, v in pairs
-    ) + b"\x00\x00"
+    return (
+        b"".join(struct.pack("!H", len(k)) + k + struct.pack("!H", len(v)) + v for k, v in pairs)
+        + b"\x00\x00"
+    )
 
 
 def register_flood(calls=400_000) -> str:
     # The per-source limit is raised: this measures the pipeline, not that limit.
-    with Server("names", 'store = "sqlite:names.sqlite"\nping_interval = 3600\n'
-                'max_instances_per_source = 10000\n') as server:
+    with Server(
+        "names",
+        'store = "sqlite:names.sqlite"\nping_interval = 3600\nmax_instances_per_source = 10000\n',
+    ) as server:
         before = rss_mib(server.process.pid)
         boxes = [
-            amp_box((b"_command", b"Register"), (b"_ask", b"%x" % n), (b"name", b"flood"),
-                    (b"host", b"127.0.0.1"), (b"port", b"%d" % (n % 5000 + 1)))
+            amp_box(
+                (b"_command", b"Register"),
+                (b"_ask", b"%x" % n),
+                (b"name", b"flood"),
+                (b"host", b"127.0.0.1"),
+                (b"port", b"%d" % (n % 5000 + 1)),
+            )
             for n in range(calls)
         ]
         received = bytearray()
@@ -171,13 +185,15 @@ def register_flood(calls=400_000) -> str:
                 while chunk := sock.recv(1 << 20):
                     received += chunk
                     peak[0] = max(peak[0], rss_mib(server.process.pid))
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 pass
             sender.join(30)
     answered = received.count(b"\x00\x07_answer")
     overloaded = received.count(b"OVERLOADED")
-    return (f"| {calls:,} Register calls pipelined on one connection | {answered:,} answered OK, "
-            f"{overloaded:,} OVERLOADED, RSS peak +{peak[0] - before:.1f} MiB |")
+    return (
+        f"| {calls:,} Register calls pipelined on one connection | {answered:,} answered OK, "
+        f"{overloaded:,} OVERLOADED, RSS peak +{peak[0] - before:.1f} MiB |"
+    )
 
 
 def main():

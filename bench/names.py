@@ -30,17 +30,28 @@ from twisted.protocols import amp
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from suite.contracts.names import Lookup, Register  # noqa: E402
 from tree import TREE, cpu_seconds, free_port, start_etcd, twistd  # noqa: E402
+
+from suite.contracts.names import Lookup, Register  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_NAMES_SECONDS", "3"))
 
 
 def start_server(port: int, store: str) -> subprocess.Popen:
     """suite-names from TREE on core 0, its audit thrown away."""
-    return twistd("suite-names", "--listen", f"tcp:{port}:interface=127.0.0.1",
-                  "--store", store, "--ping-interval", "3600", "--lookup-audit", "/dev/null",
-                  "--max-instances-per-source", "10000")  # one load generator registers 5,000
+    return twistd(
+        "suite-names",
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--store",
+        store,
+        "--ping-interval",
+        "3600",
+        "--lookup-audit",
+        "/dev/null",
+        "--max-instances-per-source",
+        "10000",
+    )  # one load generator registers 5,000
 
 
 async def connect(reactor, endpoint, attempts=200):
@@ -65,9 +76,9 @@ async def measure(endpoint, connections, in_flight, server_pid, call) -> tuple:
             await call(client)
             done[0] += 1
 
-    await defer.gatherResults([
-        defer.ensureDeferred(worker(c)) for c in clients for _ in range(in_flight)
-    ])
+    await defer.gatherResults(
+        [defer.ensureDeferred(worker(c)) for c in clients for _ in range(in_flight)]
+    )
     elapsed = time.monotonic() - started
     busy = (cpu_seconds(server_pid) - busy_before) / elapsed
     for c in clients:
@@ -89,10 +100,14 @@ async def lookups(reactor) -> list[tuple]:
             return client.callRemote(Lookup, name="bench")
 
         return [
-            ("lookups, 1 connection, 100 in flight",
-             *await measure(endpoint, 1, 100, server.pid, lookup)),
-            ("lookups, 50 connections, 1 in flight each",
-             *await measure(endpoint, 50, 1, server.pid, lookup)),
+            (
+                "lookups, 1 connection, 100 in flight",
+                *await measure(endpoint, 1, 100, server.pid, lookup),
+            ),
+            (
+                "lookups, 50 connections, 1 in flight each",
+                *await measure(endpoint, 50, 1, server.pid, lookup),
+            ),
         ]
     finally:
         server.terminate()
@@ -113,8 +128,10 @@ async def registrations(reactor, store: str, label: str) -> list[tuple]:
             )
 
         return [
-            (f"registrations ({label}), 10 connections, 10 in flight each",
-             *await measure(endpoint, 10, 10, server.pid, register)),
+            (
+                f"registrations ({label}), 10 connections, 10 in flight each",
+                *await measure(endpoint, 10, 10, server.pid, register),
+            ),
         ]
     finally:
         server.terminate()

@@ -61,8 +61,15 @@ def has_uvloop() -> bool:
 
 
 def suite(*arguments: str) -> list[str]:
-    return [PYTHON, "-c", RUN_TWISTD, "--nodaemon", "--pidfile=", "--logfile=/dev/null",
-            *arguments]
+    return [
+        PYTHON,
+        "-c",
+        RUN_TWISTD,
+        "--nodaemon",
+        "--pidfile=",
+        "--logfile=/dev/null",
+        *arguments,
+    ]
 
 
 def rss_bytes(pid: int) -> int:
@@ -79,7 +86,9 @@ class Server:
         self.port = port
         self.process = subprocess.Popen(
             ["taskset", "-c", cores, *(a.format(port=port, tree=TREE) for a in argv)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=WORK,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=WORK,
             env={**os.environ, "PYTHONPATH": str(TREE)},
         )
         self.pid = self.process.pid
@@ -128,8 +137,9 @@ def load(argv, pids, core=CLIENT_CORE) -> dict:
     """Run a load generator; its figures plus the servers' CPU microseconds per request."""
     before = sum(cpu_seconds(pid) for pid in pids)
     prefix = ["taskset", "-c", core] if core else []
-    out = subprocess.run([*prefix, *map(str, argv)], capture_output=True, text=True,
-                         timeout=SECONDS + 60)
+    out = subprocess.run(
+        [*prefix, *map(str, argv)], capture_output=True, text=True, timeout=SECONDS + 60
+    )
     if out.returncode:
         raise RuntimeError(out.stderr.strip() or out.stdout)
     after = sum(cpu_seconds(pid) for pid in pids)
@@ -149,9 +159,13 @@ def interleaved(servers, measure) -> dict:
             finally:
                 server.stop()
             cells[name].append(cell)
-            print(f"  round {number + 1}: {name:34} " + "  ".join(
-                f"{k}={v:,.1f}" for k, v in cell.items() if k in ("rps", "cpu_us", "lost")),
-                flush=True)
+            print(
+                f"  round {number + 1}: {name:34} "
+                + "  ".join(
+                    f"{k}={v:,.1f}" for k, v in cell.items() if k in ("rps", "cpu_us", "lost")
+                ),
+                flush=True,
+            )
     return cells
 
 
@@ -160,6 +174,7 @@ def median(cells, key):
 
 
 # --- TCP and UDP echo ------------------------------------------------------------------
+
 
 def echo_servers(udp: bool):
     udp_flag = ["--udp"] if udp else []
@@ -170,25 +185,49 @@ def echo_servers(udp: bool):
         ("asyncio", [PYTHON, str(SERVERS / "asyncio_echo.py"), "{port}", *udp_flag], ready),
     ]
     if has_uvloop():
-        found.append(("uvloop", [PYTHON, str(SERVERS / "asyncio_echo.py"), "{port}",
-                                 "--uvloop", *udp_flag], ready))
-    found.append(("bare Twisted", [PYTHON, str(SERVERS / "twisted_echo.py"), "{port}",
-                                   *udp_flag], ready))
+        found.append(
+            (
+                "uvloop",
+                [PYTHON, str(SERVERS / "asyncio_echo.py"), "{port}", "--uvloop", *udp_flag],
+                ready,
+            )
+        )
+    found.append(
+        ("bare Twisted", [PYTHON, str(SERVERS / "twisted_echo.py"), "{port}", *udp_flag], ready)
+    )
     if udp:
         found += [
-            ("suite echo, rate limiter on", suite("suite-echo", "--listen", listen,
-                                                  "--udp-rate", "1e9", "--udp-burst", "1000000",
-                                                  "--udp-network-rate", "1e9",
-                                                  "--udp-network-burst", "1000000"),
-             ready),
-            ("suite echo, rate limiter off", suite("suite-echo", "--listen", listen,
-                                                   "--udp-rate", "0"), ready),
+            (
+                "suite echo, rate limiter on",
+                suite(
+                    "suite-echo",
+                    "--listen",
+                    listen,
+                    "--udp-rate",
+                    "1e9",
+                    "--udp-burst",
+                    "1000000",
+                    "--udp-network-rate",
+                    "1e9",
+                    "--udp-network-burst",
+                    "1000000",
+                ),
+                ready,
+            ),
+            (
+                "suite echo, rate limiter off",
+                suite("suite-echo", "--listen", listen, "--udp-rate", "0"),
+                ready,
+            ),
         ]
     else:
         found += [
             ("suite raw echo", suite("suite-echo", "--mode", "raw", "--listen", listen), ready),
-            ("bare Twisted LineReceiver", [PYTHON, str(SERVERS / "linereceiver_echo.py"),
-                                           "{port}"], ready),
+            (
+                "bare Twisted LineReceiver",
+                [PYTHON, str(SERVERS / "linereceiver_echo.py"), "{port}"],
+                ready,
+            ),
             ("suite line echo", suite("suite-echo", "--listen", listen), ready),
         ]
     return found
@@ -199,37 +238,41 @@ def tcp_echo():
     modes = {name: "line" if "line" in name.lower() else "raw" for name, *_ in servers}
 
     def measure(name, server):
-        return load([BIN / "loadgen", "127.0.0.1", server.port, 10, 64, SECONDS, modes[name]],
-                    [server.pid])
+        return load(
+            [BIN / "loadgen", "127.0.0.1", server.port, 10, 64, SECONDS, modes[name]], [server.pid]
+        )
 
     cells = interleaved(servers, measure)
-    return table("TCP echo: 10 connections, 64-byte messages, closed loop", servers, cells,
-                 "bare Twisted")
+    return table(
+        "TCP echo: 10 connections, 64-byte messages, closed loop", servers, cells, "bare Twisted"
+    )
 
 
 def udp_echo():
     def measure(name, server):
-        return load([BIN / "udp_loadgen", "127.0.0.1", server.port, 32, 64, SECONDS],
-                    [server.pid])
+        return load([BIN / "udp_loadgen", "127.0.0.1", server.port, 32, 64, SECONDS], [server.pid])
 
     servers = echo_servers(udp=True)
     cells = interleaved(servers, measure)
-    return table("UDP echo: 32 datagrams of 64 bytes outstanding", servers, cells,
-                 "bare Twisted")
+    return table("UDP echo: 32 datagrams of 64 bytes outstanding", servers, cells, "bare Twisted")
 
 
 def table(title, servers, cells, peer):
-    rows = [f"### {title}", "",
-            f"| server | req/s | × {peer} req/s | server CPU µs/req | × {peer} CPU |",
-            "|---|---:|---:|---:|---:|"]
+    rows = [
+        f"### {title}",
+        "",
+        f"| server | req/s | × {peer} req/s | server CPU µs/req | × {peer} CPU |",
+        "|---|---:|---:|---:|---:|",
+    ]
     figures = {}
     for name, *_ in servers:
         rps, cpu = median(cells[name], "rps"), median(cells[name], "cpu_us")
         figures[name] = (rps, cpu)
     peer_rps, peer_cpu = figures[peer]
     for name, (rps, cpu) in figures.items():
-        rows.append(f"| {name} | {rps:,.0f} | {rps / peer_rps:.2f} | {cpu:.1f} | "
-                    f"{cpu / peer_cpu:.2f} |")
+        rows.append(
+            f"| {name} | {rps:,.0f} | {rps / peer_rps:.2f} | {cpu:.1f} | {cpu / peer_cpu:.2f} |"
+        )
     return rows, figures
 
 
@@ -243,14 +286,18 @@ def idle_connections():
     limits = ["--max-connections", "20000", "--max-connections-per-source", "20000"]
     servers = [
         ("suite line echo", suite("suite-echo", "--listen", listen, *limits), "tcp"),
-        ("suite raw echo", suite("suite-echo", "--mode", "raw", "--listen", listen, *limits),
-         "tcp"),
+        (
+            "suite raw echo",
+            suite("suite-echo", "--mode", "raw", "--listen", listen, *limits),
+            "tcp",
+        ),
         ("bare Twisted", [PYTHON, str(SERVERS / "twisted_echo.py"), "{port}"], "tcp"),
         ("asyncio", [PYTHON, str(SERVERS / "asyncio_echo.py"), "{port}"], "tcp"),
     ]
     if has_uvloop():
-        servers.append(("uvloop", [PYTHON, str(SERVERS / "asyncio_echo.py"), "{port}",
-                                   "--uvloop"], "tcp"))
+        servers.append(
+            ("uvloop", [PYTHON, str(SERVERS / "asyncio_echo.py"), "{port}", "--uvloop"], "tcp")
+        )
 
     def measure(name, server):
         time.sleep(0.5)
@@ -270,9 +317,14 @@ def idle_connections():
                 sock.close()
 
     cells = interleaved(servers, measure)
-    rows = ["### Idle connections: memory per connection",
-            "", f"Server RSS growth with {IDLE:,} idle connections open, divided by "
-                f"{IDLE:,}.", "", "| server | bytes per connection |", "|---|---:|"]
+    rows = [
+        "### Idle connections: memory per connection",
+        "",
+        f"Server RSS growth with {IDLE:,} idle connections open, divided by {IDLE:,}.",
+        "",
+        "| server | bytes per connection |",
+        "|---|---:|",
+    ]
     figures = {}
     for name, *_ in servers:
         figures[name] = median(cells[name], "bytes")
@@ -360,9 +412,19 @@ def start_logger(kind: str, output: Path) -> Server:
         argv = rsyslog_argv(output)
         rsyslog_conf_for(argv, port)
     else:
-        argv = suite("suite-logger", "--listen", "tcp:{port}:interface=127.0.0.1",
-                     "--listen", "udp:{port}:interface=127.0.0.1", "--output", str(output),
-                     "--rotate-bytes", "0", "--flush-interval", "0.05")
+        argv = suite(
+            "suite-logger",
+            "--listen",
+            "tcp:{port}:interface=127.0.0.1",
+            "--listen",
+            "udp:{port}:interface=127.0.0.1",
+            "--output",
+            str(output),
+            "--rotate-bytes",
+            "0",
+            "--flush-interval",
+            "0.05",
+        )
     return Server(argv, port)
 
 
@@ -381,10 +443,18 @@ def logger_tcp(kind: str, number: int, frame=syslog_message) -> dict:
         base = lines_in(output)
         before = cpu_seconds(server.pid)
         sender = subprocess.Popen(
-            ["taskset", "-c", CLIENT_CORE, PYTHON, "-c",
-             "import socket,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1])));"
-             "s.sendall(sys.stdin.buffer.read()); s.close()", str(server.port)],
-            stdin=subprocess.PIPE)
+            [
+                "taskset",
+                "-c",
+                CLIENT_CORE,
+                PYTHON,
+                "-c",
+                "import socket,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1])));"
+                "s.sendall(sys.stdin.buffer.read()); s.close()",
+                str(server.port),
+            ],
+            stdin=subprocess.PIPE,
+        )
         started = time.monotonic()
         sender.stdin.write(payload)
         sender.stdin.close()
@@ -395,8 +465,11 @@ def logger_tcp(kind: str, number: int, frame=syslog_message) -> dict:
         server.stop()
         output.unlink(missing_ok=True)
     messages = written - base
-    return {"rps": messages / (finished - started), "cpu_us": cpu / max(messages, 1) * 1e6,
-            "complete": messages >= LOG_MESSAGES}
+    return {
+        "rps": messages / (finished - started),
+        "cpu_us": cpu / max(messages, 1) * 1e6,
+        "complete": messages >= LOG_MESSAGES,
+    }
 
 
 def logger_udp(kind: str, number: int) -> dict:
@@ -406,13 +479,23 @@ def logger_udp(kind: str, number: int) -> dict:
         time.sleep(0.5)
         base = lines_in(output)
         subprocess.run(
-            ["taskset", "-c", CLIENT_CORE, PYTHON, "-c",
-             "import socket,sys\nsys.path.insert(0, sys.argv[3])\nfrom run import syslog_message\n"
-             "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-             "m=[syslog_message(n) for n in range(int(sys.argv[2]))]\n"
-             "a=('127.0.0.1', int(sys.argv[1]))\n"
-             "for x in m: s.sendto(x, a)\n", str(server.port), str(UDP_BURST), str(HERE)],
-            check=True)
+            [
+                "taskset",
+                "-c",
+                CLIENT_CORE,
+                PYTHON,
+                "-c",
+                "import socket,sys\nsys.path.insert(0, sys.argv[3])\nfrom run import syslog_message\n"
+                "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                "m=[syslog_message(n) for n in range(int(sys.argv[2]))]\n"
+                "a=('127.0.0.1', int(sys.argv[1]))\n"
+                "for x in m: s.sendto(x, a)\n",
+                str(server.port),
+                str(UDP_BURST),
+                str(HERE),
+            ],
+            check=True,
+        )
         written, _ = wait_quiet(output, base + UDP_BURST, 60)
     finally:
         server.stop()
@@ -427,19 +510,32 @@ def logger():
         for name, kind in servers:
             cell = {**logger_tcp(kind, number), **logger_udp(kind, number)}
             cells[name].append(cell)
-            print(f"  round {number + 1}: {name:34} msg/s={cell['rps']:,.0f} "
-                  f"cpu_us={cell['cpu_us']:.2f} udp={cell['delivered']:.0%}", flush=True)
-    rows = [f"### Logger: {LOG_MESSAGES:,} RFC 5424 messages of 100 bytes over one TCP "
-            f"connection; a burst of {UDP_BURST:,} datagrams from one sender", ""]
+            print(
+                f"  round {number + 1}: {name:34} msg/s={cell['rps']:,.0f} "
+                f"cpu_us={cell['cpu_us']:.2f} udp={cell['delivered']:.0%}",
+                flush=True,
+            )
+    rows = [
+        f"### Logger: {LOG_MESSAGES:,} RFC 5424 messages of 100 bytes over one TCP "
+        f"connection; a burst of {UDP_BURST:,} datagrams from one sender",
+        "",
+    ]
     if not shutil.which("rsyslogd"):
-        rows += ["rsyslog rows skipped: rsyslogd is not installed (`make tools` installs it "
-                 "as root).", ""]
-    rows += ["| collector | TCP msg/s | server CPU µs/msg | UDP burst written |",
-             "|---|---:|---:|---:|"]
+        rows += [
+            "rsyslog rows skipped: rsyslogd is not installed (`make tools` installs it as root).",
+            "",
+        ]
+    rows += [
+        "| collector | TCP msg/s | server CPU µs/msg | UDP burst written |",
+        "|---|---:|---:|---:|",
+    ]
     figures = {}
     for name, _ in servers:
-        figures[name] = (median(cells[name], "rps"), median(cells[name], "cpu_us"),
-                         median(cells[name], "delivered"))
+        figures[name] = (
+            median(cells[name], "rps"),
+            median(cells[name], "cpu_us"),
+            median(cells[name], "delivered"),
+        )
         rps, cpu, delivered = figures[name]
         rows.append(f"| {name} | {rps:,.0f} | {cpu:.2f} | {delivered:.0%} |")
     return rows, figures
@@ -463,30 +559,47 @@ def framing():
             for framed in FRAMINGS if number % 2 == 0 else list(FRAMINGS)[::-1]:
                 cell = logger_tcp(kind, number, FRAMINGS[framed])
                 cells[name, framed].append(cell)
-                print(f"  round {number + 1}: {name[:30]:30} {framed:13} msg/s={cell['rps']:,.0f} "
-                      f"cpu_us={cell['cpu_us']:.2f}", flush=True)
-    rows = [f"### Logger framing: {LOG_MESSAGES:,} RFC 5424 messages of 100 bytes over one TCP "
-            "connection, LF-terminated and octet-counted (RFC 6587)", ""]
+                print(
+                    f"  round {number + 1}: {name[:30]:30} {framed:13} msg/s={cell['rps']:,.0f} "
+                    f"cpu_us={cell['cpu_us']:.2f}",
+                    flush=True,
+                )
+    rows = [
+        f"### Logger framing: {LOG_MESSAGES:,} RFC 5424 messages of 100 bytes over one TCP "
+        "connection, LF-terminated and octet-counted (RFC 6587)",
+        "",
+    ]
     if not shutil.which("rsyslogd"):
-        rows += ["rsyslog rows skipped: rsyslogd is not installed (`make tools` installs it "
-                 "as root).", ""]
-    rows += ["| collector | LF msg/s | octet-counted msg/s | octet × LF | "
-             "server CPU µs/msg LF / octet |", "|---|---:|---:|---:|---:|"]
+        rows += [
+            "rsyslog rows skipped: rsyslogd is not installed (`make tools` installs it as root).",
+            "",
+        ]
+    rows += [
+        "| collector | LF msg/s | octet-counted msg/s | octet × LF | "
+        "server CPU µs/msg LF / octet |",
+        "|---|---:|---:|---:|---:|",
+    ]
     figures = {}
     for name, _ in servers:
         lf, octet = (median(cells[name, framed], "rps") for framed in FRAMINGS)
         lf_cpu, octet_cpu = (median(cells[name, framed], "cpu_us") for framed in FRAMINGS)
         figures[name] = (lf, octet)
-        rows.append(f"| {name} | {lf:,.0f} | {octet:,.0f} | {octet / lf:.2f} | "
-                    f"{lf_cpu:.2f} / {octet_cpu:.2f} |")
+        rows.append(
+            f"| {name} | {lf:,.0f} | {octet:,.0f} | {octet / lf:.2f} | "
+            f"{lf_cpu:.2f} / {octet_cpu:.2f} |"
+        )
     if len(figures) == 2:
         (theirs_lf, theirs_octet), (ours_lf, ours_octet) = figures.values()
-        rows += ["", f"Suite × rsyslog: LF {ours_lf / theirs_lf:.2f}, octet-counted "
-                     f"{ours_octet / theirs_octet:.2f}."]
+        rows += [
+            "",
+            f"Suite × rsyslog: LF {ours_lf / theirs_lf:.2f}, octet-counted "
+            f"{ours_octet / theirs_octet:.2f}.",
+        ]
     return rows, figures
 
 
 # --- AMP lookups --------------------------------------------------------------------------
+
 
 def lookups():
     """
@@ -497,30 +610,54 @@ def lookups():
     listen = "tcp:{port}:interface=127.0.0.1"
     audited = ("--listen", listen, "--lookup-audit", str(WORK / "lookups.jsonl"))
     servers = [
-        ("minimal Twisted AMP responder, fixed answer",
-         [PYTHON, str(SERVERS / "twisted_amp.py"), "{port}", "{tree}"], "tcp"),
-        ("suite names (memory store, lookups audited)",
-         suite("suite-names", "--store", "memory", *audited), "tcp"),
+        (
+            "minimal Twisted AMP responder, fixed answer",
+            [PYTHON, str(SERVERS / "twisted_amp.py"), "{port}", "{tree}"],
+            "tcp",
+        ),
+        (
+            "suite names (memory store, lookups audited)",
+            suite("suite-names", "--store", "memory", *audited),
+            "tcp",
+        ),
     ]
     etcd = start_etcd(WORK)
     follower = None
     if etcd is not None:
         # No health checks in the way: the instances looked up do not exist.
         on_etcd = ("--store", etcd.store, "--ping-interval", "3600")
-        servers.append(("suite names (etcd store, one of two replicas)",
-                        suite("suite-names", *on_etcd, *audited), "tcp"))
-        follower = Server(suite("suite-names", *on_etcd, "--listen", listen,
-                                "--lookup-audit", ""), free_port())
+        servers.append(
+            (
+                "suite names (etcd store, one of two replicas)",
+                suite("suite-names", *on_etcd, *audited),
+                "tcp",
+            )
+        )
+        follower = Server(
+            suite("suite-names", *on_etcd, "--listen", listen, "--lookup-audit", ""), free_port()
+        )
     client = [str(Path(PYTHON).parent / "suite-client")]
 
     def measure(name, server):
         if name.startswith("suite"):
             for port in (8080, 8081):
-                subprocess.run([*client, "names", f"127.0.0.1:{server.port}", "register", "web",
-                                "127.0.0.1", str(port)], check=True, capture_output=True,
-                               env={**os.environ, "PYTHONPATH": str(TREE)})
-        cell = load([BIN / "amp_lookups", "127.0.0.1", server.port, 1, 100, "web", SECONDS],
-                    [server.pid])
+                subprocess.run(
+                    [
+                        *client,
+                        "names",
+                        f"127.0.0.1:{server.port}",
+                        "register",
+                        "web",
+                        "127.0.0.1",
+                        str(port),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    env={**os.environ, "PYTHONPATH": str(TREE)},
+                )
+        cell = load(
+            [BIN / "amp_lookups", "127.0.0.1", server.port, 1, 100, "web", SECONDS], [server.pid]
+        )
         if cell["errors"]:
             raise RuntimeError(f"{cell['errors']:.0f} lookups failed")
         return cell
@@ -533,8 +670,12 @@ def lookups():
             etcd.stop_all()
     for path in WORK.glob("lookups.jsonl*"):
         path.unlink()
-    return table("AMP Lookup: one connection, 100 lookups in flight (bench/amp_lookups.c)",
-                 servers, cells, servers[0][0])
+    return table(
+        "AMP Lookup: one connection, 100 lookups in flight (bench/amp_lookups.c)",
+        servers,
+        cells,
+        servers[0][0],
+    )
 
 
 # --- DNS: the name server's DNS side next to unbound ----------------------------------------
@@ -545,22 +686,40 @@ DNS_QUESTIONS = {"SRV": "_web._tcp.suite SRV", "A": "web.suite A"}
 
 def write_unbound_config() -> None:
     """unbound serving the same records from local-data: its own config, port, no daemon."""
-    records = [f'local-data: "_web._tcp.suite. 5 IN SRV 1 1 {port} 7f000001.addr.suite."'
-               for port in DNS_INSTANCES]
-    records += ['local-data: "web.suite. 5 IN A 127.0.0.1"',
-                'local-data: "7f000001.addr.suite. 5 IN A 127.0.0.1"']
+    records = [
+        f'local-data: "_web._tcp.suite. 5 IN SRV 1 1 {port} 7f000001.addr.suite."'
+        for port in DNS_INSTANCES
+    ]
+    records += [
+        'local-data: "web.suite. 5 IN A 127.0.0.1"',
+        'local-data: "7f000001.addr.suite. 5 IN A 127.0.0.1"',
+    ]
     config = WORK / "unbound.conf"
-    config.write_text("\n".join([
-        "server:",
-        "  interface: 127.0.0.1@{port}",
-        "  do-daemonize: no", "  chroot: \"\"", "  username: \"\"",
-        f"  directory: \"{WORK}\"", "  pidfile: \"\"", "  use-syslog: no",
-        "  logfile: \"\"", "  verbosity: 0", "  num-threads: 1", "  do-ip6: no",
-        "  access-control: 127.0.0.0/8 allow", "  minimal-responses: no",
-        "  local-zone: \"suite.\" static",
-        *(f"  {r}" for r in records),
-        "remote-control:", "  control-enable: no", "",
-    ]))
+    config.write_text(
+        "\n".join(
+            [
+                "server:",
+                "  interface: 127.0.0.1@{port}",
+                "  do-daemonize: no",
+                '  chroot: ""',
+                '  username: ""',
+                f'  directory: "{WORK}"',
+                '  pidfile: ""',
+                "  use-syslog: no",
+                '  logfile: ""',
+                "  verbosity: 0",
+                "  num-threads: 1",
+                "  do-ip6: no",
+                "  access-control: 127.0.0.0/8 allow",
+                "  minimal-responses: no",
+                '  local-zone: "suite." static',
+                *(f"  {r}" for r in records),
+                "remote-control:",
+                "  control-enable: no",
+                "",
+            ]
+        )
+    )
 
 
 class UnboundServer(Server):
@@ -578,24 +737,52 @@ def dnsperf(port: int, question: str, pids) -> dict:
     questions = WORK / "questions.txt"
     questions.write_text(question + "\n")
     before = sum(cpu_seconds(pid) for pid in pids)
-    out = subprocess.run(["taskset", "-c", CLIENT_CORE, "dnsperf", "-s", "127.0.0.1", "-p",
-                          str(port), "-d", str(questions), "-l", str(SECONDS), "-q", "100"],
-                         capture_output=True, text=True, timeout=SECONDS + 60)
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            CLIENT_CORE,
+            "dnsperf",
+            "-s",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-d",
+            str(questions),
+            "-l",
+            str(SECONDS),
+            "-q",
+            "100",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=SECONDS + 60,
+    )
     after = sum(cpu_seconds(pid) for pid in pids)
     found = {}
     for line in out.stdout.splitlines():
         label, _, value = line.strip().partition(":")
         found[label] = value.split()[0] if value.split() else ""
     completed = float(found["Queries completed"])
-    return {"rps": float(found["Queries per second"]), "all": completed,
-            "lost": float(found["Queries lost"]),
-            "cpu_us": (after - before) / max(completed, 1) * 1e6}
+    return {
+        "rps": float(found["Queries per second"]),
+        "all": completed,
+        "lost": float(found["Queries lost"]),
+        "cpu_us": (after - before) / max(completed, 1) * 1e6,
+    }
 
 
 def dns():
     if not shutil.which("dnsperf") or not shutil.which("unbound"):
-        return (["### DNS", "", "Skipped: dnsperf and unbound are needed (Debian packages; "
-                 "`make bench` installs them as root)."], {})
+        return (
+            [
+                "### DNS",
+                "",
+                "Skipped: dnsperf and unbound are needed (Debian packages; "
+                "`make bench` installs them as root).",
+            ],
+            {},
+        )
     write_unbound_config()
     client = [str(Path(PYTHON).parent / "suite-client")]
     servers = ["unbound (local-data)", "suite names (DNS side, rate limiter off)"]
@@ -606,34 +793,65 @@ def dns():
             if server_name.startswith("unbound"):
                 server = UnboundServer(port)
             else:
-                server = Server(suite("suite-names", "--store", "memory", "--lookup-audit", "",
-                                      "--listen", "tcp:{port}:interface=127.0.0.1",
-                                      "--dns-listen", "udp:{port}:interface=127.0.0.1",
-                                      "--udp-rate", "0"), port)
+                server = Server(
+                    suite(
+                        "suite-names",
+                        "--store",
+                        "memory",
+                        "--lookup-audit",
+                        "",
+                        "--listen",
+                        "tcp:{port}:interface=127.0.0.1",
+                        "--dns-listen",
+                        "udp:{port}:interface=127.0.0.1",
+                        "--udp-rate",
+                        "0",
+                    ),
+                    port,
+                )
                 for instance in DNS_INSTANCES:
-                    subprocess.run([*client, "names", f"127.0.0.1:{port}", "register", "web",
-                                    "127.0.0.1", str(instance)], check=True, capture_output=True,
-                                   env={**os.environ, "PYTHONPATH": str(TREE)})
+                    subprocess.run(
+                        [
+                            *client,
+                            "names",
+                            f"127.0.0.1:{port}",
+                            "register",
+                            "web",
+                            "127.0.0.1",
+                            str(instance),
+                        ],
+                        check=True,
+                        capture_output=True,
+                        env={**os.environ, "PYTHONPATH": str(TREE)},
+                    )
             try:
                 for kind, question in DNS_QUESTIONS.items():
                     cell = dnsperf(port, question, [server.pid])
                     cells[server_name, kind].append(cell)
-                    print(f"  round {number + 1}: {server_name:42} {kind:3} "
-                          f"qps={cell['rps']:,.0f} cpu_us={cell['cpu_us']:.1f} "
-                          f"lost={cell['lost']:.0f}", flush=True)
+                    print(
+                        f"  round {number + 1}: {server_name:42} {kind:3} "
+                        f"qps={cell['rps']:,.0f} cpu_us={cell['cpu_us']:.1f} "
+                        f"lost={cell['lost']:.0f}",
+                        flush=True,
+                    )
             finally:
                 server.stop()
-    rows = ["### DNS: dnsperf, one question over and over, 100 queries in flight", "",
-            "| question | unbound q/s | suite q/s | × unbound | unbound CPU µs/q | suite CPU µs/q |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = [
+        "### DNS: dnsperf, one question over and over, 100 queries in flight",
+        "",
+        "| question | unbound q/s | suite q/s | × unbound | unbound CPU µs/q | suite CPU µs/q |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     figures = {}
     for kind in DNS_QUESTIONS:
         theirs, ours = (cells[server, kind] for server in servers)
         ratio = median(ours, "rps") / median(theirs, "rps")
         figures[kind] = (median(ours, "rps"), ratio)
-        rows.append(f"| {DNS_QUESTIONS[kind]} | {median(theirs, 'rps'):,.0f} | "
-                    f"{median(ours, 'rps'):,.0f} | {ratio:.2f} | "
-                    f"{median(theirs, 'cpu_us'):.1f} | {median(ours, 'cpu_us'):.1f} |")
+        rows.append(
+            f"| {DNS_QUESTIONS[kind]} | {median(theirs, 'rps'):,.0f} | "
+            f"{median(ours, 'rps'):,.0f} | {ratio:.2f} | "
+            f"{median(theirs, 'cpu_us'):.1f} | {median(ours, 'cpu_us'):.1f} |"
+        )
     return rows, figures
 
 
@@ -655,27 +873,43 @@ def scaling():
         for load_name, (mode, size, depth) in SCALING_LOADS.items():
             for processes in (1, 2):
                 port = free_port()
-                argv = suite("suite-echo", "--mode", mode, "--reuse-port", "--listen",
-                             "tcp:{port}:interface=127.0.0.1",
-                             "--max-connections-per-source", "1000")
+                argv = suite(
+                    "suite-echo",
+                    "--mode",
+                    mode,
+                    "--reuse-port",
+                    "--listen",
+                    "tcp:{port}:interface=127.0.0.1",
+                    "--max-connections-per-source",
+                    "1000",
+                )
                 servers = [Server(argv, port, cores=str(core)) for core in range(processes)]
                 try:
                     # One server has core 0 to itself and the generator core 1; two servers
                     # take both cores and the generator runs where it can.
-                    cell = load([BIN / "loadgen", "127.0.0.1", port, 100, size, SECONDS, mode,
-                                 depth], [s.pid for s in servers],
-                                core=CLIENT_CORE if processes == 1 else None)
+                    cell = load(
+                        [BIN / "loadgen", "127.0.0.1", port, 100, size, SECONDS, mode, depth],
+                        [s.pid for s in servers],
+                        core=CLIENT_CORE if processes == 1 else None,
+                    )
                 finally:
                     for server in servers:
                         server.stop()
                 cells[load_name, processes].append(cell)
-                print(f"  round {number + 1}: {load_name[:40]:40} x{processes} "
-                      f"rps={cell['rps']:,.0f}", flush=True)
-    rows = ["### Every core: suite echo processes sharing one port with reuse_port", "",
-            "Server N on core N. With one server the generator has core 1 to itself; with two "
-            "it shares the cores with them.",
-            "", "| load | one process req/s | two processes req/s | × one |",
-            "|---|---:|---:|---:|"]
+                print(
+                    f"  round {number + 1}: {load_name[:40]:40} x{processes} "
+                    f"rps={cell['rps']:,.0f}",
+                    flush=True,
+                )
+    rows = [
+        "### Every core: suite echo processes sharing one port with reuse_port",
+        "",
+        "Server N on core N. With one server the generator has core 1 to itself; with two "
+        "it shares the cores with them.",
+        "",
+        "| load | one process req/s | two processes req/s | × one |",
+        "|---|---:|---:|---:|",
+    ]
     figures = {}
     for load_name in SCALING_LOADS:
         one = median(cells[load_name, 1], "rps")
@@ -699,14 +933,20 @@ def baseline_tree() -> Path | None:
     """
     commit = os.environ.get("BENCH_BASELINE")
     if not commit:
-        found = subprocess.run(["git", "-C", str(TREE), "log", "--format=%H", "-1",
-                                f"--grep={BASELINE_SUBJECT}"], capture_output=True, text=True)
+        found = subprocess.run(
+            ["git", "-C", str(TREE), "log", "--format=%H", "-1", f"--grep={BASELINE_SUBJECT}"],
+            capture_output=True,
+            text=True,
+        )
         if found.returncode or not found.stdout.strip():
             return None
         commit = found.stdout.strip() + "^"
     tree = WORK / "baseline"
-    made = subprocess.run(["git", "-C", str(TREE), "worktree", "add", "--detach", str(tree),
-                           commit], capture_output=True, text=True)
+    made = subprocess.run(
+        ["git", "-C", str(TREE), "worktree", "add", "--detach", str(tree), commit],
+        capture_output=True,
+        text=True,
+    )
     return tree if made.returncode == 0 else None
 
 
@@ -715,6 +955,7 @@ class Scraper:
 
     def __init__(self, port):
         import threading
+
         self.port, self.scrapes, self.bytes = port, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -722,6 +963,7 @@ class Scraper:
 
     def _run(self):
         import urllib.request
+
         while not self._stop.wait(1.0):
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
                 self.bytes += len(r.read())
@@ -735,8 +977,15 @@ class Scraper:
 def metrics_cost():
     baseline = baseline_tree()
     if baseline is None:
-        return (["### The cost of counting", "", "Skipped: the commit before metrics could not be "
-                 "checked out (set BENCH_BASELINE to a commit)."], {})
+        return (
+            [
+                "### The cost of counting",
+                "",
+                "Skipped: the commit before metrics could not be "
+                "checked out (set BENCH_BASELINE to a commit).",
+            ],
+            {},
+        )
     metrics_port = free_port()
     scraped = WORK / "metrics.toml"
     scraped.write_text(f'[metrics]\nlisten = ["tcp:{metrics_port}:interface=127.0.0.1"]\n')
@@ -748,16 +997,31 @@ def metrics_cost():
     client = [str(Path(PYTHON).parent / "suite-client")]
     loads = {
         "TCP line echo (10 connections, 64-byte lines)": (
-            suite("suite-echo", "--config", "{config}", "--listen", tcp), "tcp",
-            lambda port: [BIN / "loadgen", "127.0.0.1", port, 10, 64, SECONDS, "line"]),
+            suite("suite-echo", "--config", "{config}", "--listen", tcp),
+            "tcp",
+            lambda port: [BIN / "loadgen", "127.0.0.1", port, 10, 64, SECONDS, "line"],
+        ),
         "UDP echo (32 datagrams outstanding)": (
             # No rate limit: the tree before metrics has no per-network bucket to lift.
-            suite("suite-echo", "--config", "{config}", "--listen", udp, "--udp-rate", "0"), "udp",
-            lambda port: [BIN / "udp_loadgen", "127.0.0.1", port, 32, 64, SECONDS]),
+            suite("suite-echo", "--config", "{config}", "--listen", udp, "--udp-rate", "0"),
+            "udp",
+            lambda port: [BIN / "udp_loadgen", "127.0.0.1", port, 32, 64, SECONDS],
+        ),
         "AMP Lookup (100 in flight, audited)": (
-            suite("suite-names", "--config", "{config}", "--store", "memory", "--listen", tcp,
-                  "--lookup-audit", str(WORK / "lookups.jsonl")), "tcp",
-            lambda port: [BIN / "amp_lookups", "127.0.0.1", port, 1, 100, "web", SECONDS]),
+            suite(
+                "suite-names",
+                "--config",
+                "{config}",
+                "--store",
+                "memory",
+                "--listen",
+                tcp,
+                "--lookup-audit",
+                str(WORK / "lookups.jsonl"),
+            ),
+            "tcp",
+            lambda port: [BIN / "amp_lookups", "127.0.0.1", port, 1, 100, "web", SECONDS],
+        ),
     }
     kinds = ("before metrics", "counting, no [metrics]", "counting, scraped every second")
     cells = {(name, kind): [] for name in loads for kind in kinds}
@@ -767,15 +1031,28 @@ def metrics_cost():
             for kind in kinds if number % 2 == 0 else kinds[::-1]:
                 config = scraped if kind == kinds[2] else unscraped
                 argv_now = [a.replace("{config}", str(config)) for a in argv]
-                server = Server(argv_now if kind != kinds[0] else [*before, *argv_now],
-                                free_port(), ready=ready)
+                server = Server(
+                    argv_now if kind != kinds[0] else [*before, *argv_now],
+                    free_port(),
+                    ready=ready,
+                )
                 scraper = None
                 try:
                     if "Lookup" in name:
                         for port in (8080, 8081):
-                            subprocess.run([*client, "names", f"127.0.0.1:{server.port}",
-                                            "register", "web", "127.0.0.1", str(port)],
-                                           check=True, capture_output=True)
+                            subprocess.run(
+                                [
+                                    *client,
+                                    "names",
+                                    f"127.0.0.1:{server.port}",
+                                    "register",
+                                    "web",
+                                    "127.0.0.1",
+                                    str(port),
+                                ],
+                                check=True,
+                                capture_output=True,
+                            )
                     if kind == kinds[2]:
                         scraper = Scraper(metrics_port)
                     cell = load(generator(server.port), [server.pid])
@@ -786,82 +1063,128 @@ def metrics_cost():
                 if scraper is not None and not scraper.scrapes:
                     raise RuntimeError("no scrape of /metrics succeeded")
                 cells[name, kind].append(cell)
-                print(f"  round {number + 1}: {name[:30]:30} {kind:32} rps={cell['rps']:,.0f} "
-                      f"cpu_us={cell['cpu_us']:.2f}", flush=True)
-    subprocess.run(["git", "-C", str(TREE), "worktree", "remove", "--force", str(baseline)],
-                   capture_output=True)
-    rows = ["### The cost of counting: the suite before metrics and now, /metrics scraped every "
-            f"second ({METRICS_ROUNDS} rounds, every other one in reverse order)", "",
-            "| load | before req/s | counting req/s | × before | scraped req/s | × before | "
-            "CPU µs/req before / counting / scraped |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+                print(
+                    f"  round {number + 1}: {name[:30]:30} {kind:32} rps={cell['rps']:,.0f} "
+                    f"cpu_us={cell['cpu_us']:.2f}",
+                    flush=True,
+                )
+    subprocess.run(
+        ["git", "-C", str(TREE), "worktree", "remove", "--force", str(baseline)],
+        capture_output=True,
+    )
+    rows = [
+        "### The cost of counting: the suite before metrics and now, /metrics scraped every "
+        f"second ({METRICS_ROUNDS} rounds, every other one in reverse order)",
+        "",
+        "| load | before req/s | counting req/s | × before | scraped req/s | × before | "
+        "CPU µs/req before / counting / scraped |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     figures = {}
     for name in loads:
         old, counting, scraped_cells = (cells[name, kind] for kind in kinds)
         ratio = median(counting, "rps") / median(old, "rps")
         ratio_scraped = median(scraped_cells, "rps") / median(old, "rps")
         figures[name] = ratio
-        rows.append(f"| {name} | {median(old, 'rps'):,.0f} | {median(counting, 'rps'):,.0f} | "
-                    f"{ratio:.2f} | {median(scraped_cells, 'rps'):,.0f} | {ratio_scraped:.2f} | "
-                    f"{median(old, 'cpu_us'):.2f} / {median(counting, 'cpu_us'):.2f} / "
-                    f"{median(scraped_cells, 'cpu_us'):.2f} |")
+        rows.append(
+            f"| {name} | {median(old, 'rps'):,.0f} | {median(counting, 'rps'):,.0f} | "
+            f"{ratio:.2f} | {median(scraped_cells, 'rps'):,.0f} | {ratio_scraped:.2f} | "
+            f"{median(old, 'cpu_us'):.2f} / {median(counting, 'cpu_us'):.2f} / "
+            f"{median(scraped_cells, 'cpu_us'):.2f} |"
+        )
     return rows, figures
 
 
 # --- bars and report ---------------------------------------------------------------------------
+
 
 def bars(results) -> list[tuple[str, bool]]:
     checks = []
     if "tcp" in results:
         f = results["tcp"]
         ratio = f["suite raw echo"][1] / f["bare Twisted"][1]
-        checks.append((f"TCP echo: suite raw CPU per request {ratio:.2f}× bare Twisted's "
-                       "(bar ≤ 0.67)", ratio <= 0.67))
+        checks.append(
+            (
+                f"TCP echo: suite raw CPU per request {ratio:.2f}× bare Twisted's (bar ≤ 0.67)",
+                ratio <= 0.67,
+            )
+        )
     if "udp" in results:
         f = results["udp"]
         ratio = f["suite echo, rate limiter on"][0] / f["bare Twisted"][0]
-        checks.append((f"UDP echo: suite with the rate limiter on {ratio:.2f}× bare Twisted's "
-                       "datagrams/s (bar ≥ 1.0)", ratio >= 1.0))
+        checks.append(
+            (
+                f"UDP echo: suite with the rate limiter on {ratio:.2f}× bare Twisted's "
+                "datagrams/s (bar ≥ 1.0)",
+                ratio >= 1.0,
+            )
+        )
     if "idle" in results:
         worst = max(v for k, v in results["idle"].items() if k.startswith("suite"))
-        checks.append((f"Idle connections: suite {worst:,.0f} bytes each (bar ≤ 1.3 KB)",
-                       worst <= 1300))
+        checks.append(
+            (f"Idle connections: suite {worst:,.0f} bytes each (bar ≤ 1.3 KB)", worst <= 1300)
+        )
     if "logger" in results and len(results["logger"]) == 2:
         rsyslog, ours = results["logger"].values()
         tcp, udp = ours[0] / rsyslog[0], ours[2] / rsyslog[2]
         checks.append((f"Logger TCP: {tcp:.2f}× rsyslog's msg/s (bar ≥ 0.6)", tcp >= 0.6))
-        checks.append((f"Logger UDP burst: {udp:.2f}× rsyslog's delivery (bar ≥ 0.5)",
-                       udp >= 0.5))
+        checks.append((f"Logger UDP burst: {udp:.2f}× rsyslog's delivery (bar ≥ 0.5)", udp >= 0.5))
     if "framing" in results:
         lf, octet = results["framing"]["suite logger"]
-        checks.append((f"Logger framing: suite octet-counted {octet / lf:.2f}× its LF msg/s "
-                       "(bar ≥ 0.9)", octet / lf >= 0.9))
+        checks.append(
+            (
+                f"Logger framing: suite octet-counted {octet / lf:.2f}× its LF msg/s (bar ≥ 0.9)",
+                octet / lf >= 0.9,
+            )
+        )
     if "lookups" in results:
         found = results["lookups"]
         rps = found["suite names (memory store, lookups audited)"][0]
-        checks.append((f"Lookups: {rps:,.0f}/s on one connection (bar ≥ 50,000)",
-                       rps >= 50000))
+        checks.append((f"Lookups: {rps:,.0f}/s on one connection (bar ≥ 50,000)", rps >= 50000))
         on_etcd = found.get("suite names (etcd store, one of two replicas)")
         if on_etcd is not None:
             ratio = on_etcd[0] / rps
-            checks.append((f"Lookups on an etcd replica: {ratio:.2f}× the memory store's "
-                           "(bar ≥ 0.9: equal, within the noise)", ratio >= 0.9))
+            checks.append(
+                (
+                    f"Lookups on an etcd replica: {ratio:.2f}× the memory store's "
+                    "(bar ≥ 0.9: equal, within the noise)",
+                    ratio >= 0.9,
+                )
+            )
     for kind, (qps, ratio) in results.get("dns", {}).items():
-        checks.append((f"DNS {kind}: {qps:,.0f} queries/s, {ratio:.2f}× unbound's (bar ≥ 0.5)",
-                       ratio >= 0.5))
+        checks.append(
+            (f"DNS {kind}: {qps:,.0f} queries/s, {ratio:.2f}× unbound's (bar ≥ 0.5)", ratio >= 0.5)
+        )
     for name, ratio in results.get("metrics", {}).items():
-        checks.append((f"Counting, {name}: {ratio:.2f}× the throughput before metrics "
-                       "(bar ≥ 0.95)", ratio >= 0.95))
+        checks.append(
+            (
+                f"Counting, {name}: {ratio:.2f}× the throughput before metrics (bar ≥ 0.95)",
+                ratio >= 0.95,
+            )
+        )
     if "scaling" in results:
         ratio = results["scaling"][next(iter(SCALING_LOADS))]
-        checks.append((f"Two processes with reuse_port: {ratio:.2f}× one on the server-bound "
-                       "echo load (bar ≥ 1.7)", ratio >= 1.7))
+        checks.append(
+            (
+                f"Two processes with reuse_port: {ratio:.2f}× one on the server-bound "
+                "echo load (bar ≥ 1.7)",
+                ratio >= 1.7,
+            )
+        )
     return checks
 
 
-SECTIONS = {"tcp": tcp_echo, "udp": udp_echo, "idle": idle_connections, "logger": logger,
-            "framing": framing, "lookups": lookups, "dns": dns, "metrics": metrics_cost,
-            "scaling": scaling}
+SECTIONS = {
+    "tcp": tcp_echo,
+    "udp": udp_echo,
+    "idle": idle_connections,
+    "logger": logger,
+    "framing": framing,
+    "lookups": lookups,
+    "dns": dns,
+    "metrics": metrics_cost,
+    "scaling": scaling,
+}
 
 
 def report(text, results) -> bool:
@@ -882,8 +1205,10 @@ def main():
     if not shutil.which("taskset"):
         sys.exit("bench needs taskset (util-linux)")
     if ONLY - SECTIONS.keys():
-        sys.exit(f"no such section: {', '.join(sorted(ONLY - SECTIONS.keys()))} "
-                 f"(sections: {', '.join(SECTIONS)})")
+        sys.exit(
+            f"no such section: {', '.join(sorted(ONLY - SECTIONS.keys()))} "
+            f"(sections: {', '.join(SECTIONS)})"
+        )
     build()
     text, results = [], {}
     for name, section in SECTIONS.items():

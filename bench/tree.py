@@ -31,9 +31,21 @@ def cpu_seconds(pid: int) -> float:
 def twistd(*arguments: str, **popen) -> subprocess.Popen:
     """`twistd --nodaemon --pidfile= --logfile=/dev/null ARGUMENTS` from TREE, on core 0."""
     return subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, "-c", RUN_TWISTD, "--nodaemon", "--pidfile=",
-         "--logfile=/dev/null", *arguments],
-        cwd=popen.pop("cwd", TREE), env={**os.environ, "PYTHONPATH": str(TREE)}, **popen,
+        [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            "-c",
+            RUN_TWISTD,
+            "--nodaemon",
+            "--pidfile=",
+            "--logfile=/dev/null",
+            *arguments,
+        ],
+        cwd=popen.pop("cwd", TREE),
+        env={**os.environ, "PYTHONPATH": str(TREE)},
+        **popen,
     )
 
 

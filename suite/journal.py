@@ -17,10 +17,14 @@ shippers: `time` (ISO 8601, UTC), `level` (`info`, `warn` ...) and
 
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from twisted.logger import (
-    FileLogObserver, LogLevel, eventAsJSON, eventAsText, textFileLogObserver,
+    FileLogObserver,
+    LogLevel,
+    eventAsJSON,
+    eventAsText,
+    textFileLogObserver,
 )
 
 PRIORITIES = {
@@ -67,9 +71,9 @@ def json_line(event) -> str:
     """EVENT as one line of JSON (see the module docstring)."""
     record = {k: v for k, v in event.items() if k not in ("log_logger", "log_source")}
     level = event.get("log_level")
-    record["time"] = datetime.fromtimestamp(
-        event.get("log_time") or 0, timezone.utc
-    ).isoformat(timespec="microseconds")
+    record["time"] = datetime.fromtimestamp(event.get("log_time") or 0, UTC).isoformat(
+        timespec="microseconds"
+    )
     record["level"] = level.name if level is not None else "info"
     record["message"] = eventAsText(event, includeTimestamp=False, includeSystem=False)
     return eventAsJSON(record) + "\n"

@@ -60,13 +60,37 @@ class EtcdCluster:
         cluster = ",".join(f"{n}=http://127.0.0.1:{self.peer_ports[n]}" for n in self.names)
         log = open(self.directory / f"etcd-{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
-            ["etcd", "--name", name, "--data-dir", str(self.directory / f"etcd-{name}"),
-             "--listen-client-urls", client, "--advertise-client-urls", client,
-             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", cluster, "--initial-cluster-token", self.token,
-             "--initial-cluster-state", "new", "--heartbeat-interval", "50",
-             "--election-timeout", "500", "--logger", "zap", "--log-level", "warn"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                "etcd",
+                "--name",
+                name,
+                "--data-dir",
+                str(self.directory / f"etcd-{name}"),
+                "--listen-client-urls",
+                client,
+                "--advertise-client-urls",
+                client,
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+                "--initial-cluster",
+                cluster,
+                "--initial-cluster-token",
+                self.token,
+                "--initial-cluster-state",
+                "new",
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+                "--logger",
+                "zap",
+                "--log-level",
+                "warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
 
@@ -105,7 +129,10 @@ class EtcdCluster:
 
     def call(self, path: str, body: dict) -> dict:
         """A gateway request from the test itself (blocking: call it from a test's thread only)."""
-        request = urllib.request.Request(self.endpoints[0] + path, json.dumps(body).encode(),
-                                         {"content-type": "application/json"})
+        request = urllib.request.Request(
+            self.endpoints[0] + path,
+            json.dumps(body).encode(),
+            {"content-type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=5) as answer:
             return json.load(answer)

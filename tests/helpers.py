@@ -63,7 +63,7 @@ def _name(common_name):
 
 
 def _certificate(subject, key, issuer_name, issuer_key, ca=False, names=()):
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))

@@ -6,11 +6,13 @@ from twisted.internet import protocol, reactor
 from twisted.protocols import amp
 
 sys.path.insert(0, sys.argv[2])  # the suite's tree, for the Lookup command's definition
-from suite.contracts.names import Lookup  # noqa: E402
+from suite.contracts.names import Lookup
 
 ANSWER = {
-    "instances": [{"host": "127.0.0.1", "port": 8080, "description": ""},
-                  {"host": "127.0.0.1", "port": 8081, "description": ""}],
+    "instances": [
+        {"host": "127.0.0.1", "port": 8080, "description": ""},
+        {"host": "127.0.0.1", "port": 8081, "description": ""},
+    ],
     "ttl": 5,
 }
 

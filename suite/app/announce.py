@@ -52,21 +52,35 @@ class AnnounceSettings(Settings):
     section = "announce"
 
     name_server: tuple[str, ...] = key(
-        string_list(parse_address), (),
+        string_list(parse_address),
+        (),
         "name servers to register with (host:port, [v6]:port or an endpoint string); none: no "
         "announcing",
     )
     token: str = key(text(), "", "the name servers' token (or credential:NAME)", secret=True)
     token_file: str = key(text(), "", "a file holding the token (or credential:NAME)")
-    host: str = key(text(), "", "host announced; default: the listener's interface when "
-                                "specific, else this machine's FQDN")
+    host: str = key(
+        text(),
+        "",
+        "host announced; default: the listener's interface when "
+        "specific, else this machine's FQDN",
+    )
     interval: float = key(number(0.1), 10.0, "seconds between re-registrations")
-    tls: bool = key(BOOLEAN, False, "speak TLS to the name servers, verifying their certificate "
-                                    "and host name")
-    ca: str = key(text(), "", "tls: PEM CA certificate(s) the name servers' certificates are "
-                              "verified against, or credential:NAME; default: the system's CAs")
-    certificate: str = key(text(), "", "tls: PEM client certificate (chain) for name servers "
-                                       "that ask for one (mutual TLS), or credential:NAME")
+    tls: bool = key(
+        BOOLEAN, False, "speak TLS to the name servers, verifying their certificate and host name"
+    )
+    ca: str = key(
+        text(),
+        "",
+        "tls: PEM CA certificate(s) the name servers' certificates are "
+        "verified against, or credential:NAME; default: the system's CAs",
+    )
+    certificate: str = key(
+        text(),
+        "",
+        "tls: PEM client certificate (chain) for name servers "
+        "that ask for one (mutual TLS), or credential:NAME",
+    )
     private_key: str = key(text(), "", "tls: PEM private key of certificate, or credential:NAME")
 
 
@@ -100,9 +114,12 @@ def name_server_tls(settings: AnnounceSettings) -> dict[str, IOpenSSLClientConne
     for name_server in settings.name_server:
         hostname = parse_address(name_server).hostname
         if hostname is None:
-            raise settings.error("name_server", "tls = true needs a host name to verify "
-                                 "(host:port, [v6]:port or an endpoint string with host=)",
-                                 name_server)
+            raise settings.error(
+                "name_server",
+                "tls = true needs a host name to verify "
+                "(host:port, [v6]:port or an endpoint string with host=)",
+                name_server,
+            )
         creators[name_server] = ssl.optionsForClientTLS(
             hostname, trustRoot=trust, extraCertificateOptions=dict(client)
         )
@@ -149,9 +166,14 @@ class Announcer(service.Service):
     most STOP_TIMEOUT) for its deregistrations.
     """
 
-    def __init__(self, settings: AnnounceSettings, token: str | None,
-                 listeners: Sequence[ListenerService], reactor: IReactorCore,
-                 tls: Mapping[str, IOpenSSLClientConnectionCreator]) -> None:
+    def __init__(
+        self,
+        settings: AnnounceSettings,
+        token: str | None,
+        listeners: Sequence[ListenerService],
+        reactor: IReactorCore,
+        tls: Mapping[str, IOpenSSLClientConnectionCreator],
+    ) -> None:
         self.settings = settings
         self.token = token or None
         self.tls = tls
@@ -197,34 +219,58 @@ class Announcer(service.Service):
     def announce(self) -> defer.Deferred[list[tuple[bool, object]]]:
         """One round: every announcement to every name server (the next waits for it)."""
         return defer.DeferredList(
-            [self._with(name_server, Register, self._register_arguments)
-             for name_server in self.settings.name_server],
+            [
+                self._with(name_server, Register, self._register_arguments)
+                for name_server in self.settings.name_server
+            ],
             consumeErrors=True,
         )
 
     def _register_arguments(self, announcement: Announcement) -> dict[str, object]:
-        return dict(name=announcement.name, host=announcement.host, port=announcement.port,
-                    description=announcement.description, token=self.token)
+        return dict(
+            name=announcement.name,
+            host=announcement.host,
+            port=announcement.port,
+            description=announcement.description,
+            token=self.token,
+        )
 
     def _deregister_arguments(self, announcement: Announcement) -> dict[str, object]:
-        return dict(name=announcement.name, host=announcement.host, port=announcement.port,
-                    token=self.token)
+        return dict(
+            name=announcement.name,
+            host=announcement.host,
+            port=announcement.port,
+            token=self.token,
+        )
 
-    def _with(self, name_server: str, command: type[amp.Command],
-              arguments: Callable[[Announcement], dict[str, object]]) -> defer.Deferred[None]:
+    def _with(
+        self,
+        name_server: str,
+        command: type[amp.Command],
+        arguments: Callable[[Announcement], dict[str, object]],
+    ) -> defer.Deferred[None]:
         d = defer.ensureDeferred(self._send(name_server, command, arguments))
-        d.addCallbacks(lambda _: self._reached(name_server),
-                       lambda failure: self._failed(name_server, command, failure))
+        d.addCallbacks(
+            lambda _: self._reached(name_server),
+            lambda failure: self._failed(name_server, command, failure),
+        )
         return d
 
-    async def _send(self, name_server: str, command: type[amp.Command],
-                    arguments: Callable[[Announcement], dict[str, object]]) -> None:
-        endpoint = stream_endpoint(self.reactor, parse_address(name_server), CONNECT_TIMEOUT,
-                                   self.tls.get(name_server))
+    async def _send(
+        self,
+        name_server: str,
+        command: type[amp.Command],
+        arguments: Callable[[Announcement], dict[str, object]],
+    ) -> None:
+        endpoint = stream_endpoint(
+            self.reactor, parse_address(name_server), CONNECT_TIMEOUT, self.tls.get(name_server)
+        )
         connecting = endpoint.connect(_QuietClients())
         protocol = await connecting.addTimeout(CONNECT_TIMEOUT, self.reactor)
-        calls = [protocol.callRemote(command, **arguments(a)).addErrback(_not_found_is_done)
-                 for a in self.announced]
+        calls = [
+            protocol.callRemote(command, **arguments(a)).addErrback(_not_found_is_done)
+            for a in self.announced
+        ]
         answered = defer.gatherResults(calls, consumeErrors=True)
         try:
             await answered.addTimeout(CONNECT_TIMEOUT, self.reactor)
@@ -235,14 +281,20 @@ class Announcer(service.Service):
 
     def _reached(self, name_server: str) -> None:
         if self._down.get(name_server):
-            log.info("announce: {name_server} reached again; {count} listeners registered",
-                     name_server=name_server, count=len(self.announced))
+            log.info(
+                "announce: {name_server} reached again; {count} listeners registered",
+                name_server=name_server,
+                count=len(self.announced),
+            )
         self._down[name_server] = False
 
     def _failed(self, name_server: str, command: type[amp.Command], failure: Failure) -> None:
         if not self._down.get(name_server):
-            reason = (tls_failure(failure.value) or failure.getErrorMessage()
-                      or type(failure.value).__name__)
+            reason = (
+                tls_failure(failure.value)
+                or failure.getErrorMessage()
+                or type(failure.value).__name__
+            )
             code = command.errors.get(type(failure.value))
             if code is not None:  # the name server's answer: UNAUTHORIZED, INVALID ...
                 reason = f"{code.decode()}: {reason}"
@@ -250,7 +302,9 @@ class Announcer(service.Service):
             log.warn(
                 "announce: cannot {action} with {name_server}: {reason}; trying again every "
                 "{interval:g} s",
-                action=command.__name__.lower(), name_server=name_server, reason=reason,
+                action=command.__name__.lower(),
+                name_server=name_server,
+                reason=reason,
                 interval=self.settings.interval,
             )
         self._down[name_server] = True
@@ -265,8 +319,10 @@ class Announcer(service.Service):
         if not self.announced:
             return None
         leaving = defer.DeferredList(
-            [self._with(name_server, Deregister, self._deregister_arguments)
-             for name_server in self.settings.name_server],
+            [
+                self._with(name_server, Deregister, self._deregister_arguments)
+                for name_server in self.settings.name_server
+            ],
             consumeErrors=True,
         )
         leaving.addTimeout(STOP_TIMEOUT, self.reactor)

@@ -92,8 +92,9 @@ class SuitePlan:
     announce: AnnouncePlan | None
 
 
-def plan(declarations: Sequence[ServiceDeclaration], loaded: Mapping[str, Settings],
-         path: str | None) -> SuitePlan:
+def plan(
+    declarations: Sequence[ServiceDeclaration], loaded: Mapping[str, Settings], path: str | None
+) -> SuitePlan:
     """
     The suite LOADED (L{config.load} of PATH, over the sections of
     DECLARATIONS and L{PLAN_SECTIONS}) describes; a mistake is a ConfigError.
@@ -202,13 +203,18 @@ def materialise(planned: SuitePlan, reactor: IReactorCore) -> SuiteService:
         named.setServiceParent(root)
     if planned.announce is not None:
         announce = planned.announce
-        Announcer(announce.settings, announce.token, announced, reactor,
-                  dict(announce.tls)).setServiceParent(root)
+        Announcer(
+            announce.settings, announce.token, announced, reactor, dict(announce.tls)
+        ).setServiceParent(root)
     return root
 
 
-def load(declarations: Sequence[ServiceDeclaration], path: str | None,
-         overrides: Mapping[str, Mapping[str, Any]], only_listed: bool) -> SuitePlan:
+def load(
+    declarations: Sequence[ServiceDeclaration],
+    path: str | None,
+    overrides: Mapping[str, Mapping[str, Any]],
+    only_listed: bool,
+) -> SuitePlan:
     """The plan of the config file PATH with OVERRIDES (command-line values); or ConfigError."""
     loaded = config.load(
         path, [*PLAN_SECTIONS, *(d.settings for d in declarations)], dict(overrides), only_listed
@@ -216,16 +222,23 @@ def load(declarations: Sequence[ServiceDeclaration], path: str | None,
     return plan(declarations, loaded, path)
 
 
-def build(declarations: Sequence[ServiceDeclaration], path: str | None,
-          overrides: Mapping[str, Mapping[str, Any]], reactor: IReactorCore,
-          only_listed: bool) -> SuiteService:
+def build(
+    declarations: Sequence[ServiceDeclaration],
+    path: str | None,
+    overrides: Mapping[str, Mapping[str, Any]],
+    reactor: IReactorCore,
+    only_listed: bool,
+) -> SuiteService:
     """Plan and materialise in one step; every config mistake is a ConfigError."""
     return materialise(load(declarations, path, overrides, only_listed), reactor)
 
 
-def plugin_options(declarations: Sequence[ServiceDeclaration], description: str,
-                   only_listed: bool = True,
-                   config_default: str | None = None) -> type[ConfigOptions]:
+def plugin_options(
+    declarations: Sequence[ServiceDeclaration],
+    description: str,
+    only_listed: bool = True,
+    config_default: str | None = None,
+) -> type[ConfigOptions]:
     """
     The `Options` of a plugin running DECLARATIONS: one option per key of a
     single service's sections (the `suite` plugin, ONLY_LISTED false, has

@@ -107,7 +107,8 @@ class SuiteService(service.MultiService):
         count = len(listeners)
         log.info(
             "suite ready: {count} {listeners}",
-            count=count, listeners="listener" if count == 1 else "listeners",
+            count=count,
+            listeners="listener" if count == 1 else "listeners",
         )
         systemd.notify(b"READY=1")
 
@@ -127,8 +128,11 @@ class SuiteService(service.MultiService):
         if self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
             self._previous_hup = None
-        first = [defer.maybeDeferred(part.stopService)
-                 for part in walk(self) if IStopsFirst.providedBy(part) and part.running]
+        first = [
+            defer.maybeDeferred(part.stopService)
+            for part in walk(self)
+            if IStopsFirst.providedBy(part) and part.running
+        ]
         if not first:
             return service.MultiService.stopService(self)
         stopped = defer.DeferredList(first, consumeErrors=True)

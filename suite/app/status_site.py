@@ -119,8 +119,9 @@ class StatusSite(server.Site):
         pass
 
 
-def metrics_site(root: SuiteService, settings: MetricsSettings,
-                 reactor: IReactorTime) -> "LimitedSite":
+def metrics_site(
+    root: SuiteService, settings: MetricsSettings, reactor: IReactorTime
+) -> "LimitedSite":
     """The factory of the [metrics] listeners: /metrics and /health of ROOT's parts."""
     top = Root()
     top.putChild(b"metrics", MetricsResource(metrics_registry(SuiteCollector(root.parts))))

@@ -21,7 +21,9 @@ DEFAULT_CONFIG = "etc/suite.toml"
 
 class Options(
     plugin_options(
-        SERVICES, "Run every service enabled in a TOML config file.", only_listed=False,
+        SERVICES,
+        "Run every service enabled in a TOML config file.",
+        only_listed=False,
         config_default=DEFAULT_CONFIG,
     )
 ):

@@ -28,7 +28,13 @@ from twisted.python.failure import Failure
 
 from suite.contracts.errors import Overloaded
 from suite.contracts.names import (
-    Changed, Deregister, Lookup, NotFound, Register, Services, Watch,
+    Changed,
+    Deregister,
+    Lookup,
+    NotFound,
+    Register,
+    Services,
+    Watch,
 )
 from suite.contracts.sleep import Sleep
 
@@ -44,8 +50,9 @@ def line_frame(message: bytes) -> bytes:
     return message + b"\n"
 
 
-def syslog_message(message: bytes, app: str = "suite-client", pri: int = 13,
-                   hostname: str | None = None) -> bytes:
+def syslog_message(
+    message: bytes, app: str = "suite-client", pri: int = 13, hostname: str | None = None
+) -> bytes:
     """An RFC 5424 message (user.notice by default) as `logger` would send it."""
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%06dZ" % (now % 1 * 1e6)
@@ -69,8 +76,12 @@ class Exchange:
     was sent and answered (and, on a stream, the connection closed cleanly).
     """
 
-    def __init__(self, frame: Callable[[bytes], bytes] = line_frame,
-                 on_reply: Callable[[bytes], object] | None = None, expect_replies: bool = True):
+    def __init__(
+        self,
+        frame: Callable[[bytes], bytes] = line_frame,
+        on_reply: Callable[[bytes], object] | None = None,
+        expect_replies: bool = True,
+    ):
         self.frame = frame
         self.replies: list[bytes] = []
         self.on_reply = on_reply or self.replies.append
@@ -131,9 +142,11 @@ class StreamExchange(Exchange, Protocol):
         if self.complete and reason.check(error.ConnectionDone):
             self.succeed()
         elif reason.check(error.ConnectionDone, error.ConnectionLost):
-            self.fail(ServerClosed(
-                f"server closed the connection after {self.received} of {self.expected} replies"
-            ))
+            self.fail(
+                ServerClosed(
+                    f"server closed the connection after {self.received} of {self.expected} replies"
+                )
+            )
         else:
             self.fail(reason)
 
@@ -248,8 +261,15 @@ def sleep(reactor, endpoint, seconds: float) -> defer.Deferred:
 
 def register(reactor, endpoint, name, host, port, description="", token=None):
     """Register (or update) an instance; fails with Unauthorized or Invalid."""
-    return call(endpoint, Register, name=name, host=host, port=int(port),
-                description=description, token=token)
+    return call(
+        endpoint,
+        Register,
+        name=name,
+        host=host,
+        port=int(port),
+        description=description,
+        token=token,
+    )
 
 
 def deregister(reactor, endpoint, name, host, port, token=None):

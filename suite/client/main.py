@@ -19,18 +19,28 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from suite.client import api
-from suite.net.client_endpoints import (
-    Address, client_tls, parse_address, stream_endpoint, tls_failure,
-)
-from suite.logger.syslog import FACILITIES, SEVERITIES
-from suite.net.addresses import host_port
 from suite.contracts.names import (
-    Deregister, Lookup, NotFound, Register, Services, Unavailable, Watch,
+    Deregister,
+    Lookup,
+    NotFound,
+    Register,
+    Services,
+    Unavailable,
+    Watch,
 )
+from suite.contracts.sleep import Sleep
 from suite.foundation.credentials import read_secret
 from suite.foundation.printable import printable
 from suite.foundation.version import describe_versions
-from suite.contracts.sleep import Sleep
+from suite.logger.syslog import FACILITIES, SEVERITIES
+from suite.net.addresses import host_port
+from suite.net.client_endpoints import (
+    Address,
+    client_tls,
+    parse_address,
+    stream_endpoint,
+    tls_failure,
+)
 
 STDIN_MAX_LINE = 2**20
 
@@ -55,19 +65,23 @@ USAGES = {
     "timestamp": "(ADDRESS | --lookup NSADDRESS) [MESSAGE ...] [--udp] [options]",
     "echo": "(ADDRESS | --lookup NSADDRESS) [MESSAGE ...] [--udp] [options]",
     "log": "(ADDRESS | --lookup NSADDRESS) [MESSAGE ...] [--udp] [--facility F] [--severity S]"
-           " [--app A] [--hostname H] [options]",
+    " [--app A] [--hostname H] [options]",
     "sleep": "(ADDRESS | --lookup NSADDRESS) SECONDS [options]",
     "names": "ADDRESS (register NAME HOST PORT [--description D] [--token T | --token-file F]"
-             " | deregister NAME HOST PORT [--token T | --token-file F] | lookup NAME | services"
-             " | watch NAME) [options]",
+    " | deregister NAME HOST PORT [--token T | --token-file F] | lookup NAME | services"
+    " | watch NAME) [options]",
 }
 # The name each service is looked up under with --lookup (unless --name says otherwise).
 REGISTERED_AS = {"timestamp": "timestamp", "echo": "echo", "log": "logger", "sleep": "sleep"}
-TLS_HELP = ("TLS, verifying certificate and host name, to the service and, with --lookup, to "
-            "the name servers too: one set of TLS options for both, as one site's CA and client "
-            "certificate serve them all")
-NAME_SERVER_TLS_HELP = ("TLS to the name server, verifying its certificate and host name, so "
-                        "that the token and the answers cannot be read or changed on the way")
+TLS_HELP = (
+    "TLS, verifying certificate and host name, to the service and, with --lookup, to "
+    "the name servers too: one set of TLS options for both, as one site's CA and client "
+    "certificate serve them all"
+)
+NAME_SERVER_TLS_HELP = (
+    "TLS to the name server, verifying its certificate and host name, so "
+    "that the token and the answers cannot be read or changed on the way"
+)
 NAMES_ACTIONS = {"register": 3, "deregister": 3, "lookup": 1, "services": 0, "watch": 1}
 
 
@@ -86,39 +100,70 @@ def header_field(name: str, longest: int) -> Callable[[str], str]:
 
 def service_parser(service: str) -> Parser:
     """The options of one service (words and options may come in any order)."""
-    parser = Parser(prog=f"suite-client {service}", description=SUMMARIES[service],
-                    usage=f"suite-client {service} {USAGES[service]}")
+    parser = Parser(
+        prog=f"suite-client {service}",
+        description=SUMMARIES[service],
+        usage=f"suite-client {service} {USAGES[service]}",
+    )
     parser.add_argument("words", nargs="*", help=argparse.SUPPRESS)
     if service in ("timestamp", "echo", "log"):
         parser.add_argument("--udp", action="store_true", help="use UDP")
     if service == "log":
-        parser.add_argument("--facility", choices=FACILITIES, default="user",
-                            help="syslog facility (default user)")
-        parser.add_argument("--severity", choices=SEVERITIES, default="notice",
-                            help="syslog severity (default notice)")
-        parser.add_argument("--app", type=header_field("app", 48), default="suite-client",
-                            help="APP-NAME (default suite-client)")
-        parser.add_argument("--hostname", type=header_field("hostname", 255),
-                            help="HOSTNAME (default this host's name)")
+        parser.add_argument(
+            "--facility", choices=FACILITIES, default="user", help="syslog facility (default user)"
+        )
+        parser.add_argument(
+            "--severity",
+            choices=SEVERITIES,
+            default="notice",
+            help="syslog severity (default notice)",
+        )
+        parser.add_argument(
+            "--app",
+            type=header_field("app", 48),
+            default="suite-client",
+            help="APP-NAME (default suite-client)",
+        )
+        parser.add_argument(
+            "--hostname",
+            type=header_field("hostname", 255),
+            help="HOSTNAME (default this host's name)",
+        )
     if service == "names":
         parser.add_argument("--description", default="", help="register: free text")
-        parser.add_argument("--token", help="register/deregister: the server's token "
-                                            "(--token-file or $SUITE_TOKEN keep it out of ps)")
-        parser.add_argument("--token-file", metavar="FILE",
-                            help="register/deregister: read the token from FILE")
+        parser.add_argument(
+            "--token",
+            help="register/deregister: the server's token "
+            "(--token-file or $SUITE_TOKEN keep it out of ps)",
+        )
+        parser.add_argument(
+            "--token-file", metavar="FILE", help="register/deregister: read the token from FILE"
+        )
     else:
-        parser.add_argument("--lookup", metavar="NSADDRESS[,NSADDRESS...]",
-                            help="find the service's address on a name server (the next one "
-                                 "when one cannot be reached); --tls applies to the name "
-                                 "servers too; instances announced for the other transport "
-                                 "(tcp, tls) are skipped")
+        parser.add_argument(
+            "--lookup",
+            metavar="NSADDRESS[,NSADDRESS...]",
+            help="find the service's address on a name server (the next one "
+            "when one cannot be reached); --tls applies to the name "
+            "servers too; instances announced for the other transport "
+            "(tcp, tls) are skipped",
+        )
         parser.add_argument("--name", help=f"name to look up (default: {REGISTERED_AS[service]})")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
-                        help="seconds to connect, and to wait for answers once sent (default 10)")
-    parser.add_argument("--tls", action="store_true",
-                        help=NAME_SERVER_TLS_HELP if service == "names" else TLS_HELP)
-    parser.add_argument("--ca", metavar="FILE",
-                        help="CA certificate to verify the servers with (default: the system's)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to connect, and to wait for answers once sent (default 10)",
+    )
+    parser.add_argument(
+        "--tls", action="store_true", help=NAME_SERVER_TLS_HELP if service == "names" else TLS_HELP
+    )
+    parser.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="CA certificate to verify the servers with (default: the system's)",
+    )
     parser.add_argument("--cert", metavar="FILE", help="client certificate (mutual TLS)")
     parser.add_argument("--key", metavar="FILE", help="private key of --cert")
     return parser
@@ -248,8 +293,11 @@ async def addresses(reactor: Any, args: argparse.Namespace) -> list[Address]:
             if number == len(name_servers):
                 raise
     speaks, other = ("TLS", "tcp") if args.tls and not args.udp else ("plain TCP", "tls")
-    usable = [parse_address(host_port(host, port))
-              for host, port, description in instances if description != other]
+    usable = [
+        parse_address(host_port(host, port))
+        for host, port, description in instances
+        if description != other
+    ]
     if not usable:
         raise NotFound(f"no live instance of {name} over {speaks}")
     return usable
@@ -312,7 +360,9 @@ async def log(reactor: Any, args: argparse.Namespace) -> None:
     pri = FACILITIES.index(args.facility) * 8 + SEVERITIES.index(args.severity)
     frame = functools.partial(
         api.syslog_message if args.udp else api.octet_counted_syslog,
-        app=args.app, pri=pri, hostname=args.hostname,
+        app=args.app,
+        pri=pri,
+        hostname=args.hostname,
     )
     await run_exchange(reactor, args, frame=frame, expect_replies=False)
 
@@ -336,6 +386,7 @@ async def names(reactor: Any, args: argparse.Namespace) -> None:
             shown = f"{printable(host_port(host, port))}\t{printable(description)}"
             write_reply(shown.rstrip("\t").encode())
     elif args.action == "watch":
+
         def print_change(name, instances):
             where = " ".join(printable(host_port(host, port)) for host, port, _ in instances)
             write_reply(f"{printable(name)}: {where or '(no live instance)'}".encode())

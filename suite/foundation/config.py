@@ -14,8 +14,9 @@ import json
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 COMMAND_LINE = "command line"
 SECRET = "***"
@@ -52,8 +53,13 @@ class Kind:
     flag: bool = False
 
 
-def _bounded(noun: str, accepted: tuple[type, ...], convert: Callable[[Any], float],
-             minimum: float, maximum: float | None) -> Kind:
+def _bounded(
+    noun: str,
+    accepted: tuple[type, ...],
+    convert: Callable[[Any], float],
+    minimum: float,
+    maximum: float | None,
+) -> Kind:
     """A numeric kind: NOUN names it in errors; NaN and infinities are refused."""
     upper = float("inf") if maximum is None else maximum
     limits = f"at least {minimum:g}" + ("" if maximum is None else f" and at most {maximum:g}")
@@ -223,8 +229,9 @@ class ServiceSettings(Settings):
     listen: tuple[str, ...] = key(STRING_LIST, (), "endpoint to listen on")
     tls_listen: tuple[str, ...] = key(STRING_LIST, (), "stream endpoint served through TLS")
     reuse_port: bool = key(
-        BOOLEAN, False, "bind tcp:, tcp6: and udp: listeners with SO_REUSEPORT, so several "
-        "processes share them"
+        BOOLEAN,
+        False,
+        "bind tcp:, tcp6: and udp: listeners with SO_REUSEPORT, so several processes share them",
     )
 
 
@@ -301,8 +308,12 @@ def settings_for(
     return kind(**values, origins=origins)
 
 
-def load(path: str | None, kinds: list[type[Settings]], overrides: dict | None = None,
-         only_listed: bool = False) -> dict[str, Settings]:
+def load(
+    path: str | None,
+    kinds: list[type[Settings]],
+    overrides: dict | None = None,
+    only_listed: bool = False,
+) -> dict[str, Settings]:
     """
     Read PATH (or nothing) into settings of each of KINDS, by section name.
 

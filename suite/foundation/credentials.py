@@ -19,9 +19,7 @@ def credential_path(value: str, environ=os.environ) -> str:
         raise ValueError("credential:NAME needs a file name")
     directory = environ.get("CREDENTIALS_DIRECTORY")
     if not directory:
-        raise ValueError(
-            "$CREDENTIALS_DIRECTORY is not set (systemd sets it for LoadCredential=)"
-        )
+        raise ValueError("$CREDENTIALS_DIRECTORY is not set (systemd sets it for LoadCredential=)")
     return os.path.join(directory, name)
 
 

@@ -24,8 +24,9 @@ class FloodControl:
     bounded under a flood of spoofed or rotating addresses.
     """
 
-    def __init__(self, clock, owner: str, interval: float = INTERVAL,
-                 max_sources: int = MAX_SOURCES):
+    def __init__(
+        self, clock, owner: str, interval: float = INTERVAL, max_sources: int = MAX_SOURCES
+    ):
         self.clock = clock
         self.owner = owner
         self.interval = interval
@@ -62,8 +63,12 @@ class FloodControl:
             log.emit(
                 self._levels[kind],
                 "{owner}: {count} more {kind} in the last {interval:g} s",
-                owner=self.owner, count=count, kind=kind, interval=self.interval,
-                flood_kind=kind, flood_count=count,
+                owner=self.owner,
+                count=count,
+                kind=kind,
+                interval=self.interval,
+                flood_kind=kind,
+                flood_count=count,
             )
 
     def flush(self) -> None:

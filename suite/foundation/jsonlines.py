@@ -23,8 +23,11 @@ log = Logger()
 
 def file_mode_key(what: str) -> int:
     """The `file_mode` key of a section that creates WHAT (its output files)."""
-    return key(FILE_MODE_KIND, FILE_MODE,
-               f'permissions of {what} it creates, in octal; the umask may take more away')
+    return key(
+        FILE_MODE_KIND,
+        FILE_MODE,
+        f"permissions of {what} it creates, in octal; the umask may take more away",
+    )
 
 
 def cut_torn_tail(path: str) -> int:
@@ -97,8 +100,14 @@ class RotatingFile:
     record, and its rotation gives up silently when the file is gone.
     """
 
-    def __init__(self, path: str, rotate_bytes: int, keep: int, label: str = "logger",
-                 file_mode: int = FILE_MODE):
+    def __init__(
+        self,
+        path: str,
+        rotate_bytes: int,
+        keep: int,
+        label: str = "logger",
+        file_mode: int = FILE_MODE,
+    ):
         self.label = label  # who writes, for the log lines
         self.file_mode = file_mode  # of each file it creates (the path, after rotations)
         directory, name = os.path.split(os.path.abspath(path))
@@ -112,14 +121,17 @@ class RotatingFile:
             log.warn(
                 "{label}: {path} ended in a partial record (the process was killed while "
                 "writing); cut {removed} bytes back to the last complete line",
-                label=label, path=self.path, removed=removed,
+                label=label,
+                path=self.path,
+                removed=removed,
             )
         self._fd = None
         self._open()
 
     def _open(self) -> None:
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                           self.file_mode)
+        self._fd = os.open(
+            self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.file_mode
+        )
         found = os.fstat(self._fd)
         self.size = found.st_size
         self._opened = (found.st_dev, found.st_ino)
@@ -130,7 +142,8 @@ class RotatingFile:
             log.warn(
                 "{label}: {path} was renamed or deleted by another program; "
                 "writing to a new file at that path",
-                label=self.label, path=self.path,
+                label=self.label,
+                path=self.path,
             )
 
     def write(self, data: bytes) -> None:
@@ -186,8 +199,12 @@ class RotatingFile:
                     os.replace(f"{self.path}.{n}", f"{self.path}.{n + 1}")
             os.replace(self.path, f"{self.path}.1")
         except OSError as e:
-            log.warn("{label}: cannot rotate {path} ({error}); writing on in it",
-                     label=self.label, path=self.path, error=e.strerror)
+            log.warn(
+                "{label}: cannot rotate {path} ({error}); writing on in it",
+                label=self.label,
+                path=self.path,
+                error=e.strerror,
+            )
             return False
         self.rotations += 1
         self.reopen()
@@ -211,7 +228,7 @@ class StandardOutput:
         view = memoryview(data)
         try:
             while view:
-                view = view[os.write(1, view):]
+                view = view[os.write(1, view) :]
         except OSError as e:
             raise WriteFailed(len(data) - len(view), e) from None
 
@@ -235,8 +252,9 @@ class Output(Protocol):
     def close(self) -> None: ...
 
 
-def open_output(path: str, rotate_bytes: int, keep: int, label: str = "logger",
-                file_mode: int = FILE_MODE) -> Output:
+def open_output(
+    path: str, rotate_bytes: int, keep: int, label: str = "logger", file_mode: int = FILE_MODE
+) -> Output:
     if path == "-":
         return StandardOutput()
     return RotatingFile(path, rotate_bytes, keep, label, file_mode)
@@ -263,9 +281,16 @@ class BatchWriter(service.Service):
     writes, bytes waiting, rotations; its health: whether it can write.
     """
 
-    def __init__(self, output: Output, reactor: IReactorTime, flush_interval: float,
-                 max_batch: int, max_buffer: int = 64 * 2**20, label: str = "logger",
-                 essential: bool = True) -> None:
+    def __init__(
+        self,
+        output: Output,
+        reactor: IReactorTime,
+        flush_interval: float,
+        max_batch: int,
+        max_buffer: int = 64 * 2**20,
+        label: str = "logger",
+        essential: bool = True,
+    ) -> None:
         self.output = output
         self.label = label  # who writes, for the log lines
         self.essential = essential
@@ -327,7 +352,7 @@ class BatchWriter(service.Service):
             except WriteFailed as e:
                 self.records_written += data.count(b"\n", 0, e.written)
                 self.write_errors += 1
-                rest = data[e.written:]
+                rest = data[e.written :]
                 self._pending, self._size = [rest], len(rest)
                 self._failed(e)
             else:
@@ -343,7 +368,10 @@ class BatchWriter(service.Service):
             log.error(
                 "{label}: cannot write {path}: {error}; records wait in memory (up to "
                 "max_buffer) and writing is retried every {retry:g} s",
-                label=self.label, path=self.name, error=self.failing, retry=RETRY_SECONDS,
+                label=self.label,
+                path=self.name,
+                error=self.failing,
+                retry=RETRY_SECONDS,
             )
         if self.running and self._retry is None:
             self._retry = self.reactor.callLater(RETRY_SECONDS, self._try_again)
@@ -355,7 +383,10 @@ class BatchWriter(service.Service):
     def _resumed(self) -> None:
         log.info(
             "{label}: writing {path} again after: {error}; {dropped} records were dropped meanwhile",
-            label=self.label, path=self.name, error=self.failing, dropped=self.dropped,
+            label=self.label,
+            path=self.name,
+            error=self.failing,
+            dropped=self.dropped,
         )
         self.failing = None
         self.dropped = 0
@@ -383,5 +414,8 @@ class BatchWriter(service.Service):
             log.error(
                 "{label}: stopping with {size} bytes of records that could not be written to "
                 "{path}: {error}",
-                label=self.label, size=self._size, path=self.name, error=self.failing,
+                label=self.label,
+                size=self._size,
+                path=self.name,
+                error=self.failing,
             )

@@ -38,8 +38,26 @@ PREFIX = "suite_"
 
 # Request durations from a tenth of a millisecond (a lookup) to an hour (a sleep).
 DURATION_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    3600.0,
 )
 
 
@@ -55,9 +73,7 @@ COUNTER, GAUGE, HISTOGRAM = CounterMetricFamily, GaugeMetricFamily, HistogramMet
 METRICS = {
     "connections_open": Metric(GAUGE, "Stream connections open now.", ("transport",)),
     "connections": Metric(COUNTER, "Stream connections admitted.", ("transport",)),
-    "connections_refused": Metric(
-        COUNTER, "Stream connections refused by a limit.", ("reason",)
-    ),
+    "connections_refused": Metric(COUNTER, "Stream connections refused by a limit.", ("reason",)),
     "received_bytes": Metric(COUNTER, "Bytes received, as on the wire.", ("transport",)),
     "sent_bytes": Metric(COUNTER, "Bytes sent, as on the wire.", ("transport",)),
     "requests": Metric(
@@ -65,10 +81,12 @@ METRICS = {
     ),
     "errors": Metric(COUNTER, "Client and TLS errors, by kind.", ("kind",)),
     "datagrams": Metric(
-        COUNTER, "Datagrams received: answered, rate_limited (per address), "
+        COUNTER,
+        "Datagrams received: answered, rate_limited (per address), "
         "network_rate_limited (per /24 or /56), dropped_source_port (a reply would go to a port "
         "below 1024 or to 0), dropped (by the kernel, or held back while the logger cannot "
-        "write).", ("result",)
+        "write).",
+        ("result",),
     ),
     "records_written": Metric(COUNTER, "Records (JSON lines) written to the output."),
     "write_errors": Metric(COUNTER, "Writes of the output that failed (disk full, I/O error)."),

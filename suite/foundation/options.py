@@ -86,9 +86,12 @@ class ConfigOptions(usage.Options):
         raise SystemExit(0)
 
 
-def options_for(kinds: list[type[Settings]], description: str,
-                validate: Callable[[str | None, dict[str, dict[str, Any]]], object],
-                config_default: str | None = None) -> type[ConfigOptions]:
+def options_for(
+    kinds: list[type[Settings]],
+    description: str,
+    validate: Callable[[str | None, dict[str, dict[str, Any]]], object],
+    config_default: str | None = None,
+) -> type[ConfigOptions]:
     """
     A L{ConfigOptions} class with --config and one option per key of KINDS,
     collecting what was given as `overrides` ({section: {key: value}}) for

@@ -69,8 +69,11 @@ class Watchdog(service.Service):
             notify(b"WATCHDOG=1", self.environ)
         except OSError as e:
             if not self._failing:
-                log.warn("systemd watchdog: cannot notify {socket}: {error}",
-                         socket=self.environ.get("NOTIFY_SOCKET"), error=e.strerror or str(e))
+                log.warn(
+                    "systemd watchdog: cannot notify {socket}: {error}",
+                    socket=self.environ.get("NOTIFY_SOCKET"),
+                    error=e.strerror or str(e),
+                )
             self._failing = True
         else:
             self._failing = False

@@ -74,7 +74,11 @@ class ShutdownDrain(service.Service):
                 "{service}: stopping: discarded {bytes} bytes still unread from {connections} "
                 "{noun} (sent faster than it could be read within shutdown_timeout "
                 "{timeout:g} s and {final:g} s more)",
-                service=self.factory.service_name, bytes=discarded, connections=connections,
+                service=self.factory.service_name,
+                bytes=discarded,
+                connections=connections,
                 noun="connection" if connections == 1 else "connections",
-                timeout=self.timeout, final=FINAL_READ, discarded_bytes=discarded,
+                timeout=self.timeout,
+                final=FINAL_READ,
+                discarded_bytes=discarded,
             )

@@ -208,9 +208,9 @@ class SyslogFrameDecoder:
             if end > n or count > max_frame:
                 break
             if data[end - 1] == 0x0A:
-                message = data[space + 1:end - 1]
+                message = data[space + 1 : end - 1]
             else:
-                message = data[space + 1:end]
+                message = data[space + 1 : end]
             if count > max_message:
                 append((message[:max_message], len(message) > max_message))
             else:
@@ -261,7 +261,7 @@ class SyslogFrameDecoder:
         # kept is copied: a huge frame costs no more than a short one.
         room = self.max_message + 1 - len(self._buffer)
         if end - start > room:
-            self._buffer += data[start:start + room]
+            self._buffer += data[start : start + room]
             self._overflow = True
         else:
             self._buffer += data[start:end]

@@ -1,15 +1,14 @@
 """Syslog reception: RFC 6587 over streams (TCP, TLS per RFC 5425, Unix), RFC 5426 over UDP."""
 
-from zope.interface import implementer
-
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import DatagramProtocol
+from zope.interface import implementer
 
+from suite.foundation.interfaces import IBatchedDatagramProtocol, IMetricSource
+from suite.foundation.metrics import Counts
 from suite.logger.framing import SyslogFrameDecoder
 from suite.net.addresses import host_port
 from suite.net.connections import ConnectionPolicy, StreamFactory
-from suite.foundation.interfaces import IBatchedDatagramProtocol, IMetricSource
-from suite.foundation.metrics import Counts
 
 
 class SyslogFactory(StreamFactory):

@@ -23,10 +23,14 @@ import json
 import re
 from json.encoder import encode_basestring as _quote
 
-from suite.logger.syslog import (
-    FACILITIES, SEVERITIES, match_plain_rfc5424, parse_fields, plain_header_fields,
-)
 from suite.foundation.stamps import utc_stamp
+from suite.logger.syslog import (
+    FACILITIES,
+    SEVERITIES,
+    match_plain_rfc5424,
+    parse_fields,
+    plain_header_fields,
+)
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -104,12 +108,15 @@ def _general_line(raw: bytes, text: str | None, head: str, client_part: str, end
 def syslog_json(fields: tuple) -> str:
     """`, "syslog": {…}` for the fields tuple of parse_fields()."""
     form, pri, timestamp, hostname, app, procid, msgid, structured = fields
-    return "%s%s, \"hostname\": %s, \"app\": %s, \"procid\": %s, \"msgid\": %s, " \
-        "\"structured_data\": %s}" % (
-            _SYSLOG_HEAD[form, pri], _nullable(timestamp), _nullable(hostname), _nullable(app),
-            _nullable(procid), _nullable(msgid),
-            "null" if structured is None else _encode(structured),
-        )
+    return '%s%s, "hostname": %s, "app": %s, "procid": %s, "msgid": %s, "structured_data": %s}' % (
+        _SYSLOG_HEAD[form, pri],
+        _nullable(timestamp),
+        _nullable(hostname),
+        _nullable(app),
+        _nullable(procid),
+        _nullable(msgid),
+        "null" if structured is None else _encode(structured),
+    )
 
 
 def decode(raw: bytes) -> tuple[str, bool]:
@@ -132,12 +139,18 @@ class RecordSink:
         self.writer = writer
         self.clock = clock
 
-    def messages(self, frames: list[tuple[bytes, bool]], peer: str, transport: str,
-                 client: str | None = None):
+    def messages(
+        self,
+        frames: list[tuple[bytes, bool]],
+        peer: str,
+        transport: str,
+        client: str | None = None,
+    ):
         """Message records; CLIENT is the subject of a TLS client certificate, if any."""
         # Frames of one read share one arrival time, peer and transport.
-        head = '{"received": "%s", "event": "message", "peer": %s, "transport": %s, "message": ' % (
-            utc_stamp(self.clock.seconds()), _quote(peer), _quote(transport)
+        head = (
+            '{"received": "%s", "event": "message", "peer": %s, "transport": %s, "message": '
+            % (utc_stamp(self.clock.seconds()), _quote(peer), _quote(transport))
         )
         client_part = "" if client is None else ', "client": ' + _quote(client)
         lines = []
@@ -158,12 +171,20 @@ class RecordSink:
             key = plain.group(1, 3)
             before, after = headers.get(key) or _plain_header_json(*key)
             timestamp = plain.group(2)
-            append(f"{head}{_quote(text[plain.end():])}{client_part}{before}"
-                   f"{'null' if timestamp == '-' else _quote(timestamp)}{after}{end}")
+            append(
+                f"{head}{_quote(text[plain.end() :])}{client_part}{before}"
+                f"{'null' if timestamp == '-' else _quote(timestamp)}{after}{end}"
+            )
         self.writer.write_lines([_encode_safe("".join(lines))])
 
-    def event(self, event: str, peer: str, transport: str, message: str | None = None,
-              client: str | None = None):
+    def event(
+        self,
+        event: str,
+        peer: str,
+        transport: str,
+        message: str | None = None,
+        client: str | None = None,
+    ):
         """A `connected`, `disconnected` or `error` record."""
         record = {
             "received": utc_stamp(self.clock.seconds()),

@@ -21,7 +21,9 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
     section = "logger"
 
     listen: tuple[str, ...] = listen("tcp:5140", "udp:5140")
-    output: str = key(text(), "var/log/suite/messages.jsonl", "JSON lines file; - = standard output")
+    output: str = key(
+        text(), "var/log/suite/messages.jsonl", "JSON lines file; - = standard output"
+    )
     max_message: int = key(integer(1), 8192, "longer messages are cut and marked truncated")
     max_frame: int = key(integer(1), MiB, "an octet count above it closes the connection")
     # Senders such as rsyslog keep a forwarding connection open while idle.
@@ -32,7 +34,8 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
     flush_interval: float = key(number(0), 0.2, "seconds a message may wait before it is written")
     max_batch: int = key(integer(1), MiB, "pending bytes that are written at once")
     max_buffer: int = key(
-        integer(1), 64 * MiB,
+        integer(1),
+        64 * MiB,
         "bytes of records held while the output cannot be written; then senders are held back",
     )
     shutdown_timeout: float = key(
@@ -42,8 +45,9 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
 
 def build(settings: LoggerSettings, reactor: IReactorCore) -> Parts:
     try:
-        output = open_output(settings.output, settings.rotate_bytes, settings.keep,
-                             file_mode=settings.file_mode)
+        output = open_output(
+            settings.output, settings.rotate_bytes, settings.keep, file_mode=settings.file_mode
+        )
     except OSError as e:
         where = f" ({e.filename})" if e.filename and e.filename != settings.output else ""
         raise settings.error("output", f"cannot open: {e.strerror}{where}") from None
@@ -60,6 +64,7 @@ def build(settings: LoggerSettings, reactor: IReactorCore) -> Parts:
 
 
 SERVICE = ServiceDeclaration(
-    LoggerSettings, build,
+    LoggerSettings,
+    build,
     "Syslog collector (RFC 5424/3164 over TCP, UDP, TLS) writing JSON lines.",
 )

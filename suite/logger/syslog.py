@@ -11,14 +11,42 @@ whole RFC 5424 header, PRI included, and the fields come back as a tuple
 import re
 
 FACILITIES = (
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news",
-    "uucp", "cron", "authpriv", "ftp", "ntp", "audit", "alert", "clock",
-    "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "audit",
+    "alert",
+    "clock",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
 )
 SEVERITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 
 FIELD_NAMES = (
-    "format", "pri", "timestamp", "hostname", "app", "procid", "msgid", "structured_data",
+    "format",
+    "pri",
+    "timestamp",
+    "hostname",
+    "app",
+    "procid",
+    "msgid",
+    "structured_data",
 )
 
 _PRI = re.compile(r"<(\d{1,3})>")
@@ -38,6 +66,8 @@ def match_plain_rfc5424(text: str):
     `-` for nil); the message is what follows end().  None otherwise.
     """
     return _RFC5424_PLAIN.match(text)
+
+
 _SD_ELEMENT = re.compile(r'\[([^\s=\]"]+)((?: [^\s=\]"]+="(?:[^"\\]|\\.)*")*)\]', re.S)
 _SD_PARAM = re.compile(r'([^\s=\]"]+)="((?:[^"\\]|\\.)*)"', re.S)
 _SD_ESCAPE = re.compile(r'\\(["\\\]])')
@@ -82,9 +112,15 @@ def parse_fields(text: str) -> tuple[str, tuple | None]:
     if plain is not None:
         pri, timestamp, rest = plain.groups()
         hostname, app, procid, msgid = plain_header_fields(rest)
-        return text[plain.end():], (
-            "rfc5424", int(pri), None if timestamp == "-" else timestamp,
-            hostname, app, procid, msgid, None,
+        return text[plain.end() :], (
+            "rfc5424",
+            int(pri),
+            None if timestamp == "-" else timestamp,
+            hostname,
+            app,
+            procid,
+            msgid,
+            None,
         )
     pri_match = _PRI.match(text)
     if pri_match is None or int(pri_match[1]) > 191:
@@ -118,7 +154,13 @@ def _rfc5424_body(text: str, pri: int, header) -> tuple[str, tuple] | None:
         message = message[1:]
     _, timestamp, hostname, app, procid, msgid = header.groups()
     return message, (
-        "rfc5424", pri, _nil(timestamp), _nil(hostname), _nil(app), _nil(procid), _nil(msgid),
+        "rfc5424",
+        pri,
+        _nil(timestamp),
+        _nil(hostname),
+        _nil(app),
+        _nil(procid),
+        _nil(msgid),
         structured,
     )
 

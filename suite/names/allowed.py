@@ -27,14 +27,25 @@ from suite.contracts.names import Invalid
 from suite.foundation.printable import printable
 
 DEFAULT_NETWORKS = (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "127.0.0.0/8",
+    "::1/128",
+    "fc00::/7",
 )
-NEVER = tuple((ipaddress.ip_network(network), why) for network, why in (
-    ("169.254.0.0/16", "a link-local"), ("fe80::/10", "a link-local"),
-    ("0.0.0.0/8", "an unspecified"), ("::/128", "an unspecified"),
-    ("224.0.0.0/4", "a multicast"), ("ff00::/8", "a multicast"),
-    ("255.255.255.255/32", "a broadcast"),
-))
+NEVER = tuple(
+    (ipaddress.ip_network(network), why)
+    for network, why in (
+        ("169.254.0.0/16", "a link-local"),
+        ("fe80::/10", "a link-local"),
+        ("0.0.0.0/8", "an unspecified"),
+        ("::/128", "an unspecified"),
+        ("224.0.0.0/4", "a multicast"),
+        ("ff00::/8", "a multicast"),
+        ("255.255.255.255/32", "a broadcast"),
+    )
+)
 MAX_ADDRESSES = 4  # addresses of one host name a check tries: one registration, at most 4 connects
 RESOLVE_TIMEOUT = 5.0  # seconds a host name may take to resolve before Register answers INVALID
 SHOWN = 80  # characters of a refused host repeated in the reason
@@ -65,7 +76,9 @@ def ip_literal(host: str):
     except ValueError:
         return None
     if getattr(address, "scope_id", None) is not None:
-        raise NotAllowed(f"host '{shown(host)}': an IP address with a scope id (%…) is not accepted")
+        raise NotAllowed(
+            f"host '{shown(host)}': an IP address with a scope id (%…) is not accepted"
+        )
     return address
 
 
@@ -103,8 +116,10 @@ class AllowedHosts:
         if literal is not None:
             return (self._allowed(literal, host),)
         if not resolved:
-            raise NotAllowed(f"host '{shown(host)}': a host name never resolved (a registration "
-                             "from before allowed_networks): register it again")
+            raise NotAllowed(
+                f"host '{shown(host)}': a host name never resolved (a registration "
+                "from before allowed_networks): register it again"
+            )
         checked = dict.fromkeys(self.check_address(address, host) for address in resolved)
         return tuple(checked)[:MAX_ADDRESSES]
 

@@ -73,11 +73,20 @@ class EncodedAnswers:
         text, boxes, head = entry
         turn = self.registry.take_turn(text, boxes.count) if boxes.count > 1 else 0
         instances, answered = boxes.slice(turn, MAX_VALUE)
-        if answered < boxes.count:  # more than one AMP value holds: as many as fit, from this turn on
+        if (
+            answered < boxes.count
+        ):  # more than one AMP value holds: as many as fit, from this turn on
             head = b"\0\x09instances" + pack("!H", len(instances))
-        answer = b"".join((
-            b"\0\x07_answer", pack("!H", len(tag)), tag, head, instances, self._tail,
-        ))
+        answer = b"".join(
+            (
+                b"\0\x07_answer",
+                pack("!H", len(tag)),
+                tag,
+                head,
+                instances,
+                self._tail,
+            )
+        )
         return answer, answered
 
     def _encode(self, name: bytes):

@@ -38,6 +38,9 @@ class LookupAudit:
             writer.dropped += 1
             return
         line = '{"time": "%s", "event": "lookup", "name": "%s", "answers": %d%s' % (
-            utc_stamp(self.clock.seconds()), name, answers, fields
+            utc_stamp(self.clock.seconds()),
+            name,
+            answers,
+            fields,
         )
         writer.write_lines((line.encode(),))

@@ -43,7 +43,7 @@ class DNSStreamProtocol(ConnectionPolicy, Protocol):
                 message_end = position + 2 + (buffer[position] << 8 | buffer[position + 1])
                 if message_end > end:
                     break
-                response = answer(buffer[position + 2:message_end], TCP_SIZE)
+                response = answer(buffer[position + 2 : message_end], TCP_SIZE)
                 position = message_end
                 self.counts.requests += 1
                 if response is not None:

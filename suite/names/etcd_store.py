@@ -32,20 +32,19 @@ import json
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from zope.interface import implementer
-
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from suite.names.allowed import NotAllowed
 from suite.contracts.names import Invalid
+from suite.foundation.flood import FloodControl
+from suite.foundation.printable import printable
+from suite.names.allowed import NotAllowed
 from suite.names.etcd import EtcdClient, EtcdError, decode, encode, prefix_end
 from suite.names.registry import Instance, Registry, RegistryFull
 from suite.names.store import BatchedWrites, IRegistryStore, StoreError
-from suite.foundation.flood import FloodControl
-from suite.foundation.printable import printable
 
 log = Logger()
 
@@ -117,9 +116,16 @@ class EtcdStore:
 
     def save(self, instance: Instance) -> defer.Deferred:
         key = self._key(instance)
-        value = json.dumps({"description": instance.description,
-                            "addresses": list(instance.addresses), "source": instance.source})
-        return self.writes.queue(key, {"request_put": {"key": encode(key), "value": encode(value)}})
+        value = json.dumps(
+            {
+                "description": instance.description,
+                "addresses": list(instance.addresses),
+                "source": instance.source,
+            }
+        )
+        return self.writes.queue(
+            key, {"request_put": {"key": encode(key), "value": encode(value)}}
+        )
 
     def delete(self, instance: Instance) -> defer.Deferred:
         key = self._key(instance)
@@ -130,8 +136,14 @@ class EtcdStore:
         if self.term is None:
             return defer.fail(NotLeader(f"eviction of {instance.name} left to the leader"))
         body = {
-            "compare": [{"key": encode(self.leader_key), "target": "CREATE", "result": "EQUAL",
-                         "create_revision": str(self.term)}],
+            "compare": [
+                {
+                    "key": encode(self.leader_key),
+                    "target": "CREATE",
+                    "result": "EQUAL",
+                    "create_revision": str(self.term),
+                }
+            ],
             "success": [{"request_delete_range": {"key": encode(self._key(instance))}}],
         }
 
@@ -146,8 +158,13 @@ class EtcdStore:
         if self.outage is not None:
             since, why = self.outage
             seconds = self.clock.seconds() - since
-            return [("degraded", f"etcd unreachable for {seconds:.0f} s ({why}): registrations "
-                                 "answer UNAVAILABLE, lookups come from the local copy")]
+            return [
+                (
+                    "degraded",
+                    f"etcd unreachable for {seconds:.0f} s ({why}): registrations "
+                    "answer UNAVAILABLE, lookups come from the local copy",
+                )
+            ]
         if not self.loaded:
             return [("degraded", "the registry has not been read from etcd yet")]
         return []
@@ -178,8 +195,10 @@ class EtcdStore:
         if self.outage is not None:
             since, _ = self.outage
             self.outage = None
-            log.info("names: etcd reached again after {seconds:.1f} s",
-                     seconds=self.clock.seconds() - since)
+            log.info(
+                "names: etcd reached again after {seconds:.1f} s",
+                seconds=self.clock.seconds() - since,
+            )
             if self._reconnect_call is not None and self._reconnect_call.active():
                 self._reconnect_call.reset(0)
         return answer
@@ -194,7 +213,8 @@ class EtcdStore:
                 log.warn(
                     "names: etcd unreachable ({error}): registrations answer UNAVAILABLE, "
                     "lookups go on from the local copy ({count} instances) until it is back",
-                    error=str(error), count=len(self.registry),
+                    error=str(error),
+                    count=len(self.registry),
                 )
             error.reported = True
             if self._watching is not None and self._watch_endpoint != self.client.endpoint:
@@ -266,21 +286,31 @@ class EtcdStore:
             except NotAllowed as e:
                 skipped.append(str(e))
         if skipped:
-            log.warn("names: {count} instances in etcd not served: their hosts are not allowed "
-                     "now (first: {first}); they stay in etcd until registered again or "
-                     "deregistered", count=len(skipped), first=skipped[0])
+            log.warn(
+                "names: {count} instances in etcd not served: their hosts are not allowed "
+                "now (first: {first}); they stay in etcd until registered again or "
+                "deregistered",
+                count=len(skipped),
+                first=skipped[0],
+            )
         revision = int(answer["header"]["revision"])
         self.on_leader(holder, revision)
         self._read_whole = False
         if not self.loaded:
             self.loaded = True
-            log.info("names: read {count} instances from etcd (revision {revision})",
-                     count=len(self.registry), revision=revision)
+            log.info(
+                "names: read {count} instances from etcd (revision {revision})",
+                count=len(self.registry),
+                revision=revision,
+            )
         self._applied_through(revision)
 
     def _watch(self):
-        request = {"key": encode(self.prefix), "range_end": prefix_end(self.prefix),
-                   "start_revision": str(self.revision + 1)}
+        request = {
+            "key": encode(self.prefix),
+            "range_end": prefix_end(self.prefix),
+            "start_revision": str(self.revision + 1),
+        }
         self._watch_endpoint = self.client.endpoint
         self._watching = self.client.watch(request, self._watch_message)
         self._watching.addBoth(self._watch_ended)
@@ -314,8 +344,11 @@ class EtcdStore:
             return
         if result.get("canceled"):
             if result.get("compact_revision"):
-                log.info("names: etcd compacted its history past revision {revision}: reading "
-                         "the registry again", revision=self.revision)
+                log.info(
+                    "names: etcd compacted its history past revision {revision}: reading "
+                    "the registry again",
+                    revision=self.revision,
+                )
                 self._read_whole = True
             if self._watching is not None:
                 self._watching.cancel()
@@ -346,8 +379,13 @@ class EtcdStore:
         try:
             self._register(*parsed)
         except NotAllowed as e:
-            self.warnings.warn("etcd keys", repr(parsed[0]), "names: instance {key} from etcd is "
-                               "not served: {error}", key=printable(key), error=str(e))
+            self.warnings.warn(
+                "etcd keys",
+                repr(parsed[0]),
+                "names: instance {key} from etcd is not served: {error}",
+                key=printable(key),
+                error=str(e),
+            )
 
     @staticmethod
     def _holder(kv) -> tuple[str, int, int]:
@@ -365,14 +403,20 @@ class EtcdStore:
             fields = {"description": ""} if value is None else json.loads(decode(value))
             description = fields["description"]
             addresses, source = fields.get("addresses", []), fields.get("source", "")
-            if not isinstance(description, str) or not isinstance(source, str) or not (
-                isinstance(addresses, list) and all(isinstance(a, str) for a in addresses)
+            if (
+                not isinstance(description, str)
+                or not isinstance(source, str)
+                or not (isinstance(addresses, list) and all(isinstance(a, str) for a in addresses))
             ):
                 raise ValueError("not an instance's value")
             return (name, host, int(port)), (description, tuple(addresses), source)
         except (ValueError, KeyError, TypeError):
-            self.warnings.warn("etcd keys", key, "names: etcd key {key} is not an instance of "
-                               "the registry: ignored", key=printable(key))
+            self.warnings.warn(
+                "etcd keys",
+                key,
+                "names: etcd key {key} is not an instance of the registry: ignored",
+                key=printable(key),
+            )
             return None
 
     def _register(self, key, fields) -> None:
@@ -382,5 +426,10 @@ class EtcdStore:
         except NotAllowed:
             raise  # the caller counts these (a range read) or warns of each (the watch)
         except (Invalid, RegistryFull) as e:
-            self.warnings.warn("etcd keys", repr(key), "names: instance {key} from etcd is "
-                               "not served: {error}", key=printable(repr(key)), error=str(e))
+            self.warnings.warn(
+                "etcd keys",
+                repr(key),
+                "names: instance {key} from etcd is not served: {error}",
+                key=printable(repr(key)),
+                error=str(e),
+            )

@@ -17,8 +17,6 @@ thousand.
 
 from hashlib import blake2b
 
-from zope.interface import implementer
-
 from twisted.application import service
 from twisted.internet import defer, error
 from twisted.internet.abstract import isIPAddress
@@ -26,9 +24,10 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
+from zope.interface import implementer
 
-from suite.foundation.interfaces import IMetricSource
 from suite.foundation.flood import FloodControl
+from suite.foundation.interfaces import IMetricSource
 
 log = Logger()
 
@@ -128,7 +127,9 @@ class HealthChecker(service.Service):
             for _ in range(min(count, SLOTS)):
                 slot, self._next_slot = self._next_slot, (self._next_slot + 1) % SLOTS
                 for instance in slots[slot]:  # an eviction may change the registry meanwhile
-                    if instance.key not in self._in_flight and self.registry.holds_exactly(instance):
+                    if instance.key not in self._in_flight and self.registry.holds_exactly(
+                        instance
+                    ):
                         self._start(instance)
         except Exception:
             log.failure("names: health checks failed")
@@ -174,8 +175,11 @@ class HealthChecker(service.Service):
         d.addCallbacks(lambda _: self._result(instance, None), lambda f: self._result(instance, f))
         d.addErrback(
             lambda failure: log.failure(
-                "names: checking {name} {host}:{port} failed", failure,
-                name=instance.name, host=instance.host, port=instance.port,
+                "names: checking {name} {host}:{port} failed",
+                failure,
+                name=instance.name,
+                host=instance.host,
+                port=instance.port,
             )
         )
         return d
@@ -186,10 +190,16 @@ class HealthChecker(service.Service):
         self.pings["ok" if reason is None else "failed"] += 1
         if reason is not None:
             self.warnings.emit(
-                LogLevel.info, "failed pings", instance.source,
+                LogLevel.info,
+                "failed pings",
+                instance.source,
                 "names: ping {host}:{port} ({name}) failed {failures}/{max_failures}: {reason}",
-                host=instance.host, port=instance.port, name=instance.name,
-                failures=instance.failures + 1, max_failures=max_failures, reason=reason,
+                host=instance.host,
+                port=instance.port,
+                name=instance.name,
+                failures=instance.failures + 1,
+                max_failures=max_failures,
+                reason=reason,
                 names_event="ping_failed",
             )
         if self.registry.ping_result(instance, reason is None, max_failures):

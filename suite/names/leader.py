@@ -18,12 +18,11 @@ its evictions refused, and stops checking as soon as it learns it.
 import os
 import socket
 
-from zope.interface import implementer
-
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from suite.foundation.interfaces import IMetricSource
 from suite.names.etcd import encode
@@ -100,8 +99,10 @@ class Leadership(service.Service):
     def _round_failed(self, failure):
         failure.trap(StoreError)  # the store logged the outage
         if self.leading and self.clock.seconds() - self._renewed >= self.lease_ttl:
-            self._step_down("etcd has not confirmed the lease for {seconds:.0f} s: another "
-                            "name server may lead now")
+            self._step_down(
+                "etcd has not confirmed the lease for {seconds:.0f} s: another "
+                "name server may lead now"
+            )
 
     async def _renew_and_campaign(self):
         if self.lease is not None:
@@ -119,13 +120,24 @@ class Leadership(service.Service):
 
     async def _campaign(self):
         key = encode(self.store.leader_key)
-        answer = await self.store.request("/v3/kv/txn", {
-            "compare": [{"key": key, "target": "CREATE", "result": "EQUAL",
-                         "create_revision": "0"}],
-            "success": [{"request_put": {"key": key, "value": encode(self.name),
-                                         "lease": str(self.lease)}}],
-            "failure": [{"request_range": {"key": key}}],
-        })
+        answer = await self.store.request(
+            "/v3/kv/txn",
+            {
+                "compare": [
+                    {"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+                ],
+                "success": [
+                    {
+                        "request_put": {
+                            "key": key,
+                            "value": encode(self.name),
+                            "lease": str(self.lease),
+                        }
+                    }
+                ],
+                "failure": [{"request_range": {"key": key}}],
+            },
+        )
         if answer.get("succeeded"):
             self._lead(int(answer["header"]["revision"]))
             return
@@ -137,8 +149,11 @@ class Leadership(service.Service):
         if self.leading or not self.running:
             return
         self.leading, self.store.term = True, term
-        log.info("names: this name server now leads the health checks ({name}, etcd lease "
-                 "{lease:x})", name=self.name, lease=self.lease)
+        log.info(
+            "names: this name server now leads the health checks ({name}, etcd lease {lease:x})",
+            name=self.name,
+            lease=self.lease,
+        )
         self.checker.startService()
 
     def _step_down(self, why: str | None) -> defer.Deferred:
@@ -146,8 +161,10 @@ class Leadership(service.Service):
             return defer.succeed(None)
         self.leading, self.store.term = False, None
         if why is not None:
-            log.warn("names: no longer leading the health checks: " + why,
-                     seconds=self.clock.seconds() - (self._renewed or 0))
+            log.warn(
+                "names: no longer leading the health checks: " + why,
+                seconds=self.clock.seconds() - (self._renewed or 0),
+            )
         return defer.maybeDeferred(self.checker.stopService)
 
     def _leader_changed(self, holder, revision: int) -> None:

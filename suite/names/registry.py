@@ -12,8 +12,8 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from suite.names.allowed import AllowedHosts, ip_literal, shown
 from suite.contracts.names import Invalid
+from suite.names.allowed import AllowedHosts, ip_literal, shown
 
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -35,9 +35,13 @@ def check_instance(name: str, host: str, port: int, description: str):
     literal = ip_literal(host)
     if literal is None:
         labels = host.removesuffix(".").split(".")
-        if len(host.encode()) > MAX_HOST or not all(HOST_LABEL.fullmatch(label) for label in labels):
-            raise Invalid(f"host '{shown(host)}': not an IP address, nor a host name of at most "
-                          f"{MAX_HOST} bytes (labels of 1-63 letters, digits, hyphens)")
+        if len(host.encode()) > MAX_HOST or not all(
+            HOST_LABEL.fullmatch(label) for label in labels
+        ):
+            raise Invalid(
+                f"host '{shown(host)}': not an IP address, nor a host name of at most "
+                f"{MAX_HOST} bytes (labels of 1-63 letters, digits, hyphens)"
+            )
     if not 1 <= port <= 65535:
         raise Invalid(f"port {port}: must be 1-65535")
     if len(description) > MAX_DESCRIPTION:
@@ -110,8 +114,9 @@ class Registry:
         """How many instances SOURCE registered."""
         return self._per_source.get(source, 0)
 
-    def register(self, name, host, port, description="", resolved=(), source=""
-                 ) -> tuple[Instance, bool]:
+    def register(
+        self, name, host, port, description="", resolved=(), source=""
+    ) -> tuple[Instance, bool]:
         """
         Add or update (name, host, port), RESOLVED being a host name's
         addresses; returns the instance and whether it is new.  An update

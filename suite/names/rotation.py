@@ -36,6 +36,6 @@ class Rotating(Packed):
         """The items from TURN on (wrapping round) that fit in ROOM bytes, and how many they are."""
         start = self.offsets[turn]
         if self.size <= room:
-            return self.data[start:start + self.size], self.count
+            return self.data[start : start + self.size], self.count
         last = bisect_right(self.offsets, start + room, turn, turn + self.count) - 1
-        return self.data[start:self.offsets[last]], last - turn
+        return self.data[start : self.offsets[last]], last - turn

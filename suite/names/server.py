@@ -23,23 +23,22 @@ counted in summaries, and the text a client chose is escaped.
 import hmac
 from time import perf_counter
 
-from zope.interface import implementer
-
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger, LogLevel
+from zope.interface import implementer
 
-from suite.foundation.interfaces import IHealthSource, IMetricSource
-from suite.names.allowed import NotAllowed, shown
-from suite.names.answers import EncodedAnswers, as_fields, fitting
 from suite.contracts.errors import Overloaded
 from suite.contracts.names import Invalid, NotFound, Unauthorized, Unavailable
+from suite.foundation.flood import FloodControl
+from suite.foundation.interfaces import IHealthSource, IMetricSource
+from suite.foundation.metrics import Histogram
+from suite.foundation.printable import printable
+from suite.names.allowed import NotAllowed, shown
+from suite.names.answers import EncodedAnswers, as_fields, fitting
 from suite.names.registry import Instance, Registry, check_instance
 from suite.names.store import StoreError
 from suite.names.watches import Watches
-from suite.foundation.flood import FloodControl
-from suite.foundation.metrics import Histogram
-from suite.foundation.printable import printable
 
 log = Logger()
 
@@ -58,9 +57,7 @@ def load_registry(registry: Registry, rows) -> None:
     skipped = []
     for number, (name, host, port, description, addresses, source) in enumerate(rows, 1):
         if len(registry) >= registry.max_instances:
-            raise StoreError(
-                f"holds more than max_instances ({registry.max_instances}) instances"
-            )
+            raise StoreError(f"holds more than max_instances ({registry.max_instances}) instances")
         try:
             registry.register(name, host, port, description, addresses, source)
         except NotAllowed as e:
@@ -68,9 +65,12 @@ def load_registry(registry: Registry, rows) -> None:
         except (Invalid, TypeError) as e:
             raise StoreError(f"stored row {number} ({name!r}, {host!r}, {port!r}) is invalid: {e}")
     if skipped:
-        log.warn("names: {count} stored instances not served: their hosts are not allowed now "
-                 "(first: {first}); they stay stored until registered again or deregistered",
-                 count=len(skipped), first=skipped[0])
+        log.warn(
+            "names: {count} stored instances not served: their hosts are not allowed now "
+            "(first: {first}); they stay stored until registered again or deregistered",
+            count=len(skipped),
+            first=skipped[0],
+        )
 
 
 @implementer(IHealthSource, IMetricSource)
@@ -85,8 +85,18 @@ class NameServer(service.Service):
     evictions, and names watched.
     """
 
-    def __init__(self, registry: Registry, store, token: str, cache_ttl: int, clock, audit=None,
-                 *, resolve=None, max_instances_per_source: int = MAX_INSTANCES_PER_SOURCE):
+    def __init__(
+        self,
+        registry: Registry,
+        store,
+        token: str,
+        cache_ttl: int,
+        clock,
+        audit=None,
+        *,
+        resolve=None,
+        max_instances_per_source: int = MAX_INSTANCES_PER_SOURCE,
+    ):
         self.registry = registry
         self.resolve = resolve
         self.max_instances_per_source = max_instances_per_source
@@ -127,9 +137,11 @@ class NameServer(service.Service):
         given = (token or "").encode()
         if self.token and not hmac.compare_digest(given, self.token):
             self.warnings.warn(
-                "failed tokens", source,
+                "failed tokens",
+                source,
                 "names: {command} from {peer} refused: missing or wrong token",
-                command=command, peer=peer,
+                command=command,
+                peer=peer,
             )
             raise Unauthorized("a valid token is needed to change registrations")
 
@@ -141,7 +153,9 @@ class NameServer(service.Service):
             failure.trap(StoreError)
             if not failure.value.reported:
                 self.warnings.warn(
-                    "store write failures", "store", "names: {error}",
+                    "store write failures",
+                    "store",
+                    "names: {error}",
                     error=failure.getErrorMessage(),
                 )
             raise Unavailable(f"registry store unavailable: {failure.getErrorMessage()}")
@@ -179,19 +193,27 @@ class NameServer(service.Service):
         """An INVALID answer goes back to the client, and to the log (flood-controlled)."""
         failure.trap(Invalid)
         self.warnings.warn(
-            "refused registrations", source, "names: {command} from {peer} refused: {reason}",
-            command=command, peer=peer, reason=failure.getErrorMessage(),
+            "refused registrations",
+            source,
+            "names: {command} from {peer} refused: {reason}",
+            command=command,
+            peer=peer,
+            reason=failure.getErrorMessage(),
         )
         return failure
 
     def _capacity_left(self, source) -> None:
         """Invalid unless the registry, and SOURCE's share of it, can take one more instance."""
         if len(self.registry) + self._adding >= self.registry.max_instances:
-            raise Invalid(f"registry full ({self.registry.max_instances} instances, max_instances)")
+            raise Invalid(
+                f"registry full ({self.registry.max_instances} instances, max_instances)"
+            )
         held = self.registry.from_source(source) + self._adding_from.get(source, 0)
         if held >= self.max_instances_per_source:
-            raise Invalid(f"{source} has registered {held} instances, the most one source may "
-                          "(max_instances_per_source)")
+            raise Invalid(
+                f"{source} has registered {held} instances, the most one source may "
+                "(max_instances_per_source)"
+            )
 
     def _register(self, resolved, name, host, port, description, peer, source, client):
         if self.stopped:  # resolved after stopService: the store is closing or closed
@@ -212,10 +234,17 @@ class NameServer(service.Service):
             if before_description == description:  # a refresh (the announcer's): nothing to audit
                 return {}
             self.warnings.emit(
-                LogLevel.info, "registrations", source,
+                LogLevel.info,
+                "registrations",
+                source,
                 "names: register {name} {host}:{port} ({change}) from {peer}",
-                names_event="register", name=name, host=host, port=port,
-                description=printable(description), change="new" if new else "update", peer=peer,
+                names_event="register",
+                name=name,
+                host=host,
+                port=port,
+                description=printable(description),
+                change="new" if new else "update",
+                peer=peer,
                 client=client and printable(client),
             )
             return {}
@@ -241,9 +270,15 @@ class NameServer(service.Service):
         def applied():
             self.registry.deregister(name, host, port)
             self.warnings.emit(
-                LogLevel.info, "deregistrations", source,
+                LogLevel.info,
+                "deregistrations",
+                source,
                 "names: deregister {name} {host}:{port} from {peer}",
-                names_event="deregister", name=name, host=host, port=port, peer=peer,
+                names_event="deregister",
+                name=name,
+                host=host,
+                port=port,
+                peer=peer,
                 client=client and printable(client),
             )
             return {}
@@ -263,10 +298,16 @@ class NameServer(service.Service):
                 self.registry.deregister(*instance.key)
             self.evictions += 1
             self.warnings.emit(
-                LogLevel.info, "evictions", instance.source,
+                LogLevel.info,
+                "evictions",
+                instance.source,
                 "names: evict {name} {host}:{port} after {failures} failed pings: {reason}",
-                names_event="evict", name=instance.name, host=instance.host,
-                port=instance.port, failures=instance.failures, reason=reason,
+                names_event="evict",
+                name=instance.name,
+                host=instance.host,
+                port=instance.port,
+                failures=instance.failures,
+                reason=reason,
             )
 
         written = self._stored(self.store.evict(instance), applied)

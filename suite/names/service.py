@@ -68,52 +68,73 @@ class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
     )
     domain: str = key(text(check_domain), "suite", "the DNS zone the registry's names live in")
     dns_cache_bytes: int = key(
-        integer(64 * 1024), 16 * MiB,
+        integer(64 * 1024),
+        16 * MiB,
         "bytes of DNS answers and of the exact queries asking them kept ready (half each); "
         "the least recently used are forgotten first",
     )
-    token: str = key(text(), "", "when set, Register and Deregister need it (or credential:NAME)",
-                     secret=True)
+    token: str = key(
+        text(), "", "when set, Register and Deregister need it (or credential:NAME)", secret=True
+    )
     token_file: str = key(text(), "", "a file holding the token (or credential:NAME)")
-    store: str = key(text(check_store), "sqlite:var/lib/suite/names.sqlite",
-                     "memory, sqlite:PATH (registrations survive a restart), or "
-                     "etcd:http://HOST:PORT[,…] (one registry shared by several name servers)")
-    etcd_prefix: str = key(text(check_prefix), "/suite/names/",
-                           "etcd store: the keys under which the registry lives")
-    leader_ttl: int = key(integer(3), 10,
-                          "etcd store: seconds within which another name server takes over the "
-                          "health checks when the one running them dies")
-    etcd_timeout: float = key(number(0.1), 5.0,
-                              "etcd store: seconds an etcd request may take before the next "
-                              "endpoint is tried (and, all tried, UNAVAILABLE)")
-    ping_interval: float = key(number(0.01), 10.0, "seconds between health checks of each instance")
+    store: str = key(
+        text(check_store),
+        "sqlite:var/lib/suite/names.sqlite",
+        "memory, sqlite:PATH (registrations survive a restart), or "
+        "etcd:http://HOST:PORT[,…] (one registry shared by several name servers)",
+    )
+    etcd_prefix: str = key(
+        text(check_prefix), "/suite/names/", "etcd store: the keys under which the registry lives"
+    )
+    leader_ttl: int = key(
+        integer(3),
+        10,
+        "etcd store: seconds within which another name server takes over the "
+        "health checks when the one running them dies",
+    )
+    etcd_timeout: float = key(
+        number(0.1),
+        5.0,
+        "etcd store: seconds an etcd request may take before the next "
+        "endpoint is tried (and, all tried, UNAVAILABLE)",
+    )
+    ping_interval: float = key(
+        number(0.01), 10.0, "seconds between health checks of each instance"
+    )
     ping_timeout: float = key(number(0.01), 2.0, "seconds a health check may take to connect")
     max_failures: int = key(integer(1), 3, "failed checks in a row that evict an instance")
     ping_concurrency: int = key(integer(1), 256, "health checks in flight at once")
     cache_ttl: int = key(integer(0), 5, "seconds clients may cache a lookup (the ttl answered)")
     max_instances: int = key(integer(1), 10000, "instances the registry holds")
     max_instances_per_source: int = key(
-        integer(1), MAX_INSTANCES_PER_SOURCE,
+        integer(1),
+        MAX_INSTANCES_PER_SOURCE,
         "instances one source address may register; more: INVALID",
     )
     allowed_networks: tuple[str, ...] = key(
-        string_list(check_network), DEFAULT_NETWORKS,
+        string_list(check_network),
+        DEFAULT_NETWORKS,
         "CIDR networks instances may be in (an IP literal, or every address a host name "
         "resolves to); link-local, unspecified, multicast, broadcast never are",
     )
     max_watches: int = key(integer(1), 100, "names one connection may watch; more: OVERLOADED")
     max_change_backlog: int = key(
-        integer(1024), MiB,
+        integer(1024),
+        MiB,
         "bytes of Changed calls a watcher may leave unanswered; beyond, it is disconnected",
     )
-    lookup_audit: str = key(text(), "var/log/suite/names-lookups.jsonl",
-                            "JSON lines file auditing every lookup; - = standard output, "
-                            "empty = no lookup audit")
-    lookup_audit_rotate_bytes: int = key(integer(0), 16 * MiB,
-                                         "rotate the lookup audit at this size; 0 = never")
+    lookup_audit: str = key(
+        text(),
+        "var/log/suite/names-lookups.jsonl",
+        "JSON lines file auditing every lookup; - = standard output, empty = no lookup audit",
+    )
+    lookup_audit_rotate_bytes: int = key(
+        integer(0), 16 * MiB, "rotate the lookup audit at this size; 0 = never"
+    )
     lookup_audit_keep: int = key(integer(1), 10, "rotated lookup audit files kept")
     lookup_audit_max_buffer: int = key(
-        integer(1), 16 * MiB,
+        integer(1),
+        16 * MiB,
         "bytes of lookup audit held while the file cannot be written; then lines are dropped",
     )
 
@@ -122,16 +143,28 @@ def open_lookup_audit(settings: NamesSettings, reactor: IReactorCore) -> BatchWr
     if not settings.lookup_audit:
         return None
     try:
-        output = open_output(settings.lookup_audit, settings.lookup_audit_rotate_bytes,
-                             settings.lookup_audit_keep, label="names")
+        output = open_output(
+            settings.lookup_audit,
+            settings.lookup_audit_rotate_bytes,
+            settings.lookup_audit_keep,
+            label="names",
+        )
     except OSError as e:
         raise settings.error("lookup_audit", f"cannot open: {e.strerror}") from None
-    return BatchWriter(output, reactor, AUDIT_FLUSH_INTERVAL, AUDIT_BATCH,
-                       settings.lookup_audit_max_buffer, label="names", essential=False)
+    return BatchWriter(
+        output,
+        reactor,
+        AUDIT_FLUSH_INTERVAL,
+        AUDIT_BATCH,
+        settings.lookup_audit_max_buffer,
+        label="names",
+        essential=False,
+    )
 
 
-def open_registry_store(settings: NamesSettings, registry: Registry,
-                        reactor: IReactorCore) -> IRegistryStore:
+def open_registry_store(
+    settings: NamesSettings, registry: Registry, reactor: IReactorCore
+) -> IRegistryStore:
     """The store the settings name: memory, SQLite, or the copy of a registry on etcd."""
     if settings.store.startswith("etcd:"):
         client = EtcdClient(reactor, etcd_endpoints(settings.store), settings.etcd_timeout)
@@ -149,10 +182,16 @@ def build(settings: NamesSettings, reactor: IReactorCore) -> Parts:
     registry = Registry(settings.max_instances, AllowedHosts(settings.allowed_networks))
     store = open_registry_store(settings, registry, reactor)
     try:
-        server = NameServer(registry, store, token, settings.cache_ttl, reactor,
-                            audit_writer and LookupAudit(audit_writer, reactor),
-                            resolve=host_resolver(reactor),
-                            max_instances_per_source=settings.max_instances_per_source)
+        server = NameServer(
+            registry,
+            store,
+            token,
+            settings.cache_ttl,
+            reactor,
+            audit_writer and LookupAudit(audit_writer, reactor),
+            resolve=host_resolver(reactor),
+            max_instances_per_source=settings.max_instances_per_source,
+        )
     except StoreError as e:
         store.close()
         raise settings.error("store", str(e)) from None
@@ -162,15 +201,25 @@ def build(settings: NamesSettings, reactor: IReactorCore) -> Parts:
     if isinstance(store, EtcdStore):  # one replica checks: the leader
         checker = Leadership(store, max(settings.leader_ttl - 1, 2), reactor, checker)
     services = (server, checker) if audit_writer is None else (audit_writer, server, checker)
-    zone = ZoneAnswers(server.registry, settings.domain, settings.cache_ttl, lambda: store.loaded,
-                       settings.dns_cache_bytes)
+    zone = ZoneAnswers(
+        server.registry,
+        settings.domain,
+        settings.cache_ttl,
+        lambda: store.loaded,
+        settings.dns_cache_bytes,
+    )
     dns = Parts(DNSFactory(settings, reactor, zone), dns_datagrams(settings, reactor, zone))
-    return Parts(NamesFactory(settings, reactor, server), services=services,
-                 other_listeners={"dns_listen": dns})
+    return Parts(
+        NamesFactory(settings, reactor, server),
+        services=services,
+        other_listeners={"dns_listen": dns},
+    )
 
 
 SERVICE = ServiceDeclaration(
-    NamesSettings, build,
+    NamesSettings,
+    build,
     "Name server over AMP and DNS: register, look up, watch, health-check, evict.",
-    datagram_side=False, other_listener_keys=("dns_listen",),
+    datagram_side=False,
+    other_listener_keys=("dns_listen",),
 )

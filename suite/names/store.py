@@ -16,12 +16,11 @@ import sqlite3
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from zope.interface import Attribute, implementer
-
 from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
+from zope.interface import Attribute, implementer
 
 from suite.foundation.config import FILE_MODE
 from suite.foundation.interfaces import IHealthSource, IMetricSource
@@ -64,7 +63,9 @@ class IRegistryStore(IMetricSource, IHealthSource):
     problems those of reaching it (an etcd outage).
     """
 
-    loaded = Attribute("Whether the registry holds what the store holds (an etcd copy may not yet)")
+    loaded = Attribute(
+        "Whether the registry holds what the store holds (an etcd copy may not yet)"
+    )
 
     def load() -> list[tuple]:
         """The stored rows (name, host, port, description, addresses, source), once, at start."""
@@ -191,7 +192,7 @@ class BatchedWrites:
     def _flush(self) -> None:
         """Start one transaction with the writes waiting; more gather meanwhile."""
         self._flush_call = None
-        keys = list(self._waiting)[:self.max_batch]
+        keys = list(self._waiting)[: self.max_batch]
         batch = [self._waiting.pop(key) for key in keys]
         in_flight = self._in_flight = self.transaction([operation for operation, _ in batch])
         in_flight.addBoth(self._flushed, batch)
@@ -270,8 +271,14 @@ class SqliteStore(LocalStore):
         return rows
 
     def save(self, instance: Instance) -> defer.Deferred:
-        row = (instance.name, instance.host, instance.port, instance.description,
-               " ".join(instance.addresses), instance.source)
+        row = (
+            instance.name,
+            instance.host,
+            instance.port,
+            instance.description,
+            " ".join(instance.addresses),
+            instance.source,
+        )
         return self.writes.queue(instance.key, (UPSERT, row))
 
     def delete(self, instance: Instance) -> defer.Deferred:

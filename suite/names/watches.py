@@ -6,8 +6,8 @@ the number of watchers; each watcher's connection sends them in the order
 the changes happened.
 """
 
-from suite.names.answers import as_fields, fitting
 from suite.contracts.names import Changed
+from suite.names.answers import as_fields, fitting
 
 _INSTANCES = dict(Changed.arguments)[b"instances"]
 

@@ -52,9 +52,8 @@ from collections import OrderedDict
 from io import BytesIO
 from struct import pack, unpack_from
 
-from zope.interface import implementer
-
 from twisted.names import dns
+from zope.interface import implementer
 
 from suite.foundation.interfaces import IMetricSource
 from suite.names.registry import NAME
@@ -64,7 +63,9 @@ UDP_SIZE = 512
 MAX_UDP_SIZE = 1232  # DNS Flag Day 2020
 TCP_SIZE = 65535
 CACHE_BYTES = 16 * 2**20  # the [names] dns_cache_bytes default
-OPT_FIXED = 11  # an OPT record without its options: name, type, size, rcode, version, flags, length
+OPT_FIXED = (
+    11  # an OPT record without its options: name, type, size, rcode, version, flags, length
+)
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 BADVERS = 16  # an extended rcode: 1 in the OPT record, 0 in the header
@@ -74,13 +75,25 @@ HEX = re.compile(r"[0-9a-f]{8}|[0-9a-f]{32}")
 ANY = dns.ALL_RECORDS
 SOA_TIMES = {"refresh": 3600, "retry": 600, "expire": 86400}
 TYPE_NAMES = {
-    dns.A: "A", dns.AAAA: "AAAA", dns.SRV: "SRV", dns.SOA: "SOA", ANY: "ANY", dns.NS: "NS",
-    dns.PTR: "PTR", dns.TXT: "TXT", dns.MX: "MX", dns.CNAME: "CNAME",
+    dns.A: "A",
+    dns.AAAA: "AAAA",
+    dns.SRV: "SRV",
+    dns.SOA: "SOA",
+    ANY: "ANY",
+    dns.NS: "NS",
+    dns.PTR: "PTR",
+    dns.TXT: "TXT",
+    dns.MX: "MX",
+    dns.CNAME: "CNAME",
 }
 RCODE_NAMES = {
-    NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL", NXDOMAIN: "NXDOMAIN",
+    NOERROR: "NOERROR",
+    FORMERR: "FORMERR",
+    SERVFAIL: "SERVFAIL",
+    NXDOMAIN: "NXDOMAIN",
     NOTIMP: "NOTIMP",
-    REFUSED: "REFUSED", BADVERS: "BADVERS",
+    REFUSED: "REFUSED",
+    BADVERS: "BADVERS",
 }
 
 
@@ -107,11 +120,21 @@ class Prepared:
     additional records.
     """
 
-    __slots__ = ("flags", "answers", "authority", "additional", "turn_name", "valid", "tally",
-                 "depends_on", "size")
+    __slots__ = (
+        "flags",
+        "answers",
+        "authority",
+        "additional",
+        "turn_name",
+        "valid",
+        "tally",
+        "depends_on",
+        "size",
+    )
 
-    def __init__(self, rcode=NOERROR, answers=None, authority=b"", additional=NO_RECORDS,
-                 turn_name=None):
+    def __init__(
+        self, rcode=NOERROR, answers=None, authority=b"", additional=NO_RECORDS, turn_name=None
+    ):
         self.flags = (0x8000 if rcode == REFUSED else QR_AA) | rcode
         self.answers = answers
         self.authority = authority
@@ -211,8 +234,9 @@ class ZoneAnswers:
     keeps ready fits in CACHE_BYTES.
     """
 
-    def __init__(self, registry, domain: str, ttl: int, loaded=lambda: True,
-                 cache_bytes: int = CACHE_BYTES):
+    def __init__(
+        self, registry, domain: str, ttl: int, loaded=lambda: True, cache_bytes: int = CACHE_BYTES
+    ):
         self.registry = registry
         self.loaded = loaded
         self.domain_labels = tuple(domain.lower().rstrip(".").encode().split(b"."))
@@ -281,15 +305,19 @@ class ZoneAnswers:
         extra = additional.count
         if extra and (flags & TC or additional.offsets[-1] > room):
             extra = 0 if flags & TC else additional.fitting(room)
-        return b"".join((
-            query[:2],
-            pack("!HHHHH", flags, 1, answered, 1 if authority else 0, extra + (1 if opt else 0)),
-            query[12:question_end],
-            answers,
-            authority,
-            additional.data[:additional.offsets[extra]],
-            opt,
-        ))
+        return b"".join(
+            (
+                query[:2],
+                pack(
+                    "!HHHHH", flags, 1, answered, 1 if authority else 0, extra + (1 if opt else 0)
+                ),
+                query[12:question_end],
+                answers,
+                authority,
+                additional.data[: additional.offsets[extra]],
+                opt,
+            )
+        )
 
     def _parse_and_answer(self, query: bytes, size: int | None) -> bytes | None:
         if len(query) < 12 or query[2] & 0x80:  # no header to answer, or a response
@@ -309,7 +337,7 @@ class ZoneAnswers:
                 break
             if length > 63 or position + 1 + length > len(query) or position - 12 > 255:
                 return self._error(query, FORMERR)
-            labels.append(query[position + 1:position + 1 + length].lower())
+            labels.append(query[position + 1 : position + 1 + length].lower())
             position += 1 + length
         question_end = position + 4
         if question_end > len(query):
@@ -318,14 +346,19 @@ class ZoneAnswers:
         opt, udp_size = b"", UDP_SIZE
         if additional:
             rest = query[question_end:]
-            if (len(rest) < OPT_FIXED or rest[0] != 0 or unpack_from("!H", rest, 1)[0] != dns.OPT
-                    or len(rest) != OPT_FIXED + unpack_from("!H", rest, 9)[0]):
+            if (
+                len(rest) < OPT_FIXED
+                or rest[0] != 0
+                or unpack_from("!H", rest, 1)[0] != dns.OPT
+                or len(rest) != OPT_FIXED + unpack_from("!H", rest, 9)[0]
+            ):
                 return self._error(query, FORMERR)
             offered, _, version = unpack_from("!HBB", rest, 3)
             if version != 0:
                 self.tally(qtype, BADVERS)[0] += 1
-                return self._error(query, NOERROR, question_end, _opt(MAX_UDP_SIZE, BADVERS >> 4),
-                                   counted=True)
+                return self._error(
+                    query, NOERROR, question_end, _opt(MAX_UDP_SIZE, BADVERS >> 4), counted=True
+                )
             opt, udp_size = OUR_OPT, min(max(offered, UDP_SIZE), MAX_UDP_SIZE)
         elif question_end != len(query):
             return self._error(query, FORMERR)
@@ -347,12 +380,14 @@ class ZoneAnswers:
         if not counted:
             self.tally(None, rcode)[0] += 1
         flags = 0x8000 | (query[2] & 0x79) << 8 | rcode  # QR, the query's opcode and RD
-        return b"".join((
-            query[:2],
-            pack("!HHHHH", flags, 1 if question_end > 12 else 0, 0, 0, 1 if opt else 0),
-            query[12:question_end],
-            opt,
-        ))
+        return b"".join(
+            (
+                query[:2],
+                pack("!HHHHH", flags, 1 if question_end > 12 else 0, 0, 0, 1 if opt else 0),
+                query[12:question_end],
+                opt,
+            )
+        )
 
     # Preparing an answer, once per question and change.
 
@@ -370,10 +405,10 @@ class ZoneAnswers:
     def _build(self, labels: tuple, qtype: int, qclass: int) -> tuple[Prepared, str | None]:
         """The answer to the question, and the registry name it depends on (or None)."""
         zone = len(self.domain_labels)
-        if qclass not in (dns.IN, ANY) or labels[len(labels) - zone:] != self.domain_labels:
+        if qclass not in (dns.IN, ANY) or labels[len(labels) - zone :] != self.domain_labels:
             return Prepared(REFUSED), None
         try:
-            relative = tuple(label.decode("ascii") for label in labels[:len(labels) - zone])
+            relative = tuple(label.decode("ascii") for label in labels[: len(labels) - zone])
         except UnicodeDecodeError:
             return self._negative(NXDOMAIN, labels), None
         encoder = _Encoder(labels, self.ttl)
@@ -429,17 +464,26 @@ class ZoneAnswers:
                 if address not in seen:
                     seen.add(address)
                     additional.append(encoder.address(tuple(target.split(b".")), address))
-            records.append(encoder.record(
-                encoder.question, dns.Record_SRV(1, 1, instance.port, target, self.ttl)
-            ))
+            records.append(
+                encoder.record(
+                    encoder.question, dns.Record_SRV(1, 1, instance.port, target, self.ttl)
+                )
+            )
         return Prepared(answers=Rotating(records), additional=Packed(additional), turn_name=name)
 
     def _soa(self, encoder) -> bytes:
         apex = b".".join(self.domain_labels)
-        return encoder.record(apex, dns.Record_SOA(
-            mname=b"ns." + apex, rname=b"hostmaster." + apex, serial=1,
-            minimum=self.ttl, ttl=self.ttl, **SOA_TIMES,
-        ))
+        return encoder.record(
+            apex,
+            dns.Record_SOA(
+                mname=b"ns." + apex,
+                rname=b"hostmaster." + apex,
+                serial=1,
+                minimum=self.ttl,
+                ttl=self.ttl,
+                **SOA_TIMES,
+            ),
+        )
 
     def _negative(self, rcode, labels) -> Prepared:
         return Prepared(rcode, authority=self._soa(_Encoder(labels, self.ttl)))

@@ -16,8 +16,9 @@ from suite.net.udpport import adopt_datagram_port
 FIRST_ACTIVATED_FD = 3
 
 
-def activated_datagram_socket(name: str, environ: Mapping[str, str] = os.environ
-                              ) -> tuple[int, int]:
+def activated_datagram_socket(
+    name: str, environ: Mapping[str, str] = os.environ
+) -> tuple[int, int]:
     """
     (fd, address family) of the socket-activated UDP socket named NAME.
 
@@ -40,8 +41,9 @@ def activated_datagram_socket(name: str, environ: Mapping[str, str] = os.environ
     return fd, family
 
 
-def adopt_datagram(reactor: IReactorUDP, name: str, protocol: DatagramProtocol,
-                   max_packet_size: int) -> IListeningPort:
+def adopt_datagram(
+    reactor: IReactorUDP, name: str, protocol: DatagramProtocol, max_packet_size: int
+) -> IListeningPort:
     """
     Serve PROTOCOL on the activated UDP socket NAME, made non-blocking first
     (or the reactor hangs).

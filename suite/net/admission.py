@@ -34,8 +34,9 @@ class Admission:
         if self.connections >= self.max_connections:
             limit, reason = "max_connections", f"max_connections ({self.max_connections}) reached"
         elif self.per_source.get(source, 0) >= self.max_per_source:
-            limit, reason = "max_connections_per_source", (
-                f"max_connections_per_source ({self.max_per_source}) reached for {source}"
+            limit, reason = (
+                "max_connections_per_source",
+                (f"max_connections_per_source ({self.max_per_source}) reached for {source}"),
             )
         else:
             return None

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from zope.interface import implementer
-
 from twisted.internet import protocol
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
@@ -25,6 +23,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from suite.foundation.config import Settings, integer, key, number
 from suite.foundation.flood import FloodControl
@@ -34,7 +33,7 @@ from suite.net.addresses import PeerAddress, describe_peer, source_of
 from suite.net.admission import DESCRIPTOR_LIMIT, Admission
 from suite.net.answer_batch import AnswerBatch
 from suite.net.handshake_deadline import HandshakeDeadline, certificate_subject
-from suite.net.idle_sweep import IdleSweep, SweptConnection
+from suite.net.idle_sweep import IdleSweep
 from suite.net.interfaces import IRefusesAtDescriptorLimit
 from suite.net.lingering_close import LingeringClose
 from suite.net.transport import socket_transport
@@ -136,9 +135,12 @@ class StreamFactory(protocol.Factory):
 
     def warn_refused(self, source: str, peer: str, reason: str) -> None:
         self.warnings.warn(
-            "refused connections", source,
+            "refused connections",
+            source,
             "{service}: refused connection from {peer}: {reason}",
-            service=self.service_name, peer=peer, reason=reason,
+            service=self.service_name,
+            peer=peer,
+            reason=reason,
         )
 
     def refused_at_descriptor_limit(self, address: PeerAddress | None, reason: str) -> None:
@@ -242,8 +244,10 @@ class ConnectionPolicy(protocol.Protocol):
             factory.idle.watch(self)
         if self.tls:
             self._handshake = HandshakeDeadline(
-                factory.clock, factory.settings.handshake_timeout,
-                self._handshake_failed, transport.abortConnection,
+                factory.clock,
+                factory.settings.handshake_timeout,
+                self._handshake_failed,
+                transport.abortConnection,
             )
         super().connectionMade()
 
@@ -266,9 +270,12 @@ class ConnectionPolicy(protocol.Protocol):
     def _handshake_failed(self, reason: str) -> None:
         self.factory.count_error("tls_handshake")
         self.factory.warnings.warn(
-            "TLS handshake failures", self.source,
+            "TLS handshake failures",
+            self.source,
             "{service}: TLS handshake with {peer} failed: {reason}",
-            service=self.factory.service_name, peer=self.peer, reason=reason,
+            service=self.factory.service_name,
+            peer=self.peer,
+            reason=reason,
         )
         self.handshakeFailed(reason)
 
@@ -357,8 +364,12 @@ class ConnectionPolicy(protocol.Protocol):
         """
         self.factory.count_error(kind)
         self.factory.warnings.warn(
-            "protocol errors", self.source, format,
-            service=self.factory.service_name, peer=self.peer, **fields,
+            "protocol errors",
+            self.source,
+            format,
+            service=self.factory.service_name,
+            peer=self.peer,
+            **fields,
         )
 
     def timeoutConnection(self) -> None:
@@ -366,7 +377,9 @@ class ConnectionPolicy(protocol.Protocol):
         seconds = self.factory.settings.idle_timeout
         log.info(
             "{service}: closing {peer}: idle for {seconds}s (idle_timeout)",
-            service=self.factory.service_name, peer=self.peer, seconds=seconds,
+            service=self.factory.service_name,
+            peer=self.peer,
+            seconds=seconds,
         )
         if self.transport.disconnecting:
             self.transport.abortConnection()

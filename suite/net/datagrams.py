@@ -49,14 +49,19 @@ class ReplyLimits(DatagramLimits):
 LOWEST_SOURCE_PORT = 1024  # below: another service's port, never a client's
 
 
-def rate_limited_replier(settings: ReplyLimits, answer: Callable[[bytes], bytes | None],
-                         clock: IReactorTime) -> Callable[[], "RateLimitedReplier"]:
+def rate_limited_replier(
+    settings: ReplyLimits, answer: Callable[[bytes], bytes | None], clock: IReactorTime
+) -> Callable[[], "RateLimitedReplier"]:
     """A maker of datagram protocols for one service, with its own limiter each."""
 
     def make() -> RateLimitedReplier:
         limiter = SourceRateLimiter(
-            settings.udp_rate, settings.udp_burst, settings.udp_max_sources, clock,
-            settings.udp_network_rate, settings.udp_network_burst,
+            settings.udp_rate,
+            settings.udp_burst,
+            settings.udp_max_sources,
+            clock,
+            settings.udp_network_rate,
+            settings.udp_network_burst,
         )
         return RateLimitedReplier(
             settings.section, answer, limiter, FloodControl(clock, settings.section)
@@ -82,8 +87,13 @@ class RateLimitedReplier(DatagramProtocol):
     noisy = False
     send: Callable[[bytes, tuple], object] | None = None  # suite.net.udpport.reply_path
 
-    def __init__(self, service_name: str, answer: Callable[[bytes], bytes | None],
-                 limiter: SourceRateLimiter, warnings: FloodControl) -> None:
+    def __init__(
+        self,
+        service_name: str,
+        answer: Callable[[bytes], bytes | None],
+        limiter: SourceRateLimiter,
+        warnings: FloodControl,
+    ) -> None:
         self.service_name = service_name
         self.answer = answer
         self.refusal = limiter.refusal
@@ -120,10 +130,13 @@ class RateLimitedReplier(DatagramProtocol):
         if address[1] < LOWEST_SOURCE_PORT:
             self.dropped_source_port += 1
             self.warnings.warn(
-                "datagrams from a port below 1024", source,
+                "datagrams from a port below 1024",
+                source,
                 "{service}: not answering {source} port {port}: below 1024, "
                 "a service's port, not a client's (a forged source?)",
-                service=self.service_name, source=plain_host(source), port=address[1],
+                service=self.service_name,
+                source=plain_host(source),
+                port=address[1],
             )
             return
         over = self.refusal(source)
@@ -133,9 +146,12 @@ class RateLimitedReplier(DatagramProtocol):
             else:
                 self.network_rate_limited += 1
             self.warnings.warn(
-                "rate-limited datagrams", source,
+                "rate-limited datagrams",
+                source,
                 "{service}: dropping datagrams from {source}: over {limit}",
-                service=self.service_name, source=plain_host(source), limit=over,
+                service=self.service_name,
+                source=plain_host(source),
+                limit=over,
             )
             return
         reply = self.answer(data)

@@ -8,7 +8,6 @@ handshake that fails or times out is reported once, with OpenSSL's reason.
 from collections.abc import Callable
 
 from OpenSSL import SSL
-
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
 from twisted.python.failure import Failure
 

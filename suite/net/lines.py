@@ -19,11 +19,10 @@ write (the connection policy's batch).
 
 from dataclasses import dataclass
 
-from zope.interface import implementer
-
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from suite.foundation.config import integer, key
 from suite.net.connections import ConnectionLimits, ConnectionPolicy
@@ -103,7 +102,7 @@ class LineProtocol(ConnectionPolicy):
             if self.paused or transport.disconnecting:
                 if index + 1 < len(lines):  # unanswered: kept for when the client reads again
                     counts.requests -= len(lines) - index - 1
-                    rest = b"\n".join([*lines[index + 1:], rest])
+                    rest = b"\n".join([*lines[index + 1 :], rest])
                 break
         else:
             if len(lines) == LINES_PER_TURN and b"\n" in rest:

@@ -33,9 +33,7 @@ class LingeringClose:
     or Unix) is closed whole.
     """
 
-    def __init__(
-        self, clock: IReactorTime, transport: StreamTransport, message: bytes, tls: bool
-    ):
+    def __init__(self, clock: IReactorTime, transport: StreamTransport, message: bytes, tls: bool):
         self.transport = transport
         transport.write(message)
         transport.unregisterProducer()

@@ -46,6 +46,7 @@ TLS_WRAPPABLE = ("tcp", "tcp6", "unix", "systemd")
 UDP_MAX_DATAGRAM = 65535
 DATAGRAM_PREFIXES = ("udp", "systemd-udp")
 
+
 @dataclass(frozen=True)
 class Listener:
     """One validated listener entry, as the operator wrote it."""
@@ -149,8 +150,11 @@ def check_activated_family(endpoint) -> None:
         )
 
 
-def parse_listeners(settings: ServiceSettings, datagram_side: bool,
-                    keys: tuple[str, ...] = ("listen", "tls_listen")) -> list[Listener]:
+def parse_listeners(
+    settings: ServiceSettings,
+    datagram_side: bool,
+    keys: tuple[str, ...] = ("listen", "tls_listen"),
+) -> list[Listener]:
     """
     Check every entry of SETTINGS' KEYS (`listen` and `tls_listen`, or a
     service's other listeners such as `dns_listen`) without binding, and
@@ -168,8 +172,9 @@ def parse_listeners(settings: ServiceSettings, datagram_side: bool,
                         raise ValueError(f"{settings.section} has no datagram side")
                     if prefix == "udp":
                         port, interface = parse_udp(description)
-                        listener = Listener(description, key=key, udp_port=port,
-                                            udp_interface=interface)
+                        listener = Listener(
+                            description, key=key, udp_port=port, udp_interface=interface
+                        )
                     else:
                         listener = Listener(
                             description, key=key, activated_name=parse_activated_udp(description)
@@ -240,8 +245,12 @@ class ListenerService(service.Service):
     raised there as L{ListenFailed}, so the process stops before serving.
     """
 
-    def __init__(self, service_name: str, listener: Listener,
-                 bind: Callable[[], IListeningPort | defer.Deferred]) -> None:
+    def __init__(
+        self,
+        service_name: str,
+        listener: Listener,
+        bind: Callable[[], IListeningPort | defer.Deferred],
+    ) -> None:
         self.setName(f"{service_name} {listener}")
         self.service_name = service_name
         self.listener = listener
@@ -256,9 +265,7 @@ class ListenerService(service.Service):
             reason = failures[0].value
             if isinstance(reason, error.CannotListenError) and reason.socketError:
                 reason = getattr(reason.socketError, "strerror", None) or reason.socketError
-            raise ListenFailed(
-                f"{self.service_name}: cannot listen on {self.listener}: {reason}"
-            )
+            raise ListenFailed(f"{self.service_name}: cannot listen on {self.listener}: {reason}")
 
     def _bound(self, port: IListeningPort) -> None:
         self.port = port
@@ -303,9 +310,14 @@ class DatagramListenerService(ListenerService):
     lack of room logged every DROPS_INTERVAL seconds (and at stop) as a count.
     """
 
-    def __init__(self, service_name: str, listener: Listener,
-                 bind: Callable[[], IListeningPort | defer.Deferred], receive_buffer: int,
-                 clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        service_name: str,
+        listener: Listener,
+        bind: Callable[[], IListeningPort | defer.Deferred],
+        receive_buffer: int,
+        clock: IReactorTime,
+    ) -> None:
         super().__init__(service_name, listener, bind)
         self.receive_buffer = receive_buffer
         self._drops_seen = 0
@@ -319,7 +331,9 @@ class DatagramListenerService(ListenerService):
         self._drops_seen = kernel_drops(handle) or 0
         log.info(
             "{service}: {listener} receive buffer {granted} bytes (udp_receive_buffer {asked})",
-            service=self.service_name, listener=str(self.listener), granted=granted,
+            service=self.service_name,
+            listener=str(self.listener),
+            granted=granted,
             asked=self.receive_buffer,
         )
 
@@ -334,8 +348,10 @@ class DatagramListenerService(ListenerService):
         log.warn(
             "{service}: the kernel dropped {count} datagrams on {listener} (receive buffer "
             "full; raise udp_receive_buffer)",
-            service=self.service_name, count=drops - self._drops_seen,
-            listener=str(self.listener), dropped=drops - self._drops_seen,
+            service=self.service_name,
+            count=drops - self._drops_seen,
+            listener=str(self.listener),
+            dropped=drops - self._drops_seen,
         )
         self._drops_seen = drops
 
@@ -376,18 +392,26 @@ class SuiteStreamPorts:
     def __getattr__(self, name: str) -> object:
         return getattr(self._reactor, name)
 
-    def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50,
-                  interface: str = "") -> IListeningPort:
+    def listenTCP(
+        self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = ""
+    ) -> IListeningPort:
         if self._reuse_port:
             return listen_tcp_reusing_port(self._ports, port, factory, backlog, interface)
         return self._ports.listenTCP(port, factory, backlog, interface)
 
-    def listenUNIX(self, address: str, factory: IProtocolFactory, backlog: int = 50,
-                   mode: int = 0o666, wantPID: int = 0) -> IListeningPort:
+    def listenUNIX(
+        self,
+        address: str,
+        factory: IProtocolFactory,
+        backlog: int = 50,
+        mode: int = 0o666,
+        wantPID: int = 0,
+    ) -> IListeningPort:
         return self._ports.listenUNIX(address, factory, backlog, mode, wantPID)
 
-    def adoptStreamPort(self, fileDescriptor: int, addressFamily: int,
-                        factory: IProtocolFactory) -> IListeningPort:
+    def adoptStreamPort(
+        self, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory
+    ) -> IListeningPort:
         return self._ports.adoptStreamPort(fileDescriptor, addressFamily, factory)
 
 

@@ -40,8 +40,15 @@ class SourceRateLimiter:
     closed.
     """
 
-    def __init__(self, rate: float, burst: int, max_sources: int, clock,
-                 network_rate: float = 0.0, network_burst: int = 1):
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        max_sources: int,
+        clock,
+        network_rate: float = 0.0,
+        network_burst: int = 1,
+    ):
         self.rate, self.burst = rate, burst
         self.network_rate, self.network_burst = network_rate, network_burst
         self.max_sources = max_sources

@@ -15,7 +15,6 @@ from twisted.internet import ssl
 from suite.foundation.config import ServiceSettings, Settings, choice, key, text
 from suite.foundation.credentials import credential_path
 
-
 # Mozilla's "intermediate" profile for TLS 1.2: forward secrecy (ECDHE) and
 # authenticated encryption (GCM, ChaCha20-Poly1305) only, so no RSA key
 # exchange and no CBC.  Its DHE suites are left out: they need DH parameters
@@ -45,12 +44,15 @@ def check_cipher_string(ciphers: str) -> None:
 class TLSSettings(Settings):
     section = "tls"
 
-    certificate: str = key(text(), "", "PEM certificate (chain) served by tls_listen, or credential:NAME")
+    certificate: str = key(
+        text(), "", "PEM certificate (chain) served by tls_listen, or credential:NAME"
+    )
     private_key: str = key(text(), "", "PEM private key of the certificate, or credential:NAME")
     client_ca: str = key(text(), "", "PEM CA: clients must present a certificate it signed")
     min_version: str = key(choice("1.2", "1.3"), "1.2", "lowest TLS version accepted")
     ciphers: str = key(
-        text(check_cipher_string), INTERMEDIATE_CIPHERS,
+        text(check_cipher_string),
+        INTERMEDIATE_CIPHERS,
         "OpenSSL cipher string for TLS 1.2 (default: Mozilla intermediate)",
     )
 
@@ -78,7 +80,9 @@ def load_certificates(settings: Settings, name: str) -> list[x509.Certificate]:
 
 def load_private_key(settings: Settings):
     try:
-        return serialization.load_pem_private_key(_read_pem(settings, "private_key"), password=None)
+        return serialization.load_pem_private_key(
+            _read_pem(settings, "private_key"), password=None
+        )
     except TypeError:
         raise settings.error("private_key", "encrypted keys are not supported") from None
     except ValueError:
@@ -99,7 +103,9 @@ def names_files(tls: TLSSettings) -> bool:
     return any((tls.certificate, tls.private_key, tls.client_ca))
 
 
-def tls_options(tls: TLSSettings, needed_by: ServiceSettings | None = None) -> ssl.CertificateOptions:
+def tls_options(
+    tls: TLSSettings, needed_by: ServiceSettings | None = None
+) -> ssl.CertificateOptions:
     """
     The server TLS context of the [tls] section, fully loaded now so that a
     missing file, a bad PEM or a key that does not match the certificate is a

@@ -145,22 +145,31 @@ class StockStreamPorts:
     def __init__(self, reactor: IReactorTCP) -> None:
         self._reactor = reactor
 
-    def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50,
-                  interface: str = "") -> IListeningPort:
-        return _counted(self._reactor.listenTCP(port, factory, backlog, interface),
-                        socket.AF_INET)
+    def listenTCP(
+        self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = ""
+    ) -> IListeningPort:
+        return _counted(self._reactor.listenTCP(port, factory, backlog, interface), socket.AF_INET)
 
-    def listenUNIX(self, address: str, factory: IProtocolFactory, backlog: int = 50,
-                   mode: int = 0o666, wantPID: int = 0) -> IListeningPort:
+    def listenUNIX(
+        self,
+        address: str,
+        factory: IProtocolFactory,
+        backlog: int = 50,
+        mode: int = 0o666,
+        wantPID: int = 0,
+    ) -> IListeningPort:
         reactor: IReactorUNIX = self._reactor  # type: ignore[assignment]
-        return _counted(reactor.listenUNIX(address, factory, backlog, mode, wantPID),
-                        socket.AF_UNIX)
+        return _counted(
+            reactor.listenUNIX(address, factory, backlog, mode, wantPID), socket.AF_UNIX
+        )
 
-    def adoptStreamPort(self, fileDescriptor: int, addressFamily: int,
-                        factory: IProtocolFactory) -> IListeningPort:
+    def adoptStreamPort(
+        self, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory
+    ) -> IListeningPort:
         reactor: IReactorSocket = self._reactor  # type: ignore[assignment]
-        return _counted(reactor.adoptStreamPort(fileDescriptor, addressFamily, factory),
-                        addressFamily)
+        return _counted(
+            reactor.adoptStreamPort(fileDescriptor, addressFamily, factory), addressFamily
+        )
 
 
 def _counted(port: IListeningPort, family: int) -> IListeningPort:
@@ -173,8 +182,9 @@ def _counted(port: IListeningPort, family: int) -> IListeningPort:
     return port
 
 
-def listen_tcp_reusing_port(ports: IReactorSocket, port: int, factory: IProtocolFactory,
-                            backlog: int, interface: str) -> IListeningPort:
+def listen_tcp_reusing_port(
+    ports: IReactorSocket, port: int, factory: IProtocolFactory, backlog: int, interface: str
+) -> IListeningPort:
     """Listen on INTERFACE:PORT with SO_REUSEPORT, through PORTS' `adoptStreamPort`."""
     with bound_socket(socket.SOCK_STREAM, interface, port, backlog) as sock:
         return ports.adoptStreamPort(sock.fileno(), sock.family, factory)

@@ -18,21 +18,32 @@ from suite.net.twisted_internals import datagrams, fast_path
 from suite.net.twisted_internals.datagrams import BatchedDatagramPort
 
 
-def listen_datagram(reactor: IReactorUDP, port: int, protocol: DatagramProtocol,
-                    interface: str = "", max_packet_size: int = 8192,
-                    reuse_port: bool = False) -> IListeningPort:
+def listen_datagram(
+    reactor: IReactorUDP,
+    port: int,
+    protocol: DatagramProtocol,
+    interface: str = "",
+    max_packet_size: int = 8192,
+    reuse_port: bool = False,
+) -> IListeningPort:
     """Bind a UDP port like `reactor.listenUDP` does, with SO_REUSEPORT when REUSE_PORT."""
     if reuse_port:
         with bound_socket(socket.SOCK_DGRAM, interface, port, None) as sock:
-            return adopt_datagram_port(reactor, sock.fileno(), sock.family, protocol,
-                                       max_packet_size)
+            return adopt_datagram_port(
+                reactor, sock.fileno(), sock.family, protocol, max_packet_size
+            )
     if fast_path().fast:
         return datagrams.listen(reactor, port, protocol, interface, max_packet_size)
     return reactor.listenUDP(port, protocol, interface, max_packet_size)
 
 
-def adopt_datagram_port(reactor: IReactorUDP, fd: int, family: int, protocol: DatagramProtocol,
-                        max_packet_size: int = 8192) -> IListeningPort:
+def adopt_datagram_port(
+    reactor: IReactorUDP,
+    fd: int,
+    family: int,
+    protocol: DatagramProtocol,
+    max_packet_size: int = 8192,
+) -> IListeningPort:
     """Serve PROTOCOL on the already bound UDP socket FD, like `reactor.adoptDatagramPort`."""
     if fast_path().fast:
         return datagrams.adopt(reactor, fd, family, protocol, max_packet_size)

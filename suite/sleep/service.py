@@ -24,6 +24,8 @@ def build(settings: SleepSettings, clock: IReactorTime) -> Parts:
 
 
 SERVICE = ServiceDeclaration(
-    SleepSettings, build, "Sleep RPC over AMP: 'sleep N seconds, then answer'.",
+    SleepSettings,
+    build,
+    "Sleep RPC over AMP: 'sleep N seconds, then answer'.",
     datagram_side=False,
 )

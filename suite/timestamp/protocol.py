@@ -5,8 +5,8 @@ The timestamp protocols: each line or datagram answered `[T] line`, or, with
 
 import re
 import time
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from suite.net.connections import ConnectionPolicy, StreamFactory
 from suite.net.lines import LineProtocol
@@ -39,7 +39,7 @@ def check_format(pattern: str) -> None:
 
 def formatter(pattern: str, utc: bool) -> Callable[[float], bytes]:
     """A function turning POSIX seconds into the `T` of the reply."""
-    zone = timezone.utc if utc else None
+    zone = UTC if utc else None
 
     def moment(seconds: float) -> datetime:
         if utc:

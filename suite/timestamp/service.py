@@ -21,7 +21,8 @@ class TimestampSettings(ReplyLimits, LineLimits, ServiceSettings):
     format: str = key(text(check_format), "ctime", "ctime, iso, epoch or a strftime pattern")
     utc: bool = key(BOOLEAN, False, "stamp in UTC instead of local time")
     framing: str = key(
-        choice("line", "read"), "line",
+        choice("line", "read"),
+        "line",
         "line: answer each line; read: answer each read as it comes (the textbook's clients)",
     )
 

@@ -41,18 +41,24 @@ class AnnounceTestCase(TestCase):
         """
         listen = f"tcp:{port}:interface=127.0.0.1"
         tls_listen = f'"{LOCAL}"' if tls else ""
-        ports = start_suite(self, tmp_dir(self), tls + f"""
+        ports = start_suite(
+            self,
+            tmp_dir(self),
+            tls
+            + f"""
             [names]
             listen = ["{listen}"]
             tls_listen = [{tls_listen}]
             store = "memory"
             lookup_audit = ""
             {extra}
-        """)
+        """,
+        )
         number = ports[f"names {listen}"]
         self.names = TCP4ClientEndpoint(reactor, "127.0.0.1", number)
         self.name_server_factories = [
-            factory for factory in self.suite_root.root.getServiceNamed("names").factories
+            factory
+            for factory in self.suite_root.root.getServiceNamed("names").factories
             if hasattr(factory, "connections")
         ]
         if tls:
@@ -64,7 +70,11 @@ class AnnounceTestCase(TestCase):
         servers = ", ".join(f'"{n}"' for n in name_servers)
         short = tempfile.mkdtemp(prefix="announce")  # a Unix socket path has 108 bytes at most
         self.addCleanup(shutil.rmtree, short)
-        ports = start_suite(self, directory, tls_section(self.pki) + f"""
+        ports = start_suite(
+            self,
+            directory,
+            tls_section(self.pki)
+            + f"""
             [echo]
             listen = ["{LOCAL}", "udp:0:interface=127.0.0.1", "unix:{short}/echo.sock"]
             tls_listen = ["{LOCAL}"]
@@ -72,7 +82,8 @@ class AnnounceTestCase(TestCase):
             name_server = [{servers}]
             interval = 0.25
             {extra}
-        """)
+        """,
+        )
         self.root = self.suite_root
         self.announcing_roots = [*getattr(self, "announcing_roots", ()), self.root]
         return ports[f"echo {LOCAL}"], ports[f"echo tls_listen {LOCAL}"]
@@ -108,9 +119,11 @@ class AnnounceTestCase(TestCase):
         """
         for root in self.announcing_roots:
             await root.stopService()
-        self.assertTrue(await self.wait_for(
-            lambda: _true(all(f.connections == 0 for f in self.name_server_factories))
-        ))
+        self.assertTrue(
+            await self.wait_for(
+                lambda: _true(all(f.connections == 0 for f in self.name_server_factories))
+            )
+        )
 
     async def logged(self, lines, *parts):
         """Whether a line holding every one of PARTS is logged (within the wait_for bound)."""
@@ -150,8 +163,11 @@ class AnnounceTests(AnnounceTestCase):
         self.assertIn("trying again every 0.25 s", outages[0])
         self.name_server(port=dead_port)  # the name server comes up
         self.assertTrue(await self.wait_for(lambda: self._has(plain)))
-        self.assertTrue(await self.wait_for(
-            lambda: _true(any(f"announce: {dead} reached again" in line for line in lines))))
+        self.assertTrue(
+            await self.wait_for(
+                lambda: _true(any(f"announce: {dead} reached again" in line for line in lines))
+            )
+        )
 
     async def test_the_token_is_sent(self):
         lines = captured_log(self)
@@ -159,12 +175,17 @@ class AnnounceTests(AnnounceTestCase):
         plain, _ = self.announcing_suite([name_server], 'token = "s3cret"')
         self.assertTrue(await self.wait_for(lambda: self._has(plain)))
         self.announcing_suite([name_server], 'token = "b4d-t0ken"')
-        self.assertTrue(await self.wait_for(lambda: _true(any(
-            "announce: cannot register with" in line and "UNAUTHORIZED" in line for line in lines
-        ))))
+        self.assertTrue(
+            await self.wait_for(
+                lambda: _true(
+                    any(
+                        "announce: cannot register with" in line and "UNAUTHORIZED" in line
+                        for line in lines
+                    )
+                )
+            )
+        )
         self.assertFalse(any("b4d-t0ken" in line for line in lines))
-
-
 
 
 class AnnounceOverTLSTests(AnnounceTestCase):
@@ -173,8 +194,10 @@ class AnnounceOverTLSTests(AnnounceTestCase):
     def tls_keys(self, ca="ca", client=None):
         keys = f'tls = true\nca = "{self.pki[ca]}"\ntoken = "s3cret-token"\n'
         if client is not None:
-            keys += (f'certificate = "{self.pki[client + "_crt"]}"\n'
-                     f'private_key = "{self.pki[client + "_key"]}"\n')
+            keys += (
+                f'certificate = "{self.pki[client + "_crt"]}"\n'
+                f'private_key = "{self.pki[client + "_key"]}"\n'
+            )
         return keys
 
     async def test_registered_through_tls_and_removed_at_stop(self):
@@ -193,10 +216,13 @@ class AnnounceOverTLSTests(AnnounceTestCase):
         plain, _ = self.announcing_suite([name_server], self.tls_keys(client="client"))
         self.assertTrue(await self.wait_for(lambda: self._has(plain)))
         anonymous, _ = self.announcing_suite([name_server], self.tls_keys())
-        self.assertTrue(await self.logged(
-            lines, f"announce: cannot register with {name_server}: TLS failed: ",
-            "certificate required",
-        ))
+        self.assertTrue(
+            await self.logged(
+                lines,
+                f"announce: cannot register with {name_server}: TLS failed: ",
+                "certificate required",
+            )
+        )
         self.assertFalse(await self._has(anonymous))
         await self.stop_announcing()
 
@@ -204,12 +230,18 @@ class AnnounceOverTLSTests(AnnounceTestCase):
         lines = captured_log(self)
         name_server = self.name_server('token = "s3cret-token"', tls=tls_section(self.pki))
         plain, _ = self.announcing_suite([name_server], self.tls_keys(ca="stranger_crt"))
-        self.assertTrue(await self.logged(
-            lines, f"announce: cannot register with {name_server}: TLS failed: ",
-            "certificate verify failed", "trying again every 0.25 s",
-        ))
+        self.assertTrue(
+            await self.logged(
+                lines,
+                f"announce: cannot register with {name_server}: TLS failed: ",
+                "certificate verify failed",
+                "trying again every 0.25 s",
+            )
+        )
         await task.deferLater(reactor, 1.0, lambda: None)  # four intervals
-        outages = [line for line in lines if f"announce: cannot register with {name_server}" in line]
+        outages = [
+            line for line in lines if f"announce: cannot register with {name_server}" in line
+        ]
         self.assertEqual(len(outages), 1, outages)
         self.assertEqual(await self.instances(), set())
         self.assertFalse(any("s3cret-token" in line for line in lines))
@@ -219,10 +251,13 @@ class AnnounceOverTLSTests(AnnounceTestCase):
         lines = captured_log(self)
         name_server = self.name_server(tls=tls_section(self.pki, "elsewhere"))
         self.announcing_suite([name_server], self.tls_keys())
-        self.assertTrue(await self.logged(
-            lines, f"announce: cannot register with {name_server}: "
-                   "TLS failed: certificate does not match the host name",
-        ))
+        self.assertTrue(
+            await self.logged(
+                lines,
+                f"announce: cannot register with {name_server}: "
+                "TLS failed: certificate does not match the host name",
+            )
+        )
         self.assertEqual(await self.instances(), set())
         await self.stop_announcing()
 
@@ -236,11 +271,15 @@ class AnnounceTLSConfigTests(SynchronousTestCase):
 
     def refused(self, announce):
         path = self.directory / "suite.toml"
-        path.write_text('[echo]\nlisten = ["tcp:0:interface=127.0.0.1"]\n[announce]\n'
-                        'token = "s3cret-token"\n' + textwrap.dedent(announce))
-        message = str(self.assertRaises(
-            ConfigError, build, services.SERVICES, str(path), {}, MemoryReactor(), False
-        ))
+        path.write_text(
+            '[echo]\nlisten = ["tcp:0:interface=127.0.0.1"]\n[announce]\n'
+            'token = "s3cret-token"\n' + textwrap.dedent(announce)
+        )
+        message = str(
+            self.assertRaises(
+                ConfigError, build, services.SERVICES, str(path), {}, MemoryReactor(), False
+            )
+        )
         self.assertNotIn("\n", message)
         self.assertNotIn("s3cret-token", message)
         return message.replace(str(path), "FILE")
@@ -249,24 +288,38 @@ class AnnounceTLSConfigTests(SynchronousTestCase):
         pki = self.pki
         ns = 'name_server = ["localhost:5300"]\n'
         for announce, expected in (
-            (ns + 'tls = true\nca = "/missing.pem"\n',
-             'FILE: [announce] ca = "/missing.pem": cannot read: No such file or directory'),
-            (ns + f'tls = true\nca = "{pki["client_key"]}"\n',
-             f'FILE: [announce] ca = "{pki["client_key"]}": no PEM certificate in file'),
-            (ns + f'ca = "{pki["ca"]}"\n',
-             f'FILE: [announce] ca = "{pki["ca"]}": used only with tls = true'),
-            (ns + f'tls = true\ncertificate = "{pki["client_crt"]}"\n',
-             f'FILE: [announce] certificate = "{pki["client_crt"]}": certificate and '
-             "private_key go together"),
-            (ns + f'tls = true\ncertificate = "{pki["client_crt"]}"\n'
-                  f'private_key = "{pki["server_key"]}"\n',
-             f'FILE: [announce] private_key = "{pki["server_key"]}": does not match the '
-             "certificate"),
-            ('name_server = ["unix:path=/run/names.sock"]\ntls = true\n',
-             'FILE: [announce] name_server = "unix:path=/run/names.sock": tls = true needs a '
-             "host name to verify"),
-            (ns + 'tls = true\nca = "credential:names-ca"\n',
-             'FILE: [announce] ca = "credential:names-ca": $CREDENTIALS_DIRECTORY is not set'),
+            (
+                ns + 'tls = true\nca = "/missing.pem"\n',
+                'FILE: [announce] ca = "/missing.pem": cannot read: No such file or directory',
+            ),
+            (
+                ns + f'tls = true\nca = "{pki["client_key"]}"\n',
+                f'FILE: [announce] ca = "{pki["client_key"]}": no PEM certificate in file',
+            ),
+            (
+                ns + f'ca = "{pki["ca"]}"\n',
+                f'FILE: [announce] ca = "{pki["ca"]}": used only with tls = true',
+            ),
+            (
+                ns + f'tls = true\ncertificate = "{pki["client_crt"]}"\n',
+                f'FILE: [announce] certificate = "{pki["client_crt"]}": certificate and '
+                "private_key go together",
+            ),
+            (
+                ns + f'tls = true\ncertificate = "{pki["client_crt"]}"\n'
+                f'private_key = "{pki["server_key"]}"\n',
+                f'FILE: [announce] private_key = "{pki["server_key"]}": does not match the '
+                "certificate",
+            ),
+            (
+                'name_server = ["unix:path=/run/names.sock"]\ntls = true\n',
+                'FILE: [announce] name_server = "unix:path=/run/names.sock": tls = true needs a '
+                "host name to verify",
+            ),
+            (
+                ns + 'tls = true\nca = "credential:names-ca"\n',
+                'FILE: [announce] ca = "credential:names-ca": $CREDENTIALS_DIRECTORY is not set',
+            ),
         ):
             self.assertTrue(self.refused(announce).startswith(expected), announce)
 
@@ -274,22 +327,24 @@ class AnnounceTLSConfigTests(SynchronousTestCase):
         os.environ["CREDENTIALS_DIRECTORY"] = os.path.dirname(self.pki["ca"])
         self.addCleanup(os.environ.pop, "CREDENTIALS_DIRECTORY")
         path = self.directory / "suite.toml"
-        path.write_text('[echo]\nlisten = ["tcp:0:interface=127.0.0.1"]\n[announce]\n'
-                        'name_server = ["localhost:5300"]\ntls = true\n'
-                        'ca = "credential:ca.crt"\ncertificate = "credential:client.crt"\n'
-                        'private_key = "credential:client.key"\n')
+        path.write_text(
+            '[echo]\nlisten = ["tcp:0:interface=127.0.0.1"]\n[announce]\n'
+            'name_server = ["localhost:5300"]\ntls = true\n'
+            'ca = "credential:ca.crt"\ncertificate = "credential:client.crt"\n'
+            'private_key = "credential:client.key"\n'
+        )
         root = build(services.SERVICES, str(path), {}, MemoryReactor(), only_listed=False)
         (announcer,) = [child for child in root if hasattr(child, "announced")]
         self.assertEqual(list(announcer.tls), ["localhost:5300"])
-
 
 
 class AnnounceFailureLineTests(SynchronousTestCase):
     def test_a_name_servers_reason_is_logged_escaped(self):
         """What a name server answers is its text, from the network: one escaped line."""
         lines = captured_log(self)
-        announcer = Announcer(AnnounceSettings(name_server=("ns:5300",)), None, [],
-                              MemoryReactor(), {})
+        announcer = Announcer(
+            AnnounceSettings(name_server=("ns:5300",)), None, [], MemoryReactor(), {}
+        )
         announcer._failed("ns:5300", Register, Failure(Invalid("no\n\x1b[2Jforged line")))
         [line] = [line for line in lines if "announce: cannot register" in line]
         self.assertIn("INVALID: no\\n\\x1b[2Jforged line; trying again", line)

@@ -27,11 +27,14 @@ class PlanTestCase(SynchronousTestCase):
 
     def listeners(self, planned: SuitePlan) -> dict[str, list[tuple[str, bool]]]:
         """{section: [(listener, served through TLS)]} of every section that listens."""
-        found = {s.name: [(str(listener), listener.tls) for listener in s.listeners]
-                 for s in planned.services}
+        found = {
+            s.name: [(str(listener), listener.tls) for listener in s.listeners]
+            for s in planned.services
+        }
         if planned.metrics is not None:
-            found["metrics"] = [(str(listener), listener.tls)
-                                for listener in planned.metrics.listeners]
+            found["metrics"] = [
+                (str(listener), listener.tls) for listener in planned.metrics.listeners
+            ]
         return found
 
 
@@ -44,76 +47,118 @@ class TLSDecisionTests(PlanTestCase):
             listen = ["tcp:9100"]
         """)
         self.assertIsNone(planned.tls)
-        self.assertEqual(self.listeners(planned), {
-            "echo": [("tcp:7", False), ("udp:7", False)], "metrics": [("tcp:9100", False)],
-        })
+        self.assertEqual(
+            self.listeners(planned),
+            {
+                "echo": [("tcp:7", False), ("udp:7", False)],
+                "metrics": [("tcp:9100", False)],
+            },
+        )
         self.assertIsNone(planned.announce)
 
     def test_tls_on_a_service_listener_only(self):
-        planned = self.plan(tls_section(self.pki) + """
+        planned = self.plan(
+            tls_section(self.pki)
+            + """
             [echo]
             listen = ["tcp:7"]
             tls_listen = ["tcp:8"]
             [metrics]
             listen = ["tcp:9100"]
-        """)
+        """
+        )
         self.assertIsInstance(planned.tls, ssl.CertificateOptions)
-        self.assertEqual(self.listeners(planned), {
-            "echo": [("tcp:7", False), ("tls_listen tcp:8", True)],
-            "metrics": [("tcp:9100", False)],
-        })
+        self.assertEqual(
+            self.listeners(planned),
+            {
+                "echo": [("tcp:7", False), ("tls_listen tcp:8", True)],
+                "metrics": [("tcp:9100", False)],
+            },
+        )
 
     def test_tls_on_the_metrics_listener_only(self):
-        planned = self.plan(tls_section(self.pki) + """
+        planned = self.plan(
+            tls_section(self.pki)
+            + """
             [echo]
             listen = ["tcp:7"]
             [metrics]
             tls_listen = ["tcp:9100"]
-        """)
+        """
+        )
         self.assertIsInstance(planned.tls, ssl.CertificateOptions)
-        self.assertEqual(self.listeners(planned), {
-            "echo": [("tcp:7", False)], "metrics": [("tls_listen tcp:9100", True)],
-        })
+        self.assertEqual(
+            self.listeners(planned),
+            {
+                "echo": [("tcp:7", False)],
+                "metrics": [("tls_listen tcp:9100", True)],
+            },
+        )
 
     def test_a_tls_section_with_files_is_loaded_though_nothing_serves_tls_yet(self):
-        planned = self.plan(tls_section(self.pki) + """
+        planned = self.plan(
+            tls_section(self.pki)
+            + """
             [echo]
             listen = ["tcp:7"]
-        """)
+        """
+        )
         self.assertIsInstance(planned.tls, ssl.CertificateOptions)
         self.assertEqual(self.listeners(planned), {"echo": [("tcp:7", False)]})
 
     def test_a_tls_section_with_a_missing_file_is_refused_though_nothing_serves_tls(self):
-        message = str(self.assertRaises(ConfigError, self.plan, """
+        message = str(
+            self.assertRaises(
+                ConfigError,
+                self.plan,
+                """
             [tls]
             certificate = "/nonexistent.crt"
             private_key = "/nonexistent.key"
             [echo]
             listen = ["tcp:7"]
-        """))
-        self.assertTrue(message.endswith(
-            '[tls] certificate = "/nonexistent.crt": cannot read: No such file or directory'
-        ), message)
+        """,
+            )
+        )
+        self.assertTrue(
+            message.endswith(
+                '[tls] certificate = "/nonexistent.crt": cannot read: No such file or directory'
+            ),
+            message,
+        )
 
     def test_the_first_section_serving_tls_without_tls_files_is_the_one_named(self):
-        message = str(self.assertRaises(ConfigError, self.plan, """
+        message = str(
+            self.assertRaises(
+                ConfigError,
+                self.plan,
+                """
             [echo]
             tls_listen = ["tcp:8"]
             [sleep]
             tls_listen = ["tcp:9"]
             [metrics]
             tls_listen = ["tcp:9100"]
-        """))
-        self.assertTrue(message.endswith('[echo] tls_listen = ["tcp:8"]: needs [tls] certificate'),
-                        message)
+        """,
+            )
+        )
+        self.assertTrue(
+            message.endswith('[echo] tls_listen = ["tcp:8"]: needs [tls] certificate'), message
+        )
 
     def test_the_metrics_listener_serving_tls_without_tls_files_is_named(self):
-        message = str(self.assertRaises(ConfigError, self.plan, """
+        message = str(
+            self.assertRaises(
+                ConfigError,
+                self.plan,
+                """
             [echo]
             listen = ["tcp:7"]
             [metrics]
             tls_listen = ["tcp:9100"]
-        """))
+        """,
+            )
+        )
         self.assertTrue(
             message.endswith('[metrics] tls_listen = ["tcp:9100"]: needs [tls] certificate'),
             message,
@@ -139,8 +184,9 @@ class ServicesPlanTests(PlanTestCase):
         self.assertIsNone(sleep.receive_buffer)
         self.assertEqual(echo.other_listeners, ())
         ((key, dns),) = names.other_listeners
-        self.assertEqual((key, [str(listener) for listener in dns]),
-                         ("dns_listen", ["dns_listen udp:5353"]))
+        self.assertEqual(
+            (key, [str(listener) for listener in dns]), ("dns_listen", ["dns_listen udp:5353"])
+        )
 
     def test_the_announcer_is_planned_with_its_token(self):
         planned = self.plan("""

@@ -27,7 +27,11 @@ from suite.net.listeners import ListenerService
 from tests.helpers import make_pki, start_suite, tls_section, tmp_dir
 
 INTERFACES = (
-    IMetricSource, IHealthSource, IStopsFirst, IReopenable, IBatchedDatagramProtocol,
+    IMetricSource,
+    IHealthSource,
+    IStopsFirst,
+    IReopenable,
+    IBatchedDatagramProtocol,
     IRefusesAtDescriptorLimit,
 )
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -109,7 +113,8 @@ class TreeTests(SynchronousTestCase):
         (site,) = root.getServiceNamed("metrics").factories
         self.assertIsInstance(site, LimitedSite)
         self.assertEqual(
-            {name for name, _ in root.parts()}, {"echo", "logger", "metrics"},
+            {name for name, _ in root.parts()},
+            {"echo", "logger", "metrics"},
             "the announcer is not a service /health and /metrics report",
         )
         self.assertEqual(
@@ -153,7 +158,11 @@ class BuiltSuiteTests(TestCase):
         """
         directory = tmp_dir(self)
         pki = make_pki(directory)
-        start_suite(self, directory, tls_section(pki) + f"""
+        start_suite(
+            self,
+            directory,
+            tls_section(pki)
+            + f"""
             [timestamp]
             listen = ["{LOCAL}", "{UDP}"]
             [echo]
@@ -171,7 +180,8 @@ class BuiltSuiteTests(TestCase):
             lookup_audit = "{directory}/lookups.jsonl"
             [metrics]
             listen = ["{LOCAL}"]
-        """)
+        """,
+        )
         found = []
         for part in walk(self.suite_root.root):
             found.append(part)
@@ -187,11 +197,17 @@ class BuiltSuiteTests(TestCase):
                     self.assertTrue(verifyObject(interface, part), (interface, part))
                     checked.add((interface.__name__, type(part).__name__))
         for expected in [
-            ("IReopenable", "BatchWriter"), ("IHealthSource", "BatchWriter"),
-            ("IMetricSource", "NamedService"), ("IHealthSource", "ListenerService"),
-            ("IMetricSource", "LimitedSite"), ("IMetricSource", "SyslogFactory"),
-            ("IMetricSource", "RateLimitedReplier"), ("IMetricSource", "SyslogDatagramProtocol"),
-            ("IMetricSource", "NameServer"), ("IHealthSource", "NameServer"),
-            ("IMetricSource", "HealthChecker"), ("IMetricSource", "DNSFactory"),
+            ("IReopenable", "BatchWriter"),
+            ("IHealthSource", "BatchWriter"),
+            ("IMetricSource", "NamedService"),
+            ("IHealthSource", "ListenerService"),
+            ("IMetricSource", "LimitedSite"),
+            ("IMetricSource", "SyslogFactory"),
+            ("IMetricSource", "RateLimitedReplier"),
+            ("IMetricSource", "SyslogDatagramProtocol"),
+            ("IMetricSource", "NameServer"),
+            ("IHealthSource", "NameServer"),
+            ("IMetricSource", "HealthChecker"),
+            ("IMetricSource", "DNSFactory"),
         ]:
             self.assertIn(expected, checked)

@@ -10,8 +10,8 @@ from twisted.internet import reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from suite.foundation.jsonlines import BatchWriter
-from tests.helpers import make_pki, start_suite, tmp_dir, tls_section
 from tests.foundation.test_metrics import FullDisk
+from tests.helpers import make_pki, start_suite, tls_section, tmp_dir
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -21,8 +21,9 @@ def get(port, path, method="GET", body=None, context=None, timeout=5):
     if context is None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     else:
-        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout,
-                                                 context=context)
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=timeout, context=context
+        )
     try:
         connection.request(method, path, body=body)
         response = connection.getresponse()
@@ -55,7 +56,10 @@ def talk(port, data: bytes, expected: int) -> bytes:
 class MetricsOverHTTP(TestCase):
     def start(self, extra=""):
         directory = tmp_dir(self)
-        ports = start_suite(self, directory, f"""
+        ports = start_suite(
+            self,
+            directory,
+            f"""
             [echo]
             listen = ["{LOCAL}"]
             [logger]
@@ -64,7 +68,8 @@ class MetricsOverHTTP(TestCase):
             [metrics]
             listen = ["{LOCAL}"]
             {extra}
-        """)
+        """,
+        )
         return ports[f"echo {LOCAL}"], ports[f"metrics {LOCAL}"]
 
     async def test_metrics_count_what_a_client_did(self):
@@ -91,9 +96,17 @@ class MetricsOverHTTP(TestCase):
         status, headers, body = await threads.deferToThread(get, metrics, "/health")
         self.assertEqual(status, 200)
         self.assertEqual(headers["Content-Type"], "application/json")
-        self.assertEqual(json.loads(body), {"status": "ok", "services": {
-            "echo": {"status": "ok"}, "logger": {"status": "ok"}, "metrics": {"status": "ok"},
-        }})
+        self.assertEqual(
+            json.loads(body),
+            {
+                "status": "ok",
+                "services": {
+                    "echo": {"status": "ok"},
+                    "logger": {"status": "ok"},
+                    "metrics": {"status": "ok"},
+                },
+            },
+        )
         writer = next(child for child in self.suite_root if isinstance(child, BatchWriter))
         output, writer.output = writer.output, FullDisk()
         writer.output.room = False
@@ -103,8 +116,10 @@ class MetricsOverHTTP(TestCase):
         self.assertEqual(status, 503)
         report = json.loads(body)
         self.assertEqual(report["status"], "failing")
-        self.assertEqual(report["services"]["logger"]["problems"],
-                         ["cannot write out.jsonl: No space left on device"])
+        self.assertEqual(
+            report["services"]["logger"]["problems"],
+            ["cannot write out.jsonl: No space left on device"],
+        )
         self.assertEqual(report["services"]["echo"], {"status": "ok"})
         writer.output = output
         writer.flush()
@@ -124,8 +139,15 @@ class MetricsOverHTTP(TestCase):
         status, _, body = await threads.deferToThread(get, metrics, "/metrics")
         self.assertEqual(status, 200)
         found = samples(body)
-        self.assertEqual(found[("suite_connections_refused_total",
-                                (("reason", "max_connections"), ("service", "metrics")))], 1)
+        self.assertEqual(
+            found[
+                (
+                    "suite_connections_refused_total",
+                    (("reason", "max_connections"), ("service", "metrics")),
+                )
+            ],
+            1,
+        )
 
     async def test_a_request_body_is_never_held(self):
         _, metrics = self.start()
@@ -138,17 +160,23 @@ class MetricsOverHTTP(TestCase):
     async def test_metrics_over_tls(self):
         directory = tmp_dir(self)
         pki = make_pki(directory)
-        ports = start_suite(self, directory, tls_section(pki) + f"""
+        ports = start_suite(
+            self,
+            directory,
+            tls_section(pki)
+            + f"""
             [echo]
             listen = ["{LOCAL}"]
             [metrics]
             tls_listen = ["{LOCAL}"]
-        """)
+        """,
+        )
         context = ssl.create_default_context(cafile=pki["ca"])
         status, _, body = await threads.deferToThread(
             get, ports[f"metrics tls_listen {LOCAL}"], "/metrics", context=context
         )
         self.assertEqual(status, 200)
         found = samples(body)
-        self.assertEqual(found[("suite_connections_total",
-                                (("service", "metrics"), ("transport", "tls")))], 1)
+        self.assertEqual(
+            found[("suite_connections_total", (("service", "metrics"), ("transport", "tls")))], 1
+        )

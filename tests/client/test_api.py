@@ -18,7 +18,10 @@ LOCAL_UDP = "udp:0:interface=127.0.0.1"
 class ClientAPITests(TestCase):
     def setUp(self):
         self.directory = tmp_dir(self)
-        self.ports = start_suite(self, self.directory, f"""
+        self.ports = start_suite(
+            self,
+            self.directory,
+            f"""
             [timestamp]
             listen = ["{LOCAL}", "{LOCAL_UDP}"]
             format = "epoch"
@@ -31,7 +34,8 @@ class ClientAPITests(TestCase):
             [sleep]
             listen = ["{LOCAL}"]
             max_pending = 10
-        """)
+        """,
+        )
 
     def endpoint(self, name):
         return TCP4ClientEndpoint(reactor, "127.0.0.1", self.ports[f"{name} {LOCAL}"])

@@ -19,14 +19,19 @@ class TransportOfInstancesTests(TestCase):
         """A name server holding INSTANCES of echo: its plain and its TLS address."""
         directory = tmp_dir(self)
         self.pki = make_pki(directory)
-        ports = start_suite(self, directory, tls_section(self.pki) + f"""
+        ports = start_suite(
+            self,
+            directory,
+            tls_section(self.pki)
+            + f"""
             [names]
             listen = ["{LOCAL}"]
             tls_listen = ["{LOCAL}"]
             store = "memory"
             lookup_audit = ""
             ping_interval = 60
-        """)
+        """,
+        )
         port = ports[f"names {LOCAL}"]
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
         for instance_port, description in instances:
@@ -51,9 +56,7 @@ class TransportOfInstancesTests(TestCase):
         self.fail("the lookup's connection is still open")
 
     async def test_tls_instances_under_tls_plain_ones_otherwise(self):
-        plain, tls = await self.name_server_with(
-            (1001, "tcp"), (1002, "tls"), (1003, "line echo")
-        )
+        plain, tls = await self.name_server_with((1001, "tcp"), (1002, "tls"), (1003, "line echo"))
         self.assertEqual(await self.ports_tried("--lookup", plain), {1001, 1003})
         self.assertEqual(await self.ports_tried("--lookup", plain, "--udp"), {1001, 1003})
         with_tls = ("--lookup", tls, "--tls", "--ca", self.pki["ca"])

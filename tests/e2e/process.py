@@ -40,7 +40,9 @@ def small_disk(test, path: Path, size: str) -> Path:
     if os.getuid() != 0:
         raise SkipTest("mounting a small tmpfs needs root (make test runs as root in CI)")
     path.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
+    ).returncode:
         raise SkipTest("cannot mount a tmpfs here")
     test.addCleanup(subprocess.run, ["umount", "-l", str(path)])
     return path
@@ -58,8 +60,16 @@ class SuiteProcess:
         self.ports: dict[str, int] = {}
         self._changed = threading.Condition()
         self.process = subprocess.Popen(
-            [TWISTD, "--nodaemon", "--pidfile=", *twistd_args, plugin, "--config", self.config,
-             *args],
+            [
+                TWISTD,
+                "--nodaemon",
+                "--pidfile=",
+                *twistd_args,
+                plugin,
+                "--config",
+                self.config,
+                *args,
+            ],
             cwd=directory,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

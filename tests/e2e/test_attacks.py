@@ -23,7 +23,9 @@ ATTACKER, BYSTANDER = "127.0.0.2", "127.0.0.3"
 
 
 def connect_from(source, port, timeout=5) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+    return socket.create_connection(
+        ("127.0.0.1", port), timeout=timeout, source_address=(source, 0)
+    )
 
 
 def answered_within(port, source=BYSTANDER, line=b"probe") -> float:
@@ -61,13 +63,17 @@ class SlowClients(ProcessTestCase):
 
     def test_half_handshaken_tls_connections_neither_lock_out_nor_linger(self):
         pki = make_pki(self.directory)
-        suite = self.start_suite(tls_section(pki, client_ca=pki["ca"]) + f"""
+        suite = self.start_suite(
+            tls_section(pki, client_ca=pki["ca"])
+            + f"""
             [echo]
             listen = []
             tls_listen = ["{LOCAL}"]
             max_connections_per_source = 20
             handshake_timeout = 1
-        """, listeners=1)
+        """,
+            listeners=1,
+        )
         port = suite.port(f"echo tls_listen {LOCAL}")
         stalled = [connect_from(ATTACKER, port) for _ in range(40)]
         try:
@@ -105,14 +111,17 @@ class DigitLineBursts(ProcessTestCase):
         no one meanwhile.  Now a read's frames cost a fraction of what
         writing their records does, and other clients are served between reads.
         """
-        suite = self.start_suite(f"""
+        suite = self.start_suite(
+            f"""
             [logger]
             listen = ["{LOCAL}"]
             output = "messages.jsonl"
             rotate_bytes = 0
             [echo]
             listen = ["{LOCAL}"]
-        """, listeners=2)
+        """,
+            listeners=2,
+        )
         reads = 4
         burst = b"1\n" * 32768 * reads + b"end of burst\n"
         started = time.monotonic()
@@ -126,8 +135,11 @@ class DigitLineBursts(ProcessTestCase):
             probes = [answered_within(suite.port(f"echo {LOCAL}")) for _ in range(10)]
             sender.join(30)
         assert max(probes) < 2.0, probes
-        records = wait_records(self.directory / "messages.jsonl", lambda found: {
-            "end of burst", "bystander"} <= {r.get("message") for r in found}, timeout=30)
+        records = wait_records(
+            self.directory / "messages.jsonl",
+            lambda found: {"end of burst", "bystander"} <= {r.get("message") for r in found},
+            timeout=30,
+        )
         by_source = {}
         for record in records:
             if record["event"] == "message":

@@ -22,8 +22,13 @@ LOCAL_UDP = "udp:0:interface=127.0.0.1"
 
 
 def client(*args, input=b"", timeout=30, env=None):
-    result = subprocess.run([CLIENT, *map(str, args)], input=input, capture_output=True,
-                            timeout=timeout, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        [CLIENT, *map(str, args)],
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     assert b"Traceback" not in result.stderr
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 
@@ -33,8 +38,15 @@ def address(process, name):
 
 
 def mtls(pki, certificate="client"):
-    return ["--tls", "--ca", pki["ca"], "--cert", pki[certificate + "_crt"],
-            "--key", pki[certificate + "_key"]]
+    return [
+        "--tls",
+        "--ca",
+        pki["ca"],
+        "--cert",
+        pki[certificate + "_crt"],
+        "--key",
+        pki[certificate + "_key"],
+    ]
 
 
 STAMP = r"\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\]"
@@ -63,10 +75,13 @@ class ServiceTests(RunningSuiteTestCase):
         process, pki = self.suite, self.pki
         code, out, _ = client("timestamp", address(process, f"timestamp {LOCAL}"), "one", "two")
         assert code == 0 and re.fullmatch(f"{STAMP} one\n{STAMP} two\n", out)
-        code, out, _ = client("timestamp", address(process, f"timestamp {LOCAL_UDP}"), "--udp", "u")
+        code, out, _ = client(
+            "timestamp", address(process, f"timestamp {LOCAL_UDP}"), "--udp", "u"
+        )
         assert code == 0 and re.fullmatch(f"{STAMP} u\n", out)
-        code, out, _ = client("timestamp", address(process, f"timestamp tls_listen {LOCAL}"),
-                              *mtls(pki), "secure")
+        code, out, _ = client(
+            "timestamp", address(process, f"timestamp tls_listen {LOCAL}"), *mtls(pki), "secure"
+        )
         assert code == 0 and re.fullmatch(f"{STAMP} secure\n", out)
 
     def test_echo_from_standard_input_udp_and_mutual_tls(self):
@@ -75,13 +90,23 @@ class ServiceTests(RunningSuiteTestCase):
         assert (code, out) == (0, "You said: a\nYou said: b\nYou said: last\n")
         code, out, _ = client("echo", address(process, f"echo {LOCAL_UDP}"), "--udp", "dgram")
         assert (code, out) == (0, "dgram\n")
-        code, out, _ = client("echo", address(process, f"echo tls_listen {LOCAL}"), *mtls(pki), "x")
+        code, out, _ = client(
+            "echo", address(process, f"echo tls_listen {LOCAL}"), *mtls(pki), "x"
+        )
         assert (code, out) == (0, "You said: x\n")
 
     def test_log_tcp_udp_and_mutual_tls(self):
         process, pki, directory = self.suite, self.pki, self.directory
-        header = ["--facility", "local3", "--severity", "err", "--app", "deploy",
-                  "--hostname", "web-1"]
+        header = [
+            "--facility",
+            "local3",
+            "--severity",
+            "err",
+            "--app",
+            "deploy",
+            "--hostname",
+            "web-1",
+        ]
         for args in (
             [address(process, f"logger {LOCAL}"), "via tcp"],
             [address(process, f"logger {LOCAL_UDP}"), "--udp", "via udp", *header],
@@ -98,8 +123,11 @@ class ServiceTests(RunningSuiteTestCase):
             time.sleep(0.05)
         assert received == {("tcp", "via tcp"), ("udp", "via udp"), ("tls", "via tls")}
         headers = {
-            r["message"]: tuple(r["syslog"][k] for k in ("facility", "severity", "app", "hostname"))
-            for r in records if r["event"] == "message"
+            r["message"]: tuple(
+                r["syslog"][k] for k in ("facility", "severity", "app", "hostname")
+            )
+            for r in records
+            if r["event"] == "message"
         }
         hostname = socket.gethostname()
         assert headers == {
@@ -109,8 +137,11 @@ class ServiceTests(RunningSuiteTestCase):
         }
 
     def test_versions(self):
-        for command in ([CLIENT, "--version"], [TWISTD, "suite", "--version"],
-                        [TWISTD, "suite-names", "--version"]):
+        for command in (
+            [CLIENT, "--version"],
+            [TWISTD, "suite", "--version"],
+            [TWISTD, "suite-names", "--version"],
+        ):
             result = subprocess.run(command, capture_output=True, text=True, timeout=60)
             assert result.returncode == 0, result
             assert re.fullmatch(
@@ -130,8 +161,10 @@ class ServiceTests(RunningSuiteTestCase):
 
     def test_sleep_plain_and_mutual_tls(self):
         process, pki = self.suite, self.pki
-        for args in ([address(process, f"sleep {LOCAL}")],
-                     [address(process, f"sleep tls_listen {LOCAL}"), *mtls(pki)]):
+        for args in (
+            [address(process, f"sleep {LOCAL}")],
+            [address(process, f"sleep tls_listen {LOCAL}"), *mtls(pki)],
+        ):
             code, out, _ = client("sleep", *args, "0.2")
             assert code == 0 and float(out) >= 0.2
 
@@ -143,15 +176,27 @@ class FailuresTests(RunningSuiteTestCase):
         process = self.suite
         target = address(process, f"sleep {LOCAL}")
         assert client("sleep", target, "-1") == (
-            1, "", "suite-client: INVALID_DURATION: seconds must be from 0 to 60 "
-                   "(max_seconds), not -1.0\n"
+            1,
+            "",
+            "suite-client: INVALID_DURATION: seconds must be from 0 to 60 "
+            "(max_seconds), not -1.0\n",
         )
 
     def test_tls_server_not_trusted(self):
         process, pki = self.suite, self.pki
         target = address(process, f"echo tls_listen {LOCAL}")
-        code, out, err = client("echo", target, "--tls", "--ca", pki["stranger_crt"],
-                                "--cert", pki["client_crt"], "--key", pki["client_key"], "x")
+        code, out, err = client(
+            "echo",
+            target,
+            "--tls",
+            "--ca",
+            pki["stranger_crt"],
+            "--cert",
+            pki["client_crt"],
+            "--key",
+            pki["client_key"],
+            "x",
+        )
         assert (code, out) == (1, "")
         assert err.startswith(f"suite-client: {target}: TLS failed: ") and err.count("\n") == 1
 
@@ -166,10 +211,10 @@ class FailuresTests(RunningSuiteTestCase):
         process = self.suite
         target = address(process, f"echo {LOCAL}")
         assert client("echo", target, "quit", "more") == (
-            1, "Goodbye.\n",
+            1,
+            "Goodbye.\n",
             f"suite-client: {target}: server closed the connection after 1 of 2 replies\n",
         )
-
 
 
 class NoServerFailuresTests(ProcessTestCase):
@@ -180,7 +225,9 @@ class NoServerFailuresTests(ProcessTestCase):
             closed.bind(("127.0.0.1", 0))
             port = closed.getsockname()[1]
         assert client("sleep", f"127.0.0.1:{port}", "1") == (
-            1, "", f"suite-client: 127.0.0.1:{port}: connection refused\n"
+            1,
+            "",
+            f"suite-client: 127.0.0.1:{port}: connection refused\n",
         )
 
     def test_timed_out(self):
@@ -192,14 +239,20 @@ class NoServerFailuresTests(ProcessTestCase):
 
     def test_usage_and_bad_address(self):
         assert client("frobnicate") == (
-            1, "", "suite-client: argument SERVICE: invalid choice: 'frobnicate' (choose from "
-                   "'echo', 'log', 'names', 'sleep', 'timestamp') (see --help)\n"
+            1,
+            "",
+            "suite-client: argument SERVICE: invalid choice: 'frobnicate' (choose from "
+            "'echo', 'log', 'names', 'sleep', 'timestamp') (see --help)\n",
         )
         assert client("sleep", "nowhere", "1") == (
-            1, "", "suite-client: nowhere: expected host:port, [v6]:port or an endpoint string\n"
+            1,
+            "",
+            "suite-client: nowhere: expected host:port, [v6]:port or an endpoint string\n",
         )
         assert client("echo", "127.0.0.1:1", "--tls", "--ca", "/missing.pem", "x") == (
-            1, "", "suite-client: /missing.pem: No such file or directory\n"
+            1,
+            "",
+            "suite-client: /missing.pem: No such file or directory\n",
         )
 
 
@@ -218,14 +271,20 @@ class StandaloneTests(ProcessTestCase):
 
     def test_tls_host_name_is_verified(self):
         pki = make_pki(self.directory)
-        suite = self.start_suite(tls_section(pki, "elsewhere") + f"""
+        suite = self.start_suite(
+            tls_section(pki, "elsewhere")
+            + f"""
             [echo]
             listen = []
             tls_listen = ["{LOCAL}"]
-        """, listeners=1)
+        """,
+            listeners=1,
+        )
         target = f"127.0.0.1:{suite.port(f'echo tls_listen {LOCAL}')}"
         assert client("echo", target, "--tls", "--ca", pki["ca"], "x") == (
-            1, "", f"suite-client: {target}: TLS failed: certificate does not match the host name\n"
+            1,
+            "",
+            f"suite-client: {target}: TLS failed: certificate does not match the host name\n",
         )
 
 
@@ -248,7 +307,9 @@ class NameServerTLSTests(ProcessTestCase):
         self.pki = make_pki(self.directory)
         port = free_port()
         self.names = f"127.0.0.1:{port}"
-        self.suite = self.start_suite(tls_section(self.pki, client_ca=self.pki["ca"]) + f"""
+        self.suite = self.start_suite(
+            tls_section(self.pki, client_ca=self.pki["ca"])
+            + f"""
 [names]
 tls_listen = ["tcp:{port}:interface=127.0.0.1"]
 token = "s3cret-token"
@@ -264,7 +325,9 @@ tls = true
 ca = "{self.pki["ca"]}"
 certificate = "{self.pki["client_crt"]}"
 private_key = "{self.pki["client_key"]}"
-""", listeners=3)
+""",
+            listeners=3,
+        )
 
     def announced(self):
         """The echo instances the name server holds, once [announce] registered both."""
@@ -279,22 +342,36 @@ private_key = "{self.pki["client_key"]}"
         plain = self.suite.port(f"echo {LOCAL}")
         tls = self.suite.port(f"echo tls_listen {LOCAL}")
         assert set(self.announced().splitlines()) == {
-            f"127.0.0.1:{plain}\ttcp", f"127.0.0.1:{tls}\ttls"
+            f"127.0.0.1:{plain}\ttcp",
+            f"127.0.0.1:{tls}\ttls",
         }
         for _ in range(2):  # whichever instance the rotation gives first: the TLS one is used
             assert client("echo", "--lookup", self.names, *mtls(self.pki), "secret") == (
-                0, "You said: secret\n", ""
+                0,
+                "You said: secret\n",
+                "",
             )
         assert "s3cret-token" not in self.suite.output
         assert "in clear" not in self.suite.output
 
     def test_names_register_lookup_and_services_through_mutual_tls(self):
         echo = self.suite.port(f"echo tls_listen {LOCAL}")
-        assert client("names", self.names, "register", "web", "127.0.0.1", echo,
-                      "--description", "tls", *mtls(self.pki),
-                      env={"SUITE_TOKEN": "s3cret-token"}) == (0, "", "")
+        assert client(
+            "names",
+            self.names,
+            "register",
+            "web",
+            "127.0.0.1",
+            echo,
+            "--description",
+            "tls",
+            *mtls(self.pki),
+            env={"SUITE_TOKEN": "s3cret-token"},
+        ) == (0, "", "")
         assert client("names", self.names, "lookup", "web", *mtls(self.pki)) == (
-            0, f"127.0.0.1:{echo}\ttls\n", ""
+            0,
+            f"127.0.0.1:{echo}\ttls\n",
+            "",
         )
         code, out, _ = client("names", self.names, "services", *mtls(self.pki))
         assert code == 0 and "web\n" in out
@@ -304,27 +381,43 @@ private_key = "{self.pki["client_key"]}"
         refusals = (
             ([], "connection closed by the server"),
             (["--tls", "--ca", pki["ca"]], "TLS failed: tlsv13 alert certificate required"),
-            (["--tls", "--ca", pki["stranger_crt"], "--cert", pki["client_crt"],
-              "--key", pki["client_key"]], "TLS failed: certificate verify failed"),
+            (
+                [
+                    "--tls",
+                    "--ca",
+                    pki["stranger_crt"],
+                    "--cert",
+                    pki["client_crt"],
+                    "--key",
+                    pki["client_key"],
+                ],
+                "TLS failed: certificate verify failed",
+            ),
         )
         for options, problem in refusals:
-            for command in (["names", names, "lookup", "echo"],
-                            ["echo", "--lookup", names, "x"]):
+            for command in (["names", names, "lookup", "echo"], ["echo", "--lookup", names, "x"]):
                 assert client(*command, *options, "--timeout", "5") == (
-                    1, "", f"suite-client: {names}: {problem}\n"
+                    1,
+                    "",
+                    f"suite-client: {names}: {problem}\n",
                 ), (command, options)
 
 
 class PlainNameServerTests(ProcessTestCase):
     def test_a_token_on_a_plain_listener_other_hosts_reach_is_a_warning_at_start(self):
-        suite = self.start_suite("""
+        suite = self.start_suite(
+            """
             [names]
             listen = ["tcp:0", "tcp:0:interface=127.0.0.1"]
             token = "s3cret-token"
             store = "memory"
             lookup_audit = ""
-        """, listeners=2)
+        """,
+            listeners=2,
+        )
         warnings = [line for line in suite.lines if "crosses the network in clear" in line]
-        assert len(warnings) == 1 and "names: tcp:0 accepts connections from other hosts" \
-            in warnings[0], suite.output
+        assert (
+            len(warnings) == 1
+            and "names: tcp:0 accepts connections from other hosts" in warnings[0]
+        ), suite.output
         assert "s3cret-token" not in suite.output

@@ -65,11 +65,14 @@ class LoggerProcessTests(ProcessTestCase):
 
     def collector(self):
         socket_path = self.directory / "syslog.sock"
-        suite = self.start_suite(f"""
+        suite = self.start_suite(
+            f"""
             [logger]
             listen = ["{LOCAL}", "{LOCAL_UDP}", "unix:{socket_path}"]
             output = "out/messages.jsonl"
-        """, listeners=3)
+        """,
+            listeners=3,
+        )
         suite.output_path = self.directory / "out" / "messages.jsonl"
         suite.socket_path = socket_path
         return suite
@@ -78,22 +81,40 @@ class LoggerProcessTests(ProcessTestCase):
         collector = self.collector()
         tcp = collector.port(f"logger {LOCAL}")
         udp = collector.port(f"logger {LOCAL_UDP}")
-        logger("--tcp", "-p", "local0.err", "-t", "tag", "--msgid", "ID47",
-               "--sd-id", "zoo@123", "--sd-param", 'tiger="hungry"', "rfc5424 over tcp", port=tcp)
+        logger(
+            "--tcp",
+            "-p",
+            "local0.err",
+            "-t",
+            "tag",
+            "--msgid",
+            "ID47",
+            "--sd-id",
+            "zoo@123",
+            "--sd-param",
+            'tiger="hungry"',
+            "rfc5424 over tcp",
+            port=tcp,
+        )
         logger("--tcp", "--octet-count", "--rfc3164", "-i", "-t", "app", "octet 3164", port=tcp)
         logger("-d", "-p", "daemon.info", "over udp", port=udp)
         records = wait_records(collector.output_path, lambda r: len(messages(r)) == 3)
         # Two connections and a datagram: which the collector reads first is the scheduler's.
         by_text = {record["message"]: record for record in messages(records)}
-        first, second, third = (by_text.get(text) or {}
-                                for text in ("rfc5424 over tcp", "octet 3164", "over udp"))
+        first, second, third = (
+            by_text.get(text) or {} for text in ("rfc5424 over tcp", "octet 3164", "over udp")
+        )
 
         assert first["transport"] == "tcp"
         assert first["peer"].startswith("127.0.0.1:")
         assert first["received"].endswith("Z")
         assert first["message"] == "rfc5424 over tcp"
         syslog = first["syslog"]
-        assert (syslog["format"], syslog["facility"], syslog["severity"]) == ("rfc5424", "local0", "err")
+        assert (syslog["format"], syslog["facility"], syslog["severity"]) == (
+            "rfc5424",
+            "local0",
+            "err",
+        )
         assert (syslog["app"], syslog["msgid"], syslog["procid"]) == ("tag", "ID47", None)
         assert syslog["hostname"] == socket.gethostname()
         assert syslog["structured_data"]["zoo@123"] == {"tiger": "hungry"}
@@ -114,19 +135,26 @@ class LoggerProcessTests(ProcessTestCase):
     def test_unix_socket(self):
         collector = self.collector()
         require("logger")
-        subprocess.run(["logger", "-T", "-u", str(collector.socket_path), "via unix"],
-                       check=True, timeout=10)
+        subprocess.run(
+            ["logger", "-T", "-u", str(collector.socket_path), "via unix"], check=True, timeout=10
+        )
         records = wait_records(collector.output_path, lambda r: messages(r))
-        assert [(r["transport"], r["message"]) for r in messages(records)] == [("unix", "via unix")]
+        assert [(r["transport"], r["message"]) for r in messages(records)] == [
+            ("unix", "via unix")
+        ]
 
     def test_tls(self):
         pki = make_pki(self.directory)
-        suite = self.start_suite(tls_section(pki) + f"""
+        suite = self.start_suite(
+            tls_section(pki)
+            + f"""
             [logger]
             listen = []
             tls_listen = ["{LOCAL}"]
             output = "messages.jsonl"
-        """, listeners=1)
+        """,
+            listeners=1,
+        )
         context = ssl.create_default_context(cafile=pki["ca"])
         port = suite.port(f"logger tls_listen {LOCAL}")
         with socket.create_connection(("127.0.0.1", port)) as raw:
@@ -138,13 +166,17 @@ class LoggerProcessTests(ProcessTestCase):
 
     def test_mutual_tls_records_the_client_and_failed_handshakes(self):
         pki = make_pki(self.directory)
-        suite = self.start_suite(tls_section(pki, client_ca=pki["ca"]) + f"""
+        suite = self.start_suite(
+            tls_section(pki, client_ca=pki["ca"])
+            + f"""
             [logger]
             listen = []
             tls_listen = ["{LOCAL}"]
             output = "messages.jsonl"
             flush_interval = 0.05
-        """, listeners=1)
+        """,
+            listeners=1,
+        )
         port = suite.port(f"logger tls_listen {LOCAL}")
         context = ssl.create_default_context(cafile=pki["ca"])
         with socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0)) as raw:
@@ -157,10 +189,13 @@ class LoggerProcessTests(ProcessTestCase):
             with context.wrap_socket(raw, server_hostname="localhost") as sock:
                 sock.sendall(b"<14>1 - - - - - - signed\n")
         records = wait_records(
-            self.directory / "messages.jsonl", lambda r: any(x["event"] == "disconnected" for x in r)
+            self.directory / "messages.jsonl",
+            lambda r: any(x["event"] == "disconnected" for x in r),
         )
-        summary = [(r["event"], r["peer"].split(":")[0], r.get("client"), r.get("message"))
-                   for r in records]
+        summary = [
+            (r["event"], r["peer"].split(":")[0], r.get("client"), r.get("message"))
+            for r in records
+        ]
         assert summary[0][:3] == ("error", "127.0.0.2", None), summary
         assert summary[0][3].startswith("TLS handshake failed: "), summary
         assert "peer did not return a certificate" in summary[0][3], summary
@@ -173,8 +208,9 @@ class LoggerProcessTests(ProcessTestCase):
 
     def test_messages_received_before_sigterm_are_all_written(self):
         # flush_interval is far away: only the shutdown can have written them.
-        suite, port, path = self.plain_collector(flush_interval=600, max_batch=2**30,
-                                                 rotate_bytes=0)
+        suite, port, path = self.plain_collector(
+            flush_interval=600, max_batch=2**30, rotate_bytes=0
+        )
         count = 200_000
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.sendall(b"".join(b"<13>message %d\n" % n for n in range(count)))
@@ -194,9 +230,12 @@ class LoggerProcessTests(ProcessTestCase):
         bursts = [[f"c{c} message {n}" for n in range(count // senders)] for c in range(senders)]
         connections = [socket.create_connection(("127.0.0.1", port)) for _ in range(senders)]
         try:
-            threads = [threading.Thread(target=sock.sendall, args=(
-                b"".join(b"<13>%s\n" % m.encode() for m in burst),
-            )) for sock, burst in zip(connections, bursts)]
+            threads = [
+                threading.Thread(
+                    target=sock.sendall, args=(b"".join(b"<13>%s\n" % m.encode() for m in burst),)
+                )
+                for sock, burst in zip(connections, bursts)
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -216,7 +255,7 @@ class LoggerProcessTests(ProcessTestCase):
         else:  # a machine too slow to read 4 MB in a second: the loss is said, never silent
             assert int(discarded[1]) > 0
             for burst, kept in zip(bursts, got):  # in order; the last may be cut (truncated)
-                assert kept[:-1] == burst[:len(kept) - 1]
+                assert kept[:-1] == burst[: len(kept) - 1]
                 assert not kept or burst[len(kept) - 1].startswith(kept[-1])
 
     def test_a_sender_that_never_stops_is_cut_at_shutdown_timeout(self):
@@ -224,9 +263,10 @@ class LoggerProcessTests(ProcessTestCase):
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.sendall(b"<13>whole\n<13>half a li")
             stop = threading.Event()
-            thread = threading.Thread(target=lambda: [
-                sock.send(b"x") for _ in iter(lambda: stop.wait(0.05), True)
-            ], daemon=True)
+            thread = threading.Thread(
+                target=lambda: [sock.send(b"x") for _ in iter(lambda: stop.wait(0.05), True)],
+                daemon=True,
+            )
             thread.start()
             started = time.monotonic()
             suite.process.send_signal(signal.SIGTERM)
@@ -249,7 +289,9 @@ class LoggerProcessTests(ProcessTestCase):
             sock.sendall(b"after rotation\n")
             records = wait_records(path, lambda r: messages(r))
         assert [r["message"] for r in messages(records)] == ["after rotation"]
-        assert [r["message"] for r in messages(read_records(str(path) + ".1"))] == ["before rotation"]
+        assert [r["message"] for r in messages(read_records(str(path) + ".1"))] == [
+            "before rotation"
+        ]
 
     def test_oversize_octet_count_closes_that_connection_only(self):
         _, port, path = self.plain_collector(max_frame=1000, flush_interval=0.05)
@@ -290,17 +332,23 @@ class PythonSysLogHandlerTests(ProcessTestCase):
     """Python's own logging.handlers.SysLogHandler, over TCP (NUL-terminated) and UDP."""
 
     def test_every_message_arrives_once_intact(self):
-        suite = self.start_suite(f"""
+        suite = self.start_suite(
+            f"""
             [logger]
             listen = ["{LOCAL}", "{LOCAL_UDP}"]
             output = "messages.jsonl"
             flush_interval = 0.05
-        """, listeners=2)
+        """,
+            listeners=2,
+        )
         count = 500
-        for kind, name in ((socket.SOCK_STREAM, f"logger {LOCAL}"),
-                           (socket.SOCK_DGRAM, f"logger {LOCAL_UDP}")):
+        for kind, name in (
+            (socket.SOCK_STREAM, f"logger {LOCAL}"),
+            (socket.SOCK_DGRAM, f"logger {LOCAL_UDP}"),
+        ):
             handler = logging.handlers.SysLogHandler(
-                address=("127.0.0.1", suite.port(name)), socktype=kind,
+                address=("127.0.0.1", suite.port(name)),
+                socktype=kind,
                 facility=logging.handlers.SysLogHandler.LOG_LOCAL4,
             )
             handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
@@ -309,14 +357,17 @@ class PythonSysLogHandlerTests(ProcessTestCase):
             sender.addHandler(handler)
             try:
                 for n in range(count):
-                    sender.error("message %d of %s", n, "tcp" if kind == socket.SOCK_STREAM else "udp")
+                    sender.error(
+                        "message %d of %s", n, "tcp" if kind == socket.SOCK_STREAM else "udp"
+                    )
                     if kind == socket.SOCK_DGRAM and n % 50 == 49:
                         time.sleep(0.01)  # within the default receive buffer
             finally:
                 sender.removeHandler(handler)
                 handler.close()
-        records = wait_records(self.directory / "messages.jsonl",
-                               lambda r: len(messages(r)) >= 2 * count)
+        records = wait_records(
+            self.directory / "messages.jsonl", lambda r: len(messages(r)) >= 2 * count
+        )
         received = messages(records)
         assert len(received) == 2 * count
         by_transport = {}
@@ -327,19 +378,23 @@ class PythonSysLogHandlerTests(ProcessTestCase):
             assert [r["message"] for r in got] == [
                 f"message {n} of {transport}" for n in range(count)
             ], got[:3]
-            assert {(r["syslog"]["facility"], r["syslog"]["severity"], r["syslog"]["app"])
-                    for r in got} == {("local4", "err", f"myapp{kind}")}
+            assert {
+                (r["syslog"]["facility"], r["syslog"]["severity"], r["syslog"]["app"]) for r in got
+            } == {("local4", "err", f"myapp{kind}")}
             assert not any(r.get("truncated") for r in got)
 
 
 class UDPBurstTests(ProcessTestCase):
     def burst(self, extra="") -> tuple:
-        suite = self.start_suite(f"""
+        suite = self.start_suite(
+            f"""
             [logger]
             listen = ["{LOCAL_UDP}"]
             output = "messages.jsonl"
             {extra}
-        """, listeners=1)
+        """,
+            listeners=1,
+        )
         port = suite.port(f"logger {LOCAL_UDP}")
         count = 10000
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -348,8 +403,9 @@ class UDPBurstTests(ProcessTestCase):
         time.sleep(1)  # let the server read what the kernel kept
         assert suite.stop() in (0, -15)
         written = len(messages(read_records(self.directory / "messages.jsonl")))
-        dropped = sum(int(found) for found in re.findall(
-            r"the kernel dropped (\d+) datagrams", suite.output))
+        dropped = sum(
+            int(found) for found in re.findall(r"the kernel dropped (\d+) datagrams", suite.output)
+        )
         return suite, count, written, dropped
 
     def test_a_burst_of_10000_datagrams_with_the_default_buffer(self):
@@ -370,14 +426,17 @@ class DiskFullTests(ProcessTestCase):
         out = small_disk(self, self.directory / "out", "48m")
         filler = out / "filler"
         filler.write_bytes(b"\0" * (47 * 2**20 + 900 * 1024))  # leaves about 100 KiB
-        suite = self.start_suite(f"""
+        suite = self.start_suite(
+            f"""
             [logger]
             listen = ["{LOCAL}"]
             output = "out/messages.jsonl"
             flush_interval = 0.05
             max_buffer = 262144
             rotate_bytes = 0
-        """, listeners=1)
+        """,
+            listeners=1,
+        )
         count = 100_000  # 17 MB: more than the kernel's socket buffers can hide
         payload = b"".join(b"<13>message %05d %s\n" % (n, b"x" * 150) for n in range(count))
         sent = threading.Event()
@@ -405,13 +464,16 @@ class DiskFullTests(ProcessTestCase):
         stat = os.statvfs(out)
         (out / "two").write_bytes(b"\0" * 2 * 2**20)
         (out / "rest").write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 2 * 2**20 - 65536))
-        suite = self.start_suite(f"""
+        suite = self.start_suite(
+            f"""
             [logger]
             listen = ["{LOCAL}"]
             output = "out/messages.jsonl"
             flush_interval = 0.05
             rotate_bytes = 0
-        """, listeners=1)
+        """,
+            listeners=1,
+        )
         count = 22_000  # about 9 MB of records, all held in memory (under max_buffer)
         expected = [f"message {n:05d} {'x' * 100}" for n in range(count)]
         with socket.create_connection(("127.0.0.1", suite.port(f"logger {LOCAL}"))) as sock:
@@ -420,7 +482,7 @@ class DiskFullTests(ProcessTestCase):
         (out / "two").unlink()  # 2 MiB free again: room for a fifth of the backlog
         records = wait_records(out / "messages.jsonl", lambda r: len(messages(r)) >= 4000)
         received = [r["message"] for r in messages(records)]
-        assert 4000 <= len(received) < count and received == expected[:len(received)]
+        assert 4000 <= len(received) < count and received == expected[: len(received)]
         (out / "rest").unlink()
         assert suite.wait_for(lambda: "messages.jsonl again" in suite.output)
         records = wait_records(out / "messages.jsonl", lambda r: len(messages(r)) >= count)
@@ -455,13 +517,14 @@ class OutputFaultTests(ProcessTestCase):
         time.sleep(0.5)
         assert suite.stop() in (0, -15)  # never hung
         found = self.all_messages(kept) + [
-            m for p in sorted(out.glob("messages.jsonl*")) for m in
-            [r["message"] for r in messages(read_records(p))]
+            m
+            for p in sorted(out.glob("messages.jsonl*"))
+            for m in [r["message"] for r in messages(read_records(p))]
         ]
         # Everything but what the deleted file held is there, exactly once.
         assert len(found) == len(set(found))
         assert {f"m{n:05d}" for n in range(20001, count)} <= set(found)
-        assert {f"m{n:05d}" for n in range(0, 10001)} <= set(found)
+        assert {f"m{n:05d}" for n in range(10001)} <= set(found)
 
     def test_kill_9_then_restart_leaves_no_torn_line(self):
         suite, port, path = plain_collector(self, flush_interval=0)
@@ -475,7 +538,9 @@ class OutputFaultTests(ProcessTestCase):
         again = self.start_suite(
             f'[logger]\nlisten = ["{LOCAL}"]\noutput = "messages.jsonl"\n', listeners=1
         )
-        assert again.wait_for(lambda: "cut 19 bytes back to the last complete line" in again.output)
+        assert again.wait_for(
+            lambda: "cut 19 bytes back to the last complete line" in again.output
+        )
         with open(path, "rb") as f:
             lines = f.read().splitlines(keepends=True)
         assert lines and all(text.endswith(b"\n") and json.loads(text) for text in lines)
@@ -484,18 +549,23 @@ class OutputFaultTests(ProcessTestCase):
 class DescriptorLimitTests(ProcessTestCase):
     def setUp(self):
         if not fast_path().fast:
-            raise SkipTest(f"the stock path ({fast_path().reason}) cannot refuse at the "
-                           "descriptor limit: Twisted's accept loop closes without a word")
+            raise SkipTest(
+                f"the stock path ({fast_path().reason}) cannot refuse at the "
+                "descriptor limit: Twisted's accept loop closes without a word"
+            )
         return super().setUp()
 
     def test_refused_at_the_descriptor_limit_with_the_error_line_and_few_log_lines(self):
-        suite = self.start_suite(f"""
+        suite = self.start_suite(
+            f"""
             [echo]
             listen = ["{LOCAL}"]
             [logger]
             listen = ["{LOCAL}"]
             output = "messages.jsonl"
-        """, listeners=2)
+        """,
+            listeners=2,
+        )
         pid = suite.process.pid
         limit = len(os.listdir(f"/proc/{pid}/fd")) + 4  # room for four more connections
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
@@ -511,8 +581,10 @@ class DescriptorLimitTests(ProcessTestCase):
             with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
                 answer = sock.recv(100)
             answers[answer] = answers.get(answer, 0) + 1
-        assert answers == {b"ERROR too many connections\r\n": attempts,
-                           b"ERROR too many connections\n": attempts}, answers
+        assert answers == {
+            b"ERROR too many connections\r\n": attempts,
+            b"ERROR too many connections\n": attempts,
+        }, answers
         for sock in held:
             sock.close()
         for _ in range(50):  # until the server has seen the held ones close
@@ -527,7 +599,11 @@ class DescriptorLimitTests(ProcessTestCase):
         logged = suite.lines[lines_before:]
         refusals = [line for line in logged if ": refused connection from" in line]
         assert len(refusals) == 2, refusals  # one for each service: the first from the source
-        summaries = [int(found[1]) for line in logged
-                     for found in [re.search(r": (\d+) more refused connections", line)] if found]
+        summaries = [
+            int(found[1])
+            for line in logged
+            for found in [re.search(r": (\d+) more refused connections", line)]
+            if found
+        ]
         assert len(summaries) == 2 and min(summaries) >= attempts - 1, summaries
         assert not any("EMFILE" in line for line in logged)

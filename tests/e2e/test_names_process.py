@@ -1,6 +1,5 @@
 """End to end: `twistd … suite` with the name server, driven by `suite-client`."""
 
-
 import json
 import os
 import shutil
@@ -43,8 +42,16 @@ class NamesProcessTests(ProcessTestCase):
         first.wait_ready(2)
         names = f"127.0.0.1:{first.port(f'names {LOCAL}')}"
         echo_port = first.port(f"echo {LOCAL}")
-        assert client("names", names, "register", "echo", "127.0.0.1", echo_port,
-                      "--description", "line echo") == (0, "", "")
+        assert client(
+            "names",
+            names,
+            "register",
+            "echo",
+            "127.0.0.1",
+            echo_port,
+            "--description",
+            "line echo",
+        ) == (0, "", "")
         assert first.stop() in (0, -15)
 
         second = SuiteProcess(self.directory, names_config())
@@ -52,7 +59,9 @@ class NamesProcessTests(ProcessTestCase):
             second.wait_ready(2)
             names = f"127.0.0.1:{second.port(f'names {LOCAL}')}"
             assert client("names", names, "lookup", "echo") == (
-                0, f"127.0.0.1:{echo_port}\tline echo\n", ""
+                0,
+                f"127.0.0.1:{echo_port}\tline echo\n",
+                "",
             )
             assert client("names", names, "services") == (0, "echo\n", "")
         finally:
@@ -62,28 +71,42 @@ class NamesProcessTests(ProcessTestCase):
         names_and_echo = self.names_and_echo()
         _, names, echo_port = names_and_echo
         assert client("names", names, "register", "echo", "127.0.0.1", echo_port) == (
-            1, "", "suite-client: UNAUTHORIZED: a valid token is needed to change registrations\n"
+            1,
+            "",
+            "suite-client: UNAUTHORIZED: a valid token is needed to change registrations\n",
         )
-        assert client("names", names, "register", "echo", "127.0.0.1", echo_port,
-                      "--token", "s3cret") == (0, "", "")
+        assert client(
+            "names", names, "register", "echo", "127.0.0.1", echo_port, "--token", "s3cret"
+        ) == (0, "", "")
         assert client("echo", "--lookup", names, "found by name") == (
-            0, "You said: found by name\n", ""
+            0,
+            "You said: found by name\n",
+            "",
         )
-        assert client("names", names, "deregister", "echo", "127.0.0.1", echo_port,
-                      "--token", "s3cret") == (0, "", "")
+        assert client(
+            "names", names, "deregister", "echo", "127.0.0.1", echo_port, "--token", "s3cret"
+        ) == (0, "", "")
         assert client("names", names, "lookup", "echo") == (
-            1, "", "suite-client: NOT_FOUND: no live instance of echo\n"
+            1,
+            "",
+            "suite-client: NOT_FOUND: no live instance of echo\n",
         )
         assert client("echo", "--lookup", names, "x") == (
-            1, "", "suite-client: NOT_FOUND: no live instance of echo\n"
+            1,
+            "",
+            "suite-client: NOT_FOUND: no live instance of echo\n",
         )
 
     def test_lookup_skips_an_instance_that_refuses(self):
         names_and_echo = self.names_and_echo()
         _, names, echo_port = names_and_echo
         for port in (1, echo_port):  # port 1 refuses; the client goes on to the next instance
-            assert client("names", names, "register", "echo", "127.0.0.1", port,
-                          "--token", "s3cret")[0] == 0
+            assert (
+                client("names", names, "register", "echo", "127.0.0.1", port, "--token", "s3cret")[
+                    0
+                ]
+                == 0
+            )
         for _ in range(2):  # whichever comes first in the rotation
             assert client("echo", "--lookup", names, "hi") == (0, "You said: hi\n", "")
 
@@ -91,7 +114,9 @@ class NamesProcessTests(ProcessTestCase):
         names_and_echo = self.names_and_echo()
         _, names, _ = names_and_echo
         assert client("names", names, "register", "Bad_Name", "h", "1", "--token", "s3cret") == (
-            1, "", "suite-client: INVALID: name 'Bad_Name': 1-63 of a-z 0-9 -, not starting with -\n"
+            1,
+            "",
+            "suite-client: INVALID: name 'Bad_Name': 1-63 of a-z 0-9 -, not starting with -\n",
         )
         code, _, err = client("names", names, "register", "echo", "h")
         assert code == 1 and err.startswith("suite-client names: register: expected ")
@@ -145,10 +170,15 @@ class NamesProcessTests(ProcessTestCase):
         config.write_bytes(b'[names]\nstore = "caf\xe9"\n')
         result = subprocess.run(
             [TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(config)],
-            capture_output=True, text=True, timeout=60, cwd=self.directory,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=self.directory,
         )
         assert (result.returncode, result.stdout, result.stderr) == (
-            1, "", f"error: {config}:2: not UTF-8 (byte 0xe9)\n"
+            1,
+            "",
+            f"error: {config}:2: not UTF-8 (byte 0xe9)\n",
         ), result
 
     def test_secrets_from_systemd_credentials(self):
@@ -160,9 +190,10 @@ class NamesProcessTests(ProcessTestCase):
         (credentials / "names-token").write_text("s3cret\n")
         os.environ["CREDENTIALS_DIRECTORY"] = str(credentials)
         try:
-            suite = self.start_suite(f"""
+            suite = self.start_suite(
+                f"""
                 [tls]
-                certificate = "{pki['server_crt']}"
+                certificate = "{pki["server_crt"]}"
                 private_key = "credential:server.key"
                 [names]
                 listen = ["{LOCAL}"]
@@ -171,20 +202,26 @@ class NamesProcessTests(ProcessTestCase):
                 [echo]
                 listen = []
                 tls_listen = ["{LOCAL}"]
-            """, listeners=2)
+            """,
+                listeners=2,
+            )
         finally:
             del os.environ["CREDENTIALS_DIRECTORY"]
         names = f"127.0.0.1:{suite.port(f'names {LOCAL}')}"
         echo = f"127.0.0.1:{suite.port(f'echo tls_listen {LOCAL}')}"
         assert client("echo", echo, "--tls", "--ca", pki["ca"], "over tls") == (
-            0, "You said: over tls\n", ""
+            0,
+            "You said: over tls\n",
+            "",
         )
         token_file = self.directory / "token"
         token_file.write_text("s3cret\n")
-        assert client("names", names, "register", "echo", "127.0.0.1", "1",
-                      "--token-file", token_file) == (0, "", "")
-        assert client("names", names, "register", "echo", "127.0.0.1", "2",
-                      env={"SUITE_TOKEN": "s3cret"}) == (0, "", "")
+        assert client(
+            "names", names, "register", "echo", "127.0.0.1", "1", "--token-file", token_file
+        ) == (0, "", "")
+        assert client(
+            "names", names, "register", "echo", "127.0.0.1", "2", env={"SUITE_TOKEN": "s3cret"}
+        ) == (0, "", "")
         code, _, err = client("names", names, "register", "echo", "127.0.0.1", "3")
         assert code == 1 and "UNAUTHORIZED" in err
         assert "s3cret" not in suite.output
@@ -195,20 +232,31 @@ class NamesProcessTests(ProcessTestCase):
         env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
         result = subprocess.run(
             [TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(config)],
-            capture_output=True, text=True, timeout=60, cwd=self.directory, env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=self.directory,
+            env=env,
         )
-        assert (result.returncode, result.stderr) == (1, (
-            f'error: {config}: [names] token = "***": $CREDENTIALS_DIRECTORY is not set '
-            "(systemd sets it for LoadCredential=)\n"
-        )), result
+        assert (result.returncode, result.stderr) == (
+            1,
+            (
+                f'error: {config}: [names] token = "***": $CREDENTIALS_DIRECTORY is not set '
+                "(systemd sets it for LoadCredential=)\n"
+            ),
+        ), result
 
 
 class WatchAndFailover(ProcessTestCase):
     def test_watch_prints_each_change_until_interrupted(self):
         suite = self.start_suite(names_config(), listeners=2)
         names = f"127.0.0.1:{suite.port(f'names {LOCAL}')}"
-        watcher = subprocess.Popen([CLIENT, "names", names, "watch", "echo"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        watcher = subprocess.Popen(
+            [CLIENT, "names", names, "watch", "echo"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert watcher.stdout.readline() == "echo: (no live instance)\n"
             assert client("names", names, "register", "echo", "127.0.0.1", "7001")[0] == 0
@@ -232,14 +280,20 @@ class WatchAndFailover(ProcessTestCase):
             dead = f"127.0.0.1:{unused.getsockname()[1]}"  # bound, not listening: refused
             assert client("echo", "--lookup", f"{dead},{names}", "hi") == (0, "You said: hi\n", "")
             assert client("echo", "--lookup", f"{dead},{dead}", "hi") == (
-                1, "", f"suite-client: {dead}: connection refused\n"
+                1,
+                "",
+                f"suite-client: {dead}: connection refused\n",
             )
 
 
 def dig(port, *arguments) -> list[str]:
     require("dig")
-    result = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+time=5", "+tries=1",
-                             *arguments], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["dig", "@127.0.0.1", "-p", str(port), "+time=5", "+tries=1", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result
     return result.stdout.splitlines()
 
@@ -253,21 +307,27 @@ def free_udp_port() -> int:
 class AnnounceProcessTests(ProcessTestCase):
     def test_announce_lets_dig_find_echo_and_sigterm_removes_it(self):
         dns_port = free_udp_port()
-        names = self.start_suite(f"""
+        names = self.start_suite(
+            f"""
             [names]
             listen = ["{LOCAL}"]
             dns_listen = ["udp:{dns_port}:interface=127.0.0.1"]
             store = "memory"
-        """, listeners=2)
+        """,
+            listeners=2,
+        )
         name_server = f"127.0.0.1:{names.port(f'names {LOCAL}')}"
         (self.directory / "echo").mkdir()
-        echo = SuiteProcess(self.directory / "echo", f"""
+        echo = SuiteProcess(
+            self.directory / "echo",
+            f"""
             [echo]
             listen = ["{LOCAL}"]
             [announce]
             name_server = ["{name_server}"]
             interval = 1
-        """)
+        """,
+        )
         self.addCleanup(echo.stop)
         echo.wait_ready(1)
         echo_port = echo.port(f"echo {LOCAL}")
@@ -302,7 +362,9 @@ class AnnounceProcessTests(ProcessTestCase):
             assert time.monotonic() < deadline, suite.output
             time.sleep(0.1)
         assert client("echo", "--lookup", "127.0.0.1:5300", "found") == (
-            0, "You said: found\n", ""
+            0,
+            "You said: found\n",
+            "",
         )
         with urllib.request.urlopen("http://127.0.0.1:9100/health", timeout=5) as response:
             assert json.load(response)["status"] == "ok"
@@ -324,10 +386,14 @@ def register_from(source: str, port: int, host: bytes, tag: int) -> dict:
     """Register svc at HOST:80 over a raw connection bound to SOURCE; the answer box (str values)."""
     from twisted.protocols.amp import parseString
 
-    with socket.create_connection(("127.0.0.1", port), timeout=10,
-                                  source_address=(source, 0)) as sock:
-        sock.sendall(amp_box(_command=b"Register", _ask=str(tag).encode(), name=b"svc",
-                             host=host, port=b"80"))
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=10, source_address=(source, 0)
+    ) as sock:
+        sock.sendall(
+            amp_box(
+                _command=b"Register", _ask=str(tag).encode(), name=b"svc", host=host, port=b"80"
+            )
+        )
         data = b""
         for _ in range(100):  # one box, in as many reads as it takes
             data += sock.recv(65536)
@@ -347,7 +413,8 @@ class WhereTheRegistryMayLookProcess(ProcessTestCase):
         answer = register_from("127.0.0.2", port, b"169.254.169.254", 1)
         assert answer["_error_code"] == "INVALID", answer
         assert answer["_error_description"] == (
-            "host '169.254.169.254': 169.254.169.254 is a link-local address, never checked")
+            "host '169.254.169.254': 169.254.169.254 is a link-local address, never checked"
+        )
         answer = register_from("127.0.0.2", port, b"fe80::1%eth0\n\x1b[2J", 2)
         assert answer["_error_code"] == "INVALID", answer
         assert "\\n\\x1b[2J" in answer["_error_description"], answer
@@ -359,11 +426,17 @@ class WhereTheRegistryMayLookProcess(ProcessTestCase):
         assert "max_instances_per_source" in answer["_error_description"], answer
         assert register_from("127.0.0.2", port, b"127.0.0.6", 6) == {"_answer": "6"}
         assert client("names", names, "register", "svc", "0.0.0.0", "80") == (
-            1, "", "suite-client: INVALID: host '0.0.0.0': 0.0.0.0 is an unspecified address, "
-                   "never checked\n")
+            1,
+            "",
+            "suite-client: INVALID: host '0.0.0.0': 0.0.0.0 is an unspecified address, "
+            "never checked\n",
+        )
         assert client("names", names, "register", "svc", "::1%lo", "80") == (
-            1, "", "suite-client: INVALID: host '::1%lo': an IP address with a scope id (%…) is "
-                   "not accepted\n")
+            1,
+            "",
+            "suite-client: INVALID: host '::1%lo': an IP address with a scope id (%…) is "
+            "not accepted\n",
+        )
         suite.wait_for(lambda: "refused" in suite.output)
         assert "\x1b" not in suite.output
         refused = [line for line in suite.lines if "refused:" in line]
@@ -373,8 +446,19 @@ class WhereTheRegistryMayLookProcess(ProcessTestCase):
         suite = self.start_suite(names_config(), listeners=2)
         names = f"127.0.0.1:{suite.port(f'names {LOCAL}')}"
         echo_port = suite.port(f"echo {LOCAL}")
-        assert client("names", names, "register", "echo", "127.0.0.1", echo_port,
-                      "--description", "ok\nforged\x1b[2J\u202e") == (0, "", "")
+        assert client(
+            "names",
+            names,
+            "register",
+            "echo",
+            "127.0.0.1",
+            echo_port,
+            "--description",
+            "ok\nforged\x1b[2J\u202e",
+        ) == (0, "", "")
         assert client("names", names, "lookup", "echo") == (
-            0, f"127.0.0.1:{echo_port}\tok\\nforged\\x1b[2J\\u202e\n", "")
+            0,
+            f"127.0.0.1:{echo_port}\tok\\nforged\\x1b[2J\\u202e\n",
+            "",
+        )
         assert "\x1b" not in suite.output and "\u202e" not in suite.output

@@ -50,9 +50,15 @@ class PrometheusTests(ProcessTestCase):
         log = open(self.directory / "prometheus.log", "w")
         self.addCleanup(log.close)
         process = subprocess.Popen(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.directory,
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.directory,
         )
 
         def stop():
@@ -72,10 +78,14 @@ class PrometheusTests(ProcessTestCase):
                         return port
             except OSError:
                 time.sleep(0.2)
-        raise AssertionError("prometheus did not start:\n" + (self.directory / "prometheus.log").read_text())
+        raise AssertionError(
+            "prometheus did not start:\n" + (self.directory / "prometheus.log").read_text()
+        )
 
     def query(self, port, expression) -> float | None:
-        url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+        url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": expression}
+        )
         with urllib.request.urlopen(url, timeout=5) as response:
             body = json.load(response)
         assert body["status"] == "success", body
@@ -93,12 +103,15 @@ class PrometheusTests(ProcessTestCase):
         raise AssertionError(f"{expression} = {found} after {timeout} s")
 
     def test_prometheus_scrapes_the_suite_and_sees_echo_connections_grow(self):
-        suite = self.start_suite(f"""
+        suite = self.start_suite(
+            f"""
             [echo]
             listen = ["{LOCAL}"]
             [metrics]
             listen = ["{LOCAL}"]
-        """, listeners=2)
+        """,
+            listeners=2,
+        )
         echo = suite.port(f"echo {LOCAL}")
         echo_lines(echo, 1)
         prometheus = self.start_prometheus(suite.port(METRICS))
@@ -118,24 +131,34 @@ class HealthProbeTests(ProcessTestCase):
         require("curl")
         result = subprocess.run(
             ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", f"http://127.0.0.1:{port}{path}"],
-            capture_output=True, text=True, timeout=15,
+            capture_output=True,
+            text=True,
+            timeout=15,
         )
         body, _, status = result.stdout.rpartition("\n")
         return int(status), json.loads(body)
 
     def test_health_turns_503_while_the_logger_cannot_write_and_back(self):
         out = small_disk(self, self.directory / "out", "1m")
-        suite = self.start_suite(f"""
+        suite = self.start_suite(
+            f"""
             [logger]
             listen = ["{LOCAL}"]
             output = "out/messages.jsonl"
             flush_interval = 0.05
             [metrics]
             listen = ["{LOCAL}"]
-        """, listeners=2)
+        """,
+            listeners=2,
+        )
         metrics = suite.port(METRICS)
-        assert self.curl(metrics) == (200, {"status": "ok", "services": {
-            "logger": {"status": "ok"}, "metrics": {"status": "ok"}}})
+        assert self.curl(metrics) == (
+            200,
+            {
+                "status": "ok",
+                "services": {"logger": {"status": "ok"}, "metrics": {"status": "ok"}},
+            },
+        )
         filler = out / "filler"
         with open(filler, "wb", buffering=0) as f:  # fill the disk to the last byte
             try:
@@ -151,7 +174,8 @@ class HealthProbeTests(ProcessTestCase):
             assert report["status"] == "failing"
             (problem,) = report["services"]["logger"]["problems"]
             assert problem.startswith("cannot write ") and problem.endswith(
-                "messages.jsonl: No space left on device"), problem
+                "messages.jsonl: No space left on device"
+            ), problem
             filler.unlink()
             assert suite.wait_for(lambda: "messages.jsonl again" in suite.output, timeout=10)
         assert self.curl(metrics)[0] == 200
@@ -164,7 +188,8 @@ class WatchdogProcessTests(ProcessTestCase):
             notify.bind(path)
             notify.settimeout(10)
             suite = self.start_suite(
-                f'[echo]\nlisten = ["{LOCAL}"]\n', listeners=0,
+                f'[echo]\nlisten = ["{LOCAL}"]\n',
+                listeners=0,
                 env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"},
             )
             states = set()
@@ -196,13 +221,25 @@ class JSONLogTests(ProcessTestCase):
             config = self.directory / "suite.toml"
             config.write_text(f'[echo]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n')
             result = subprocess.run(
-                [TWISTD, "--nodaemon", "--pidfile=", "--logger=suite.journal.json_observer",
-                 "suite", "--config", str(config)],
-                capture_output=True, text=True, timeout=60, cwd=self.directory,
+                [
+                    TWISTD,
+                    "--nodaemon",
+                    "--pidfile=",
+                    "--logger=suite.journal.json_observer",
+                    "suite",
+                    "--config",
+                    str(config),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=self.directory,
             )
         assert result.returncode == 1
         records = [json.loads(line) for line in result.stdout.splitlines()]
-        assert records and all({"time", "level", "message", "log_namespace"} <= set(r) for r in records)
+        assert records and all(
+            {"time", "level", "message", "log_namespace"} <= set(r) for r in records
+        )
         (failure,) = [r for r in records if r["level"] == "critical"]
         assert failure["message"] == (
             f"echo: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use"

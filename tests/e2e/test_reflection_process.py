@@ -30,11 +30,14 @@ class Reflector(ProcessTestCase):
 
     def start(self, sections: str, listeners: int):
         """SECTIONS with LISTENERS listeners, and [metrics]."""
-        self.suite = self.start_suite(f"""
+        self.suite = self.start_suite(
+            f"""
             {sections}
             [metrics]
             listen = ["{LOCAL}"]
-        """, listeners + 1)
+        """,
+            listeners + 1,
+        )
 
     def send(self, source, source_port, port, payload):
         self.raw.sendto(forged(source, source_port, port, payload), ("127.0.0.1", 0))
@@ -64,7 +67,8 @@ class Reflector(ProcessTestCase):
         raise AssertionError(f"{service} did not receive {count} datagrams: {counts}")
 
     def test_forged_sources_on_service_ports_get_nothing_and_are_counted(self):
-        self.start(f"""
+        self.start(
+            f"""
             [echo]
             listen = ["{UDP}"]
             [timestamp]
@@ -74,9 +78,10 @@ class Reflector(ProcessTestCase):
             dns_listen = ["{UDP}"]
             store = "memory"
             lookup_audit = ""
-        """, 4)
-        payloads = {"echo": b"ping", "timestamp": b"ping",
-                    "names dns_listen": query("web.suite")}
+        """,
+            4,
+        )
+        payloads = {"echo": b"ping", "timestamp": b"ping", "names dns_listen": query("web.suite")}
         for listener, payload in payloads.items():
             port = self.suite.port(f"{listener} {UDP}")
             for victim_port in (53, 0, 123, 1023, 1024):
@@ -84,18 +89,23 @@ class Reflector(ProcessTestCase):
         for service in ("echo", "timestamp", "names"):
             counts = self.until_received(service, 5)
             self.assertEqual(
-                (counts[service, "dropped_source_port"], counts[service, "answered"]), (4, 1),
+                (counts[service, "dropped_source_port"], counts[service, "answered"]),
+                (4, 1),
                 service,
             )
-        self.assertEqual(self.suite.output.count("below 1024, a service's port"), 3,
-                         self.suite.output)
+        self.assertEqual(
+            self.suite.output.count("below 1024, a service's port"), 3, self.suite.output
+        )
         self.assertNotIn("Traceback", self.suite.output)
 
     def test_a_24_of_victims_gets_one_networks_budget_with_the_defaults(self):
-        self.start(f"""
+        self.start(
+            f"""
             [echo]
             listen = ["{UDP}"]
-        """, 1)
+        """,
+            1,
+        )
         port = self.suite.port(f"echo {UDP}")
         started = time.monotonic()
         for _ in range(20):  # 20 each from 200 victims: under each one's own burst of 100
@@ -106,5 +116,4 @@ class Reflector(ProcessTestCase):
         # Before: all 4,000 answered.  Now the /24's burst of 1,000, and 500 a second after.
         self.assertGreaterEqual(counts["echo", "answered"], 1000)
         self.assertLessEqual(counts["echo", "answered"], 1000 + 500 * elapsed + 1)
-        self.assertEqual(counts["echo", "answered"] + counts["echo", "network_rate_limited"],
-                         4000)
+        self.assertEqual(counts["echo", "answered"] + counts["echo", "network_rate_limited"], 4000)

@@ -53,7 +53,9 @@ class ReplicaProcessTestCase(ProcessTestCase):
         """
         (self.directory / name).mkdir()
         dns = f'dns_listen = ["udp:{dns_port}:interface=127.0.0.1"]' if dns_port else ""
-        process = SuiteProcess(self.directory / name, f"""
+        process = SuiteProcess(
+            self.directory / name,
+            f"""
             [names]
             listen = ["{LOCAL}"]
             {dns}
@@ -67,7 +69,8 @@ class ReplicaProcessTestCase(ProcessTestCase):
             [metrics]
             listen = ["{LOCAL}"]
             {f'[echo]{chr(10)}listen = ["{LOCAL}"]' if echo else ""}
-        """)
+        """,
+        )
         self.addCleanup(process.stop)
         process.wait_ready(2 + bool(dns_port) + echo)
         process.address = f"127.0.0.1:{process.port(f'names {LOCAL}')}"
@@ -81,25 +84,41 @@ class TwoReplicas(ReplicaProcessTestCase):
         dns_port = free_udp_port()
         one, two = self.replica("one"), self.replica("two", dns_port)
         live = one.port(f"names {LOCAL}")  # health-checked instances must answer
-        watcher = subprocess.Popen([CLIENT, "names", two.address, "watch", "echo"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        watcher = subprocess.Popen(
+            [CLIENT, "names", two.address, "watch", "echo"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert watcher.stdout.readline() == "echo: (no live instance)\n"
             registered = time.monotonic()
-            assert client("names", one.address, "register", "echo", "127.0.0.1", live,
-                          "--description", "line echo") == (0, "", "")
+            assert client(
+                "names",
+                one.address,
+                "register",
+                "echo",
+                "127.0.0.1",
+                live,
+                "--description",
+                "line echo",
+            ) == (0, "", "")
             assert watcher.stdout.readline() == f"echo: 127.0.0.1:{live}\n"
             seen = time.monotonic() - registered
             print(f"suite-client register on one to Changed from the other: {seen:.3f} s")
             assert seen < 1.0
             assert client("names", two.address, "lookup", "echo") == (
-                0, f"127.0.0.1:{live}\tline echo\n", ""
+                0,
+                f"127.0.0.1:{live}\tline echo\n",
+                "",
             )
             assert dig(dns_port, "_echo._tcp.suite", "SRV", "+short") == [
                 f"1 1 {live} 7f000001.addr.suite."
             ]
             assert client("names", two.address, "deregister", "echo", "127.0.0.1", live) == (
-                0, "", ""
+                0,
+                "",
+                "",
             )
             assert watcher.stdout.readline() == "echo: (no live instance)\n"
             assert client("names", one.address, "lookup", "echo")[0] == 1
@@ -115,10 +134,14 @@ class TwoReplicas(ReplicaProcessTestCase):
         with busy_port() as dead:  # listening, never answering HTTP: etcd_timeout runs out
             lonely = self.replica("lonely", store=f"etcd:http://127.0.0.1:{dead}")
             assert client("names", lonely.address, "lookup", "echo") == (
-                1, "", "suite-client: UNAVAILABLE: the registry has not been read from etcd yet\n"
+                1,
+                "",
+                "suite-client: UNAVAILABLE: the registry has not been read from etcd yet\n",
             )
             assert client("echo", "--lookup", f"{lonely.address},{good.address}", "hi") == (
-                0, "You said: hi\n", ""
+                0,
+                "You said: hi\n",
+                "",
             )
             status, report = health(lonely)
             assert (status, report["status"]) == (200, "degraded"), report
@@ -146,13 +169,17 @@ class TwoReplicas(ReplicaProcessTestCase):
         live, other_live = one.port(f"names {LOCAL}"), two.port(f"names {LOCAL}")
         assert client("names", one.address, "register", "echo", "127.0.0.1", live)[0] == 0
         wait_until(lambda: client("names", two.address, "lookup", "echo")[0] == 0, 1, "copy")
-        assert health(two) == (200, {"status": "ok", "services": {
-            "names": {"status": "ok"}, "metrics": {"status": "ok"}}})
+        assert health(two) == (
+            200,
+            {"status": "ok", "services": {"names": {"status": "ok"}, "metrics": {"status": "ok"}}},
+        )
 
         self.etcd.stop("m0")
         assert client("names", two.address, "register", "web", "127.0.0.1", other_live) == (
-            1, "", f"suite-client: UNAVAILABLE: registry store unavailable: etcd "
-                   f"{self.etcd.endpoints[0]}: connection refused\n"
+            1,
+            "",
+            f"suite-client: UNAVAILABLE: registry store unavailable: etcd "
+            f"{self.etcd.endpoints[0]}: connection refused\n",
         )
         assert client("names", two.address, "lookup", "echo") == (0, f"127.0.0.1:{live}\n", "")
         status, report = health(two)

@@ -34,19 +34,23 @@ class RsyslogForwardingTests(ProcessTestCase):
             raise SkipTest("rsyslog-gnutls is not installed (make test installs it as root)")
         pki = make_pki(self.directory)
         octet, lf, tls, udp = free_port(), free_port(), free_port(), free_port(socket.SOCK_DGRAM)
-        suite = self.start_suite(tls_section(pki) + f"""
+        suite = self.start_suite(
+            tls_section(pki)
+            + f"""
             [logger]
             listen = ["tcp:{octet}:interface=127.0.0.1", "tcp:{lf}:interface=127.0.0.1",
                       "udp:{udp}:interface=127.0.0.1"]
             tls_listen = ["tcp:{tls}:interface=127.0.0.1"]
             output = "messages.jsonl"
             flush_interval = 0.05
-        """, listeners=4)
+        """,
+            listeners=4,
+        )
         work = self.directory / "rsyslog"
         work.mkdir()
         socket_path = work / "log.sock"
         (work / "rsyslog.conf").write_text(f"""
-global(workDirectory="{work}" defaultNetstreamDriverCAFile="{pki['ca']}")
+global(workDirectory="{work}" defaultNetstreamDriverCAFile="{pki["ca"]}")
 module(load="imuxsock" SysSock.Use="off")
 input(type="imuxsock" Socket="{socket_path}" CreatePath="on")
 *.* action(type="omfwd" target="127.0.0.1" port="{octet}" protocol="tcp"
@@ -60,10 +64,16 @@ input(type="imuxsock" Socket="{socket_path}" CreatePath="on")
 """)
         rsyslogd = subprocess.Popen(
             ["rsyslogd", "-n", "-f", str(work / "rsyslog.conf"), "-i", str(work / "pid")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=work,
         )
-        self.addCleanup(lambda: rsyslogd.poll() is None and (
-            rsyslogd.send_signal(signal.SIGTERM), rsyslogd.wait(10)))
+        self.addCleanup(
+            lambda: (
+                rsyslogd.poll() is None
+                and (rsyslogd.send_signal(signal.SIGTERM), rsyslogd.wait(10))
+            )
+        )
         deadline = time.monotonic() + 15
         while not socket_path.exists():
             assert rsyslogd.poll() is None and time.monotonic() < deadline, rsyslogd.stdout.read()
@@ -86,7 +96,9 @@ input(type="imuxsock" Socket="{socket_path}" CreatePath="on")
         # rsyslog's RFC 5424 template keeps the space after `myapp[42]:` in MSG; the
         # traditional (RFC 3164) format's parser drops it.
         expected = [f"forwarded {n:03d}" for n in range(COUNT)]
-        text = lambda transport: [r["message"].lstrip(" ") for r in by_transport.get(transport, [])]  # noqa: E731
+        text = lambda transport: [
+            r["message"].lstrip(" ") for r in by_transport.get(transport, [])
+        ]
         assert sorted(text("tcp")) == sorted(expected * 2)
         for transport in ("udp", "tls"):
             assert text(transport) == expected, transport
@@ -94,7 +106,10 @@ input(type="imuxsock" Socket="{socket_path}" CreatePath="on")
         for record in received:
             fields = record["syslog"]
             assert (fields["facility"], fields["severity"], fields["app"]) == (
-                "local0", "err", "myapp"), record
+                "local0",
+                "err",
+                "myapp",
+            ), record
             assert fields["hostname"] in (hostname, hostname.split(".")[0]), record
             assert not record.get("truncated"), record
         assert suite.process.poll() is None

@@ -56,7 +56,9 @@ class PlainTests(ProcessTestCase):
         assert re.fullmatch(STAMP + rb" hello\r\n" + STAMP + rb" world\r\n", ts)
         echo = talk(suite.port(f"echo {LOCAL}"), b"hi\nquit\nignored\n")
         assert echo == b"You said: hi\r\nGoodbye.\r\n"
-        assert re.fullmatch(STAMP + rb" ping", udp(suite.port(f"timestamp {LOCAL_UDP}"), b"ping\n"))
+        assert re.fullmatch(
+            STAMP + rb" ping", udp(suite.port(f"timestamp {LOCAL_UDP}"), b"ping\n")
+        )
         assert udp(suite.port(f"echo {LOCAL_UDP}"), b"\x00\xffraw\n") == b"\x00\xffraw\n"
 
     def test_nc_half_close_gets_the_last_line_answered(self):
@@ -64,7 +66,9 @@ class PlainTests(ProcessTestCase):
         suite = self.start_suite(PLAIN, listeners=4)
         out = subprocess.run(
             ["nc", "-N", "127.0.0.1", str(suite.port(f"echo {LOCAL}"))],
-            input=b"no newline at the end", capture_output=True, timeout=10,
+            input=b"no newline at the end",
+            capture_output=True,
+            timeout=10,
         ).stdout
         assert out == b"You said: no newline at the end\r\n"
 
@@ -91,8 +95,9 @@ class RefusalsTests(ProcessTestCase):
         with busy_port() as port:
             suite = self.start_suite(f'[echo]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n', 0)
             assert suite.wait() == 1
-        assert f"echo: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use" in (
-            suite.output
+        assert (
+            f"echo: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use"
+            in (suite.output)
         )
         assert "Traceback" not in suite.output
 
@@ -101,22 +106,36 @@ class RefusalsTests(ProcessTestCase):
         config.write_text('[echo]\nmode = "loud"\n')
         result = subprocess.run(
             [TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(config)],
-            capture_output=True, text=True, timeout=30, cwd=self.directory,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=self.directory,
         )
         assert result.returncode == 1
         assert result.stdout == ""
-        assert result.stderr == f'error: {config}: [echo] mode = "loud": must be one of line, raw\n'
+        assert (
+            result.stderr == f'error: {config}: [echo] mode = "loud": must be one of line, raw\n'
+        )
 
     def test_plugins_listed_without_traceback(self):
         result = subprocess.run([TWISTD, "--help"], capture_output=True, text=True, timeout=60)
         listed = re.findall(r"^\s+(suite[\w-]*)\s", result.stdout, re.M)
-        assert sorted(listed) == ["suite", "suite-echo", "suite-logger", "suite-names", "suite-sleep", "suite-timestamp"]
+        assert sorted(listed) == [
+            "suite",
+            "suite-echo",
+            "suite-logger",
+            "suite-names",
+            "suite-sleep",
+            "suite-timestamp",
+        ]
         assert "Traceback" not in result.stdout + result.stderr
 
 
 def tls_config(pki, mutual, min_version="1.2"):
     client_ca = pki["ca"] if mutual else ""
-    return tls_section(pki, client_ca=client_ca, min_version=min_version) + f"""
+    return (
+        tls_section(pki, client_ca=client_ca, min_version=min_version)
+        + f"""
         [echo]
         listen = []
         tls_listen = ["{LOCAL}"]
@@ -124,6 +143,7 @@ def tls_config(pki, mutual, min_version="1.2"):
         listen = []
         tls_listen = ["{LOCAL}"]
     """
+    )
 
 
 def tls_client(pki, certificate=None, maximum=None):
@@ -137,7 +157,9 @@ def tls_client(pki, certificate=None, maximum=None):
 
 def tls_talk(context, port, data, source="127.0.0.1") -> bytes:
     """DATA over TLS from the loopback address SOURCE; what came back before the close."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as raw:
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=5, source_address=(source, 0)
+    ) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as sock:
             sock.sendall(data)
             chunks = []
@@ -168,11 +190,23 @@ class TLSTests(ProcessTestCase):
         pki = make_pki(self.directory)
         suite = self.start_suite(tls_config(pki, mutual=True), listeners=2)
         port = suite.port(f"echo tls_listen {LOCAL}")
-        command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-quiet",
-                   "-CAfile", pki["ca"], "-verify_return_error", "-verify_hostname", "localhost"]
+        command = [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-quiet",
+            "-CAfile",
+            pki["ca"],
+            "-verify_return_error",
+            "-verify_hostname",
+            "localhost",
+        ]
         good = subprocess.run(
             command + ["-cert", pki["client_crt"], "-key", pki["client_key"]],
-            input=b"from openssl\nquit\n", capture_output=True, timeout=20,
+            input=b"from openssl\nquit\n",
+            capture_output=True,
+            timeout=20,
         )
         assert good.stdout == b"You said: from openssl\r\nGoodbye.\r\n"
         refused = subprocess.run(
@@ -193,18 +227,24 @@ class TLSTests(ProcessTestCase):
                 assert b"You said" not in answer
                 raise ConnectionResetError("closed without an answer")
         # Each failed handshake is logged with the peer and OpenSSL's reason.
-        for source, reason in (("127.0.0.2", "peer did not return a certificate"),
-                               ("127.0.0.3", "certificate verify failed")):
-            assert suite.wait_for(lambda: re.search(
-                rf"echo: TLS handshake with {source}:\d+ failed: .*{reason}", suite.output
-            )), suite.output
+        for source, reason in (
+            ("127.0.0.2", "peer did not return a certificate"),
+            ("127.0.0.3", "certificate verify failed"),
+        ):
+            assert suite.wait_for(
+                lambda: re.search(
+                    rf"echo: TLS handshake with {source}:\d+ failed: .*{reason}", suite.output
+                )
+            ), suite.output
         with socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.4", 0)) as raw:
             raw.sendall(b"GET / HTTP/1.0\r\n\r\n")  # plaintext on a TLS port
             assert read_all(raw) in (b"", b"\x15\x03\x01\x00\x02\x02\x32")
-        assert suite.wait_for(lambda: re.search(
-            r"echo: TLS handshake with 127\.0\.0\.4:\d+ failed: .*(http request|wrong version)",
-            suite.output,
-        )), suite.output
+        assert suite.wait_for(
+            lambda: re.search(
+                r"echo: TLS handshake with 127\.0\.0\.4:\d+ failed: .*(http request|wrong version)",
+                suite.output,
+            )
+        ), suite.output
 
     def test_min_version_1_3_refuses_tls_1_2(self):
         pki = make_pki(self.directory)
@@ -213,10 +253,12 @@ class TLSTests(ProcessTestCase):
         with self.assertRaises(ssl.SSLError):
             tls_talk(tls_client(pki, maximum=ssl.TLSVersion.TLSv1_2), port, b"old\n")
         assert tls_talk(tls_client(pki), port, b"new\nquit\n") == b"You said: new\r\nGoodbye.\r\n"
-        assert suite.wait_for(lambda: re.search(
-            r"echo: TLS handshake with 127\.0\.0\.1:\d+ failed: .*unsupported protocol",
-            suite.output,
-        )), suite.output
+        assert suite.wait_for(
+            lambda: re.search(
+                r"echo: TLS handshake with 127\.0\.0\.1:\d+ failed: .*unsupported protocol",
+                suite.output,
+            )
+        ), suite.output
 
 
 def rss_kib(pid) -> int:
@@ -241,7 +283,7 @@ class MemoryTests(ProcessTestCase):
             while sent < 300 * 2**20 and time.monotonic() < deadline:
                 try:
                     sent += sock.send(chunk)
-                except socket.timeout:
+                except TimeoutError:
                     pass
             grown = rss_kib(suite.process.pid) - before
         assert sent < 64 * 2**20, f"the server kept reading: {sent} bytes accepted"
@@ -254,9 +296,18 @@ class PackagingTests(ProcessTestCase):
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         target = self.directory / "site"
         subprocess.run(
-            [os.path.join(os.path.dirname(TWISTD), "pip"), "install", "--quiet", "--no-deps",
-             "--target", str(target), root],
-            check=True, capture_output=True, timeout=300,
+            [
+                os.path.join(os.path.dirname(TWISTD), "pip"),
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--target",
+                str(target),
+                root,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
         )
         assert (target / "twisted" / "plugins" / "suite_plugins.py").is_file()
         assert (target / "suite" / "timestamp" / "service.py").is_file()

@@ -18,7 +18,12 @@ import time
 from pathlib import Path
 
 from tests.e2e.process import (
-    LISTENING, TWISTD, ProcessTestCase, SuiteProcess, busy_port, require,
+    LISTENING,
+    TWISTD,
+    ProcessTestCase,
+    SuiteProcess,
+    busy_port,
+    require,
 )
 from tests.helpers import make_pki, tls_section
 
@@ -56,8 +61,13 @@ def system_call_set(entry: str) -> frozenset[str]:
     """The system calls ENTRY (a name or an @group, groups nested) stands for in systemd."""
     if not entry.startswith("@"):
         return frozenset([entry])
-    listed = subprocess.run(["systemd-analyze", "syscall-filter", entry], capture_output=True,
-                            text=True, check=True, timeout=60).stdout.splitlines()[1:]
+    listed = subprocess.run(
+        ["systemd-analyze", "syscall-filter", entry],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.splitlines()[1:]
     names = [line.strip() for line in listed if line.strip() and not line.strip().startswith("#")]
     return frozenset().union(*(system_call_set(name) for name in names))
 
@@ -116,18 +126,29 @@ class SystemdProcessTests(ProcessTestCase):
         assert "suite.service" in names and "suite.socket" in names
         assert "\nWatchdogSec=30\n" in (UNITS / "suite.service").read_text()
         # The per-core template, verified as the instances `systemctl enable suite@0 suite@1` makes.
-        template = (UNITS / "per-core" / "suite@.service").read_text().replace(
-            "/opt/suite/bin/twistd", TWISTD)
+        template = (
+            (UNITS / "per-core" / "suite@.service")
+            .read_text()
+            .replace("/opt/suite/bin/twistd", TWISTD)
+        )
         for core in (0, 1):
             (self.directory / f"suite@{core}.service").write_text(template)
             names.append(f"suite@{core}.service")
-        result = subprocess.run(["systemd-analyze", "verify", *names], cwd=self.directory,
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            ["systemd-analyze", "verify", *names],
+            cwd=self.directory,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
         for name in ("suite.service", "suite@0.service"):
             result = subprocess.run(
                 ["systemd-analyze", "security", "--offline=true", "--no-pager", name],
-                cwd=self.directory, capture_output=True, text=True, timeout=60,
+                cwd=self.directory,
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
             exposure = re.search(rf"Overall exposure level for {name}: (\d+\.\d)", result.stdout)
             assert exposure, result
@@ -147,13 +168,29 @@ class SystemdProcessTests(ProcessTestCase):
         names = "timestamp-tcp:echo-tls:timestamp-udp"
         listen = f"[{host}]" if ":" in host else host
         command = [
-            "systemd-socket-activate", "-l", f"{listen}:{tcp}", "-l", f"{listen}:{tls}",
-            "--fdname=timestamp-tcp:echo-tls", "--",
-            "systemd-socket-activate", "-d", "-l", f"{listen}:{udp}", f"--fdname={names}", "--",
-            TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(path),
+            "systemd-socket-activate",
+            "-l",
+            f"{listen}:{tcp}",
+            "-l",
+            f"{listen}:{tls}",
+            "--fdname=timestamp-tcp:echo-tls",
+            "--",
+            "systemd-socket-activate",
+            "-d",
+            "-l",
+            f"{listen}:{udp}",
+            f"--fdname={names}",
+            "--",
+            TWISTD,
+            "--nodaemon",
+            "--pidfile=",
+            "suite",
+            "--config",
+            str(path),
         ]
-        process = subprocess.Popen(command, cwd=self.directory, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=self.directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         self.addCleanup(lambda: process.poll() is None and process.kill())
         stream = connect_when_listening(tcp)
         self.addCleanup(stream.close)
@@ -166,7 +203,7 @@ class SystemdProcessTests(ProcessTestCase):
                 try:
                     reply = datagram.recv(1024)
                     break
-                except socket.timeout:
+                except TimeoutError:
                     if process.poll() is not None or time.monotonic() > deadline:
                         return process, None, None
             assert re.fullmatch(rb"\[[^]]+\] over udp", reply)
@@ -175,14 +212,17 @@ class SystemdProcessTests(ProcessTestCase):
 
     def test_socket_activated_tcp_udp_and_tls(self):
         pki = make_pki(self.directory)
-        process, _, tls = self.activate(tls_section(pki) + """
+        process, _, tls = self.activate(
+            tls_section(pki)
+            + """
 [timestamp]
 listen = ["systemd:domain=INET:name=timestamp-tcp", "systemd-udp:name=timestamp-udp"]
 format = "epoch"
 [echo]
 listen = []
 tls_listen = ["systemd:domain=INET:name=echo-tls"]
-""")
+"""
+        )
         try:
             context = ssl.create_default_context(cafile=pki["ca"])
             with socket.create_connection(("127.0.0.1", tls), timeout=15) as raw:
@@ -211,14 +251,18 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
             if unit.suffix != ".socket":
                 continue
             settings = dict(
-                line.split("=", 1) for line in unit.read_text().splitlines()
+                line.split("=", 1)
+                for line in unit.read_text().splitlines()
                 if "=" in line and not line.startswith("#")
             )
             name = settings["FileDescriptorName"]
             listen = settings.get("ListenStream") or settings["ListenDatagram"]
             assert listen.isdigit(), f"{unit.name}: {listen}"
-            expected = (f"systemd:domain=INET6:name={name}" if "ListenStream" in settings
-                        else f"systemd-udp:name={name}")
+            expected = (
+                f"systemd:domain=INET6:name={name}"
+                if "ListenStream" in settings
+                else f"systemd-udp:name={name}"
+            )
             assert f'"{expected}"' in config, f"{unit.name}: {expected} not in the config"
         # v4 clients of such a socket arrive v4-mapped; they are shown as plain IPv4.
         process, stream, _ = self.activate(config, host="::ffff:127.0.0.1")
@@ -251,14 +295,17 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
             notify.settimeout(20)
             os.environ["NOTIFY_SOCKET"] = path
             try:
-                suite = SuiteProcess(self.directory, f"""
+                suite = SuiteProcess(
+                    self.directory,
+                    f"""
                     [timestamp]
                     listen = ["{LOCAL}", "udp:0:interface=127.0.0.1"]
                     [echo]
                     listen = ["{LOCAL}"]
                     [sleep]
                     listen = ["{LOCAL}"]
-                """)
+                """,
+                )
             finally:
                 del os.environ["NOTIFY_SOCKET"]
             try:
@@ -267,7 +314,9 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
                 assert suite.wait_for(lambda: len(suite.ports) == 4, timeout=1)
                 for name, address in suite.ports.items():
                     if "udp" not in name:
-                        socket.create_connection(("127.0.0.1", suite.port(name)), timeout=1).close()
+                        socket.create_connection(
+                            ("127.0.0.1", suite.port(name)), timeout=1
+                        ).close()
             finally:
                 suite.stop()
             assert notify.recv(100) == b"STOPPING=1"
@@ -277,7 +326,9 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
         assert "suite ready: 1 listener\n" in suite.output + "\n"
         suite.process.send_signal(signal.SIGHUP)
         assert suite.wait_for(lambda: "SIGHUP: reopening files" in suite.output)
-        with socket.create_connection(("127.0.0.1", suite.port(f"echo {LOCAL}")), timeout=5) as sock:
+        with socket.create_connection(
+            ("127.0.0.1", suite.port(f"echo {LOCAL}")), timeout=5
+        ) as sock:
             sock.sendall(b"still here\n")
             assert sock.recv(100) == b"You said: still here\r\n"
 
@@ -288,15 +339,21 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
             twistd = f"{TWISTD} --nodaemon --pidfile= --logger=suite.journal.observer suite --config {config}"
             if journal:
                 twistd = f'JOURNAL_STREAM="$(stat -L -c %d:%i /proc/$$/fd/1)" exec {twistd}'
-            result = subprocess.run(["sh", "-c", twistd], capture_output=True, text=True, timeout=60)
+            result = subprocess.run(
+                ["sh", "-c", twistd], capture_output=True, text=True, timeout=60
+            )
         assert result.returncode == 1
-        failure = f"[suite.app.lifecycle#critical] echo: cannot listen on tcp:{port}:interface=127.0.0.1"
+        failure = (
+            f"[suite.app.lifecycle#critical] echo: cannot listen on tcp:{port}:interface=127.0.0.1"
+        )
         lines = result.stdout.splitlines()
         if journal:
             assert f"<2>{failure}: Address already in use" in lines
             assert all(re.match(r"<[2-7]>", line) for line in lines)
-            assert any(line.startswith("<6>[twisted.scripts._twistd_unix.UnixAppLogger#info]")
-                       for line in lines)
+            assert any(
+                line.startswith("<6>[twisted.scripts._twistd_unix.UnixAppLogger#info]")
+                for line in lines
+            )
         else:
             assert any(line.endswith(f" {failure}: Address already in use") for line in lines)
             assert not any(line.startswith("<") for line in lines)
@@ -329,8 +386,9 @@ class UnderTheUnitsFilter(ProcessTestCase):
         """setpriority is in @system-service but not allowed by `~@resources`."""
         lower = [sys.executable, "-c", "import os; os.setpriority(os.PRIO_PROCESS, 0, 19)"]
         assert subprocess.run(lower, timeout=60).returncode == 0
-        refused = subprocess.run(self.under_filter(*lower), capture_output=True, text=True,
-                                 timeout=60)
+        refused = subprocess.run(
+            self.under_filter(*lower), capture_output=True, text=True, timeout=60
+        )
         assert refused.returncode != 0 and "Operation not permitted" in refused.stderr, refused
 
     def test_the_per_core_units_filter_is_the_same(self):
@@ -342,7 +400,9 @@ class UnderTheUnitsFilter(ProcessTestCase):
         output = self.directory / "messages.jsonl"
         unix = self.directory / "echo.sock"
         config = self.directory / "suite.toml"
-        config.write_text(tls_section(pki) + f"""
+        config.write_text(
+            tls_section(pki)
+            + f"""
 [timestamp]
 listen = ["{LOCAL}", "udp:0:interface=127.0.0.1"]
 [echo]
@@ -356,16 +416,20 @@ listen = ["{LOCAL}"]
 [names]
 listen = ["{LOCAL}"]
 dns_listen = ["udp:0:interface=127.0.0.1"]
-store = "sqlite:{self.directory / 'names.sqlite'}"
+store = "sqlite:{self.directory / "names.sqlite"}"
 [metrics]
 listen = ["{LOCAL}"]
-""")
+"""
+        )
         log = self.directory / "twistd.out"
         with open(log, "w") as stdout:
             process = subprocess.Popen(
-                self.under_filter(TWISTD, "--nodaemon", "--pidfile=", "suite", "--config",
-                                  str(config)),
-                cwd=self.directory, stdout=stdout, stderr=subprocess.STDOUT,
+                self.under_filter(
+                    TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(config)
+                ),
+                cwd=self.directory,
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
             )
         self.addCleanup(lambda: process.poll() is None and process.kill())
         deadline = time.monotonic() + 30
@@ -375,12 +439,16 @@ listen = ["{LOCAL}"]
         status = Path(f"/proc/{process.pid}/status").read_text()
         assert re.search(r"^Seccomp:\s+2$", status, re.M), status  # filtered: twistd itself
         listening = filter(None, map(LISTENING.search, log.read_text().splitlines()))
-        ports = {f"{found[1]} {found[2]}": int(found[3].rsplit(":", 1)[1])
-                 for found in listening if found[3].startswith("127.0.0.1:")}
+        ports = {
+            f"{found[1]} {found[2]}": int(found[3].rsplit(":", 1)[1])
+            for found in listening
+            if found[3].startswith("127.0.0.1:")
+        }
 
         context = ssl.create_default_context(cafile=pki["ca"])
-        with socket.create_connection(("127.0.0.1", ports[f"echo tls_listen {LOCAL}"]),
-                                      timeout=15) as raw:
+        with socket.create_connection(
+            ("127.0.0.1", ports[f"echo tls_listen {LOCAL}"]), timeout=15
+        ) as raw:
             with context.wrap_socket(raw, server_hostname="localhost") as sock:
                 sock.sendall(b"filtered\nquit\n")
                 assert read_all(sock) == b"You said: filtered\r\nGoodbye.\r\n"
@@ -416,15 +484,45 @@ dns_listen = ["systemd-udp:name=names-dns"]
 store = "memory"
 """)
         process = subprocess.Popen(
-            ["systemd-socket-activate", "-d", "-l", f"127.0.0.1:{port}", "--fdname=names-dns",
-             "--", TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(path)],
-            cwd=self.directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [
+                "systemd-socket-activate",
+                "-d",
+                "-l",
+                f"127.0.0.1:{port}",
+                "--fdname=names-dns",
+                "--",
+                TWISTD,
+                "--nodaemon",
+                "--pidfile=",
+                "suite",
+                "--config",
+                str(path),
+            ],
+            cwd=self.directory,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         self.addCleanup(lambda: process.poll() is None and process.kill())
         # The first datagram starts the suite; dig asks again until it answers.
-        result = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+tries=15", "+time=1",
-                                 "suite", "SOA", "+short"], capture_output=True, text=True,
-                                timeout=60)
+        result = subprocess.run(
+            [
+                "dig",
+                "@127.0.0.1",
+                "-p",
+                str(port),
+                "+tries=15",
+                "+time=1",
+                "suite",
+                "SOA",
+                "+short",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         output = stop(process)
-        assert result.stdout == "ns.suite. hostmaster.suite. 1 3600 600 86400 5\n", (result, output)
+        assert result.stdout == "ns.suite. hostmaster.suite. 1 3600 600 86400 5\n", (
+            result,
+            output,
+        )
         assert "names listening on dns_listen systemd-udp:name=names-dns" in output

@@ -87,12 +87,21 @@ def udp_client(port, typed=("hello", "hi")) -> list[bytes]:
 class TextbookClients(ProcessTestCase):
     def start(self, framing):
         suite = self.start_suite(
-            "", listeners=2, plugin="suite-timestamp",
-            args=("--listen", "tcp:0:interface=127.0.0.1", "--listen", "udp:0:interface=127.0.0.1",
-                  *(("--framing", framing) if framing else ())),
+            "",
+            listeners=2,
+            plugin="suite-timestamp",
+            args=(
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--listen",
+                "udp:0:interface=127.0.0.1",
+                *(("--framing", framing) if framing else ()),
+            ),
         )
-        return (suite.port("timestamp tcp:0:interface=127.0.0.1"),
-                suite.port("timestamp udp:0:interface=127.0.0.1"))
+        return (
+            suite.port("timestamp tcp:0:interface=127.0.0.1"),
+            suite.port("timestamp udp:0:interface=127.0.0.1"),
+        )
 
     def assert_stamped(self, answers, end=""):
         self.assertEqual(len(answers), 2, answers)
@@ -103,8 +112,12 @@ class TextbookClients(ProcessTestCase):
     def test_every_textbook_client_against_read_framing(self):
         tcp, udp = self.start("read")
         self.assert_stamped(plain_socket_client(tcp))
-        result = subprocess.run([sys.executable, "-c", TWISTED_CLIENT, str(tcp)],
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [sys.executable, "-c", TWISTED_CLIENT, str(tcp)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         self.assert_stamped(result.stdout.splitlines())
         self.assert_stamped(socketserver_client(tcp), end="\r\n")
         self.assert_stamped(udp_client(udp))

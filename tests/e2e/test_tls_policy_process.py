@@ -21,13 +21,30 @@ class CipherPolicyTests(ProcessTestCase):
         require("openssl")
         self.crt, self.key = self.directory / "server.crt", self.directory / "server.key"
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-             "-subj", "/CN=localhost", "-keyout", str(self.key), "-out", str(self.crt)],
-            check=True, capture_output=True, timeout=60,
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                str(self.key),
+                "-out",
+                str(self.crt),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
 
     def start(self, tls_lines=""):
-        suite = self.start_suite(f"""
+        suite = self.start_suite(
+            f"""
             [tls]
             certificate = "{self.crt}"
             private_key = "{self.key}"
@@ -35,14 +52,19 @@ class CipherPolicyTests(ProcessTestCase):
             [echo]
             listen = []
             tls_listen = ["{LOCAL}"]
-            """, 1)
+            """,
+            1,
+        )
         return suite.port(f"echo tls_listen {LOCAL}")
 
     def negotiated(self, port, *options) -> str | None:
         """The suite s_client agreed on with OPTIONS, or None when the handshake failed."""
         result = subprocess.run(
             ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-brief", *options],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         if result.returncode != 0:
             return None
@@ -58,24 +80,31 @@ class CipherPolicyTests(ProcessTestCase):
         assert self.negotiated(port, "-tls1_2", "-cipher", ECDHE_GCM) == ECDHE_GCM
         assert self.negotiated(port, "-tls1_2") == "ECDHE-RSA-AES128-GCM-SHA256"
         assert self.negotiated(port, "-tls1_3").startswith("TLS_")
-        assert self.negotiated(port, "-tls1_3", "-ciphersuites",
-                               "TLS_CHACHA20_POLY1305_SHA256") == "TLS_CHACHA20_POLY1305_SHA256"
+        assert (
+            self.negotiated(port, "-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256")
+            == "TLS_CHACHA20_POLY1305_SHA256"
+        )
 
     def test_ciphers_overrides_the_policy(self):
         port = self.start(f'ciphers = "{RSA_KEY_EXCHANGE[0]}:{CBC}"')
-        assert self.negotiated(port, "-tls1_2", "-cipher", RSA_KEY_EXCHANGE[0]) == (
-            RSA_KEY_EXCHANGE[0])
+        assert (
+            self.negotiated(port, "-tls1_2", "-cipher", RSA_KEY_EXCHANGE[0])
+            == (RSA_KEY_EXCHANGE[0])
+        )
         assert self.negotiated(port, "-tls1_2", "-cipher", CBC) == CBC
         assert self.negotiated(port, "-tls1_2", "-cipher", ECDHE_GCM) is None
         assert self.negotiated(port, "-tls1_3").startswith("TLS_")
 
     def test_a_cipher_string_openssl_selects_nothing_from_is_one_config_line(self):
-        suite = self.start_suite("""
+        suite = self.start_suite(
+            """
             [tls]
             ciphers = "ECDHE-RSA-AES128-GCN-SHA256"
             [echo]
             listen = ["tcp:0:interface=127.0.0.1"]
-            """, 0)
+            """,
+            0,
+        )
         assert suite.wait() != 0
         assert (
             '[tls] ciphers = "ECDHE-RSA-AES128-GCN-SHA256": '

@@ -8,7 +8,9 @@ from tests.helpers import connect
 
 class LineEchoTests(SynchronousTestCase):
     def setUp(self):
-        self.protocol, self.transport = connect(LineEchoFactory(EchoSettings(idle_timeout=0), Clock()))
+        self.protocol, self.transport = connect(
+            LineEchoFactory(EchoSettings(idle_timeout=0), Clock())
+        )
 
     def test_you_said(self):
         self.protocol.dataReceived(b"hello there\n")
@@ -35,7 +37,9 @@ class LineEchoTests(SynchronousTestCase):
 
 class RawEchoTests(SynchronousTestCase):
     def setUp(self):
-        self.protocol, self.transport = connect(RawEchoFactory(EchoSettings(mode="raw", idle_timeout=0), Clock()))
+        self.protocol, self.transport = connect(
+            RawEchoFactory(EchoSettings(mode="raw", idle_timeout=0), Clock())
+        )
 
     def test_every_byte_back_unchanged(self):
         payload = bytes(range(256)) + b"\r\n\n\r\x00"

@@ -26,9 +26,13 @@ def listener_names(root):
     """The names of every listener of ROOT's tree, in start order."""
     return [child.name for child in walk(root) if isinstance(child, ListenerService)]
 
+
 REFUSALS = [
-    ("[timestmp]\n", "FILE: [timestmp]: unknown section (known: announce, echo, logger, metrics, names, sleep, timestamp, tls)"),
-    ("[echo]\nport = 5\n", 'FILE: [echo] port = 5: unknown key'),
+    (
+        "[timestmp]\n",
+        "FILE: [timestmp]: unknown section (known: announce, echo, logger, metrics, names, sleep, timestamp, tls)",
+    ),
+    ("[echo]\nport = 5\n", "FILE: [echo] port = 5: unknown key"),
     ('[echo]\nmode = "loud"\n', 'FILE: [echo] mode = "loud": must be one of line, raw'),
     ('[echo]\nmax_line = "big"\n', 'FILE: [echo] max_line = "big": must be an integer'),
     ("[echo]\nmax_line = 0\n", "FILE: [echo] max_line = 0: must be at least 1"),
@@ -49,11 +53,14 @@ REFUSALS = [
         '[echo]\nlisten = ["tcp:0"]\n[metrics]\ntls_listen = ["tcp:9100"]\n',
         'FILE: [metrics] tls_listen = ["tcp:9100"]: needs [tls] certificate',
     ),
-    ('[metrics]\nmax_connections = 0\n', 'FILE: [metrics] max_connections = 0: must be at least 1'),
+    (
+        "[metrics]\nmax_connections = 0\n",
+        "FILE: [metrics] max_connections = 0: must be at least 1",
+    ),
     ("echo = 1\n", "FILE: [echo] must be a table, not 1"),
     (
         '[echo]\nlisten = ["frob:1"]\n',
-        'FILE: [echo] listen = "frob:1": bad endpoint: Unknown endpoint type: \'frob\'',
+        "FILE: [echo] listen = \"frob:1\": bad endpoint: Unknown endpoint type: 'frob'",
     ),
     ('[echo]\nlisten = ["tcp:http"]\n', 'FILE: [echo] listen = "tcp:http": bad endpoint'),
     (
@@ -64,8 +71,14 @@ REFUSALS = [
         '[echo]\nlisten = ["tcp6:port=99999:interface=\\\\:\\\\:1"]\n',
         'FILE: [echo] listen = "tcp6:port=99999:interface=\\\\:\\\\:1": bad endpoint: port must be 0-65535',
     ),
-    ('[timestamp]\nformat = "%Q"\n', 'FILE: [timestamp] format = "%Q": unknown strftime directive %Q'),
-    ('[timestamp]\nformat = "%H%"\n', 'FILE: [timestamp] format = "%H%": a % that starts no directive'),
+    (
+        '[timestamp]\nformat = "%Q"\n',
+        'FILE: [timestamp] format = "%Q": unknown strftime directive %Q',
+    ),
+    (
+        '[timestamp]\nformat = "%H%"\n',
+        'FILE: [timestamp] format = "%H%": a % that starts no directive',
+    ),
     (
         '[tls]\ncertificate = "/nonexistent.crt"\nprivate_key = "/nonexistent.key"\n'
         '[echo]\nlisten = ["tcp:0"]\n',
@@ -86,7 +99,7 @@ REFUSALS = [
     (
         '[announce]\nname_server = ["nohostport"]\n[echo]\nlisten = ["tcp:0"]\n',
         'FILE: [announce] name_server = ["nohostport"]: nohostport: expected host:port, '
-        '[v6]:port or an endpoint string',
+        "[v6]:port or an endpoint string",
     ),
     (
         '[announce]\nname_server = ["127.0.0.1:1"]\ntoken_file = "/nonexistent"\n'
@@ -100,7 +113,7 @@ REFUSALS = [
     (
         '[names]\nstore = "memory"\ndomain = "Bad_Zone"\n',
         'FILE: [names] domain = "Bad_Zone": must be a DNS name such as suite or svc.example.com '
-        '(lowercase)',
+        "(lowercase)",
     ),
     (
         '[echo]\ntls_listen = ["udp:1"]\n',
@@ -120,7 +133,7 @@ REFUSALS = [
     ),
     (
         '[timestamp]\nlisten = ["systemd-udp:name=ts-udp"]\n',
-        "FILE: [timestamp] listen = \"systemd-udp:name=ts-udp\": bad endpoint: "
+        'FILE: [timestamp] listen = "systemd-udp:name=ts-udp": bad endpoint: '
         "no socket passed by systemd is named 'ts-udp'",
     ),
     (
@@ -130,7 +143,7 @@ REFUSALS = [
     ),
     (
         '[timestamp]\nlisten = ["systemd:domain=INET:name=ts-tcp"]\n',
-        "FILE: [timestamp] listen = \"systemd:domain=INET:name=ts-tcp\": "
+        'FILE: [timestamp] listen = "systemd:domain=INET:name=ts-tcp": '
         "no socket passed by systemd is named 'ts-tcp'",
     ),
     (
@@ -191,7 +204,10 @@ class RefusalTests(ConfigTestCase):
         self.assertEqual(message, f"{path}:2: not UTF-8 (byte 0xe9)")
 
     def test_deep_nesting_is_one_line(self):
-        for body in ("x = " + "[" * 50000 + "]" * 50000, "x = " + "{a=" * 50000 + "1" + "}" * 50000):
+        for body in (
+            "x = " + "[" * 50000 + "]" * 50000,
+            "x = " + "{a=" * 50000 + "1" + "}" * 50000,
+        ):
             message = self.refused("[echo]\n" + body + "\n")
             self.assertTrue(message.startswith("FILE"), message)
             self.assertIn("invalid TOML", message)
@@ -300,16 +316,23 @@ class CommandLineTests(ConfigTestCase):
 
     def test_options_override_the_file(self):
         path = self.write('[timestamp]\nlisten = ["tcp:1"]\nformat = "iso"\nmax_line = 9\n')
-        options = self.options("--config", path, "--listen", "tcp:2", "--listen", "udp:3",
-                               "--max-line", "100", "--utc")
+        options = self.options(
+            "--config",
+            path,
+            "--listen",
+            "tcp:2",
+            "--listen",
+            "udp:3",
+            "--max-line",
+            "100",
+            "--utc",
+        )
         self.assertEqual(
             options.overrides,
             {"timestamp": {"listen": ["tcp:2", "udp:3"], "max_line": "100", "utc": True}},
         )
         root = timestamp_tap.makeService(options, reactor=MemoryReactor())
-        self.assertEqual(
-            sorted(listener_names(root)), ["timestamp tcp:2", "timestamp udp:3"]
-        )
+        self.assertEqual(sorted(listener_names(root)), ["timestamp tcp:2", "timestamp udp:3"])
 
     def test_bad_option_value_is_a_usage_error_of_one_line(self):
         caught = self.assertRaises(UsageError, self.options, "--max-line", "abc")
@@ -371,7 +394,7 @@ class CommandLineTests(ConfigTestCase):
                 if key.name == "enabled":
                     continue
                 option = re.search(rf"(?<![\w-])--{key.option}(?![\w-])", usage)
-                described = usage[option.start():]
+                described = usage[option.start() :]
                 described = re.split(r"\n +-", described)[0]
                 self.assertIn("[default:", described, f"{declaration.name} --{key.option}")
 
@@ -410,7 +433,7 @@ class StoredRowTests(ConfigTestCase):
         message = self.refused(f'[names]\nlisten = ["tcp:0"]\nstore = "sqlite:{path}"\n')
         self.assertEqual(
             message,
-            f'FILE: [names] store = "sqlite:{path}": stored row 2 (\'Bad Name\', \'h\', 1) is '
+            f"FILE: [names] store = \"sqlite:{path}\": stored row 2 ('Bad Name', 'h', 1) is "
             "invalid: name 'Bad Name': 1-63 of a-z 0-9 -, not starting with -",
         )
 

@@ -26,11 +26,17 @@ ROOT = Path(__file__).resolve().parents[2]
 class CredentialTests(SynchronousTestCase):
     def test_credential_names_a_file_in_the_credentials_directory(self):
         environ = {"CREDENTIALS_DIRECTORY": "/run/credentials/suite.service"}
-        self.assertEqual(credential_path("credential:server.key", environ),
-                         "/run/credentials/suite.service/server.key")
-        self.assertEqual(credential_path("/etc/suite/server.key", environ), "/etc/suite/server.key")
-        for value, problem in (("credential:", "needs a file name"),
-                               ("credential:../etc/shadow", "needs a file name")):
+        self.assertEqual(
+            credential_path("credential:server.key", environ),
+            "/run/credentials/suite.service/server.key",
+        )
+        self.assertEqual(
+            credential_path("/etc/suite/server.key", environ), "/etc/suite/server.key"
+        )
+        for value, problem in (
+            ("credential:", "needs a file name"),
+            ("credential:../etc/shadow", "needs a file name"),
+        ):
             with self.assertRaises(ValueError) as caught:
                 credential_path(value, environ)
             self.assertIn(problem, str(caught.exception))
@@ -43,8 +49,10 @@ class CredentialTests(SynchronousTestCase):
         (directory / "token").write_text("s3cret\n")
         (directory / "empty").write_text("\n")
         self.assertEqual(read_secret(str(directory / "token")), "s3cret")
-        for name, problem in (("empty", "the file is empty"),
-                              ("missing", "cannot read: No such file or directory")):
+        for name, problem in (
+            ("empty", "the file is empty"),
+            ("missing", "cannot read: No such file or directory"),
+        ):
             with self.assertRaises(ValueError) as caught:
                 read_secret(str(directory / name))
             self.assertEqual(str(caught.exception), problem)
@@ -60,10 +68,14 @@ class TokenSourceTests(SynchronousTestCase):
 
     def test_mistakes_are_one_line_and_never_show_the_token(self):
         for settings, expected in (
-            (NamesSettings(token="t", token_file="/f"),
-             'default: [names] token_file = "/f": set token or token_file, not both'),
-            (NamesSettings(token_file="/nonexistent"),
-             'default: [names] token_file = "/nonexistent": cannot read: No such file or directory'),
+            (
+                NamesSettings(token="t", token_file="/f"),
+                'default: [names] token_file = "/f": set token or token_file, not both',
+            ),
+            (
+                NamesSettings(token_file="/nonexistent"),
+                'default: [names] token_file = "/nonexistent": cannot read: No such file or directory',
+            ),
         ):
             with self.assertRaises(ConfigError) as caught:
                 names_service.build(settings, MemoryReactor())
@@ -78,8 +90,9 @@ class InstalledConfigTests(SynchronousTestCase):
         self.assertIsNotNone(sed, "the install steps' sed line")
         command = sed.group(1).replace("\\\n", " ")
         directory = tmp_dir(self)
-        installed = subprocess.run(["sh", "-c", command], cwd=ROOT, capture_output=True,
-                                   text=True, check=True).stdout
+        installed = subprocess.run(
+            ["sh", "-c", command], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
         (directory / "suite.toml").write_text(installed)
         credentials = directory / "credentials"
         credentials.mkdir()
@@ -111,8 +124,13 @@ class InstalledConfigTests(SynchronousTestCase):
         config = ROOT / "etc" / "systemd" / "per-core" / "per-core.toml"
         root = build(services.SERVICES, str(config), {}, MemoryReactor(), only_listed=False)
         listeners = sorted(c.name for c in walk(root) if isinstance(c, ListenerService))
-        self.assertEqual(listeners, [
-            "echo tcp:5001:interface=127.0.0.1", "echo udp:5001:interface=127.0.0.1",
-            "sleep tcp:5200:interface=127.0.0.1",
-            "timestamp tcp:12345:interface=127.0.0.1", "timestamp udp:12345:interface=127.0.0.1",
-        ])
+        self.assertEqual(
+            listeners,
+            [
+                "echo tcp:5001:interface=127.0.0.1",
+                "echo udp:5001:interface=127.0.0.1",
+                "sleep tcp:5200:interface=127.0.0.1",
+                "timestamp tcp:12345:interface=127.0.0.1",
+                "timestamp udp:12345:interface=127.0.0.1",
+            ],
+        )

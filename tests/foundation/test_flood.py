@@ -37,10 +37,13 @@ class FloodControlTests(SynchronousTestCase):
         self.flood.warn("protocol errors", "127.0.0.2", "bad line from {peer}", peer="127.0.0.2")
         self.flood.warn("protocol errors", "127.0.0.2", "bad line from {peer}", peer="127.0.0.2")
         self.clock.advance(10)
-        self.assertEqual(sorted(self.lines[2:]), [
-            "echo: 1 more protocol errors in the last 10 s",
-            "echo: 1 more refused connections in the last 10 s",
-        ])
+        self.assertEqual(
+            sorted(self.lines[2:]),
+            [
+                "echo: 1 more protocol errors in the last 10 s",
+                "echo: 1 more refused connections in the last 10 s",
+            ],
+        )
 
     def test_sources_remembered_are_bounded(self):
         for n in range(1000):

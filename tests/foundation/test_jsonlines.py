@@ -4,23 +4,22 @@ import errno
 import os
 import stat
 
-from zope.interface.verify import verifyObject
-
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from suite.foundation import jsonlines as writer_module
-from suite.logger import service
-from suite.logger.service import LoggerSettings
-from suite.foundation.jsonlines import BatchWriter, RotatingFile, WriteFailed, cut_torn_tail
-from suite.names.store import SqliteStore
 from suite.foundation.config import ConfigError, settings_for
 from suite.foundation.interfaces import IReopenable
+from suite.foundation.jsonlines import BatchWriter, RotatingFile, WriteFailed, cut_torn_tail
+from suite.logger import service
+from suite.logger.service import LoggerSettings
+from suite.names.store import SqliteStore
 from tests.helpers import captured_log
 
 
 def line(n, width=20):
-    return (b"%0*d\n" % (width - 1, n))
+    return b"%0*d\n" % (width - 1, n)
 
 
 class BatchingTests(SynchronousTestCase):
@@ -161,7 +160,9 @@ class RenamedUnderneathTests(SynchronousTestCase):
         RotatingFile(self.path, rotate_bytes=0, keep=1).write(line(3))
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(), line(1) + line(2) + line(3))
-        self.assertTrue(any("cut 19 bytes back to the last complete line" in t for t in self.lines))
+        self.assertTrue(
+            any("cut 19 bytes back to the last complete line" in t for t in self.lines)
+        )
 
     def test_a_file_with_no_complete_line_is_emptied(self):
         os.makedirs(self.directory)
@@ -196,8 +197,9 @@ class WriteFaultTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.output = FailingOutput()
-        self.writer = BatchWriter(self.output, self.clock, flush_interval=0.2, max_batch=10**6,
-                                  max_buffer=200)
+        self.writer = BatchWriter(
+            self.output, self.clock, flush_interval=0.2, max_batch=10**6, max_buffer=200
+        )
         self.writer.startService()
         self.lines = captured_log(self)
         self.pressure = []
@@ -213,8 +215,9 @@ class WriteFaultTests(SynchronousTestCase):
         self.assertEqual(self.output.data, line(1) + line(2))
         for _ in range(3):
             self.clock.advance(1)  # retried, still full
-        self.assertEqual(sum("cannot write out.jsonl: No space left on device" in t
-                             for t in self.lines), 1)
+        self.assertEqual(
+            sum("cannot write out.jsonl: No space left on device" in t for t in self.lines), 1
+        )
         self.output.room = True
         self.clock.advance(1)
         self.assertEqual(self.output.data, b"".join(line(n) for n in range(1, 5)))
@@ -304,8 +307,12 @@ class BacklogInPiecesTests(SynchronousTestCase):
     def setUp(self):
         self.path = os.path.join(self.mktemp(), "out.jsonl")
         self.clock = Clock()
-        self.writer = BatchWriter(RotatingFile(self.path, rotate_bytes=0, keep=1), self.clock,
-                                  flush_interval=0.2, max_batch=10**6)
+        self.writer = BatchWriter(
+            RotatingFile(self.path, rotate_bytes=0, keep=1),
+            self.clock,
+            flush_interval=0.2,
+            max_batch=10**6,
+        )
         self.writer.startService()
         self.addCleanup(self.writer.stopService)
         self.lines = captured_log(self)
@@ -359,14 +366,17 @@ class FileModeTests(SynchronousTestCase):
         output = RotatingFile(self.path, rotate_bytes=40, keep=2)
         for n in range(6):
             output.write(line(n))
-        self.assertEqual(sorted(os.listdir(self.directory)),
-                         ["out.jsonl", "out.jsonl.1", "out.jsonl.2"])
+        self.assertEqual(
+            sorted(os.listdir(self.directory)), ["out.jsonl", "out.jsonl.1", "out.jsonl.2"]
+        )
         for name in os.listdir(self.directory):
             self.assertEqual(self.mode(os.path.join(self.directory, name)), 0o640, name)
 
     def test_file_mode_is_configurable_and_an_existing_file_keeps_its_own(self):
-        service.build(settings_for(LoggerSettings, {"output": self.path, "file_mode": "0600"},
-                                   "suite.toml"), Clock())
+        service.build(
+            settings_for(LoggerSettings, {"output": self.path, "file_mode": "0600"}, "suite.toml"),
+            Clock(),
+        )
         self.assertEqual(self.mode(self.path), 0o600)
         os.chmod(self.path, 0o644)
         RotatingFile(self.path, rotate_bytes=0, keep=1, file_mode=0o600).reopen()
@@ -376,12 +386,19 @@ class FileModeTests(SynchronousTestCase):
         def mode(value):
             return settings_for(LoggerSettings, {"file_mode": value}, "suite.toml").file_mode
 
-        self.assertEqual([mode("0640"), mode("0o600"), mode("644"), mode(0o640), mode(0)],
-                         [0o640, 0o600, 0o644, 0o640, 0])
+        self.assertEqual(
+            [mode("0640"), mode("0o600"), mode("644"), mode(0o640), mode(0)],
+            [0o640, 0o600, 0o644, 0o640, 0],
+        )
         self.assertEqual(LoggerSettings().file_mode, 0o640)
-        for wrong, problem in (("4755", "permission bits only"), (640, "permission bits only"),
-                               ("rw-r-----", "octal mode"), ("0648", "octal mode"),
-                               (True, "octal mode"), (6.4, "octal mode")):
+        for wrong, problem in (
+            ("4755", "permission bits only"),
+            (640, "permission bits only"),
+            ("rw-r-----", "octal mode"),
+            ("0648", "octal mode"),
+            (True, "octal mode"),
+            (6.4, "octal mode"),
+        ):
             message = str(self.assertRaises(ConfigError, mode, wrong))
             self.assertIn("suite.toml: [logger] file_mode", message)
             self.assertIn(problem, message)

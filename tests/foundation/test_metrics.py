@@ -64,13 +64,21 @@ class CollectorTests(SynchronousTestCase):
                 yield "connections", ("tcp",), self.n
                 yield "request_duration_seconds", (), self.durations
 
-        samples = exposition(("names", Source(2, 0.0002)), ("names", Source(3, 7.0)),
-                             ("echo", Source(4, 0.0002)))
-        self.assertEqual(value(samples, "suite_connections_total", service="names", transport="tcp"), 5)
-        self.assertEqual(value(samples, "suite_connections_total", service="echo", transport="tcp"), 4)
-        self.assertEqual(value(samples, "suite_request_duration_seconds_count", service="names"), 2)
+        samples = exposition(
+            ("names", Source(2, 0.0002)), ("names", Source(3, 7.0)), ("echo", Source(4, 0.0002))
+        )
         self.assertEqual(
-            value(samples, "suite_request_duration_seconds_bucket", service="names", le="0.00025"), 1
+            value(samples, "suite_connections_total", service="names", transport="tcp"), 5
+        )
+        self.assertEqual(
+            value(samples, "suite_connections_total", service="echo", transport="tcp"), 4
+        )
+        self.assertEqual(
+            value(samples, "suite_request_duration_seconds_count", service="names"), 2
+        )
+        self.assertEqual(
+            value(samples, "suite_request_duration_seconds_bucket", service="names", le="0.00025"),
+            1,
         )
         self.assertEqual(
             value(samples, "suite_request_duration_seconds_bucket", service="names", le="10.0"), 2
@@ -86,8 +94,10 @@ class CollectorTests(SynchronousTestCase):
 class StreamCountTests(SynchronousTestCase):
     def setUp(self):
         self.factory = LineEchoFactory(
-            EchoSettings(idle_timeout=0, max_line=10, max_connections=2,
-                         max_connections_per_source=1), Clock()
+            EchoSettings(
+                idle_timeout=0, max_line=10, max_connections=2, max_connections_per_source=1
+            ),
+            Clock(),
         )
 
     def samples(self):
@@ -97,9 +107,15 @@ class StreamCountTests(SynchronousTestCase):
         protocol, transport = connect(self.factory)
         protocol.dataReceived(b"one\ntwo\nthree\npartial")
         samples = self.samples()
-        self.assertEqual(value(samples, "suite_requests_total", service="echo", transport="tcp"), 3)
-        self.assertEqual(value(samples, "suite_connections_total", service="echo", transport="tcp"), 1)
-        self.assertEqual(value(samples, "suite_connections_open", service="echo", transport="tcp"), 1)
+        self.assertEqual(
+            value(samples, "suite_requests_total", service="echo", transport="tcp"), 3
+        )
+        self.assertEqual(
+            value(samples, "suite_connections_total", service="echo", transport="tcp"), 1
+        )
+        self.assertEqual(
+            value(samples, "suite_connections_open", service="echo", transport="tcp"), 1
+        )
         protocol.connectionLost(Failure(error.ConnectionDone()))
         self.assertEqual(
             value(self.samples(), "suite_connections_open", service="echo", transport="tcp"), 0
@@ -109,8 +125,12 @@ class StreamCountTests(SynchronousTestCase):
         protocol, _ = connect(self.factory)
         protocol.dataReceived(b"short\n" + b"x" * 11 + b"\nnever\n")
         samples = self.samples()
-        self.assertEqual(value(samples, "suite_requests_total", service="echo", transport="tcp"), 1)
-        self.assertEqual(value(samples, "suite_errors_total", service="echo", kind="line_too_long"), 1)
+        self.assertEqual(
+            value(samples, "suite_requests_total", service="echo", transport="tcp"), 1
+        )
+        self.assertEqual(
+            value(samples, "suite_errors_total", service="echo", kind="line_too_long"), 1
+        )
 
     def test_refusals_are_counted_by_limit(self):
         connect(self.factory)
@@ -119,14 +139,26 @@ class StreamCountTests(SynchronousTestCase):
         connect(self.factory, IPv4Address("TCP", "192.0.2.9", 1))  # over max_connections
         samples = self.samples()
         self.assertEqual(
-            value(samples, "suite_connections_refused_total", service="echo",
-                  reason="max_connections_per_source"), 1
+            value(
+                samples,
+                "suite_connections_refused_total",
+                service="echo",
+                reason="max_connections_per_source",
+            ),
+            1,
         )
         self.assertEqual(
-            value(samples, "suite_connections_refused_total", service="echo",
-                  reason="max_connections"), 1
+            value(
+                samples,
+                "suite_connections_refused_total",
+                service="echo",
+                reason="max_connections",
+            ),
+            1,
         )
-        self.assertEqual(value(samples, "suite_connections_total", service="echo", transport="tcp"), 2)
+        self.assertEqual(
+            value(samples, "suite_connections_total", service="echo", transport="tcp"), 2
+        )
 
 
 class SentDatagrams:
@@ -146,13 +178,21 @@ class DatagramCountTests(SynchronousTestCase):
         for _ in range(5):
             replier.datagramReceived(b"ping", ("192.0.2.7", 40005))
         samples = exposition(("echo", replier))
-        self.assertEqual(value(samples, "suite_datagrams_total", service="echo", result="answered"), 2)
+        self.assertEqual(
+            value(samples, "suite_datagrams_total", service="echo", result="answered"), 2
+        )
         self.assertEqual(
             value(samples, "suite_datagrams_total", service="echo", result="rate_limited"), 3
         )
-        self.assertEqual(value(samples, "suite_requests_total", service="echo", transport="udp"), 5)
-        self.assertEqual(value(samples, "suite_received_bytes_total", service="echo", transport="udp"), 20)
-        self.assertEqual(value(samples, "suite_sent_bytes_total", service="echo", transport="udp"), 8)
+        self.assertEqual(
+            value(samples, "suite_requests_total", service="echo", transport="udp"), 5
+        )
+        self.assertEqual(
+            value(samples, "suite_received_bytes_total", service="echo", transport="udp"), 20
+        )
+        self.assertEqual(
+            value(samples, "suite_sent_bytes_total", service="echo", transport="udp"), 8
+        )
 
 
 class FullDisk:
@@ -179,7 +219,9 @@ class WriterCountTests(SynchronousTestCase):
         clock.advance(1)
         samples = exposition(("logger", writer))
         self.assertEqual(value(samples, "suite_records_written_total", service="logger"), 10)
-        self.assertEqual(value(samples, "suite_rotations_total", service="logger"), 4)  # 2 lines a file
+        self.assertEqual(
+            value(samples, "suite_rotations_total", service="logger"), 4
+        )  # 2 lines a file
         self.assertEqual(value(samples, "suite_pending_bytes", service="logger"), 0)
         self.assertTrue(os.path.exists(path + ".3"))
 
@@ -199,15 +241,21 @@ class WriterCountTests(SynchronousTestCase):
         report = health_report([("logger", writer), ("echo", object())])
         self.assertEqual(http_status(report), 503)
         self.assertEqual(report["status"], "failing")
-        self.assertEqual(report["services"]["logger"], {
-            "status": "failing", "problems": ["cannot write out.jsonl: No space left on device"],
-        })
+        self.assertEqual(
+            report["services"]["logger"],
+            {
+                "status": "failing",
+                "problems": ["cannot write out.jsonl: No space left on device"],
+            },
+        )
         self.assertEqual(report["services"]["echo"], {"status": "ok"})
         output.room = True
         clock.advance(1)
         self.assertEqual(health_report([("logger", writer)])["status"], "ok")
-        self.assertEqual(value(exposition(("logger", writer)), "suite_records_written_total",
-                               service="logger"), 4)
+        self.assertEqual(
+            value(exposition(("logger", writer)), "suite_records_written_total", service="logger"),
+            4,
+        )
 
     def test_an_audit_that_cannot_be_written_only_degrades(self):
         output = FullDisk()
@@ -228,7 +276,9 @@ class SleepCountTests(SynchronousTestCase):
         pair.call(Sleep, seconds=0.5)
         samples = exposition(("sleep", factory))
         self.assertEqual(value(samples, "suite_sleeps_pending", service="sleep"), 2)
-        self.assertEqual(value(samples, "suite_requests_total", service="sleep", transport="tcp"), 2)
+        self.assertEqual(
+            value(samples, "suite_requests_total", service="sleep", transport="tcp"), 2
+        )
         clock.advance(0.5)
         clock.advance(1.5)
         pair.pump()
@@ -240,7 +290,9 @@ class SleepCountTests(SynchronousTestCase):
         self.assertEqual(
             value(samples, "suite_request_duration_seconds_bucket", service="sleep", le="2.5"), 2
         )
-        self.assertEqual(value(samples, "suite_request_duration_seconds_sum", service="sleep"), 2.5)
+        self.assertEqual(
+            value(samples, "suite_request_duration_seconds_sum", service="sleep"), 2.5
+        )
 
 
 class NamesCountTests(SynchronousTestCase):
@@ -256,11 +308,17 @@ class NamesCountTests(SynchronousTestCase):
         samples = exposition(("names", server), ("names", pair.server.factory))
         self.assertEqual(value(samples, "suite_instances", service="names"), 2)
         self.assertEqual(value(samples, "suite_lookups_total", service="names", result="found"), 3)
-        self.assertEqual(value(samples, "suite_lookups_total", service="names", result="not_found"), 1)
-        self.assertEqual(value(samples, "suite_request_duration_seconds_count", service="names"), 4)
+        self.assertEqual(
+            value(samples, "suite_lookups_total", service="names", result="not_found"), 1
+        )
+        self.assertEqual(
+            value(samples, "suite_request_duration_seconds_count", service="names"), 4
+        )
         self.assertEqual(value(samples, "suite_watches", service="names"), 1)
         # Register x2, Lookup x4 (three answered at once, one by AMP), Watch.
-        self.assertEqual(value(samples, "suite_requests_total", service="names", transport="tcp"), 7)
+        self.assertEqual(
+            value(samples, "suite_requests_total", service="names", transport="tcp"), 7
+        )
         pair.server.connectionLost(Failure(error.ConnectionDone()))
         self.assertEqual(value(exposition(("names", server)), "suite_watches", service="names"), 0)
 
@@ -273,7 +331,9 @@ class NamesCountTests(SynchronousTestCase):
         settings = NamesSettings(ping_interval=1, max_failures=2)
 
         def ping(host, port):
-            return defer.succeed(None) if port == 5001 else defer.fail(error.ConnectionRefusedError())
+            return (
+                defer.succeed(None) if port == 5001 else defer.fail(error.ConnectionRefusedError())
+            )
 
         checker = HealthChecker(server.registry, settings, clock, ping, server.evict)
         checker.startService()
@@ -306,14 +366,30 @@ class DNSCountTests(SynchronousTestCase):
             zone.answer(query(b"echo.suite", qtype))
         zone.answer(b"\0\7\1\0" + b"\0" * 8)  # no question: FORMERR
         samples = exposition(("names", zone))
-        self.assertEqual(value(samples, "suite_dns_queries_total", service="names", type="SRV",
-                               rcode="NOERROR"), 2)
-        self.assertEqual(value(samples, "suite_dns_queries_total", service="names", type="A",
-                               rcode="NXDOMAIN"), 1)
-        self.assertEqual(value(samples, "suite_dns_queries_total", service="names", type="A",
-                               rcode="REFUSED"), 1)
-        self.assertEqual(value(samples, "suite_dns_queries_total", service="names", type="other",
-                               rcode="NOERROR"), 100)
-        self.assertEqual(value(samples, "suite_dns_queries_total", service="names", type="none",
-                               rcode="FORMERR"), 1)
+        self.assertEqual(
+            value(
+                samples, "suite_dns_queries_total", service="names", type="SRV", rcode="NOERROR"
+            ),
+            2,
+        )
+        self.assertEqual(
+            value(samples, "suite_dns_queries_total", service="names", type="A", rcode="NXDOMAIN"),
+            1,
+        )
+        self.assertEqual(
+            value(samples, "suite_dns_queries_total", service="names", type="A", rcode="REFUSED"),
+            1,
+        )
+        self.assertEqual(
+            value(
+                samples, "suite_dns_queries_total", service="names", type="other", rcode="NOERROR"
+            ),
+            100,
+        )
+        self.assertEqual(
+            value(
+                samples, "suite_dns_queries_total", service="names", type="none", rcode="FORMERR"
+            ),
+            1,
+        )
         self.assertEqual(len([k for k in samples if k[0] == "suite_dns_queries_total"]), 5)

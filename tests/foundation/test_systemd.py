@@ -14,8 +14,8 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, LogPublisher, eventsFromJSONLogFile, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from suite import journal as named_journal
 from suite import journal
+from suite import journal as named_journal
 from suite.foundation import systemd
 from tests.helpers import captured_log, tmp_dir
 
@@ -38,7 +38,9 @@ class WatchdogTests(SynchronousTestCase):
         self.assertEqual(
             systemd.watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": pid}), 15.0
         )
-        self.assertIsNone(systemd.watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}))
+        self.assertIsNone(
+            systemd.watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"})
+        )
         for usec in ("", "0", "-5", "soon"):
             self.assertIsNone(systemd.watchdog_interval({"WATCHDOG_USEC": usec}))
         self.assertIsNone(systemd.watchdog_interval({}))
@@ -169,20 +171,25 @@ class JSONObserverTests(SynchronousTestCase):
         self.assertEqual(len(lines), 3)
         records = [json.loads(line) for line in lines]
         self.assertEqual([r["level"] for r in records], ["info", "error", "critical"])
-        self.assertEqual([r["message"] for r in records],
-                         ["listening on 5001", "two\nlines", "cannot listen"])
+        self.assertEqual(
+            [r["message"] for r in records], ["listening on 5001", "two\nlines", "cannot listen"]
+        )
         self.assertEqual(records[0]["port"], 5001)
         self.assertEqual(records[0]["log_namespace"], "suite.test")
         self.assertRegex(records[0]["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
         stream.seek(0)
         read_back = list(eventsFromJSONLogFile(stream))  # Twisted's own reader
-        self.assertEqual([formatEvent(e) for e in read_back],
-                         ["listening on 5001", "two\nlines", "cannot listen"])
+        self.assertEqual(
+            [formatEvent(e) for e in read_back],
+            ["listening on 5001", "two\nlines", "cannot listen"],
+        )
 
     def test_a_failure_carries_its_traceback(self):
         stream = io.StringIO()
-        log = Logger(namespace="suite.test",
-                     observer=LogPublisher(journal.FileLogObserver(stream, journal.json_line)))
+        log = Logger(
+            namespace="suite.test",
+            observer=LogPublisher(journal.FileLogObserver(stream, journal.json_line)),
+        )
         try:
             1 / 0
         except ZeroDivisionError:

@@ -2,7 +2,8 @@
 
 import struct
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -13,8 +14,17 @@ from tests.names.test_zone import parse, query
 
 QUERIES = st.builds(
     query,
-    st.sampled_from(["web.suite", "_web._tcp.suite", "7f000001.addr.suite", "suite", "x.org",
-                     "WEB.SUITE", "a" * 63 + ".suite"]),
+    st.sampled_from(
+        [
+            "web.suite",
+            "_web._tcp.suite",
+            "7f000001.addr.suite",
+            "suite",
+            "x.org",
+            "WEB.SUITE",
+            "a" * 63 + ".suite",
+        ]
+    ),
     st.sampled_from([dns.A, dns.AAAA, dns.SRV, dns.SOA, dns.ALL_RECORDS, 0, 65535]),
     edns_size=st.one_of(st.none(), st.integers(0, 65535)),
 )
@@ -50,8 +60,11 @@ class ZoneFuzz(SynchronousTestCase):
         self.check(data, size)
 
     @fuzzed
-    @given(QUERIES, st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), max_size=4),
-           st.sampled_from([None, 65535]))
+    @given(
+        QUERIES,
+        st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), max_size=4),
+        st.sampled_from([None, 65535]),
+    )
     def test_valid_queries_with_bytes_changed(self, data, flips, size):
         self.check(flipped(data, flips), size)
 

@@ -1,6 +1,7 @@
 """The line protocol against any bytes in any pieces: it answers exactly what the rules say."""
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -37,8 +38,11 @@ def expected_replies(data: bytes, half_closed: bool) -> bytes:
 
 class LineProtocolFuzz(SynchronousTestCase):
     @fuzzed
-    @given(LINEY | st.binary(max_size=200), st.lists(st.integers(min_value=0), max_size=8),
-           st.booleans())
+    @given(
+        LINEY | st.binary(max_size=200),
+        st.lists(st.integers(min_value=0), max_size=8),
+        st.booleans(),
+    )
     def test_replies_follow_the_rules_whatever_the_pieces(self, data, cuts, half_close):
         protocol, transport = connect(LineEchoFactory(EchoSettings(max_line=MAX_LINE), Clock()))
         for piece in split(data, cuts):

@@ -3,7 +3,8 @@
 import json
 import re
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.logger.framing import SyslogFrameDecoder
@@ -13,8 +14,29 @@ from tests.fuzz import fuzzed
 
 # Bytes rich in what framing and parsing look at: digits, spaces, LF, NUL, '<', '>', '[' ...
 SYSLOGGY = st.binary(max_size=400) | st.lists(
-    st.sampled_from([b"<", b">", b"1", b"0", b"9", b" ", b"\n", b"\r", b"\0", b"-", b"[", b"]",
-                     b"=", b'"', b"\\", b"<34>1 ", b"<13>Oct 11 22:14:15 ", b"12 ", b"\xff"]),
+    st.sampled_from(
+        [
+            b"<",
+            b">",
+            b"1",
+            b"0",
+            b"9",
+            b" ",
+            b"\n",
+            b"\r",
+            b"\0",
+            b"-",
+            b"[",
+            b"]",
+            b"=",
+            b'"',
+            b"\\",
+            b"<34>1 ",
+            b"<13>Oct 11 22:14:15 ",
+            b"12 ",
+            b"\xff",
+        ]
+    ),
     max_size=80,
 ).map(b"".join)
 
@@ -64,8 +86,11 @@ class ParserFuzz(SynchronousTestCase):
 # bytes, LF and NUL included), or lines ended by LF or NUL (none inside, no CR at the end,
 # not starting as a count does, though digits, a leading 0 or eleven digits before a space
 # are fine); the last line may be left unterminated.
-OCTET_COUNTED = st.binary(min_size=1, max_size=16).filter(lambda m: not m.endswith(b"\n")).map(
-    lambda m: (m, b"%d %s" % (len(m), m)))
+OCTET_COUNTED = (
+    st.binary(min_size=1, max_size=16)
+    .filter(lambda m: not m.endswith(b"\n"))
+    .map(lambda m: (m, b"%d %s" % (len(m), m)))
+)
 COUNT = re.compile(rb"[1-9][0-9]{0,9} ")
 LINE = st.builds(
     lambda start, rest: (start + rest.replace(b"\n", b"").replace(b"\0", b""))[:16],
@@ -73,10 +98,11 @@ LINE = st.builds(
     st.binary(max_size=16),
 ).filter(lambda m: m and not m.endswith(b"\r") and not COUNT.match(m))
 DELIMITED = st.tuples(LINE, st.sampled_from([b"\n", b"\0", b"\r\n"])).map(
-    lambda pair: (pair[0], pair[0] + pair[1]))
-SENT = st.tuples(st.lists(OCTET_COUNTED | DELIMITED, max_size=16),
-                 st.none() | LINE.map(lambda m: (m, m))).map(
-    lambda sent: sent[0] + [sent[1]] if sent[1] else sent[0])
+    lambda pair: (pair[0], pair[0] + pair[1])
+)
+SENT = st.tuples(
+    st.lists(OCTET_COUNTED | DELIMITED, max_size=16), st.none() | LINE.map(lambda m: (m, m))
+).map(lambda sent: sent[0] + [sent[1]] if sent[1] else sent[0])
 
 
 class FramingModelFuzz(SynchronousTestCase):
@@ -97,5 +123,6 @@ class FramingModelFuzz(SynchronousTestCase):
     @fuzzed
     @given(SENT.map(lambda sent: b"".join(framed for _, framed in sent)) | SYSLOGGY)
     def test_one_byte_reads_give_what_one_read_gives(self, data):
-        self.assertEqual(decode_all([data[i:i + 1] for i in range(len(data))]),
-                         decode_all([data]))
+        self.assertEqual(
+            decode_all([data[i : i + 1] for i in range(len(data))]), decode_all([data])
+        )

@@ -9,11 +9,11 @@ from suite.logger.framing import SyslogFrameDecoder
 
 # Exact bytes util-linux logger 2.38 sends with --tcp, and with --octet-count.
 LOGGER_LF = (
-    b'<13>1 2026-11-20T23:11:15.935500+00:00 vm root - - '
+    b"<13>1 2026-11-20T23:11:15.935500+00:00 vm root - - "
     b'[timeQuality tzKnown="1" isSynced="0"] hello 5424\n'
 )
 LOGGER_OCTET = (
-    b'103 <13>1 2026-11-20T23:11:15.937684+00:00 vm root - - '
+    b"103 <13>1 2026-11-20T23:11:15.937684+00:00 vm root - - "
     b'[timeQuality tzKnown="1" isSynced="0"] octet counted'
 )
 
@@ -99,8 +99,15 @@ class NulTests(SynchronousTestCase):
         """Python's SysLogHandler over TCP ends each message with NUL, not LF."""
         stream = b"<11>first\x00<11>second\x00third\n10 <11>a\x00b\x00c\n"
         whole, _ = decode([stream])
-        self.assertEqual(whole, [(b"<11>first", False), (b"<11>second", False), (b"third", False),
-                                 (b"<11>a\x00b\x00c", False)])  # octet-counted keeps its NULs
+        self.assertEqual(
+            whole,
+            [
+                (b"<11>first", False),
+                (b"<11>second", False),
+                (b"third", False),
+                (b"<11>a\x00b\x00c", False),
+            ],
+        )  # octet-counted keeps its NULs
         split, _ = decode([bytes([b]) for b in stream])
         self.assertEqual(split, whole)
 
@@ -156,7 +163,7 @@ def work(data: bytes, read_size: int) -> tuple[int, int]:
     a CountedRead is one too), framing DATA in reads of READ_SIZE.
     """
     decoder = SyslogFrameDecoder(8192, 2**20)
-    reads = [CountedRead(data[i:i + read_size]) for i in range(0, len(data), read_size)]
+    reads = [CountedRead(data[i : i + read_size]) for i in range(0, len(data), read_size)]
     calls = 0
 
     def count(frame, event, arg):

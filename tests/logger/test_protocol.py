@@ -4,13 +4,12 @@ import base64
 import json
 import socket
 
-from zope.interface.verify import verifyObject
-
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from suite.foundation.interfaces import IBatchedDatagramProtocol, IMetricSource
 from suite.logger.drain import FINAL_READ, ShutdownDrain
@@ -60,12 +59,20 @@ class StreamTests(SynchronousTestCase):
         protocol.dataReceived(b"<13>first\n11 <14>second\nthird")
         protocol.connectionLost(None)
         records = self.writer.records
-        self.assertEqual([r["event"] for r in records],
-                         ["connected", "message", "message", "message", "disconnected"])
+        self.assertEqual(
+            [r["event"] for r in records],
+            ["connected", "message", "message", "message", "disconnected"],
+        )
         self.assertEqual([r["message"] for r in records[1:4]], ["first", "second", "third"])
-        self.assertEqual(records[0], {"received": "2025-11-20T23:39:31.334991Z",
-                                      "event": "connected", "peer": "192.0.2.7:40000",
-                                      "transport": "tcp"})
+        self.assertEqual(
+            records[0],
+            {
+                "received": "2025-11-20T23:39:31.334991Z",
+                "event": "connected",
+                "peer": "192.0.2.7:40000",
+                "transport": "tcp",
+            },
+        )
         self.assertEqual(records[2]["syslog"]["severity"], "info")
         self.assertNotIn("syslog", records[3])
         self.assertNotIn("truncated", records[1])
@@ -83,10 +90,12 @@ class StreamTests(SynchronousTestCase):
         protocol.dataReceived(b"ignored\n")
         protocol.connectionLost(None)
         records = self.writer.records
-        self.assertEqual([r["event"] for r in records],
-                         ["connected", "message", "error", "disconnected"])
-        self.assertEqual(records[2]["message"],
-                         "octet count 500 above max_frame 100: connection closed")
+        self.assertEqual(
+            [r["event"] for r in records], ["connected", "message", "error", "disconnected"]
+        )
+        self.assertEqual(
+            records[2]["message"], "octet count 500 above max_frame 100: connection closed"
+        )
 
     def test_half_close_delivers_the_unterminated_last_message(self):
         protocol, transport = connect(self.factory)
@@ -119,8 +128,10 @@ class StreamTests(SynchronousTestCase):
         self.assertTrue(refused.disconnecting)
         self.assertEqual(refused.value(), b"ERROR too many connections\n")
         error = self.writer.records[-1]
-        self.assertEqual((error["event"], error["message"]),
-                         ("error", "connection refused: max_connections (1) reached"))
+        self.assertEqual(
+            (error["event"], error["message"]),
+            ("error", "connection refused: max_connections (1) reached"),
+        )
 
 
 class DatagramTests(SynchronousTestCase):
@@ -132,15 +143,18 @@ class DatagramTests(SynchronousTestCase):
         self.protocol.datagramReceived(b"<13>hi\r\n", ("127.0.0.1", 514))
         self.protocol.datagramReceived(b"a\nb\n", ("::1", 515))
         records = self.writer.records
-        self.assertEqual([(r["message"], r["peer"], r["transport"]) for r in records],
-                         [("hi", "127.0.0.1:514", "udp"), ("a\nb", "[::1]:515", "udp")])
+        self.assertEqual(
+            [(r["message"], r["peer"], r["transport"]) for r in records],
+            [("hi", "127.0.0.1:514", "udp"), ("a\nb", "[::1]:515", "udp")],
+        )
 
     def test_empty_datagram_ignored_and_oversize_truncated(self):
         self.protocol.datagramReceived(b"", ("127.0.0.1", 514))
         self.protocol.datagramReceived(b"\n", ("127.0.0.1", 514))
         self.protocol.datagramReceived(b"0123456789", ("127.0.0.1", 514))
-        self.assertEqual([(r["message"], r["truncated"]) for r in self.writer.records],
-                         [("01234567", True)])
+        self.assertEqual(
+            [(r["message"], r["truncated"]) for r in self.writer.records], [("01234567", True)]
+        )
 
     def test_batched_datagram_protocol_and_metric_source(self):
         """The port hands it whole batches, and /metrics finds its counts, by interface."""
@@ -224,7 +238,9 @@ class ShutdownDrainTests(SynchronousTestCase):
         self.assertFalse(any("discarded" in line for line in self.lines))
 
     def test_what_is_left_when_the_final_read_is_up_is_counted_in_one_line(self):
-        flood = b"".join(b"<13>a%02d\n" % n for n in range(40))  # 320 bytes: more than 1 s of reads
+        flood = b"".join(
+            b"<13>a%02d\n" % n for n in range(40)
+        )  # 320 bytes: more than 1 s of reads
         slow = self.connection(flood)
         self.connection(b"<13>b1\n<13>b2\n")  # 16 bytes: one read
         self.drain()
@@ -238,7 +254,10 @@ class ShutdownDrainTests(SynchronousTestCase):
         self.assertEqual(got[:whole], [f"a{n:02d}" for n in range(whole)])
         self.assertLessEqual(len(got), whole + 1)  # and the frame the close cut, truncated
         found = [line for line in self.lines if "discarded" in line]
-        self.assertEqual(found, [
-            f"logger: stopping: discarded {len(flood) - read} bytes still unread from 1 connection "
-            "(sent faster than it could be read within shutdown_timeout 3 s and 1 s more)"
-        ])
+        self.assertEqual(
+            found,
+            [
+                f"logger: stopping: discarded {len(flood) - read} bytes still unread from 1 connection "
+                "(sent faster than it could be read within shutdown_timeout 3 s and 1 s more)"
+            ],
+        )

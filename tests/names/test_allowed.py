@@ -4,10 +4,10 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from suite.names.allowed import RESOLVE_TIMEOUT, host_resolver
 from suite.contracts.names import Invalid
-from suite.names.service import NamesSettings
 from suite.foundation.config import ConfigError, settings_for
+from suite.names.allowed import RESOLVE_TIMEOUT, host_resolver
+from suite.names.service import NamesSettings
 
 
 class SilentResolver:
@@ -52,10 +52,15 @@ class RealResolverTests(TestCase):
 
 class ConfigTests(SynchronousTestCase):
     def test_allowed_networks_and_max_instances_per_source_are_checked(self):
-        settings = settings_for(NamesSettings, {"allowed_networks": ["10.0.0.0/8", "fd00::/8"],
-                                                "max_instances_per_source": 5}, "suite.toml")
-        self.assertEqual((settings.allowed_networks, settings.max_instances_per_source),
-                         (("10.0.0.0/8", "fd00::/8"), 5))
+        settings = settings_for(
+            NamesSettings,
+            {"allowed_networks": ["10.0.0.0/8", "fd00::/8"], "max_instances_per_source": 5},
+            "suite.toml",
+        )
+        self.assertEqual(
+            (settings.allowed_networks, settings.max_instances_per_source),
+            (("10.0.0.0/8", "fd00::/8"), 5),
+        )
         for bad in (["10.0.0.1/8"], ["not a network"], "10.0.0.0/8"):
             with self.assertRaises(ConfigError, msg=repr(bad)):
                 settings_for(NamesSettings, {"allowed_networks": bad}, "suite.toml")

@@ -1,16 +1,16 @@
 """Lookup answers encoded once per change: the same bytes as AMP's own, rotation kept."""
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
-from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
-
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 
-from suite.names.answers import EncodedAnswers
 from suite.contracts.names import Lookup, Register
+from suite.names.answers import EncodedAnswers
 from suite.names.registry import Registry
 from suite.names.server import NameServer
 from suite.names.store import MemoryStore
@@ -48,20 +48,29 @@ def amp_answer(registry, name, turn, tag, ttl=5) -> bytes:
     """What Twisted's AMP sends for Lookup(NAME) answered with the instances from TURN on."""
     instances = registry.instances_of(name)
     rotated = instances[turn:] + instances[:turn]
-    response = Lookup.makeResponse({
-        "instances": [{"host": i.host, "port": i.port, "description": i.description}
-                      for i in rotated],
-        "ttl": ttl,
-    }, None)
+    response = Lookup.makeResponse(
+        {
+            "instances": [
+                {"host": i.host, "port": i.port, "description": i.description} for i in rotated
+            ],
+            "ttl": ttl,
+        },
+        None,
+    )
     response[b"_answer"] = tag
     return response.serialize()
 
 
 descriptions = st.text(max_size=40)
 instances = st.lists(
-    st.tuples(st.sampled_from(["127.0.0.1", "::1", "db.example", "10.1.2.3"]),
-              st.integers(1, 65535), descriptions),
-    min_size=1, max_size=12, unique_by=lambda i: (i[0], i[1]),
+    st.tuples(
+        st.sampled_from(["127.0.0.1", "::1", "db.example", "10.1.2.3"]),
+        st.integers(1, 65535),
+        descriptions,
+    ),
+    min_size=1,
+    max_size=12,
+    unique_by=lambda i: (i[0], i[1]),
 )
 
 
@@ -132,13 +141,17 @@ class PipelinedLookupTests(SynchronousTestCase):
         server.factory.server.registry.register("svc", "127.0.0.1", 1)
         writes = []
         server.transport.write = writes.append
-        asks = b"".join(box((b"_ask", str(n).encode()), (b"_command", b"Lookup"), (b"name", b"svc"))
-                        for n in range(100))
+        asks = b"".join(
+            box((b"_ask", str(n).encode()), (b"_command", b"Lookup"), (b"name", b"svc"))
+            for n in range(100)
+        )
         server.dataReceived(asks)
         self.assertEqual(len(writes), 1)
         registry = server.factory.server.registry
-        self.assertEqual(writes[0], b"".join(amp_answer(registry, "svc", 0, str(n).encode())
-                                             for n in range(100)))
+        self.assertEqual(
+            writes[0],
+            b"".join(amp_answer(registry, "svc", 0, str(n).encode()) for n in range(100)),
+        )
 
     def test_other_commands_between_lookups_keep_their_order(self):
         pair = names_pair()
@@ -157,8 +170,10 @@ class LookupsCutAnywhere(SynchronousTestCase):
         registry_pair = names_pair()
         registry_pair.server.factory.server.registry.register("svc", "127.0.0.1", 1)
         factory = registry_pair.server.factory
-        asks = b"".join(box((b"_ask", str(n).encode()), (b"_command", b"Lookup"), (b"name", b"svc"))
-                        for n in range(3))
+        asks = b"".join(
+            box((b"_ask", str(n).encode()), (b"_command", b"Lookup"), (b"name", b"svc"))
+            for n in range(3)
+        )
         for cut in range(len(asks) + 1):
             protocol, transport = connect(factory)
             protocol.dataReceived(asks[:cut])

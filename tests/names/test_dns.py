@@ -5,7 +5,8 @@ import socket
 
 from twisted.internet import reactor, task, utils
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.names import client, dns, error as dns_error
+from twisted.names import client, dns
+from twisted.names import error as dns_error
 from twisted.trial.unittest import SkipTest, TestCase
 
 from suite.client import api
@@ -56,14 +57,18 @@ class DNSOnSockets(TestCase):
     def start(self, extra=""):
         port = port_free_for_tcp_and_udp()
         udp, tcp = f"udp:{port}:interface=127.0.0.1", f"tcp:{port}:interface=127.0.0.1"
-        ports = start_suite(self, tmp_dir(self), f"""
+        ports = start_suite(
+            self,
+            tmp_dir(self),
+            f"""
             [names]
             listen = ["{LOCAL}"]
             dns_listen = ["{udp}", "{tcp}"]
             store = "memory"
             lookup_audit = ""
             {extra}
-        """)
+        """,
+        )
         self.amp = TCP4ClientEndpoint(reactor, "127.0.0.1", ports[f"names {LOCAL}"])
         self.udp_port = ports[f"names dns_listen {udp}"]
         self.tcp_port = ports[f"names dns_listen {tcp}"]
@@ -76,7 +81,8 @@ class DNSOnSockets(TestCase):
             raise SkipTest("dig is not installed (bind9-dnsutils; make test installs it as root)")
         port = self.tcp_port if tcp else self.udp_port
         out, err, code = await utils.getProcessOutputAndValue(
-            "dig", ["@127.0.0.1", "-p", str(port), "+time=5", "+tries=1", *arguments]
+            "dig",
+            ["@127.0.0.1", "-p", str(port), "+time=5", "+tries=1", *arguments]
             + (["+tcp"] if tcp else []),
         )
         self.assertEqual((code, err), (0, b""), out)
@@ -87,13 +93,24 @@ class DNSOnSockets(TestCase):
         await self.register("web", "127.0.0.1", 8001)
         await self.register("web", "::1", 8002)
         lines = await self.dig("_web._tcp.suite", "SRV", "+noall", "+answer", "+additional")
-        self.assertEqual([line.split() for line in lines], [
-            ["_web._tcp.suite.", "5", "IN", "SRV", "1", "1", "8001", "7f000001.addr.suite."],
-            ["_web._tcp.suite.", "5", "IN", "SRV", "1", "1", "8002",
-             "00000000000000000000000000000001.addr.suite."],
-            ["7f000001.addr.suite.", "5", "IN", "A", "127.0.0.1"],
-            ["00000000000000000000000000000001.addr.suite.", "5", "IN", "AAAA", "::1"],
-        ])
+        self.assertEqual(
+            [line.split() for line in lines],
+            [
+                ["_web._tcp.suite.", "5", "IN", "SRV", "1", "1", "8001", "7f000001.addr.suite."],
+                [
+                    "_web._tcp.suite.",
+                    "5",
+                    "IN",
+                    "SRV",
+                    "1",
+                    "1",
+                    "8002",
+                    "00000000000000000000000000000001.addr.suite.",
+                ],
+                ["7f000001.addr.suite.", "5", "IN", "A", "127.0.0.1"],
+                ["00000000000000000000000000000001.addr.suite.", "5", "IN", "AAAA", "::1"],
+            ],
+        )
         self.assertEqual(await self.dig("web.suite", "A", "+short"), ["127.0.0.1"])
         self.assertEqual(await self.dig("web.suite", "AAAA", "+short", tcp=True), ["::1"])
         flags = header_flags(await self.dig("web.suite"))
@@ -104,8 +121,22 @@ class DNSOnSockets(TestCase):
         self.start()
         lines = await self.dig("nothing.suite", "A", "+noall", "+comments", "+authority")
         self.assertTrue(any("status: NXDOMAIN" in line for line in lines), lines)
-        self.assertIn(["suite.", "5", "IN", "SOA", "ns.suite.", "hostmaster.suite.", "1", "3600",
-                       "600", "86400", "5"], [line.split() for line in lines])
+        self.assertIn(
+            [
+                "suite.",
+                "5",
+                "IN",
+                "SOA",
+                "ns.suite.",
+                "hostmaster.suite.",
+                "1",
+                "3600",
+                "600",
+                "86400",
+                "5",
+            ],
+            [line.split() for line in lines],
+        )
         lines = await self.dig("example.com", "A")
         self.assertTrue(any("status: REFUSED" in line for line in lines), lines)
 
@@ -154,19 +185,27 @@ class DNSOnSockets(TestCase):
     async def test_dns_cache_bytes_bounds_the_zones_caches(self):
         self.start("dns_cache_bytes = 65536")
         (factory,) = self._dns_factories()
-        self.assertEqual((factory.zone._prepared.max_bytes, factory.zone._exact.max_bytes),
-                         (32768, 32768))
+        self.assertEqual(
+            (factory.zone._prepared.max_bytes, factory.zone._exact.max_bytes), (32768, 32768)
+        )
 
     async def test_twisted_names_resolver(self):
         self.start()
         await self.register("web", "127.0.0.1", 8001)
         await self.register("web", "localhost", 8003)  # a host name: SRV names it, not an addr
         resolver = client.Resolver(servers=[("127.0.0.1", self.udp_port)], reactor=reactor)
-        self.addCleanup(lambda: [call.cancel() for call in reactor.getDelayedCalls()
-                                 if "Resolver" in repr(call.func)])
+        self.addCleanup(
+            lambda: [
+                call.cancel()
+                for call in reactor.getDelayedCalls()
+                if "Resolver" in repr(call.func)
+            ]
+        )
         answers, authority, additional = await resolver.lookupService("_web._tcp.suite")
-        self.assertEqual(sorted((a.payload.port, a.payload.target.name) for a in answers),
-                         [(8001, b"7f000001.addr.suite"), (8003, b"localhost")])
+        self.assertEqual(
+            sorted((a.payload.port, a.payload.target.name) for a in answers),
+            [(8001, b"7f000001.addr.suite"), (8003, b"localhost")],
+        )
         self.assertEqual([a.payload.dottedQuad() for a in additional], ["127.0.0.1"])
         answers, _, _ = await resolver.lookupAddress("web.suite")
         self.assertEqual([a.payload.dottedQuad() for a in answers], ["127.0.0.1"])
@@ -215,8 +254,11 @@ class DNSOnSockets(TestCase):
         await task.deferLater(reactor, 0.3, lambda: None)
         factory = [f for f in self._dns_factories()][0]
         (connection,) = factory.idle.watched
-        held = (len(connection._buffer) + len(connection.transport.dataBuffer)
-                + connection.transport._tempDataLen)
+        held = (
+            len(connection._buffer)
+            + len(connection.transport.dataBuffer)
+            + connection.transport._tempDataLen
+        )
         self.assertTrue(connection.paused)
         self.assertLess(held, 512 * 1024, held)
         self.assertGreater(sent, 0)
@@ -226,4 +268,3 @@ class DNSOnSockets(TestCase):
             factory = getattr(child, "port", None) and getattr(child.port, "factory", None)
             if isinstance(factory, DNSFactory):
                 yield factory
-

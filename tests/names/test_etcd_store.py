@@ -6,24 +6,23 @@ writes, the watch's resume and resync, leadership, and an etcd outage.
 import time
 from pathlib import Path
 
-from zope.interface.verify import verifyObject
-
 from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
 
-from suite.names.allowed import AllowedHosts
 from suite.contracts.names import Invalid, Unavailable
+from suite.foundation.config import ConfigError, settings_for
+from suite.foundation.interfaces import IHealthSource, IMetricSource
+from suite.names.allowed import AllowedHosts
 from suite.names.etcd import EtcdClient, encode
+from suite.names.etcd_store import MAX_TXN_OPS, EtcdStore, NotLeader, etcd_endpoints
 from suite.names.health import HealthChecker
 from suite.names.leader import Leadership
 from suite.names.registry import Instance, Registry
-from suite.names.etcd_store import MAX_TXN_OPS, EtcdStore, NotLeader, etcd_endpoints
 from suite.names.server import NameServer
-from suite.names.store import IRegistryStore
-from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.names.service import NamesSettings
-from suite.foundation.config import ConfigError, settings_for
+from suite.names.store import IRegistryStore
 from tests.etcd import EtcdCluster
 from tests.helpers import captured_log
 from tests.names.test_protocol import FakeResolver
@@ -56,12 +55,21 @@ class ReplicaTestCase(TestCase):
 
     def store(self, registry=None, timeout=2.0) -> EtcdStore:
         client = EtcdClient(reactor, self.etcd.endpoints, timeout)
-        return EtcdStore(client, registry or Registry(1000, AllowedHosts()), "/test/names/", reactor)
+        return EtcdStore(
+            client, registry or Registry(1000, AllowedHosts()), "/test/names/", reactor
+        )
 
     async def replica(self, max_instances_per_source=1000, **store_options) -> NameServer:
         store = self.store(**store_options)
-        server = NameServer(store.registry, store, "", 5, reactor, resolve=FakeResolver(),
-                            max_instances_per_source=max_instances_per_source)
+        server = NameServer(
+            store.registry,
+            store,
+            "",
+            5,
+            reactor,
+            resolve=FakeResolver(),
+            max_instances_per_source=max_instances_per_source,
+        )
         server.startService()
         self.addCleanup(server.stopService)
         await until(lambda: store.loaded)
@@ -73,12 +81,16 @@ class ReplicaTestCase(TestCase):
 
 class ReplicaTests(ReplicaTestCase):
     async def test_addresses_and_sources_are_shared_by_the_replicas(self):
-        one, two = await self.replica(max_instances_per_source=2), await self.replica(
-            max_instances_per_source=2)
+        one, two = (
+            await self.replica(max_instances_per_source=2),
+            await self.replica(max_instances_per_source=2),
+        )
         await one.register("db", "db.internal", 5432, "", None, "192.0.2.7:1", "192.0.2.7")
         await until(lambda: len(two.registry) == 1, 1.0)
         instance = two.registry.get("db", "db.internal", 5432)
-        self.assertEqual((instance.addresses, instance.source), (("10.0.0.5", "fd00::5"), "192.0.2.7"))
+        self.assertEqual(
+            (instance.addresses, instance.source), (("10.0.0.5", "fd00::5"), "192.0.2.7")
+        )
         await two.register("db", "10.0.0.1", 1, "", None, "192.0.2.7:2", "192.0.2.7")
         await until(lambda: len(one.registry) == 2, 1.0)
         with self.assertRaisesRegex(Invalid, "max_instances_per_source"):
@@ -86,8 +98,10 @@ class ReplicaTests(ReplicaTestCase):
 
     async def test_values_of_the_previous_version_that_no_longer_pass_are_skipped(self):
         def put(key, value):
-            self.etcd.call("/v3/kv/put", {"key": encode("/test/names/instances/" + key),
-                                          "value": encode(value)})
+            self.etcd.call(
+                "/v3/kv/put",
+                {"key": encode("/test/names/instances/" + key), "value": encode(value)},
+            )
 
         put("echo/127.0.0.1/7001", '{"description": "kept"}')
         put("meta/169.254.169.254/80", '{"description": ""}')
@@ -107,7 +121,9 @@ class ReplicaTests(ReplicaTestCase):
         await self.register(one, "echo", 7001, "line echo")
         # answered after etcd acknowledged, and after this replica's own copy holds it
         self.assertEqual(instances(one), [("echo", "127.0.0.1", 7001, "line echo")])
-        stored = self.etcd.call("/v3/kv/range", {"key": encode("/test/names/instances/echo/127.0.0.1/7001")})
+        stored = self.etcd.call(
+            "/v3/kv/range", {"key": encode("/test/names/instances/echo/127.0.0.1/7001")}
+        )
         self.assertEqual(stored["count"], "1")
         self.assertLess(await until(lambda: instances(two) == instances(one)), 1.0)
 
@@ -174,7 +190,9 @@ class ReplicaTests(ReplicaTestCase):
 
     async def test_keys_that_are_not_instances_are_ignored(self):
         log = captured_log(self)
-        self.etcd.call("/v3/kv/put", {"key": encode("/test/names/instances/x"), "value": encode("?")})
+        self.etcd.call(
+            "/v3/kv/put", {"key": encode("/test/names/instances/x"), "value": encode("?")}
+        )
         one = await self.replica()
         self.assertEqual(len(one.registry), 0)
         self.assertTrue(any("/test/names/instances/x is not an instance" in line for line in log))
@@ -194,8 +212,9 @@ class OutageTests(ReplicaTestCase):
         [(severity, text)] = one.health_problems()
         self.assertEqual(severity, "degraded")
         self.assertIn("etcd unreachable", text)
-        self.assertEqual(sum("etcd unreachable" in line or "refused" in line for line in log), 1,
-                         log)
+        self.assertEqual(
+            sum("etcd unreachable" in line or "refused" in line for line in log), 1, log
+        )
         self.assertEqual(self.flushLoggedErrors(), [])
 
         self.etcd.start("m0")
@@ -253,7 +272,9 @@ class LeadershipTests(ReplicaTestCase):
         candidates = []
         for number in range(count):
             server = await self.replica()
-            leadership = Leadership(server.store, lease_ttl, reactor, NoCheck(), f"replica {number}")
+            leadership = Leadership(
+                server.store, lease_ttl, reactor, NoCheck(), f"replica {number}"
+            )
             leadership.startService()
             self.addCleanup(leadership.stopService)
             candidates.append(leadership)
@@ -304,10 +325,17 @@ class LeadershipTests(ReplicaTestCase):
 
 class SettingsTests(SynchronousTestCase):
     def test_store_endpoints(self):
-        self.assertEqual(etcd_endpoints("etcd:http://127.0.0.1:2379, http://[::1]:2379/"),
-                         ["http://127.0.0.1:2379", "http://[::1]:2379"])
-        for bad in ("etcd:", "etcd:127.0.0.1:2379", "etcd:https://h:1", "etcd:http://h",
-                    "etcd:http://h:1/v3"):
+        self.assertEqual(
+            etcd_endpoints("etcd:http://127.0.0.1:2379, http://[::1]:2379/"),
+            ["http://127.0.0.1:2379", "http://[::1]:2379"],
+        )
+        for bad in (
+            "etcd:",
+            "etcd:127.0.0.1:2379",
+            "etcd:https://h:1",
+            "etcd:http://h",
+            "etcd:http://h:1/v3",
+        ):
             with self.assertRaises(ValueError):
                 etcd_endpoints(bad)
 
@@ -326,7 +354,11 @@ class SettingsTests(SynchronousTestCase):
 
 class ContractTests(SynchronousTestCase):
     def test_the_etcd_store_keeps_the_store_contract_metrics_and_health_included(self):
-        store = EtcdStore(EtcdClient(Clock(), ["http://127.0.0.1:2379"], 1.0),
-                          Registry(10, AllowedHosts()), "/test/names/", Clock())
+        store = EtcdStore(
+            EtcdClient(Clock(), ["http://127.0.0.1:2379"], 1.0),
+            Registry(10, AllowedHosts()),
+            "/test/names/",
+            Clock(),
+        )
         for interface in (IRegistryStore, IMetricSource, IHealthSource):
             self.assertTrue(verifyObject(interface, store))

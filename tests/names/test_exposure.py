@@ -26,8 +26,11 @@ class TokenInClearTests(SynchronousTestCase):
             sock.listen()
             sockets.append(sock)
         # Twisted reads $LISTEN_FDS once, on import: hand its systemd: parser these instead.
-        self.patch(endpoints._SystemdParser, "_sddaemon",
-                   ListenFDs([s.fileno() for s in sockets], tuple(bound)))
+        self.patch(
+            endpoints._SystemdParser,
+            "_sddaemon",
+            ListenFDs([s.fileno() for s in sockets], tuple(bound)),
+        )
 
     def test_which_listeners_carry_a_token_in_clear(self):
         self.passed_by_systemd(local="127.0.0.1", anywhere="0.0.0.0")
@@ -53,19 +56,23 @@ class TokenInClearTests(SynchronousTestCase):
 class WarningTests(SynchronousTestCase):
     def warnings(self, **settings):
         lines = captured_log(self)
-        names_service.build(NamesSettings(store="memory", lookup_audit="", **settings),
-                            MemoryReactor())
+        names_service.build(
+            NamesSettings(store="memory", lookup_audit="", **settings), MemoryReactor()
+        )
         return [line for line in lines if line.startswith("names: ")]
 
     def test_one_line_per_plain_listener_other_hosts_reach(self):
         lines = self.warnings(
             listen=("tcp:0", "tcp:0:interface=127.0.0.1", "tcp6:0"), token="s3cret-token"
         )
-        self.assertEqual(lines, [
-            f"names: {listener} accepts connections from other hosts without TLS: {IN_CLEAR}, "
-            "for anyone on the path to read (serve it through tls_listen, or bind it to loopback)"
-            for listener in ("tcp:0", "tcp6:0")
-        ])
+        self.assertEqual(
+            lines,
+            [
+                f"names: {listener} accepts connections from other hosts without TLS: {IN_CLEAR}, "
+                "for anyone on the path to read (serve it through tls_listen, or bind it to loopback)"
+                for listener in ("tcp:0", "tcp6:0")
+            ],
+        )
         self.assertFalse(any("s3cret-token" in line for line in lines))
 
     def test_quiet_when_the_token_never_leaves_tls_or_this_machine(self):

@@ -2,8 +2,8 @@
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.names.allowed import MAX_ADDRESSES, AllowedHosts, NotAllowed
 from suite.contracts.names import Invalid
+from suite.names.allowed import MAX_ADDRESSES, AllowedHosts, NotAllowed
 from suite.names.registry import Registry, RegistryFull
 
 
@@ -18,16 +18,36 @@ class ValidationTests(SynchronousTestCase):
                 Registry(10).register(name, "127.0.0.1", 1)
 
     def test_valid_hosts(self):
-        for host in ["127.0.0.1", "::1", "fe80::1", "localhost", "db-1.example.org",
-                     "example.org.", "a" * 63 + ".org"]:
+        for host in [
+            "127.0.0.1",
+            "::1",
+            "fe80::1",
+            "localhost",
+            "db-1.example.org",
+            "example.org.",
+            "a" * 63 + ".org",
+        ]:
             Registry(10).register("svc", host, 1)
 
     def test_invalid_hosts(self):
-        for host in ["", "-bad.org", "bad-.org", "two..dots", "sp ace", "a" * 64,
-                     "x" * 250 + ".org", "300.1.2.3.4:5", "a_b", "new\nline.org", "\x1b[2J",
-                     "é.org", "x" * 63 + "." + "y" * 63 + "." + "z" * 63 + "." + "w" * 62]:
-            with self.assertRaisesRegex(Invalid, "not an IP address, nor a host name",
-                                        msg=repr(host)):
+        for host in [
+            "",
+            "-bad.org",
+            "bad-.org",
+            "two..dots",
+            "sp ace",
+            "a" * 64,
+            "x" * 250 + ".org",
+            "300.1.2.3.4:5",
+            "a_b",
+            "new\nline.org",
+            "\x1b[2J",
+            "é.org",
+            "x" * 63 + "." + "y" * 63 + "." + "z" * 63 + "." + "w" * 62,
+        ]:
+            with self.assertRaisesRegex(
+                Invalid, "not an IP address, nor a host name", msg=repr(host)
+            ):
                 Registry(10).register("svc", host, 1)
 
     def test_a_host_name_may_have_253_bytes(self):
@@ -121,8 +141,18 @@ class AllowedHostsTests(SynchronousTestCase):
 
     def test_default_networks(self):
         registry = self.registry()
-        for host in ["10.0.0.1", "172.16.0.1", "172.31.255.254", "192.168.1.1", "127.0.0.1",
-                     "127.0.0.2", "::1", "fc00::1", "fdff::1", "::ffff:10.0.0.1"]:
+        for host in [
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.254",
+            "192.168.1.1",
+            "127.0.0.1",
+            "127.0.0.2",
+            "::1",
+            "fc00::1",
+            "fdff::1",
+            "::ffff:10.0.0.1",
+        ]:
             registry.register("svc", host, 1)
         for host in ["172.32.0.1", "8.8.8.8", "2001:db8::1", "::2", "100.64.0.1"]:
             with self.assertRaisesRegex(NotAllowed, "outside allowed_networks", msg=host):
@@ -131,12 +161,18 @@ class AllowedHostsTests(SynchronousTestCase):
     def test_never_allowed_whatever_the_list(self):
         registry = self.registry(["0.0.0.0/0", "::/0"])
         registry.register("svc", "93.184.215.14", 1)
-        for host, why in [("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
-                          ("0.0.0.0", "unspecified"), ("0.1.2.3", "unspecified"),
-                          ("::", "unspecified"), ("224.0.0.1", "multicast"),
-                          ("239.255.255.250", "multicast"), ("ff02::1", "multicast"),
-                          ("255.255.255.255", "broadcast"),
-                          ("::ffff:169.254.169.254", "link-local")]:
+        for host, why in [
+            ("169.254.169.254", "link-local"),
+            ("fe80::1", "link-local"),
+            ("0.0.0.0", "unspecified"),
+            ("0.1.2.3", "unspecified"),
+            ("::", "unspecified"),
+            ("224.0.0.1", "multicast"),
+            ("239.255.255.250", "multicast"),
+            ("ff02::1", "multicast"),
+            ("255.255.255.255", "broadcast"),
+            ("::ffff:169.254.169.254", "link-local"),
+        ]:
             with self.assertRaisesRegex(NotAllowed, f"is an? {why} address", msg=host):
                 registry.register("svc", host, 1)
 
@@ -163,8 +199,9 @@ class AllowedHostsTests(SynchronousTestCase):
         registry.register("svc", "10.0.0.1", 1, source="192.0.2.7")
         registry.register("svc", "10.0.0.1", 2, source="192.0.2.7")
         registry.register("svc", "10.0.0.1", 2, "update", source="192.0.2.8")
-        self.assertEqual((registry.from_source("192.0.2.7"), registry.from_source("192.0.2.8")),
-                         (2, 0))
+        self.assertEqual(
+            (registry.from_source("192.0.2.7"), registry.from_source("192.0.2.8")), (2, 0)
+        )
         registry.deregister("svc", "10.0.0.1", 1)
         registry.deregister("svc", "10.0.0.1", 2)
         self.assertEqual(registry.from_source("192.0.2.7"), 0)

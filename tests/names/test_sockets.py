@@ -14,7 +14,13 @@ from twisted.trial.unittest import TestCase
 from suite.client import api
 from suite.contracts.names import Lookup, NotFound, Register
 from tests.helpers import (
-    captured_events, flush_writers, json_lines, make_pki, start_suite, tls_section, tmp_dir,
+    captured_events,
+    flush_writers,
+    json_lines,
+    make_pki,
+    start_suite,
+    tls_section,
+    tmp_dir,
 )
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -36,8 +42,12 @@ class NamesOnSockets(TestCase):
         settings = "".join(f"{key} = {value}\n" for key, value in keys.items())
         directory = tmp_dir(self)
         self.audit = directory / "lookups.jsonl"
-        ports = start_suite(self, directory, f'[names]\nlisten = ["{LOCAL}"]\nstore = "memory"\n'
-                                             f'lookup_audit = "{self.audit}"\n{settings}')
+        ports = start_suite(
+            self,
+            directory,
+            f'[names]\nlisten = ["{LOCAL}"]\nstore = "memory"\n'
+            f'lookup_audit = "{self.audit}"\n{settings}',
+        )
         self.endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", ports[f"names {LOCAL}"])
         self.events = []
         observer = lambda e: "names_event" in e and self.events.append(e)  # noqa: E731
@@ -68,8 +78,9 @@ class NamesOnSockets(TestCase):
         await api.register(reactor, self.endpoint, "victim", "127.0.0.1", number)
         self.assertTrue(await self.wait_for(lambda: factory.connections))  # a ping got through
         await port.stopListening()
-        self.assertTrue(await self.wait_for(
-            lambda: any(e["names_event"] == "evict" for e in self.events)))
+        self.assertTrue(
+            await self.wait_for(lambda: any(e["names_event"] == "evict" for e in self.events))
+        )
         mine = [e for e in self.events if e.get("port") == number]
         failed = [e["failures"] for e in mine if e["names_event"] == "ping_failed"]
         self.assertEqual(failed, [1])  # the first from this source; the others are counted
@@ -83,11 +94,14 @@ class NamesOnSockets(TestCase):
         port, factory = self.listen()
         client = await connectProtocol(self.endpoint, amp.AMP())
         self.addCleanup(client.transport.loseConnection)
-        await defer.gatherResults([
-            client.callRemote(Register, name=f"svc{n}", host="127.0.0.1",
-                              port=port.getHost().port)
-            for n in range(1000)
-        ])
+        await defer.gatherResults(
+            [
+                client.callRemote(
+                    Register, name=f"svc{n}", host="127.0.0.1", port=port.getHost().port
+                )
+                for n in range(1000)
+            ]
+        )
         factory.connections.clear()
         self.assertTrue(await self.wait_for(lambda: len(factory.connections) >= 2500))
         moments = sorted(factory.connections)
@@ -114,8 +128,10 @@ class NamesOnSockets(TestCase):
         self.assertEqual(sorted(set(firsts)), [1, 2, 3])
         audit = self.lookups("busy")
         self.assertEqual(len(audit), 5000)
-        self.assertEqual({(r["event"], r["answers"], r["peer"].split(":")[0]) for r in audit},
-                         {("lookup", 3, "127.0.0.1")})
+        self.assertEqual(
+            {(r["event"], r["answers"], r["peer"].split(":")[0]) for r in audit},
+            {("lookup", 3, "127.0.0.1")},
+        )
 
     async def test_client_cache_follows_changes_the_moment_they_happen(self):
         self.start(cache_ttl=3600)
@@ -188,19 +204,26 @@ class MutualTLSAudit(TestCase):
     async def test_audit_events_name_the_client_certificate(self):
         directory = tmp_dir(self)
         pki = make_pki(directory)
-        ports = start_suite(self, directory, tls_section(pki, client_ca=pki["ca"]) + f"""
+        ports = start_suite(
+            self,
+            directory,
+            tls_section(pki, client_ca=pki["ca"])
+            + f"""
             [names]
             listen = []
             tls_listen = ["{LOCAL}"]
             store = "memory"
             lookup_audit = "{directory}/lookups.jsonl"
-        """)
+        """,
+        )
         events = captured_events(self)
         read = lambda name: Path(pki[name]).read_text()  # noqa: E731
         options = ssl.optionsForClientTLS(
             "localhost",
             trustRoot=ssl.Certificate.loadPEM(read("ca")),
-            clientCertificate=ssl.PrivateCertificate.loadPEM(read("client_crt") + read("client_key")),
+            clientCertificate=ssl.PrivateCertificate.loadPEM(
+                read("client_crt") + read("client_key")
+            ),
         )
         endpoint = wrapClientTLS(
             options, TCP4ClientEndpoint(reactor, "127.0.0.1", ports[f"names tls_listen {LOCAL}"])
@@ -213,5 +236,7 @@ class MutualTLSAudit(TestCase):
         audit = [(e["names_event"], e["client"]) for e in events if "names_event" in e]
         self.assertEqual(audit, [("register", "CN=client")])
         flush_writers(self)
-        lookups = [(r["event"], r["name"], r["client"]) for r in json_lines(directory / "lookups.jsonl")]
+        lookups = [
+            (r["event"], r["name"], r["client"]) for r in json_lines(directory / "lookups.jsonl")
+        ]
         self.assertEqual(lookups, [("lookup", "svc", "CN=client")])

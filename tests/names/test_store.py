@@ -3,17 +3,16 @@
 import sqlite3
 from pathlib import Path
 
-from zope.interface.verify import verifyObject
-
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
 
-from suite.names.allowed import AllowedHosts
 from suite.contracts.names import Invalid, Unavailable
+from suite.foundation.interfaces import IHealthSource, IMetricSource
+from suite.names.allowed import AllowedHosts
 from suite.names.registry import Registry
 from suite.names.server import NameServer
-from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.names.store import BatchedWrites, IRegistryStore, MemoryStore, SqliteStore, StoreError
 from tests.helpers import captured_log
 from tests.names.test_protocol import FakeResolver
@@ -36,9 +35,15 @@ class SqliteStoreTests(TestCase):
         self.path = str(self.directory / "sub" / "names.sqlite")
 
     def server(self, max_instances_per_source=1000) -> NameServer:
-        server = NameServer(Registry(10, AllowedHosts()), SqliteStore(self.path, reactor), "", 5,
-                            reactor, resolve=FakeResolver(),
-                            max_instances_per_source=max_instances_per_source)
+        server = NameServer(
+            Registry(10, AllowedHosts()),
+            SqliteStore(self.path, reactor),
+            "",
+            5,
+            reactor,
+            resolve=FakeResolver(),
+            max_instances_per_source=max_instances_per_source,
+        )
         server.startService()
         return server
 
@@ -52,10 +57,12 @@ class SqliteStoreTests(TestCase):
         await server.stopService()
         reopened = self.server()
         self.addCleanup(reopened.stopService)
-        instances = [(i.name, i.host, i.port, i.description)
-                     for i in reopened.registry.instances()]
-        self.assertEqual(instances, [("echo", "127.0.0.1", 5001, "updated"),
-                                     ("echo", "127.0.0.1", 5002, "")])
+        instances = [
+            (i.name, i.host, i.port, i.description) for i in reopened.registry.instances()
+        ]
+        self.assertEqual(
+            instances, [("echo", "127.0.0.1", 5001, "updated"), ("echo", "127.0.0.1", 5002, "")]
+        )
 
     async def test_resolved_addresses_and_sources_survive_a_new_store(self):
         server = self.server(max_instances_per_source=2)
@@ -65,7 +72,9 @@ class SqliteStoreTests(TestCase):
         reopened = self.server(max_instances_per_source=2)
         self.addCleanup(reopened.stopService)
         instance = reopened.registry.get("db", "db.internal", 5432)
-        self.assertEqual((instance.addresses, instance.source), (("10.0.0.5", "fd00::5"), "192.0.2.7"))
+        self.assertEqual(
+            (instance.addresses, instance.source), (("10.0.0.5", "fd00::5"), "192.0.2.7")
+        )
         with self.assertRaisesRegex(Invalid, "max_instances_per_source"):
             await reopened.register("db", "10.0.0.10", 5432, "", None, "192.0.2.7:1", "192.0.2.7")
 
@@ -73,23 +82,35 @@ class SqliteStoreTests(TestCase):
         Path(self.path).parent.mkdir(parents=True)
         with sqlite3.connect(self.path) as database:
             database.executescript(VERSION_1)
-            database.executemany("INSERT INTO instances VALUES (?, ?, ?, ?)", [
-                ("echo", "127.0.0.1", 5001, ""), ("meta", "169.254.169.254", 80, ""),
-                ("scoped", "fe80::1%eth0", 22, ""), ("named", "db.internal", 5432, ""),
-                ("wide", "0.0.0.0", 1, ""),
-            ])
+            database.executemany(
+                "INSERT INTO instances VALUES (?, ?, ?, ?)",
+                [
+                    ("echo", "127.0.0.1", 5001, ""),
+                    ("meta", "169.254.169.254", 80, ""),
+                    ("scoped", "fe80::1%eth0", 22, ""),
+                    ("named", "db.internal", 5432, ""),
+                    ("wide", "0.0.0.0", 1, ""),
+                ],
+            )
         lines = captured_log(self)
         server = self.server()
         self.addCleanup(server.stopService)
-        self.assertEqual([i.key for i in server.registry.instances()], [("echo", "127.0.0.1", 5001)])
+        self.assertEqual(
+            [i.key for i in server.registry.instances()], [("echo", "127.0.0.1", 5001)]
+        )
         skipped = [line for line in lines if "not served" in line]
-        self.assertEqual(skipped, [
-            "names: 4 stored instances not served: their hosts are not allowed now (first: host "
-            "'169.254.169.254': 169.254.169.254 is a link-local address, never checked); they "
-            "stay stored until registered again or deregistered"])
+        self.assertEqual(
+            skipped,
+            [
+                "names: 4 stored instances not served: their hosts are not allowed now (first: host "
+                "'169.254.169.254': 169.254.169.254 is a link-local address, never checked); they "
+                "stay stored until registered again or deregistered"
+            ],
+        )
         await server.register("named", "db.internal", 5432, "", None, "192.0.2.7:1", "192.0.2.7")
-        self.assertEqual(server.registry.get("named", "db.internal", 5432).addresses,
-                         ("10.0.0.5", "fd00::5"))
+        self.assertEqual(
+            server.registry.get("named", "db.internal", 5432).addresses, ("10.0.0.5", "fd00::5")
+        )
 
     async def test_writes_of_one_turn_share_one_transaction(self):
         server = self.server()
@@ -97,10 +118,12 @@ class SqliteStoreTests(TestCase):
         transactions = []
         run = server.store.pool.runInteraction
         server.store.pool.runInteraction = lambda *a: transactions.append(a) or run(*a)
-        await defer.gatherResults([
-            server.register("echo", "127.0.0.1", port, "", None, "test", "test")
-            for port in range(1, 9)
-        ])
+        await defer.gatherResults(
+            [
+                server.register("echo", "127.0.0.1", port, "", None, "test", "test")
+                for port in range(1, 9)
+            ]
+        )
         self.assertEqual(len(transactions), 1)
         self.assertEqual(len(server.registry.lookup("echo")), 8)
 
@@ -122,8 +145,9 @@ class SqliteStoreTests(TestCase):
         Path(self.path).write_bytes(b"this is not sqlite" * 100)
         with self.assertRaises(StoreError) as caught:
             SqliteStore(self.path, reactor)
-        self.assertEqual(str(caught.exception),
-                         "not a usable SQLite database: file is not a database")
+        self.assertEqual(
+            str(caught.exception), "not a usable SQLite database: file is not a database"
+        )
 
     def test_a_directory_that_cannot_be_made(self):
         self.directory.mkdir()
@@ -169,15 +193,17 @@ class BatchedWritesTests(SynchronousTestCase):
         for key in "bcd":
             writes.queue(key, key)
         self.transactions[0][1].callback(None)
-        self.assertEqual([operations for operations, _ in self.transactions],
-                         [[1], ["b", "c"]])
+        self.assertEqual([operations for operations, _ in self.transactions], [[1], ["b", "c"]])
         self.transactions[1][1].callback(None)
         self.assertEqual(self.transactions[2][0], ["d"])
 
     def test_the_store_says_what_a_failure_and_a_commit_mean(self):
-        writes = BatchedWrites(self.clock, self.transaction,
-                               failure=lambda failure: StoreError("said by the store"),
-                               written=lambda result: f"then {result}")
+        writes = BatchedWrites(
+            self.clock,
+            self.transaction,
+            failure=lambda failure: StoreError("said by the store"),
+            written=lambda result: f"then {result}",
+        )
         failed = writes.queue("k", 1)
         self.clock.advance(0)
         self.transactions[0][1].errback(ValueError("raw"))

@@ -42,15 +42,21 @@ class WatchTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.server = NameServer(Registry(100), MemoryStore(), "", cache_ttl=5, clock=self.clock)
-        self.settings = NamesSettings(idle_timeout=60, max_watches=3, max_change_backlog=2048,
-                                      ping_interval=10, max_failures=2)
+        self.settings = NamesSettings(
+            idle_timeout=60,
+            max_watches=3,
+            max_change_backlog=2048,
+            ping_interval=10,
+            max_failures=2,
+        )
         self.factory = NamesFactory(self.settings, self.clock, self.server)
         self.pair = AMPPair(self.factory, Watcher())
         self.watcher = self.pair.client
 
     def register(self, port, description="", pair=None):
-        (pair or self.pair).answer(Register, name="web", host="127.0.0.1", port=port,
-                                   description=description)
+        (pair or self.pair).answer(
+            Register, name="web", host="127.0.0.1", port=port, description=description
+        )
 
     def test_watch_answers_the_live_set_in_registration_order(self):
         for port in (3, 1, 2):
@@ -64,10 +70,15 @@ class WatchTests(SynchronousTestCase):
         alive = {1}
 
         def ping(host, port):
-            return defer.succeed(None) if port in alive else defer.fail(error.ConnectionRefusedError())
+            return (
+                defer.succeed(None)
+                if port in alive
+                else defer.fail(error.ConnectionRefusedError())
+            )
 
-        checker = HealthChecker(self.server.registry, self.settings, self.clock, ping,
-                                self.server.evict)
+        checker = HealthChecker(
+            self.server.registry, self.settings, self.clock, ping, self.server.evict
+        )
         checker.startService()
         self.addCleanup(checker.stopService)
         self.pair.answer(Watch, name="web")
@@ -77,12 +88,15 @@ class WatchTests(SynchronousTestCase):
         self.pair.pump()
         self.register(2, "back")
         self.register(2, "back")  # no change: no push
-        self.assertEqual(self.watcher.changes, [
-            ("web", [("127.0.0.1", 1, "")]),
-            ("web", [("127.0.0.1", 1, ""), ("127.0.0.1", 2, "second")]),
-            ("web", [("127.0.0.1", 1, "")]),
-            ("web", [("127.0.0.1", 1, ""), ("127.0.0.1", 2, "back")]),
-        ])
+        self.assertEqual(
+            self.watcher.changes,
+            [
+                ("web", [("127.0.0.1", 1, "")]),
+                ("web", [("127.0.0.1", 1, ""), ("127.0.0.1", 2, "second")]),
+                ("web", [("127.0.0.1", 1, "")]),
+                ("web", [("127.0.0.1", 1, ""), ("127.0.0.1", 2, "back")]),
+            ],
+        )
 
     def test_changes_made_on_another_connection_reach_every_watcher(self):
         other = AMPPair(self.factory, Watcher())

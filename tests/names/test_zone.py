@@ -2,7 +2,8 @@
 
 import socket
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -12,8 +13,11 @@ from suite.names.zone import MAX_UDP_SIZE, ZoneAnswers
 
 def query(name, type_=dns.A, id_=4242, edns_size=None, cls=dns.IN, rd=True) -> bytes:
     message = dns._EDNSMessage(
-        id=id_, recDes=rd, queries=[dns.Query(name, type_, cls)],
-        ednsVersion=None if edns_size is None else 0, maxSize=edns_size or 512,
+        id=id_,
+        recDes=rd,
+        queries=[dns.Query(name, type_, cls)],
+        ednsVersion=None if edns_size is None else 0,
+        maxSize=edns_size or 512,
     )
     return message.toStr()
 
@@ -31,8 +35,9 @@ def records(section) -> list[tuple]:
         if rr.type == dns.SRV:
             value = (payload.priority, payload.weight, payload.port, payload.target.name.decode())
         elif rr.type in (dns.A, dns.AAAA):
-            value = socket.inet_ntop(socket.AF_INET if rr.type == dns.A else socket.AF_INET6,
-                                     payload.address)
+            value = socket.inet_ntop(
+                socket.AF_INET if rr.type == dns.A else socket.AF_INET6, payload.address
+            )
         elif rr.type == dns.SOA:
             value = (payload.mname.name.decode(), payload.minimum, payload.serial)
         else:
@@ -54,26 +59,50 @@ class ZoneTests(SynchronousTestCase):
 
     def test_srv_with_targets_and_their_addresses_in_additional(self):
         answer = self.ask("_web._tcp.suite", dns.SRV)
-        self.assertEqual((answer.id, answer.answer, answer.auth, answer.recAv, answer.recDes,
-                          answer.rCode, answer.trunc), (4242, 1, 1, 0, 1, 0, 0))
-        self.assertEqual(records(answer.answers), [
-            ("_web._tcp.suite", dns.SRV, 5, (1, 1, 8001, "7f000001.addr.suite")),
-            ("_web._tcp.suite", dns.SRV, 5,
-             (1, 1, 8002, "00000000000000000000000000000001.addr.suite")),
-            ("_web._tcp.suite", dns.SRV, 5, (1, 1, 8003, "db.example.com")),
-        ])
-        self.assertEqual(records(answer.additional), [
-            ("7f000001.addr.suite", dns.A, 5, "127.0.0.1"),
-            ("00000000000000000000000000000001.addr.suite", dns.AAAA, 5, "::1"),
-        ])
+        self.assertEqual(
+            (
+                answer.id,
+                answer.answer,
+                answer.auth,
+                answer.recAv,
+                answer.recDes,
+                answer.rCode,
+                answer.trunc,
+            ),
+            (4242, 1, 1, 0, 1, 0, 0),
+        )
+        self.assertEqual(
+            records(answer.answers),
+            [
+                ("_web._tcp.suite", dns.SRV, 5, (1, 1, 8001, "7f000001.addr.suite")),
+                (
+                    "_web._tcp.suite",
+                    dns.SRV,
+                    5,
+                    (1, 1, 8002, "00000000000000000000000000000001.addr.suite"),
+                ),
+                ("_web._tcp.suite", dns.SRV, 5, (1, 1, 8003, "db.example.com")),
+            ],
+        )
+        self.assertEqual(
+            records(answer.additional),
+            [
+                ("7f000001.addr.suite", dns.A, 5, "127.0.0.1"),
+                ("00000000000000000000000000000001.addr.suite", dns.AAAA, 5, "::1"),
+            ],
+        )
 
     def test_a_and_aaaa_are_the_literals_of_that_family(self):
-        self.assertEqual(records(self.ask("web.suite", dns.A).answers),
-                         [("web.suite", dns.A, 5, "127.0.0.1")])
-        self.assertEqual([r[1] for r in records(self.ask("web.suite", dns.AAAA).answers)],
-                         [dns.AAAA])
-        self.assertEqual(records(self.ask("7f000001.addr.suite", dns.A).answers),
-                         [("7f000001.addr.suite", dns.A, 5, "127.0.0.1")])
+        self.assertEqual(
+            records(self.ask("web.suite", dns.A).answers), [("web.suite", dns.A, 5, "127.0.0.1")]
+        )
+        self.assertEqual(
+            [r[1] for r in records(self.ask("web.suite", dns.AAAA).answers)], [dns.AAAA]
+        )
+        self.assertEqual(
+            records(self.ask("7f000001.addr.suite", dns.A).answers),
+            [("7f000001.addr.suite", dns.A, 5, "127.0.0.1")],
+        )
         self.assertEqual(len(self.ask("web.suite", dns.ALL_RECORDS).answers), 2)
 
     def test_servfail_until_the_registry_was_read_from_its_store(self):
@@ -83,33 +112,45 @@ class ZoneTests(SynchronousTestCase):
         self.assertEqual((answer.rCode, answer.answers), (dns.ESERVER, []))
         self.assertEqual(self.zone.tallies, {("A", "SERVFAIL"): [1]})
         loaded.append(True)
-        self.assertEqual(records(self.ask("web.suite", dns.A).answers),
-                         [("web.suite", dns.A, 5, "127.0.0.1")])
+        self.assertEqual(
+            records(self.ask("web.suite", dns.A).answers), [("web.suite", dns.A, 5, "127.0.0.1")]
+        )
 
     def test_nxdomain_and_nodata_carry_the_soa(self):
-        for name, type_, rcode in [("nothing.suite", dns.A, dns.ENAME),
-                                   ("_nothing._tcp.suite", dns.SRV, dns.ENAME),
-                                   ("bad_name.suite", dns.A, dns.ENAME),
-                                   ("123.addr.suite", dns.A, dns.ENAME),
-                                   ("a.b.c.suite", dns.A, dns.ENAME),
-                                   ("web.suite", dns.MX, dns.OK),
-                                   ("_web._tcp.suite", dns.A, dns.OK),
-                                   ("7f000001.addr.suite", dns.AAAA, dns.OK),
-                                   ("suite", dns.A, dns.OK)]:
+        for name, type_, rcode in [
+            ("nothing.suite", dns.A, dns.ENAME),
+            ("_nothing._tcp.suite", dns.SRV, dns.ENAME),
+            ("bad_name.suite", dns.A, dns.ENAME),
+            ("123.addr.suite", dns.A, dns.ENAME),
+            ("a.b.c.suite", dns.A, dns.ENAME),
+            ("web.suite", dns.MX, dns.OK),
+            ("_web._tcp.suite", dns.A, dns.OK),
+            ("7f000001.addr.suite", dns.AAAA, dns.OK),
+            ("suite", dns.A, dns.OK),
+        ]:
             answer = self.ask(name, type_)
             self.assertEqual((answer.rCode, answer.auth, answer.answers), (rcode, 1, []), name)
-            self.assertEqual(records(answer.authority), [("suite", dns.SOA, 5, ("ns.suite", 5, 1))])
+            self.assertEqual(
+                records(answer.authority), [("suite", dns.SOA, 5, ("ns.suite", 5, 1))]
+            )
 
     def test_soa_at_the_apex(self):
-        self.assertEqual(records(self.ask("suite", dns.SOA).answers),
-                         [("suite", dns.SOA, 5, ("ns.suite", 5, 1))])
+        self.assertEqual(
+            records(self.ask("suite", dns.SOA).answers),
+            [("suite", dns.SOA, 5, ("ns.suite", 5, 1))],
+        )
 
     def test_refused_outside_the_zone_or_the_class(self):
-        for name, cls in [("example.com", dns.IN), ("suite.example", dns.IN),
-                          ("web.suite", dns.CH)]:
+        for name, cls in [
+            ("example.com", dns.IN),
+            ("suite.example", dns.IN),
+            ("web.suite", dns.CH),
+        ]:
             answer = self.ask(name, cls=cls)
-            self.assertEqual((answer.rCode, answer.auth, answer.answers, answer.authority),
-                             (dns.EREFUSED, 0, [], []))
+            self.assertEqual(
+                (answer.rCode, answer.auth, answer.answers, answer.authority),
+                (dns.EREFUSED, 0, [], []),
+            )
 
     def test_malformed_queries_get_formerr_and_responses_get_nothing(self):
         good = query("web.suite")
@@ -192,8 +233,9 @@ class ZoneTests(SynchronousTestCase):
         self.assertNotIn(first[4:], zone._exact)
         self.registry.register("web", "10.0.0.9", 1)
         answers = parse(zone.answer(first)).answers
-        self.assertEqual(sorted(rr.payload.dottedQuad() for rr in answers),
-                         ["10.0.0.9", "127.0.0.1"])
+        self.assertEqual(
+            sorted(rr.payload.dottedQuad() for rr in answers), ["10.0.0.9", "127.0.0.1"]
+        )
 
     def test_an_answer_larger_than_the_cache_is_answered_and_not_kept(self):
         for port in range(1, 41):
@@ -211,9 +253,14 @@ class ZoneTests(SynchronousTestCase):
         cookie = edns[:-2] + b"\0\x0c" + b"\0\x0a\0\x08" + b"c" * 8  # an OPT with a COOKIE option
         self.assertEqual(parse(self.zone.answer(cookie)).rCode, dns.OK)
         before = (len(self.zone._exact), self.zone._exact.bytes, len(self.zone._prepared))
-        for junk in (good + b"\0", good + b"x" * 400, edns + b"\0", cookie + b"junk",
-                     edns[:-2] + b"\0\x05" + b"abc",  # an OPT cut short of its options
-                     cookie[:-1]):
+        for junk in (
+            good + b"\0",
+            good + b"x" * 400,
+            edns + b"\0",
+            cookie + b"junk",
+            edns[:-2] + b"\0\x05" + b"abc",  # an OPT cut short of its options
+            cookie[:-1],
+        ):
             answer = parse(self.zone.answer(junk))
             self.assertEqual((answer.rCode, answer.answers), (dns.EFORMAT, []), junk)
         self.assertEqual(
@@ -234,14 +281,25 @@ class ZoneTests(SynchronousTestCase):
         self.assertEqual(len(parse(self.zone.answer(asked, 65535)).answers), 200)
 
     @settings(max_examples=200, deadline=None, database=None)
-    @given(st.sampled_from(["web", "_web._tcp", "7f000001.addr", "nothing", ""]),
-           st.sampled_from([dns.A, dns.AAAA, dns.SRV, dns.SOA, dns.MX, dns.ALL_RECORDS]),
-           st.integers(0, 65535), st.booleans(), st.one_of(st.none(), st.integers(0, 65535)))
+    @given(
+        st.sampled_from(["web", "_web._tcp", "7f000001.addr", "nothing", ""]),
+        st.sampled_from([dns.A, dns.AAAA, dns.SRV, dns.SOA, dns.MX, dns.ALL_RECORDS]),
+        st.integers(0, 65535),
+        st.booleans(),
+        st.one_of(st.none(), st.integers(0, 65535)),
+    )
     def test_answers_match_the_question_asked(self, name, type_, id_, rd, edns):
         full = f"{name}.suite".lstrip(".")
         answer = parse(self.zone.answer(query(full, type_, id_, edns_size=edns, rd=rd)))
-        self.assertEqual((answer.id, answer.recDes, answer.queries[0].name.name.decode(),
-                          answer.queries[0].type), (id_, rd, full, type_))
+        self.assertEqual(
+            (
+                answer.id,
+                answer.recDes,
+                answer.queries[0].name.name.decode(),
+                answer.queries[0].type,
+            ),
+            (id_, rd, full, type_),
+        )
         self.assertEqual(answer.ednsVersion, None if edns is None else 0)
         for rr in answer.answers:
             self.assertEqual(rr.name.name.decode(), full)

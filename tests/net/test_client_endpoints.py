@@ -15,7 +15,9 @@ class AddressTests(SynchronousTestCase):
             ("unix:path=/run/suite.sock", None, None, None),
         ]:
             address = parse_address(text)
-            self.assertEqual((address.host, address.port, address.hostname), (host, port, hostname))
+            self.assertEqual(
+                (address.host, address.port, address.hostname), (host, port, hostname)
+            )
             self.assertEqual(address.text, text)
 
     def test_refused(self):

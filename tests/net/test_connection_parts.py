@@ -5,14 +5,13 @@ close; and the interfaces the stream factory provides.
 """
 
 from OpenSSL import SSL
-from zope.interface import implementer
-from zope.interface.verify import verifyObject
-
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from suite.echo.protocol import LineEchoFactory, RawEchoFactory
 from suite.echo.service import EchoSettings
@@ -54,13 +53,17 @@ class AdmissionTests(SynchronousTestCase):
             admission.admit(source)
         self.assertEqual(admission.refusal_reason("c"), "max_connections (3) reached")
         admission.release("b")
-        self.assertEqual(admission.refusal_reason("a"),
-                         "max_connections_per_source (2) reached for a")
+        self.assertEqual(
+            admission.refusal_reason("a"), "max_connections_per_source (2) reached for a"
+        )
         self.assertIsNone(admission.refusal_reason("b"))
-        self.assertEqual(sorted(admission.metric_samples()), [
-            ("connections_refused", ("max_connections",), 1),
-            ("connections_refused", ("max_connections_per_source",), 1),
-        ])
+        self.assertEqual(
+            sorted(admission.metric_samples()),
+            [
+                ("connections_refused", ("max_connections",), 1),
+                ("connections_refused", ("max_connections_per_source",), 1),
+            ],
+        )
 
     def test_a_source_with_nothing_open_is_forgotten(self):
         admission = Admission(max_connections=3, max_per_source=2)
@@ -105,8 +108,9 @@ class IdleSweepTests(SynchronousTestCase):
         for connection in (first, second, third):
             sweep.watch(connection)
         sweep.unwatch(first)
-        self.assertEqual([sweep.watched.index(c) for c in (third, second)],
-                         [third.idle_slot, second.idle_slot])
+        self.assertEqual(
+            [sweep.watched.index(c) for c in (third, second)], [third.idle_slot, second.idle_slot]
+        )
         sweep.unwatch(first)  # twice: nothing more
         sweep.unwatch(second)
         sweep.unwatch(third)
@@ -118,8 +122,9 @@ class HandshakeDeadlineTests(SynchronousTestCase):
         self.clock = Clock()
         self.failures: list[str] = []
         self.aborted: list[bool] = []
-        self.deadline = HandshakeDeadline(self.clock, 2.0, self.failures.append,
-                                          lambda: self.aborted.append(True))
+        self.deadline = HandshakeDeadline(
+            self.clock, 2.0, self.failures.append, lambda: self.aborted.append(True)
+        )
 
     def test_a_handshake_not_done_in_time_fails_and_aborts(self):
         self.clock.advance(2)
@@ -185,8 +190,9 @@ class LingeringCloseTests(SynchronousTestCase):
         clock, transport = Clock(), ClosingTCP()
         LingeringClose(clock, transport, b"ERROR\r\n", tls=False)
         self.assertEqual(transport.written, b"ERROR\r\n")
-        self.assertEqual(transport.calls,
-                         ["unregisterProducer", "resumeProducing", "loseWriteConnection"])
+        self.assertEqual(
+            transport.calls, ["unregisterProducer", "resumeProducing", "loseWriteConnection"]
+        )
         clock.advance(LINGER_SECONDS)
         self.assertEqual(transport.calls[-1], "abortConnection")
 

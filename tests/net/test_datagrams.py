@@ -39,8 +39,9 @@ def replier_for(settings, answer=echo_datagram, clock=None):
 
 
 def counted(replier) -> dict:
-    return {labels[0]: value for name, labels, value in replier.metric_samples()
-            if name == "datagrams"}
+    return {
+        labels[0]: value for name, labels, value in replier.metric_samples() if name == "datagrams"
+    }
 
 
 class SourcePortTests(SynchronousTestCase):
@@ -95,20 +96,34 @@ class NetworkBudgetTests(SynchronousTestCase):
 class LoopbackByDefaultTests(SynchronousTestCase):
     def test_echo_and_timestamp_datagram_sides_bind_loopback(self):
         for settings in (EchoSettings(), TimestampSettings()):
-            datagram = [listener for listener in parse_listeners(settings, True)
-                        if listener.datagram]
-            self.assertEqual([listener.udp_interface for listener in datagram], ["127.0.0.1"],
-                             settings.section)
+            datagram = [
+                listener for listener in parse_listeners(settings, True) if listener.datagram
+            ]
+            self.assertEqual(
+                [listener.udp_interface for listener in datagram], ["127.0.0.1"], settings.section
+            )
 
 
 # Forged datagrams on loopback.
+
 
 def forged(source: str, source_port: int, port: int, payload: bytes) -> bytes:
     """An IPv4 + UDP datagram to 127.0.0.1:PORT claiming to come from SOURCE:SOURCE_PORT."""
     udp = struct.pack("!HHHH", source_port, port, 8 + len(payload), 0) + payload  # no checksum
     # Linux fills in the IP checksum and the packet ID (raw(7)).
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, socket.IPPROTO_UDP, 0,
-                     socket.inet_aton(source), socket.inet_aton("127.0.0.1"))
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(udp),
+        0,
+        0,
+        64,
+        socket.IPPROTO_UDP,
+        0,
+        socket.inet_aton(source),
+        socket.inet_aton("127.0.0.1"),
+    )
     return ip + udp
 
 
@@ -138,10 +153,19 @@ class Loopback:
                 break
             header = (packet[0] & 0xF) * 4
             source_port, destination_port = struct.unpack_from("!HH", packet, header)
-            self.seen.append((socket.inet_ntoa(packet[12:16]), source_port,
-                              socket.inet_ntoa(packet[16:20]), destination_port))
-        return [(host, to) for source, sport, host, to in self.seen
-                if source == "127.0.0.1" and sport == port]
+            self.seen.append(
+                (
+                    socket.inet_ntoa(packet[12:16]),
+                    source_port,
+                    socket.inet_ntoa(packet[16:20]),
+                    destination_port,
+                )
+            )
+        return [
+            (host, to)
+            for source, sport, host, to in self.seen
+            if source == "127.0.0.1" and sport == port
+        ]
 
     async def until_replied(self, port, to, seconds=5.0):
         """Wait (at most SECONDS) until a reply from PORT to TO has been seen."""
@@ -154,8 +178,11 @@ class Loopback:
 
 def repliers(test) -> dict:
     """{service: its datagram protocol} of the suite TEST started."""
-    return {child.service_name: child.port.protocol for child in test.suite_root
-            if isinstance(child, DatagramListenerService)}
+    return {
+        child.service_name: child.port.protocol
+        for child in test.suite_root
+        if isinstance(child, DatagramListenerService)
+    }
 
 
 UDP = "udp:0:interface=127.0.0.1"
@@ -164,7 +191,10 @@ UDP = "udp:0:interface=127.0.0.1"
 class ForgedSources(TestCase):
     async def test_no_reply_to_ports_below_1024_from_echo_timestamp_and_dns(self):
         loopback = Loopback(self)
-        ports = start_suite(self, tmp_dir(self), f"""
+        ports = start_suite(
+            self,
+            tmp_dir(self),
+            f"""
             [echo]
             listen = ["{UDP}"]
             [timestamp]
@@ -174,7 +204,8 @@ class ForgedSources(TestCase):
             dns_listen = ["{UDP}"]
             store = "memory"
             lookup_audit = ""
-        """)
+        """,
+        )
         payloads = {"echo": b"ping", "timestamp": b"ping", "names dns_listen": query("web.suite")}
         for service, payload in payloads.items():
             port = ports[f"{service} {UDP}"]
@@ -185,21 +216,27 @@ class ForgedSources(TestCase):
             await loopback.until_replied(port, ("127.0.0.2", 1024))
             self.assertEqual(loopback.replies_from(port), [("127.0.0.2", 1024)], service)
         self.assertEqual(
-            {service: counted(protocol)["dropped_source_port"]
-             for service, protocol in repliers(self).items()},
+            {
+                service: counted(protocol)["dropped_source_port"]
+                for service, protocol in repliers(self).items()
+            },
             {"echo": 4, "timestamp": 4, "names": 4},
         )
 
     async def test_victims_in_one_24_share_its_budget(self):
         loopback = Loopback(self)
-        ports = start_suite(self, tmp_dir(self), f"""
+        ports = start_suite(
+            self,
+            tmp_dir(self),
+            f"""
             [echo]
             listen = ["{UDP}"]
             udp_rate = 0.001
             udp_burst = 5
             udp_network_rate = 0.001
             udp_network_burst = 10
-        """)
+        """,
+        )
         port = ports[f"echo {UDP}"]
         for host in range(10, 50):
             loopback.send(f"127.0.0.{host}", 4000, port, b"x")

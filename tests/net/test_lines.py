@@ -120,8 +120,10 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual(again.value(), b"")
         self.assertEqual(
             [line for line in lines if "refused" in line],
-            ["echo: refused connection from 127.0.0.2:1: "
-             "max_connections_per_source (2) reached for 127.0.0.2"],
+            [
+                "echo: refused connection from 127.0.0.2:1: "
+                "max_connections_per_source (2) reached for 127.0.0.2"
+            ],
         )
 
     def test_v4_mapped_peers_count_as_their_ipv4_source(self):

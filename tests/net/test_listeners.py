@@ -63,13 +63,17 @@ async def exchange(port, data, half_close=True) -> bytes:
 
 class ServicesOnRealSockets(TestCase):
     def setUp(self):
-        self.ports = start_suite(self, tmp_dir(self), """
+        self.ports = start_suite(
+            self,
+            tmp_dir(self),
+            """
             [timestamp]
             listen = ["tcp:0:interface=127.0.0.1", "udp:0:interface=127.0.0.1"]
             format = "epoch"
             [echo]
             listen = ["tcp:0:interface=127.0.0.1", "udp:0:interface=127.0.0.1"]
-        """)
+        """,
+        )
 
     async def test_timestamp_lines_and_half_close(self):
         port = self.ports["timestamp tcp:0:interface=127.0.0.1"]
@@ -132,7 +136,8 @@ class UDPRateLimit(TestCase):
         clock = Clock()
         limiter = SourceRateLimiter(rate=10, burst=3, max_sources=100, clock=clock)
         server = reactor.listenUDP(
-            0, RateLimitedReplier("echo", echo_datagram, limiter, FloodControl(clock, "echo")),
+            0,
+            RateLimitedReplier("echo", echo_datagram, limiter, FloodControl(clock, "echo")),
             interface="127.0.0.1",
         )
         self.addCleanup(server.stopListening)
@@ -155,11 +160,15 @@ class RawEchoFlowControl(TestCase):
     """A client that writes without reading makes the server stop reading."""
 
     async def test_server_stops_reading_and_loses_nothing(self):
-        ports = start_suite(self, tmp_dir(self), """
+        ports = start_suite(
+            self,
+            tmp_dir(self),
+            """
             [echo]
             listen = ["tcp:0:interface=127.0.0.1"]
             mode = "raw"
-        """)
+        """,
+        )
         sock = socket.create_connection(("127.0.0.1", ports["echo tcp:0:interface=127.0.0.1"]))
         self.addCleanup(sock.close)
         sock.setblocking(False)
@@ -169,7 +178,7 @@ class RawEchoFlowControl(TestCase):
             progressed = False
             while sent < 256 * 2**20:
                 try:
-                    sent += sock.send(chunk[sent % len(chunk):])
+                    sent += sock.send(chunk[sent % len(chunk) :])
                     progressed = True
                 except BlockingIOError:
                     break
@@ -177,8 +186,9 @@ class RawEchoFlowControl(TestCase):
             if idle_rounds == 10:
                 break
             await task.deferLater(reactor, 0.025, lambda: None)
-        self.assertEqual(idle_rounds, 10,
-                         "the server kept reading from a client that does not read")
+        self.assertEqual(
+            idle_rounds, 10, "the server kept reading from a client that does not read"
+        )
         self.assertLess(sent, 64 * 2**20)
         received = bytearray()
         for _ in range(2000):
@@ -191,8 +201,8 @@ class RawEchoFlowControl(TestCase):
             if len(received) >= sent:
                 break
         self.assertEqual(len(received), sent)
-        self.assertEqual(bytes(received[:len(chunk)]), chunk)
-        self.assertEqual(bytes(received[-1024:]), (chunk * 2)[(sent - 1024) % len(chunk):][:1024])
+        self.assertEqual(bytes(received[: len(chunk)]), chunk)
+        self.assertEqual(bytes(received[-1024:]), (chunk * 2)[(sent - 1024) % len(chunk) :][:1024])
 
 
 class PortInUse(TestCase):
@@ -212,8 +222,9 @@ class PortInUse(TestCase):
         with self.assertRaises(SystemExit) as caught:
             root.privilegedStartService()
         self.assertEqual(caught.exception.code, 1)
-        critical = [e for e in observed
-                    if e.get("log_level") and e["log_level"].name == "critical"]
+        critical = [
+            e for e in observed if e.get("log_level") and e["log_level"].name == "critical"
+        ]
         self.assertEqual(
             critical[0]["reason"],
             f"echo: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use",
@@ -226,14 +237,20 @@ class UnixSocketModes(TestCase):
         short = tempfile.mkdtemp(prefix="modes")  # a Unix socket path has 108 bytes at most
         self.addCleanup(shutil.rmtree, short)
         self.addCleanup(os.umask, os.umask(0))
-        start_suite(self, tmp_dir(self), f"""
+        start_suite(
+            self,
+            tmp_dir(self),
+            f"""
             [echo]
             listen = ["unix:{short}/default.sock", "unix:{short}/open.sock:mode=666"]
             [timestamp]
             listen = ["unix:address={short}/private.sock:mode=600"]
-            """)
-        modes = {name: stat.S_IMODE(os.stat(os.path.join(short, name)).st_mode)
-                 for name in ("default.sock", "open.sock", "private.sock")}
+            """,
+        )
+        modes = {
+            name: stat.S_IMODE(os.stat(os.path.join(short, name)).st_mode)
+            for name in ("default.sock", "open.sock", "private.sock")
+        }
         self.assertEqual(modes, {"default.sock": 0o660, "open.sock": 0o666, "private.sock": 0o600})
 
 
@@ -249,12 +266,20 @@ class ShippedConfigs(SynchronousTestCase):
         """`make run` and the per-core example answer no other host until a line is changed."""
         for path in (ETC / "suite.toml", ETC / "systemd" / "per-core" / "per-core.toml"):
             text = path.read_text()
-            listeners = [description for section in tomllib.loads(text).values()
-                         for key, value in section.items() if key.endswith("listen")
-                         for description in value]
-            opened = [description for line in text.splitlines() if line.startswith("#")
-                      for _, value in COMMENTED_LISTENERS.findall(line)
-                      for description in tomllib.loads(f"value = {value}")["value"]]
+            listeners = [
+                description
+                for section in tomllib.loads(text).values()
+                for key, value in section.items()
+                if key.endswith("listen")
+                for description in value
+            ]
+            opened = [
+                description
+                for line in text.splitlines()
+                if line.startswith("#")
+                for _, value in COMMENTED_LISTENERS.findall(line)
+                for description in tomllib.loads(f"value = {value}")["value"]
+            ]
             self.assertTrue(listeners and opened, path)
             for description in listeners:
                 self.assertFalse(reaches_other_hosts(description), f"{path.name}: {description}")
@@ -264,8 +289,9 @@ class ShippedConfigs(SynchronousTestCase):
 
 class PeersAndExposure(SynchronousTestCase):
     def test_v4_mapped_peers_print_as_ipv4(self):
-        self.assertEqual(describe_peer(IPv6Address("TCP", "::ffff:127.0.0.1", 51132)),
-                         "127.0.0.1:51132")
+        self.assertEqual(
+            describe_peer(IPv6Address("TCP", "::ffff:127.0.0.1", 51132)), "127.0.0.1:51132"
+        )
         self.assertEqual(describe_peer(IPv6Address("TCP", "::1", 5)), "[::1]:5")
         self.assertEqual(source_of(IPv6Address("TCP", "::ffff:10.1.2.3", 5)), "10.1.2.3")
         self.assertEqual(source_of(UNIXAddress(b"/run/x.sock")), "unix")

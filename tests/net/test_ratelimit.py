@@ -49,10 +49,12 @@ class TokenBucketTests(SynchronousTestCase):
         self.assertEqual(self.limiter.refusal("victim"), "udp_rate")
 
     def test_rate_zero_is_unlimited_and_keeps_no_table(self):
-        limiter = SourceRateLimiter(rate=0, burst=1, max_sources=1, clock=self.clock,
-                                    network_rate=1, network_burst=1)
-        self.assertEqual(sum(limiter.refusal(f"10.0.0.{s % 7}") is None for s in range(10000)),
-                         10000)
+        limiter = SourceRateLimiter(
+            rate=0, burst=1, max_sources=1, clock=self.clock, network_rate=1, network_burst=1
+        )
+        self.assertEqual(
+            sum(limiter.refusal(f"10.0.0.{s % 7}") is None for s in range(10000)), 10000
+        )
         self.assertEqual(len(limiter), 0)
 
 
@@ -61,8 +63,14 @@ class NetworkBudgetTests(SynchronousTestCase):
 
     def setUp(self):
         self.clock = Clock()
-        self.limiter = SourceRateLimiter(rate=50, burst=100, max_sources=1000, clock=self.clock,
-                                         network_rate=500, network_burst=1000)
+        self.limiter = SourceRateLimiter(
+            rate=50,
+            burst=100,
+            max_sources=1000,
+            clock=self.clock,
+            network_rate=500,
+            network_burst=1000,
+        )
 
     def replies(self, sources, each):
         return sum(self.limiter.refusal(source) is None for source in sources for _ in range(each))
@@ -108,8 +116,9 @@ class NetworkBudgetTests(SynchronousTestCase):
         )
 
     def test_forgetting_an_address_never_resets_its_network(self):
-        limiter = SourceRateLimiter(rate=50, burst=100, max_sources=2, clock=self.clock,
-                                    network_rate=1, network_burst=10)
+        limiter = SourceRateLimiter(
+            rate=50, burst=100, max_sources=2, clock=self.clock, network_rate=1, network_burst=10
+        )
         self.assertEqual(sum(limiter.refusal("192.0.2.1") is None for _ in range(20)), 10)
         self.clock.advance(3)  # the address is full again; the network holds 3 of its 10
         self.assertIsNone(limiter.refusal("198.51.100.1"))
@@ -121,13 +130,15 @@ class NetworkBudgetTests(SynchronousTestCase):
         self.assertEqual(len(limiter), 2)
 
     def test_an_address_whose_network_others_use_is_forgotten_and_the_network_kept(self):
-        limiter = SourceRateLimiter(rate=50, burst=100, max_sources=2, clock=self.clock,
-                                    network_rate=1, network_burst=10)
+        limiter = SourceRateLimiter(
+            rate=50, burst=100, max_sources=2, clock=self.clock, network_rate=1, network_burst=10
+        )
         self.assertEqual(sum(limiter.refusal("192.0.2.1") is None for _ in range(20)), 10)
         self.clock.advance(3)
         self.assertIsNone(limiter.refusal("192.0.2.2"))  # the network's 3rd-last token
         self.assertIsNone(limiter.refusal("198.51.100.1"))  # 192.0.2.1 forgotten to make room
         self.assertEqual(len(limiter), 2)
-        self.assertEqual([limiter.refusal("192.0.2.2") for _ in range(3)],
-                         [None, None, "udp_network_rate"])
+        self.assertEqual(
+            [limiter.refusal("192.0.2.2") for _ in range(3)], [None, None, "udp_network_rate"]
+        )
         self.assertEqual(len(limiter._networks), 2)

@@ -241,42 +241,65 @@ class WriteThroughTests(TestCase):
 class ReusePortTests(TestCase):
     def test_two_tcp_listeners_share_a_port_only_with_reuse_port(self):
         first = SuiteStreamPorts(reactor, reuse_port=True).listenTCP(
-            0, protocol.Factory(), interface="127.0.0.1")
+            0, protocol.Factory(), interface="127.0.0.1"
+        )
         self.addCleanup(first.stopListening)
         number = first.getHost().port
         second = SuiteStreamPorts(reactor, reuse_port=True).listenTCP(
-            number, protocol.Factory(), interface="127.0.0.1")
+            number, protocol.Factory(), interface="127.0.0.1"
+        )
         self.addCleanup(second.stopListening)
         self.assertEqual(second.getHost().port, number)
-        self.assertRaises(error.CannotListenError, SuiteStreamPorts(reactor).listenTCP,
-                          number, protocol.Factory(), interface="127.0.0.1")
+        self.assertRaises(
+            error.CannotListenError,
+            SuiteStreamPorts(reactor).listenTCP,
+            number,
+            protocol.Factory(),
+            interface="127.0.0.1",
+        )
 
     def test_two_udp_listeners_share_a_port_only_with_reuse_port(self):
-        first = listen_datagram(reactor, 0, protocol.DatagramProtocol(), "127.0.0.1",
-                                reuse_port=True)
+        first = listen_datagram(
+            reactor, 0, protocol.DatagramProtocol(), "127.0.0.1", reuse_port=True
+        )
         self.addCleanup(first.stopListening)
         number = first.getHost().port
-        second = listen_datagram(reactor, number, protocol.DatagramProtocol(), "127.0.0.1",
-                                 reuse_port=True)
+        second = listen_datagram(
+            reactor, number, protocol.DatagramProtocol(), "127.0.0.1", reuse_port=True
+        )
         self.addCleanup(second.stopListening)
-        self.assertRaises(error.CannotListenError, listen_datagram, reactor, number,
-                          protocol.DatagramProtocol(), "127.0.0.1")
+        self.assertRaises(
+            error.CannotListenError,
+            listen_datagram,
+            reactor,
+            number,
+            protocol.DatagramProtocol(),
+            "127.0.0.1",
+        )
 
     async def test_the_suite_with_reuse_port_twice_on_one_port_serves_from_both(self):
         from tests.helpers import start_suite
 
-        first = start_suite(self, tmp_dir(self), """
+        first = start_suite(
+            self,
+            tmp_dir(self),
+            """
             [echo]
             listen = ["tcp:0:interface=127.0.0.1"]
             reuse_port = true
-        """)
+        """,
+        )
         number = first["echo tcp:0:interface=127.0.0.1"]
         first_root = self.suite_root
-        start_suite(self, tmp_dir(self), f"""
+        start_suite(
+            self,
+            tmp_dir(self),
+            f"""
             [echo]
             listen = ["tcp:{number}:interface=127.0.0.1"]
             reuse_port = true
-        """)
+        """,
+        )
         self.assertIsNot(self.suite_root, first_root)
         with socket.create_connection(("127.0.0.1", number), timeout=5) as sock:
             sock.setblocking(False)
@@ -327,8 +350,11 @@ class DescriptorLimitTests(TestCase):
     """At the file-descriptor limit a connection is answered with the refusal line, not reset."""
 
     def setUp(self):
-        needs_fast_path(self, "the refusal at the descriptor limit (Twisted closes the waiting "
-                              "client without a word) and the backlog's accept at close")
+        needs_fast_path(
+            self,
+            "the refusal at the descriptor limit (Twisted closes the waiting "
+            "client without a word) and the backlog's accept at close",
+        )
 
     def listen(self, failures):
         factory = RefusalFactory()
@@ -348,8 +374,9 @@ class DescriptorLimitTests(TestCase):
     async def test_refused_with_the_refusal_line_and_reported_then_served_again(self):
         factory, number = self.listen(failures=1)
         self.assertEqual(await self.exchange(number), b"ERROR too many connections\r\n")
-        self.assertEqual(factory.refused,
-                         [("127.0.0.1", "out of file descriptors (Too many open files)")])
+        self.assertEqual(
+            factory.refused, [("127.0.0.1", "out of file descriptors (Too many open files)")]
+        )
         self.assertEqual(await self.exchange(number), b"served\r\n")
         self.assertTrue(streams_module.SPARE.reserve())  # the spare is back
 
@@ -360,8 +387,9 @@ class DescriptorLimitTests(TestCase):
         self.patch(streams_module, "NO_SPARE_PAUSE", 0.2)
         with socket.create_connection(("127.0.0.1", number), timeout=5) as sock:
             await until(lambda: factory.refused)
-            self.assertEqual(factory.refused,
-                             [(None, "out of file descriptors (Too many open files)")])
+            self.assertEqual(
+                factory.refused, [(None, "out of file descriptors (Too many open files)")]
+            )
             sock.setblocking(False)
             sock.sendall(b"hello\r\n")
             await until(lambda: _readable(sock))  # the spare was taken again: refused
@@ -376,8 +404,9 @@ class DescriptorLimitTests(TestCase):
         with socket.create_connection(("127.0.0.1", number), timeout=5):
             await until(lambda: factory.refused)
             await port.stopListening()
-        resuming = [call for call in reactor.getDelayedCalls()
-                    if call.func == port._resume_accepting]
+        resuming = [
+            call for call in reactor.getDelayedCalls() if call.func == port._resume_accepting
+        ]
         self.assertEqual(resuming, [])
 
     async def test_what_waits_in_the_backlog_is_accepted_before_the_port_closes(self):
@@ -389,7 +418,6 @@ class DescriptorLimitTests(TestCase):
             sock.sendall(b"sent before the port closed\r\n")
             await port.stopListening()  # the reactor had no turn to accept it
             self.assertEqual(len(served), 1)
-
 
 
 def _readable(sock) -> bool:

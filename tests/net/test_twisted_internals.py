@@ -52,16 +52,21 @@ class GuardTests(SynchronousTestCase):
         self.addCleanup(setattr, tcp.Port, "_buildAddr", build)
         decision = guard.decide({})
         self.assertFalse(decision.fast)
-        self.assertEqual(decision.reason, "the attribute check failed "
-                                          "(twisted.internet.tcp.Port._buildAddr is missing)")
+        self.assertEqual(
+            decision.reason,
+            "the attribute check failed (twisted.internet.tcp.Port._buildAddr is missing)",
+        )
 
     def test_a_failed_self_test_means_the_stock_path(self):
         """Twisted's buffer no longer drained by doWrite: a write-through write would overtake."""
         self.patch(abstract.FileDescriptor, "doWrite", lambda transport: None)
         decision = guard.decide({})
         self.assertFalse(decision.fast)
-        self.assertEqual(decision.reason, "the write-through self-test failed "
-                                          "(what Twisted had buffered did not leave in order)")
+        self.assertEqual(
+            decision.reason,
+            "the write-through self-test failed "
+            "(what Twisted had buffered did not leave in order)",
+        )
 
     def test_a_self_test_that_raises_means_the_stock_path(self):
         def broken(*arguments):
@@ -69,12 +74,18 @@ class GuardTests(SynchronousTestCase):
 
         self.patch(udp.Port, "__init__", broken)
         decision = guard.decide({})
-        self.assertEqual(decision, Decision(False, "the batched UDP read's self-test failed "
-                                                   "(raised OSError: no loopback)"))
+        self.assertEqual(
+            decision,
+            Decision(
+                False, "the batched UDP read's self-test failed (raised OSError: no loopback)"
+            ),
+        )
 
     def test_the_environment_asks_for_the_stock_path(self):
-        self.assertEqual(guard.decide({STOCK_ENV: "1"}),
-                         Decision(False, "SUITE_STOCK_TWISTED=1 asked for the stock path"))
+        self.assertEqual(
+            guard.decide({STOCK_ENV: "1"}),
+            Decision(False, "SUITE_STOCK_TWISTED=1 asked for the stock path"),
+        )
         self.assertTrue(guard.decide({STOCK_ENV: "0"}).fast)
 
     def test_one_warning_naming_the_twisted_version_once_per_process(self):
@@ -84,11 +95,14 @@ class GuardTests(SynchronousTestCase):
         self.assertFalse(fast_path().fast)
         self.assertFalse(fast_path().fast)
         lines = [formatEvent(e) for e in events if e.get("log_namespace") == guard.log.namespace]
-        self.assertEqual(lines, [
-            f"Twisted {twisted_version}: suite.net.twisted_internals: "
-            "SUITE_STOCK_TWISTED=1 asked for the stock path; using Twisted's stock "
-            "transports and ports (slower, never wrong)"
-        ])
+        self.assertEqual(
+            lines,
+            [
+                f"Twisted {twisted_version}: suite.net.twisted_internals: "
+                "SUITE_STOCK_TWISTED=1 asked for the stock path; using Twisted's stock "
+                "transports and ports (slower, never wrong)"
+            ],
+        )
         self.assertEqual(events[-1]["log_level"].name, "warn")
 
     def test_a_failed_check_is_named_in_the_warning(self):
@@ -97,12 +111,14 @@ class GuardTests(SynchronousTestCase):
         self.patch(guard.os, "environ", {})
         self.patch(abstract.FileDescriptor, "doWrite", lambda transport: None)
         self.assertFalse(fast_path().fast)
-        (line,) = [formatEvent(e) for e in events
-                   if e.get("log_namespace") == guard.log.namespace]
-        self.assertEqual(line, f"Twisted {twisted_version}: suite.net.twisted_internals: "
-                               "the write-through self-test failed (what Twisted had buffered "
-                               "did not leave in order); using Twisted's stock transports and "
-                               "ports (slower, never wrong)")
+        (line,) = [formatEvent(e) for e in events if e.get("log_namespace") == guard.log.namespace]
+        self.assertEqual(
+            line,
+            f"Twisted {twisted_version}: suite.net.twisted_internals: "
+            "the write-through self-test failed (what Twisted had buffered "
+            "did not leave in order); using Twisted's stock transports and "
+            "ports (slower, never wrong)",
+        )
 
     def test_no_warning_on_the_fast_path(self):
         events = warnings_logged(self)
@@ -159,15 +175,21 @@ class Counting(protocol.DatagramProtocol):
 class ListenerMetricsTests(TestCase):
     async def test_a_datagram_listener_reports_its_protocol_s_samples(self):
         replier = rate_limited_replier(EchoSettings(), bytes, Clock())()
-        bound = ListenerService("echo", Listener("udp:0", udp_port=0, udp_interface="127.0.0.1"),
-                                lambda: listen_datagram(reactor, 0, replier, "127.0.0.1"))
+        bound = ListenerService(
+            "echo",
+            Listener("udp:0", udp_port=0, udp_interface="127.0.0.1"),
+            lambda: listen_datagram(reactor, 0, replier, "127.0.0.1"),
+        )
         bound.startService()
         self.addCleanup(bound.stopService)
         self.assertEqual(list(bound.metric_samples()), list(replier.metric_samples()))
 
     async def test_only_metric_sources_are_asked(self):
-        bound = ListenerService("echo", Listener("udp:0", udp_port=0, udp_interface="127.0.0.1"),
-                                lambda: listen_datagram(reactor, 0, Counting(), "127.0.0.1"))
+        bound = ListenerService(
+            "echo",
+            Listener("udp:0", udp_port=0, udp_interface="127.0.0.1"),
+            lambda: listen_datagram(reactor, 0, Counting(), "127.0.0.1"),
+        )
         bound.startService()
         self.addCleanup(bound.stopService)
         self.assertEqual(list(bound.metric_samples()), [])
@@ -233,11 +255,13 @@ class StockPathTests(TestCase):
 
     async def test_reuse_port_on_twisted_s_own_ports(self):
         first = SuiteStreamPorts(reactor, reuse_port=True).listenTCP(
-            0, protocol.Factory.forProtocol(Answering), interface="127.0.0.1")
+            0, protocol.Factory.forProtocol(Answering), interface="127.0.0.1"
+        )
         self.addCleanup(first.stopListening)
         number = first.getHost().port
         second = SuiteStreamPorts(reactor, reuse_port=True).listenTCP(
-            number, protocol.Factory.forProtocol(Answering), interface="127.0.0.1")
+            number, protocol.Factory.forProtocol(Answering), interface="127.0.0.1"
+        )
         self.addCleanup(second.stopListening)
         self.assertIs(type(second), tcp.Port)
         self.assertIs(second.transport, CountedServer)
@@ -257,11 +281,17 @@ class StockPathTests(TestCase):
             self.assertEqual(sender.recv(100), b"PING")
 
     async def test_datagram_reuse_port_through_adoption(self):
-        first = listen_datagram(reactor, 0, protocol.DatagramProtocol(), "127.0.0.1",
-                                reuse_port=True)
+        first = listen_datagram(
+            reactor, 0, protocol.DatagramProtocol(), "127.0.0.1", reuse_port=True
+        )
         self.addCleanup(first.stopListening)
-        second = listen_datagram(reactor, first.getHost().port, protocol.DatagramProtocol(),
-                                 "127.0.0.1", reuse_port=True)
+        second = listen_datagram(
+            reactor,
+            first.getHost().port,
+            protocol.DatagramProtocol(),
+            "127.0.0.1",
+            reuse_port=True,
+        )
         self.addCleanup(second.stopListening)
         self.assertIs(type(second), udp.Port)
         self.assertEqual(second.getHost().port, first.getHost().port)

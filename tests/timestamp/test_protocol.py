@@ -22,9 +22,7 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(formatter("ctime", utc=True)(MOMENT), b"Sat Feb 24 10:29:28 2018")
 
     def test_iso_is_rfc3339_with_microseconds_and_offset(self):
-        self.assertEqual(
-            formatter("iso", utc=True)(MOMENT), b"2018-02-24T10:29:28.500000+00:00"
-        )
+        self.assertEqual(formatter("iso", utc=True)(MOMENT), b"2018-02-24T10:29:28.500000+00:00")
 
     def test_epoch_has_six_decimals(self):
         self.assertEqual(formatter("epoch", utc=True)(MOMENT), b"1519468168.500000")
@@ -70,7 +68,9 @@ class TimestampLineTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(MOMENT)
-        factory = TimestampFactory(TimestampSettings(format="epoch", utc=True, idle_timeout=0), self.clock)
+        factory = TimestampFactory(
+            TimestampSettings(format="epoch", utc=True, idle_timeout=0), self.clock
+        )
         self.protocol, self.transport = connect(factory)
 
     def test_each_line_stamped_on_a_persistent_connection(self):
@@ -105,8 +105,9 @@ class TimestampReadFramingTests(SynchronousTestCase):
         protocol.dataReceived(b"hello")
         self.assertEqual(transport.value(), b"[1519468168.500000] hello")
         protocol.dataReceived(b"two\nlines\r\n")
-        self.assertEqual(transport.value(),
-                         b"[1519468168.500000] hello[1519468168.500000] two\nlines\r\n")
+        self.assertEqual(
+            transport.value(), b"[1519468168.500000] hello[1519468168.500000] two\nlines\r\n"
+        )
         self.assertFalse(transport.disconnecting)
 
     def test_a_read_longer_than_max_line_is_answered_in_pieces(self):

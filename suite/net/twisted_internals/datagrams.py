@@ -109,16 +109,26 @@ class BatchedDatagramPort(udp.Port):
                 raise
 
 
-def listen(reactor: object, port: int, protocol: protocol.DatagramProtocol, interface: str,
-           max_packet_size: int) -> IListeningPort:
+def listen(
+    reactor: object,
+    port: int,
+    protocol: protocol.DatagramProtocol,
+    interface: str,
+    max_packet_size: int,
+) -> IListeningPort:
     """Bind a L{BatchedDatagramPort} as `reactor.listenUDP` binds Twisted's."""
     listening = BatchedDatagramPort(port, protocol, interface, max_packet_size, reactor)
     listening.startListening()
     return listening
 
 
-def adopt(reactor: object, fd: int, family: int, protocol: protocol.DatagramProtocol,
-          max_packet_size: int) -> IListeningPort:
+def adopt(
+    reactor: object,
+    fd: int,
+    family: int,
+    protocol: protocol.DatagramProtocol,
+    max_packet_size: int,
+) -> IListeningPort:
     """Serve PROTOCOL on the bound UDP socket FD, as `reactor.adoptDatagramPort` does."""
     listening = BatchedDatagramPort._fromListeningDescriptor(
         reactor, fd, family, protocol, maxPacketSize=max_packet_size
@@ -153,8 +163,10 @@ def batched_read_self_test() -> str | None:
     """
     probe = BatchProbe()
     port = BatchedDatagramPort(0, probe, "127.0.0.1", 8192, Unwatched())
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ours, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ours,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer,
+    ):
         ours.bind(("127.0.0.1", 0))
         ours.setblocking(False)
         peer.bind(("127.0.0.1", 0))

@@ -61,8 +61,10 @@ def decide(environ: Mapping[str, str]) -> Decision:
 
 def warning(decision: Decision) -> str:
     """The one line logged when the stock path runs."""
-    return (f"Twisted {twisted_version}: suite.net.twisted_internals: "
-            f"{decision.reason}; {STOCK_CONSEQUENCE}")
+    return (
+        f"Twisted {twisted_version}: suite.net.twisted_internals: "
+        f"{decision.reason}; {STOCK_CONSEQUENCE}"
+    )
 
 
 _decided: Decision | None = None
@@ -74,6 +76,10 @@ def fast_path() -> Decision:
     if _decided is None:
         _decided = decide(os.environ)
         if not _decided.fast:
-            log.warn("{line}", line=warning(_decided), twisted_version=twisted_version,
-                     stock_reason=_decided.reason)
+            log.warn(
+                "{line}",
+                line=warning(_decided),
+                twisted_version=twisted_version,
+                stock_reason=_decided.reason,
+            )
     return _decided

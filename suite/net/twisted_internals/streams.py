@@ -72,8 +72,14 @@ class WriteThrough:
     counts: Counts
 
     def write(self, data: bytes) -> None:
-        if (self._tempDataLen or self.dataBuffer or not self.connected
-                or self._writeDisconnected or type(data) is not bytes or not data):
+        if (
+            self._tempDataLen
+            or self.dataBuffer
+            or not self.connected
+            or self._writeDisconnected
+            or type(data) is not bytes
+            or not data
+        ):
             return super().write(data)  # Twisted's path: queue behind what is waiting, or refuse
         try:
             sent = self.handle.send(data)
@@ -219,8 +225,9 @@ class RefusingPort:
             return
         session = self.sessionno
         self.sessionno = session + 1
-        protocol.makeConnection(self.transport(client, protocol, address, self, session,
-                                               self.reactor))
+        protocol.makeConnection(
+            self.transport(client, protocol, address, self, session, self.reactor)
+        )
 
     def _refuse_waiting(self, error: OSError) -> None:
         """Out of descriptors: refuse what waits, through the spare's slot."""
@@ -284,20 +291,28 @@ class FastStreamPorts:
     def __init__(self, reactor: object) -> None:
         self._reactor = reactor
 
-    def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50,
-                  interface: str = "") -> IListeningPort:
+    def listenTCP(
+        self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = ""
+    ) -> IListeningPort:
         listening = TCPPort(port, factory, backlog, interface, self._reactor)
         listening.startListening()
         return listening
 
-    def listenUNIX(self, address: str, factory: IProtocolFactory, backlog: int = 50,
-                   mode: int = 0o666, wantPID: int = 0) -> IListeningPort:
+    def listenUNIX(
+        self,
+        address: str,
+        factory: IProtocolFactory,
+        backlog: int = 50,
+        mode: int = 0o666,
+        wantPID: int = 0,
+    ) -> IListeningPort:
         listening = UNIXPort(address, factory, backlog, mode, self._reactor, wantPID)
         listening.startListening()
         return listening
 
-    def adoptStreamPort(self, fileDescriptor: int, addressFamily: int,
-                        factory: IProtocolFactory) -> IListeningPort:
+    def adoptStreamPort(
+        self, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory
+    ) -> IListeningPort:
         listening: RefusingPort
         if addressFamily == socket.AF_UNIX:
             listening = UNIXPort._fromListeningDescriptor(self._reactor, fileDescriptor, factory)
@@ -313,15 +328,17 @@ class FastStreamPorts:
 
 REQUIRED = (
     ("twisted.internet.abstract.FileDescriptor.dataBuffer", tcp.Server, "dataBuffer"),
-    ("twisted.internet.abstract.FileDescriptor._writeDisconnected", tcp.Server,
-     "_writeDisconnected"),
+    (
+        "twisted.internet.abstract.FileDescriptor._writeDisconnected",
+        tcp.Server,
+        "_writeDisconnected",
+    ),
     ("twisted.internet.tcp.Port._realPortNumber", tcp.Port, "_realPortNumber"),
     ("twisted.internet.tcp.Port._buildAddr", tcp.Port, "_buildAddr"),
     ("twisted.internet.tcp.Port._fromListeningDescriptor", tcp.Port, "_fromListeningDescriptor"),
     ("twisted.internet.tcp.Port.transport", tcp.Port, "transport"),
     ("twisted.internet.unix.Port._buildAddr", unix.Port, "_buildAddr"),
-    ("twisted.internet.unix.Port._fromListeningDescriptor", unix.Port,
-     "_fromListeningDescriptor"),
+    ("twisted.internet.unix.Port._fromListeningDescriptor", unix.Port, "_fromListeningDescriptor"),
 )
 
 
