@@ -17,10 +17,13 @@ shippers: `time` (ISO 8601, UTC), `level` (`info`, `warn` ...) and
 
 import os
 import sys
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import TextIO
 
 from twisted.logger import (
     FileLogObserver,
+    LogEvent,
     LogLevel,
     eventAsJSON,
     eventAsText,
@@ -36,7 +39,7 @@ PRIORITIES = {
 }
 
 
-def connected_to_journal(stream, environ=os.environ) -> bool:
+def connected_to_journal(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
     """True when STREAM is the very journal stream systemd gave us (see systemd.exec(5))."""
     expected = environ.get("JOURNAL_STREAM", "")
     try:
@@ -47,10 +50,10 @@ def connected_to_journal(stream, environ=os.environ) -> bool:
 
 
 class JournalObserver:
-    def __init__(self, stream):
+    def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
-    def __call__(self, event):
+    def __call__(self, event: LogEvent) -> None:
         text = eventAsText(event, includeTimestamp=False)
         if not text:
             return
@@ -59,7 +62,7 @@ class JournalObserver:
         self.stream.flush()
 
 
-def observer():
+def observer() -> Callable[[LogEvent], None]:
     """twistd --logger factory; called before twistd redirects sys.stdout to the log."""
     stream = sys.stdout
     if connected_to_journal(stream):
@@ -67,7 +70,7 @@ def observer():
     return textFileLogObserver(stream)
 
 
-def json_line(event) -> str:
+def json_line(event: LogEvent) -> str:
     """EVENT as one line of JSON (see the module docstring)."""
     record = {k: v for k, v in event.items() if k not in ("log_logger", "log_source")}
     level = event.get("log_level")
@@ -79,6 +82,6 @@ def json_line(event) -> str:
     return eventAsJSON(record) + "\n"
 
 
-def json_observer():
+def json_observer() -> FileLogObserver:
     """twistd --logger factory: JSON lines on the real standard output."""
     return FileLogObserver(sys.stdout, json_line)

@@ -55,7 +55,7 @@ class Kind:
 
 def _bounded(
     noun: str,
-    accepted: tuple[type, ...],
+    accepted: tuple[type[int] | type[float], ...],
     convert: Callable[[Any], float],
     minimum: float,
     maximum: float | None,
@@ -124,8 +124,9 @@ def string_list(validate: Callable[[str], object] | None = None) -> Kind:
     def check(value: object) -> tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError("must be a list of strings")
-        for item in value if validate is not None else ():
-            validate(item)
+        if validate is not None:
+            for item in value:
+                validate(item)
         return tuple(value)
 
     return Kind(check, repeatable=True)
@@ -199,7 +200,7 @@ class Settings:
     """
 
     section: ClassVar[str]
-    origins: dict = field(default_factory=dict, repr=False, compare=False)
+    origins: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def keys(cls) -> list[Key]:
@@ -337,8 +338,11 @@ def load(
         settings = settings_for(
             kind, document.get(kind.section, {}), origin, overrides.get(kind.section)
         )
-        is_service = isinstance(settings, ServiceSettings)
-        if is_service and not only_listed and not (present and settings.enabled):
+        if (
+            isinstance(settings, ServiceSettings)
+            and not only_listed
+            and not (present and settings.enabled)
+        ):
             continue
         result[kind.section] = settings
     return result

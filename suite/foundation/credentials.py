@@ -6,12 +6,31 @@ not read the original); a token may also come from a file of its own.
 """
 
 import os
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from suite.foundation.config import ConfigError
 
 CREDENTIAL = "credential:"
 
 
-def credential_path(value: str, environ=os.environ) -> str:
-    """VALUE, or for `credential:NAME` the path of NAME in $CREDENTIALS_DIRECTORY (ValueError if unusable)."""
+class TokenSettings(Protocol):
+    """The settings of a section that takes a token: the announcer's and the name server's."""
+
+    @property
+    def token(self) -> str: ...
+
+    @property
+    def token_file(self) -> str: ...
+
+    def error(self, name: str, problem: str, value: Any = None) -> ConfigError: ...
+
+
+def credential_path(value: str, environ: Mapping[str, str] = os.environ) -> str:
+    """
+    VALUE, or for `credential:NAME` the path of NAME in $CREDENTIALS_DIRECTORY
+    (ValueError if unusable).
+    """
     if not value.startswith(CREDENTIAL):
         return value
     name = value.removeprefix(CREDENTIAL)
@@ -37,17 +56,17 @@ def read_secret(path: str) -> str:
     return secret
 
 
-def resolve_token(settings) -> str:
+def resolve_token(settings: TokenSettings) -> str:
     """SETTINGS' token: given in clear, or read from `token_file` or `credential:NAME`."""
     if settings.token and settings.token_file:
         raise settings.error("token_file", "set token or token_file, not both")
     if settings.token_file:
-        source = "token_file"
+        source, path = "token_file", settings.token_file
     elif settings.token.startswith(CREDENTIAL):
-        source = "token"
+        source, path = "token", settings.token
     else:
         return settings.token
     try:
-        return read_secret(getattr(settings, source))
+        return read_secret(path)
     except ValueError as e:
         raise settings.error(source, str(e)) from None

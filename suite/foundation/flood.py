@@ -8,6 +8,7 @@ costs a few log lines every ten seconds, not one line per attempt, while the
 first attempt from each source is still there to read.
 """
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger, LogLevel
 
 log = Logger()
@@ -25,22 +26,28 @@ class FloodControl:
     """
 
     def __init__(
-        self, clock, owner: str, interval: float = INTERVAL, max_sources: int = MAX_SOURCES
-    ):
+        self,
+        clock: IReactorTime,
+        owner: str,
+        interval: float = INTERVAL,
+        max_sources: int = MAX_SOURCES,
+    ) -> None:
         self.clock = clock
         self.owner = owner
         self.interval = interval
         self.max_sources = max_sources
-        self._logged: dict[str, set] = {}
+        self._logged: dict[str, set[str]] = {}
         self._repeats: dict[str, int] = {}
-        self._summaries: dict[str, object] = {}
+        self._summaries: dict[str, IDelayedCall] = {}
         self._levels: dict[str, LogLevel] = {}
 
-    def warn(self, kind: str, source: str, format: str, /, **fields) -> None:
+    def warn(self, kind: str, source: str, format: str, /, **fields: object) -> None:
         """Log FORMAT (a twisted.logger format) unless KIND already came from SOURCE."""
         self.emit(LogLevel.warn, kind, source, format, **fields)
 
-    def emit(self, level: LogLevel, kind: str, source: str, format: str, /, **fields) -> None:
+    def emit(
+        self, level: LogLevel, kind: str, source: str, format: str, /, **fields: object
+    ) -> None:
         """
         As L{warn}, at LEVEL: an audit trail a client can flood (the name
         server's registrations, failed pings, evictions) is info, not a

@@ -37,7 +37,7 @@ def health_report(parts: Iterable[tuple[str, object]], running: bool = True) -> 
             entry.setdefault("problems", []).append(text)
             if RANK[severity] > RANK[entry["status"]]:
                 entry["status"] = severity
-    worst = max((entry["status"] for entry in services.values()), key=RANK.get, default=OK)
+    worst = max((entry["status"] for entry in services.values()), key=RANK.__getitem__, default=OK)
     return {"status": worst if running else STOPPING, "services": services}
 
 

@@ -7,10 +7,10 @@ written through at once, so nothing received before SIGTERM is lost.
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.application import service
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -21,8 +21,11 @@ from suite.foundation.interfaces import IHealthSource, IMetricSource, IReopenabl
 log = Logger()
 
 
-def file_mode_key(what: str) -> int:
-    """The `file_mode` key of a section that creates WHAT (its output files)."""
+def file_mode_key(what: str) -> Any:
+    """
+    The `file_mode` key of a section that creates WHAT (its output files): a
+    dataclass field standing for an int, as L{suite.foundation.config.key} returns.
+    """
     return key(
         FILE_MODE_KIND,
         FILE_MODE,
@@ -125,7 +128,6 @@ class RotatingFile:
                 path=self.path,
                 removed=removed,
             )
-        self._fd = None
         self._open()
 
     def _open(self) -> None:
@@ -300,12 +302,12 @@ class BatchWriter(service.Service):
         self.max_buffer = max_buffer
         self._pending: list[bytes] = []
         self._size = 0
-        self._call = None
-        self._retry = None
+        self._call: IDelayedCall | None = None
+        self._retry: IDelayedCall | None = None
         self.failing: str | None = None
         self.full = False
         self.dropped = 0
-        self._pressure = []
+        self._pressure: list[Callable[[bool], object]] = []
         self.records_written = 0
         self.write_errors = 0
 
@@ -316,14 +318,17 @@ class BatchWriter(service.Service):
         yield "rotations", (), self.output.rotations
 
     def health_problems(self) -> list[tuple[str, str]]:
-        """Failing (the logger's output), or degraded (an audit: ESSENTIAL false), while writes fail."""
+        """
+        Failing (the logger's output), or degraded (an audit: ESSENTIAL
+        false), while writes fail.
+        """
         failing = self.failing
         if failing is None:
             return []
         return [(FAILING if self.essential else DEGRADED, f"cannot write {self.name}: {failing}")]
 
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # type: ignore[override]  # the output names it; never set
         return self.output.path
 
     def on_pressure(self, callback: Callable[[bool], object]) -> None:
@@ -382,7 +387,8 @@ class BatchWriter(service.Service):
 
     def _resumed(self) -> None:
         log.info(
-            "{label}: writing {path} again after: {error}; {dropped} records were dropped meanwhile",
+            "{label}: writing {path} again after: {error}; "
+            "{dropped} records were dropped meanwhile",
             label=self.label,
             path=self.name,
             error=self.failing,

@@ -22,6 +22,7 @@ name server's AMP and DNS listeners both count connections) are added up.
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -146,8 +147,11 @@ class Histogram:
 
     def buckets(self) -> list[tuple[str, int]]:
         """Cumulative (upper bound, count) pairs, +Inf last, as Prometheus wants them."""
-        cumulative, running = [], 0
-        for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), list(self.counts)):
+        cumulative: list[tuple[str, int]] = []
+        running = 0
+        for bound, count in zip(
+            (*map(str, DURATION_BUCKETS), "+Inf"), list(self.counts), strict=True
+        ):
             running += count
             cumulative.append((bound, running))
         return cumulative
@@ -167,30 +171,36 @@ class SuiteCollector:
         return []  # families appear as they are counted; nothing to check at registration
 
     def collect(self) -> Iterator[Family]:
-        values: dict[str, dict[tuple, object]] = {name: {} for name in METRICS}
+        numbers: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in METRICS}
+        histograms: dict[str, dict[tuple[str, ...], HistogramValue]] = {
+            name: {} for name in METRICS
+        }
         for service, source in list(self.parts()):
             if not IMetricSource.providedBy(source):
                 continue
             for name, labels, value in source.metric_samples():
-                by_labels = values[name]
                 key = (service, *labels)
                 if isinstance(value, Histogram):
-                    value = (value.buckets(), value.total)
+                    by_labels = histograms[name]
+                    summed = (value.buckets(), value.total)
                     previous = by_labels.get(key)
                     if previous is not None:
-                        value = _sum_histograms(previous, value)
-                    by_labels[key] = value
+                        summed = _sum_histograms(previous, summed)
+                    by_labels[key] = summed
                 else:
-                    by_labels[key] = by_labels.get(key, 0) + value
+                    # Anything else is a number, as IMetricSource says.
+                    numbers[name][key] = numbers[name].get(key, 0) + cast(float, value)
         for name, metric in METRICS.items():
-            if not values[name]:
+            is_histogram = metric.kind is HISTOGRAM
+            if not (histograms[name] if is_histogram else numbers[name]):
                 continue
             family = metric.kind(PREFIX + name, metric.help, labels=("service", *metric.labels))
-            for labels, value in sorted(values[name].items()):
-                if metric.kind is HISTOGRAM:
-                    family.add_metric(labels, buckets=value[0], sum_value=value[1])
-                else:
-                    family.add_metric(labels, value)
+            if is_histogram:
+                for labels, (buckets, total) in sorted(histograms[name].items()):
+                    family.add_metric(labels, buckets=buckets, sum_value=total)
+            else:
+                for labels, number in sorted(numbers[name].items()):
+                    family.add_metric(labels, number)
             yield family
 
 
@@ -198,5 +208,5 @@ HistogramValue = tuple[list[tuple[str, int]], float]
 
 
 def _sum_histograms(a: HistogramValue, b: HistogramValue) -> HistogramValue:
-    buckets = [(bound, x + y) for (bound, x), (_, y) in zip(a[0], b[0])]
+    buckets = [(bound, x + y) for (bound, x), (_, y) in zip(a[0], b[0], strict=True)]
     return buckets, a[1] + b[1]

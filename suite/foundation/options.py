@@ -67,6 +67,7 @@ class ConfigOptions(usage.Options):
     def postOptions(self) -> None:
         self.overrides = {}
         for option, (section, key) in self.owners.items():
+            value: object
             if key.kind.repeatable:
                 value = list(self.get(key.name, ())) or None
             elif key.kind.flag:

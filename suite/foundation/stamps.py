@@ -19,4 +19,4 @@ def utc_stamp(seconds: float) -> str:
         whole, micro = whole + 1, 0
     if whole != _second:
         _second, _prefix = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    return "%s.%06dZ" % (_prefix, micro)
+    return f"{_prefix}.{micro:06d}Z"

@@ -7,15 +7,17 @@ sets one.  Twisted has no sd_notify of its own; the protocol is one datagram.
 
 import os
 import socket
+from collections.abc import Mapping
 
 from twisted.application import service
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 log = Logger()
 
 
-def notify(state: bytes, environ=os.environ) -> bool:
+def notify(state: bytes, environ: Mapping[str, str] = os.environ) -> bool:
     """Send STATE (e.g. b"READY=1") to systemd's NOTIFY_SOCKET; False when there is none."""
     address = environ.get("NOTIFY_SOCKET")
     if not address:
@@ -28,7 +30,7 @@ def notify(state: bytes, environ=os.environ) -> bool:
     return True
 
 
-def watchdog_interval(environ=os.environ) -> float | None:
+def watchdog_interval(environ: Mapping[str, str] = os.environ) -> float | None:
     """
     Seconds between watchdog pings: half of WATCHDOG_USEC, when systemd set
     it for this process (WATCHDOG_PID, when set, names it); else None.
@@ -51,20 +53,20 @@ class Watchdog(service.Service):
     sent is logged once, and pinging goes on.
     """
 
-    def __init__(self, clock, environ=os.environ):
+    def __init__(self, clock: IReactorTime, environ: Mapping[str, str] = os.environ) -> None:
         self.environ = environ
         self._pings = LoopingCall(self.ping)
         self._pings.clock = clock
         self._failing = False
 
-    def startService(self):
+    def startService(self) -> None:
         service.Service.startService(self)
         interval = watchdog_interval(self.environ)
         if interval is not None:
             log.info("systemd watchdog: WATCHDOG=1 every {interval:g} s", interval=interval)
             self._pings.start(interval, now=True)
 
-    def ping(self):
+    def ping(self) -> None:
         try:
             notify(b"WATCHDOG=1", self.environ)
         except OSError as e:
@@ -78,7 +80,7 @@ class Watchdog(service.Service):
         else:
             self._failing = False
 
-    def stopService(self):
+    def stopService(self) -> None:
         service.Service.stopService(self)
         if self._pings.running:
             self._pings.stop()

@@ -30,7 +30,8 @@ def listener_names(root):
 REFUSALS = [
     (
         "[timestmp]\n",
-        "FILE: [timestmp]: unknown section (known: announce, echo, logger, metrics, names, sleep, timestamp, tls)",
+        "FILE: [timestmp]: unknown section "
+        "(known: announce, echo, logger, metrics, names, sleep, timestamp, tls)",
     ),
     ("[echo]\nport = 5\n", "FILE: [echo] port = 5: unknown key"),
     ('[echo]\nmode = "loud"\n', 'FILE: [echo] mode = "loud": must be one of line, raw'),
@@ -69,7 +70,8 @@ REFUSALS = [
     ),
     (
         '[echo]\nlisten = ["tcp6:port=99999:interface=\\\\:\\\\:1"]\n',
-        'FILE: [echo] listen = "tcp6:port=99999:interface=\\\\:\\\\:1": bad endpoint: port must be 0-65535',
+        'FILE: [echo] listen = "tcp6:port=99999:interface=\\\\:\\\\:1": '
+        "bad endpoint: port must be 0-65535",
     ),
     (
         '[timestamp]\nformat = "%Q"\n',
@@ -235,9 +237,7 @@ class RefusalTests(ConfigTestCase):
     def test_datagram_listener_on_a_service_without_datagram_side(self):
         path = self.write('[echo]\nlisten = ["udp:5001"]\n')
         settings = load(path, [timestamp_service.TimestampSettings, EchoSettings])["echo"]
-        caught = self.assertRaises(
-            ConfigError, parse_listeners, settings, datagram_side=False, reactor=MemoryReactor()
-        )
+        caught = self.assertRaises(ConfigError, parse_listeners, settings, datagram_side=False)
         self.assertEqual(
             str(caught),
             f'{path}: [echo] listen = "udp:5001": bad endpoint: echo has no datagram side',
@@ -263,7 +263,8 @@ class RefusalTests(ConfigTestCase):
         output = f"{self.directory}/a-file/messages.jsonl"
         self.assertEqual(
             self.refused(f'[logger]\nlisten = ["tcp:0"]\noutput = "{output}"\n'),
-            f'FILE: [logger] output = "{output}": cannot open: File exists ({self.directory}/a-file)',
+            f'FILE: [logger] output = "{output}": '
+            f"cannot open: File exists ({self.directory}/a-file)",
         )
 
 
@@ -341,7 +342,10 @@ class CommandLineTests(ConfigTestCase):
         )
 
     def test_under_twistd_a_bad_value_is_one_line_and_exit_1(self):
-        """twistd prints its whole usage before a UsageError's reason: a config mistake is one line."""
+        """
+        twistd prints its whole usage before a UsageError's reason: a config
+        mistake is one line.
+        """
         caught = self.assertRaises(
             SystemExit, ServerOptions().parseOptions, ["suite-timestamp", "--max-line", "abc"]
         )

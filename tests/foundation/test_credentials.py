@@ -74,7 +74,8 @@ class TokenSourceTests(SynchronousTestCase):
             ),
             (
                 NamesSettings(token_file="/nonexistent"),
-                'default: [names] token_file = "/nonexistent": cannot read: No such file or directory',
+                'default: [names] token_file = "/nonexistent": '
+                "cannot read: No such file or directory",
             ),
         ):
             with self.assertRaises(ConfigError) as caught:

@@ -174,7 +174,10 @@ class RenamedUnderneathTests(SynchronousTestCase):
 
 
 class FailingOutput:
-    """An output whose writes fail (disk full) until `room` is set, after writing `partial` bytes."""
+    """
+    An output whose writes fail (disk full) until `room` is set, after
+    writing `partial` bytes.
+    """
 
     def __init__(self):
         self.data = b""
@@ -352,7 +355,10 @@ class BacklogInPiecesTests(SynchronousTestCase):
 
 
 class FileModeTests(SynchronousTestCase):
-    """Files the suite creates are 0640 (file_mode) even under umask 0: records hold client text."""
+    """
+    Files the suite creates are 0640 (file_mode) even under umask 0: records
+    hold client text.
+    """
 
     def setUp(self):
         self.addCleanup(os.umask, os.umask(0))
