@@ -18,7 +18,7 @@ FIRST_ACTIVATED_FD = 3
 
 def activated_datagram_socket(
     name: str, environ: Mapping[str, str] = os.environ
-) -> tuple[int, int]:
+) -> tuple[int, socket.AddressFamily]:
     """
     (fd, address family) of the socket-activated UDP socket named NAME.
 

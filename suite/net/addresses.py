@@ -39,9 +39,8 @@ def describe_peer(address: PeerAddress) -> str:
     if not isinstance(address, UNIXAddress):
         return host_port(address.host, address.port)
     name = address.name
-    if isinstance(name, bytes):
-        name = name.decode(errors="replace")
-    return printable(name) if name else "unix"
+    text = name.decode(errors="replace") if isinstance(name, bytes) else name
+    return printable(text) if text else "unix"
 
 
 def source_of(address: PeerAddress) -> str:

@@ -1,4 +1,7 @@
-"""suite-client ADDRESS (`host:port`, `[v6]:port`, or a Twisted client endpoint string) -> endpoint."""
+"""
+suite-client ADDRESS (`host:port`, `[v6]:port`, or a Twisted client endpoint
+string) -> endpoint.
+"""
 
 import re
 from dataclasses import dataclass
@@ -6,6 +9,7 @@ from dataclasses import dataclass
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import endpoints, ssl
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 
 _HOST_PORT = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]\s=]+)):(?P<port>\d{1,5})")
 _HOST_PARAMETER = re.compile(r"(?:^|:)host=([^:]+)")
@@ -38,7 +42,9 @@ def parse_address(text: str) -> Address:
     return Address(text, found["v6"] or found["host"], port)
 
 
-def client_tls(hostname: str, ca: str | None, cert: str | None, key: str | None):
+def client_tls(
+    hostname: str, ca: str | None, cert: str | None, key: str | None
+) -> IOpenSSLClientConnectionCreator:
     """Client TLS verifying the server's certificate and HOSTNAME (service_identity)."""
     trust = ssl.platformTrust()
     if ca:
@@ -53,7 +59,7 @@ def client_tls(hostname: str, ca: str | None, cert: str | None, key: str | None)
     return ssl.optionsForClientTLS(hostname, trustRoot=trust, clientCertificate=client_certificate)
 
 
-def tls_failure(exception) -> str | None:
+def tls_failure(exception: BaseException | None) -> str | None:
     """Why a TLS handshake failed, in OpenSSL's words, for one line (None: not a TLS failure)."""
     if isinstance(exception, SSL.Error):
         errors = exception.args[0] if exception.args else None
@@ -64,8 +70,18 @@ def tls_failure(exception) -> str | None:
     return None
 
 
-def stream_endpoint(reactor, address: Address, timeout: float, tls=None):
-    if address.host:
+def stream_endpoint(
+    reactor: object,
+    address: Address,
+    timeout: float,
+    tls: IOpenSSLClientConnectionCreator | None = None,
+) -> IStreamClientEndpoint:
+    """
+    The endpoint ADDRESS names, through TLS when TLS is given; REACTOR is
+    the reactor (TCP, time and name resolution, as `HostnameEndpoint` asks).
+    """
+    endpoint: IStreamClientEndpoint
+    if address.host and address.port is not None:
         endpoint = endpoints.HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
     else:
         endpoint = endpoints.clientFromString(reactor, address.text)

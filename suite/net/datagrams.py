@@ -158,7 +158,7 @@ class RateLimitedReplier(DatagramProtocol):
         if reply is not None:  # None: nothing to say (a DNS response sent to us)
             self.answered += 1
             counts.sent += len(reply)
-            self.send(reply, address)
+            self.send(reply, address)  # type: ignore[misc]  # set by startProtocol, before reads
 
     def stopProtocol(self) -> None:
         self.warnings.flush()

@@ -8,6 +8,7 @@ handshake that fails or times out is reported once, with OpenSSL's reason.
 from collections.abc import Callable
 
 from OpenSSL import SSL
+from OpenSSL.crypto import X509
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
 from twisted.python.failure import Failure
 
@@ -21,7 +22,7 @@ def tls_failure_reason(error: SSL.Error) -> str:
 def certificate_subject(transport: ISSLTransport) -> str | None:
     """The RFC 4514 subject of the client certificate on a TLS TRANSPORT, if one was given."""
     certificate = transport.getPeerCertificate()
-    if certificate is None:
+    if not isinstance(certificate, X509):  # None: no certificate was given
         return None
     return certificate.to_cryptography().subject.rfc4514_string()
 
@@ -39,7 +40,7 @@ class HandshakeDeadline:
         seconds: float,
         failed: Callable[[str], None],
         abort: Callable[[], None],
-    ):
+    ) -> None:
         self.seconds = seconds
         self.failed = failed
         self.abort = abort
@@ -60,7 +61,7 @@ class HandshakeDeadline:
         if self._timer is None:
             return
         self.completed()
-        if reason is not None and reason.check(SSL.Error):
+        if reason is not None and isinstance(reason.value, SSL.Error):
             self.failed(tls_failure_reason(reason.value))
 
     def _timed_out(self) -> None:

@@ -7,10 +7,12 @@ cannot be used as an amplifier: spoofing many addresses of one network
 from collections import OrderedDict
 from socket import AF_INET6, inet_pton
 
+from twisted.internet.interfaces import IReactorTime
+
 IPV6_NETWORK_BYTES = 7  # a /56
 
 
-def network_of(address: str):
+def network_of(address: str) -> str | bytes:
     """
     The key of the network holding ADDRESS: its /24 for IPv4 (an IPv4
     address mapped into IPv6 too), its /56 for IPv6.  Text slicing for
@@ -45,10 +47,10 @@ class SourceRateLimiter:
         rate: float,
         burst: int,
         max_sources: int,
-        clock,
+        clock: IReactorTime,
         network_rate: float = 0.0,
         network_burst: int = 1,
-    ):
+    ) -> None:
         self.rate, self.burst = rate, burst
         self.network_rate, self.network_burst = network_rate, network_burst
         self.max_sources = max_sources
@@ -58,7 +60,7 @@ class SourceRateLimiter:
         self._addresses: OrderedDict = OrderedDict()  # address -> [tokens, stamp, network's]
         self._networks: dict = {}  # network key -> [tokens, stamp, addresses using it, key]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._addresses)
 
     def refusal(self, source: str) -> str | None:

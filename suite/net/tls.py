@@ -6,14 +6,19 @@ lowest TLS version accepted (`min_version`) and the TLS 1.2 cipher suites
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from OpenSSL import SSL
 from twisted.internet import ssl
 
 from suite.foundation.config import ServiceSettings, Settings, choice, key, text
 from suite.foundation.credentials import credential_path
+
+if TYPE_CHECKING:
+    from suite.net.twisted_internals.types import IOpenSSLTrustRoot
 
 # Mozilla's "intermediate" profile for TLS 1.2: forward secrecy (ECDHE) and
 # authenticated encryption (GCM, ChaCha20-Poly1305) only, so no RSA key
@@ -78,7 +83,7 @@ def load_certificates(settings: Settings, name: str) -> list[x509.Certificate]:
         raise settings.error(name, "no PEM certificate in file") from None
 
 
-def load_private_key(settings: Settings):
+def load_private_key(settings: Settings) -> PrivateKeyTypes:
     try:
         return serialization.load_pem_private_key(
             _read_pem(settings, "private_key"), password=None
@@ -89,14 +94,15 @@ def load_private_key(settings: Settings):
         raise settings.error("private_key", "not a PEM private key") from None
 
 
-def trust_root(settings: Settings, name: str):
+def trust_root(settings: Settings, name: str) -> "IOpenSSLTrustRoot":
     """Every CA certificate in the file key NAME names, as a TLS trust root."""
-    return ssl.trustRootFromCertificates(
+    root: IOpenSSLTrustRoot = ssl.trustRootFromCertificates(
         [
             ssl.Certificate.loadPEM(ca.public_bytes(serialization.Encoding.PEM))
             for ca in load_certificates(settings, name)
         ]
     )
+    return root
 
 
 def names_files(tls: TLSSettings) -> bool:
@@ -126,9 +132,10 @@ def tls_options(
     trust = trust_root(tls, "client_ca") if tls.client_ca else None
     minimum = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     options = ssl.CertificateOptions(
-        privateKey=private_key,
-        certificate=chain[0],
-        extraCertChain=chain[1:],
+        # Twisted annotates pyOpenSSL's older types; pyOpenSSL takes cryptography's objects.
+        privateKey=private_key,  # type: ignore[arg-type]
+        certificate=chain[0],  # type: ignore[arg-type]
+        extraCertChain=chain[1:],  # type: ignore[arg-type]
         trustRoot=trust,
         raiseMinimumTo=minimum,
         acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(tls.ciphers),

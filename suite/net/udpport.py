@@ -9,6 +9,7 @@ path, Twisted's own `udp.Port` as the reactor makes it (one
 
 import socket
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from twisted.internet.interfaces import IListeningPort, IReactorSocket, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
@@ -40,7 +41,7 @@ def listen_datagram(
 def adopt_datagram_port(
     reactor: IReactorUDP,
     fd: int,
-    family: int,
+    family: socket.AddressFamily,
     protocol: DatagramProtocol,
     max_packet_size: int = 8192,
 ) -> IListeningPort:
@@ -51,9 +52,20 @@ def adopt_datagram_port(
     return adopting.adoptDatagramPort(fd, family, protocol, max_packet_size)
 
 
+@runtime_checkable
+class DatagramWriter(Protocol):
+    """A port that sends a datagram to an address: Twisted's `IUDPTransport.write`."""
+
+    def write(self, packet: bytes, addr: tuple) -> object: ...
+
+
 def reply_path(port: object) -> Callable[[bytes, tuple], object]:
     """
-    How to answer a peer through PORT: the fast port's `reply` (no parsing
-    of the address), else Twisted's `write`.
+    How to answer a peer through PORT (a datagram protocol's transport):
+    the fast port's `reply` (no parsing of the address), else Twisted's `write`.
     """
-    return port.reply if isinstance(port, BatchedDatagramPort) else port.write
+    if isinstance(port, BatchedDatagramPort):
+        return port.reply
+    if not isinstance(port, DatagramWriter):
+        raise TypeError(f"{port!r} cannot send datagrams (not a started datagram port)")
+    return port.write

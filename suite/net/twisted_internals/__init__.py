@@ -10,6 +10,7 @@ everything else uses public API only.
                 (replaces `tcp.Port.doRead`; `_buildAddr`, `_fromListeningDescriptor`)
   datagrams.py  the batched UDP read and `reply` (replaces `udp.Port.doRead`;
                 `udp.Port._fromListeningDescriptor`)
+  types.py      Twisted's private names used as types only (`IOpenSSLTrustRoot`)
   guard.py      the checks made once per process before any of it is used
 
 Each module's docstring names the Twisted code it relies on (read in

@@ -76,7 +76,7 @@ class BatchedDatagramPort(udp.Port):
 
     def _read_batch(self, deliver: Callable[[list[tuple[bytes, tuple]]], None]) -> None:
         recvfrom, size = self.handle.recvfrom, self.maxPacketSize
-        batch = []
+        batch: list[tuple[bytes, tuple]] = []
         append = batch.append
         try:
             for _ in range(READ_BATCH):
@@ -130,7 +130,7 @@ def adopt(
     max_packet_size: int,
 ) -> IListeningPort:
     """Serve PROTOCOL on the bound UDP socket FD, as `reactor.adoptDatagramPort` does."""
-    listening = BatchedDatagramPort._fromListeningDescriptor(
+    listening: BatchedDatagramPort = BatchedDatagramPort._fromListeningDescriptor(
         reactor, fd, family, protocol, maxPacketSize=max_packet_size
     )
     listening.startListening()
