@@ -16,13 +16,21 @@ Every function takes the reactor first, for a uniform signature.
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol, TypedDict, TypeVar, Unpack, cast
 
 from twisted.internet import defer, error
 from twisted.internet.endpoints import connectProtocol
-from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorCore,
+    IReactorTime,
+    IReactorUDP,
+    IStreamClientEndpoint,
+    IUDPTransport,
+)
+from twisted.internet.protocol import DatagramProtocol, connectionDone
+from twisted.internet.protocol import Protocol as StreamProtocol
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
@@ -41,6 +49,42 @@ from suite.contracts.sleep import Sleep
 T = TypeVar("T")
 R = TypeVar("R")
 
+# A name server's instance: (host, port, description).
+Instance = tuple[str, int, str]
+OnChange = Callable[[str, list[Instance]], None]
+
+
+class IDatagramReactor(IReactorUDP, IReactorCore):
+    """
+    What opening datagrams asks of a reactor: a UDP port and a resolved
+    name.  Twisted's IReactorUDP leaves out the defaults its reactors give.
+    """
+
+    def listenUDP(
+        port: int, protocol: DatagramProtocol, interface: str = "", maxPacketSize: int = 8192
+    ) -> IListeningPort:
+        """A UDP port for PROTOCOL."""
+
+
+class ExchangeOptions(TypedDict, total=False):
+    """The keyword arguments of L{Exchange}, passed on by the functions that open one."""
+
+    frame: Callable[[bytes], bytes]
+    on_reply: Callable[[bytes], object] | None
+    expect_replies: bool
+
+
+class StreamConnection(Protocol):
+    """
+    What a stream exchange asks of its transport; `disconnecting` is on
+    every Twisted stream transport but in none of its interfaces.
+    """
+
+    disconnecting: bool
+
+    def write(self, data: bytes) -> None: ...
+    def loseConnection(self) -> None: ...
+
 
 class ServerClosed(Exception):
     """The server closed the connection before answering everything."""
@@ -55,12 +99,12 @@ def syslog_message(
 ) -> bytes:
     """An RFC 5424 message (user.notice by default) as `logger` would send it."""
     now = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%06dZ" % (now % 1 * 1e6)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
     header = f"<{pri}>1 {stamp} {hostname or socket.gethostname()} {app} {os.getpid()} - - "
     return header.encode() + message
 
 
-def octet_counted_syslog(message: bytes, **header) -> bytes:
+def octet_counted_syslog(message: bytes, **header: Any) -> bytes:
     """RFC 6587 octet counting around an RFC 5424 message (HEADER: syslog_message's)."""
     frame = syslog_message(message, **header)
     return b"%d %s" % (len(frame), frame)
@@ -88,63 +132,83 @@ class Exchange:
         self.expect_replies = expect_replies
         self.sent = self.expected = self.received = 0
         self.all_sent = False
-        self.finished = defer.Deferred()
-        self.transport = None
+        self.finished: defer.Deferred[Exchange] = defer.Deferred()
 
     @property
     def complete(self) -> bool:
         return self.all_sent and self.received >= self.expected
 
-    def send(self, message: bytes):
+    def replies_expected(self, data: bytes) -> int:
+        """How many replies DATA, one framed message, asks for."""
+        raise NotImplementedError
+
+    def transmit(self, data: bytes) -> None:
+        """DATA, one framed message, on its way to the server."""
+        raise NotImplementedError
+
+    def progressed(self) -> None:
+        """Something was sent or answered: finish if that was all."""
+        raise NotImplementedError
+
+    def send(self, message: bytes) -> None:
         data = self.frame(message)
         self.sent += 1
         if self.expect_replies:
             self.expected += self.replies_expected(data)
-        self.transport.write(data)
+        self.transmit(data)
 
-    def done_sending(self):
+    def done_sending(self) -> None:
         self.all_sent = True
         self.progressed()
 
-    def replied(self, reply: bytes):
+    def replied(self, reply: bytes) -> None:
         self.received += 1
         self.on_reply(reply)
 
-    def fail(self, reason):
+    def fail(self, reason: Failure | Exception) -> None:
         if not self.finished.called:
             self.finished.errback(reason)
 
-    def succeed(self):
+    def succeed(self) -> None:
         if not self.finished.called:
             self.finished.callback(self)
 
 
-class StreamExchange(Exchange, Protocol):
+class StreamExchange(Exchange, StreamProtocol):
     """An L{Exchange} over a connection: replies are lines (CRLF or LF)."""
 
     _buffer = b""
+
+    @property
+    def connection(self) -> StreamConnection:
+        """The transport: an exchange is only handed out once connected."""
+        return cast(StreamConnection, self.transport)
 
     @staticmethod
     def replies_expected(data: bytes) -> int:
         return data.count(b"\n")
 
-    def dataReceived(self, data):
+    def transmit(self, data: bytes) -> None:
+        self.connection.write(data)
+
+    def dataReceived(self, data: bytes) -> None:
         *lines, self._buffer = (self._buffer + data).split(b"\n")
         for line in lines:
             self.replied(line.removesuffix(b"\r"))
         self.progressed()
 
-    def progressed(self):
-        if self.complete and not self.transport.disconnecting:
-            self.transport.loseConnection()
+    def progressed(self) -> None:
+        if self.complete and not self.connection.disconnecting:
+            self.connection.loseConnection()
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.complete and reason.check(error.ConnectionDone):
             self.succeed()
         elif reason.check(error.ConnectionDone, error.ConnectionLost):
             self.fail(
                 ServerClosed(
-                    f"server closed the connection after {self.received} of {self.expected} replies"
+                    f"server closed the connection after {self.received} "
+                    f"of {self.expected} replies"
                 )
             )
         else:
@@ -154,50 +218,65 @@ class StreamExchange(Exchange, Protocol):
 class DatagramExchange(Exchange, DatagramProtocol):
     """An L{Exchange} over a connected UDP socket: each reply is one datagram."""
 
+    @property
+    def port(self) -> IUDPTransport:
+        """The transport: an exchange is only handed out once listening."""
+        return cast(IUDPTransport, self.transport)
+
     @staticmethod
     def replies_expected(data: bytes) -> int:
         return 1
 
-    def datagramReceived(self, data, address):
+    def transmit(self, data: bytes) -> None:
+        self.port.write(data, None)  # connected: to the one peer
+
+    def datagramReceived(self, data: bytes, address: object) -> None:
         self.replied(data)
         self.progressed()
 
-    def progressed(self):
+    def progressed(self) -> None:
         if self.complete:
             self.succeed()
 
-    def connectionRefused(self):
+    def connectionRefused(self) -> None:
         self.fail(error.ConnectionRefusedError("port unreachable"))
 
 
-def open_stream(reactor, endpoint, **options) -> defer.Deferred:
+def open_stream(
+    reactor: object, endpoint: IStreamClientEndpoint, **options: Unpack[ExchangeOptions]
+) -> defer.Deferred[StreamExchange]:
     """Deferred L{StreamExchange} connected through ENDPOINT (OPTIONS as for Exchange)."""
-    return connectProtocol(endpoint, StreamExchange(**options))
+    opening: defer.Deferred[StreamExchange] = connectProtocol(endpoint, StreamExchange(**options))
+    return opening
 
 
-async def _open_datagrams(reactor, host, port, options) -> DatagramExchange:
+async def _open_datagrams(
+    reactor: IDatagramReactor, host: str, port: int, options: ExchangeOptions
+) -> DatagramExchange:
     exchange = DatagramExchange(**options)
     if ":" in host:
         reactor.listenUDP(0, exchange, interface="::")
     else:
         host = await reactor.resolve(host)
         reactor.listenUDP(0, exchange)
-    exchange.transport.connect(host, port)
+    exchange.port.connect(host, port)
     exchange.finished.addBoth(_stop_listening, exchange)
     return exchange
 
 
-def open_datagrams(reactor, host: str, port: int, **options) -> defer.Deferred:
+def open_datagrams(
+    reactor: IDatagramReactor, host: str, port: int, **options: Unpack[ExchangeOptions]
+) -> defer.Deferred[DatagramExchange]:
     """Deferred L{DatagramExchange} on an ephemeral UDP port connected to HOST:PORT."""
     return defer.ensureDeferred(_open_datagrams(reactor, host, port, options))
 
 
-def _stop_listening(result, exchange):
-    exchange.transport.stopListening()
+def _stop_listening(result: T, exchange: DatagramExchange) -> T:
+    exchange.port.stopListening()
     return result
 
 
-async def _run(opening, messages):
+async def _run(opening: Awaitable[Exchange], messages: Iterable[bytes]) -> Exchange:
     exchange = await opening
     for message in messages:
         exchange.send(message)
@@ -205,61 +284,88 @@ async def _run(opening, messages):
     return await exchange.finished
 
 
-def _line_replies(reactor, endpoint, lines) -> defer.Deferred:
+def _line_replies(
+    reactor: object, endpoint: IStreamClientEndpoint, lines: list[bytes]
+) -> defer.Deferred[list[bytes]]:
     return defer.ensureDeferred(_run(open_stream(reactor, endpoint), lines)).addCallback(
         lambda exchange: exchange.replies
     )
 
 
-def timestamp(reactor, endpoint, lines: list[bytes]) -> defer.Deferred:
+def timestamp(
+    reactor: object, endpoint: IStreamClientEndpoint, lines: list[bytes]
+) -> defer.Deferred[list[bytes]]:
     """Deferred list of `[T] line` replies, one per line."""
     return _line_replies(reactor, endpoint, lines)
 
 
-def echo(reactor, endpoint, lines: list[bytes]) -> defer.Deferred:
+def echo(
+    reactor: object, endpoint: IStreamClientEndpoint, lines: list[bytes]
+) -> defer.Deferred[list[bytes]]:
     """Deferred list of echo replies (`You said: …`, or the lines themselves from a raw echo)."""
     return _line_replies(reactor, endpoint, lines)
 
 
-def exchange_datagrams(reactor, host: str, port: int, payloads: list[bytes]) -> defer.Deferred:
+def exchange_datagrams(
+    reactor: IDatagramReactor, host: str, port: int, payloads: list[bytes]
+) -> defer.Deferred[list[bytes]]:
     """Deferred list of one reply datagram per payload (add a timeout: UDP may drop any)."""
     return defer.ensureDeferred(
         _run(open_datagrams(reactor, host, port, frame=bytes), payloads)
     ).addCallback(lambda exchange: exchange.replies)
 
 
-def log(reactor, endpoint, messages: list[bytes]) -> defer.Deferred:
+def log(
+    reactor: object, endpoint: IStreamClientEndpoint, messages: list[bytes]
+) -> defer.Deferred[int]:
     """Send RFC 5424 MESSAGES octet-counted over a stream; Deferred count once closed cleanly."""
     opening = open_stream(reactor, endpoint, frame=octet_counted_syslog, expect_replies=False)
     return defer.ensureDeferred(_run(opening, messages)).addCallback(lambda e: e.sent)
 
 
-def log_datagrams(reactor, host: str, port: int, messages: list[bytes]) -> defer.Deferred:
+def log_datagrams(
+    reactor: IDatagramReactor, host: str, port: int, messages: list[bytes]
+) -> defer.Deferred[int]:
     """Send MESSAGES as RFC 5424 syslog datagrams (RFC 5426); Deferred count sent."""
     opening = open_datagrams(reactor, host, port, frame=syslog_message, expect_replies=False)
     return defer.ensureDeferred(_run(opening, messages)).addCallback(lambda e: e.sent)
 
 
-async def _call(endpoint, command, **arguments) -> dict:
+async def _call(
+    endpoint: IStreamClientEndpoint, command: type[amp.Command], **arguments: object
+) -> dict[str, Any]:
     protocol = await connectProtocol(endpoint, amp.AMP())
     try:
-        return await protocol.callRemote(command, **arguments)
+        answer: dict[str, Any] = await protocol.callRemote(command, **arguments)
+        return answer
     finally:
         protocol.transport.loseConnection()
 
 
-def call(endpoint, command, **arguments) -> defer.Deferred:
-    """One AMP COMMAND on a connection of its own; Deferred response dict."""
+def call(
+    endpoint: IStreamClientEndpoint, command: type[amp.Command], **arguments: object
+) -> defer.Deferred[dict[str, Any]]:
+    """One AMP COMMAND on a connection of its own; Deferred response dict (AMP's values)."""
     return defer.ensureDeferred(_call(endpoint, command, **arguments))
 
 
-def sleep(reactor, endpoint, seconds: float) -> defer.Deferred:
+def sleep(
+    reactor: object, endpoint: IStreamClientEndpoint, seconds: float
+) -> defer.Deferred[float]:
     """Deferred seconds the server measured; fails with InvalidDuration or Overloaded."""
     answered = call(endpoint, Sleep, seconds=float(seconds))
     return answered.addCallback(lambda answer: answer["slept"])
 
 
-def register(reactor, endpoint, name, host, port, description="", token=None):
+def register(
+    reactor: object,
+    endpoint: IStreamClientEndpoint,
+    name: str,
+    host: str,
+    port: int | str,
+    description: str = "",
+    token: str | None = None,
+) -> defer.Deferred[dict[str, Any]]:
     """Register (or update) an instance; fails with Unauthorized or Invalid."""
     return call(
         endpoint,
@@ -272,19 +378,28 @@ def register(reactor, endpoint, name, host, port, description="", token=None):
     )
 
 
-def deregister(reactor, endpoint, name, host, port, token=None):
+def deregister(
+    reactor: object,
+    endpoint: IStreamClientEndpoint,
+    name: str,
+    host: str,
+    port: int | str,
+    token: str | None = None,
+) -> defer.Deferred[dict[str, Any]]:
     """Remove an instance; fails with Unauthorized or NotFound."""
     return call(endpoint, Deregister, name=name, host=host, port=int(port), token=token)
 
 
-def lookup(reactor, endpoint, name) -> defer.Deferred:
+def lookup(
+    reactor: object, endpoint: IStreamClientEndpoint, name: str
+) -> defer.Deferred[tuple[list[Instance], int]]:
     """Deferred (instances, ttl): instances as (host, port, description), rotated by the server."""
     return call(endpoint, Lookup, name=name).addCallback(
         lambda answer: (_as_tuples(answer["instances"]), answer["ttl"])
     )
 
 
-def services(reactor, endpoint) -> defer.Deferred:
+def services(reactor: object, endpoint: IStreamClientEndpoint) -> defer.Deferred[list[str]]:
     """Deferred sorted list of the names with live instances."""
     return call(endpoint, Services).addCallback(lambda answer: answer["names"])
 
@@ -297,27 +412,25 @@ class _Watching(amp.AMP):
 
     def __init__(
         self,
-        on_change: Callable[[str, list[tuple]], None],
+        on_change: OnChange,
         on_lost: Callable[["_Watching", Failure], None],
-    ):
+    ) -> None:
         super().__init__()
         self.on_change = on_change
         self.on_lost = on_lost
 
     @Changed.responder
-    def changed(self, name: str, instances: list[dict]) -> dict:
+    def changed(self, name: str, instances: list[dict[str, Any]]) -> dict[str, object]:
         self.on_change(name, _as_tuples(instances))
         return {}
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.on_lost(self, reason)
 
 
-async def _watch(
-    endpoint: IStreamClientEndpoint, name: str, on_change: Callable[[str, list[tuple]], None]
-) -> None:
-    closed: defer.Deferred = defer.Deferred()
+async def _watch(endpoint: IStreamClientEndpoint, name: str, on_change: OnChange) -> None:
+    closed: defer.Deferred[None] = defer.Deferred()
     protocol = await connectProtocol(
         endpoint, _Watching(on_change, lambda protocol, reason: closed.errback(reason))
     )
@@ -330,8 +443,8 @@ def watch(
     reactor: object,
     endpoint: IStreamClientEndpoint,
     name: str,
-    on_change: Callable[[str, list[tuple]], None],
-) -> defer.Deferred:
+    on_change: OnChange,
+) -> defer.Deferred[None]:
     """
     ON_CHANGE(name, instances) with NAME's live instances now, then at each
     change, until the connection ends (the Deferred fails with why).
@@ -339,7 +452,7 @@ def watch(
     return defer.ensureDeferred(_watch(endpoint, name, on_change))
 
 
-def _as_tuples(instances: list[dict]) -> list[tuple]:
+def _as_tuples(instances: list[dict[str, Any]]) -> list[Instance]:
     """AMP's instances (dicts) as the (host, port, description) tuples every caller is given."""
     return [(i["host"], i["port"], i["description"]) for i in instances]
 
@@ -373,19 +486,27 @@ class NameClient:
     answered instead; NOT_FOUND is then cached NEGATIVE_TTL seconds.
     """
 
-    def __init__(self, reactor, endpoint, negative_ttl: float = 1.0, clock=None):
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        endpoint: IStreamClientEndpoint
+        | list[IStreamClientEndpoint]
+        | tuple[IStreamClientEndpoint, ...],
+        negative_ttl: float = 1.0,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self.reactor = reactor
         self.clock = clock or reactor
         self.endpoints = list(endpoint) if isinstance(endpoint, (list, tuple)) else [endpoint]
         self.negative_ttl = negative_ttl
-        self._protocol = None
-        self._closed = None
-        self._waiting: list[defer.Deferred] = []
-        self._watched: dict[str, list] = {}
+        self._protocol: _Watching | None = None
+        self._closed: defer.Deferred[None] | None = None
+        self._waiting: list[defer.Deferred[_Watching]] = []
+        self._watched: dict[str, list[Instance]] = {}
         self._turns: dict[str, int] = {}
-        self._cache: dict[str, tuple[float, object]] = {}
+        self._cache: dict[str, tuple[float, list[Instance] | NotFound]] = {}
 
-    def lookup(self, name: str) -> defer.Deferred:
+    def lookup(self, name: str) -> defer.Deferred[list[Instance]]:
         """Deferred list of (host, port, description), rotated; fails with NotFound."""
         instances = self._watched.get(name)
         if instances is not None:
@@ -396,22 +517,25 @@ class NameClient:
             return defer.fail(answer) if isinstance(answer, NotFound) else defer.succeed(answer)
         return defer.ensureDeferred(self._ask(name))
 
-    def close(self) -> defer.Deferred:
+    def close(self) -> defer.Deferred[None]:
         """Drop the connection (and with it the watches); the Deferred fires once it is closed."""
         if self._protocol is None:
             return defer.succeed(None)
-        closed = self._closed = defer.Deferred()
-        self._protocol.transport.loseConnection()
+        closed: defer.Deferred[None] = defer.Deferred()
+        self._closed = closed
+        transport = self._protocol.transport
+        assert transport is not None  # _protocol is only ever a connected one
+        transport.loseConnection()
         return closed
 
-    def _rotated(self, name, instances) -> defer.Deferred:
+    def _rotated(self, name: str, instances: list[Instance]) -> defer.Deferred[list[Instance]]:
         if not instances:
             return defer.fail(NotFound(f"no live instance of {name}"))
         turn = self._turns.get(name, 0) % len(instances)
         self._turns[name] = turn + 1
         return defer.succeed(instances[turn:] + instances[:turn])
 
-    async def _ask(self, name):
+    async def _ask(self, name: str) -> list[Instance]:
         protocol = await self._connection()
         try:
             answer = await protocol.callRemote(Watch, name=name)
@@ -421,7 +545,7 @@ class NameClient:
             self._watched[name] = _as_tuples(answer["instances"])
         return await self._rotated(name, _as_tuples(answer["instances"]))
 
-    async def _look_up(self, protocol, name):
+    async def _look_up(self, protocol: _Watching, name: str) -> list[Instance]:
         try:
             answer = await protocol.callRemote(Lookup, name=name)
         except NotFound as e:
@@ -431,11 +555,11 @@ class NameClient:
         self._cache[name] = (self.clock.seconds() + answer["ttl"], instances)
         return instances
 
-    def _connection(self) -> defer.Deferred:
+    def _connection(self) -> defer.Deferred[_Watching]:
         """Deferred connected protocol: the one open, or the first name server that answers."""
         if self._protocol is not None:
             return defer.succeed(self._protocol)
-        waiter = defer.Deferred()
+        waiter: defer.Deferred[_Watching] = defer.Deferred()
         self._waiting.append(waiter)
         if len(self._waiting) == 1:
             defer.ensureDeferred(self._connect()).addBoth(self._connected)
@@ -447,7 +571,7 @@ class NameClient:
             lambda endpoint: connectProtocol(endpoint, _Watching(self._changed, self._lost)),
         )
 
-    def _connected(self, result):
+    def _connected(self, result: _Watching | Failure) -> None:
         waiting, self._waiting = self._waiting, []
         if isinstance(result, amp.AMP):
             self._protocol = result
@@ -457,7 +581,7 @@ class NameClient:
             else:
                 waiter.callback(result)
 
-    def _changed(self, name: str, instances: list[tuple]) -> None:
+    def _changed(self, name: str, instances: list[Instance]) -> None:
         if name in self._watched:
             self._watched[name] = instances
 
