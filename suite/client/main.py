@@ -9,10 +9,11 @@ import functools
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import NoReturn, TypeVar, Unpack
 
 from twisted.internet import defer, error, task
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import connectionDone
 from twisted.internet.stdio import StandardIO
 from twisted.protocols import amp
 from twisted.protocols.basic import LineReceiver
@@ -47,10 +48,18 @@ STDIN_MAX_LINE = 2**20
 T = TypeVar("T")
 
 
+class IClientReactor(api.IDatagramReactor, IReactorTime, IReactorFDSet):
+    """
+    The reactor the commands run on, in every role they ask of it: UDP
+    ports and name resolution, timeouts, standard input, and the client
+    endpoints' connections.
+    """
+
+
 class Parser(argparse.ArgumentParser):
     """Usage mistakes are one line and status 1, like every other failure."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.exit(1, f"{self.prog}: {message} (see --help)\n")
 
 
@@ -232,14 +241,14 @@ class StdinLines(LineReceiver):
     delimiter = b"\n"
     MAX_LENGTH = STDIN_MAX_LINE
 
-    def __init__(self, exchange):
+    def __init__(self, exchange: api.Exchange) -> None:
         self.exchange = exchange
-        self.done = defer.Deferred()
+        self.done: defer.Deferred[None] = defer.Deferred()
 
-    def lineReceived(self, line):
+    def lineReceived(self, line: bytes) -> None:
         self.exchange.send(line.removesuffix(b"\r"))
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         rest = self.clearLineBuffer()
         if rest and not self.exchange.finished.called:
             self.exchange.send(rest)
@@ -247,7 +256,7 @@ class StdinLines(LineReceiver):
             self.done.callback(None)
 
 
-async def feed(reactor: Any, exchange: api.Exchange, messages: list[str]) -> None:
+async def feed(reactor: IClientReactor, exchange: api.Exchange, messages: list[str]) -> None:
     """Send MESSAGES, or standard input's lines as they come; then say we are done."""
     if messages:
         for message in messages:
@@ -255,9 +264,11 @@ async def feed(reactor: Any, exchange: api.Exchange, messages: list[str]) -> Non
     else:
         reader = StdinLines(exchange)
         # Our own copy of fd 1: closing the reader must not close standard output.
-        stdio = StandardIO(reader, stdout=os.dup(1), reactor=reactor)
+        stdio = StandardIO(  # type: ignore[call-arg]  # mypy reads stdio's Windows branch
+            reader, stdout=os.dup(1), reactor=reactor
+        )
 
-        def stop_reading(result):  # the server is done (or gone): stop waiting for input
+        def stop_reading(result: T) -> T:  # the server is done (or gone): stop waiting for input
             stdio.loseConnection()
             return result
 
@@ -266,7 +277,7 @@ async def feed(reactor: Any, exchange: api.Exchange, messages: list[str]) -> Non
     exchange.done_sending()
 
 
-async def addresses(reactor: Any, args: argparse.Namespace) -> list[Address]:
+async def addresses(reactor: IClientReactor, args: argparse.Namespace) -> list[Address]:
     """
     Where the service is: ADDRESS, or the live instances a name server
     gives (--lookup): each name server in turn until one answers (one that
@@ -281,6 +292,9 @@ async def addresses(reactor: Any, args: argparse.Namespace) -> list[Address]:
         return [parse_address(args.address)]
     name = args.name or REGISTERED_AS[args.service]
     name_servers = [part.strip() for part in args.lookup.split(",") if part.strip()]
+    if not name_servers:
+        raise ValueError(f"--lookup {args.lookup!r}: no name server given")
+    instances: list[api.Instance] = []
     for number, name_server in enumerate(name_servers, 1):
         args.address = name_server
         endpoint = endpoint_for(reactor, args, parse_address(name_server))
@@ -304,7 +318,7 @@ async def addresses(reactor: Any, args: argparse.Namespace) -> list[Address]:
 
 
 async def first_answering(
-    reactor: Any, args: argparse.Namespace, attempt: Callable[[Address], Awaitable[T]]
+    reactor: IClientReactor, args: argparse.Namespace, attempt: Callable[[Address], Awaitable[T]]
 ) -> T:
     """
     ATTEMPT(address) on each candidate address in turn until one connects;
@@ -319,7 +333,7 @@ async def first_answering(
 
 
 def endpoint_for(
-    reactor: Any, args: argparse.Namespace, address: Address
+    reactor: IClientReactor, args: argparse.Namespace, address: Address
 ) -> IStreamClientEndpoint:
     tls = None
     if args.tls:
@@ -330,11 +344,15 @@ def endpoint_for(
 
 
 def open_exchange(
-    reactor: Any, args: argparse.Namespace, address: Address, **options: Any
-) -> defer.Deferred:
+    reactor: IClientReactor,
+    args: argparse.Namespace,
+    address: Address,
+    **options: Unpack[api.ExchangeOptions],
+) -> defer.Deferred[api.DatagramExchange] | defer.Deferred[api.StreamExchange]:
     """An api exchange with ADDRESS over UDP (--udp) or a stream."""
+    opening: defer.Deferred[api.DatagramExchange] | defer.Deferred[api.StreamExchange]
     if args.udp:
-        if address.host is None:
+        if address.host is None or address.port is None:
             raise ValueError(f"{address.text}: --udp needs host:port or [v6]:port")
         opening = api.open_datagrams(reactor, address.host, address.port, **options)
     else:
@@ -342,21 +360,23 @@ def open_exchange(
     return opening.addTimeout(args.timeout, reactor)
 
 
-async def run_exchange(reactor: Any, args: argparse.Namespace, **options: Any) -> None:
+async def run_exchange(
+    reactor: IClientReactor, args: argparse.Namespace, **options: Unpack[api.ExchangeOptions]
+) -> None:
     """Connect an exchange, send the messages (or standard input), wait for it to finish."""
-    exchange = await first_answering(
+    exchange: api.Exchange = await first_answering(
         reactor, args, lambda address: open_exchange(reactor, args, address, **options)
     )
     await feed(reactor, exchange, args.messages)
     await exchange.finished.addTimeout(args.timeout, reactor)
 
 
-async def lines(reactor: Any, args: argparse.Namespace) -> None:
+async def lines(reactor: IClientReactor, args: argparse.Namespace) -> None:
     frame = bytes if args.udp else api.line_frame
     await run_exchange(reactor, args, on_reply=write_reply, frame=frame)
 
 
-async def log(reactor: Any, args: argparse.Namespace) -> None:
+async def log(reactor: IClientReactor, args: argparse.Namespace) -> None:
     pri = FACILITIES.index(args.facility) * 8 + SEVERITIES.index(args.severity)
     frame = functools.partial(
         api.syslog_message if args.udp else api.octet_counted_syslog,
@@ -367,15 +387,15 @@ async def log(reactor: Any, args: argparse.Namespace) -> None:
     await run_exchange(reactor, args, frame=frame, expect_replies=False)
 
 
-async def sleep(reactor: Any, args: argparse.Namespace) -> None:
-    def attempt(address):
+async def sleep(reactor: IClientReactor, args: argparse.Namespace) -> None:
+    def attempt(address: Address) -> defer.Deferred[float]:
         answer = api.sleep(reactor, endpoint_for(reactor, args, address), args.seconds)
         return answer.addTimeout(max(args.seconds, 0) + args.timeout, reactor)
 
     write_reply(b"%.6f" % await first_answering(reactor, args, attempt))
 
 
-async def names(reactor: Any, args: argparse.Namespace) -> None:
+async def names(reactor: IClientReactor, args: argparse.Namespace) -> None:
     endpoint = endpoint_for(reactor, args, parse_address(args.address))
     parameters = args.parameters
     if args.action == "lookup":
@@ -387,7 +407,7 @@ async def names(reactor: Any, args: argparse.Namespace) -> None:
             write_reply(shown.rstrip("\t").encode())
     elif args.action == "watch":
 
-        def print_change(name, instances):
+        def print_change(name: str, instances: list[api.Instance]) -> None:
             where = " ".join(printable(host_port(host, port)) for host, port, _ in instances)
             write_reply(f"{printable(name)}: {where or '(no live instance)'}".encode())
 
@@ -427,7 +447,7 @@ def describe(failure: Failure, args: argparse.Namespace) -> str:
         return f"{args.address}: cannot resolve the host name"
     if (failed := tls_failure(e)) is not None:
         return f"{args.address}: {failed}"
-    if type(e) in ERROR_CODES:
+    if isinstance(e, Exception) and type(e) in ERROR_CODES:
         return f"{ERROR_CODES[type(e)]}: {e}"
     if isinstance(e, amp.RemoteAmpError):
         return f"{e.errorCode.decode()}: {e.description}"
@@ -442,12 +462,12 @@ def describe(failure: Failure, args: argparse.Namespace) -> str:
     return f"{args.address}: {type(e).__name__}: {e}"
 
 
-async def run(reactor: Any, args: argparse.Namespace) -> None:
+async def run(reactor: IClientReactor, args: argparse.Namespace) -> None:
     """The command of ARGS; a failure becomes its one line and exit status 1."""
     try:
         await COMMANDS[args.service](reactor, args)
     except Exception:
-        sys.stderr.write(f"suite-client: {printable(describe(defer.Failure(), args))}\n")
+        sys.stderr.write(f"suite-client: {printable(describe(Failure(), args))}\n")
         raise SystemExit(1) from None
 
 

@@ -68,3 +68,14 @@ class TransportOfInstancesTests(TestCase):
         with self.assertRaises(NotFound) as caught:
             await self.ports_tried("--lookup", plain)
         self.assertEqual(str(caught.exception), "no live instance of echo over plain TCP")
+
+
+class NoNameServerTests(TestCase):
+    """A --lookup that names no name server (only commas) says so, rather than crash."""
+
+    async def test_only_commas_is_a_value_error(self):
+        with self.assertRaises(ValueError) as caught:
+            await defer.ensureDeferred(
+                addresses(reactor, parse_arguments(["echo", "--lookup", " , "]))
+            )
+        self.assertEqual(str(caught.exception), "--lookup ' , ': no name server given")
