@@ -20,11 +20,12 @@ import ipaddress
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from twisted.application import service
 from twisted.internet import defer, ssl, threads
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorCore
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -32,6 +33,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from suite.app.lifecycle import ISuiteReactor
 from suite.contracts.names import Deregister, NotFound, Register
 from suite.foundation.config import BOOLEAN, Settings, key, number, string_list, text
 from suite.foundation.interfaces import IStopsFirst
@@ -109,7 +111,7 @@ def name_server_tls(settings: AnnounceSettings) -> dict[str, IOpenSSLClientConne
         private_key = load_private_key(settings)
         if chain[0].public_key() != private_key.public_key():
             raise settings.error("private_key", "does not match the certificate")
-        client = dict(certificate=chain[0], privateKey=private_key, extraCertChain=chain[1:])
+        client = {"certificate": chain[0], "privateKey": private_key, "extraCertChain": chain[1:]}
     creators = {}
     for name_server in settings.name_server:
         hostname = parse_address(name_server).hostname
@@ -171,7 +173,7 @@ class Announcer(service.Service):
         settings: AnnounceSettings,
         token: str | None,
         listeners: Sequence[ListenerService],
-        reactor: IReactorCore,
+        reactor: ISuiteReactor,
         tls: Mapping[str, IOpenSSLClientConnectionCreator],
     ) -> None:
         self.settings = settings
@@ -199,10 +201,10 @@ class Announcer(service.Service):
             self._rounds.start(self.settings.interval, now=True)
 
     async def _announcements(self) -> list[Announcement]:
-        announced = []
-        fqdn = None
+        announced: list[Announcement] = []
+        fqdn: str | None = None
         for listener in self.listeners:
-            address = listener.port.getHost() if listener.port is not None else None
+            address: object = listener.port.getHost() if listener.port is not None else None
             if not isinstance(address, (IPv4Address, IPv6Address)):
                 continue  # a Unix socket cannot be reached from another host
             host = self.settings.host or specific_host(address)
@@ -216,7 +218,7 @@ class Announcer(service.Service):
             announced.append(Announcement(listener.service_name, host, address.port, description))
         return announced
 
-    def announce(self) -> defer.Deferred[list[tuple[bool, object]]]:
+    def announce(self) -> defer.Deferred[list[tuple[bool, None]]]:
         """One round: every announcement to every name server (the next waits for it)."""
         return defer.DeferredList(
             [
@@ -227,21 +229,21 @@ class Announcer(service.Service):
         )
 
     def _register_arguments(self, announcement: Announcement) -> dict[str, object]:
-        return dict(
-            name=announcement.name,
-            host=announcement.host,
-            port=announcement.port,
-            description=announcement.description,
-            token=self.token,
-        )
+        return {
+            "name": announcement.name,
+            "host": announcement.host,
+            "port": announcement.port,
+            "description": announcement.description,
+            "token": self.token,
+        }
 
     def _deregister_arguments(self, announcement: Announcement) -> dict[str, object]:
-        return dict(
-            name=announcement.name,
-            host=announcement.host,
-            port=announcement.port,
-            token=self.token,
-        )
+        return {
+            "name": announcement.name,
+            "host": announcement.host,
+            "port": announcement.port,
+            "token": self.token,
+        }
 
     def _with(
         self,
@@ -266,7 +268,10 @@ class Announcer(service.Service):
             self.reactor, parse_address(name_server), CONNECT_TIMEOUT, self.tls.get(name_server)
         )
         connecting = endpoint.connect(_QuietClients())
-        protocol = await connecting.addTimeout(CONNECT_TIMEOUT, self.reactor)
+        # The protocol _QuietClients builds.
+        protocol = cast(QuietAMP, await connecting.addTimeout(CONNECT_TIMEOUT, self.reactor))
+        transport = protocol.transport
+        assert transport is not None  # it has just connected
         calls = [
             protocol.callRemote(command, **arguments(a)).addErrback(_not_found_is_done)
             for a in self.announced
@@ -277,7 +282,7 @@ class Announcer(service.Service):
         except defer.FirstError as e:
             e.subFailure.raiseException()
         finally:
-            protocol.transport.loseConnection()
+            transport.loseConnection()
 
     def _reached(self, name_server: str) -> None:
         if self._down.get(name_server):
@@ -295,7 +300,8 @@ class Announcer(service.Service):
                 or failure.getErrorMessage()
                 or type(failure.value).__name__
             )
-            code = command.errors.get(type(failure.value))
+            error = failure.value
+            code = command.errors.get(type(error)) if isinstance(error, Exception) else None
             if code is not None:  # the name server's answer: UNAUTHORIZED, INVALID ...
                 reason = f"{code.decode()}: {reason}"
             reason = printable(reason)  # a name server's words, from the network

@@ -16,13 +16,14 @@ ConfigError; `makeService` turns that into the same one line.
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorCore
 
 from suite.app.announce import Announcer, AnnounceSettings, name_server_tls
-from suite.app.lifecycle import NamedService, SuiteService
+from suite.app.lifecycle import ISuiteReactor, NamedService
+from suite.app.lifecycle import SuiteService as SuiteService  # make_service's, for the taps
 from suite.app.status_site import MetricsSettings, metrics_site
 from suite.foundation import config
 from suite.foundation.config import ConfigError, ServiceSettings, Settings
@@ -165,7 +166,7 @@ def server_tls(
     return None
 
 
-def materialise(planned: SuitePlan, reactor: IReactorCore) -> SuiteService:
+def materialise(planned: SuitePlan, reactor: ISuiteReactor) -> SuiteService:
     """The services and listeners PLANNED describes, unstarted, under one root."""
     root = SuiteService(reactor)
     context = planned.tls
@@ -226,7 +227,7 @@ def build(
     declarations: Sequence[ServiceDeclaration],
     path: str | None,
     overrides: Mapping[str, Mapping[str, Any]],
-    reactor: IReactorCore,
+    reactor: ISuiteReactor,
     only_listed: bool,
 ) -> SuiteService:
     """Plan and materialise in one step; every config mistake is a ConfigError."""
@@ -260,10 +261,14 @@ def make_service(options: ConfigOptions, reactor: IReactorCore | None = None) ->
     open its files exits with its one line, never a traceback.
     """
     if reactor is None:
-        from twisted.internet import reactor
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    # Every reactor Twisted has provides time and threads as well as IReactorCore.
+    suite_reactor = cast(ISuiteReactor, reactor)
     planned = options.validated
     assert isinstance(planned, SuitePlan)
     try:
-        return materialise(planned, reactor)
+        return materialise(planned, suite_reactor)
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None

@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IReactorCore, IReactorThreads, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -28,6 +28,15 @@ from suite.foundation.interfaces import IHealthSource, IMetricSource, IReopenabl
 from suite.net.listeners import ListenerService, ListenFailed
 
 log = Logger()
+
+
+class ISuiteReactor(IReactorCore, IReactorTime, IReactorThreads):
+    """
+    What the application layer asks of the reactor: running (start and
+    shutdown), time (watchdog, announcement rounds, timeouts) and threads
+    (SIGHUP handled from a signal, DNS asked in a thread).  Twisted's
+    reactors provide all three.
+    """
 
 
 def walk(top: service.IService) -> Iterator[service.IService]:
@@ -46,6 +55,8 @@ class NamedService(service.MultiService):
     its listeners share are not services, so it holds them as FACTORIES and
     reports what they count and what ails them as its own.
     """
+
+    name: str  # always set: the service's name
 
     def __init__(self, name: str, factories: Iterable[object]) -> None:
         service.MultiService.__init__(self)
@@ -73,7 +84,7 @@ class SuiteService(service.MultiService):
     every service of the tree providing L{IReopenable} to reopen its files.
     """
 
-    def __init__(self, reactor: IReactorCore) -> None:
+    def __init__(self, reactor: ISuiteReactor) -> None:
         service.MultiService.__init__(self)
         self.reactor = reactor
         self._previous_hup: Any = None
@@ -134,6 +145,7 @@ class SuiteService(service.MultiService):
             if IStopsFirst.providedBy(part) and part.running
         ]
         if not first:
-            return service.MultiService.stopService(self)
+            stopping: defer.Deferred[None] | None = service.MultiService.stopService(self)
+            return stopping
         stopped = defer.DeferredList(first, consumeErrors=True)
         return stopped.addCallback(lambda _: service.MultiService.stopService(self))

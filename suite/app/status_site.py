@@ -18,6 +18,7 @@ read, so they are discarded instead of being buffered to a temporary file.
 
 import json
 from dataclasses import dataclass
+from typing import cast
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.twisted import MetricsResource
@@ -32,8 +33,8 @@ from suite.app.lifecycle import SuiteService
 from suite.foundation.config import STRING_LIST, integer, key
 from suite.foundation.health import health_report, http_status
 from suite.foundation.interfaces import IMetricSource
-from suite.foundation.metrics import SuiteCollector
-from suite.net.addresses import describe_peer, source_of
+from suite.foundation.metrics import Counts, SuiteCollector
+from suite.net.addresses import PeerAddress, describe_peer, source_of
 from suite.net.connections import ConnectionLimits, StreamFactory, idle_timeout, transport_kind
 
 
@@ -89,7 +90,7 @@ class HealthResource(resource.Resource):
         self.root = root
 
     def render_GET(self, request: Request) -> bytes:
-        report = health_report(self.root.parts(), self.root.running)
+        report = health_report(self.root.parts(), bool(self.root.running))
         request.setResponseCode(http_status(report))
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
@@ -151,11 +152,12 @@ class LimitedSite(StreamFactory):
         super().stopFactory()
         self.site.doStop()
 
-    def buildProtocol(self, addr: IAddress) -> "AdmittedHTTP | None":
-        source = source_of(addr)
+    def buildProtocol(self, addr: IAddress | None) -> "AdmittedHTTP | None":
+        peer = cast(PeerAddress, addr)  # a stream listener's: TCP or Unix, never None
+        source = source_of(peer)
         reason = self.refusal_reason(source)
         if reason is not None:
-            self.warn_refused(source, describe_peer(addr), reason)
+            self.warn_refused(source, describe_peer(peer), reason)
             return None
         self.admit(source)
         return AdmittedHTTP(self, self.site.buildProtocol(addr), source)
@@ -174,6 +176,9 @@ class LimitedSite(StreamFactory):
 class AdmittedHTTP(ProtocolWrapper):
     """One admitted HTTP connection; it counts as its SOURCE's until it is lost."""
 
+    counts: Counts  # set when the factory registers it
+
     def __init__(self, factory: LimitedSite, wrapped: Protocol, source: str) -> None:
-        super().__init__(factory, wrapped)
+        # LimitedSite registers and unregisters it as a WrappingFactory would.
+        super().__init__(factory, wrapped)  # type: ignore[arg-type]
         self.source = source

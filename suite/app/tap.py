@@ -20,7 +20,7 @@ DEFAULT_CONFIG = "etc/suite.toml"
 
 
 class Options(
-    plugin_options(
+    plugin_options(  # type: ignore[misc]  # a base made from the declarations, at import
         SERVICES,
         "Run every service enabled in a TOML config file.",
         only_listed=False,
