@@ -7,9 +7,15 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IReactorTime
 
 from suite.net.connections import ConnectionPolicy, StreamFactory
 from suite.net.lines import LineProtocol
+
+if TYPE_CHECKING:
+    from suite.timestamp.service import TimestampSettings
 
 NAMED_FORMATS = ("ctime", "iso", "epoch")
 
@@ -54,7 +60,7 @@ def formatter(pattern: str, utc: bool) -> Callable[[float], bytes]:
     if pattern == "epoch":
         return lambda seconds: b"%.6f" % seconds
 
-    def strftime(seconds):
+    def strftime(seconds: float) -> bytes:
         return moment(seconds).strftime(pattern).encode()
 
     return strftime if "%f" in pattern else once_a_second(strftime)
@@ -62,13 +68,15 @@ def formatter(pattern: str, utc: bool) -> Callable[[float], bytes]:
 
 def once_a_second(format_whole_seconds: Callable[[int], bytes]) -> Callable[[float], bytes]:
     """A stamp with one-second resolution is formatted once a second, not once a line."""
-    last = [None, b""]
+    last_whole: int | None = None
+    last_stamp = b""
 
     def stamp(seconds: float) -> bytes:
+        nonlocal last_whole, last_stamp
         whole = int(seconds)
-        if whole != last[0]:
-            last[0], last[1] = whole, format_whole_seconds(whole)
-        return last[1]
+        if whole != last_whole:
+            last_whole, last_stamp = whole, format_whole_seconds(whole)
+        return last_stamp
 
     return stamp
 
@@ -76,7 +84,9 @@ def once_a_second(format_whole_seconds: Callable[[int], bytes]) -> Callable[[flo
 class TimestampFactory(StreamFactory):
     """Settings: L{suite.timestamp.service.TimestampSettings}; `framing` picks the protocol."""
 
-    def __init__(self, settings, clock):
+    settings: "TimestampSettings"
+
+    def __init__(self, settings: "TimestampSettings", clock: IReactorTime) -> None:
         super().__init__(settings, clock)
         self.stamp = formatter(settings.format, settings.utc)
         self.protocol = TimestampReadProtocol if settings.framing == "read" else TimestampProtocol
@@ -88,7 +98,9 @@ class TimestampFactory(StreamFactory):
 class TimestampProtocol(LineProtocol):
     """TCP: `[T] line` for every line, on a connection that stays open."""
 
-    def answerLine(self, line):
+    factory: TimestampFactory
+
+    def answerLine(self, line: bytes) -> None:
         self.send(b"[%s] %s\r\n" % (self.factory.now(), line))
 
 
@@ -103,9 +115,10 @@ class TimestampReadProtocol(ConnectionPolicy):
     Limits, flow control and the idle timeout are the connection policy's.
     """
 
+    factory: TimestampFactory
     refusal = LineProtocol.refusal
 
-    def dataReceived(self, data):
+    def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
         self.counts.requests += 1
         stamp = self.factory.now()
@@ -115,7 +128,9 @@ class TimestampReadProtocol(ConnectionPolicy):
             write(b"[%s] %s" % (stamp, data[start : start + size]))
 
 
-def datagram_answerer(stamp: Callable[[float], bytes], clock, max_line: int):
+def datagram_answerer(
+    stamp: Callable[[float], bytes], clock: IReactorTime, max_line: int
+) -> Callable[[bytes], bytes]:
     """UDP: `[T] payload` (trailing CR/LF stripped), or an error for an oversize payload."""
 
     def answer(payload: bytes) -> bytes:
