@@ -7,7 +7,7 @@ from suite.net.lines import LineProtocol
 class LineEcho(LineProtocol):
     """`You said: L` for each line L; `quit` says `Goodbye.` and closes."""
 
-    def answerLine(self, line):
+    def answerLine(self, line: bytes) -> None:
         if line == b"quit":
             self.reply(b"Goodbye.")
             self.close()
@@ -21,7 +21,7 @@ class RawEcho(ConnectionPolicy):
     Each read echoed counts as a request.
     """
 
-    def dataReceived(self, data):
+    def dataReceived(self, data: bytes) -> None:
         # The policy's dataReceived, which only notes the activity, inlined: this is
         # the whole work of the service, and two calls are a tenth of its cost.
         self.last_activity = self.factory.tick
