@@ -19,14 +19,14 @@ import socket
 import struct
 import termios
 from errno import EWOULDBLOCK
+from typing import Protocol, cast
 
 from twisted.internet import abstract, error, main, tcp, unix
 from twisted.internet.interfaces import (
     IListeningPort,
+    IProtocol,
     IProtocolFactory,
-    IReactorSocket,
-    IReactorTCP,
-    IReactorUNIX,
+    IReactorFDSet,
     ITransport,
 )
 from twisted.protocols.policies import ProtocolWrapper
@@ -34,21 +34,28 @@ from twisted.protocols.policies import ProtocolWrapper
 from suite.foundation.metrics import UNCOUNTED, Counts
 
 
-def socket_transport(transport: ITransport) -> ITransport:
-    """The transport that owns the socket: TRANSPORT itself, or the one beneath TLS."""
+def socket_transport(transport: ITransport) -> ITransport | None:
+    """
+    The transport that owns the socket: TRANSPORT itself, or the one beneath
+    TLS (None before the TLS layer is connected).
+    """
     return transport.transport if isinstance(transport, ProtocolWrapper) else transport
 
 
-def held_bytes(transport: ITransport) -> int:
+def held_bytes(transport: ITransport | None) -> int:
     """
     The bytes the kernel holds unread for TRANSPORT's socket (FIONREAD):
     what a close now would discard; 0 once it is closed or has no socket.
     """
-    sock = getattr(socket_transport(transport), "socket", None)
+    below = socket_transport(transport) if transport is not None else None
+    sock: socket.socket | None = getattr(below, "socket", None)
+    if sock is None:
+        return 0
     try:
-        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+        held: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
     except (AttributeError, OSError, ValueError):
         return 0
+    return held
 
 
 def read_held(transport: ITransport) -> bool:
@@ -58,8 +65,10 @@ def read_held(transport: ITransport) -> bool:
     was held or the connection is closing or gone.  The shutdown drain uses
     it to take in what senders already handed to the kernel.
     """
-    below = socket_transport(transport)
-    if getattr(below, "disconnecting", True) or not held_bytes(below):
+    below: object = socket_transport(transport)
+    if not isinstance(below, abstract.FileDescriptor):  # gone, or no socket of its own
+        return False
+    if below.disconnecting or not held_bytes(below):
         return False
     return below.doRead() is None
 
@@ -73,11 +82,22 @@ class CountedServer(tcp.Server):
 
     counts: Counts = UNCOUNTED
 
-    def __init__(self, *arguments: object) -> None:
-        super().__init__(*arguments)
-        self.handle = self.getHandle()
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol: IProtocol,
+        client: tuple[object, ...],
+        server: tcp.Port,
+        sessionno: int,
+        reactor: IReactorFDSet,
+    ) -> None:
+        super().__init__(sock, protocol, client, server, sessionno, reactor)
+        self.handle: socket.socket = self.getHandle()
 
-    def doRead(self) -> BaseException | None:
+    # Twisted's own Connection.doRead differs from its _AbortingMixin's the same way.
+    def doRead(  # type: ignore[override]
+        self,
+    ) -> error.ConnectionLost | error.ConnectionDone | None:
         try:
             data = self.handle.recv(self.bufferSize)
         except OSError as e:
@@ -88,7 +108,7 @@ class CountedServer(tcp.Server):
         self.protocol.dataReceived(data)
         return None
 
-    def writeSomeData(self, data: bytes) -> int | BaseException:
+    def writeSomeData(self, data: bytes) -> int | error.ConnectionLost:
         """Twisted's buffered path, counted."""
         sent = super().writeSomeData(data)
         if type(sent) is int:
@@ -135,6 +155,31 @@ def bound_socket(kind: int, interface: str, port: int, backlog: int | None) -> s
     return sock
 
 
+class StreamPorts(Protocol):
+    """
+    What makes the stream ports: the reactor (its IReactorTCP, IReactorUNIX
+    and IReactorSocket), or the suite's ports over it.  The factory is any
+    IProtocolFactory, as Twisted's endpoints pass it.
+    """
+
+    def listenTCP(
+        self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = ""
+    ) -> IListeningPort: ...
+
+    def listenUNIX(
+        self,
+        address: str,
+        factory: IProtocolFactory,
+        backlog: int = 50,
+        mode: int = 0o666,
+        wantPID: bool = False,
+    ) -> IListeningPort: ...
+
+    def adoptStreamPort(
+        self, fileDescriptor: int, addressFamily: socket.AddressFamily, factory: IProtocolFactory
+    ) -> IListeningPort: ...
+
+
 class StockStreamPorts:
     """
     The stock path's stream ports: Twisted's own `tcp.Port` and `unix.Port`
@@ -142,8 +187,10 @@ class StockStreamPorts:
     EMFILE, Twisted's buffered writes), with the counting transports.
     """
 
-    def __init__(self, reactor: IReactorTCP) -> None:
-        self._reactor = reactor
+    def __init__(self, reactor: object) -> None:
+        # The reactor provides all three; Twisted annotates their factory as its
+        # ServerFactory class, narrower than the IProtocolFactory its endpoints pass.
+        self._reactor = cast(StreamPorts, reactor)
 
     def listenTCP(
         self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = ""
@@ -156,19 +203,17 @@ class StockStreamPorts:
         factory: IProtocolFactory,
         backlog: int = 50,
         mode: int = 0o666,
-        wantPID: int = 0,
+        wantPID: bool = False,
     ) -> IListeningPort:
-        reactor: IReactorUNIX = self._reactor  # type: ignore[assignment]
         return _counted(
-            reactor.listenUNIX(address, factory, backlog, mode, wantPID), socket.AF_UNIX
+            self._reactor.listenUNIX(address, factory, backlog, mode, wantPID), socket.AF_UNIX
         )
 
     def adoptStreamPort(
-        self, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory
+        self, fileDescriptor: int, addressFamily: socket.AddressFamily, factory: IProtocolFactory
     ) -> IListeningPort:
-        reactor: IReactorSocket = self._reactor  # type: ignore[assignment]
         return _counted(
-            reactor.adoptStreamPort(fileDescriptor, addressFamily, factory), addressFamily
+            self._reactor.adoptStreamPort(fileDescriptor, addressFamily, factory), addressFamily
         )
 
 
@@ -183,7 +228,7 @@ def _counted(port: IListeningPort, family: int) -> IListeningPort:
 
 
 def listen_tcp_reusing_port(
-    ports: IReactorSocket, port: int, factory: IProtocolFactory, backlog: int, interface: str
+    ports: StreamPorts, port: int, factory: IProtocolFactory, backlog: int, interface: str
 ) -> IListeningPort:
     """Listen on INTERFACE:PORT with SO_REUSEPORT, through PORTS' `adoptStreamPort`."""
     with bound_socket(socket.SOCK_STREAM, interface, port, backlog) as sock:

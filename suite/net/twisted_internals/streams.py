@@ -44,13 +44,21 @@ to drain the backlog in `stopListening`.
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from errno import ECONNABORTED, EMFILE, ENFILE, ENOBUFS, ENOMEM, EPERM, EWOULDBLOCK
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import address as addresses
 from twisted.internet import protocol as protocols
 from twisted.internet import tcp, unix
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IProtocol,
+    IProtocolFactory,
+    IReactorFDSet,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 
@@ -60,16 +68,21 @@ from suite.net.transport import CountedServer, CountedUNIXServer
 
 log = Logger()
 
+# The mixins below are used over these classes only: the type checker sees them as their bases.
+if TYPE_CHECKING:
+    _TransportBase = CountedServer
+    _PortBase = tcp.Port
+else:
+    _TransportBase = _PortBase = object
+
 OUT_OF_DESCRIPTORS = (EMFILE, ENFILE)
 CANNOT_ACCEPT_NOW = (ENOBUFS, ENOMEM)
 REFUSED_PER_READ = 1000  # connections refused in one pass at the descriptor limit
 NO_SPARE_PAUSE = 1.0  # seconds a port stops accepting when not even the spare is left
 
 
-class WriteThrough:
+class WriteThrough(_TransportBase):
     """Mixin for a counting stream transport (L{CountedServer}, L{CountedUNIXServer})."""
-
-    counts: Counts
 
     def write(self, data: bytes) -> None:
         if (
@@ -80,7 +93,8 @@ class WriteThrough:
             or type(data) is not bytes
             or not data
         ):
-            return super().write(data)  # Twisted's path: queue behind what is waiting, or refuse
+            super().write(data)  # Twisted's path: queue behind what is waiting, or refuse
+            return
         try:
             sent = self.handle.send(data)
         except OSError:
@@ -89,7 +103,7 @@ class WriteThrough:
         if sent < len(data):
             super().write(data[sent:])
 
-    def writeSequence(self, iovec: list[bytes]) -> None:
+    def writeSequence(self, iovec: Iterable[bytes]) -> None:
         iovec = list(iovec)
         if all(type(chunk) is bytes for chunk in iovec):
             self.write(b"".join(iovec))
@@ -103,8 +117,16 @@ class WriteThroughServer(WriteThrough, CountedServer):
     asked for, not kept as a string on every connection (70 bytes each).
     """
 
-    def __init__(self, *arguments: object) -> None:
-        super().__init__(*arguments)
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol: IProtocol,
+        client: tuple[object, ...],
+        server: tcp.Port,
+        sessionno: int,
+        reactor: IReactorFDSet,
+    ) -> None:
+        super().__init__(sock, protocol, client, server, sessionno, reactor)
         self.__dict__.pop("repstr", None)
 
     def __repr__(self) -> str:
@@ -173,7 +195,7 @@ def refusing_factory(factory: IProtocolFactory) -> IRefusesAtDescriptorLimit | N
     return IRefusesAtDescriptorLimit(factory, None)
 
 
-class RefusingPort:
+class RefusingPort(_PortBase):
     """
     Mixin for a Twisted stream port (`tcp.Port`, `unix.Port`): its accept
     loop refuses connections at the descriptor limit with the factory's
@@ -200,7 +222,7 @@ class RefusingPort:
                     if e.errno in (EPERM, ECONNABORTED):
                         continue  # refused by netfilter, or reset while waiting
                     if e.errno in OUT_OF_DESCRIPTORS:
-                        self._refuse_waiting(e)
+                        self._refuse_waiting(e.errno)
                     elif e.errno not in CANNOT_ACCEPT_NOW and e.errno != EWOULDBLOCK:
                         raise
                     break
@@ -214,12 +236,16 @@ class RefusingPort:
         else:
             self.numberAccepts = max(1, accepted)
 
-    def _serve(self, client: socket.socket, address: object) -> None:
-        """What Twisted's loop does with an accepted socket: a protocol and a transport."""
+    def _serve(self, client: socket.socket, address: Any) -> None:
+        """
+        What Twisted's loop does with an accepted socket: a protocol and a
+        transport.  ADDRESS is what `accept` returned (typeshed: Any), a tuple
+        for IP peers, a path for Unix ones.
+        """
         if isinstance(address, tuple) and len(address) == 4:  # IPv6: the scope id, as a name
             host = socket.getnameinfo(address, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
             address = (host[0], *address[1:])
-        protocol = self.factory.buildProtocol(self._buildAddr(address))
+        protocol = self._served.buildProtocol(self._buildAddr(address))
         if protocol is None:
             client.close()
             return
@@ -229,14 +255,20 @@ class RefusingPort:
             self.transport(client, protocol, address, self, session, self.reactor)
         )
 
-    def _refuse_waiting(self, error: OSError) -> None:
-        """Out of descriptors: refuse what waits, through the spare's slot."""
-        told = refusing_factory(self.factory)
-        reason = f"out of file descriptors ({os.strerror(error.errno)})"
+    @property
+    def _served(self) -> IProtocolFactory:
+        """The factory, which the port's constructor sets (Twisted types it as optional)."""
+        return cast(IProtocolFactory, self.factory)
+
+    def _refuse_waiting(self, errno: int) -> None:
+        """Out of descriptors (ERRNO): refuse what waits, through the spare's slot."""
+        told = refusing_factory(self._served)
+        reason = f"out of file descriptors ({os.strerror(errno)})"
         if not SPARE.release():
             SPARE.reserve()  # perhaps there is room again for the next time
             self.stopReading()  # not even the spare: do not spin on a readable socket
-            self._paused = self.reactor.callLater(NO_SPARE_PAUSE, self._resume_accepting)
+            clock = cast(IReactorTime, self.reactor)  # the reactor the port was made with
+            self._paused = clock.callLater(NO_SPARE_PAUSE, self._resume_accepting)
             if told is not None:
                 told.refused_at_descriptor_limit(None, reason)
             return
@@ -304,14 +336,15 @@ class FastStreamPorts:
         factory: IProtocolFactory,
         backlog: int = 50,
         mode: int = 0o666,
-        wantPID: int = 0,
+        wantPID: bool = False,
     ) -> IListeningPort:
-        listening = UNIXPort(address, factory, backlog, mode, self._reactor, wantPID)
+        # As the reactor's own listenUNIX does: unix.Port takes a str path too.
+        listening = UNIXPort(address, factory, backlog, mode, self._reactor, wantPID)  # type: ignore[arg-type]
         listening.startListening()
         return listening
 
     def adoptStreamPort(
-        self, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory
+        self, fileDescriptor: int, addressFamily: socket.AddressFamily, factory: IProtocolFactory
     ) -> IListeningPort:
         listening: RefusingPort
         if addressFamily == socket.AF_UNIX:
@@ -389,7 +422,9 @@ def write_through_self_test() -> str | None:
     with ours, peer:
         peer.setblocking(False)
         protocol = Received()
-        transport = WriteThroughServer(ours, protocol, ("127.0.0.1", 1), server, 0, reactor)
+        # Unwatched has the four IReactorFDSet methods a transport calls, not the rest.
+        fd_set = cast(IReactorFDSet, reactor)
+        transport = WriteThroughServer(ours, protocol, ("127.0.0.1", 1), server, 0, fd_set)
         transport.counts = Counts()
         if not hasattr(transport, "_tempDataLen"):
             return "twisted.internet.abstract.FileDescriptor._tempDataLen is missing"
