@@ -95,7 +95,10 @@ def slowloris() -> str:
             sock.close()
     answered = [r for r in results if r is not None]
     median = f"{statistics.median(answered) * 1000:.2f} ms" if answered else "-"
-    return f"| slowloris: 20 probes during 1,000 idle connections from one source | {len(answered)}/20 answered, median {median} |"
+    return (
+        "| slowloris: 20 probes during 1,000 idle connections from one source "
+        f"| {len(answered)}/20 answered, median {median} |"
+    )
 
 
 def never_ending_box() -> str:
@@ -115,7 +118,10 @@ def never_ending_box() -> str:
             pass
         time.sleep(0.5)
         grown = rss_mib(server.process.pid) - before
-    return f"| never-ending AMP box to sleep | {sent / 2**20:.1f} MiB accepted, RSS +{grown:.1f} MiB |"
+    return (
+        "| never-ending AMP box to sleep "
+        f"| {sent / 2**20:.1f} MiB accepted, RSS +{grown:.1f} MiB |"
+    )
 
 
 def newline_flood() -> str:

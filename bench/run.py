@@ -344,15 +344,33 @@ def syslog_message(n: int) -> bytes:
 
 
 # The same fields as the suite's records, so both write the same information.
-RSYSLOG_CONF = """
-global(workDirectory="{work}")
-module(load="imtcp")
-module(load="imudp" threads="1")
-template(name="json" type="string" string="{{\\"received\\": \\"%timegenerated:::date-rfc3339%\\", \\"event\\": \\"message\\", \\"peer\\": \\"%fromhost-ip%\\", \\"transport\\": \\"%inputname%\\", \\"message\\": \\"%msg:::json%\\", \\"syslog\\": {{\\"format\\": \\"rfc5424\\", \\"facility\\": \\"%syslogfacility-text%\\", \\"severity\\": \\"%syslogseverity-text%\\", \\"timestamp\\": \\"%timereported:::date-rfc3339%\\", \\"hostname\\": \\"%hostname:::json%\\", \\"app\\": \\"%app-name:::json%\\", \\"procid\\": \\"%procid:::json%\\", \\"msgid\\": \\"%msgid:::json%\\", \\"structured_data\\": \\"%structured-data:::json%\\"}}}}\\n")
-input(type="imtcp" port="{port}" address="127.0.0.1")
-input(type="imudp" port="{port}" address="127.0.0.1" rcvbufSize="8m")
-action(type="omfile" file="{output}" template="json" asyncWriting="on" flushInterval="1" ioBufferSize="256k")
-"""
+RSYSLOG_CONF = (
+    "\n"
+    'global(workDirectory="{work}")\n'
+    'module(load="imtcp")\n'
+    'module(load="imudp" threads="1")\n'
+    'template(name="json" type="string" string="{{'
+    '\\"received\\": \\"%timegenerated:::date-rfc3339%\\", '
+    '\\"event\\": \\"message\\", '
+    '\\"peer\\": \\"%fromhost-ip%\\", '
+    '\\"transport\\": \\"%inputname%\\", '
+    '\\"message\\": \\"%msg:::json%\\", '
+    '\\"syslog\\": {{'
+    '\\"format\\": \\"rfc5424\\", '
+    '\\"facility\\": \\"%syslogfacility-text%\\", '
+    '\\"severity\\": \\"%syslogseverity-text%\\", '
+    '\\"timestamp\\": \\"%timereported:::date-rfc3339%\\", '
+    '\\"hostname\\": \\"%hostname:::json%\\", '
+    '\\"app\\": \\"%app-name:::json%\\", '
+    '\\"procid\\": \\"%procid:::json%\\", '
+    '\\"msgid\\": \\"%msgid:::json%\\", '
+    '\\"structured_data\\": \\"%structured-data:::json%\\"'
+    '}}}}\\n")\n'
+    'input(type="imtcp" port="{port}" address="127.0.0.1")\n'
+    'input(type="imudp" port="{port}" address="127.0.0.1" rcvbufSize="8m")\n'
+    'action(type="omfile" file="{output}" template="json" asyncWriting="on" flushInterval="1" '
+    'ioBufferSize="256k")\n'
+)
 
 
 def rsyslog_argv(output: Path) -> list[str]:
@@ -485,7 +503,8 @@ def logger_udp(kind: str, number: int) -> dict:
                 CLIENT_CORE,
                 PYTHON,
                 "-c",
-                "import socket,sys\nsys.path.insert(0, sys.argv[3])\nfrom run import syslog_message\n"
+                "import socket,sys\nsys.path.insert(0, sys.argv[3])\n"
+                "from run import syslog_message\n"
                 "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                 "m=[syslog_message(n) for n in range(int(sys.argv[2]))]\n"
                 "a=('127.0.0.1', int(sys.argv[1]))\n"

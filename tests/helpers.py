@@ -33,7 +33,10 @@ def connect(factory, peer=PEER):
 
 
 def elapse(clock, seconds: float, step: float = 0.125) -> None:
-    """Let SECONDS pass on a Clock in steps of 1/8 s (exact in binary), as for a running reactor."""
+    """
+    Let SECONDS pass on a Clock in steps of 1/8 s (exact in binary), as for a
+    running reactor.
+    """
     for _ in range(round(seconds / step)):
         clock.advance(step)
 
@@ -143,7 +146,10 @@ class AMPPair:
         self.client.makeConnection(self.client_transport)
 
     def pump(self):
-        """Deliver bytes both ways until both sides are quiet; a conversation that never ends fails."""
+        """
+        Deliver bytes both ways until both sides are quiet; a conversation
+        that never ends fails.
+        """
         for _ in range(self.MAX_ROUNDS):
             to_server = self.client_transport.value()
             to_client = self.server_transport.value()
@@ -165,7 +171,10 @@ class AMPPair:
         return answers
 
     def answer(self, command, **arguments):
-        """Call COMMAND and return its answer, which must have come at once; a Failure is raised."""
+        """
+        Call COMMAND and return its answer, which must have come at once; a
+        Failure is raised.
+        """
         answers = self.call(command, **arguments)
         if not answers:
             raise AssertionError(f"{command.__name__} was not answered")

@@ -1,4 +1,7 @@
-"""Reference: an asyncio Protocol echo; `--udp`: its DatagramProtocol echo; `--uvloop`: on uvloop."""
+"""
+Reference: an asyncio Protocol echo; `--udp`: its DatagramProtocol echo;
+`--uvloop`: on uvloop.
+"""
 
 import asyncio
 import sys

@@ -1,4 +1,7 @@
-"""Reference: the bare Twisted Protocol echo of Twisted's own examples; `--udp`: its DatagramProtocol echo."""
+"""
+Reference: the bare Twisted Protocol echo of Twisted's own examples; `--udp`:
+its DatagramProtocol echo.
+"""
 
 import sys
 

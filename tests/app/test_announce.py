@@ -1,4 +1,7 @@
-"""[announce]: the suite registers its listeners with name servers, keeps them there, and leaves."""
+"""
+[announce]: the suite registers its listeners with name servers, keeps them
+there, and leaves.
+"""
 
 import os
 import shutil
