@@ -17,10 +17,19 @@ name again: a name re-pointed afterwards (DNS rebinding) changes nothing.
 """
 
 import ipaddress
+from collections.abc import Callable, Iterable, Sequence
+from typing import NoReturn
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IResolutionReceiver
+from twisted.internet.interfaces import (
+    IAddress,
+    IHostResolution,
+    IReactorPluggableNameResolver,
+    IReactorTime,
+    IResolutionReceiver,
+)
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.contracts.names import Invalid
@@ -50,6 +59,15 @@ MAX_ADDRESSES = 4  # addresses of one host name a check tries: one registration,
 RESOLVE_TIMEOUT = 5.0  # seconds a host name may take to resolve before Register answers INVALID
 SHOWN = 80  # characters of a refused host repeated in the reason
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class IResolvingClock(IReactorTime, IReactorPluggableNameResolver):
+    """
+    What L{host_resolver} asks of its reactor: a clock and a name resolver.
+    No reactor declares it: it is the type of a reactor that is both.
+    """
+
 
 class NotAllowed(Invalid):
     """
@@ -69,7 +87,7 @@ def check_network(value: str) -> None:
     ipaddress.ip_network(value)
 
 
-def ip_literal(host: str):
+def ip_literal(host: str) -> IPAddress | None:
     """HOST as an IP address, None for a host name; an address with a scope id is NotAllowed."""
     try:
         address = ipaddress.ip_address(host)
@@ -85,19 +103,22 @@ def ip_literal(host: str):
 class AllowedHosts:
     """The hosts and addresses an instance may have: NETWORKS (CIDR strings), minus NEVER."""
 
-    def __init__(self, networks=DEFAULT_NETWORKS):
+    def __init__(self, networks: Iterable[str] = DEFAULT_NETWORKS) -> None:
         self.networks = tuple(ipaddress.ip_network(network) for network in networks)
 
     def check_address(self, address: str, host: str) -> str:
-        """ADDRESS (of HOST) as the checker connects to it (v4-mapped as IPv4); NotAllowed if not."""
+        """
+        ADDRESS (of HOST) as the checker connects to it (v4-mapped as
+        IPv4); NotAllowed if not.
+        """
         parsed = ip_literal(address)
         if parsed is None:
             raise NotAllowed(f"host '{shown(host)}': '{shown(address)}' is not an IP address")
         return self._allowed(parsed, host)
 
-    def _allowed(self, parsed, host: str) -> str:
+    def _allowed(self, parsed: IPAddress, host: str) -> str:
         """As L{check_address}, of an address already parsed."""
-        if parsed.version == 6 and parsed.ipv4_mapped is not None:
+        if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
             parsed = parsed.ipv4_mapped
         for network, why in NEVER:
             if parsed in network:
@@ -106,7 +127,7 @@ class AllowedHosts:
             raise NotAllowed(f"host '{shown(host)}': {parsed} is outside allowed_networks")
         return str(parsed)
 
-    def addresses(self, host: str, resolved=()) -> tuple[str, ...]:
+    def addresses(self, host: str, resolved: Sequence[str] = ()) -> tuple[str, ...]:
         """
         The addresses the checker connects to for HOST: an IP literal's own,
         or the first MAX_ADDRESSES of RESOLVED (a host name's, every one of
@@ -128,38 +149,41 @@ class AllowedHosts:
 class _Addresses:
     """Collects one resolution's addresses into `done`."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.found: list[str] = []
-        self.done = defer.Deferred()
+        self.done: defer.Deferred[list[str]] = defer.Deferred()
 
-    def resolutionBegan(self, resolution):
+    def resolutionBegan(self, resolution: IHostResolution) -> None:
         pass
 
-    def addressResolved(self, address):
-        self.found.append(address.host)
+    def addressResolved(self, address: IAddress) -> None:
+        if isinstance(address, IPv4Address | IPv6Address):  # the only types asked for
+            self.found.append(address.host)
 
-    def resolutionComplete(self):
+    def resolutionComplete(self) -> None:
         if not self.done.called:  # not timed out meanwhile
             self.done.callback(self.found)
 
 
-def host_resolver(reactor, timeout: float = RESOLVE_TIMEOUT):
+def host_resolver(
+    reactor: IResolvingClock, timeout: float = RESOLVE_TIMEOUT
+) -> Callable[[str], defer.Deferred[list[str]]]:
     """
     resolve(name) -> Deferred firing with the addresses (strings) REACTOR's
     name resolver finds for NAME over TCP, or failing with Invalid when
     there are none or they take longer than TIMEOUT seconds.
     """
 
-    def resolve(name: str) -> defer.Deferred:
+    def resolve(name: str) -> defer.Deferred[list[str]]:
         receiver = _Addresses()
         reactor.nameResolver.resolveHostName(receiver, name, 0, (IPv4Address, IPv6Address), "TCP")
 
-        def found(addresses):
+        def found(addresses: list[str]) -> list[str]:
             if not addresses:
                 raise Invalid(f"host '{name}': host name not found")
             return addresses
 
-        def late(failure):
+        def late(failure: Failure) -> NoReturn:
             failure.trap(defer.TimeoutError, defer.CancelledError)
             raise Invalid(f"host '{name}': host name not resolved within {timeout:g} s")
 

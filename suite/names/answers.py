@@ -17,23 +17,27 @@ from its turn on, so successive lookups still see them all.
 from struct import pack
 
 from suite.contracts.names import Lookup
+from suite.names.registry import Instance, Registry
 from suite.names.rotation import Rotating
 
 _ARGUMENTS = dict(Lookup.response)
 _INSTANCES, _TTL = _ARGUMENTS[b"instances"], _ARGUMENTS[b"ttl"]
 MAX_VALUE = 0xFFFF  # an AMP value's length is two bytes
 
+Encoded = tuple[str, Rotating, bytes]  # a name's text, its instances' boxes, the answer's head
 
-def as_fields(instance) -> dict:
+
+def as_fields(instance: Instance) -> dict[str, str | int]:
     """An instance as the AmpList of Lookup, Watch and Changed holds it."""
     return {"host": instance.host, "port": instance.port, "description": instance.description}
 
 
-def _instance_box(instance) -> bytes:
-    return _INSTANCES.toStringProto([as_fields(instance)], None)
+def _instance_box(instance: Instance) -> bytes:
+    box: bytes = _INSTANCES.toStringProto([as_fields(instance)], None)
+    return box
 
 
-def fitting(instances: list) -> list:
+def fitting(instances: list[Instance]) -> list[Instance]:
     """The first of INSTANCES whose boxes fit in one AMP value."""
     size = 0
     for count, instance in enumerate(instances):
@@ -50,10 +54,10 @@ def _pair(key: bytes, value: bytes) -> bytes:
 class EncodedAnswers:
     """The Lookup answers of REGISTRY's names, with TTL, kept current through on_change."""
 
-    def __init__(self, registry, ttl: int):
+    def __init__(self, registry: Registry, ttl: int) -> None:
         self.registry = registry
         self._tail = _pair(b"ttl", _TTL.toStringProto(ttl, None)) + b"\0\0"
-        self._by_name: dict[bytes, tuple] = {}
+        self._by_name: dict[bytes, Encoded] = {}
         registry.on_change(self.forget)
 
     def forget(self, name: str) -> None:
@@ -89,7 +93,7 @@ class EncodedAnswers:
         )
         return answer, answered
 
-    def _encode(self, name: bytes):
+    def _encode(self, name: bytes) -> Encoded | None:
         try:
             text = name.decode("utf-8")
             instances = self.registry.instances_of(text)

@@ -13,6 +13,9 @@ reached, lines are dropped and counted; lookups are answered regardless.
 
 import json
 
+from twisted.internet.interfaces import IReactorTime
+
+from suite.foundation.jsonlines import BatchWriter
 from suite.foundation.stamps import utc_stamp
 
 
@@ -27,20 +30,22 @@ def connection_fields(peer: str, client: str | None) -> str:
 class LookupAudit:
     """Writes lookup lines to WRITER (a L{BatchWriter}); CLOCK gives their time."""
 
-    def __init__(self, writer, clock):
+    def __init__(self, writer: BatchWriter, clock: IReactorTime) -> None:
         self.writer = writer
         self.clock = clock
 
     def lookup(self, name: str, answers: int, fields: str) -> None:
-        """NAME was looked up and ANSWERS instances were answered; FIELDS from connection_fields."""
+        """
+        NAME was looked up and ANSWERS instances were answered; FIELDS from
+        connection_fields.
+        """
         writer = self.writer
         if writer.full:
             writer.dropped += 1
             return
-        line = '{"time": "%s", "event": "lookup", "name": "%s", "answers": %d%s' % (
-            utc_stamp(self.clock.seconds()),
-            name,
-            answers,
-            fields,
+        stamp = utc_stamp(self.clock.seconds())
+        line = (
+            f'{{"time": "{stamp}", "event": "lookup", "name": "{name}", '
+            f'"answers": {answers:d}{fields}'
         )
-        writer.write_lines((line.encode(),))
+        writer.write_lines([line.encode()])

@@ -6,15 +6,23 @@ per network and never answering a source port below 1024, and TCP (RFC
 Both ask L{suite.names.zone.ZoneAnswers}.
 """
 
+from collections.abc import Callable, Iterator
 from struct import pack
+from typing import TYPE_CHECKING, cast
 
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
+from zope.interface import implementer
 
-from suite.names.zone import TCP_SIZE
+from suite.names.zone import TCP_SIZE, ZoneAnswers
 from suite.net.connections import ConnectionPolicy, StreamFactory
-from suite.net.datagrams import rate_limited_replier
+from suite.net.datagrams import RateLimitedReplier, ReplyLimits, rate_limited_replier
+
+if TYPE_CHECKING:
+    from suite.names.service import NamesSettings
 
 
+@implementer(IPushProducer)
 class DNSStreamProtocol(ConnectionPolicy, Protocol):
     """
     DNS over TCP.  Answers are written a batch at a time; when the
@@ -23,18 +31,19 @@ class DNSStreamProtocol(ConnectionPolicy, Protocol):
     cannot make the server hold more than one read and one batch.
     """
 
+    factory: "DNSFactory"
     paused = False
     _buffer = b""
 
-    def flow_producer(self):
+    def flow_producer(self) -> IPushProducer:
         return self
 
-    def dataReceived(self, data):
+    def dataReceived(self, data: bytes) -> None:
         self.last_activity = self.factory.tick
         self._buffer = self._buffer + data if self._buffer else data
         self._answer_queries()
 
-    def _answer_queries(self):
+    def _answer_queries(self) -> None:
         buffer, position, end = self._buffer, 0, len(self._buffer)
         answer = self.factory.zone.answer
         self.start_batch()
@@ -52,16 +61,21 @@ class DNSStreamProtocol(ConnectionPolicy, Protocol):
             self._buffer = buffer[position:] if position < end else b""
             self.end_batch()
 
-    def pauseProducing(self):
-        self.paused = True
-        self.transport.pauseProducing()
+    @property
+    def _reading(self) -> IPushProducer:
+        """The transport, as what reads from the client: a stream transport is a push producer."""
+        return cast(IPushProducer, self.transport)
 
-    def resumeProducing(self):
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self._reading.pauseProducing()
+
+    def resumeProducing(self) -> None:
         self.paused = False
-        self.transport.resumeProducing()
+        self._reading.resumeProducing()
         self._answer_queries()
 
-    def stopProducing(self):
+    def stopProducing(self) -> None:
         self.paused = True
 
 
@@ -70,16 +84,18 @@ class DNSFactory(StreamFactory):
 
     protocol = DNSStreamProtocol
 
-    def __init__(self, settings, clock, zone):
+    def __init__(self, settings: "NamesSettings", clock: IReactorTime, zone: ZoneAnswers) -> None:
         super().__init__(settings, clock)
         self.zone = zone
 
-    def metric_samples(self):
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         """The TCP side's connections, and the zone's DNS queries over TCP and UDP."""
         yield from super().metric_samples()
         yield from self.zone.metric_samples()
 
 
-def dns_datagrams(settings, clock, zone):
+def dns_datagrams(
+    settings: ReplyLimits, clock: IReactorTime, zone: ZoneAnswers
+) -> Callable[[], RateLimitedReplier]:
     """A maker of the UDP side's protocols: one answer per query, within the reply limits."""
     return rate_limited_replier(settings, zone.answer, clock)

@@ -15,6 +15,7 @@ connection stays open.
 import base64
 import json
 from collections.abc import Callable
+from typing import Any, cast
 
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -22,6 +23,7 @@ from twisted.internet.interfaces import (
     IConsumer,
     IProtocol,
     IProtocolFactory,
+    IPushProducer,
     IReactorTime,
     IStreamClientEndpoint,
 )
@@ -47,7 +49,7 @@ MAX_MESSAGE = 64 * 2**20  # bytes of one answer (a range of the whole registry) 
 UNAVAILABLE_CODES = {4, 14}  # gRPC DeadlineExceeded and Unavailable: another member may serve
 HEADERS = Headers({b"content-type": [b"application/json"]})
 
-OnMessage = Callable[[object], object]  # what gets each JSON message of an answer
+OnMessage = Callable[[Any], object]  # what gets each JSON message (untyped) of an answer
 
 
 def encode(text: str) -> str:
@@ -171,7 +173,14 @@ class _Messages(Protocol):
                     self.on_message(json.loads(message))
         except ValueError as e:
             self._problem = Failure(e)
-            self.transport.stopProducing()
+            self.stop()
+
+    def stop(self) -> None:
+        """
+        Stop the body, and close its connection: the transport of a body
+        being delivered is a push producer (Twisted's proxy of the connection).
+        """
+        cast(IPushProducer, self.transport).stopProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._problem is None and self._buffer.strip():
@@ -288,7 +297,7 @@ class EtcdClient:
 
         def cancel(_: object) -> None:
             if streams:
-                streams[0].transport.stopProducing()
+                streams[0].stop()
             else:
                 requested.cancel()
 

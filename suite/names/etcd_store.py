@@ -29,11 +29,11 @@ changes only.
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -54,9 +54,17 @@ MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 CATCH_UP = 1.0  # seconds a write's answer may wait for the watch to bring it into the copy
 RECONNECT_FIRST, RECONNECT_MAX = 0.1, 2.0  # seconds between watch reconnections, doubling
 
+Holder = tuple[str, int, int]  # the leader key's value, create revision and lease
+InstanceKey = tuple[str, str, int]  # name, host, port
+InstanceFields = tuple[str, tuple[str, ...], str]  # description, addresses, source
+CatchingUp = tuple[int, defer.Deferred[None], IDelayedCall]  # a write waiting for the copy
+
 
 def etcd_endpoints(setting: str) -> list[str]:
-    """`etcd:http://HOST:PORT[,http://HOST:PORT…]` -> the endpoint URLs; ValueError if malformed."""
+    """
+    `etcd:http://HOST:PORT[,http://HOST:PORT…]` -> the endpoint URLs;
+    ValueError if malformed.
+    """
     endpoints = [url.strip().rstrip("/") for url in setting.removeprefix("etcd:").split(",")]
     for url in endpoints:
         parts = urlsplit(url)
@@ -83,7 +91,9 @@ class EtcdStore:
     change of the leader key: holder (value, create revision, lease) or None.
     """
 
-    def __init__(self, client: EtcdClient, registry: Registry, prefix: str, clock: IReactorTime):
+    def __init__(
+        self, client: EtcdClient, registry: Registry, prefix: str, clock: IReactorTime
+    ) -> None:
         self.clock = clock
         self.writes = BatchedWrites(
             clock, self._transaction, written=self._written, max_batch=MAX_TXN_OPS
@@ -96,13 +106,13 @@ class EtcdStore:
         self.loaded = False  # whether the copy was read from etcd once
         self.outage: tuple[float, str] | None = None  # (since, why) while etcd cannot be reached
         self.term: int | None = None
-        self.on_leader = lambda holder, revision: None
+        self.on_leader: Callable[[Holder | None, int], None] = lambda holder, revision: None
         self.warnings = FloodControl(clock, "names")
-        self._catching_up: list[tuple[int, defer.Deferred, object]] = []
+        self._catching_up: list[CatchingUp] = []
         self._read_whole = True  # the next connection starts with a range read
-        self._watching: defer.Deferred | None = None  # the watch's stream; cancel() closes it
-        self._watch_endpoint = None
-        self._reconnect_call = None
+        self._watching: defer.Deferred[None] | None = None  # the watch's stream; cancel() ends it
+        self._watch_endpoint: str | None = None
+        self._reconnect_call: IDelayedCall | None = None
         self._delay = RECONNECT_FIRST
         self._closing = False
 
@@ -114,7 +124,7 @@ class EtcdStore:
     def start(self) -> None:
         self._connect()
 
-    def save(self, instance: Instance) -> defer.Deferred:
+    def save(self, instance: Instance) -> defer.Deferred[None]:
         key = self._key(instance)
         value = json.dumps(
             {
@@ -127,12 +137,15 @@ class EtcdStore:
             key, {"request_put": {"key": encode(key), "value": encode(value)}}
         )
 
-    def delete(self, instance: Instance) -> defer.Deferred:
+    def delete(self, instance: Instance) -> defer.Deferred[None]:
         key = self._key(instance)
         return self.writes.queue(key, {"request_delete_range": {"key": encode(key)}})
 
-    def evict(self, instance: Instance) -> defer.Deferred:
-        """Delete INSTANCE if this replica still leads: a transaction on the leader key's revision."""
+    def evict(self, instance: Instance) -> defer.Deferred[None]:
+        """
+        Delete INSTANCE if this replica still leads: a transaction on the
+        leader key's revision.
+        """
         if self.term is None:
             return defer.fail(NotLeader(f"eviction of {instance.name} left to the leader"))
         body = {
@@ -147,7 +160,7 @@ class EtcdStore:
             "success": [{"request_delete_range": {"key": encode(self._key(instance))}}],
         }
 
-        def answered(answer):
+        def answered(answer: dict) -> defer.Deferred[None]:
             if not answer.get("succeeded"):
                 raise NotLeader(f"no longer the leader: eviction of {instance.name} left to it")
             return self._written(answer)
@@ -172,11 +185,11 @@ class EtcdStore:
     def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         yield "etcd_reachable", (), int(self.outage is None and self.loaded)
 
-    def close(self) -> defer.Deferred:
+    def close(self) -> defer.Deferred[None]:
         """Write what waits, stop the watch, then let go of the connections."""
         return self.writes.drained().addCallback(self._close)
 
-    def _close(self, _):
+    def _close(self, _: object) -> defer.Deferred[None]:
         self._closing = True
         if self._reconnect_call is not None and self._reconnect_call.active():
             self._reconnect_call.cancel()
@@ -187,11 +200,11 @@ class EtcdStore:
 
     # Requests, and what they say about etcd being reachable.
 
-    def request(self, path: str, body: dict) -> defer.Deferred:
+    def request(self, path: str, body: dict) -> defer.Deferred[dict]:
         """CLIENT's call, noting whether etcd answered (the outage's start and end are logged)."""
         return self.client.call(path, body).addCallbacks(self._answered, self._failed)
 
-    def _answered(self, answer):
+    def _answered(self, answer: dict) -> dict:
         if self.outage is not None:
             since, _ = self.outage
             self.outage = None
@@ -203,11 +216,11 @@ class EtcdStore:
                 self._reconnect_call.reset(0)
         return answer
 
-    def _failed(self, failure):
+    def _failed(self, failure: Failure) -> Failure:
         """Note an outage (logged once) when etcd could not be reached; the failure goes on."""
         failure.trap(EtcdError)
         error = failure.value
-        if error.retry_elsewhere:
+        if isinstance(error, EtcdError) and error.retry_elsewhere:  # an EtcdError: trapped
             if self.outage is None:
                 self.outage = (self.clock.seconds(), str(error))
                 log.warn(
@@ -226,20 +239,23 @@ class EtcdStore:
     def _key(self, instance: Instance) -> str:
         return f"{self.prefix}{INSTANCES}{instance.name}/{instance.host}/{instance.port}"
 
-    def _transaction(self, operations: list[dict]) -> defer.Deferred:
+    def _transaction(self, operations: list[dict]) -> defer.Deferred[dict]:
         return self.request("/v3/kv/txn", {"success": operations})
 
-    def _written(self, answer: dict) -> defer.Deferred:
-        """Fires once the copy holds the answer's revision, or after CATCH_UP seconds (etcd has it)."""
+    def _written(self, answer: dict) -> defer.Deferred[None]:
+        """
+        Fires once the copy holds the answer's revision, or after CATCH_UP
+        seconds (etcd has it).
+        """
         revision = int(answer["header"]["revision"])
         if revision <= self.revision or self._watching is None:
             return defer.succeed(None)
-        d = defer.Deferred()
+        d: defer.Deferred[None] = defer.Deferred()
         call = self.clock.callLater(CATCH_UP, self._release, lambda entry: entry[1] is d)
         self._catching_up.append((revision, d, call))
         return d
 
-    def _release(self, due) -> None:
+    def _release(self, due: Callable[[CatchingUp], bool]) -> None:
         """Answer the writes waiting for the watch that DUE((revision, Deferred, call)) picks."""
         released = [entry for entry in self._catching_up if due(entry)]
         self._catching_up = [entry for entry in self._catching_up if not due(entry)]
@@ -255,20 +271,22 @@ class EtcdStore:
 
     # The copy: a range read, then a watch from the revision after it.
 
-    def _connect(self):
+    def _connect(self) -> None:
         self._reconnect_call = None
         if self._closing:
             return
         d = self._read_registry() if self._read_whole else defer.succeed(None)
         d.addCallbacks(lambda _: self._watch(), self._reconnect_later)
 
-    def _read_registry(self) -> defer.Deferred:
+    def _read_registry(self) -> defer.Deferred[None]:
         body = {"key": encode(self.prefix), "range_end": prefix_end(self.prefix)}
         return self.request("/v3/kv/range", body).addCallback(self._replace_copy)
 
-    def _replace_copy(self, answer):
+    def _replace_copy(self, answer: dict) -> None:
         """Make the copy what the range read found, applying only the differences."""
-        found, holder, skipped = {}, None, []
+        found: dict[InstanceKey, InstanceFields] = {}
+        holder: Holder | None = None
+        skipped: list[str] = []
         for kv in answer.get("kvs", []):
             key = decode(kv["key"])
             if key == self.leader_key:
@@ -280,9 +298,9 @@ class EtcdStore:
         for instance in self.registry.instances():
             if instance.key not in found:
                 self.registry.deregister(*instance.key)
-        for key, fields in found.items():
+        for instance_key, fields in found.items():
             try:
-                self._register(key, fields)
+                self._register(instance_key, fields)
             except NotAllowed as e:
                 skipped.append(str(e))
         if skipped:
@@ -305,7 +323,7 @@ class EtcdStore:
             )
         self._applied_through(revision)
 
-    def _watch(self):
+    def _watch(self) -> None:
         request = {
             "key": encode(self.prefix),
             "range_end": prefix_end(self.prefix),
@@ -315,7 +333,7 @@ class EtcdStore:
         self._watching = self.client.watch(request, self._watch_message)
         self._watching.addBoth(self._watch_ended)
 
-    def _watch_ended(self, result):
+    def _watch_ended(self, result: Failure | None) -> None:
         endpoint, self._watching, self._watch_endpoint = self._watch_endpoint, None, None
         self._release(lambda entry: True)  # the watch is gone: nothing more will come now
         if isinstance(result, Failure) and result.check(defer.CancelledError):
@@ -325,7 +343,7 @@ class EtcdStore:
                 self.client.next_endpoint()  # the next connection tries the next member
         self._reconnect_later(result)
 
-    def _reconnect_later(self, result):
+    def _reconnect_later(self, result: Failure | None) -> None:
         if self._closing:
             return
         if isinstance(result, Failure):
@@ -336,7 +354,7 @@ class EtcdStore:
         self._reconnect_call = self.clock.callLater(self._delay, self._connect)
         self._delay = min(self._delay * 2, RECONNECT_MAX)
 
-    def _watch_message(self, message):
+    def _watch_message(self, message: dict) -> None:
         result = message.get("result", message)
         if result.get("created"):
             self._delay = RECONNECT_FIRST
@@ -363,7 +381,7 @@ class EtcdStore:
         if revision is not None:
             self._applied_through(revision)
 
-    def _apply(self, event):
+    def _apply(self, event: dict) -> None:
         kv = event["kv"]
         key = decode(kv["key"])
         deleted = event.get("type") == "DELETE"
@@ -388,10 +406,10 @@ class EtcdStore:
             )
 
     @staticmethod
-    def _holder(kv) -> tuple[str, int, int]:
+    def _holder(kv: dict) -> Holder:
         return decode(kv.get("value")), int(kv["create_revision"]), int(kv.get("lease", 0))
 
-    def _parse(self, key: str, value):
+    def _parse(self, key: str, value: str | None) -> tuple[InstanceKey, InstanceFields] | None:
         """
         ((name, host, port), (description, addresses, source)) of an
         instance key; None (warned) otherwise.
@@ -419,8 +437,11 @@ class EtcdStore:
             )
             return None
 
-    def _register(self, key, fields) -> None:
-        """Serve KEY with FIELDS; a host not allowed now is NotAllowed, any other refusal warned."""
+    def _register(self, key: InstanceKey, fields: InstanceFields) -> None:
+        """
+        Serve KEY with FIELDS; a host not allowed now is NotAllowed, any
+        other refusal warned.
+        """
         try:
             self.registry.register(*key, *fields)
         except NotAllowed:

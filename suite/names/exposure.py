@@ -12,20 +12,26 @@ local, `ListenStream=5300` is not.  `tls_listen` entries and Twisted's own
 `ssl:` endpoints are encrypted.
 """
 
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IReactorSocket
 from twisted.logger import Logger
 
 from suite.net.listeners import reaches_beyond_loopback
 
+if TYPE_CHECKING:
+    from suite.names.service import NamesSettings
+
 log = Logger()
 
 
-def token_in_clear(description: str, reactor) -> bool:
+def token_in_clear(description: str, reactor: IReactorSocket) -> bool:
     """Whether a token sent to the `listen` entry DESCRIPTION could be read by other hosts."""
     encrypted = description.split(":", 1)[0] == "ssl"
     return not encrypted and reaches_beyond_loopback(description, reactor)
 
 
-def warn_about_exposure(settings, token: str, reactor) -> None:
+def warn_about_exposure(settings: "NamesSettings", token: str, reactor: IReactorSocket) -> None:
     """The warnings of SETTINGS' (a [names] section's) listeners, given its TOKEN."""
     if not token:
         for description in (*settings.listen, *settings.tls_listen):

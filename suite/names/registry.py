@@ -10,10 +10,11 @@ counts what is registered, whichever name server took it.
 
 import re
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from suite.contracts.names import Invalid
-from suite.names.allowed import AllowedHosts, ip_literal, shown
+from suite.names.allowed import AllowedHosts, IPAddress, ip_literal, shown
 
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -26,7 +27,7 @@ def check_name(name: str) -> None:
         raise Invalid(f"name '{shown(name)}': 1-63 of a-z 0-9 -, not starting with -")
 
 
-def check_instance(name: str, host: str, port: int, description: str):
+def check_instance(name: str, host: str, port: int, description: str) -> IPAddress | None:
     """
     The syntax of an instance: NAME, an IP literal (no scope id) or RFC 1123
     host name, PORT.  Returns HOST as an IP address, None for a host name.
@@ -86,13 +87,13 @@ class Registry:
     def __init__(self, max_instances: int, hosts: AllowedHosts | None = None):
         self.max_instances = max_instances
         self.hosts = hosts
-        self._by_name: dict[str, OrderedDict] = {}
+        self._by_name: dict[str, OrderedDict[tuple[str, int], Instance]] = {}
         self._rotation: dict[str, int] = {}
         self._count = 0
         self._per_source: dict[str, int] = {}
-        self._listeners = []
+        self._listeners: list[Callable[[str], object]] = []
 
-    def on_change(self, listener) -> None:
+    def on_change(self, listener: Callable[[str], object]) -> None:
         """LISTENER(name) is called after every change to the instances of a name."""
         self._listeners.append(listener)
 
@@ -100,11 +101,14 @@ class Registry:
         for listener in self._listeners:
             listener(name)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._count
 
-    def addresses(self, host: str, resolved=()) -> tuple[str, ...]:
-        """What the checks of HOST connect to (see L{AllowedHosts.addresses}); NotAllowed if nothing."""
+    def addresses(self, host: str, resolved: Sequence[str] = ()) -> tuple[str, ...]:
+        """
+        What the checks of HOST connect to (see L{AllowedHosts.addresses});
+        NotAllowed if nothing.
+        """
         if self.hosts is not None:
             return self.hosts.addresses(host, resolved)
         literal = ip_literal(host)
@@ -115,7 +119,13 @@ class Registry:
         return self._per_source.get(source, 0)
 
     def register(
-        self, name, host, port, description="", resolved=(), source=""
+        self,
+        name: str,
+        host: str,
+        port: int,
+        description: str = "",
+        resolved: Sequence[str] = (),
+        source: str = "",
     ) -> tuple[Instance, bool]:
         """
         Add or update (name, host, port), RESOLVED being a host name's
@@ -125,7 +135,15 @@ class Registry:
         check_instance(name, host, port, description)
         return self.add(name, host, port, description, self.addresses(host, resolved), source)
 
-    def add(self, name, host, port, description, addresses, source="") -> tuple[Instance, bool]:
+    def add(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        description: str,
+        addresses: tuple[str, ...],
+        source: str = "",
+    ) -> tuple[Instance, bool]:
         """
         As L{register}, of an instance its caller already checked: NAME,
         HOST, PORT and DESCRIPTION by L{check_instance}, ADDRESSES being what
@@ -148,17 +166,18 @@ class Registry:
         self._changed(name)
         return instance, True
 
-    def get(self, name, host, port) -> Instance | None:
-        return self._by_name.get(name, {}).get((host, port))
+    def get(self, name: str, host: str, port: int) -> Instance | None:
+        instances = self._by_name.get(name)
+        return None if instances is None else instances.get((host, port))
 
-    def holds(self, name, host, port) -> bool:
+    def holds(self, name: str, host: str, port: int) -> bool:
         return self.get(name, host, port) is not None
 
     def holds_exactly(self, instance: Instance) -> bool:
         """Whether INSTANCE itself (not a later registration of the same key) is registered."""
-        return self._by_name.get(instance.name, {}).get((instance.host, instance.port)) is instance
+        return self.get(instance.name, instance.host, instance.port) is instance
 
-    def deregister(self, name, host, port) -> Instance | None:
+    def deregister(self, name: str, host: str, port: int) -> Instance | None:
         instances = self._by_name.get(name)
         if not instances or (host, port) not in instances:
             return None
@@ -175,7 +194,7 @@ class Registry:
         self._changed(name)
         return instance
 
-    def lookup(self, name) -> list[Instance]:
+    def lookup(self, name: str) -> list[Instance]:
         """The instances of NAME, starting one further on each call (round robin)."""
         instances = self.instances_of(name)
         if not instances:
@@ -183,10 +202,11 @@ class Registry:
         turn = self.take_turn(name, len(instances))
         return instances[turn:] + instances[:turn]
 
-    def instances_of(self, name) -> list[Instance]:
+    def instances_of(self, name: str) -> list[Instance]:
         """The instances of NAME in registration order, without taking a turn."""
         check_name(name)
-        return list(self._by_name.get(name, {}).values())
+        instances = self._by_name.get(name)
+        return [] if instances is None else list(instances.values())
 
     def take_turn(self, name: str, count: int) -> int:
         """Where the next answer for NAME (COUNT instances) starts: one further each call."""

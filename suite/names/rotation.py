@@ -12,7 +12,7 @@ from bisect import bisect_right
 class Packed:
     """Encoded items in order (`data`), and where each starts (`offsets`, one more at the end)."""
 
-    def __init__(self, encoded: list[bytes]):
+    def __init__(self, encoded: list[bytes]) -> None:
         self.count = len(encoded)
         self.data = b"".join(encoded)
         self.offsets = [0]
@@ -27,13 +27,16 @@ class Packed:
 class Rotating(Packed):
     """Items stored twice in a row: `count` is how many there are once."""
 
-    def __init__(self, encoded: list[bytes]):
+    def __init__(self, encoded: list[bytes]) -> None:
         super().__init__(encoded * 2)
         self.count = len(encoded)
         self.size = len(self.data) // 2  # all of them, once
 
     def slice(self, turn: int, room: int) -> tuple[bytes, int]:
-        """The items from TURN on (wrapping round) that fit in ROOM bytes, and how many they are."""
+        """
+        The items from TURN on (wrapping round) that fit in ROOM bytes, and
+        how many they are.
+        """
         start = self.offsets[turn]
         if self.size <= room:
             return self.data[start : start + self.size], self.count

@@ -73,31 +73,47 @@ class IRegistryStore(IMetricSource, IHealthSource):
     def start() -> None:
         """Begin what keeps the registry current (the etcd watch); the reactor runs now."""
 
-    def save(instance: Instance) -> defer.Deferred:
+    def save(instance: Instance) -> defer.Deferred[None]:
         """
         Deferred that fires once INSTANCE (new or updated) is stored, or fails
         with L{StoreError} saying why it could not be.
         """
 
-    def delete(instance: Instance) -> defer.Deferred:
-        """Deferred that fires once INSTANCE is gone from the store (or fails with L{StoreError})."""
+    def delete(instance: Instance) -> defer.Deferred[None]:
+        """
+        Deferred that fires once INSTANCE is gone from the store (or fails
+        with L{StoreError}).
+        """
 
-    def evict(instance: Instance) -> defer.Deferred:
-        """As delete, for the health checker's eviction (on etcd: only while this replica leads)."""
+    def evict(instance: Instance) -> defer.Deferred[None]:
+        """
+        As delete, for the health checker's eviction (on etcd: only while
+        this replica leads).
+        """
 
-    def close() -> defer.Deferred:
-        """Deferred that fires once pending writes are done and the store let go of its resources."""
+    def close() -> defer.Deferred[None]:
+        """
+        Deferred that fires once pending writes are done and the store let
+        go of its resources.
+        """
 
 
 class LocalStore:
-    """A store of this process alone: read whole at start, nothing to follow, evictions as deletes."""
+    """
+    A store of this process alone: read whole at start, nothing to follow,
+    evictions as deletes.
+    """
 
     loaded = True
 
     def start(self) -> None:
         pass
 
-    def evict(self, instance: Instance) -> defer.Deferred:
+    def delete(self, instance: Instance) -> defer.Deferred[None]:
+        """Each local store's own: see L{IRegistryStore.delete}."""
+        raise NotImplementedError
+
+    def evict(self, instance: Instance) -> defer.Deferred[None]:
         return self.delete(instance)
 
     def health_problems(self) -> list[tuple[str, str]]:
@@ -114,13 +130,13 @@ class MemoryStore(LocalStore):
     def load(self) -> list[tuple]:
         return []
 
-    def save(self, instance: Instance) -> defer.Deferred:
+    def save(self, instance: Instance) -> defer.Deferred[None]:
         return defer.succeed(None)
 
-    def delete(self, instance: Instance) -> defer.Deferred:
+    def delete(self, instance: Instance) -> defer.Deferred[None]:
         return defer.succeed(None)
 
-    def close(self) -> defer.Deferred:
+    def close(self) -> defer.Deferred[None]:
         return defer.succeed(None)
 
 
@@ -138,13 +154,17 @@ def _run_batch(cursor: sqlite3.Cursor, statements: list[tuple[str, tuple]]) -> N
         cursor.execute(sql, parameters)
 
 
-def _exception_of(failure: Failure) -> Exception:
-    """What the callers of a failed transaction get, unless the store says otherwise."""
-    return failure.value
+def _exception_of(failure: Failure) -> BaseException | Failure:
+    """
+    What the callers of a failed transaction get, unless the store says
+    otherwise: its exception (a Failure always holds one).
+    """
+    return failure if failure.value is None else failure.value
 
 
-def _nothing_more(result: object) -> None:
+def _nothing_more(result: object) -> defer.Deferred[None]:
     """A committed write is done, unless the store waits for more (etcd: its copy)."""
+    return defer.succeed(None)
 
 
 class BatchedWrites:
@@ -165,24 +185,25 @@ class BatchedWrites:
     def __init__(
         self,
         clock: IReactorTime,
-        transaction: Callable[[list[Any]], defer.Deferred],
+        transaction: Callable[[list[Any]], defer.Deferred[Any]],
         *,
-        failure: Callable[[Failure], Exception] = _exception_of,
-        written: Callable[[Any], object] = _nothing_more,
+        failure: Callable[[Failure], BaseException | Failure] = _exception_of,
+        written: Callable[[Any], defer.Deferred[None]] = _nothing_more,
         max_batch: int | None = None,
-    ):
+    ) -> None:
         self.clock = clock
         self.transaction = transaction
         self.failure = failure
         self.written = written
         self.max_batch = max_batch
-        self._waiting: dict[object, tuple[object, list]] = {}  # key -> (operation, callers)
-        self._in_flight: defer.Deferred | None = None
+        # key -> (operation, callers)
+        self._waiting: dict[Hashable, tuple[object, list[defer.Deferred[None]]]] = {}
+        self._in_flight: defer.Deferred[Any] | None = None
         self._flush_call: IDelayedCall | None = None
 
-    def queue(self, key: Hashable, operation: object) -> defer.Deferred:
+    def queue(self, key: Hashable, operation: object) -> defer.Deferred[None]:
         """Deferred that fires once OPERATION, the whole new state of KEY, is done."""
-        written: defer.Deferred = defer.Deferred()
+        written: defer.Deferred[None] = defer.Deferred()
         _, callers = self._waiting.pop(key, (None, []))
         self._waiting[key] = (operation, [*callers, written])
         if self._in_flight is None and self._flush_call is None:
@@ -197,20 +218,22 @@ class BatchedWrites:
         in_flight = self._in_flight = self.transaction([operation for operation, _ in batch])
         in_flight.addBoth(self._flushed, batch)
 
-    def _flushed(self, result: object, batch: list[tuple[object, list]]) -> None:
+    def _flushed(
+        self, result: object, batch: list[tuple[object, list[defer.Deferred[None]]]]
+    ) -> None:
         self._in_flight = None
+        callers = [written for _, waiting in batch for written in waiting]
         if isinstance(result, Failure):
             error = self.failure(result)
-        for _, callers in batch:
             for written in callers:
-                if isinstance(result, Failure):
-                    written.errback(error)
-                else:
-                    defer.maybeDeferred(self.written, result).chainDeferred(written)
+                written.errback(error)
+        else:
+            for written in callers:
+                defer.maybeDeferred(self.written, result).chainDeferred(written)
         if self._waiting and self._flush_call is None:
             self._flush()
 
-    def drained(self) -> defer.Deferred:
+    def drained(self) -> defer.Deferred[None]:
         """Fires once every write asked for is done (started now if it was to wait a turn)."""
         if self._flush_call is not None:
             self._flush_call.cancel()
@@ -224,7 +247,7 @@ class BatchedWrites:
 class SqliteStore(LocalStore):
     """One SQLite file; writes go through adbapi on one thread, in order, in batches."""
 
-    def __init__(self, path: str, reactor: IReactorTime):
+    def __init__(self, path: str, reactor: IReactorTime) -> None:
         self.path = path
         self.writes = BatchedWrites(reactor, self._transaction, failure=self._failure)
         self._rows = self._check_and_read(path)
@@ -270,7 +293,7 @@ class SqliteStore(LocalStore):
         rows, self._rows = self._rows, []
         return rows
 
-    def save(self, instance: Instance) -> defer.Deferred:
+    def save(self, instance: Instance) -> defer.Deferred[None]:
         row = (
             instance.name,
             instance.host,
@@ -281,16 +304,17 @@ class SqliteStore(LocalStore):
         )
         return self.writes.queue(instance.key, (UPSERT, row))
 
-    def delete(self, instance: Instance) -> defer.Deferred:
+    def delete(self, instance: Instance) -> defer.Deferred[None]:
         return self.writes.queue(instance.key, (DELETE, instance.key))
 
-    def _transaction(self, statements: list[tuple[str, tuple]]) -> defer.Deferred:
-        return self.pool.runInteraction(_run_batch, statements)
+    def _transaction(self, statements: list[tuple[str, tuple]]) -> defer.Deferred[None]:
+        committed: defer.Deferred[None] = self.pool.runInteraction(_run_batch, statements)
+        return committed
 
     def _failure(self, failure: Failure) -> StoreError:
         return StoreError(f"cannot write {self.path}: {failure.getErrorMessage()}")
 
-    def close(self) -> defer.Deferred:
+    def close(self) -> defer.Deferred[None]:
         """Write what waits, then close the pool."""
         return self.writes.drained().addCallback(lambda _: self.pool.close())
 

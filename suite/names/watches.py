@@ -6,15 +6,29 @@ the number of watchers; each watcher's connection sends them in the order
 the changes happened.
 """
 
+from typing import Protocol
+
 from suite.contracts.names import Changed
 from suite.names.answers import as_fields, fitting
+from suite.names.registry import Instance, Registry
 
 _INSTANCES = dict(Changed.arguments)[b"instances"]
 
 
-def encode_instances(instances) -> bytes:
-    """INSTANCES as the `instances` value of Lookup, Watch and Changed (as many as one value holds)."""
-    return _INSTANCES.toStringProto([as_fields(i) for i in fitting(instances)], None)
+class Watcher(Protocol):
+    """Who watches a name: the names protocol of a connection."""
+
+    def push_change(self, name: bytes, instances: bytes) -> None:
+        """Tell the watcher NAME's live instances are now INSTANCES (encoded)."""
+
+
+def encode_instances(instances: list[Instance]) -> bytes:
+    """
+    INSTANCES as the `instances` value of Lookup, Watch and Changed (as many
+    as one value holds).
+    """
+    encoded: bytes = _INSTANCES.toStringProto([as_fields(i) for i in fitting(instances)], None)
+    return encoded
 
 
 class Watches:
@@ -23,15 +37,15 @@ class Watches:
     push_change(name: bytes, instances: bytes): the names protocol.
     """
 
-    def __init__(self, registry):
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._by_name: dict[str, dict] = {}  # name -> watchers, in the order they came
+        self._by_name: dict[str, dict[Watcher, None]] = {}  # name -> watchers, in arrival order
         registry.on_change(self._changed)
 
-    def watch(self, name: str, watcher) -> None:
+    def watch(self, name: str, watcher: Watcher) -> None:
         self._by_name.setdefault(name, {})[watcher] = None
 
-    def unwatch(self, name: str, watcher) -> None:
+    def unwatch(self, name: str, watcher: Watcher) -> None:
         watchers = self._by_name.get(name)
         if watchers is not None:
             watchers.pop(watcher, None)
