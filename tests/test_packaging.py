@@ -109,7 +109,8 @@ class NewsFragmentTests(SynchronousTestCase):
 
     def test_every_fragment_has_a_valid_name_and_type(self) -> None:
         directory = ROOT / pyproject()["tool"]["towncrier"]["directory"]
-        names = sorted(path.name for path in directory.iterdir())
+        # `make changelog` removes every fragment, and git then the emptied folder.
+        names = sorted(path.name for path in directory.iterdir()) if directory.exists() else []
         self.assertEqual(fragment_problems(names, self.types), [])
 
     def test_misnamed_fragments_are_reported(self) -> None:
