@@ -47,7 +47,7 @@ class _Lines:
         self._line = next(self._lines, None)
         self._start = start
 
-    def take(self, i: int, frames: list, max_message: int) -> int:
+    def take(self, i: int, frames: list[tuple[bytes, bool]], max_message: int) -> int:
         """
         The lines from I on, up to the first that is octet-counted; returns
         where that one, or what follows the last whole line, begins.
@@ -65,7 +65,8 @@ class _Lines:
         if start < i:
             line, start = self._data[i:end], i
         append = frames.append
-        for line in chain((line,), self._lines):
+        first = line
+        for line in chain((first,), self._lines):
             if line and 0x31 <= line[0] <= 0x39 and _is_header(line):
                 self._line, self._start = line, start
                 return start
@@ -106,7 +107,7 @@ class SyslogFrameDecoder:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
-        frames = []
+        frames: list[tuple[bytes, bool]] = []
         i, n = 0, len(data)
         lines = None
         # Where the next LF and NUL are (N: none), looked up again only once passed.
@@ -138,7 +139,9 @@ class SyslogFrameDecoder:
                 # A count cut by the end of the read, or a frame longer than
                 # what is left of it: the frame is read on in later reads.
                 if digit:
-                    count_end = _DIGITS.match(data, i, i + _MAX_COUNT_DIGITS).end()
+                    digits = _DIGITS.match(data, i, i + _MAX_COUNT_DIGITS)
+                    assert digits is not None  # _DIGITS matches no digit too
+                    count_end = digits.end()
                     if count_end == n or data[count_end] == 0x20:
                         i = self._read_count(data, i)
                         continue
@@ -174,7 +177,7 @@ class SyslogFrameDecoder:
                 i = self._read_count(data, i)
         return frames
 
-    def _octet_frames(self, data: bytes, i: int, frames: list) -> int:
+    def _octet_frames(self, data: bytes, i: int, frames: list[tuple[bytes, bool]]) -> int:
         """
         The common case of octet counting: `LEN SP MSG` frames whole in DATA,
         one after another from I, cut in one loop.  Returns where the first
@@ -203,15 +206,15 @@ class SyslogFrameDecoder:
                 width = space - i
             if count[0] == 0x30:
                 break
-            count = int(count)
-            end = space + 1 + count
-            if end > n or count > max_frame:
+            length = int(count)
+            end = space + 1 + length
+            if end > n or length > max_frame:
                 break
             if data[end - 1] == 0x0A:
                 message = data[space + 1 : end - 1]
             else:
                 message = data[space + 1 : end]
-            if count > max_message:
+            if length > max_message:
                 append((message[:max_message], len(message) > max_message))
             else:
                 append((message, False))
@@ -220,21 +223,23 @@ class SyslogFrameDecoder:
 
     def _read_count(self, data: bytes, i: int) -> int:
         """In a frame that started with a digit: is it `LEN SP`, or a line after all?"""
-        end = _DIGITS.match(data, i, i + _MAX_COUNT_DIGITS - len(self._digits)).end()
+        digits = _DIGITS.match(data, i, i + _MAX_COUNT_DIGITS - len(self._digits))
+        assert digits is not None  # _DIGITS matches no digit too
+        end = digits.end()
         self._digits += data[i:end]
         self._state = _COUNT
         if end == len(data):
             return end
-        digits, self._digits = self._digits, b""
+        counted, self._digits = self._digits, b""
         if data[end] == 0x20:
-            count = int(digits)
+            count = int(counted)
             if count > self.max_frame:
                 self.error = f"octet count {count} above max_frame {self.max_frame}"
                 return len(data)
             self._state, self._remaining = _OCTETS, count
             return end + 1
         self._state = _LINE
-        self._append(digits, 0, len(digits))
+        self._append(counted, 0, len(counted))
         return end
 
     def finish(self, cut: bool = False) -> list[tuple[bytes, bool]]:
@@ -243,7 +248,7 @@ class SyslogFrameDecoder:
         octet-counted one is always marked truncated; a line only when CUT
         (the stream was reset or shut down, not closed by the sender).
         """
-        frames = []
+        frames: list[tuple[bytes, bool]] = []
         if self._state == _COUNT:
             self._append(self._digits, 0, len(self._digits))
             self._state = _LINE
@@ -255,7 +260,7 @@ class SyslogFrameDecoder:
             self._emit(bytes(self._buffer), frames)
         return frames
 
-    def _append(self, data: bytes, start: int, end: int):
+    def _append(self, data: bytes, start: int, end: int) -> None:
         # One byte beyond max_message is kept, so a CR or LF that is stripped
         # at the end does not by itself count as truncation.  Only what is
         # kept is copied: a huge frame costs no more than a short one.
@@ -266,7 +271,7 @@ class SyslogFrameDecoder:
         else:
             self._buffer += data[start:end]
 
-    def _emit_line(self, message: bytes, frames: list):
+    def _emit_line(self, message: bytes, frames: list[tuple[bytes, bool]]) -> None:
         if message.endswith(b"\r"):
             message = message[:-1]
         if message or self._overflow:
@@ -274,12 +279,12 @@ class SyslogFrameDecoder:
         else:
             self._reset()
 
-    def _emit(self, message: bytes, frames: list):
+    def _emit(self, message: bytes, frames: list[tuple[bytes, bool]]) -> None:
         truncated = self._overflow or len(message) > self.max_message
         frames.append((message[: self.max_message], truncated))
         self._reset()
 
-    def _reset(self):
+    def _reset(self) -> None:
         self._state = _START
         if self._buffer:
             self._buffer = bytearray()

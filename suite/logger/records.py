@@ -23,6 +23,9 @@ import json
 import re
 from json.encoder import encode_basestring as _quote
 
+from twisted.internet.interfaces import IReactorTime
+
+from suite.foundation.jsonlines import BatchWriter
 from suite.foundation.stamps import utc_stamp
 from suite.logger.syslog import (
     FACILITIES,
@@ -49,7 +52,7 @@ def _encode_safe(text: str) -> bytes:
         # search for one byte is far quicker than the regex, which runs only when one is found.
         if b"\xc2" not in data and b"\xd8" not in data and b"\xe2" not in data:
             return data
-    return UNSAFE.sub(lambda found: "\\u%04x" % ord(found[0]), text).encode()
+    return UNSAFE.sub(lambda found: f"\\u{ord(found[0]):04x}", text).encode()
 
 
 # '{"format": "rfc5424", "facility": "local0", "severity": "info", "timestamp": ' by (form, pri)
@@ -71,7 +74,7 @@ MAX_CACHED_HEADERS = 4096
 _plain_headers: dict[tuple, tuple[str, str]] = {}
 
 
-def _plain_header_json(pri: str, rest: str):
+def _plain_header_json(pri: str, rest: str) -> tuple[str, str]:
     """
     The `syslog` JSON of a plain RFC 5424 header around its timestamp:
     (up to `"timestamp": `, from `, "hostname"` on), for the PRI and REST
@@ -95,7 +98,7 @@ def _general_line(raw: bytes, text: str | None, head: str, client_part: str, end
     if text is None:
         text = decode(raw)[0]
         message, fields = parse_fields(text)
-        line += _quote(message) + ', "message_base64": "%s"' % base64.b64encode(raw).decode()
+        line += _quote(message) + f', "message_base64": "{base64.b64encode(raw).decode()}"'
     else:
         message, fields = parse_fields(text)
         line += _quote(message)
@@ -108,14 +111,12 @@ def _general_line(raw: bytes, text: str | None, head: str, client_part: str, end
 def syslog_json(fields: tuple) -> str:
     """`, "syslog": {…}` for the fields tuple of parse_fields()."""
     form, pri, timestamp, hostname, app, procid, msgid, structured = fields
-    return '%s%s, "hostname": %s, "app": %s, "procid": %s, "msgid": %s, "structured_data": %s}' % (
-        _SYSLOG_HEAD[form, pri],
-        _nullable(timestamp),
-        _nullable(hostname),
-        _nullable(app),
-        _nullable(procid),
-        _nullable(msgid),
-        "null" if structured is None else _encode(structured),
+    structured_data = "null" if structured is None else _encode(structured)
+    return (
+        f"{_SYSLOG_HEAD[form, pri]}{_nullable(timestamp)}, "
+        f'"hostname": {_nullable(hostname)}, "app": {_nullable(app)}, '
+        f'"procid": {_nullable(procid)}, "msgid": {_nullable(msgid)}, '
+        f'"structured_data": {structured_data}}}'
     )
 
 
@@ -135,7 +136,7 @@ def decode(raw: bytes) -> tuple[str, bool]:
 class RecordSink:
     """Turns received frames and connection events into JSON lines for the writer."""
 
-    def __init__(self, writer, clock):
+    def __init__(self, writer: BatchWriter, clock: IReactorTime) -> None:
         self.writer = writer
         self.clock = clock
 
@@ -145,15 +146,15 @@ class RecordSink:
         peer: str,
         transport: str,
         client: str | None = None,
-    ):
+    ) -> None:
         """Message records; CLIENT is the subject of a TLS client certificate, if any."""
         # Frames of one read share one arrival time, peer and transport.
         head = (
-            '{"received": "%s", "event": "message", "peer": %s, "transport": %s, "message": '
-            % (utc_stamp(self.clock.seconds()), _quote(peer), _quote(transport))
+            f'{{"received": "{utc_stamp(self.clock.seconds())}", "event": "message", '
+            f'"peer": {_quote(peer)}, "transport": {_quote(transport)}, "message": '
         )
         client_part = "" if client is None else ', "client": ' + _quote(client)
-        lines = []
+        lines: list[str] = []
         append = lines.append
         plain_match, headers = match_plain_rfc5424, _plain_headers
         for raw, truncated in frames:
@@ -184,7 +185,7 @@ class RecordSink:
         transport: str,
         message: str | None = None,
         client: str | None = None,
-    ):
+    ) -> None:
         """A `connected`, `disconnected` or `error` record."""
         record = {
             "received": utc_stamp(self.clock.seconds()),

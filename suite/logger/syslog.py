@@ -59,7 +59,7 @@ _RFC5424_PLAIN = re.compile(
 BOM = "\ufeff"
 
 
-def match_plain_rfc5424(text: str):
+def match_plain_rfc5424(text: str) -> re.Match[str] | None:
     """
     The match of an RFC 5424 message without structured data: groups PRI,
     timestamp, and ` hostname app procid msgid ` (see plain_header_fields;
@@ -75,7 +75,7 @@ _RFC3164_TIMESTAMP = re.compile(r"([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) ")
 _RFC3164_TAG = re.compile(r"([^\s:\[\]]{1,48})(?:\[([^\s\]]{1,128})\])?: ?")
 
 
-def _nil(value: str):
+def _nil(value: str) -> str | None:
     return None if value == "-" else value
 
 
@@ -136,7 +136,7 @@ def parse_rfc5424(text: str, pri: int, start: int) -> tuple[str, tuple] | None:
     return _rfc5424_body(text, pri, header)
 
 
-def _rfc5424_body(text: str, pri: int, header) -> tuple[str, tuple] | None:
+def _rfc5424_body(text: str, pri: int, header: re.Match[str]) -> tuple[str, tuple] | None:
     """After a matched header (groups: version, timestamp … msgid): SD and message."""
     position = header.end()
     if text.startswith("-", position):
