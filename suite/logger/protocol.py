@@ -1,27 +1,40 @@
 """Syslog reception: RFC 6587 over streams (TCP, TLS per RFC 5425, Unix), RFC 5426 over UDP."""
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import DatagramProtocol, connectionDone
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.foundation.interfaces import IBatchedDatagramProtocol, IMetricSource
 from suite.foundation.metrics import Counts
 from suite.logger.framing import SyslogFrameDecoder
+from suite.logger.records import RecordSink
 from suite.net.addresses import host_port
 from suite.net.connections import ConnectionPolicy, StreamFactory
+
+if TYPE_CHECKING:
+    from suite.logger.service import LoggerSettings
 
 
 class SyslogFactory(StreamFactory):
     """Settings: L{suite.logger.service.LoggerSettings}; every connection feeds SINK."""
 
-    def __init__(self, settings, clock, sink):
+    settings: "LoggerSettings"
+
+    def __init__(self, settings: "LoggerSettings", clock: IReactorTime, sink: RecordSink) -> None:
         super().__init__(settings, clock)
         self.sink = sink
-        self.open: set = set()  # admitted connections, for the shutdown drain and back-pressure
+        self.open: set[SyslogStreamProtocol] = (
+            set()
+        )  # admitted connections, for the shutdown drain and back-pressure
         self.held = False
         sink.writer.on_pressure(self.hold)
 
-    def hold(self, full: bool):
+    def hold(self, full: bool) -> None:
         """The writer is full (stop reading every connection: TCP back-pressure), or has room."""
         self.held = full
         for protocol in self.open:
@@ -39,12 +52,13 @@ class SyslogStreamProtocol(ConnectionPolicy):
     handshake gives an `error` record instead.
     """
 
+    factory: "SyslogFactory"
     refusal = b"ERROR too many connections\n"  # senders do not read it; a person with nc does
-    decoder = None
+    decoder: SyslogFrameDecoder | None = None
     announced = False
     last_data = 0.0  # when the last bytes came, for the shutdown drain
 
-    def connectionMade(self):
+    def connectionMade(self) -> None:
         super().connectionMade()
         if self.admitted:
             limits = self.factory.settings
@@ -56,28 +70,28 @@ class SyslogStreamProtocol(ConnectionPolicy):
             if not self.tls:
                 self._announce()
 
-    def handshakeCompleted(self):
+    def handshakeCompleted(self) -> None:
         super().handshakeCompleted()
         if self.decoder is not None:
             self._announce()
 
-    def _announce(self):
+    def _announce(self) -> None:
         self.announced = True
         self._event("connected")
 
-    def handshakeFailed(self, reason):
+    def handshakeFailed(self, reason: str) -> None:
         self._event("error", f"TLS handshake failed: {reason}")
 
-    def _event(self, event, message=None):
+    def _event(self, event: str, message: str | None = None) -> None:
         self.factory.sink.event(event, self.peer, self.kind, message, self.client)
 
-    def refused(self, reason):
+    def refused(self, reason: str) -> None:
         self._event("error", f"connection refused: {reason}")
 
-    def dataReceived(self, data):
-        decoder = self.decoder
-        if decoder is None or decoder.error:
+    def dataReceived(self, data: bytes) -> None:
+        if self.decoder is None or self.decoder.error:
             return
+        decoder = self.decoder  # its error, none yet, may come with this read
         self.last_data = self.factory.clock.seconds()
         super().dataReceived(data)
         frames = decoder.feed(data)
@@ -91,22 +105,22 @@ class SyslogStreamProtocol(ConnectionPolicy):
             self._event("error", f"{decoder.error}: connection closed")
             self.close()
 
-    def _deliver_last_frame(self, cut=False):
+    def _deliver_last_frame(self, cut: bool = False) -> None:
         if self.decoder is not None and not self.decoder.error:
             frames = self.decoder.finish(cut)
             if frames:
                 self.factory.sink.messages(frames, self.peer, self.kind, self.client)
 
-    def readConnectionLost(self):
+    def readConnectionLost(self) -> None:
         self._deliver_last_frame()
         self.close()
 
-    def close_at_shutdown(self):
+    def close_at_shutdown(self) -> None:
         """The drain is over: what is left of a frame is written as truncated, then close."""
         self._deliver_last_frame(cut=True)
         self.close()
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Failure | None = connectionDone) -> None:
         self.factory.open.discard(self)
         if self.decoder is not None:
             # Not closed by the sender (a reset, or the server shutting down): a line cut short.
@@ -132,20 +146,20 @@ class SyslogDatagramProtocol(DatagramProtocol):
     noisy = False
     send = None
 
-    def __init__(self, sink, max_message: int):
+    def __init__(self, sink: RecordSink, max_message: int) -> None:
         self.sink = sink
         self.max_message = max_message
         self.counts = Counts()
         self.dropped = 0
 
-    def metric_samples(self):
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         yield from self.counts.metric_samples("udp")
         yield "datagrams", ("dropped",), self.dropped
 
-    def datagramReceived(self, data, address):
+    def datagramReceived(self, data: bytes, address: tuple) -> None:
         self.datagramsReceived([(data, address)])
 
-    def datagramsReceived(self, datagrams):
+    def datagramsReceived(self, datagrams: list[tuple[bytes, tuple]]) -> None:
         """A batch read by the port: consecutive datagrams of one sender become one write."""
         writer = self.sink.writer
         if writer.full:
@@ -153,7 +167,8 @@ class SyslogDatagramProtocol(DatagramProtocol):
             self.dropped += len(datagrams)
             return
         max_message = self.max_message
-        frames, sender = [], None
+        frames: list[tuple[bytes, bool]] = []
+        sender: tuple = ()  # no address is empty
         counts = self.counts
         counts.requests += len(datagrams)
         for data, address in datagrams:

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IReactorTime
 
 from suite.foundation.config import ServiceSettings, integer, key, listen, number, text
 from suite.foundation.declaration import Parts, ServiceDeclaration
@@ -43,7 +43,7 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
     )
 
 
-def build(settings: LoggerSettings, reactor: IReactorCore) -> Parts:
+def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
     try:
         output = open_output(
             settings.output, settings.rotate_bytes, settings.keep, file_mode=settings.file_mode
