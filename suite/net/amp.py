@@ -189,16 +189,16 @@ class AMPPolicy(ConnectionPolicy, amp.CommandLocator):
 
     def pauseProducing(self) -> None:
         self.paused = True
-        self.transport.pauseProducing()
+        self.stream.pauseProducing()
 
     def resumeProducing(self) -> None:
         self.paused = False
-        self.transport.resumeProducing()
+        self.stream.resumeProducing()
         self.dataReceived(b"")  # the boxes held while paused
 
     def stopProducing(self) -> None:
         self.paused = True
-        self.transport.stopProducing()
+        self.stream.stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
         if self._rejected:

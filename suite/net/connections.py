@@ -11,7 +11,7 @@ half-close.  The service protocols only say what to answer.
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol, cast
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import (
@@ -36,9 +36,29 @@ from suite.net.handshake_deadline import HandshakeDeadline, certificate_subject
 from suite.net.idle_sweep import IdleSweep
 from suite.net.interfaces import IRefusesAtDescriptorLimit
 from suite.net.lingering_close import LingeringClose
-from suite.net.transport import socket_transport
+from suite.net.transport import CountedServer, socket_transport
 
 log = Logger()
+
+
+class ConnectionTransport(Protocol):
+    """
+    What the policy asks of a connection's transport: a TCP or Unix
+    connection, or TLS over either (Twisted's `ITCPTransport`, `IConsumer`
+    and `IPushProducer` together, which no one interface says).
+    """
+
+    disconnecting: bool
+
+    def getPeer(self) -> PeerAddress: ...
+    def write(self, data: bytes) -> None: ...
+    def loseConnection(self) -> None: ...
+    def abortConnection(self) -> None: ...
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
+    def stopProducing(self) -> None: ...
 
 
 def idle_timeout(default: float) -> Any:
@@ -74,9 +94,11 @@ class StreamFactory(protocol.Factory):
     """
 
     noisy = False
-    protocol: "type[ConnectionPolicy] | None" = None
+    # Twisted's Factory[P] would need P to name this very factory class; the
+    # services' factories subclass it, so a plain Factory and a narrower protocol.
+    protocol: "type[ConnectionPolicy] | None" = None  # type: ignore[assignment]
 
-    def __init__(self, settings: ConnectionLimits, clock: IReactorTime):
+    def __init__(self, settings: ConnectionLimits, clock: IReactorTime) -> None:
         self.settings = settings
         self.clock = clock
         self.admission = Admission(settings.max_connections, settings.max_connections_per_source)
@@ -117,7 +139,9 @@ class StreamFactory(protocol.Factory):
         one beneath it) adds its bytes read and sent to.
         """
         counts = self.counts_for(kind)
-        socket_transport(transport).counts = counts
+        below = socket_transport(transport)
+        if isinstance(below, CountedServer):  # what the suite's ports make; others count nothing
+            below.counts = counts
         return counts
 
     def count_error(self, kind: str) -> None:
@@ -219,9 +243,17 @@ class ConnectionPolicy(protocol.Protocol):
     _batch: AnswerBatch | None = None  # while a read is handled
     _answers: AnswerBatch | None = None  # kept for the next read
 
+    @property
+    def stream(self) -> ConnectionTransport:
+        """
+        The transport, which Twisted types as optional: the policy's methods
+        run while connected, on what the suite's stream ports make.
+        """
+        return cast(ConnectionTransport, self.transport)
+
     def connectionMade(self) -> None:
         factory = self.factory
-        transport = self.transport
+        transport = self.stream
         self.source = source_of(transport.getPeer())
         self.kind = transport_kind(transport, self.source)
         self.counts = factory.count_bytes_of(transport, self.kind)
@@ -253,7 +285,7 @@ class ConnectionPolicy(protocol.Protocol):
 
     def flow_producer(self) -> IPushProducer:
         """What the transport pauses when its write buffer is full: the transport itself."""
-        return self.transport
+        return cast(IPushProducer, self.transport)
 
     def refused(self, reason: str) -> None:
         """Called when a limit turns this connection away (REASON says which); a hook."""
@@ -262,7 +294,7 @@ class ConnectionPolicy(protocol.Protocol):
         """The TLS handshake is done: the deadline no longer holds; `client` is known."""
         if self._handshake is not None:
             self._handshake.completed()
-        self.client = certificate_subject(self.transport)
+        self.client = certificate_subject(cast(ISSLTransport, self.transport))  # only TLS tells
 
     def handshakeFailed(self, reason: str) -> None:
         """A TLS handshake failed or timed out (already logged); a hook for subclasses."""
@@ -286,7 +318,7 @@ class ConnectionPolicy(protocol.Protocol):
     @cached_property
     def peer(self) -> str:
         """`host:port` of the client, for logs and records (built when first needed)."""
-        return describe_peer(self.transport.getPeer())
+        return describe_peer(self.stream.getPeer())
 
     def touch(self) -> None:
         """Something happened on this connection: its idle time starts again."""
@@ -310,7 +342,7 @@ class ConnectionPolicy(protocol.Protocol):
                 self._handshake.connection_lost(reason)
             if self._linger is not None:
                 self._linger.cancel()
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[arg-type]  # None passes on as given
 
     def start_batch(self) -> None:
         """From now until end_batch(), send() gathers the answers into one write."""
@@ -322,7 +354,7 @@ class ConnectionPolicy(protocol.Protocol):
         """Send DATA; within a batch, with the batch's other answers (BATCH_BYTES at a time)."""
         batch = self._batch
         if batch is None:
-            self.transport.write(data)
+            self.stream.write(data)
         elif batch.add(data):
             self.flush_batch()
 
@@ -345,8 +377,8 @@ class ConnectionPolicy(protocol.Protocol):
         self.flush_batch()
         if not self.closing:
             self.closing = True
-            self.transport.unregisterProducer()
-        self.transport.loseConnection()
+            self.stream.unregisterProducer()
+        self.stream.loseConnection()
 
     def close_after_error(self, message: bytes) -> None:
         """
@@ -355,7 +387,7 @@ class ConnectionPolicy(protocol.Protocol):
         """
         self.flush_batch()  # the answers before the error go first
         self.lingering = self.closing = True
-        self._linger = LingeringClose(self.factory.clock, self.transport, message, self.tls)
+        self._linger = LingeringClose(self.factory.clock, self.stream, message, self.tls)
 
     def warn_protocol_error(self, kind: str, format: str, **fields: object) -> None:
         """
@@ -381,8 +413,8 @@ class ConnectionPolicy(protocol.Protocol):
             peer=self.peer,
             seconds=seconds,
         )
-        if self.transport.disconnecting:
-            self.transport.abortConnection()
+        if self.stream.disconnecting:
+            self.stream.abortConnection()
         else:
             self.close()
             self.touch()

@@ -15,21 +15,29 @@ import re
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, error, ssl
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IReactorUDP,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.foundation.config import ServiceSettings
 from suite.foundation.health import FAILING
 from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.net.activation import activated_datagram_socket, adopt_datagram
-from suite.net.addresses import describe_peer
-from suite.net.transport import StockStreamPorts, listen_tcp_reusing_port
+from suite.net.addresses import PeerAddress, describe_peer
+from suite.net.transport import StockStreamPorts, StreamPorts, listen_tcp_reusing_port
 from suite.net.twisted_internals import fast_path
 from suite.net.twisted_internals.streams import FastStreamPorts
 from suite.net.udpbuffer import apply_receive_buffer, kernel_drops
@@ -66,7 +74,7 @@ class Listener:
     def endpoint_string(self) -> str:
         """The stream endpoint string, with the suite's default backlog and Unix socket mode."""
         prefix, _, named = _arguments(self.description)
-        defaults = {}
+        defaults: dict[str, object] = {}
         if prefix in BACKLOG_PREFIXES:
             defaults["backlog"] = DEFAULT_BACKLOG
         if prefix == "unix":
@@ -135,7 +143,7 @@ def _family_name(family: int) -> str:
     return socket.AddressFamily(family).name.removeprefix("AF_")
 
 
-def check_activated_family(endpoint) -> None:
+def check_activated_family(endpoint: endpoints.AdoptedStreamServerEndpoint) -> None:
     """
     A `systemd:domain=D` endpoint must name the family of the socket systemd
     passed: Twisted reads peers' addresses as family D, so an IPv6 socket
@@ -213,11 +221,12 @@ def _is_loopback(host: str) -> bool:
     return (mapped or address).is_loopback
 
 
-def reaches_beyond_loopback(description: str, reactor) -> bool:
+def reaches_beyond_loopback(description: str, reactor: object) -> bool:
     """
     Whether the stream endpoint DESCRIPTION accepts connections from other
     hosts: a TCP port without a loopback `interface=`, or a socket passed by
-    systemd bound to a non-loopback address.  Unix sockets never do.
+    systemd bound to a non-loopback address.  Unix sockets never do.  REACTOR
+    is only given to the endpoint parser: nothing listens.
     """
     prefix, positional, named = _arguments(description)
     if prefix == "systemd":
@@ -259,7 +268,7 @@ class ListenerService(service.Service):
 
     def privilegedStartService(self) -> None:
         service.Service.privilegedStartService(self)
-        failures = []
+        failures: list[Failure] = []
         defer.maybeDeferred(self._bind).addCallbacks(self._bound, failures.append)
         if failures:
             reason = failures[0].value
@@ -273,7 +282,7 @@ class ListenerService(service.Service):
             "{service} listening on {listener} ({address})",
             service=self.service_name,
             listener=str(self.listener),
-            address=describe_peer(port.getHost()),
+            address=describe_peer(cast(PeerAddress, port.getHost())),  # an IP or Unix port's
         )
 
     def startService(self) -> None:
@@ -387,7 +396,9 @@ class SuiteStreamPorts:
     def __init__(self, reactor: object, reuse_port: bool = False) -> None:
         self._reactor = reactor
         self._reuse_port = reuse_port
-        self._ports = FastStreamPorts(reactor) if fast_path().fast else StockStreamPorts(reactor)
+        self._ports: StreamPorts = (
+            FastStreamPorts(reactor) if fast_path().fast else StockStreamPorts(reactor)
+        )
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._reactor, name)
@@ -405,12 +416,12 @@ class SuiteStreamPorts:
         factory: IProtocolFactory,
         backlog: int = 50,
         mode: int = 0o666,
-        wantPID: int = 0,
+        wantPID: bool = False,
     ) -> IListeningPort:
         return self._ports.listenUNIX(address, factory, backlog, mode, wantPID)
 
     def adoptStreamPort(
-        self, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory
+        self, fileDescriptor: int, addressFamily: socket.AddressFamily, factory: IProtocolFactory
     ) -> IListeningPort:
         return self._ports.adoptStreamPort(fileDescriptor, addressFamily, factory)
 
@@ -434,37 +445,54 @@ def listener_services(
     """
     services: list[ListenerService] = []
     stream_reactor = SuiteStreamPorts(reactor, reuse_port)
+    # REACTOR is the running reactor: its datagram ports, and its clock for the drops watch.
+    datagram_reactor, clock = cast(IReactorUDP, reactor), cast(IReactorTime, reactor)
     for listener in listeners:
-        if listener.activated_name is not None:
+        bind: Callable[[], IListeningPort | defer.Deferred]
+        if listener.datagram and make_datagram_protocol is None:
+            raise ValueError(f"{service_name} has no datagram side for {listener}")
+        if listener.activated_name is not None and make_datagram_protocol is not None:
 
-            def bind(listener=listener):
-                return adopt_datagram(
-                    reactor, listener.activated_name, make_datagram_protocol(), UDP_MAX_DATAGRAM
-                )
+            def bind(
+                name: str = listener.activated_name,
+                make: Callable[[], DatagramProtocol] = make_datagram_protocol,
+            ) -> IListeningPort:
+                return adopt_datagram(datagram_reactor, name, make(), UDP_MAX_DATAGRAM)
 
-        elif listener.datagram:
+        elif listener.udp_port is not None and make_datagram_protocol is not None:
 
-            def bind(listener=listener):
+            def bind(
+                listener: Listener = listener,
+                port: int = listener.udp_port,
+                make: Callable[[], DatagramProtocol] = make_datagram_protocol,
+            ) -> IListeningPort:
                 return listen_datagram(
-                    reactor,
-                    listener.udp_port,
-                    make_datagram_protocol(),
+                    datagram_reactor,
+                    port,
+                    make(),
                     interface=listener.udp_interface,
                     max_packet_size=UDP_MAX_DATAGRAM,
                     reuse_port=reuse_port,
                 )
 
         else:
+            if stream_factory is None:
+                raise ValueError(f"{service_name} has no stream factory for {listener}")
             endpoint = endpoints.serverFromString(stream_reactor, listener.endpoint_string)
             if listener.tls:
+                if tls is None:
+                    raise ValueError(f"{service_name}: {listener} needs the [tls] context")
                 endpoint = endpoints.wrapServerTLS(tls, endpoint)
 
-            def bind(endpoint=endpoint):
-                return endpoint.listen(stream_factory)
+            def bind(
+                endpoint: IStreamServerEndpoint = endpoint,
+                factory: IProtocolFactory = stream_factory,
+            ) -> defer.Deferred:
+                return endpoint.listen(factory)
 
         if listener.datagram and receive_buffer:
             services.append(
-                DatagramListenerService(service_name, listener, bind, receive_buffer, reactor)
+                DatagramListenerService(service_name, listener, bind, receive_buffer, clock)
             )
         else:
             services.append(ListenerService(service_name, listener, bind))

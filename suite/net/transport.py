@@ -27,14 +27,13 @@ from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
     IReactorFDSet,
-    ITransport,
 )
 from twisted.protocols.policies import ProtocolWrapper
 
 from suite.foundation.metrics import UNCOUNTED, Counts
 
 
-def socket_transport(transport: ITransport) -> ITransport | None:
+def socket_transport(transport: object) -> object:
     """
     The transport that owns the socket: TRANSPORT itself, or the one beneath
     TLS (None before the TLS layer is connected).
@@ -42,12 +41,12 @@ def socket_transport(transport: ITransport) -> ITransport | None:
     return transport.transport if isinstance(transport, ProtocolWrapper) else transport
 
 
-def held_bytes(transport: ITransport | None) -> int:
+def held_bytes(transport: object) -> int:
     """
     The bytes the kernel holds unread for TRANSPORT's socket (FIONREAD):
     what a close now would discard; 0 once it is closed or has no socket.
     """
-    below = socket_transport(transport) if transport is not None else None
+    below = socket_transport(transport)
     sock: socket.socket | None = getattr(below, "socket", None)
     if sock is None:
         return 0
@@ -58,14 +57,14 @@ def held_bytes(transport: ITransport | None) -> int:
     return held
 
 
-def read_held(transport: ITransport) -> bool:
+def read_held(transport: object) -> bool:
     """
     Read once (up to the transport's buffer size) from what the kernel holds
     for TRANSPORT, paused or not, as the reactor would; False when nothing
     was held or the connection is closing or gone.  The shutdown drain uses
     it to take in what senders already handed to the kernel.
     """
-    below: object = socket_transport(transport)
+    below = socket_transport(transport)
     if not isinstance(below, abstract.FileDescriptor):  # gone, or no socket of its own
         return False
     if below.disconnecting or not held_bytes(below):
