@@ -21,7 +21,10 @@ LISTENING = re.compile(r"(\S+) listening on (.+) \((.+)\)$")
 
 
 def require(tool):
-    """Skip (with the reason) when an outside tool is missing; `make test` installs them as root."""
+    """
+    Skip (with the reason) when an outside tool is missing; `make test`
+    installs them as root.
+    """
     if shutil.which(tool) is None:
         raise SkipTest(f"{tool} is not installed (make test installs it when run as root)")
 

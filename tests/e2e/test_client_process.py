@@ -262,7 +262,7 @@ class StandaloneTests(ProcessTestCase):
             with socket.socket(socket.AF_INET6) as probe:
                 probe.bind(("::1", 0))
         except OSError:
-            raise SkipTest("no IPv6 loopback on this machine")
+            raise SkipTest("no IPv6 loopback on this machine") from None
         listen = r"tcp6:0:interface=\:\:1"  # colons in an endpoint string are escaped
         toml = listen.replace("\\", "\\\\")
         suite = self.start_suite(f'[echo]\nlisten = ["{toml}"]\n', listeners=1)

@@ -234,7 +234,7 @@ class LoggerProcessTests(ProcessTestCase):
                 threading.Thread(
                     target=sock.sendall, args=(b"".join(b"<13>%s\n" % m.encode() for m in burst),)
                 )
-                for sock, burst in zip(connections, bursts)
+                for sock, burst in zip(connections, bursts, strict=True)
             ]
             for thread in threads:
                 thread.start()
@@ -254,7 +254,9 @@ class LoggerProcessTests(ProcessTestCase):
             assert got == bursts
         else:  # a machine too slow to read 4 MB in a second: the loss is said, never silent
             assert int(discarded[1]) > 0
-            for burst, kept in zip(bursts, got):  # in order; the last may be cut (truncated)
+            for burst, kept in zip(
+                bursts, got, strict=True
+            ):  # in order; the last may be cut (truncated)
                 assert kept[:-1] == burst[: len(kept) - 1]
                 assert not kept or burst[len(kept) - 1].startswith(kept[-1])
 

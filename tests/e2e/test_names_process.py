@@ -182,7 +182,10 @@ class NamesProcessTests(ProcessTestCase):
         ), result
 
     def test_secrets_from_systemd_credentials(self):
-        """LoadCredential= hands the service copies in $CREDENTIALS_DIRECTORY; the config names them."""
+        """
+        LoadCredential= hands the service copies in $CREDENTIALS_DIRECTORY;
+        the config names them.
+        """
         pki = make_pki(self.directory)
         credentials = self.directory / "credentials"
         credentials.mkdir(mode=0o700)
@@ -383,7 +386,10 @@ def amp_box(**fields) -> bytes:
 
 
 def register_from(source: str, port: int, host: bytes, tag: int) -> dict:
-    """Register svc at HOST:80 over a raw connection bound to SOURCE; the answer box (str values)."""
+    """
+    Register svc at HOST:80 over a raw connection bound to SOURCE; the
+    answer box (str values).
+    """
     from twisted.protocols.amp import parseString
 
     with socket.create_connection(
@@ -404,7 +410,10 @@ def register_from(source: str, port: int, host: bytes, tag: int) -> dict:
 
 
 class WhereTheRegistryMayLookProcess(ProcessTestCase):
-    """Where the registry may look, against a running name server, the attacker at 127.0.0.2 and 127.0.0.3."""
+    """
+    Where the registry may look, against a running name server, the
+    attacker at 127.0.0.2 and 127.0.0.3.
+    """
 
     def test_forbidden_registrations_are_invalid_with_the_reason(self):
         suite = self.start_suite(names_config("max_instances_per_source = 2"), listeners=2)

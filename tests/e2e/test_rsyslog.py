@@ -96,9 +96,10 @@ input(type="imuxsock" Socket="{socket_path}" CreatePath="on")
         # rsyslog's RFC 5424 template keeps the space after `myapp[42]:` in MSG; the
         # traditional (RFC 3164) format's parser drops it.
         expected = [f"forwarded {n:03d}" for n in range(COUNT)]
-        text = lambda transport: [
-            r["message"].lstrip(" ") for r in by_transport.get(transport, [])
-        ]
+
+        def text(transport):
+            return [r["message"].lstrip(" ") for r in by_transport.get(transport, [])]
+
         assert sorted(text("tcp")) == sorted(expected * 2)
         for transport in ("udp", "tls"):
             assert text(transport) == expected, transport

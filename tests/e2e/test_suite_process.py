@@ -232,7 +232,7 @@ class TLSTests(ProcessTestCase):
             ("127.0.0.3", "certificate verify failed"),
         ):
             assert suite.wait_for(
-                lambda: re.search(
+                lambda source=source, reason=reason: re.search(
                     rf"echo: TLS handshake with {source}:\d+ failed: .*{reason}", suite.output
                 )
             ), suite.output
@@ -241,7 +241,8 @@ class TLSTests(ProcessTestCase):
             assert read_all(raw) in (b"", b"\x15\x03\x01\x00\x02\x02\x32")
         assert suite.wait_for(
             lambda: re.search(
-                r"echo: TLS handshake with 127\.0\.0\.4:\d+ failed: .*(http request|wrong version)",
+                r"echo: TLS handshake with 127\.0\.0\.4:\d+ failed: "
+                r".*(http request|wrong version)",
                 suite.output,
             )
         ), suite.output

@@ -73,7 +73,10 @@ def system_call_set(entry: str) -> frozenset[str]:
 
 
 def allowed_system_calls(unit: Path) -> str:
-    """The calls UNIT's SystemCallFilter= lines allow: its allow list (and @default) minus its ~ lists."""
+    """
+    The calls UNIT's SystemCallFilter= lines allow: its allow list (and
+    @default) minus its ~ lists.
+    """
     allowed, denied = set(system_call_set("@default")), set()
     for line in unit.read_text().splitlines():
         if line.startswith("SystemCallFilter="):
@@ -125,7 +128,8 @@ class SystemdProcessTests(ProcessTestCase):
         names = [unit.name for unit in unit_files()]
         assert "suite.service" in names and "suite.socket" in names
         assert "\nWatchdogSec=30\n" in (UNITS / "suite.service").read_text()
-        # The per-core template, verified as the instances `systemctl enable suite@0 suite@1` makes.
+        # The per-core template, verified as the instances
+        # `systemctl enable suite@0 suite@1` makes.
         template = (
             (UNITS / "per-core" / "suite@.service")
             .read_text()
@@ -312,7 +316,7 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
                 assert notify.recv(100) == b"READY=1"
                 # Everything is bound by now: each stream port accepts at once.
                 assert suite.wait_for(lambda: len(suite.ports) == 4, timeout=1)
-                for name, address in suite.ports.items():
+                for name in suite.ports:
                     if "udp" not in name:
                         socket.create_connection(
                             ("127.0.0.1", suite.port(name)), timeout=1
@@ -336,7 +340,10 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
         with busy_port() as port:
             config = self.directory / "suite.toml"
             config.write_text(f'[echo]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n')
-            twistd = f"{TWISTD} --nodaemon --pidfile= --logger=suite.journal.observer suite --config {config}"
+            twistd = (
+                f"{TWISTD} --nodaemon --pidfile= --logger=suite.journal.observer"
+                f" suite --config {config}"
+            )
             if journal:
                 twistd = f'JOURNAL_STREAM="$(stat -L -c %d:%i /proc/$$/fd/1)" exec {twistd}'
             result = subprocess.run(

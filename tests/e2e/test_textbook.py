@@ -45,7 +45,10 @@ TWISTED_CLIENT = textwrap.dedent("""
 
     class TSClntFactory(protocol.ClientFactory):
         protocol = TSClntProtocol
-        clientConnectionLost = clientConnectionFailed = lambda self, connector, reason: reactor.stop()
+        def clientConnectionLost(self, connector, reason):
+            reactor.stop()
+
+        clientConnectionFailed = clientConnectionLost
 
     reactor.connectTCP("127.0.0.1", int(sys.argv[1]), TSClntFactory())
     reactor.callLater(10, reactor.stop)
@@ -105,7 +108,7 @@ class TextbookClients(ProcessTestCase):
 
     def assert_stamped(self, answers, end=""):
         self.assertEqual(len(answers), 2, answers)
-        for answer, data in zip(answers, ("hello", "hi")):
+        for answer, data in zip(answers, ("hello", "hi"), strict=True):
             answer = answer.decode() if isinstance(answer, bytes) else answer
             self.assertRegex(answer, f"^{STAMP} {data}{re.escape(end)}$")
 

@@ -1,4 +1,7 @@
-"""Any bytes, and valid queries with bytes flipped, into the DNS zone: an answer that parses, or none."""
+"""
+Any bytes, and valid queries with bytes flipped, into the DNS zone: an
+answer that parses, or none.
+"""
 
 import struct
 

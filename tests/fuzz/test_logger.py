@@ -43,7 +43,7 @@ SYSLOGGY = st.binary(max_size=400) | st.lists(
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
-    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
 
 
 def decode_all(chunks, max_message=16, max_frame=64):

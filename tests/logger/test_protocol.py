@@ -257,7 +257,8 @@ class ShutdownDrainTests(SynchronousTestCase):
         self.assertEqual(
             found,
             [
-                f"logger: stopping: discarded {len(flood) - read} bytes still unread from 1 connection "
+                f"logger: stopping: discarded {len(flood) - read} bytes still unread "
+                "from 1 connection "
                 "(sent faster than it could be read within shutdown_timeout 3 s and 1 s more)"
             ],
         )

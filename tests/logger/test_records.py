@@ -63,7 +63,7 @@ HOSTILE = [
     *range(0x202A, 0x202F),
     *range(0x2066, 0x206A),
 ]
-ESCAPED = {code: "\\u%04x" % code for code in HOSTILE}
+ESCAPED = {code: f"\\u{code:04x}" for code in HOSTILE}
 
 
 class Lines:
