@@ -19,7 +19,7 @@ import socket
 import struct
 import termios
 from errno import EWOULDBLOCK
-from typing import Protocol, cast
+from typing import Protocol, cast, runtime_checkable
 
 from twisted.internet import abstract, error, main, tcp, unix
 from twisted.internet.interfaces import (
@@ -57,6 +57,15 @@ def held_bytes(transport: object) -> int:
     return held
 
 
+@runtime_checkable
+class ReadableTransport(Protocol):
+    """What the reactor reads from: Twisted's `FileDescriptor` (or a stand-in)."""
+
+    disconnecting: bool
+
+    def doRead(self) -> object: ...
+
+
 def read_held(transport: object) -> bool:
     """
     Read once (up to the transport's buffer size) from what the kernel holds
@@ -65,7 +74,7 @@ def read_held(transport: object) -> bool:
     it to take in what senders already handed to the kernel.
     """
     below = socket_transport(transport)
-    if not isinstance(below, abstract.FileDescriptor):  # gone, or no socket of its own
+    if not isinstance(below, ReadableTransport):  # gone, or no socket of its own
         return False
     if below.disconnecting or not held_bytes(below):
         return False
