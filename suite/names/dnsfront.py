@@ -8,7 +8,7 @@ Both ask L{suite.names.zone.ZoneAnswers}.
 
 from collections.abc import Callable, Iterator
 from struct import pack
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
@@ -61,18 +61,13 @@ class DNSStreamProtocol(ConnectionPolicy, Protocol):
             self._buffer = buffer[position:] if position < end else b""
             self.end_batch()
 
-    @property
-    def _reading(self) -> IPushProducer:
-        """The transport, as what reads from the client: a stream transport is a push producer."""
-        return cast(IPushProducer, self.transport)
-
     def pauseProducing(self) -> None:
         self.paused = True
-        self._reading.pauseProducing()
+        self.stream.pauseProducing()
 
     def resumeProducing(self) -> None:
         self.paused = False
-        self._reading.resumeProducing()
+        self.stream.resumeProducing()
         self._answer_queries()
 
     def stopProducing(self) -> None:

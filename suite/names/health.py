@@ -15,23 +15,41 @@ ten thousand dead instances cost a few lines per interval, not ten
 thousand.
 """
 
+from collections.abc import Callable, Iterator
 from hashlib import blake2b
+from typing import TYPE_CHECKING, cast
 
 from twisted.application import service
 from twisted.internet import defer, error
 from twisted.internet.abstract import isIPAddress
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import IProtocol, IReactorTCP, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.foundation.flood import FloodControl
 from suite.foundation.interfaces import IMetricSource
+from suite.names.registry import Instance, Registry
+
+if TYPE_CHECKING:
+    from suite.names.service import NamesSettings
 
 log = Logger()
 
 SLOTS = 100  # an interval is cut into this many slots; each instance belongs to one
+
+Ping = Callable[[str, int], defer.Deferred[None]]  # (address, port) -> fires once connected
+Evict = Callable[[Instance, str], defer.Deferred[None]]  # (instance, reason) -> evicted
+
+
+class IConnectingClock(IReactorTime, IReactorTCP):
+    """
+    What L{tcp_ping} asks of its reactor: a clock that makes TCP connections.
+    No reactor declares it: it is the type of a reactor that is both.
+    """
 
 
 class _QuietProbes(Factory):
@@ -41,20 +59,27 @@ class _QuietProbes(Factory):
     protocol = Protocol
 
 
-def tcp_ping(reactor, timeout: float):
+def _hang_up(protocol: IProtocol) -> None:
+    """A check connected: close its connection (the protocol is a _QuietProbes' Protocol)."""
+    transport = cast(Protocol, protocol).transport
+    if transport is not None:  # always, once connected
+        transport.loseConnection()
+
+
+def tcp_ping(reactor: IConnectingClock, timeout: float) -> Ping:
     """ping(address, port) -> Deferred that fires once a TCP connection opens (then closes it)."""
 
-    def ping(address, port):
+    def ping(address: str, port: int) -> defer.Deferred[None]:
         endpoint_type = TCP4ClientEndpoint if isIPAddress(address) else TCP6ClientEndpoint
         endpoint = endpoint_type(reactor, address, port, timeout=timeout)
         connected = endpoint.connect(_QuietProbes())
         connected.addTimeout(timeout, reactor)
-        return connected.addCallback(lambda protocol: protocol.transport.loseConnection())
+        return connected.addCallback(_hang_up)
 
     return ping
 
 
-def failure_reason(failure, timeout) -> str:
+def failure_reason(failure: Failure, timeout: float) -> str:
     if failure.check(error.ConnectionRefusedError):
         return "connection refused"
     if failure.check(defer.TimeoutError, defer.CancelledError, error.TimeoutError):
@@ -64,8 +89,11 @@ def failure_reason(failure, timeout) -> str:
     return failure.getErrorMessage()
 
 
-def slot_of(instance) -> int:
-    """The slot (0 to SLOTS - 1) of the interval in which INSTANCE is checked: a hash of its key."""
+def slot_of(instance: Instance) -> int:
+    """
+    The slot (0 to SLOTS - 1) of the interval in which INSTANCE is checked:
+    a hash of its key.
+    """
     name, host, port = instance.key
     digest = blake2b(f"{name}\0{host}\0{port}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big") * SLOTS >> 32
@@ -84,15 +112,22 @@ class HealthChecker(service.Service):
     all the same; stopping waits for the checks in flight.
     """
 
-    def __init__(self, registry, settings, clock, ping, on_evict):
+    def __init__(
+        self,
+        registry: Registry,
+        settings: "NamesSettings",
+        clock: IReactorTime,
+        ping: Ping,
+        on_evict: Evict,
+    ) -> None:
         self.registry = registry
         self.settings = settings
         self.ping = ping
         self.on_evict = on_evict
-        self._slots = None  # lists of instances by slot, rebuilt after a change
-        self._slot_by_key: dict[tuple, int] = {}
+        self._slots: list[list[Instance]] | None = None  # instances by slot, rebuilt on change
+        self._slot_by_key: dict[tuple[str, str, int], int] = {}
         self._next_slot = 0
-        self._in_flight: dict[tuple, defer.Deferred] = {}
+        self._in_flight: dict[tuple[str, str, int], defer.Deferred[None]] = {}
         self._limit = defer.DeferredSemaphore(settings.ping_concurrency)
         self._ticks = LoopingCall.withCount(self._tick)
         self._ticks.clock = clock
@@ -100,18 +135,18 @@ class HealthChecker(service.Service):
         self.warnings = FloodControl(clock, "names")
         registry.on_change(self._forget_slots)
 
-    def metric_samples(self):
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         for result, count in list(self.pings.items()):
             yield "pings", (result,), count
 
-    def _forget_slots(self, name=None):
+    def _forget_slots(self, name: str | None = None) -> None:
         self._slots = None
 
-    def startService(self):
+    def startService(self) -> None:
         service.Service.startService(self)
         self._ticks.start(self.settings.ping_interval / SLOTS, now=False)
 
-    def stopService(self):
+    def stopService(self) -> defer.Deferred[None]:
         service.Service.stopService(self)
         if self._ticks.running:
             self._ticks.stop()
@@ -134,13 +169,13 @@ class HealthChecker(service.Service):
         except Exception:
             log.failure("names: health checks failed")
 
-    def _build_slots(self) -> list[list]:
+    def _build_slots(self) -> list[list[Instance]]:
         """
         The instances by slot, after a change: at most once a tick, however
         many registrations came meanwhile; slots are remembered by key, so
         only new instances are hashed.
         """
-        slots = [[] for _ in range(SLOTS)]
+        slots: list[list[Instance]] = [[] for _ in range(SLOTS)]
         known, self._slot_by_key = self._slot_by_key, {}
         for instance in self.registry.instances():
             key = instance.key
@@ -151,15 +186,15 @@ class HealthChecker(service.Service):
             slots[slot].append(instance)
         return slots
 
-    def _start(self, instance) -> None:
+    def _start(self, instance: Instance) -> None:
         key = instance.key
         d = self._in_flight[key] = self._limit.run(self._check, instance)
         d.addBoth(self._finished, key)
 
-    def _finished(self, _, key) -> None:
+    def _finished(self, _: object, key: tuple[str, str, int]) -> None:
         del self._in_flight[key]
 
-    async def _connect(self, instance) -> None:
+    async def _connect(self, instance: Instance) -> None:
         """Ping INSTANCE's addresses in turn until one answers; the last failure otherwise."""
         if not instance.addresses:
             raise error.DNSLookupError(f"{instance.host} has no address")
@@ -170,7 +205,7 @@ class HealthChecker(service.Service):
                 if number == len(instance.addresses):
                     raise
 
-    def _check(self, instance) -> defer.Deferred:
+    def _check(self, instance: Instance) -> defer.Deferred[None]:
         d = defer.ensureDeferred(self._connect(instance))
         d.addCallbacks(lambda _: self._result(instance, None), lambda f: self._result(instance, f))
         d.addErrback(
@@ -184,23 +219,27 @@ class HealthChecker(service.Service):
         )
         return d
 
-    def _result(self, instance, failure):
+    def _result(self, instance: Instance, failure: Failure | None) -> defer.Deferred[None] | None:
         max_failures = self.settings.max_failures
-        reason = None if failure is None else failure_reason(failure, self.settings.ping_timeout)
-        self.pings["ok" if reason is None else "failed"] += 1
-        if reason is not None:
-            self.warnings.emit(
-                LogLevel.info,
-                "failed pings",
-                instance.source,
-                "names: ping {host}:{port} ({name}) failed {failures}/{max_failures}: {reason}",
-                host=instance.host,
-                port=instance.port,
-                name=instance.name,
-                failures=instance.failures + 1,
-                max_failures=max_failures,
-                reason=reason,
-                names_event="ping_failed",
-            )
-        if self.registry.ping_result(instance, reason is None, max_failures):
+        if failure is None:
+            self.pings["ok"] += 1
+            self.registry.ping_result(instance, True, max_failures)  # never evicts
+            return None
+        reason = failure_reason(failure, self.settings.ping_timeout)
+        self.pings["failed"] += 1
+        self.warnings.emit(
+            LogLevel.info,
+            "failed pings",
+            instance.source,
+            "names: ping {host}:{port} ({name}) failed {failures}/{max_failures}: {reason}",
+            host=instance.host,
+            port=instance.port,
+            name=instance.name,
+            failures=instance.failures + 1,
+            max_failures=max_failures,
+            reason=reason,
+            names_event="ping_failed",
+        )
+        if self.registry.ping_result(instance, False, max_failures):
             return self.on_evict(instance, reason)
+        return None

@@ -17,15 +17,20 @@ its evictions refused, and stops checking as soon as it learns it.
 
 import os
 import socket
+from collections.abc import Iterator
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.foundation.interfaces import IMetricSource
 from suite.names.etcd import encode
+from suite.names.etcd_store import EtcdStore, Holder
+from suite.names.health import HealthChecker
 from suite.names.store import StoreError
 
 log = Logger()
@@ -44,7 +49,16 @@ class Leadership(service.Service):
     otherwise) while it leads.
     """
 
-    def __init__(self, store, lease_ttl: int, clock, checker, name: str | None = None):
+    name: str  # what the leader key says of this replica (a service's name may be None)
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        lease_ttl: int,
+        clock: IReactorTime,
+        checker: HealthChecker,
+        name: str | None = None,
+    ) -> None:
         self.store = store
         self.lease_ttl = lease_ttl
         self.clock = clock
@@ -52,23 +66,23 @@ class Leadership(service.Service):
         self.name = name or identity()
         self.lease: int | None = None
         self.leading = False
-        self.holder = None  # (value, create revision, lease) of the leader key, None: nobody
-        self._renewed = None  # when etcd last confirmed the lease
-        self._round_running: defer.Deferred | None = None
+        self.holder: Holder | None = None  # the leader key's, None: nobody leads
+        self._renewed = 0.0  # when etcd last confirmed the lease (0: never)
+        self._round_running: defer.Deferred[None] | None = None
         self._again = False  # a round was asked for while one ran
         self._rounds = LoopingCall(self._round)
         self._rounds.clock = clock
         store.on_leader = self._leader_changed
 
-    def metric_samples(self):
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         yield "leader", (), int(self.leading)
         yield from self.checker.metric_samples()
 
-    def startService(self):
+    def startService(self) -> None:
         service.Service.startService(self)
         self._rounds.start(self.lease_ttl / 3, now=True)
 
-    def stopService(self):
+    def stopService(self) -> defer.Deferred[list[None]]:
         service.Service.stopService(self)
         if self._rounds.running:
             self._rounds.stop()
@@ -81,7 +95,7 @@ class Leadership(service.Service):
             waits.append(revoked.addErrback(lambda failure: failure.trap(StoreError)))
         return defer.gatherResults(waits)
 
-    def _round(self):
+    def _round(self) -> None:
         """Renew the lease (or get one), and campaign when nobody leads."""
         if self._round_running is not None:
             self._again = True
@@ -90,13 +104,13 @@ class Leadership(service.Service):
         d.addErrback(self._round_failed)
         d.addBoth(self._round_done)
 
-    def _round_done(self, _):
+    def _round_done(self, _: object) -> None:
         self._round_running = None
         if self._again and self.running:
             self._again = False
             self._round()
 
-    def _round_failed(self, failure):
+    def _round_failed(self, failure: Failure) -> None:
         failure.trap(StoreError)  # the store logged the outage
         if self.leading and self.clock.seconds() - self._renewed >= self.lease_ttl:
             self._step_down(
@@ -104,7 +118,7 @@ class Leadership(service.Service):
                 "name server may lead now"
             )
 
-    async def _renew_and_campaign(self):
+    async def _renew_and_campaign(self) -> None:
         if self.lease is not None:
             answer = await self.store.request("/v3/lease/keepalive", {"ID": str(self.lease)})
             if int(answer.get("result", answer).get("TTL", 0)) > 0:
@@ -118,7 +132,7 @@ class Leadership(service.Service):
         if self.running and not self.leading and (self.holder is None or not self.store.loaded):
             await self._campaign()
 
-    async def _campaign(self):
+    async def _campaign(self) -> None:
         key = encode(self.store.leader_key)
         answer = await self.store.request(
             "/v3/kv/txn",
@@ -163,13 +177,14 @@ class Leadership(service.Service):
         if why is not None:
             log.warn(
                 "names: no longer leading the health checks: " + why,
-                seconds=self.clock.seconds() - (self._renewed or 0),
+                seconds=self.clock.seconds() - self._renewed,
             )
         return defer.maybeDeferred(self.checker.stopService)
 
-    def _leader_changed(self, holder, revision: int) -> None:
+    def _leader_changed(self, holder: Holder | None, revision: int) -> None:
         """The store's watch saw the leader key change at REVISION (or read it whole)."""
-        if self.leading and revision < self.store.term:
+        term = self.store.term  # set while this replica leads
+        if self.leading and term is not None and revision < term:
             return  # older news than our own term
         self.holder = holder
         if self.leading and (holder is None or holder[1] != self.store.term):

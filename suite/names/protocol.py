@@ -143,7 +143,7 @@ class NamesProtocol(AMPPolicy):
                 limit=limit,
             )
             self.closing = True
-            self.transport.abortConnection()
+            self.stream.abortConnection()
             return
         self._unacknowledged += size
         self.flush_batch()  # after the answers already given

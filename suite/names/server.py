@@ -21,11 +21,15 @@ counted in summaries, and the text a client chose is escaped.
 """
 
 import hmac
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from time import perf_counter
+from typing import NoReturn, TypeVar
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.contracts.errors import Overloaded
@@ -36,17 +40,21 @@ from suite.foundation.metrics import Histogram
 from suite.foundation.printable import printable
 from suite.names.allowed import NotAllowed, shown
 from suite.names.answers import EncodedAnswers, as_fields, fitting
+from suite.names.audit import LookupAudit
 from suite.names.registry import Instance, Registry, check_instance
-from suite.names.store import StoreError
-from suite.names.watches import Watches
+from suite.names.store import IRegistryStore, StoreError
+from suite.names.watches import Watcher, Watches
 
 log = Logger()
 
 MAX_INSTANCES_PER_SOURCE = 1000
 MAX_RESOLVING = 64  # host names resolved at once; beyond, Register answers OVERLOADED
 
+Applied = TypeVar("Applied")  # what a change applied to the registry answers
+Resolve = Callable[[str], defer.Deferred[list[str]]]  # a host name -> its addresses
 
-def load_registry(registry: Registry, rows) -> None:
+
+def load_registry(registry: Registry, rows: Iterable[tuple]) -> None:
     """
     Fill REGISTRY with the stored ROWS; a row that does not validate, or
     too many, is a StoreError.  Rows whose host the rules of
@@ -54,7 +62,7 @@ def load_registry(registry: Registry, rows) -> None:
     under a wider `allowed_networks`) are not served but left in the store
     (a re-registration or a wider list brings them back), in one line.
     """
-    skipped = []
+    skipped: list[str] = []
     for number, (name, host, port, description, addresses, source) in enumerate(rows, 1):
         if len(registry) >= registry.max_instances:
             raise StoreError(f"holds more than max_instances ({registry.max_instances}) instances")
@@ -63,7 +71,9 @@ def load_registry(registry: Registry, rows) -> None:
         except NotAllowed as e:
             skipped.append(str(e))
         except (Invalid, TypeError) as e:
-            raise StoreError(f"stored row {number} ({name!r}, {host!r}, {port!r}) is invalid: {e}")
+            raise StoreError(
+                f"stored row {number} ({name!r}, {host!r}, {port!r}) is invalid: {e}"
+            ) from e
     if skipped:
         log.warn(
             "names: {count} stored instances not served: their hosts are not allowed now "
@@ -88,15 +98,15 @@ class NameServer(service.Service):
     def __init__(
         self,
         registry: Registry,
-        store,
+        store: IRegistryStore,
         token: str,
         cache_ttl: int,
-        clock,
-        audit=None,
+        clock: IReactorTime,
+        audit: LookupAudit | None = None,
         *,
-        resolve=None,
+        resolve: Resolve | None = None,
         max_instances_per_source: int = MAX_INSTANCES_PER_SOURCE,
-    ):
+    ) -> None:
         self.registry = registry
         self.resolve = resolve
         self.max_instances_per_source = max_instances_per_source
@@ -110,21 +120,22 @@ class NameServer(service.Service):
         self.answers = EncodedAnswers(registry, cache_ttl)
         self.watches = Watches(registry)
         self.warnings = FloodControl(clock, "names")
-        self._writes: set[defer.Deferred] = set()
+        self._writes: set[defer.Deferred[None]] = set()
         self._adding = 0  # registrations of new instances waiting for the store
         self.lookups = {"found": 0, "not_found": 0}
         self.lookup_durations = Histogram()
         self.evictions = 0
         load_registry(registry, store.load())
 
-    def startService(self):
+    def startService(self) -> None:
         service.Service.startService(self)
         self.store.start()
 
     def health_problems(self) -> list[tuple[str, str]]:
-        return self.store.health_problems()
+        problems: list[tuple[str, str]] = self.store.health_problems()
+        return problems
 
-    def metric_samples(self):
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         yield "instances", (), len(self.registry)
         for result, count in list(self.lookups.items()):
             yield "lookups", (result,), count
@@ -133,7 +144,7 @@ class NameServer(service.Service):
         yield "watches", (), self.watches.count()
         yield from self.store.metric_samples()
 
-    def _authorize(self, token, command, peer, source):
+    def _authorize(self, token: str | None, command: str, peer: str, source: str) -> None:
         given = (token or "").encode()
         if self.token and not hmac.compare_digest(given, self.token):
             self.warnings.warn(
@@ -145,13 +156,16 @@ class NameServer(service.Service):
             )
             raise Unauthorized("a valid token is needed to change registrations")
 
-    def _stored(self, written: defer.Deferred, applied) -> defer.Deferred:
+    def _stored(
+        self, written: defer.Deferred[None], applied: Callable[[], Applied]
+    ) -> defer.Deferred[Applied]:
         """WRITTEN, then APPLIED(); a store failure is logged and becomes Unavailable."""
         self._writes.add(written)
 
-        def failed(failure):
+        def failed(failure: Failure) -> NoReturn:
             failure.trap(StoreError)
-            if not failure.value.reported:
+            error = failure.value
+            if not (isinstance(error, StoreError) and error.reported):  # a StoreError: trapped
                 self.warnings.warn(
                     "store write failures",
                     "store",
@@ -160,36 +174,53 @@ class NameServer(service.Service):
                 )
             raise Unavailable(f"registry store unavailable: {failure.getErrorMessage()}")
 
-        def done(result):
+        def done(result: object) -> object:
             self._writes.discard(written)
             return result
 
         return written.addBoth(done).addCallbacks(lambda _: applied(), failed)
 
-    def register(self, name, host, port, description, token, peer, source, client=None):
+    def register(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        description: str | None,
+        token: str | None,
+        peer: str,
+        source: str,
+        client: str | None = None,
+    ) -> defer.Deferred[dict[str, object]]:
         self._authorize(token, "Register", peer, source)
         description = description or ""
-        registered = defer.maybeDeferred(self._resolve, name, host, port, description)
-        registered.addCallback(self._register, name, host, port, description, peer, source, client)
+        resolved = defer.maybeDeferred(self._resolve, name, host, port, description)
+        registered = resolved.addCallback(
+            self._register, name, host, port, description, peer, source, client
+        )
         return registered.addErrback(self._refused, "Register", peer, source)
 
-    def _resolve(self, name, host, port, description):
-        """The addresses of HOST, a host name (none for an IP literal), once its syntax is checked."""
+    def _resolve(
+        self, name: str, host: str, port: int, description: str
+    ) -> defer.Deferred[Sequence[str]]:
+        """
+        The addresses of HOST, a host name (none for an IP literal), once its
+        syntax is checked.
+        """
         if check_instance(name, host, port, description) is not None:  # an IP literal
-            return ()
+            return defer.succeed(())
         if self.resolve is None:
             raise NotAllowed(f"host '{host}': this name server takes IP addresses only")
         if self._resolving >= MAX_RESOLVING:
             raise Overloaded(f"{MAX_RESOLVING} host names are being resolved: try again later")
         self._resolving += 1
 
-        def resolved(result):
+        def resolved(result: Sequence[str] | Failure) -> Sequence[str] | Failure:
             self._resolving -= 1
             return result
 
         return self.resolve(host).addBoth(resolved)
 
-    def _refused(self, failure, command, peer, source):
+    def _refused(self, failure: Failure, command: str, peer: str, source: str) -> Failure:
         """An INVALID answer goes back to the client, and to the log (flood-controlled)."""
         failure.trap(Invalid)
         self.warnings.warn(
@@ -202,7 +233,7 @@ class NameServer(service.Service):
         )
         return failure
 
-    def _capacity_left(self, source) -> None:
+    def _capacity_left(self, source: str) -> None:
         """Invalid unless the registry, and SOURCE's share of it, can take one more instance."""
         if len(self.registry) + self._adding >= self.registry.max_instances:
             raise Invalid(
@@ -215,21 +246,31 @@ class NameServer(service.Service):
                 "(max_instances_per_source)"
             )
 
-    def _register(self, resolved, name, host, port, description, peer, source, client):
+    def _register(
+        self,
+        resolved: Sequence[str],
+        name: str,
+        host: str,
+        port: int,
+        description: str,
+        peer: str,
+        source: str,
+        client: str | None,
+    ) -> defer.Deferred[dict[str, object]]:
         if self.stopped:  # resolved after stopService: the store is closing or closed
             raise Unavailable("the name server is stopping")
         addresses = self.registry.addresses(host, resolved)
         before = self.registry.get(name, host, port)
         before_description = None if before is None else before.description
         new = before is None
-        if new:
+        if before is None:
             self._capacity_left(source)
             self._adding += 1
             self._adding_from[source] = self._adding_from.get(source, 0) + 1
         else:
             source = before.source  # whoever registered it first keeps counting it
 
-        def applied():
+        def applied() -> dict[str, object]:
             self.registry.add(name, host, port, description, addresses, source)  # checked above
             if before_description == description:  # a refresh (the announcer's): nothing to audit
                 return {}
@@ -249,7 +290,7 @@ class NameServer(service.Service):
             )
             return {}
 
-        def settled(result):
+        def settled(result: object) -> object:
             if new:
                 self._adding -= 1
                 self._adding_from[source] -= 1
@@ -262,12 +303,21 @@ class NameServer(service.Service):
         )
         return self._stored(written.addBoth(settled), applied)
 
-    def deregister(self, name, host, port, token, peer, source, client=None):
+    def deregister(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        token: str | None,
+        peer: str,
+        source: str,
+        client: str | None = None,
+    ) -> defer.Deferred[dict[str, object]]:
         self._authorize(token, "Deregister", peer, source)
         if not self.registry.holds(name, host, port):
             raise NotFound(f"no instance {shown(name)} at {shown(host)}:{port}")
 
-        def applied():
+        def applied() -> dict[str, object]:
             self.registry.deregister(name, host, port)
             self.warnings.emit(
                 LogLevel.info,
@@ -285,7 +335,7 @@ class NameServer(service.Service):
 
         return self._stored(self.store.delete(Instance(name, host, port)), applied)
 
-    def evict(self, instance, reason) -> defer.Deferred:
+    def evict(self, instance: Instance, reason: str) -> defer.Deferred[None]:
         """
         Remove INSTANCE after its failed health checks, store first.  If the
         store cannot be written the instance stays (and is checked again);
@@ -293,7 +343,7 @@ class NameServer(service.Service):
         already, and refuses the eviction to a replica no longer leading.)
         """
 
-        def applied():
+        def applied() -> None:
             if self.registry.holds_exactly(instance):
                 self.registry.deregister(*instance.key)
             self.evictions += 1
@@ -332,7 +382,7 @@ class NameServer(service.Service):
         self.lookups["found"] += count
         self.lookup_durations.observe(seconds, count)
 
-    def lookup(self, name, audit_fields: str) -> dict:
+    def lookup(self, name: str, audit_fields: str) -> dict[str, object]:
         started = perf_counter()
         instances = fitting(self.registry.lookup(name))
         if not instances and not self.store.loaded:
@@ -345,7 +395,7 @@ class NameServer(service.Service):
             raise NotFound(f"no live instance of {name}")
         return self._answer(instances)
 
-    def watch(self, name: str, watcher) -> dict:
+    def watch(self, name: str, watcher: Watcher) -> dict[str, object]:
         """Start WATCHER's pushes for NAME; the answer: its live instances now, in order."""
         instances = fitting(self.registry.instances_of(name))
         if not self.store.loaded:
@@ -353,17 +403,17 @@ class NameServer(service.Service):
         self.watches.watch(name, watcher)
         return self._answer(instances)
 
-    def _answer(self, instances) -> dict:
+    def _answer(self, instances: list[Instance]) -> dict[str, object]:
         """The response of Lookup and Watch: INSTANCES (as many as one AMP value holds), ttl."""
         return {"instances": [as_fields(i) for i in instances], "ttl": self.cache_ttl}
 
-    def unwatch(self, name: str, watcher) -> None:
+    def unwatch(self, name: str, watcher: Watcher) -> None:
         self.watches.unwatch(name, watcher)
 
-    def services(self) -> dict:
+    def services(self) -> dict[str, object]:
         return {"names": self.registry.names()}
 
-    def stopService(self):
+    def stopService(self) -> defer.Deferred[None]:
         service.Service.stopService(self)
         self.stopped = True
         writes = defer.DeferredList(list(self._writes), consumeErrors=True)

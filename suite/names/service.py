@@ -3,7 +3,8 @@
 import re
 from dataclasses import dataclass
 
-from twisted.internet.interfaces import IReactorCore
+from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorSocket
 
 from suite.foundation.config import (
     STRING_LIST,
@@ -18,13 +19,19 @@ from suite.foundation.config import (
 from suite.foundation.credentials import resolve_token
 from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.foundation.jsonlines import BatchWriter, open_output
-from suite.names.allowed import DEFAULT_NETWORKS, AllowedHosts, check_network, host_resolver
+from suite.names.allowed import (
+    DEFAULT_NETWORKS,
+    AllowedHosts,
+    IResolvingClock,
+    check_network,
+    host_resolver,
+)
 from suite.names.audit import LookupAudit
 from suite.names.dnsfront import DNSFactory, dns_datagrams
 from suite.names.etcd import EtcdClient
 from suite.names.etcd_store import EtcdStore, etcd_endpoints
 from suite.names.exposure import warn_about_exposure
-from suite.names.health import HealthChecker, tcp_ping
+from suite.names.health import HealthChecker, IConnectingClock, tcp_ping
 from suite.names.leader import Leadership
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
@@ -38,6 +45,15 @@ MiB = 2**20
 DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 AUDIT_FLUSH_INTERVAL = 0.5  # seconds a lookup's audit line may wait
 AUDIT_BATCH = MiB
+
+
+class INamesReactor(IResolvingClock, IConnectingClock, IReactorSocket):
+    """
+    What the name server asks of its reactor: a clock, a name resolver, TCP
+    connections (the health checks) and sockets systemd passed (a
+    `systemd:` listener's address).  No reactor declares it: it is the type
+    of a reactor that is all of these, as Twisted's are.
+    """
 
 
 def check_domain(value: str) -> None:
@@ -139,7 +155,7 @@ class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
     )
 
 
-def open_lookup_audit(settings: NamesSettings, reactor: IReactorCore) -> BatchWriter | None:
+def open_lookup_audit(settings: NamesSettings, reactor: INamesReactor) -> BatchWriter | None:
     if not settings.lookup_audit:
         return None
     try:
@@ -163,7 +179,7 @@ def open_lookup_audit(settings: NamesSettings, reactor: IReactorCore) -> BatchWr
 
 
 def open_registry_store(
-    settings: NamesSettings, registry: Registry, reactor: IReactorCore
+    settings: NamesSettings, registry: Registry, reactor: INamesReactor
 ) -> IRegistryStore:
     """The store the settings name: memory, SQLite, or the copy of a registry on etcd."""
     if settings.store.startswith("etcd:"):
@@ -175,7 +191,7 @@ def open_registry_store(
         raise settings.error("store", str(e)) from None
 
 
-def build(settings: NamesSettings, reactor: IReactorCore) -> Parts:
+def build(settings: NamesSettings, reactor: INamesReactor) -> Parts:
     token = resolve_token(settings)
     warn_about_exposure(settings, token, reactor)
     audit_writer = open_lookup_audit(settings, reactor)
@@ -188,7 +204,7 @@ def build(settings: NamesSettings, reactor: IReactorCore) -> Parts:
             token,
             settings.cache_ttl,
             reactor,
-            audit_writer and LookupAudit(audit_writer, reactor),
+            None if audit_writer is None else LookupAudit(audit_writer, reactor),
             resolve=host_resolver(reactor),
             max_instances_per_source=settings.max_instances_per_source,
         )
@@ -198,9 +214,10 @@ def build(settings: NamesSettings, reactor: IReactorCore) -> Parts:
     checker = HealthChecker(
         server.registry, settings, reactor, tcp_ping(reactor, settings.ping_timeout), server.evict
     )
+    checks: IService = checker
     if isinstance(store, EtcdStore):  # one replica checks: the leader
-        checker = Leadership(store, max(settings.leader_ttl - 1, 2), reactor, checker)
-    services = (server, checker) if audit_writer is None else (audit_writer, server, checker)
+        checks = Leadership(store, max(settings.leader_ttl - 1, 2), reactor, checker)
+    services = (server, checks) if audit_writer is None else (audit_writer, server, checks)
     zone = ZoneAnswers(
         server.registry,
         settings.domain,

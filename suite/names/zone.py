@@ -49,14 +49,17 @@ import ipaddress
 import re
 import sys
 from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from io import BytesIO
 from struct import pack, unpack_from
+from typing import TypeVar
 
 from twisted.names import dns
 from zope.interface import implementer
 
 from suite.foundation.interfaces import IMetricSource
-from suite.names.registry import NAME
+from suite.names.allowed import IPAddress
+from suite.names.registry import NAME, Instance, Registry
 from suite.names.rotation import Packed, Rotating
 
 UDP_SIZE = 512
@@ -97,7 +100,13 @@ RCODE_NAMES = {
 }
 
 
-def hex_label(address) -> bytes:
+Labels = tuple[bytes, ...]  # a name's labels, lowercased
+Question = tuple[Labels, int, int]  # (labels, type, class)
+Key = TypeVar("Key", bound=Hashable)
+Value = TypeVar("Value")
+
+
+def hex_label(address: IPAddress) -> bytes:
     return address.packed.hex().encode()
 
 
@@ -133,16 +142,23 @@ class Prepared:
     )
 
     def __init__(
-        self, rcode=NOERROR, answers=None, authority=b"", additional=NO_RECORDS, turn_name=None
-    ):
+        self,
+        rcode: int = NOERROR,
+        answers: Rotating | None = None,
+        authority: bytes = b"",
+        additional: Packed = NO_RECORDS,
+        turn_name: str | None = None,
+    ) -> None:
         self.flags = (0x8000 if rcode == REFUSED else QR_AA) | rcode
         self.answers = answers
         self.authority = authority
         self.additional = additional
         self.turn_name = turn_name
         self.valid = True  # False once forgotten: kept current no longer
-        self.tally = None  # the count of the answers of its type and rcode (set by the zone)
-        self.depends_on = None  # the registry name whose changes make it stale (set by the zone)
+        # The count of the answers of its type and rcode (set by the zone).
+        self.tally: list[int] | None = None
+        # The registry name whose changes make it stale (set by the zone).
+        self.depends_on: str | None = None
         self.size = 0  # bytes it holds, as the cache counts them (set by the zone)
 
     def invalidate(self) -> None:
@@ -162,11 +178,14 @@ SET_OF_ONE = sys.getsizeof({0})
 EXACT_OVERHEAD = 200 + CACHE_SLOT + sys.getsizeof(Prepared())
 
 
-def _prepared_size(key: tuple, prepared: Prepared) -> int:
+Exact = tuple[Prepared, int, int, bytes]  # (prepared, question end, UDP size, OPT record)
+
+
+def _prepared_size(key: Question, prepared: Prepared) -> int:
     return prepared.size
 
 
-def _footprint(key: tuple, prepared: Prepared) -> int:
+def _footprint(key: Question, prepared: Prepared) -> int:
     """
     Bytes a prepared answer and its question hold, objects' own sizes
     included, with its cache slot and, as if it were alone, its registry
@@ -183,11 +202,11 @@ def _footprint(key: tuple, prepared: Prepared) -> int:
     return size
 
 
-def _exact_size(key: bytes, entry: tuple) -> int:
+def _exact_size(key: bytes, entry: Exact) -> int:
     return len(key) + EXACT_OVERHEAD
 
 
-class SizedLRU(OrderedDict):
+class SizedLRU(OrderedDict[Key, Value]):
     """
     A cache of at most MAX_BYTES, as SIZE_OF(key, value) counts them: `put`
     evicts the least recently used entries first (telling EVICTED), and a
@@ -195,14 +214,19 @@ class SizedLRU(OrderedDict):
     larger than the whole budget is not kept.
     """
 
-    def __init__(self, max_bytes: int, size_of, evicted=lambda key, value: None):
+    def __init__(
+        self,
+        max_bytes: int,
+        size_of: Callable[[Key, Value], int],
+        evicted: Callable[[Key, Value], object] = lambda key, value: None,
+    ) -> None:
         super().__init__()
         self.max_bytes = max_bytes
         self.bytes = 0
         self.size_of = size_of
         self.evicted = evicted
 
-    def put(self, key, value) -> bool:
+    def put(self, key: Key, value: Value) -> bool:
         """Keep VALUE under KEY, evicting as needed; False when it is too large to keep."""
         size = self.size_of(key, value)
         if size > self.max_bytes:
@@ -216,7 +240,7 @@ class SizedLRU(OrderedDict):
             self.evicted(old_key, old_value)
         return True
 
-    def discard(self, key):
+    def discard(self, key: Key) -> Value | None:
         """Remove KEY's entry, if any, and return its value."""
         value = self.pop(key, None)
         if value is not None:
@@ -235,21 +259,28 @@ class ZoneAnswers:
     """
 
     def __init__(
-        self, registry, domain: str, ttl: int, loaded=lambda: True, cache_bytes: int = CACHE_BYTES
-    ):
+        self,
+        registry: Registry,
+        domain: str,
+        ttl: int,
+        loaded: Callable[[], bool] = lambda: True,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
         self.registry = registry
         self.loaded = loaded
         self.domain_labels = tuple(domain.lower().rstrip(".").encode().split(b"."))
         self.ttl = ttl
-        # (labels, type, class) -> Prepared
-        self._prepared = SizedLRU(cache_bytes // 2, _prepared_size, self._evicted)
-        self._by_name: dict[str | None, set] = {}  # registry name -> its questions prepared
+        self._prepared: SizedLRU[Question, Prepared] = SizedLRU(
+            cache_bytes // 2, _prepared_size, self._evicted
+        )
+        # registry name -> its questions prepared
+        self._by_name: dict[str | None, set[Question]] = {}
         # a query's bytes after the ID -> how to answer it
-        self._exact = SizedLRU(cache_bytes - cache_bytes // 2, _exact_size)
-        self.tallies: dict[tuple[str, str], list] = {}  # (type, rcode) -> [answers]
+        self._exact: SizedLRU[bytes, Exact] = SizedLRU(cache_bytes - cache_bytes // 2, _exact_size)
+        self.tallies: dict[tuple[str, str], list[int]] = {}  # (type, rcode) -> [answers]
         registry.on_change(self.forget)
 
-    def tally(self, qtype: int | None, rcode: int) -> list:
+    def tally(self, qtype: int | None, rcode: int) -> list[int]:
         """The counting cell of answers with RCODE to questions of QTYPE (None: unparsed)."""
         key = ("none" if qtype is None else TYPE_NAMES.get(qtype, "other"), RCODE_NAMES[rcode])
         tally = self.tallies.get(key)
@@ -257,15 +288,17 @@ class ZoneAnswers:
             tally = self.tallies[key] = [0]
         return tally
 
-    def metric_samples(self):
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         for labels, tally in list(self.tallies.items()):
             yield "dns_queries", labels, tally[0]
 
     def forget(self, name: str) -> None:
         for key in self._by_name.pop(name, ()):
-            self._prepared.discard(key).invalidate()
+            prepared = self._prepared.discard(key)
+            if prepared is not None:  # always: a question prepared is kept until forgotten
+                prepared.invalidate()
 
-    def _evicted(self, key: tuple, prepared: Prepared) -> None:
+    def _evicted(self, key: Question, prepared: Prepared) -> None:
         questions = self._by_name[prepared.depends_on]
         questions.discard(key)
         if not questions:
@@ -287,14 +320,18 @@ class ZoneAnswers:
             return self._assemble(query, prepared, question_end, size or udp_size, opt)
         return self._parse_and_answer(query, size)
 
-    def _assemble(self, query, prepared, question_end, size, opt) -> bytes:
-        prepared.tally[0] += 1
+    def _assemble(
+        self, query: bytes, prepared: Prepared, question_end: int, size: int, opt: bytes
+    ) -> bytes:
+        tally = prepared.tally
+        if tally is not None:  # always: the zone counts each answer it prepares
+            tally[0] += 1
         room = size - question_end - len(opt)
         answers, answered = b"", 0
         flags = prepared.flags | (query[2] & 1) << 8
         if prepared.answers is not None and prepared.answers.count:
             turn = 0
-            if prepared.answers.count > 1:
+            if prepared.answers.count > 1 and prepared.turn_name is not None:  # a name's records
                 turn = self.registry.take_turn(prepared.turn_name, prepared.answers.count)
             answers, answered = prepared.answers.slice(turn, room)
             if answered < prepared.answers.count:
@@ -327,7 +364,8 @@ class ZoneAnswers:
         questions, answers, authority, additional = unpack_from("!HHHH", query, 4)
         if questions != 1 or answers or authority or additional > 1:
             return self._error(query, FORMERR)
-        labels, position = [], 12
+        labels: list[bytes] = []
+        position = 12
         while True:
             if position >= len(query):
                 return self._error(query, FORMERR)
@@ -375,7 +413,14 @@ class ZoneAnswers:
             self._exact.put(query[4:], (prepared, question_end, udp_size, opt))
         return self._assemble(query, prepared, question_end, size or udp_size, opt)
 
-    def _error(self, query, rcode, question_end=12, opt=b"", counted=False) -> bytes:
+    def _error(
+        self,
+        query: bytes,
+        rcode: int,
+        question_end: int = 12,
+        opt: bytes = b"",
+        counted: bool = False,
+    ) -> bytes:
         """A header-only answer with RCODE (the question echoed when it parsed)."""
         if not counted:
             self.tally(None, rcode)[0] += 1
@@ -391,8 +436,9 @@ class ZoneAnswers:
 
     # Preparing an answer, once per question and change.
 
-    def _prepare(self, labels: tuple, qtype: int, qclass: int) -> Prepared:
-        prepared, prepared.depends_on = self._build(labels, qtype, qclass)
+    def _prepare(self, labels: Labels, qtype: int, qclass: int) -> Prepared:
+        prepared, depends_on = self._build(labels, qtype, qclass)
+        prepared.depends_on = depends_on
         prepared.tally = self.tally(qtype, prepared.flags & 0xF)
         key = (labels, qtype, qclass)
         prepared.size = _footprint(key, prepared)
@@ -402,7 +448,7 @@ class ZoneAnswers:
             prepared.valid = False
         return prepared
 
-    def _build(self, labels: tuple, qtype: int, qclass: int) -> tuple[Prepared, str | None]:
+    def _build(self, labels: Labels, qtype: int, qclass: int) -> tuple[Prepared, str | None]:
         """The answer to the question, and the registry name it depends on (or None)."""
         zone = len(self.domain_labels)
         if qclass not in (dns.IN, ANY) or labels[len(labels) - zone :] != self.domain_labels:
@@ -438,23 +484,25 @@ class ZoneAnswers:
             if not instances:
                 return self._negative(NXDOMAIN, labels), name
             families = {dns.A: (4,), dns.AAAA: (6,), ANY: (4, 6)}.get(qtype, ())
-            records = []
+            records: list[bytes] = []
             for instance in instances:
-                address = _ip(instance.host)
-                if address is not None and address.version in families:
-                    records.append(encoder.address(labels, address))
+                literal = _ip(instance.host)
+                if literal is not None and literal.version in families:
+                    records.append(encoder.address(labels, literal))
             if not records:
                 return self._negative(NOERROR, labels), name
             return Prepared(answers=Rotating(records), turn_name=name), name
         return self._negative(NXDOMAIN, labels), None
 
-    def _live(self, name: str) -> list:
+    def _live(self, name: str) -> list[Instance]:
         if not NAME.fullmatch(name):
             return []
         return self.registry.instances_of(name)
 
-    def _srv(self, encoder, name, instances) -> Prepared:
-        records, additional, seen = [], [], set()
+    def _srv(self, encoder: "_Encoder", name: str, instances: list[Instance]) -> Prepared:
+        records: list[bytes] = []
+        additional: list[bytes] = []
+        seen: set[IPAddress] = set()
         for instance in instances:
             address = _ip(instance.host)
             if address is None:
@@ -471,7 +519,7 @@ class ZoneAnswers:
             )
         return Prepared(answers=Rotating(records), additional=Packed(additional), turn_name=name)
 
-    def _soa(self, encoder) -> bytes:
+    def _soa(self, encoder: "_Encoder") -> bytes:
         apex = b".".join(self.domain_labels)
         return encoder.record(
             apex,
@@ -485,11 +533,11 @@ class ZoneAnswers:
             ),
         )
 
-    def _negative(self, rcode, labels) -> Prepared:
+    def _negative(self, rcode: int, labels: Labels) -> Prepared:
         return Prepared(rcode, authority=self._soa(_Encoder(labels, self.ttl)))
 
 
-def _ip(host: str):
+def _ip(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -503,23 +551,23 @@ class _Encoder:
     record's bytes stand anywhere in the answer.
     """
 
-    def __init__(self, labels: tuple, ttl: int):
+    def __init__(self, labels: Labels, ttl: int) -> None:
         self.question = b".".join(labels)
         self.ttl = ttl
-        self.suffixes = {}
+        self.suffixes: dict[bytes, int] = {}
         offset = 12
         for index in range(len(labels)):
             self.suffixes[b".".join(labels[index:])] = offset
             offset += 1 + len(labels[index])
 
-    def record(self, owner: bytes, payload) -> bytes:
+    def record(self, owner: bytes, payload: dns.IEncodableRecord) -> bytes:
         out = BytesIO()
         # A copy: names Twisted adds while encoding point into OUT, not into the answer.
         header = dns.RRHeader(owner, payload.TYPE, dns.IN, self.ttl, payload, auth=True)
         header.encode(out, dict(self.suffixes))
         return out.getvalue()
 
-    def address(self, labels: tuple, address) -> bytes:
+    def address(self, labels: Labels, address: IPAddress) -> bytes:
         owner = b".".join(labels)
         if address.version == 4:
             return self.record(owner, dns.Record_A(str(address), self.ttl))

@@ -114,7 +114,7 @@ class EncodedAnswerTests(SynchronousTestCase):
         for port in range(1, 2501):  # about 90 KB of instances: more than one AMP value holds
             registry.register("big", "127.0.0.1", port, "x" * 20)
         firsts = []
-        for turn in range(3):
+        for _ in range(3):
             answer, count = answers.answer(b"big", b"1")
             [box] = parse_boxes(answer)
             instances = Lookup.parseResponse(box, None)["instances"]

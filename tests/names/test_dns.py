@@ -252,7 +252,7 @@ class DNSOnSockets(TestCase):
             except BlockingIOError:
                 await task.deferLater(reactor, 0.01, lambda: None)
         await task.deferLater(reactor, 0.3, lambda: None)
-        factory = [f for f in self._dns_factories()][0]
+        factory = list(self._dns_factories())[0]
         (connection,) = factory.idle.watched
         held = (
             len(connection._buffer)

@@ -69,7 +69,8 @@ class WarningTests(SynchronousTestCase):
             lines,
             [
                 f"names: {listener} accepts connections from other hosts without TLS: {IN_CLEAR}, "
-                "for anyone on the path to read (serve it through tls_listen, or bind it to loopback)"
+                "for anyone on the path to read (serve it through tls_listen, or bind it to "
+                "loopback)"
                 for listener in ("tcp:0", "tcp6:0")
             ],
         )

@@ -131,7 +131,9 @@ class HealthTests(CheckerTestCase):
         self.assertLessEqual(max(tenths), 150, tenths)  # 100 each if perfectly even
         self.assertGreaterEqual(min(tenths), 50, tenths)
         elapse(self.clock, 10)  # the next round keeps each instance's offset
-        self.assertEqual([b - a for a, b in zip(moments, moments[1000:])], [10.0] * 1000)
+        self.assertEqual(
+            [b - a for a, b in zip(moments, moments[1000:], strict=False)], [10.0] * 1000
+        )
 
     def test_a_new_instance_is_checked_within_one_interval(self):
         elapse(self.clock, 3.33)

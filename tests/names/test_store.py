@@ -102,9 +102,9 @@ class SqliteStoreTests(TestCase):
         self.assertEqual(
             skipped,
             [
-                "names: 4 stored instances not served: their hosts are not allowed now (first: host "
-                "'169.254.169.254': 169.254.169.254 is a link-local address, never checked); they "
-                "stay stored until registered again or deregistered"
+                "names: 4 stored instances not served: their hosts are not allowed now (first: "
+                "host '169.254.169.254': 169.254.169.254 is a link-local address, never "
+                "checked); they stay stored until registered again or deregistered"
             ],
         )
         await server.register("named", "db.internal", 5432, "", None, "192.0.2.7:1", "192.0.2.7")
