@@ -90,7 +90,8 @@ class NamesOnSockets(TestCase):
             await api.lookup(reactor, self.endpoint, "victim")
 
     async def test_a_thousand_instances_checked_once_per_interval_spread_over_it(self):
-        self.start(ping_interval=1.0)
+        # Two seconds: 500 connects a second, which a busy CI machine keeps up with.
+        self.start(ping_interval=2.0)
         port, factory = self.listen()
         client = await connectProtocol(self.endpoint, amp.AMP())
         self.addCleanup(client.transport.loseConnection)
@@ -103,15 +104,15 @@ class NamesOnSockets(TestCase):
             ]
         )
         factory.connections.clear()
-        self.assertTrue(await self.wait_for(lambda: len(factory.connections) >= 2500))
+        self.assertTrue(await self.wait_for(lambda: len(factory.connections) >= 2500, timeout=20))
         moments = sorted(factory.connections)
-        start = moments[0] + 1.0  # a whole interval after the first check seen
-        window = [m - start for m in moments if start <= m < start + 1.0]
+        start = moments[0] + 2.0  # a whole interval after the first check seen
+        window = [m - start for m in moments if start <= m < start + 2.0]
         self.assertTrue(900 <= len(window) <= 1100, len(window))
-        tenths = [0] * 10
+        tenths = [0] * 20
         for moment in window:
             tenths[int(moment * 10)] += 1
-        self.assertLessEqual(max(tenths), 200, tenths)  # a burst would put 1,000 in one
+        self.assertLessEqual(max(tenths), 100, tenths)  # a burst would put 1,000 in one
 
     async def test_five_thousand_pipelined_lookups_on_one_connection(self):
         self.start()
