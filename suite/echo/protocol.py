@@ -26,7 +26,7 @@ class RawEcho(ConnectionPolicy):
         # the whole work of the service, and two calls are a tenth of its cost.
         self.last_activity = self.factory.tick
         self.counts.requests += 1
-        self.transport.write(data)
+        self.stream.write(data)
 
 
 class LineEchoFactory(StreamFactory):

@@ -16,7 +16,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 COMMAND_LINE = "command line"
 SECRET = "***"
@@ -220,6 +220,21 @@ class Settings:
         if any(k.secret for k in self.keys() if k.name == name):
             value = SECRET
         return problem_at(self.origin(name), self.section, name, value, problem)
+
+
+class Listening(Protocol):
+    """
+    A section with listeners (every service's, and [metrics]): what parsing
+    its listen strings and deciding its TLS ask of it.
+    """
+
+    @property
+    def section(self) -> str: ...
+    @property
+    def listen(self) -> tuple[str, ...]: ...
+    @property
+    def tls_listen(self) -> tuple[str, ...]: ...
+    def error(self, name: str, problem: str, value: Any = None) -> ConfigError: ...
 
 
 @dataclass(frozen=True, kw_only=True)

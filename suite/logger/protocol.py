@@ -39,9 +39,9 @@ class SyslogFactory(StreamFactory):
         self.held = full
         for protocol in self.open:
             if full:
-                protocol.transport.pauseProducing()
+                protocol.stream.pauseProducing()
             else:
-                protocol.transport.resumeProducing()
+                protocol.stream.resumeProducing()
 
 
 class SyslogStreamProtocol(ConnectionPolicy):
@@ -66,7 +66,7 @@ class SyslogStreamProtocol(ConnectionPolicy):
             self.factory.open.add(self)
             self.last_data = self.factory.clock.seconds()
             if self.factory.held:
-                self.transport.pauseProducing()
+                self.stream.pauseProducing()
             if not self.tls:
                 self._announce()
 

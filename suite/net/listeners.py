@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from suite.foundation.config import ServiceSettings
+from suite.foundation.config import Listening
 from suite.foundation.health import FAILING
 from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.net.activation import activated_datagram_socket, adopt_datagram
@@ -159,7 +159,7 @@ def check_activated_family(endpoint: endpoints.AdoptedStreamServerEndpoint) -> N
 
 
 def parse_listeners(
-    settings: ServiceSettings,
+    settings: Listening,
     datagram_side: bool,
     keys: tuple[str, ...] = ("listen", "tls_listen"),
 ) -> list[Listener]:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from OpenSSL import SSL
 from twisted.internet import ssl
 
-from suite.foundation.config import ServiceSettings, Settings, choice, key, text
+from suite.foundation.config import Listening, Settings, choice, key, text
 from suite.foundation.credentials import credential_path
 
 if TYPE_CHECKING:
@@ -109,9 +109,7 @@ def names_files(tls: TLSSettings) -> bool:
     return any((tls.certificate, tls.private_key, tls.client_ca))
 
 
-def tls_options(
-    tls: TLSSettings, needed_by: ServiceSettings | None = None
-) -> ssl.CertificateOptions:
+def tls_options(tls: TLSSettings, needed_by: Listening | None = None) -> ssl.CertificateOptions:
     """
     The server TLS context of the [tls] section, fully loaded now so that a
     missing file, a bad PEM or a key that does not match the certificate is a

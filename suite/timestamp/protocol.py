@@ -123,7 +123,7 @@ class TimestampReadProtocol(ConnectionPolicy):
         self.counts.requests += 1
         stamp = self.factory.now()
         size = self.factory.settings.max_line
-        write = self.transport.write
+        write = self.stream.write
         for start in range(0, len(data), size):
             write(b"[%s] %s" % (stamp, data[start : start + size]))
 
