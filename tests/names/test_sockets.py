@@ -112,7 +112,9 @@ class NamesOnSockets(TestCase):
         tenths = [0] * 20
         for moment in window:
             tenths[int(moment * 10)] += 1
-        self.assertLessEqual(max(tenths), 100, tenths)  # a burst would put 1,000 in one
+        # Evenly about 50 each; a slot the reactor ran late adds to the next one, so allow
+        # a quarter of the interval's checks in one tenth: a burst would put all 1,000 there.
+        self.assertLessEqual(max(tenths), 250, tenths)
 
     async def test_five_thousand_pipelined_lookups_on_one_connection(self):
         self.start()
