@@ -16,6 +16,7 @@ Every function takes the reactor first, for a uniform signature.
 import os
 import socket
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypedDict, TypeVar, Unpack, cast
 
@@ -110,7 +111,7 @@ def octet_counted_syslog(message: bytes, **header: Any) -> bytes:
     return b"%d %s" % (len(frame), frame)
 
 
-class Exchange:
+class Exchange(ABC):
     """
     Messages out, replies in, over a stream or datagrams: the timestamp
     server, both echoes and the collector all follow it.  FRAME turns a
@@ -138,17 +139,17 @@ class Exchange:
     def complete(self) -> bool:
         return self.all_sent and self.received >= self.expected
 
+    @abstractmethod
     def replies_expected(self, data: bytes) -> int:
         """How many replies DATA, one framed message, asks for."""
-        raise NotImplementedError
 
+    @abstractmethod
     def transmit(self, data: bytes) -> None:
         """DATA, one framed message, on its way to the server."""
-        raise NotImplementedError
 
+    @abstractmethod
     def progressed(self) -> None:
         """Something was sent or answered: finish if that was all."""
-        raise NotImplementedError
 
     def send(self, message: bytes) -> None:
         data = self.frame(message)

@@ -13,6 +13,7 @@ grouped into one transaction: a commit (an fsync) per batch, not per call.
 
 import os
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -98,7 +99,7 @@ class IRegistryStore(IMetricSource, IHealthSource):
         """
 
 
-class LocalStore:
+class LocalStore(ABC):
     """
     A store of this process alone: read whole at start, nothing to follow,
     evictions as deletes.
@@ -106,12 +107,12 @@ class LocalStore:
 
     loaded = True
 
-    def start(self) -> None:
+    def start(self) -> None:  # noqa: B027  # read whole at open: nothing to start
         pass
 
+    @abstractmethod
     def delete(self, instance: Instance) -> defer.Deferred[None]:
         """Each local store's own: see L{IRegistryStore.delete}."""
-        raise NotImplementedError
 
     def evict(self, instance: Instance) -> defer.Deferred[None]:
         return self.delete(instance)

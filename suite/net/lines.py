@@ -17,6 +17,7 @@ everything it sent.  The replies to the lines of one read leave in one
 write (the connection policy's batch).
 """
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import cast
 
@@ -39,7 +40,7 @@ class LineLimits(ConnectionLimits):
 
 
 @implementer(IPushProducer)
-class LineProtocol(ConnectionPolicy):
+class LineProtocol(ConnectionPolicy, ABC):
     """
     Base of the line services: subclasses implement answerLine(line) and
     answer with reply(bytes) (CRLF added) or send(bytes).  The factory's
@@ -58,9 +59,9 @@ class LineProtocol(ConnectionPolicy):
     _read_closed = False
     _buffer = b""
 
+    @abstractmethod
     def answerLine(self, line: bytes) -> None:
         """Answer LINE (without its line end), with reply() or send()."""
-        raise NotImplementedError
 
     def connectionMade(self) -> None:
         settings = cast(LineLimits, self.factory.settings)  # a line service's factory has them
