@@ -15,8 +15,10 @@ class SleepSettings(AMPLimits, ServiceSettings):
     section = "sleep"
 
     listen: tuple[str, ...] = listen("tcp:5200")
-    max_seconds: float = key(number(0), 60.0, "longest sleep a client may ask for")
-    max_total: int = key(integer(1), 10000, "sleeps pending on the whole server")
+    max_seconds: float = key(
+        number(0), 60.0, "longest sleep a client may ask for; longer or negative: INVALID_DURATION"
+    )
+    max_total: int = key(integer(1), 10000, "sleeps pending on the whole server; more: OVERLOADED")
 
 
 def build(settings: SleepSettings, clock: IReactorTime) -> Parts:
