@@ -1,18 +1,27 @@
 """
 `suite-client`: one command for every service, through L{suite.client.api}.
-Exit status 0 on success; otherwise 1 and one line on standard error, never
-a traceback.
+Exit status 0 on success; 130 and `interrupted` when stopped by SIGINT
+(Ctrl-C) or SIGTERM; otherwise 1 and one line on standard error, never a
+traceback.
 """
 
 import argparse
 import functools
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import NoReturn, TypeVar, Unpack
 
 from twisted.internet import defer, error, task
-from twisted.internet.interfaces import IReactorFDSet, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorFDSet,
+    IReactorThreads,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.internet.stdio import StandardIO
 from twisted.protocols import amp
@@ -44,15 +53,20 @@ from suite.net.client_endpoints import (
 )
 
 STDIN_MAX_LINE = 2**20
+# The shell's status for a command a signal stopped (128 + SIGINT's number),
+# used for SIGTERM too: either way the person, not the server, ended it.
+INTERRUPTED_STATUS = 130
 
 T = TypeVar("T")
 
 
-class IClientReactor(api.IDatagramReactor, IReactorTime, IReactorFDSet):
+class IClientReactor(
+    api.IDatagramReactor, IReactorTime, IReactorFDSet, IReactorCore, IReactorThreads
+):
     """
     The reactor the commands run on, in every role they ask of it: UDP
-    ports and name resolution, timeouts, standard input, and the client
-    endpoints' connections.
+    ports and name resolution, timeouts, standard input, the client
+    endpoints' connections, and turning a signal into a call in the loop.
     """
 
 
@@ -462,11 +476,61 @@ def describe(failure: Failure, args: argparse.Namespace) -> str:
     return f"{args.address}: {type(e).__name__}: {e}"
 
 
+class Interruption:
+    """
+    SIGINT (Ctrl-C) and SIGTERM cancel the command instead of stopping the
+    reactor: stopping it would close the connections under the command,
+    which would then report the server as having closed them.  A signal
+    the process started with ignored (a background job's Ctrl-C) stays
+    ignored.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, reactor: IClientReactor) -> None:
+        self.reactor = reactor
+        self.command: defer.Deferred[None] | None = None
+        self.happened = False
+        self.handled = [s for s in self.SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+
+    def install(self) -> None:
+        """
+        Handle the signals: now, and again once the reactor runs, because
+        the reactor puts its own SIGTERM handler in place when it starts.
+        """
+        self.handle()
+        self.reactor.callWhenRunning(self.handle)
+
+    def handle(self) -> None:
+        for number in self.handled:
+            signal.signal(number, self.received)
+
+    def received(self, number: int, frame: FrameType | None) -> None:
+        # A signal handler runs between any two lines: it only asks the loop,
+        # which runs the call once the command is under way.
+        self.reactor.callFromThread(self.interrupt)
+
+    def interrupt(self) -> None:
+        """Cancel the command: whatever it waits for fails, and so does the command."""
+        if self.command is not None and not self.command.called:
+            self.happened = True
+            self.command.cancel()
+
+
 async def run(reactor: IClientReactor, args: argparse.Namespace) -> None:
-    """The command of ARGS; a failure becomes its one line and exit status 1."""
+    """
+    The command of ARGS; a failure becomes its one line and exit status 1,
+    an interruption `interrupted` and status 130.
+    """
+    interruption = Interruption(reactor)
+    interruption.install()
+    interruption.command = command = defer.ensureDeferred(COMMANDS[args.service](reactor, args))
     try:
-        await COMMANDS[args.service](reactor, args)
+        await command
     except Exception:
+        if interruption.happened:
+            sys.stderr.write("suite-client: interrupted\n")
+            raise SystemExit(INTERRUPTED_STATUS) from None
         sys.stderr.write(f"suite-client: {printable(describe(Failure(), args))}\n")
         raise SystemExit(1) from None
 

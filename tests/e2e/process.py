@@ -18,6 +18,34 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 LISTENING = re.compile(r"(\S+) listening on (.+) \((.+)\)$")
+# The signals a person or a service manager stops a process with.  A test
+# runner started in the background by a script (`make test &`, nohup) has
+# some of them ignored, and an ignored signal stays ignored across fork and
+# exec: a twistd or suite-client started from it would then shrug off the
+# very SIGINT or SIGTERM a test sends it.  (SIGPIPE subprocess already
+# restores.)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def default_stop_signals() -> None:
+    """
+    In the child, between fork and exec: the stop signals back to their
+    default action, whatever the test runner inherited.  Only C-level
+    signal calls, no import and no lock, which is what makes a preexec_fn
+    safe in a runner that has threads.
+    """
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_DFL)
+
+
+def popen(args, **options) -> subprocess.Popen:
+    """subprocess.Popen, the child's stop signals at their default action."""
+    return subprocess.Popen(args, preexec_fn=default_stop_signals, **options)
+
+
+def run(args, **options) -> subprocess.CompletedProcess:
+    """subprocess.run, the child's stop signals at their default action."""
+    return subprocess.run(args, preexec_fn=default_stop_signals, **options)
 
 
 def require(tool):
@@ -62,7 +90,7 @@ class SuiteProcess:
         self.lines: list[str] = []
         self.ports: dict[str, int] = {}
         self._changed = threading.Condition()
-        self.process = subprocess.Popen(
+        self.process = popen(
             [
                 TWISTD,
                 "--nodaemon",

@@ -7,13 +7,12 @@ import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 
 from twisted.trial.unittest import SkipTest
 
-from tests.e2e.process import TWISTD, ProcessTestCase
+from tests.e2e.process import TWISTD, ProcessTestCase, run
 from tests.helpers import make_pki, tls_section
 
 CLIENT = os.path.join(os.path.dirname(sys.executable), "suite-client")
@@ -22,7 +21,7 @@ LOCAL_UDP = "udp:0:interface=127.0.0.1"
 
 
 def client(*args, input=b"", timeout=30, env=None):
-    result = subprocess.run(
+    result = run(
         [CLIENT, *map(str, args)],
         input=input,
         capture_output=True,
@@ -142,7 +141,7 @@ class ServiceTests(RunningSuiteTestCase):
             [TWISTD, "suite", "--version"],
             [TWISTD, "suite-names", "--version"],
         ):
-            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            result = run(command, capture_output=True, text=True, timeout=60)
             assert result.returncode == 0, result
             assert re.fullmatch(
                 r"suite \d+\.\d+\.\d+ \(Twisted \S+, Python 3\.\d+\.\d+\)\n", result.stdout
@@ -311,6 +310,7 @@ class NameServerTLSTests(ProcessTestCase):
             tls_section(self.pki, client_ca=self.pki["ca"])
             + f"""
 [names]
+listen = []
 tls_listen = ["tcp:{port}:interface=127.0.0.1"]
 token = "s3cret-token"
 store = "memory"

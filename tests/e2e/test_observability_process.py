@@ -13,7 +13,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from tests.e2e.process import TWISTD, ProcessTestCase, busy_port, require, small_disk
+from tests.e2e.process import TWISTD, ProcessTestCase, busy_port, require, run, small_disk
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 METRICS = f"metrics {LOCAL}"
@@ -220,7 +220,7 @@ class JSONLogTests(ProcessTestCase):
         with busy_port() as port:
             config = self.directory / "suite.toml"
             config.write_text(f'[echo]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n')
-            result = subprocess.run(
+            result = run(
                 [
                     TWISTD,
                     "--nodaemon",

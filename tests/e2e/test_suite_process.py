@@ -10,7 +10,7 @@ import time
 
 from twisted.trial.unittest import SkipTest
 
-from tests.e2e.process import TWISTD, ProcessTestCase, busy_port, require
+from tests.e2e.process import TWISTD, ProcessTestCase, busy_port, require, run
 from tests.helpers import make_pki, tls_section
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -104,7 +104,7 @@ class RefusalsTests(ProcessTestCase):
     def test_bad_config_is_one_line_and_status_1(self):
         config = self.directory / "suite.toml"
         config.write_text('[echo]\nmode = "loud"\n')
-        result = subprocess.run(
+        result = run(
             [TWISTD, "--nodaemon", "--pidfile=", "suite", "--config", str(config)],
             capture_output=True,
             text=True,
@@ -118,7 +118,7 @@ class RefusalsTests(ProcessTestCase):
         )
 
     def test_plugins_listed_without_traceback(self):
-        result = subprocess.run([TWISTD, "--help"], capture_output=True, text=True, timeout=60)
+        result = run([TWISTD, "--help"], capture_output=True, text=True, timeout=60)
         listed = re.findall(r"^\s+(suite[\w-]*)\s", result.stdout, re.M)
         assert sorted(listed) == [
             "suite",
