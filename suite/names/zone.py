@@ -16,9 +16,10 @@ The zone `DOMAIN` (authoritative: AA set, RA clear):
 
 - `_NAME._tcp.DOMAIN` SRV: one record per live instance (priority 1,
   weight 1, its port); the target of an IP literal is `HEX.addr.DOMAIN`
-  with its A/AAAA record in the additional section, of a host name that
-  name.
-- `NAME.DOMAIN` A / AAAA: the IP-literal instances of that family.
+  with its A/AAAA record in the additional section (once per address), of
+  a host name that name.
+- `NAME.DOMAIN` A / AAAA: the addresses of the IP-literal instances of
+  that family, each once (instances on one host share one record).
 - `HEX.addr.DOMAIN` A (8 hex digits) / AAAA (32): the address it spells.
 - `DOMAIN` SOA; ANY answers every type a name has.
 - Rotation: the records start one further on each query, as Lookup.
@@ -484,11 +485,15 @@ class ZoneAnswers:
             if not instances:
                 return self._negative(NXDOMAIN, labels), name
             families = {dns.A: (4,), dns.AAAA: (6,), ANY: (4, 6)}.get(qtype, ())
-            records: list[bytes] = []
+            # Each address once: instances on one host differ by port only,
+            # which an A or AAAA record does not carry, and an RRset holds
+            # no record twice (RFC 2181).
+            addresses: dict[IPAddress, None] = {}
             for instance in instances:
                 literal = _ip(instance.host)
                 if literal is not None and literal.version in families:
-                    records.append(encoder.address(labels, literal))
+                    addresses[literal] = None
+            records = [encoder.address(labels, address) for address in addresses]
             if not records:
                 return self._negative(NOERROR, labels), name
             return Prepared(answers=Rotating(records), turn_name=name), name

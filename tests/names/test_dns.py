@@ -113,6 +113,26 @@ class DNSOnSockets(TestCase):
         )
         self.assertEqual(await self.dig("web.suite", "A", "+short"), ["127.0.0.1"])
         self.assertEqual(await self.dig("web.suite", "AAAA", "+short", tcp=True), ["::1"])
+        # A second instance on each address: one SRV record more each, no address twice.
+        await self.register("web", "127.0.0.1", 8003)
+        await self.register("web", "::1", 8004)
+        self.assertEqual(await self.dig("web.suite", "A", "+short"), ["127.0.0.1"])
+        self.assertEqual(await self.dig("web.suite", "AAAA", "+short", tcp=True), ["::1"])
+        lines = await self.dig("_web._tcp.suite", "SRV", "+noall", "+answer", "+additional")
+        self.assertEqual(
+            sorted(
+                (fields[3], fields[-2] if fields[3] == "SRV" else fields[-1])
+                for fields in map(str.split, lines)
+            ),
+            [
+                ("A", "127.0.0.1"),
+                ("AAAA", "::1"),
+                ("SRV", "8001"),
+                ("SRV", "8002"),
+                ("SRV", "8003"),
+                ("SRV", "8004"),
+            ],
+        )
         flags = header_flags(await self.dig("web.suite"))
         self.assertIn(" aa", flags)
         self.assertNotIn(" ra", flags)

@@ -105,6 +105,33 @@ class ZoneTests(SynchronousTestCase):
         )
         self.assertEqual(len(self.ask("web.suite", dns.ALL_RECORDS).answers), 2)
 
+    def test_instances_on_one_address_give_one_address_record_and_an_srv_each(self):
+        """
+        An RRset holds no record twice (RFC 2181): two instances of a name
+        on one host (ports differ) are two SRV records, one A or AAAA.
+        """
+        self.registry.register("web", "127.0.0.1", 9001)
+        self.registry.register("web", "::1", 9002)
+        self.registry.register("web", "0:0::1", 9003)  # the same address, spelled otherwise
+        for _ in range(3):  # whichever record the rotation puts first
+            self.assertEqual(
+                records(self.ask("web.suite", dns.A).answers),
+                [("web.suite", dns.A, 5, "127.0.0.1")],
+            )
+            self.assertEqual(
+                records(self.ask("web.suite", dns.AAAA).answers),
+                [("web.suite", dns.AAAA, 5, "::1")],
+            )
+            self.assertEqual(
+                sorted(r[3] for r in records(self.ask("web.suite", dns.ALL_RECORDS).answers)),
+                ["127.0.0.1", "::1"],
+            )
+        srv = self.ask("_web._tcp.suite", dns.SRV)
+        self.assertEqual(
+            sorted(r[3][2] for r in records(srv.answers)), [8001, 8002, 8003, 9001, 9002, 9003]
+        )
+        self.assertEqual(sorted(r[3] for r in records(srv.additional)), ["127.0.0.1", "::1"])
+
     def test_servfail_until_the_registry_was_read_from_its_store(self):
         loaded = []
         self.zone = ZoneAnswers(self.registry, "suite", 5, loaded=lambda: bool(loaded))
