@@ -1,11 +1,11 @@
-# make run, test, test-stock, lint, matrix, trial, fuzz, bench, changelog.  Everything runs from .venv.
+# make run, test, test-stock, lint, matrix, trial, fuzz, bench, changelog, docs.  Everything runs from .venv.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= etc/suite.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-stock trial lint matrix fuzz bench changelog tools certs clean
+.PHONY: run test test-stock trial lint matrix fuzz bench changelog tools certs docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,17 +17,20 @@ $(STAMP): $(BIN)/python pyproject.toml $(shell find suite twisted -name '*.py')
 	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 	touch $@
 
-etc/tls/server.crt:
-	mkdir -p etc/tls
-	openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=localhost \
-	    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-	    -keyout etc/tls/server.key -out etc/tls/server.crt 2>/dev/null
+# What etc/suite.toml names beside it: a self-signed TLS pair (every [tls] file is checked at
+# start), log/ and data/; `suite init` writes only what is missing.
+etc/tls/server.crt: $(STAMP)
+	$(BIN)/suite init etc >/dev/null
 
 certs: etc/tls/server.crt
 
-# etc/suite.toml names the self-signed pair of `make certs`: every [tls] file is checked at start.
 run: $(STAMP) certs
 	$(BIN)/twistd --nodaemon --pidfile= suite --config $(CONFIG)
+
+# docs/configuration.md is written from the settings declarations; a test fails when it is stale.
+docs: $(STAMP)
+	$(BIN)/python -m suite.app.reference > docs/configuration.md.new
+	mv docs/configuration.md.new docs/configuration.md
 
 # As root (CI), install the outside tools the end-to-end tests drive.
 tools:

@@ -35,7 +35,7 @@ from zope.interface import implementer
 
 from suite.app.lifecycle import ISuiteReactor
 from suite.contracts.names import Deregister, NotFound, Register
-from suite.foundation.config import BOOLEAN, Settings, key, number, string_list, text
+from suite.foundation.config import BOOLEAN, Settings, key, number, path, string_list, text
 from suite.foundation.interfaces import IStopsFirst
 from suite.foundation.printable import printable
 from suite.net.amp import QuietAMP
@@ -51,6 +51,11 @@ STOP_TIMEOUT = 5.0  # seconds the deregistrations may hold up a stop
 
 @dataclass(frozen=True, kw_only=True)
 class AnnounceSettings(Settings):
+    """
+    Registers every enabled service's TCP and TLS listeners with name servers,
+    again every `interval`, and deregisters them when the suite stops.
+    """
+
     section = "announce"
 
     name_server: tuple[str, ...] = key(
@@ -60,7 +65,9 @@ class AnnounceSettings(Settings):
         "announcing",
     )
     token: str = key(text(), "", "the name servers' token (or credential:NAME)", secret=True)
-    token_file: str = key(text(), "", "a file holding the token (or credential:NAME)")
+    token_file: str = key(
+        path(), "", "a file holding the token (or credential:NAME); not together with token"
+    )
     host: str = key(
         text(),
         "",
@@ -72,18 +79,18 @@ class AnnounceSettings(Settings):
         BOOLEAN, False, "speak TLS to the name servers, verifying their certificate and host name"
     )
     ca: str = key(
-        text(),
+        path(),
         "",
         "tls: PEM CA certificate(s) the name servers' certificates are "
         "verified against, or credential:NAME; default: the system's CAs",
     )
     certificate: str = key(
-        text(),
+        path(),
         "",
         "tls: PEM client certificate (chain) for name servers "
         "that ask for one (mutual TLS), or credential:NAME",
     )
-    private_key: str = key(text(), "", "tls: PEM private key of certificate, or credential:NAME")
+    private_key: str = key(path(), "", "tls: PEM private key of certificate, or credential:NAME")
 
 
 TLS_FILES = ("ca", "certificate", "private_key")

@@ -24,17 +24,21 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReacto
 from suite.app.announce import Announcer, AnnounceSettings, name_server_tls
 from suite.app.lifecycle import ISuiteReactor, NamedService
 from suite.app.lifecycle import SuiteService as SuiteService  # make_service's, for the taps
+from suite.app.services import SERVICES
 from suite.app.status_site import MetricsSettings, metrics_site
 from suite.foundation import config
 from suite.foundation.config import ConfigError, ServiceSettings, Settings
 from suite.foundation.credentials import resolve_token
 from suite.foundation.declaration import ServiceDeclaration
 from suite.foundation.options import ConfigOptions, options_for
+from suite.foundation.preflight import cannot_write
 from suite.net.listeners import Listener, ListenerService, listener_services, parse_listeners
 from suite.net.tls import TLSSettings, names_files, tls_options
 from suite.net.udpbuffer import DatagramLimits
 
 PLAN_SECTIONS: tuple[type[Settings], ...] = (TLSSettings, AnnounceSettings, MetricsSettings)
+# Every section a config file may hold, whichever plugin reads it.
+SECTIONS = tuple(kind.section for kind in (*PLAN_SECTIONS, *(d.settings for d in SERVICES)))
 ListeningSettings = ServiceSettings | MetricsSettings  # sections with listen and tls_listen
 
 
@@ -91,31 +95,52 @@ class SuitePlan:
     tls: ssl.CertificateOptions | None
     metrics: MetricsPlan | None
     announce: AnnouncePlan | None
+    tls_settings: TLSSettings
+
+    @property
+    def written_files(self) -> list[str]:
+        """Every file the services write (their directories are made when missing)."""
+        return [
+            written
+            for service in self.services
+            for _, written in service.declaration.written_files(service.settings)
+        ]
 
 
 def plan(
-    declarations: Sequence[ServiceDeclaration], loaded: Mapping[str, Settings], path: str | None
+    declarations: Sequence[ServiceDeclaration],
+    loaded: Mapping[str, Settings],
+    path: str | None,
+    problems: config.Problems | None = None,
 ) -> SuitePlan:
     """
     The suite LOADED (L{config.load} of PATH, over the sections of
-    DECLARATIONS and L{PLAN_SECTIONS}) describes; a mistake is a ConfigError.
+    DECLARATIONS and L{PLAN_SECTIONS}) describes; each mistake goes to
+    PROBLEMS (by default the first is raised as a ConfigError), and the
+    part it is in is left out of the plan.
     """
+    problems = problems or config.Problems()
     announce = loaded["announce"]
     assert isinstance(announce, AnnounceSettings)
-    token = resolve_token(announce) if announce.name_server else None
-    announce_tls = name_server_tls(announce)
+    announce_plan = None
+    if announce.name_server:
+        with problems.step():
+            token = resolve_token(announce)
+            announce_plan = AnnouncePlan(announce, token, name_server_tls(announce))
     services = []
     for declaration in declarations:
         settings = loaded.get(declaration.name)
         if isinstance(settings, ServiceSettings):
-            services.append(plan_service(declaration, settings))
-    if not services:
-        raise ConfigError(f"{path}: no service enabled")
+            with problems.step():
+                services.append(plan_service(declaration, settings))
+    if not services and not problems.found:
+        problems.report(ConfigError(f"{path}: no service enabled"))
     metrics = loaded["metrics"]
     assert isinstance(metrics, MetricsSettings)
     metrics_plan = None
     if metrics.enabled:
-        metrics_plan = MetricsPlan(metrics, tuple(parse_listeners(metrics, False)))
+        with problems.step():
+            metrics_plan = MetricsPlan(metrics, tuple(parse_listeners(metrics, False)))
     served: list[tuple[ListeningSettings, tuple[Listener, ...]]] = [
         (service.settings, service.listeners) for service in services
     ]
@@ -123,12 +148,41 @@ def plan(
         served.append((metrics, metrics_plan.listeners))
     tls = loaded["tls"]
     assert isinstance(tls, TLSSettings)
-    return SuitePlan(
-        tuple(services),
-        server_tls(tls, served),
-        metrics_plan,
-        AnnouncePlan(announce, token, announce_tls) if announce.name_server else None,
-    )
+    context = None
+    with problems.step():
+        context = server_tls(tls, served)
+    return SuitePlan(tuple(services), context, metrics_plan, announce_plan, tls)
+
+
+def check(
+    declarations: Sequence[ServiceDeclaration], path: str, only_listed: bool = False
+) -> tuple[SuitePlan | None, list[ConfigError]]:
+    """
+    Every mistake starting from the config file PATH would meet, found
+    without binding a port or opening a file the services write: the plan
+    (None when the file cannot be read at all) and the mistakes, in the
+    order of the file's sections.
+    """
+    problems = config.Problems(collect=True)
+    try:
+        loaded = config.load(
+            path,
+            [*PLAN_SECTIONS, *(d.settings for d in declarations)],
+            {},
+            only_listed,
+            problems,
+            known_sections=SECTIONS,
+        )
+    except ConfigError as e:  # unreadable: nothing more can be checked
+        return None, [e]
+    planned = plan(declarations, loaded, path, problems)
+    for service in planned.services:
+        for name, written in service.declaration.written_files(service.settings):
+            problem = cannot_write(written)
+            if problem is not None:
+                problems.report(service.settings.error(name, problem))
+        problems.found.extend(service.declaration.preflight(service.settings))
+    return planned, problems.found
 
 
 def plan_service(declaration: ServiceDeclaration, settings: ServiceSettings) -> ServicePlan:
@@ -218,7 +272,11 @@ def load(
 ) -> SuitePlan:
     """The plan of the config file PATH with OVERRIDES (command-line values); or ConfigError."""
     loaded = config.load(
-        path, [*PLAN_SECTIONS, *(d.settings for d in declarations)], dict(overrides), only_listed
+        path,
+        [*PLAN_SECTIONS, *(d.settings for d in declarations)],
+        dict(overrides),
+        only_listed,
+        known_sections=SECTIONS,
     )
     return plan(declarations, loaded, path)
 

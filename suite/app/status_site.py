@@ -7,7 +7,10 @@ endpoint, answering
   (L{suite.foundation.metrics}) and prometheus_client's process, platform
   and garbage-collector collectors;
 - `GET /health`: the JSON report of L{suite.foundation.health}, 200 when the
-  suite is ok or degraded, 503 when it is failing or stopping.
+  suite is ok or degraded, 503 when it is failing or stopping;
+- `GET /status`: the same report with each service's summary (the
+  registry's names and instances) and the versions, what `suite status`
+  prints; always 200 (it describes, it does not judge).
 
 The listeners are under the same connection limits as every service's
 (`max_connections`, `max_connections_per_source`, `idle_timeout`), with
@@ -32,14 +35,20 @@ from zope.interface import implementer
 from suite.app.lifecycle import SuiteService
 from suite.foundation.config import STRING_LIST, integer, key
 from suite.foundation.health import health_report, http_status
-from suite.foundation.interfaces import IMetricSource
+from suite.foundation.interfaces import IMetricSource, ISummarySource
 from suite.foundation.metrics import Counts, SuiteCollector
+from suite.foundation.version import describe_versions
 from suite.net.addresses import PeerAddress, describe_peer, source_of
 from suite.net.connections import ConnectionLimits, StreamFactory, idle_timeout, transport_kind
 
 
 @dataclass(frozen=True, kw_only=True)
 class MetricsSettings(ConnectionLimits):
+    """
+    Prometheus metrics at /metrics, health at /health (200 ok or degraded,
+    503 failing), and /status (what `suite status` shows).
+    """
+
     section = "metrics"
 
     listen: tuple[str, ...] = key(
@@ -76,7 +85,7 @@ class DiscardedBody:
 
 
 class Root(resource.Resource):
-    """`/metrics` and `/health`; any other path is 404."""
+    """`/metrics`, `/health` and `/status`; any other path is 404."""
 
     def getChild(self, path: bytes, request: Request) -> resource.IResource:
         return pages.notFound()
@@ -92,6 +101,25 @@ class HealthResource(resource.Resource):
     def render_GET(self, request: Request) -> bytes:
         report = health_report(self.root.parts(), bool(self.root.running))
         request.setResponseCode(http_status(report))
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(report, sort_keys=True).encode() + b"\n"
+
+
+class StatusResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, root: SuiteService) -> None:
+        super().__init__()
+        self.root = root
+
+    def render_GET(self, request: Request) -> bytes:
+        parts = list(self.root.parts())
+        report = health_report(parts, bool(self.root.running))
+        for service, part in parts:
+            if ISummarySource.providedBy(part):
+                report["services"][service].update(part.summary())
+        report["version"] = describe_versions()
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         return json.dumps(report, sort_keys=True).encode() + b"\n"
@@ -127,6 +155,7 @@ def metrics_site(
     top = Root()
     top.putChild(b"metrics", MetricsResource(metrics_registry(SuiteCollector(root.parts))))
     top.putChild(b"health", HealthResource(root))
+    top.putChild(b"status", StatusResource(root))
     site = StatusSite(top, timeout=settings.idle_timeout or None, reactor=reactor)
     return LimitedSite(settings, reactor, site)
 

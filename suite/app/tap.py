@@ -8,13 +8,7 @@ from twisted.internet.interfaces import IReactorCore
 
 from suite.app.compose import make_service, plugin_options
 from suite.app.lifecycle import SuiteService
-from suite.echo.service import SERVICE as ECHO
-from suite.logger.service import SERVICE as LOGGER
-from suite.names.service import SERVICE as NAMES
-from suite.sleep.service import SERVICE as SLEEP
-from suite.timestamp.service import SERVICE as TIMESTAMP
-
-SERVICES = [TIMESTAMP, ECHO, LOGGER, SLEEP, NAMES]
+from suite.app.services import SERVICES as SERVICES
 
 DEFAULT_CONFIG = "etc/suite.toml"
 
@@ -22,7 +16,7 @@ DEFAULT_CONFIG = "etc/suite.toml"
 class Options(
     plugin_options(  # type: ignore[misc]  # a base made from the declarations, at import
         SERVICES,
-        "Run every service enabled in a TOML config file.",
+        "Run every service enabled in a TOML config file; every key: docs/configuration.md.",
         only_listed=False,
         config_default=DEFAULT_CONFIG,
     )

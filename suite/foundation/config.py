@@ -7,24 +7,62 @@ typed attributes and the same declaration yields the config check and the
 plugin's command-line options.  Every mistake becomes one L{ConfigError}
 line naming the file, section, key, value and problem, raised before
 anything binds, so an operator never has to read a traceback to fix a typo.
+
+A relative path written in a config file (or a path key's default, when a
+file is read) means a path beside that file, wherever the process runs:
+`twistd suite --config /etc/suite/suite.toml` from `/` and `make run` from a
+checkout read the same files.  Paths given on the command line keep
+meaning paths from the working directory, as every command's do.
 """
 
 import dataclasses
 import json
 import math
+import os
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 COMMAND_LINE = "command line"
 SECRET = "***"
 LONGEST_SHOWN = 256
+CREDENTIAL = "credential:"
+# An unknown key whose name holds one of these is probably a misspelt secret
+# (`tokn = "…"`): its value is never shown.
+SECRET_LOOKING = ("tok", "secret", "pass", "pwd", "auth", "cred", "key")
 
 
 class ConfigError(Exception):
     """A user mistake in the configuration; str() is the one line to show."""
+
+
+class Problems:
+    """
+    Where config mistakes go.  At start the first one stops everything
+    (raised as usual); `suite check` collects them instead, so that one run
+    names every mistake, one line each.
+    """
+
+    def __init__(self, collect: bool = False):
+        self.collect = collect
+        self.found: list[ConfigError] = []
+
+    def report(self, error: ConfigError) -> None:
+        """ERROR is noted (collecting) or raised."""
+        if not self.collect:
+            raise error
+        self.found.append(error)
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        """Run a check; its ConfigError is reported."""
+        try:
+            yield
+        except ConfigError as e:
+            self.report(e)
 
 
 def _quote(value: Any) -> str:
@@ -51,6 +89,26 @@ class Kind:
     from_text: Callable[[str], Any] = str
     repeatable: bool = False
     flag: bool = False
+    # A path key's values that start with it hold a path after it ("" for
+    # every value; "sqlite:" for the store); None: not a path.
+    path_prefix: str | None = None
+
+    def path_in(self, value: Any) -> str | None:
+        """The file VALUE names: None when it names none ("", "-", credential:, memory)."""
+        prefix = self.path_prefix
+        if prefix is None or not isinstance(value, str) or not value.startswith(prefix):
+            return None
+        named = value.removeprefix(prefix)
+        if not named or named == "-" or named.startswith(CREDENTIAL):
+            return None
+        return named
+
+    def relocate(self, value: Any, directory: str) -> Any:
+        """VALUE, meaning the same file read from DIRECTORY as from anywhere."""
+        named = self.path_in(value)
+        if named is None or os.path.isabs(named):
+            return value
+        return f"{self.path_prefix}{os.path.join(directory, named)}"
 
 
 def _bounded(
@@ -108,6 +166,16 @@ def text(validate: Callable[[str], None] | None = None) -> Kind:
         return value
 
     return Kind(check)
+
+
+def path(validate: Callable[[str], None] | None = None, prefix: str = "") -> Kind:
+    """
+    A path (a string): relative, it means a path beside the config file.
+    With PREFIX, only values starting with it hold a path, after it
+    (`sqlite:PATH`; other values, such as `memory`, are not paths); "",
+    "-" (standard output) and `credential:NAME` name no path.
+    """
+    return dataclasses.replace(text(validate), path_prefix=prefix)
 
 
 def choice(*allowed: str) -> Kind:
@@ -210,6 +278,10 @@ class Settings:
             if "kind" in f.metadata
         ]
 
+    @classmethod
+    def kind_of(cls, name: str) -> Kind:
+        return next(k.kind for k in cls.keys() if k.name == name)
+
     def origin(self, name: str) -> str:
         return self.origins.get(name, "default")
 
@@ -237,13 +309,23 @@ class Listening(Protocol):
     def error(self, name: str, problem: str, value: Any = None) -> ConfigError: ...
 
 
+LISTEN_HELP = (
+    "server endpoints: tcp:PORT, tcp6:PORT, unix:PATH, systemd:…; "
+    "udp:PORT[:interface=ADDR] where the service has a datagram side"
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServiceSettings(Settings):
     """What every service section has: whether it runs, and where it listens."""
 
     enabled: bool = key(BOOLEAN, True, "run this service (a present section is enabled)")
-    listen: tuple[str, ...] = key(STRING_LIST, (), "endpoint to listen on")
-    tls_listen: tuple[str, ...] = key(STRING_LIST, (), "stream endpoint served through TLS")
+    listen: tuple[str, ...] = key(STRING_LIST, (), LISTEN_HELP)
+    tls_listen: tuple[str, ...] = key(
+        STRING_LIST,
+        (),
+        "stream endpoints (tcp:, tcp6:, unix:, systemd:) served through TLS with [tls]",
+    )
     reuse_port: bool = key(
         BOOLEAN,
         False,
@@ -253,7 +335,7 @@ class ServiceSettings(Settings):
 
 def listen(*defaults: str) -> Any:
     """The `listen` key with a service's own default listeners."""
-    return key(STRING_LIST, tuple(defaults), "endpoint to listen on")
+    return key(STRING_LIST, tuple(defaults), LISTEN_HELP)
 
 
 def problem_at(origin: str, section: str, name: str, value: Any, problem: str) -> ConfigError:
@@ -291,37 +373,64 @@ def _toml_line(error: tomllib.TOMLDecodeError) -> str:
     return str(lineno)
 
 
+def looks_secret(name: str) -> bool:
+    lowered = name.lower()
+    return any(part in lowered for part in SECRET_LOOKING)
+
+
 def settings_for(
     kind: type[Settings],
     table: Any,
     origin: str,
     overrides: dict | None = None,
+    directory: str | None = None,
+    problems: Problems | None = None,
 ) -> Settings:
     """
-    Validate one TOML TABLE (from ORIGIN) as settings of KIND, then apply
-    OVERRIDES (command-line values: text, read by each key's kind).
+    Validate one TOML TABLE (from ORIGIN, a file in DIRECTORY: relative
+    paths there and in defaults are read from it) as settings of KIND, then
+    apply OVERRIDES (command-line values: text, read by each key's kind).
+    Each mistake goes to PROBLEMS (raised by default); a key in error keeps
+    its default.
     """
+    problems = problems or Problems()
     if not isinstance(table, dict):
-        raise ConfigError(f"{origin}: [{kind.section}] must be a table, not {_quote(table)}")
+        problems.report(
+            ConfigError(f"{origin}: [{kind.section}] must be a table, not {_quote(table)}")
+        )
+        table = {}
     keyed = {k.name: k for k in kind.keys()}
     values, origins = {}, {}
     for layer_origin, layer in ((origin, table), (COMMAND_LINE, overrides or {})):
         for name, value in layer.items():
-            declared = keyed.get(name)
-            if declared is None:
-                known = ", ".join(sorted(keyed))
-                raise problem_at(
-                    layer_origin, kind.section, name, value, f"unknown key (known: {known})"
-                )
-            try:
-                if layer_origin == COMMAND_LINE and isinstance(value, str):
-                    value = declared.kind.from_text(value)
-                values[name] = declared.kind.check(value)
-            except ValueError as e:
-                shown = SECRET if declared.secret else value
-                raise problem_at(layer_origin, kind.section, name, shown, str(e)) from None
-            origins[name] = layer_origin
+            with problems.step():
+                values[name] = _checked(kind, keyed.get(name), name, value, layer_origin)
+                origins[name] = layer_origin
+    if directory is not None:
+        for declared in keyed.values():
+            if origins.get(declared.name) != COMMAND_LINE:
+                value = values.get(declared.name, declared.default)
+                relocated = declared.kind.relocate(value, directory)
+                if relocated is not value:
+                    values[declared.name] = relocated
     return kind(**values, origins=origins)
+
+
+def _checked(
+    kind: type[Settings], declared: Key | None, name: str, value: Any, origin: str
+) -> Any:
+    """VALUE of key NAME of KIND's section, from ORIGIN, checked; or a ConfigError."""
+    if declared is None:
+        known = ", ".join(sorted(k.name for k in kind.keys()))
+        shown = SECRET if looks_secret(name) else value
+        raise problem_at(origin, kind.section, name, shown, f"unknown key (known: {known})")
+    try:
+        if origin == COMMAND_LINE and isinstance(value, str):
+            value = declared.kind.from_text(value)
+        return declared.kind.check(value)
+    except ValueError as e:
+        shown = SECRET if declared.secret else value
+        raise problem_at(origin, kind.section, name, shown, str(e)) from None
 
 
 def load(
@@ -329,29 +438,45 @@ def load(
     kinds: list[type[Settings]],
     overrides: dict | None = None,
     only_listed: bool = False,
+    problems: Problems | None = None,
+    known_sections: tuple[str, ...] = (),
 ) -> dict[str, Settings]:
     """
-    Read PATH (or nothing) into settings of each of KINDS, by section name.
+    Read PATH (or nothing) into settings of each of KINDS, by section name;
+    mistakes go to PROBLEMS (raised by default).
 
     With ONLY_LISTED false (the `suite` plugin) every table of the file must be
     a known section, and a service section is returned only when present and
-    enabled.  With ONLY_LISTED true (a single-service plugin) the other tables
-    are ignored and the listed sections are always returned.
+    enabled.  With ONLY_LISTED true (a single-service plugin) the listed
+    sections are always returned and the file's other tables are not read,
+    but each must still be a section the suite knows (KNOWN_SECTIONS, when
+    given): a misspelt `[echoo]` is a mistake, not a silent start on defaults.
     """
+    problems = problems or Problems()
     document = read_toml(path) if path else {}
     origin = path or "default"
+    directory = os.path.dirname(os.path.abspath(path)) if path else None
     overrides = overrides or {}
     by_name = {k.section: k for k in kinds}
-    if not only_listed:
+    known = set(by_name) if not only_listed else set(by_name) | set(known_sections)
+    if not only_listed or known_sections:
         for name in document:
-            if name not in by_name:
-                known = ", ".join(sorted(by_name))
-                raise ConfigError(f"{origin}: [{name}]: unknown section (known: {known})")
+            if name not in known:
+                problems.report(
+                    ConfigError(
+                        f"{origin}: [{name}]: unknown section (known: {', '.join(sorted(known))})"
+                    )
+                )
     result = {}
     for kind in kinds:
         present = kind.section in document
         settings = settings_for(
-            kind, document.get(kind.section, {}), origin, overrides.get(kind.section)
+            kind,
+            document.get(kind.section, {}),
+            origin,
+            overrides.get(kind.section),
+            directory,
+            problems,
         )
         if (
             isinstance(settings, ServiceSettings)

@@ -9,9 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from suite.foundation.config import ConfigError
-
-CREDENTIAL = "credential:"
+from suite.foundation.config import CREDENTIAL, ConfigError
 
 
 class TokenSettings(Protocol):

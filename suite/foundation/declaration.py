@@ -4,14 +4,18 @@ what it is.  The application layer composes declarations into the running
 suite; the declaration itself knows nothing of listeners or twistd.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.service import IService
 from twisted.internet.protocol import DatagramProtocol, Factory
 
-from suite.foundation.config import ServiceSettings
+from suite.foundation.config import ConfigError, ServiceSettings
+
+
+def nothing_to_check(settings: Any) -> Iterable[ConfigError]:
+    return ()
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,20 @@ class ServiceDeclaration:
     datagram_side: bool = True
     # Keys of listeners served by other parts (always datagram-capable).
     other_listener_keys: tuple[str, ...] = ()
+    # Keys naming the files it writes (created with their directories).
+    writes: tuple[str, ...] = ()
+    # Mistakes build would meet beyond those files (a token it cannot read),
+    # found without opening or creating anything: for `suite check`.
+    preflight: Callable[[Any], Iterable[ConfigError]] = nothing_to_check
+
+    def written_files(self, settings: ServiceSettings) -> list[tuple[str, str]]:
+        """(key, path) of each file SETTINGS has this service write."""
+        found = []
+        for name in self.writes:
+            named = type(settings).kind_of(name).path_in(getattr(settings, name))
+            if named is not None:
+                found.append((name, named))
+        return found
 
     @property
     def name(self) -> str:

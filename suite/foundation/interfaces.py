@@ -51,3 +51,10 @@ class IBatchedDatagramProtocol(Interface):
 
     def datagramsReceived(datagrams: list[tuple[bytes, tuple]]) -> None:
         """Handle DATAGRAMS, (payload, address) pairs read in one go."""
+
+
+class ISummarySource(Interface):
+    """Something with a state worth a glance (`suite status`): the registry's names."""
+
+    def summary() -> dict[str, object]:
+        """A small JSON-able picture of its state now, bounded whatever the load."""

@@ -4,7 +4,14 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 
-from suite.foundation.config import ServiceSettings, integer, key, listen, number, text
+from suite.foundation.config import (
+    ServiceSettings,
+    integer,
+    key,
+    listen,
+    number,
+    path,
+)
 from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.foundation.jsonlines import BatchWriter, file_mode_key, open_output
 from suite.logger.drain import ShutdownDrain
@@ -22,10 +29,18 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
 
     listen: tuple[str, ...] = listen("tcp:5140", "udp:5140")
     output: str = key(
-        text(), "var/log/suite/messages.jsonl", "JSON lines file; - = standard output"
+        path(),
+        "log/messages.jsonl",
+        "JSON lines file of the records (its directory is created); - = standard output",
     )
-    max_message: int = key(integer(1), 8192, "longer messages are cut and marked truncated")
-    max_frame: int = key(integer(1), MiB, "an octet count above it closes the connection")
+    max_message: int = key(
+        integer(1), 8192, "bytes of a message kept; longer ones are cut and marked truncated"
+    )
+    max_frame: int = key(
+        integer(1),
+        MiB,
+        "largest octet-counted frame in bytes; a larger count closes the connection",
+    )
     # Senders such as rsyslog keep a forwarding connection open while idle.
     idle_timeout: float = idle_timeout(0.0)
     rotate_bytes: int = key(integer(0), 16 * MiB, "rotate the output at this size; 0 = never")
@@ -39,7 +54,10 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
         "bytes of records held while the output cannot be written; then senders are held back",
     )
     shutdown_timeout: float = key(
-        number(0), 3.0, "seconds open connections are still read when the suite stops"
+        number(0),
+        3.0,
+        "seconds open connections are still read when the suite stops, until each has been "
+        "quiet for 0.2 s; then one last read (at most 1 s more), the rest discarded and counted",
     )
 
 
@@ -67,4 +85,5 @@ SERVICE = ServiceDeclaration(
     LoggerSettings,
     build,
     "Syslog collector (RFC 5424/3164 over TCP, UDP, TLS) writing JSON lines.",
+    writes=("output",),
 )

@@ -35,7 +35,7 @@ from zope.interface import implementer
 from suite.contracts.errors import Overloaded
 from suite.contracts.names import Invalid, NotFound, Unauthorized, Unavailable
 from suite.foundation.flood import FloodControl
-from suite.foundation.interfaces import IHealthSource, IMetricSource
+from suite.foundation.interfaces import IHealthSource, IMetricSource, ISummarySource
 from suite.foundation.metrics import Histogram
 from suite.foundation.printable import printable
 from suite.names.allowed import NotAllowed, shown
@@ -44,6 +44,7 @@ from suite.names.audit import LookupAudit
 from suite.names.registry import Instance, Registry, check_instance
 from suite.names.store import IRegistryStore, StoreError
 from suite.names.watches import Watcher, Watches
+from suite.net.addresses import host_port
 
 log = Logger()
 
@@ -83,7 +84,11 @@ def load_registry(registry: Registry, rows: Iterable[tuple]) -> None:
         )
 
 
-@implementer(IHealthSource, IMetricSource)
+SUMMARY_NAMES = 1000  # names a summary lists (the count is always whole)
+SUMMARY_ADDRESSES = 20  # addresses it lists per name
+
+
+@implementer(IHealthSource, IMetricSource, ISummarySource)
 class NameServer(service.Service):
     """
     Owns the registry and the store; as a service it closes the store last,
@@ -134,6 +139,23 @@ class NameServer(service.Service):
     def health_problems(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = self.store.health_problems()
         return problems
+
+    def summary(self) -> dict[str, object]:
+        """The registry at a glance: its names (the first 1,000), each one's instances."""
+        names = sorted(self.registry.names())
+        listed = {}
+        for name in names[:SUMMARY_NAMES]:
+            instances = self.registry.instances_of(name)
+            listed[name] = {
+                "instances": len(instances),
+                "addresses": [host_port(i.host, i.port) for i in instances[:SUMMARY_ADDRESSES]],
+            }
+        return {
+            "instances": len(self.registry),
+            "names": len(names),
+            "registry": listed,
+            "evictions": self.evictions,
+        }
 
     def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         yield "instances", (), len(self.registry)

@@ -1,6 +1,7 @@
 """The name server: its [names] section and how it is built."""
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from twisted.application.service import IService
@@ -8,11 +9,13 @@ from twisted.internet.interfaces import IReactorSocket
 
 from suite.foundation.config import (
     STRING_LIST,
+    ConfigError,
     ServiceSettings,
     integer,
     key,
     listen,
     number,
+    path,
     string_list,
     text,
 )
@@ -92,10 +95,12 @@ class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
     token: str = key(
         text(), "", "when set, Register and Deregister need it (or credential:NAME)", secret=True
     )
-    token_file: str = key(text(), "", "a file holding the token (or credential:NAME)")
+    token_file: str = key(
+        path(), "", "a file holding the token (or credential:NAME); not together with token"
+    )
     store: str = key(
-        text(check_store),
-        "sqlite:var/lib/suite/names.sqlite",
+        path(check_store, prefix="sqlite:"),
+        "sqlite:data/names.sqlite",
         "memory, sqlite:PATH (registrations survive a restart), or "
         "etcd:http://HOST:PORT[,…] (one registry shared by several name servers)",
     )
@@ -121,7 +126,7 @@ class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
     max_failures: int = key(integer(1), 3, "failed checks in a row that evict an instance")
     ping_concurrency: int = key(integer(1), 256, "health checks in flight at once")
     cache_ttl: int = key(integer(0), 5, "seconds clients may cache a lookup (the ttl answered)")
-    max_instances: int = key(integer(1), 10000, "instances the registry holds")
+    max_instances: int = key(integer(1), 10000, "instances the registry holds; more: INVALID")
     max_instances_per_source: int = key(
         integer(1),
         MAX_INSTANCES_PER_SOURCE,
@@ -140,8 +145,8 @@ class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
         "bytes of Changed calls a watcher may leave unanswered; beyond, it is disconnected",
     )
     lookup_audit: str = key(
-        text(),
-        "var/log/suite/names-lookups.jsonl",
+        path(),
+        "log/names-lookups.jsonl",
         "JSON lines file auditing every lookup; - = standard output, empty = no lookup audit",
     )
     lookup_audit_rotate_bytes: int = key(
@@ -233,10 +238,20 @@ def build(settings: NamesSettings, reactor: INamesReactor) -> Parts:
     )
 
 
+def preflight(settings: NamesSettings) -> Iterator[ConfigError]:
+    """What build would refuse besides its files: a token it cannot read."""
+    try:
+        resolve_token(settings)
+    except ConfigError as e:
+        yield e
+
+
 SERVICE = ServiceDeclaration(
     NamesSettings,
     build,
     "Name server over AMP and DNS: register, look up, watch, health-check, evict.",
     datagram_side=False,
     other_listener_keys=("dns_listen",),
+    writes=("lookup_audit", "store"),
+    preflight=preflight,
 )

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from OpenSSL import SSL
 from twisted.internet import ssl
 
-from suite.foundation.config import Listening, Settings, choice, key, text
+from suite.foundation.config import Listening, Settings, choice, key, path, text
 from suite.foundation.credentials import credential_path
 
 if TYPE_CHECKING:
@@ -47,13 +47,23 @@ def check_cipher_string(ciphers: str) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class TLSSettings(Settings):
+    """
+    The server certificate, key and policy of every `tls_listen`; `client_ca`
+    set means mutual TLS.
+    """
+
     section = "tls"
 
     certificate: str = key(
-        text(), "", "PEM certificate (chain) served by tls_listen, or credential:NAME"
+        path(), "", "PEM certificate (chain) served by tls_listen, or credential:NAME"
     )
-    private_key: str = key(text(), "", "PEM private key of the certificate, or credential:NAME")
-    client_ca: str = key(text(), "", "PEM CA: clients must present a certificate it signed")
+    private_key: str = key(path(), "", "PEM private key of the certificate, or credential:NAME")
+    client_ca: str = key(
+        path(),
+        "",
+        "PEM CA certificate(s), or credential:NAME: when set, clients must present a "
+        "certificate one of them signed (mutual TLS)",
+    )
     min_version: str = key(choice("1.2", "1.3"), "1.2", "lowest TLS version accepted")
     ciphers: str = key(
         text(check_cipher_string),
