@@ -9,12 +9,14 @@ import ctypes.util
 import functools
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 from tests.e2e.process import (
@@ -28,12 +30,45 @@ from tests.e2e.process import (
 from tests.helpers import make_pki, tls_section
 
 UNITS = Path(__file__).resolve().parents[2] / "etc" / "systemd"
+DROP_INS = UNITS / "socket-activation" / "suite.service.d"
 LOCAL = "tcp:0:interface=127.0.0.1"
 HIGHEST_EXPOSURE = 1.5  # `systemd-analyze security`: 0 is best, 10 worst
 
 
 def unit_files():
     return sorted(UNITS.glob("*.s*")) + sorted((UNITS / "socket-activation").glob("*.socket"))
+
+
+def load_credentials(*units: str) -> dict[str, str]:
+    """
+    The credentials UNITS (a unit's text, then its drop-ins' in order) hand
+    the service: LoadCredential=NAME:PATH, name -> path; an empty
+    LoadCredential= drops the earlier ones, as in systemd.
+    """
+    loaded: dict[str, str] = {}
+    for text in units:
+        for value in re.findall(r"^LoadCredential=(.*)$", text, re.M):
+            if not value:
+                loaded.clear()
+                continue
+            name, path = value.split(":", 1)
+            loaded[name] = path
+    return loaded
+
+
+# Keys whose values are secrets or files of secrets.
+SECRETS = ("certificate", "private_key", "client_ca", "ca", "token", "token_file")
+
+
+def secrets_named(config: dict) -> dict[str, str]:
+    """Every non-empty secret of CONFIG (parsed TOML): "[section] key" -> value."""
+    return {
+        f"[{section}] {key}": value
+        for section, table in config.items()
+        if isinstance(table, dict)
+        for key, value in table.items()
+        if key in SECRETS and value
+    }
 
 
 # Loads a seccomp filter allowing only the system calls in argv[1] (others
@@ -158,11 +193,13 @@ class SystemdProcessTests(ProcessTestCase):
             assert exposure, result
             assert float(exposure[1]) <= HIGHEST_EXPOSURE, result.stdout
 
-    def activate(self, config, host="127.0.0.1"):
+    def activate(self, config, host="127.0.0.1", credentials=None):
         """
         The suite under nested systemd-socket-activate, as the shipped units
         pass them: timestamp-tcp and echo-tls (stream), timestamp-udp
-        (datagram), bound on HOST.  Returns the process and the three ports
+        (datagram), bound on HOST, with $CREDENTIALS_DIRECTORY set to
+        CREDENTIALS if given (systemd-socket-activate passes on only the
+        environment its -E names).  Returns the process and the three ports
         once the first line sent to timestamp-tcp has woken the process.
         """
         require("systemd-socket-activate")
@@ -171,6 +208,10 @@ class SystemdProcessTests(ProcessTestCase):
         path.write_text(config)
         names = "timestamp-tcp:echo-tls:timestamp-udp"
         listen = f"[{host}]" if ":" in host else host
+        outer, inner = [], []
+        if credentials is not None:
+            outer = ["-E", f"CREDENTIALS_DIRECTORY={credentials}"]
+            inner = ["-E", "CREDENTIALS_DIRECTORY"]
         command = [
             "systemd-socket-activate",
             "-l",
@@ -178,12 +219,14 @@ class SystemdProcessTests(ProcessTestCase):
             "-l",
             f"{listen}:{tls}",
             "--fdname=timestamp-tcp:echo-tls",
+            *outer,
             "--",
             "systemd-socket-activate",
             "-d",
             "-l",
             f"{listen}:{udp}",
             f"--fdname={names}",
+            *inner,
             "--",
             TWISTD,
             "--nodaemon",
@@ -241,16 +284,38 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
         assert "timestamp listening on systemd-udp:name=timestamp-udp" in output
         assert "Traceback" not in output
 
-    def shipped_activation_config(self) -> str:
+    def shipped_credentials(self) -> Path:
+        """
+        The credentials suite.service loads, as a $CREDENTIALS_DIRECTORY: a
+        test pair in place of the files under /etc/suite/tls.
+        """
         pki = make_pki(self.directory)
-        text = (UNITS / "socket-activation" / "suite.toml").read_text()
-        text = text.replace("/etc/suite/tls/server.crt", pki["server_crt"])
-        text = text.replace("/etc/suite/tls/server.key", pki["server_key"])
-        return text
+        credentials = self.directory / "credentials"
+        credentials.mkdir()
+        for name, path in load_credentials((UNITS / "suite.service").read_text()).items():
+            if path.startswith("/etc/suite/tls/"):
+                shutil.copy(pki[Path(path).name.replace(".", "_")], credentials / name)
+        return credentials
 
     def test_shipped_socket_units_and_config_agree(self):
-        """A bare `ListenStream=PORT` is a dual-stack IPv6 socket: the config says INET6."""
-        config = self.shipped_activation_config()
+        """
+        A bare `ListenStream=PORT` is a dual-stack IPv6 socket: the config
+        says INET6.  The unit runs as a DynamicUser, which cannot read the
+        root-only files in /etc/suite: every secret the config names is one
+        of the unit's LoadCredential= copies.
+        """
+        config = (UNITS / "socket-activation" / "suite.toml").read_text()
+        loaded = load_credentials(
+            (UNITS / "suite.service").read_text(),
+            *(path.read_text() for path in sorted(DROP_INS.glob("*.conf"))),
+        )
+        named = secrets_named(tomllib.loads(config))
+        assert {"[tls] certificate", "[tls] private_key"} <= named.keys(), named
+        for key, value in named.items():
+            assert value.startswith("credential:"), f"{key} = {value!r}: not a credential"
+            assert value.removeprefix("credential:") in loaded, (
+                f"{key} = {value!r}: no LoadCredential= of suite.service loads it"
+            )
         for unit in unit_files():
             if unit.suffix != ".socket":
                 continue
@@ -269,7 +334,9 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
             )
             assert f'"{expected}"' in config, f"{unit.name}: {expected} not in the config"
         # v4 clients of such a socket arrive v4-mapped; they are shown as plain IPv4.
-        process, stream, _ = self.activate(config, host="::ffff:127.0.0.1")
+        process, stream, _ = self.activate(
+            config, host="::ffff:127.0.0.1", credentials=self.shipped_credentials()
+        )
         try:
             stream.sendall(b"x" * 9000)
             assert stream.recv(1024) == b"ERROR line longer than 8192 bytes\r\n"
@@ -282,8 +349,12 @@ tls_listen = ["systemd:domain=INET:name=echo-tls"]
         assert "Traceback" not in output
 
     def test_a_domain_that_does_not_match_the_passed_socket_is_refused(self):
-        config = self.shipped_activation_config().replace("domain=INET6", "domain=INET")
-        process, stream, _ = self.activate(config, host="::ffff:127.0.0.1")
+        config = (UNITS / "socket-activation" / "suite.toml").read_text()
+        process, stream, _ = self.activate(
+            config.replace("domain=INET6", "domain=INET"),
+            host="::ffff:127.0.0.1",
+            credentials=self.shipped_credentials(),
+        )
         output = process.communicate(timeout=15)[0].decode()
         assert process.returncode != 0 and stream is None
         assert (
