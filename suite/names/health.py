@@ -33,6 +33,7 @@ from zope.interface import implementer
 from suite.foundation.flood import FloodControl
 from suite.foundation.interfaces import IMetricSource
 from suite.names.registry import Instance, Registry
+from suite.net.addresses import host_port
 
 if TYPE_CHECKING:
     from suite.names.service import NamesSettings
@@ -210,9 +211,10 @@ class HealthChecker(service.Service):
         d.addCallbacks(lambda _: self._result(instance, None), lambda f: self._result(instance, f))
         d.addErrback(
             lambda failure: log.failure(
-                "names: checking {name} {host}:{port} failed",
+                "names: checking {name} {address} failed",
                 failure,
                 name=instance.name,
+                address=host_port(instance.host, instance.port),
                 host=instance.host,
                 port=instance.port,
             )
@@ -231,7 +233,8 @@ class HealthChecker(service.Service):
             LogLevel.info,
             "failed pings",
             instance.source,
-            "names: ping {host}:{port} ({name}) failed {failures}/{max_failures}: {reason}",
+            "names: ping {address} ({name}) failed {failures}/{max_failures}: {reason}",
+            address=host_port(instance.host, instance.port),
             host=instance.host,
             port=instance.port,
             name=instance.name,

@@ -300,9 +300,10 @@ class NameServer(service.Service):
                 LogLevel.info,
                 "registrations",
                 source,
-                "names: register {name} {host}:{port} ({change}) from {peer}",
+                "names: register {name} {address} ({change}) from {peer}",
                 names_event="register",
                 name=name,
+                address=host_port(host, port),
                 host=host,
                 port=port,
                 description=printable(description),
@@ -337,7 +338,7 @@ class NameServer(service.Service):
     ) -> defer.Deferred[dict[str, object]]:
         self._authorize(token, "Deregister", peer, source)
         if not self.registry.holds(name, host, port):
-            raise NotFound(f"no instance {shown(name)} at {shown(host)}:{port}")
+            raise NotFound(f"no instance {shown(name)} at {shown(host_port(host, port))}")
 
         def applied() -> dict[str, object]:
             self.registry.deregister(name, host, port)
@@ -345,9 +346,10 @@ class NameServer(service.Service):
                 LogLevel.info,
                 "deregistrations",
                 source,
-                "names: deregister {name} {host}:{port} from {peer}",
+                "names: deregister {name} {address} from {peer}",
                 names_event="deregister",
                 name=name,
+                address=host_port(host, port),
                 host=host,
                 port=port,
                 peer=peer,
@@ -373,9 +375,10 @@ class NameServer(service.Service):
                 LogLevel.info,
                 "evictions",
                 instance.source,
-                "names: evict {name} {host}:{port} after {failures} failed pings: {reason}",
+                "names: evict {name} {address} after {failures} failed pings: {reason}",
                 names_event="evict",
                 name=instance.name,
+                address=host_port(instance.host, instance.port),
                 host=instance.host,
                 port=instance.port,
                 failures=instance.failures,

@@ -249,6 +249,14 @@ class ChecksConnectToResolvedAddresses(CheckerTestCase):
         checker.warnings.flush()
         self.assertEqual(lines[-1], "names: 99 more failed pings in the last 10 s")
 
+    def test_a_failed_ping_of_an_ipv6_instance_writes_it_in_brackets(self):
+        lines = captured_log(self)
+        registry = Registry(10)
+        registry.register("svc", "::1", 8002)
+        self.start(registry, lambda instance, reason: None)
+        elapse(self.clock, 10)
+        self.assertIn("names: ping [::1]:8002 (svc) failed 1/3: connection refused", lines)
+
 
 class ChecksOnSockets(TestCase):
     async def test_the_checker_connects_to_the_resolved_address_not_the_name(self):

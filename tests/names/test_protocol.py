@@ -453,6 +453,33 @@ class FloodControlledAudit(SynchronousTestCase):
         self.assertIn("names: 49 more registrations in the last 10 s", lines)
         self.assertIn("names: 49 more refused registrations in the last 10 s", lines)
 
+    def test_an_ipv6_instance_is_written_in_brackets(self):
+        """`[::1]:7`, as the client writes it, never the ambiguous `::1:7`."""
+        lines = captured_log(self)
+        pair = names_pair()
+        self.assertEqual(pair.call(Register, name="svc", host="::1", port=7), [{}])
+        [failure] = pair.call(Deregister, name="svc", host="::1", port=8)
+        failure.trap(NotFound)
+        self.assertEqual(failure.value.args[0], "no instance svc at [::1]:8")
+        self.assertEqual(pair.call(Deregister, name="svc", host="::1", port=7), [{}])
+        server = pair.server.factory.server
+        pair.call(Register, name="svc", host="::1", port=9)  # its line waits: flood control
+        server.evict(server.registry.get("svc", "::1", 9), "connection refused")
+        server.warnings.flush()
+        audit = [
+            line
+            for line in lines
+            if line.startswith(("names: register", "names: de", "names: ev"))
+        ]
+        self.assertEqual(
+            audit,
+            [
+                "names: register svc [::1]:7 (new) from 192.0.2.7:40000",
+                "names: deregister svc [::1]:7 from 192.0.2.7:40000",
+                "names: evict svc [::1]:9 after 0 failed pings: connection refused",
+            ],
+        )
+
     def test_a_description_is_escaped_in_the_audit_event(self):
         events = captured_events(self)
         pair = names_pair()
