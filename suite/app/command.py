@@ -17,6 +17,7 @@ import datetime
 import ipaddress
 import json
 import os
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -164,8 +165,8 @@ def status_lines(body: dict[str, Any]) -> list[str]:
         details = [printable(str(problem)) for problem in entry.get("problems", [])]
         if "instances" in entry:
             details.append(
-                f"{entry['instances']} instances of {entry['names']} names, "
-                f"{entry.get('evictions', 0)} evictions"
+                f"{counted(entry['instances'], 'instance')} of {counted(entry['names'], 'name')}, "
+                f"{counted(entry.get('evictions', 0), 'eviction')}"
             )
             registry.update(entry.get("registry", {}))
         rows.append((printable(name), printable(str(entry["status"])), "; ".join(details)))
@@ -180,6 +181,10 @@ def status_lines(body: dict[str, Any]) -> list[str]:
             names.append((printable(name), str(entry["instances"]), " ".join(shown)))
         lines += table(names)
     return lines
+
+
+def counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def table(rows: Sequence[tuple[str, ...]]) -> list[str]:
@@ -225,6 +230,12 @@ def parser() -> argparse.ArgumentParser:
     shown.add_argument("url", metavar="URL")
     shown.add_argument("--timeout", type=float, default=STATUS_TIMEOUT, help="seconds (10)")
     return top
+
+
+def console() -> NoReturn:
+    """The `suite` console script: `suite init DIR | head` ends quietly when head has enough."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    main()
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -1,6 +1,8 @@
 """[metrics]: /metrics and /health over HTTP on real sockets, as a scraper and a probe see them."""
 
+import contextlib
 import http.client
+import io
 import json
 import socket
 import ssl
@@ -9,7 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor, task, threads
 from twisted.trial.unittest import TestCase
 
+from suite.app import command
 from suite.foundation.jsonlines import BatchWriter
+from suite.names.server import NameServer
 from tests.foundation.test_metrics import FullDisk
 from tests.helpers import make_pki, start_suite, tls_section, tmp_dir
 
@@ -180,3 +184,54 @@ class MetricsOverHTTP(TestCase):
         self.assertEqual(
             found[("suite_connections_total", (("service", "metrics"), ("transport", "tls")))], 1
         )
+
+
+class StatusOverHTTP(TestCase):
+    """/status: each service's health and summary, what `suite status` prints."""
+
+    async def test_status_shows_the_registry_and_suite_status_prints_it(self):
+        directory = tmp_dir(self)
+        ports = start_suite(
+            self,
+            directory,
+            f"""
+            [echo]
+            listen = ["{LOCAL}"]
+            [names]
+            listen = ["{LOCAL}"]
+            store = "memory"
+            lookup_audit = ""
+            [metrics]
+            listen = ["{LOCAL}"]
+            """,
+        )
+        server = next(part for part in self.suite_root if isinstance(part, NameServer))
+        echo = ports[f"echo {LOCAL}"]
+        for port in (echo, echo + 1):
+            await server.register("web", "::1", port, "tcp", None, "127.0.0.1:1", "127.0.0.1")
+        metrics = ports[f"metrics {LOCAL}"]
+        status, headers, body = await threads.deferToThread(get, metrics, "/status")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["Content-Type"], "application/json")
+        report = json.loads(body)
+        self.assertEqual(report["status"], "ok")
+        self.assertTrue(report["version"].startswith("suite "))
+        names = report["services"]["names"]
+        self.assertEqual((names["instances"], names["names"], names["evictions"]), (2, 1, 0))
+        self.assertEqual(
+            names["registry"],
+            {"web": {"instances": 2, "addresses": [f"[::1]:{echo}", f"[::1]:{echo + 1}"]}},
+        )
+        self.assertEqual(report["services"]["echo"], {"status": "ok"})
+        printed = await threads.deferToThread(status_output, f"127.0.0.1:{metrics}")
+        self.assertIn("names    ok      2 instances of 1 name, 0 evictions", printed)
+        self.assertIn(f"web   2          [::1]:{echo} [::1]:{echo + 1}", printed)
+
+
+def status_output(url: str) -> str:
+    """What `suite status URL` prints (its exit status must be 0)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = command.status(url, 5)
+    assert status == 0, printed.getvalue()
+    return printed.getvalue()

@@ -1,5 +1,6 @@
 """Every config error is one line naming file, section, key, value and problem."""
 
+import os
 import re
 import sqlite3
 import textwrap
@@ -12,11 +13,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from suite.app import tap as services
 from suite.app.compose import build, plugin_options
 from suite.app.lifecycle import walk
+from suite.echo import tap as echo_tap
 from suite.echo.service import EchoSettings
 from suite.foundation.config import ConfigError, load
 from suite.logger import tap as logger_tap
+from suite.logger.service import LoggerSettings
+from suite.names.service import NamesSettings
 from suite.names.store import SCHEMA
 from suite.net.listeners import Listener, ListenerService, parse_listeners
+from suite.net.tls import TLSSettings
 from suite.timestamp import service as timestamp_service
 from suite.timestamp import tap as timestamp_tap
 from tests.helpers import make_pki, tmp_dir
@@ -450,3 +455,90 @@ class StoredRowTests(ConfigTestCase):
             message,
             f'FILE: [names] store = "sqlite:{path}": holds more than max_instances (2) instances',
         )
+
+
+class PathsBesideTheConfigTests(ConfigTestCase):
+    """A relative path in a config file means a file beside it, from any working directory."""
+
+    def settings(self, body, section, overrides=None):
+        path = self.write(body)
+        kinds = [LoggerSettings, NamesSettings, TLSSettings]
+        return load(path, kinds, overrides, only_listed=True)[section]
+
+    def test_relative_paths_in_the_file_and_defaults_are_beside_it(self):
+        logger = self.settings('[logger]\noutput = "log/messages.jsonl"\n', "logger")
+        self.assertEqual(logger.output, str(self.directory / "log" / "messages.jsonl"))
+        names = self.settings("[names]\n", "names")
+        self.assertEqual(names.store, f"sqlite:{self.directory / 'data' / 'names.sqlite'}")
+        self.assertEqual(names.lookup_audit, str(self.directory / "log" / "names-lookups.jsonl"))
+        tls = self.settings('[tls]\ncertificate = "tls/server.crt"\n', "tls")
+        self.assertEqual(tls.certificate, str(self.directory / "tls" / "server.crt"))
+
+    def test_what_names_no_file_stays_as_written(self):
+        body = """
+            [logger]
+            output = "-"
+            [names]
+            store = "memory"
+            lookup_audit = ""
+            token_file = "/etc/suite/names.token"
+            [tls]
+            certificate = "credential:server.crt"
+            """
+        self.assertEqual(self.settings(body, "logger").output, "-")
+        names = self.settings(body, "names")
+        self.assertEqual((names.store, names.lookup_audit), ("memory", ""))
+        self.assertEqual(names.token_file, "/etc/suite/names.token")
+        self.assertEqual(self.settings(body, "tls").certificate, "credential:server.crt")
+
+    def test_paths_on_the_command_line_are_read_from_the_working_directory(self):
+        logger = self.settings(
+            '[logger]\noutput = "log/x.jsonl"\n', "logger", {"logger": {"output": "here.jsonl"}}
+        )
+        self.assertEqual(logger.output, "here.jsonl")
+
+    def test_the_suite_starts_from_another_directory(self):
+        make_pki(self.directory)
+        path = self.write(
+            """
+            [tls]
+            certificate = "server.crt"
+            private_key = "server.key"
+            [logger]
+            listen = ["tcp:0"]
+            tls_listen = ["tcp:0"]
+            output = "log/messages.jsonl"
+            """
+        )
+        elsewhere = tmp_dir(self)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(elsewhere)
+        root = self.load_suite(path)
+        self.assertTrue((self.directory / "log" / "messages.jsonl").exists())
+        self.assertEqual(list(elsewhere.iterdir()), [])
+        self.assertIn("logger tls_listen tcp:0", listener_names(root))
+
+
+class SectionTests(ConfigTestCase):
+    def test_a_single_service_plugin_refuses_a_misspelt_section(self):
+        path = self.write('[echoo]\nmode = "raw"\n')
+        options = echo_tap.Options()
+        caught = self.assertRaises(UsageError, options.parseOptions, ["--config", path])
+        self.assertEqual(
+            str(caught),
+            f"{path}: [echoo]: unknown section (known: announce, echo, logger, metrics, names, "
+            "sleep, timestamp, tls)",
+        )
+
+    def test_a_single_service_plugin_reads_only_its_section_of_a_whole_config(self):
+        path = self.write('[echo]\nmode = "raw"\n[logger]\noutput = 7\n')
+        options = echo_tap.Options()
+        options.parseOptions(["--config", path])
+        self.assertEqual(options.validated.services[0].settings.mode, "raw")
+
+    def test_a_misspelt_secret_key_never_shows_its_value(self):
+        for name in ("tokn", "secret", "pasword", "api_key", "credential"):
+            message = self.refused(f'[names]\n{name} = "hunter2"\n')
+            self.assertNotIn("hunter2", message)
+            self.assertIn(f'[names] {name} = "***": unknown key', message)
+        self.assertIn('mdoe = "raw"', self.refused('[echo]\nmdoe = "raw"\n'))
