@@ -75,6 +75,12 @@ METRICS = {
     "connections_open": Metric(GAUGE, "Stream connections open now.", ("transport",)),
     "connections": Metric(COUNTER, "Stream connections admitted.", ("transport",)),
     "connections_refused": Metric(COUNTER, "Stream connections refused by a limit.", ("reason",)),
+    "empty_connections": Metric(
+        COUNTER,
+        "Stream connections closed without sending a byte (port scans, TCP health checks), "
+        "which the logger counts instead of writing records of them.",
+        ("transport",),
+    ),
     "received_bytes": Metric(COUNTER, "Bytes received, as on the wire.", ("transport",)),
     "sent_bytes": Metric(COUNTER, "Bytes sent, as on the wire.", ("transport",)),
     "requests": Metric(

@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 
 
 class SyslogFactory(StreamFactory):
-    """Settings: L{suite.logger.service.LoggerSettings}; every connection feeds SINK."""
+    """
+    Settings: L{suite.logger.service.LoggerSettings}; every connection feeds
+    SINK.  Connections that closed without sending a byte are only counted,
+    by transport (`empty`).
+    """
 
     settings: "LoggerSettings"
 
@@ -32,7 +36,13 @@ class SyslogFactory(StreamFactory):
             set()
         )  # admitted connections, for the shutdown drain and back-pressure
         self.held = False
+        self.empty: dict[str, int] = {}
         sink.writer.on_pressure(self.hold)
+
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
+        yield from super().metric_samples()
+        for transport, count in list(self.empty.items()):
+            yield "empty_connections", (transport,), count
 
     def hold(self, full: bool) -> None:
         """The writer is full (stop reading every connection: TCP back-pressure), or has room."""
@@ -50,12 +60,20 @@ class SyslogStreamProtocol(ConnectionPolicy):
     order.  Over TLS the `connected` record waits for the handshake, so it
     can name the client certificate's subject (`client`), and a failed
     handshake gives an `error` record instead.
+
+    A connection that never sends a byte (a port scan, a TCP health check,
+    the name server's pings of an announced logger) writes no record at
+    all, only a count: so the `connected` record is written with the first
+    bytes, saying when the connection was made (over TLS, when its
+    handshake was done).
     """
 
     factory: "SyslogFactory"
     refusal = b"ERROR too many connections\n"  # senders do not read it; a person with nc does
     decoder: SyslogFrameDecoder | None = None
     announced = False
+    recorded = False  # whether any record of this connection was written
+    connected_at = 0.0  # when it was made (over TLS: handshake done), for its `connected` record
     last_data = 0.0  # when the last bytes came, for the shutdown drain
 
     def connectionMade(self) -> None:
@@ -64,26 +82,20 @@ class SyslogStreamProtocol(ConnectionPolicy):
             limits = self.factory.settings
             self.decoder = SyslogFrameDecoder(limits.max_message, limits.max_frame)
             self.factory.open.add(self)
-            self.last_data = self.factory.clock.seconds()
+            self.last_data = self.connected_at = self.factory.clock.seconds()
             if self.factory.held:
                 self.stream.pauseProducing()
-            if not self.tls:
-                self._announce()
 
     def handshakeCompleted(self) -> None:
         super().handshakeCompleted()
-        if self.decoder is not None:
-            self._announce()
-
-    def _announce(self) -> None:
-        self.announced = True
-        self._event("connected")
+        self.connected_at = self.factory.clock.seconds()
 
     def handshakeFailed(self, reason: str) -> None:
         self._event("error", f"TLS handshake failed: {reason}")
 
-    def _event(self, event: str, message: str | None = None) -> None:
-        self.factory.sink.event(event, self.peer, self.kind, message, self.client)
+    def _event(self, event: str, message: str | None = None, at: float | None = None) -> None:
+        self.recorded = True
+        self.factory.sink.event(event, self.peer, self.kind, message, self.client, at)
 
     def refused(self, reason: str) -> None:
         self._event("error", f"connection refused: {reason}")
@@ -93,6 +105,9 @@ class SyslogStreamProtocol(ConnectionPolicy):
             return
         decoder = self.decoder  # its error, none yet, may come with this read
         self.last_data = self.factory.clock.seconds()
+        if not self.announced:
+            self.announced = True
+            self._event("connected", at=self.connected_at)
         super().dataReceived(data)
         frames = decoder.feed(data)
         if frames:
@@ -126,6 +141,8 @@ class SyslogStreamProtocol(ConnectionPolicy):
             # Not closed by the sender (a reset, or the server shutting down): a line cut short.
             self._deliver_last_frame(cut=reason is not None and not reason.check(ConnectionDone))
             self.decoder = None
+            if not self.recorded:
+                self.factory.empty[self.kind] = self.factory.empty.get(self.kind, 0) + 1
         if self.announced:
             self._event("disconnected")
         super().connectionLost(reason)

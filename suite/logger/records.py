@@ -185,10 +185,11 @@ class RecordSink:
         transport: str,
         message: str | None = None,
         client: str | None = None,
+        at: float | None = None,
     ) -> None:
-        """A `connected`, `disconnected` or `error` record."""
+        """A `connected`, `disconnected` or `error` record, of now or of the time AT."""
         record = {
-            "received": utc_stamp(self.clock.seconds()),
+            "received": utc_stamp(self.clock.seconds() if at is None else at),
             "event": event,
             "peer": peer,
             "transport": transport,

@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.request
 
 from twisted.trial.unittest import SkipTest
 
@@ -205,6 +206,56 @@ class LoggerProcessTests(ProcessTestCase):
             ("disconnected", "127.0.0.3", "CN=client", None),
         ], summary
         assert "logger: TLS handshake with 127.0.0.2:" in suite.output
+
+    def test_connections_that_send_nothing_are_counted_not_recorded(self):
+        """
+        A TCP connect and close (a health check, the name server's pings),
+        a TLS handshake and close: no record, a count in /metrics; the
+        connection that sends keeps its three records.
+        """
+        pki = make_pki(self.directory)
+        suite = self.start_suite(
+            tls_section(pki)
+            + f"""
+            [logger]
+            listen = ["{LOCAL}"]
+            tls_listen = ["{LOCAL}"]
+            output = "messages.jsonl"
+            flush_interval = 0.05
+            [metrics]
+            listen = ["{LOCAL}"]
+        """,
+            listeners=3,
+        )
+        tcp, tls = suite.port(f"logger {LOCAL}"), suite.port(f"logger tls_listen {LOCAL}")
+        socket.create_connection(("127.0.0.1", tcp)).close()
+        context = ssl.create_default_context(cafile=pki["ca"])
+        with socket.create_connection(("127.0.0.1", tls)) as raw:
+            context.wrap_socket(raw, server_hostname="localhost").close()
+        url = f"http://127.0.0.1:{suite.port(f'metrics {LOCAL}')}/metrics"
+        wanted = [
+            f'suite_empty_connections_total{{service="logger",transport="{transport}"}} 1.0'
+            for transport in ("tcp", "tls")
+        ]
+        for _ in range(100):  # at most ~5 s for the server to see both closes
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                exposition = answer.read().decode()
+            if all(line in exposition.splitlines() for line in wanted):
+                break
+            time.sleep(0.05)
+        assert all(line in exposition.splitlines() for line in wanted), exposition
+        with socket.create_connection(("127.0.0.1", tcp)) as sock:
+            sock.sendall(b"<13>said something\n")
+            peer = f"127.0.0.1:{sock.getsockname()[1]}"
+        records = wait_records(
+            self.directory / "messages.jsonl",
+            lambda r: any(x["event"] == "disconnected" for x in r),
+        )
+        assert [(r["event"], r["peer"]) for r in records] == [
+            ("connected", peer),
+            ("message", peer),
+            ("disconnected", peer),
+        ], records
 
     def test_messages_received_before_sigterm_are_all_written(self):
         # flush_interval is far away: only the shutdown can have written them.

@@ -77,6 +77,39 @@ class StreamTests(SynchronousTestCase):
         self.assertNotIn("syslog", records[3])
         self.assertNotIn("truncated", records[1])
 
+    def test_a_connection_that_sends_nothing_writes_no_record_and_is_counted(self):
+        """
+        A port scan, a TCP health check, the name server's pings: no
+        `connected`/`disconnected` pair, only a count in /metrics.
+        """
+        for reason in (None, Failure(ConnectionLost())):
+            protocol, _ = connect(self.factory)
+            self.clock.advance(1)
+            protocol.connectionLost(reason)
+        self.assertEqual(self.writer.records, [])
+        samples = list(self.factory.metric_samples())
+        self.assertIn(("empty_connections", ("tcp",), 2), samples)
+        self.assertIn(("connections", ("tcp",), 2), samples)
+
+    def test_a_connection_that_sends_keeps_its_connected_record_and_time(self):
+        protocol, _ = connect(self.factory)
+        self.clock.advance(5)  # the first byte comes later: the record says when it connected
+        protocol.dataReceived(b"<")
+        protocol.dataReceived(b"13>late\n")
+        protocol.connectionLost(None)
+        records = self.writer.records
+        self.assertEqual(
+            [(r["event"], r["received"]) for r in records],
+            [
+                ("connected", "2025-11-20T23:39:31.334991Z"),
+                ("message", "2025-11-20T23:39:36.334991Z"),
+                ("disconnected", "2025-11-20T23:39:36.334991Z"),
+            ],
+        )
+        self.assertNotIn(
+            "empty_connections", [name for name, _, _ in self.factory.metric_samples()]
+        )
+
     def test_truncated_message_is_marked(self):
         protocol, _ = connect(self.factory)
         protocol.dataReceived(b"x" * 40 + b"\n")
