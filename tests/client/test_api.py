@@ -82,7 +82,7 @@ def deferLater(seconds):
 
 
 class ManySleeps(TestCase):
-    """1,000 sleeps of 1 s from 300 connections, no threads: all answered within 2 s."""
+    """1,000 sleeps of 1 s from 300 connections, no threads: all answered within 3 s."""
 
     async def test_thousand_sleeps_from_300_connections(self):
         directory = tmp_dir(self)
@@ -101,4 +101,8 @@ class ManySleeps(TestCase):
         elapsed = time.monotonic() - started
         self.assertEqual(len(answers), 1000)
         self.assertTrue(all(a["slept"] >= 1.0 for a in answers))
-        self.assertLess(elapsed, 2.0)
+        # Concurrent sleeps take 1 s plus the time to send and answer 1,000 calls, which
+        # a loaded machine may stretch past a second.  Sleeps taken in turn on a
+        # connection would take 4 s (a hundred connections carry four each), sleeps in a
+        # thread pool of ten 100 s: 3 s holds under load and still fails on either.
+        self.assertLess(elapsed, 3.0)
