@@ -12,24 +12,26 @@ directs it:
     <!-- example: skip: REASON -->               shown, never run
 
 Each block is one test, named after its heading and its place in the
-document, and the blocks of a document run in the document's order against
-one suite process per config, as a reader pasting them one after the other
-would: the config is copied into a scratch directory TMP/etc/ (and `suite init`
-adds the TLS pair and directories, as `make run` does), every fixed port in
-it moved to a free one, and `twistd --nodaemon --pidfile= suite --config
-etc/NAME` started in TMP. The commands of a block run in one bash in TMP, the
-virtual environment's bin/ first on PATH, with the same ports moved in their
-text; a port a command listens on itself (`--listen tcp:5002`) is moved too.
+document. The blocks of a document run in its order against one suite
+process per config, as a reader pasting them one after the other would: the
+config is copied into a scratch directory TMP (etc/suite.toml to
+TMP/etc/suite.toml), `suite init` adds the TLS pair and the directories as
+`make run` does, every fixed port in it is moved to a free one, and
+`twistd --nodaemon --pidfile= suite --config etc/suite.toml` starts in TMP.
+The commands of a block run in one bash in TMP, the virtual environment's
+bin/ first on PATH, with the same ports moved in their text; a port a
+command listens on itself (`--listen tcp:5002`) is moved too.
+
 Output is compared after the ports are moved back and what differs from run
 to run is masked: times (ctime, ISO 8601, syslog and epoch stamps),
-fractional numbers (durations), PIDs, DNS message IDs, client ports from the
-kernel's ephemeral range, the sending host's name, the versions and the
-scratch directory's path, which the documents show as `/home/you/suite`
-(a checkout there). A command that only
-reads (`cat`, `curl`, `dig`, `grep`, `tail`, `suite status`) is run again for
-up to a few seconds until its output matches, since a reader types more
-slowly than a test. An expected `^C` line sends SIGINT to the running
-command once the lines above it have come, as a terminal's Ctrl-C would.
+fractional numbers (durations), PIDs, DNS message IDs, client ports from
+the kernel's ephemeral range, the sending host's name, the versions, and
+the scratch directory's path, which the documents show as `/home/you/suite`
+(a checkout there). A command that only reads (`cat`, `curl`, `dig`,
+`grep`, `suite status`, a name server lookup) is run again for up to a few
+seconds until its output matches, since a reader types more slowly than a
+test. An expected `^C` line sends SIGINT to the running command once the
+lines above it have come, as a terminal's Ctrl-C would.
 
 A block that uses an outside tool (nc, dig, curl, logger, openssl) is skipped
 with the reason when the tool is missing; `make test` installs them as root.
@@ -50,6 +52,7 @@ import tempfile
 import threading
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +62,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DEFAULT_CONFIG = "etc/suite.toml"
 TOOLS = ("nc", "dig", "curl", "logger", "openssl")
-READ_ONLY = re.compile(r"^(cat|curl|dig|grep|tail|head|suite status)\b")
+READ_ONLY = re.compile(
+    r"^(cat|curl|dig|grep|tail|head|suite status|suite-client names \S+ (lookup|services))\b"
+)
 COMMAND_TIMEOUT = 20.0
 RETRY_FOR = 6.0
 INTERRUPT_AFTER = 5.0
@@ -89,6 +94,7 @@ def parse(document: str, text: str) -> list[Block]:
     """The console blocks of TEXT, with their headings and directives."""
     blocks: list[Block] = []
     heading = document
+    label = ""
     directive = ""
     fence = ""
     lines = text.split("\n")
@@ -107,15 +113,19 @@ def parse(document: str, text: str) -> list[Block]:
                 body.append(lines[index])
                 index += 1
             index += 1
-            blocks.append(_block(document, heading, start, body, directive))
+            blocks.append(_block(document, f"{heading} {label}".strip(), start, body, directive))
             directive = ""
             continue
-        if line.startswith("```"):
+        if line.lstrip().startswith("```"):  # any other fence, in a list item too
             fence = "```"
             directive = ""
             continue
         if line.startswith("#"):
             heading = line.lstrip("#").strip()
+            label = ""
+        bold = re.match(r"\*\*([^*]+)\*\*", line)
+        if bold:
+            label = bold[1]
         found = DIRECTIVE.match(line.strip())
         if found:
             directive = found[1]
@@ -395,8 +405,8 @@ class Shell:
             self.lines.put(raw.decode(errors="replace").rstrip("\n"))
         self.lines.put(None)
 
-    def run(self, text: str, interrupt_after: list[str] | None = None) -> list[str]:
-        """TEXT's output; with INTERRUPT_AFTER, SIGINT once those lines have come."""
+    def run(self, text: str, ready: Callable[[list[str]], bool] | None = None) -> list[str]:
+        """TEXT's output; with READY, SIGINT once READY(output so far) is true."""
         before = children(self.process.pid)
         assert self.process.stdin is not None
         # `$?` carries over from one command to the next (`echo $?`), past the mark.
@@ -407,11 +417,13 @@ class Shell:
         self.process.stdin.flush()
         output: list[str] = []
         started = time.monotonic()
-        interrupted = interrupt_after is None
+        interrupted = ready is None
         while True:
             waited = time.monotonic() - started
+            # As a person would: once the lines above ^C are there, and not
+            # before the command had a second to start.
             if not interrupted and (
-                normalise(output) == normalise(interrupt_after) or waited > INTERRUPT_AFTER
+                (waited > 1.0 and ready is not None and ready(output)) or waited > INTERRUPT_AFTER
             ):
                 for pid in children(self.process.pid) - before:
                     for each in {pid} | descendants(pid):
@@ -492,16 +504,25 @@ class DocumentExamples(SynchronousTestCase):
     ) -> None:
         text = replace_ports(command.text, mapping)
         expected = command.expected
-        interrupt_after = None
+        directory = str(suite.directory)
+
+        def shown(output: list[str]) -> list[str]:
+            return normalise([replace_ports(line, back) for line in output], directory)
+
+        ready = None
         if "^C" in expected:
             at = expected.index("^C")
-            interrupt_after = expected[:at]
+            before = normalise(expected[:at])
             expected = expected[:at] + expected[at + 1 :]
+
+            def ready(output: list[str]) -> bool:
+                return shown(output) == before
+
         deadline = time.monotonic() + RETRY_FOR
         while True:
-            output = shell.run(text, interrupt_after)
+            output = shell.run(text, ready)
             actual = [replace_ports(line, back) for line in output]
-            if normalise(actual, str(suite.directory)) == normalise(expected):
+            if shown(output) == normalise(expected):
                 return
             if not READ_ONLY.match(command.text) or time.monotonic() > deadline:
                 break
@@ -512,7 +533,7 @@ class DocumentExamples(SynchronousTestCase):
             "--- compared as\n"
             + "\n".join(normalise(expected))
             + "\n--- and\n"
-            + "\n".join(normalise(actual, str(suite.directory)))
+            + "\n".join(shown(output))
             + "\n--- the suite's log\n"
             + suite.output()[-1500:]
         )
@@ -531,7 +552,7 @@ class DocumentExamples(SynchronousTestCase):
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40] or "example"
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60] or "example"
 
 
 def _test(index: int):
