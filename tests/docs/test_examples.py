@@ -134,7 +134,7 @@ def parse(document: str, text: str) -> list[Block]:
     return blocks
 
 
-def _block(document, heading, line, body, directive) -> Block:
+def _block(document: str, heading: str, line: int, body: list[str], directive: str) -> Block:
     commands: list[Command] = []
     continued = False
     for text in body:
@@ -213,9 +213,9 @@ def replace_ports(text: str, mapping: dict[int, int]) -> str:
 
 def config_ports(path: Path) -> set[int]:
     """The fixed ports a config's listeners and name servers name."""
-    ports = set()
+    ports: set[int] = set()
 
-    def walk(value, key=""):
+    def walk(value: object, key: str = "") -> None:
         if isinstance(value, dict):
             for name, inner in value.items():
                 walk(inner, name)
@@ -232,7 +232,7 @@ def config_ports(path: Path) -> set[int]:
 
 def command_ports(blocks: list[Block]) -> set[int]:
     """Ports the commands listen on themselves: `--listen tcp:5002:…`."""
-    found = set()
+    found: set[int] = set()
     for block in blocks:
         for command in block.commands:
             found.update(
@@ -477,17 +477,19 @@ class DocumentExamples(SynchronousTestCase):
 
     def run_block(self, index: int) -> None:
         block = self.blocks[index]
+        if index == max(i for i, b in enumerate(self.blocks) if b.config == block.config):
+            self.addCleanup(self.stop_suite, block.config)
+        where = f"{block.document}:{block.line} ({block.heading})"
         if block.skip:
-            raise SkipTest(block.skip)
+            raise SkipTest(f"{where}: {block.skip}")
         for tool in TOOLS:
             if any(re.search(rf"(?<![\w.=-]){tool}\b(?![.-])", c.text) for c in block.commands):
                 if shutil.which(tool) is None:
                     raise SkipTest(
-                        f"{tool} is not installed (make test installs it when run as root)"
+                        f"{where}: {tool} is not installed "
+                        "(make test installs it when run as root)"
                     )
         suite = self.suite_for(block)
-        if index == max(i for i, b in enumerate(self.blocks) if b.config == block.config):
-            self.addCleanup(self.stop_suite, block.config)
         mapping = suite.mapping
         back = {new: old for old, new in mapping.items()}
         shell = Shell(suite.directory)
@@ -500,7 +502,13 @@ class DocumentExamples(SynchronousTestCase):
             self.fail(f"the example left processes running: {left}")
 
     def run_command(
-        self, shell: Shell, block: Block, command: Command, mapping, back, suite: Suite
+        self,
+        shell: Shell,
+        block: Block,
+        command: Command,
+        mapping: dict[int, int],
+        back: dict[int, int],
+        suite: Suite,
     ) -> None:
         text = replace_ports(command.text, mapping)
         expected = command.expected
@@ -509,14 +517,16 @@ class DocumentExamples(SynchronousTestCase):
         def shown(output: list[str]) -> list[str]:
             return normalise([replace_ports(line, back) for line in output], directory)
 
-        ready = None
+        ready: Callable[[list[str]], bool] | None = None
         if "^C" in expected:
             at = expected.index("^C")
             before = normalise(expected[:at])
             expected = expected[:at] + expected[at + 1 :]
 
-            def ready(output: list[str]) -> bool:
+            def interruptible(output: list[str]) -> bool:
                 return shown(output) == before
+
+            ready = interruptible
 
         deadline = time.monotonic() + RETRY_FOR
         while True:
@@ -555,31 +565,34 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60] or "example"
 
 
-def _test(index: int):
-    def test(self):
+def _test(index: int, block: Block) -> Callable[[DocumentExamples], None]:
+    def test(self: DocumentExamples) -> None:
         self.run_block(index)
 
+    test.__doc__ = f"{block.document}:{block.line} ({block.heading})"
     return test
+
+
+def _examples(document: str) -> type[DocumentExamples] | None:
+    """A test case with one test per console block of DOCUMENT, in its order; None if none."""
+    blocks = parse(document, (ROOT / document).read_text())
+    if not blocks:
+        return None
+    name = "".join(part.title() for part in re.split(r"[^A-Za-z0-9]+", document[:-3]))
+    methods: dict[str, object] = {
+        "document": document,
+        "blocks": blocks,
+        "suites": {},
+        "__doc__": f"The console examples of {document}, in its order.",
+    }
+    for index, block in enumerate(blocks):
+        methods[f"test_{index:03d}_{_slug(block.heading)}"] = _test(index, block)
+    return type(f"{name}Examples", (DocumentExamples,), methods)
 
 
 DOCUMENTS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
 
 for _document in DOCUMENTS:
-    _blocks = parse(_document, (ROOT / _document).read_text())
-    if not _blocks:
-        continue
-    _name = (
-        "".join(part.title() for part in re.split(r"[^A-Za-z0-9]+", _document[:-3])) + "Examples"
-    )
-    _methods = {
-        "document": _document,
-        "blocks": _blocks,
-        "suites": {},
-        "__doc__": f"The console examples of {_document}, in its order.",
-    }
-    for _index, _block_ in enumerate(_blocks):
-        _methods[f"test_{_index:03d}_{_slug(_block_.heading)}"] = _test(_index)
-        _methods[
-            f"test_{_index:03d}_{_slug(_block_.heading)}"
-        ].__doc__ = f"{_document}:{_block_.line} ({_block_.heading})"
-    globals()[_name] = type(_name, (DocumentExamples,), _methods)
+    _case = _examples(_document)
+    if _case is not None:
+        globals()[_case.__name__] = _case
