@@ -15,9 +15,10 @@ Each block is one test, named after its heading and its place in the
 document. The blocks of a document run in its order against one suite
 process per config, as a reader pasting them one after the other would: the
 config is copied into a scratch directory TMP (etc/suite.toml to
-TMP/etc/suite.toml), `suite init` adds the TLS pair and the directories as
-`make run` does, every fixed port in it is moved to a free one, and
-`twistd --nodaemon --pidfile= suite --config etc/suite.toml` starts in TMP.
+TMP/etc/suite.toml, with etc/examples/, whose configs name ../tls/), every
+fixed port in it moved to a free one, `suite init etc` adds the TLS pair and
+the directories as `make run` does, and `twistd --nodaemon --pidfile= suite
+--config etc/suite.toml` starts in TMP.
 The commands of a block run in one bash in TMP, the virtual environment's
 bin/ first on PATH, with the same ports moved in their text; a port a
 command listens on itself (`--listen tcp:5002`) is moved too.
@@ -61,6 +62,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DEFAULT_CONFIG = "etc/suite.toml"
+EXAMPLES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "etc" / "examples").glob("*.toml"))
 TOOLS = ("nc", "dig", "curl", "logger", "openssl")
 READ_ONLY = re.compile(
     r"^(cat|curl|dig|grep|tail|head|suite status|suite-client names \S+ (lookup|services))\b"
@@ -289,18 +291,16 @@ class Suite:
         self.directory = Path(tempfile.mkdtemp(prefix="suite-docs-")).resolve()
         source = ROOT / config
         self.mapping = free_ports(config_ports(source) | extra_ports)
-        etc = self.directory / "etc"
-        examples = ROOT / "etc" / "examples"
-        if examples.is_dir():
-            shutil.copytree(examples, etc / "examples")
-            for each in (etc / "examples").rglob("*.toml"):
-                each.write_text(replace_ports(each.read_text(), self.mapping))
+        # The checkout as `make run` leaves it: etc/suite.toml, and beside it
+        # the TLS pair and the directories `suite init` adds; etc/examples/
+        # (whose configs name ../tls/), and the config to start.
+        for relative in [DEFAULT_CONFIG, config, *EXAMPLES]:
+            copy = self.directory / relative
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(replace_ports((ROOT / relative).read_text(), self.mapping))
         self.config = self.directory / config
-        self.config.parent.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(replace_ports(source.read_text(), self.mapping))
-        # What `make run` does before it starts: the TLS pair and the directories.
         subprocess.run(
-            [str(BIN / "suite"), "init", str(self.config.parent)],
+            [str(BIN / "suite"), "init", "etc"],
             cwd=self.directory,
             env=environment(),
             stdout=subprocess.DEVNULL,
