@@ -96,7 +96,8 @@ def init(directory: str) -> int:
     """Write what DIRECTORY lacks of a working setup; say what was written and kept."""
     os.makedirs(directory, exist_ok=True)
     config_path = os.path.join(directory, CONFIG_NAME)
-    say_written(config_path, write_new(config_path, shipped_config(), 0o640))
+    said = Said(directory)
+    said.written(config_path, write_new(config_path, shipped_config(), 0o640))
     planned, problems = check(SERVICES, config_path)
     if planned is None:  # an existing file that does not parse: nothing more to go on
         return report(problems)
@@ -104,18 +105,18 @@ def init(directory: str) -> int:
     certificate, private_key = tls.certificate, tls.private_key
     if certificate and private_key and not certificate.startswith("credential:"):
         if os.path.exists(certificate) or os.path.exists(private_key):
-            say_written(certificate, False)
+            said.written(certificate, False)
         else:
             crt, key = self_signed_pair()
             for path in (certificate, private_key):
                 os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
-            say_written(private_key, write_new(private_key, key, 0o600))
-            say_written(certificate, write_new(certificate, crt, 0o644))
+            said.written(private_key, write_new(private_key, key, 0o600))
+            said.written(certificate, write_new(certificate, crt, 0o644))
     for path in planned.written_files:
         parent = os.path.dirname(path)
         if not os.path.isdir(parent):
             os.makedirs(parent, mode=0o750, exist_ok=True)
-            print(f"made {parent}/")
+            print(f"made {said.shown(parent)}/")
     planned, problems = check(SERVICES, config_path)
     if problems:
         return report(problems)
@@ -123,8 +124,22 @@ def init(directory: str) -> int:
     return 0
 
 
-def say_written(path: str, written: bool) -> None:
-    print(f"wrote {path}" if written else f"kept {path} (it exists)")
+class Said:
+    """What init tells: paths inside the directory as the operator wrote it (`x/tls/…`)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.absolute = os.path.abspath(directory)
+
+    def shown(self, path: str) -> str:
+        inside = os.path.relpath(path, self.absolute)
+        if inside.startswith(os.pardir):
+            return path
+        return os.path.join(self.directory, inside)
+
+    def written(self, path: str, written: bool) -> None:
+        shown = self.shown(path)
+        print(f"wrote {shown}" if written else f"kept {shown} (it exists)")
 
 
 def report(problems: Sequence[Exception]) -> int:

@@ -32,7 +32,7 @@ LONGEST_SHOWN = 256
 CREDENTIAL = "credential:"
 # An unknown key whose name holds one of these is probably a misspelt secret
 # (`tokn = "…"`): its value is never shown.
-SECRET_LOOKING = ("tok", "secret", "pass", "pwd", "auth", "cred", "key")
+SECRET_LOOKING = ("tok", "secret", "pas", "pw", "auth", "cred", "key")
 
 
 class ConfigError(Exception):
@@ -67,6 +67,8 @@ class Problems:
 
 def _quote(value: Any) -> str:
     """Render a value the way it would be written in TOML, cut short if long."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # inf, -inf, nan: TOML's spelling (JSON has none)
     try:
         shown = json.dumps(value)
     except (TypeError, ValueError, RecursionError):
@@ -269,6 +271,9 @@ class Settings:
 
     section: ClassVar[str]
     origins: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # Paths as written, where they were read beside the config file: what
+    # an error shows, so the operator finds the line they wrote.
+    written: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def keys(cls) -> list[Key]:
@@ -287,11 +292,16 @@ class Settings:
 
     def error(self, name: str, problem: str, value: Any = None) -> ConfigError:
         """A ConfigError for key NAME of this section, naming where it was set."""
-        if value is None:
+        means = None
+        if value is None and name in self.written:
+            # As written, then the file it means: `"tls/x.crt" (/etc/suite/tls/x.crt)`.
+            means = self.kind_of(name).path_in(getattr(self, name))
+            value = self.written[name]
+        elif value is None:
             value = getattr(self, name)
         if any(k.secret for k in self.keys() if k.name == name):
             value = SECRET
-        return problem_at(self.origin(name), self.section, name, value, problem)
+        return problem_at(self.origin(name), self.section, name, value, problem, means)
 
 
 class Listening(Protocol):
@@ -338,11 +348,16 @@ def listen(*defaults: str) -> Any:
     return key(STRING_LIST, tuple(defaults), LISTEN_HELP)
 
 
-def problem_at(origin: str, section: str, name: str, value: Any, problem: str) -> ConfigError:
+def problem_at(
+    origin: str, section: str, name: str, value: Any, problem: str, means: str | None = None
+) -> ConfigError:
+    """The one line: where VALUE was set (and the file it MEANS, if relative), and PROBLEM."""
     if origin == COMMAND_LINE:
         where = f"{origin}: [{section}] --{name.replace('_', '-')} {_quote(value)}"
     else:
         where = f"{origin}: [{section}] {name} = {_quote(value)}"
+    if means is not None:
+        where += f" ({means})"
     return ConfigError(f"{where}: {problem}")
 
 
@@ -400,7 +415,7 @@ def settings_for(
         )
         table = {}
     keyed = {k.name: k for k in kind.keys()}
-    values, origins = {}, {}
+    values, origins, written = {}, {}, {}
     for layer_origin, layer in ((origin, table), (COMMAND_LINE, overrides or {})):
         for name, value in layer.items():
             with problems.step():
@@ -413,7 +428,8 @@ def settings_for(
                 relocated = declared.kind.relocate(value, directory)
                 if relocated is not value:
                     values[declared.name] = relocated
-    return kind(**values, origins=origins)
+                    written[declared.name] = value
+    return kind(**values, origins=origins, written=written)
 
 
 def _checked(

@@ -38,8 +38,8 @@ from suite.names.health import HealthChecker, IConnectingClock, tcp_ping
 from suite.names.leader import Leadership
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
-from suite.names.server import MAX_INSTANCES_PER_SOURCE, NameServer
-from suite.names.store import IRegistryStore, StoreError, open_store
+from suite.names.server import MAX_INSTANCES_PER_SOURCE, NameServer, load_registry
+from suite.names.store import IRegistryStore, StoreError, open_store, read_stored_rows
 from suite.names.zone import ZoneAnswers
 from suite.net.amp import AMPLimits
 from suite.net.datagrams import ReplyLimits
@@ -239,11 +239,22 @@ def build(settings: NamesSettings, reactor: INamesReactor) -> Parts:
 
 
 def preflight(settings: NamesSettings) -> Iterator[ConfigError]:
-    """What build would refuse besides its files: a token it cannot read."""
+    """
+    What build would refuse besides its files: a token it cannot read, a
+    SQLite store whose rows do not load (read only, never written here).
+    """
     try:
         resolve_token(settings)
     except ConfigError as e:
         yield e
+    stored = NamesSettings.kind_of("store").path_in(settings.store)
+    if stored is not None:
+        try:
+            rows = read_stored_rows(stored)
+            registry = Registry(settings.max_instances, AllowedHosts(settings.allowed_networks))
+            load_registry(registry, rows)
+        except StoreError as e:
+            yield settings.error("store", str(e))
 
 
 SERVICE = ServiceDeclaration(

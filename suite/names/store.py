@@ -278,13 +278,7 @@ class SqliteStore(LocalStore):
                     connection.execute(alter)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")  # proves it is writable
             connection.commit()
-            return [
-                (name, host, port, description, tuple(addresses.split()), source)
-                for name, host, port, description, addresses, source in connection.execute(
-                    "SELECT name, host, port, description, addresses, source FROM instances "
-                    "ORDER BY rowid"
-                )
-            ]
+            return _stored_rows(connection)
         except sqlite3.Error as e:
             raise StoreError(f"not a usable SQLite database: {e}") from None
         finally:
@@ -318,6 +312,44 @@ class SqliteStore(LocalStore):
     def close(self) -> defer.Deferred[None]:
         """Write what waits, then close the pool."""
         return self.writes.drained().addCallback(lambda _: self.pool.close())
+
+
+def _stored_rows(connection: sqlite3.Connection) -> list[tuple]:
+    """The instances a database holds; columns it lacks (an earlier version's) read empty."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(instances)")}
+    added = ", ".join(column if column in columns else "''" for column in ADDED_COLUMNS)
+    return [
+        (name, host, port, description, tuple(addresses.split()), source)
+        for name, host, port, description, addresses, source in connection.execute(
+            f"SELECT name, host, port, description, {added} FROM instances ORDER BY rowid"
+        )
+    ]
+
+
+def read_stored_rows(path: str) -> list[tuple]:
+    """
+    The rows of the SQLite store at PATH, read without writing anything (for
+    `suite check`): none when it does not exist yet; StoreError if unusable.
+    """
+    if not os.path.exists(path):
+        return []
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open: {e}") from None
+    try:
+        check = connection.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise StoreError(f"database is damaged: {check}")
+        if not connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'instances'"
+        ).fetchone():
+            return []
+        return _stored_rows(connection)
+    except sqlite3.Error as e:
+        raise StoreError(f"not a usable SQLite database: {e}") from None
+    finally:
+        connection.close()
 
 
 def open_store(setting: str, reactor: IReactorTime) -> "MemoryStore | SqliteStore":

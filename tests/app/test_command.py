@@ -3,6 +3,7 @@
 import contextlib
 import io
 import os
+import sqlite3
 import stat
 import textwrap
 from pathlib import Path
@@ -121,7 +122,7 @@ class Check(SynchronousTestCase):
             '[echo] tokn = "***": unknown key',
             "[logger] keep = -1: must be at least 1",
             '[echo] listen = "tcp:abc": bad endpoint',
-            f'[tls] certificate = "{self.directory / "missing.crt"}": cannot read',
+            f'[tls] certificate = "missing.crt" ({self.directory / "missing.crt"}): cannot read',
             f"{self.directory / 'a-file'} is not a directory",
             '[names] token_file = "',
         ]
@@ -151,6 +152,38 @@ class Check(SynchronousTestCase):
         os.environ["CREDENTIALS_DIRECTORY"] = str(credentials)
         self.addCleanup(os.environ.pop, "CREDENTIALS_DIRECTORY")
         self.assertEqual(self.check(body)[0], 0)
+
+    def test_the_store_is_checked_as_the_start_would_without_writing_it(self):
+        data = self.directory / "data"
+        data.mkdir()
+        with sqlite3.connect(data / "names.sqlite") as database:  # an earlier version's schema
+            database.execute(
+                "CREATE TABLE instances (name TEXT, host TEXT, port INTEGER, description TEXT)"
+            )
+            database.executemany(
+                "INSERT INTO instances VALUES (?, ?, ?, ?)",
+                [("web", "127.0.0.1", port, "") for port in (1, 2)],
+            )
+        database.close()
+        before = (data / "names.sqlite").read_bytes()
+        body = """
+            [names]
+            listen = ["tcp:0"]
+            lookup_audit = ""
+            max_instances = %d
+            """
+        self.assertEqual(self.check(body % 2)[0], 0)
+        status, lines = self.check(body % 1)
+        self.assertEqual(status, 1)
+        self.assertEqual(
+            lines,
+            [
+                'default: [names] store = "sqlite:data/names.sqlite" '
+                f"({data / 'names.sqlite'}): holds more than max_instances (1) instances"
+            ],
+        )
+        self.assertEqual((data / "names.sqlite").read_bytes(), before)
+        self.assertEqual(sorted(p.name for p in data.iterdir()), ["names.sqlite"])
 
 
 class StatusTables(SynchronousTestCase):
