@@ -46,18 +46,18 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tests.e2e.process import config_ports, free_ports, popen, replace_ports, run
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -206,32 +206,6 @@ def normalise(lines: list[str], directory: str = SHOWN_DIRECTORY) -> list[str]:
     return result
 
 
-def replace_ports(text: str, mapping: dict[int, int]) -> str:
-    if not mapping:
-        return text
-    pattern = re.compile(r"(?<![\d.])(" + "|".join(map(str, mapping)) + r")(?![\d.])")
-    return pattern.sub(lambda m: str(mapping[int(m[1])]), text)
-
-
-def config_ports(path: Path) -> set[int]:
-    """The fixed ports a config's listeners and name servers name."""
-    ports: set[int] = set()
-
-    def walk(value: object, key: str = "") -> None:
-        if isinstance(value, dict):
-            for name, inner in value.items():
-                walk(inner, name)
-        elif isinstance(value, list):
-            for inner in value:
-                walk(inner, key)
-        elif isinstance(value, str) and (key.endswith("listen") or key == "name_server"):
-            ports.update(int(p) for p in re.findall(r"(?:^|:)(\d{2,5})(?=:|$)", value))
-
-    walk(tomllib.loads(path.read_text()))
-    ports.discard(0)
-    return ports
-
-
 def command_ports(blocks: list[Block]) -> set[int]:
     """Ports the commands listen on themselves: `--listen tcp:5002:…`."""
     found: set[int] = set()
@@ -243,32 +217,6 @@ def command_ports(blocks: list[Block]) -> set[int]:
     return found
 
 
-def free_ports(wanted: set[int]) -> dict[int, int]:
-    """A free loopback port, free for both TCP and UDP, for each port WANTED."""
-    held = []
-    mapping = {}
-    try:
-        for port in sorted(wanted):
-            while True:
-                tcp = socket.socket()
-                tcp.bind(("127.0.0.1", 0))
-                number = tcp.getsockname()[1]
-                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                try:
-                    udp.bind(("127.0.0.1", number))
-                except OSError:
-                    tcp.close()
-                    udp.close()
-                    continue
-                held += [tcp, udp]
-                mapping[port] = number
-                break
-    finally:
-        for each in held:
-            each.close()
-    return mapping
-
-
 def environment() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
@@ -276,12 +224,6 @@ def environment() -> dict[str, str]:
     env["LC_ALL"] = "C.UTF-8"
     env.pop("SUITE_TOKEN", None)
     return env
-
-
-def _default_sigint() -> None:
-    # Started from a shell without job control, the tests may have SIGINT
-    # ignored, which every child would inherit; the ^C of an example needs it.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Suite:
@@ -299,7 +241,7 @@ class Suite:
             copy.parent.mkdir(parents=True, exist_ok=True)
             copy.write_text(replace_ports((ROOT / relative).read_text(), self.mapping))
         self.config = self.directory / config
-        subprocess.run(
+        run(
             [str(BIN / "suite"), "init", "etc"],
             cwd=self.directory,
             env=environment(),
@@ -308,7 +250,7 @@ class Suite:
         )
         self.log = self.directory / "suite.log"
         with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
+            self.process = popen(
                 [
                     str(BIN / "twistd"),
                     "--nodaemon",
@@ -322,7 +264,6 @@ class Suite:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=environment(),
-                preexec_fn=_default_sigint,
             )
         deadline = time.monotonic() + 20
         while "suite ready" not in self.output():
@@ -384,7 +325,7 @@ class Shell:
     """One bash in the suite's scratch directory, fed one command at a time."""
 
     def __init__(self, directory: Path):
-        self.process = subprocess.Popen(
+        self.process = popen(
             ["bash", "--norc", "--noprofile"],
             cwd=directory,
             stdin=subprocess.PIPE,
@@ -392,7 +333,6 @@ class Shell:
             stderr=subprocess.STDOUT,
             env=environment(),
             start_new_session=True,
-            preexec_fn=_default_sigint,
         )
         assert self.process.stdin is not None
         self.process.stdin.write(b"__status=0\n")

@@ -20,7 +20,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from tests.e2e.process import LISTENING, ProcessTestCase, require
+from tests.e2e.process import LISTENING, ProcessTestCase, popen, require, run
 from tests.e2e.test_systemd_process import free_port, load_credentials, secrets_named
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -83,7 +83,7 @@ class InstallRecipe(ProcessTestCase):
         require("openssl")
         self.root = self.directory / "root"
         (self.root / "etc" / "systemd" / "system").mkdir(parents=True)
-        result = subprocess.run(
+        result = run(
             ["bash", "-euo", "pipefail", "-c", runnable(recipe_block(), self.root)],
             cwd=CHECKOUT,
             capture_output=True,
@@ -144,13 +144,11 @@ class InstallRecipe(ProcessTestCase):
         """
         self.config.write_text(self.in_root(self.config.read_text()))
         check = [str(self.root / "opt" / "suite" / "bin" / "suite"), "check", str(self.config)]
-        result = subprocess.run(
-            check, env=self.environment, capture_output=True, text=True, timeout=60
-        )
+        result = run(check, env=self.environment, capture_output=True, text=True, timeout=60)
         assert (result.returncode, result.stderr) == (0, ""), result
         assert result.stdout.startswith(f"{self.config}: ok ("), result
         bare = {name: value for name, value in os.environ.items() if "CREDENTIALS" not in name}
-        result = subprocess.run(check, env=bare, capture_output=True, text=True, timeout=60)
+        result = run(check, env=bare, capture_output=True, text=True, timeout=60)
         assert result.returncode == 1 and "$CREDENTIALS_DIRECTORY is not set" in result.stdout
 
     def test_the_installed_suite_registers_itself_with_its_name_server(self):
@@ -179,7 +177,7 @@ class InstallRecipe(ProcessTestCase):
         (start,) = re.findall(r"^ExecStart=(.+)$", self.unit.read_text(), re.M)
         log = self.directory / "journal.txt"
         with open(log, "w") as journal:
-            process = subprocess.Popen(
+            process = popen(
                 shlex.split(self.in_root(start)),
                 cwd=self.directory,
                 env={**self.environment, "PYTHONUNBUFFERED": "1"},
@@ -202,13 +200,13 @@ class InstallRecipe(ProcessTestCase):
         while f"127.0.0.1:{ports['echo']}\ttcp" not in found:
             assert time.monotonic() < deadline, (found, log.read_text())
             time.sleep(0.2)
-            found = subprocess.run(
+            found = run(
                 [client, "names", f"127.0.0.1:{names_port}", "lookup", "echo"],
                 capture_output=True,
                 text=True,
                 timeout=30,
             ).stdout
-        echoed = subprocess.run(
+        echoed = run(
             [client, "echo", "--lookup", f"127.0.0.1:{names_port}", "found"],
             capture_output=True,
             text=True,

@@ -11,6 +11,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import tomllib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,6 +47,58 @@ def popen(args, **options) -> subprocess.Popen:
 def run(args, **options) -> subprocess.CompletedProcess:
     """subprocess.run, the child's stop signals at their default action."""
     return subprocess.run(args, preexec_fn=default_stop_signals, **options)
+
+
+def replace_ports(text: str, mapping: dict[int, int]) -> str:
+    if not mapping:
+        return text
+    pattern = re.compile(r"(?<![\d.])(" + "|".join(map(str, mapping)) + r")(?![\d.])")
+    return pattern.sub(lambda m: str(mapping[int(m[1])]), text)
+
+
+def config_ports(path: Path) -> set[int]:
+    """The fixed ports a config's listeners and name servers name."""
+    ports: set[int] = set()
+
+    def walk(value: object, key: str = "") -> None:
+        if isinstance(value, dict):
+            for name, inner in value.items():
+                walk(inner, name)
+        elif isinstance(value, list):
+            for inner in value:
+                walk(inner, key)
+        elif isinstance(value, str) and (key.endswith("listen") or key == "name_server"):
+            ports.update(int(p) for p in re.findall(r"(?:^|:)(\d{2,5})(?=:|$)", value))
+
+    walk(tomllib.loads(path.read_text()))
+    ports.discard(0)
+    return ports
+
+
+def free_ports(wanted: set[int]) -> dict[int, int]:
+    """A free loopback port, free for both TCP and UDP, for each port WANTED."""
+    held = []
+    mapping = {}
+    try:
+        for port in sorted(wanted):
+            while True:
+                tcp = socket.socket()
+                tcp.bind(("127.0.0.1", 0))
+                number = tcp.getsockname()[1]
+                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    udp.bind(("127.0.0.1", number))
+                except OSError:
+                    tcp.close()
+                    udp.close()
+                    continue
+                held += [tcp, udp]
+                mapping[port] = number
+                break
+    finally:
+        for each in held:
+            each.close()
+    return mapping
 
 
 def require(tool):

@@ -6,7 +6,6 @@ another directory serves every service of the config init wrote.
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -16,41 +15,10 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.process import popen, run
+from tests.e2e.process import config_ports, free_ports, popen, replace_ports, run
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 PIP_TIMEOUT = 600
-
-
-def free_port() -> int:
-    """A loopback port free for TCP and UDP alike (timestamp and echo listen on both)."""
-    for _ in range(50):
-        with socket.socket() as stream, socket.socket(type=socket.SOCK_DGRAM) as datagram:
-            stream.bind(("127.0.0.1", 0))
-            port = stream.getsockname()[1]
-            try:
-                datagram.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port")
-
-
-def remap_ports(config: str) -> tuple[str, dict[int, int]]:
-    """CONFIG with each fixed port of its endpoint strings replaced by a free one."""
-    ports: dict[int, int] = {}
-
-    def replace(found: re.Match) -> str:
-        port = int(found[2])
-        if port not in ports:
-            ports[port] = free_port()
-        return f"{found[1]}{ports[port]}"
-
-    remapped = re.sub(r"((?:tcp|udp|tcp6):)(\d+)", replace, config)
-    remapped = re.sub(
-        r'"127\.0\.0\.1:(\d+)"', lambda found: f'"127.0.0.1:{ports[int(found[1])]}"', remapped
-    )
-    return remapped, ports
 
 
 def exchange(port: int, data: bytes) -> bytes:
@@ -96,8 +64,8 @@ class FreshInstall(SynchronousTestCase):
         self.assertEqual(made.returncode, 0, made.stdout + made.stderr)
         config = target / "suite.toml"
         self.assertEqual(config.read_bytes(), (CHECKOUT / "etc" / "suite.toml").read_bytes())
-        text, ports = remap_ports(config.read_text())
-        config.write_text(text)
+        ports = free_ports(config_ports(config))
+        config.write_text(replace_ports(config.read_text(), ports))
         checked = run(
             [str(bin / "suite"), "check", str(config)], capture_output=True, text=True, timeout=60
         )

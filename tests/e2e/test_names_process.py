@@ -11,9 +11,17 @@ import time
 import urllib.request
 from pathlib import Path
 
-from twisted.trial.unittest import SkipTest
-
-from tests.e2e.process import TWISTD, ProcessTestCase, SuiteProcess, popen, require, run
+from tests.e2e.process import (
+    TWISTD,
+    ProcessTestCase,
+    SuiteProcess,
+    config_ports,
+    free_ports,
+    popen,
+    replace_ports,
+    require,
+    run,
+)
 from tests.e2e.test_client_process import CLIENT, client
 from tests.helpers import make_pki
 
@@ -127,7 +135,8 @@ class NamesProcessTests(ProcessTestCase):
         suite = SuiteProcess(self.directory, names_config())
         assert suite.wait() == 1
         assert suite.output == (
-            f'error: {suite.config}: [names] store = "sqlite:state/names.sqlite": '
+            f'error: {suite.config}: [names] store = "sqlite:state/names.sqlite" '
+            f"({self.directory / 'state' / 'names.sqlite'}): "
             "not a usable SQLite database: file is not a database"
         )
 
@@ -151,12 +160,14 @@ class NamesProcessTests(ProcessTestCase):
             code, out, err = client("names", names, "register", "lost", "127.0.0.1", "2")
             assert (code, out) == (1, "") and err.startswith(
                 "suite-client: UNAVAILABLE: registry store unavailable: cannot write "
-                "state/names.sqlite: "
+                f"{state / 'names.sqlite'}: "
             ), err
             code, _, err = client("names", names, "deregister", "kept", "127.0.0.1", "1")
             assert code == 1 and "UNAVAILABLE" in err
             assert client("names", names, "services") == (0, "kept\n", "")
-            assert suite.wait_for(lambda: "names: cannot write state/names.sqlite" in suite.output)
+            assert suite.wait_for(
+                lambda: f"names: cannot write {state / 'names.sqlite'}" in suite.output
+            )
         finally:
             os.chmod(state, 0o755)
             os.chmod(state / "names.sqlite", 0o644)
@@ -346,32 +357,30 @@ class AnnounceProcessTests(ProcessTestCase):
         assert f"deregister echo 127.0.0.1:{echo_port}" in names.output
 
     def test_the_shipped_config_answers_dig_out_of_the_box(self):
-        """`make run`, then `dig @127.0.0.1 -p 5354 _echo._tcp.suite SRV`, as the README says."""
-        root = Path(__file__).resolve().parents[2]
-        shutil.copytree(root / "etc", self.directory / "etc", ignore=shutil.ignore_patterns("tls"))
+        """`make run`, then `dig @127.0.0.1 -p 5354 _echo._tcp.suite SRV`, its ports moved."""
+        shipped = Path(__file__).resolve().parents[2] / "etc" / "suite.toml"
         pki = make_pki(self.directory)
-        (self.directory / "etc" / "tls").mkdir()
-        shutil.copy(pki["server_crt"], self.directory / "etc" / "tls" / "server.crt")
-        shutil.copy(pki["server_key"], self.directory / "etc" / "tls" / "server.key")
-        for port in (12345, 5001, 5140, 6514, 5200, 5300, 5354, 9100):
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    raise SkipTest(f"port {port} of the shipped config is in use here")
-        suite = SuiteProcess(self.directory, (self.directory / "etc" / "suite.toml").read_text())
+        (self.directory / "tls").mkdir()
+        shutil.copy(pki["server_crt"], self.directory / "tls" / "server.crt")
+        shutil.copy(pki["server_key"], self.directory / "tls" / "server.key")
+        ports = free_ports(config_ports(shipped))
+        suite = SuiteProcess(self.directory, replace_ports(shipped.read_text(), ports))
         self.addCleanup(suite.stop)
         suite.wait_ready(12)
         deadline = time.monotonic() + 10
-        while dig(5354, "_echo._tcp.suite", "SRV", "+short") != ["1 1 5001 7f000001.addr.suite."]:
+        expected = [f"1 1 {ports[5001]} 7f000001.addr.suite."]
+        while dig(ports[5354], "_echo._tcp.suite", "SRV", "+short") != expected:
             assert time.monotonic() < deadline, suite.output
             time.sleep(0.1)
-        assert client("echo", "--lookup", "127.0.0.1:5300", "found") == (
+        assert client("echo", "--lookup", f"127.0.0.1:{ports[5300]}", "found") == (
             0,
             "You said: found\n",
             "",
         )
-        with urllib.request.urlopen("http://127.0.0.1:9100/health", timeout=5) as response:
+        metrics = f"http://127.0.0.1:{ports[9100]}"
+        with urllib.request.urlopen(f"{metrics}/health", timeout=5) as response:
             assert json.load(response)["status"] == "ok"
-        with urllib.request.urlopen("http://127.0.0.1:9100/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"{metrics}/metrics", timeout=5) as response:
             metrics = response.read().decode()
         assert 'suite_dns_queries_total{rcode="NOERROR",service="names",type="SRV"}' in metrics
         assert suite.stop() in (0, -15)
