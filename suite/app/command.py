@@ -19,9 +19,11 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any, NoReturn
 
@@ -148,13 +150,45 @@ def report(problems: Sequence[Exception]) -> int:
     return 1
 
 
-def check_config(path: str) -> int:
+def check_config(path: str, unit: str | None = None) -> int:
+    if unit is not None:
+        before = os.environ.get("CREDENTIALS_DIRECTORY")
+        with unit_credentials(unit) as directory:
+            os.environ["CREDENTIALS_DIRECTORY"] = directory
+            try:
+                return check_config(path)
+            finally:
+                if before is None:
+                    del os.environ["CREDENTIALS_DIRECTORY"]
+                else:
+                    os.environ["CREDENTIALS_DIRECTORY"] = before
     planned, problems = check(SERVICES, path)
     if problems or planned is None:
         return report(problems)
     services = ", ".join(service.name for service in planned.services)
     print(f"{path}: ok ({services})")
     return 0
+
+
+@contextmanager
+def unit_credentials(unit: str) -> Iterator[str]:
+    """
+    A directory holding what the systemd UNIT's `LoadCredential=NAME:PATH`
+    lines would hand the service (links to each PATH), for as long as the
+    block runs: `credential:NAME` is then checked against the real file.
+    """
+    try:
+        with open(unit, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise SystemExit(f"suite: {unit}: {e.strerror}") from None
+    with tempfile.TemporaryDirectory(prefix="suite-credentials-") as directory:
+        for line in lines:
+            setting, _, value = line.strip().partition("=")
+            name, _, source = value.partition(":")
+            if setting == "LoadCredential" and name and "/" not in name and source:
+                os.symlink(source, os.path.join(directory, name))
+        yield directory
 
 
 def status(url: str, timeout: float) -> int:
@@ -235,6 +269,12 @@ def parser() -> argparse.ArgumentParser:
         "exit status 1 on any; `CONFIG: ok (services)` and 0 otherwise.",
     )
     checked.add_argument("config", metavar="CONFIG")
+    checked.add_argument(
+        "--unit",
+        metavar="FILE",
+        help="read credential:NAME as the systemd unit FILE's LoadCredential=NAME:PATH would "
+        "hand it to the service (check as root a config the service reads)",
+    )
     shown = commands.add_parser(
         "status",
         help="show a running suite's health and registry",
@@ -258,5 +298,5 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if args.command == "init":
         sys.exit(init(args.directory))
     if args.command == "check":
-        sys.exit(check_config(args.config))
+        sys.exit(check_config(args.config, args.unit))
     sys.exit(status(args.url, args.timeout))

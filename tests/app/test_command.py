@@ -153,6 +153,31 @@ class Check(SynchronousTestCase):
         self.addCleanup(os.environ.pop, "CREDENTIALS_DIRECTORY")
         self.assertEqual(self.check(body)[0], 0)
 
+    def test_credentials_as_a_unit_would_hand_them_over(self):
+        secrets = self.directory / "secrets"
+        secrets.mkdir()
+        (secrets / "token").write_text("s3cret\n")
+        unit = self.directory / "suite.service"
+        unit.write_text(f"[Service]\nLoadCredential=names-token:{secrets / 'token'}\n")
+        body = textwrap.dedent(
+            """
+            [names]
+            listen = ["tcp:0"]
+            store = "memory"
+            lookup_audit = ""
+            token = "credential:names-token"
+            """
+        )
+        path = self.directory / "suite.toml"
+        path.write_text(body)
+        status, printed = run("check", "--unit", str(unit), str(path))
+        self.assertEqual((status, printed), (0, f"{path}: ok (names)\n"))
+        self.assertNotIn("CREDENTIALS_DIRECTORY", os.environ)
+        unit.write_text(f"[Service]\nLoadCredential=other:{secrets / 'token'}\n")
+        status, printed = run("check", "--unit", str(unit), str(path))
+        self.assertEqual(status, 1)
+        self.assertIn('[names] token = "***": cannot read: No such file or directory', printed)
+
     def test_the_store_is_checked_as_the_start_would_without_writing_it(self):
         data = self.directory / "data"
         data.mkdir()

@@ -63,7 +63,18 @@ def runnable(block: str, root: Path) -> str:
     else:
         raise AssertionError("the recipe has no systemctl line")
     assert installs == 1, "the recipe installs the suite with pip once"
-    return REDIRECTED.sub(lambda found: f"{root}{found[0]}", "\n".join(lines)) + "\n"
+    script = REDIRECTED.sub(lambda found: f"{root}{found[0]}", "\n".join(lines)) + "\n"
+    # The unit's LoadCredential= lines name the real /etc/suite: the check
+    # reads a copy of the installed unit whose files are the scratch root's.
+    unit = f"{root}/etc/systemd/system/suite.service"
+    scratch_unit = f"{root}/suite.service.scratch"
+    check = f"{root}/opt/suite/bin/suite check --unit {unit} "
+    assert check in script, "the recipe checks the installed config"
+    return script.replace(
+        check,
+        f"sed 's|=\\([a-z.-]*\\):/etc/suite/|=\\1:{root}/etc/suite/|' {unit} > {scratch_unit} "
+        f"&& {root}/opt/suite/bin/suite check --unit {scratch_unit} ",
+    )
 
 
 def kill_if_running(process: subprocess.Popen) -> None:
@@ -91,6 +102,9 @@ class InstallRecipe(ProcessTestCase):
             timeout=120,
         )
         assert result.returncode == 0, result
+        # The recipe's own `suite check --unit`, before systemctl: the config is good.
+        checked = f"{self.root}/etc/suite/suite.toml: ok (timestamp, echo, logger, sleep, names)"
+        assert checked in result.stdout.splitlines(), result.stdout
         self.unit = self.root / "etc" / "systemd" / "system" / "suite.service"
         self.config = self.root / "etc" / "suite" / "suite.toml"
         shipped = (CHECKOUT / "etc" / "systemd" / "suite.service").read_text()
