@@ -21,7 +21,7 @@ read, so they are discarded instead of being buffered to a temporary file.
 
 import json
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.twisted import MetricsResource
@@ -92,37 +92,37 @@ class Root(resource.Resource):
 
 
 class HealthResource(resource.Resource):
+    """/health: the report of every service's health, 200 or 503 as load balancers read it."""
+
     isLeaf = True
 
     def __init__(self, root: SuiteService) -> None:
         super().__init__()
         self.root = root
 
-    def render_GET(self, request: Request) -> bytes:
+    def report(self) -> tuple[dict[str, Any], int]:
         report = health_report(self.root.parts(), bool(self.root.running))
-        request.setResponseCode(http_status(report))
+        return report, http_status(report)
+
+    def render_GET(self, request: Request) -> bytes:
+        report, status = self.report()
+        request.setResponseCode(status)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         return json.dumps(report, sort_keys=True).encode() + b"\n"
 
 
-class StatusResource(resource.Resource):
-    isLeaf = True
+class StatusResource(HealthResource):
+    """/status: the health report with each service's summary and the versions; always 200."""
 
-    def __init__(self, root: SuiteService) -> None:
-        super().__init__()
-        self.root = root
-
-    def render_GET(self, request: Request) -> bytes:
+    def report(self) -> tuple[dict[str, Any], int]:
         parts = list(self.root.parts())
         report = health_report(parts, bool(self.root.running))
         for service, part in parts:
             if ISummarySource.providedBy(part):
                 report["services"][service].update(part.summary())
         report["version"] = describe_versions()
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        return json.dumps(report, sort_keys=True).encode() + b"\n"
+        return report, 200
 
 
 def metrics_registry(collector: SuiteCollector) -> CollectorRegistry:
