@@ -48,7 +48,8 @@ section says `enabled = false`.  Each table below is one section of that file.
   the file, section, key, value and problem (the known keys are listed).
 - **Relative paths** written in the file (and the path keys' defaults, when a
   file is read) mean paths beside that file, wherever the process runs; given
-  on the command line, they are read from the working directory.
+  on the command line, they are read from the working directory.  A listener
+  string is Twisted's to read: write a `unix:` socket's path absolute.
 - **Secrets**: where a key's meaning says so (the TLS files, tokens), it also
   takes `credential:NAME`, the file `NAME` in `$CREDENTIALS_DIRECTORY`
   (systemd's `LoadCredential=`).  A secret key's value is shown as `"{SECRET}"`
