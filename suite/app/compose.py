@@ -155,27 +155,18 @@ def plan(
 
 
 def check(
-    declarations: Sequence[ServiceDeclaration], path: str, only_listed: bool = False
+    declarations: Sequence[ServiceDeclaration], path: str
 ) -> tuple[SuitePlan | None, list[ConfigError]]:
     """
-    Every mistake starting from the config file PATH would meet, found
-    without binding a port or opening a file the services write: the plan
-    (None when the file cannot be read at all) and the mistakes, in the
-    order of the file's sections.
+    Every mistake starting the `suite` plugin from the config file PATH would
+    meet, found without binding a port or opening a file the services write:
+    the plan (None when the file cannot be read at all) and the mistakes.
     """
     problems = config.Problems(collect=True)
     try:
-        loaded = config.load(
-            path,
-            [*PLAN_SECTIONS, *(d.settings for d in declarations)],
-            {},
-            only_listed,
-            problems,
-            known_sections=SECTIONS,
-        )
+        planned = load(declarations, path, {}, False, problems)
     except ConfigError as e:  # unreadable: nothing more can be checked
         return None, [e]
-    planned = plan(declarations, loaded, path, problems)
     for service in planned.services:
         for name, written in service.declaration.written_files(service.settings):
             problem = cannot_write(written)
@@ -269,16 +260,21 @@ def load(
     path: str | None,
     overrides: Mapping[str, Mapping[str, Any]],
     only_listed: bool,
+    problems: config.Problems | None = None,
 ) -> SuitePlan:
-    """The plan of the config file PATH with OVERRIDES (command-line values); or ConfigError."""
+    """
+    The plan of the config file PATH with OVERRIDES (command-line values);
+    its mistakes go to PROBLEMS (by default the first is raised).
+    """
     loaded = config.load(
         path,
         [*PLAN_SECTIONS, *(d.settings for d in declarations)],
         dict(overrides),
         only_listed,
+        problems,
         known_sections=SECTIONS,
     )
-    return plan(declarations, loaded, path)
+    return plan(declarations, loaded, path, problems)
 
 
 def build(

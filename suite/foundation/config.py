@@ -474,7 +474,7 @@ def load(
     directory = os.path.dirname(os.path.abspath(path)) if path else None
     overrides = overrides or {}
     by_name = {k.section: k for k in kinds}
-    known = set(by_name) if not only_listed else set(by_name) | set(known_sections)
+    known = set(by_name) | set(known_sections)
     if not only_listed or known_sections:
         for name in document:
             if name not in known:

@@ -117,10 +117,11 @@ METRICS = {
 class Counts:
     """The counts of one transport (tcp, tls, unix, udp) of a service's listeners."""
 
-    __slots__ = ("opened", "closed", "received", "sent", "requests")
+    __slots__ = ("opened", "closed", "received", "sent", "requests", "empty")
 
     def __init__(self) -> None:
         self.opened = self.closed = self.received = self.sent = self.requests = 0
+        self.empty = 0  # connections closed without sending a byte (the logger's)
 
     def metric_samples(self, transport: str) -> Iterator[tuple[str, tuple[str], int]]:
         yield "received_bytes", (transport,), self.received
@@ -129,6 +130,8 @@ class Counts:
         if self.opened:
             yield "connections", (transport,), self.opened
             yield "connections_open", (transport,), self.opened - self.closed
+        if self.empty:
+            yield "empty_connections", (transport,), self.empty
 
 
 UNCOUNTED = Counts()  # where a connection not (yet) counted for a service adds

@@ -24,7 +24,7 @@ class SyslogFactory(StreamFactory):
     """
     Settings: L{suite.logger.service.LoggerSettings}; every connection feeds
     SINK.  Connections that closed without sending a byte are only counted,
-    by transport (`empty`).
+    in their transport's counts (`empty`).
     """
 
     settings: "LoggerSettings"
@@ -36,13 +36,7 @@ class SyslogFactory(StreamFactory):
             set()
         )  # admitted connections, for the shutdown drain and back-pressure
         self.held = False
-        self.empty: dict[str, int] = {}
         sink.writer.on_pressure(self.hold)
-
-    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
-        yield from super().metric_samples()
-        for transport, count in list(self.empty.items()):
-            yield "empty_connections", (transport,), count
 
     def hold(self, full: bool) -> None:
         """The writer is full (stop reading every connection: TCP back-pressure), or has room."""
@@ -142,7 +136,7 @@ class SyslogStreamProtocol(ConnectionPolicy):
             self._deliver_last_frame(cut=reason is not None and not reason.check(ConnectionDone))
             self.decoder = None
             if not self.recorded:
-                self.factory.empty[self.kind] = self.factory.empty.get(self.kind, 0) + 1
+                self.counts.empty += 1
         if self.announced:
             self._event("disconnected")
         super().connectionLost(reason)

@@ -268,9 +268,7 @@ class SqliteStore(LocalStore):
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open: {getattr(e, 'strerror', None) or e}") from None
         try:
-            check = connection.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise StoreError(f"database is damaged: {check}")
+            check_intact(connection)
             connection.execute(SCHEMA)
             columns = {row[1] for row in connection.execute("PRAGMA table_info(instances)")}
             for column, alter in ADDED_COLUMNS.items():
@@ -314,6 +312,13 @@ class SqliteStore(LocalStore):
         return self.writes.drained().addCallback(lambda _: self.pool.close())
 
 
+def check_intact(connection: sqlite3.Connection) -> None:
+    """SQLite's own check of the file; StoreError naming what it found damaged."""
+    check = connection.execute("PRAGMA quick_check").fetchone()[0]
+    if check != "ok":
+        raise StoreError(f"database is damaged: {check}")
+
+
 def _stored_rows(connection: sqlite3.Connection) -> list[tuple]:
     """The instances a database holds; columns it lacks (an earlier version's) read empty."""
     columns = {row[1] for row in connection.execute("PRAGMA table_info(instances)")}
@@ -338,9 +343,7 @@ def read_stored_rows(path: str) -> list[tuple]:
     except sqlite3.Error as e:
         raise StoreError(f"cannot open: {e}") from None
     try:
-        check = connection.execute("PRAGMA quick_check").fetchone()[0]
-        if check != "ok":
-            raise StoreError(f"database is damaged: {check}")
+        check_intact(connection)
         if not connection.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'instances'"
         ).fetchone():

@@ -101,6 +101,17 @@ def free_ports(wanted: set[int]) -> dict[int, int]:
     return mapping
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 10) -> int:
+    """SIGTERM PROCESS (if still running) and wait; killed after TIMEOUT. Its status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 def require(tool):
     """
     Skip (with the reason) when an outside tool is missing; `make test`
@@ -204,13 +215,7 @@ class SuiteProcess:
         return status
 
     def stop(self, timeout=10):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            status = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            status = self.process.wait()
+        status = stop_process(self.process, timeout)
         self._reader.join(5)
         return status
 

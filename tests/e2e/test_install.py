@@ -15,7 +15,14 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.process import config_ports, free_ports, popen, replace_ports, run
+from tests.e2e.process import (
+    config_ports,
+    free_ports,
+    popen,
+    replace_ports,
+    run,
+    stop_process,
+)
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 PIP_TIMEOUT = 600
@@ -79,7 +86,7 @@ class FreshInstall(SynchronousTestCase):
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        self.addCleanup(suite.kill)
+        self.addCleanup(stop_process, suite)
         lines = []
         for line in suite.stdout:
             lines.append(line)
