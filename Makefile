@@ -90,7 +90,7 @@ matrix: $(VENV)/.installed-matrix
 trial: $(STAMP) tools
 	$(BIN)/trial tests
 
-# The parsers under hypothesis, 100,000 examples per target (make test runs 3,000).
+# The parsers under hypothesis, 100,000 examples per target (make test runs 1,000).
 fuzz: $(STAMP)
 	SUITE_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q tests/fuzz
 
