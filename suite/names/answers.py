@@ -96,7 +96,7 @@ class EncodedAnswers:
     def _encode(self, name: bytes) -> Encoded | None:
         try:
             text = name.decode("utf-8")
-            instances = self.registry.instances_of(text)
+            instances = self.registry.live_of(text)
         except Exception:  # not UTF-8, not a valid name: AMP's path says INVALID
             return None
         parts = [_instance_box(i) for i in instances]

@@ -21,7 +21,7 @@ counted in summaries, and the text a client chose is escaped.
 """
 
 import hmac
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from time import perf_counter
 from typing import NoReturn, TypeVar
 
@@ -41,8 +41,8 @@ from suite.foundation.printable import printable
 from suite.names.allowed import NotAllowed, shown
 from suite.names.answers import EncodedAnswers, as_fields, fitting
 from suite.names.audit import LookupAudit
-from suite.names.registry import Instance, Registry, check_instance
-from suite.names.store import IRegistryStore, StoreError
+from suite.names.registry import Instance, Registry
+from suite.names.store import IRegistryStore, Stored, StoreError
 from suite.names.watches import Watcher, Watches
 from suite.net.addresses import host_port
 
@@ -55,26 +55,32 @@ Applied = TypeVar("Applied")  # what a change applied to the registry answers
 Resolve = Callable[[str], defer.Deferred[list[str]]]  # a host name -> its addresses
 
 
-def load_registry(registry: Registry, rows: Iterable[tuple]) -> None:
+def load_registry(registry: Registry, stored: Stored) -> None:
     """
-    Fill REGISTRY with the stored ROWS; a row that does not validate, or
-    too many, is a StoreError.  Rows whose host the rules of
-    L{suite.names.allowed} refuse (written by a version without them, or
-    under a wider `allowed_networks`) are not served but left in the store
-    (a re-registration or a wider list brings them back), in one line.
+    Fill REGISTRY with what the store held (STORED); an instance that does
+    not validate, or too many, is a StoreError.  Instances whose host the
+    rules of L{suite.names.allowed} refuse (written by a version without
+    them, or under a wider `allowed_networks`) are not served but left in
+    the store (a re-registration or a wider list brings them back), in one
+    line.
     """
     skipped: list[str] = []
-    for number, (name, host, port, description, addresses, source) in enumerate(rows, 1):
+    for number, instance in enumerate(stored.instances, 1):
         if len(registry) >= registry.max_instances:
             raise StoreError(f"holds more than max_instances ({registry.max_instances}) instances")
         try:
-            registry.register(name, host, port, description, addresses, source)
+            instance.validate()
+            instance.addresses = registry.addresses(instance.host, instance.addresses)
+            registry.put(instance, max(instance.modify_index, 1))
         except NotAllowed as e:
             skipped.append(str(e))
-        except (Invalid, TypeError) as e:
+        except Invalid as e:
             raise StoreError(
-                f"stored row {number} ({name!r}, {host!r}, {port!r}) is invalid: {e}"
+                f"stored instance {number} ({instance.name!r}, {instance.host!r}, "
+                f"{instance.port!r}) is invalid: {e}"
             ) from e
+    for name, index in stored.name_indexes.items():
+        registry.raise_index(name, index)
     if skipped:
         log.warn(
             "names: {count} stored instances not served: their hosts are not allowed now "
@@ -111,8 +117,10 @@ class NameServer(service.Service):
         *,
         resolve: Resolve | None = None,
         max_instances_per_source: int = MAX_INSTANCES_PER_SOURCE,
+        read_token: str = "",
     ) -> None:
         self.registry = registry
+        self.read_token = read_token.encode()
         self.resolve = resolve
         self.max_instances_per_source = max_instances_per_source
         self._resolving = 0
@@ -124,8 +132,9 @@ class NameServer(service.Service):
         self.audit = audit
         self.answers = EncodedAnswers(registry, cache_ttl)
         self.watches = Watches(registry)
+        self.clock = clock
         self.warnings = FloodControl(clock, "names")
-        self._writes: set[defer.Deferred[None]] = set()
+        self._writes: set[defer.Deferred[int]] = set()
         self._adding = 0  # registrations of new instances waiting for the store
         self.lookups = {"found": 0, "not_found": 0}
         self.lookup_durations = Histogram()
@@ -178,10 +187,31 @@ class NameServer(service.Service):
             )
             raise Unauthorized("a valid token is needed to change registrations")
 
+    def authorize_read(self, token: str | None, command: str, peer: str, source: str) -> None:
+        """Unauthorized unless TOKEN is the read token (or the write token), when one is set."""
+        if not self.read_token:
+            return
+        given = (token or "").encode()
+        if hmac.compare_digest(given, self.read_token) or (
+            self.token and hmac.compare_digest(given, self.token)
+        ):
+            return
+        self.warnings.warn(
+            "failed tokens",
+            source,
+            "names: {command} from {peer} refused: missing or wrong read token",
+            command=command,
+            peer=peer,
+        )
+        raise Unauthorized("a valid token is needed to read the registry")
+
     def _stored(
-        self, written: defer.Deferred[None], applied: Callable[[], Applied]
+        self, written: defer.Deferred[int], applied: Callable[[int], Applied]
     ) -> defer.Deferred[Applied]:
-        """WRITTEN, then APPLIED(); a store failure is logged and becomes Unavailable."""
+        """
+        WRITTEN, then APPLIED(the index of the change); a store failure is
+        logged and becomes Unavailable.
+        """
         self._writes.add(written)
 
         def failed(failure: Failure) -> NoReturn:
@@ -200,7 +230,7 @@ class NameServer(service.Service):
             self._writes.discard(written)
             return result
 
-        return written.addBoth(done).addCallbacks(lambda _: applied(), failed)
+        return written.addBoth(done).addCallbacks(applied, failed)
 
     def register(
         self,
@@ -212,26 +242,59 @@ class NameServer(service.Service):
         peer: str,
         source: str,
         client: str | None = None,
+        *,
+        instance_id: str | None = None,
+        tags: Sequence[str] = (),
+        meta: dict[str, str] | None = None,
     ) -> defer.Deferred[dict[str, object]]:
-        self._authorize(token, "Register", peer, source)
-        description = description or ""
-        resolved = defer.maybeDeferred(self._resolve, name, host, port, description)
-        registered = resolved.addCallback(
-            self._register, name, host, port, description, peer, source, client
+        """
+        AMP's Register: the instance is live at once and pinged every
+        `ping_interval` (evicted after `max_failures` failures in a row).
+        """
+        instance = Instance(
+            name,
+            host,
+            port,
+            description or "",
+            id=instance_id or "",
+            tags=tuple(tags),
+            meta=dict(meta or {}),
         )
-        return registered.addErrback(self._refused, "Register", peer, source)
+        return self.put(instance, token, peer, source, client, command="Register")
 
-    def _resolve(
-        self, name: str, host: str, port: int, description: str
-    ) -> defer.Deferred[Sequence[str]]:
+    def put(
+        self,
+        instance: Instance,
+        token: str | None,
+        peer: str,
+        source: str,
+        client: str | None = None,
+        *,
+        command: str = "Register",
+        replace_checks: bool = False,
+    ) -> defer.Deferred[dict[str, object]]:
         """
-        The addresses of HOST, a host name (none for an IP literal), once its
-        syntax is checked.
+        Register INSTANCE (new, or replacing the instance of its ID) once its
+        host is resolved and allowed and SOURCE may add it.  A check the
+        instance had before keeps its status and output unless
+        REPLACE_CHECKS (Consul's `replace-existing-checks`).
         """
-        if check_instance(name, host, port, description) is not None:  # an IP literal
+        self._authorize(token, command, peer, source)
+        resolved = defer.maybeDeferred(self._resolve, instance)
+        registered = resolved.addCallback(
+            self._register, instance, peer, source, client, replace_checks
+        )
+        return registered.addErrback(self._refused, command, peer, source)
+
+    def _resolve(self, instance: Instance) -> defer.Deferred[Sequence[str]]:
+        """
+        The addresses of the instance's host, a host name (none for an IP
+        literal), once the instance is checked.
+        """
+        if instance.validate() is not None:  # an IP literal
             return defer.succeed(())
         if self.resolve is None:
-            raise NotAllowed(f"host '{host}': this name server takes IP addresses only")
+            raise NotAllowed(f"host '{instance.host}': this name server takes IP addresses only")
         if self._resolving >= MAX_RESOLVING:
             raise Overloaded(f"{MAX_RESOLVING} host names are being resolved: try again later")
         self._resolving += 1
@@ -240,7 +303,7 @@ class NameServer(service.Service):
             self._resolving -= 1
             return result
 
-        return self.resolve(host).addBoth(resolved)
+        return self.resolve(instance.host).addBoth(resolved)
 
     def _refused(self, failure: Failure, command: str, peer: str, source: str) -> Failure:
         """An INVALID answer goes back to the client, and to the log (flood-controlled)."""
@@ -271,19 +334,16 @@ class NameServer(service.Service):
     def _register(
         self,
         resolved: Sequence[str],
-        name: str,
-        host: str,
-        port: int,
-        description: str,
+        instance: Instance,
         peer: str,
         source: str,
         client: str | None,
+        replace_checks: bool,
     ) -> defer.Deferred[dict[str, object]]:
         if self.stopped:  # resolved after stopService: the store is closing or closed
             raise Unavailable("the name server is stopping")
-        addresses = self.registry.addresses(host, resolved)
-        before = self.registry.get(name, host, port)
-        before_description = None if before is None else before.description
+        instance.addresses = self.registry.addresses(instance.host, resolved)
+        before = self.registry.by_id(instance.id)
         new = before is None
         if before is None:
             self._capacity_left(source)
@@ -291,22 +351,33 @@ class NameServer(service.Service):
             self._adding_from[source] = self._adding_from.get(source, 0) + 1
         else:
             source = before.source  # whoever registered it first keeps counting it
+            instance.create_index = before.create_index
+            instance.maintenance = before.maintenance
+            if not replace_checks:
+                for check in instance.checks:
+                    kept = before.check(check.check_id)
+                    if kept is not None:
+                        check.status, check.output = kept.status, kept.output
+        instance.source = source
+        if before is not None and before.record() == instance.record():
+            return defer.succeed({})  # a refresh (the announcer's): nothing changes, no index
 
-        def applied() -> dict[str, object]:
-            self.registry.add(name, host, port, description, addresses, source)  # checked above
-            if before_description == description:  # a refresh (the announcer's): nothing to audit
-                return {}
+        def applied(index: int) -> dict[str, object]:
+            self.registry.put(instance, index)  # checked above
+            if before is not None and before.name != instance.name:
+                self.registry.raise_index(before.name, index)
             self.warnings.emit(
                 LogLevel.info,
                 "registrations",
                 source,
                 "names: register {name} {address} ({change}) from {peer}",
                 names_event="register",
-                name=name,
-                address=host_port(host, port),
-                host=host,
-                port=port,
-                description=printable(description),
+                name=instance.name,
+                id=printable(instance.id),
+                address=host_port(instance.host, instance.port),
+                host=instance.host,
+                port=instance.port,
+                description=printable(instance.description),
                 change="new" if new else "update",
                 peer=peer,
                 client=client and printable(client),
@@ -321,9 +392,9 @@ class NameServer(service.Service):
                     del self._adding_from[source]
             return result
 
-        written = self.store.save(
-            Instance(name, host, port, description, addresses=addresses, source=source)
-        )
+        if before is not None and before.name != instance.name:
+            self.store.delete(before).addErrback(lambda _: None)  # the old name's index
+        written = self.store.save(instance)
         return self._stored(written.addBoth(settled), applied)
 
     def deregister(
@@ -336,28 +407,50 @@ class NameServer(service.Service):
         source: str,
         client: str | None = None,
     ) -> defer.Deferred[dict[str, object]]:
+        """AMP's Deregister: the instance of NAME at HOST:PORT."""
         self._authorize(token, "Deregister", peer, source)
-        if not self.registry.holds(name, host, port):
+        instance = self.registry.get(name, host, port)
+        if instance is None:
             raise NotFound(f"no instance {shown(name)} at {shown(host_port(host, port))}")
+        return self._remove(instance, peer, source, client)
 
-        def applied() -> dict[str, object]:
-            self.registry.deregister(name, host, port)
+    def deregister_id(
+        self,
+        instance_id: str,
+        token: str | None,
+        peer: str,
+        source: str,
+        client: str | None = None,
+    ) -> defer.Deferred[dict[str, object]]:
+        """Deregister the instance of that ID; NotFound if there is none."""
+        self._authorize(token, "Deregister", peer, source)
+        instance = self.registry.by_id(instance_id)
+        if instance is None:
+            raise NotFound(f"no instance with ID {shown(instance_id)}")
+        return self._remove(instance, peer, source, client)
+
+    def _remove(
+        self, instance: Instance, peer: str, source: str, client: str | None
+    ) -> defer.Deferred[dict[str, object]]:
+        def applied(index: int) -> dict[str, object]:
+            self.registry.remove(instance.id, index)
             self.warnings.emit(
                 LogLevel.info,
                 "deregistrations",
                 source,
                 "names: deregister {name} {address} from {peer}",
                 names_event="deregister",
-                name=name,
-                address=host_port(host, port),
-                host=host,
-                port=port,
+                name=instance.name,
+                id=printable(instance.id),
+                address=host_port(instance.host, instance.port),
+                host=instance.host,
+                port=instance.port,
                 peer=peer,
                 client=client and printable(client),
             )
             return {}
 
-        return self._stored(self.store.delete(Instance(name, host, port)), applied)
+        return self._stored(self.store.delete(instance), applied)
 
     def evict(self, instance: Instance, reason: str) -> defer.Deferred[None]:
         """
@@ -367,9 +460,9 @@ class NameServer(service.Service):
         already, and refuses the eviction to a replica no longer leading.)
         """
 
-        def applied() -> None:
+        def applied(index: int) -> None:
             if self.registry.holds_exactly(instance):
-                self.registry.deregister(*instance.key)
+                self.registry.remove(instance.id, index)
             self.evictions += 1
             self.warnings.emit(
                 LogLevel.info,
@@ -378,6 +471,7 @@ class NameServer(service.Service):
                 "names: evict {name} {address} after {failures} failed pings: {reason}",
                 names_event="evict",
                 name=instance.name,
+                id=printable(instance.id),
                 address=host_port(instance.host, instance.port),
                 host=instance.host,
                 port=instance.port,
@@ -387,6 +481,62 @@ class NameServer(service.Service):
 
         written = self._stored(self.store.evict(instance), applied)
         return written.addErrback(lambda failure: failure.trap(Unavailable))
+
+    def change(
+        self,
+        instance: Instance,
+        mutate: Callable[[Instance], object],
+        why: str,
+        peer: str = "",
+    ) -> defer.Deferred[bool]:
+        """
+        Change INSTANCE's checks or maintenance: MUTATE(a copy) makes the
+        change, written to the store, then served.  A change that changes
+        nothing (a TTL pass of a passing check with the same output) writes
+        nothing and raises no index: the Deferred fires False.  A change of
+        the instance's status is audited (`names_event` = status) with WHY;
+        store failures become Unavailable (and are logged).
+        """
+        if not self.registry.holds_exactly(instance):
+            return defer.succeed(False)  # replaced or gone meanwhile: nothing to change
+        changed = instance.copy()
+        mutate(changed)
+        if changed.record() == instance.record():
+            return defer.succeed(False)
+        changed.validate()
+
+        def applied(index: int) -> bool:
+            current = self.registry.by_id(instance.id)
+            if current is None:  # deregistered meanwhile: not brought back
+                return False
+            changed.failures = current.failures
+            self.registry.put(changed, index)
+            if changed.status != instance.status:
+                self.warnings.emit(
+                    LogLevel.info,
+                    "status changes",
+                    instance.source,
+                    "names: {name} {id} is now {status} (was {before}): {why}",
+                    names_event="status",
+                    name=instance.name,
+                    id=printable(instance.id),
+                    status=changed.status,
+                    before=instance.status,
+                    why=printable(why),
+                    peer=peer,
+                )
+            return True
+
+        return self._stored(self.store.save(changed), applied)
+
+    def ttl_updated(self, check_id: str) -> None:
+        """
+        The TTL check CHECK_ID was passed, warned or failed from outside: its
+        TTL starts again, on the replica that runs the checks too.
+        """
+        self.registry.heartbeat(check_id, self.clock.seconds())
+        told = self.store.heartbeat(check_id)
+        told.addErrback(lambda failure: failure.trap(StoreError))  # the store logged its outage
 
     def answer_lookup(self, name: bytes, tag: bytes, audit_fields: str) -> bytes | None:
         """
@@ -422,7 +572,7 @@ class NameServer(service.Service):
 
     def watch(self, name: str, watcher: Watcher) -> dict[str, object]:
         """Start WATCHER's pushes for NAME; the answer: its live instances now, in order."""
-        instances = fitting(self.registry.instances_of(name))
+        instances = fitting(self.registry.live_of(name))
         if not self.store.loaded:
             raise Unavailable("the registry has not been read from etcd yet")
         self.watches.watch(name, watcher)
@@ -436,7 +586,7 @@ class NameServer(service.Service):
         self.watches.unwatch(name, watcher)
 
     def services(self) -> dict[str, object]:
-        return {"names": self.registry.names()}
+        return {"names": self.registry.live_names()}
 
     def stopService(self) -> defer.Deferred[None]:
         service.Service.stopService(self)

@@ -39,7 +39,7 @@ from suite.names.leader import Leadership
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
 from suite.names.server import MAX_INSTANCES_PER_SOURCE, NameServer, load_registry
-from suite.names.store import IRegistryStore, StoreError, open_store, read_stored_rows
+from suite.names.store import IRegistryStore, StoreError, open_store, read_stored
 from suite.names.zone import ZoneAnswers
 from suite.net.amp import AMPLimits
 from suite.net.datagrams import ReplyLimits
@@ -250,9 +250,8 @@ def preflight(settings: NamesSettings) -> Iterator[ConfigError]:
     stored = NamesSettings.kind_of("store").path_in(settings.store)
     if stored is not None:
         try:
-            rows = read_stored_rows(stored)
             registry = Registry(settings.max_instances, AllowedHosts(settings.allowed_networks))
-            load_registry(registry, rows)
+            load_registry(registry, read_stored(stored))
         except StoreError as e:
             yield settings.error("store", str(e))
 

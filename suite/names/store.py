@@ -11,40 +11,47 @@ asked for in the same reactor turn, or while a transaction is in flight, are
 grouped into one transaction: a commit (an fsync) per batch, not per call.
 """
 
+import json
 import os
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, implementer
 
+from suite.contracts.names import Invalid
 from suite.foundation.config import FILE_MODE
 from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.names.registry import Instance
 
+log = Logger()
+
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS instances (
+CREATE TABLE IF NOT EXISTS services (
+    id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
-    host TEXT NOT NULL,
-    port INTEGER NOT NULL,
-    description TEXT NOT NULL DEFAULT '',
-    addresses TEXT NOT NULL DEFAULT '',
-    source TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (name, host, port)
-)
+    record TEXT NOT NULL,
+    create_index INTEGER NOT NULL,
+    modify_index INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS name_indexes (
+    name TEXT PRIMARY KEY,
+    change_index INTEGER NOT NULL
+);
 """
-# Columns added since version 1: what the checks connect to (space-separated)
-# and who registered the instance (see suite.names.allowed).
-ADDED_COLUMNS = {
-    "addresses": "ALTER TABLE instances ADD COLUMN addresses TEXT NOT NULL DEFAULT ''",
-    "source": "ALTER TABLE instances ADD COLUMN source TEXT NOT NULL DEFAULT ''",
-}
-SCHEMA_VERSION = 2
+# Version 3 keeps each instance whole (its ID, tags, metadata, weights and
+# checks) as a JSON record, and the index of the last change to each name.
+# Versions 1 and 2 kept (name, host, port, description[, addresses, source])
+# in a table `instances`, migrated at start.
+SCHEMA_VERSION = 3
+OLD_COLUMNS = ("addresses", "source")  # what version 2 added to version 1's table
 
 
 class StoreError(Exception):
@@ -55,6 +62,18 @@ class StoreError(Exception):
     """
 
     reported = False
+
+
+@dataclass
+class Stored:
+    """
+    What a store held at start: its instances (their indexes set) in
+    registration order, and the index of the last change to each name
+    (deregistrations included), so that no index goes back across a restart.
+    """
+
+    instances: list[Instance] = field(default_factory=list)
+    name_indexes: dict[str, int] = field(default_factory=dict)
 
 
 class IRegistryStore(IMetricSource, IHealthSource):
@@ -68,28 +87,36 @@ class IRegistryStore(IMetricSource, IHealthSource):
         "Whether the registry holds what the store holds (an etcd copy may not yet)"
     )
 
-    def load() -> list[tuple]:
-        """The stored rows (name, host, port, description, addresses, source), once, at start."""
+    def load() -> "Stored":
+        """What the store holds, once, at start: its instances and the index of each name."""
 
     def start() -> None:
         """Begin what keeps the registry current (the etcd watch); the reactor runs now."""
 
-    def save(instance: Instance) -> defer.Deferred[None]:
+    def save(instance: Instance) -> defer.Deferred[int]:
         """
-        Deferred that fires once INSTANCE (new or updated) is stored, or fails
-        with L{StoreError} saying why it could not be.
-        """
-
-    def delete(instance: Instance) -> defer.Deferred[None]:
-        """
-        Deferred that fires once INSTANCE is gone from the store (or fails
-        with L{StoreError}).
+        Deferred that fires with the index of the change once INSTANCE (new
+        or updated) is stored, or fails with L{StoreError} saying why it
+        could not be.
         """
 
-    def evict(instance: Instance) -> defer.Deferred[None]:
+    def delete(instance: Instance) -> defer.Deferred[int]:
+        """
+        Deferred that fires with the index of the change once INSTANCE is
+        gone from the store (or fails with L{StoreError}).
+        """
+
+    def evict(instance: Instance) -> defer.Deferred[int]:
         """
         As delete, for the health checker's eviction (on etcd: only while
         this replica leads).
+        """
+
+    def heartbeat(check_id: str) -> defer.Deferred[None]:
+        """
+        Tell the replica that runs the checks that the TTL check CHECK_ID was
+        updated now (a local store: nothing to tell, the registry knows).
+        Changes no index.
         """
 
     def close() -> defer.Deferred[None]:
@@ -102,20 +129,29 @@ class IRegistryStore(IMetricSource, IHealthSource):
 class LocalStore(ABC):
     """
     A store of this process alone: read whole at start, nothing to follow,
-    evictions as deletes.
+    evictions as deletes.  It counts the changes itself: `index` is the
+    last one given.
     """
 
     loaded = True
+    index = 0
+
+    def next_index(self) -> int:
+        self.index += 1
+        return self.index
 
     def start(self) -> None:  # noqa: B027  # read whole at open: nothing to start
         pass
 
     @abstractmethod
-    def delete(self, instance: Instance) -> defer.Deferred[None]:
+    def delete(self, instance: Instance) -> defer.Deferred[int]:
         """Each local store's own: see L{IRegistryStore.delete}."""
 
-    def evict(self, instance: Instance) -> defer.Deferred[None]:
+    def evict(self, instance: Instance) -> defer.Deferred[int]:
         return self.delete(instance)
+
+    def heartbeat(self, check_id: str) -> defer.Deferred[None]:
+        return defer.succeed(None)  # the checks run in this process
 
     def health_problems(self) -> list[tuple[str, str]]:
         return []
@@ -128,31 +164,36 @@ class LocalStore(ABC):
 class MemoryStore(LocalStore):
     """Nothing beyond memory: registrations end with the process."""
 
-    def load(self) -> list[tuple]:
-        return []
+    def load(self) -> Stored:
+        return Stored()
 
-    def save(self, instance: Instance) -> defer.Deferred[None]:
-        return defer.succeed(None)
+    def save(self, instance: Instance) -> defer.Deferred[int]:
+        return defer.succeed(self.next_index())
 
-    def delete(self, instance: Instance) -> defer.Deferred[None]:
-        return defer.succeed(None)
+    def delete(self, instance: Instance) -> defer.Deferred[int]:
+        return defer.succeed(self.next_index())
 
     def close(self) -> defer.Deferred[None]:
         return defer.succeed(None)
 
 
 UPSERT = (
-    "INSERT INTO instances (name, host, port, description, addresses, source) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, host, port) DO UPDATE SET "
-    "description = excluded.description, addresses = excluded.addresses, source = excluded.source"
+    "INSERT INTO services (id, name, record, create_index, modify_index) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+    "name = excluded.name, record = excluded.record, modify_index = excluded.modify_index"
 )
-DELETE = "DELETE FROM instances WHERE name = ? AND host = ? AND port = ?"
+DELETE = "DELETE FROM services WHERE id = ?"
+NAME_CHANGED = (
+    "INSERT INTO name_indexes (name, change_index) VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET change_index = excluded.change_index"
+)
 
 
-def _run_batch(cursor: sqlite3.Cursor, statements: list[tuple[str, tuple]]) -> None:
+def _run_batch(cursor: sqlite3.Cursor, writes: list[list[tuple[str, tuple]]]) -> None:
     """One transaction (adbapi commits it, or rolls it back if any statement fails)."""
-    for sql, parameters in statements:
-        cursor.execute(sql, parameters)
+    for statements in writes:
+        for sql, parameters in statements:
+            cursor.execute(sql, parameters)
 
 
 def _exception_of(failure: Failure) -> BaseException | Failure:
@@ -246,18 +287,27 @@ class BatchedWrites:
 
 @implementer(IRegistryStore)
 class SqliteStore(LocalStore):
-    """One SQLite file; writes go through adbapi on one thread, in order, in batches."""
+    """
+    One SQLite file; writes go through adbapi on one thread, in order, in
+    batches.  Each write also records the index of its change for the
+    instance's name, so a restart finds every name's index where it was.
+    """
 
     def __init__(self, path: str, reactor: IReactorTime) -> None:
         self.path = path
         self.writes = BatchedWrites(reactor, self._transaction, failure=self._failure)
-        self._rows = self._check_and_read(path)
+        self._stored = self._check_and_read(path)
+        self.index = max(
+            [i.modify_index for i in self._stored.instances]
+            + list(self._stored.name_indexes.values())
+            + [0]
+        )
         self.pool = adbapi.ConnectionPool(
             "sqlite3", path, check_same_thread=False, cp_min=1, cp_max=1, cp_reactor=reactor
         )
 
     @staticmethod
-    def _check_and_read(path: str) -> list[tuple]:
+    def _check_and_read(path: str) -> Stored:
         directory = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(directory, exist_ok=True)
@@ -269,39 +319,55 @@ class SqliteStore(LocalStore):
             raise StoreError(f"cannot open: {getattr(e, 'strerror', None) or e}") from None
         try:
             check_intact(connection)
-            connection.execute(SCHEMA)
-            columns = {row[1] for row in connection.execute("PRAGMA table_info(instances)")}
-            for column, alter in ADDED_COLUMNS.items():
-                if column not in columns:  # a database of an earlier version
-                    connection.execute(alter)
+            connection.executescript(SCHEMA)
+            migrated = _migrate(connection)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")  # proves it is writable
             connection.commit()
-            return _stored_rows(connection)
+            if migrated is not None:
+                version, count = migrated
+                log.info(
+                    "names: {path} migrated from version {version} to {current}: "
+                    "{count} instances",
+                    path=path,
+                    version=version,
+                    current=SCHEMA_VERSION,
+                    count=count,
+                )
+            return _stored(connection)
         except sqlite3.Error as e:
             raise StoreError(f"not a usable SQLite database: {e}") from None
         finally:
             connection.close()
 
-    def load(self) -> list[tuple]:
-        rows, self._rows = self._rows, []
-        return rows
+    def load(self) -> Stored:
+        stored, self._stored = self._stored, Stored()
+        return stored
 
-    def save(self, instance: Instance) -> defer.Deferred[None]:
-        row = (
-            instance.name,
-            instance.host,
-            instance.port,
-            instance.description,
-            " ".join(instance.addresses),
-            instance.source,
+    def _write(
+        self, instance: Instance, statement: tuple[str, tuple], index: int
+    ) -> defer.Deferred[int]:
+        """
+        STATEMENT, and INDEX as the last change of INSTANCE's name (in the
+        same transaction, whose failure the caller hears of); fires with INDEX.
+        """
+        name_written = self.writes.queue(
+            ("name", instance.name), [(NAME_CHANGED, (instance.name, index))]
         )
-        return self.writes.queue(instance.key, (UPSERT, row))
+        name_written.addErrback(lambda _: None)
+        written = self.writes.queue(instance.key, [statement])
+        return written.addCallback(lambda _: index)
 
-    def delete(self, instance: Instance) -> defer.Deferred[None]:
-        return self.writes.queue(instance.key, (DELETE, instance.key))
+    def save(self, instance: Instance) -> defer.Deferred[int]:
+        index = self.next_index()
+        record = json.dumps(instance.record(), separators=(",", ":"))
+        row = (instance.id, instance.name, record, instance.create_index or index, index)
+        return self._write(instance, (UPSERT, row), index)
 
-    def _transaction(self, statements: list[tuple[str, tuple]]) -> defer.Deferred[None]:
-        committed: defer.Deferred[None] = self.pool.runInteraction(_run_batch, statements)
+    def delete(self, instance: Instance) -> defer.Deferred[int]:
+        return self._write(instance, (DELETE, (instance.id,)), self.next_index())
+
+    def _transaction(self, writes: list[list[tuple[str, tuple]]]) -> defer.Deferred[None]:
+        committed: defer.Deferred[None] = self.pool.runInteraction(_run_batch, writes)
         return committed
 
     def _failure(self, failure: Failure) -> StoreError:
@@ -319,36 +385,91 @@ def check_intact(connection: sqlite3.Connection) -> None:
         raise StoreError(f"database is damaged: {check}")
 
 
-def _stored_rows(connection: sqlite3.Connection) -> list[tuple]:
-    """The instances a database holds; columns it lacks (an earlier version's) read empty."""
+def _has_table(connection: sqlite3.Connection, table: str) -> bool:
+    found = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    return found is not None
+
+
+def _old_instances(connection: sqlite3.Connection) -> list[Instance]:
+    """The instances of a version 1 or 2 database (columns it lacks read empty)."""
     columns = {row[1] for row in connection.execute("PRAGMA table_info(instances)")}
-    added = ", ".join(column if column in columns else "''" for column in ADDED_COLUMNS)
+    added = ", ".join(column if column in columns else "''" for column in OLD_COLUMNS)
     return [
-        (name, host, port, description, tuple(addresses.split()), source)
+        Instance(name, host, port, description, addresses=tuple(addresses.split()), source=source)
         for name, host, port, description, addresses, source in connection.execute(
             f"SELECT name, host, port, description, {added} FROM instances ORDER BY rowid"
         )
     ]
 
 
-def read_stored_rows(path: str) -> list[tuple]:
+def _migrate(connection: sqlite3.Connection) -> tuple[int, int] | None:
     """
-    The rows of the SQLite store at PATH, read without writing anything (for
-    `suite check`): none when it does not exist yet; StoreError if unusable.
+    Move the instances of an earlier version's table into this version's,
+    at index 1, and drop it: (the version found, instances moved), or
+    None when there was nothing to migrate.
+    """
+    if not _has_table(connection, "instances"):
+        return None
+    version = (
+        2 if "source" in {r[1] for r in connection.execute("PRAGMA table_info(instances)")} else 1
+    )
+    instances = _old_instances(connection)
+    for instance in instances:
+        record = json.dumps(instance.record(), separators=(",", ":"))
+        connection.execute(
+            "INSERT OR REPLACE INTO services (id, name, record, create_index, modify_index) "
+            "VALUES (?, ?, ?, 1, 1)",
+            (instance.id, instance.name, record),
+        )
+    connection.execute("DROP TABLE instances")
+    return version, len(instances)
+
+
+def _stored(connection: sqlite3.Connection) -> Stored:
+    """What a version 3 database holds; StoreError naming a record that does not load."""
+    instances = []
+    for number, (record, create_index, modify_index) in enumerate(
+        connection.execute(
+            "SELECT record, create_index, modify_index FROM services ORDER BY rowid"
+        ),
+        1,
+    ):
+        try:
+            instances.append(
+                Instance.from_record(
+                    json.loads(record), create_index, modify_index, validate=False
+                )
+            )
+        except (Invalid, ValueError, TypeError, AttributeError) as e:
+            raise StoreError(f"stored instance {number} is invalid: {e}") from None
+    name_indexes = dict(connection.execute("SELECT name, change_index FROM name_indexes"))
+    return Stored(instances, name_indexes)
+
+
+def read_stored(path: str) -> Stored:
+    """
+    What the SQLite store at PATH holds, read without writing anything (for
+    `suite check`): nothing when it does not exist yet; StoreError if
+    unusable.  An earlier version's database reads as it will migrate.
     """
     if not os.path.exists(path):
-        return []
+        return Stored()
     try:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as e:
         raise StoreError(f"cannot open: {e}") from None
     try:
         check_intact(connection)
-        if not connection.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'instances'"
-        ).fetchone():
-            return []
-        return _stored_rows(connection)
+        if _has_table(connection, "services"):
+            return _stored(connection)
+        if _has_table(connection, "instances"):
+            old = _old_instances(connection)
+            for instance in old:
+                instance.create_index = instance.modify_index = 1
+            return Stored(old)
+        return Stored()
     except sqlite3.Error as e:
         raise StoreError(f"not a usable SQLite database: {e}") from None
     finally:

@@ -63,7 +63,7 @@ class Watches:
         watchers = self._by_name.get(name)
         if not watchers:
             return
-        instances = encode_instances(self.registry.instances_of(name))
+        instances = encode_instances(self.registry.live_of(name))
         encoded_name = name.encode()
         for watcher in list(watchers):
             watcher.push_change(encoded_name, instances)

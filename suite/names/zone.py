@@ -502,7 +502,7 @@ class ZoneAnswers:
     def _live(self, name: str) -> list[Instance]:
         if not NAME.fullmatch(name):
             return []
-        return self.registry.instances_of(name)
+        return self.registry.live_of(name)
 
     def _srv(self, encoder: "_Encoder", name: str, instances: list[Instance]) -> Prepared:
         records: list[bytes] = []

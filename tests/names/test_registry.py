@@ -4,7 +4,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite.contracts.names import Invalid
 from suite.names.allowed import MAX_ADDRESSES, AllowedHosts, NotAllowed
-from suite.names.registry import Registry, RegistryFull
+from suite.names.registry import Check, Instance, Registry, RegistryFull
 
 
 class ValidationTests(SynchronousTestCase):
@@ -83,9 +83,17 @@ class RegistryTests(SynchronousTestCase):
         first, new = registry.register("svc", "h", 1, "old")
         again, new_again = registry.register("svc", "h", 1, "new")
         self.assertEqual(
-            (new, new_again, again is first, again.description, len(registry)),
-            (True, False, True, "new", 1),
+            (
+                new,
+                new_again,
+                registry.get("svc", "h", 1) is again,
+                again.description,
+                len(registry),
+            ),
+            (True, False, True, "new"),
         )
+        self.assertEqual(len(registry), 1)
+        self.assertEqual((first.id, again.id), ("svc@h:1", "svc@h:1"))
 
     def test_lookup_rotates_by_one_each_call(self):
         registry = Registry(10)
@@ -205,3 +213,107 @@ class AllowedHostsTests(SynchronousTestCase):
         registry.deregister("svc", "10.0.0.1", 1)
         registry.deregister("svc", "10.0.0.1", 2)
         self.assertEqual(registry.from_source("192.0.2.7"), 0)
+
+
+class ModelTests(SynchronousTestCase):
+    """Consul's model: IDs, tags, metadata, weights, checks, status, indexes."""
+
+    def instance(self, **fields):
+        fields = {"name": "web", "host": "127.0.0.1", "port": 80, "pinged": False, **fields}
+        return Instance(**fields)
+
+    def test_an_instance_without_an_id_is_name_at_host_port(self):
+        self.assertEqual(Instance("web", "::1", 80).id, "web@[::1]:80")
+
+    def test_status_is_the_worst_check_and_maintenance_is_critical(self):
+        instance = self.instance(
+            checks=[Check("a", "ttl", status="passing"), Check("b", "ttl", status="warning")]
+        )
+        self.assertEqual((instance.status, instance.weight), ("warning", 1))
+        instance.weights = (10, 3)
+        self.assertEqual(instance.weight, 3)
+        instance.checks[1].status = "passing"
+        self.assertEqual((instance.status, instance.weight), ("passing", 10))
+        instance.maintenance = "upgrading"
+        self.assertEqual(instance.status, "critical")
+        self.assertEqual(self.instance().status, "passing")
+
+    def test_critical_instances_are_kept_but_not_served(self):
+        registry = Registry(10)
+        registry.put(self.instance(id="a"), 2)
+        registry.put(self.instance(id="b", port=81, checks=[Check("c", "ttl")]), 3)
+        self.assertEqual([i.id for i in registry.instances_of("web")], ["a", "b"])
+        self.assertEqual([i.id for i in registry.live_of("web")], ["a"])
+        self.assertEqual([i.id for i in registry.lookup("web")], ["a"])
+        registry.put(self.instance(id="a", checks=[Check("d", "ttl")]), 4)
+        self.assertEqual((registry.names(), registry.live_names()), (["web"], []))
+        self.assertEqual(registry.owner_of_check("d").id, "a")
+
+    def test_indexes_rise_with_every_change_and_never_fall(self):
+        registry = Registry(10)
+        self.assertEqual((registry.index, registry.name_index("web")), (1, 1))
+        registry.put(self.instance(id="a"), 5)
+        registry.put(self.instance(id="b", name="db"), 6)
+        self.assertEqual((registry.name_index("web"), registry.index), (5, 6))
+        registry.put(self.instance(id="a"), 7)  # the same record: nothing changes
+        self.assertEqual(registry.name_index("web"), 5)
+        registry.put(self.instance(id="a", tags=("v2",)), 8)
+        self.assertEqual(
+            (registry.by_id("a").create_index, registry.by_id("a").modify_index), (5, 8)
+        )
+        registry.remove("a", 9)
+        self.assertEqual((registry.name_index("web"), registry.index), (9, 9))
+        registry.raise_index("web", 4)
+        self.assertEqual(registry.name_index("web"), 9)
+
+    def test_an_id_registered_under_another_name_moves_and_both_names_change(self):
+        registry = Registry(10)
+        heard = []
+        registry.on_change(heard.append)
+        registry.put(self.instance(id="a"), 2)
+        registry.put(Instance("db", "127.0.0.1", 80, id="a"), 3)
+        self.assertEqual((registry.names(), heard), (["db"], ["web", "web", "db"]))
+        self.assertEqual((registry.name_index("web"), registry.name_index("db")), (3, 3))
+
+    def test_every_field_is_checked(self):
+        bad = [
+            ({"id": "x" * 513}, "ID"),
+            ({"id": "new\nline"}, "ID"),
+            ({"tags": ("",)}, "tag"),
+            ({"tags": tuple(map(str, range(65)))}, "at most 64"),
+            ({"meta": {"bad key": "v"}}, "metadata key"),
+            ({"meta": {"consul-x": "v"}}, "metadata key"),
+            ({"meta": {"k": "v" * 513}}, "at most 512"),
+            ({"weights": (0, 1)}, "weights"),
+            ({"weights": (1, 65536)}, "weights"),
+            ({"checks": [Check("c", "ttl"), Check("c", "ttl")]}, "same ID"),
+            ({"checks": [Check("c", "gossip")]}, "check kind"),
+            ({"checks": [Check("c", "ttl", status="unknown")]}, "check status"),
+        ]
+        for fields, reason in bad:
+            with self.assertRaisesRegex(Invalid, reason, msg=repr(fields)):
+                self.instance(**fields).validate()
+
+    def test_a_record_round_trips_and_a_wrong_type_is_invalid(self):
+        instance = self.instance(
+            id="a",
+            tags=("v1",),
+            meta={"k": "v"},
+            weights=(5, 2),
+            checks=[Check("c", "http", target="http://127.0.0.1/", header={"X": ["1"]})],
+            maintenance="why",
+        )
+        self.assertEqual(Instance.from_record(instance.record()).record(), instance.record())
+        for key, value in [("port", "80"), ("tags", "v1"), ("meta", {"k": 1}), ("pinged", 1)]:
+            with self.assertRaises(Invalid, msg=key):
+                Instance.from_record({**instance.record(), key: value})
+        with self.assertRaisesRegex(Invalid, "without name"):
+            Instance.from_record({"host": "h", "port": 1})
+
+    def test_ttl_heartbeats_are_forgotten_with_their_instance(self):
+        registry = Registry(10)
+        registry.put(self.instance(id="a", checks=[Check("c", "ttl")]), 2)
+        registry.heartbeat("c", 12.5)
+        self.assertEqual(registry.last_heartbeat("c"), 12.5)
+        registry.remove("a", 3)
+        self.assertIsNone(registry.last_heartbeat("c"))

@@ -11,9 +11,16 @@ from zope.interface.verify import verifyObject
 from suite.contracts.names import Invalid, Unavailable
 from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.names.allowed import AllowedHosts
-from suite.names.registry import Registry
+from suite.names.registry import Check, Instance, Registry
 from suite.names.server import NameServer
-from suite.names.store import BatchedWrites, IRegistryStore, MemoryStore, SqliteStore, StoreError
+from suite.names.store import (
+    BatchedWrites,
+    IRegistryStore,
+    MemoryStore,
+    SqliteStore,
+    StoreError,
+    read_stored,
+)
 from tests.helpers import captured_log
 from tests.names.test_protocol import FakeResolver
 
@@ -95,9 +102,8 @@ class SqliteStoreTests(TestCase):
         lines = captured_log(self)
         server = self.server()
         self.addCleanup(server.stopService)
-        self.assertEqual(
-            [i.key for i in server.registry.instances()], [("echo", "127.0.0.1", 5001)]
-        )
+        self.assertEqual([i.key for i in server.registry.instances()], ["echo@127.0.0.1:5001"])
+        self.assertIn(f"names: {self.path} migrated from version 1 to 3: 5 instances", lines)
         skipped = [line for line in lines if "not served" in line]
         self.assertEqual(
             skipped,
@@ -139,6 +145,101 @@ class SqliteStoreTests(TestCase):
         with self.assertRaises(Unavailable):
             await server.deregister("echo", "127.0.0.1", 5001, None, "test", "test")
         self.assertEqual([i.port for i in server.registry.instances()], [5001])
+
+    async def test_every_field_and_every_index_survive_a_new_store(self):
+        server = self.server()
+        instance = Instance(
+            "web",
+            "127.0.0.1",
+            8080,
+            "the shop",
+            id="web-1",
+            tags=("v1", "prom"),
+            meta={"version": "1.2"},
+            weights=(10, 1),
+            checks=[Check("service:web-1", "ttl", ttl=30.0, status="warning", output="slow")],
+            pinged=False,
+        )
+        await server.put(instance, None, "test", "test")
+        await server.register("gone", "127.0.0.1", 1, "", None, "test", "test")
+        await server.deregister("gone", "127.0.0.1", 1, None, "test", "test")
+        before = server.registry.by_id("web-1")
+        indexes = (
+            server.registry.index,
+            server.registry.name_index("web"),
+            server.registry.name_index("gone"),
+        )
+        await server.stopService()
+        reopened = self.server()
+        self.addCleanup(reopened.stopService)
+        after = reopened.registry.by_id("web-1")
+        self.assertEqual(after.record(), before.record())
+        self.assertEqual(
+            (after.create_index, after.modify_index), (before.create_index, before.modify_index)
+        )
+        self.assertEqual(
+            (
+                reopened.registry.index,
+                reopened.registry.name_index("web"),
+                reopened.registry.name_index("gone"),
+            ),
+            indexes,
+        )
+        self.assertEqual(indexes, (3, 1, 3))
+        self.assertEqual(after.status, "warning")
+        await reopened.register("more", "127.0.0.1", 2, "", None, "test", "test")
+        self.assertEqual(reopened.registry.index, 4)
+
+    async def test_a_refresh_that_changes_nothing_writes_nothing_and_keeps_the_index(self):
+        server = self.server()
+        self.addCleanup(server.stopService)
+        await server.register("echo", "127.0.0.1", 5001, "same", None, "test", "test")
+        index = server.registry.index
+        transactions = []
+        run = server.store.pool.runInteraction
+        server.store.pool.runInteraction = lambda *a: transactions.append(a) or run(*a)
+        await server.register("echo", "127.0.0.1", 5001, "same", None, "test", "test")
+        self.assertEqual((transactions, server.registry.index), ([], index))
+
+    async def test_a_change_of_status_is_written_and_a_change_of_nothing_is_not(self):
+        server = self.server()
+        instance = Instance(
+            "web", "127.0.0.1", 80, id="w", checks=[Check("c", "ttl", ttl=5.0)], pinged=False
+        )
+        await server.put(instance, None, "test", "test")
+        served = server.registry.by_id("w")
+        self.assertEqual((served.status, server.registry.live_of("web")), ("critical", []))
+
+        def passing(changed):
+            changed.checks[0].status = "passing"
+
+        lines = captured_log(self)
+        self.assertTrue(await server.change(served, passing, "TTL passed"))
+        index = server.registry.name_index("web")
+        self.assertEqual(server.registry.live_of("web"), [server.registry.by_id("w")])
+        self.assertFalse(await server.change(server.registry.by_id("w"), passing, "again"))
+        self.assertEqual(server.registry.name_index("web"), index)
+        self.assertEqual(
+            [line for line in lines if "is now" in line],
+            ["names: web w is now passing (was critical): TTL passed"],
+        )
+        await server.stopService()
+        reopened = self.server()
+        self.addCleanup(reopened.stopService)
+        self.assertEqual(reopened.registry.by_id("w").status, "passing")
+
+    def test_check_reads_an_earlier_version_as_it_will_migrate(self):
+        Path(self.path).parent.mkdir(parents=True)
+        with sqlite3.connect(self.path) as database:
+            database.executescript(VERSION_1)
+            database.execute("INSERT INTO instances VALUES ('echo', '127.0.0.1', 1, 'd')")
+        stored = read_stored(self.path)
+        self.assertEqual(
+            [(i.id, i.description, i.modify_index) for i in stored.instances],
+            [("echo@127.0.0.1:1", "d", 1)],
+        )
+        with sqlite3.connect(self.path) as database:  # read only: still version 1
+            self.assertEqual(database.execute("PRAGMA user_version").fetchone(), (1,))
 
     def test_a_file_that_is_not_a_database(self):
         Path(self.path).parent.mkdir(parents=True)
