@@ -19,7 +19,6 @@ from suite.foundation.config import ConfigError, load
 from suite.logger import tap as logger_tap
 from suite.logger.service import LoggerSettings
 from suite.names.service import NamesSettings
-from suite.names.store import SCHEMA
 from suite.net.listeners import Listener, ListenerService, parse_listeners
 from suite.net.tls import TLSSettings
 from suite.timestamp import service as timestamp_service
@@ -430,7 +429,9 @@ class StoredRowTests(ConfigTestCase):
     def stored(self, rows):
         path = self.directory / "names.sqlite"
         with sqlite3.connect(path) as database:
-            database.execute(SCHEMA)
+            database.execute(  # a database of an earlier version: migrated at start
+                "CREATE TABLE instances (name TEXT, host TEXT, port INTEGER, description TEXT)"
+            )
             database.executemany(
                 "INSERT INTO instances (name, host, port, description) VALUES (?, ?, ?, ?)", rows
             )
@@ -442,7 +443,7 @@ class StoredRowTests(ConfigTestCase):
         message = self.refused(f'[names]\nlisten = ["tcp:0"]\nstore = "sqlite:{path}"\n')
         self.assertEqual(
             message,
-            f"FILE: [names] store = \"sqlite:{path}\": stored row 2 ('Bad Name', 'h', 1) is "
+            f"FILE: [names] store = \"sqlite:{path}\": stored instance 2 ('Bad Name', 'h', 1) is "
             "invalid: name 'Bad Name': 1-63 of a-z 0-9 -, not starting with -",
         )
 
