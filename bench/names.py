@@ -5,7 +5,8 @@ Name server throughput, server on core 0 and this Twisted AMP client on core 1:
   (pipelined), and 50 connections with one lookup each in flight;
 - registrations/s with the SQLite store (each answered once committed):
   10 connections with 10 Register calls each in flight, cycling over 5,000
-  instances (within the default max_instances): inserts, then updates;
+  instances (within the default max_instances): inserts, then updates (each
+  with a new description: a registration that changes nothing writes nothing);
 - registrations/s with the etcd store, the same load, each answered once
   etcd acknowledged it (a real `etcd` started here on core 1, beside this
   client; skipped without it).  Lookups on etcd are `run.py`'s: they never
@@ -123,8 +124,9 @@ async def registrations(reactor, store: str, label: str) -> list[tuple]:
         ports = count(1)
 
         def register(client):
-            return client.callRemote(
-                Register, name="bench", host="127.0.0.1", port=next(ports) % 5000 + 1
+            n = next(ports)  # a new description each time: an update that changes nothing
+            return client.callRemote(  # would write nothing
+                Register, name="bench", host="127.0.0.1", port=n % 5000 + 1, description=str(n)
             )
 
         return [
