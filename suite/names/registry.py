@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from suite.contracts.names import Invalid
 from suite.names.allowed import AllowedHosts, IPAddress, ip_literal, shown
@@ -43,6 +44,7 @@ PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
 STATUSES = (PASSING, WARNING, CRITICAL)
 SEVERITY = {PASSING: 0, WARNING: 1, CRITICAL: 2}
 CHECK_KINDS = ("tcp", "http", "ttl")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "OPTIONS")
 MAINTENANCE_CHECK = "_service_maintenance:"  # + the instance's ID: its synthetic check
 
 
@@ -118,6 +120,20 @@ class Check:
         for seconds in (self.interval, self.timeout, self.ttl, self.deregister_after):
             if not 0 <= seconds <= 10 * 365 * 86400:
                 raise Invalid(f"check duration {seconds!r}: out of range")
+        for what, text in (("name", self.name), ("notes", self.notes), ("output", self.output)):
+            if len(text) > MAX_TEXT:
+                raise Invalid(f"check {what} longer than {MAX_TEXT} characters")
+        if len(self.target) > MAX_TEXT or not self.target.isprintable():
+            raise Invalid(f"check target '{shown(self.target)}': not printable, or too long")
+        if self.method not in HTTP_METHODS:
+            raise Invalid(f"check method '{shown(self.method)}': one of {', '.join(HTTP_METHODS)}")
+        if sum(len(k) + sum(map(len, v)) for k, v in self.header.items()) > MAX_TEXT:
+            raise Invalid(f"check headers longer than {MAX_TEXT} characters")
+        if not all(
+            k.isprintable() and all(v.isprintable() for v in vs) for k, vs in self.header.items()
+        ):
+            raise Invalid("check headers: printable characters only")
+        check_target_host(self)
 
     def record(self) -> dict[str, Any]:
         """What the stores keep of the check: every field, as JSON values."""
@@ -165,6 +181,29 @@ class Check:
             raise Invalid(f"check without {e.args[0]}") from None
         check.validate()
         return check
+
+
+def check_target_host(check: Check) -> str | None:
+    """
+    The host a tcp or http check connects to (IPv6 without brackets); None
+    for a ttl check.  Invalid when the target has no host.
+    """
+    if check.kind == "tcp":
+        host, _, port = check.target.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise Invalid(f"TCP check '{shown(check.target)}': not HOST:PORT")
+        return host
+    if check.kind == "http":
+        parts = urlsplit(check.target)
+        try:
+            parts.port  # noqa: B018  # raises ValueError when out of range
+        except ValueError:
+            parts = urlsplit("")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise Invalid(f"HTTP check '{shown(check.target)}': not an http(s) URL")
+        return parts.hostname
+    return None
 
 
 def _typed(value: Any, kinds: type | tuple[type, ...]) -> Any:

@@ -38,10 +38,10 @@ from suite.foundation.flood import FloodControl
 from suite.foundation.interfaces import IHealthSource, IMetricSource, ISummarySource
 from suite.foundation.metrics import Histogram
 from suite.foundation.printable import printable
-from suite.names.allowed import NotAllowed, shown
+from suite.names.allowed import NotAllowed, ip_literal, shown
 from suite.names.answers import EncodedAnswers, as_fields, fitting
 from suite.names.audit import LookupAudit
-from suite.names.registry import Instance, Registry
+from suite.names.registry import Instance, Registry, check_target_host
 from suite.names.store import IRegistryStore, Stored, StoreError
 from suite.names.watches import Watcher, Watches
 from suite.net.addresses import host_port
@@ -291,7 +291,9 @@ class NameServer(service.Service):
         The addresses of the instance's host, a host name (none for an IP
         literal), once the instance is checked.
         """
-        if instance.validate() is not None:  # an IP literal
+        literal = instance.validate()
+        self._check_targets(instance)
+        if literal is not None:
             return defer.succeed(())
         if self.resolve is None:
             raise NotAllowed(f"host '{instance.host}': this name server takes IP addresses only")
@@ -304,6 +306,17 @@ class NameServer(service.Service):
             return result
 
         return self.resolve(instance.host).addBoth(resolved)
+
+    def _check_targets(self, instance: Instance) -> None:
+        """
+        NotAllowed when a tcp or http check names an IP address outside
+        `allowed_networks` (a host name is checked by the runner each time it
+        resolves it): a check must not make the name server a port scanner.
+        """
+        for check in instance.checks:
+            host = check_target_host(check)
+            if host is not None and ip_literal(host) is not None:
+                self.registry.addresses(host)
 
     def _refused(self, failure: Failure, command: str, peer: str, source: str) -> Failure:
         """An INVALID answer goes back to the client, and to the log (flood-controlled)."""

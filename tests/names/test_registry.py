@@ -4,7 +4,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite.contracts.names import Invalid
 from suite.names.allowed import MAX_ADDRESSES, AllowedHosts, NotAllowed
-from suite.names.registry import Check, Instance, Registry, RegistryFull
+from suite.names.registry import Check, Instance, Registry, RegistryFull, check_target_host
 
 
 class ValidationTests(SynchronousTestCase):
@@ -283,10 +283,28 @@ class ModelTests(SynchronousTestCase):
             ({"checks": [Check("c", "ttl"), Check("c", "ttl")]}, "same ID"),
             ({"checks": [Check("c", "gossip")]}, "check kind"),
             ({"checks": [Check("c", "ttl", status="unknown")]}, "check status"),
+            ({"checks": [Check("c", "tcp", target="127.0.0.1")]}, "not HOST:PORT"),
+            ({"checks": [Check("c", "tcp", target="[::1]:0")]}, "not HOST:PORT"),
+            ({"checks": [Check("c", "http", target="ftp://h/")]}, "not an http"),
+            ({"checks": [Check("c", "http", target="http://h:99999/")]}, "not an http"),
+            ({"checks": [Check("c", "http", target="http://h/", method="BREW")]}, "method"),
+            (
+                {"checks": [Check("c", "http", target="http://h/", header={"X": ["a\r\nB: c"]})]},
+                "printable",
+            ),
         ]
         for fields, reason in bad:
             with self.assertRaisesRegex(Invalid, reason, msg=repr(fields)):
                 self.instance(**fields).validate()
+
+    def test_the_host_a_check_connects_to(self):
+        for check, host in [
+            (Check("c", "tcp", target="10.0.0.1:80"), "10.0.0.1"),
+            (Check("c", "tcp", target="[::1]:80"), "::1"),
+            (Check("c", "http", target="https://db.internal:8443/health"), "db.internal"),
+            (Check("c", "ttl"), None),
+        ]:
+            self.assertEqual(check_target_host(check), host)
 
     def test_a_record_round_trips_and_a_wrong_type_is_invalid(self):
         instance = self.instance(

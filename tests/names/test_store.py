@@ -228,6 +228,17 @@ class SqliteStoreTests(TestCase):
         self.addCleanup(reopened.stopService)
         self.assertEqual(reopened.registry.by_id("w").status, "passing")
 
+    async def test_a_check_aimed_outside_allowed_networks_is_refused(self):
+        server = self.server()
+        self.addCleanup(server.stopService)
+        for target, kind in [("169.254.169.254:80", "tcp"), ("http://192.0.2.1/", "http")]:
+            instance = Instance(
+                "web", "127.0.0.1", 80, checks=[Check("c", kind, target=target)], pinged=False
+            )
+            with self.assertRaisesRegex(Invalid, "never checked|outside allowed_networks"):
+                await server.put(instance, None, "test", "test")
+        self.assertEqual(len(server.registry), 0)
+
     def test_check_reads_an_earlier_version_as_it_will_migrate(self):
         Path(self.path).parent.mkdir(parents=True)
         with sqlite3.connect(self.path) as database:
