@@ -12,22 +12,33 @@ are then valid wherever it stands, so a rotated answer is a slice of the
 records stored twice in a row, and an answer cut for UDP ends at a record
 boundary found by bisection.
 
-The zone `DOMAIN` (authoritative: AA set, RA clear):
+The zone `DOMAIN` (authoritative: AA set, RA clear) serves the live
+(passing and warning, never critical) instances of each registry name:
 
-- `_NAME._tcp.DOMAIN` SRV: one record per live instance (priority 1,
-  weight 1, its port); the target of an IP literal is `HEX.addr.DOMAIN`
-  with its A/AAAA record in the additional section (once per address), of
-  a host name that name.
+- `_NAME._tcp.DOMAIN` SRV: one record per live instance (priority 1, the
+  instance's weight now: its passing weight, or its warning weight while
+  it is warning; its port); the target of an IP literal is
+  `HEX.addr.DOMAIN` with its A/AAAA record in the additional section (once
+  per address), of a host name that name.
+- `_NAME._TAG.DOMAIN` SRV (and Consul's `_NAME._TAG.service.DOMAIN`): as
+  `_tcp`, of the instances with the tag TAG (`_tcp` filters nothing).
+- `NAME.service.DOMAIN` and `TAG.NAME.service.DOMAIN` (Consul's forms):
+  SRV as above, A / AAAA as `NAME.DOMAIN`, of every live instance or of
+  those with the tag TAG.  Tags match whole, ignoring ASCII case as DNS
+  does; a tag that is not one DNS label cannot be asked for.
 - `NAME.DOMAIN` A / AAAA: the addresses of the IP-literal instances of
   that family, each once (instances on one host share one record).
 - `HEX.addr.DOMAIN` A (8 hex digits) / AAAA (32): the address it spells.
 - `DOMAIN` SOA; ANY answers every type a name has.
 - Rotation: the records start one further on each query, as Lookup.
-- A name with nothing live: NXDOMAIN, a name asked for a type it lacks:
-  NODATA; both with the SOA in the authority section (TTL and minimum
-  `cache_ttl`).  Outside the zone or the IN class: REFUSED.  A query that
-  does not parse: FORMERR; an opcode other than QUERY: NOTIMP; EDNS other
-  than version 0: BADVERS; a response (QR set) is never answered.
+- A name with nothing live (a tag no live instance has included): NXDOMAIN,
+  a name asked for a type it lacks: NODATA; both with the SOA in the
+  authority section (TTL and minimum `cache_ttl`).  `addr.DOMAIN`,
+  `_tcp.DOMAIN` and `service.DOMAIN` (unless a registry name is `service`)
+  hold no records but have names below them: NODATA.  Outside the zone
+  or the IN class: REFUSED.  A query that does not parse: FORMERR; an
+  opcode other than QUERY: NOTIMP; EDNS other than version 0: BADVERS; a
+  response (QR set) is never answered.
 - Before an etcd store's copy was first read: SERVFAIL, so resolvers ask
   another name server rather than cache an empty zone.
 - Over UDP at most 512 bytes, or the EDNS0 size offered but never more
@@ -40,7 +51,11 @@ The zone `DOMAIN` (authoritative: AA set, RA clear):
   a new question nor grow the caches.
 - The answers prepared per question, and the exact queries that map to
   them, are kept in `cache_bytes` at most (half each), the least recently
-  used forgotten first.
+  used forgotten first.  A quarter of the answers' half keeps, per name
+  asked, its live instances and their index by tag, so that preparing an
+  answer costs the records it holds: a question with a tag nobody has, or
+  of a type the name lacks, costs a dictionary lookup, however many
+  instances the name has.
 
 Queries answered are counted by type and rcode (types outside
 TYPE_NAMES as `other`, so a client cannot make the labels grow).
@@ -76,6 +91,8 @@ BADVERS = 16  # an extended rcode: 1 in the OPT record, 0 in the header
 QR_AA = 0x8400  # a response, authoritative
 TC = 0x0200
 HEX = re.compile(r"[0-9a-f]{8}|[0-9a-f]{32}")
+SERVICE = "service"  # Consul's NAME.service and TAG.NAME.service
+NO_TAG = "tcp"  # _NAME._tcp: every instance, whatever its tags
 ANY = dns.ALL_RECORDS
 SOA_TIMES = {"refresh": 3600, "retry": 600, "expire": 86400}
 TYPE_NAMES = {
@@ -207,6 +224,48 @@ def _exact_size(key: bytes, entry: Exact) -> int:
     return len(key) + EXACT_OVERHEAD
 
 
+class NameView:
+    """
+    What the answers for one registry name are built from: its live
+    instances in registration order, and those of each tag that can be
+    asked for (one DNS label of ASCII, lowercased), each instance once per
+    tag however its tags are spelled.
+    """
+
+    __slots__ = ("live", "by_tag")
+
+    def __init__(self, live: list[Instance]) -> None:
+        self.live = live
+        self.by_tag: dict[str, list[Instance]] = {}
+        for instance in live:
+            for tag in {tag.lower() for tag in instance.tags if _askable(tag)}:
+                self.by_tag.setdefault(tag, []).append(instance)
+
+    def tagged(self, tag: str | None) -> list[Instance]:
+        """The live instances with TAG (lowercased), or all of them for None."""
+        return self.live if tag is None else self.by_tag.get(tag, [])
+
+
+NO_VIEW = NameView([])  # of a label that is no registry name
+
+
+def _askable(tag: str) -> bool:
+    """Whether a question can name TAG: one DNS label, ASCII (whose case DNS ignores)."""
+    return tag.isascii() and len(tag) <= 63 and "." not in tag
+
+
+def _view_size(name: str, view: NameView) -> int:
+    """
+    Bytes a name's view holds, its cache slot included (the instances are
+    the registry's: only the references to them count).
+    """
+    size = CACHE_SLOT + sys.getsizeof(name) + sys.getsizeof(view) + sys.getsizeof(view.live)
+    size += sys.getsizeof(view.by_tag)
+    for tag, instances in view.by_tag.items():
+        size += sys.getsizeof(tag) + sys.getsizeof(instances)
+    return size
+
+
 class SizedLRU(OrderedDict[Key, Value]):
     """
     A cache of at most MAX_BYTES, as SIZE_OF(key, value) counts them: `put`
@@ -271,13 +330,16 @@ class ZoneAnswers:
         self.loaded = loaded
         self.domain_labels = tuple(domain.lower().rstrip(".").encode().split(b"."))
         self.ttl = ttl
+        answers_bytes = cache_bytes // 2
+        # registry name -> its live instances, by tag
+        self._views: SizedLRU[str, NameView] = SizedLRU(answers_bytes // 4, _view_size)
         self._prepared: SizedLRU[Question, Prepared] = SizedLRU(
-            cache_bytes // 2, _prepared_size, self._evicted
+            answers_bytes - answers_bytes // 4, _prepared_size, self._evicted
         )
         # registry name -> its questions prepared
         self._by_name: dict[str | None, set[Question]] = {}
         # a query's bytes after the ID -> how to answer it
-        self._exact: SizedLRU[bytes, Exact] = SizedLRU(cache_bytes - cache_bytes // 2, _exact_size)
+        self._exact: SizedLRU[bytes, Exact] = SizedLRU(cache_bytes - answers_bytes, _exact_size)
         self.tallies: dict[tuple[str, str], list[int]] = {}  # (type, rcode) -> [answers]
         registry.on_change(self.forget)
 
@@ -294,6 +356,8 @@ class ZoneAnswers:
             yield "dns_queries", labels, tally[0]
 
     def forget(self, name: str) -> None:
+        """NAME's instances changed (a status or a tag included): what was built on them goes."""
+        self._views.discard(name)
         for key in self._by_name.pop(name, ()):
             prepared = self._prepared.discard(key)
             if prepared is not None:  # always: a question prepared is kept until forgotten
@@ -471,40 +535,72 @@ class ZoneAnswers:
             if qtype not in (wanted, ANY):
                 return self._negative(NOERROR, labels), None
             return Prepared(answers=Rotating([encoder.address(labels, address)])), None
-        if len(relative) == 2 and relative[1] == "_tcp" and relative[0].startswith("_"):
-            name = relative[0][1:]
-            instances = self._live(name)
-            if not instances:
-                return self._negative(NXDOMAIN, labels), name
-            if qtype not in (dns.SRV, ANY):
+        form = _form(relative)
+        if form is None:
+            return self._negative(NXDOMAIN, labels), None
+        name, tag, types = form
+        instances = self._view(name).tagged(tag)
+        if not instances:
+            if relative == (SERVICE,):  # no name `service`: the parent of NAME.service
                 return self._negative(NOERROR, labels), name
-            return self._srv(encoder, name, instances), name
-        if len(relative) == 1:
-            name = relative[0]
-            instances = self._live(name)
-            if not instances:
-                return self._negative(NXDOMAIN, labels), name
+            return self._negative(NXDOMAIN, labels), name
+        families: tuple[int, ...] = ()
+        if dns.A in types:
             families = {dns.A: (4,), dns.AAAA: (6,), ANY: (4, 6)}.get(qtype, ())
-            # Each address once: instances on one host differ by port only,
-            # which an A or AAAA record does not carry, and an RRset holds
-            # no record twice (RFC 2181).
-            addresses: dict[IPAddress, None] = {}
+        records = self._addresses(encoder, labels, instances, families)
+        if dns.SRV in types and qtype in (dns.SRV, ANY):
+            return self._srv(encoder, name, instances, records), name
+        if not records:
+            return self._negative(NOERROR, labels), name
+        return Prepared(answers=Rotating(records), turn_name=name), name
+
+    def _view(self, name: str) -> NameView:
+        """
+        NAME's live instances by tag, kept until NAME changes (a name with
+        none too: its instances may all be critical, and are not read again).
+        """
+        if not NAME.fullmatch(name):
+            return NO_VIEW
+        view = self._views.get(name)
+        if view is not None:
+            self._views.move_to_end(name)
+            return view
+        view = NameView(self.registry.live_of(name))
+        self._views.put(name, view)  # unless larger than its share: built again when asked
+        return view
+
+    def _addresses(
+        self,
+        encoder: "_Encoder",
+        labels: Labels,
+        instances: list[Instance],
+        families: tuple[int, ...],
+    ) -> list[bytes]:
+        """
+        The A / AAAA records (FAMILIES) of the IP-literal INSTANCES, each
+        address once: instances on one host differ by port only, which an A
+        or AAAA record does not carry, and an RRset holds no record twice
+        (RFC 2181).
+        """
+        addresses: dict[IPAddress, None] = {}
+        if families:
             for instance in instances:
                 literal = _ip(instance.host)
                 if literal is not None and literal.version in families:
                     addresses[literal] = None
-            records = [encoder.address(labels, address) for address in addresses]
-            if not records:
-                return self._negative(NOERROR, labels), name
-            return Prepared(answers=Rotating(records), turn_name=name), name
-        return self._negative(NXDOMAIN, labels), None
+        return [encoder.address(labels, address) for address in addresses]
 
-    def _live(self, name: str) -> list[Instance]:
-        if not NAME.fullmatch(name):
-            return []
-        return self.registry.live_of(name)
-
-    def _srv(self, encoder: "_Encoder", name: str, instances: list[Instance]) -> Prepared:
+    def _srv(
+        self,
+        encoder: "_Encoder",
+        name: str,
+        instances: list[Instance],
+        also: list[bytes] | None = None,
+    ) -> Prepared:
+        """
+        One SRV record per instance (its weight now), the addresses of their
+        `addr` targets as additional records; ALSO: more answers (ANY's).
+        """
         records: list[bytes] = []
         additional: list[bytes] = []
         seen: set[IPAddress] = set()
@@ -519,9 +615,11 @@ class ZoneAnswers:
                     additional.append(encoder.address(tuple(target.split(b".")), address))
             records.append(
                 encoder.record(
-                    encoder.question, dns.Record_SRV(1, 1, instance.port, target, self.ttl)
+                    encoder.question,
+                    dns.Record_SRV(1, instance.weight, instance.port, target, self.ttl),
                 )
             )
+        records.extend(also or ())
         return Prepared(answers=Rotating(records), additional=Packed(additional), turn_name=name)
 
     def _soa(self, encoder: "_Encoder") -> bytes:
@@ -540,6 +638,31 @@ class ZoneAnswers:
 
     def _negative(self, rcode: int, labels: Labels) -> Prepared:
         return Prepared(rcode, authority=self._soa(_Encoder(labels, self.ttl)))
+
+
+SRV_ONLY = (dns.SRV,)
+ADDRESSES_ONLY = (dns.A, dns.AAAA)
+EVERY_TYPE = (dns.SRV, dns.A, dns.AAAA)
+
+
+def _form(relative: tuple[str, ...]) -> tuple[str, str | None, tuple[int, ...]] | None:
+    """
+    The registry name a question's labels below the zone (RELATIVE) ask
+    for, the tag they filter by (None: none) and the types that name has;
+    None when they ask for no name.
+    """
+    if len(relative) in (2, 3) and relative[0][:1] == relative[1][:1] == "_":
+        if len(relative) == 2 or relative[2] == SERVICE:  # _NAME._TAG[.service]
+            tag = relative[1][1:]
+            return relative[0][1:], None if tag == NO_TAG else tag, SRV_ONLY
+        return None
+    if len(relative) == 2 and relative[1] == SERVICE:  # NAME.service
+        return relative[0], None, EVERY_TYPE
+    if len(relative) == 3 and relative[2] == SERVICE:  # TAG.NAME.service
+        return relative[1], relative[0], EVERY_TYPE
+    if len(relative) == 1:  # NAME
+        return relative[0], None, ADDRESSES_ONLY
+    return None
 
 
 def _ip(host: str) -> IPAddress | None:

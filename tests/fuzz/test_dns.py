@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.names.registry import Registry
+from suite.names.registry import WARNING, Check, Instance, Registry
 from suite.names.zone import ZoneAnswers
 from tests.fuzz import fuzzed
 from tests.names.test_zone import parse, query
@@ -21,6 +21,12 @@ QUERIES = st.builds(
         [
             "web.suite",
             "_web._tcp.suite",
+            "_web._blue.suite",
+            "_web._tcp.service.suite",
+            "web.service.suite",
+            "blue.web.service.suite",
+            "green.web.service.suite",
+            "service.suite",
             "7f000001.addr.suite",
             "suite",
             "x.org",
@@ -47,6 +53,10 @@ class ZoneFuzz(SynchronousTestCase):
             registry.register("web", f"10.0.0.{port}", port)
         registry.register("web", "::1", 1)
         registry.register("web", "db.example.com", 2)
+        for number, tags in enumerate([("blue",), ("BLUE", "green"), ("a.b", "é")]):
+            checks = [Check("c", "ttl", status=WARNING)] if number else []
+            instance = Instance("web", f"10.1.0.{number + 1}", 3, tags=tags, checks=checks)
+            registry.put(instance, registry.index + 1)
         self.zone = ZoneAnswers(registry, "suite", 5)
 
     def check(self, data, size=None):
@@ -79,3 +89,24 @@ class ZoneFuzz(SynchronousTestCase):
         answer = parse(self.zone.answer(data + junk, size))
         self.assertEqual((answer.rCode, answer.answers), (dns.EFORMAT, []))
         self.assertEqual((len(self.zone._exact), self.zone._exact.bytes), cached)
+
+    @fuzzed
+    @given(
+        st.binary(min_size=1, max_size=63),
+        st.sampled_from(["{}.web.service.suite", "_web._{}.suite", "_{}._tcp.suite"]),
+        st.sampled_from([dns.SRV, dns.A, dns.ALL_RECORDS]),
+    )
+    def test_any_label_as_a_tag_or_a_name(self, label, form, type_):
+        """Whatever a label holds: NXDOMAIN, or records of the tag's instances only."""
+        name = form.encode().replace(b"{}", label.replace(b".", b"-"))
+        data = query(name, type_)
+        answer = parse(self.zone.answer(data, 65535))
+        self.assertIn(answer.rCode, (dns.OK, dns.ENAME))
+        asked = label.replace(b".", b"-").lower()
+        if answer.answers:
+            expected = {
+                "{}.web.service.suite": (b"blue", b"green"),
+                "_web._{}.suite": (b"blue", b"green", b"tcp"),
+                "_{}._tcp.suite": (b"web",),
+            }[form]
+            self.assertIn(asked, expected)

@@ -11,6 +11,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from suite.client import api
 from suite.names.dnsfront import DNSFactory
+from suite.names.registry import WARNING, Check, Instance
+from suite.names.server import NameServer
 from tests.helpers import start_suite, tmp_dir
 from tests.names.test_zone import parse, query
 
@@ -205,8 +207,60 @@ class DNSOnSockets(TestCase):
     async def test_dns_cache_bytes_bounds_the_zones_caches(self):
         self.start("dns_cache_bytes = 65536")
         (factory,) = self._dns_factories()
+        zone = factory.zone
         self.assertEqual(
-            (factory.zone._prepared.max_bytes, factory.zone._exact.max_bytes), (32768, 32768)
+            (zone._views.max_bytes, zone._prepared.max_bytes, zone._exact.max_bytes),
+            (8192, 24576, 32768),
+        )
+
+    async def test_dig_asks_consuls_forms_and_sees_tags_weights_and_statuses(self):
+        self.start()
+        server = self._name_server()
+        await server.put(
+            Instance("web", "127.0.0.1", 8001, id="web-1", tags=("Primary",), weights=(10, 1)),
+            None,
+            "test",
+            "127.0.0.1",
+        )
+        warning = Check("web-2:ttl", "ttl", ttl=600, status=WARNING)
+        await server.put(
+            Instance(
+                "web",
+                "127.0.0.2",
+                8002,
+                id="web-2",
+                tags=("canary",),
+                weights=(10, 2),
+                checks=[warning],
+            ),
+            None,
+            "test",
+            "127.0.0.1",
+        )
+        self.assertEqual(
+            await self.dig("primary.web.service.suite", "SRV", "+short"),
+            ["1 10 8001 7f000001.addr.suite."],
+        )
+        self.assertEqual(
+            await self.dig("_web._canary.suite", "SRV", "+short"),
+            ["1 2 8002 7f000002.addr.suite."],
+        )
+        self.assertEqual(await self.dig("canary.web.service.suite", "A", "+short"), ["127.0.0.2"])
+        self.assertEqual(
+            sorted(await self.dig("web.service.suite", "SRV", "+short", tcp=True)),
+            ["1 10 8001 7f000001.addr.suite.", "1 2 8002 7f000002.addr.suite."],
+        )
+        lines = await self.dig("stable.web.service.suite", "SRV")
+        self.assertTrue(any("status: NXDOMAIN" in line for line in lines), lines)
+        # Maintenance makes web-1 critical: every form leaves it out at once.
+        web_1 = server.registry.by_id("web-1")
+        self.assertTrue(
+            await server.change(web_1, lambda i: setattr(i, "maintenance", "upgrade"), "test")
+        )
+        lines = await self.dig("primary.web.service.suite", "SRV")
+        self.assertTrue(any("status: NXDOMAIN" in line for line in lines), lines)
+        self.assertEqual(
+            await self.dig("_web._tcp.suite", "SRV", "+short"), ["1 2 8002 7f000002.addr.suite."]
         )
 
     async def test_twisted_names_resolver(self):
@@ -282,6 +336,10 @@ class DNSOnSockets(TestCase):
         self.assertTrue(connection.paused)
         self.assertLess(held, 512 * 1024, held)
         self.assertGreater(sent, 0)
+
+    def _name_server(self) -> NameServer:
+        (server,) = (child for child in self.suite_root if isinstance(child, NameServer))
+        return server
 
     def _dns_factories(self):
         for child in self.suite_root:

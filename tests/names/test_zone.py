@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.names.registry import Registry
+from suite.names.registry import CRITICAL, PASSING, WARNING, Check, Instance, Registry
 from suite.names.zone import MAX_UDP_SIZE, ZoneAnswers
 
 
@@ -330,3 +330,227 @@ class ZoneTests(SynchronousTestCase):
         self.assertEqual(answer.ednsVersion, None if edns is None else 0)
         for rr in answer.answers:
             self.assertEqual(rr.name.name.decode(), full)
+
+
+class ConsulFormsTests(SynchronousTestCase):
+    """
+    Consul's forms (NAME.service, TAG.NAME.service, _NAME._TAG), tags,
+    weights and statuses: what DNS serves of the registry model.
+    """
+
+    def setUp(self):
+        self.registry = Registry(1000)
+        self.zone = ZoneAnswers(self.registry, "suite", ttl=5)
+        self.put("web-1", "127.0.0.1", 8001, tags=("Primary", "v1"), weights=(10, 1))
+        self.put("web-2", "::1", 8002, tags=("v1",), weights=(20, 1))
+        self.put("web-3", "db.example.com", 8003, tags=("primary", "PRIMARY", "eu.west"))
+
+    def put(self, id_, host, port, name="web", **fields) -> Instance:
+        instance = Instance(name, host, port, id=id_, **fields)
+        self.registry.put(instance, self.registry.index + 1)
+        return instance
+
+    def change(self, id_, **changes) -> None:
+        """What the name server does for a status or tag change: a changed copy, put."""
+        self.registry.put(self.registry.by_id(id_).copy(**changes), self.registry.index + 1)
+
+    def ask(self, name, type_=dns.SRV, size=65535) -> dns._EDNSMessage:
+        return parse(self.zone.answer(query(name, type_), size))
+
+    def srv(self, name) -> list[tuple]:
+        """(port, weight, target) of each SRV answer, sorted: rotation left out."""
+        answer = self.ask(name)
+        self.assertEqual(answer.rCode, dns.OK, name)
+        return sorted((r[3][2], r[3][1], r[3][3]) for r in records(answer.answers))
+
+    def test_name_service_answers_srv_with_additional_addresses_a_and_aaaa(self):
+        answer = self.ask("web.service.suite")
+        self.assertEqual(
+            sorted(records(answer.answers)),
+            [
+                ("web.service.suite", dns.SRV, 5, (1, 1, 8003, "db.example.com")),
+                ("web.service.suite", dns.SRV, 5, (1, 10, 8001, "7f000001.addr.suite")),
+                (
+                    "web.service.suite",
+                    dns.SRV,
+                    5,
+                    (1, 20, 8002, "00000000000000000000000000000001.addr.suite"),
+                ),
+            ],
+        )
+        self.assertEqual(
+            records(answer.additional),
+            [
+                ("7f000001.addr.suite", dns.A, 5, "127.0.0.1"),
+                ("00000000000000000000000000000001.addr.suite", dns.AAAA, 5, "::1"),
+            ],
+        )
+        self.assertEqual(
+            records(self.ask("web.service.suite", dns.A).answers),
+            [("web.service.suite", dns.A, 5, "127.0.0.1")],
+        )
+        self.assertEqual(
+            records(self.ask("web.service.suite", dns.AAAA).answers),
+            [("web.service.suite", dns.AAAA, 5, "::1")],
+        )
+        every = self.ask("web.service.suite", dns.ALL_RECORDS)
+        self.assertEqual(
+            sorted(rr.type for rr in every.answers), sorted([dns.A, dns.AAAA] + [dns.SRV] * 3)
+        )
+        self.assertEqual(len(every.additional), 2)
+
+    def test_tag_name_service_answers_the_instances_with_the_tag_whatever_its_case(self):
+        for asked in ("primary.web.service.suite", "PRIMARY.Web.Service.SUITE"):
+            self.assertEqual(
+                self.srv(asked),
+                [(8001, 10, "7f000001.addr.suite"), (8003, 1, "db.example.com")],
+            )
+        self.assertEqual(
+            records(self.ask("primary.web.service.suite", dns.A).answers),
+            [("primary.web.service.suite", dns.A, 5, "127.0.0.1")],
+        )
+        nodata = self.ask("primary.web.service.suite", dns.AAAA)  # web-3 has a host name
+        self.assertEqual((nodata.rCode, nodata.answers), (dns.OK, []))
+        self.assertEqual(
+            records(self.ask("v1.web.service.suite", dns.AAAA).answers),
+            [("v1.web.service.suite", dns.AAAA, 5, "::1")],
+        )
+        self.assertEqual([port for port, *_ in self.srv("v1.web.service.suite")], [8001, 8002])
+
+    def test_underscore_tag_form_answers_srv_and_tcp_filters_nothing(self):
+        self.assertEqual([port for port, *_ in self.srv("_web._v1.suite")], [8001, 8002])
+        self.assertEqual([port for port, *_ in self.srv("_web._primary.suite")], [8001, 8003])
+        self.assertEqual([port for port, *_ in self.srv("_web._v1.service.suite")], [8001, 8002])
+        self.assertEqual([port for port, *_ in self.srv("_web._tcp.suite")], [8001, 8002, 8003])
+        self.assertEqual(
+            [port for port, *_ in self.srv("_web._tcp.service.suite")], [8001, 8002, 8003]
+        )
+        nodata = self.ask("_web._v1.suite", dns.A)
+        self.assertEqual((nodata.rCode, nodata.answers), (dns.OK, []))
+        self.assertEqual(
+            [rr.type for rr in self.ask("_web._v1.suite", dns.ALL_RECORDS).answers],
+            [dns.SRV, dns.SRV],
+        )
+
+    def test_a_tag_that_nothing_live_has_is_nxdomain_with_the_soa(self):
+        for asked in (
+            "v2.web.service.suite",
+            "_web._v2.suite",
+            "_web._v2.service.suite",
+            "eu.west.web.service.suite",  # a tag with a dot is no label: cannot be asked
+            "west.web.service.suite",
+            "web.service.service.suite",
+            "nothing.service.suite",
+            "v1.nothing.service.suite",
+        ):
+            answer = self.ask(asked)
+            self.assertEqual((answer.rCode, answer.answers), (dns.ENAME, []), asked)
+            self.assertEqual(
+                records(answer.authority), [("suite", dns.SOA, 5, ("ns.suite", 5, 1))], asked
+            )
+
+    def test_service_is_an_empty_non_terminal_unless_a_name_is_service(self):
+        """`web.service.suite` exists, so `service.suite` is NODATA (RFC 8020), not NXDOMAIN."""
+        answer = self.ask("service.suite", dns.A)
+        self.assertEqual((answer.rCode, answer.answers), (dns.OK, []))
+        self.put("service-1", "10.0.0.7", 7, name="service")
+        self.assertEqual(
+            records(self.ask("service.suite", dns.A).answers),
+            [("service.suite", dns.A, 5, "10.0.0.7")],
+        )
+
+    def test_weights_follow_the_status_and_critical_instances_are_left_out(self):
+        self.assertEqual(self.srv("_web._v1.suite")[0][:2], (8001, 10))
+        self.change("web-1", weights=(10, 3), checks=[Check("c", "ttl", ttl=60, status=WARNING)])
+        self.assertEqual(self.srv("_web._v1.suite")[0][:2], (8001, 3))
+        self.assertEqual(self.srv("web.service.suite")[0][:2], (8001, 3))
+        self.change("web-1", checks=[Check("c", "ttl", ttl=60, status=CRITICAL)])
+        self.assertEqual([port for port, *_ in self.srv("_web._v1.suite")], [8002])
+        no_ipv4 = self.ask("web.service.suite", dns.A)  # the only IPv4 instance is critical
+        self.assertEqual((no_ipv4.rCode, no_ipv4.answers), (dns.OK, []))
+        self.change("web-1", checks=[Check("c", "ttl", ttl=60, status=PASSING)])
+        self.assertEqual(self.srv("_web._v1.suite")[0][:2], (8001, 10))
+        self.change("web-2", maintenance="upgrading")
+        self.change("web-1", maintenance="upgrading")
+        self.assertEqual(self.ask("_web._v1.suite").rCode, dns.ENAME)
+        only_web_3 = self.ask("web.suite", dns.A)  # live, with a host name: no A record
+        self.assertEqual((only_web_3.rCode, only_web_3.answers), (dns.OK, []))
+
+    def test_a_warning_weight_of_zero_is_served(self):
+        self.change("web-2", weights=(5, 0), checks=[Check("c", "http", status=WARNING)])
+        self.assertIn(
+            (8002, 0, "00000000000000000000000000000001.addr.suite"), self.srv("_web._v1.suite")
+        )
+
+    def test_a_change_of_tags_is_seen_by_every_question_asked_before(self):
+        asked = ["primary.web.service.suite", "_web._primary.suite", "v2.web.service.suite"]
+        before = [self.ask(name).rCode for name in asked]
+        self.assertEqual(before, [dns.OK, dns.OK, dns.ENAME])
+        self.change("web-1", tags=("v2",))
+        self.change("web-3", tags=())
+        after = [self.ask(name).rCode for name in asked]
+        self.assertEqual(after, [dns.ENAME, dns.ENAME, dns.OK])
+        self.assertEqual([port for port, *_ in self.srv("v2.web.service.suite")], [8001])
+        self.change("web-3", tags=("PRIMARY",))  # the same query again: its exact entry is stale
+        self.assertEqual([port for port, *_ in self.srv("primary.web.service.suite")], [8003])
+
+    def test_rotation_of_a_tag_form_like_lookup(self):
+        ports = [records(self.ask("_web._v1.suite").answers)[0][3][2] for _ in range(3)]
+        self.assertEqual(ports, [8001, 8002, 8001])
+
+    def test_a_name_is_read_from_the_registry_once_per_change_whatever_is_asked(self):
+        """
+        Questions with tags nobody has, or of types the name lacks, cost a
+        dictionary lookup: the registry's instances are read once per change.
+        """
+        reads = []
+        live_of = self.registry.live_of
+        self.registry.live_of = lambda name: reads.append(name) or live_of(name)
+        for number in range(50):
+            self.assertEqual(self.ask(f"t{number}.web.service.suite").rCode, dns.ENAME)
+            self.assertEqual(self.ask("_web._tcp.suite", 1000 + number).rCode, dns.OK)
+        self.assertEqual(reads, ["web"])
+        self.change("web-2", tags=("v2",))
+        self.assertEqual([port for port, *_ in self.srv("v2.web.service.suite")], [8002])
+        self.assertEqual(reads, ["web", "web"])
+
+    def test_a_name_whose_instances_are_all_critical_is_read_once_too(self):
+        for id_ in ("web-1", "web-2", "web-3"):
+            self.change(id_, maintenance="down")
+        reads = []
+        live_of = self.registry.live_of
+        self.registry.live_of = lambda name: reads.append(name) or live_of(name)
+        for number in range(20):
+            self.assertEqual(self.ask(f"t{number}.web.service.suite").rCode, dns.ENAME)
+        self.assertEqual(reads, ["web"])
+        self.change("web-2", maintenance=None)
+        self.assertEqual([port for port, *_ in self.srv("v1.web.service.suite")], [8002])
+
+    def test_questions_with_many_tags_stay_within_the_cache_bytes(self):
+        for number in range(100):
+            self.put(f"many-{number}", f"10.0.{number}.1", 1, name="many", tags=(f"t{number}",))
+        zone = ZoneAnswers(self.registry, "suite", 5, cache_bytes=256 * 1024)
+        for number in range(5000):  # each tag asked for, then 4,900 nobody has
+            asked = query(f"t{number}.many.service.suite", dns.SRV, id_=number % 65536)
+            answer = parse(zone.answer(asked))
+            self.assertEqual(answer.rCode, dns.OK if number < 100 else dns.ENAME)
+        self.assertEqual(
+            (zone._views.max_bytes, zone._prepared.max_bytes, zone._exact.max_bytes),
+            (32 * 1024, 96 * 1024, 128 * 1024),
+        )
+        for cache in (zone._views, zone._prepared, zone._exact):
+            self.assertLessEqual(cache.bytes, cache.max_bytes)
+            self.assertGreater(len(cache), 0)
+        self.assertIn("many", zone._views)
+        self.assertLess(len(zone._prepared), 1000)
+        self.assertLess(sum(map(len, zone._by_name.values())), 1000)
+
+    def test_a_view_larger_than_its_share_is_not_kept_and_answers_stay_current(self):
+        for number in range(300):
+            host = f"10.1.{number // 200}.{number % 200 + 1}"
+            self.put(f"big-{number}", host, 1, name="big", tags=("t",))
+        zone = ZoneAnswers(self.registry, "suite", 5, cache_bytes=16 * 1024)
+        self.assertEqual(len(parse(zone.answer(query("t.big.service.suite"), 65535)).answers), 300)
+        self.assertNotIn("big", zone._views)
+        self.registry.remove("big-0", self.registry.index + 1)
+        self.assertEqual(len(parse(zone.answer(query("t.big.service.suite"), 65535)).answers), 299)
