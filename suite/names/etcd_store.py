@@ -3,21 +3,18 @@ The registry on etcd, shared by several name servers (replicas).  Each
 keeps the whole registry in memory, the local copy every Lookup, Watch and
 DNS answer comes from, and an etcd watch on the prefix keeps that copy
 current: every change any replica (or the leader's evictions) makes reaches
-every copy within milliseconds.  Lookups never wait on etcd.
+every copy within milliseconds.  Lookups never wait on etcd.  The keys are
+L{suite.names.etcd_layout}'s: each instance whole, its indexes etcd's
+revisions, and each name's index in a key of its own, so that every
+replica serves the same indexes and none goes back across a restart.
 
-Keys under `etcd_prefix`:
-- `instances/NAME/HOST/PORT`, value `{"description": "…", "addresses": […],
-  "source": "…"}`: one instance, the addresses its checks connect to and the
-  source that registered it (a value without them, from an earlier version:
-  an IP literal's address is its own; a host name is not served until it is
-  registered again, see L{suite.names.allowed});
-- `leader`: the replica that runs the health checks (see L{suite.names.leader}).
-
-A write (Register, Deregister) is answered once etcd acknowledged it, and
-once this replica's copy holds it (at most CATCH_UP seconds later), so a
-client that registers and then looks up on the same replica finds what it
-registered.  Writes asked for together go to etcd as one transaction of at
-most MAX_TXN_OPS operations, one transaction in flight at a time.
+A write (Register, Deregister, a check's status) is answered once etcd
+acknowledged it, with the revision of its transaction (the index of the
+change), and once this replica's copy holds it (at most CATCH_UP seconds
+later), so a client that registers and then looks up on the same replica
+finds what it registered.  Writes asked for together go to etcd as few
+transactions of at most MAX_TXN_OPS operations, one transaction in flight
+at a time; an instance's key and its name's key always share one.
 
 When etcd cannot be reached, writes fail with a StoreError (the name server
 answers UNAVAILABLE), lookups go on from the copy, `/health` says degraded,
@@ -26,11 +23,16 @@ watch reconnects by itself and resumes from the last revision it applied;
 if etcd compacted that revision away, the copy is read again whole (a range
 read) and only the differences are applied, so watchers hear of real
 changes only.
+
+Keys of the previous layout (`instances/NAME/HOST/PORT`) that a range read
+finds are served as they are, and moved to the new layout in transactions
+that each replica starting at the same time may attempt: each moves a key
+only if it did not change since read, so every key moves once.
 """
 
-import json
-from collections.abc import Callable, Iterator
-from urllib.parse import urlsplit
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -38,25 +40,40 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from suite.contracts.names import Invalid
 from suite.foundation.flood import FloodControl
 from suite.foundation.printable import printable
 from suite.names.allowed import NotAllowed
 from suite.names.etcd import EtcdClient, EtcdError, decode, encode, prefix_end
+from suite.names.etcd_layout import (
+    HEARTBEATS,
+    MAX_TXN_OPS,
+    MIGRATION_BATCH,
+    NAMES,
+    OLD_INSTANCES,
+    SERVICES,
+    Layout,
+    OldKey,
+    Unparsable,
+    Write,
+    check_of,
+    migration,
+    name_of,
+    old_id,
+    old_instance,
+    packed,
+    put,
+    service_instance,
+)
 from suite.names.registry import Instance, Registry, RegistryFull
-from suite.names.store import BatchedWrites, IRegistryStore, StoreError
+from suite.names.store import BatchedWrites, IRegistryStore, Stored, StoreError
 
 log = Logger()
 
-INSTANCES = "instances/"
-LEADER = "leader"
-MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 CATCH_UP = 1.0  # seconds a write's answer may wait for the watch to bring it into the copy
 RECONNECT_FIRST, RECONNECT_MAX = 0.1, 2.0  # seconds between watch reconnections, doubling
+MIGRATION_ATTEMPTS = 3  # transactions tried per batch of old keys that others keep changing
 
 Holder = tuple[str, int, int]  # the leader key's value, create revision and lease
-InstanceKey = tuple[str, str, int]  # name, host, port
-InstanceFields = tuple[str, tuple[str, ...], str]  # description, addresses, source
 CatchingUp = tuple[int, defer.Deferred[None], IDelayedCall]  # a write waiting for the copy
 
 
@@ -81,6 +98,12 @@ class NotLeader(StoreError):
     """An eviction asked while this replica does not hold the leadership; nothing was written."""
 
 
+def _revision_of(revisions: Any, key: Hashable) -> int:
+    """The revision of the transaction that wrote KEY, from what L{EtcdStore._written} gives."""
+    revision: int = revisions[key]
+    return revision
+
+
 @implementer(IRegistryStore)
 class EtcdStore:
     """
@@ -95,19 +118,23 @@ class EtcdStore:
         self, client: EtcdClient, registry: Registry, prefix: str, clock: IReactorTime
     ) -> None:
         self.clock = clock
+        # Writes of one name, with that name's key, fill one transaction.
         self.writes = BatchedWrites(
-            clock, self._transaction, written=self._written, max_batch=MAX_TXN_OPS
+            clock, self._transaction, written=self._written, max_batch=MAX_TXN_OPS - 1
         )
         self.client = client
         self.registry = registry
         self.prefix = prefix
-        self.leader_key = prefix + LEADER
+        self.layout = Layout(prefix)
+        self.leader_key = self.layout.leader
         self.revision = 0  # the etcd revision the local copy reflects
         self.loaded = False  # whether the copy was read from etcd once
         self.outage: tuple[float, str] | None = None  # (since, why) while etcd cannot be reached
         self.term: int | None = None
         self.on_leader: Callable[[Holder | None, int], None] = lambda holder, revision: None
         self.warnings = FloodControl(clock, "names")
+        self.old: dict[str, str] = {}  # ID -> its key of the previous layout, served until moved
+        self._migrating: defer.Deferred[None] | None = None
         self._catching_up: list[CatchingUp] = []
         self._read_whole = True  # the next connection starts with a range read
         self._watching: defer.Deferred[None] | None = None  # the watch's stream; cancel() ends it
@@ -118,36 +145,32 @@ class EtcdStore:
 
     # What the name server sees of any store.
 
-    def load(self) -> list[tuple]:
-        return []  # the copy fills from etcd once the reactor runs (start)
+    def load(self) -> Stored:
+        return Stored()  # the copy fills from etcd once the reactor runs (start)
 
     def start(self) -> None:
         self._connect()
 
-    def save(self, instance: Instance) -> defer.Deferred[None]:
-        key = self._key(instance)
-        value = json.dumps(
-            {
-                "description": instance.description,
-                "addresses": list(instance.addresses),
-                "source": instance.source,
-            }
-        )
-        return self.writes.queue(
-            key, {"request_put": {"key": encode(key), "value": encode(value)}}
+    def save(self, instance: Instance) -> defer.Deferred[int]:
+        before = self.registry.by_id(instance.id)
+        dropped = set() if before is None else {check.check_id for check in before.checks}
+        dropped -= {check.check_id for check in instance.checks}
+        ops = self.layout.instance_ops(instance, True, dropped, self.old.get(instance.id))
+        return self._queue(instance, ops)
+
+    def delete(self, instance: Instance) -> defer.Deferred[int]:
+        return self._queue(
+            instance, self.layout.instance_ops(instance, False, old_key=self.old.get(instance.id))
         )
 
-    def delete(self, instance: Instance) -> defer.Deferred[None]:
-        key = self._key(instance)
-        return self.writes.queue(key, {"request_delete_range": {"key": encode(key)}})
-
-    def evict(self, instance: Instance) -> defer.Deferred[None]:
+    def evict(self, instance: Instance) -> defer.Deferred[int]:
         """
         Delete INSTANCE if this replica still leads: a transaction on the
         leader key's revision.
         """
         if self.term is None:
             return defer.fail(NotLeader(f"eviction of {instance.name} left to the leader"))
+        ops = self.layout.instance_ops(instance, False, old_key=self.old.get(instance.id))
         body = {
             "compare": [
                 {
@@ -157,15 +180,25 @@ class EtcdStore:
                     "create_revision": str(self.term),
                 }
             ],
-            "success": [{"request_delete_range": {"key": encode(self._key(instance))}}],
+            "success": list(ops.values()),
         }
 
-        def answered(answer: dict) -> defer.Deferred[None]:
+        def answered(answer: dict) -> defer.Deferred[int]:
             if not answer.get("succeeded"):
                 raise NotLeader(f"no longer the leader: eviction of {instance.name} left to it")
-            return self._written(answer)
+            revision = int(answer["header"]["revision"])
+            return self._caught_up(revision).addCallback(lambda _: revision)
 
         return self.request("/v3/kv/txn", body).addCallback(answered)
+
+    def heartbeat(self, check_id: str) -> defer.Deferred[None]:
+        """
+        Put the check's heartbeat key: every replica's watch (the leader's
+        runs the checks) restarts the check's TTL.  No index changes.
+        """
+        key = self.layout.heartbeat(check_id)
+        written = self._enqueue(Write(("heartbeat", check_id), {key: put(key, "")}))
+        return written.addCallback(lambda _: None)
 
     def health_problems(self) -> list[tuple[str, str]]:
         if self.outage is not None:
@@ -236,18 +269,43 @@ class EtcdStore:
 
     # Writes, grouped into transactions by self.writes (L{BatchedWrites}).
 
-    def _key(self, instance: Instance) -> str:
-        return f"{self.prefix}{INSTANCES}{instance.name}/{instance.host}/{instance.port}"
-
-    def _transaction(self, operations: list[dict]) -> defer.Deferred[dict]:
-        return self.request("/v3/kv/txn", {"success": operations})
-
-    def _written(self, answer: dict) -> defer.Deferred[None]:
+    def _queue(self, instance: Instance, ops: dict[str, dict]) -> defer.Deferred[int]:
         """
-        Fires once the copy holds the answer's revision, or after CATCH_UP
-        seconds (etcd has it).
+        Write OPS, INSTANCE's; its name's key is also a write of its own, so
+        that it is still put when a later write of the same ID (under
+        another name) takes the place of this one before it is sent.
         """
-        revision = int(answer["header"]["revision"])
+        name_key = self.layout.name(instance.name)
+        name_written = self._enqueue(Write(("name", instance.name), {name_key: put(name_key, "")}))
+        name_written.addErrback(lambda _: None)  # the instance's caller hears of a failure
+        return self._enqueue(Write(instance.id, ops)).addCallback(_revision_of, instance.id)
+
+    def _enqueue(self, write: Write) -> defer.Deferred[None]:
+        """WRITE, in place of any write of its key still waiting; fires as L{_written}."""
+        return self.writes.queue(write.key, write)
+
+    def _transaction(self, writes: list[Write]) -> defer.Deferred[dict[Hashable, int]]:
+        return defer.ensureDeferred(self._send(writes))
+
+    async def _send(self, writes: list[Write]) -> dict[Hashable, int]:
+        """WRITES in as few transactions as fit, in turn: the revision of each write's."""
+        revisions: dict[Hashable, int] = {}
+        for members, ops in packed(writes):
+            answer = await self.request("/v3/kv/txn", {"success": ops})
+            revision = int(answer["header"]["revision"])
+            revisions.update((write.key, revision) for write in members)
+        return revisions
+
+    def _written(self, revisions: dict[Hashable, int]) -> defer.Deferred[Any]:
+        """REVISIONS (of each write), once the copy holds them all (see L{_caught_up})."""
+        caught_up = self._caught_up(max(revisions.values(), default=0))
+        return caught_up.addCallback(lambda _: revisions)
+
+    def _caught_up(self, revision: int) -> defer.Deferred[None]:
+        """
+        Fires once the copy holds REVISION, or after CATCH_UP seconds (etcd
+        has it).
+        """
         if revision <= self.revision or self._watching is None:
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()
@@ -283,26 +341,47 @@ class EtcdStore:
         return self.request("/v3/kv/range", body).addCallback(self._replace_copy)
 
     def _replace_copy(self, answer: dict) -> None:
-        """Make the copy what the range read found, applying only the differences."""
-        found: dict[InstanceKey, InstanceFields] = {}
+        """
+        Make the copy what the range read found, applying only the
+        differences; then move keys of the previous layout to the new one.
+        """
+        revision = int(answer["header"]["revision"])
+        found: dict[str, Instance] = {}
+        old: dict[str, OldKey] = {}
+        name_indexes: dict[str, int] = {}
         holder: Holder | None = None
-        skipped: list[str] = []
         for kv in answer.get("kvs", []):
             key = decode(kv["key"])
             if key == self.leader_key:
                 holder = self._holder(kv)
                 continue
-            parsed = self._parse(key, kv.get("value"))
-            if parsed is not None:
-                found[parsed[0]] = parsed[1]
+            section, rest = self.layout.section(key) or ("", key)
+            if section == HEARTBEATS:
+                continue  # a start gives every TTL check a grace of one TTL anyway
+            parsed = self._parsed(key, section, rest, kv)
+            if isinstance(parsed, Instance) and section == SERVICES:
+                found[parsed.id] = parsed
+            elif isinstance(parsed, Instance):
+                old[parsed.id] = OldKey(key, int(kv["mod_revision"]), parsed)
+            elif isinstance(parsed, str):
+                name_indexes[parsed] = int(kv["mod_revision"])
+        for instance_id, moving in old.items():
+            if instance_id in found:
+                moving.instance = None  # the new layout's is newer: the old key only goes
+            elif moving.instance is not None:
+                found[instance_id] = moving.instance.copy()  # served; the move writes the other
+        self.old = {i: moving.key for i, moving in old.items() if moving.instance is not None}
         for instance in self.registry.instances():
-            if instance.key not in found:
-                self.registry.deregister(*instance.key)
-        for instance_key, fields in found.items():
+            if instance.id not in found:
+                self.registry.remove(instance.id, name_indexes.get(instance.name, revision))
+        skipped: list[str] = []
+        for instance in found.values():
             try:
-                self._register(instance_key, fields)
+                self._serve(instance)
             except NotAllowed as e:
                 skipped.append(str(e))
+        for name, index in name_indexes.items():
+            self.registry.raise_index(name, index)
         if skipped:
             log.warn(
                 "names: {count} instances in etcd not served: their hosts are not allowed "
@@ -311,7 +390,6 @@ class EtcdStore:
                 count=len(skipped),
                 first=skipped[0],
             )
-        revision = int(answer["header"]["revision"])
         self.on_leader(holder, revision)
         self._read_whole = False
         if not self.loaded:
@@ -322,6 +400,55 @@ class EtcdStore:
                 revision=revision,
             )
         self._applied_through(revision)
+        if old and self._migrating is None:
+            self._migrating = defer.ensureDeferred(self._migrate(list(old.values())))
+            self._migrating.addBoth(self._migrated)
+
+    def _parsed(self, key: str, section: str, rest: str, kv: dict) -> Instance | str | None:
+        """
+        What a key holds: an instance (`services/`, or the previous
+        layout's), a name's index key (the name), or None (warned) for
+        anything else.
+        """
+        try:
+            if section == SERVICES:
+                return service_instance(rest, kv)
+            if section == OLD_INSTANCES:
+                return old_instance(rest, kv)
+            if section == NAMES:
+                return name_of(rest)
+            raise ValueError("not a key of the registry")
+        except Unparsable as e:
+            self.warnings.warn(
+                "etcd keys",
+                key,
+                "names: etcd key {key} is not an instance of the registry ({error}): ignored",
+                key=printable(key),
+                error=printable(str(e)),
+            )
+            return None
+
+    def _serve(self, instance: Instance) -> None:
+        """
+        Serve INSTANCE as etcd holds it, its indexes etcd's (even when its
+        record is what the copy has); a host not allowed now is NotAllowed,
+        a full registry warned.
+        """
+        create, modify = instance.create_index, instance.modify_index
+        instance.addresses = self.registry.addresses(instance.host, instance.addresses)
+        try:
+            served, _ = self.registry.put(instance, modify)
+        except RegistryFull as e:
+            self.warnings.warn(
+                "etcd keys",
+                instance.id,
+                "names: instance {id} from etcd is not served: {error}",
+                id=printable(instance.id),
+                error=str(e),
+            )
+            return
+        served.create_index, served.modify_index = create, modify
+        self.registry.raise_index(served.name, modify)
 
     def _watch(self) -> None:
         request = {
@@ -385,72 +512,106 @@ class EtcdStore:
         kv = event["kv"]
         key = decode(kv["key"])
         deleted = event.get("type") == "DELETE"
+        revision = int(kv["mod_revision"])
         if key == self.leader_key:
-            self.on_leader(None if deleted else self._holder(kv), int(kv["mod_revision"]))
+            self.on_leader(None if deleted else self._holder(kv), revision)
             return
-        parsed = self._parse(key, None if deleted else kv.get("value"))
+        section, rest = self.layout.section(key) or ("", key)
+        if section == HEARTBEATS:
+            check_id = check_of(rest)
+            if not deleted and self.registry.owner_of_check(check_id) is not None:
+                self.registry.heartbeat(check_id, self.clock.seconds())
+        elif not deleted:
+            self._put(key, section, rest, kv)
+        elif section == SERVICES:
+            self.registry.remove(unquote(rest), revision)
+        elif section == OLD_INSTANCES:
+            self._old_deleted(key, rest, revision)
+
+    def _put(self, key: str, section: str, rest: str, kv: dict) -> None:
+        """A key put: an instance to serve, or a name's index to raise."""
+        parsed = self._parsed(key, section, rest, kv)
+        if isinstance(parsed, str):
+            self.registry.raise_index(parsed, int(kv["mod_revision"]))
+            return
         if parsed is None:
             return
-        if deleted:
-            self.registry.deregister(*parsed[0])
-            return
+        if section == SERVICES:
+            moved = self.old.pop(parsed.id, None) is not None
+        elif parsed.id in self.old or self.registry.by_id(parsed.id) is None:
+            moved, self.old[parsed.id] = False, key  # a replica of the previous version's
+        else:
+            return  # the new layout holds this ID: it wins over the previous one's
         try:
-            self._register(*parsed)
+            self._serve(parsed)
         except NotAllowed as e:
-            self.warnings.warn(
-                "etcd keys",
-                repr(parsed[0]),
-                "names: instance {key} from etcd is not served: {error}",
-                key=printable(key),
-                error=str(e),
-            )
+            if not moved:  # a moved key was counted not served when first read
+                self.warnings.warn(
+                    "etcd keys",
+                    parsed.id,
+                    "names: instance {key} from etcd is not served: {error}",
+                    key=printable(key),
+                    error=str(e),
+                )
+
+    def _old_deleted(self, key: str, rest: str, revision: int) -> None:
+        """A key of the previous layout deleted: its instance goes, unless moved meanwhile."""
+        try:
+            instance_id = old_id(rest)
+        except Unparsable:
+            return
+        if self.old.get(instance_id) == key:
+            del self.old[instance_id]
+            self.registry.remove(instance_id, revision)
 
     @staticmethod
     def _holder(kv: dict) -> Holder:
         return decode(kv.get("value")), int(kv["create_revision"]), int(kv.get("lease", 0))
 
-    def _parse(self, key: str, value: str | None) -> tuple[InstanceKey, InstanceFields] | None:
-        """
-        ((name, host, port), (description, addresses, source)) of an
-        instance key; None (warned) otherwise.
-        """
-        try:
-            if not key.startswith(self.prefix + INSTANCES):
-                raise ValueError("not an instance")
-            name, host, port = key.removeprefix(self.prefix + INSTANCES).split("/")
-            fields = {"description": ""} if value is None else json.loads(decode(value))
-            description = fields["description"]
-            addresses, source = fields.get("addresses", []), fields.get("source", "")
-            if (
-                not isinstance(description, str)
-                or not isinstance(source, str)
-                or not (isinstance(addresses, list) and all(isinstance(a, str) for a in addresses))
-            ):
-                raise ValueError("not an instance's value")
-            return (name, host, int(port)), (description, tuple(addresses), source)
-        except (ValueError, KeyError, TypeError):
-            self.warnings.warn(
-                "etcd keys",
-                key,
-                "names: etcd key {key} is not an instance of the registry: ignored",
-                key=printable(key),
-            )
-            return None
+    # The move of the previous layout's keys to the new one.
 
-    def _register(self, key: InstanceKey, fields: InstanceFields) -> None:
+    async def _migrate(self, old: list[OldKey]) -> None:
         """
-        Serve KEY with FIELDS; a host not allowed now is NotAllowed, any
-        other refusal warned.
+        Move OLD, in transactions of MIGRATION_BATCH keys, each key only if it
+        did not change since read (another replica starting too may have
+        moved it); a batch refused is read again and tried again with the
+        keys still there, at most MIGRATION_ATTEMPTS times.
         """
-        try:
-            self.registry.register(*key, *fields)
-        except NotAllowed:
-            raise  # the caller counts these (a range read) or warns of each (the watch)
-        except (Invalid, RegistryFull) as e:
-            self.warnings.warn(
-                "etcd keys",
-                repr(key),
-                "names: instance {key} from etcd is not served: {error}",
-                key=printable(repr(key)),
-                error=str(e),
+        moved = 0
+        for start in range(0, len(old), MIGRATION_BATCH):
+            batch = old[start : start + MIGRATION_BATCH]
+            for _ in range(MIGRATION_ATTEMPTS):
+                if not batch or self._closing:
+                    break
+                answer = await self.request("/v3/kv/txn", migration(self.layout, batch))
+                if answer.get("succeeded"):
+                    moved += sum(entry.instance is not None for entry in batch)
+                    break
+                batch = self._still_old(batch, answer)
+        if moved:
+            log.info("names: migrated {count} instances in etcd to the new layout", count=moved)
+
+    def _still_old(self, batch: list[OldKey], answer: dict) -> list[OldKey]:
+        """The keys of BATCH still in the previous layout, as a refused migration read them."""
+        remaining = []
+        for entry, response in zip(batch, answer.get("responses", []), strict=False):
+            for kv in response.get("response_range", {}).get("kvs", []):
+                section, rest = self.layout.section(entry.key) or ("", entry.key)
+                parsed = self._parsed(entry.key, section, rest, kv)
+                if isinstance(parsed, Instance):
+                    moving = None if entry.instance is None else parsed
+                    remaining.append(OldKey(entry.key, int(kv["mod_revision"]), moving))
+        return remaining
+
+    def _migrated(self, result: Failure | None) -> None:
+        self._migrating = None
+        if not isinstance(result, Failure) or self._closing:
+            return
+        if result.check(StoreError):  # an outage, logged as such
+            log.warn(
+                "names: keys of the previous layout left in etcd for now ({error}): "
+                "they are served as they are, and moved at the next start",
+                error=result.getErrorMessage(),
             )
+        else:
+            log.failure("names: moving keys of the previous layout failed", result)

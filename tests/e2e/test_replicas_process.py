@@ -1,16 +1,23 @@
 """
 End to end: several `twistd … suite` name servers sharing one registry on
 a real etcd (one member, or a three-member cluster), driven by
-`suite-client`, `dig` and `curl`-like HTTP reads of /health.
+`suite-client`, raw AMP calls, `dig` and `curl`-like HTTP reads of /health.
 """
 
 import json
+import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 
+from twisted.protocols import amp
+
+from suite.contracts.names import Lookup, Register
+from suite.names.etcd import decode, encode
 from tests.e2e.process import ProcessTestCase, SuiteProcess, busy_port, popen
 from tests.e2e.test_client_process import CLIENT, client
 from tests.e2e.test_names_process import dig, free_udp_port
@@ -27,6 +34,35 @@ def wait_until(predicate, timeout: float, what: str) -> float:
         assert time.monotonic() - started < timeout, f"{what}: not within {timeout} s"
         time.sleep(0.02)
     return time.monotonic() - started
+
+
+def amp_call(address: str, command: type[amp.Command], **arguments) -> dict:
+    """
+    COMMAND with ARGUMENTS over a connection of its own to ADDRESS, as any
+    AMP client sends it: the answer as the contract reads it, or the error
+    box ({"_error_code": …, …}).
+    """
+    host, port = address.rsplit(":", 1)
+    box = command.makeArguments(arguments, None)
+    box[b"_command"], box[b"_ask"] = command.commandName, b"1"
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(box.serialize())
+        data, boxes = b"", []
+        for _ in range(100):  # one box, in as many reads as it takes
+            data += sock.recv(65536)
+            boxes = amp.parseString(data)
+            if boxes:
+                break
+    [answer] = boxes
+    if b"_error" in answer:
+        return {key.decode(): value.decode() for key, value in answer.items()}
+    return command.parseResponse(answer, None)
+
+
+def etcd_key(etcd: EtcdCluster, key: str) -> dict | None:
+    """A key under the replicas' prefix (`/suite/names/`) as etcd holds it now, None if absent."""
+    found = etcd.call("/v3/kv/range", {"key": encode("/suite/names/" + key)}).get("kvs", [])
+    return found[0] if found else None
 
 
 def health(process) -> tuple[int, dict]:
@@ -126,6 +162,92 @@ class TwoReplicas(ReplicaProcessTestCase):
             watcher.send_signal(signal.SIGINT)
             _, err = watcher.communicate(timeout=10)
         assert (watcher.returncode, err) == (130, "suite-client: interrupted\n")
+
+    def test_an_amp_registration_is_the_same_on_every_replica_and_in_etcd(self):
+        one, two = self.replica("one"), self.replica("two")
+        live = one.port(f"names {LOCAL}")  # health-checked instances must answer
+        meta = [{"key": "team", "value": "core"}, {"key": "version", "value": "1.2"}]
+        registered = amp_call(
+            two.address,
+            Register,
+            name="web",
+            host="127.0.0.1",
+            port=live,
+            description="front door",
+            id="web/1",
+            tags=["v1", "prom"],
+            meta=meta,
+        )
+        assert registered == {}, registered
+        served = {
+            "host": "127.0.0.1",
+            "port": live,
+            "description": "front door",
+            "id": "web/1",
+            "tags": ["v1", "prom"],
+            "meta": meta,
+            "status": "passing",
+        }
+        for replica in (two, one):
+            wait_until(
+                lambda replica=replica: (
+                    amp_call(replica.address, Lookup, name="web").get("instances") == [served]
+                ),
+                1,
+                f"the instance on {replica.directory.name}",
+            )
+        stored = etcd_key(self.etcd, "services/" + quote("web/1", safe=""))
+        assert json.loads(decode(stored["value"])) == {
+            "id": "web/1",
+            "name": "web",
+            "host": "127.0.0.1",
+            "port": live,
+            "description": "front door",
+            "addresses": ["127.0.0.1"],
+            "source": "127.0.0.1",
+            "tags": ["v1", "prom"],
+            "meta": {"team": "core", "version": "1.2"},
+            "weights": [1, 1],
+            "checks": [],
+            "maintenance": None,
+            "pinged": True,
+        }
+        assert stored["version"] == "1"  # written once: pinged and passing, nothing changed
+        assert etcd_key(self.etcd, "names/web")["mod_revision"] == stored["mod_revision"]
+
+    def test_keys_of_the_previous_layout_move_once_when_replicas_start_together(self):
+        listening = []  # the instances answer the leader's pings: none is evicted meanwhile
+        for number in range(60):
+            sock = socket.create_server(("127.0.0.1", 0))
+            self.addCleanup(sock.close)
+            port = sock.getsockname()[1]
+            listening.append(port)
+            value = {"description": f"old {number}"}
+            if number % 2:  # the later of the previous version's values
+                value.update(addresses=["127.0.0.1"], source="192.0.2.7")
+            key = f"/suite/names/instances/old/127.0.0.1/{port}"
+            self.etcd.call("/v3/kv/put", {"key": encode(key), "value": encode(json.dumps(value))})
+        one, two = self.replica("one"), self.replica("two")
+
+        def moved() -> list[int]:
+            lines = one.output.splitlines() + two.output.splitlines()
+            found = (re.search(r"migrated (\d+) instances in etcd", line) for line in lines)
+            return [int(match[1]) for match in found if match]
+
+        wait_until(lambda: sum(moved()) == 60, 5, "the move")
+        assert len(moved()) <= 2, moved()
+        for number, port in enumerate(listening):
+            assert etcd_key(self.etcd, f"instances/old/127.0.0.1/{port}") is None
+            stored = etcd_key(self.etcd, "services/" + quote(f"old@127.0.0.1:{port}", safe=""))
+            record = json.loads(decode(stored["value"]))
+            assert stored["version"] == "1", stored  # moved once
+            assert (record["description"], record["source"]) == (
+                f"old {number}",
+                "192.0.2.7" if number % 2 else "",
+            )
+        for replica in (one, two):
+            answer = amp_call(replica.address, Lookup, name="old")
+            assert sorted(i["port"] for i in answer["instances"]) == sorted(listening), answer
 
     def test_a_name_server_that_never_reached_etcd_passes_clients_on(self):
         good = self.replica("good", echo=True)

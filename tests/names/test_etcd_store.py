@@ -1,10 +1,15 @@
 """
 The registry on etcd, in process against a real etcd: replicas' copies,
-writes, the watch's resume and resync, leadership, and an etcd outage.
+every field and index of an instance, writes, heartbeats, the move of the
+previous layout's keys, the watch's resume and resync, leadership, and an
+etcd outage.
 """
 
+import json
+import re
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
@@ -15,17 +20,27 @@ from suite.contracts.names import Invalid, Unavailable
 from suite.foundation.config import ConfigError, settings_for
 from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.names.allowed import AllowedHosts
-from suite.names.etcd import EtcdClient, encode
-from suite.names.etcd_store import MAX_TXN_OPS, EtcdStore, NotLeader, etcd_endpoints
+from suite.names.etcd import EtcdClient, decode, encode, prefix_end
+from suite.names.etcd_layout import (
+    MAX_TXN_BYTES,
+    MAX_TXN_OPS,
+    MIGRATION_BATCH,
+    Layout,
+    Write,
+    packed,
+)
+from suite.names.etcd_store import EtcdStore, NotLeader, etcd_endpoints
 from suite.names.health import HealthChecker
 from suite.names.leader import Leadership
-from suite.names.registry import Instance, Registry
+from suite.names.registry import Check, Instance, Registry
 from suite.names.server import NameServer
 from suite.names.service import NamesSettings
 from suite.names.store import IRegistryStore
 from tests.etcd import EtcdCluster
 from tests.helpers import captured_log
 from tests.names.test_protocol import FakeResolver
+
+PREFIX = "/test/names/"
 
 
 async def until(predicate, timeout: float = 5.0, step: float = 0.01) -> float:
@@ -42,6 +57,54 @@ def instances(server) -> list[tuple]:
     return [(i.name, i.host, i.port, i.description) for i in server.registry.instances()]
 
 
+def indexes(server, instance_id, name) -> tuple:
+    """What a replica serves of an instance's and its name's indexes, and the registry's."""
+    instance = server.registry.by_id(instance_id)
+    served = None if instance is None else (instance.create_index, instance.modify_index)
+    return served, server.registry.name_index(name), server.registry.index
+
+
+def every_field() -> Instance:
+    """An instance with every field away from its default, its ID needing quotes in a key."""
+    return Instance(
+        "web",
+        "127.0.0.1",
+        8080,
+        "front door",
+        id="web/1 50%",
+        tags=("v1", "prom"),
+        meta={"version": "1.2", "team": "core"},
+        weights=(10, 2),
+        pinged=False,
+        checks=[
+            Check(
+                "web:tcp",
+                "tcp",
+                name="port",
+                target="127.0.0.1:8080",
+                interval=5.0,
+                timeout=2.0,
+                status="passing",
+                output="connected",
+                notes="the port",
+                deregister_after=60.0,
+            ),
+            Check(
+                "web:http",
+                "http",
+                target="http://127.0.0.1:8080/health",
+                interval=10.0,
+                method="HEAD",
+                header={"X-Probe": ["1", "2"]},
+                tls_skip_verify=True,
+                status="warning",
+                output="429 Too Many Requests",
+            ),
+            Check("web:ttl", "ttl", ttl=30.0, status="passing"),
+        ],
+    )
+
+
 class ReplicaTestCase(TestCase):
     """Replicas (NameServers on EtcdStores) of one registry, on a real etcd started per test."""
 
@@ -55,12 +118,11 @@ class ReplicaTestCase(TestCase):
 
     def store(self, registry=None, timeout=2.0) -> EtcdStore:
         client = EtcdClient(reactor, self.etcd.endpoints, timeout)
-        return EtcdStore(
-            client, registry or Registry(1000, AllowedHosts()), "/test/names/", reactor
-        )
+        return EtcdStore(client, registry or Registry(1000, AllowedHosts()), PREFIX, reactor)
 
-    async def replica(self, max_instances_per_source=1000, **store_options) -> NameServer:
-        store = self.store(**store_options)
+    async def replica(self, max_instances_per_source=1000, store=None, **options) -> NameServer:
+        """A started replica (on STORE, or a new one), once it read the registry."""
+        store = store or self.store(**options)
         server = NameServer(
             store.registry,
             store,
@@ -77,6 +139,26 @@ class ReplicaTestCase(TestCase):
 
     def register(self, server, name, port, description=""):
         return server.register(name, "127.0.0.1", port, description, None, "test", "test")
+
+    def kv(self, key: str) -> dict | None:
+        """The key (under the prefix) as etcd holds it now, None if absent."""
+        answer = self.etcd.call("/v3/kv/range", {"key": encode(PREFIX + key)})
+        found = answer.get("kvs", [])
+        return found[0] if found else None
+
+    def keys(self, section: str) -> list[str]:
+        """The keys (under the prefix) of a section, as etcd holds them now."""
+        start = PREFIX + section
+        answer = self.etcd.call(
+            "/v3/kv/range", {"key": encode(start), "range_end": prefix_end(start)}
+        )
+        return [decode(kv["key"]).removeprefix(PREFIX) for kv in answer.get("kvs", [])]
+
+    def put_old(self, rest: str, value: str) -> None:
+        """A key of the previous layout, `instances/REST`, as that version wrote it."""
+        self.etcd.call(
+            "/v3/kv/put", {"key": encode(f"{PREFIX}instances/{rest}"), "value": encode(value)}
+        )
 
 
 class ReplicaTests(ReplicaTestCase):
@@ -96,41 +178,19 @@ class ReplicaTests(ReplicaTestCase):
         with self.assertRaisesRegex(Invalid, "max_instances_per_source"):
             await one.register("db", "10.0.0.1", 2, "", None, "192.0.2.7:3", "192.0.2.7")
 
-    async def test_values_of_the_previous_version_that_no_longer_pass_are_skipped(self):
-        def put(key, value):
-            self.etcd.call(
-                "/v3/kv/put",
-                {"key": encode("/test/names/instances/" + key), "value": encode(value)},
-            )
-
-        put("echo/127.0.0.1/7001", '{"description": "kept"}')
-        put("meta/169.254.169.254/80", '{"description": ""}')
-        put("named/db.internal/5432", '{"description": ""}')
-        log = captured_log(self)
-        one = await self.replica()
-        self.assertEqual(instances(one), [("echo", "127.0.0.1", 7001, "kept")])
-        skipped = [line for line in log if "not served" in line]
-        self.assertEqual(len(skipped), 1, skipped)
-        self.assertTrue(skipped[0].startswith("names: 2 instances in etcd not served"), skipped)
-        put("wide/0.0.0.0/1", '{"description": ""}')  # as a replica of the previous version would
-        await until(lambda: any("0.0.0.0 is an unspecified" in line for line in log), 1.0)
-        self.assertEqual(len(one.registry), 1)
-
     async def test_a_registration_on_one_replica_reaches_the_other_within_a_second(self):
         one, two = await self.replica(), await self.replica()
         await self.register(one, "echo", 7001, "line echo")
         # answered after etcd acknowledged, and after this replica's own copy holds it
         self.assertEqual(instances(one), [("echo", "127.0.0.1", 7001, "line echo")])
-        stored = self.etcd.call(
-            "/v3/kv/range", {"key": encode("/test/names/instances/echo/127.0.0.1/7001")}
-        )
-        self.assertEqual(stored["count"], "1")
+        self.assertEqual(self.keys("services/"), ["services/echo%40127.0.0.1%3A7001"])
         self.assertLess(await until(lambda: instances(two) == instances(one)), 1.0)
 
         await self.register(two, "echo", 7001, "updated")
         await until(lambda: instances(one) == [("echo", "127.0.0.1", 7001, "updated")], 1.0)
         await two.deregister("echo", "127.0.0.1", 7001, None, "test", "test")
         self.assertEqual(instances(two), [])
+        self.assertEqual(self.keys("services/"), [])
         self.assertLess(await until(lambda: instances(one) == []), 1.0)
 
     async def test_a_new_replica_reads_the_registry_whole(self):
@@ -155,7 +215,48 @@ class ReplicaTests(ReplicaTestCase):
         one.store.client.call = lambda path, body: transactions.append(path) or call(path, body)
         await defer.gatherResults([self.register(one, "echo", port) for port in range(1, 201)])
         self.assertEqual(len(one.registry), 200)
-        self.assertEqual(transactions.count("/v3/kv/txn"), -(-200 // MAX_TXN_OPS))
+        # 200 instances' keys and their name's: 201 operations
+        self.assertEqual(transactions.count("/v3/kv/txn"), -(-201 // MAX_TXN_OPS))
+
+    async def test_each_transaction_holds_its_instances_names_within_etcds_limit(self):
+        one, two = await self.replica(), await self.replica()
+        bodies = []
+        call = one.store.client.call
+        one.store.client.call = lambda path, body: bodies.append(body) or call(path, body)
+        await defer.gatherResults([self.register(one, f"n{port}", port) for port in range(1, 151)])
+        await defer.gatherResults(
+            [
+                one.deregister(f"n{port}", "127.0.0.1", port, None, "test", "test")
+                for port in range(1, 151)
+            ]
+        )
+        self.assertEqual(len(one.registry), 0)
+        await until(lambda: len(two.registry) == 0, 1.0)
+        for body in bodies:
+            keys = [decode(next(iter(op.values()))["key"]) for op in body["success"]]
+            self.assertLessEqual(len(keys), MAX_TXN_OPS)
+            self.assertEqual(len(set(keys)), len(keys))
+            services, names = PREFIX + "services/n", PREFIX + "names/n"
+            changed = {
+                k.removeprefix(services).partition("%")[0] for k in keys if k.startswith(services)
+            }
+            named = {k.removeprefix(names) for k in keys if k.startswith(names)}
+            self.assertLessEqual(changed, named)
+        self.assertGreater(len(bodies), 2)  # more than fits one transaction
+        self.assertEqual(len(self.keys("names/")), 150)  # deregistrations leave their index
+
+    async def test_large_instances_asked_together_go_in_transactions_etcd_takes(self):
+        one, two = await self.replica(), await self.replica()
+
+        def large(port):
+            checks = [Check(f"{port}:{n}", "ttl", ttl=30.0, output="é" * 4000) for n in range(4)]
+            return Instance("big", "127.0.0.1", port, checks=checks, pinged=False)
+
+        await defer.gatherResults(
+            [one.put(large(port), None, "test", "test") for port in range(1, 101)]
+        )
+        self.assertEqual(len(one.registry), 100)
+        await until(lambda: len(two.registry) == 100, 3.0)
 
     async def test_the_watch_resumes_from_its_revision_after_a_reconnect(self):
         one, two = await self.replica(), await self.replica()
@@ -187,15 +288,326 @@ class ReplicaTests(ReplicaTestCase):
         await until(lambda: instances(two) == [("echo", "127.0.0.1", 7001, "")], 3.0)
         self.assertEqual(sorted(heard), ["echo", "gone"])  # the differences, no more
         self.assertTrue(any("compacted" in line for line in log), log)
+        for name, instance_id in (
+            ("gone", "gone@127.0.0.1:7000"),
+            ("echo", "echo@127.0.0.1:7001"),
+        ):
+            self.assertEqual(indexes(two, instance_id, name), indexes(one, instance_id, name))
 
     async def test_keys_that_are_not_instances_are_ignored(self):
         log = captured_log(self)
-        self.etcd.call(
-            "/v3/kv/put", {"key": encode("/test/names/instances/x"), "value": encode("?")}
-        )
+        record = every_field().record()
+        for key, value in (
+            ("instances/x", "?"),
+            ("services/x", "{"),
+            ("services/y", json.dumps({**record, "id": "y", "port": "80"})),
+            ("services/z", json.dumps(record)),  # the key does not name its ID
+            ("names/Not_A_Name", ""),
+            ("elsewhere", ""),
+        ):
+            self.etcd.call("/v3/kv/put", {"key": encode(PREFIX + key), "value": encode(value)})
         one = await self.replica()
         self.assertEqual(len(one.registry), 0)
-        self.assertTrue(any("/test/names/instances/x is not an instance" in line for line in log))
+        for key in ("instances/x", "services/x", "services/y", "services/z", "names/Not_A_Name"):
+            self.assertTrue(
+                any(f"{PREFIX}{key} is not an instance" in line for line in log), (key, log)
+            )
+        self.etcd.call("/v3/kv/put", {"key": encode(PREFIX + "services/w"), "value": encode("[]")})
+        await until(lambda: any(f"{PREFIX}services/w is not" in line for line in log), 1.0)
+
+
+class FieldsAndIndexesTests(ReplicaTestCase):
+    async def test_every_field_survives_etcd_and_reaches_another_replica(self):
+        one, two = await self.replica(), await self.replica()
+        await one.put(every_field(), None, "192.0.2.7:1", "192.0.2.7", command="Register")
+        served = one.registry.by_id("web/1 50%")
+        await one.change(served, lambda i: setattr(i, "maintenance", "upgrade"), "maintenance")
+        served = one.registry.by_id("web/1 50%")
+        expected = {
+            **every_field().record(),
+            "addresses": ["127.0.0.1"],
+            "source": "192.0.2.7",
+            "maintenance": "upgrade",
+        }
+        self.assertEqual(served.record(), expected)
+        stored = self.kv("services/" + quote("web/1 50%", safe=""))
+        self.assertEqual(json.loads(decode(stored["value"])), expected)
+        self.assertEqual(
+            (served.create_index, served.modify_index),
+            (int(stored["create_revision"]), int(stored["mod_revision"])),
+        )
+        self.assertLess(served.create_index, served.modify_index)
+        await until(lambda: two.registry.by_id("web/1 50%") is not None, 1.0)
+        await until(lambda: two.registry.by_id("web/1 50%").maintenance == "upgrade", 1.0)
+        copy = two.registry.by_id("web/1 50%")
+        self.assertEqual(copy.record(), expected)
+        self.assertEqual(
+            (copy.create_index, copy.modify_index), (served.create_index, served.modify_index)
+        )
+        three = await self.replica()
+        self.assertEqual(three.registry.by_id("web/1 50%").record(), expected)
+
+    async def test_indexes_are_etcds_revisions_the_same_on_every_replica(self):
+        one, two = await self.replica(), await self.replica()
+        await self.register(one, "a", 1, "first")
+        created = int(self.kv("services/a%40127.0.0.1%3A1")["create_revision"])
+        await self.register(two, "a", 1, "second")
+        modified = int(self.kv("services/a%40127.0.0.1%3A1")["mod_revision"])
+        await self.register(one, "b", 2)
+        await until(lambda: len(two.registry) == 2, 1.0)
+        await two.deregister("b", "127.0.0.1", 2, None, "test", "test")
+        gone = int(self.kv("names/b")["mod_revision"])
+        self.assertEqual(int(self.kv("names/a")["mod_revision"]), modified)
+        self.assertLess(created, modified)
+        self.assertLess(modified, gone)
+        a = ((created, modified), modified, gone)
+        b = (None, gone, gone)
+        await until(lambda: indexes(one, "b@127.0.0.1:2", "b") == b, 1.0)
+        await until(lambda: indexes(two, "a@127.0.0.1:1", "a") == a, 1.0)
+        self.assertEqual(indexes(one, "a@127.0.0.1:1", "a"), a)
+        self.assertEqual(indexes(two, "b@127.0.0.1:2", "b"), b)
+        later = await self.replica()  # started after every change
+        self.assertEqual(indexes(later, "a@127.0.0.1:1", "a"), a)
+        self.assertEqual(indexes(later, "b@127.0.0.1:2", "b"), b)
+
+        for server in (one, two, later):
+            await server.stopService()
+        restarted = await self.replica()
+        self.assertEqual(indexes(restarted, "a@127.0.0.1:1", "a"), a)
+        self.assertEqual(indexes(restarted, "b@127.0.0.1:2", "b"), b)
+
+    async def test_an_id_registered_under_another_name_changes_both_names(self):
+        one, two = await self.replica(), await self.replica()
+        await one.put(Instance("a", "127.0.0.1", 1, id="x"), None, "test", "test")
+        await one.put(Instance("b", "127.0.0.1", 1, id="x"), None, "test", "test")
+        moved = int(self.kv("services/x")["mod_revision"])
+        self.assertEqual(int(self.kv("names/a")["mod_revision"]), moved)
+        self.assertEqual(int(self.kv("names/b")["mod_revision"]), moved)
+        await until(lambda: two.registry.by_id("x") is not None, 1.0)
+        await until(lambda: two.registry.by_id("x").name == "b", 1.0)
+        for server in (one, two, await self.replica()):
+            self.assertEqual(
+                [server.registry.name_index(name) for name in ("a", "b")], [moved, moved]
+            )
+            self.assertEqual(server.registry.instances_of("a"), [])
+
+    async def test_a_write_answers_the_revision_of_its_change(self):
+        one = await self.replica()
+        instance = Instance("a", "127.0.0.1", 1, addresses=("127.0.0.1",))
+        saved = await one.store.save(instance)
+        self.assertEqual(int(self.kv("services/a%40127.0.0.1%3A1")["mod_revision"]), saved)
+        self.assertEqual(one.registry.by_id(instance.id).modify_index, saved)  # the copy has it
+        deleted = await one.store.delete(instance)
+        self.assertEqual(int(self.kv("names/a")["mod_revision"]), deleted)
+        self.assertGreater(deleted, saved)
+
+
+class HeartbeatTests(ReplicaTestCase):
+    async def test_a_heartbeat_reaches_another_replica_and_changes_no_index(self):
+        one, two = await self.replica(), await self.replica()
+        await one.put(every_field(), None, "test", "test")
+        await until(lambda: two.registry.owner_of_check("web:ttl") is not None, 1.0)
+        before = indexes(two, "web/1 50%", "web")
+        self.assertIsNone(two.registry.last_heartbeat("web:ttl"))
+        one.ttl_updated("web:ttl")
+        await until(lambda: two.registry.last_heartbeat("web:ttl") is not None, 1.0)
+        self.assertEqual(self.keys("heartbeats/"), ["heartbeats/web%3Attl"])
+        self.assertEqual(indexes(two, "web/1 50%", "web"), before)
+        self.assertEqual(indexes(one, "web/1 50%", "web"), before)
+        later = await self.replica()  # a start gives the check a grace of one TTL instead
+        self.assertIsNone(later.registry.last_heartbeat("web:ttl"))
+
+    async def test_a_deregistration_or_a_dropped_check_takes_its_heartbeat_key_along(self):
+        one = await self.replica()
+        await one.put(every_field(), None, "test", "test")
+        for check_id in ("web:ttl", "web:tcp"):
+            await one.store.heartbeat(check_id)
+        self.assertEqual(len(self.keys("heartbeats/")), 2)
+        fewer = every_field()
+        fewer.checks = fewer.checks[1:]  # without web:tcp
+        await one.put(fewer, None, "test", "test")
+        self.assertEqual(self.keys("heartbeats/"), ["heartbeats/web%3Attl"])
+        await one.deregister_id("web/1 50%", None, "test", "test")
+        self.assertEqual(self.keys("heartbeats/"), [])
+
+    async def test_a_heartbeat_of_no_check_is_not_remembered(self):
+        one, two = await self.replica(), await self.replica()
+        await one.store.heartbeat("nobody's")
+        await self.register(one, "echo", 7001)  # after the heartbeat: the watch passed it
+        await until(lambda: len(two.registry) == 1, 1.0)
+        self.assertIsNone(two.registry.last_heartbeat("nobody's"))
+
+
+OLD_VALUES = (
+    '{"description": "oldest"}',  # the first version's: the address is the IP literal's own
+    '{"description": "older", "addresses": ["127.0.0.1"], "source": "192.0.2.7"}',
+)
+
+
+class MigrationTests(ReplicaTestCase):
+    def old_keys(self, count: int) -> None:
+        for port in range(1, count + 1):
+            self.put_old(f"old/127.0.0.1/{port}", OLD_VALUES[port % 2])
+
+    def moved(self, log: list[str]) -> list[int]:
+        found = (re.search(r"migrated (\d+) instances in etcd", line) for line in log)
+        return [int(match.group(1)) for match in found if match]
+
+    async def test_two_replicas_starting_together_move_each_key_once(self):
+        count = 2 * MIGRATION_BATCH + 5
+        self.old_keys(count)
+        log = captured_log(self)
+        one, two = await defer.gatherResults(
+            [defer.ensureDeferred(self.replica()) for _ in range(2)]
+        )
+        await until(lambda: not self.keys("instances/"), 3.0)
+        await until(lambda: sum(self.moved(log)) == count, 1.0)
+        self.assertLessEqual(len(self.moved(log)), 2)  # once per replica that moved any
+        stored = self.etcd.call(
+            "/v3/kv/range",
+            {"key": encode(PREFIX + "services/"), "range_end": prefix_end(PREFIX + "services/")},
+        )["kvs"]
+        self.assertEqual(len(stored), count)
+        self.assertEqual({kv["version"] for kv in stored}, {"1"})  # each put once
+        for kv in stored:
+            record = json.loads(decode(kv["value"]))
+            old = json.loads(OLD_VALUES[record["port"] % 2])
+            self.assertEqual(
+                record, {**Instance("old", "127.0.0.1", record["port"]).record(), **old}
+            )
+        for server in (one, two):
+            await until(lambda server=server: server.store.old == {}, 1.0)
+            self.assertEqual(len(server.registry), count)
+            self.assertEqual(
+                [i.addresses for i in server.registry.instances()], [("127.0.0.1",)] * count
+            )
+        name_index = int(self.kv("names/old")["mod_revision"])
+        for server in (one, two, await self.replica()):
+            self.assertEqual(server.registry.name_index("old"), name_index)
+
+    async def test_a_replica_that_lost_the_race_moves_nothing_and_logs_nothing(self):
+        self.old_keys(3)
+        log = captured_log(self)
+        late = self.store()
+        gate = defer.Deferred()
+        request = late.request
+
+        async def held(path, body):
+            if "compare" in body:  # the move: after the other replica's
+                await gate
+            return await request(path, body)
+
+        late.request = lambda path, body: defer.ensureDeferred(held(path, body))
+        slow = await self.replica(store=late)
+        self.assertEqual(len(slow.registry), 3)  # served from the old keys meanwhile
+        await self.replica()
+        await until(lambda: self.moved(log) == [3], 3.0)
+        gate.callback(None)
+        await until(lambda: late._migrating is None, 3.0)
+        self.assertEqual(self.moved(log), [3])
+        self.assertEqual(
+            self.keys("services/"), [f"services/old%40127.0.0.1%3A{port}" for port in (1, 2, 3)]
+        )
+        self.assertEqual(late.old, {})
+        self.assertEqual(len(slow.registry), 3)
+
+    async def test_old_keys_are_served_until_moved_and_a_deregistration_removes_them(self):
+        self.old_keys(2)
+        held = self.store()
+        held._migrating = defer.Deferred()  # as if a move was under way: none starts
+        one = await self.replica(store=held)
+        self.assertEqual(
+            sorted(i.description for i in one.registry.instances()), ["older", "oldest"]
+        )
+        await one.deregister("old", "127.0.0.1", 1, None, "test", "test")
+        self.assertEqual(self.keys("instances/"), ["instances/old/127.0.0.1/2"])
+        self.assertEqual([i.port for i in one.registry.instances()], [2])
+        await self.register(one, "old", 2, "new")
+        self.assertEqual(self.keys("instances/"), [])
+        self.assertEqual(self.keys("services/"), ["services/old%40127.0.0.1%3A2"])
+        self.assertEqual([i.description for i in one.registry.instances()], ["new"])
+        two = await self.replica()
+        self.assertEqual(instances(two), [("old", "127.0.0.1", 2, "new")])
+
+    async def test_values_of_the_previous_version_that_no_longer_pass_are_skipped(self):
+        self.put_old("echo/127.0.0.1/7001", '{"description": "kept"}')
+        self.put_old("meta/169.254.169.254/80", '{"description": ""}')
+        self.put_old("named/db.internal/5432", '{"description": ""}')
+        log = captured_log(self)
+        one = await self.replica()
+        self.assertEqual(instances(one), [("echo", "127.0.0.1", 7001, "kept")])
+        await until(lambda: self.moved(log) == [3], 1.0)  # moved all the same
+        skipped = [line for line in log if "not served" in line]
+        self.assertEqual(len(skipped), 1, skipped)
+        self.assertTrue(skipped[0].startswith("names: 2 instances in etcd not served"), skipped)
+        self.put_old("wide/0.0.0.0/1", '{"description": ""}')  # a replica of that version's
+        await until(lambda: any("0.0.0.0 is an unspecified" in line for line in log), 1.0)
+        self.assertEqual(len(one.registry), 1)
+
+
+class LayoutTests(SynchronousTestCase):
+    layout = Layout(PREFIX)
+
+    def test_an_instances_key_quotes_its_id(self):
+        self.assertEqual(self.layout.service("a/b %"), PREFIX + "services/a%2Fb%20%25")
+        self.assertEqual(self.layout.section(PREFIX + "services/a%2Fb"), ("services/", "a%2Fb"))
+        self.assertIsNone(self.layout.section(PREFIX + "leader"))
+
+    def test_a_deletion_takes_its_checks_heartbeats_and_changes_its_name(self):
+        instance = every_field()
+        ops = self.layout.instance_ops(instance, False, old_key=PREFIX + "instances/x/h/1")
+        self.assertEqual(
+            sorted(k.removeprefix(PREFIX) for k in ops),
+            [
+                "heartbeats/web%3Ahttp",
+                "heartbeats/web%3Atcp",
+                "heartbeats/web%3Attl",
+                "instances/x/h/1",
+                "names/web",
+                "services/web%2F1%2050%25",
+            ],
+        )
+        self.assertTrue(
+            all("request_delete_range" in op for k, op in ops.items() if "names" not in k)
+        )
+        saved = self.layout.instance_ops(instance, True, {"gone"})
+        self.assertEqual(
+            sorted(k.removeprefix(PREFIX) for k in saved),
+            ["heartbeats/gone", "names/web", "services/web%2F1%2050%25"],
+        )
+
+    def test_writes_are_packed_whole_within_etcds_limit(self):
+        def write(number, size):
+            return Write(number, {f"k{number}.{i}": {"request_put": {}} for i in range(size)})
+
+        writes = [write(n, 19) for n in range(20)]
+        transactions = packed(writes)
+        self.assertEqual([w for members, _ in transactions for w in members], writes)
+        for members, ops in transactions:
+            self.assertLessEqual(len(ops), MAX_TXN_OPS)
+            self.assertEqual(len(ops), 19 * len(members))
+        self.assertEqual(len(transactions), -(-20 // (MAX_TXN_OPS // 19)))
+
+    def test_writes_are_packed_within_a_size_etcd_takes(self):
+        def write(number, size):
+            return Write(
+                number, {f"k{number}": {"request_put": {"key": "k", "value": "v" * size}}}
+            )
+
+        writes = [write(n, 300_000) for n in range(10)] + [write(10, 2 * MAX_TXN_BYTES)]
+        transactions = packed(writes)
+        self.assertEqual([len(members) for members, _ in transactions], [3, 3, 3, 1, 1])
+        self.assertEqual([w for members, _ in transactions for w in members], writes)
+
+    def test_a_key_is_once_in_a_transaction_and_a_delete_wins(self):
+        deleted = {"request_delete_range": {"key": "h"}}
+        writes = [
+            Write("a", {"n": {"request_put": {}}, "h": deleted}),
+            Write("b", {"n": {"request_put": {}}, "h": {"request_put": {"key": "h"}}}),
+        ]
+        [(members, ops)] = packed(writes)
+        self.assertEqual(members, writes)
+        self.assertEqual(ops, [{"request_put": {}}, deleted])
 
 
 class OutageTests(ReplicaTestCase):
