@@ -17,6 +17,7 @@ registry never go backwards, and are the same on every replica: what the
 HTTP API's blocking queries wait on.
 """
 
+import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,6 +40,7 @@ MAX_META, MAX_META_VALUE = 64, 512  # Consul's own limits on service metadata
 MAX_CHECKS = 16  # checks of one instance
 MAX_TEXT = 4096  # characters of a check's output or notes kept (longer: cut)
 MAX_WEIGHT = 65535  # an SRV weight is 16 bits
+MAX_RECORD = 512 * 1024  # bytes of an instance's JSON record (etcd takes 1.5 MiB a request)
 
 PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
 STATUSES = (PASSING, WARNING, CRITICAL)
@@ -307,6 +309,8 @@ class Instance:
             raise Invalid("two checks with the same ID")
         for check in self.checks:
             check.validate()
+        if len(json.dumps(self.record())) > MAX_RECORD:
+            raise Invalid(f"instance larger than {MAX_RECORD // 1024} KiB as stored")
         return literal
 
     def record(self) -> dict[str, Any]:
@@ -491,7 +495,15 @@ class Registry:
         Returns the instance served and whether it is new.
         """
         existing = self._by_id.get(instance.id)
+        beats: dict[
+            str, float
+        ] = {}  # a replacement (a status change) keeps the TTL heartbeats of its checks
         if existing is not None:
+            beats = {
+                c.check_id: self._heartbeats[c.check_id]
+                for c in instance.checks
+                if c.check_id in self._heartbeats
+            }
             instance.source = existing.source
             instance.create_index = existing.create_index
             instance.failures = existing.failures
@@ -507,6 +519,7 @@ class Registry:
             instance.create_index = instance.create_index or index
         instance.modify_index = index
         self._link(instance)
+        self._heartbeats.update(beats)
         self._changed(instance.name, index)
         return instance, existing is None
 

@@ -279,6 +279,15 @@ class ModelTests(SynchronousTestCase):
             ({"meta": {"consul-x": "v"}}, "metadata key"),
             ({"meta": {"k": "v" * 513}}, "at most 512"),
             ({"weights": (0, 1)}, "weights"),
+            (
+                {
+                    "checks": [
+                        Check(str(n), "ttl", name="é" * 4096, notes="é" * 4096, output="é" * 4096)
+                        for n in range(16)
+                    ]
+                },
+                "larger than 512 KiB",
+            ),
             ({"weights": (1, 65536)}, "weights"),
             ({"checks": [Check("c", "ttl"), Check("c", "ttl")]}, "same ID"),
             ({"checks": [Check("c", "gossip")]}, "check kind"),
@@ -294,7 +303,7 @@ class ModelTests(SynchronousTestCase):
             ),
         ]
         for fields, reason in bad:
-            with self.assertRaisesRegex(Invalid, reason, msg=repr(fields)):
+            with self.assertRaisesRegex(Invalid, reason, msg=reason):
                 self.instance(**fields).validate()
 
     def test_the_host_a_check_connects_to(self):
