@@ -14,32 +14,29 @@ endpoint, answering
 
 The listeners are under the same connection limits as every service's
 (`max_connections`, `max_connections_per_source`, `idle_timeout`), with
-smaller defaults: a scraper needs one connection.  Request heads are
-bounded by twisted.web (16 KiB, 500 headers); request bodies are never
-read, so they are discarded instead of being buffered to a temporary file.
+smaller defaults: a scraper needs one connection
+(L{suite.net.http_site}).  Request bodies are never read, so they are
+discarded instead of being buffered.
 """
 
 import json
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.twisted import MetricsResource
-from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.internet.protocol import Protocol
-from twisted.protocols.policies import ProtocolWrapper
-from twisted.web import pages, resource, server
+from twisted.internet.interfaces import IReactorTime
+from twisted.web import pages, resource
 from twisted.web.http import Request
-from zope.interface import implementer
 
 from suite.app.lifecycle import SuiteService
 from suite.foundation.config import STRING_LIST, integer, key
 from suite.foundation.health import health_report, http_status
-from suite.foundation.interfaces import IMetricSource, ISummarySource
-from suite.foundation.metrics import Counts, SuiteCollector
+from suite.foundation.interfaces import ISummarySource
+from suite.foundation.metrics import SuiteCollector
 from suite.foundation.version import describe_versions
-from suite.net.addresses import PeerAddress, describe_peer, source_of
-from suite.net.connections import ConnectionLimits, StreamFactory, idle_timeout, transport_kind
+from suite.net.connections import ConnectionLimits, idle_timeout
+from suite.net.http_site import LimitedSite, QuietSite
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,25 +60,6 @@ class MetricsSettings(ConnectionLimits):
     @property
     def enabled(self) -> bool:
         return bool(self.listen or self.tls_listen)
-
-
-class DiscardedBody:
-    """Where twisted.web puts a request's body: nowhere (no resource here reads one)."""
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return 0
-
-    def tell(self) -> int:
-        return 0
-
-    def read(self, size: int = -1) -> bytes:
-        return b""
-
-    def close(self) -> None:
-        pass
 
 
 class Root(resource.Resource):
@@ -133,81 +111,13 @@ def metrics_registry(collector: SuiteCollector) -> CollectorRegistry:
     return registry
 
 
-class StatusSite(server.Site):
-    """
-    twisted.web's Site for /metrics and /health: no access log line per
-    scrape, and request bodies discarded instead of buffered.
-    """
-
-    noisy = False
-
-    def getContentFile(self, length: int | None) -> DiscardedBody:
-        return DiscardedBody()
-
-    def log(self, request: Request) -> None:
-        pass
-
-
 def metrics_site(
     root: SuiteService, settings: MetricsSettings, reactor: IReactorTime
-) -> "LimitedSite":
+) -> LimitedSite:
     """The factory of the [metrics] listeners: /metrics and /health of ROOT's parts."""
     top = Root()
     top.putChild(b"metrics", MetricsResource(metrics_registry(SuiteCollector(root.parts))))
     top.putChild(b"health", HealthResource(root))
     top.putChild(b"status", StatusResource(root))
-    site = StatusSite(top, timeout=settings.idle_timeout or None, reactor=reactor)
+    site = QuietSite(top, timeout=settings.idle_timeout or None, reactor=reactor)
     return LimitedSite(settings, reactor, site)
-
-
-@implementer(IMetricSource)
-class LimitedSite(StreamFactory):
-    """
-    SITE's connections under the [metrics] connection limits: over a
-    limit a connection is closed at once (and counted, and logged);
-    admitted ones are counted like every service's.  twisted.web's channel
-    keeps its own idle timeout and flow control, so this wraps it rather
-    than being its base.
-    """
-
-    def __init__(self, settings: MetricsSettings, clock: IReactorTime, site: server.Site) -> None:
-        super().__init__(settings, clock)
-        self.site = site
-
-    def startFactory(self) -> None:
-        self.site.doStart()
-
-    def stopFactory(self) -> None:
-        super().stopFactory()
-        self.site.doStop()
-
-    def buildProtocol(self, addr: IAddress | None) -> "AdmittedHTTP | None":
-        peer = cast(PeerAddress, addr)  # a stream listener's: TCP or Unix, never None
-        source = source_of(peer)
-        reason = self.refusal_reason(source)
-        if reason is not None:
-            self.warn_refused(source, describe_peer(peer), reason)
-            return None
-        self.admit(source)
-        return AdmittedHTTP(self, self.site.buildProtocol(addr), source)
-
-    def registerProtocol(self, protocol: "AdmittedHTTP") -> None:
-        protocol.counts = self.count_bytes_of(
-            protocol.transport, transport_kind(protocol.transport, protocol.source)
-        )
-        protocol.counts.opened += 1
-
-    def unregisterProtocol(self, protocol: "AdmittedHTTP") -> None:
-        protocol.counts.closed += 1
-        self.release(protocol.source)
-
-
-class AdmittedHTTP(ProtocolWrapper):
-    """One admitted HTTP connection; it counts as its SOURCE's until it is lost."""
-
-    counts: Counts  # set when the factory registers it
-
-    def __init__(self, factory: LimitedSite, wrapped: Protocol, source: str) -> None:
-        # LimitedSite registers and unregisters it as a WrappingFactory would.
-        super().__init__(factory, wrapped)  # type: ignore[arg-type]
-        self.source = source

@@ -12,7 +12,7 @@ from suite.app import tap as services
 from suite.app.announce import Announcer, AnnounceSettings
 from suite.app.compose import build
 from suite.app.lifecycle import NamedService, SuiteService, walk
-from suite.app.status_site import LimitedSite, MetricsSettings, StatusSite, metrics_site
+from suite.app.status_site import MetricsSettings, metrics_site
 from suite.foundation.health import health_report
 from suite.foundation.interfaces import (
     IBatchedDatagramProtocol,
@@ -22,6 +22,7 @@ from suite.foundation.interfaces import (
     IStopsFirst,
 )
 from suite.foundation.jsonlines import BatchWriter, StandardOutput
+from suite.net.http_site import LimitedSite, QuietSite
 from suite.net.interfaces import IRefusesAtDescriptorLimit
 from suite.net.listeners import ListenerService
 from tests.helpers import make_pki, start_suite, tls_section, tmp_dir
@@ -87,7 +88,7 @@ class ProvidersTests(SynchronousTestCase):
     def test_the_metrics_site(self):
         site = metrics_site(SuiteService(MemoryReactor()), MetricsSettings(), MemoryReactor())
         self.assertIsInstance(site, LimitedSite)
-        self.assertIsInstance(site.site, StatusSite)
+        self.assertIsInstance(site.site, QuietSite)
         self.assertTrue(verifyObject(IMetricSource, site))
 
 
