@@ -134,7 +134,7 @@ class LocalStore(ABC):
     """
 
     loaded = True
-    index = 0
+    index = 1  # an empty registry's (never 0): the first change is 2, which a read of 1 waits for
 
     def next_index(self) -> int:
         self.index += 1
@@ -300,7 +300,7 @@ class SqliteStore(LocalStore):
         self.index = max(
             [i.modify_index for i in self._stored.instances]
             + list(self._stored.name_indexes.values())
-            + [0]
+            + [1]
         )
         self.pool = adbapi.ConnectionPool(
             "sqlite3", path, check_same_thread=False, cp_min=1, cp_max=1, cp_reactor=reactor
