@@ -104,6 +104,8 @@ METRICS = {
     "lookups": Metric(COUNTER, "Lookups over AMP, by result (found, not_found).", ("result",)),
     "pings": Metric(COUNTER, "Health checks of instances, by result (ok, failed).", ("result",)),
     "evictions": Metric(COUNTER, "Instances evicted after failed health checks."),
+    "checks": Metric(COUNTER, "Declared checks run, by kind and result.", ("kind", "result")),
+    "eviction_guard": Metric(GAUGE, "1 while the eviction guard holds evictions back."),
     "watches": Metric(GAUGE, "Names watched, over all connections."),
     "leader": Metric(GAUGE, "1 while this name server runs the shared registry's health checks."),
     "etcd_reachable": Metric(GAUGE, "1 while the registry's etcd cluster answers (etcd store)."),

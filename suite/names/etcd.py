@@ -67,7 +67,7 @@ def prefix_end(prefix: str) -> str:
 
 
 @implementer(IStreamClientEndpoint)
-class _QuietEndpoint:
+class QuietEndpoint:
     """
     Connects through ENDPOINT with the factory made quiet first: the
     connection pool's factory, like every Twisted factory, logs a line at
@@ -104,7 +104,7 @@ class QuietEndpoints:
         )
         if uri.scheme == b"https":
             endpoint = wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), endpoint)
-        return _QuietEndpoint(endpoint)
+        return QuietEndpoint(endpoint)
 
 
 def _pool(reactor: object, persistent: bool) -> HTTPConnectionPool:

@@ -4,8 +4,10 @@ Health checks and eviction: each instance is checked once every
 interval derived from its identity, so ten thousand instances make a steady
 trickle of connects rather than one burst per round (the thundering herd
 peers' users report).  At most `ping_concurrency` checks are in flight; an
-instance is evicted after `max_failures` failures in a row.  Checks run on
-the reactor beside lookups and never block them.
+instance is evicted after `max_failures` failures in a row, unless the
+eviction guard holds (L{suite.names.guard}: too many failing at once
+suggests the name server's own network).  Checks run on the reactor beside
+lookups and never block them.
 
 A check connects to the addresses the instance's host stood for when it
 was registered (L{suite.names.allowed}), in turn until one accepts: never
@@ -32,6 +34,7 @@ from zope.interface import implementer
 
 from suite.foundation.flood import FloodControl
 from suite.foundation.interfaces import IMetricSource
+from suite.names.guard import EvictionGuard
 from suite.names.registry import Instance, Registry
 from suite.net.addresses import host_port
 
@@ -95,8 +98,7 @@ def slot_of(instance: Instance) -> int:
     The slot (0 to SLOTS - 1) of the interval in which INSTANCE is checked:
     a hash of its key.
     """
-    name, host, port = instance.key
-    digest = blake2b(f"{name}\0{host}\0{port}".encode(), digest_size=4).digest()
+    digest = blake2b(instance.key.encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big") * SLOTS >> 32
 
 
@@ -110,7 +112,10 @@ class HealthChecker(service.Service):
     instance whose previous check is still running (queued behind
     `ping_concurrency`, or connecting) is not checked twice.  A tick that
     fails (a bug in a check or in an eviction) is logged and the next runs
-    all the same; stopping waits for the checks in flight.
+    all the same; stopping waits for the checks in flight.  GUARD, if any,
+    hears every result and holds evictions back while it holds; LIMIT, if
+    given, is the `ping_concurrency` semaphore shared with the declared
+    checks (L{suite.names.checks}).
     """
 
     def __init__(
@@ -120,16 +125,19 @@ class HealthChecker(service.Service):
         clock: IReactorTime,
         ping: Ping,
         on_evict: Evict,
+        guard: EvictionGuard | None = None,
+        limit: defer.DeferredSemaphore | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings
         self.ping = ping
         self.on_evict = on_evict
+        self.guard = guard
         self._slots: list[list[Instance]] | None = None  # instances by slot, rebuilt on change
-        self._slot_by_key: dict[tuple[str, str, int], int] = {}
+        self._slot_by_key: dict[str, int] = {}
         self._next_slot = 0
-        self._in_flight: dict[tuple[str, str, int], defer.Deferred[None]] = {}
-        self._limit = defer.DeferredSemaphore(settings.ping_concurrency)
+        self._in_flight: dict[str, defer.Deferred[None]] = {}
+        self._limit = limit or defer.DeferredSemaphore(settings.ping_concurrency)
         self._ticks = LoopingCall.withCount(self._tick)
         self._ticks.clock = clock
         self.pings = {"ok": 0, "failed": 0}
@@ -179,6 +187,8 @@ class HealthChecker(service.Service):
         slots: list[list[Instance]] = [[] for _ in range(SLOTS)]
         known, self._slot_by_key = self._slot_by_key, {}
         for instance in self.registry.instances():
+            if not instance.pinged:  # registered over HTTP: it has checks of its own
+                continue
             key = instance.key
             slot = known.get(key)
             if slot is None:
@@ -192,7 +202,7 @@ class HealthChecker(service.Service):
         d = self._in_flight[key] = self._limit.run(self._check, instance)
         d.addBoth(self._finished, key)
 
-    def _finished(self, _: object, key: tuple[str, str, int]) -> None:
+    def _finished(self, _: object, key: str) -> None:
         del self._in_flight[key]
 
     async def _connect(self, instance: Instance) -> None:
@@ -226,6 +236,8 @@ class HealthChecker(service.Service):
         if failure is None:
             self.pings["ok"] += 1
             self.registry.ping_result(instance, True, max_failures)  # never evicts
+            if self.guard is not None:
+                self.guard.passed(instance.id)
             return None
         reason = failure_reason(failure, self.settings.ping_timeout)
         self.pings["failed"] += 1
@@ -243,6 +255,8 @@ class HealthChecker(service.Service):
             reason=reason,
             names_event="ping_failed",
         )
-        if self.registry.ping_result(instance, False, max_failures):
+        due = self.registry.ping_result(instance, False, max_failures)
+        held = self.guard is not None and self.guard.failed(instance.id, instance.id)
+        if due and not held:
             return self.on_evict(instance, reason)
         return None

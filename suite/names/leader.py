@@ -1,18 +1,22 @@
 """
 One health checker among replicas: the replica that holds the leader key
-runs the health checks and evictions, the others only serve.  Each replica
-holds an etcd lease of `leader_ttl - 1` seconds, renewed every third of it;
-whoever creates the leader key (a transaction: "if it does not exist, put
-it, bound to my lease") leads.  When the leader dies its lease runs out,
-etcd deletes the key, every replica's watch sees the deletion, and the
-first to create the key again leads: a takeover within `leader_ttl` (the
-lease, plus etcd's half-second expiry check and the watch).  A leader that
-stops revokes its lease, so another takes over at once.
+runs the health checks (the pings and the declared checks) and evictions,
+the others only serve.  Each replica holds an etcd lease of `leader_ttl - 1`
+seconds, renewed every third of it; whoever creates the leader key (a
+transaction: "if it does not exist, put it, bound to my lease") leads.
+When the leader dies its lease runs out, etcd deletes the key, every
+replica's watch sees the deletion, and the first to create the key again
+leads: a takeover within `leader_ttl` (the lease, plus etcd's half-second
+expiry check and the watch).  A leader that stops revokes its lease, so
+another takes over at once.
 
 Two replicas never evict at once: an eviction is a transaction conditioned
 on the leader key still having the create revision this replica wrote
 (L{EtcdStore.evict}); a leader cut off from etcd whose lease ran out finds
-its evictions refused, and stops checking as soon as it learns it.
+its evictions refused, and stops checking as soon as it learns it.  Status
+changes of declared checks are plain writes, not conditioned on the leader
+key: between losing its lease and learning it, a former leader may still
+write a check's result (the new leader's next run of that check corrects it).
 """
 
 import os
@@ -28,6 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.foundation.interfaces import IMetricSource
+from suite.names.checks import CheckRunner
 from suite.names.etcd import encode
 from suite.names.etcd_store import EtcdStore, Holder
 from suite.names.health import HealthChecker
@@ -45,8 +50,8 @@ def identity() -> str:
 class Leadership(service.Service):
     """
     Campaigns for the leader key of STORE (an L{EtcdStore}) with a lease of
-    LEASE_TTL seconds, and runs CHECKER (a L{HealthChecker}, not started
-    otherwise) while it leads.
+    LEASE_TTL seconds, and runs CHECKER (a L{HealthChecker}) and RUNNER (a
+    L{CheckRunner}, if any), not started otherwise, while it leads.
     """
 
     name: str  # what the leader key says of this replica (a service's name may be None)
@@ -58,11 +63,13 @@ class Leadership(service.Service):
         clock: IReactorTime,
         checker: HealthChecker,
         name: str | None = None,
+        runner: CheckRunner | None = None,
     ) -> None:
         self.store = store
         self.lease_ttl = lease_ttl
         self.clock = clock
         self.checker = checker
+        self.runner = runner
         self.name = name or identity()
         self.lease: int | None = None
         self.leading = False
@@ -77,6 +84,8 @@ class Leadership(service.Service):
     def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         yield "leader", (), int(self.leading)
         yield from self.checker.metric_samples()
+        if self.runner is not None:
+            yield from self.runner.metric_samples()
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -169,6 +178,8 @@ class Leadership(service.Service):
             lease=self.lease,
         )
         self.checker.startService()
+        if self.runner is not None:
+            self.runner.startService()
 
     def _step_down(self, why: str | None) -> defer.Deferred:
         if not self.leading:
@@ -179,7 +190,10 @@ class Leadership(service.Service):
                 "names: no longer leading the health checks: " + why,
                 seconds=self.clock.seconds() - self._renewed,
             )
-        return defer.maybeDeferred(self.checker.stopService)
+        stopped = [defer.maybeDeferred(self.checker.stopService)]
+        if self.runner is not None:
+            stopped.append(self.runner.stopService())
+        return defer.gatherResults(stopped)
 
     def _leader_changed(self, holder: Holder | None, revision: int) -> None:
         """The store's watch saw the leader key change at REVISION (or read it whole)."""

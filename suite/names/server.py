@@ -465,12 +465,16 @@ class NameServer(service.Service):
 
         return self._stored(self.store.delete(instance), applied)
 
-    def evict(self, instance: Instance, reason: str) -> defer.Deferred[None]:
+    def evict(
+        self, instance: Instance, reason: str, *, pings: bool = True
+    ) -> defer.Deferred[None]:
         """
-        Remove INSTANCE after its failed health checks, store first.  If the
-        store cannot be written the instance stays (and is checked again);
-        the failure is logged.  (On etcd the store's watch has removed it
-        already, and refuses the eviction to a replica no longer leading.)
+        Remove INSTANCE after its failed health checks, store first: failed
+        pings (PINGS), or a declared check critical too long, as REASON says.
+        If the store cannot be written the instance stays (and is checked
+        again); the failure is logged.  (On etcd the store's watch has
+        removed it already, and refuses the eviction to a replica no longer
+        leading.)
         """
 
         def applied(index: int) -> None:
@@ -481,7 +485,11 @@ class NameServer(service.Service):
                 LogLevel.info,
                 "evictions",
                 instance.source,
-                "names: evict {name} {address} after {failures} failed pings: {reason}",
+                (
+                    "names: evict {name} {address} after {failures} failed pings: {reason}"
+                    if pings
+                    else "names: evict {name} {address}: {reason}"
+                ),
                 names_event="evict",
                 name=instance.name,
                 id=printable(instance.id),

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from twisted.application.service import IService
+from twisted.internet.defer import DeferredSemaphore
 from twisted.internet.interfaces import IReactorSocket
 
 from suite.foundation.config import (
@@ -30,12 +31,15 @@ from suite.names.allowed import (
     host_resolver,
 )
 from suite.names.audit import LookupAudit
+from suite.names.checks import CheckRunner
 from suite.names.dnsfront import DNSFactory, dns_datagrams
 from suite.names.etcd import EtcdClient
 from suite.names.etcd_store import EtcdStore, etcd_endpoints
 from suite.names.exposure import warn_about_exposure
+from suite.names.guard import EvictionGuard
 from suite.names.health import HealthChecker, IConnectingClock, tcp_ping
 from suite.names.leader import Leadership
+from suite.names.probes import Prober
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
 from suite.names.server import MAX_INSTANCES_PER_SOURCE, NameServer, load_registry
@@ -125,6 +129,13 @@ class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
     ping_timeout: float = key(number(0.01), 2.0, "seconds a health check may take to connect")
     max_failures: int = key(integer(1), 3, "failed checks in a row that evict an instance")
     ping_concurrency: int = key(integer(1), 256, "health checks in flight at once")
+    eviction_guard: float = key(
+        number(0, 1),
+        0.5,
+        "when checks of more than this fraction of all checked instances (and at least 10) "
+        "fail within one interval, nothing is evicted or turned critical until it falls "
+        "back; 0 = off",
+    )
     cache_ttl: int = key(integer(0), 5, "seconds clients may cache a lookup (the ttl answered)")
     max_instances: int = key(integer(1), 10000, "instances the registry holds; more: INVALID")
     max_instances_per_source: int = key(
@@ -216,13 +227,19 @@ def build(settings: NamesSettings, reactor: INamesReactor) -> Parts:
     except StoreError as e:
         store.close()
         raise settings.error("store", str(e)) from None
-    checker = HealthChecker(
-        server.registry, settings, reactor, tcp_ping(reactor, settings.ping_timeout), server.evict
-    )
-    checks: IService = checker
+    guard = EvictionGuard(registry, settings.eviction_guard, settings.ping_interval, reactor)
+    limit = DeferredSemaphore(settings.ping_concurrency)  # pings and checks, together
+    ping = tcp_ping(reactor, settings.ping_timeout)
+    checker = HealthChecker(registry, settings, reactor, ping, server.evict, guard, limit)
+    prober = Prober(reactor, host_resolver(reactor), registry.addresses)
+    runner = CheckRunner(server, settings, reactor, prober.probe, guard, limit)
+    checks: tuple[IService, ...] = (checker, runner)
     if isinstance(store, EtcdStore):  # one replica checks: the leader
-        checks = Leadership(store, max(settings.leader_ttl - 1, 2), reactor, checker)
-    services = (server, checks) if audit_writer is None else (audit_writer, server, checks)
+        lease = max(settings.leader_ttl - 1, 2)
+        checks = (Leadership(store, lease, reactor, checker, runner=runner),)
+    services: tuple[IService, ...] = (server, guard, *checks)
+    if audit_writer is not None:
+        services = (audit_writer, *services)
     zone = ZoneAnswers(
         server.registry,
         settings.domain,

@@ -50,6 +50,16 @@ def first_check(instance) -> float:
     return (slot_of(instance) + 1) * SETTINGS.ping_interval / SLOTS
 
 
+def assert_spread(test, moments):
+    """A thousand MOMENTS (seconds into a 10 s interval) spread over it: 50-150 in each second."""
+    test.assertEqual(len(moments), 1000)
+    tenths = [0] * 10
+    for moment in moments:
+        tenths[min(int(moment), 9)] += 1
+    test.assertLessEqual(max(tenths), 150, tenths)  # 100 each if perfectly even
+    test.assertGreaterEqual(min(tenths), 50, tenths)
+
+
 class HealthTests(CheckerTestCase):
     def setUp(self):
         super().setUp()
@@ -58,7 +68,7 @@ class HealthTests(CheckerTestCase):
         self.start(self.registry, self.evict)
 
     def evict(self, instance, reason):
-        self.registry.deregister(*instance.key)
+        self.registry.deregister(instance.name, instance.host, instance.port)
         self.evicted.append((instance.port, reason, self.clock.seconds()))
 
     def test_dead_instance_evicted_exactly_after_max_failures_intervals(self):
@@ -124,12 +134,7 @@ class HealthTests(CheckerTestCase):
         checker.startService()
         self.addCleanup(checker.stopService)
         elapse(self.clock, 10)
-        self.assertEqual(len(moments), 1000)
-        tenths = [0] * 10
-        for moment in moments:
-            tenths[min(int(moment), 9)] += 1
-        self.assertLessEqual(max(tenths), 150, tenths)  # 100 each if perfectly even
-        self.assertGreaterEqual(min(tenths), 50, tenths)
+        assert_spread(self, moments)
         elapse(self.clock, 10)  # the next round keeps each instance's offset
         self.assertEqual(
             [b - a for a, b in zip(moments, moments[1000:], strict=False)], [10.0] * 1000
