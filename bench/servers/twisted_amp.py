@@ -19,7 +19,7 @@ ANSWER = {
 
 class Fixed(amp.AMP):
     @Lookup.responder
-    def lookup(self, name):
+    def lookup(self, name, token=None):
         return ANSWER
 
 

@@ -50,8 +50,63 @@ from suite.contracts.sleep import Sleep
 T = TypeVar("T")
 R = TypeVar("R")
 
-# A name server's instance: (host, port, description).
-Instance = tuple[str, int, str]
+
+class Instance(tuple[str, int, str]):
+    """
+    An instance a name server answered: the (host, port, description) tuple
+    that callers unpack, compare and hash, as they did before instances had
+    more, with the rest as attributes: `id`, `tags`, `meta` (string
+    metadata) and `status` (passing or warning: critical instances are not
+    served).  An older name server sends none of those: its instances have
+    the ID "", no tags, no metadata and are passing.
+    """
+
+    id: str
+    tags: tuple[str, ...]
+    meta: dict[str, str]
+    status: str
+
+    def __new__(
+        cls,
+        host: str,
+        port: int,
+        description: str = "",
+        id: str = "",
+        tags: Sequence[str] = (),
+        meta: dict[str, str] | None = None,
+        status: str = "passing",
+    ) -> "Instance":
+        instance = super().__new__(cls, (host, port, description))
+        instance.id, instance.tags, instance.meta = id, tuple(tags), dict(meta or {})
+        instance.status = status
+        return instance
+
+    @property
+    def host(self) -> str:
+        return self[0]
+
+    @property
+    def port(self) -> int:
+        return self[1]
+
+    @property
+    def description(self) -> str:
+        return self[2]
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> "Instance":
+        """An instance of a Lookup, Watch or Changed answer (FIELDS: AMP's values)."""
+        return cls(
+            fields["host"],
+            fields["port"],
+            fields["description"],
+            fields.get("id") or "",
+            fields.get("tags") or (),
+            {pair["key"]: pair["value"] for pair in fields.get("meta") or ()},
+            fields.get("status") or "passing",
+        )
+
+
 OnChange = Callable[[str, list[Instance]], None]
 
 
@@ -366,8 +421,16 @@ def register(
     port: int | str,
     description: str = "",
     token: str | None = None,
+    *,
+    instance_id: str | None = None,
+    tags: Sequence[str] = (),
+    meta: dict[str, str] | None = None,
 ) -> defer.Deferred[dict[str, Any]]:
-    """Register (or update) an instance; fails with Unauthorized or Invalid."""
+    """
+    Register (or update) an instance: the instance of INSTANCE_ID (by default
+    NAME@HOST:PORT) with its TAGS and META; fails with Unauthorized or
+    Invalid.  (An older name server ignores the ID, tags and metadata.)
+    """
     return call(
         endpoint,
         Register,
@@ -376,6 +439,9 @@ def register(
         port=int(port),
         description=description,
         token=token,
+        id=instance_id,
+        tags=list(tags) or None,
+        meta=[{"key": k, "value": v} for k, v in (meta or {}).items()] or None,
     )
 
 
@@ -391,24 +457,39 @@ def deregister(
     return call(endpoint, Deregister, name=name, host=host, port=int(port), token=token)
 
 
+def deregister_id(
+    reactor: object, endpoint: IStreamClientEndpoint, instance_id: str, token: str | None = None
+) -> defer.Deferred[dict[str, Any]]:
+    """
+    Remove the instance of INSTANCE_ID; fails with Unauthorized or NotFound
+    (an older name server, which knows no IDs, answers an error of its own).
+    """
+    return call(endpoint, Deregister, id=instance_id, token=token)
+
+
 def lookup(
-    reactor: object, endpoint: IStreamClientEndpoint, name: str
+    reactor: object, endpoint: IStreamClientEndpoint, name: str, token: str | None = None
 ) -> defer.Deferred[tuple[list[Instance], int]]:
-    """Deferred (instances, ttl): instances as (host, port, description), rotated by the server."""
-    return call(endpoint, Lookup, name=name).addCallback(
-        lambda answer: (_as_tuples(answer["instances"]), answer["ttl"])
+    """
+    Deferred (instances, ttl): the live L{Instance}s, rotated by the server.
+    TOKEN: the server's read token, when it has one.
+    """
+    return call(endpoint, Lookup, name=name, token=token).addCallback(
+        lambda answer: (_as_instances(answer["instances"]), answer["ttl"])
     )
 
 
-def services(reactor: object, endpoint: IStreamClientEndpoint) -> defer.Deferred[list[str]]:
-    """Deferred sorted list of the names with live instances."""
-    return call(endpoint, Services).addCallback(lambda answer: answer["names"])
+def services(
+    reactor: object, endpoint: IStreamClientEndpoint, token: str | None = None
+) -> defer.Deferred[list[str]]:
+    """Deferred sorted list of the names with live instances (TOKEN: as for L{lookup})."""
+    return call(endpoint, Services, token=token).addCallback(lambda answer: answer["names"])
 
 
 class _Watching(amp.AMP):
     """
     A connection that watches names: each Changed call goes to
-    ON_CHANGE(name, instances as tuples), and its loss to ON_LOST(self, reason).
+    ON_CHANGE(name, instances), and its loss to ON_LOST(self, reason).
     """
 
     def __init__(
@@ -422,7 +503,7 @@ class _Watching(amp.AMP):
 
     @Changed.responder
     def changed(self, name: str, instances: list[dict[str, Any]]) -> dict[str, object]:
-        self.on_change(name, _as_tuples(instances))
+        self.on_change(name, _as_instances(instances))
         return {}
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -430,14 +511,24 @@ class _Watching(amp.AMP):
         self.on_lost(self, reason)
 
 
-async def _watch(endpoint: IStreamClientEndpoint, name: str, on_change: OnChange) -> None:
+async def _watch(
+    endpoint: IStreamClientEndpoint, name: str, on_change: OnChange, token: str | None
+) -> None:
     closed: defer.Deferred[None] = defer.Deferred()
-    protocol = await connectProtocol(
-        endpoint, _Watching(on_change, lambda protocol, reason: closed.errback(reason))
-    )
-    answer = await protocol.callRemote(Watch, name=name)
-    on_change(name, _as_tuples(answer["instances"]))
-    await closed
+
+    def lost(protocol: _Watching, reason: Failure) -> None:
+        if not closed.called:  # not cancelled
+            closed.errback(reason)
+
+    protocol = await connectProtocol(endpoint, _Watching(on_change, lost))
+    try:
+        answer = await protocol.callRemote(Watch, name=name, token=token)
+        on_change(name, _as_instances(answer["instances"]))
+        await closed
+    finally:
+        closed.addErrback(lambda _: None)  # the end of a watch refused or cancelled: no news
+        if protocol.transport is not None:  # refused or cancelled: not lost already
+            protocol.transport.loseConnection()
 
 
 def watch(
@@ -445,17 +536,19 @@ def watch(
     endpoint: IStreamClientEndpoint,
     name: str,
     on_change: OnChange,
+    token: str | None = None,
 ) -> defer.Deferred[None]:
     """
     ON_CHANGE(name, instances) with NAME's live instances now, then at each
-    change, until the connection ends (the Deferred fails with why).
+    change, until the connection ends (the Deferred fails with why);
+    cancelling the Deferred closes it.  TOKEN: as for L{lookup}.
     """
-    return defer.ensureDeferred(_watch(endpoint, name, on_change))
+    return defer.ensureDeferred(_watch(endpoint, name, on_change, token))
 
 
-def _as_tuples(instances: list[dict[str, Any]]) -> list[Instance]:
-    """AMP's instances (dicts) as the (host, port, description) tuples every caller is given."""
-    return [(i["host"], i["port"], i["description"]) for i in instances]
+def _as_instances(instances: list[dict[str, Any]]) -> list[Instance]:
+    """AMP's instances (dicts) as the L{Instance}s every caller is given."""
+    return [Instance.from_fields(fields) for fields in instances]
 
 
 async def first_connecting(candidates: Sequence[T], attempt: Callable[[T], Awaitable[R]]) -> R:
@@ -485,6 +578,7 @@ class NameClient:
     lookup connects again (and watches again).  A name the server will not
     watch (over its max_watches) is looked up and cached for the `ttl`
     answered instead; NOT_FOUND is then cached NEGATIVE_TTL seconds.
+    TOKEN: the name servers' read token, when they have one.
     """
 
     def __init__(
@@ -495,9 +589,11 @@ class NameClient:
         | tuple[IStreamClientEndpoint, ...],
         negative_ttl: float = 1.0,
         clock: IReactorTime | None = None,
+        token: str | None = None,
     ) -> None:
         self.reactor = reactor
         self.clock = clock or reactor
+        self.token = token
         self.endpoints = list(endpoint) if isinstance(endpoint, (list, tuple)) else [endpoint]
         self.negative_ttl = negative_ttl
         self._protocol: _Watching | None = None
@@ -508,7 +604,7 @@ class NameClient:
         self._cache: dict[str, tuple[float, list[Instance] | NotFound]] = {}
 
     def lookup(self, name: str) -> defer.Deferred[list[Instance]]:
-        """Deferred list of (host, port, description), rotated; fails with NotFound."""
+        """Deferred list of L{Instance}s, rotated; fails with NotFound."""
         instances = self._watched.get(name)
         if instances is not None:
             return self._rotated(name, instances)
@@ -539,20 +635,21 @@ class NameClient:
     async def _ask(self, name: str) -> list[Instance]:
         protocol = await self._connection()
         try:
-            answer = await protocol.callRemote(Watch, name=name)
+            answer = await protocol.callRemote(Watch, name=name, token=self.token)
         except Overloaded:
             return await self._look_up(protocol, name)
+        instances = _as_instances(answer["instances"])
         if protocol is self._protocol:
-            self._watched[name] = _as_tuples(answer["instances"])
-        return await self._rotated(name, _as_tuples(answer["instances"]))
+            self._watched[name] = instances
+        return await self._rotated(name, instances)
 
     async def _look_up(self, protocol: _Watching, name: str) -> list[Instance]:
         try:
-            answer = await protocol.callRemote(Lookup, name=name)
+            answer = await protocol.callRemote(Lookup, name=name, token=self.token)
         except NotFound as e:
             self._cache[name] = (self.clock.seconds() + self.negative_ttl, e)
             raise
-        instances = _as_tuples(answer["instances"])
+        instances = _as_instances(answer["instances"])
         self._cache[name] = (self.clock.seconds() + answer["ttl"], instances)
         return instances
 

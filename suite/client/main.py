@@ -43,6 +43,7 @@ from suite.foundation.credentials import read_secret
 from suite.foundation.printable import printable
 from suite.foundation.version import describe_versions
 from suite.logger.syslog import FACILITIES, SEVERITIES
+from suite.names.registry import PASSING, default_id
 from suite.net.addresses import host_port
 from suite.net.client_endpoints import (
     Address,
@@ -90,9 +91,17 @@ USAGES = {
     "log": "(ADDRESS | --lookup NSADDRESS) [MESSAGE ...] [--udp] [--facility F] [--severity S]"
     " [--app A] [--hostname H] [options]",
     "sleep": "(ADDRESS | --lookup NSADDRESS) SECONDS [options]",
-    "names": "ADDRESS (register NAME HOST PORT [--description D] [--token T | --token-file F]"
-    " | deregister NAME HOST PORT [--token T | --token-file F] | lookup NAME | services"
-    " | watch NAME) [options]",
+    "names": "ADDRESS (register NAME HOST PORT [--description D] [--id ID] [--tag T ...]"
+    " [--meta KEY=VALUE ...] | deregister NAME HOST PORT | deregister --id ID | lookup NAME"
+    " | services | watch NAME) [--token T | --token-file F] [options]",
+}
+# What each names action takes besides its options.
+NAMES_WORDS = {
+    "register": "NAME HOST PORT",
+    "deregister": "NAME HOST PORT, or --id ID",
+    "lookup": "NAME",
+    "services": "nothing more",
+    "watch": "NAME",
 }
 # The name each service is looked up under with --lookup (unless --name says otherwise).
 REGISTERED_AS = {"timestamp": "timestamp", "echo": "echo", "log": "logger", "sleep": "sleep"}
@@ -106,6 +115,15 @@ NAME_SERVER_TLS_HELP = (
     "that the token and the answers cannot be read or changed on the way"
 )
 NAMES_ACTIONS = {"register": 3, "deregister": 3, "lookup": 1, "services": 0, "watch": 1}
+TOKEN_HELP = (
+    "the name server's token: register and deregister need it; lookup, watch and "
+    "services need it or its read token when it has one (--token-file or $SUITE_TOKEN "
+    "keep it out of ps)"
+)
+LOOKUP_TOKEN_HELP = (
+    "--lookup: the name servers' read token, when they have one "
+    "(--token-file or $SUITE_TOKEN keep it out of ps)"
+)
 
 
 def header_field(name: str, longest: int) -> Callable[[str], str]:
@@ -119,6 +137,14 @@ def header_field(name: str, longest: int) -> Callable[[str], str]:
         return value
 
     return check
+
+
+def meta_pair(text: str) -> tuple[str, str]:
+    """A --meta value: KEY=VALUE (the value may hold '=' too)."""
+    key, equals, value = text.partition("=")
+    if not key or not equals:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    return key, value
 
 
 def service_parser(service: str) -> Parser:
@@ -155,14 +181,29 @@ def service_parser(service: str) -> Parser:
     if service == "names":
         parser.add_argument("--description", default="", help="register: free text")
         parser.add_argument(
-            "--token",
-            help="register/deregister: the server's token "
-            "(--token-file or $SUITE_TOKEN keep it out of ps)",
+            "--id",
+            help="register: the instance's ID (default NAME@HOST:PORT); "
+            "deregister: the instance of that ID",
         )
         parser.add_argument(
-            "--token-file", metavar="FILE", help="register/deregister: read the token from FILE"
+            "--tag",
+            action="append",
+            default=[],
+            dest="tags",
+            metavar="TAG",
+            help="register: a tag (repeat for more)",
         )
-    else:
+        parser.add_argument(
+            "--meta",
+            action="append",
+            default=[],
+            type=meta_pair,
+            metavar="KEY=VALUE",
+            help="register: string metadata (repeat for more)",
+        )
+    parser.add_argument("--token", help=TOKEN_HELP if service == "names" else LOOKUP_TOKEN_HELP)
+    parser.add_argument("--token-file", metavar="FILE", help="read --token from FILE")
+    if service != "names":
         parser.add_argument(
             "--lookup",
             metavar="NSADDRESS[,NSADDRESS...]",
@@ -234,13 +275,16 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         if not words or words[0] not in NAMES_ACTIONS:
             parser.error("expected register, deregister, lookup, services or watch")
         args.action, args.parameters = words[0], words[1:]
-        if len(args.parameters) != NAMES_ACTIONS[args.action]:
-            parser.error(f"{args.action}: expected {USAGES['names'].split('(')[1].split(')')[0]}")
-        if args.action in ("register", "deregister") and not args.parameters[2].isdigit():
-            parser.error(f"PORT must be a number, not {args.parameters[2]!r}")
-        args.token = given_token(parser, args)
+        by_id = args.action == "deregister" and args.id is not None
+        if len(args.parameters) != (0 if by_id else NAMES_ACTIONS[args.action]):
+            parser.error(f"{args.action}: expected {NAMES_WORDS[args.action]}")
+        if args.action in ("register", "deregister") and not by_id:
+            if not args.parameters[2].isdigit():
+                parser.error(f"PORT must be a number, not {args.parameters[2]!r}")
+        args.meta = dict(args.meta)  # a key given twice: the last value
     else:
         args.messages = words
+    args.token = given_token(parser, args)
     return args
 
 
@@ -313,7 +357,7 @@ async def addresses(reactor: IClientReactor, args: argparse.Namespace) -> list[A
         args.address = name_server
         endpoint = endpoint_for(reactor, args, parse_address(name_server))
         try:
-            instances, _ = await api.lookup(reactor, endpoint, name).addTimeout(
+            instances, _ = await api.lookup(reactor, endpoint, name, args.token).addTimeout(
                 args.timeout, reactor
             )
             break
@@ -322,9 +366,7 @@ async def addresses(reactor: IClientReactor, args: argparse.Namespace) -> list[A
                 raise
     speaks, other = ("TLS", "tcp") if args.tls and not args.udp else ("plain TCP", "tls")
     usable = [
-        parse_address(host_port(host, port))
-        for host, port, description in instances
-        if description != other
+        parse_address(host_port(i.host, i.port)) for i in instances if i.description != other
     ]
     if not usable:
         raise NotFound(f"no live instance of {name} over {speaks}")
@@ -409,35 +451,79 @@ async def sleep(reactor: IClientReactor, args: argparse.Namespace) -> None:
     write_reply(b"%.6f" % await first_answering(reactor, args, attempt))
 
 
+def looked_up(name: str, instance: api.Instance) -> str:
+    """
+    One line of `lookup`: ADDRESS, TAB, DESCRIPTION, then a TAB-separated
+    column for each of what differs from a plain AMP registration: `id=ID`
+    (unless NAME@ADDRESS), `tags=A,B`, `meta.KEY=VALUE` per key and
+    `status=warning`; empty columns at the end left out.
+    """
+    address = host_port(instance.host, instance.port)
+    columns = [address, instance.description]
+    if instance.id and instance.id != default_id(name, instance.host, instance.port):
+        columns.append(f"id={instance.id}")
+    if instance.tags:
+        columns.append("tags=" + ",".join(instance.tags))
+    columns += [f"meta.{key}={value}" for key, value in sorted(instance.meta.items())]
+    if instance.status != PASSING:
+        columns.append(f"status={instance.status}")
+    return "\t".join(printable(column) for column in columns).rstrip("\t")
+
+
+def watched(instance: api.Instance) -> str:
+    """An instance of a `watch` line: ADDRESS, {TAG,TAG} if tagged, (STATUS) unless passing."""
+    shown = host_port(instance.host, instance.port)
+    if instance.tags:
+        shown += "{" + ",".join(instance.tags) + "}"
+    if instance.status != PASSING:
+        shown += f"({instance.status})"
+    return printable(shown)
+
+
 async def names(reactor: IClientReactor, args: argparse.Namespace) -> None:
     endpoint = endpoint_for(reactor, args, parse_address(args.address))
     parameters = args.parameters
     if args.action == "lookup":
-        instances, _ = await api.lookup(reactor, endpoint, parameters[0]).addTimeout(
+        instances, _ = await api.lookup(reactor, endpoint, parameters[0], args.token).addTimeout(
             args.timeout, reactor
         )
-        for host, port, description in instances:
-            shown = f"{printable(host_port(host, port))}\t{printable(description)}"
-            write_reply(shown.rstrip("\t").encode())
+        for instance in instances:
+            write_reply(looked_up(parameters[0], instance).encode())
     elif args.action == "watch":
 
         def print_change(name: str, instances: list[api.Instance]) -> None:
-            where = " ".join(printable(host_port(host, port)) for host, port, _ in instances)
+            where = " ".join(watched(instance) for instance in instances)
             write_reply(f"{printable(name)}: {where or '(no live instance)'}".encode())
 
-        await api.watch(reactor, endpoint, parameters[0], print_change)  # until interrupted
+        await api.watch(reactor, endpoint, parameters[0], print_change, args.token)
     elif args.action == "services":
-        for name in await api.services(reactor, endpoint).addTimeout(args.timeout, reactor):
+        found = api.services(reactor, endpoint, args.token)
+        for name in await found.addTimeout(args.timeout, reactor):
             write_reply(printable(name).encode())
+    elif args.action == "register":
+        name, host, port = parameters
+        registered = api.register(
+            reactor,
+            endpoint,
+            name,
+            host,
+            port,
+            args.description,
+            args.token,
+            instance_id=args.id,
+            tags=args.tags,
+            meta=args.meta,
+        )
+        await registered.addTimeout(args.timeout, reactor)
+    elif args.id is not None:
+        await api.deregister_id(reactor, endpoint, args.id, args.token).addTimeout(
+            args.timeout, reactor
+        )
     else:
         name, host, port = parameters
-        if args.action == "register":
-            change = api.register(
-                reactor, endpoint, name, host, port, args.description, args.token
-            )
-        else:
-            change = api.deregister(reactor, endpoint, name, host, port, args.token)
-        await change.addTimeout(args.timeout, reactor)
+        await api.deregister(reactor, endpoint, name, host, port, args.token).addTimeout(
+            args.timeout, reactor
+        )
 
 
 COMMANDS = {"timestamp": lines, "echo": lines, "log": log, "sleep": sleep, "names": names}

@@ -9,9 +9,9 @@ serialisation of the same answer gives (sorted keys: `_answer`,
 is kept: the instances' boxes are stored twice in a row, and the answer
 starting at instance N is one slice of that (L{suite.names.rotation}).
 
-An AMP value holds at most 65,535 bytes (about 1,000 instances of one
-name with short descriptions): an answer holds as many instances as fit,
-from its turn on, so successive lookups still see them all.
+An AMP value holds at most 65,535 bytes (about 600 instances of one name
+with short descriptions and no tags): an answer holds as many instances as
+fit, from its turn on, so successive lookups still see them all.
 """
 
 from struct import pack
@@ -27,9 +27,21 @@ MAX_VALUE = 0xFFFF  # an AMP value's length is two bytes
 Encoded = tuple[str, Rotating, bytes]  # a name's text, its instances' boxes, the answer's head
 
 
-def as_fields(instance: Instance) -> dict[str, str | int]:
-    """An instance as the AmpList of Lookup, Watch and Changed holds it."""
-    return {"host": instance.host, "port": instance.port, "description": instance.description}
+def as_fields(instance: Instance) -> dict[str, object]:
+    """
+    An instance as the AmpList of Lookup, Watch and Changed holds it; empty
+    tags and metadata are left out (None), which costs an instance without
+    them nothing on the wire.
+    """
+    return {
+        "host": instance.host,
+        "port": instance.port,
+        "description": instance.description,
+        "id": instance.id,
+        "tags": list(instance.tags) or None,
+        "meta": [{"key": k, "value": v} for k, v in sorted(instance.meta.items())] or None,
+        "status": instance.status,
+    }
 
 
 def _instance_box(instance: Instance) -> bytes:

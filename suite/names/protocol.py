@@ -1,8 +1,11 @@
 """
 The name server's AMP protocol: Register, Deregister, Lookup, Services,
-Watch and Unwatch, and the Changed calls it makes to its watchers.
+Watch and Unwatch, and the Changed calls it makes to its watchers.  When
+the name server has a read token, Lookup, Watch and Services need it (or
+the token) as their `token` argument.
 """
 
+import hmac
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -13,7 +16,15 @@ from twisted.protocols.amp import AmpBox
 from twisted.python.failure import Failure
 
 from suite.contracts.errors import Overloaded
-from suite.contracts.names import Deregister, Lookup, Register, Services, Unwatch, Watch
+from suite.contracts.names import (
+    Deregister,
+    Invalid,
+    Lookup,
+    Register,
+    Services,
+    Unwatch,
+    Watch,
+)
 from suite.names.audit import connection_fields
 from suite.net.amp import AMPFactory, AMPPolicy
 
@@ -38,8 +49,10 @@ class NamesProtocol(AMPPolicy):
     """
     Each command goes to the name server with who asked: peer, source,
     certificate subject.  A Lookup of a live name is answered with the
-    name server's encoded answer as soon as its box is parsed; every
-    other box (and a Lookup that fails) takes AMP's dispatch.
+    name server's encoded answer as soon as its box is parsed, when the
+    name server has no read token or the box carries it; every other box
+    (a Lookup that fails, or whose token only AMP's path checks and logs)
+    takes AMP's dispatch.
 
     The lookups answered that way leave together when the read is done, so
     each took the time from the read to that write: the clock is read twice
@@ -60,10 +73,14 @@ class NamesProtocol(AMPPolicy):
         return self._audit_fields
 
     def box_received(self, box: AmpBox) -> bool:
-        if len(box) != 3 or box.get(b"_command") != b"Lookup":
+        token = box.get(b"token")
+        if len(box) != (3 if token is None else 4) or box.get(b"_command") != b"Lookup":
             return False
         tag, name = box.get(b"_ask"), box.get(b"name")
         if tag is None or name is None:
+            return False
+        read_token = self.factory.server.read_token
+        if read_token and (token is None or not hmac.compare_digest(token, read_token)):
             return False
         answer = self.factory.server.answer_lookup(name, tag, self.audit_fields)
         if answer is None:
@@ -89,25 +106,48 @@ class NamesProtocol(AMPPolicy):
         port: int,
         description: str | None = None,
         token: str | None = None,
+        id: str | None = None,
+        tags: list[str] | None = None,
+        meta: list[dict[str, str]] | None = None,
     ) -> Deferred[dict]:
         return self.factory.server.register(
-            name, host, port, description, token, self.peer, self.source, self.client
+            name,
+            host,
+            port,
+            description,
+            token,
+            self.peer,
+            self.source,
+            self.client,
+            instance_id=id,
+            tags=tags or (),
+            meta={pair["key"]: pair["value"] for pair in meta or ()},  # a key twice: the last
         )
 
     @Deregister.responder
     def deregister(
-        self, name: str, host: str, port: int, token: str | None = None
+        self,
+        name: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        token: str | None = None,
+        id: str | None = None,
     ) -> Deferred[dict]:
-        return self.factory.server.deregister(
-            name, host, port, token, self.peer, self.source, self.client
-        )
+        server = self.factory.server
+        if id is not None and name is None and host is None and port is None:
+            return server.deregister_id(id, token, self.peer, self.source, self.client)
+        if id is None and name is not None and host is not None and port is not None:
+            return server.deregister(name, host, port, token, self.peer, self.source, self.client)
+        raise Invalid("Deregister takes either name, host and port, or id")
 
     @Lookup.responder
-    def lookup(self, name: str) -> dict:
+    def lookup(self, name: str, token: str | None = None) -> dict:
+        self.factory.server.authorize_read(token, "Lookup", self.peer, self.source)
         return self.factory.server.lookup(name, self.audit_fields)
 
     @Watch.responder
-    def watch(self, name: str) -> dict:
+    def watch(self, name: str, token: str | None = None) -> dict:
+        self.factory.server.authorize_read(token, "Watch", self.peer, self.source)
         watching = self.watching
         if watching is None:
             watching = self.watching = {}
@@ -164,7 +204,8 @@ class NamesProtocol(AMPPolicy):
         super().connectionLost(reason)
 
     @Services.responder
-    def services(self) -> dict:
+    def services(self, token: str | None = None) -> dict:
+        self.factory.server.authorize_read(token, "Services", self.peer, self.source)
         return self.factory.server.services()
 
 

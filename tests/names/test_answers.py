@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite.contracts.names import Lookup, Register
 from suite.names.answers import EncodedAnswers
-from suite.names.registry import Registry
+from suite.names.registry import Check, Instance, Registry
 from suite.names.server import NameServer
 from suite.names.store import MemoryStore
 from tests.helpers import connect
@@ -44,29 +44,46 @@ def parse_boxes(data: bytes) -> list:
     return boxes.boxes
 
 
+def lookup_fields(instance) -> dict:
+    """INSTANCE as a Lookup answer gives it: tags and metadata only when it has some."""
+    fields = {
+        "host": instance.host,
+        "port": instance.port,
+        "description": instance.description,
+        "id": instance.id,
+        "status": instance.status,
+    }
+    if instance.tags:
+        fields["tags"] = list(instance.tags)
+    if instance.meta:
+        fields["meta"] = [{"key": k, "value": instance.meta[k]} for k in sorted(instance.meta)]
+    return fields
+
+
 def amp_answer(registry, name, turn, tag, ttl=5) -> bytes:
     """What Twisted's AMP sends for Lookup(NAME) answered with the instances from TURN on."""
-    instances = registry.instances_of(name)
+    instances = registry.live_of(name)
     rotated = instances[turn:] + instances[:turn]
     response = Lookup.makeResponse(
-        {
-            "instances": [
-                {"host": i.host, "port": i.port, "description": i.description} for i in rotated
-            ],
-            "ttl": ttl,
-        },
-        None,
+        {"instances": [lookup_fields(i) for i in rotated], "ttl": ttl}, None
     )
     response[b"_answer"] = tag
     return response.serialize()
 
 
 descriptions = st.text(max_size=40)
+words = st.text(min_size=1, max_size=12).filter(str.isprintable)
 instances = st.lists(
     st.tuples(
         st.sampled_from(["127.0.0.1", "::1", "db.example", "10.1.2.3"]),
         st.integers(1, 65535),
         descriptions,
+        st.lists(words, max_size=3),
+        st.dictionaries(
+            st.from_regex(r"[A-Za-z0-9_-]{1,8}", fullmatch=True), st.text(), max_size=3
+        ),
+        st.sampled_from(["passing", "warning", "critical"]),
+        st.one_of(st.just(""), words),
     ),
     min_size=1,
     max_size=12,
@@ -79,12 +96,29 @@ class EncodedAnswerTests(SynchronousTestCase):
     @given(instances, st.binary(min_size=1, max_size=12))
     def test_byte_for_byte_what_amp_sends_in_every_rotation(self, registered, tag):
         registry = Registry(100)
-        for host, port, description in registered:
-            registry.register("svc", host, port, description)
+        for number, (host, port, description, tags, meta, status, given_id) in enumerate(
+            registered
+        ):
+            instance = Instance(
+                "svc",
+                host,
+                port,
+                description,
+                id=given_id and f"{given_id}-{number}",
+                tags=tuple(tags),
+                meta=meta,
+                checks=[Check("ttl", "ttl", status=status)],
+            )
+            instance.validate()
+            registry.put(instance, registry.index + 1)
+        served = len([i for i in registered if i[5] != "critical"])
         answers = EncodedAnswers(registry, 5)
-        for turn in range(len(registered) * 2 + 1):
+        if not served:
+            self.assertIsNone(answers.answer(b"svc", tag))  # AMP's path: NOT_FOUND
+            return
+        for turn in range(served * 2 + 1):
             answer, count = answers.answer(b"svc", tag)
-            self.assertEqual(count, len(registered))
+            self.assertEqual(count, served)
             self.assertEqual(answer, amp_answer(registry, "svc", turn % count, tag))
 
     def test_every_change_of_the_instance_set_is_answered(self):
@@ -111,7 +145,7 @@ class EncodedAnswerTests(SynchronousTestCase):
     def test_more_instances_than_one_amp_value_holds_are_answered_as_many_as_fit(self):
         registry = Registry(10000)
         answers = EncodedAnswers(registry, 5)
-        for port in range(1, 2501):  # about 90 KB of instances: more than one AMP value holds
+        for port in range(1, 2501):  # about 260 KB of instances: more than one AMP value holds
             registry.register("big", "127.0.0.1", port, "x" * 20)
         firsts = []
         for _ in range(3):
@@ -120,7 +154,7 @@ class EncodedAnswerTests(SynchronousTestCase):
             instances = Lookup.parseResponse(box, None)["instances"]
             self.assertEqual(len(instances), count)
             self.assertLessEqual(len(box[b"instances"]), 65535)
-            self.assertGreater(count, 900)  # each box about 65 bytes
+            self.assertGreater(count, 600)  # each box about 105 bytes, its ID and status in
             firsts.append(instances[0]["port"])
         self.assertEqual(firsts, [1, 2, 3])
         server = NameServer(registry, MemoryStore(), "", 5, Clock())

@@ -6,6 +6,7 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
+from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.contracts.errors import Overloaded
@@ -18,20 +19,26 @@ from suite.contracts.names import (
     Services,
     Unauthorized,
     Unavailable,
+    Unwatch,
+    Watch,
 )
 from suite.foundation.jsonlines import BatchWriter, WriteFailed
 from suite.names.allowed import AllowedHosts
 from suite.names.audit import LookupAudit
 from suite.names.protocol import NamesFactory
-from suite.names.registry import Registry
+from suite.names.registry import MAX_ID, Check, Instance, Registry
 from suite.names.server import NameServer
 from suite.names.service import NamesSettings
 from suite.names.store import MemoryStore, StoreError
 from tests.helpers import AMPPair, captured_events, captured_log
+from tests.names import previous_contract as previous
 
 
 class HeldStore(MemoryStore):
-    """A store whose writes wait until released, or fail with FAILING when it is set."""
+    """
+    A store whose writes wait until released (each then firing with the
+    index of its change, as a store's do), or fail with FAILING when it is set.
+    """
 
     def __init__(self):
         self.held = []
@@ -48,7 +55,7 @@ class HeldStore(MemoryStore):
     def release(self):
         held, self.held = self.held, []
         for written in held:
-            written.callback(None)
+            written.callback(self.next_index())
 
 
 class MemoryOutput:
@@ -99,6 +106,7 @@ def names_pair(
     audit=None,
     resolve=None,
     max_instances_per_source=1000,
+    read_token="",
     **settings,
 ):
     store = MemoryStore() if store is None else store
@@ -114,6 +122,7 @@ def names_pair(
         audit=lookups,
         resolve=resolve or FakeResolver(),
         max_instances_per_source=max_instances_per_source,
+        read_token=read_token,
     )
     return AMPPair(NamesFactory(NamesSettings(idle_timeout=0, **settings), Clock(), server))
 
@@ -140,7 +149,16 @@ class NamesCommandTests(SynchronousTestCase):
         self.assertEqual([i["port"] for i in first["instances"]], [5001, 5002])
         self.assertEqual([i["port"] for i in second["instances"]], [5002, 5001])
         self.assertEqual(
-            first["instances"][0], {"host": "127.0.0.1", "port": 5001, "description": "echo 5001"}
+            first["instances"][0],
+            {
+                "host": "127.0.0.1",
+                "port": 5001,
+                "description": "echo 5001",
+                "id": "echo@127.0.0.1:5001",
+                "tags": None,  # none: left out of the answer
+                "meta": None,
+                "status": "passing",
+            },
         )
 
     def test_description_is_optional(self):
@@ -254,8 +272,12 @@ class DurableTests(SynchronousTestCase):
         store.release()
         pair.pump()
         store.failing = "cannot write names.sqlite: attempt to write a readonly database"
-        for command, port in ((Register, 2), (Deregister, 1), (Register, 1)):
-            [failure] = pair.call(command, name="svc", host="h", port=port)
+        for command, port, changes in (
+            (Register, 2, {}),
+            (Deregister, 1, {}),
+            (Register, 1, {"description": "changed"}),  # unchanged, it would write nothing
+        ):
+            [failure] = pair.call(command, name="svc", host="h", port=port, **changes)
             failure.trap(Unavailable)
         self.assertEqual([i["port"] for i in pair.answer(Lookup, name="svc")["instances"]], [1])
         self.assertIn(
@@ -488,3 +510,263 @@ class FloodControlledAudit(SynchronousTestCase):
         )
         [event] = [e for e in events if e.get("names_event") == "register"]
         self.assertEqual(event["description"], "ok\\nforged line\\x1b[2J\\u202e")
+
+
+def lookups_on_amps_path(server) -> list[str]:
+    """The names SERVER's Lookup responder looks up: the encoded answers go around it."""
+    asked = []
+    lookup = server.lookup
+
+    def spied(name, audit_fields):
+        asked.append(name)
+        return lookup(name, audit_fields)
+
+    server.lookup = spied
+    return asked
+
+
+def served(server, name, host, port, status, **fields) -> Instance:
+    """Put an instance of STATUS (one TTL check in that state) in SERVER's registry."""
+    instance = Instance(
+        name, host, port, checks=[Check(f"{port}", "ttl", status=status)], **fields
+    )
+    server.registry.put(instance, server.registry.index + 1)
+    return instance
+
+
+class RegistryModelTests(SynchronousTestCase):
+    """IDs, tags, metadata and status, over AMP."""
+
+    def setUp(self):
+        self.pair = names_pair()
+        self.server = self.pair.server.factory.server
+
+    def test_id_tags_and_meta_registered_are_looked_up_and_watched(self):
+        self.pair.answer(
+            Register,
+            name="api",
+            host="127.0.0.1",
+            port=8080,
+            description="the API",
+            id="api-1",
+            tags=["v2", "blue"],
+            meta=[{"key": "version", "value": "2.1"}, {"key": "az", "value": "b"}],
+        )
+        stored = self.server.registry.by_id("api-1")
+        self.assertEqual(
+            (stored.tags, stored.meta), (("v2", "blue"), {"version": "2.1", "az": "b"})
+        )
+        expected = {
+            "host": "127.0.0.1",
+            "port": 8080,
+            "description": "the API",
+            "id": "api-1",
+            "tags": ["v2", "blue"],
+            "meta": [{"key": "az", "value": "b"}, {"key": "version", "value": "2.1"}],
+            "status": "passing",
+        }
+        self.assertEqual(self.pair.answer(Lookup, name="api")["instances"], [expected])
+        self.assertEqual(self.pair.answer(Watch, name="api")["instances"], [expected])
+
+    def test_a_metadata_key_given_twice_keeps_the_last_value(self):
+        meta = [{"key": "k", "value": "first"}, {"key": "k", "value": "last"}]
+        self.pair.answer(Register, name="api", host="h", port=1, meta=meta)
+        self.assertEqual(self.server.registry.get("api", "h", 1).meta, {"k": "last"})
+
+    def test_tags_meta_and_ids_the_registry_refuses_are_invalid(self):
+        for fields, reason in (
+            ({"tags": [""]}, "tag ''"),
+            ({"tags": ["a\nb"]}, "tag 'a\\nb'"),
+            ({"meta": [{"key": "consul-x", "value": "v"}]}, "metadata key 'consul-x'"),
+            ({"meta": [{"key": "k", "value": "v" * 513}]}, "metadata 'k'"),
+            ({"id": "x" * (MAX_ID + 1)}, "ID"),
+        ):
+            [failure] = self.pair.call(Register, name="api", host="h", port=1, **fields)
+            failure.trap(Invalid)
+            self.assertIn(reason, failure.value.args[0])
+        self.assertEqual(self.server.registry.instances(), [])
+
+    def test_an_id_registered_again_is_replaced(self):
+        self.pair.answer(Register, name="api", host="h", port=1, id="api-1", tags=["old"])
+        self.pair.answer(Register, name="api", host="h", port=2, id="api-1", tags=["new"])
+        [instance] = self.pair.answer(Lookup, name="api")["instances"]
+        self.assertEqual((instance["port"], instance["tags"]), (2, ["new"]))
+
+    def test_warning_instances_are_served_with_their_status_critical_ones_are_not(self):
+        served(self.server, "web", "127.0.0.1", 1, "warning")
+        served(self.server, "web", "127.0.0.1", 2, "critical")
+        served(self.server, "web", "127.0.0.1", 3, "passing")
+        expected = [("127.0.0.1", 1, "warning"), ("127.0.0.1", 3, "passing")]
+        asked = lookups_on_amps_path(self.server)
+        answer = self.pair.answer(Lookup, name="web")
+        self.assertEqual(
+            [(i["host"], i["port"], i["status"]) for i in answer["instances"]], expected
+        )
+        self.assertEqual(asked, [])  # the encoded answer
+        watched = self.pair.answer(Watch, name="web")["instances"]
+        self.assertEqual([(i["host"], i["port"], i["status"]) for i in watched], expected)
+        self.assertEqual(self.pair.answer(Services), {"names": ["web"]})
+        self.server.registry.remove("web@127.0.0.1:1", self.server.registry.index + 1)
+        self.server.registry.remove("web@127.0.0.1:3", self.server.registry.index + 1)
+        self.pair.call(Lookup, name="web")[0].trap(NotFound)
+        self.assertEqual(self.pair.answer(Services), {"names": []})  # critical only
+
+    def test_deregister_by_id(self):
+        self.pair.answer(Register, name="api", host="h", port=1, id="api-1")
+        self.pair.answer(Register, name="api", host="h", port=1, id="api-2")  # same address
+        self.assertEqual(self.pair.answer(Deregister, id="api-2"), {})
+        [instance] = self.pair.answer(Lookup, name="api")["instances"]
+        self.assertEqual(instance["id"], "api-1")
+        [failure] = self.pair.call(Deregister, id="api-2")
+        failure.trap(NotFound)
+        self.assertEqual(failure.value.args[0], "no instance with ID api-2")
+
+    def test_deregister_takes_an_id_or_an_address_not_both_nor_part(self):
+        self.pair.answer(Register, name="api", host="h", port=1)
+        for arguments in (
+            {},
+            {"name": "api"},
+            {"name": "api", "host": "h"},
+            {"host": "h", "port": 1},
+            {"id": "api@h:1", "name": "api", "host": "h", "port": 1},
+            {"id": "api@h:1", "port": 1},
+        ):
+            [failure] = self.pair.call(Deregister, **arguments)
+            failure.trap(Invalid)
+            self.assertEqual(
+                failure.value.args[0], "Deregister takes either name, host and port, or id"
+            )
+        self.assertEqual(len(self.server.registry), 1)
+
+    def test_deregister_by_id_needs_the_token(self):
+        pair = names_pair(token="s3cret")
+        pair.answer(Register, name="api", host="h", port=1, token="s3cret")
+        pair.call(Deregister, id="api@h:1")[0].trap(Unauthorized)
+        pair.call(Deregister, id="api@h:1", token="wrong")[0].trap(Unauthorized)
+        self.assertEqual(pair.answer(Deregister, id="api@h:1", token="s3cret"), {})
+
+
+class ReadTokenTests(SynchronousTestCase):
+    """With a read token, Lookup, Watch and Services need it (or the token); Unwatch does not."""
+
+    def setUp(self):
+        self.lines = captured_log(self)
+        self.pair = names_pair(token="writer", read_token="reader")
+        self.pair.answer(Register, name="svc", host="h", port=1, token="writer")
+        self.server = self.pair.server.factory.server
+
+    def test_reads_need_the_read_token_or_the_token(self):
+        for command, arguments in (
+            (Lookup, {"name": "svc"}),
+            (Watch, {"name": "svc"}),
+            (Services, {}),
+        ):
+            for token in (None, "", "wrong", "reade", "readerx"):
+                [failure] = self.pair.call(command, token=token, **arguments)
+                failure.trap(Unauthorized)
+                self.assertEqual(
+                    failure.value.args[0], "a valid token is needed to read the registry"
+                )
+            for token in ("reader", "writer"):
+                self.pair.answer(command, token=token, **arguments)
+        self.assertEqual(self.pair.answer(Unwatch, name="svc"), {})
+        self.assertEqual(
+            [line for line in self.lines if "refused" in line],
+            ["names: Lookup from 192.0.2.7:40000 refused: missing or wrong read token"],
+        )
+
+    def test_the_encoded_answer_is_given_only_to_a_box_with_the_read_token(self):
+        asked = lookups_on_amps_path(self.server)
+        reader = self.pair.answer(Lookup, name="svc", token="reader")
+        self.assertEqual(asked, [])
+        writer = self.pair.answer(Lookup, name="svc", token="writer")  # checked by AMP's path
+        self.assertEqual(asked, ["svc"])
+        self.assertEqual(reader["instances"], writer["instances"])
+        for token in (None, "wrong"):
+            self.pair.call(Lookup, name="svc", token=token)[0].trap(Unauthorized)
+        self.assertEqual(asked, ["svc"])  # refused before any lookup
+
+    def test_a_watch_refused_pushes_nothing(self):
+        watcher = AMPPair(self.pair.server.factory, PreviousWatcher())
+        [failure] = watcher.call(previous.Watch, name="svc")
+        failure.trap(amp.UnknownRemoteError)  # a code the previous contract did not know
+        self.assertIn("a valid token is needed to read the registry", str(failure.value))
+        self.pair.answer(Register, name="svc", host="h", port=2, token="writer")
+        watcher.pump()
+        self.assertEqual(watcher.client.changes, [])
+        self.assertEqual(self.server.watches.watchers("svc"), 0)
+
+    def test_without_a_read_token_reads_are_open_and_a_token_sent_is_ignored(self):
+        pair = names_pair(token="writer")
+        pair.answer(Register, name="svc", host="h", port=1, token="writer")
+        asked = lookups_on_amps_path(pair.server.factory.server)
+        for token in (None, "anything", "writer"):
+            self.assertEqual(len(pair.answer(Lookup, name="svc", token=token)["instances"]), 1)
+            self.assertEqual(pair.answer(Services, token=token), {"names": ["svc"]})
+        self.assertEqual(asked, [])  # every lookup the encoded answer
+
+
+class PreviousWatcher(amp.AMP):
+    """A client of the previous contract that records each Changed call it answers."""
+
+    def __init__(self):
+        super().__init__()
+        self.changes = []
+
+    @previous.Changed.responder
+    def changed(self, name, instances):
+        self.changes.append((name, instances))
+        return {}
+
+
+class PreviousClientTests(SynchronousTestCase):
+    """A client of the previous contract reads the answers as it always did."""
+
+    def setUp(self):
+        self.pair = names_pair()
+        self.server = self.pair.server.factory.server
+        self.old = AMPPair(self.pair.server.factory, PreviousWatcher())
+
+    def test_register_lookup_watch_and_changed(self):
+        self.assertEqual(self.old.answer(previous.Watch, name="web"), {"instances": [], "ttl": 5})
+        self.old.answer(previous.Register, name="web", host="127.0.0.1", port=1, description="d")
+        self.pair.answer(
+            Register,
+            name="web",
+            host="127.0.0.1",
+            port=2,
+            id="web-2",
+            tags=["v2"],
+            meta=[{"key": "k", "value": "v"}],
+        )
+        served(self.server, "web", "127.0.0.1", 3, "warning")
+        old_fields = [
+            {"host": "127.0.0.1", "port": 1, "description": "d"},
+            {"host": "127.0.0.1", "port": 2, "description": ""},
+            {"host": "127.0.0.1", "port": 3, "description": ""},
+        ]
+        asked = lookups_on_amps_path(self.server)
+        self.assertEqual(
+            self.old.answer(previous.Lookup, name="web"), {"instances": old_fields, "ttl": 5}
+        )
+        self.assertEqual(asked, [])  # the encoded answer
+        self.old.pump()
+        self.assertEqual(
+            self.old.client.changes,
+            [("web", old_fields[:1]), ("web", old_fields[:2]), ("web", old_fields)],
+        )
+        self.assertEqual(self.old.answer(previous.Services), {"names": ["web"]})
+        self.assertEqual(
+            self.old.answer(previous.Deregister, name="web", host="127.0.0.1", port=2), {}
+        )
+        self.assertIsNone(self.server.registry.by_id("web-2"))
+
+    def test_a_lookup_answered_by_amps_path_too(self):
+        self.old.answer(previous.Register, name="web", host="127.0.0.1", port=1)
+        asked = lookups_on_amps_path(self.server)
+        self.server.answers.answer = lambda name, tag: None  # as for a name only AMP answers
+        self.assertEqual(
+            self.old.answer(previous.Lookup, name="web")["instances"],
+            [{"host": "127.0.0.1", "port": 1, "description": ""}],
+        )
+        self.assertEqual(asked, ["web"])

@@ -10,7 +10,7 @@ from suite.contracts.errors import Overloaded
 from suite.contracts.names import Changed, Invalid, Register, Unwatch, Watch
 from suite.names.health import HealthChecker
 from suite.names.protocol import NamesFactory
-from suite.names.registry import Registry
+from suite.names.registry import Check, Instance, Registry
 from suite.names.server import NameServer
 from suite.names.service import NamesSettings
 from suite.names.store import MemoryStore
@@ -18,15 +18,20 @@ from tests.helpers import AMPPair, elapse
 
 
 class Watcher(amp.AMP):
-    """A client that records each Changed call as (name, [(host, port, description)])."""
+    """
+    A client that records each Changed call as (name, [(host, port,
+    description)]), and in `pushed` the instances as they came.
+    """
 
     def __init__(self):
         super().__init__()
         self.changes = []
+        self.pushed = []
 
     @Changed.responder
     def changed(self, name, instances):
         self.changes.append((name, [(i["host"], i["port"], i["description"]) for i in instances]))
+        self.pushed.append(instances)
         return {}
 
 
@@ -156,3 +161,69 @@ class WatchTests(SynchronousTestCase):
         self.assertTrue(deaf.server_transport.disconnecting)
         self.assertLess(pushed, 40)  # 2,048 bytes is a few pushes of growing sets
         self.assertEqual(self.watcher.changes, [])  # the others are not affected
+
+
+class ModelChangeTests(SynchronousTestCase):
+    """Changed carries IDs, tags, metadata and status; what no watcher can see is not pushed."""
+
+    def setUp(self):
+        self.server = NameServer(Registry(100), MemoryStore(), "", cache_ttl=5, clock=Clock())
+        factory = NamesFactory(NamesSettings(idle_timeout=0), Clock(), self.server)
+        self.pair = AMPPair(factory, Watcher())
+
+    def check_becomes(self, status, output):
+        """The one check of web-1 is now STATUS with OUTPUT, through the name server."""
+
+        def mutate(instance):
+            instance.checks[0].status, instance.checks[0].output = status, output
+
+        changed = self.server.change(self.server.registry.by_id("web-1"), mutate, "test")
+        self.assertTrue(self.successResultOf(changed))
+        self.pair.pump()
+
+    def test_status_changes_are_pushed_output_changes_are_not(self):
+        instance = Instance(
+            "web",
+            "127.0.0.1",
+            1,
+            id="web-1",
+            tags=("v1",),
+            meta={"k": "v"},
+            checks=[Check("c1", "ttl", status="passing")],
+        )
+        self.server.registry.put(instance, 2)
+        self.pair.answer(Watch, name="web")
+        self.check_becomes("passing", "still fine")  # nothing a watcher sees
+        self.check_becomes("warning", "slow")
+        self.check_becomes("warning", "slower")  # nothing a watcher sees
+        self.check_becomes("critical", "down")
+        self.check_becomes("passing", "")
+        fields = {
+            "host": "127.0.0.1",
+            "port": 1,
+            "description": "",
+            "id": "web-1",
+            "tags": ["v1"],
+            "meta": [{"key": "k", "value": "v"}],
+        }
+        self.assertEqual(
+            self.pair.client.pushed,
+            [[{**fields, "status": "warning"}], [], [{**fields, "status": "passing"}]],
+        )
+
+    def test_what_changed_while_nobody_watched_reaches_a_later_watcher(self):
+        def register(port):
+            self.server.registry.put(
+                Instance("web", "127.0.0.1", port), self.server.registry.index + 1
+            )
+            self.pair.pump()
+
+        register(1)
+        self.pair.answer(Watch, name="web")
+        register(2)
+        self.pair.answer(Unwatch, name="web")
+        self.server.registry.remove("web@127.0.0.1:2", self.server.registry.index + 1)
+        self.assertEqual(len(self.pair.answer(Watch, name="web")["instances"]), 1)
+        register(2)  # the set pushed last before the Unwatch: pushed again, it is news here
+        both = [("127.0.0.1", 1, ""), ("127.0.0.1", 2, "")]
+        self.assertEqual(self.pair.client.changes, [("web", both), ("web", both)])
