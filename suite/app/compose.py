@@ -61,6 +61,11 @@ class ServicePlan:
         return self.declaration.name
 
     @property
+    def every_listener(self) -> tuple[Listener, ...]:
+        """Its own listeners and those of its other keys (whether any serves TLS)."""
+        return self.listeners + tuple(one for _, group in self.other_listeners for one in group)
+
+    @property
     def receive_buffer(self) -> int | None:
         """The kernel receive buffer its datagram listeners ask for; None: the kernel's."""
         if isinstance(self.settings, DatagramLimits):
@@ -142,7 +147,7 @@ def plan(
         with problems.step():
             metrics_plan = MetricsPlan(metrics, tuple(parse_listeners(metrics, False)))
     served: list[tuple[ListeningSettings, tuple[Listener, ...]]] = [
-        (service.settings, service.listeners) for service in services
+        (service.settings, service.every_listener) for service in services
     ]
     if metrics_plan is not None:
         served.append((metrics, metrics_plan.listeners))
@@ -186,7 +191,10 @@ def plan_service(declaration: ServiceDeclaration, settings: ServiceSettings) -> 
         settings,
         tuple(parse_listeners(settings, declaration.datagram_side)),
         tuple(
-            (key, tuple(parse_listeners(settings, True, keys=(key,))))
+            (
+                key,
+                tuple(parse_listeners(settings, key not in declaration.stream_only_keys, (key,))),
+            )
             for key in declaration.other_listener_keys
         ),
     )
@@ -219,7 +227,10 @@ def materialise(planned: SuitePlan, reactor: ISuiteReactor) -> SuiteService:
     for service in planned.services:
         parts = service.declaration.build(service.settings, reactor)
         others = parts.other_listeners
-        factories = [parts.stream_factory, *(other.stream_factory for other in others.values())]
+        # Keys may share a factory (the name server's http_listen and http_tls_listen): once each.
+        factories = list(
+            dict.fromkeys([parts.stream_factory, *(o.stream_factory for o in others.values())])
+        )
         named = NamedService(service.name, factories)
         for own in parts.services:
             own.setServiceParent(named)

@@ -42,8 +42,10 @@ class ServiceDeclaration:
     build: Callable[[Any, Any], Parts]  # (its settings, the reactor) -> Parts
     description: str
     datagram_side: bool = True
-    # Keys of listeners served by other parts (always datagram-capable).
+    # Keys of listeners served by other parts (datagram-capable unless stream-only).
     other_listener_keys: tuple[str, ...] = ()
+    # Those of them that take stream endpoints only (the name server's HTTP API).
+    stream_only_keys: tuple[str, ...] = ()
     # Keys naming the files it writes (created with their directories).
     writes: tuple[str, ...] = ()
     # Mistakes build would meet beyond those files (a token it cannot read),

@@ -6,9 +6,15 @@ from importlib import metadata
 import twisted
 
 
-def describe_versions() -> str:
+def suite_version() -> str:
     try:
-        suite = metadata.version("suite")
+        return metadata.version("suite")
     except metadata.PackageNotFoundError:  # run from a checkout that was never installed
-        suite = "unknown"
-    return f"suite {suite} (Twisted {twisted.__version__}, Python {platform.python_version()})"
+        return "unknown"
+
+
+def describe_versions() -> str:
+    return (
+        f"suite {suite_version()} (Twisted {twisted.__version__}, "
+        f"Python {platform.python_version()})"
+    )

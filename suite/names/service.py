@@ -1,8 +1,10 @@
 """The name server: its [names] section and how it is built."""
 
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.application.service import IService
 from twisted.internet.defer import DeferredSemaphore
@@ -23,6 +25,7 @@ from suite.foundation.config import (
 from suite.foundation.credentials import resolve_token
 from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.foundation.jsonlines import BatchWriter, open_output
+from suite.foundation.version import suite_version
 from suite.names.allowed import (
     DEFAULT_NETWORKS,
     AllowedHosts,
@@ -31,6 +34,7 @@ from suite.names.allowed import (
     host_resolver,
 )
 from suite.names.audit import LookupAudit
+from suite.names.blocking import HeldReads
 from suite.names.checks import CheckRunner
 from suite.names.dnsfront import DNSFactory, dns_datagrams
 from suite.names.etcd import EtcdClient
@@ -38,6 +42,7 @@ from suite.names.etcd_store import EtcdStore, etcd_endpoints
 from suite.names.exposure import warn_about_exposure
 from suite.names.guard import EvictionGuard
 from suite.names.health import HealthChecker, IConnectingClock, tcp_ping
+from suite.names.http_api import ConsulAPI, api_site
 from suite.names.leader import Leadership
 from suite.names.probes import Prober
 from suite.names.protocol import NamesFactory
@@ -50,6 +55,7 @@ from suite.net.datagrams import ReplyLimits
 
 MiB = 2**20
 DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+DATACENTER = re.compile(r"[a-z0-9_-]{1,64}")
 AUDIT_FLUSH_INTERVAL = 0.5  # seconds a lookup's audit line may wait
 AUDIT_BATCH = MiB
 
@@ -67,6 +73,11 @@ def check_domain(value: str) -> None:
     labels = value.rstrip(".").split(".")
     if not all(DOMAIN_LABEL.fullmatch(label) for label in labels) or len(value) > 200:
         raise ValueError("must be a DNS name such as suite or svc.example.com (lowercase)")
+
+
+def check_datacenter(value: str) -> None:
+    if not DATACENTER.fullmatch(value):
+        raise ValueError("must be 1-64 of a-z 0-9 _ - (such as dc1)")
 
 
 def check_store(value: str) -> None:
@@ -96,11 +107,38 @@ class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
         "bytes of DNS answers and of the exact queries asking them kept ready (half each); "
         "the least recently used are forgotten first",
     )
+    http_listen: tuple[str, ...] = key(
+        STRING_LIST,
+        (),
+        "listeners of the Consul-compatible HTTP API: tcp:PORT, unix:PATH, systemd: (none: no "
+        "HTTP API)",
+    )
+    http_tls_listen: tuple[str, ...] = key(STRING_LIST, (), "the same, served through TLS ([tls])")
+    datacenter: str = key(
+        text(check_datacenter), "dc1", "the datacenter the HTTP API says it serves (Consul's)"
+    )
+    max_blocking_queries: int = key(
+        integer(1),
+        10000,
+        "HTTP reads held at once waiting for a change (blocking queries); more: 429",
+    )
     token: str = key(
         text(), "", "when set, Register and Deregister need it (or credential:NAME)", secret=True
     )
     token_file: str = key(
         path(), "", "a file holding the token (or credential:NAME); not together with token"
+    )
+    read_token: str = key(
+        text(),
+        "",
+        "when set, reads over AMP and HTTP need it or the token (or credential:NAME); DNS stays "
+        "open",
+        secret=True,
+    )
+    read_token_file: str = key(
+        path(),
+        "",
+        "a file holding the read token (or credential:NAME); not together with read_token",
     )
     store: str = key(
         path(check_store, prefix="sqlite:"),
@@ -207,8 +245,34 @@ def open_registry_store(
         raise settings.error("store", str(e)) from None
 
 
+@dataclass(frozen=True)
+class ReadTokenKeys:
+    """`read_token` and `read_token_file` as the token keys resolve_token reads."""
+
+    settings: NamesSettings
+
+    @property
+    def token(self) -> str:
+        return self.settings.read_token
+
+    @property
+    def token_file(self) -> str:
+        return self.settings.read_token_file
+
+    def error(self, name: str, problem: str, value: Any = None) -> ConfigError:
+        return self.settings.error(f"read_{name}", problem, value)
+
+
+def http_parts(settings: NamesSettings, server: NameServer, reactor: INamesReactor) -> Parts:
+    """The HTTP API's listeners: one site, under the [names] connection limits."""
+    held = HeldReads(server.registry, reactor, settings.max_blocking_queries)
+    api = ConsulAPI(server, held, settings.datacenter, socket.gethostname(), suite_version())
+    return Parts(api_site(api, settings, reactor))
+
+
 def build(settings: NamesSettings, reactor: INamesReactor) -> Parts:
     token = resolve_token(settings)
+    read_token = resolve_token(ReadTokenKeys(settings))
     warn_about_exposure(settings, token, reactor)
     audit_writer = open_lookup_audit(settings, reactor)
     registry = Registry(settings.max_instances, AllowedHosts(settings.allowed_networks))
@@ -223,6 +287,7 @@ def build(settings: NamesSettings, reactor: INamesReactor) -> Parts:
             None if audit_writer is None else LookupAudit(audit_writer, reactor),
             resolve=host_resolver(reactor),
             max_instances_per_source=settings.max_instances_per_source,
+            read_token=read_token,
         )
     except StoreError as e:
         store.close()
@@ -248,10 +313,11 @@ def build(settings: NamesSettings, reactor: INamesReactor) -> Parts:
         settings.dns_cache_bytes,
     )
     dns = Parts(DNSFactory(settings, reactor, zone), dns_datagrams(settings, reactor, zone))
+    http = http_parts(settings, server, reactor)
     return Parts(
         NamesFactory(settings, reactor, server),
         services=services,
-        other_listeners={"dns_listen": dns},
+        other_listeners={"dns_listen": dns, "http_listen": http, "http_tls_listen": http},
     )
 
 
@@ -260,10 +326,11 @@ def preflight(settings: NamesSettings) -> Iterator[ConfigError]:
     What build would refuse besides its files: a token it cannot read, a
     SQLite store whose rows do not load (read only, never written here).
     """
-    try:
-        resolve_token(settings)
-    except ConfigError as e:
-        yield e
+    for keys in (settings, ReadTokenKeys(settings)):
+        try:
+            resolve_token(keys)
+        except ConfigError as e:
+            yield e
     stored = NamesSettings.kind_of("store").path_in(settings.store)
     if stored is not None:
         try:
@@ -276,9 +343,11 @@ def preflight(settings: NamesSettings) -> Iterator[ConfigError]:
 SERVICE = ServiceDeclaration(
     NamesSettings,
     build,
-    "Name server over AMP and DNS: register, look up, watch, health-check, evict.",
+    "Name server over AMP, DNS and HTTP (Consul's API): register, look up, watch, health-check, "
+    "evict.",
     datagram_side=False,
-    other_listener_keys=("dns_listen",),
+    other_listener_keys=("dns_listen", "http_listen", "http_tls_listen"),
+    stream_only_keys=("http_listen", "http_tls_listen"),
     writes=("lookup_audit", "store"),
     preflight=preflight,
 )

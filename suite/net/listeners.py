@@ -173,8 +173,9 @@ def parse_listeners(
         for description in getattr(settings, key):
             prefix = description.split(":", 1)[0]
             try:
+                tls = key.endswith("tls_listen")  # tls_listen, or a service's http_tls_listen
                 if prefix in DATAGRAM_PREFIXES:
-                    if key == "tls_listen":
+                    if tls:
                         raise ValueError(f"TLS needs a stream endpoint, not {prefix}")
                     if not datagram_side:
                         raise ValueError(f"{settings.section} has no datagram side")
@@ -188,9 +189,9 @@ def parse_listeners(
                             description, key=key, activated_name=parse_activated_udp(description)
                         )
                 else:
-                    if key == "tls_listen" and prefix not in TLS_WRAPPABLE:
-                        raise ValueError("tls_listen takes tcp:, tcp6:, unix: or systemd:")
-                    listener = Listener(description, tls=key == "tls_listen", key=key)
+                    if tls and prefix not in TLS_WRAPPABLE:
+                        raise ValueError(f"{key} takes tcp:, tcp6:, unix: or systemd:")
+                    listener = Listener(description, tls=tls, key=key)
                     if prefix in ("tcp", "tcp6", "ssl"):
                         check_port(description)
                     endpoint = endpoints.serverFromString(None, listener.endpoint_string)

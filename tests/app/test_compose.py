@@ -183,10 +183,42 @@ class ServicesPlanTests(PlanTestCase):
         self.assertEqual(echo.receive_buffer, 65536)
         self.assertIsNone(sleep.receive_buffer)
         self.assertEqual(echo.other_listeners, ())
-        ((key, dns),) = names.other_listeners
         self.assertEqual(
-            (key, [str(listener) for listener in dns]), ("dns_listen", ["dns_listen udp:5353"])
+            [(key, [str(listener) for listener in group]) for key, group in names.other_listeners],
+            [
+                ("dns_listen", ["dns_listen udp:5353"]),
+                ("http_listen", []),
+                ("http_tls_listen", []),
+            ],
         )
+
+    def test_the_http_api_listens_on_streams_plain_and_through_tls(self):
+        planned = self.plan(
+            tls_section(self.pki)
+            + """
+            [names]
+            listen = ["tcp:5300"]
+            http_listen = ["tcp:8500"]
+            http_tls_listen = ["tcp:8501"]
+            store = "memory"
+        """
+        )
+        (names,) = planned.services
+        found = {
+            key: [(str(listener), listener.tls) for listener in group]
+            for key, group in names.other_listeners
+        }
+        self.assertEqual(found["http_listen"], [("http_listen tcp:8500", False)])
+        self.assertEqual(found["http_tls_listen"], [("http_tls_listen tcp:8501", True)])
+        for key in ("http_listen", "http_tls_listen"):
+            body = f'[names]\nlisten = ["tcp:5300"]\nstore = "memory"\n{key} = ["udp:8500"]\n'
+            message = str(self.assertRaises(ConfigError, self.plan, body))
+            self.assertIn(f'[names] {key} = "udp:8500"', message)
+        alone = (
+            '[names]\nlisten = ["tcp:5300"]\nstore = "memory"\nhttp_tls_listen = ["tcp:8501"]\n'
+        )
+        message = str(self.assertRaises(ConfigError, self.plan, alone))
+        self.assertIn("needs [tls] certificate", message)
 
     def test_the_announcer_is_planned_with_its_token(self):
         planned = self.plan("""

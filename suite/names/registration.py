@@ -1,0 +1,303 @@
+"""
+Consul's service definition (the body of `PUT /v1/agent/service/register`)
+read into an L{Instance} with its L{Check}s, as Consul's agent reads it.
+
+Keys are matched case-insensitively with `_` ignored, since Go's decoder
+ignores case and py-consul sends snake_case (`name`, `enable_tag_override`,
+`DeregisterCriticalServiceAfter`); keys Consul would ignore, or that
+describe what this registry does not keep (`TaggedAddresses`, `Connect`,
+`Kind`), are ignored.  A value of the wrong JSON type is refused as Go's
+decoder refuses it, the whole registration with it.  Durations are Go
+duration strings or numbers of nanoseconds.
+
+What Consul fills in is filled in the same way: the ID is the name, the
+address the caller's, the weights 1 and 1, a check's ID `service:ID` (or
+`service:ID:N` counting from 1 when there are several), its name
+`Service 'NAME' check`, its initial status critical, its timeout 10 s, and
+an interval under one second becomes one second.  The metadata key
+`description` is the instance's description.  Only TCP, HTTP and TTL
+checks exist here; a definition of any other kind is refused.
+
+Each refusal is an L{Invalid} whose text is Consul's answer (a 400).  What
+the registry itself checks (the name's syntax, the host, the lengths) is
+left to L{Instance.validate}.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from suite.contracts.names import Invalid
+from suite.names.go_values import parse_duration
+from suite.names.registry import (
+    CRITICAL,
+    MAINTENANCE_CHECK,
+    STATUSES,
+    Check,
+    Instance,
+)
+
+DEFAULT_TIMEOUT = 10.0  # seconds, Consul's for TCP and HTTP checks
+MIN_INTERVAL = 1.0  # seconds: Consul runs no check more often
+# Keys of check kinds Consul has and this registry does not run.
+OTHER_KINDS = (
+    "args",
+    "scriptargs",
+    "script",
+    "grpc",
+    "udp",
+    "h2ping",
+    "dockercontainerid",
+    "aliasnode",
+    "aliasservice",
+    "osservice",
+)
+DECODE_FAILED = "Request decode failed: "
+
+
+def key_of(name: str) -> str:
+    """How a key is matched: lower case, without `_`."""
+    return name.replace("_", "").lower()
+
+
+def keyed(value: object, where: str) -> dict[str, Any]:
+    """A JSON object's members by L{key_of} (the last of equal keys counts)."""
+    if not isinstance(value, dict):
+        raise _wrong_type(where, "an object", value)
+    return {key_of(name): member for name, member in value.items()}
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _wrong_type(where: str, wanted: str, value: object) -> Invalid:
+    return Invalid(
+        f"{DECODE_FAILED}{where}: cannot take a JSON {_json_type(value)}, needs {wanted}"
+    )
+
+
+def text_of(fields: Mapping[str, Any], key: str, where: str, default: str = "") -> str:
+    value = fields.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise _wrong_type(where, "a string", value)
+    return value
+
+
+def integer_of(fields: Mapping[str, Any], key: str, where: str, default: int = 0) -> int:
+    value = fields.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(where, "an integer", value)
+    return value
+
+
+def flag_of(fields: Mapping[str, Any], key: str, where: str) -> bool:
+    value = fields.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _wrong_type(where, "true or false", value)
+    return value
+
+
+def strings_of(fields: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = fields.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _wrong_type(where, "an array of strings", value)
+    return tuple(value)
+
+
+def string_map_of(fields: Mapping[str, Any], key: str, where: str) -> dict[str, str]:
+    value = fields.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _wrong_type(where, "an object of strings", value)
+    return dict(value)
+
+
+def seconds_of(fields: Mapping[str, Any], key: str, where: str) -> float:
+    """A duration: a Go duration string or a number of nanoseconds; 0 when absent."""
+    value = fields.get(key)
+    if value is None or value == "":
+        return 0.0
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError as e:
+            raise Invalid(f"{DECODE_FAILED}{e}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _wrong_type(where, "a duration", value)
+    return value * 1e-9
+
+
+def headers_of(fields: Mapping[str, Any], where: str) -> dict[str, list[str]]:
+    value = fields.get("header")
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(values, list) and all(isinstance(v, str) for v in values)
+        for values in value.values()
+    ):
+        raise _wrong_type(where, "an object of arrays of strings", value)
+    return {name: list(values) for name, values in value.items()}
+
+
+def parse_check(body: object, check_id: str, service: str, where: str) -> Check:
+    """
+    One check definition (BODY, a JSON object) of the service named
+    SERVICE; CHECK_ID is its ID unless it names its own.
+    """
+    fields = keyed(body, where)
+    if any(fields.get(other) for other in OTHER_KINDS):
+        raise Invalid("Invalid check: only TCP, HTTP and TTL checks are run here")
+    tcp = text_of(fields, "tcp", f"{where}.TCP")
+    http = text_of(fields, "http", f"{where}.HTTP")
+    interval = seconds_of(fields, "interval", f"{where}.Interval")
+    ttl = seconds_of(fields, "ttl", f"{where}.TTL")
+    if interval > 0 and ttl > 0:
+        raise Invalid("Invalid check: Interval and TTL cannot both be specified")
+    if tcp or http:
+        if interval <= 0:
+            raise Invalid(
+                "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or "
+                "GRPC checks"
+            )
+        if tcp and http:
+            raise Invalid("Invalid check: a check is either TCP or HTTP, not both")
+    elif ttl <= 0:
+        raise Invalid("Invalid check: one of TCP, HTTP or TTL must be specified")
+    status = text_of(fields, "status", f"{where}.Status", CRITICAL)
+    if status not in STATUSES:
+        raise Invalid("Status for checks must 'passing', 'warning', 'critical'")
+    given_id = text_of(fields, "checkid", f"{where}.CheckID") or text_of(
+        fields, "id", f"{where}.ID"
+    )
+    if given_id.startswith(MAINTENANCE_CHECK):
+        raise Invalid(f"Invalid check: the ID {MAINTENANCE_CHECK}… is maintenance mode's")
+    if tcp:
+        kind, target = "tcp", tcp
+        _check_tcp_target(tcp)
+    elif http:
+        kind, target = "http", http
+        _check_url(http)
+    else:
+        kind, target = "ttl", ""
+    timeout = seconds_of(fields, "timeout", f"{where}.Timeout")
+    return Check(
+        check_id=given_id or check_id,
+        kind=kind,
+        name=text_of(fields, "name", f"{where}.Name") or f"Service '{service}' check",
+        target=target,
+        interval=max(interval, MIN_INTERVAL) if kind != "ttl" else 0.0,
+        timeout=timeout if timeout > 0 else DEFAULT_TIMEOUT,
+        ttl=ttl,
+        status=status,
+        notes=text_of(fields, "notes", f"{where}.Notes"),
+        deregister_after=max(
+            seconds_of(
+                fields, "deregistercriticalserviceafter", f"{where}.DeregisterCriticalServiceAfter"
+            ),
+            0.0,
+        ),
+        method=text_of(fields, "method", f"{where}.Method") or "GET",
+        header=headers_of(fields, f"{where}.Header"),
+        tls_skip_verify=flag_of(fields, "tlsskipverify", f"{where}.TLSSkipVerify"),
+    )
+
+
+def _check_tcp_target(target: str) -> None:
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise Invalid("Invalid check: TCP needs HOST:PORT")
+
+
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError for a port out of range
+    except ValueError:
+        raise Invalid("Invalid check: HTTP needs an http:// or https:// URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid("Invalid check: HTTP needs an http:// or https:// URL")
+
+
+def check_definitions(fields: Mapping[str, Any]) -> list[tuple[str, object]]:
+    """
+    (where, definition) of `Check` (ignored when empty, as Consul does)
+    followed by those of `Checks`.
+    """
+    found: list[tuple[str, object]] = []
+    single = fields.get("check")
+    if single is not None and single != {}:
+        found.append(("Check", single))
+    several = fields.get("checks")
+    if several is not None:
+        if not isinstance(several, list):
+            raise _wrong_type("Checks", "an array", several)
+        found.extend((f"Checks[{number}]", check) for number, check in enumerate(several))
+    return found
+
+
+def parse_weights(fields: Mapping[str, Any]) -> tuple[int, int]:
+    """Weights given: Go's zero for what is missing; not given at all: 1 and 1."""
+    given = fields.get("weights")
+    if given is None:
+        return (1, 1)
+    weights = keyed(given, "Weights")
+    return (
+        integer_of(weights, "passing", "Weights.Passing"),
+        integer_of(weights, "warning", "Weights.Warning"),
+    )
+
+
+def parse_registration(body: object, caller: str) -> Instance:
+    """
+    The instance a service definition BODY (decoded JSON) registers;
+    CALLER is the address the request came from.  Invalid: Consul's 400.
+    """
+    fields = keyed(body, "ServiceDefinition")
+    name = text_of(fields, "name", "Name")
+    if not name:
+        raise Invalid("Missing service name")
+    meta = string_map_of(fields, "meta", "Meta")
+    description = meta.pop("description", "")
+    instance_id = text_of(fields, "id", "ID") or name
+    definitions = check_definitions(fields)
+    numbered = len(definitions) > 1
+    checks = [
+        parse_check(
+            definition,
+            f"service:{instance_id}:{number}" if numbered else f"service:{instance_id}",
+            name,
+            where,
+        )
+        for number, (where, definition) in enumerate(definitions, 1)
+    ]
+    flag_of(fields, "enabletagoverride", "EnableTagOverride")  # accepted, and without effect
+    return Instance(
+        name=name,
+        host=text_of(fields, "address", "Address") or caller,
+        port=integer_of(fields, "port", "Port"),
+        description=description,
+        id=instance_id,
+        tags=strings_of(fields, "tags", "Tags"),
+        meta=meta,
+        weights=parse_weights(fields),
+        checks=checks,
+        pinged=False,
+    )
