@@ -510,8 +510,9 @@ class Registry:
             if existing.record() == instance.record():
                 existing.addresses = instance.addresses
                 return existing, False
-            self._unlink(existing)
-            if existing.name != instance.name:
+            moved = existing.name != instance.name
+            self._unlink(existing, keep_place=not moved)  # a status change keeps its turn
+            if moved:
                 self._changed(existing.name, index)
         elif len(self._by_id) >= self.max_instances:
             raise RegistryFull(f"registry full ({self.max_instances} instances, max_instances)")
@@ -530,13 +531,18 @@ class Registry:
         for check in instance.checks:
             self._check_owner[check.check_id] = instance.id
 
-    def _unlink(self, instance: Instance) -> None:
+    def _unlink(self, instance: Instance, keep_place: bool = False) -> None:
+        """
+        Forget INSTANCE; KEEP_PLACE leaves its place in its name's order for
+        the replacement L{_link} puts there.
+        """
         del self._by_id[instance.id]
-        instances = self._by_name[instance.name]
-        del instances[instance.id]
-        if not instances:
-            del self._by_name[instance.name]
-            self._rotation.pop(instance.name, None)
+        if not keep_place:
+            instances = self._by_name[instance.name]
+            del instances[instance.id]
+            if not instances:
+                del self._by_name[instance.name]
+                self._rotation.pop(instance.name, None)
         remaining = self._per_source[instance.source] - 1
         if remaining:
             self._per_source[instance.source] = remaining

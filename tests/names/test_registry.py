@@ -260,6 +260,13 @@ class ModelTests(SynchronousTestCase):
         registry.raise_index("web", 4)
         self.assertEqual(registry.name_index("web"), 9)
 
+    def test_a_replacement_keeps_its_place_in_registration_order(self):
+        registry = Registry(10)
+        for instance_id in "abc":
+            registry.put(self.instance(id=instance_id), registry.index + 1)
+        registry.put(self.instance(id="a", tags=("v2",)), registry.index + 1)
+        self.assertEqual([i.id for i in registry.instances_of("web")], ["a", "b", "c"])
+
     def test_an_id_registered_under_another_name_moves_and_both_names_change(self):
         registry = Registry(10)
         heard = []
