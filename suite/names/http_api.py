@@ -353,7 +353,7 @@ class ConsulAPI(resource.Resource):
 
     def authorize(self, query: Query, command: str) -> None:
         try:
-            self.names._authorize(query.token, command, query.peer, query.source)
+            self.names.authorize_write(query.token, command, query.peer, query.source)
         except Unauthorized:
             raise Refused(403, self.refusal(query.token)) from None
 

@@ -175,7 +175,8 @@ class NameServer(service.Service):
         yield "watches", (), self.watches.count()
         yield from self.store.metric_samples()
 
-    def _authorize(self, token: str | None, command: str, peer: str, source: str) -> None:
+    def authorize_write(self, token: str | None, command: str, peer: str, source: str) -> None:
+        """Unauthorized unless TOKEN is the write token, when one is set."""
         given = (token or "").encode()
         if self.token and not hmac.compare_digest(given, self.token):
             self.warnings.warn(
@@ -279,7 +280,7 @@ class NameServer(service.Service):
         instance had before keeps its status and output unless
         REPLACE_CHECKS (Consul's `replace-existing-checks`).
         """
-        self._authorize(token, command, peer, source)
+        self.authorize_write(token, command, peer, source)
         resolved = defer.maybeDeferred(self._resolve, instance)
         registered = resolved.addCallback(
             self._register, instance, peer, source, client, replace_checks
@@ -421,7 +422,7 @@ class NameServer(service.Service):
         client: str | None = None,
     ) -> defer.Deferred[dict[str, object]]:
         """AMP's Deregister: the instance of NAME at HOST:PORT."""
-        self._authorize(token, "Deregister", peer, source)
+        self.authorize_write(token, "Deregister", peer, source)
         instance = self.registry.get(name, host, port)
         if instance is None:
             raise NotFound(f"no instance {shown(name)} at {shown(host_port(host, port))}")
@@ -436,7 +437,7 @@ class NameServer(service.Service):
         client: str | None = None,
     ) -> defer.Deferred[dict[str, object]]:
         """Deregister the instance of that ID; NotFound if there is none."""
-        self._authorize(token, "Deregister", peer, source)
+        self.authorize_write(token, "Deregister", peer, source)
         instance = self.registry.by_id(instance_id)
         if instance is None:
             raise NotFound(f"no instance with ID {shown(instance_id)}")
