@@ -398,10 +398,23 @@ class Registry:
     of every change to that name.  HOSTS (an L{AllowedHosts}) says where
     instances may be; without it (tests of answers and zones) any host of
     the right syntax is taken.
+
+    The index of a name without instances (a tombstone: it must not go
+    back, or a blocking read of it would miss the next registration) is
+    kept for at most MAX_TOMBSTONES names (None: the store decides, as etcd
+    does, see L{forget_name}); beyond, the oldest are forgotten and the
+    `floor`, the index every name without an entry answers, rises to theirs.
     """
 
-    def __init__(self, max_instances: int, hosts: AllowedHosts | None = None):
+    def __init__(
+        self,
+        max_instances: int,
+        hosts: AllowedHosts | None = None,
+        max_tombstones: int | None = None,
+    ):
         self.max_instances = max_instances
+        self.max_tombstones = max_tombstones
+        self.floor = 1
         self.hosts = hosts
         self._by_name: dict[str, OrderedDict[str, Instance]] = {}
         self._by_id: dict[str, Instance] = {}
@@ -418,7 +431,7 @@ class Registry:
         self._listeners.append(listener)
 
     def _changed(self, name: str, index: int) -> None:
-        self._name_index[name] = max(self._name_index.get(name, 1), index)
+        self._name_index[name] = max(self._name_index.get(name, self.floor), index)
         self.index = max(self.index, index)
         for listener in self._listeners:
             listener(name)
@@ -427,8 +440,41 @@ class Registry:
         return len(self._by_id)
 
     def name_index(self, name: str) -> int:
-        """The index of the last change to NAME's instances (1 if none since the start)."""
-        return self._name_index.get(name, 1)
+        """The index of the last change to NAME's instances (the floor if none known)."""
+        return self._name_index.get(name, self.floor)
+
+    def raise_floor(self, index: int) -> None:
+        """Names without an index of their own answer at least INDEX from now on."""
+        self.floor = max(self.floor, index)
+        self.index = max(self.index, index)
+
+    def forget_name(self, name: str) -> None:
+        """
+        Forget the index of NAME, a name without instances, raising the floor
+        to it first, so that the name's index does not go back.
+        """
+        if name in self._by_name:
+            return
+        index = self._name_index.pop(name, None)
+        if index is not None:
+            self.raise_floor(index)
+
+    def tombstones(self) -> int:
+        """How many names without instances keep an index of their own."""
+        return len(self._name_index) - len(self._by_name)
+
+    def _reap_tombstones(self) -> None:
+        """
+        Over MAX_TOMBSTONES, forget the oldest tenth of them (a sort every
+        tenth of the bound: amortised, not per deregistration).
+        """
+        if self.max_tombstones is None or self.tombstones() <= self.max_tombstones:
+            return
+        empty = sorted(
+            (index, name) for name, index in self._name_index.items() if name not in self._by_name
+        )
+        for _, name in empty[: len(empty) - self.max_tombstones * 9 // 10]:
+            self.forget_name(name)
 
     def raise_index(self, name: str, index: int) -> None:
         """
@@ -436,9 +482,10 @@ class Registry:
         deregistration the store remembers): its index, and the registry's,
         are at least INDEX.
         """
-        if index > self._name_index.get(name, 1):
+        if index > self._name_index.get(name, self.floor):
             self._name_index[name] = index
         self.index = max(self.index, index)
+        self._reap_tombstones()
 
     def addresses(self, host: str, resolved: Sequence[str] = ()) -> tuple[str, ...]:
         """
@@ -514,6 +561,7 @@ class Registry:
             self._unlink(existing, keep_place=not moved)  # a status change keeps its turn
             if moved:
                 self._changed(existing.name, index)
+                self._reap_tombstones()
         elif len(self._by_id) >= self.max_instances:
             raise RegistryFull(f"registry full ({self.max_instances} instances, max_instances)")
         else:
@@ -585,6 +633,7 @@ class Registry:
             return None
         self._unlink(instance)
         self._changed(instance.name, index)
+        self._reap_tombstones()
         return instance
 
     def deregister(self, name: str, host: str, port: int) -> Instance | None:

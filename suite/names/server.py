@@ -23,7 +23,7 @@ counted in summaries, and the text a client chose is escaped.
 import hmac
 from collections.abc import Callable, Iterator, Sequence
 from time import perf_counter
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from twisted.application import service
 from twisted.internet import defer
@@ -42,7 +42,7 @@ from suite.names.allowed import NotAllowed, ip_literal, shown
 from suite.names.answers import EncodedAnswers, as_fields, fitting
 from suite.names.audit import LookupAudit
 from suite.names.registry import Instance, Registry, check_target_host
-from suite.names.store import IRegistryStore, Stored, StoreError
+from suite.names.store import IRegistryStore, StoreConflict, Stored, StoreError
 from suite.names.watches import Watcher, Watches
 from suite.net.addresses import host_port
 
@@ -79,6 +79,7 @@ def load_registry(registry: Registry, stored: Stored) -> None:
                 f"stored instance {number} ({instance.name!r}, {instance.host!r}, "
                 f"{instance.port!r}) is invalid: {e}"
             ) from e
+    registry.raise_floor(stored.floor)
     for name, index in stored.name_indexes.items():
         registry.raise_index(name, index)
     if skipped:
@@ -134,7 +135,9 @@ class NameServer(service.Service):
         self.watches = Watches(registry)
         self.clock = clock
         self.warnings = FloodControl(clock, "names")
-        self._writes: set[defer.Deferred[int]] = set()
+        self._writes: set[defer.Deferred[Any]] = set()
+        self._turns: dict[str, defer.DeferredLock] = {}  # instance ID -> its writes, in order
+        self._claimed_checks: dict[str, str] = {}  # check ID -> the instance whose write holds it
         self._adding = 0  # registrations of new instances waiting for the store
         self.lookups = {"found": 0, "not_found": 0}
         self.lookup_durations = Histogram()
@@ -207,7 +210,7 @@ class NameServer(service.Service):
         raise Unauthorized("a valid token is needed to read the registry")
 
     def _stored(
-        self, written: defer.Deferred[int], applied: Callable[[int], Applied]
+        self, written: defer.Deferred[Any], applied: Callable[[Any], Applied]
     ) -> defer.Deferred[Applied]:
         """
         WRITTEN, then APPLIED(the index of the change); a store failure is
@@ -283,7 +286,16 @@ class NameServer(service.Service):
         self.authorize_write(token, command, peer, source)
         resolved = defer.maybeDeferred(self._resolve, instance)
         registered = resolved.addCallback(
-            self._register, instance, peer, source, client, replace_checks
+            lambda addresses: self._in_turn(
+                instance.id,
+                self._register,
+                addresses,
+                instance,
+                peer,
+                source,
+                client,
+                replace_checks,
+            )
         )
         return registered.addErrback(self._refused, command, peer, source)
 
@@ -345,6 +357,47 @@ class NameServer(service.Service):
                 "(max_instances_per_source)"
             )
 
+    def _in_turn(
+        self, instance_id: str, work: Callable[..., defer.Deferred[Applied]], *args: Any
+    ) -> defer.Deferred[Applied]:
+        """
+        WORK(*ARGS) once every write asked before for the instance INSTANCE_ID
+        is done: the writes of one instance never overlap, so each starts
+        from what the one before it left (a check result never undoes a
+        registration, a deregistration is never undone by a late result).
+        """
+        lock = self._turns.get(instance_id)
+        if lock is None:
+            lock = self._turns[instance_id] = defer.DeferredLock()
+
+        def done(result: object) -> object:
+            if not lock.locked and not lock.waiting:
+                self._turns.pop(instance_id, None)
+            return result
+
+        ran: defer.Deferred[Applied] = lock.run(work, *args)
+        return ran.addBoth(done)
+
+    def _checks_free(self, instance: Instance) -> None:
+        """Invalid when a check ID of INSTANCE belongs to another instance (or its write)."""
+        for check in instance.checks:
+            owner = self.registry.owner_of_check(check.check_id)
+            owner_id = self._claimed_checks.get(check.check_id)
+            if owner_id is None and owner is not None:
+                owner_id = owner.id
+            if owner_id is not None and owner_id != instance.id:
+                raise Invalid(
+                    f"check ID '{shown(check.check_id)}' belongs to the instance "
+                    f"'{shown(owner_id)}'"
+                )
+
+    def _claim_checks(self, instance: Instance) -> list[str]:
+        """Hold INSTANCE's new check IDs while its write is on its way; returns them."""
+        claimed = [c.check_id for c in instance.checks if c.check_id not in self._claimed_checks]
+        for check_id in claimed:
+            self._claimed_checks[check_id] = instance.id
+        return claimed
+
     def _register(
         self,
         resolved: Sequence[str],
@@ -359,6 +412,7 @@ class NameServer(service.Service):
         instance.addresses = self.registry.addresses(instance.host, resolved)
         before = self.registry.by_id(instance.id)
         new = before is None
+        self._checks_free(instance)
         if before is None:
             self._capacity_left(source)
             self._adding += 1
@@ -375,6 +429,7 @@ class NameServer(service.Service):
         instance.source = source
         if before is not None and before.record() == instance.record():
             return defer.succeed({})  # a refresh (the announcer's): nothing changes, no index
+        claimed = self._claim_checks(instance)
 
         def applied(index: int) -> dict[str, object]:
             self.registry.put(instance, index)  # checked above
@@ -399,6 +454,8 @@ class NameServer(service.Service):
             return {}
 
         def settled(result: object) -> object:
+            for check_id in claimed:
+                del self._claimed_checks[check_id]
             if new:
                 self._adding -= 1
                 self._adding_from[source] -= 1
@@ -446,25 +503,34 @@ class NameServer(service.Service):
     def _remove(
         self, instance: Instance, peer: str, source: str, client: str | None
     ) -> defer.Deferred[dict[str, object]]:
+        return self._in_turn(instance.id, self._remove_now, instance, peer, source, client)
+
+    def _remove_now(
+        self, instance: Instance, peer: str, source: str, client: str | None
+    ) -> defer.Deferred[dict[str, object]]:
+        current = self.registry.by_id(instance.id)
+        if current is None:  # deregistered meanwhile, by the write before this one
+            raise NotFound(f"no instance with ID {shown(instance.id)}")
+
         def applied(index: int) -> dict[str, object]:
-            self.registry.remove(instance.id, index)
+            self.registry.remove(current.id, index)
             self.warnings.emit(
                 LogLevel.info,
                 "deregistrations",
                 source,
                 "names: deregister {name} {address} from {peer}",
                 names_event="deregister",
-                name=instance.name,
-                id=printable(instance.id),
-                address=host_port(instance.host, instance.port),
-                host=instance.host,
-                port=instance.port,
+                name=current.name,
+                id=printable(current.id),
+                address=host_port(current.host, current.port),
+                host=current.host,
+                port=current.port,
                 peer=peer,
                 client=client and printable(client),
             )
             return {}
 
-        return self._stored(self.store.delete(instance), applied)
+        return self._stored(self.store.delete(current), applied)
 
     def evict(
         self, instance: Instance, reason: str, *, pings: bool = True
@@ -473,10 +539,16 @@ class NameServer(service.Service):
         Remove INSTANCE after its failed health checks, store first: failed
         pings (PINGS), or a declared check critical too long, as REASON says.
         If the store cannot be written the instance stays (and is checked
-        again); the failure is logged.  (On etcd the store's watch has
-        removed it already, and refuses the eviction to a replica no longer
-        leading.)
+        again); the failure is logged.  An instance registered again since
+        its checks began (another record under its ID) is not evicted.  (On
+        etcd the store's watch has removed it already, and refuses the
+        eviction to a replica no longer leading.)
         """
+        return self._in_turn(instance.id, self._evict_now, instance, reason, pings)
+
+    def _evict_now(self, instance: Instance, reason: str, pings: bool) -> defer.Deferred[None]:
+        if not self.registry.holds_exactly(instance):
+            return defer.succeed(None)  # gone, or registered again: not the one that failed
 
         def applied(index: int) -> None:
             if self.registry.holds_exactly(instance):
@@ -512,44 +584,58 @@ class NameServer(service.Service):
         peer: str = "",
     ) -> defer.Deferred[bool]:
         """
-        Change INSTANCE's checks or maintenance: MUTATE(a copy) makes the
-        change, written to the store, then served.  A change that changes
-        nothing (a TTL pass of a passing check with the same output) writes
-        nothing and raises no index: the Deferred fires False.  A change of
+        Change the checks or maintenance of the instance of INSTANCE's ID:
+        MUTATE(a copy of it as it is when this change's turn comes) makes
+        the change, written to the store, then served.  A change that
+        changes nothing (a TTL pass of a passing check with the same
+        output), or comes after the instance was deregistered, writes
+        nothing and raises no index: the Deferred fires False; so does a
+        change another name server's write overtook (etcd).  A change of
         the instance's status is audited (`names_event` = status) with WHY;
         store failures become Unavailable (and are logged).
         """
-        if not self.registry.holds_exactly(instance):
-            return defer.succeed(False)  # replaced or gone meanwhile: nothing to change
-        changed = instance.copy()
+        return self._in_turn(instance.id, self._change_now, instance.id, mutate, why, peer)
+
+    def _change_now(
+        self, instance_id: str, mutate: Callable[[Instance], object], why: str, peer: str
+    ) -> defer.Deferred[bool]:
+        current = self.registry.by_id(instance_id)
+        if current is None:
+            return defer.succeed(False)
+        changed = current.copy()
         mutate(changed)
-        if changed.record() == instance.record():
+        if changed.record() == current.record():
             return defer.succeed(False)
         changed.validate()
 
-        def applied(index: int) -> bool:
-            current = self.registry.by_id(instance.id)
-            if current is None:  # deregistered meanwhile: not brought back
+        def overtaken(failure: Failure) -> None:
+            failure.trap(StoreConflict)
+            return None
+
+        def applied(index: int | None) -> bool:
+            served = self.registry.by_id(instance_id)
+            if index is None or served is None:  # overtaken, or deregistered meanwhile
                 return False
-            changed.failures = current.failures
+            changed.failures = served.failures
             self.registry.put(changed, index)
-            if changed.status != instance.status:
+            if changed.status != current.status:
                 self.warnings.emit(
                     LogLevel.info,
                     "status changes",
-                    instance.source,
+                    current.source,
                     "names: {name} {id} is now {status} (was {before}): {why}",
                     names_event="status",
-                    name=instance.name,
-                    id=printable(instance.id),
+                    name=current.name,
+                    id=printable(current.id),
                     status=changed.status,
-                    before=instance.status,
+                    before=current.status,
                     why=printable(why),
                     peer=peer,
                 )
             return True
 
-        return self._stored(self.store.save(changed), applied)
+        written = self.store.save(changed, expected=current.modify_index)
+        return self._stored(written.addErrback(overtaken), applied)
 
     def ttl_updated(self, check_id: str) -> None:
         """

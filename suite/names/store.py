@@ -74,6 +74,16 @@ class Stored:
 
     instances: list[Instance] = field(default_factory=list)
     name_indexes: dict[str, int] = field(default_factory=dict)
+    floor: int = 1  # the index of every name without one of its own (see Registry.floor)
+
+
+class StoreConflict(StoreError):
+    """
+    A conditional save found the instance changed (or gone) since the
+    revision its writer saw: nothing was written.
+    """
+
+    reported = True  # not an outage: nothing to log
 
 
 class IRegistryStore(IMetricSource, IHealthSource):
@@ -93,11 +103,16 @@ class IRegistryStore(IMetricSource, IHealthSource):
     def start() -> None:
         """Begin what keeps the registry current (the etcd watch); the reactor runs now."""
 
-    def save(instance: Instance) -> defer.Deferred[int]:
+    def save(instance: Instance, expected: int | None = None) -> defer.Deferred[int]:
         """
         Deferred that fires with the index of the change once INSTANCE (new
         or updated) is stored, or fails with L{StoreError} saying why it
-        could not be.
+        could not be.  EXPECTED (the instance's modify index as its writer
+        saw it) makes the save conditional where other writers may come in
+        between (etcd's other replicas): if the stored instance changed
+        since, or is gone, nothing is written and it fails with
+        L{StoreConflict}.  (The name server orders the writes of each
+        instance itself, so a local store has no one to race with.)
         """
 
     def delete(instance: Instance) -> defer.Deferred[int]:
@@ -167,7 +182,7 @@ class MemoryStore(LocalStore):
     def load(self) -> Stored:
         return Stored()
 
-    def save(self, instance: Instance) -> defer.Deferred[int]:
+    def save(self, instance: Instance, expected: int | None = None) -> defer.Deferred[int]:
         return defer.succeed(self.next_index())
 
     def delete(self, instance: Instance) -> defer.Deferred[int]:
@@ -186,6 +201,24 @@ DELETE = "DELETE FROM services WHERE id = ?"
 NAME_CHANGED = (
     "INSERT INTO name_indexes (name, change_index) VALUES (?, ?) "
     "ON CONFLICT (name) DO UPDATE SET change_index = excluded.change_index"
+)
+
+
+# Names without instances keep their index in name_indexes; beyond
+# max_tombstones of them the oldest go, the floor (the row named '', which
+# no name can be) rising to theirs first, as the registry does in memory.
+_OLDEST_TOMBSTONES = (
+    "SELECT name, change_index FROM name_indexes WHERE name != '' "
+    "AND name NOT IN (SELECT name FROM services) ORDER BY change_index DESC LIMIT -1 OFFSET ?"
+)
+RAISE_FLOOR = (
+    "INSERT INTO name_indexes (name, change_index) "
+    f"SELECT '', highest FROM (SELECT max(change_index) AS highest FROM ({_OLDEST_TOMBSTONES})) "
+    "WHERE highest IS NOT NULL "
+    "ON CONFLICT (name) DO UPDATE SET change_index = max(change_index, excluded.change_index)"
+)
+REAP_TOMBSTONES = (
+    f"DELETE FROM name_indexes WHERE name IN (SELECT name FROM ({_OLDEST_TOMBSTONES}))"
 )
 
 
@@ -293,14 +326,17 @@ class SqliteStore(LocalStore):
     instance's name, so a restart finds every name's index where it was.
     """
 
-    def __init__(self, path: str, reactor: IReactorTime) -> None:
+    def __init__(
+        self, path: str, reactor: IReactorTime, max_tombstones: int | None = None
+    ) -> None:
         self.path = path
+        self.max_tombstones = max_tombstones
         self.writes = BatchedWrites(reactor, self._transaction, failure=self._failure)
         self._stored = self._check_and_read(path)
         self.index = max(
             [i.modify_index for i in self._stored.instances]
             + list(self._stored.name_indexes.values())
-            + [1]
+            + [self._stored.floor]
         )
         self.pool = adbapi.ConnectionPool(
             "sqlite3", path, check_same_thread=False, cp_min=1, cp_max=1, cp_reactor=reactor
@@ -357,14 +393,21 @@ class SqliteStore(LocalStore):
         written = self.writes.queue(instance.key, [statement])
         return written.addCallback(lambda _: index)
 
-    def save(self, instance: Instance) -> defer.Deferred[int]:
+    def save(self, instance: Instance, expected: int | None = None) -> defer.Deferred[int]:
         index = self.next_index()
         record = json.dumps(instance.record(), separators=(",", ":"))
         row = (instance.id, instance.name, record, instance.create_index or index, index)
         return self._write(instance, (UPSERT, row), index)
 
     def delete(self, instance: Instance) -> defer.Deferred[int]:
-        return self._write(instance, (DELETE, (instance.id,)), self.next_index())
+        written = self._write(instance, (DELETE, (instance.id,)), self.next_index())
+        if self.max_tombstones is not None:
+            kept = self.max_tombstones * 9 // 10
+            reap = self.writes.queue(
+                "tombstones", [(RAISE_FLOOR, (kept,)), (REAP_TOMBSTONES, (kept,))]
+            )
+            reap.addErrback(lambda _: None)  # its transaction's callers hear of a failure
+        return written
 
     def _transaction(self, writes: list[list[tuple[str, tuple]]]) -> defer.Deferred[None]:
         committed: defer.Deferred[None] = self.pool.runInteraction(_run_batch, writes)
@@ -445,7 +488,8 @@ def _stored(connection: sqlite3.Connection) -> Stored:
         except (Invalid, ValueError, TypeError, AttributeError) as e:
             raise StoreError(f"stored instance {number} is invalid: {e}") from None
     name_indexes = dict(connection.execute("SELECT name, change_index FROM name_indexes"))
-    return Stored(instances, name_indexes)
+    floor = name_indexes.pop("", 1)
+    return Stored(instances, name_indexes, floor)
 
 
 def read_stored(path: str) -> Stored:
@@ -476,8 +520,14 @@ def read_stored(path: str) -> Stored:
         connection.close()
 
 
-def open_store(setting: str, reactor: IReactorTime) -> "MemoryStore | SqliteStore":
-    """`memory` or `sqlite:PATH` (validated by the config) -> a store; StoreError if unusable."""
+def open_store(
+    setting: str, reactor: IReactorTime, max_tombstones: int | None = None
+) -> "MemoryStore | SqliteStore":
+    """
+    `memory` or `sqlite:PATH` (validated by the config) -> a store keeping
+    at most MAX_TOMBSTONES indexes of names without instances; StoreError
+    if unusable.
+    """
     if setting == "memory":
         return MemoryStore()
-    return SqliteStore(setting.removeprefix("sqlite:"), reactor)
+    return SqliteStore(setting.removeprefix("sqlite:"), reactor, max_tombstones)
