@@ -41,6 +41,7 @@ MAX_CHECKS = 16  # checks of one instance
 MAX_TEXT = 4096  # characters of a check's output or notes kept (longer: cut)
 MAX_WEIGHT = 65535  # an SRV weight is 16 bits
 MAX_RECORD = 512 * 1024  # bytes of an instance's JSON record (etcd takes 1.5 MiB a request)
+OUTPUT_ROOM = MAX_TEXT * 6 + 16  # bytes a check's output may take in it (\u escapes: 6 a char)
 
 PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
 STATUSES = (PASSING, WARNING, CRITICAL)
@@ -282,7 +283,10 @@ class Instance:
         Everything but where the host is (L{AllowedHosts}): Invalid naming the
         first problem.  Returns the host as an IP address, None for a name.
         """
-        literal = check_instance(self.name, self.host, self.port, self.description)
+        # Consul lets a service without a port register (a TTL-checked worker);
+        # an instance the name server pings needs one.
+        port = 1 if self.port == 0 and not self.pinged else self.port
+        literal = check_instance(self.name, self.host, port, self.description)
         _check_text("ID", self.id, MAX_ID)
         if len(self.tags) > MAX_TAGS:
             raise Invalid(f"{len(self.tags)} tags: at most {MAX_TAGS}")
@@ -309,8 +313,14 @@ class Instance:
             raise Invalid("two checks with the same ID")
         for check in self.checks:
             check.validate()
-        if len(json.dumps(self.record())) > MAX_RECORD:
-            raise Invalid(f"instance larger than {MAX_RECORD // 1024} KiB as stored")
+        record = self.record()
+        for check in record["checks"]:
+            check["output"] = ""  # room for the longest output of each is kept below
+        if len(json.dumps(record)) + len(self.checks) * OUTPUT_ROOM > MAX_RECORD:
+            raise Invalid(
+                f"instance larger than {MAX_RECORD // 1024} KiB as stored, with room for "
+                f"each check's output"
+            )
         return literal
 
     def record(self) -> dict[str, Any]:
