@@ -8,8 +8,10 @@ the token in clear, for anyone on the path to read and then use.
 Loopback listeners and Unix sockets stay on this machine (a Unix socket's
 file mode decides who may connect).  A `systemd:` listener is judged by the
 address of the socket systemd passed: `ListenStream=127.0.0.1:5300` is
-local, `ListenStream=5300` is not.  `tls_listen` entries and Twisted's own
-`ssl:` endpoints are encrypted.
+local, `ListenStream=5300` is not.  `tls_listen` and `http_tls_listen`
+entries and Twisted's own `ssl:` endpoints are encrypted.  The HTTP API's
+listeners count as the AMP ones do: the same token guards their writes, and
+a read token travels on them too.
 """
 
 from typing import TYPE_CHECKING
@@ -32,9 +34,10 @@ def token_in_clear(description: str, reactor: IReactorSocket) -> bool:
 
 
 def warn_about_exposure(settings: "NamesSettings", token: str, reactor: IReactorSocket) -> None:
-    """The warnings of SETTINGS' (a [names] section's) listeners, given its TOKEN."""
+    """The warnings of SETTINGS' (a [names] section's) listeners, given its write TOKEN."""
+    plain = (*settings.listen, *settings.http_listen)
     if not token:
-        for description in (*settings.listen, *settings.tls_listen):
+        for description in (*plain, *settings.tls_listen, *settings.http_tls_listen):
             if reaches_beyond_loopback(description, reactor):
                 log.warn(
                     "names: {listener} accepts connections from other hosts and no token is "
@@ -42,7 +45,7 @@ def warn_about_exposure(settings: "NamesSettings", token: str, reactor: IReactor
                     listener=description,
                 )
         return
-    for description in settings.listen:
+    for description in plain:
         if token_in_clear(description, reactor):
             log.warn(
                 "names: {listener} accepts connections from other hosts without TLS: the token "

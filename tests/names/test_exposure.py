@@ -85,6 +85,19 @@ class WarningTests(SynchronousTestCase):
                 self.warnings(listen=listen, tls_listen=tls_listen, token="s3cret-token"), []
             )
 
+    def test_the_http_api_counts_as_the_amp_listeners_do(self):
+        lines = self.warnings(
+            http_listen=("tcp:0", "tcp:0:interface=127.0.0.1"),
+            http_tls_listen=("tcp:0",),
+            token="s3cret-token",
+            tls_listen=(),
+        )
+        self.assertEqual(len(lines), 1)
+        self.assertTrue(lines[0].startswith("names: tcp:0 accepts connections from other hosts"))
+        self.assertIn(IN_CLEAR, lines[0])
+        (line,) = self.warnings(listen=(), http_listen=("tcp:0",))
+        self.assertIn("no token is set", line)
+
     def test_without_a_token_the_open_registry_is_the_warning(self):
         (line,) = self.warnings(listen=("tcp:0",))
         self.assertIn("no token is set", line)
