@@ -12,7 +12,9 @@ they were raises no index).
 Wake-ups are gathered and answered one reactor turn after the change that
 caused them, so that a read never sees a change half applied (a renamed
 instance, gone from its old name and not yet under its new one) and a burst
-of changes wakes each read once.
+of changes wakes each read once.  The reads answered together share their
+answers (L{Renders}): a thousand clients holding the same query cost one
+render per change, not a thousand.
 
 The held reads cost no timer each: one heap of deadlines, one reactor call
 for the earliest, and for each name a heap of indexes, so a change wakes
@@ -27,22 +29,25 @@ straight back.
 
 import heapq
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from itertools import count
+from typing import TypeVar, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from suite.foundation.flood import FloodControl
 from suite.names.go_values import parse_duration
 from suite.names.registry import Registry
+from suite.names.unexpected import log_unexpected
 
 DEFAULT_WAIT = 300.0  # seconds, Consul's
 MAX_WAIT = 600.0
 JITTER_FRACTION = 16  # the jitter is at most wait / 16, as Consul's
-log = Logger()
 
 MAX_INDEX = 2**64 - 1  # an index is a Go uint64
+MAX_INDEX_DIGITS = len(str(MAX_INDEX))  # 20: more is refused before int() reads it
 COMPACT_AT = 64  # dropped entries a heap keeps before it may be rebuilt
 WHOLE_REGISTRY = ""  # the key of reads of everything (no name is empty)
 
@@ -71,20 +76,49 @@ def parse_blocking(index: str | None, wait: str | None) -> Blocking:
             seconds = DEFAULT_WAIT
     number = 0
     if index:
-        if not index.isascii() or not index.isdigit() or int(index) > MAX_INDEX:
+        digits = index.lstrip("0") or "0"  # as Go's ParseUint, leading zeros count for nothing
+        if (
+            len(digits) > MAX_INDEX_DIGITS
+            or not digits.isascii()
+            or not digits.isdigit()
+            or int(digits) > MAX_INDEX
+        ):
             raise BadQuery("Invalid index")
-        number = int(index)
+        number = int(digits)
     return Blocking(number, min(seconds, MAX_WAIT))
+
+
+Rendered = TypeVar("Rendered")
+
+
+class Renders:
+    """
+    The answers rendered for the reads answered together (woken by one
+    change, or whose waits ended at once): each distinct query once.
+    """
+
+    def __init__(self) -> None:
+        self._rendered: dict[Hashable, object] = {}
+
+    def once(self, query: Hashable, render: Callable[[], Rendered]) -> Rendered:
+        """What RENDER() answers, called only for the first read asking QUERY."""
+        if query not in self._rendered:
+            self._rendered[query] = render()
+        return cast(Rendered, self._rendered[query])
 
 
 @dataclass(eq=False)
 class HeldRead:
-    """One held read: ANSWER() is called once, when it is woken or its wait is over."""
+    """
+    One held read: ANSWER(renders) is called once, when it is woken or its
+    wait is over, with the L{Renders} it shares with the reads answered at
+    the same time.
+    """
 
     key: str
     index: int
     deadline: float
-    answer: Callable[[], object]
+    answer: Callable[[Renders], object]
     done: bool = False
     order: int = field(default=0)
 
@@ -108,6 +142,7 @@ class HeldReads:
         self.jitter = jitter
         self.held = 0
         self.refused = 0
+        self.warnings = FloodControl(clock, "names")
         self._order = count()
         self._by_key: dict[str, list[tuple[int, int, HeldRead]]] = {}
         self._dropped: dict[str, int] = {}  # per key: entries of reads no longer held
@@ -124,10 +159,12 @@ class HeldReads:
             return self.registry.index
         return self.registry.name_index(key)
 
-    def hold(self, key: str, blocking: Blocking, answer: Callable[[], object]) -> HeldRead | None:
+    def hold(
+        self, key: str, blocking: Blocking, answer: Callable[[Renders], object]
+    ) -> HeldRead | None:
         """
         Hold a read of KEY until its index exceeds BLOCKING.index or its wait
-        is over, then ANSWER(); None when `max_held` reads are held already.
+        is over, then ANSWER(renders); None when `max_held` reads are held already.
         The caller answers at once instead when the index exceeds it already.
         """
         if self.held >= self.max_held:
@@ -157,11 +194,14 @@ class HeldReads:
         read.done = True
         self.held -= 1
 
-    def _answer(self, read: HeldRead) -> None:
+    def _answer(self, read: HeldRead, renders: Renders) -> None:
+        """Answer READ; should that fail, the others are answered still, and one line logged."""
         try:
-            read.answer()
+            read.answer(renders)
         except Exception:
-            log.failure("names: answering a held read failed")
+            log_unexpected(
+                self.warnings, "failed held reads", "", "answering a held read", Failure()
+            )
 
     def _compact(self, key: str) -> None:
         """Rebuild KEY's heap, and the deadlines', once more of it is dropped than held."""
@@ -201,6 +241,7 @@ class HeldReads:
         self._timer = None
         now = self.clock.seconds()
         keys = set()
+        renders = Renders()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, read = heapq.heappop(self._deadlines)
             if read.done:
@@ -209,7 +250,7 @@ class HeldReads:
             self._end(read)
             self._dropped[read.key] = self._dropped.get(read.key, 0) + 1
             keys.add(read.key)
-            self._answer(read)
+            self._answer(read, renders)
         for key in keys:
             self._compact(key)
         self._schedule()
@@ -223,13 +264,14 @@ class HeldReads:
     def _wake(self) -> None:
         self._wake_call = None
         changed, self._changed = self._changed, set()
+        renders = Renders()
         for key in (*changed, WHOLE_REGISTRY):
-            self._wake_key(key)
+            self._wake_key(key, renders)
         self._compact(WHOLE_REGISTRY)
         self._schedule()  # the earliest deadline may have been a woken read's
 
-    def _wake_key(self, key: str) -> None:
-        """Answer the reads of KEY whose index the current one exceeds."""
+    def _wake_key(self, key: str, renders: Renders) -> None:
+        """Answer the reads of KEY whose index the current one exceeds, sharing RENDERS."""
         entries = self._by_key.get(key)
         if entries is None:
             return
@@ -241,7 +283,7 @@ class HeldReads:
                 continue
             self._end(read)
             self._dropped_deadlines += 1
-            self._answer(read)
+            self._answer(read, renders)
         if not entries:
             del self._by_key[key]
             self._dropped.pop(key, None)

@@ -14,10 +14,10 @@ datacenter this name server serves.  A description is the metadata key
 """
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from suite.names.registry import CRITICAL, MAINTENANCE_CHECK, PASSING, Check, Instance
+from suite.names.registry import CRITICAL, MAINTENANCE_CHECK, MAX_TAGS, PASSING, Check, Instance
 from suite.net.addresses import host_port
 
 MAINTENANCE_NAME = "Service Maintenance Mode"
@@ -166,9 +166,31 @@ def checks_in_state(instances: Iterable[Instance], state: str | None) -> list[di
     ]
 
 
-def has_tags(instance: Instance, tags: Sequence[str]) -> bool:
-    """Whether the instance has every one of TAGS."""
-    return all(tag in instance.tags for tag in tags)
+class TagFilter:
+    """
+    The instances having every one of the TAGS a query asked for, compared
+    case-insensitively as Consul's serviceTagFilter and this registry's DNS
+    do.  The query's tags are folded into one set once; an instance's into
+    one set each, so an instance costs its own tags plus one lookup per
+    distinct tag asked, however many times a query repeats them.  More
+    distinct tags than an instance may have (L{MAX_TAGS}) match nothing,
+    and no instance is looked at.
+    """
+
+    def __init__(self, tags: Iterable[str]) -> None:
+        self.wanted = frozenset(tag.lower() for tag in tags)
+        self.impossible = len(self.wanted) > MAX_TAGS
+
+    def matches(self, instance: Instance) -> bool:
+        if not self.wanted:
+            return True
+        return self.wanted <= {tag.lower() for tag in instance.tags}
+
+    def select(self, instances: Iterable[Instance]) -> list[Instance]:
+        """The INSTANCES that have the tags, in their order."""
+        if self.impossible:
+            return []
+        return [instance for instance in instances if self.matches(instance)]
 
 
 def passing_only(instances: Iterable[Instance]) -> list[Instance]:

@@ -21,7 +21,8 @@ _UNIT = {
     "m": 60.0,
     "h": 3600.0,
 }
-MAX_DURATION = (2**63 - 1) * 1e-9  # a Go duration is an int64 of nanoseconds
+MAX_NANOSECONDS = 2**63 - 1  # a Go duration is an int64 of nanoseconds
+MAX_DURATION = MAX_NANOSECONDS * 1e-9
 MAX_DURATION_TEXT = 64  # characters; any duration Go can hold is far shorter
 TRUE = ("1", "t", "T", "TRUE", "true", "True")
 FALSE = ("0", "f", "F", "FALSE", "false", "False")
@@ -53,6 +54,17 @@ def parse_duration(text: str) -> float:
     if seconds > MAX_DURATION:
         raise problem
     return sign * seconds
+
+
+def duration_of_nanoseconds(value: int | float) -> float:
+    """
+    The seconds of VALUE nanoseconds, a number as JSON gives a duration
+    (Python's JSON decoder takes at most 4,300 digits); ValueError, as
+    parse_duration's, beyond what an int64 holds, NaN included.
+    """
+    if not -MAX_NANOSECONDS <= value <= MAX_NANOSECONDS:
+        raise ValueError(f'time: invalid duration "{str(value)[:MAX_DURATION_TEXT]}"')
+    return value * 1e-9
 
 
 def parse_bool(text: str) -> bool:

@@ -14,24 +14,31 @@ clients work unchanged:
 
 Every read answers `X-Consul-Index` (the index of the name it reads, or
 of the whole registry), `X-Consul-KnownLeader: true` and
-`X-Consul-LastContact: 0`, and may block (L{suite.names.blocking}).
-Writes go through the L{NameServer} as AMP's do: validated, stored, then
-served, and audited.  The write token guards writes, the read token (when
-set) reads, taken from `?token=`, else `X-Consul-Token`, else
-`Authorization: Bearer`; a refusal is 403 `Permission denied`, or `ACL not
-found` when the token given is neither.  A request body is kept up to
-64 KiB (413 beyond).  Errors are plain text, as Consul's are.
+`X-Consul-LastContact: 0`, and may block (L{suite.names.blocking}), all
+but `/v1/agent/self`, as Consul's.  Reads held by the same query share one
+rendered answer per change.  Writes go through the L{NameServer} as AMP's
+do: validated, stored, then served, and audited.  The write token guards
+writes, the read token (when set) reads, taken from `?token=`, else
+`X-Consul-Token`, else `Authorization: Bearer`; a refusal is 403
+`Permission denied`, or `ACL not found` when the token given is neither.
+A request body is kept up to 64 KiB (413 beyond), and decoded as strictly
+as Go decodes JSON (no `NaN`, no `Infinity`, no number beyond a float64).
+Errors are plain text, as Consul's are; an unexpected one (a bug) is a 500
+`internal error` and one log line, flood-controlled, never a traceback per
+request.
 """
 
 import hmac
 import json
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+import math
+import re
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, cast
 from urllib.parse import parse_qs
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -39,17 +46,23 @@ from twisted.web.server import NOT_DONE_YET, Request
 from suite.contracts.errors import Overloaded
 from suite.contracts.names import Invalid, NotFound, Unauthorized, Unavailable
 from suite.names import consul_json
-from suite.names.blocking import WHOLE_REGISTRY, BadQuery, HeldReads, parse_blocking
+from suite.names.blocking import (
+    WHOLE_REGISTRY,
+    BadQuery,
+    Blocking,
+    HeldReads,
+    Renders,
+    parse_blocking,
+)
 from suite.names.go_values import parse_bool
 from suite.names.registration import keyed, parse_registration, text_of
 from suite.names.registry import MAX_TEXT, STATUSES, Instance
 from suite.names.server import NameServer
+from suite.names.unexpected import log_unexpected
 from suite.net.addresses import PeerAddress, describe_peer, source_of
 from suite.net.connections import ConnectionLimits
 from suite.net.handshake_deadline import certificate_subject
 from suite.net.http_site import LimitedSite, QuietSite
-
-log = Logger()
 
 MAX_BODY = 64 * 1024  # bytes of a request body (a registration with 16 checks fits many times)
 JSON = b"application/json"
@@ -57,6 +70,8 @@ PROMETHEUS_JSON = b"application/json; charset=utf-8"
 TEXT = b"text/plain; charset=utf-8"
 STATES = {"any": None, **{state: state for state in STATUSES}}
 TTL_UPDATES = {"pass": "passing", "warn": "warning", "fail": "critical"}
+# How the name server refuses a check ID that another instance holds (IDs escaped).
+CHECK_TAKEN = re.compile(r"check ID '(?P<check>.*)' belongs to the instance '(?P<owner>.*)'\Z")
 
 
 def go_quoted(text: str) -> str:
@@ -71,6 +86,22 @@ class Refused(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+    def response(self) -> "Response":
+        return Response(self.reason.encode("utf-8", "replace"), self.code)
+
+
+@dataclass(frozen=True)
+class Response:
+    """
+    An answer: BODY of CONTENT_TYPE with status CODE; a read's answer says
+    the INDEX it answers (None: not a read's).
+    """
+
+    body: bytes
+    code: int = 200
+    content_type: bytes = TEXT
+    index: int | None = None
 
 
 class Query:
@@ -156,7 +187,26 @@ class ConsulAPI(resource.Resource):
                 raise Refused(405, f"method {method} not allowed")
             return handler(request)
         except Refused as e:
-            return refuse(request, e)
+            return respond(request, e.response())
+        except Exception:
+            return respond(request, self.unexpected(request, Failure()).response())
+
+    def unexpected(self, request: Request, failure: Failure) -> Refused:
+        """
+        The answer to REQUEST that FAILURE (a bug) broke: a 500 and one line
+        logged, flood-controlled per source as the name server's warnings are.
+        """
+        peer = cast(PeerAddress, request.getClientAddress())
+        method = (request.method or b"").decode("ascii", "replace")
+        path = (request.path or b"").decode("utf-8", "replace")
+        log_unexpected(
+            self.names.warnings,
+            "failed HTTP requests",
+            source_of(peer),
+            f"HTTP {method} {path} from {describe_peer(peer)}",
+            failure,
+        )
+        return Refused(500, "internal error")
 
     def route(
         self, parts: Sequence[str]
@@ -202,50 +252,72 @@ class ConsulAPI(resource.Resource):
         request: Request,
         key: str,
         render: Callable[[], object],
+        query: Hashable,
         content_type: bytes = JSON,
+        blocks: bool = True,
     ) -> bytes | int:
         """
         A read of KEY (a name, or the whole registry) that RENDER answers:
-        authorized, then answered now or held until KEY's index exceeds the
-        one asked for.
+        authorized, then answered now or, when it BLOCKS, held until KEY's
+        index exceeds the one asked for.  QUERY says what RENDER answers:
+        held reads with equal QUERY answered together share one render.
         """
-        query = Query(request)
+        asked = Query(request)
         try:
-            self.names.authorize_read(query.token, "HTTP read", query.peer, query.source)
+            self.names.authorize_read(asked.token, "HTTP read", asked.peer, asked.source)
         except Unauthorized:
-            raise Refused(403, self.refusal(query.token)) from None
-        try:
-            blocking = parse_blocking(query.get("index"), query.get("wait"))
-        except BadQuery as e:
-            raise Refused(400, str(e)) from None
-        datacenter = query.get("dc")
+            raise Refused(403, self.refusal(asked.token)) from None
+        blocking = Blocking()
+        if blocks:
+            try:
+                blocking = parse_blocking(asked.get("index"), asked.get("wait"))
+            except BadQuery as e:
+                raise Refused(400, str(e)) from None
+        datacenter = asked.get("dc")
         if datacenter and datacenter != self.datacenter:
             raise Refused(500, "No path to datacenter")
         if not self.names.store.loaded:
             raise Refused(500, "the registry has not been read from etcd yet")
         if blocking.index and self.held.current(key) <= blocking.index:
-            later = Later(request)
-            held = self.held.hold(
-                key, blocking, lambda: later.send(self.answer(request, key, render, content_type))
-            )
-            if held is None:
-                raise Refused(
-                    429,
-                    f"{self.held.max_held} blocking queries are held (max_blocking_queries): "
-                    "try again later",
-                )
-            later.finished.addBoth(lambda _: self.held.release(held))
-            return NOT_DONE_YET
-        return self.answer(request, key, render, content_type)
+            return self.hold(request, key, render, query, content_type, blocking)
+        return respond(request, self.rendered(request, key, render, content_type))
 
-    def answer(
+    def hold(
+        self,
+        request: Request,
+        key: str,
+        render: Callable[[], object],
+        query: Hashable,
+        content_type: bytes,
+        blocking: Blocking,
+    ) -> int:
+        """Hold REQUEST (see L{read}); 429 when `max_blocking_queries` are held already."""
+        later = Later(request)
+
+        def answer(renders: Renders) -> None:
+            later.respond(
+                renders.once(query, lambda: self.rendered(request, key, render, content_type))
+            )
+
+        held = self.held.hold(key, blocking, answer)
+        if held is None:
+            raise Refused(
+                429,
+                f"{self.held.max_held} blocking queries are held (max_blocking_queries): "
+                "try again later",
+            )
+        later.finished.addBoth(lambda _: self.held.release(held))
+        return NOT_DONE_YET
+
+    def rendered(
         self, request: Request, key: str, render: Callable[[], object], content_type: bytes
-    ) -> bytes:
-        request.setHeader(b"content-type", content_type)
-        request.setHeader(b"x-consul-index", str(self.held.current(key)).encode())
-        request.setHeader(b"x-consul-knownleader", b"true")
-        request.setHeader(b"x-consul-lastcontact", b"0")
-        return json.dumps(render(), separators=(",", ":")).encode()
+    ) -> Response:
+        """RENDER's answer now, with KEY's index; a 500 (logged once) should RENDER fail."""
+        try:
+            body = json.dumps(render(), separators=(",", ":")).encode()
+        except Exception:
+            return self.unexpected(request, Failure()).response()
+        return Response(body, 200, content_type, self.held.current(key))
 
     def instances_of(self, name: str) -> list[Instance]:
         """NAME's instances; none for a name no instance could have (Consul: `200 []`)."""
@@ -255,6 +327,7 @@ class ConsulAPI(resource.Resource):
             return []
 
     def agent_self(self, request: Request) -> bytes | int:
+        """The agent's description; it never blocks, whatever `index` says, as Consul's."""
         host = request.getHost()
         address, port = getattr(host, "host", ""), getattr(host, "port", 0)
         return self.read(
@@ -263,6 +336,8 @@ class ConsulAPI(resource.Resource):
             lambda: consul_json.agent_self(
                 self.datacenter, self.node_name, self.version, address, port
             ),
+            ("agent self", address, port),
+            blocks=False,
         )
 
     def catalog_services(self, request: Request) -> bytes | int:
@@ -270,36 +345,37 @@ class ConsulAPI(resource.Resource):
             request,
             WHOLE_REGISTRY,
             lambda: consul_json.catalog_services(self.registry.instances()),
+            ("catalog services",),
         )
 
     def catalog_service(self, request: Request, name: str) -> bytes | int:
         if not name:
             raise Refused(400, "Missing service name")
-        tags = Query(request).all("tag")
+        tags = consul_json.TagFilter(Query(request).all("tag"))
         return self.read(
             request,
             name,
             lambda: [
                 consul_json.catalog_entry(instance, self.datacenter)
-                for instance in self.instances_of(name)
-                if consul_json.has_tags(instance, tags)
+                for instance in tags.select(self.instances_of(name))
             ],
+            ("catalog service", name, tags.wanted),
         )
 
     def health_service(self, request: Request, name: str) -> bytes | int:
         if not name:
             raise Refused(400, "Missing service name")
         query = Query(request)
-        tags = query.all("tag")
+        tags = consul_json.TagFilter(query.all("tag"))
         passing = self.passing_filter(query)
 
         def render() -> list[dict[str, Any]]:
-            instances = [i for i in self.instances_of(name) if consul_json.has_tags(i, tags)]
+            instances = tags.select(self.instances_of(name))
             if passing:
                 instances = consul_json.passing_only(instances)
             return [consul_json.health_entry(i, self.datacenter) for i in instances]
 
-        return self.read(request, name, render)
+        return self.read(request, name, render, ("health service", name, tags.wanted, passing))
 
     @staticmethod
     def passing_filter(query: Query) -> bool:
@@ -323,11 +399,13 @@ class ConsulAPI(resource.Resource):
             request,
             WHOLE_REGISTRY,
             lambda: consul_json.checks_in_state(self.registry.instances(), STATES[state]),
+            ("health state", state),
         )
 
     def prometheus(self, request: Request) -> bytes | int:
         query = Query(request)
-        services, tags = set(query.all("service")), query.all("tag")
+        services = frozenset(query.all("service"))
+        tags = consul_json.TagFilter(query.all("tag"))
 
         def render() -> list[dict[str, Any]]:
             names = self.registry.live_names()
@@ -335,11 +413,16 @@ class ConsulAPI(resource.Resource):
                 consul_json.prometheus_group(instance)
                 for name in names
                 if not services or name in services
-                for instance in self.registry.live_of(name)
-                if consul_json.has_tags(instance, tags)
+                for instance in tags.select(self.registry.live_of(name))
             ]
 
-        return self.read(request, WHOLE_REGISTRY, render, PROMETHEUS_JSON)
+        return self.read(
+            request,
+            WHOLE_REGISTRY,
+            render,
+            ("prometheus", services, tags.wanted),
+            PROMETHEUS_JSON,
+        )
 
     # Writes
 
@@ -360,8 +443,23 @@ class ConsulAPI(resource.Resource):
     def written(self, request: Request, done: defer.Deferred[Any]) -> int:
         """Answer the write DONE does: 200 with no body, or its error as Consul answers it."""
         later = Later(request)
-        done.addCallbacks(lambda _: later.send(b""), lambda f: later.refuse(refusal_of(f)))
+        done.addCallbacks(
+            lambda _: later.respond(Response(b"")),
+            lambda failure: later.respond(self.refusal_of(request, failure).response()),
+        )
         return NOT_DONE_YET
+
+    def refusal_of(self, request: Request, failure: Failure) -> Refused:
+        """A write's failure as Consul would answer it (an unexpected one: L{unexpected})."""
+        error = failure.value
+        if isinstance(error, Refused):
+            return error
+        for kind, code in ((Invalid, 400), (NotFound, 404), (Unavailable, 500), (Overloaded, 429)):
+            if isinstance(error, kind):
+                return Refused(code, consul_reason(str(error)))
+        if isinstance(error, Unauthorized):
+            return Refused(403, "Permission denied")
+        return self.unexpected(request, failure)
 
     def register(self, request: Request) -> bytes | int:
         query = Query(request)
@@ -371,14 +469,6 @@ class ConsulAPI(resource.Resource):
         except Invalid as e:
             raise Refused(400, str(e)) from None
         self.authorize(query, "HTTP register")
-        for check in instance.checks:
-            owner = self.registry.owner_of_check(check.check_id)
-            if owner is not None and owner.id != instance.id:
-                raise Refused(
-                    400,
-                    f"Invalid check: the check ID {go_quoted(check.check_id)} is service "
-                    f"{go_quoted(owner.id)}'s",
-                )
         replace = query.args.get(b"replace-existing-checks") or []
         return self.written(
             request,
@@ -486,8 +576,19 @@ class ConsulAPI(resource.Resource):
         )
 
 
+def consul_reason(reason: str) -> str:
+    """The name server's REASON for a refusal, in Consul's words where they differ."""
+    taken = CHECK_TAKEN.match(reason)
+    if taken is not None:
+        return f'Invalid check: the check ID "{taken["check"]}" is service "{taken["owner"]}"\'s'
+    return reason
+
+
 def read_body(request: Request) -> object:
-    """The request's body as JSON; Refused (413, or 400 as Consul's decoder fails) otherwise."""
+    """
+    The request's body as JSON, decoded as strictly as Go decodes it;
+    Refused (413, or 400 as Consul's decoder fails) otherwise.
+    """
     content = request.content
     if content is None or getattr(content, "overflowed", False):
         raise Refused(413, f"Request body too large: at most {MAX_BODY} bytes")
@@ -496,29 +597,37 @@ def read_body(request: Request) -> object:
     if not raw.strip():
         raise Refused(400, "Request decode failed: EOF")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=go_refuses_constant, parse_float=go_float)
     except (ValueError, RecursionError) as e:
         raise Refused(400, f"Request decode failed: {e}") from None
 
 
-def refusal_of(failure: Failure) -> Refused:
-    """A write's failure as Consul would answer it (an unexpected one is logged: 500)."""
-    error = failure.value
-    if isinstance(error, Refused):
-        return error
-    for kind, code in ((Invalid, 400), (NotFound, 404), (Unavailable, 500), (Overloaded, 429)):
-        if isinstance(error, kind):
-            return Refused(code, str(error))
-    if isinstance(error, Unauthorized):
-        return Refused(403, "Permission denied")
-    log.failure("names: an HTTP write failed", failure)
-    return Refused(500, "internal error")
+def go_refuses_constant(name: str) -> NoReturn:
+    """`NaN`, `Infinity` and `-Infinity`, which Python's JSON takes and Go's refuses."""
+    if name.startswith("-"):
+        raise ValueError(f"invalid character '{name[1]}' in numeric literal")
+    raise ValueError(f"invalid character '{name[0]}' looking for beginning of value")
 
 
-def refuse(request: Request, refused: Refused) -> bytes:
-    request.setResponseCode(refused.code)
-    request.setHeader(b"content-type", TEXT)
-    return refused.reason.encode("utf-8", "replace")
+def go_float(text: str) -> float:
+    """A JSON number with a fraction or exponent; beyond a float64 Go refuses it, and so here."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(
+            f"json: cannot unmarshal number {text[:64]} into Go value of type float64"
+        )
+    return value
+
+
+def respond(request: Request, response: Response) -> bytes:
+    """RESPONSE's status and headers set on REQUEST; its body, to send."""
+    request.setResponseCode(response.code)
+    request.setHeader(b"content-type", response.content_type)
+    if response.index is not None:
+        request.setHeader(b"x-consul-index", str(response.index).encode())
+        request.setHeader(b"x-consul-knownleader", b"true")
+        request.setHeader(b"x-consul-lastcontact", b"0")
+    return response.body
 
 
 class Later:
@@ -536,18 +645,13 @@ class Later:
     def _lost(self, failure: Failure) -> None:
         self.lost = True
 
-    def send(self, body: bytes) -> None:
+    def respond(self, response: Response) -> None:
         if self.lost:
             return
-        if not body:
-            self.request.setHeader(b"content-type", TEXT)
+        body = respond(self.request, response)
         self.request.setHeader(b"content-length", str(len(body)).encode())
         self.request.write(body)
         self.request.finish()
-
-    def refuse(self, refused: Refused) -> None:
-        if not self.lost:
-            self.send(refuse(self.request, refused))
 
 
 class APIRoot(resource.Resource):
@@ -565,7 +669,7 @@ class NotFoundPage(resource.Resource):
     isLeaf = True
 
     def render(self, request: Request) -> bytes:
-        return refuse(request, Refused(404, "Not found"))
+        return respond(request, Refused(404, "Not found").response())
 
 
 class APISite(QuietSite):

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from suite.contracts.names import Invalid
-from suite.names.go_values import parse_duration
+from suite.names.go_values import duration_of_nanoseconds, parse_duration
 from suite.names.registry import (
     CRITICAL,
     MAINTENANCE_CHECK,
@@ -131,18 +131,21 @@ def string_map_of(fields: Mapping[str, Any], key: str, where: str) -> dict[str, 
 
 
 def seconds_of(fields: Mapping[str, Any], key: str, where: str) -> float:
-    """A duration: a Go duration string or a number of nanoseconds; 0 when absent."""
+    """
+    A duration: a Go duration string or a number of nanoseconds (either at
+    most an int64's); 0 when absent.
+    """
     value = fields.get(key)
     if value is None or value == "":
         return 0.0
-    if isinstance(value, str):
-        try:
-            return parse_duration(value)
-        except ValueError as e:
-            raise Invalid(f"{DECODE_FAILED}{e}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise _wrong_type(where, "a duration", value)
-    return value * 1e-9
+    try:
+        if isinstance(value, str):
+            return parse_duration(value)
+        return duration_of_nanoseconds(value)
+    except ValueError as e:
+        raise Invalid(f"{DECODE_FAILED}{e}") from None
 
 
 def headers_of(fields: Mapping[str, Any], where: str) -> dict[str, list[str]]:

@@ -1,6 +1,7 @@
 """Blocking queries: held until the index of what they read rises, or their wait is over."""
 
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.names.blocking import (
@@ -40,6 +41,16 @@ class ParseTests(SynchronousTestCase):
             with self.assertRaisesRegex(BadQuery, "^Invalid index$", msg=index):
                 parse_blocking(index, None)
 
+    def test_an_index_of_thousands_of_digits_is_refused_before_it_is_read(self):
+        """int() refuses more than 4,300 digits with a ValueError of its own: never reached."""
+        for index in ["1" * 5000, "1" * 21, "9" * 4301]:
+            with self.assertRaisesRegex(BadQuery, "^Invalid index$"):
+                parse_blocking(index, None)
+
+    def test_leading_zeros_count_for_nothing_as_go_s(self):
+        self.assertEqual(parse_blocking("0" * 5000 + "42", None).index, 42)
+        self.assertEqual(parse_blocking("000", None).index, 0)
+
 
 class HeldReadTests(SynchronousTestCase):
     def setUp(self):
@@ -55,7 +66,7 @@ class HeldReadTests(SynchronousTestCase):
 
     def hold(self, key, index, wait=60.0, label=None):
         label = label or key or "*"
-        return self.held.hold(key, Blocking(index, wait), lambda: self.answered.append(label))
+        return self.held.hold(key, Blocking(index, wait), lambda _: self.answered.append(label))
 
     def test_woken_one_turn_after_the_name_changes(self):
         self.put("web")
@@ -95,8 +106,8 @@ class HeldReadTests(SynchronousTestCase):
     def test_the_jitter_is_random_up_to_a_sixteenth(self):
         fractions = iter([0.0, 0.5])
         held = HeldReads(self.registry, self.clock, 10, jitter=lambda: next(fractions))
-        held.hold("a", Blocking(1, 32.0), lambda: self.answered.append("a"))
-        held.hold("b", Blocking(1, 32.0), lambda: self.answered.append("b"))
+        held.hold("a", Blocking(1, 32.0), lambda _: self.answered.append("a"))
+        held.hold("b", Blocking(1, 32.0), lambda _: self.answered.append("b"))
         self.clock.advance(32.0)
         self.assertEqual(self.answered, ["a"])
         self.clock.advance(1.0)
@@ -155,7 +166,7 @@ class HeldReadTests(SynchronousTestCase):
         self.held.hold(
             WHOLE_REGISTRY,
             Blocking(self.registry.index, 60),
-            lambda: seen.append(self.registry.names()),
+            lambda _: seen.append(self.registry.names()),
         )
         self.registry.put(Instance("new", "127.0.0.1", 1, id="x"), self.registry.index + 1)
         self.clock.advance(0)
@@ -165,7 +176,7 @@ class HeldReadTests(SynchronousTestCase):
         """Reads of a quiet name that clients give up on leave bounded heaps behind."""
         held = HeldReads(self.registry, self.clock, max_held=10, jitter=lambda: 0.0)
         for _ in range(10 * COMPACT_AT):
-            read = held.hold("quiet", Blocking(1, 60), lambda: None)
+            read = held.hold("quiet", Blocking(1, 60), lambda _: None)
             assert read is not None
             held.release(read)
         self.assertLessEqual(len(held._by_key.get("quiet", [])), 2 * COMPACT_AT + 2)
@@ -175,7 +186,82 @@ class HeldReadTests(SynchronousTestCase):
     def test_expired_reads_of_a_quiet_name_do_not_pile_up(self):
         held = HeldReads(self.registry, self.clock, max_held=10, jitter=lambda: 0.0)
         for _ in range(10 * COMPACT_AT):
-            held.hold("quiet", Blocking(1000, 1), lambda: None)
+            held.hold("quiet", Blocking(1000, 1), lambda _: None)
             self.clock.advance(1)
         self.assertLessEqual(len(held._by_key.get("quiet", [])), 2 * COMPACT_AT + 2)
         self.assertEqual(held._deadlines, [])
+
+
+class SharedRenderTests(SynchronousTestCase):
+    """Reads answered together render each distinct query once."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.registry = Registry(100)
+        self.held = HeldReads(self.registry, self.clock, max_held=100, jitter=lambda: 0.0)
+        self.renders: list[str] = []
+        self.answered: list[tuple[str, str]] = []
+
+    def hold(self, key, query, label, wait=60.0):
+        def render():
+            self.renders.append(query)
+            return f"{query}@{self.registry.name_index(key)}"
+
+        def answer(renders):
+            self.answered.append((label, renders.once(query, render)))
+
+        return self.held.hold(key, Blocking(self.registry.name_index(key), wait), answer)
+
+    def test_one_render_per_query_per_wake(self):
+        for number in range(50):
+            self.hold("web", "all", f"all-{number}")
+        self.hold("web", "tagged", "tagged")
+        self.registry.put(Instance("web", "127.0.0.1", 1), 2)
+        self.clock.advance(0)
+        self.assertEqual(sorted(self.renders), ["all", "tagged"])
+        self.assertEqual(len(self.answered), 51)
+        self.assertEqual({answer for _, answer in self.answered}, {"all@2", "tagged@2"})
+
+    def test_each_wake_renders_anew(self):
+        self.hold("web", "all", "first")
+        self.registry.put(Instance("web", "127.0.0.1", 1), 2)
+        self.clock.advance(0)
+        self.hold("web", "all", "second")
+        self.registry.put(Instance("web", "127.0.0.1", 2), 3)
+        self.clock.advance(0)
+        self.assertEqual(self.renders, ["all", "all"])
+        self.assertEqual(self.answered, [("first", "all@2"), ("second", "all@3")])
+
+    def test_reads_whose_waits_end_together_share_too(self):
+        for number in range(3):
+            self.hold("quiet", "all", str(number), wait=5.0)
+        self.clock.advance(5.0)
+        self.assertEqual(self.renders, ["all"])
+        self.assertEqual(len(self.answered), 3)
+
+
+class FailingAnswerTests(SynchronousTestCase):
+    def test_one_failing_answer_is_one_line_and_the_others_are_answered(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock, registry = Clock(), Registry(100)
+        held = HeldReads(registry, clock, max_held=10, jitter=lambda: 0.0)
+        answered = []
+
+        def broken(renders):
+            raise RuntimeError("a bug")
+
+        for _ in range(5):
+            held.hold("web", Blocking(1, 60), broken)
+        held.hold("web", Blocking(1, 60), lambda _: answered.append("fine"))
+        registry.put(Instance("web", "127.0.0.1", 1), 2)
+        clock.advance(0)
+        self.assertEqual((answered, held.held), (["fine"], 0))
+        lines = [e for e in events if e.get("flood_kind") == "failed held reads"]
+        self.assertEqual(len(lines), 1)
+        self.assertIn("RuntimeError: a bug", formatEvent(lines[0]))
+        self.assertFalse([e for e in events if "log_failure" in e], "no traceback")
+        clock.advance(10)
+        (summary,) = [e for e in events if e.get("flood_count")]
+        self.assertEqual(summary["flood_count"], 4)

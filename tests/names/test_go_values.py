@@ -2,7 +2,7 @@
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.names.go_values import parse_bool, parse_duration
+from suite.names.go_values import duration_of_nanoseconds, parse_bool, parse_duration
 
 
 class DurationTests(SynchronousTestCase):
@@ -35,6 +35,22 @@ class DurationTests(SynchronousTestCase):
         self.assertAlmostEqual(parse_duration("2562047h"), 2562047 * 3600.0)
         with self.assertRaises(ValueError):
             parse_duration("2562048h")
+
+
+class NanosecondsTests(SynchronousTestCase):
+    def test_what_an_int64_holds(self):
+        self.assertEqual(duration_of_nanoseconds(1_500_000_000), 1.5)
+        self.assertEqual(duration_of_nanoseconds(-(10**9)), -1.0)
+        self.assertAlmostEqual(duration_of_nanoseconds(2.5e9), 2.5)
+        self.assertAlmostEqual(duration_of_nanoseconds(2**63 - 1), (2**63 - 1) * 1e-9)
+
+    def test_beyond_is_go_s_error_not_an_overflow(self):
+        """10**400 nanoseconds overflow a float: refused as a duration, before any arithmetic."""
+        for value in [2**63, -(2**63), 10**400, -(10**4000), float("nan"), float("inf"), 1e300]:
+            with self.assertRaises(ValueError, msg=repr(value)[:20]) as caught:
+                duration_of_nanoseconds(value)
+            self.assertTrue(str(caught.exception).startswith('time: invalid duration "'))
+            self.assertLess(len(str(caught.exception)), 100)
 
 
 class BoolTests(SynchronousTestCase):

@@ -9,11 +9,13 @@ from io import BytesIO
 from twisted.internet import defer, reactor, task, threads
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers
 
 from suite.foundation.credentials import resolve_token
+from suite.names import consul_json
 from suite.names.blocking import HeldReads
 from suite.names.http_api import MAX_BODY, ConsulAPI, api_site
 from suite.names.registry import Registry
@@ -32,8 +34,33 @@ MAINTENANCE = (
 class FailingStore(MemoryStore):
     """A store whose writes fail, as a full disk's would."""
 
-    def save(self, instance):
+    def save(self, instance, *args, **kwargs):
         return defer.fail(StoreError("disk full"))
+
+
+class HeldStore(MemoryStore):
+    """A store whose writes wait until the test lets them through (`release`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.waiting = []
+
+    def save(self, instance, *args, **kwargs):
+        written = defer.Deferred()
+        self.waiting.append(written)
+        return written
+
+    def release(self):
+        for written in self.waiting:
+            written.callback(self.next_index())
+        self.waiting = []
+
+
+class BrokenStore(MemoryStore):
+    """A store whose writes fail as no store should: a bug."""
+
+    def save(self, instance, *args, **kwargs):
+        return defer.fail(RuntimeError("a bug in the store"))
 
 
 class Collected(Protocol):
@@ -130,6 +157,14 @@ class APITestCase(TestCase):
     def assertRefused(self, answer, code, text):
         self.assertEqual((answer.code, answer.text), (code, text))
         self.assertEqual(answer.header("Content-Type"), "text/plain; charset=utf-8")
+
+    async def until(self, predicate, turns=500):
+        """Let the reactor run until PREDICATE holds (bounded)."""
+        for _ in range(turns):
+            if predicate():
+                return
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.fail("the condition never held")
 
 
 WEB = {
@@ -407,6 +442,18 @@ class ReadTests(APITestCase):
         self.assertEqual(services(await self.get("/v1/suite/prometheus?tag=prom")), ["web-1"])
         self.assertEqual(services(await self.get("/v1/suite/prometheus?tag=nope")), [])
 
+    async def test_tags_match_whatever_their_case(self):
+        """As Consul's serviceTagFilter and this registry's DNS compare them."""
+        await self.register(
+            dict(WEB, tags=["Primary", "v1"], check={"ttl": "30s", "status": "passing"})
+        )
+        for path in [
+            "/v1/health/service/web?tag=primary",
+            "/v1/catalog/service/web?tag=PRIMARY&tag=V1",
+            "/v1/suite/prometheus?tag=primary&tag=primary",
+        ]:
+            self.assertEqual(len((await self.get(path)).json), 1, path)
+
     async def test_wrong_paths_and_methods(self):
         self.assertRefused(await self.get("/v1/agent/nothing"), 404, "Not found")
         self.assertRefused(await self.get("/elsewhere"), 404, "Not found")
@@ -487,6 +534,29 @@ class WriteTests(APITestCase):
         )
         self.assertEqual(len(self.registry), 0)
 
+    async def test_json_go_refuses(self):
+        """Python's decoder takes NaN, Infinity and numbers beyond a float64; Go's refuses them."""
+        for number, reason in [
+            ("NaN", "invalid character 'N' looking for beginning of value"),
+            ("Infinity", "invalid character 'I' looking for beginning of value"),
+            ("-Infinity", "invalid character 'I' in numeric literal"),
+            ("1e309", "json: cannot unmarshal number 1e309 into Go value of type float64"),
+        ]:
+            body = f'{{"Name": "a", "Address": "10.0.0.1", "Port": 1, "Extra": {number}}}'
+            self.assertRefused(
+                await self.put("/v1/agent/service/register", body.encode()),
+                400,
+                f"Request decode failed: {reason}",
+            )
+        self.assertEqual(len(self.registry), 0)
+
+    async def test_a_duration_too_large_for_a_float_is_400(self):
+        body = {"Name": "a", "Address": "10.0.0.1", "Port": 1, "Check": {"TTL": 10**400}}
+        answer = await self.put("/v1/agent/service/register", body)
+        self.assertRefused(
+            answer, 400, f'Request decode failed: time: invalid duration "{"1" + "0" * 63}"'
+        )
+
     async def test_a_check_id_of_another_instance(self):
         await self.register(dict(WEB, check={"ttl": "5s", "check_id": "beat"}))
         answer = await self.put(
@@ -499,6 +569,23 @@ class WriteTests(APITestCase):
             },
         )
         self.assertRefused(answer, 400, 'Invalid check: the check ID "beat" is service "web-1"\'s')
+
+    async def test_a_check_id_another_instance_s_write_is_taking(self):
+        """Checked at the write's turn: the first write holds the ID while it is stored."""
+        store = HeldStore()
+        self.start(store)
+        check = {"ttl": "5s", "check_id": "beat"}
+        first = defer.ensureDeferred(
+            self.put("/v1/agent/service/register", dict(WEB, check=check))
+        )
+        await self.until(lambda: store.waiting)
+        second = await self.put(
+            "/v1/agent/service/register",
+            {"name": "db", "address": "10.0.0.1", "port": 1, "check": check},
+        )
+        self.assertRefused(second, 400, 'Invalid check: the check ID "beat" is service "web-1"\'s')
+        store.release()
+        self.assertEqual((await first).code, 200)
 
     async def test_ttl_pass_warn_fail(self):
         await self.register(WEB)
@@ -687,6 +774,15 @@ class BlockingTests(APITestCase):
         answer = await held
         self.assertEqual((answer.code, answer.index, answer.json), (200, first.index, {}))
 
+    async def test_agent_self_never_blocks(self):
+        """Consul's /v1/agent/self is no blocking query: its index is not a reason to wait."""
+        index = (await self.get("/v1/agent/self")).index
+        answer = defer.ensureDeferred(self.get(f"/v1/agent/self?index={index}&wait=1m"))
+        await self.until(lambda: answer.called)
+        self.assertEqual((await answer).code, 200)
+        self.assertEqual(self.held.held, 0)
+        self.assertEqual((await self.get("/v1/agent/self?index=x&wait=soon")).code, 200)
+
     async def test_a_lower_index_answers_at_once(self):
         await self.register(WEB)
         answer = await self.get("/v1/health/service/web?index=1&wait=10m")
@@ -695,6 +791,9 @@ class BlockingTests(APITestCase):
 
     async def test_bad_values(self):
         self.assertRefused(await self.get("/v1/catalog/services?index=x"), 400, "Invalid index")
+        self.assertRefused(
+            await self.get("/v1/health/service/web?index=" + "1" * 5000), 400, "Invalid index"
+        )
         self.assertRefused(
             await self.get("/v1/catalog/services?index=1&wait=soon"), 400, "Invalid wait time"
         )
@@ -718,14 +817,6 @@ class BlockingTests(APITestCase):
         sock = socket.create_connection(("127.0.0.1", int(self.base.rsplit(":", 1)[1])), timeout=5)
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         return sock
-
-    async def until(self, predicate, turns=500):
-        """Let the reactor run until PREDICATE holds (bounded)."""
-        for _ in range(turns):
-            if predicate():
-                return
-            await task.deferLater(reactor, 0.01, lambda: None)
-        self.fail("the condition never held")
 
 
 class ServedBySuite(TestCase):
@@ -790,3 +881,101 @@ class ReadTokenKeyTests(SynchronousTestCase):
         settings = NamesSettings(read_token_file="/nonexistent/token", store="memory")
         (problem,) = preflight(settings)
         self.assertIn('read_token_file = "/nonexistent/token": cannot read', str(problem))
+
+
+class SharedAnswerTests(APITestCase):
+    """Reads held by the same query share one render per change."""
+
+    async def test_one_render_per_distinct_query(self):
+        await self.register(WEB)
+        index = self.registry.name_index("web")
+        rendered = []
+        health_entry = consul_json.health_entry
+
+        def counted(instance, datacenter):
+            rendered.append(instance.id)
+            return health_entry(instance, datacenter)
+
+        self.patch(consul_json, "health_entry", counted)
+        same = [
+            defer.ensureDeferred(self.get(f"/v1/health/service/web?index={index}&wait=1m"))
+            for _ in range(5)
+        ]
+        tagged = defer.ensureDeferred(
+            self.get(f"/v1/health/service/web?index={index}&tag=prom&wait=1m")
+        )
+        await self.until(lambda: self.held.held == 6)
+        await self.register(dict(WEB, tags=["prom", "v2"]))
+        self.clock.advance(0)
+        answers = [await read for read in [*same, tagged]]
+        self.assertEqual(rendered, ["web-1", "web-1"], "one render for the five, one for the tag")
+        self.assertEqual({answer.body for answer in answers[:5]}, {answers[0].body})
+        self.assertEqual({answer.index for answer in answers}, {index + 1})
+        self.assertEqual(answers[5].json[0]["Service"]["Tags"], ["prom", "v2"])
+
+
+class UnexpectedErrorTests(APITestCase):
+    """A bug is a 500 `internal error` and one log line, not a page and a traceback per request."""
+
+    def setUp(self):
+        super().setUp()
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def broken(self):
+        """health_entry raises from now on; how many times it was called."""
+        calls = []
+
+        def health_entry(instance, datacenter):
+            calls.append(instance.id)
+            raise RuntimeError("a bug")
+
+        self.patch(consul_json, "health_entry", health_entry)
+        return calls
+
+    def assertLoggedOnce(self, *texts):
+        lines = [e for e in self.events if e.get("flood_kind") == "failed HTTP requests"]
+        self.assertEqual(len(lines), 1)
+        for text in texts:
+            self.assertIn(text, formatEvent(lines[0]))
+        self.assertFalse([e for e in self.events if "log_failure" in e], "no traceback")
+
+    async def test_a_failing_read(self):
+        await self.register(WEB)
+        self.broken()
+        for _ in range(3):
+            self.assertRefused(await self.get("/v1/health/service/web"), 500, "internal error")
+        self.assertLoggedOnce(
+            "HTTP GET /v1/health/service/web from 127.0.0.1", "RuntimeError: a bug"
+        )
+        self.server.clock.advance(10)
+        (summary,) = [e for e in self.events if e.get("flood_count")]
+        self.assertEqual(summary["flood_count"], 2)
+
+    async def test_a_held_read_whose_render_fails_is_answered_and_let_go(self):
+        await self.register(WEB)
+        index = self.registry.name_index("web")
+        held = [
+            defer.ensureDeferred(self.get(f"/v1/health/service/web?index={index}&wait=1m"))
+            for _ in range(2)
+        ]
+        await self.until(lambda: self.held.held == 2)
+        calls = self.broken()
+        await self.register(dict(WEB, port=8081))
+        self.clock.advance(0)
+        await self.until(lambda: all(read.called for read in held))
+        for read in held:
+            self.assertRefused(await read, 500, "internal error")
+        self.assertEqual((self.held.held, calls), (0, ["web-1"]))
+        self.assertLoggedOnce("RuntimeError: a bug")
+
+    async def test_a_failing_write(self):
+        self.start(BrokenStore())
+        self.assertRefused(
+            await self.put("/v1/agent/service/register", WEB), 500, "internal error"
+        )
+        self.assertLoggedOnce(
+            "HTTP PUT /v1/agent/service/register from 127.0.0.1",
+            "RuntimeError: a bug in the store",
+        )

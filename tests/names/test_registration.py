@@ -111,6 +111,21 @@ class DefinitionTests(SynchronousTestCase):
         ):
             parsed({"Name": "a", "Check": {"TTL": "ten"}})
 
+    def test_a_duration_beyond_an_int64_of_nanoseconds_is_go_s_error(self):
+        """Too large for a float (value * 1e-9 would overflow): refused as a duration."""
+        for number in [10**400, 2**63, -(2**63)]:
+            with self.assertRaisesRegex(
+                Invalid, r'^Request decode failed: time: invalid duration "-?\d{1,64}"$'
+            ):
+                parsed({"Name": "a", "Check": {"TTL": number}})
+            with self.assertRaisesRegex(Invalid, "^Request decode failed: time: invalid duration"):
+                parsed(
+                    {
+                        "Name": "a",
+                        "Check": {"TCP": "10.0.0.1:1", "Interval": "1s", "Timeout": number},
+                    }
+                )
+
 
 class CheckTests(SynchronousTestCase):
     def test_one_check_of_each_kind(self):
