@@ -100,6 +100,7 @@ bench: $(STAMP) tools
 	$(BIN)/pip install --quiet uvloop || echo "uvloop not installable: its row is skipped"
 	cd bench && ../$(BIN)/python run.py
 	cd bench && ../$(BIN)/python names.py
+	cd bench && ../$(BIN)/python consul.py
 
 # CHANGELOG.md gains a section from newsfragments/ (which empties): `make changelog VERSION=0.2.0`.
 changelog: $(STAMP)
