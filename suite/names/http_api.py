@@ -31,7 +31,6 @@ request.
 import hmac
 import json
 import math
-import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, cast
@@ -57,7 +56,7 @@ from suite.names.blocking import (
 from suite.names.go_values import parse_bool
 from suite.names.registration import keyed, parse_registration, text_of
 from suite.names.registry import MAX_TEXT, STATUSES, Instance
-from suite.names.server import NameServer
+from suite.names.server import CheckTaken, NameServer
 from suite.names.unexpected import log_unexpected
 from suite.net.addresses import PeerAddress, describe_peer, source_of
 from suite.net.connections import ConnectionLimits
@@ -70,8 +69,6 @@ PROMETHEUS_JSON = b"application/json; charset=utf-8"
 TEXT = b"text/plain; charset=utf-8"
 STATES = {"any": None, **{state: state for state in STATUSES}}
 TTL_UPDATES = {"pass": "passing", "warn": "warning", "fail": "critical"}
-# How the name server refuses a check ID that another instance holds (IDs escaped).
-CHECK_TAKEN = re.compile(r"check ID '(?P<check>.*)' belongs to the instance '(?P<owner>.*)'\Z")
 
 
 def go_quoted(text: str) -> str:
@@ -454,9 +451,15 @@ class ConsulAPI(resource.Resource):
         error = failure.value
         if isinstance(error, Refused):
             return error
+        if isinstance(error, CheckTaken):
+            return Refused(
+                400,
+                f"Invalid check: the check ID {go_quoted(error.check_id)} is service "
+                f"{go_quoted(error.owner)}'s",
+            )
         for kind, code in ((Invalid, 400), (NotFound, 404), (Unavailable, 500), (Overloaded, 429)):
             if isinstance(error, kind):
-                return Refused(code, consul_reason(str(error)))
+                return Refused(code, str(error))
         if isinstance(error, Unauthorized):
             return Refused(403, "Permission denied")
         return self.unexpected(request, failure)
@@ -574,14 +577,6 @@ class ConsulAPI(resource.Resource):
         return self.written(
             request, defer.maybeDeferred(self.names.change, instance, mutate, why, query.peer)
         )
-
-
-def consul_reason(reason: str) -> str:
-    """The name server's REASON for a refusal, in Consul's words where they differ."""
-    taken = CHECK_TAKEN.match(reason)
-    if taken is not None:
-        return f'Invalid check: the check ID "{taken["check"]}" is service "{taken["owner"]}"\'s'
-    return reason
 
 
 def read_body(request: Request) -> object:

@@ -55,6 +55,14 @@ Applied = TypeVar("Applied")  # what a change applied to the registry answers
 Resolve = Callable[[str], defer.Deferred[list[str]]]  # a host name -> its addresses
 
 
+class CheckTaken(Invalid):
+    """A registration names a check ID another instance holds: CHECK_ID, OWNER (its ID)."""
+
+    def __init__(self, check_id: str, owner: str) -> None:
+        super().__init__(f"check ID '{shown(check_id)}' belongs to the instance '{shown(owner)}'")
+        self.check_id, self.owner = check_id, owner
+
+
 def load_registry(registry: Registry, stored: Stored) -> None:
     """
     Fill REGISTRY with what the store held (STORED); an instance that does
@@ -386,10 +394,7 @@ class NameServer(service.Service):
             if owner_id is None and owner is not None:
                 owner_id = owner.id
             if owner_id is not None and owner_id != instance.id:
-                raise Invalid(
-                    f"check ID '{shown(check.check_id)}' belongs to the instance "
-                    f"'{shown(owner_id)}'"
-                )
+                raise CheckTaken(check.check_id, owner_id)
 
     def _claim_checks(self, instance: Instance) -> list[str]:
         """Hold INSTANCE's new check IDs while its write is on its way; returns them."""
