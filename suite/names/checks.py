@@ -3,8 +3,13 @@ The runner of the checks instances declare (Consul's): each TCP and HTTP
 check runs every `interval` (0: every `ping_interval`) at a fixed offset
 within it that a hash of its ID picks, so ten thousand checks make a
 steady trickle rather than one burst per interval; at most
-`ping_concurrency` run at once (the pings' limit, shared), and one check
-never twice at once.  A TTL check is the other way round: passed from
+`check_concurrency` run at once, and one check never twice at once.  The
+pings of AMP registrations have a limit of their own (`ping_concurrency`):
+checks are declared by whoever registers, and however slow theirs, the
+pings still run.  A check takes at most its interval and MAX_TIMEOUT,
+whatever its `timeout` (which may be ten years): it is run again at its
+next interval anyway, and a slot it held for longer would be one fewer
+for every other check.  A TTL check is the other way round: passed from
 outside (the HTTP API), it turns critical with "TTL expired" once TTL
 seconds went by without an update; the runner never passes one itself.
 After a start (or a change of leader) the TTL of a check not updated
@@ -12,7 +17,10 @@ since counts from when the runner first saw it: a grace of one TTL.
 
 Results change the registry through L{NameServer.change}: a check that
 passes again with the same output writes nothing and raises no index, so
-a steady registry costs no writes and wakes no blocking query.  An
+a steady registry costs no writes and wakes no blocking query.  A result
+that cannot be kept (the store unavailable, an instance grown past its
+size limit by the output) is logged the first time per registering
+source, then counted in summaries: it comes again at every interval.  An
 instance whose check has been critical for its `deregister_after`
 (DeregisterCriticalServiceAfter) is deregistered, evicted as failed pings
 evict.  While the eviction guard holds (L{suite.names.guard}), TCP and HTTP
@@ -44,7 +52,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from suite.contracts.names import Unavailable
+from suite.contracts.errors import Overloaded
+from suite.contracts.names import Invalid, Unavailable
+from suite.foundation.flood import FloodControl
 from suite.foundation.interfaces import IMetricSource
 from suite.foundation.printable import printable
 from suite.names.guard import EvictionGuard
@@ -52,6 +62,7 @@ from suite.names.health import SLOTS
 from suite.names.probes import Outcome
 from suite.names.registry import CRITICAL, STATUSES, Check, Instance
 from suite.names.server import NameServer
+from suite.names.store import StoreError
 
 if TYPE_CHECKING:
     from suite.names.service import NamesSettings
@@ -59,10 +70,12 @@ if TYPE_CHECKING:
 log = Logger()
 
 MIN_INTERVAL = 1.0  # seconds: a shorter interval or TTL is raised to this (Consul's minimum)
+MAX_TIMEOUT = 300.0  # seconds a check may take, whatever its timeout (and at most its interval)
 TTL_EXPIRED = "TTL expired"
 WHY_LENGTH = 200  # characters of an output repeated in the audit of a status change
 
-Probe = Callable[[Check], defer.Deferred[Outcome]]  # a TCP or HTTP check, run once
+Probe = Callable[[Check, float], defer.Deferred[Outcome]]  # a TCP or HTTP check, run once
+KEPT_FAILURES = (Invalid, Unavailable, StoreError, Overloaded)  # why a result may not be kept
 Key = tuple[str, str]  # (instance ID, check ID): what the runner tells checks by
 
 
@@ -91,10 +104,10 @@ class CheckRunner(service.Service):
     """
     Runs the checks of SERVER's registry with PROBE (see
     L{suite.names.probes.Prober.probe}) on CLOCK, under SETTINGS'
-    ping_interval and ping_concurrency (LIMIT: a semaphore shared with the
-    pings, else its own); GUARD, if any, is told every TCP and HTTP result
-    and holds failures back while it holds.  Stopping cancels the checks in
-    flight and waits for the writes of results already in.
+    ping_interval and check_concurrency; GUARD, if any, is told every TCP
+    and HTTP result and holds failures back while it holds.  Stopping
+    cancels the checks in flight and waits for the writes of results
+    already in.
     """
 
     def __init__(
@@ -104,7 +117,6 @@ class CheckRunner(service.Service):
         clock: IReactorTime,
         probe: Probe,
         guard: EvictionGuard | None = None,
-        limit: defer.DeferredSemaphore | None = None,
     ) -> None:
         self.server = server
         self.registry = server.registry
@@ -112,7 +124,8 @@ class CheckRunner(service.Service):
         self.clock = clock
         self.probe = probe
         self.guard = guard
-        self.limit = limit or defer.DeferredSemaphore(settings.ping_concurrency)
+        self.limit = defer.DeferredSemaphore(settings.check_concurrency)
+        self.warnings = FloodControl(clock, "names")
         self.results = {
             (kind, status): 0 for kind in ("tcp", "http", "ttl") for status in STATUSES
         }
@@ -153,7 +166,7 @@ class CheckRunner(service.Service):
         for probe in list(self._probes.values()):
             probe.cancel()
         pending = defer.DeferredList(list(self._pending), consumeErrors=True)
-        return pending.addCallback(lambda _: None)
+        return pending.addCallback(lambda _: self.warnings.flush())  # their failures included
 
     # What the registry holds, followed.
 
@@ -197,6 +210,10 @@ class CheckRunner(service.Service):
         if not check.interval:
             return self.settings.ping_interval
         return max(check.interval, MIN_INTERVAL)
+
+    def timeout(self, check: Check) -> float:
+        """How long a run of CHECK may take: its timeout, at most its interval and MAX_TIMEOUT."""
+        return min(check.timeout, self._interval(check), MAX_TIMEOUT)
 
     def _track(self, name: str, key: Key, check: Check, now: float) -> None:
         spec = (check.kind, check.target, self._interval(check))
@@ -308,7 +325,7 @@ class CheckRunner(service.Service):
     # Running a check, and what comes of it.
 
     def _start(self, key: Key, instance: Instance, check: Check) -> None:
-        probe = self.limit.run(self.probe, check)
+        probe = self.limit.run(self.probe, check, self.timeout(check))
         self._probes[key] = probe
         done = probe.addBoth(self._probed, key, instance.id, check)
         self._track_pending(done)
@@ -371,16 +388,25 @@ class CheckRunner(service.Service):
         first_line = output.split("\n", 1)[0][:WHY_LENGTH]
         why = f"{check.kind} check {check_id}: {first_line}"
         d = defer.maybeDeferred(self.server.change, instance, mutate, why)
-        return d.addErrback(self._not_written, check_id)
+        return d.addErrback(self._not_written, instance, check_id)
 
-    @staticmethod
-    def _not_written(failure: Failure, check_id: str) -> bool:
-        if not failure.check(Unavailable):  # the store's failure is logged where it happens
-            log.failure(
-                "names: the result of check {check} was not kept",
-                failure,
-                check=printable(check_id),
-            )
+    def _not_written(self, failure: Failure, instance: Instance, check_id: str) -> bool:
+        """
+        The change of CHECK_ID's result failed: logged once per registering
+        source, then counted (it fails again at every interval); the
+        traceback too when the failure is none of the expected ones (a bug).
+        """
+        fields = {} if failure.check(*KEPT_FAILURES) else {"log_failure": failure}
+        self.warnings.warn(
+            "unkept check results",
+            instance.source,
+            "names: the result of check {check} of {id} ({name}) was not kept: {error}",
+            check=printable(check_id),
+            id=printable(instance.id),
+            name=instance.name,
+            error=printable(failure.getErrorMessage()),
+            **fields,
+        )
         return False
 
     def _deregister_due(self, entry: _Entry, instance: Instance, check: Check, now: float) -> bool:

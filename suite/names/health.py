@@ -113,9 +113,9 @@ class HealthChecker(service.Service):
     `ping_concurrency`, or connecting) is not checked twice.  A tick that
     fails (a bug in a check or in an eviction) is logged and the next runs
     all the same; stopping waits for the checks in flight.  GUARD, if any,
-    hears every result and holds evictions back while it holds; LIMIT, if
-    given, is the `ping_concurrency` semaphore shared with the declared
-    checks (L{suite.names.checks}).
+    hears every result and holds evictions back while it holds.  The
+    declared checks (L{suite.names.checks}) have a limit of their own: they
+    never hold a ping back.
     """
 
     def __init__(
@@ -126,7 +126,6 @@ class HealthChecker(service.Service):
         ping: Ping,
         on_evict: Evict,
         guard: EvictionGuard | None = None,
-        limit: defer.DeferredSemaphore | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings
@@ -137,7 +136,7 @@ class HealthChecker(service.Service):
         self._slot_by_key: dict[str, int] = {}
         self._next_slot = 0
         self._in_flight: dict[str, defer.Deferred[None]] = {}
-        self._limit = limit or defer.DeferredSemaphore(settings.ping_concurrency)
+        self.limit = defer.DeferredSemaphore(settings.ping_concurrency)
         self._ticks = LoopingCall.withCount(self._tick)
         self._ticks.clock = clock
         self.pings = {"ok": 0, "failed": 0}
@@ -199,7 +198,7 @@ class HealthChecker(service.Service):
 
     def _start(self, instance: Instance) -> None:
         key = instance.key
-        d = self._in_flight[key] = self._limit.run(self._check, instance)
+        d = self._in_flight[key] = self.limit.run(self._check, instance)
         d.addBoth(self._finished, key)
 
     def _finished(self, _: object, key: str) -> None:

@@ -8,6 +8,13 @@ critical.  The outcome is a (status, output) pair whose output reads like
 Consul's ("dial tcp 10.0.0.5:80: connect: connection refused"), so the
 texts operators search for are the ones they know; a probe never fails.
 
+A check runs within the timeout it is given (L{suite.names.checks} caps
+the check's own), and an HTTP check reads at most RESPONSE_LIMIT bytes of
+its connection (the status line, the headers, the body and its framing),
+then aborts it and is critical: Twisted's HTTP client bounds neither the
+number nor the size of a response's headers, so a hostile server could
+otherwise feed the name server without end at every interval.
+
 Where a check may connect is the rule of instance hosts
 (L{suite.names.allowed}): a check is declared by whoever registers, and
 without that rule it would make the name server a port scanner and
@@ -28,11 +35,15 @@ from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
     IPushProducer,
     IStreamClientEndpoint,
+    ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import CertificateOptions, TLSVersion, optionsForClientTLS
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.web.client import URI, Agent, ResponseFailed, ResponseNeverReceived
@@ -47,6 +58,8 @@ from suite.names.registry import CRITICAL, MAX_TEXT, PASSING, WARNING, Check
 from suite.net.addresses import host_port
 
 BODY_LIMIT = 4096  # bytes of an HTTP check's answer kept as its output (Consul's)
+RESPONSE_LIMIT = 64 * 1024  # bytes an HTTP check reads (headers, body and its framing)
+TOO_LARGE = f"server response exceeded {RESPONSE_LIMIT} bytes; aborted"  # Go's words, nearly
 USER_AGENT = b"Consul Health Check"  # what services written for Consul's checker expect
 
 Outcome = tuple[str, str]  # (status, output)
@@ -84,12 +97,73 @@ def connect_error(failure: Failure) -> str:
     return failure.getErrorMessage()
 
 
-class _Capped(Protocol):
-    """Receives an answer's body, keeping the first BODY_LIMIT bytes, then hangs up."""
+class _Budget:
+    """The bytes an HTTP check's connection may still bring; `spent` once it brought more."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+        self.spent = False
+
+
+class _Metered(ProtocolWrapper):
+    """Passes on the bytes its factory's budget allows, then aborts the connection."""
+
+    factory: "_MeteredFactory"
+
+    def dataReceived(self, data: bytes) -> None:
+        budget = self.factory.budget
+        if budget.spent:
+            return  # aborted: what was already in flight is dropped
+        if len(data) <= budget.left:
+            budget.left -= len(data)
+            self.wrappedProtocol.dataReceived(data)
+            return
+        allowed, budget.left = data[: budget.left], 0
+        if allowed:  # whatever the answer completes within the budget stands
+            self.wrappedProtocol.dataReceived(allowed)
+        budget.spent = True
+        cast(ITCPTransport, self.transport).abortConnection()
+
+
+class _MeteredFactory(WrappingFactory):
+    protocol = _Metered
+    noisy = False  # a line at each connection's start and end otherwise
+
+    def __init__(self, wrapped: IProtocolFactory, budget: _Budget) -> None:
+        super().__init__(wrapped)
+        self.budget = budget
+
+
+@implementer(IStreamClientEndpoint)
+class _MeteredEndpoint:
+    """ENDPOINT's connections, each reading at most what BUDGET allows (one connection)."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint, budget: _Budget) -> None:
+        self.endpoint = endpoint
+        self.budget = budget
+
+    def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        connected = self.endpoint.connect(_MeteredFactory(protocolFactory, self.budget))
+        return connected.addCallback(_unwrapped)
+
+
+def _unwrapped(metered: IProtocol) -> IProtocol:
+    """The protocol a _Metered connection carries: what the Agent's factory built."""
+    wrapped: IProtocol = cast(_Metered, metered).wrappedProtocol
+    return wrapped
+
+
+class _Capped(Protocol):
+    """
+    Receives an answer's body, keeping the first BODY_LIMIT bytes, then hangs
+    up; `cut` when the connection's BUDGET ran out before the body was read.
+    """
+
+    def __init__(self, budget: _Budget) -> None:
+        self.budget = budget
         self.kept: list[bytes] = []
         self.size = 0
+        self.cut = False
         self.done: defer.Deferred[bytes] = defer.Deferred(lambda _: self._stop())
 
     def dataReceived(self, data: bytes) -> None:
@@ -105,6 +179,7 @@ class _Capped(Protocol):
             cast(IPushProducer, self.transport).stopProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.cut = self.size < BODY_LIMIT and self.budget.spent
         if not self.done.called:  # else cancelled: timed out
             self.done.callback(b"".join(self.kept))
 
@@ -126,15 +201,24 @@ class _Unverified:
 
 @implementer(IAgentEndpointFactory)
 class _Pinned:
-    """The Agent's connection to ADDRESS, whatever the URL's host (TLS over it for https)."""
+    """
+    The Agent's connection to ADDRESS, whatever the URL's host (TLS over it
+    for https), reading at most what BUDGET allows once decrypted.
+    """
 
     def __init__(
-        self, reactor: IConnectingClock, address: str, timeout: float, verify: bool
+        self,
+        reactor: IConnectingClock,
+        address: str,
+        timeout: float,
+        verify: bool,
+        budget: _Budget,
     ) -> None:
         self.reactor = reactor
         self.address = address
         self.timeout = timeout
         self.verify = verify
+        self.budget = budget
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         endpoint_type = TCP4ClientEndpoint if isIPAddress(self.address) else TCP6ClientEndpoint
@@ -145,7 +229,7 @@ class _Pinned:
             hostname = uri.host.decode("ascii")
             creator = optionsForClientTLS(hostname) if self.verify else _Unverified(hostname)
             endpoint = wrapClientTLS(creator, endpoint)
-        return QuietEndpoint(endpoint)
+        return QuietEndpoint(_MeteredEndpoint(endpoint, self.budget))
 
 
 def _first_reason(failure: Failure) -> Failure:
@@ -202,17 +286,17 @@ class Prober:
         self.resolve = resolve
         self.allowed = allowed
 
-    def probe(self, check: Check) -> defer.Deferred[Outcome]:
-        """CHECK run once, within its timeout: its (status, output)."""
+    def probe(self, check: Check, timeout: float) -> defer.Deferred[Outcome]:
+        """CHECK run once, within TIMEOUT seconds: its (status, output)."""
         if check.kind == "tcp":
             where = f"dial tcp {check.target}"
-            run = self._tcp(check)
+            run = self._tcp(check, timeout)
         else:
             where = f'{check.method.capitalize()} "{check.target}"'
-            run = self._http(check)
+            run = self._http(check, timeout)
         d = defer.Deferred.fromCoroutine(run)
         d.addTimeout(
-            check.timeout,
+            timeout,
             self.reactor,
             onTimeoutCancel=lambda result, timeout: (CRITICAL, f"{where}: i/o timeout"),
         )
@@ -235,10 +319,10 @@ class Prober:
             return self.allowed(host, ())
         return self.allowed(host, await self.resolve(host))
 
-    async def _tcp(self, check: Check) -> Outcome:
+    async def _tcp(self, check: Check, timeout: float) -> Outcome:
         host, port = split_target(check.target)
         addresses = await self._addresses(host)
-        ping = tcp_ping(self.reactor, check.timeout)
+        ping = tcp_ping(self.reactor, timeout)
         refused = ""
         for address in addresses:  # in turn, until one accepts
             try:
@@ -249,10 +333,11 @@ class Prober:
                 return PASSING, f"TCP connect {host_port(address, port)}: Success"
         return CRITICAL, refused
 
-    async def _http(self, check: Check) -> Outcome:
+    async def _http(self, check: Check, timeout: float) -> Outcome:
         url, uri, method, headers = _request(check)
         [address, *_] = await self._addresses(uri.host.decode("ascii"))
-        pinned = _Pinned(self.reactor, address, check.timeout, not check.tls_skip_verify)
+        budget = _Budget(RESPONSE_LIMIT)
+        pinned = _Pinned(self.reactor, address, timeout, not check.tls_skip_verify, budget)
         agent = Agent.usingEndpointFactory(self.reactor, pinned)
         try:
             response: IResponse = await agent.request(method, url, headers)
@@ -260,9 +345,15 @@ class Prober:
             raise Refused(
                 f"dial tcp {host_port(address, uri.port)}: {connect_error(Failure(e))}"
             ) from None
-        body = _Capped()
+        except (ResponseNeverReceived, ResponseFailed):
+            if budget.spent:
+                raise Refused(TOO_LARGE) from None
+            raise
+        body = _Capped(budget)
         response.deliverBody(body)
         kept = await body.done
+        if body.cut:
+            raise Refused(TOO_LARGE)
         phrase = response.phrase.decode("latin-1")
         output = f"HTTP {check.method} {check.target}: {response.code} {phrase} Output: "
         return _status(response.code), cut(output + kept.decode("utf-8", "replace"))

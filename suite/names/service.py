@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import IService
-from twisted.internet.defer import DeferredSemaphore
 from twisted.internet.interfaces import IReactorSocket
 
 from suite.foundation.config import (
@@ -166,7 +165,15 @@ class NamesSettings(ReplyLimits, AMPLimits, ServiceSettings):
     )
     ping_timeout: float = key(number(0.01), 2.0, "seconds a health check may take to connect")
     max_failures: int = key(integer(1), 3, "failed checks in a row that evict an instance")
-    ping_concurrency: int = key(integer(1), 256, "health checks in flight at once")
+    ping_concurrency: int = key(
+        integer(1), 256, "pings of AMP registrations in flight at once (declared checks apart)"
+    )
+    check_concurrency: int = key(
+        integer(1),
+        256,
+        "declared checks (TCP, HTTP) in flight at once, apart from the pings; each takes at "
+        "most its Timeout, its Interval and 5 minutes",
+    )
     eviction_guard: float = key(
         number(0, 1),
         0.5,
@@ -293,11 +300,10 @@ def build(settings: NamesSettings, reactor: INamesReactor) -> Parts:
         store.close()
         raise settings.error("store", str(e)) from None
     guard = EvictionGuard(registry, settings.eviction_guard, settings.ping_interval, reactor)
-    limit = DeferredSemaphore(settings.ping_concurrency)  # pings and checks, together
     ping = tcp_ping(reactor, settings.ping_timeout)
-    checker = HealthChecker(registry, settings, reactor, ping, server.evict, guard, limit)
+    checker = HealthChecker(registry, settings, reactor, ping, server.evict, guard)
     prober = Prober(reactor, host_resolver(reactor), registry.addresses)
-    runner = CheckRunner(server, settings, reactor, prober.probe, guard, limit)
+    runner = CheckRunner(server, settings, reactor, prober.probe, guard)
     checks: tuple[IService, ...] = (checker, runner)
     if isinstance(store, EtcdStore):  # one replica checks: the leader
         lease = max(settings.leader_ttl - 1, 2)

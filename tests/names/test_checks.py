@@ -2,11 +2,14 @@
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
-from suite.names.checks import TTL_EXPIRED, CheckRunner, phase_of
+from suite.contracts.names import Invalid
+from suite.names import service as names_service
+from suite.names.checks import MAX_TIMEOUT, TTL_EXPIRED, CheckRunner, phase_of
 from suite.names.guard import EvictionGuard
 from suite.names.health import HealthChecker
 from suite.names.leader import Leadership
@@ -14,12 +17,12 @@ from suite.names.probes import Prober
 from suite.names.registry import CRITICAL, PASSING, WARNING, Check, Instance, Registry
 from suite.names.server import NameServer
 from suite.names.service import NamesSettings
-from suite.names.store import MemoryStore
+from suite.names.store import MemoryStore, StoreError
 from tests.helpers import captured_events, captured_log, elapse
 from tests.names.test_health import assert_spread
 from tests.names.test_probes import Answer
 
-SETTINGS = NamesSettings(ping_interval=10, ping_timeout=2, max_failures=3, ping_concurrency=4)
+SETTINGS = NamesSettings(ping_interval=10, ping_timeout=2, max_failures=3, check_concurrency=4)
 
 
 class FakeProbe:
@@ -31,9 +34,11 @@ class FakeProbe:
         self.hold = False
         self.pending = []
         self.calls = []  # (time, target)
+        self.timeouts = {}  # target -> the timeout of its last run
 
-    def __call__(self, check):
+    def __call__(self, check, timeout):
         self.calls.append((self.clock.seconds(), check.target))
+        self.timeouts[check.target] = timeout
         if self.hold:
             d = defer.Deferred()
             self.pending.append(d)
@@ -210,12 +215,12 @@ class Spreading(RunnerTestCase):
 
 
 class Concurrency(RunnerTestCase):
-    def test_at_most_ping_concurrency_run_and_never_one_check_twice(self):
+    def test_at_most_check_concurrency_run_and_never_one_check_twice(self):
         for port in range(1, 11):
             self.register(port, tcp(f"c{port}", target=f"10.0.0.1:{port}", interval=1))
         self.probe.hold = True
         elapse(self.clock, 2)
-        self.assertEqual(len(self.probe.pending), 4)  # ping_concurrency
+        self.assertEqual(len(self.probe.pending), 4)  # check_concurrency
         elapse(self.clock, 5)
         self.assertEqual(len(self.probe.pending), 4)  # nothing queued twice, nothing more run
         self.assertEqual(len({target for _, target in self.probe.calls}), 4)
@@ -224,18 +229,18 @@ class Concurrency(RunnerTestCase):
             self.probe.pending.pop(0).callback((PASSING, "ok"))
         self.assertEqual(len({target for _, target in self.probe.calls}), 10)
 
-    def test_the_limit_is_shared_with_the_pings(self):
-        limit = defer.DeferredSemaphore(1)
-        held = self.successResultOf(limit.acquire())
-        runner = CheckRunner(self.server, SETTINGS, self.clock, self.probe, limit=limit)
-        self.runner.stopService()
-        runner.startService()
-        self.addCleanup(runner.stopService)
-        self.register(80, tcp("c", interval=1))
-        elapse(self.clock, 3)
-        self.assertEqual(self.probe.calls, [])
-        held.release()
-        self.assertEqual(len(self.probe.calls), 1)
+    def test_a_check_takes_at_most_its_interval_and_five_minutes(self):
+        ten_years = 10 * 365 * 86400
+        self.register(1, tcp("short", target="10.0.0.1:1", interval=5, timeout=ten_years))
+        self.register(2, tcp("long", target="10.0.0.1:2", interval=3600, timeout=ten_years))
+        self.register(3, tcp("own", target="10.0.0.1:3", interval=5, timeout=2))
+        self.register(4, tcp("default", target="10.0.0.1:4", timeout=ten_years))
+        elapse(self.clock, 3600)
+        self.assertEqual(
+            self.probe.timeouts,
+            {"10.0.0.1:1": 5, "10.0.0.1:2": MAX_TIMEOUT, "10.0.0.1:3": 2, "10.0.0.1:4": 10},
+        )
+        self.assertEqual(MAX_TIMEOUT, 300)
 
     def test_stopping_cancels_checks_in_flight_and_keeps_none_of_their_results(self):
         web = self.register(80, tcp("c", interval=1, status=PASSING))
@@ -258,6 +263,39 @@ class Concurrency(RunnerTestCase):
         self.runner.startService()
         elapse(self.clock, 3)
         self.assertGreaterEqual(len(self.probe.calls), 2)
+
+
+class PingsApart(SynchronousTestCase):
+    """The name server as built: declared checks that hang never hold the pings back."""
+
+    def test_pings_run_while_checks_fill_their_own_limit(self):
+        clock = MemoryReactorClock()
+        settings = NamesSettings(
+            store="memory", lookup_audit="", ping_interval=10, ping_concurrency=2
+        )
+        services = names_service.build(settings, clock).services
+        [server] = [s for s in services if isinstance(s, NameServer)]
+        for service in services:
+            service.startService()
+            self.addCleanup(service.stopService)
+        ten_years = 10 * 365 * 86400
+        for port in range(1, 5):  # connects that never complete: they hang until timed out
+            instance = Instance(
+                "slow",
+                "10.0.0.1",
+                port,
+                pinged=False,
+                checks=[tcp(f"c{port}", target=f"10.0.0.9:{port}", timeout=ten_years)],
+            )
+            self.successResultOf(server.put(instance, None, "test", "192.0.2.1"))
+        elapse(clock, 10)  # every check has started, and hangs
+        for port in range(1001, 1004):
+            server.registry.register("amp", "10.0.0.2", port)
+        elapse(clock, 10)
+        pinged = sorted(port for host, port, *_ in clock.tcpClients if host == "10.0.0.2")
+        self.assertEqual(pinged, [1001, 1002, 1003])
+        checks = [port for host, port, *_ in clock.tcpClients if host == "10.0.0.9"]
+        self.assertEqual(sorted(set(checks)), [1, 2, 3, 4])  # all four: a limit of their own
 
 
 def ttl(check_id, seconds=30, **fields):
@@ -379,16 +417,21 @@ class GuardHoldsTheRunner(RunnerTestCase):
         ids = []
         for port in range(1, count + 1):
             ids.append(
-                self.register(port, tcp("c", target=f"10.0.0.1:{port}", status=PASSING, **fields))
+                self.register(
+                    port, tcp(f"c{port}", target=f"10.0.0.1:{port}", status=PASSING, **fields)
+                )
             )
         return ids
+
+    def statuses(self, ids):
+        return [self.registry.by_id(i).checks[0].status for i in ids]
 
     def test_failures_of_most_instances_at_once_turn_nothing_more_critical(self):
         lines = captured_log(self)
         ids = self.register_many(40, interval=5, deregister_after=20)
         elapse(self.clock, 100)
         self.assertTrue(self.guard.holding)
-        statuses = [self.check(i, "c").status for i in ids]
+        statuses = self.statuses(ids)
         # The first 20 failed before more than half had: those turned critical, no more.
         self.assertEqual(statuses.count(CRITICAL), 20)
         self.assertEqual(len(self.registry), 40)  # nothing deregistered while it holds
@@ -400,14 +443,14 @@ class GuardHoldsTheRunner(RunnerTestCase):
         self.assertFalse(self.guard.holding)
         # The time under the guard did not count: each was checked again, not deregistered.
         self.assertEqual(len(self.registry), 40)
-        self.assertEqual([self.check(i, "c").status for i in ids], [PASSING] * 40)
+        self.assertEqual(self.statuses(ids), [PASSING] * 40)
         self.assertEqual(len([line for line in lines if "eviction guard off" in line]), 1)
 
     def test_fewer_than_ten_failing_are_turned_critical_and_deregistered(self):
         ids = self.register_many(9, interval=5, deregister_after=20)
         elapse(self.clock, 10)
         self.assertFalse(self.guard.holding)
-        self.assertEqual([self.check(i, "c").status for i in ids], [CRITICAL] * 9)
+        self.assertEqual(self.statuses(ids), [CRITICAL] * 9)
         elapse(self.clock, 20)
         self.assertEqual(len(self.registry), 0)
 
@@ -419,6 +462,70 @@ class GuardHoldsTheRunner(RunnerTestCase):
         elapse(self.clock, 10.25)
         self.assertTrue(self.guard.holding)
         self.assertEqual(self.check(web, "t").output, TTL_EXPIRED)
+
+
+class RefusingStore(MemoryStore):
+    """A memory store that refuses every save with `refusal`, once it is set."""
+
+    refusal = None
+
+    def save(self, instance, expected=None):
+        if self.refusal is not None:
+            return defer.fail(self.refusal)
+        return super().save(instance, expected)
+
+
+class UnkeptResults(RunnerTestCase):
+    def setUp(self):
+        super().setUp()
+        self.store = self.server.store = RefusingStore()
+
+    def refused_results_are_logged_once_per_source_then_counted(self, refusal, error):
+        lines = captured_log(self)
+        ids = []
+        for port, source in ((1, "192.0.2.1"), (2, "192.0.2.1"), (3, "192.0.2.2")):
+            check = tcp(f"c{port}", target=f"10.0.0.1:{port}", interval=1)
+            instance = Instance("web", "10.0.0.1", port, id=f"web-{port}", checks=[check])
+            self.successResultOf(self.server.put(instance, None, "test", source))
+            ids.append(instance.id)
+        self.store.refusal = refusal
+        elapse(self.clock, 10)  # about ten runs of each check, each result refused
+        runs = len(self.probe.calls)
+        self.assertGreaterEqual(runs, 27)
+        self.assertEqual([self.registry.by_id(i).checks[0].output for i in ids], [""] * 3)
+        unkept = [line for line in lines if "was not kept" in line]
+        self.assertEqual(len(unkept), 2)  # one per source
+        named = sorted(line.split(" of web-")[1][0] for line in unkept)  # web-N: N
+        self.assertIn(named, (["1", "3"], ["2", "3"]))  # one instance of each source
+        for line in unkept:
+            self.assertTrue(line.endswith(f" (web) was not kept: {error}"), line)
+        self.runner.stopService()
+        summaries = [line for line in lines if "more unkept check results" in line]
+        self.assertEqual(
+            summaries, [f"names: {runs - 2} more unkept check results in the last 10 s"]
+        )
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_results_the_registry_refuses_are_logged_once_per_source_then_counted(self):
+        self.refused_results_are_logged_once_per_source_then_counted(
+            Invalid("instance larger than 512 KiB as stored"),
+            "instance larger than 512 KiB as stored",
+        )
+
+    def test_results_the_store_cannot_write_are_logged_once_per_source_then_counted(self):
+        self.refused_results_are_logged_once_per_source_then_counted(
+            StoreError("disk full"), "registry store unavailable: disk full"
+        )
+
+    def test_a_failure_nobody_expected_is_logged_with_its_traceback_once(self):
+        events = captured_events(self)
+        web = self.register(80, tcp("c", interval=1))
+        self.server.change = lambda *args: defer.fail(ZeroDivisionError("a bug"))
+        elapse(self.clock, 5)
+        logged = [e for e in events if e.get("flood_kind") == "unkept check results"]
+        self.assertEqual(len(logged), 1)
+        self.assertIn(f"of {web} (web) was not kept: a bug", formatEvent(logged[0]))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
 
 class FakeEtcdStore:
@@ -460,7 +567,7 @@ class RealChecks(TestCase):
         url = f"http://127.0.0.1:{port.getHost().port}/health"
         registry = Registry(10)
         names = NameServer(registry, MemoryStore(), "", 5, reactor)
-        settings = NamesSettings(ping_interval=0.05, ping_concurrency=4)
+        settings = NamesSettings(ping_interval=0.05, check_concurrency=4)
         prober = Prober(reactor, lambda host: defer.succeed([]), registry.addresses)
         runner = CheckRunner(names, settings, reactor, prober.probe)
         runner.startService()

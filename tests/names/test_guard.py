@@ -210,16 +210,19 @@ class Wiring(SynchronousTestCase):
         )
         return built.services
 
-    def test_build_hands_in_the_guard_the_pinger_and_the_runner_sharing_one_limit(self):
-        services = self.parts(eviction_guard=0.3, ping_concurrency=7)
+    def test_build_hands_in_the_guard_the_pinger_and_the_runner_each_with_its_limit(self):
+        services = self.parts(eviction_guard=0.3, ping_concurrency=7, check_concurrency=9)
         [guard] = [s for s in services if isinstance(s, EvictionGuard)]
         [checker] = [s for s in services if isinstance(s, HealthChecker)]
         [runner] = [s for s in services if isinstance(s, CheckRunner)]
         self.assertEqual(guard.fraction, 0.3)
         self.assertIs(checker.guard, guard)
         self.assertIs(runner.guard, guard)
-        self.assertIs(runner.limit, checker._limit)
-        self.assertEqual(runner.limit.limit, 7)
+        self.assertEqual((checker.limit.limit, runner.limit.limit), (7, 9))
+
+    def test_checks_have_a_limit_of_their_own_by_default(self):
+        settings = NamesSettings()
+        self.assertEqual((settings.ping_concurrency, settings.check_concurrency), (256, 256))
 
     def test_the_default_is_one_half(self):
         self.assertEqual(NamesSettings().eviction_guard, 0.5)

@@ -10,9 +10,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
 from suite.names.allowed import AllowedHosts
-from suite.names.probes import BODY_LIMIT, Prober, Refused, split_target
+from suite.names.probes import BODY_LIMIT, RESPONSE_LIMIT, Prober, Refused, split_target
 from suite.names.registry import CRITICAL, MAX_TEXT, PASSING, WARNING, Check
 from tests.helpers import make_pki, tmp_dir
+
+TIMEOUT = 10  # seconds a probe may take here, unless a test says otherwise
 
 
 class Answer(resource.Resource):
@@ -64,6 +66,48 @@ class Silent(Protocol):
     """Takes a connection and never answers."""
 
 
+def flood(head, unit):
+    """
+    A protocol that answers HEAD, then UNIT 64 times a millisecond (at most
+    a thousand times) until the client hangs up: its class's `gone` fires then.
+    """
+
+    class Flood(Protocol):
+        gone = defer.Deferred()
+
+        def connectionMade(self):
+            self.rounds = 0
+            self.transport.write(head)
+            self.more()
+
+        def more(self):
+            self.rounds += 1
+            self.transport.write(unit * 64)
+            self.next = reactor.callLater(0.001, self.more) if self.rounds < 1000 else None
+
+        def connectionLost(self, reason):
+            if self.next is not None and self.next.active():
+                self.next.cancel()
+            self.gone.callback(self.rounds)
+
+    return Flood
+
+
+class ManyHeaders(resource.Resource):
+    """Answers 200 "fine" with COUNT headers of 100 bytes each."""
+
+    isLeaf = True
+
+    def __init__(self, count):
+        super().__init__()
+        self.count = count
+
+    def render_GET(self, request):
+        for n in range(self.count):
+            request.setHeader(f"x-h{n:04}", "v" * 92)
+        return b"fine"
+
+
 def prober(networks=("127.0.0.0/8",), resolved=None):
     hosts = AllowedHosts(networks)
 
@@ -100,12 +144,12 @@ class TCPProbes(ProbeTestCase):
     async def test_a_listening_port_passes(self):
         number = self.listen(Protocol)
         target = f"127.0.0.1:{number}"
-        outcome = await prober().probe(Check("c", "tcp", target=target))
+        outcome = await prober().probe(Check("c", "tcp", target=target), TIMEOUT)
         self.assertEqual(outcome, (PASSING, f"TCP connect {target}: Success"))
 
     async def test_a_closed_port_is_critical_as_consul_words_it(self):
         number = await self.closed_port()
-        outcome = await prober().probe(Check("c", "tcp", target=f"127.0.0.1:{number}"))
+        outcome = await prober().probe(Check("c", "tcp", target=f"127.0.0.1:{number}"), TIMEOUT)
         self.assertEqual(
             outcome, (CRITICAL, f"dial tcp 127.0.0.1:{number}: connect: connection refused")
         )
@@ -115,9 +159,9 @@ class TCPProbes(ProbeTestCase):
         addresses = {"db.internal": ["127.0.0.1"]}
         probe = prober(resolved=addresses)
         check = Check("c", "tcp", target=f"db.internal:{number}")
-        self.assertEqual((await probe.probe(check))[0], PASSING)
+        self.assertEqual((await probe.probe(check, TIMEOUT))[0], PASSING)
         addresses["db.internal"] = ["127.0.0.1", "169.254.169.254"]  # re-pointed: refused
-        status, output = await probe.probe(check)
+        status, output = await probe.probe(check, TIMEOUT)
         self.assertEqual(status, CRITICAL)
         self.assertIn("169.254.169.254 is a link-local address, never checked", output)
 
@@ -131,7 +175,7 @@ class TCPProbes(ProbeTestCase):
         number = self.listen(Seen)
         target = f"127.0.0.1:{number}"
         status, output = await prober(networks=("10.0.0.0/8",)).probe(
-            Check("c", "tcp", target=target)
+            Check("c", "tcp", target=target), TIMEOUT
         )
         self.assertEqual(status, CRITICAL)
         self.assertEqual(
@@ -152,7 +196,7 @@ class HTTPProbes(ProbeTestCase):
         probe = prober()
 
         async def outcome(path):
-            return await probe.probe(Check("h", "http", target=f"{base}/{path}"))
+            return await probe.probe(Check("h", "http", target=f"{base}/{path}"), TIMEOUT)
 
         self.assertEqual(
             await outcome("ok"), (PASSING, f"HTTP GET {base}/ok: 200 OK Output: all good")
@@ -177,7 +221,7 @@ class HTTPProbes(ProbeTestCase):
         check = Check(
             "h", "http", target=f"{base}/h", method="POST", header={"X-Probe": ["a", "b"]}
         )
-        self.assertEqual((await prober().probe(check))[0], PASSING)
+        self.assertEqual((await prober().probe(check, TIMEOUT))[0], PASSING)
         [(method, headers)] = answer.seen
         self.assertEqual(method, b"POST")
         self.assertEqual(headers.getRawHeaders(b"x-probe"), [b"a", b"b"])
@@ -187,17 +231,44 @@ class HTTPProbes(ProbeTestCase):
     async def test_at_most_4_kib_of_the_body_is_read(self):
         endless = Endless()
         base = self.site(big=endless)
-        check = Check("h", "http", target=f"{base}/big", timeout=5)
-        status, output = await prober().probe(check)  # not a timeout: reading stopped
+        check = Check("h", "http", target=f"{base}/big")
+        status, output = await prober().probe(check, 5)  # not a timeout: reading stopped
         await endless.gone.addTimeout(5, reactor)
         self.assertEqual(status, PASSING)
         whole = f"HTTP GET {base}/big: 200 OK Output: " + "x" * BODY_LIMIT
         self.assertEqual(output, whole[:MAX_TEXT])  # what a check's output keeps
 
+    async def test_endless_headers_are_cut_at_the_response_limit(self):
+        hostile = flood(b"HTTP/1.1 200 OK\r\n", b"X-Flood: " + b"y" * 54 + b"\r\n")
+        url = f"http://127.0.0.1:{self.listen(hostile)}/"
+        outcome = await prober().probe(Check("h", "http", target=url), 5)  # not a timeout
+        self.assertEqual(
+            outcome, (CRITICAL, f'Get "{url}": server response exceeded 65536 bytes; aborted')
+        )
+        rounds = await hostile.gone.addTimeout(5, reactor)  # the name server hung up
+        self.assertLess(rounds, 1000)
+        self.assertEqual(RESPONSE_LIMIT, 65536)
+
+    async def test_the_framing_of_a_body_counts_towards_the_response_limit(self):
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        one_byte_chunk = b"1;pad=" + b"p" * 1000 + b"\r\nx\r\n"  # 1 KiB of framing a byte
+        hostile = flood(head, one_byte_chunk)
+        url = f"http://127.0.0.1:{self.listen(hostile)}/"
+        outcome = await prober().probe(Check("h", "http", target=url), 5)
+        self.assertEqual(
+            outcome, (CRITICAL, f'Get "{url}": server response exceeded 65536 bytes; aborted')
+        )
+        await hostile.gone.addTimeout(5, reactor)
+
+    async def test_an_answer_within_the_response_limit_stands(self):
+        base = self.site(h=ManyHeaders(600))  # 60,000 bytes of headers
+        outcome = await prober().probe(Check("h", "http", target=f"{base}/h"), TIMEOUT)
+        self.assertEqual(outcome, (PASSING, f"HTTP GET {base}/h: 200 OK Output: fine"))
+
     async def test_a_closed_port_is_critical(self):
         number = await self.closed_port()
         url = f"http://127.0.0.1:{number}/"
-        outcome = await prober().probe(Check("h", "http", target=url))
+        outcome = await prober().probe(Check("h", "http", target=url), TIMEOUT)
         self.assertEqual(
             outcome,
             (CRITICAL, f'Get "{url}": dial tcp 127.0.0.1:{number}: connect: connection refused'),
@@ -206,7 +277,7 @@ class HTTPProbes(ProbeTestCase):
     async def test_a_server_that_never_answers_times_out(self):
         number = self.listen(Silent)
         url = f"http://127.0.0.1:{number}/"
-        outcome = await prober().probe(Check("h", "http", target=url, timeout=0.2))
+        outcome = await prober().probe(Check("h", "http", target=url, timeout=3600), 0.2)
         self.assertEqual(outcome, (CRITICAL, f'Get "{url}": i/o timeout'))
 
     async def test_a_server_that_hangs_up_without_an_answer_is_critical(self):
@@ -216,14 +287,14 @@ class HTTPProbes(ProbeTestCase):
 
         number = self.listen(HangUp)
         url = f"http://127.0.0.1:{number}/"
-        outcome = await prober().probe(Check("h", "http", target=url))
+        outcome = await prober().probe(Check("h", "http", target=url), TIMEOUT)
         self.assertEqual(outcome, (CRITICAL, f'Get "{url}": EOF'))
 
     async def test_a_url_outside_allowed_networks_is_not_requested(self):
         answer = Answer(200)
         base = self.site(h=answer)
         status, output = await prober(networks=("10.0.0.0/8",)).probe(
-            Check("h", "http", target=f"{base}/h")
+            Check("h", "http", target=f"{base}/h"), TIMEOUT
         )
         self.assertEqual(status, CRITICAL)
         self.assertIn("outside allowed_networks", output)
@@ -235,7 +306,7 @@ class HTTPProbes(ProbeTestCase):
         port = base.rsplit(":", 1)[1]
         url = f"http://web.internal:{port}/h"
         probe = prober(resolved={"web.internal": ["127.0.0.1"]})
-        self.assertEqual((await probe.probe(Check("h", "http", target=url)))[0], PASSING)
+        self.assertEqual((await probe.probe(Check("h", "http", target=url), TIMEOUT))[0], PASSING)
         [(_, headers)] = answer.seen
         self.assertEqual(headers.getRawHeaders(b"host"), [f"web.internal:{port}".encode()])
 
@@ -256,10 +327,12 @@ class HTTPSProbes(ProbeTestCase):
 
     async def test_an_unknown_certificate_is_critical_unless_verification_is_skipped(self):
         url = self.tls_site()
-        status, output = await prober().probe(Check("h", "http", target=url))
+        status, output = await prober().probe(Check("h", "http", target=url), TIMEOUT)
         self.assertEqual(status, CRITICAL)
         self.assertEqual(output, f'Get "{url}": tls: certificate verify failed')
-        outcome = await prober().probe(Check("h", "http", target=url, tls_skip_verify=True))
+        outcome = await prober().probe(
+            Check("h", "http", target=url, tls_skip_verify=True), TIMEOUT
+        )
         self.assertEqual(outcome, (PASSING, f"HTTP GET {url}: 200 OK Output: secure"))
 
 
@@ -278,5 +351,5 @@ class Targets(SynchronousTestCase):
             Check("h", "http", target="ftp://127.0.0.1/"),
             Check("h", "http", target="http://127.0.0.1/", method="GET X"),
         ):
-            status, output = self.successResultOf(probe.probe(check))
+            status, output = self.successResultOf(probe.probe(check, TIMEOUT))
             self.assertEqual(status, CRITICAL, check)
