@@ -380,9 +380,12 @@ class CheckRunner(service.Service):
             return defer.succeed(False)
         check_id = check.check_id
 
+        ran = (check.kind, check.target)
+
         def mutate(changed: Instance) -> None:
             target = changed.check(check_id)
-            if target is not None:
+            # A result of what ran: not of a check redeclared while its write waited.
+            if target is not None and (target.kind, target.target) == ran:
                 target.status, target.output = status, output
 
         first_line = output.split("\n", 1)[0][:WHY_LENGTH]

@@ -247,7 +247,7 @@ def open_registry_store(
         client = EtcdClient(reactor, etcd_endpoints(settings.store), settings.etcd_timeout)
         return EtcdStore(client, registry, settings.etcd_prefix, reactor)
     try:
-        return open_store(settings.store, reactor)
+        return open_store(settings.store, reactor, registry.max_tombstones)
     except StoreError as e:
         raise settings.error("store", str(e)) from None
 
@@ -282,7 +282,12 @@ def build(settings: NamesSettings, reactor: INamesReactor) -> Parts:
     read_token = resolve_token(ReadTokenKeys(settings))
     warn_about_exposure(settings, token, reactor)
     audit_writer = open_lookup_audit(settings, reactor)
-    registry = Registry(settings.max_instances, AllowedHosts(settings.allowed_networks))
+    registry = Registry(
+        settings.max_instances,
+        AllowedHosts(settings.allowed_networks),
+        # names without instances whose index is kept; on etcd the store decides
+        max_tombstones=None if settings.store.startswith("etcd:") else settings.max_instances,
+    )
     store = open_registry_store(settings, registry, reactor)
     try:
         server = NameServer(
