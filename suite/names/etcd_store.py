@@ -10,11 +10,28 @@ replica serves the same indexes and none goes back across a restart.
 
 A write (Register, Deregister, a check's status) is answered once etcd
 acknowledged it, with the revision of its transaction (the index of the
-change), and once this replica's copy holds it (at most CATCH_UP seconds
-later), so a client that registers and then looks up on the same replica
-finds what it registered.  Writes asked for together go to etcd as few
-transactions of at most MAX_TXN_OPS operations, one transaction in flight
-at a time; an instance's key and its name's key always share one.
+change), and once this replica's copy holds it, so a client that registers
+and then looks up on the same replica finds what it registered.  Should the
+watch not bring it within CATCH_UP seconds, the write is answered with the
+revision the copy holds instead: the name server serves the change at once,
+but the registry's index does not run ahead of changes the watch has yet to
+apply (a blocking read of the whole registry at that index would miss
+them); the watch then brings the change at its own revision.  Writes asked
+for together go to etcd as few transactions of at most MAX_TXN_OPS
+operations, one transaction in flight at a time; an instance's key and its
+name's key always share one.
+
+A save computed from the copy (a check's result, a TTL pass, maintenance)
+is conditional on the revision its writer saw: if another replica changed
+or deregistered the instance since, nothing is written and it fails with
+StoreConflict.  Conditional writes asked for together share transactions of
+their own, retried without those a change overtook.
+
+The keys of names without instances (each keeps its name's index) are kept
+for at most `max_instances` names: the replica whose write leaves more
+deletes the oldest, raising the `floor` key to their highest revision in the
+same transaction; every replica raises its registry's floor before it
+forgets such a name, so no name's index goes back.
 
 When etcd cannot be reached, writes fail with a StoreError (the name server
 answers UNAVAILABLE), lookups go on from the copy, `/health` says degraded,
@@ -31,6 +48,7 @@ only if it did not change since read, so every key moves once.
 """
 
 from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -50,22 +68,26 @@ from suite.names.etcd_layout import (
     MIGRATION_BATCH,
     NAMES,
     OLD_INSTANCES,
+    REAP_BATCH,
     SERVICES,
     Layout,
     OldKey,
     Unparsable,
     Write,
     check_of,
+    floor_of,
     migration,
     name_of,
     old_id,
     old_instance,
     packed,
     put,
+    refused,
     service_instance,
+    transaction,
 )
 from suite.names.registry import Instance, Registry, RegistryFull
-from suite.names.store import BatchedWrites, IRegistryStore, Stored, StoreError
+from suite.names.store import BatchedWrites, IRegistryStore, StoreConflict, Stored, StoreError
 
 log = Logger()
 
@@ -74,7 +96,7 @@ RECONNECT_FIRST, RECONNECT_MAX = 0.1, 2.0  # seconds between watch reconnections
 MIGRATION_ATTEMPTS = 3  # transactions tried per batch of old keys that others keep changing
 
 Holder = tuple[str, int, int]  # the leader key's value, create revision and lease
-CatchingUp = tuple[int, defer.Deferred[None], IDelayedCall]  # a write waiting for the copy
+CatchingUp = tuple[int, defer.Deferred[int], IDelayedCall]  # a write waiting for the copy
 
 
 def etcd_endpoints(setting: str) -> list[str]:
@@ -98,10 +120,33 @@ class NotLeader(StoreError):
     """An eviction asked while this replica does not hold the leadership; nothing was written."""
 
 
-def _revision_of(revisions: Any, key: Hashable) -> int:
-    """The revision of the transaction that wrote KEY, from what L{EtcdStore._written} gives."""
-    revision: int = revisions[key]
-    return revision
+@dataclass
+class Sent:
+    """
+    What became of writes sent together: the revision of each one's
+    transaction, the keys of those refused (a change overtook them), and
+    the revision the copy held when they were answered.
+    """
+
+    revisions: dict[Hashable, int] = field(default_factory=dict)
+    refused: set[Hashable] = field(default_factory=set)
+    copied: int = 0
+
+    def index(self, key: Hashable) -> int:
+        """
+        The index at which the name server serves the write of KEY: its
+        revision once the copy holds it, else the copy's; StoreConflict if
+        it was refused.
+        """
+        if key in self.refused:
+            raise StoreConflict("changed since it was read: nothing written")
+        return min(self.revisions[key], self.copied)
+
+
+def _index_of(sent: Any, key: Hashable) -> int:
+    """L{Sent.index}, of what L{EtcdStore._written} gives."""
+    index: int = sent.index(key)
+    return index
 
 
 @implementer(IRegistryStore)
@@ -134,6 +179,9 @@ class EtcdStore:
         self.on_leader: Callable[[Holder | None, int], None] = lambda holder, revision: None
         self.warnings = FloodControl(clock, "names")
         self.old: dict[str, str] = {}  # ID -> its key of the previous layout, served until moved
+        self.name_keys: dict[str, int] = {}  # name -> its names/ key's mod revision, as copied
+        self.floor_revision = 0  # the floor key's mod revision, as copied (0: none)
+        self._reaping = False  # whether keys of names without instances are being deleted
         self._migrating: defer.Deferred[None] | None = None
         self._catching_up: list[CatchingUp] = []
         self._read_whole = True  # the next connection starts with a range read
@@ -151,12 +199,24 @@ class EtcdStore:
     def start(self) -> None:
         self._connect()
 
-    def save(self, instance: Instance) -> defer.Deferred[int]:
+    def save(self, instance: Instance, expected: int | None = None) -> defer.Deferred[int]:
+        """
+        Write INSTANCE whole; with EXPECTED (the modify index its writer
+        saw), only if its key (or its key of the previous layout, which it
+        was read from) still has that revision: else StoreConflict.
+        """
         before = self.registry.by_id(instance.id)
         dropped = set() if before is None else {check.check_id for check in before.checks}
         dropped -= {check.check_id for check in instance.checks}
-        ops = self.layout.instance_ops(instance, True, dropped, self.old.get(instance.id))
-        return self._queue(instance, ops)
+        old_key = self.old.get(instance.id)
+        ops = self.layout.instance_ops(instance, True, dropped, old_key)
+        if expected is None:
+            return self._queue(instance, ops)
+        compared = old_key or self.layout.service(instance.id)
+        # a key of its own: it never takes the place of another write waiting
+        write = Write(object(), ops, {compared: expected})
+        written = self._enqueue(write).addCallback(_index_of, write.key)
+        return written.addCallback(self._reap_tombstones)
 
     def delete(self, instance: Instance) -> defer.Deferred[int]:
         return self._queue(
@@ -186,10 +246,10 @@ class EtcdStore:
         def answered(answer: dict) -> defer.Deferred[int]:
             if not answer.get("succeeded"):
                 raise NotLeader(f"no longer the leader: eviction of {instance.name} left to it")
-            revision = int(answer["header"]["revision"])
-            return self._caught_up(revision).addCallback(lambda _: revision)
+            return self._caught_up(int(answer["header"]["revision"]))
 
-        return self.request("/v3/kv/txn", body).addCallback(answered)
+        evicted = self.request("/v3/kv/txn", body).addCallback(answered)
+        return evicted.addCallback(self._reap_tombstones)
 
     def heartbeat(self, check_id: str) -> defer.Deferred[None]:
         """
@@ -199,6 +259,48 @@ class EtcdStore:
         key = self.layout.heartbeat(check_id)
         written = self._enqueue(Write(("heartbeat", check_id), {key: put(key, "")}))
         return written.addCallback(lambda _: None)
+
+    def _reap_tombstones(self, index: int) -> int:
+        """
+        After a write (passing on INDEX): when the copy holds the keys of
+        more than `max_instances` names without instances, delete the
+        oldest down to nine tenths of that (a sort per tenth, not per
+        deregistration), REAP_BATCH per transaction, each raising `floor`
+        to its highest revision.  A reap overtaken by another write (a
+        registration under one of the names, another replica's reap) stops;
+        the next write tries again from the copy.
+        """
+        bound = self.registry.max_instances
+        if self._reaping or self._closing or self.registry.tombstones() <= bound:
+            return index
+        live = set(self.registry.names())
+        empty = sorted((r, name) for name, r in self.name_keys.items() if name not in live)
+        oldest = empty[: len(empty) - bound * 9 // 10]
+        if oldest:
+            self._reaping = True
+            reaped = defer.ensureDeferred(self._reap(oldest))
+            reaped.addErrback(self._reap_failed).addBoth(self._reaped)
+        return index
+
+    async def _reap(self, oldest: list[tuple[int, str]]) -> None:
+        floor_revision, floor = self.floor_revision, self.registry.floor
+        for start in range(0, len(oldest), REAP_BATCH):
+            if self._closing:
+                return
+            batch = oldest[start : start + REAP_BATCH]
+            floor = max(floor, batch[-1][0])
+            write = self.layout.reap(batch, floor_revision, floor)
+            sent: Sent = await self._enqueue(write)
+            if write.key in sent.refused:
+                return
+            floor_revision = sent.revisions[write.key]
+
+    def _reap_failed(self, failure: Failure) -> None:
+        if not failure.check(StoreError) and not self._closing:  # an outage is logged as such
+            log.failure("names: deleting the keys of names without instances failed", failure)
+
+    def _reaped(self, _: object) -> None:
+        self._reaping = False
 
     def health_problems(self) -> list[tuple[str, str]]:
         if self.outage is not None:
@@ -278,49 +380,75 @@ class EtcdStore:
         name_key = self.layout.name(instance.name)
         name_written = self._enqueue(Write(("name", instance.name), {name_key: put(name_key, "")}))
         name_written.addErrback(lambda _: None)  # the instance's caller hears of a failure
-        return self._enqueue(Write(instance.id, ops)).addCallback(_revision_of, instance.id)
+        written = self._enqueue(Write(instance.id, ops)).addCallback(_index_of, instance.id)
+        return written.addCallback(self._reap_tombstones)
 
-    def _enqueue(self, write: Write) -> defer.Deferred[None]:
+    def _enqueue(self, write: Write) -> defer.Deferred[Any]:
         """WRITE, in place of any write of its key still waiting; fires as L{_written}."""
         return self.writes.queue(write.key, write)
 
-    def _transaction(self, writes: list[Write]) -> defer.Deferred[dict[Hashable, int]]:
+    def _transaction(self, writes: list[Write]) -> defer.Deferred[Sent]:
         return defer.ensureDeferred(self._send(writes))
 
-    async def _send(self, writes: list[Write]) -> dict[Hashable, int]:
-        """WRITES in as few transactions as fit, in turn: the revision of each write's."""
-        revisions: dict[Hashable, int] = {}
-        for members, ops in packed(writes):
-            answer = await self.request("/v3/kv/txn", {"success": ops})
-            revision = int(answer["header"]["revision"])
-            revisions.update((write.key, revision) for write in members)
-        return revisions
-
-    def _written(self, revisions: dict[Hashable, int]) -> defer.Deferred[Any]:
-        """REVISIONS (of each write), once the copy holds them all (see L{_caught_up})."""
-        caught_up = self._caught_up(max(revisions.values(), default=0))
-        return caught_up.addCallback(lambda _: revisions)
-
-    def _caught_up(self, revision: int) -> defer.Deferred[None]:
+    async def _send(self, writes: list[Write]) -> Sent:
         """
-        Fires once the copy holds REVISION, or after CATCH_UP seconds (etcd
-        has it).
+        WRITES in as few transactions as fit, in turn; a conditional one
+        that failed is sent again without the writes a change overtook
+        (each attempt refuses one at least, so it ends).
+        """
+        sent = Sent()
+        waiting = packed(writes)
+        while waiting:
+            members, ops = waiting.pop(0)
+            answer = await self.request("/v3/kv/txn", transaction(members, ops))
+            if answer.get("succeeded") or not members[0].expected:
+                revision = int(answer["header"]["revision"])
+                sent.revisions.update((write.key, revision) for write in members)
+                continue
+            overtaken = refused(members, answer)
+            sent.refused.update(write.key for write in overtaken)
+            waiting[:0] = packed([write for write in members if write not in overtaken])
+        return sent
+
+    def _written(self, sent: Sent) -> defer.Deferred[Any]:
+        """SENT, once the copy holds all its writes (see L{_caught_up})."""
+
+        def copied(index: int) -> Sent:
+            return replace(sent, copied=index)
+
+        return self._caught_up(max(sent.revisions.values(), default=0)).addCallback(copied)
+
+    def _caught_up(self, revision: int) -> defer.Deferred[int]:
+        """
+        Fires with REVISION once the copy holds it; if the watch does not
+        bring it within CATCH_UP seconds (or ends), with the revision the
+        copy holds then (see L{_answer}).
         """
         if revision <= self.revision or self._watching is None:
-            return defer.succeed(None)
-        d: defer.Deferred[None] = defer.Deferred()
+            return defer.succeed(self._answer(revision))
+        d: defer.Deferred[int] = defer.Deferred()
         call = self.clock.callLater(CATCH_UP, self._release, lambda entry: entry[1] is d)
         self._catching_up.append((revision, d, call))
         return d
+
+    def _answer(self, revision: int) -> int:
+        """
+        The index at which the name server serves a change etcd made at
+        REVISION: REVISION once the copy holds it, else the copy's
+        revision, so that the registry's index never runs ahead of changes
+        the watch has yet to apply.  (Before the first read nothing is
+        served: REVISION.)
+        """
+        return min(revision, self.revision) if self.loaded else revision
 
     def _release(self, due: Callable[[CatchingUp], bool]) -> None:
         """Answer the writes waiting for the watch that DUE((revision, Deferred, call)) picks."""
         released = [entry for entry in self._catching_up if due(entry)]
         self._catching_up = [entry for entry in self._catching_up if not due(entry)]
-        for _, d, call in released:
+        for revision, d, call in released:
             if call.active():
                 call.cancel()
-            d.callback(None)
+            d.callback(self._answer(revision))
 
     def _applied_through(self, revision: int) -> None:
         self.revision = max(self.revision, revision)
@@ -350,10 +478,14 @@ class EtcdStore:
         old: dict[str, OldKey] = {}
         name_indexes: dict[str, int] = {}
         holder: Holder | None = None
+        self.floor_revision = 0  # unless the read finds it
         for kv in answer.get("kvs", []):
             key = decode(kv["key"])
             if key == self.leader_key:
                 holder = self._holder(kv)
+                continue
+            if key == self.layout.floor:
+                self._floor_put(kv)  # first: the floor is under every name's index
                 continue
             section, rest = self.layout.section(key) or ("", key)
             if section == HEARTBEATS:
@@ -382,6 +514,9 @@ class EtcdStore:
                 skipped.append(str(e))
         for name, index in name_indexes.items():
             self.registry.raise_index(name, index)
+        for name in self.name_keys.keys() - name_indexes.keys():
+            self.registry.forget_name(name)  # another replica's reap, while the watch was away
+        self.name_keys = name_indexes
         if skipped:
             log.warn(
                 "names: {count} instances in etcd not served: their hosts are not allowed "
@@ -516,6 +651,12 @@ class EtcdStore:
         if key == self.leader_key:
             self.on_leader(None if deleted else self._holder(kv), revision)
             return
+        if key == self.layout.floor:
+            if deleted:
+                self.floor_revision = 0
+            else:
+                self._floor_put(kv)
+            return
         section, rest = self.layout.section(key) or ("", key)
         if section == HEARTBEATS:
             check_id = check_of(rest)
@@ -527,11 +668,32 @@ class EtcdStore:
             self.registry.remove(unquote(rest), revision)
         elif section == OLD_INSTANCES:
             self._old_deleted(key, rest, revision)
+        elif section == NAMES and self.name_keys.pop(rest, None) is not None:
+            # a reap's: the floor, put first in its transaction, is at its revision already;
+            # forget_name raises it to the name's index all the same
+            self.registry.forget_name(rest)
+
+    def _floor_put(self, kv: dict) -> None:
+        """The floor key put (another replica's reap, or this one's): the registry's rises."""
+        self.floor_revision = int(kv["mod_revision"])  # a reap replaces even a value not ours
+        try:
+            floor = floor_of(kv)
+        except Unparsable as e:
+            self.warnings.warn(
+                "etcd keys",
+                "floor",
+                "names: etcd key {key} is not a revision ({error}): ignored",
+                key=printable(self.layout.floor),
+                error=printable(str(e)),
+            )
+            return
+        self.registry.raise_floor(floor)
 
     def _put(self, key: str, section: str, rest: str, kv: dict) -> None:
         """A key put: an instance to serve, or a name's index to raise."""
         parsed = self._parsed(key, section, rest, kv)
         if isinstance(parsed, str):
+            self.name_keys[parsed] = int(kv["mod_revision"])
             self.registry.raise_index(parsed, int(kv["mod_revision"]))
             return
         if parsed is None:

@@ -1,13 +1,15 @@
 """
 The registry on etcd, in process against a real etcd: replicas' copies,
-every field and index of an instance, writes, heartbeats, the move of the
-previous layout's keys, the watch's resume and resync, leadership, and an
-etcd outage.
+every field and index of an instance, writes (conditional ones too),
+heartbeats, the bound on the keys of names without instances, the move of
+the previous layout's keys, the watch's resume and resync, leadership, and
+an etcd outage.
 """
 
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -19,6 +21,7 @@ from zope.interface.verify import verifyObject
 from suite.contracts.names import Invalid, Unavailable
 from suite.foundation.config import ConfigError, settings_for
 from suite.foundation.interfaces import IHealthSource, IMetricSource
+from suite.names import etcd_store
 from suite.names.allowed import AllowedHosts
 from suite.names.etcd import EtcdClient, decode, encode, prefix_end
 from suite.names.etcd_layout import (
@@ -28,6 +31,8 @@ from suite.names.etcd_layout import (
     Layout,
     Write,
     packed,
+    refused,
+    transaction,
 )
 from suite.names.etcd_store import EtcdStore, NotLeader, etcd_endpoints
 from suite.names.health import HealthChecker
@@ -35,7 +40,7 @@ from suite.names.leader import Leadership
 from suite.names.registry import Check, Instance, Registry
 from suite.names.server import NameServer
 from suite.names.service import NamesSettings
-from suite.names.store import IRegistryStore
+from suite.names.store import IRegistryStore, StoreConflict
 from tests.etcd import EtcdCluster
 from tests.helpers import captured_log
 from tests.names.test_protocol import FakeResolver
@@ -118,7 +123,9 @@ class ReplicaTestCase(TestCase):
 
     def store(self, registry=None, timeout=2.0) -> EtcdStore:
         client = EtcdClient(reactor, self.etcd.endpoints, timeout)
-        return EtcdStore(client, registry or Registry(1000, AllowedHosts()), PREFIX, reactor)
+        if registry is None:
+            registry = Registry(1000, AllowedHosts())
+        return EtcdStore(client, registry, PREFIX, reactor)
 
     async def replica(self, max_instances_per_source=1000, store=None, **options) -> NameServer:
         """A started replica (on STORE, or a new one), once it read the registry."""
@@ -153,6 +160,29 @@ class ReplicaTestCase(TestCase):
             "/v3/kv/range", {"key": encode(start), "range_end": prefix_end(start)}
         )
         return [decode(kv["key"]).removeprefix(PREFIX) for kv in answer.get("kvs", [])]
+
+    def revision(self, key: str) -> int:
+        """The mod revision of the key (under the prefix) now."""
+        return int(self.kv(key)["mod_revision"])
+
+    async def hold_watch(self, server) -> Callable[[], None]:
+        """
+        Stop SERVER's watch, its copy left as it is, until the function
+        returned is called (the watch then resumes where it stopped).
+        """
+        store = server.store
+        store._reconnect_call = None
+        connect, store._connect = store._connect, lambda: None
+        store._watching.cancel()
+        await until(lambda: store._watching is None)
+
+        def resume():
+            if store._reconnect_call is not None and store._reconnect_call.active():
+                store._reconnect_call.cancel()  # the held one's
+            store._connect = connect
+            connect()
+
+        return resume
 
     def put_old(self, rest: str, value: str) -> None:
         """A key of the previous layout, `instances/REST`, as that version wrote it."""
@@ -545,6 +575,194 @@ class MigrationTests(ReplicaTestCase):
         self.assertEqual(len(one.registry), 1)
 
 
+def in_maintenance(instance) -> None:
+    instance.maintenance = "upgrade"
+
+
+class ConditionalSaveTests(ReplicaTestCase):
+    async def test_a_stale_change_after_a_deregistration_elsewhere_writes_nothing(self):
+        one, two = await self.replica(), await self.replica()
+        await self.register(one, "echo", 7001)
+        await until(lambda: len(two.registry) == 1, 1.0)
+        stale = two.registry.by_id("echo@127.0.0.1:7001")
+        resume = await self.hold_watch(two)
+        await one.deregister("echo", "127.0.0.1", 7001, None, "test", "test")
+        gone = self.revision("names/echo")
+        log = captured_log(self)
+        self.assertFalse(await two.change(stale, in_maintenance, "maintenance"))
+        self.assertEqual(self.keys("services/"), [])  # not brought back
+        self.assertEqual(self.revision("names/echo"), gone)  # nor its name's index raised
+        self.assertEqual(log, [])  # no outage either
+        resume()
+        await until(lambda: len(two.registry) == 0, 1.0)
+
+    async def test_a_stale_change_after_a_registration_elsewhere_writes_nothing(self):
+        one, two = await self.replica(), await self.replica()
+        await self.register(one, "echo", 7001, "first")
+        await until(lambda: len(two.registry) == 1, 1.0)
+        stale = two.registry.by_id("echo@127.0.0.1:7001")
+        resume = await self.hold_watch(two)
+        await self.register(one, "echo", 7001, "second")
+        registered = self.kv("services/echo%40127.0.0.1%3A7001")
+        self.assertFalse(await two.change(stale, in_maintenance, "maintenance"))
+        self.assertEqual(self.kv("services/echo%40127.0.0.1%3A7001"), registered)
+        resume()
+        await until(lambda: instances(two) == [("echo", "127.0.0.1", 7001, "second")], 1.0)
+
+    async def test_two_saves_expecting_the_same_revision_the_second_is_refused(self):
+        one = await self.replica()
+        await self.register(one, "echo", 7001)
+        seen = one.registry.by_id("echo@127.0.0.1:7001")
+        first, second = seen.copy(maintenance="first"), seen.copy(maintenance="second")
+        results = await defer.DeferredList(
+            [one.store.save(c, expected=seen.modify_index) for c in (first, second)],
+            consumeErrors=True,
+        )
+        [(first_ok, index), (second_ok, failure)] = results
+        self.assertTrue(first_ok)
+        self.assertFalse(second_ok)
+        failure.trap(StoreConflict)
+        stored = self.kv("services/echo%40127.0.0.1%3A7001")
+        self.assertEqual(json.loads(decode(stored["value"]))["maintenance"], "first")
+        self.assertEqual(int(stored["mod_revision"]), index)
+
+    async def test_a_change_on_the_current_revision_writes(self):
+        one, two = await self.replica(), await self.replica()
+        await self.register(one, "echo", 7001)
+        await until(lambda: len(two.registry) == 1, 1.0)
+        current = two.registry.by_id("echo@127.0.0.1:7001")
+        self.assertTrue(await two.change(current, in_maintenance, "maintenance"))
+        stored = self.kv("services/echo%40127.0.0.1%3A7001")
+        self.assertEqual(json.loads(decode(stored["value"]))["maintenance"], "upgrade")
+        self.assertEqual(self.revision("names/echo"), int(stored["mod_revision"]))
+        await until(lambda: one.registry.by_id(current.id).maintenance == "upgrade", 1.0)
+
+    async def test_an_overtaken_save_sent_with_others_is_refused_alone(self):
+        one = await self.replica()
+        for port in (1, 2):
+            await self.register(one, "echo", port)
+        a, b = (one.registry.by_id(f"echo@127.0.0.1:{port}") for port in (1, 2))
+        stale = a.modify_index
+        await self.register(one, "echo", 1, "registered again")
+        bodies = []
+        call = one.store.client.call
+        one.store.client.call = lambda path, body: bodies.append(body) or call(path, body)
+        results = await defer.DeferredList(
+            [
+                one.store.save(a.copy(maintenance="x"), expected=stale),
+                one.store.save(b.copy(maintenance="y"), expected=b.modify_index),
+                one.store.save(Instance("web", "127.0.0.1", 3, addresses=("127.0.0.1",))),
+            ],
+            consumeErrors=True,
+        )
+        [(a_ok, a_failure), (b_ok, b_index), (web_ok, web_index)] = results
+        self.assertFalse(a_ok)
+        a_failure.trap(StoreConflict)
+        self.assertTrue(b_ok and web_ok)
+        self.assertEqual(b_index, self.revision("services/echo%40127.0.0.1%3A2"))
+        self.assertEqual(web_index, self.revision("services/web%40127.0.0.1%3A3"))
+        record = json.loads(decode(self.kv("services/echo%40127.0.0.1%3A1")["value"]))
+        self.assertEqual(
+            (record["description"], record["maintenance"]), ("registered again", None)
+        )
+        # the conditional writes together, then without a; the unconditional one alone
+        self.assertEqual([len(body.get("compare", [])) for body in bodies], [2, 1, 0])
+
+
+class TombstoneTests(ReplicaTestCase):
+    async def bounded(self, bound: int) -> NameServer:
+        return await self.replica(store=self.store(Registry(bound, AllowedHosts())))
+
+    async def come_and_go(self, server, names: list[str]) -> dict[str, int]:
+        """Register and deregister each of NAMES in turn: the index each was left at."""
+        left = {}
+        for port, name in enumerate(names, 1):
+            await self.register(server, name, port)
+            await server.deregister(name, "127.0.0.1", port, None, "test", "test")
+            left[name] = self.revision("names/" + name)
+        await until(lambda: not server.store._reaping, 1.0)
+        return left
+
+    async def test_the_oldest_keys_of_names_without_instances_give_way_to_the_floor(self):
+        one, two = await self.bounded(10), await self.bounded(10)
+        names = [f"n{number}" for number in range(25)]
+        left = await self.come_and_go(one, names)
+        kept = self.keys("names/")
+        self.assertLessEqual(len(kept), 10)
+        self.assertEqual(kept, sorted("names/" + name for name in names[-len(kept) :]))
+        floor = int(decode(self.kv("floor")["value"]))
+        self.assertEqual(floor, left[names[-len(kept) - 1]])  # the highest of those deleted
+        await until(lambda: two.registry.floor == floor, 1.0)
+        for server in (one, two, await self.bounded(10)):
+            self.assertEqual(server.registry.floor, floor)
+            self.assertLessEqual(server.registry.tombstones(), 10)
+            for name, index in left.items():  # no index went back
+                self.assertGreaterEqual(server.registry.name_index(name), index)
+
+    async def test_a_range_read_raises_the_floor_and_forgets_the_names_reaped(self):
+        one, two = await self.bounded(10), await self.bounded(10)
+        before = await self.come_and_go(one, [f"a{number}" for number in range(10)])
+        await until(lambda: two.registry.tombstones() == 10, 1.0)
+        resume = await self.hold_watch(two)
+        await self.come_and_go(one, ["b0", "b1"])
+        floor = int(decode(self.kv("floor")["value"]))
+        answer = self.etcd.call("/v3/kv/range", {"key": encode("x")})
+        self.etcd.call("/v3/kv/compaction", {"revision": answer["header"]["revision"]})
+        resume()  # the revision it resumes from is compacted: a range read
+        await until(lambda: two.registry.floor == floor, 3.0)
+        self.assertLessEqual(two.registry.tombstones(), 10)
+        for name, index in before.items():
+            self.assertGreaterEqual(two.registry.name_index(name), index)
+
+    async def test_the_floor_only_rises(self):
+        one = await self.bounded(2)
+        self.etcd.call("/v3/kv/put", {"key": encode(PREFIX + "floor"), "value": encode("900")})
+        await until(lambda: one.registry.floor == 900, 1.0)
+        await self.come_and_go(one, ["a", "b", "c"])
+        self.assertEqual(len(self.keys("names/")), 1)  # reaped, down to nine tenths of 2
+        self.assertEqual(decode(self.kv("floor")["value"]), "900")
+        self.assertEqual(int(self.kv("floor")["version"]), 2)  # written again, not lowered
+        self.assertEqual(one.registry.name_index("a"), 900)
+
+    async def test_a_reap_overtaken_by_a_registration_deletes_nothing(self):
+        one = await self.replica()
+        left = await self.come_and_go(one, ["a"])
+        await self.register(one, "a", 1)  # since the reap below read the key
+        reap = one.store.layout.reap([(left["a"], "a")], 0, left["a"])
+        sent = await one.store._enqueue(reap)
+        self.assertIn(reap.key, sent.refused)
+        self.assertEqual(self.keys("names/"), ["names/a"])
+        self.assertIsNone(self.kv("floor"))
+
+
+class CatchUpTests(ReplicaTestCase):
+    async def test_a_write_the_watch_is_late_with_does_not_run_the_index_ahead(self):
+        self.patch(etcd_store, "CATCH_UP", 0.1)
+        one, two = await self.replica(), await self.replica()
+        held = []
+        store = one.store
+        watch_message, store._watch_message = store._watch_message, held.append
+        store._watching.cancel()  # the next watch's messages wait in HELD
+        await until(lambda: held, 3.0)  # the next watch is there
+        copied = store.revision
+        await self.register(two, "before", 7001)
+        before = self.revision("names/before")
+        await self.register(one, "mine", 7002)
+        mine = self.revision("names/mine")
+        # served at once, at the copy's index: a read of the whole registry at that
+        # index would not see "before", applied later at a lower one
+        self.assertEqual([i.name for i in one.registry.instances()], ["mine"])
+        self.assertEqual(one.registry.index, copied)
+        self.assertLess(copied, before)
+        for message in held:
+            watch_message(message)
+        store._watch_message = watch_message
+        self.assertEqual(sorted(i.name for i in one.registry.instances()), ["before", "mine"])
+        self.assertEqual(one.registry.index, mine)
+        self.assertEqual(one.registry.by_id("mine@127.0.0.1:7002").modify_index, mine)
+        self.assertEqual(one.registry.name_index("before"), before)
+
+
 class LayoutTests(SynchronousTestCase):
     layout = Layout(PREFIX)
 
@@ -598,6 +816,56 @@ class LayoutTests(SynchronousTestCase):
         transactions = packed(writes)
         self.assertEqual([len(members) for members, _ in transactions], [3, 3, 3, 1, 1])
         self.assertEqual([w for members, _ in transactions for w in members], writes)
+
+    def test_conditional_writes_share_transactions_of_their_own(self):
+        def write(key, expected=None):
+            return Write(key, {f"k{key}": {"request_put": {}}}, expected or {})
+
+        writes = [write(1), write(2, {"k2": 5}), write(3, {"k3": 6}), write(4)]
+        transactions = packed(writes)
+        self.assertEqual([[w.key for w in m] for m, _ in transactions], [[1], [2, 3], [4]])
+        many = [write(n, {f"c{n}.{i}": 1 for i in range(50)}) for n in range(3)]
+        self.assertEqual([len(m) for m, _ in packed(many)], [2, 1])  # 128 compares at most
+        again = [write(5, {"k5": 1}), Write(6, {"k5": {"request_put": {}}}, {"k5": 1})]
+        self.assertEqual([len(m) for m, _ in packed(again)], [1, 1])  # the second sees the first
+
+    def test_a_conditional_transaction_reads_back_what_it_compared(self):
+        a = Write("a", {"ka": {"request_put": {}}}, {"ka": 5})
+        b = Write("b", {"kb": {"request_put": {}}}, {"kb": 6, "floor": 0})
+        body = transaction([a, b], [{"request_put": {}}])
+        self.assertEqual(
+            [(decode(c["key"]), c["mod_revision"]) for c in body["compare"]],
+            [("ka", "5"), ("kb", "6"), ("floor", "0")],
+        )
+        self.assertEqual(len(body["failure"]), 3)
+        self.assertEqual(transaction([Write("c", {})], [])["success"], [])
+
+        def answer(*revisions):
+            kvs = [{"kvs": [{"mod_revision": str(r)}]} if r else {} for r in revisions]
+            return {"responses": [{"response_range": kv} for kv in kvs]}
+
+        self.assertEqual(refused([a, b], answer(7, 6, 0)), [a])  # ka changed
+        self.assertEqual(refused([a, b], answer(5, 6, 3)), [b])  # the floor was written
+        self.assertEqual(refused([a, b], answer(0, 6, 0)), [a])  # ka deleted
+        self.assertEqual(refused([a, b], {}), [a, b])  # no telling: none is retried
+
+    def test_a_reap_puts_the_floor_and_deletes_names_that_did_not_change(self):
+        write = self.layout.reap([(3, "a"), (5, "b")], 2, 5)
+        self.assertEqual(
+            [
+                (decode(next(iter(op.values()))["key"]), next(iter(op)))
+                for op in write.ops.values()
+            ],
+            [
+                (PREFIX + "floor", "request_put"),
+                (PREFIX + "names/a", "request_delete_range"),
+                (PREFIX + "names/b", "request_delete_range"),
+            ],
+        )
+        self.assertEqual(decode(write.ops[PREFIX + "floor"]["request_put"]["value"]), "5")
+        self.assertEqual(
+            write.expected, {PREFIX + "floor": 2, PREFIX + "names/a": 3, PREFIX + "names/b": 5}
+        )
 
     def test_a_key_is_once_in_a_transaction_and_a_delete_wins(self):
         deleted = {"request_delete_range": {"key": "h"}}
