@@ -488,14 +488,19 @@ class Registry:
 
     def raise_index(self, name: str, index: int) -> None:
         """
-        Note that NAME changed at INDEX without an instance to show it (a
-        deregistration the store remembers): its index, and the registry's,
-        are at least INDEX.
+        Note that NAME changed at INDEX without a change of instance to show
+        it (a deregistration the store remembers, a change the etcd watch
+        brings after the write served it): its index, and the registry's,
+        are at least INDEX, and the listeners hear of NAME if that raised it.
         """
-        if index > self._name_index.get(name, self.floor):
+        raised = index > self._name_index.get(name, self.floor)
+        if raised:
             self._name_index[name] = index
         self.index = max(self.index, index)
         self._reap_tombstones()
+        if raised:  # a blocking read of the name waits for exactly this
+            for listener in self._listeners:
+                listener(name)
 
     def addresses(self, host: str, resolved: Sequence[str] = ()) -> tuple[str, ...]:
         """

@@ -257,8 +257,12 @@ class ModelTests(SynchronousTestCase):
         )
         registry.remove("a", 9)
         self.assertEqual((registry.name_index("web"), registry.index), (9, 9))
+        heard = []
+        registry.on_change(heard.append)
         registry.raise_index("web", 4)
-        self.assertEqual(registry.name_index("web"), 9)
+        self.assertEqual((registry.name_index("web"), heard), (9, []))
+        registry.raise_index("web", 10)
+        self.assertEqual((registry.name_index("web"), heard), (10, ["web"]))
 
     def test_a_replacement_keeps_its_place_in_registration_order(self):
         registry = Registry(10)
