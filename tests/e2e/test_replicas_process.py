@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +26,22 @@ from tests.etcd import EtcdCluster
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 LEADER_TTL = 3
+
+
+HTTP = "tcp:0:interface=127.0.0.1:backlog=49"  # its own text: its listening line names it
+
+
+def http_get(base: str, path: str) -> tuple[object, int]:
+    """The JSON answer to GET PATH and its X-Consul-Index."""
+    with urllib.request.urlopen(base + path, timeout=30) as answer:
+        return json.load(answer), int(answer.headers["X-Consul-Index"])
+
+
+def http_put(base: str, path: str, body: object = None) -> None:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method="PUT")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200, answer.status
 
 
 def wait_until(predicate, timeout: float, what: str) -> float:
@@ -94,6 +111,7 @@ class ReplicaProcessTestCase(ProcessTestCase):
             f"""
             [names]
             listen = ["{LOCAL}"]
+            http_listen = ["{HTTP}"]
             {dns}
             store = "{store or self.etcd.store}"
             leader_ttl = {LEADER_TTL}
@@ -108,8 +126,9 @@ class ReplicaProcessTestCase(ProcessTestCase):
         """,
         )
         self.addCleanup(process.stop)
-        process.wait_ready(2 + bool(dns_port) + echo)
+        process.wait_ready(3 + bool(dns_port) + echo)
         process.address = f"127.0.0.1:{process.port(f'names {LOCAL}')}"
+        process.http = f"http://127.0.0.1:{process.port(f'names http_listen {HTTP}')}"
         if store is None:
             assert process.wait_for(lambda: "from etcd" in process.output), process.output
         return process
@@ -214,6 +233,60 @@ class TwoReplicas(ReplicaProcessTestCase):
         }
         assert stored["version"] == "1"  # written once: pinged and passing, nothing changed
         assert etcd_key(self.etcd, "names/web")["mod_revision"] == stored["mod_revision"]
+
+    def test_replicas_agree_on_every_field_and_index_over_http(self):
+        one, two = self.replica("one"), self.replica("two")
+        body = {
+            "Name": "web",
+            "ID": "web-1",
+            "Address": "127.0.0.1",
+            "Port": 8080,
+            "Tags": ["v1"],
+            "Meta": {"team": "core"},
+            "Weights": {"Passing": 10, "Warning": 2},
+            "Check": {"TTL": "60s", "Status": "warning"},
+        }
+        held = {}
+        _, index = http_get(two.http, "/v1/health/service/web")
+        waiter = threading.Thread(
+            target=lambda: held.update(
+                answer=http_get(two.http, f"/v1/health/service/web?index={index}&wait=20s")
+            )
+        )
+        waiter.start()
+        http_put(one.http, "/v1/agent/service/register", body)
+        waiter.join(15)
+        self.assertFalse(waiter.is_alive(), "the held read on the other replica was not woken")
+        http_put(two.http, "/v1/agent/check/pass/service:web-1?note=ready")
+        http_put(one.http, "/v1/agent/service/maintenance/web-1?enable=true&reason=deploy")
+        stored = etcd_key(self.etcd, "services/web-1")
+        name_key = etcd_key(self.etcd, "names/web")
+
+        def agree():
+            answers = [http_get(r.http, "/v1/health/service/web") for r in (one, two)]
+            return answers[0] == answers[1] and answers[0][1] == int(name_key["mod_revision"])
+
+        wait_until(agree, 5, "both replicas serving etcd's record and index")
+        (entry,), index = http_get(one.http, "/v1/health/service/web")
+        service = entry["Service"]
+        self.assertEqual(
+            (service["CreateIndex"], service["ModifyIndex"]),
+            (int(stored["create_revision"]), int(stored["mod_revision"])),
+        )
+        self.assertEqual(
+            [(c["CheckID"], c["Status"], c["Output"], c["Notes"]) for c in entry["Checks"]],
+            [
+                ("_service_maintenance:web-1", "critical", "", "deploy"),
+                ("service:web-1", "passing", "ready", ""),
+            ],
+        )
+        self.assertEqual(
+            (service["Tags"], service["Meta"], service["Weights"]),
+            (["v1"], {"team": "core"}, {"Passing": 10, "Warning": 2}),
+        )
+        self.assertEqual(
+            held["answer"][1], int(etcd_key(self.etcd, "names/web")["create_revision"])
+        )
 
     def test_keys_of_the_previous_layout_move_once_when_replicas_start_together(self):
         listening = []  # the instances answer the leader's pings: none is evicted meanwhile
