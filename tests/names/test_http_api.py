@@ -22,7 +22,7 @@ from suite.names.registry import Registry
 from suite.names.server import NameServer
 from suite.names.service import NamesSettings, ReadTokenKeys, preflight
 from suite.names.store import MemoryStore, StoreError
-from tests.helpers import make_pki, start_suite, tls_section, tmp_dir
+from tests.helpers import captured_log, make_pki, start_suite, tls_section, tmp_dir
 
 TOKEN, READ_TOKEN = "write-secret", "read-secret"
 MAINTENANCE = (
@@ -867,6 +867,46 @@ class ServedBySuite(TestCase):
         self.assertEqual(status, 200)
         status, body = await threads.deferToThread(fetch, plain, None, "")
         self.assertEqual((status, body), (403, b"Permission denied"))
+
+
+    async def test_no_access_log_and_the_connection_limits_of_names(self):
+        directory = tmp_dir(self)
+        local = "tcp:0:interface=127.0.0.1"
+        ports = start_suite(
+            self,
+            directory,
+            f"""
+            [names]
+            listen = ["{local}"]
+            http_listen = ["{local}"]
+            store = "memory"
+            lookup_audit = ""
+            max_connections_per_source = 2
+            """,
+        )
+        port = ports[f"names http_listen {local}"]
+        lines = captured_log(self)
+
+        def over_the_limit():
+            held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+            try:
+                third = socket.create_connection(("127.0.0.1", port), timeout=5)
+                third.sendall(b"GET /v1/agent/self HTTP/1.1\r\nHost: x\r\n\r\n")
+                refused = third.recv(100)  # closed unanswered: b""
+                third.close()
+            finally:
+                for connection in held:
+                    connection.close()
+            answered = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            answered.request("GET", "/v1/catalog/services?token=not-logged")
+            status = answered.getresponse().status
+            answered.close()
+            return refused, status
+
+        refused, status = await threads.deferToThread(over_the_limit)
+        self.assertEqual((refused, status), (b"", 200))
+        self.assertEqual([line for line in lines if "/v1/" in line or "not-logged" in line], [])
+        self.assertTrue(any("max_connections_per_source" in line for line in lines), lines)
 
 
 class ReadTokenKeyTests(SynchronousTestCase):
