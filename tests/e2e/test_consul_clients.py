@@ -49,6 +49,7 @@ class ConsulClientTests(ProcessTestCase):
             listeners=2,
         )
         self.port = suite.port(f"names http_listen {LOCAL}")
+        self.amp_port = suite.port(f"names {LOCAL}")
         self.writer = consul.Consul(host="127.0.0.1", port=self.port, token=TOKEN)
         self.reader = consul.Consul(host="127.0.0.1", port=self.port, token=READ_TOKEN)
         self.addCleanup(self.writer.http.close)
@@ -147,6 +148,54 @@ class ConsulClientTests(ProcessTestCase):
         new_index, entries = answered["result"]
         self.assertGreater(int(new_index), int(index))
         self.assertEqual([e["Service"]["ID"] for e in entries], ["late"])
+
+    def test_declared_checks_run_and_turn_passing_then_critical(self):
+        """TCP and HTTP checks against live targets (this suite's AMP port and its HTTP API)."""
+        agent = self.writer.agent.service
+        assert agent.register(
+            "amp",
+            service_id="amp-1",
+            address="127.0.0.1",
+            port=self.amp_port,
+            check=consul.Check.tcp("127.0.0.1", self.amp_port, "1s", timeout="1s"),
+        )
+        self_url = f"http://127.0.0.1:{self.port}/v1/agent/self?token={READ_TOKEN}"
+        assert agent.register(
+            "api",
+            service_id="api-1",
+            address="127.0.0.1",
+            port=self.port,
+            check=consul.Check.http(self_url, "1s", timeout="1s"),
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            _, passing = self.reader.health.state("passing")
+            if {c["CheckID"] for c in passing} >= {"service:amp-1", "service:api-1"}:
+                break
+            time.sleep(0.2)
+        checks = {c["CheckID"]: c for c in self.reader.health.state("passing")[1]}
+        self.assertEqual(checks["service:amp-1"]["Type"], "tcp")
+        self.assertIn("HTTP GET", checks["service:api-1"]["Output"])
+        self.assertIn("200 OK", checks["service:api-1"]["Output"])
+        index, entries = self.reader.health.service("api", passing=True)
+        self.assertEqual([e["Service"]["ID"] for e in entries], ["api-1"])
+        bad_url = f"http://127.0.0.1:{self.port}/v1/agent/self"  # no read token: 403
+        assert agent.register(
+            "api",
+            service_id="api-1",
+            address="127.0.0.1",
+            port=self.port,
+            check=consul.Check.http(bad_url, "1s", timeout="1s"),
+        )
+        _, entries = self.reader.health.service("api", index=index, wait="15s", passing=True)
+        deadline = time.monotonic() + 15
+        while entries and time.monotonic() < deadline:
+            _, entries = self.reader.health.service("api", passing=True)
+            time.sleep(0.2)
+        self.assertEqual(entries, [])
+        (check,) = self.checks_of("api").values()
+        self.assertEqual(check["Status"], "critical")
+        self.assertIn("403", check["Output"])
 
     def test_a_blocking_read_ends_with_its_wait_when_nothing_changes(self):
         index, _ = self.reader.health.service("quiet")
