@@ -36,14 +36,25 @@ class EtcdCluster:
             raise SkipTest("etcd is not installed (make test installs etcd-server as root)")
         self.directory = Path(directory)
         self.names = [f"m{number}" for number in range(members)]
-        self.client_ports = {name: free_port() for name in self.names}
-        self.peer_ports = {name: free_port() for name in self.names}
         self.processes: dict[str, subprocess.Popen] = {}
-        self.token = f"suite-test-{os.getpid()}-{time.monotonic_ns()}"
-        for name in self.names:
-            self.start(name)
-        for name in self.names:
-            self.wait_healthy(name)
+        for attempt in range(3):  # a free port may be taken before etcd binds it
+            self.client_ports = {name: free_port() for name in self.names}
+            self.peer_ports = {name: free_port() for name in self.names}
+            self.token = f"suite-test-{os.getpid()}-{time.monotonic_ns()}"
+            for name in self.names:
+                self.start(name)
+            try:
+                for name in self.names:
+                    self.wait_healthy(name)
+                return
+            except AssertionError:
+                taken = any("address already in use" in self.log(n) for n in self.names)
+                if attempt == 2 or not taken:
+                    raise
+                self.stop_all()
+                for name in self.names:
+                    shutil.rmtree(self.directory / f"etcd-{name}", ignore_errors=True)
+                    (self.directory / f"etcd-{name}.log").unlink(missing_ok=True)
 
     @property
     def endpoints(self) -> list[str]:
