@@ -869,7 +869,6 @@ class ServedBySuite(TestCase):
         status, body = await threads.deferToThread(fetch, plain, None, "")
         self.assertEqual((status, body), (403, b"Permission denied"))
 
-
     async def test_no_access_log_and_the_connection_limits_of_names(self):
         directory = tmp_dir(self)
         local = "tcp:0:interface=127.0.0.1"
