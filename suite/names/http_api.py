@@ -252,14 +252,16 @@ class ConsulAPI(resource.Resource):
         query: Hashable,
         content_type: bytes = JSON,
         blocks: bool = True,
+        asked: Query | None = None,
     ) -> bytes | int:
         """
-        A read of KEY (a name, or the whole registry) that RENDER answers:
+        A read of KEY (a name, or the whole registry) that RENDER answers
+        (ASKED: the request's query, when its handler parsed it already):
         authorized, then answered now or, when it BLOCKS, held until KEY's
         index exceeds the one asked for.  QUERY says what RENDER answers:
         held reads with equal QUERY answered together share one render.
         """
-        asked = Query(request)
+        asked = asked or Query(request)
         try:
             self.names.authorize_read(asked.token, "HTTP read", asked.peer, asked.source)
         except Unauthorized:
@@ -348,7 +350,8 @@ class ConsulAPI(resource.Resource):
     def catalog_service(self, request: Request, name: str) -> bytes | int:
         if not name:
             raise Refused(400, "Missing service name")
-        tags = consul_json.TagFilter(Query(request).all("tag"))
+        query = Query(request)
+        tags = consul_json.TagFilter(query.all("tag"))
         return self.read(
             request,
             name,
@@ -357,6 +360,7 @@ class ConsulAPI(resource.Resource):
                 for instance in tags.select(self.instances_of(name))
             ],
             ("catalog service", name, tags.wanted),
+            asked=query,
         )
 
     def health_service(self, request: Request, name: str) -> bytes | int:
@@ -372,7 +376,9 @@ class ConsulAPI(resource.Resource):
                 instances = consul_json.passing_only(instances)
             return [consul_json.health_entry(i, self.datacenter) for i in instances]
 
-        return self.read(request, name, render, ("health service", name, tags.wanted, passing))
+        return self.read(
+            request, name, render, ("health service", name, tags.wanted, passing), asked=query
+        )
 
     @staticmethod
     def passing_filter(query: Query) -> bool:
@@ -419,6 +425,7 @@ class ConsulAPI(resource.Resource):
             render,
             ("prometheus", services, tags.wanted),
             PROMETHEUS_JSON,
+            asked=query,
         )
 
     # Writes

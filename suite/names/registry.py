@@ -534,19 +534,6 @@ class Registry:
         instance.addresses = self.addresses(host, resolved)
         return self.put(instance, self.index + 1)
 
-    def add(
-        self,
-        name: str,
-        host: str,
-        port: int,
-        description: str,
-        addresses: tuple[str, ...],
-        source: str = "",
-    ) -> tuple[Instance, bool]:
-        """As L{register}, of an instance its caller already checked and resolved."""
-        instance = Instance(name, host, port, description, addresses=addresses, source=source)
-        return self.put(instance, self.index + 1)
-
     def put(self, instance: Instance, index: int) -> tuple[Instance, bool]:
         """
         Serve INSTANCE (checked by its caller, L{Instance.validate} and
