@@ -12,6 +12,7 @@ what the reader needs to know, and a new kind it cannot name stops the
 generator instead of being written as something vague.
 """
 
+import dataclasses
 import json
 import re
 import sys
@@ -91,6 +92,8 @@ def describe_kind(kind: Kind) -> str:
     """A key's type as the reference states it: "integer, at least 1", "one of `a`, `b`"."""
     if kind.flag:
         return "boolean"
+    if kind.table is not None:
+        return f"tables, each written `[[{kind.table.section}]]` (below)"
     if kind.repeatable:
         return "list of strings"
     what = _refusal(kind, _NOT_A_VALUE)
@@ -108,6 +111,8 @@ def describe_kind(kind: Kind) -> str:
             words = allowed.removeprefix("one of ").split(", ")
             return "one of " + ", ".join(code(word) for word in words)
         return "string"
+    if what is not None and what.startswith("an inline table"):
+        return "inline table"
     if what is not None and what.startswith("an octal mode"):
         return 'octal file mode (`"0640"` or `0o640`)'
     raise ValueError(f"a kind the reference cannot name (it says: must be {what})")
@@ -125,6 +130,8 @@ def toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, tuple | list):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if dataclasses.is_dataclass(value) and not any(vars(value).values()):
+        return "{}"  # an inline table that leaves everything out (a route's match)
     raise ValueError(f"a default the reference cannot write in TOML: {value!r}")
 
 
@@ -192,6 +199,11 @@ def render() -> str:
     for kind, declaration in sections():
         lines += [f"## `[{kind.section}]`", "", section_lead(kind, declaration), ""]
         lines += [*table(kind.keys()), ""]
+        for key in kind.keys():
+            if key.kind.table is not None:
+                sub = key.kind.table
+                lines += [f"### `[[{sub.section}]]`", "", _summary(sub), ""]
+                lines += [*table(sub.keys()), ""]
     return "\n".join(lines)
 
 

@@ -94,6 +94,9 @@ class Kind:
     # A path key's values that start with it hold a path after it ("" for
     # every value; "sqlite:" for the store); None: not a path.
     path_prefix: str | None = None
+    # A list of tables (`[[logger.forward]]`), each read as settings of this
+    # kind: set in the config file only, never on the command line.
+    table: "type[Settings] | None" = None
 
     def path_in(self, value: Any) -> str | None:
         """The file VALUE names: None when it names none ("", "-", credential:, memory)."""
@@ -107,6 +110,8 @@ class Kind:
 
     def relocate(self, value: Any, directory: str) -> Any:
         """VALUE, meaning the same file read from DIRECTORY as from anywhere."""
+        if self.table is not None:
+            return tuple(relocated(item, directory) for item in value) if value else value
         named = self.path_in(value)
         if named is None or os.path.isabs(named):
             return value
@@ -203,6 +208,29 @@ def string_list(validate: Callable[[str], object] | None = None) -> Kind:
 
 
 STRING_LIST = string_list()
+
+
+def tables(kind: "type[Settings]") -> Kind:
+    """
+    A list of tables (TOML's `[[section.key]]`), each checked as settings of
+    KIND (whose `section` names them in errors, `logger.forward`).  Read by
+    L{_checked}, which knows the file each came from.
+    """
+
+    def check(value: object) -> tuple:
+        if isinstance(value, tuple) and all(isinstance(item, kind) for item in value):
+            return value  # already read
+        if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+            try:
+                return tuple(settings_for(kind, item, "table") for item in value)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        raise ValueError(f"must be a list of tables ([[{kind.section}]])")
+
+    def from_text(text: str) -> object:
+        raise ValueError(f"is set in the config file only, as [[{kind.section}]] tables")
+
+    return Kind(check, from_text, table=kind)
 
 
 class FileMode(int):
@@ -432,6 +460,22 @@ def settings_for(
     return kind(**values, origins=origins, written=written)
 
 
+def relocated(settings: "Settings", directory: str) -> "Settings":
+    """SETTINGS (one table of a list) with its relative paths read from DIRECTORY."""
+    changes, written = {}, dict(settings.written)
+    for declared in settings.keys():
+        if settings.origin(declared.name) == COMMAND_LINE:
+            continue
+        value = getattr(settings, declared.name)
+        moved = declared.kind.relocate(value, directory)
+        if moved is not value:
+            changes[declared.name] = moved
+            written[declared.name] = value
+    if not changes:
+        return settings
+    return dataclasses.replace(settings, **changes, written=written)
+
+
 def _checked(
     kind: type[Settings], declared: Key | None, name: str, value: Any, origin: str
 ) -> Any:
@@ -440,6 +484,13 @@ def _checked(
         known = ", ".join(sorted(k.name for k in kind.keys()))
         shown = SECRET if looks_secret(name) else value
         raise problem_at(origin, kind.section, name, shown, f"unknown key (known: {known})")
+    table = declared.kind.table
+    if table is not None and origin != COMMAND_LINE:
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise problem_at(
+                origin, kind.section, name, value, f"must be tables, written [[{table.section}]]"
+            )
+        return tuple(settings_for(table, item, origin) for item in value)
     try:
         if origin == COMMAND_LINE and isinstance(value, str):
             value = declared.kind.from_text(value)

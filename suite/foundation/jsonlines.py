@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from twisted.application import service
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -216,6 +217,10 @@ class RotatingFile:
         os.close(self._fd)
         self._open()
 
+    def sync(self) -> None:
+        """What was written is on the disk (fsync), not only in the page cache."""
+        os.fsync(self._fd)
+
     def close(self) -> None:
         os.close(self._fd)
 
@@ -237,6 +242,9 @@ class StandardOutput:
     def reopen(self) -> None:
         pass
 
+    def sync(self) -> None:
+        pass  # a pipe or a terminal: what was written is the reader's
+
     def close(self) -> None:
         pass
 
@@ -250,6 +258,8 @@ class Output(Protocol):
     def write(self, data: bytes) -> None: ...
 
     def reopen(self) -> None: ...
+
+    def sync(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -292,8 +302,10 @@ class BatchWriter(service.Service):
         max_buffer: int = 64 * 2**20,
         label: str = "logger",
         essential: bool = True,
+        sync: bool = False,
     ) -> None:
         self.output = output
+        self.sync = sync  # fsync before telling when_written's callers
         self.label = label  # who writes, for the log lines
         self.essential = essential
         self.reactor = reactor
@@ -310,6 +322,8 @@ class BatchWriter(service.Service):
         self._pressure: list[Callable[[bool], object]] = []
         self.records_written = 0
         self.write_errors = 0
+        self._waiters: list[Deferred[None]] = []
+        self._soon: IDelayedCall | None = None
 
     def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         yield "records_written", (), self.records_written
@@ -345,6 +359,40 @@ class BatchWriter(service.Service):
         elif self._call is None:
             self._call = self.reactor.callLater(self.flush_interval, self.flush)
 
+    def when_written(self) -> "Deferred[None]":
+        """
+        Fires once every line handed over so far is in the output (fsynced
+        with `sync`): what a RELP acknowledgement waits for.  Lines someone
+        waits for are written at the end of this turn of the reactor, not
+        after `flush_interval`, so that the wait costs a turn, not a timer;
+        while writes fail, the callers wait until a retry succeeds.
+        """
+        if not self._pending:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        if self._soon is None and self.failing is None:
+            self._soon = self.reactor.callLater(0, self._flush_soon)
+        return waiter
+
+    def _flush_soon(self) -> None:
+        self._soon = None
+        self.flush()
+
+    def _tell_waiters(self) -> None:
+        if self.sync:
+            try:
+                self.output.sync()
+            except OSError as e:
+                self.write_errors += 1
+                self._failed(WriteFailed(0, e))
+                return
+            if self.failing is not None:
+                self._resumed()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
     def flush(self) -> None:
         if self._call is not None:
             if self._call.active():
@@ -365,6 +413,8 @@ class BatchWriter(service.Service):
                 self._pending, self._size = [], 0
                 if self.failing is not None:
                     self._resumed()
+        if self._waiters and not self._pending:
+            self._tell_waiters()
         self._check_full()
 
     def _failed(self, failure: WriteFailed) -> None:
@@ -415,6 +465,9 @@ class BatchWriter(service.Service):
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         self.flush()
         if self._pending:
             log.error(

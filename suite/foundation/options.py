@@ -104,8 +104,8 @@ def options_for(
     owners = {}
     for kind in kinds:
         for key in kind.keys():
-            if key.name == "enabled":
-                continue
+            if key.name == "enabled" or key.kind.table is not None:
+                continue  # tables ([[logger.forward]]) are written in the config file only
             owners[key.option] = (kind.section, key)
             if key.kind.flag:
                 flags.append([key.option, None, _help(key)])

@@ -11,8 +11,8 @@ from zope.interface import implementer
 
 from suite.foundation.interfaces import IBatchedDatagramProtocol, IMetricSource
 from suite.foundation.metrics import Counts
+from suite.logger.delivery import Delivery
 from suite.logger.framing import SyslogFrameDecoder
-from suite.logger.records import RecordSink
 from suite.net.addresses import host_port
 from suite.net.connections import ConnectionPolicy, StreamFactory
 
@@ -23,23 +23,28 @@ if TYPE_CHECKING:
 class SyslogFactory(StreamFactory):
     """
     Settings: L{suite.logger.service.LoggerSettings}; every connection feeds
-    SINK.  Connections that closed without sending a byte are only counted,
+    DELIVERY.  Connections that closed without sending a byte are only counted,
     in their transport's counts (`empty`).
     """
 
     settings: "LoggerSettings"
 
-    def __init__(self, settings: "LoggerSettings", clock: IReactorTime, sink: RecordSink) -> None:
+    def __init__(
+        self, settings: "LoggerSettings", clock: IReactorTime, delivery: Delivery
+    ) -> None:
         super().__init__(settings, clock)
-        self.sink = sink
+        self.delivery = delivery
         self.open: set[SyslogStreamProtocol] = (
             set()
         )  # admitted connections, for the shutdown drain and back-pressure
         self.held = False
-        sink.writer.on_pressure(self.hold)
+        delivery.on_pressure(self.hold)
 
     def hold(self, full: bool) -> None:
-        """The writer is full (stop reading every connection: TCP back-pressure), or has room."""
+        """
+        The delivery is full (the writer, or a queue that blocks): stop
+        reading every connection (TCP back-pressure); or it has room again.
+        """
         self.held = full
         for protocol in self.open:
             if full:
@@ -50,7 +55,7 @@ class SyslogFactory(StreamFactory):
 
 class SyslogStreamProtocol(ConnectionPolicy):
     """
-    Frames each connection's bytes and hands the messages to the sink, in
+    Frames each connection's bytes and hands the messages to the delivery, in
     order.  Over TLS the `connected` record waits for the handshake, so it
     can name the client certificate's subject (`client`), and a failed
     handshake gives an `error` record instead.
@@ -89,7 +94,7 @@ class SyslogStreamProtocol(ConnectionPolicy):
 
     def _event(self, event: str, message: str | None = None, at: float | None = None) -> None:
         self.recorded = True
-        self.factory.sink.event(event, self.peer, self.kind, message, self.client, at)
+        self.factory.delivery.event(event, self.peer, self.kind, message, self.client, at)
 
     def refused(self, reason: str) -> None:
         self._event("error", f"connection refused: {reason}")
@@ -106,7 +111,7 @@ class SyslogStreamProtocol(ConnectionPolicy):
         frames = decoder.feed(data)
         if frames:
             self.counts.requests += len(frames)
-            self.factory.sink.messages(frames, self.peer, self.kind, self.client)
+            self.factory.delivery.messages(frames, self.peer, self.kind, self.client)
         if decoder.error:
             self.warn_protocol_error(
                 "bad_frame", "{service}: closing {peer}: {error}", error=decoder.error
@@ -118,7 +123,7 @@ class SyslogStreamProtocol(ConnectionPolicy):
         if self.decoder is not None and not self.decoder.error:
             frames = self.decoder.finish(cut)
             if frames:
-                self.factory.sink.messages(frames, self.peer, self.kind, self.client)
+                self.factory.delivery.messages(frames, self.peer, self.kind, self.client)
 
     def readConnectionLost(self) -> None:
         self._deliver_last_frame()
@@ -150,15 +155,16 @@ class SyslogDatagramProtocol(DatagramProtocol):
     """
     RFC 5426: one message per datagram; a trailing LF (CRLF), or the NUL
     Python's SysLogHandler ends each message with, is dropped.  Counted:
-    messages (requests), bytes, and datagrams dropped while the writer is full.
+    messages (requests), bytes, and datagrams dropped while the delivery is
+    full (the writer cannot keep up, or a queue that blocks has no room).
     It never answers, so C{send} stays unset.
     """
 
     noisy = False
     send = None
 
-    def __init__(self, sink: RecordSink, max_message: int) -> None:
-        self.sink = sink
+    def __init__(self, delivery: Delivery, max_message: int) -> None:
+        self.delivery = delivery
         self.max_message = max_message
         self.counts = Counts()
         self.dropped = 0
@@ -172,9 +178,10 @@ class SyslogDatagramProtocol(DatagramProtocol):
 
     def datagramsReceived(self, datagrams: list[tuple[bytes, tuple]]) -> None:
         """A batch read by the port: consecutive datagrams of one sender become one write."""
-        writer = self.sink.writer
-        if writer.full:
-            writer.dropped += len(datagrams)
+        delivery = self.delivery
+        if delivery.full:
+            if delivery.records.writer.full:
+                delivery.records.writer.dropped += len(datagrams)  # told when writing resumes
             self.dropped += len(datagrams)
             return
         max_message = self.max_message
@@ -192,8 +199,8 @@ class SyslogDatagramProtocol(DatagramProtocol):
                 continue
             if address != sender:
                 if frames:
-                    self.sink.messages(frames, host_port(*sender), "udp")
+                    delivery.messages(frames, host_port(*sender), "udp")
                 frames, sender = [], address
             frames.append((data[:max_message], len(data) > max_message))
         if frames:
-            self.sink.messages(frames, host_port(*sender), "udp")
+            delivery.messages(frames, host_port(*sender), "udp")

@@ -1,22 +1,35 @@
 """The log collector: its [logger] section and how it is built."""
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 
 from suite.foundation.config import (
+    BOOLEAN,
+    STRING_LIST,
+    ConfigError,
     ServiceSettings,
     integer,
     key,
     listen,
     number,
     path,
+    string_list,
+    tables,
 )
 from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.foundation.jsonlines import BatchWriter, file_mode_key, open_output
+from suite.logger.delivery import Delivery
 from suite.logger.drain import ShutdownDrain
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
+from suite.logger.relay_settings import (
+    ForwardSettings,
+    RouteSettings,
+    parse_network,
+    relay_mistakes,
+)
 from suite.net.connections import ConnectionLimits, idle_timeout
 from suite.net.udpbuffer import DatagramLimits
 
@@ -59,6 +72,55 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
         "seconds open connections are still read when the suite stops, until each has been "
         "quiet for 0.2 s; then one last read (at most 1 s more), the rest discarded and counted",
     )
+    relp_listen: tuple[str, ...] = key(
+        STRING_LIST,
+        (),
+        "RELP endpoints (tcp:PORT, tcp6:PORT, unix:PATH, systemd:…), for rsyslog's omrelp: "
+        "each message is acknowledged once its record is written",
+    )
+    relp_tls_listen: tuple[str, ...] = key(
+        STRING_LIST, (), 'the same, served through TLS ([tls]), for omrelp\'s tls="on"'
+    )
+    sync: bool = key(
+        BOOLEAN,
+        False,
+        "fsync the output before a RELP message is acknowledged; forward queues then keep "
+        "every message on disk (fsynced) before it is acknowledged",
+    )
+    relp_window: int = key(
+        integer(1),
+        1024,
+        "RELP messages of one connection waiting for their acknowledgement at most; beyond, "
+        "the connection is not read until some are acknowledged",
+    )
+    rate_per_source: float = key(
+        number(0),
+        0.0,
+        "messages per second from one source address (a token bucket): over it, stream and "
+        "RELP senders are not read, datagrams are dropped and counted; 0 = no limit",
+    )
+    burst_per_source: int = key(
+        integer(0),
+        0,
+        "messages a source may send at once above rate_per_source; 0 = one second's worth",
+    )
+    allowed_sources: tuple[str, ...] = key(
+        string_list(parse_network),
+        (),
+        "addresses or networks (CIDR) senders may come from: others are refused at connect, "
+        "their datagrams dropped and counted; empty: every source",
+    )
+    forward: tuple[ForwardSettings, ...] = key(
+        tables(ForwardSettings),
+        (),
+        "targets messages are passed on to, each through its own queue",
+    )
+    route: tuple[RouteSettings, ...] = key(
+        tables(RouteSettings),
+        (),
+        "rules tried in order choosing each message's files and targets; none: every message "
+        "goes to output and to every target",
+    )
 
 
 def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
@@ -69,16 +131,28 @@ def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
     except OSError as e:
         where = f" ({e.filename})" if e.filename and e.filename != settings.output else ""
         raise settings.error("output", f"cannot open: {e.strerror}{where}") from None
+    for mistake in preflight(settings):
+        raise mistake
     writer = BatchWriter(
-        output, reactor, settings.flush_interval, settings.max_batch, settings.max_buffer
+        output,
+        reactor,
+        settings.flush_interval,
+        settings.max_batch,
+        settings.max_buffer,
+        sync=settings.sync,
     )
-    sink = RecordSink(writer, reactor)
-    factory = SyslogFactory(settings, reactor, sink)
+    delivery = Delivery(RecordSink(writer, reactor))
+    factory = SyslogFactory(settings, reactor, delivery)
     return Parts(
         factory,
-        lambda: SyslogDatagramProtocol(sink, settings.max_message),
+        lambda: SyslogDatagramProtocol(delivery, settings.max_message),
         services=(writer, ShutdownDrain(factory, reactor, settings.shutdown_timeout)),
     )
+
+
+def preflight(settings: LoggerSettings) -> Iterator[ConfigError]:
+    """What the relay tables get wrong together (found without opening anything)."""
+    yield from relay_mistakes(settings.forward, settings.route, settings.output)
 
 
 SERVICE = ServiceDeclaration(
@@ -86,4 +160,5 @@ SERVICE = ServiceDeclaration(
     build,
     "Syslog collector (RFC 5424/3164 over TCP, UDP, TLS) writing JSON lines.",
     writes=("output",),
+    preflight=preflight,
 )

@@ -399,7 +399,7 @@ class CommandLineTests(ConfigTestCase):
             options = plugin_options([declaration], declaration.description)
             usage = str(options())
             for key in declaration.settings.keys():
-                if key.name == "enabled":
+                if key.name == "enabled" or key.kind.table is not None:
                     continue
                 option = re.search(rf"(?<![\w-])--{key.option}(?![\w-])", usage)
                 described = usage[option.start() :]
@@ -543,3 +543,81 @@ class SectionTests(ConfigTestCase):
             self.assertNotIn("hunter2", message)
             self.assertIn(f'[names] {name} = "***": unknown key', message)
         self.assertIn('mdoe = "raw"', self.refused('[echo]\nmdoe = "raw"\n'))
+
+
+class RelayTablesTests(ConfigTestCase):
+    """[[logger.forward]] and [[logger.route]]: lists of tables, each checked as a section."""
+
+    def logger(self, body):
+        return self.load_suite(self.write(body))
+
+    def settings(self, body):
+        return load(self.write(body), [LoggerSettings], only_listed=True)["logger"]
+
+    def test_tables_are_read_with_their_paths_beside_the_config(self):
+        logger = self.settings(
+            """
+            [logger]
+            [[logger.forward]]
+            name = "central"
+            target = "relp:127.0.0.1:2514"
+            queue_dir = "spool/central"
+            when_full = "drop"
+            [[logger.route]]
+            match = { facility = ["auth", "authpriv"], severity = "warning", app = "sshd*" }
+            output = "log/auth.jsonl"
+            forward = ["central"]
+            stop = true
+            """
+        )
+        (forward,) = logger.forward
+        self.assertEqual((forward.name, forward.when_full), ("central", "drop"))
+        self.assertEqual(str(forward.parsed_target), "relp:127.0.0.1:2514")
+        self.assertEqual(forward.queue_dir, str(self.directory / "spool" / "central"))
+        (route,) = logger.route
+        self.assertEqual(route.output, str(self.directory / "log" / "auth.jsonl"))
+        self.assertEqual(route.match.facilities, frozenset({4, 10}))
+        self.assertEqual((route.match.severity, route.match.app), (4, "sshd*"))
+        self.assertEqual((route.forward, route.stop), (("central",), True))
+
+    def test_a_mistake_inside_a_table_is_one_line_naming_it(self):
+        cases = [
+            (
+                '[logger]\n[[logger.forward]]\nname = "a"\ntarget = "udp:h:1"\n',
+                'FILE: [logger.forward] target = "udp:h:1": must be tcp:HOST:PORT',
+            ),
+            (
+                '[logger]\n[[logger.forward]]\nname = "a"\ntarget = "tcp:h:1"\nqueue = 1\n',
+                "FILE: [logger.forward] queue = 1: unknown key (known: ",
+            ),
+            (
+                '[logger]\n[[logger.route]]\nmatch = { severity = "loud" }\nstop = true\n',
+                "FILE: [logger.route] match = ",
+            ),
+            (
+                '[logger]\n[[logger.route]]\nmatch = { source = "10.0.0.0/33" }\nstop = true\n',
+                "FILE: [logger.route] match = ",
+            ),
+            ('[logger]\nforward = "x"\n', 'FILE: [logger] forward = "x": must be tables'),
+            (
+                '[logger]\n[[logger.route]]\nforward = ["nowhere"]\n',
+                'FILE: [logger.route] forward = ["nowhere"]: no [[logger.forward]] is named',
+            ),
+            (
+                '[logger]\n[[logger.forward]]\nname = "a"\ntarget = "tcp:h:1"\n'
+                '[[logger.forward]]\nname = "a"\ntarget = "tcp:h:2"\n',
+                'FILE: [logger.forward] name = "a": another [[logger.forward]] has this name',
+            ),
+            (
+                '[logger]\n[[logger.forward]]\nname = "a"\ntarget = "tcp:h:1"\nca = "ca.pem"\n',
+                "FILE: [logger.forward] ca = ",
+            ),
+        ]
+        for body, expected in cases:
+            message = self.refused(body)
+            self.assertTrue(message.startswith(expected), f"{body!r}: {message!r}")
+
+    def test_tables_are_no_command_line_options(self):
+        usage = str(logger_tap.Options())
+        self.assertNotIn("--forward", usage)
+        self.assertNotIn("--route", usage)

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from suite.foundation.interfaces import IBatchedDatagramProtocol, IMetricSource
+from suite.logger.delivery import Delivery
 from suite.logger.drain import FINAL_READ, ShutdownDrain
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
@@ -44,7 +45,7 @@ class MemoryWriter:
 
 
 def logger_factory(writer, clock, **settings):
-    return SyslogFactory(LoggerSettings(**settings), clock, RecordSink(writer, clock))
+    return SyslogFactory(LoggerSettings(**settings), clock, Delivery(RecordSink(writer, clock)))
 
 
 class StreamTests(SynchronousTestCase):
@@ -170,7 +171,9 @@ class StreamTests(SynchronousTestCase):
 class DatagramTests(SynchronousTestCase):
     def setUp(self):
         self.writer = MemoryWriter()
-        self.protocol = SyslogDatagramProtocol(RecordSink(self.writer, Clock()), max_message=8)
+        self.protocol = SyslogDatagramProtocol(
+            Delivery(RecordSink(self.writer, Clock())), max_message=8
+        )
 
     def test_one_message_per_datagram_trailing_lf_dropped(self):
         self.protocol.datagramReceived(b"<13>hi\r\n", ("127.0.0.1", 514))
@@ -203,7 +206,7 @@ class BackPressureTests(SynchronousTestCase):
         writer.set_full(True)
         _, during = connect(factory)
         self.assertEqual((before.producerState, during.producerState), ("paused", "paused"))
-        datagrams = SyslogDatagramProtocol(RecordSink(writer, clock), 8192)
+        datagrams = SyslogDatagramProtocol(Delivery(RecordSink(writer, clock)), 8192)
         for _ in range(3):
             datagrams.datagramReceived(b"<13>dropped", ("127.0.0.1", 1))
         self.assertEqual(writer.dropped, 3)
