@@ -43,6 +43,7 @@ tools:
 	        command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; \
 	    done; \
 	    ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || missing="$$missing rsyslog-gnutls"; \
+	    ls /usr/lib/*/rsyslog/imrelp.so >/dev/null 2>&1 || missing="$$missing rsyslog-relp"; \
 	    if [ -n "$$missing" ]; then \
 	        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
 	            || echo "could not install$$missing: the tests that need them will skip"; \

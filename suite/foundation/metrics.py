@@ -99,6 +99,43 @@ METRICS = {
     "write_errors": Metric(COUNTER, "Writes of the output that failed (disk full, I/O error)."),
     "pending_bytes": Metric(GAUGE, "Bytes of records waiting to be written."),
     "rotations": Metric(COUNTER, "Rotations of the output file."),
+    "forward_queued": Metric(
+        COUNTER, "Messages taken into a forward target's queue.", ("target",)
+    ),
+    "forward_sent": Metric(
+        COUNTER,
+        "Messages a forward target acknowledged (RELP) or the kernel accepted (TCP, TLS).",
+        ("target",),
+    ),
+    "forward_retried": Metric(
+        COUNTER,
+        "Messages sent to a forward target again after a connection was lost before they "
+        "were acknowledged (the target may see them twice).",
+        ("target",),
+    ),
+    "forward_dropped": Metric(
+        COUNTER,
+        "Messages a forward target's queue dropped: full with when_full = drop, or datagrams "
+        "that came while it blocked.",
+        ("target",),
+    ),
+    "forward_queue_bytes": Metric(
+        GAUGE,
+        "Bytes of messages waiting in a forward target's queue, by place (memory, disk).",
+        ("target", "place"),
+    ),
+    "forward_connected": Metric(GAUGE, "1 while a forward target is connected.", ("target",)),
+    "forward_queue_cut_bytes": Metric(
+        COUNTER,
+        "Bytes cut from the end of a forward queue's segments at start (a torn or corrupt "
+        "tail left by a crash).",
+        ("target",),
+    ),
+    "source_paused": Metric(
+        COUNTER,
+        "Times a stream or RELP sender was not read for a while for going over "
+        "rate_per_source.",
+    ),
     "sleeps_pending": Metric(GAUGE, "Sleeps waiting for their time."),
     "instances": Metric(GAUGE, "Live instances in the registry."),
     "lookups": Metric(COUNTER, "Lookups over AMP, by result (found, not_found).", ("result",)),

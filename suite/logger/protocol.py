@@ -40,6 +40,12 @@ class SyslogFactory(StreamFactory):
         self.held = False
         delivery.on_pressure(self.hold)
 
+    def charge(self, protocol: "ConnectionPolicy", messages: int) -> None:
+        """
+        MESSAGES more came from PROTOCOL's source: over `rate_per_source`, its
+        connection is not read for a while (see L{suite.logger.sources}).
+        """
+
     def hold(self, full: bool) -> None:
         """
         The delivery is full (the writer, or a queue that blocks): stop
@@ -112,6 +118,7 @@ class SyslogStreamProtocol(ConnectionPolicy):
         if frames:
             self.counts.requests += len(frames)
             self.factory.delivery.messages(frames, self.peer, self.kind, self.client)
+            self.factory.charge(self, len(frames))
         if decoder.error:
             self.warn_protocol_error(
                 "bad_frame", "{service}: closing {peer}: {error}", error=decoder.error
