@@ -95,13 +95,15 @@ trial: $(STAMP) tools
 fuzz: $(STAMP)
 	SUITE_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q tests/fuzz
 
-# The suite next to its peers (bench/run.py, about 10 minutes), then registrations/s.
+# The suite next to its peers (bench/run.py, about 10 minutes), then registrations/s, the HTTP
+# API, and the relay (RELP next to rsyslog's imrelp, forwarding through a disk queue; 3 minutes).
 # uvloop is a reference server only: measured when it installs, skipped otherwise.
 bench: $(STAMP) tools
 	$(BIN)/pip install --quiet uvloop || echo "uvloop not installable: its row is skipped"
 	cd bench && ../$(BIN)/python run.py
 	cd bench && ../$(BIN)/python names.py
 	cd bench && ../$(BIN)/python consul.py
+	cd bench && ../$(BIN)/python relay.py
 
 # CHANGELOG.md gains a section from newsfragments/ (which empties): `make changelog VERSION=0.2.0`.
 changelog: $(STAMP)
