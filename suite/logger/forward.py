@@ -1,0 +1,435 @@
+"""
+Passing the collector's messages on to a `[[logger.forward]]` target: one
+L{Forwarder} per target keeps a connection to it and sends what its queue
+holds, as received, framed for the target:
+
+- `relp:`, `relp+tls:`: RELP (L{suite.logger.relp_client}); a message leaves
+  the queue once the target answered it; after a broken connection what was
+  not answered is sent again (at least once: the target may see it twice).
+- `tcp:`, `tls:`: octet-counted syslog (`LEN SP MSG`, RFC 6587, and over TLS
+  RFC 5425); a message leaves the queue once it is written to the
+  connection.  That is best effort, as with rsyslog's omfwd: the kernel (or
+  the connection's buffer) took it, and what was still on its way when the
+  connection broke is lost.
+
+Writes are batched (one write per batch) and stop while the connection's
+buffer is full (the session is the transport's streaming producer), so a
+slow target holds messages in the queue, whose size is bounded, never in
+memory here.  The target being down costs a timer: connecting is
+asynchronous, the queue takes what arrives meanwhile.
+
+A connection that cannot be made or is lost is tried again after 1 s, then
+2, 4 ... up to 60 s; the delay goes back to 1 s once a connection has lasted
+STABLE seconds (a target that accepts and at once closes, such as a load
+balancer with no backend, is not hammered).  An outage is logged once when
+it begins (why, and how many messages wait) and once when it ends (how long
+it lasted); meanwhile /health says the logger is degraded.
+"""
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Protocol as TypingProtocol
+from typing import cast
+
+from twisted.application import service
+from twisted.internet import endpoints, ssl
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from suite.foundation.flood import FloodControl
+from suite.foundation.interfaces import IHealthSource, IMetricSource
+from suite.foundation.printable import printable
+from suite.logger.relay_settings import ForwardSettings
+from suite.logger.relp_client import Batch, RelpSession, Session, SessionOwner, describe
+from suite.net.tls import load_certificates, load_private_key, trust_root
+
+log = Logger()
+
+FIRST_DELAY = 1.0  # seconds before the first reconnection
+MAX_DELAY = 60.0
+STABLE = 10.0  # seconds a connection must last for the delay to go back to FIRST_DELAY
+CONNECT_TIMEOUT = 10.0  # seconds to connect, and to finish TLS and RELP's open
+GRACE = 1.0  # seconds a stop still sends what is queued
+CLOSE_WAIT = 0.5  # seconds a stop waits for the target to answer RELP's close
+BATCH_MESSAGES = 1024  # messages of one write
+BATCH_BYTES = 256 * 1024  # bytes of one write
+BATCHES_PER_TURN = 16  # writes before the reactor gets to do something else
+
+
+class Queue(TypingProtocol):
+    """What a forwarder asks of its queue (L{suite.logger.queue.ForwardQueue})."""
+
+    name: str
+
+    def take(self, count: int, max_bytes: int) -> Batch: ...
+
+    def acknowledge(self, upto: int) -> None: ...
+
+    def give_back(self) -> int: ...
+
+    def on_ready(self, callback: Callable[[], object]) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def startService(self) -> None: ...
+
+    def stopService(self) -> Deferred[None] | None: ...
+
+
+def octet_counted(batch: Batch) -> bytes:
+    """BATCH framed as RFC 6587 octet counting (RFC 5425 over TLS): `LEN SP MSG` each."""
+    return b"".join(b"%d %s" % (len(message), message) for _, message in batch)
+
+
+@implementer(IHandshakeListener)
+class OctetCountedSession(Session):
+    """
+    Octet-counted syslog to a `tcp:` or `tls:` target; over TLS it may send
+    only once the handshake verified the target (before, a write would be
+    taken as sent and lost if the handshake fails).  A message is done with
+    once written.
+    """
+
+    def __init__(self, owner: SessionOwner, tls: bool) -> None:
+        Session.__init__(self, owner)
+        self.tls = tls
+
+    def connectionMade(self) -> None:
+        Session.connectionMade(self)
+        if not self.tls:
+            self._ready()
+
+    def handshakeCompleted(self) -> None:
+        self._ready()
+
+    def _ready(self) -> None:
+        self.ready = True
+        self.owner.established(self)
+
+    def room(self) -> int:
+        return BATCH_MESSAGES if self.ready and not self.paused else 0
+
+    def send(self, batch: Batch) -> None:
+        self._transport.write(octet_counted(batch))
+        self.owner.delivered(batch[-1][0], len(batch))
+
+    def dataReceived(self, data: bytes) -> None:
+        """A syslog receiver says nothing; whatever it sends is not kept."""
+
+
+class _Sessions(Factory):
+    """Builds the one session of a connection attempt, without a log line per attempt."""
+
+    noisy = False
+
+    def __init__(self, make: Callable[[], Protocol]) -> None:
+        self.make = make
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        return self.make()
+
+
+def target_tls(settings: ForwardSettings) -> IOpenSSLClientConnectionCreator | None:
+    """
+    The client TLS of a `tls:` or `relp+tls:` target (None for the others):
+    its certificate verified against `ca` (or the system's CAs) and its host
+    name; a client certificate when one is given.  The files are read now,
+    so that a bad one is a config error naming its key, not an outage later.
+    """
+    target = settings.parsed_target
+    if not target.tls:
+        return None
+    trust = trust_root(settings, "ca") if settings.ca else ssl.platformTrust()
+    client = {}
+    if settings.certificate:
+        chain = load_certificates(settings, "certificate")
+        private_key = load_private_key(settings)
+        if chain[0].public_key() != private_key.public_key():
+            raise settings.error("private_key", "does not match the certificate")
+        client = {"certificate": chain[0], "privateKey": private_key, "extraCertChain": chain[1:]}
+    return ssl.optionsForClientTLS(target.host, trustRoot=trust, extraCertificateOptions=client)
+
+
+def moment(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@implementer(IMetricSource, IHealthSource)
+class Forwarder(service.Service):
+    """
+    Sends what QUEUE holds to the target of SETTINGS, through the client TLS
+    creator TLS (L{target_tls}) for TLS targets; REACTOR connects and times,
+    through ENDPOINT (default: the target's host and port, through TLS).
+    It starts and stops its queue: the queue starts first and stops last,
+    after a stop has sent what it could within GRACE.
+    """
+
+    def __init__(
+        self,
+        settings: ForwardSettings,
+        queue: Queue,
+        reactor: IReactorTime,
+        tls: IOpenSSLClientConnectionCreator | None = None,
+        endpoint: IStreamClientEndpoint | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.target = settings.parsed_target
+        self.queue = queue
+        self.reactor = reactor
+        self.tls = tls
+        self.endpoint = endpoint or self._endpoint()
+        self.sent = 0
+        self.retried = 0
+        self.refusals = 0
+        self.session: Session | None = None  # the established session
+        self._attempt: Session | None = None  # connected, not yet established
+        self._connecting: Deferred[IProtocol] | None = None
+        self._timeout: IDelayedCall | None = None
+        self._retry: IDelayedCall | None = None
+        self._soon: IDelayedCall | None = None
+        self._delay = FIRST_DELAY
+        self._up_since: float | None = None
+        self._down_since: float | None = None
+        self._down_reason = ""
+        self._reached = False
+        self._stopping: Deferred[None] | None = None
+        self._flood = FloodControl(reactor, f"forward {self.name}")
+        queue.on_ready(self.pump)
+
+    def _endpoint(self) -> IStreamClientEndpoint:
+        endpoint: IStreamClientEndpoint = endpoints.HostnameEndpoint(
+            self.reactor, self.target.host, self.target.port, timeout=CONNECT_TIMEOUT
+        )
+        if self.tls is not None:
+            endpoint = endpoints.wrapClientTLS(self.tls, endpoint)
+        return endpoint
+
+    def _new_session(self) -> Protocol:
+        session: Protocol
+        if self.target.relp:
+            session = RelpSession(self, self.settings.window)
+        else:
+            session = OctetCountedSession(self, self.tls is not None)
+        return session
+
+    def startService(self) -> None:
+        self.queue.startService()
+        service.Service.startService(self)
+        self._connect()
+
+    def _connect(self) -> None:
+        self._retry = None
+        connecting = self.endpoint.connect(_Sessions(self._new_session))
+        self._connecting = connecting
+        self._timeout = self.reactor.callLater(CONNECT_TIMEOUT, self._too_slow)
+        connecting.addCallbacks(self._connected, self._not_connected)
+
+    def _connected(self, protocol: IProtocol) -> None:
+        self._connecting = None
+        session = cast(Session, protocol)  # one of _new_session's
+        if self.session is not session:  # not established at once (TLS, RELP's open)
+            self._attempt = session
+
+    def _not_connected(self, failure: Failure) -> None:
+        self._connecting = None
+        self._cancel_timeout()
+        if self.running:
+            self._failed(describe(failure))
+
+    def _too_slow(self) -> None:
+        self._timeout = None
+        if self._connecting is not None:
+            self._connecting.cancel()  # errbacks: _not_connected
+        elif self._attempt is not None:
+            self._attempt.reason = f"no session within {CONNECT_TIMEOUT:g} s"
+            self._attempt.abort()
+
+    def _cancel_timeout(self) -> None:
+        if self._timeout is not None:
+            if self._timeout.active():
+                self._timeout.cancel()
+            self._timeout = None
+
+    # What the sessions say (L{suite.logger.relp_client.SessionOwner}).
+
+    def established(self, session: Session) -> None:
+        self._cancel_timeout()
+        self._attempt = None
+        self.session = session
+        self._up_since = self.reactor.seconds()
+        if self._down_since is not None:
+            log.info(
+                "forward {name}: {target} reached again after {seconds:.1f} s; sending the "
+                "{waiting} messages waiting",
+                name=self.name,
+                target=str(self.target),
+                seconds=self._up_since - self._down_since,
+                waiting=len(self.queue),
+            )
+        elif not self._reached:
+            log.info(
+                "forward {name}: connected to {target}", name=self.name, target=str(self.target)
+            )
+        self._down_since = None
+        self._reached = True
+        self.pump()
+
+    def delivered(self, upto: int, count: int) -> None:
+        self.queue.acknowledge(upto)
+        self.sent += count
+
+    def refused(self, count: int, answer: str) -> None:
+        self.refusals += count
+        self._flood.warn(
+            "refused messages",
+            self.settings.name,
+            "forward {name}: {target} refused {count} messages, taken as done (RELP does not "
+            "send them again): {answer}",
+            name=self.name,
+            target=str(self.target),
+            count=count,
+            answer=printable(answer),
+        )
+
+    def more_room(self) -> None:
+        self.pump()
+
+    def lost(self, session: Session, reason: str) -> None:
+        if session is self._attempt:
+            self._attempt = None
+            self._cancel_timeout()
+            self._failed(reason)
+            return
+        if session is not self.session:
+            return
+        self.session = None
+        self.retried += self.queue.give_back()
+        if self._stopping is not None:
+            self._check_drained()
+        elif self.running:
+            up = self.reactor.seconds() - (self._up_since or 0.0)
+            if up >= STABLE:
+                self._delay = FIRST_DELAY
+            self._failed(reason)
+
+    def _failed(self, reason: str) -> None:
+        """The target cannot be reached (or was lost): an outage begins, unless one goes on."""
+        if self._down_since is None:
+            self._down_since = self.reactor.seconds()
+            self._down_reason = printable(reason)
+            log.warn(
+                "forward {name}: {target} unreachable: {reason}; {waiting} messages wait in "
+                "its queue; trying again from {first:g} s to every {most:g} s",
+                name=self.name,
+                target=str(self.target),
+                reason=self._down_reason,
+                waiting=len(self.queue),
+                first=FIRST_DELAY,
+                most=MAX_DELAY,
+            )
+        if self.running:
+            self._retry = self.reactor.callLater(self._delay, self._connect)
+            self._delay = min(self._delay * 2, MAX_DELAY)
+
+    # Sending.
+
+    def pump(self) -> None:
+        """Send what the queue holds while the session has room (a few batches per turn)."""
+        if self._soon is not None and self._soon.active():
+            self._soon.cancel()
+        self._soon = None
+        for _ in range(BATCHES_PER_TURN):
+            session = self.session
+            room = session.room() if session is not None else 0
+            if not room:
+                break
+            batch = self.queue.take(min(room, BATCH_MESSAGES), BATCH_BYTES)
+            if not batch:
+                break  # the queue calls pump when more arrives
+            session.send(batch)  # type: ignore[union-attr]
+        else:
+            self._soon = self.reactor.callLater(0, self.pump)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        """While stopping: done once nothing waits to be sent or answered."""
+        if self._stopping is None or self._stopping.called:
+            return
+        session = self.session
+        if session is None or (not session.in_flight and not len(self.queue)):
+            self._stopping.callback(None)
+
+    # Stopping.
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop connecting; send what can be within GRACE; close (RELP's `close`,
+        answered within CLOSE_WAIT); then what was not answered goes back to the
+        queue, which stops (writing what it holds in memory to disk).
+        """
+        service.Service.stopService(self)
+        for call in (self._retry, self._soon):
+            if call is not None and call.active():
+                call.cancel()
+        self._retry = self._soon = None
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._attempt is not None:
+            self._attempt.abort()
+        self._stopping = Deferred()
+        self._check_drained()
+        sending = self._stopping.addTimeout(GRACE, self.reactor).addErrback(lambda _: None)
+        return sending.addCallback(self._close).addCallback(self._stop_queue)
+
+    def _close(self, _: object) -> Deferred[None] | None:
+        session = self.session
+        if session is None:
+            return None
+        closing = session.close().addTimeout(CLOSE_WAIT, self.reactor)
+        return closing.addErrback(lambda _: session.abort())
+
+    def _stop_queue(self, _: object) -> Deferred[None] | None:
+        self._cancel_timeout()
+        self._flood.flush()
+        if self.session is not None:  # still not gone after the abort
+            self.session = None
+            self.retried += self.queue.give_back()
+        return self.queue.stopService()
+
+    # What /metrics and /health read.
+
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
+        labels = (self.name,)
+        yield "forward_sent", labels, self.sent
+        yield "forward_retried", labels, self.retried
+        yield "forward_connected", labels, int(self.session is not None)
+        if self.refusals:
+            yield "errors", ("forward_refused",), self.refusals
+        if IMetricSource.providedBy(self.queue):
+            yield from self.queue.metric_samples()
+
+    def health_problems(self) -> list[tuple[str, str]]:
+        problems = []
+        if self._down_since is not None:
+            problems.append(
+                (
+                    "degraded",
+                    f"forward target {self.name} ({self.target}) unreachable since "
+                    f"{moment(self._down_since)}: {self._down_reason}",
+                )
+            )
+        if IHealthSource.providedBy(self.queue):
+            problems.extend(self.queue.health_problems())
+        return problems

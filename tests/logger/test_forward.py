@@ -1,0 +1,458 @@
+"""
+Forwarding to a target: reconnection with backoff, one log line per outage
+and per recovery, /health, octet-counted framing, the transport's pauses,
+RELP through the forwarder (resent after a lost connection, serverclose,
+refused messages), stopping, and client TLS (files checked at start, the
+target's certificate verified over a real loopback connection).
+"""
+
+from collections import deque
+from itertools import islice
+from pathlib import Path
+
+from twisted.application import service
+from twisted.internet import defer, reactor
+from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from suite.foundation.config import ConfigError
+from suite.logger.forward import (
+    CLOSE_WAIT,
+    CONNECT_TIMEOUT,
+    GRACE,
+    STABLE,
+    Forwarder,
+    octet_counted,
+    target_tls,
+)
+from suite.logger.relay_settings import ForwardSettings
+from suite.logger.relp_client import frame
+from tests.helpers import captured_log, make_pki
+
+OPENED = frame(1, b"rsp", b"200 OK\nrelp_version=0\nrelp_software=librelp\ncommands=syslog")
+
+
+class MemoryQueue(service.Service):
+    """A queue in memory with ForwardQueue's API, as the forwarder uses it."""
+
+    def __init__(self, name="central"):
+        self.name = name
+        self.full = False
+        self.messages = deque()  # (sequence, message) not yet acknowledged, oldest first
+        self.taken = 0
+        self.sequence = 0
+        self.waiting = False
+        self.callbacks = []
+
+    def put(self, messages):
+        for message in messages:
+            self.sequence += 1
+            self.messages.append((self.sequence, message))
+        if self.waiting and messages:
+            self.waiting = False
+            for callback in self.callbacks:
+                callback()
+
+    def on_ready(self, callback):
+        self.callbacks.append(callback)
+
+    def take(self, count, max_bytes):
+        batch, size = [], 0
+        for entry in islice(self.messages, self.taken, None):
+            if len(batch) == count or (batch and size + len(entry[1]) > max_bytes):
+                break
+            batch.append(entry)
+            size += len(entry[1])
+        self.taken += len(batch)
+        self.waiting = not batch
+        return batch
+
+    def acknowledge(self, upto):
+        while self.messages and self.messages[0][0] <= upto:
+            self.messages.popleft()
+            self.taken -= 1
+
+    def give_back(self):
+        given, self.taken = self.taken, 0
+        return given
+
+    def __len__(self):
+        return len(self.messages)
+
+
+class FakeEndpoint:
+    """Connection attempts the test answers: accept() or refuse()."""
+
+    def __init__(self):
+        self.attempts = []
+
+    def connect(self, factory):
+        connecting = defer.Deferred()
+        self.attempts.append((factory, connecting))
+        return connecting
+
+    def accept(self):
+        factory, connecting = self.attempts[-1]
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        connecting.callback(protocol)
+        return protocol, transport
+
+    def refuse(self):
+        self.attempts[-1][1].errback(Failure(ConnectionRefusedError("Connection refused")))
+
+
+def lose(protocol, why=ConnectionLost):
+    protocol.connectionLost(Failure(why()))
+
+
+class ForwarderTestCase(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.queue = MemoryQueue()
+        self.endpoint = FakeEndpoint()
+        self.log = captured_log(self)
+
+    def start(self, target="tcp:192.0.2.1:514", tls=None, **keys):
+        settings = ForwardSettings(name="central", target=target, **keys)
+        self.forwarder = Forwarder(settings, self.queue, self.clock, tls, self.endpoint)
+        self.forwarder.startService()
+        return self.forwarder
+
+    def retry_delay(self):
+        (call,) = [c for c in self.clock.getDelayedCalls() if c.active()]
+        return call.getTime() - self.clock.seconds()
+
+    def samples(self):
+        return {name: value for name, _, value in self.forwarder.metric_samples()}
+
+
+class ReconnectionTests(ForwarderTestCase):
+    def test_backoff_doubles_from_1_to_60_seconds(self):
+        self.start()
+        delays = []
+        for _ in range(9):
+            self.endpoint.refuse()
+            delays.append(self.retry_delay())
+            self.clock.advance(delays[-1])
+        assert delays == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+        assert len(self.endpoint.attempts) == 10
+
+    def test_a_connection_that_lasted_resets_the_delay(self):
+        self.start()
+        for _ in range(4):
+            self.endpoint.refuse()
+            self.clock.advance(self.retry_delay())
+        protocol, _ = self.endpoint.accept()
+        self.clock.advance(STABLE)
+        lose(protocol)
+        assert self.retry_delay() == 1
+
+    def test_a_target_that_accepts_and_closes_at_once_is_not_hammered(self):
+        self.start()
+        delays = []
+        for _ in range(4):
+            protocol, _ = self.endpoint.accept()
+            lose(protocol)
+            delays.append(self.retry_delay())
+            self.clock.advance(delays[-1])
+        assert delays == [1, 2, 4, 8]
+
+    def test_an_attempt_that_never_completes_is_given_up(self):
+        self.start()
+        self.clock.advance(CONNECT_TIMEOUT)
+        assert self.retry_delay() == 1
+        assert any("unreachable" in line for line in self.log)
+
+    def test_one_line_per_outage_and_one_on_recovery(self):
+        self.start()
+        self.queue.put([b"a", b"b"])
+        for _ in range(5):
+            self.endpoint.refuse()
+            self.clock.advance(self.retry_delay())
+        down = [line for line in self.log if "unreachable" in line]
+        assert down == [
+            "forward central: tcp:192.0.2.1:514 unreachable: Connection was refused by other "
+            "side: Connection refused.; 2 messages wait in its queue; trying again from "
+            "1 s to every 60 s"
+        ]
+        self.endpoint.accept()
+        back = [line for line in self.log if "reached again" in line]
+        assert back == [
+            "forward central: tcp:192.0.2.1:514 reached again after 31.0 s; sending the "
+            "2 messages waiting"
+        ]
+        assert self.queue.messages == deque()
+
+    def test_health_is_degraded_while_the_target_is_down(self):
+        self.start()
+        assert self.forwarder.health_problems() == []  # the first attempt goes on
+        self.clock.advance(100)
+        self.endpoint.refuse()
+        ((state, text),) = self.forwarder.health_problems()
+        assert state == "degraded"
+        assert text.startswith(
+            "forward target central (tcp:192.0.2.1:514) unreachable since 1970-01-01T00:01:40Z: "
+        )
+        self.clock.advance(self.retry_delay())
+        self.endpoint.accept()
+        assert self.forwarder.health_problems() == []
+
+    def test_metrics_count_per_target(self):
+        self.start(target="relp:192.0.2.1:2514")
+        protocol, transport = self.endpoint.accept()
+        assert self.samples()["forward_connected"] == 0  # RELP's open is not answered yet
+        protocol.dataReceived(OPENED)
+        assert self.samples()["forward_connected"] == 1
+        self.queue.put([b"a", b"b", b"c"])
+        protocol.dataReceived(frame(2, b"rsp", b"200 OK"))
+        lose(protocol)
+        assert self.samples() == {
+            "forward_sent": 1,
+            "forward_retried": 2,
+            "forward_connected": 0,
+        }
+        labels = {name: labels for name, labels, _ in self.forwarder.metric_samples()}
+        assert labels["forward_sent"] == ("central",)
+
+
+class OctetCountedTests(ForwarderTestCase):
+    def test_messages_go_octet_counted_as_received(self):
+        assert octet_counted([(1, b"<13>a b"), (2, b"x\ny\xff")]) == b"7 <13>a b4 x\ny\xff"
+        self.start()
+        self.queue.put([b"<13>waiting"])
+        _, transport = self.endpoint.accept()
+        self.queue.put([b"<13>a b", b"x\ny"])
+        assert transport.value() == b"11 <13>waiting7 <13>a b3 x\ny"
+        assert len(self.queue) == 0
+        assert self.samples()["forward_sent"] == 3
+
+    def test_the_transports_pause_is_respected(self):
+        self.start()
+        _, transport = self.endpoint.accept()
+        transport.producer.pauseProducing()
+        self.queue.put([b"held"])
+        assert transport.value() == b""
+        assert len(self.queue) == 1
+        transport.producer.resumeProducing()
+        assert transport.value() == b"4 held"
+
+    def test_a_large_queue_goes_in_batches_over_several_turns(self):
+        self.start()
+        _, transport = self.endpoint.accept()
+        self.queue.put([b"%06d" % n for n in range(40_000)])
+        written = len(transport.value())
+        assert 0 < written < 40_000 * 9  # the reactor gets a turn between rounds
+        self.clock.advance(0)
+        self.clock.advance(0)
+        assert transport.value() == b"".join(b"6 %06d" % n for n in range(40_000))
+
+    def test_over_tls_nothing_is_sent_before_the_handshake(self):
+        self.start(target="tls:localhost:6514", tls=object())
+        self.queue.put([b"secret"])
+        protocol, transport = self.endpoint.accept()
+        assert transport.value() == b""
+        assert self.samples()["forward_connected"] == 0
+        protocol.handshakeCompleted()
+        assert transport.value() == b"6 secret"
+
+
+class RelpForwardingTests(ForwarderTestCase):
+    def connected(self):
+        """The next attempt connects and its session opens; the open frame is cleared."""
+        protocol, transport = self.endpoint.accept()
+        transport.clear()
+        protocol.dataReceived(OPENED)
+        return protocol, transport
+
+    def test_unanswered_messages_are_sent_again_after_a_lost_connection(self):
+        self.start(target="relp:192.0.2.1:2514", window=2)
+        protocol, transport = self.connected()
+        self.queue.put([b"one", b"two", b"three"])
+        assert transport.value() == b"2 syslog 3 one\n3 syslog 3 two\n"  # the window: 2
+        protocol.dataReceived(frame(2, b"rsp", b"200 OK"))
+        assert transport.value().endswith(b"4 syslog 5 three\n")
+        lose(protocol)
+        assert self.samples()["forward_retried"] == 2
+        assert self.retry_delay() == 1
+        self.clock.advance(1)
+        protocol, transport = self.connected()
+        assert transport.value() == b"2 syslog 3 two\n3 syslog 5 three\n"
+        protocol.dataReceived(frame(2, b"rsp", b"200 OK") + frame(3, b"rsp", b"200 OK"))
+        assert len(self.queue) == 0
+        assert self.samples()["forward_sent"] == 3
+
+    def test_serverclose_reconnects(self):
+        self.start(target="relp:192.0.2.1:2514")
+        protocol, transport = self.connected()
+        protocol.dataReceived(frame(0, b"serverclose"))
+        assert transport.disconnecting
+        lose(protocol, ConnectionDone)
+        assert self.retry_delay() == 1
+        assert any("serverclose" in line for line in self.log)
+        self.clock.advance(1)
+        assert len(self.endpoint.attempts) == 2
+
+    def test_refused_messages_are_counted_logged_and_not_sent_again(self):
+        self.start(target="relp:192.0.2.1:2514")
+        protocol, transport = self.connected()
+        self.queue.put([b"a", b"b", b"c"])
+        protocol.dataReceived(
+            frame(2, b"rsp", b"500 nope")
+            + frame(3, b"rsp", b"500 nope\x1b[2J")
+            + frame(4, b"rsp", b"200 OK")
+        )
+        assert len(self.queue) == 0
+        refused = [line for line in self.log if "refused" in line]
+        assert refused == [
+            "forward central: relp:192.0.2.1:2514 refused 2 messages, taken as done (RELP does "
+            "not send them again): 500 nope\\x1b[2J"
+        ]
+        samples = list(self.forwarder.metric_samples())
+        assert ("errors", ("forward_refused",), 2) in samples
+
+    def test_a_refused_session_is_an_outage(self):
+        self.start(target="relp:192.0.2.1:2514")
+        protocol, transport = self.endpoint.accept()
+        protocol.dataReceived(frame(1, b"rsp", b"500 required command not supported by client"))
+        lose(protocol, ConnectionDone)
+        ((_, text),) = self.forwarder.health_problems()
+        assert text.endswith(
+            "the target refused the session: 500 required command not supported by client"
+        )
+        assert self.retry_delay() == 1
+
+    def test_stop_sends_within_the_grace_then_closes_then_stops_the_queue(self):
+        self.start(target="relp:192.0.2.1:2514")
+        self.queue.startService()
+        protocol, transport = self.connected()
+        self.queue.put([b"last"])
+        stopped = []
+        self.forwarder.stopService().addCallback(stopped.append)
+        assert transport.value() == b"2 syslog 4 last\n"  # waiting for its answer
+        protocol.dataReceived(frame(2, b"rsp", b"200 OK"))
+        assert transport.value() == b"2 syslog 4 last\n3 close 0\n"
+        protocol.dataReceived(frame(3, b"rsp"))
+        assert transport.disconnecting and not stopped
+        lose(protocol, ConnectionDone)
+        assert stopped
+        assert not self.queue.running
+        assert self.samples()["forward_retried"] == 0
+
+    def test_stop_gives_up_on_a_silent_target(self):
+        self.start(target="relp:192.0.2.1:2514")
+        protocol, transport = self.connected()
+        self.queue.put([b"unanswered"])
+        stopped = self.forwarder.stopService()
+        self.clock.advance(GRACE)
+        assert transport.value().endswith(b"3 close 0\n")
+        self.clock.advance(CLOSE_WAIT)
+        assert stopped.called
+        assert self.samples()["forward_retried"] == 1
+        assert len(self.queue) == 1  # still queued, for the next start
+        assert not self.queue.running
+
+    def test_stop_while_down_stops_trying(self):
+        self.start(target="relp:192.0.2.1:2514")
+        self.endpoint.refuse()
+        stopped = self.forwarder.stopService()
+        assert stopped.called
+        assert not [c for c in self.clock.getDelayedCalls() if c.active()]
+
+
+class TargetTLSFileTests(SynchronousTestCase):
+    def setUp(self):
+        self.directory = Path(self.mktemp())
+        self.directory.mkdir()
+        self.pki = make_pki(self.directory)
+
+    def test_unreadable_or_wrong_files_are_config_errors_naming_their_key(self):
+        not_pem = self.directory / "not.pem"
+        not_pem.write_text("hello")
+        for keys, named in (
+            ({"ca": str(self.directory / "missing.crt")}, "ca"),
+            ({"ca": str(not_pem)}, "ca"),
+            (
+                {"certificate": self.pki["client_crt"], "private_key": self.pki["server_key"]},
+                "private_key",
+            ),
+            ({"certificate": str(not_pem), "private_key": self.pki["client_key"]}, "certificate"),
+        ):
+            settings = ForwardSettings(name="central", target="tls:localhost:6514", **keys)
+            with self.assertRaises(ConfigError) as caught:
+                target_tls(settings)
+            assert f"[logger.forward] {named} = " in str(caught.exception), caught.exception
+
+    def test_plain_targets_have_no_tls(self):
+        assert target_tls(ForwardSettings(name="a", target="relp:localhost:2514")) is None
+
+
+class Receiver(Protocol):
+    def connectionMade(self):
+        self.factory.connected.append(self)
+        self.received = b""
+
+    def dataReceived(self, data):
+        self.received += data
+
+
+class LoopbackTLSTests(TestCase):
+    """A real TLS target on 127.0.0.1, the forwarder verifying its certificate and name."""
+
+    def setUp(self):
+        from twisted.internet import ssl
+
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        self.pki = make_pki(directory)
+        server = ssl.PrivateCertificate.loadPEM(
+            Path(self.pki["server_crt"]).read_text() + Path(self.pki["server_key"]).read_text()
+        )  # pyOpenSSL objects: Twisted's own test servers still use them
+        factory = Factory.forProtocol(Receiver)
+        factory.connected = []
+        self.factory = factory
+        self.port = reactor.listenSSL(0, factory, server.options(), interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.queue = MemoryQueue()
+        self.log = captured_log(self)
+
+    def forwarder(self, **keys):
+        settings = ForwardSettings(
+            name="central", target=f"tls:127.0.0.1:{self.port.getHost().port}", **keys
+        )
+        forwarder = Forwarder(settings, self.queue, reactor, target_tls(settings))
+        forwarder.startService()
+        self.addCleanup(forwarder.stopService)
+        return forwarder
+
+    async def wait(self, done, seconds=5.0):
+        for _ in range(int(seconds / 0.02)):
+            if done():
+                return True
+            await deferLater(reactor, 0.02)
+        return done()
+
+    async def test_messages_reach_a_verified_target_octet_counted(self):
+        self.forwarder(ca=self.pki["ca"])
+        self.queue.put([b"<13>one", b"<13>two"])
+        assert await self.wait(lambda: len(self.queue) == 0)
+        assert await self.wait(
+            lambda: (
+                self.factory.connected
+                and self.factory.connected[0].received == b"7 <13>one7 <13>two"
+            )
+        )
+
+    async def test_a_target_whose_certificate_is_not_trusted_gets_nothing(self):
+        self.forwarder()  # the system's CAs do not know the test CA
+        self.queue.put([b"<13>secret"])
+        assert await self.wait(lambda: any("unreachable" in line for line in self.log))
+        (line,) = [line for line in self.log if "unreachable" in line]
+        assert "TLS failed" in line, line
+        assert len(self.queue) == 1
+        assert all(not receiver.received for receiver in self.factory.connected)
