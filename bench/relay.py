@@ -31,8 +31,11 @@ Servers on core 0; load generators and forward targets on core 1; server
 CPU per message from /proc/PID/stat; BENCH_RELAY_ROUNDS (3) interleaved
 rounds, medians.  Writes bench/results/relay.md and relay.json and exits 1
 if a bar is missed.  BENCH_RELAY_MESSAGES (200,000) per ingest load,
-BENCH_RELAY_SYNC_MESSAGES (20,000) per sync load, BENCH_RELAY_FORWARD_MESSAGES
-(200,000) per forwarding run; BENCH_TREE as in tree.py.
+BENCH_RELAY_SYNC_MESSAGES (50,000) per sync load of the suite (a tenth for
+rsyslog, which fsyncs every message), BENCH_RELAY_FORWARD_MESSAGES
+(200,000) per forwarding run; BENCH_TREE as in tree.py; BENCH_RELAY_PROFILE=DIR
+runs every suite process under cProfile, writing DIR/NAME.prof (read with
+`python -m pstats`), to see where a missed bar's time goes.
 """
 
 import json
@@ -46,7 +49,7 @@ import threading
 import time
 from pathlib import Path
 
-from run import RSYSLOG_CONF, WORK, Server, lines_in, suite, wait_quiet
+from run import RSYSLOG_CONF, WORK, Server, suite
 from tree import TREE, cpu_seconds, free_port
 
 HERE = Path(__file__).resolve().parent
@@ -54,8 +57,9 @@ BIN = HERE / "bin"
 RESULTS = HERE / "results"
 ROUNDS = int(os.environ.get("BENCH_RELAY_ROUNDS", "3"))
 MESSAGES = int(os.environ.get("BENCH_RELAY_MESSAGES", "200000"))
-SYNC_MESSAGES = int(os.environ.get("BENCH_RELAY_SYNC_MESSAGES", "20000"))
+SYNC_MESSAGES = int(os.environ.get("BENCH_RELAY_SYNC_MESSAGES", "50000"))
 FORWARD_MESSAGES = int(os.environ.get("BENCH_RELAY_FORWARD_MESSAGES", "200000"))
+PROFILE = os.environ.get("BENCH_RELAY_PROFILE")
 SERVER_CORE, CLIENT_CORE = "0", "1"
 INGEST_BAR, FORWARD_BAR = 0.8, 100_000
 
@@ -83,6 +87,54 @@ RSYSLOG_WRITING = {
 RSYSLOG_TARGET_WRITING = ("", 'flushOnTXEnd="on" asyncWriting="off"')
 
 NUMBER = re.compile(rb"message (\d{8})")
+
+
+class Written:
+    """
+    The numbered messages (relp_loadgen's) in a file of records, from OFFSET
+    on: others (a collector's connection events) are not counted, and a
+    message counted twice is a duplicate.
+    """
+
+    def __init__(self, path: Path, offset: int = 0):
+        self.path, self.offset = path, offset
+        self.numbers: set[bytes] = set()
+        self.duplicates = 0
+        self.last = time.monotonic()  # when the file last grew
+
+    @classmethod
+    def after_end_of(cls, path: Path) -> "Written":
+        return cls(path, path.stat().st_size if path.exists() else 0)
+
+    def wait(self, expected: int, timeout: float, quiet: float = 2.0) -> "Written":
+        """Reads on until EXPECTED distinct messages are there, or QUIET s without growth."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.numbers) < expected:
+            if self._read_on():
+                self.last = time.monotonic()
+            elif time.monotonic() - self.last > quiet:
+                break
+            else:
+                time.sleep(0.005)
+        return self
+
+    def _read_on(self) -> bool:
+        """Counts the whole lines added since the last look; whether there were any."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read(1 << 24)
+        except FileNotFoundError:
+            return False
+        whole = chunk[: chunk.rfind(b"\n") + 1]
+        if not whole:
+            return False
+        self.offset += len(whole)
+        for number in NUMBER.findall(whole):
+            if number in self.numbers:
+                self.duplicates += 1
+            self.numbers.add(number)
+        return True
 
 
 def build():
@@ -150,6 +202,17 @@ def suite_config(name: str, body: str) -> Path:
     return conf
 
 
+def start_logger(name: str, conf: Path, port: int) -> Server:
+    """`suite-logger --config CONF` listening on PORT; under cProfile with BENCH_RELAY_PROFILE."""
+    argv = suite("suite-logger", "--config", str(conf))
+    if PROFILE:
+        Path(PROFILE).mkdir(parents=True, exist_ok=True)
+        where = str(Path(PROFILE).resolve() / f"{name}.prof")
+        run = "from twisted.scripts.twistd import run"
+        argv[2] = f"import cProfile; {run}; cProfile.run('run()', {where!r})"
+    return Server(argv, port)
+
+
 def start_suite_relp(name: str, port: int, output: Path, sync: bool) -> Server:
     conf = suite_config(
         name,
@@ -158,48 +221,56 @@ def start_suite_relp(name: str, port: int, output: Path, sync: bool) -> Server:
         f'output = "{output}"\n'
         f"sync = {'true' if sync else 'false'}\n",
     )
-    return Server(suite("suite-logger", "--config", str(conf)), port)
+    return start_logger(name, conf, port)
 
 
 def ingest_once(server: Server, output: Path, connections: int, window: int, n: int) -> dict:
     """One RELP load: acknowledged msg/s, then every record waited for; CPU per message."""
-    base = lines_in(output)
+    written = Written.after_end_of(output)
     before = cpu_seconds(server.pid)
     sent = send("relp", server.port, connections, window, n)
-    written, _ = wait_quiet(output, base + n, 60)
+    written.wait(n, 60)
     cpu = cpu_seconds(server.pid) - before
-    return {"rps": sent["rps"], "cpu_us": cpu / n * 1e6, "written": written - base}
+    return {
+        "rps": sent["rps"],
+        "cpu_us": cpu / n * 1e6,
+        "messages": n,
+        "written": len(written.numbers),
+        "duplicates": written.duplicates,
+    }
 
 
-def ingest_servers(sync: bool) -> list[tuple[str, object]]:
-    found: list[tuple[str, object]] = []
-    if shutil.which("rsyslogd"):
-        found.append(
-            (
-                "rsyslog",
-                lambda port, output: start_rsyslog(
-                    f"relp-{port}", port, output, RSYSLOG_WRITING[sync]
-                ),
-            )
-        )
-    if not missing("suite/logger/relp_server.py"):
-        found.append(
-            ("suite", lambda port, output: start_suite_relp(f"relp-{port}", port, output, sync))
-        )
-    return found
+def collectors() -> list[str]:
+    """The RELP collectors this machine and tree have."""
+    found = ["rsyslog"] if shutil.which("rsyslogd") else []
+    return found + ([] if missing("suite/logger/relp_server.py") else ["suite"])
+
+
+def start_collector(name: str, sync: bool, output: Path) -> Server:
+    port = free_port()
+    if name == "rsyslog":
+        return start_rsyslog(output.stem, port, output, RSYSLOG_WRITING[sync])
+    return start_suite_relp(output.stem, port, output, sync)
+
+
+def load_size(collector: str, sync: bool) -> int:
+    """Messages per load: with sync, rsyslog fsyncs each one, so it gets a tenth."""
+    if not sync:
+        return MESSAGES
+    return SYNC_MESSAGES // 10 if collector == "rsyslog" else SYNC_MESSAGES
 
 
 def ingest() -> tuple[list[str], dict]:
     """Every load against each collector, the collectors alternating round after round."""
-    plans = [(False, INGEST_LOADS, MESSAGES), (True, SYNC_LOADS, SYNC_MESSAGES)]
+    plans = [(False, INGEST_LOADS), (True, SYNC_LOADS)]
     cells: dict = {}
     for number in range(ROUNDS):
-        for sync, loads, n in plans:
-            servers = ingest_servers(sync)
-            for name, start in servers if number % 2 == 0 else servers[::-1]:
-                port = free_port()
+        for sync, loads in plans:
+            names = collectors()
+            for name in names if number % 2 == 0 else names[::-1]:
                 output = WORK / f"{name}-relp-{'sync' if sync else 'nosync'}-{number}.jsonl"
-                server = start(port, output)
+                server = start_collector(name, sync, output)
+                n = load_size(name, sync)
                 try:
                     for connections, window in loads:
                         cell = ingest_once(server, output, connections, window, n)
@@ -233,7 +304,8 @@ def shown(value: float | None, form: str) -> str:
 def ingest_table(plans, cells) -> tuple[list[str], dict]:
     rows = [
         f"### RELP ingest: {MESSAGES:,} numbered messages of 100 bytes per load "
-        f"({SYNC_MESSAGES:,} with sync), acknowledged",
+        f"({SYNC_MESSAGES:,} to the suite, {SYNC_MESSAGES // 10:,} to rsyslog with sync), "
+        "acknowledged",
         "",
     ]
     reason = missing("suite/logger/relp_server.py")
@@ -243,16 +315,20 @@ def ingest_table(plans, cells) -> tuple[list[str], dict]:
         rows += ["rsyslog rows skipped: rsyslogd is not installed (`make tools`).", ""]
     rows += [
         "| load | rsyslog imrelp msg/s | suite msg/s | suite × rsyslog | "
-        "CPU µs/msg rsyslog / suite | all written |",
+        "CPU µs/msg rsyslog / suite | all written, once |",
         "|---|---:|---:|---:|---:|---|",
     ]
     found = {}
-    for sync, loads, n in plans:
+    for sync, loads in plans:
         for connections, window in loads:
             runs = {name: cells.get((sync, connections, window, name), []) for name in COLLECTORS}
             theirs, ours = medians(runs["rsyslog"]), medians(runs["suite"])
             ratio = ours["msg_per_s"] / theirs["msg_per_s"] if theirs and ours else None
-            complete = all(c["written"] == n for name in COLLECTORS for c in runs[name])
+            complete = all(
+                c["written"] == c["messages"] and not c["duplicates"]
+                for name in COLLECTORS
+                for c in runs[name]
+            )
             plural = "s" if connections > 1 else ""
             label = f"{'sync, ' if sync else ''}{connections} connection{plural}, window {window}"
             rows.append(
@@ -266,7 +342,6 @@ def ingest_table(plans, cells) -> tuple[list[str], dict]:
                 "sync": sync,
                 "connections": connections,
                 "window": window,
-                "messages": n,
                 "rsyslog": theirs,
                 "suite": ours,
                 "suite_x_rsyslog": ratio,
@@ -337,10 +412,12 @@ class RsyslogTarget:
         self.port = self.server.port
 
     def arrived(self) -> dict:
-        _, last = wait_quiet(self.output, self.expected, 120)
-        numbers = NUMBER.findall(self.output.read_bytes()) if self.output.exists() else []
-        distinct = len(set(numbers))
-        return {"distinct": distinct, "duplicates": len(numbers) - distinct, "last": last}
+        written = Written(self.output).wait(self.expected, 120)
+        return {
+            "distinct": len(written.numbers),
+            "duplicates": written.duplicates,
+            "last": written.last,
+        }
 
     def stop(self):
         self.server.stop()
@@ -360,7 +437,7 @@ def start_forwarder(name: str, target: str, output: Path, queue: Path, stop: boo
         "memory_bytes = 0\n"
         f'queue_dir = "{queue}"\n' + route,
     )
-    return Server(suite("suite-logger", "--config", str(conf)), port)
+    return start_logger(name, conf, port)
 
 
 # (label, target kind, through the suite, route stops after forwarding)
@@ -398,8 +475,9 @@ def forward_once(number: int, target_kind: str, through_suite: bool, stop: bool)
             "duplicates": arrived["duplicates"],
         }
         if forwarder is not None and watch is not None:
+            if not stop:
+                cell["written"] = len(Written(output).wait(n, 30).numbers)
             cell["cpu_us"] = (cpu_seconds(forwarder.pid) - before) / n * 1e6
-            cell["written"] = 0 if stop else lines_in(output)
             watch.stop()
             cell["queue_peak_bytes"], cell["queue_peak_files"] = watch.peak_bytes, watch.peak_files
     finally:
@@ -451,7 +529,12 @@ def forwarding() -> tuple[list[str], dict]:
     for label, *_ in paths:
         runs = cells[label]
         rps = statistics.median(c["rps"] for c in runs)
-        whole = all(c["arrived"] == FORWARD_MESSAGES and not c["duplicates"] for c in runs)
+        whole = all(
+            c["arrived"] == FORWARD_MESSAGES
+            and not c["duplicates"]
+            and c.get("written", FORWARD_MESSAGES) == FORWARD_MESSAGES
+            for c in runs
+        )
         cpu = statistics.median(c["cpu_us"] for c in runs) if "cpu_us" in runs[0] else None
         peak = max(c.get("queue_peak_bytes", 0) for c in runs)
         rows.append(
