@@ -324,6 +324,7 @@ class BatchWriter(service.Service):
         self.write_errors = 0
         self._waiters: list[Deferred[None]] = []
         self._soon: IDelayedCall | None = None
+        self._unsynced = False  # with `sync`: lines written since the last fsync
 
     def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         yield "records_written", (), self.records_written
@@ -367,7 +368,7 @@ class BatchWriter(service.Service):
         after `flush_interval`, so that the wait costs a turn, not a timer;
         while writes fail, the callers wait until a retry succeeds.
         """
-        if not self._pending:
+        if not self._pending and not self._unsynced:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._waiters.append(waiter)
@@ -387,6 +388,7 @@ class BatchWriter(service.Service):
                 self.write_errors += 1
                 self._failed(WriteFailed(0, e))
                 return
+            self._unsynced = False
             if self.failing is not None:
                 self._resumed()
         waiters, self._waiters = self._waiters, []
@@ -411,6 +413,7 @@ class BatchWriter(service.Service):
             else:
                 self.records_written += data.count(b"\n")
                 self._pending, self._size = [], 0
+                self._unsynced = self.sync
                 if self.failing is not None:
                     self._resumed()
         if self._waiters and not self._pending:

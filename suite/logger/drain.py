@@ -9,9 +9,12 @@ every connection's receive queue directly, in turns, until it is empty (for
 at most FINAL_READ seconds, within the exit's 2 s of grace).  Only then are
 the connections closed, a frame still incomplete being written as
 truncated; what the kernel still held then (a sender that never stopped) is
-discarded, counted and logged in one line.
+discarded, counted and logged in one line.  RELP connections answer what
+they took once it is written, then say `serverclose`: the drain waits for
+that (at most ANSWERS seconds), so what was acknowledged is what was kept.
 """
 
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from twisted.application import service
@@ -23,22 +26,37 @@ from twisted.logger import Logger
 from suite.net.transport import held_bytes, read_held
 
 if TYPE_CHECKING:
-    from suite.logger.protocol import SyslogFactory
+    from suite.logger.protocol import SyslogFactory, SyslogStreamProtocol
 
 log = Logger()
 
 QUIET = 0.2
 POLL = 0.05
 FINAL_READ = 1.0
+ANSWERS = 0.5
 
 
 class ShutdownDrain(service.Service):
-    """Drains the connections of FACTORY (a SyslogFactory) on stop, timed by CLOCK."""
+    """
+    Drains the connections of FACTORY (a SyslogFactory), and of OTHERS (the
+    RELP listeners'), on stop, timed by CLOCK.
+    """
 
-    def __init__(self, factory: "SyslogFactory", clock: IReactorTime, timeout: float) -> None:
+    def __init__(
+        self,
+        factory: "SyslogFactory",
+        clock: IReactorTime,
+        timeout: float,
+        others: Sequence["SyslogFactory"] = (),
+    ) -> None:
         self.factory = factory
+        self.factories = (factory, *others)
         self.clock = clock
         self.timeout = timeout
+
+    def _open(self) -> Iterator["SyslogStreamProtocol"]:
+        for factory in self.factories:
+            yield from list(factory.open)
 
     def stopService(self) -> Deferred:
         service.Service.stopService(self)
@@ -46,7 +64,7 @@ class ShutdownDrain(service.Service):
 
         def check() -> None:
             now = self.clock.seconds()
-            reading = any(now - p.last_data < QUIET for p in self.factory.open)
+            reading = any(now - p.last_data < QUIET for p in self._open())
             if not reading or now >= deadline:
                 loop.stop()
 
@@ -54,17 +72,29 @@ class ShutdownDrain(service.Service):
         loop.clock = self.clock
         return loop.start(POLL, now=True).addCallback(lambda _: self._close_all())
 
+    def _closed(self) -> Deferred:
+        """Fires once every connection is closed, or ANSWERS seconds from now."""
+        deadline = self.clock.seconds() + ANSWERS
+
+        def check() -> None:
+            if not any(self._open()) or self.clock.seconds() >= deadline:
+                loop.stop()
+
+        loop = LoopingCall(check)
+        loop.clock = self.clock
+        return loop.start(POLL / 5, now=True)
+
     def _read_what_the_kernel_holds(self) -> None:
         """One buffer from each connection in turn, until none holds any or FINAL_READ is up."""
         until = self.clock.seconds() + FINAL_READ
-        reading = list(self.factory.open)
+        reading = list(self._open())
         while reading and self.clock.seconds() < until:
             reading = [p for p in reading if p.transport is not None and read_held(p.transport)]
 
-    def _close_all(self) -> None:
+    def _close_all(self) -> Deferred:
         self._read_what_the_kernel_holds()
         discarded = connections = 0
-        for protocol in list(self.factory.open):
+        for protocol in list(self._open()):
             held = held_bytes(protocol.transport)
             discarded += held
             connections += held > 0
@@ -82,3 +112,4 @@ class ShutdownDrain(service.Service):
                 final=FINAL_READ,
                 discarded_bytes=discarded,
             )
+        return self._closed()

@@ -240,6 +240,70 @@ class WriteFaultTests(SynchronousTestCase):
         self.assertEqual(self.output.data, b"".join(line(n) for n in range(12)))
 
 
+class SyncedOutput(FailingOutput):
+    """A FailingOutput that notes each write and fsync in EVENTS."""
+
+    def __init__(self, events):
+        super().__init__()
+        self.events = events
+
+    def write(self, data):
+        super().write(data)
+        self.events.append("write")
+
+    def sync(self):
+        self.events.append("sync")
+
+
+class WhenWrittenTests(SynchronousTestCase):
+    """What a RELP acknowledgement waits for: the lines written, and with `sync` fsynced."""
+
+    def setUp(self):
+        self.clock, self.events = Clock(), []
+        self.output = SyncedOutput(self.events)
+
+    def writer(self, **options):
+        writer = BatchWriter(self.output, self.clock, 0.2, 100, **options)
+        writer.startService()
+        self.addCleanup(writer.stopService)
+        return writer
+
+    def waited(self, writer):
+        done = writer.when_written()
+        done.addCallback(lambda _: self.events.append("told"))
+        return done
+
+    def test_written_within_the_turn_not_after_flush_interval(self):
+        writer = self.writer()
+        writer.write_lines([line(1)])
+        self.waited(writer)
+        self.assertEqual(self.events, [])
+        self.clock.advance(0)
+        self.assertEqual(self.events, ["write", "told"])
+
+    def test_with_sync_lines_already_written_are_fsynced_before_telling(self):
+        writer = self.writer(sync=True)
+        writer.write_lines([line(n) for n in range(6)])  # 120 bytes: over max_batch, written now
+        self.assertEqual(self.events, ["write"])
+        self.waited(writer)
+        self.clock.advance(0)
+        self.assertEqual(self.events, ["write", "sync", "told"])
+        self.waited(writer)  # nothing new since: nothing to wait for
+        self.assertEqual(self.events, ["write", "sync", "told", "told"])
+
+    def test_while_writes_fail_the_callers_wait_for_the_retry(self):
+        writer = self.writer(sync=True)
+        self.output.room = False
+        writer.write_lines([line(1)])
+        self.waited(writer)
+        self.clock.advance(0)
+        self.clock.advance(1)
+        self.assertNotIn("told", self.events)
+        self.output.room = True
+        self.clock.advance(1)
+        self.assertEqual(self.events, ["write", "sync", "told"])
+
+
 class DiskFullTests(SynchronousTestCase):
     """A real file whose write fails half-way: it is cut back, never left with half a record."""
 
