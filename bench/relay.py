@@ -30,7 +30,8 @@ installed.
 Servers on core 0; load generators and forward targets on core 1; server
 CPU per message from /proc/PID/stat; BENCH_RELAY_ROUNDS (3) interleaved
 rounds, medians.  Writes bench/results/relay.md and relay.json and exits 1
-if a bar is missed.  BENCH_RELAY_MESSAGES (200,000) per ingest load,
+if a bar is missed.  `python relay.py ingest` (or `forwarding`) runs one
+section.  BENCH_RELAY_MESSAGES (200,000) per ingest load,
 BENCH_RELAY_SYNC_MESSAGES (50,000) per sync load of the suite (a tenth for
 rsyslog, which fsyncs every message), BENCH_RELAY_FORWARD_MESSAGES
 (200,000) per forwarding run; BENCH_TREE as in tree.py; BENCH_RELAY_PROFILE=DIR
@@ -202,14 +203,29 @@ def suite_config(name: str, body: str) -> Path:
     return conf
 
 
+# twistd ends a run stopped by a signal by raising that signal again, unhandled, so the
+# profile is written when the reactor has shut down rather than when twistd returns.
+PROFILED_TWISTD = """
+import cProfile
+from twisted.internet import reactor
+from twisted.scripts.twistd import run
+profile = cProfile.Profile()
+def written():
+    profile.disable()
+    profile.dump_stats({where!r})
+reactor.addSystemEventTrigger("after", "shutdown", written)
+profile.enable()
+run()
+"""
+
+
 def start_logger(name: str, conf: Path, port: int) -> Server:
     """`suite-logger --config CONF` listening on PORT; under cProfile with BENCH_RELAY_PROFILE."""
     argv = suite("suite-logger", "--config", str(conf))
     if PROFILE:
         Path(PROFILE).mkdir(parents=True, exist_ok=True)
         where = str(Path(PROFILE).resolve() / f"{name}.prof")
-        run = "from twisted.scripts.twistd import run"
-        argv[2] = f"import cProfile; {run}; cProfile.run('run()', {where!r})"
+        argv[2] = PROFILED_TWISTD.format(where=where)
     return Server(argv, port)
 
 
@@ -580,15 +596,23 @@ def bars(results) -> list[tuple[str, bool]]:
     return checks
 
 
+SECTIONS = {"ingest": ingest, "forwarding": forwarding}
+ONLY = set(sys.argv[1:])
+
+
 def main():
     if not shutil.which("taskset"):
         sys.exit("bench needs taskset (util-linux)")
+    if ONLY - SECTIONS.keys():
+        sys.exit(f"sections: {', '.join(SECTIONS)} (name some to run only those)")
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     build()
     started = time.monotonic()
     text, results = [], {}
     try:
-        for name, section in (("ingest", ingest), ("forwarding", forwarding)):
+        for name, section in SECTIONS.items():
+            if ONLY and name not in ONLY:
+                continue
             print(f"== {name}", flush=True)
             rows, results[name] = section()
             text += rows + [""]
