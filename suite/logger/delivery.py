@@ -6,15 +6,19 @@ targets' queues, and says when everything handed over so far is safe, which
 is when a RELP acknowledgement may be sent.
 
 Without routes, every message goes to the output and to every forward
-target; routes (`[[logger.route]]`) choose per message.
+target; routes (`[[logger.route]]`, L{suite.logger.routing}) choose per
+message.  The listeners also find here the limits per source they share
+(L{suite.logger.sources}).
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 
-from suite.logger.records import RecordSink
+from suite.logger.records import RecordSink, RoutingFields, encode_lines
+from suite.logger.routing import Route, Router
+from suite.logger.sources import SourceLimits
 
 Frames = list[tuple[bytes, bool]]  # (message as received, whether it was cut at max_message)
 
@@ -41,16 +45,31 @@ class Outlet(Protocol):
 class Delivery:
     """
     The records of RECORDS (the logger's output) and the queues of OUTLETS
-    (by target name), for every listener of one logger.
+    (by target name), for every listener of one logger, through ROUTES
+    (none: everything goes to the output and every target).  SOURCES: the
+    limits per source every listener applies (None: none).
     """
 
-    def __init__(self, records: RecordSink, outlets: Mapping[str, Outlet] | None = None) -> None:
+    def __init__(
+        self,
+        records: RecordSink,
+        outlets: Mapping[str, Outlet] | None = None,
+        routes: Sequence[Route] = (),
+        sources: SourceLimits | None = None,
+    ) -> None:
         self.records = records
         self.outlets = dict(outlets or {})
-        self._everywhere = list(self.outlets.values())
+        self.sources = sources
+        self.router = Router(routes, self.outlets) if routes else None
+        # The targets of what reaches the output: those no route names.
+        self._everywhere = (
+            list(self.outlets.values()) if self.router is None else self.router.unnamed
+        )
+        self._writers = [records.writer, *(self.router.writers if self.router else ())]
         self._pressure: list[Callable[[bool], object]] = []
         self.full = False
-        records.writer.on_pressure(self._check_pressure)
+        for writer in self._writers:
+            writer.on_pressure(self._check_pressure)
         for outlet in self.outlets.values():
             outlet.on_pressure(self._check_pressure)
         self._check_pressure()
@@ -64,7 +83,9 @@ class Delivery:
         self._pressure.append(callback)
 
     def _check_pressure(self, _: bool = False) -> None:
-        full = self.records.writer.full or any(outlet.full for outlet in self._everywhere)
+        full = any(writer.full for writer in self._writers) or any(
+            outlet.full for outlet in self.outlets.values()
+        )
         if full != self.full:
             self.full = full
             for callback in self._pressure:
@@ -74,9 +95,23 @@ class Delivery:
         self, frames: Frames, peer: str, transport: str, client: str | None = None
     ) -> None:
         """The messages of one read from PEER over TRANSPORT (CLIENT: a TLS certificate's)."""
+        if self.router is not None:
+            self._route(frames, peer, transport, client)
+            return
         self.records.messages(frames, peer, transport, client)
         if self._everywhere:
             raw = [message for message, _ in frames]
+            for outlet in self._everywhere:
+                outlet.put(raw)
+
+    def _route(self, frames: Frames, peer: str, transport: str, client: str | None) -> None:
+        assert self.router is not None
+        routing: list[RoutingFields | None] = []
+        lines = self.records.message_lines(frames, peer, transport, client, routing)
+        lines, raw = self.router.deliver(lines, routing, frames, peer)
+        if lines:
+            self.records.writer.write_lines([encode_lines(lines)])
+        if raw:
             for outlet in self._everywhere:
                 outlet.put(raw)
 
@@ -98,8 +133,10 @@ class Delivery:
         (fsynced with `sync`) and held by the queue of every target it goes
         to (on disk with `sync`).
         """
-        waits = [self.records.writer.when_written()]
-        waits += [d for d in (outlet.stored() for outlet in self._everywhere) if d is not None]
+        waits = [writer.when_written() for writer in self._writers]
+        waits += [
+            d for d in (outlet.stored() for outlet in self.outlets.values()) if d is not None
+        ]
         return _all(waits)
 
 

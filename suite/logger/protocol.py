@@ -34,17 +34,28 @@ class SyslogFactory(StreamFactory):
     ) -> None:
         super().__init__(settings, clock)
         self.delivery = delivery
+        self.sources = delivery.sources
+        if self.sources is not None:
+            self.admission = self.sources.admission(
+                settings.max_connections, settings.max_connections_per_source
+            )
+        self.source_paused = 0  # connections paused for their source's rate_per_source
         self.open: set[SyslogStreamProtocol] = (
             set()
         )  # admitted connections, for the shutdown drain and back-pressure
         self.held = False
         delivery.on_pressure(self.hold)
 
-    def charge(self, protocol: "ConnectionPolicy", messages: int) -> None:
+    def charge(self, protocol: "SyslogStreamProtocol", messages: int) -> None:
         """
         MESSAGES more came from PROTOCOL's source: over `rate_per_source`, its
         connection is not read for a while (see L{suite.logger.sources}).
         """
+        sources = self.sources
+        if sources is not None and sources.charge(
+            protocol.source, protocol, messages, self.update_reading
+        ):
+            self.source_paused += 1
 
     def hold(self, full: bool) -> None:
         """
@@ -53,10 +64,35 @@ class SyslogFactory(StreamFactory):
         """
         self.held = full
         for protocol in self.open:
-            if full:
-                protocol.stream.pauseProducing()
-            else:
-                protocol.stream.resumeProducing()
+            self.update_reading(protocol)
+
+    def update_reading(self, protocol: "SyslogStreamProtocol") -> None:
+        """
+        The one place that decides whether PROTOCOL's connection is read:
+        not while the delivery is full (`held`), nor while its source is
+        over `rate_per_source`, nor while the protocol itself wants no more
+        (wants_reading), so that the end of one of those never restarts
+        reading another still holds back.
+        """
+        sources = self.sources
+        if (
+            self.held
+            or not protocol.wants_reading()
+            or (sources is not None and sources.paused(protocol.source, protocol))
+        ):
+            protocol.stream.pauseProducing()
+        else:
+            protocol.stream.resumeProducing()
+
+    def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
+        yield from super().metric_samples()
+        if self.sources is not None and self.sources.buckets is not None:
+            yield "source_paused", (), self.source_paused
+
+    def stopFactory(self) -> None:
+        super().stopFactory()
+        if self.sources is not None:
+            self.sources.stop()
 
 
 class SyslogStreamProtocol(ConnectionPolicy):
@@ -84,23 +120,41 @@ class SyslogStreamProtocol(ConnectionPolicy):
     def connectionMade(self) -> None:
         super().connectionMade()
         if self.admitted:
-            limits = self.factory.settings
-            self.decoder = SyslogFrameDecoder(limits.max_message, limits.max_frame)
+            self.start_framing()
             self.factory.open.add(self)
             self.last_data = self.connected_at = self.factory.clock.seconds()
             if self.factory.held:
                 self.stream.pauseProducing()
 
+    def start_framing(self) -> None:
+        """The connection is admitted: its bytes are cut into frames from now on."""
+        limits = self.factory.settings
+        self.decoder = SyslogFrameDecoder(limits.max_message, limits.max_frame)
+
+    @property
+    def record_transport(self) -> str:
+        """The `transport` its records name: tcp, tls or unix."""
+        return self.kind
+
     def handshakeCompleted(self) -> None:
         super().handshakeCompleted()
         self.connected_at = self.factory.clock.seconds()
+
+    def wants_reading(self) -> bool:
+        """
+        Whether the protocol itself would read more now (a hook, for RELP's
+        window); the factory's update_reading weighs it with the others.
+        """
+        return True
 
     def handshakeFailed(self, reason: str) -> None:
         self._event("error", f"TLS handshake failed: {reason}")
 
     def _event(self, event: str, message: str | None = None, at: float | None = None) -> None:
         self.recorded = True
-        self.factory.delivery.event(event, self.peer, self.kind, message, self.client, at)
+        self.factory.delivery.event(
+            event, self.peer, self.record_transport, message, self.client, at
+        )
 
     def refused(self, reason: str) -> None:
         self._event("error", f"connection refused: {reason}")
@@ -143,7 +197,9 @@ class SyslogStreamProtocol(ConnectionPolicy):
 
     def connectionLost(self, reason: Failure | None = connectionDone) -> None:
         self.factory.open.discard(self)
-        if self.decoder is not None:
+        if self.factory.sources is not None:
+            self.factory.sources.forget(self.source, self)
+        if self.admitted:
             # Not closed by the sender (a reset, or the server shutting down): a line cut short.
             self._deliver_last_frame(cut=reason is not None and not reason.check(ConnectionDone))
             self.decoder = None
@@ -162,8 +218,9 @@ class SyslogDatagramProtocol(DatagramProtocol):
     """
     RFC 5426: one message per datagram; a trailing LF (CRLF), or the NUL
     Python's SysLogHandler ends each message with, is dropped.  Counted:
-    messages (requests), bytes, and datagrams dropped while the delivery is
-    full (the writer cannot keep up, or a queue that blocks has no room).
+    messages (requests), bytes, datagrams dropped while the delivery is
+    full (the writer cannot keep up, or a queue that blocks has no room),
+    and those of a source not in `allowed_sources` or over `rate_per_source`.
     It never answers, so C{send} stays unset.
     """
 
@@ -175,10 +232,13 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self.max_message = max_message
         self.counts = Counts()
         self.dropped = 0
+        self.refused: dict[str, int] = {}  # by L{SourceLimits.datagram_refusal}'s reason
 
     def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
         yield from self.counts.metric_samples("udp")
         yield "datagrams", ("dropped",), self.dropped
+        for reason, count in list(self.refused.items()):
+            yield "datagrams", (reason,), count
 
     def datagramReceived(self, data: bytes, address: tuple) -> None:
         self.datagramsReceived([(data, address)])
@@ -196,8 +256,14 @@ class SyslogDatagramProtocol(DatagramProtocol):
         sender: tuple = ()  # no address is empty
         counts = self.counts
         counts.requests += len(datagrams)
+        limits = delivery.sources
         for data, address in datagrams:
             counts.received += len(data)
+            if limits is not None:
+                refusal = limits.datagram_refusal(address[0])
+                if refusal is not None:
+                    self.refused[refusal] = self.refused.get(refusal, 0) + 1
+                    continue
             if data[-1:] == b"\0":
                 data = data[:-1]
             if data[-1:] == b"\n":

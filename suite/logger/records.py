@@ -71,29 +71,37 @@ def _nullable(value: str | None) -> str:
 
 
 MAX_CACHED_HEADERS = 4096
-_plain_headers: dict[tuple, tuple[str, str]] = {}
+RoutingFields = tuple[int, str | None, str | None]  # (pri, hostname, app): what routes match
+_plain_headers: dict[tuple, tuple[str, str, RoutingFields]] = {}
 
 
-def _plain_header_json(pri: str, rest: str) -> tuple[str, str]:
+def _plain_header_json(pri: str, rest: str) -> tuple[str, str, RoutingFields]:
     """
     The `syslog` JSON of a plain RFC 5424 header around its timestamp:
     (up to `"timestamp": `, from `, "hostname"` on), for the PRI and REST
-    groups of match_plain_rfc5424.  Senders repeat their header fields, so
-    these are kept, up to MAX_CACHED_HEADERS of them.
+    groups of match_plain_rfc5424, and its routing fields.  Senders repeat
+    their header fields, so these are kept, up to MAX_CACHED_HEADERS of them.
     """
     if len(_plain_headers) >= MAX_CACHED_HEADERS:
         _plain_headers.clear()
-    hostname, app, procid, msgid = map(_nullable, plain_header_fields(rest))
+    fields = plain_header_fields(rest)
+    hostname, app, procid, msgid = map(_nullable, fields)
     found = _plain_headers[pri, rest] = (
         _SYSLOG_HEAD["rfc5424", int(pri)],
         f', "hostname": {hostname}, "app": {app}, "procid": {procid}, "msgid": {msgid}, '
         '"structured_data": null}',
+        (int(pri), fields[0], fields[1]),
     )
     return found
 
 
-def _general_line(raw: bytes, text: str | None, head: str, client_part: str, end: str) -> str:
-    """The record of any message; TEXT is RAW decoded, None when RAW is not UTF-8."""
+def _general_line(
+    raw: bytes, text: str | None, head: str, client_part: str, end: str
+) -> tuple[str, RoutingFields | None]:
+    """
+    The record of any message, and its routing fields (None: not syslog);
+    TEXT is RAW decoded, None when RAW is not UTF-8.
+    """
     line = head
     if text is None:
         text = decode(raw)[0]
@@ -103,9 +111,9 @@ def _general_line(raw: bytes, text: str | None, head: str, client_part: str, end
         message, fields = parse_fields(text)
         line += _quote(message)
     line += client_part
-    if fields is not None:
-        line += syslog_json(fields)
-    return line + end
+    if fields is None:
+        return line + end, None
+    return line + syslog_json(fields) + end, (fields[1], fields[3], fields[4])
 
 
 def syslog_json(fields: tuple) -> str:
@@ -133,6 +141,11 @@ def decode(raw: bytes) -> tuple[str, bool]:
         return raw.decode("utf-8", "backslashreplace"), False
 
 
+def encode_lines(lines: list[str]) -> bytes:
+    """Record lines as the bytes written, the L{UNSAFE} characters escaped (one scan for all)."""
+    return _encode_safe("".join(lines))
+
+
 class RecordSink:
     """Turns received frames and connection events into JSON lines for the writer."""
 
@@ -148,6 +161,24 @@ class RecordSink:
         client: str | None = None,
     ) -> None:
         """Message records; CLIENT is the subject of a TLS client certificate, if any."""
+        self.writer.write_lines(
+            [encode_lines(self.message_lines(frames, peer, transport, client))]
+        )
+
+    def message_lines(
+        self,
+        frames: list[tuple[bytes, bool]],
+        peer: str,
+        transport: str,
+        client: str | None = None,
+        routing: list[RoutingFields | None] | None = None,
+    ) -> list[str]:
+        """
+        The message records of FRAMES, one JSON line each, for L{encode_lines}.
+        ROUTING, when a list, gets each message's (pri, hostname, app), or
+        None when it is not syslog: what routes match, from the one parse
+        the record needs anyway.
+        """
         # Frames of one read share one arrival time, peer and transport.
         head = (
             f'{{"received": "{utc_stamp(self.clock.seconds())}", "event": "message", '
@@ -162,21 +193,25 @@ class RecordSink:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
-                append(_general_line(raw, None, head, client_part, end))
-                continue
-            plain = plain_match(text)
-            if plain is None:
-                append(_general_line(raw, text, head, client_part, end))
-                continue
-            # The common case, in one formatting.
-            key = plain.group(1, 3)
-            before, after = headers.get(key) or _plain_header_json(*key)
-            timestamp = plain.group(2)
-            append(
-                f"{head}{_quote(text[plain.end() :])}{client_part}{before}"
-                f"{'null' if timestamp == '-' else _quote(timestamp)}{after}{end}"
-            )
-        self.writer.write_lines([_encode_safe("".join(lines))])
+                line, fields = _general_line(raw, None, head, client_part, end)
+            else:
+                plain = plain_match(text)
+                if plain is not None:  # the common case, in one formatting
+                    key = plain.group(1, 3)
+                    before, after, routed = headers.get(key) or _plain_header_json(*key)
+                    timestamp = plain.group(2)
+                    append(
+                        f"{head}{_quote(text[plain.end() :])}{client_part}{before}"
+                        f"{'null' if timestamp == '-' else _quote(timestamp)}{after}{end}"
+                    )
+                    if routing is not None:
+                        routing.append(routed)
+                    continue
+                line, fields = _general_line(raw, text, head, client_part, end)
+            append(line)
+            if routing is not None:
+                routing.append(fields)
+        return lines
 
     def event(
         self,
