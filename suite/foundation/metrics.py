@@ -74,7 +74,12 @@ COUNTER, GAUGE, HISTOGRAM = CounterMetricFamily, GaugeMetricFamily, HistogramMet
 METRICS = {
     "connections_open": Metric(GAUGE, "Stream connections open now.", ("transport",)),
     "connections": Metric(COUNTER, "Stream connections admitted.", ("transport",)),
-    "connections_refused": Metric(COUNTER, "Stream connections refused by a limit.", ("reason",)),
+    "connections_refused": Metric(
+        COUNTER,
+        "Stream connections refused by a limit: max_connections, max_connections_per_source, "
+        "file_descriptors (none left), source_not_allowed (the logger's allowed_sources).",
+        ("reason",),
+    ),
     "empty_connections": Metric(
         COUNTER,
         "Stream connections closed without sending a byte (port scans, TCP health checks), "
@@ -89,13 +94,15 @@ METRICS = {
     "errors": Metric(COUNTER, "Client and TLS errors, by kind.", ("kind",)),
     "datagrams": Metric(
         COUNTER,
-        "Datagrams received: answered, rate_limited (per address), "
-        "network_rate_limited (per /24 or /56), dropped_source_port (a reply would go to a port "
-        "below 1024 or to 0), dropped (by the kernel, or held back while the logger cannot "
-        "write).",
+        "Datagrams received: answered, rate_limited (per address: udp_rate, or the logger's "
+        "rate_per_source), network_rate_limited (per /24 or /56), dropped_source_port (a reply "
+        "would go to a port below 1024 or to 0), dropped (by the kernel, or held back while the "
+        "logger cannot write), source_not_allowed (the logger's allowed_sources).",
         ("result",),
     ),
-    "records_written": Metric(COUNTER, "Records (JSON lines) written to the output."),
+    "records_written": Metric(
+        COUNTER, "Records (JSON lines) written to the output (the logger's routes' files too)."
+    ),
     "write_errors": Metric(COUNTER, "Writes of the output that failed (disk full, I/O error)."),
     "pending_bytes": Metric(GAUGE, "Bytes of records waiting to be written."),
     "rotations": Metric(COUNTER, "Rotations of the output file."),
@@ -133,8 +140,7 @@ METRICS = {
     ),
     "source_paused": Metric(
         COUNTER,
-        "Times a stream or RELP sender was not read for a while for going over "
-        "rate_per_source.",
+        "Times a stream or RELP sender was not read for a while for going over rate_per_source.",
     ),
     "sleeps_pending": Metric(GAUGE, "Sleeps waiting for their time."),
     "instances": Metric(GAUGE, "Live instances in the registry."),
