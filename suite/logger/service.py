@@ -30,6 +30,8 @@ from suite.logger.relay_settings import (
     parse_network,
     relay_mistakes,
 )
+from suite.logger.routing import open_routes, route_file_mistakes, route_writers
+from suite.logger.sources import SourceLimits
 from suite.net.connections import ConnectionLimits, idle_timeout
 from suite.net.udpbuffer import DatagramLimits
 
@@ -104,6 +106,12 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
         0,
         "messages a source may send at once above rate_per_source; 0 = one second's worth",
     )
+    max_rate_sources: int = key(
+        integer(1),
+        10000,
+        "source addresses whose rate_per_source bucket is remembered; while every one is still "
+        "refilling, datagrams from a new address are dropped (rate_limited)",
+    )
     allowed_sources: tuple[str, ...] = key(
         string_list(parse_network),
         (),
@@ -141,18 +149,26 @@ def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
         settings.max_buffer,
         sync=settings.sync,
     )
-    delivery = Delivery(RecordSink(writer, reactor))
+    routes = open_routes(settings, reactor)
+    delivery = Delivery(
+        RecordSink(writer, reactor), routes=routes, sources=SourceLimits.of(settings, reactor)
+    )
     factory = SyslogFactory(settings, reactor, delivery)
     return Parts(
         factory,
         lambda: SyslogDatagramProtocol(delivery, settings.max_message),
-        services=(writer, ShutdownDrain(factory, reactor, settings.shutdown_timeout)),
+        services=(
+            writer,
+            *route_writers(routes),
+            ShutdownDrain(factory, reactor, settings.shutdown_timeout),
+        ),
     )
 
 
 def preflight(settings: LoggerSettings) -> Iterator[ConfigError]:
     """What the relay tables get wrong together (found without opening anything)."""
     yield from relay_mistakes(settings.forward, settings.route, settings.output)
+    yield from route_file_mistakes(settings)
 
 
 SERVICE = ServiceDeclaration(
