@@ -43,6 +43,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -174,14 +175,6 @@ def send(mode: str, port: int, connections: int, window: int, messages: int) -> 
     return figures(out.stdout)
 
 
-def missing(*modules: str) -> str | None:
-    """Why the suite's rows are skipped: the first of MODULES this tree does not have yet."""
-    for module in modules:
-        if not (TREE / module).exists():
-            return f"this tree has no {module} yet"
-    return None
-
-
 # --- RELP ingest next to rsyslog's imrelp -------------------------------------------------------
 
 
@@ -256,10 +249,35 @@ def ingest_once(server: Server, output: Path, connections: int, window: int, n: 
     }
 
 
-def collectors() -> list[str]:
-    """The RELP collectors this machine and tree have."""
+def relp_unserved() -> str | None:
+    """Why the suite has no RELP rows: None once this tree's suite-logger serves relp_listen."""
+    relp, plain = free_port(), free_port()
+    conf = suite_config(
+        "probe-relp",
+        f'listen = ["tcp:{plain}:interface=127.0.0.1"]\n'
+        f'relp_listen = ["tcp:{relp}:interface=127.0.0.1"]\n'
+        f'output = "{WORK / "probe-relp.jsonl"}"\n',
+    )
+    try:
+        server = start_logger("probe-relp", conf, plain)
+    except RuntimeError:
+        return "this tree's suite-logger does not start with relp_listen"
+    try:
+        for _ in range(40):
+            try:
+                socket.create_connection(("127.0.0.1", relp), timeout=1).close()
+                return None
+            except OSError:
+                time.sleep(0.05)
+        return "this tree's suite-logger does not listen on relp_listen yet"
+    finally:
+        server.stop()
+
+
+def collectors(reason: str | None) -> list[str]:
+    """The RELP collectors this machine has, the suite unless REASON says why not."""
     found = ["rsyslog"] if shutil.which("rsyslogd") else []
-    return found + ([] if missing("suite/logger/relp_server.py") else ["suite"])
+    return found + ([] if reason else ["suite"])
 
 
 def start_collector(name: str, sync: bool, output: Path) -> Server:
@@ -279,10 +297,11 @@ def load_size(collector: str, sync: bool) -> int:
 def ingest() -> tuple[list[str], dict]:
     """Every load against each collector, the collectors alternating round after round."""
     plans = [(False, INGEST_LOADS), (True, SYNC_LOADS)]
+    reason = relp_unserved()
     cells: dict = {}
     for number in range(ROUNDS):
         for sync, loads in plans:
-            names = collectors()
+            names = collectors(reason)
             for name in names if number % 2 == 0 else names[::-1]:
                 output = WORK / f"{name}-relp-{'sync' if sync else 'nosync'}-{number}.jsonl"
                 server = start_collector(name, sync, output)
@@ -300,7 +319,7 @@ def ingest() -> tuple[list[str], dict]:
                 finally:
                     server.stop()
                     output.unlink(missing_ok=True)
-    return ingest_table(plans, cells)
+    return ingest_table(plans, cells, reason)
 
 
 def medians(runs: list[dict]) -> dict | None:
@@ -317,14 +336,13 @@ def shown(value: float | None, form: str) -> str:
     return "–" if value is None else format(value, form)
 
 
-def ingest_table(plans, cells) -> tuple[list[str], dict]:
+def ingest_table(plans, cells, reason: str | None) -> tuple[list[str], dict]:
     rows = [
         f"### RELP ingest: {MESSAGES:,} numbered messages of 100 bytes per load "
         f"({SYNC_MESSAGES:,} to the suite, {SYNC_MESSAGES // 10:,} to rsyslog with sync), "
         "acknowledged",
         "",
     ]
-    reason = missing("suite/logger/relp_server.py")
     if reason:
         rows += [f"Suite rows skipped: {reason}.", ""]
     if not shutil.which("rsyslogd"):
@@ -396,16 +414,16 @@ class QueueWatch(threading.Thread):
 class Sink:
     """bench/octet_sink on the client core: a `tcp:` target counting numbered messages."""
 
-    def __init__(self, expected: int):
+    def __init__(self, expected: int, idle: float = 20):
         self.process = subprocess.Popen(
-            ["taskset", "-c", CLIENT_CORE, str(BIN / "octet_sink"), "0", str(expected), "20"],
+            ["taskset", "-c", CLIENT_CORE, str(BIN / "octet_sink"), "0", str(expected), str(idle)],
             stdout=subprocess.PIPE,
             text=True,
         )
         self.port = int(self.process.stdout.readline().split("=")[1])
 
     def arrived(self) -> dict:
-        """Once every message came (or none for 20 s): count, distinct, duplicates, last."""
+        """Once every message came (or none for IDLE s): distinct, duplicates, last."""
         out, _ = self.process.communicate(timeout=300)
         found = figures(out)
         return {k: found[k] for k in ("distinct", "duplicates", "last")}
@@ -454,6 +472,26 @@ def start_forwarder(name: str, target: str, output: Path, queue: Path, stop: boo
         f'queue_dir = "{queue}"\n' + route,
     )
     return start_logger(name, conf, port)
+
+
+def forward_unserved() -> str | None:
+    """Why the suite has no forwarding rows: None once one message goes through it to a sink."""
+    queue, sink = WORK / "probe-queue", Sink(1, idle=5)
+    try:
+        target = f"tcp:127.0.0.1:{sink.port}"
+        server = start_forwarder("probe-forward", target, WORK / "probe.jsonl", queue, True)
+    except RuntimeError:
+        sink.stop()
+        return "this tree's suite-logger does not start with [[logger.forward]] and a route"
+    try:
+        send("tcp", server.port, 1, 1, 1)
+        if not sink.arrived()["distinct"]:
+            return "this tree's suite-logger does not forward yet"
+    finally:
+        server.stop()
+        sink.stop()
+        shutil.rmtree(queue, ignore_errors=True)
+    return None
 
 
 # (label, target kind, through the suite, route stops after forwarding)
@@ -508,7 +546,7 @@ def forward_once(number: int, target_kind: str, through_suite: bool, stop: bool)
 
 
 def forwarding() -> tuple[list[str], dict]:
-    reason = missing("suite/logger/forward.py", "suite/logger/queue.py")
+    reason = forward_unserved()
     paths = [
         p
         for p in FORWARD_PATHS
