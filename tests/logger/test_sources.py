@@ -3,12 +3,14 @@
 import json
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.logger.delivery import Delivery
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
+from suite.logger.relp_server import RelpFactory
 from suite.logger.service import LoggerSettings
 from suite.logger.sources import SourceLimits
 from tests.helpers import captured_log, connect
@@ -39,19 +41,25 @@ class MemoryWriter:
     def write_lines(self, lines):
         self.lines += lines
 
+    def when_written(self):
+        return succeed(None)
+
     @property
     def messages(self):
         records = [json.loads(line) for chunk in self.lines for line in chunk.splitlines()]
         return [r["message"] for r in records if r["event"] == "message"]
 
 
-def logger(clock, **keys):
-    """(factory, datagram protocol, writer) of one logger with the [logger] KEYS."""
+def logger(clock, factory=SyslogFactory, **keys):
+    """(FACTORY, datagram protocol, writer) of one logger with the [logger] KEYS."""
     settings = LoggerSettings(**keys)
     writer = MemoryWriter()
     delivery = Delivery(RecordSink(writer, clock), sources=SourceLimits.of(settings, clock))
-    factory = SyslogFactory(settings, clock, delivery)
-    return factory, SyslogDatagramProtocol(delivery, settings.max_message), writer
+    return (
+        factory(settings, clock, delivery),
+        SyslogDatagramProtocol(delivery, settings.max_message),
+        writer,
+    )
 
 
 def lines(count, tag=b"m"):
@@ -239,6 +247,22 @@ class StreamRateTests(SynchronousTestCase):
             [line for line in self.log if "rate_per_source" in line][2:],
             ["logger: 2 more sources over rate_per_source in the last 10 s"],
         )
+
+
+class RelpRateTests(SynchronousTestCase):
+    def test_a_relp_sender_over_its_rate_is_paused_through_the_same_factory(self):
+        clock = Clock()
+        factory, _, writer = logger(clock, RelpFactory, rate_per_source=10, burst_per_source=10)
+        protocol, transport = connect(factory, NOISY)
+        offers = b"relp_version=0\nrelp_software=test\ncommands=syslog"
+        frames = [b"1 open %d %s\n" % (len(offers), offers)]
+        frames += [b"%d syslog 8 <13>m%03d\n" % (n + 2, n) for n in range(20)]
+        protocol.dataReceived(b"".join(frames))
+        self.assertEqual(len(writer.messages), 20)
+        self.assertEqual(transport.producerState, "paused")
+        clock.advance(1)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(samples(factory)[("source_paused", ())], 1)
 
 
 class DatagramRateTests(SynchronousTestCase):
