@@ -26,9 +26,8 @@ it begins (why, and how many messages wait) and once when it ends (how long
 it lasted); meanwhile /health says the logger is degraded.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Protocol as TypingProtocol
 from typing import cast
 
 from twisted.application import service
@@ -50,6 +49,7 @@ from zope.interface import implementer
 from suite.foundation.flood import FloodControl
 from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.foundation.printable import printable
+from suite.logger.queue import ForwardQueue
 from suite.logger.relay_settings import ForwardSettings
 from suite.logger.relp_client import Batch, RelpSession, Session, SessionOwner, describe
 from suite.net.tls import load_certificates, load_private_key, trust_root
@@ -65,26 +65,6 @@ CLOSE_WAIT = 0.5  # seconds a stop waits for the target to answer RELP's close
 BATCH_MESSAGES = 1024  # messages of one write
 BATCH_BYTES = 256 * 1024  # bytes of one write
 BATCHES_PER_TURN = 16  # writes before the reactor gets to do something else
-
-
-class Queue(TypingProtocol):
-    """What a forwarder asks of its queue (L{suite.logger.queue.ForwardQueue})."""
-
-    name: str
-
-    def take(self, count: int, max_bytes: int) -> Batch: ...
-
-    def acknowledge(self, upto: int) -> None: ...
-
-    def give_back(self) -> int: ...
-
-    def on_ready(self, callback: Callable[[], object]) -> None: ...
-
-    def __len__(self) -> int: ...
-
-    def startService(self) -> None: ...
-
-    def stopService(self) -> Deferred[None] | None: ...
 
 
 def octet_counted(batch: Batch) -> bytes:
@@ -178,7 +158,7 @@ class Forwarder(service.Service):
     def __init__(
         self,
         settings: ForwardSettings,
-        queue: Queue,
+        queue: ForwardQueue,
         reactor: IReactorTime,
         tls: IOpenSSLClientConnectionCreator | None = None,
         endpoint: IStreamClientEndpoint | None = None,
@@ -271,8 +251,8 @@ class Forwarder(service.Service):
         self._up_since = self.reactor.seconds()
         if self._down_since is not None:
             log.info(
-                "forward {name}: {target} reached again after {seconds:.1f} s; sending the "
-                "{waiting} messages waiting",
+                "forward {name}: connected to {target} after {seconds:.1f} s unreachable; "
+                "sending the {waiting} messages waiting",
                 name=self.name,
                 target=str(self.target),
                 seconds=self._up_since - self._down_since,
@@ -406,7 +386,9 @@ class Forwarder(service.Service):
         if self.session is not None:  # still not gone after the abort
             self.session = None
             self.retried += self.queue.give_back()
-        return self.queue.stopService()
+        queue: service.IService = self.queue
+        stopping: Deferred[None] | None = queue.stopService()
+        return stopping
 
     # What /metrics and /health read.
 
@@ -433,3 +415,32 @@ class Forwarder(service.Service):
         if IHealthSource.providedBy(self.queue):
             problems.extend(self.queue.health_problems())
         return problems
+
+
+def open_forwarders(
+    forwards: Iterable[ForwardSettings], sync: bool, reactor: IReactorTime
+) -> list[Forwarder]:
+    """
+    A forwarder and its queue for each of FORWARDS (SYNC: the logger's
+    `sync`), every TLS file read and every queue directory opened (locked,
+    its segments checked) now: a file or directory that cannot be used is a
+    config error naming its key, before anything starts.
+    """
+    forwarders = []
+    for forward in forwards:
+        tls = target_tls(forward)
+        try:
+            queue = ForwardQueue(
+                forward.name,
+                forward.queue_dir,
+                forward.memory_bytes,
+                forward.queue_bytes,
+                forward.when_full,
+                reactor,
+                sync=sync,
+            )
+        except OSError as e:
+            where = f" ({e.filename})" if e.filename and e.filename != forward.queue_dir else ""
+            raise forward.error("queue_dir", f"cannot open: {e.strerror}{where}") from None
+        forwarders.append(Forwarder(forward, queue, reactor, tls))
+    return forwarders

@@ -22,6 +22,7 @@ from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.foundation.jsonlines import BatchWriter, file_mode_key, open_output
 from suite.logger.delivery import Delivery
 from suite.logger.drain import ShutdownDrain
+from suite.logger.forward import open_forwarders
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
 from suite.logger.relay_settings import (
@@ -30,6 +31,7 @@ from suite.logger.relay_settings import (
     parse_network,
     relay_mistakes,
 )
+from suite.logger.relp_server import RelpFactory
 from suite.logger.routing import open_routes, route_file_mistakes, route_writers
 from suite.logger.sources import SourceLimits
 from suite.net.connections import ConnectionLimits, idle_timeout
@@ -150,18 +152,22 @@ def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
         sync=settings.sync,
     )
     routes = open_routes(settings, reactor)
+    forwarders = open_forwarders(settings.forward, settings.sync, reactor)
     delivery = Delivery(
-        RecordSink(writer, reactor), routes=routes, sources=SourceLimits.of(settings, reactor)
+        RecordSink(writer, reactor),
+        {forwarder.settings.name: forwarder.queue for forwarder in forwarders},
+        routes=routes,
+        sources=SourceLimits.of(settings, reactor),
     )
     factory = SyslogFactory(settings, reactor, delivery)
+    relp_factory = RelpFactory(settings, reactor, delivery)
+    relp = Parts(relp_factory)
+    drain = ShutdownDrain(factory, reactor, settings.shutdown_timeout, others=(relp_factory,))
     return Parts(
         factory,
         lambda: SyslogDatagramProtocol(delivery, settings.max_message),
-        services=(
-            writer,
-            *route_writers(routes),
-            ShutdownDrain(factory, reactor, settings.shutdown_timeout),
-        ),
+        services=(writer, *route_writers(routes), *forwarders, drain),
+        other_listeners={"relp_listen": relp, "relp_tls_listen": relp},
     )
 
 
@@ -177,4 +183,6 @@ SERVICE = ServiceDeclaration(
     "Syslog collector (RFC 5424/3164 over TCP, UDP, TLS) writing JSON lines.",
     writes=("output",),
     preflight=preflight,
+    other_listener_keys=("relp_listen", "relp_tls_listen"),
+    stream_only_keys=("relp_listen", "relp_tls_listen"),
 )

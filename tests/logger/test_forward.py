@@ -6,11 +6,8 @@ refused messages), stopping, and client TLS (files checked at start, the
 target's certificate verified over a real loopback connection).
 """
 
-from collections import deque
-from itertools import islice
 from pathlib import Path
 
-from twisted.application import service
 from twisted.internet import defer, reactor
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
@@ -27,8 +24,10 @@ from suite.logger.forward import (
     STABLE,
     Forwarder,
     octet_counted,
+    open_forwarders,
     target_tls,
 )
+from suite.logger.queue import ForwardQueue
 from suite.logger.relay_settings import ForwardSettings
 from suite.logger.relp_client import frame
 from tests.helpers import captured_log, make_pki
@@ -36,52 +35,9 @@ from tests.helpers import captured_log, make_pki
 OPENED = frame(1, b"rsp", b"200 OK\nrelp_version=0\nrelp_software=librelp\ncommands=syslog")
 
 
-class MemoryQueue(service.Service):
-    """A queue in memory with ForwardQueue's API, as the forwarder uses it."""
-
-    def __init__(self, name="central"):
-        self.name = name
-        self.full = False
-        self.messages = deque()  # (sequence, message) not yet acknowledged, oldest first
-        self.taken = 0
-        self.sequence = 0
-        self.waiting = False
-        self.callbacks = []
-
-    def put(self, messages):
-        for message in messages:
-            self.sequence += 1
-            self.messages.append((self.sequence, message))
-        if self.waiting and messages:
-            self.waiting = False
-            for callback in self.callbacks:
-                callback()
-
-    def on_ready(self, callback):
-        self.callbacks.append(callback)
-
-    def take(self, count, max_bytes):
-        batch, size = [], 0
-        for entry in islice(self.messages, self.taken, None):
-            if len(batch) == count or (batch and size + len(entry[1]) > max_bytes):
-                break
-            batch.append(entry)
-            size += len(entry[1])
-        self.taken += len(batch)
-        self.waiting = not batch
-        return batch
-
-    def acknowledge(self, upto):
-        while self.messages and self.messages[0][0] <= upto:
-            self.messages.popleft()
-            self.taken -= 1
-
-    def give_back(self):
-        given, self.taken = self.taken, 0
-        return given
-
-    def __len__(self):
-        return len(self.messages)
+def memory_queue(clock):
+    """A forward queue in memory only, as large as the default."""
+    return ForwardQueue("central", "", 16 * 2**20, 2**30, "drop", clock)
 
 
 class FakeEndpoint:
@@ -114,7 +70,7 @@ def lose(protocol, why=ConnectionLost):
 class ForwarderTestCase(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
-        self.queue = MemoryQueue()
+        self.queue = memory_queue(self.clock)
         self.endpoint = FakeEndpoint()
         self.log = captured_log(self)
 
@@ -182,12 +138,12 @@ class ReconnectionTests(ForwarderTestCase):
             "1 s to every 60 s"
         ]
         self.endpoint.accept()
-        back = [line for line in self.log if "reached again" in line]
+        back = [line for line in self.log if "connected" in line]
         assert back == [
-            "forward central: tcp:192.0.2.1:514 reached again after 31.0 s; sending the "
-            "2 messages waiting"
+            "forward central: connected to tcp:192.0.2.1:514 after 31.0 s unreachable; "
+            "sending the 2 messages waiting"
         ]
-        assert self.queue.messages == deque()
+        assert len(self.queue) == 0
 
     def test_health_is_degraded_while_the_target_is_down(self):
         self.start()
@@ -212,11 +168,10 @@ class ReconnectionTests(ForwarderTestCase):
         self.queue.put([b"a", b"b", b"c"])
         protocol.dataReceived(frame(2, b"rsp", b"200 OK"))
         lose(protocol)
-        assert self.samples() == {
-            "forward_sent": 1,
-            "forward_retried": 2,
-            "forward_connected": 0,
-        }
+        samples = self.samples()
+        assert (samples["forward_sent"], samples["forward_retried"]) == (1, 2)
+        assert samples["forward_connected"] == 0
+        assert samples["forward_queued"] == 3  # the queue's own, through its forwarder
         labels = {name: labels for name, labels, _ in self.forwarder.metric_samples()}
         assert labels["forward_sent"] == ("central",)
 
@@ -329,7 +284,6 @@ class RelpForwardingTests(ForwarderTestCase):
 
     def test_stop_sends_within_the_grace_then_closes_then_stops_the_queue(self):
         self.start(target="relp:192.0.2.1:2514")
-        self.queue.startService()
         protocol, transport = self.connected()
         self.queue.put([b"last"])
         stopped = []
@@ -388,6 +342,37 @@ class TargetTLSFileTests(SynchronousTestCase):
                 target_tls(settings)
             assert f"[logger.forward] {named} = " in str(caught.exception), caught.exception
 
+    def test_a_queue_directory_that_cannot_be_used_is_a_config_error(self):
+        not_a_directory = self.directory / "file"
+        not_a_directory.write_text("")
+        forward = ForwardSettings(
+            name="central", target="relp:localhost:2514", queue_dir=str(not_a_directory)
+        )
+        with self.assertRaises(ConfigError) as caught:
+            open_forwarders([forward], False, Clock())
+        assert "[logger.forward] queue_dir = " in str(caught.exception), caught.exception
+        assert "cannot open" in str(caught.exception)
+
+    def test_each_target_gets_a_forwarder_and_its_queue(self):
+        forwards = [
+            ForwardSettings(name="a", target="relp:localhost:2514"),
+            ForwardSettings(
+                name="b",
+                target="tls:localhost:6514",
+                ca=self.pki["ca"],
+                queue_dir=str(self.directory / "b"),
+            ),
+        ]
+        a, b = open_forwarders(forwards, True, Clock())
+        assert (a.queue.name, a.tls) == ("a", None)
+        assert (b.queue.name, b.queue.sync, b.queue.directory) == (
+            "b",
+            True,
+            str((self.directory / "b").absolute()),
+        )
+        assert b.tls is not None
+        b.queue.stopService()
+
     def test_plain_targets_have_no_tls(self):
         assert target_tls(ForwardSettings(name="a", target="relp:localhost:2514")) is None
 
@@ -418,7 +403,7 @@ class LoopbackTLSTests(TestCase):
         self.factory = factory
         self.port = reactor.listenSSL(0, factory, server.options(), interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
-        self.queue = MemoryQueue()
+        self.queue = memory_queue(reactor)
         self.log = captured_log(self)
 
     def forwarder(self, **keys):
