@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from suite.logger.service import LoggerSettings
 
 
+MAX_DECISIONS = 4096
+Decision = tuple[tuple[int, ...], tuple[int, ...], bool]
+
+
 class Outlet(Protocol):
     """A forward target's queue, as routes see it (L{suite.logger.delivery.Outlet})."""
 
@@ -107,27 +111,50 @@ class Router:
     ROUTES in order, over OUTLETS (the forward targets by name): what each
     read's messages go to, each destination getting a message once even
     when several routes send it there.
+
+    Senders repeat their header fields, so the decision for a message's
+    (routing fields, sender) is kept, up to MAX_DECISIONS of them: a
+    message costs one lookup whatever the number of routes.
     """
 
     def __init__(self, routes: Sequence[Route], outlets: Mapping[str, Outlet]) -> None:
         self.routes = tuple(routes)
-        named = {name for route in routes for name in route.outlets}
-        unknown = sorted(named - set(outlets))
+        named = sorted({name for route in routes for name in route.outlets})
+        unknown = sorted(set(named) - set(outlets))
         if unknown:
             raise ValueError(f"no forward target is named {unknown[0]!r}")
         self.unnamed = [outlet for name, outlet in outlets.items() if name not in named]
         self.writers = route_writers(routes)
-        targets = [outlets[name] for name in sorted(named)]
-        # Each destination is a slot: writers first, then the targets routes name.
-        self._destinations: list[BatchWriter | Outlet] = [*self.writers, *targets]
+        # Each destination is a slot: the writers, then the targets routes name.
+        self._destinations: list[BatchWriter | Outlet] = [
+            *self.writers,
+            *(outlets[name] for name in named),
+        ]
         self._slots = [
             (
-                None if r.writer is None else self.writers.index(r.writer),
-                tuple(len(self.writers) + sorted(named).index(name) for name in r.outlets),
+                () if r.writer is None else (self.writers.index(r.writer),),
+                tuple(len(self.writers) + named.index(name) for name in r.outlets),
             )
             for r in routes
         ]
         self._by_source = any(route.networks is not None for route in routes)
+        self._decisions: dict[tuple, Decision] = {}
+
+    def decide(self, fields: RoutingFields | None, host: str | None) -> Decision:
+        """
+        Where a message of FIELDS from HOST goes: (slots of the writers that
+        get its record, slots of the targets that get it as received,
+        whether it also reaches the output and the targets no route names).
+        """
+        writers: dict[int, None] = {}  # in order, each once
+        outlets: dict[int, None] = {}
+        for route, (writer_slots, outlet_slots) in zip(self.routes, self._slots, strict=True):
+            if route.takes(fields, host):
+                writers.update(dict.fromkeys(writer_slots))
+                outlets.update(dict.fromkeys(outlet_slots))
+                if route.stop:
+                    return tuple(writers), tuple(outlets), False
+        return tuple(writers), tuple(outlets), True
 
     def deliver(
         self,
@@ -143,30 +170,28 @@ class Router:
         the latter only when some target is named by no route).
         """
         host = peer_host(peer) if self._by_source else None
-        count = len(self._destinations)
-        bins: list[list] = [[] for _ in range(count)]
-        last = [-1] * count
+        bins: list[list] = [[] for _ in self._destinations]
         kept_lines: list[str] = []
         kept: list[bytes] = []
         keep_raw = bool(self.unnamed)
-        pairs = tuple(zip(self.routes, self._slots, strict=True))
+        decisions = self._decisions
         for index, fields in enumerate(routing):
-            stopped = False
-            for route, (writer_slot, outlet_slots) in pairs:
-                if not route.takes(fields, host):
-                    continue
-                if writer_slot is not None and last[writer_slot] != index:
-                    last[writer_slot] = index
-                    bins[writer_slot].append(lines[index])
+            key = (fields, host)
+            decision = decisions.get(key)
+            if decision is None:
+                if len(decisions) >= MAX_DECISIONS:
+                    decisions.clear()
+                decision = decisions[key] = self.decide(fields, host)
+            writer_slots, outlet_slots, reaches_output = decision
+            line = lines[index]
+            for slot in writer_slots:
+                bins[slot].append(line)
+            if outlet_slots:
+                raw = frames[index][0]
                 for slot in outlet_slots:
-                    if last[slot] != index:
-                        last[slot] = index
-                        bins[slot].append(frames[index][0])
-                if route.stop:
-                    stopped = True
-                    break
-            if not stopped:
-                kept_lines.append(lines[index])
+                    bins[slot].append(raw)
+            if reaches_output:
+                kept_lines.append(line)
                 if keep_raw:
                     kept.append(frames[index][0])
         for destination, got in zip(self._destinations, bins, strict=True):

@@ -11,7 +11,7 @@ from suite.foundation.config import ConfigError, load
 from suite.foundation.jsonlines import BatchWriter, open_output
 from suite.logger.delivery import Delivery
 from suite.logger.records import RecordSink
-from suite.logger.routing import open_routes, peer_host, route_writers
+from suite.logger.routing import MAX_DECISIONS, open_routes, peer_host, route_writers
 from suite.logger.service import SERVICE, LoggerSettings, build
 from tests.helpers import tmp_dir
 
@@ -295,6 +295,18 @@ class ActionTests(RoutingTestCase):
         frames = [syslog(4, 3, "both"), syslog(4, 6, "auth"), syslog(1, 3, "err")]
         delivery.messages([(f, False) for f in frames], PEER, "tcp")
         self.assertEqual(self.messages("security.jsonl"), ["both", "auth", "err"])
+
+    def test_decisions_kept_for_repeated_headers_are_bounded(self):
+        delivery = self.delivery(
+            '[[logger.route]]\nmatch = { app = "a1*" }\noutput = "a1.jsonl"\n'
+        )
+        apps = [f"a{n}" for n in range(MAX_DECISIONS + 500)]
+        for chunk in range(0, len(apps), 1000):
+            frames = [(syslog(1, 6, app, app=app), False) for app in apps[chunk : chunk + 1000]]
+            delivery.messages(frames, PEER, "udp")
+        self.assertLessEqual(len(delivery.router._decisions), MAX_DECISIONS)
+        self.assertEqual(self.messages("a1.jsonl"), [app for app in apps if app.startswith("a1")])
+        self.assertEqual(self.messages("main.jsonl"), apps)
 
 
 class WaitAndPressureTests(RoutingTestCase):
