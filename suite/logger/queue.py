@@ -20,6 +20,7 @@ written with one system call, and read back in reads of a MiB, because the
 queue must keep up with forwarding at 100,000 messages a second.
 """
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -205,8 +206,6 @@ class _Segment(_Run):
             except OSError:
                 self.writable = False
             raise
-        finally:
-            view.release()
         self.size += len(data)
         self.count += count
 
@@ -260,12 +259,14 @@ class _Segment(_Run):
         return self.first + self.count
 
     def seal(self, sync: bool) -> None:
-        """Take no more writes (fsynced first with SYNC); the file stays open while unread."""
+        """
+        Take no more writes (fsynced first with SYNC); closed until read, so
+        a long queue keeps two files open, not hundreds.
+        """
         if self.writable and sync and self.fd is not None:
             os.fsync(self.fd)
         self.writable = False
-        if self.read_offset >= self.size:
-            self.close()
+        self.close()
 
     def close(self) -> None:
         if self.fd is not None:
@@ -338,6 +339,7 @@ class ForwardQueue(service.Service):
         self._soon: IDelayedCall | None = None
         self._retry: IDelayedCall | None = None
         self._read_retry: IDelayedCall | None = None
+        self._read_failing: str | None = None
         self._dropped_since_log = 0
         self._drop_logged_at: float | None = None
         self._lock_fd: int | None = None
@@ -542,27 +544,60 @@ class ForwardQueue(service.Service):
         """
         out: list[tuple[int, bytes]] = []
         budget = max_bytes
-        try:
-            for run in self._runs:
-                if len(out) >= count:
-                    break
+        failed = False
+        for run in self._runs:
+            if len(out) >= count:
+                break
+            try:
                 budget -= run.take(count - len(out), budget, out)
-                if run.untaken():
-                    break
-        except OSError as e:
-            if self._read_retry is None:
-                log.error(
-                    "forward queue {name}: cannot read {path}: {error}; trying again in "
-                    "{retry:g} s",
-                    name=self.name,
-                    path=e.filename,
-                    error=e.strerror,
-                    retry=RETRY_SECONDS,
-                )
-                self._read_retry = self.clock.callLater(RETRY_SECONDS, self._read_again)
+            except OSError as e:
+                assert isinstance(run, _Segment)  # only segments read
+                self._read_failed(run, e)
+                failed = True
+                break
+            if run.untaken():
+                break
+        if self._read_failing is not None and not failed:
+            log.info("forward queue {name}: reading its segments again", name=self.name)
+            self._read_failing = None
         if not out:
             self._starved = True
         return out
+
+    def _read_failed(self, segment: _Segment, error: OSError) -> None:
+        """
+        A segment cannot be read: tried again every RETRY_SECONDS (logged
+        once), unless someone deleted the file, whose messages are then lost.
+        """
+        if error.errno == errno.ENOENT and not segment.messages:
+            self._runs.remove(segment)
+            lost = segment.count - (segment.base - segment.first)
+            self._waiting -= lost
+            self._disk_used -= segment.size - segment.delivered
+            self.dropped += lost
+            log.error(
+                "forward queue {name}: {path} was deleted by another program; its {count} "
+                "messages are lost",
+                name=self.name,
+                path=segment.path,
+                count=lost,
+            )
+            self._check_full()
+            if self._takeable():
+                self.clock.callLater(0, self._tell_ready)
+            return
+        if self._read_failing is None:
+            self._read_failing = error.strerror or str(error)
+            log.error(
+                "forward queue {name}: cannot read {path}: {error}; trying again every "
+                "{retry:g} s",
+                name=self.name,
+                path=segment.path,
+                error=self._read_failing,
+                retry=RETRY_SECONDS,
+            )
+        if self._read_retry is None:
+            self._read_retry = self.clock.callLater(RETRY_SECONDS, self._read_again)
 
     def acknowledge(self, upto: int) -> None:
         """Every taken message numbered UPTO or less was delivered: it leaves the queue."""
@@ -673,7 +708,9 @@ class ForwardQueue(service.Service):
             if not self._unwritten:
                 self._tell_waiters()
         while self._runs and self._runs[0].finished():
-            self._delete(self._runs.popleft())  # type: ignore[arg-type]  # only segments wait finished
+            delivered = self._runs.popleft()  # a segment kept only to be written to
+            assert isinstance(delivered, _Segment)
+            self._delete(delivered)
         for run in self._runs:
             if isinstance(run, _Segment):
                 run.seal(sync=False)
@@ -718,9 +755,6 @@ class ForwardQueue(service.Service):
                 segment = _Segment.create(self.directory, run.base + start)
                 segments.append(segment)
                 segment.append(frame(batch), len(batch))
-                if self.sync:
-                    self._directory_unsynced = True
-                    os.fsync(segment.fd)  # type: ignore[arg-type]
                 segment.messages = batch
                 segment.taken = max(0, min(len(batch), run.taken - start))
                 segment.read_offset = segment.size
@@ -728,7 +762,8 @@ class ForwardQueue(service.Service):
                 start = stop
         except OSError:
             for segment in segments:
-                segment.delete()
+                with contextlib.suppress(OSError):
+                    segment.delete()
             raise
         for segment in segments:
             self._disk_used += segment.size
@@ -806,10 +841,8 @@ class ForwardQueue(service.Service):
             if not segment.count:
                 self._runs.pop()
                 self._unsynced.discard(segment)
-                try:
-                    segment.delete()
-                except OSError:
-                    pass  # an empty segment: removed at the next start
+                with contextlib.suppress(OSError):
+                    segment.delete()  # an empty segment: else removed at the next start
             raise
         self._disk_used += len(data)
         if self.sync:

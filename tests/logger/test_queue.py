@@ -201,6 +201,40 @@ class ConsumerTests(QueueTestCase):
         self.assertEqual(messages_of(take_all(queue)), batch)
 
 
+class ReadFailureTests(QueueTestCase):
+    def test_a_segment_deleted_underneath_loses_only_its_messages(self) -> None:
+        self.patch(queue_module, "SEGMENT_BYTES", 100)
+        queue = self.open(memory_bytes=0)
+        for n in range(3):
+            queue.put(numbered(n * 4, n * 4 + 4))  # a segment each
+        os.unlink(os.path.join(self.directory, segment_name(5)))
+        self.assertEqual(messages_of(take_all(queue)), numbered(0, 4) + numbered(8, 12))
+        self.assertEqual((len(queue), queue.dropped, queue.queued_bytes), (0, 4, (0, 0)))
+        self.assertEqual(len(self.lines("deleted by another program")), 1)
+
+    def test_a_segment_that_cannot_be_read_is_tried_again(self) -> None:
+        self.patch(queue_module, "SEGMENT_BYTES", 100)
+        queue = self.open(memory_bytes=0)
+        queue.put(numbered(0, 4))
+        queue.put(numbered(4, 8))
+        ready: list[None] = []
+        queue.on_ready(lambda: ready.append(None))
+        pread = os.pread
+
+        def failing(fd, size, offset):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        self.patch(os, "pread", failing)
+        self.assertEqual(queue.take(10, MiB), [])
+        self.assertEqual(queue.take(10, MiB), [])
+        self.assertEqual(len(self.lines("cannot read")), 1)
+        self.patch(os, "pread", pread)
+        self.clock.advance(1)
+        self.assertEqual(ready, [None])
+        self.assertEqual(messages_of(take_all(queue)), numbered(0, 8))
+        self.assertEqual(len(self.lines("reading its segments again")), 1)
+
+
 class FullTests(QueueTestCase):
     def test_drop_counts_what_does_not_fit(self) -> None:
         queue = self.open(memory_bytes=in_memory(numbered(0, 3)), directory="", when_full="drop")
