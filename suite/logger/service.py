@@ -22,7 +22,6 @@ from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.foundation.jsonlines import BatchWriter, file_mode_key, open_output
 from suite.logger.delivery import Delivery
 from suite.logger.drain import ShutdownDrain
-from suite.logger.forward import open_forwarders
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
 from suite.logger.relay_settings import (
@@ -152,12 +151,8 @@ def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
         sync=settings.sync,
     )
     routes = open_routes(settings, reactor)
-    forwarders = open_forwarders(settings.forward, settings.sync, reactor)
     delivery = Delivery(
-        RecordSink(writer, reactor),
-        {forwarder.settings.name: forwarder.queue for forwarder in forwarders},
-        routes=routes,
-        sources=SourceLimits.of(settings, reactor),
+        RecordSink(writer, reactor), routes=routes, sources=SourceLimits.of(settings, reactor)
     )
     factory = SyslogFactory(settings, reactor, delivery)
     relp_factory = RelpFactory(settings, reactor, delivery)
@@ -166,7 +161,7 @@ def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
     return Parts(
         factory,
         lambda: SyslogDatagramProtocol(delivery, settings.max_message),
-        services=(writer, *route_writers(routes), *forwarders, drain),
+        services=(writer, *route_writers(routes), drain),
         other_listeners={"relp_listen": relp, "relp_tls_listen": relp},
     )
 

@@ -110,7 +110,9 @@ class TreeTests(SynchronousTestCase):
             ["logger tcp:5140", "logger udp:5140"],
         )
         self.assertEqual(len([child for child in logger if isinstance(child, BatchWriter)]), 1)
-        self.assertEqual([type(f).__name__ for f in logger.factories], ["SyslogFactory"])
+        self.assertEqual(
+            [type(f).__name__ for f in logger.factories], ["SyslogFactory", "RelpFactory"]
+        )
         (site,) = root.getServiceNamed("metrics").factories
         self.assertIsInstance(site, LimitedSite)
         self.assertEqual(
