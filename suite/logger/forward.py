@@ -60,6 +60,7 @@ FIRST_DELAY = 1.0  # seconds before the first reconnection
 MAX_DELAY = 60.0
 STABLE = 10.0  # seconds a connection must last for the delay to go back to FIRST_DELAY
 CONNECT_TIMEOUT = 10.0  # seconds to connect, and to finish TLS and RELP's open
+ANSWER_TIMEOUT = 90.0  # seconds a RELP target may take messages without answering (librelp's)
 GRACE = 1.0  # seconds a stop still sends what is queued
 CLOSE_WAIT = 0.5  # seconds a stop waits for the target to answer RELP's close
 BATCH_MESSAGES = 1024  # messages of one write
@@ -179,6 +180,7 @@ class Forwarder(service.Service):
         self._timeout: IDelayedCall | None = None
         self._retry: IDelayedCall | None = None
         self._soon: IDelayedCall | None = None
+        self._silence: IDelayedCall | None = None  # awaiting RELP answers
         self._delay = FIRST_DELAY
         self._up_since: float | None = None
         self._down_since: float | None = None
@@ -247,6 +249,9 @@ class Forwarder(service.Service):
     def established(self, session: Session) -> None:
         self._cancel_timeout()
         self._attempt = None
+        if not self.running:  # opened while a stop was aborting it
+            session.abort()
+            return
         self.session = session
         self._up_since = self.reactor.seconds()
         if self._down_since is not None:
@@ -269,6 +274,29 @@ class Forwarder(service.Service):
     def delivered(self, upto: int, count: int) -> None:
         self.queue.acknowledge(upto)
         self.sent += count
+        self._cancel_silence()
+        self._await_answers()
+
+    def _await_answers(self) -> None:
+        """
+        A target that takes messages and answers none for ANSWER_TIMEOUT (hung,
+        or a black hole in between) is given up, as librelp does, so that the
+        outage is seen and what was sent goes again on a new connection.
+        """
+        session = self.session
+        if self._silence is None and session is not None and session.in_flight:
+            self._silence = self.reactor.callLater(ANSWER_TIMEOUT, self._silent, session)
+
+    def _silent(self, session: Session) -> None:
+        self._silence = None
+        session.reason = f"no answer for {ANSWER_TIMEOUT:g} s"
+        session.abort()
+
+    def _cancel_silence(self) -> None:
+        if self._silence is not None:
+            if self._silence.active():
+                self._silence.cancel()
+            self._silence = None
 
     def refused(self, count: int, answer: str) -> None:
         self.refusals += count
@@ -295,6 +323,7 @@ class Forwarder(service.Service):
         if session is not self.session:
             return
         self.session = None
+        self._cancel_silence()
         self.retried += self.queue.give_back()
         if self._stopping is not None:
             self._check_drained()
@@ -306,6 +335,8 @@ class Forwarder(service.Service):
 
     def _failed(self, reason: str) -> None:
         """The target cannot be reached (or was lost): an outage begins, unless one goes on."""
+        if not self.running:  # an attempt aborted by a stop
+            return
         if self._down_since is None:
             self._down_since = self.reactor.seconds()
             self._down_reason = printable(reason)
@@ -319,9 +350,8 @@ class Forwarder(service.Service):
                 first=FIRST_DELAY,
                 most=MAX_DELAY,
             )
-        if self.running:
-            self._retry = self.reactor.callLater(self._delay, self._connect)
-            self._delay = min(self._delay * 2, MAX_DELAY)
+        self._retry = self.reactor.callLater(self._delay, self._connect)
+        self._delay = min(self._delay * 2, MAX_DELAY)
 
     # Sending.
 
@@ -339,6 +369,7 @@ class Forwarder(service.Service):
             if not batch:
                 break  # the queue calls pump when more arrives
             session.send(batch)  # type: ignore[union-attr]
+            self._await_answers()
         else:
             self._soon = self.reactor.callLater(0, self.pump)
         self._check_drained()
@@ -382,6 +413,7 @@ class Forwarder(service.Service):
 
     def _stop_queue(self, _: object) -> Deferred[None] | None:
         self._cancel_timeout()
+        self._cancel_silence()
         self._flood.flush()
         if self.session is not None:  # still not gone after the abort
             self.session = None

@@ -12,12 +12,13 @@ from twisted.internet import defer, reactor
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite.foundation.config import ConfigError
 from suite.logger.forward import (
+    ANSWER_TIMEOUT,
     CLOSE_WAIT,
     CONNECT_TIMEOUT,
     GRACE,
@@ -30,6 +31,7 @@ from suite.logger.forward import (
 from suite.logger.queue import ForwardQueue
 from suite.logger.relay_settings import ForwardSettings
 from suite.logger.relp_client import frame
+from suite.net.tls import TLSSettings, tls_options
 from tests.helpers import captured_log, make_pki
 
 OPENED = frame(1, b"rsp", b"200 OK\nrelp_version=0\nrelp_software=librelp\ncommands=syslog")
@@ -242,6 +244,23 @@ class RelpForwardingTests(ForwarderTestCase):
         assert len(self.queue) == 0
         assert self.samples()["forward_sent"] == 3
 
+    def test_a_target_that_stops_answering_is_given_up(self):
+        self.start(target="relp:192.0.2.1:2514")
+        protocol, transport = self.connected()
+        self.clock.advance(ANSWER_TIMEOUT * 2)  # nothing sent, nothing awaited
+        assert not transport.disconnecting
+        self.queue.put([b"a", b"b"])
+        self.clock.advance(ANSWER_TIMEOUT - 1)
+        protocol.dataReceived(frame(2, b"rsp", b"200 OK"))  # an answer: it lives
+        self.clock.advance(ANSWER_TIMEOUT - 1)
+        assert not transport.disconnecting
+        self.clock.advance(1)
+        assert transport.disconnecting
+        lose(protocol)
+        ((_, text),) = self.forwarder.health_problems()
+        assert text.endswith(": no answer for 90 s")
+        assert self.samples()["forward_retried"] == 1
+
     def test_serverclose_reconnects(self):
         self.start(target="relp:192.0.2.1:2514")
         protocol, transport = self.connected()
@@ -311,6 +330,17 @@ class RelpForwardingTests(ForwarderTestCase):
         assert len(self.queue) == 1  # still queued, for the next start
         assert not self.queue.running
 
+    def test_stop_during_an_attempt_aborts_it_quietly(self):
+        self.start(target="relp:192.0.2.1:2514")
+        protocol, transport = self.endpoint.accept()  # the open is not answered yet
+        stopped = self.forwarder.stopService()
+        assert transport.disconnecting
+        protocol.dataReceived(OPENED)  # too late: still aborted
+        lose(protocol)
+        assert stopped.called
+        assert not [line for line in self.log if "unreachable" in line]
+        assert self.forwarder.health_problems() == []
+
     def test_stop_while_down_stops_trying(self):
         self.start(target="relp:192.0.2.1:2514")
         self.endpoint.refuse()
@@ -349,7 +379,7 @@ class TargetTLSFileTests(SynchronousTestCase):
             name="central", target="relp:localhost:2514", queue_dir=str(not_a_directory)
         )
         with self.assertRaises(ConfigError) as caught:
-            open_forwarders([forward], False, Clock())
+            open_forwarders([forward], False, MemoryReactorClock())
         assert "[logger.forward] queue_dir = " in str(caught.exception), caught.exception
         assert "cannot open" in str(caught.exception)
 
@@ -363,7 +393,7 @@ class TargetTLSFileTests(SynchronousTestCase):
                 queue_dir=str(self.directory / "b"),
             ),
         ]
-        a, b = open_forwarders(forwards, True, Clock())
+        a, b = open_forwarders(forwards, True, MemoryReactorClock())
         assert (a.queue.name, a.tls) == ("a", None)
         assert (b.queue.name, b.queue.sync, b.queue.directory) == (
             "b",
@@ -390,18 +420,16 @@ class LoopbackTLSTests(TestCase):
     """A real TLS target on 127.0.0.1, the forwarder verifying its certificate and name."""
 
     def setUp(self):
-        from twisted.internet import ssl
-
         directory = Path(self.mktemp())
         directory.mkdir()
         self.pki = make_pki(directory)
-        server = ssl.PrivateCertificate.loadPEM(
-            Path(self.pki["server_crt"]).read_text() + Path(self.pki["server_key"]).read_text()
-        )  # pyOpenSSL objects: Twisted's own test servers still use them
+        server = tls_options(
+            TLSSettings(certificate=self.pki["server_crt"], private_key=self.pki["server_key"])
+        )
         factory = Factory.forProtocol(Receiver)
         factory.connected = []
         self.factory = factory
-        self.port = reactor.listenSSL(0, factory, server.options(), interface="127.0.0.1")
+        self.port = reactor.listenSSL(0, factory, server, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
         self.queue = memory_queue(reactor)
         self.log = captured_log(self)
