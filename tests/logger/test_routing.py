@@ -3,10 +3,14 @@
 import json
 import os
 import textwrap
+from pathlib import Path
 
+from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.app import compose, services
+from suite.app.lifecycle import walk
 from suite.foundation.config import ConfigError, load
 from suite.foundation.jsonlines import BatchWriter, open_output
 from suite.logger.delivery import Delivery
@@ -228,7 +232,7 @@ class ActionTests(RoutingTestCase):
 
     def test_a_route_output_is_rotated_like_the_output(self):
         body = '[[logger.route]]\noutput = "auth.jsonl"\nstop = true\n'
-        settings = self.settings("rotate_bytes = 600\nkeep = 2\n" + body)
+        settings = self.settings('rotate_bytes = 600\nkeep = 2\nfile_mode = "0600"\n' + body)
         self.assertEqual((settings.rotate_bytes, settings.keep), (600, 2))
         delivery = Delivery(
             RecordSink(self.open_writer(settings.output, settings), self.clock),
@@ -242,6 +246,7 @@ class ActionTests(RoutingTestCase):
         )
         for name in ("auth.jsonl", "auth.jsonl.1", "auth.jsonl.2"):
             self.assertLessEqual(os.path.getsize(self.directory / name), 600)
+            self.assertEqual(os.stat(self.directory / name).st_mode & 0o777, 0o600)
         kept = self.messages("auth.jsonl.2") + self.messages("auth.jsonl.1")
         kept += self.messages("auth.jsonl")
         self.assertEqual(kept, [f"message {n:02d}" for n in range(12 - len(kept), 12)])
@@ -373,6 +378,29 @@ class ConfigTests(RoutingTestCase):
         )
         for writer in writers:
             self.addCleanup(writer.output.close)
+
+
+class ReopenTests(RoutingTestCase):
+    def test_sighup_reopens_the_route_files_too(self):
+        """logrotate renamed them all: each writer goes on in a new file at its path."""
+        path = self.directory / "suite.toml"
+        path.write_text(
+            '[logger]\nlisten = ["tcp:0:interface=127.0.0.1"]\noutput = "main.jsonl"\n'
+            '[[logger.route]]\noutput = "auth.jsonl"\n'
+        )
+        root = compose.build(services.SERVICES, str(path), {}, reactor, only_listed=True)
+        logger = root.getServiceNamed("logger")
+        writers = [part for part in walk(logger) if isinstance(part, BatchWriter)]
+        self.assertEqual([os.path.basename(w.name) for w in writers], ["main.jsonl", "auth.jsonl"])
+        for writer in writers:
+            self.addCleanup(writer.output.close)
+            writer.write_lines([b"before\n"])
+            os.rename(writer.name, writer.name + ".1")
+        root.reload()
+        for writer in writers:
+            writer.write_lines([b"after\n"])
+            self.assertEqual(Path(writer.name).read_bytes(), b"after\n")
+            self.assertEqual(Path(writer.name + ".1").read_bytes(), b"before\n")
 
 
 class PeerHostTests(SynchronousTestCase):
