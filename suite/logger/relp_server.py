@@ -132,6 +132,8 @@ class RelpProtocol(SyslogStreamProtocol):
             )
             self._event("error", f"{error}: connection closed")
             turn.close = True
+        if not turn.answers and not turn.close:
+            return  # a read within a frame: nothing to answer yet
         self.turns.append(turn)
         if turn.close:
             self._stop_reading()

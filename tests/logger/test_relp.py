@@ -296,6 +296,20 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(transport.value(), ok(2, 3, 4))
         self.assertEqual([r["message"] for r in self.messages()], ["a", "b", "c"])
 
+    def test_reads_within_a_frame_hold_nothing_while_answers_wait(self):
+        self.server()
+        protocol, transport = self.connect()
+        self.output.failing = True
+        protocol.dataReceived(syslog(2, b"<13>a"))
+        self.clock.advance(0)
+        for byte in syslog(3, b"<13>" + b"x" * 200)[:-1]:
+            protocol.dataReceived(bytes([byte]))
+        self.assertEqual(len(protocol.turns), 1)
+        self.output.failing = False
+        protocol.dataReceived(b"\n")
+        elapse(self.clock, 1)
+        self.assertEqual(transport.value(), ok(2, 3))
+
     def test_the_window_stops_reading_until_answers_go_out(self):
         self.server(relp_window=3)
         protocol, transport = self.connect()
