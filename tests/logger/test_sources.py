@@ -249,7 +249,15 @@ class StreamRateTests(SynchronousTestCase):
         )
 
 
-class RelpRateTests(SynchronousTestCase):
+class RelpSourcesTests(SynchronousTestCase):
+    def test_a_relp_sender_from_elsewhere_is_refused_at_connect(self):
+        factory, _, _ = logger(Clock(), RelpFactory, allowed_sources=("10.0.0.0/8",))
+        _, allowed = connect(factory, IPv4Address("TCP", "10.0.0.1", 1))
+        _, refused = connect(factory, NOISY)
+        self.assertEqual((allowed.disconnecting, refused.disconnecting), (False, True))
+        self.assertIn(b"serverclose", refused.value())
+        self.assertEqual(samples(factory)[("connections_refused", ("source_not_allowed",))], 1)
+
     def test_a_relp_sender_over_its_rate_is_paused_through_the_same_factory(self):
         clock = Clock()
         factory, _, writer = logger(clock, RelpFactory, rate_per_source=10, burst_per_source=10)
