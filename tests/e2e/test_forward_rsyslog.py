@@ -9,6 +9,7 @@ work directory, pid file, loopback ports), stopped by PID.
 """
 
 import glob
+import json
 import os
 import re
 import select
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -121,9 +123,16 @@ def send(port: int, payloads) -> None:
         sock.sendall(b"".join(p + b"\n" for p in payloads))
 
 
+def get(port: int, path: str) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.read().decode()
+
+
 def metric(port: int, name: str, target: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
+    text = get(port, "/metrics")
     found = re.search(
         rf'^suite_{name}\{{service="logger",target="{target}"\}} (\S+)$', text, re.MULTILINE
     )
@@ -195,18 +204,27 @@ class ForwardToRsyslogTests(ProcessTestCase):
     def test_relp_target_down_for_30_seconds_loses_nothing(self):
         relp = free_port()
         rsyslog = self.rsyslog([("relp", f'type="imrelp" port="{relp}"')]).start()
-        suite, port = self.suite(f"""
+        suite, port = self.suite(
+            f"""
             [[logger.forward]]
             name = "central"
             target = "relp:127.0.0.1:{relp}"
             queue_dir = "queue"
-        """)
+        """,
+            metrics=True,
+        )
+        metrics = suite.port(f"metrics {LOCAL}")
         send(port, [message(n) for n in range(500)])
         assert wait_until(lambda: len(rsyslog.received("relp")) >= 500, 10)
         rsyslog.stop()
         down = time.monotonic()
         send(port, [message(n) for n in range(500, 1500)])
         assert wait_until(lambda: "unreachable" in suite.output, 5), suite.output
+        health = json.loads(get(metrics, "/health"))
+        assert health["status"] == "degraded", health
+        (problem,) = health["services"]["logger"]["problems"]
+        assert problem.startswith(f"forward target central (relp:127.0.0.1:{relp}) unreachable")
+        assert metric(metrics, "forward_connected", "central") == 0
         time.sleep(max(0.0, 29.5 - (time.monotonic() - down)))
         rsyslog.start()
         expected = set(range(1500))
@@ -217,6 +235,9 @@ class ForwardToRsyslogTests(ProcessTestCase):
         assert set(got) == expected
         assert suite.output.count(" unreachable: ") == 1, suite.output
         assert suite.output.count("s unreachable; sending") == 1, suite.output
+        assert json.loads(get(metrics, "/health"))["status"] == "ok"
+        assert metric(metrics, "forward_connected", "central") == 1
+        assert metric(metrics, "forward_sent_total", "central") == len(expected)
 
     def test_a_full_queue_that_drops_counts_what_it_dropped(self):
         relp = free_port()
