@@ -8,6 +8,8 @@ import errno
 import os
 import shutil
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -126,6 +128,72 @@ class OrderTests(QueueTestCase):
         self.assertEqual(queue.queued_bytes, (in_memory(numbered(0, 50)), 0))
         self.assertEqual(messages_of(take_all(queue)), numbered(0, 50))
         self.assertEqual(queue.stored(), None)
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.lists(st.integers(0, 60), min_size=1, max_size=8)),
+        st.tuples(st.just("take"), st.integers(1, 6), st.integers(1, 150)),
+        st.tuples(st.just("acknowledge"), st.integers(0, 3)),
+        st.tuples(st.just("give_back")),
+        st.tuples(st.just("restart")),
+    ),
+    min_size=5,
+    max_size=60,
+)
+
+
+class ModelTests(QueueTestCase):
+    @settings(max_examples=60, deadline=None)
+    @given(st.sampled_from([0, 150, 600]), operations)
+    def test_behaves_as_one_ordered_list(self, memory_bytes, steps) -> None:
+        """
+        Whatever the mix of puts, takes, acknowledgements, lost connections
+        and clean restarts, across memory, many small segments and back: the
+        queue is one list in order, each message keeps its number, and
+        acknowledged messages never come back.
+        """
+        self.patch(queue_module, "SEGMENT_BYTES", 150)
+        directory = str(tmp_dir(self) / "queue")
+        queue = self.open(memory_bytes=memory_bytes, directory=directory)
+        waiting: list[bytes] = []  # the model: unacknowledged messages, in order
+        numbers: dict[bytes, int] = {}
+        in_flight = 0
+        made = 0
+        for step in steps:
+            if step[0] == "put":
+                batch = [b"%d:" % (made + i) + b"." * size for i, size in enumerate(step[1])]
+                made += len(batch)
+                queue.put(batch)
+                waiting += batch
+            elif step[0] == "take":
+                taken = queue.take(step[1], step[2])
+                expected = waiting[in_flight : in_flight + len(taken)]
+                self.assertEqual(messages_of(taken), expected)
+                if in_flight < len(waiting):
+                    self.assertTrue(taken)
+                self.assertLessEqual(len(taken), step[1])
+                for number, message in taken:
+                    self.assertEqual(numbers.setdefault(message, number), number)
+                in_flight += len(taken)
+            elif step[0] == "acknowledge" and in_flight:
+                upto = min(step[1], in_flight - 1)
+                queue.acknowledge(numbers[waiting[upto]])
+                del waiting[: upto + 1]
+                in_flight -= upto + 1
+            elif step[0] == "give_back":
+                self.assertEqual(queue.give_back(), in_flight)
+                in_flight = 0
+            elif step[0] == "restart":
+                queue.stopService()
+                queue = self.open(memory_bytes=memory_bytes, directory=directory)
+                in_flight = 0
+            self.assertEqual(len(queue), len(waiting))
+        ordered = sorted(numbers.values())
+        self.assertEqual(ordered, sorted(set(ordered)))
+        queue.give_back()
+        self.assertEqual(messages_of(take_all(queue)), waiting)
+        queue.stopService()
 
 
 class ConsumerTests(QueueTestCase):
@@ -346,6 +414,19 @@ class SyncTests(QueueTestCase):
         self.clock.advance(0)
         self.assertEqual(events, ["write", "fsync", "stored"])
 
+    def test_one_write_for_the_messages_of_a_put(self) -> None:
+        writes: list[int] = []
+        write = os.write
+
+        def counting_write(fd, data):
+            writes.append(len(data))
+            return write(fd, data)
+
+        self.patch(os, "write", counting_write)
+        queue = self.open(memory_bytes=0)
+        queue.put(numbered(0, 100))
+        self.assertEqual(writes, [on_disk(numbered(0, 100))])
+
     def test_without_sync_nothing_waits(self) -> None:
         queue = self.open(memory_bytes=0)
         queue.put(numbered(0, 1))
@@ -378,6 +459,15 @@ class RestartTests(QueueTestCase):
         self.assertEqual(len(third), 0)
         third.put(numbered(10, 11))
         self.assertEqual(third.take(1, MiB), [(11, b"message 0000000010")])
+
+    def test_messages_put_after_the_stop_go_straight_to_disk(self) -> None:
+        """Connections still closing during shutdown: what they bring is kept."""
+        queue = self.open(memory_bytes=MiB)
+        queue.put(numbered(0, 2))
+        queue.stopService()
+        queue.put(numbered(2, 4))
+        again = self.open(memory_bytes=MiB)
+        self.assertEqual(messages_of(take_all(again)), numbered(0, 4))
 
     def test_a_corrupt_checkpoint_starts_from_the_oldest_message(self) -> None:
         queue = self.open(memory_bytes=0)
