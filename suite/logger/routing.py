@@ -222,7 +222,7 @@ def open_routes(settings: "LoggerSettings", reactor: IReactorTime) -> list[Route
                 raise route.error("output", "is the logger's own output; name another file")
             writer = writers.get(key)
             if writer is None:
-                writer = writers[key] = _open_writer(route, settings, reactor)
+                writer = writers[key] = open_writer(settings, route, reactor)
         routes.append(Route(route.match, writer, route.forward, route.stop))
     return routes
 
@@ -236,16 +236,21 @@ def _file_key(path: str) -> str:
     return path if path == "-" else os.path.abspath(path)
 
 
-def _open_writer(
-    route: RouteSettings, settings: "LoggerSettings", reactor: IReactorTime
+def open_writer(
+    settings: "LoggerSettings", owner: "LoggerSettings | RouteSettings", reactor: IReactorTime
 ) -> BatchWriter:
+    """
+    The writer of OWNER's `output` (the logger's, or a route's), as SETTINGS
+    (the logger's) say files are rotated, flushed and synced; a file that
+    cannot be opened is a ConfigError naming OWNER's `output`.
+    """
     try:
         output = open_output(
-            route.output, settings.rotate_bytes, settings.keep, file_mode=settings.file_mode
+            owner.output, settings.rotate_bytes, settings.keep, file_mode=settings.file_mode
         )
     except OSError as e:
-        where = f" ({e.filename})" if e.filename and e.filename != route.output else ""
-        raise route.error("output", f"cannot open: {e.strerror}{where}") from None
+        where = f" ({e.filename})" if e.filename and e.filename != owner.output else ""
+        raise owner.error("output", f"cannot open: {e.strerror}{where}") from None
     return BatchWriter(
         output,
         reactor,

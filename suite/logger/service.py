@@ -19,7 +19,7 @@ from suite.foundation.config import (
     tables,
 )
 from suite.foundation.declaration import Parts, ServiceDeclaration
-from suite.foundation.jsonlines import BatchWriter, file_mode_key, open_output
+from suite.foundation.jsonlines import file_mode_key
 from suite.logger.delivery import Delivery
 from suite.logger.drain import ShutdownDrain
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
@@ -31,7 +31,7 @@ from suite.logger.relay_settings import (
     relay_mistakes,
 )
 from suite.logger.relp_server import RelpFactory
-from suite.logger.routing import open_routes, route_file_mistakes, route_writers
+from suite.logger.routing import open_routes, open_writer, route_file_mistakes, route_writers
 from suite.logger.sources import SourceLimits
 from suite.net.connections import ConnectionLimits, idle_timeout
 from suite.net.udpbuffer import DatagramLimits
@@ -133,23 +133,9 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
 
 
 def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
-    try:
-        output = open_output(
-            settings.output, settings.rotate_bytes, settings.keep, file_mode=settings.file_mode
-        )
-    except OSError as e:
-        where = f" ({e.filename})" if e.filename and e.filename != settings.output else ""
-        raise settings.error("output", f"cannot open: {e.strerror}{where}") from None
+    writer = open_writer(settings, settings, reactor)
     for mistake in preflight(settings):
         raise mistake
-    writer = BatchWriter(
-        output,
-        reactor,
-        settings.flush_interval,
-        settings.max_batch,
-        settings.max_buffer,
-        sync=settings.sync,
-    )
     routes = open_routes(settings, reactor)
     delivery = Delivery(
         RecordSink(writer, reactor), routes=routes, sources=SourceLimits.of(settings, reactor)
