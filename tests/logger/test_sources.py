@@ -1,7 +1,5 @@
 """Per-source limits of the collector (allowed_sources, rate_per_source), driven by a Clock."""
 
-import json
-
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
@@ -14,40 +12,22 @@ from suite.logger.relp_server import RelpFactory
 from suite.logger.service import LoggerSettings
 from suite.logger.sources import SourceLimits
 from tests.helpers import captured_log, connect
+from tests.logger.test_protocol import MemoryWriter as RecordedLines
 
 NOISY = IPv4Address("TCP", "192.0.2.7", 40000)
 NOISY_TOO = IPv4Address("TCP", "192.0.2.7", 40001)
 QUIET = IPv4Address("TCP", "192.0.2.8", 40000)
 
 
-class MemoryWriter:
+class MemoryWriter(RecordedLines):
     """The writer's part the delivery uses, in memory; set_full() plays a disk that stalls."""
-
-    full = False
-    dropped = 0
-
-    def __init__(self):
-        self.lines = []
-        self.pressure = []
-
-    def on_pressure(self, callback):
-        self.pressure.append(callback)
-
-    def set_full(self, full):
-        self.full = full
-        for callback in self.pressure:
-            callback(full)
-
-    def write_lines(self, lines):
-        self.lines += lines
 
     def when_written(self):
         return succeed(None)
 
     @property
     def messages(self):
-        records = [json.loads(line) for chunk in self.lines for line in chunk.splitlines()]
-        return [r["message"] for r in records if r["event"] == "message"]
+        return [r["message"] for r in self.records if r["event"] == "message"]
 
 
 def logger(clock, factory=SyslogFactory, **keys):
