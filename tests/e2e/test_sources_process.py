@@ -5,13 +5,13 @@ UDP next to a quiet one (127.0.0.3) sending numbered messages.
 """
 
 import datetime
-import json
 import re
 import socket
 import time
 import urllib.request
 
 from tests.e2e.process import ProcessTestCase
+from tests.e2e.test_logger_process import read_records
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 LOCAL_UDP = "udp:0:interface=127.0.0.1"
@@ -20,14 +20,6 @@ RATE = 1000  # messages a second per source, and as many at once
 NOISY_TCP = 4000  # 3 s of debt beyond the burst
 NOISY_UDP = 300
 QUIET_MESSAGES = 100
-
-
-def records(path):
-    try:
-        with open(path, "rb") as f:
-            return [json.loads(line) for line in f]
-    except FileNotFoundError:
-        return []
 
 
 def received(record):
@@ -60,7 +52,7 @@ class RatePerSourceTests(ProcessTestCase):
         output = self.directory / "messages.jsonl"
 
         def messages(prefix):
-            return [r for r in records(output) if r.get("message", "").startswith(prefix)]
+            return [r for r in read_records(output) if r.get("message", "").startswith(prefix)]
 
         def wait(predicate, timeout):
             deadline = time.monotonic() + timeout
