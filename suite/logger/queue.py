@@ -350,6 +350,12 @@ class ForwardQueue(service.Service):
             capacity = queue_bytes + (0 if self._straight_to_disk() else memory_bytes)
         else:
             capacity = memory_bytes
+            if sync:
+                log.warn(
+                    "forward queue {name}: sync = true, but the target has no queue_dir: "
+                    "its messages are acknowledged to senders while only in memory",
+                    name=name,
+                )
         self._largest = capacity - max(FRAME_OVERHEAD, MEMORY_OVERHEAD)
         self.full = self.blocks and not self._room()
 

@@ -427,6 +427,12 @@ class SyncTests(QueueTestCase):
         queue.put(numbered(0, 100))
         self.assertEqual(writes, [on_disk(numbered(0, 100))])
 
+    def test_sync_without_a_directory_says_what_it_means(self) -> None:
+        queue = self.open(memory_bytes=MiB, directory="", sync=True)
+        self.assertEqual(len(self.lines("acknowledged to senders while only in memory")), 1)
+        queue.put(numbered(0, 1))
+        self.assertIsNone(self.successResultOf(queue.stored()))
+
     def test_without_sync_nothing_waits(self) -> None:
         queue = self.open(memory_bytes=0)
         queue.put(numbered(0, 1))
