@@ -164,11 +164,11 @@ class ForwardToRsyslogTests(ProcessTestCase):
         suite = self.start_suite(config, listeners=2 if metrics else 1)
         return suite, suite.port(f"logger {LOCAL}")
 
-    def test_relp_octet_counted_tcp_and_tls_receive_every_message_exactly(self):
+    def test_relp_octet_counted_tcp_tls_and_relp_tls_receive_every_message_exactly(self):
         if not glob.glob("/usr/lib/*/rsyslog/lmnsd_gtls.so"):
             raise SkipTest("rsyslog-gnutls is not installed (make test installs it as root)")
         pki = make_pki(self.directory)
-        relp, tcp, tls = free_port(), free_port(), free_port()
+        relp, tcp, tls, relp_tls = free_port(), free_port(), free_port(), free_port()
         rsyslog = self.rsyslog(
             [
                 ("relp", f'type="imrelp" port="{relp}"'),
@@ -177,6 +177,12 @@ class ForwardToRsyslogTests(ProcessTestCase):
                     "tls",
                     f'type="imtcp" port="{tls}" streamDriver.name="gtls" streamDriver.mode="1" '
                     'streamDriver.authMode="anon"',
+                ),
+                (  # mutual TLS: imrelp takes only a client certificate the CA signed
+                    "relp_tls",
+                    f'type="imrelp" port="{relp_tls}" tls="on" tls.caCert="{pki["ca"]}" '
+                    f'tls.myCert="{pki["server_crt"]}" tls.myPrivKey="{pki["server_key"]}" '
+                    'tls.authMode="certvalid"',
                 ),
             ],
             pki=pki,
@@ -192,13 +198,19 @@ class ForwardToRsyslogTests(ProcessTestCase):
             name = "tls"
             target = "tls:localhost:{tls}"
             ca = "{pki["ca"]}"
+            [[logger.forward]]
+            name = "relp_tls"
+            target = "relp+tls:localhost:{relp_tls}"
+            ca = "{pki["ca"]}"
+            certificate = "{pki["client_crt"]}"
+            private_key = "{pki["client_key"]}"
         """)
         sent = [message(n) for n in range(2000)]
         send(port, sent)
-        for name in ("relp", "tcp", "tls"):
+        for name in ("relp", "tcp", "tls", "relp_tls"):
             assert wait_until(lambda n=name: len(rsyslog.received(n)) >= len(sent), 20), name
             assert rsyslog.received(name) == sent, name
-        assert suite.output.count("connected to") == 3, suite.output
+        assert suite.output.count("connected to") == 4, suite.output
         assert "unreachable" not in suite.output
 
     def test_relp_target_down_for_30_seconds_loses_nothing(self):
