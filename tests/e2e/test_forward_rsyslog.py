@@ -1,7 +1,7 @@
 """
 The suite forwarding to a real rsyslogd: to imrelp (RELP), to imtcp
-(octet-counted) and to imtcp over TLS (gtls, the suite verifying its
-certificate); numbered messages in every scenario, read back from the
+(octet-counted), to imtcp over TLS (gtls, the suite verifying its
+certificate) and to imrelp over mutual TLS; numbered messages in every scenario, read back from the
 files rsyslog writes them to (the raw message, one a line).  Also: the
 RELP target down for 30 s, the queue full under each `when_full`, and a
 queue segment torn by a crash.  Each rsyslogd is the test's own (config,
