@@ -35,16 +35,17 @@ from zope.interface import implementer
 
 from suite.foundation.health import DEGRADED
 from suite.foundation.interfaces import IHealthSource, IMetricSource
+from suite.logger import segments
 from suite.logger.segments import (
     CHECKPOINT_NAME,
     FRAME_OVERHEAD,
     LOCK_NAME,
-    READ_BYTES,
-    SEGMENT_BYTES,
+    MEMORY_OVERHEAD,
+    MemoryRun,
+    Run,
+    Segment,
     checkpoint_bytes,
     frame,
-    frame_length,
-    parse_frames,
     read_checkpoint,
     scan,
     segment_first,
@@ -53,9 +54,6 @@ from suite.logger.segments import (
 
 log = Logger()
 
-# What a message held in memory costs beyond its bytes: the bytes object's
-# header and its slot in a list.  Counted against memory_bytes.
-MEMORY_OVERHEAD = 48
 RETRY_SECONDS = 1.0  # a failed disk write is tried again after this
 DROP_LOG_SECONDS = 60.0  # drops are logged at most once in this many seconds
 
@@ -64,218 +62,6 @@ DROP, BLOCK = "drop", "block"
 
 class QueueInUse(OSError):
     """Another queue, in this process or another, holds the directory's lock."""
-
-
-class _Run:
-    """
-    Messages with consecutive sequence numbers in one place; `base` is the
-    number of messages[0].  messages[:head] were acknowledged (kept until
-    the list is compacted), messages[head:taken] are in flight.
-    """
-
-    __slots__ = ("messages", "base", "head", "taken")
-
-    def __init__(self, base: int, messages: list[bytes] | None = None) -> None:
-        self.messages = messages if messages is not None else []
-        self.base = base
-        self.head = 0
-        self.taken = 0
-
-    def take(self, count: int, budget: int, out: list[tuple[int, bytes]]) -> int:
-        """
-        Append up to COUNT untaken messages to OUT, stopping before BUDGET
-        bytes unless OUT is still empty; returns the bytes taken.
-        """
-        messages = self.messages
-        i = self.taken
-        end = min(len(messages), i + count)
-        sequence = self.base + i
-        used = sum(map(len, messages[i:end]))
-        if used <= budget or (not out and end == i + 1):
-            out.extend(zip(range(sequence, sequence + end - i), messages[i:end], strict=True))
-            self.taken = end
-            return used
-        used = 0
-        while i < end:
-            message = messages[i]
-            if used + len(message) > budget and out:
-                break
-            out.append((sequence, message))
-            used += len(message)
-            i += 1
-            sequence += 1
-        self.taken = i
-        return used
-
-    def untaken(self) -> bool:
-        return self.taken < len(self.messages)
-
-    def acknowledge(self, upto: int) -> int:
-        """Taken messages numbered UPTO or less leave; returns how many."""
-        stop = min(self.taken, upto - self.base + 1)
-        count = stop - self.head
-        if count <= 0:
-            return 0
-        self._acknowledged(self.head, stop)
-        self.head = stop
-        if self.head > 1024 and 2 * self.head > len(self.messages):
-            del self.messages[: self.head]
-            self.base += self.head
-            self.taken -= self.head
-            self.head = 0
-        return count
-
-    def _acknowledged(self, start: int, stop: int) -> None:
-        """messages[start:stop] were acknowledged."""
-
-    def give_back(self) -> int:
-        count = self.taken - self.head
-        self.taken = self.head
-        return count
-
-    def finished(self) -> bool:
-        """Every message of the run was acknowledged: it can go."""
-        return self.head == len(self.messages)
-
-    def next_sequence(self) -> int:
-        return self.base + len(self.messages)
-
-
-class _MemoryRun(_Run):
-    """Messages held in memory; `size` counts them against memory_bytes."""
-
-    __slots__ = ("size",)
-
-    def __init__(self, base: int) -> None:
-        super().__init__(base)
-        self.size = 0
-
-    def add(self, messages: list[bytes], size: int) -> None:
-        self.messages += messages
-        self.size += size
-
-    def _acknowledged(self, start: int, stop: int) -> None:
-        self.size -= sum(map(len, self.messages[start:stop])) + MEMORY_OVERHEAD * (stop - start)
-
-
-class _Segment(_Run):
-    """
-    A segment file: `count` messages from number `first`, `size` bytes
-    written.  Its `messages` are those read back (from `read_offset` on) and
-    not yet acknowledged; only the newest segment, `writable`, is appended to.
-    """
-
-    __slots__ = ("path", "first", "count", "size", "read_offset", "fd", "writable", "delivered")
-
-    def __init__(self, path: str, first: int, count: int, size: int, skip: int, skip_offset: int):
-        super().__init__(first + skip)
-        self.path = path
-        self.first = first
-        self.count = count
-        self.size = size
-        self.read_offset = skip_offset
-        self.delivered = skip_offset  # bytes of the acknowledged messages at its start
-        self.fd: int | None = None
-        self.writable = False
-
-    @classmethod
-    def create(cls, directory: str, first: int) -> "_Segment":
-        path = os.path.join(directory, segment_name(first))
-        segment = cls(path, first, 0, 0, 0, 0)
-        segment.fd = os.open(
-            path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600
-        )
-        segment.writable = True
-        return segment
-
-    def append(self, data: bytes, count: int) -> None:
-        """
-        Write DATA (COUNT framed messages) at the end, all or nothing: a
-        write that fails part-way is cut back; if even that fails the
-        segment takes no more writes (a torn frame must stay its last).
-        """
-        assert self.fd is not None
-        view = memoryview(data)
-        done = 0
-        try:
-            while done < len(data):
-                done += os.write(self.fd, view[done:])
-        except OSError:
-            try:
-                os.ftruncate(self.fd, self.size)  # whatever part reached the file
-            except OSError:
-                self.writable = False
-            raise
-        self.size += len(data)
-        self.count += count
-
-    def take(self, count: int, budget: int, out: list[tuple[int, bytes]]) -> int:
-        used = 0
-        while count > 0:
-            if self.taken == len(self.messages):
-                if self.read_offset >= self.size:
-                    break
-                self._load()
-            before = len(out)
-            used += _Run.take(self, count, budget - used, out)
-            count -= len(out) - before
-            if self.taken < len(self.messages):
-                break  # the budget is spent
-        return used
-
-    def _load(self) -> None:
-        """Read the next READ_BYTES of messages (or the one message longer than that)."""
-        if self.fd is None:
-            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        if self.head:
-            del self.messages[: self.head]
-            self.base += self.head
-            self.taken -= self.head
-            self.head = 0
-        want = min(READ_BYTES, self.size - self.read_offset)
-        data = os.pread(self.fd, want, self.read_offset)
-        used = parse_frames(data, self.messages)
-        if not used and len(data) >= FRAME_OVERHEAD:
-            data = os.pread(self.fd, frame_length(data), self.read_offset)
-            used = parse_frames(data, self.messages)
-        if not used:
-            raise OSError(errno.EIO, "segment shorter than what was written to it", self.path)
-        self.read_offset += used
-        if self.read_offset >= self.size and not self.writable:
-            self.close()
-
-    def untaken(self) -> bool:
-        return self.taken < len(self.messages) or self.read_offset < self.size
-
-    def _acknowledged(self, start: int, stop: int) -> None:
-        self.delivered += sum(map(len, self.messages[start:stop])) + FRAME_OVERHEAD * (
-            stop - start
-        )
-
-    def finished(self) -> bool:
-        return self.base + self.head == self.first + self.count
-
-    def next_sequence(self) -> int:
-        return self.first + self.count
-
-    def seal(self, sync: bool) -> None:
-        """
-        Take no more writes (fsynced first with SYNC); closed until read, so
-        a long queue keeps two files open, not hundreds.
-        """
-        if self.writable and sync and self.fd is not None:
-            os.fsync(self.fd)
-        self.writable = False
-        self.close()
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def delete(self) -> None:
-        self.close()
-        os.unlink(self.path)
 
 
 @implementer(IMetricSource, IHealthSource)
@@ -319,7 +105,7 @@ class ForwardQueue(service.Service):
         self.dropped = 0
         self.cut_bytes = 0
         self.failing: str | None = None  # why the disk cannot be written, while it cannot
-        self._runs: deque[_Run] = deque()
+        self._runs: deque[Run] = deque()
         self._next = 1  # the sequence number of the next message accepted
         self._acknowledged = 0  # the highest number acknowledged
         self._waiting = 0  # messages not yet acknowledged
@@ -332,7 +118,7 @@ class ForwardQueue(service.Service):
         self._ready: list[Callable[[], object]] = []
         self._pressure: list[Callable[[bool], object]] = []
         self._waiters: list[Deferred[None]] = []
-        self._unsynced: set[_Segment] = set()
+        self._unsynced: set[Segment] = set()
         self._directory_unsynced = False
         self._checkpoint_unsynced = False
         self._checkpoint_failed = False
@@ -424,7 +210,7 @@ class ForwardQueue(service.Service):
             if skip >= count:  # empty, or every message acknowledged before a crash
                 os.unlink(path)
                 continue
-            self._runs.append(_Segment(path, first, count, good, skip, skip_offset))
+            self._runs.append(Segment(path, first, count, good, skip, skip_offset))
             self._disk_used += good - skip_offset
             self._waiting += count - skip
             last = max(last, first + count - 1)
@@ -557,7 +343,7 @@ class ForwardQueue(service.Service):
             try:
                 budget -= run.take(count - len(out), budget, out)
             except OSError as e:
-                assert isinstance(run, _Segment)  # only segments read
+                assert isinstance(run, Segment)  # only segments read
                 self._read_failed(run, e)
                 failed = True
                 break
@@ -570,7 +356,7 @@ class ForwardQueue(service.Service):
             self._starved = True
         return out
 
-    def _read_failed(self, segment: _Segment, error: OSError) -> None:
+    def _read_failed(self, segment: Segment, error: OSError) -> None:
         """
         A segment cannot be read: tried again every RETRY_SECONDS (logged
         once), unless someone deleted the file, whose messages are then lost.
@@ -611,12 +397,12 @@ class ForwardQueue(service.Service):
         freed_disk = False
         while self._runs:
             run = self._runs[0]
-            if isinstance(run, _MemoryRun):
+            if isinstance(run, MemoryRun):
                 before = run.size
                 count = run.acknowledge(upto)
                 self._memory_used -= before - run.size
             else:
-                assert isinstance(run, _Segment)
+                assert isinstance(run, Segment)
                 before = run.delivered
                 count = run.acknowledge(upto)
                 self._disk_used -= run.delivered - before
@@ -626,7 +412,7 @@ class ForwardQueue(service.Service):
             if not run.finished() or self._keeps(run):
                 break
             self._runs.popleft()
-            if isinstance(run, _Segment):
+            if isinstance(run, Segment):
                 self._delete(run)
                 freed_disk = True
         if not acknowledged:
@@ -637,16 +423,16 @@ class ForwardQueue(service.Service):
             self._write_unwritten()
         self._check_full()
 
-    def _keeps(self, run: _Run) -> bool:
+    def _keeps(self, run: Run) -> bool:
         """
         The newest segment stays, delivered, while it has room: a forwarder
         keeping up would otherwise create and delete a file for every put.
         """
         return (
-            isinstance(run, _Segment)
+            isinstance(run, Segment)
             and run.writable
             and run is self._runs[-1]
-            and run.size < SEGMENT_BYTES
+            and run.size < segments.SEGMENT_BYTES
         )
 
     def give_back(self) -> int:
@@ -715,10 +501,10 @@ class ForwardQueue(service.Service):
                 self._tell_waiters()
         while self._runs and self._runs[0].finished():
             delivered = self._runs.popleft()  # a segment kept only to be written to
-            assert isinstance(delivered, _Segment)
+            assert isinstance(delivered, Segment)
             self._delete(delivered)
         for run in self._runs:
-            if isinstance(run, _Segment):
+            if isinstance(run, Segment):
                 run.seal(sync=False)
                 run.close()
         self._unsynced.clear()
@@ -729,9 +515,9 @@ class ForwardQueue(service.Service):
 
     def _spill_memory(self) -> None:
         """Each memory run becomes segments of its own, named by its numbers."""
-        runs: deque[_Run] = deque()
+        runs: deque[Run] = deque()
         for run in self._runs:
-            if isinstance(run, _MemoryRun) and not run.finished():
+            if isinstance(run, MemoryRun) and not run.finished():
                 try:
                     runs.extend(self._segments_of(run))
                 except OSError as e:
@@ -750,16 +536,18 @@ class ForwardQueue(service.Service):
                 runs.append(run)
         self._runs = runs
 
-    def _segments_of(self, run: _MemoryRun) -> list[_Segment]:
-        segments = []
+    def _segments_of(self, run: MemoryRun) -> list[Segment]:
+        made = []
         start = run.head
         try:
             while start < len(run.messages):
-                stop = start + _fitting(run.messages[start:], SEGMENT_BYTES, FRAME_OVERHEAD)
+                stop = start + _fitting(
+                    run.messages[start:], segments.SEGMENT_BYTES, FRAME_OVERHEAD
+                )
                 stop = max(stop, start + 1)
                 batch = run.messages[start:stop]
-                segment = _Segment.create(self.directory, run.base + start)
-                segments.append(segment)
+                segment = Segment.create(self.directory, run.base + start)
+                made.append(segment)
                 segment.append(frame(batch), len(batch))
                 segment.messages = batch
                 segment.taken = max(0, min(len(batch), run.taken - start))
@@ -767,13 +555,13 @@ class ForwardQueue(service.Service):
                 segment.seal(sync=False)
                 start = stop
         except OSError:
-            for segment in segments:
+            for segment in made:
                 with contextlib.suppress(OSError):
                     segment.delete()
             raise
-        for segment in segments:
+        for segment in made:
             self._disk_used += segment.size
-        return segments
+        return made
 
     # --- placing messages ---
 
@@ -790,7 +578,7 @@ class ForwardQueue(service.Service):
         if self._straight_to_disk() or self.failing is not None or self._unwritten:
             return False
         return not (
-            self._runs and isinstance(self._runs[-1], _Segment) and self._runs[-1].untaken()
+            self._runs and isinstance(self._runs[-1], Segment) and self._runs[-1].untaken()
         )
 
     def _room(self) -> bool:
@@ -807,13 +595,13 @@ class ForwardQueue(service.Service):
 
     def _to_memory(self, messages: list[bytes]) -> None:
         last = self._runs[-1] if self._runs else None
-        if not (isinstance(last, _MemoryRun) and last.next_sequence() == self._next):
-            if isinstance(last, _Segment):
+        if not (isinstance(last, MemoryRun) and last.next_sequence() == self._next):
+            if isinstance(last, Segment):
                 last.seal(sync=False)  # memory is never used with sync
                 if last.finished() and len(self._runs) == 1:
                     self._runs.pop()
                     self._delete(last)
-            last = _MemoryRun(self._next)
+            last = MemoryRun(self._next)
             self._runs.append(last)
         size = sum(map(len, messages)) + MEMORY_OVERHEAD * len(messages)
         last.add(messages, size)
@@ -854,17 +642,17 @@ class ForwardQueue(service.Service):
         if self.sync:
             self._unsynced.add(segment)
 
-    def _segment_for(self, first: int, size: int) -> _Segment:
+    def _segment_for(self, first: int, size: int) -> Segment:
         """The newest segment when FIRST follows it and SIZE more bytes fit; else a new one."""
         last = self._runs[-1] if self._runs else None
-        if isinstance(last, _Segment) and last.writable:
+        if isinstance(last, Segment) and last.writable:
             if last.next_sequence() == first and (
-                not last.size or last.size + size <= SEGMENT_BYTES
+                not last.size or last.size + size <= segments.SEGMENT_BYTES
             ):
                 return last
             last.seal(self.sync)
             self._unsynced.discard(last)
-        segment = _Segment.create(self.directory, first)
+        segment = Segment.create(self.directory, first)
         self._runs.append(segment)
         if self.sync:
             self._directory_unsynced = True
@@ -1002,7 +790,7 @@ class ForwardQueue(service.Service):
         self._checkpoint_failed = False
         self._checkpoint_unsynced = self.sync
 
-    def _delete(self, segment: _Segment) -> None:
+    def _delete(self, segment: Segment) -> None:
         self._unsynced.discard(segment)
         self._disk_used -= segment.size - segment.delivered
         try:

@@ -1,7 +1,9 @@
 """
-The files of a forward queue's disk part, and nothing else: how messages
-are framed in segment files, how a segment is checked (and its torn tail
-found) at start, and the checkpoint.
+The pieces a forward queue is made of: runs of messages with consecutive
+sequence numbers, in memory or in a segment file, and the files on disk
+(how messages are framed, how a segment is checked at start and its torn
+tail found, the checkpoint).  Which message goes where, and when, is the
+queue's business (L{suite.logger.queue}).
 
 A segment, `<first sequence number, 20 digits>.seg`, holds messages with
 consecutive sequence numbers, the first one named by the file, so the
@@ -19,6 +21,7 @@ message the target acknowledged (8 bytes) and its CRC-32 (4 bytes),
 rewritten in place: messages up to it are not sent again after a restart.
 """
 
+import errno
 import os
 import re
 import struct
@@ -38,6 +41,10 @@ FRAME_OVERHEAD = HEADER.size
 CHECKPOINT = struct.Struct(">QI")  # sequence number, CRC-32 of its 8 bytes
 CHECKPOINT_NAME = "checkpoint"
 LOCK_NAME = "lock"
+
+# What a message held in memory costs beyond its bytes: the bytes object's
+# header and its slot in a list.  Counted against memory_bytes.
+MEMORY_OVERHEAD = 48
 
 _SEGMENT_NAME = re.compile(r"\A(\d{20})\.seg\Z")
 
@@ -150,3 +157,215 @@ def read_checkpoint(path: str) -> int | None:
     if zlib.crc32(data[:8]) != crc:
         return None
     return int(sequence)
+
+
+class Run:
+    """
+    Messages with consecutive sequence numbers in one place; `base` is the
+    number of messages[0].  messages[:head] were acknowledged (kept until
+    the list is compacted), messages[head:taken] are in flight.
+    """
+
+    __slots__ = ("messages", "base", "head", "taken")
+
+    def __init__(self, base: int, messages: list[bytes] | None = None) -> None:
+        self.messages = messages if messages is not None else []
+        self.base = base
+        self.head = 0
+        self.taken = 0
+
+    def take(self, count: int, budget: int, out: list[tuple[int, bytes]]) -> int:
+        """
+        Append up to COUNT untaken messages to OUT, stopping before BUDGET
+        bytes unless OUT is still empty; returns the bytes taken.
+        """
+        messages = self.messages
+        i = self.taken
+        end = min(len(messages), i + count)
+        sequence = self.base + i
+        used = sum(map(len, messages[i:end]))
+        if used <= budget or (not out and end == i + 1):
+            out.extend(zip(range(sequence, sequence + end - i), messages[i:end], strict=True))
+            self.taken = end
+            return used
+        used = 0
+        while i < end:
+            message = messages[i]
+            if used + len(message) > budget and out:
+                break
+            out.append((sequence, message))
+            used += len(message)
+            i += 1
+            sequence += 1
+        self.taken = i
+        return used
+
+    def untaken(self) -> bool:
+        return self.taken < len(self.messages)
+
+    def acknowledge(self, upto: int) -> int:
+        """Taken messages numbered UPTO or less leave; returns how many."""
+        stop = min(self.taken, upto - self.base + 1)
+        count = stop - self.head
+        if count <= 0:
+            return 0
+        self._acknowledged(self.head, stop)
+        self.head = stop
+        if self.head > 1024 and 2 * self.head > len(self.messages):
+            del self.messages[: self.head]
+            self.base += self.head
+            self.taken -= self.head
+            self.head = 0
+        return count
+
+    def _acknowledged(self, start: int, stop: int) -> None:
+        """messages[start:stop] were acknowledged."""
+
+    def give_back(self) -> int:
+        count = self.taken - self.head
+        self.taken = self.head
+        return count
+
+    def finished(self) -> bool:
+        """Every message of the run was acknowledged: it can go."""
+        return self.head == len(self.messages)
+
+    def next_sequence(self) -> int:
+        return self.base + len(self.messages)
+
+
+class MemoryRun(Run):
+    """Messages held in memory; `size` counts them against memory_bytes."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, base: int) -> None:
+        super().__init__(base)
+        self.size = 0
+
+    def add(self, messages: list[bytes], size: int) -> None:
+        self.messages += messages
+        self.size += size
+
+    def _acknowledged(self, start: int, stop: int) -> None:
+        self.size -= sum(map(len, self.messages[start:stop])) + MEMORY_OVERHEAD * (stop - start)
+
+
+class Segment(Run):
+    """
+    A segment file: `count` messages from number `first`, `size` bytes
+    written.  Its `messages` are those read back (from `read_offset` on) and
+    not yet acknowledged; only the newest segment, `writable`, is appended to.
+    """
+
+    __slots__ = ("path", "first", "count", "size", "read_offset", "fd", "writable", "delivered")
+
+    def __init__(self, path: str, first: int, count: int, size: int, skip: int, skip_offset: int):
+        super().__init__(first + skip)
+        self.path = path
+        self.first = first
+        self.count = count
+        self.size = size
+        self.read_offset = skip_offset
+        self.delivered = skip_offset  # bytes of the acknowledged messages at its start
+        self.fd: int | None = None
+        self.writable = False
+
+    @classmethod
+    def create(cls, directory: str, first: int) -> "Segment":
+        path = os.path.join(directory, segment_name(first))
+        segment = cls(path, first, 0, 0, 0, 0)
+        segment.fd = os.open(
+            path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600
+        )
+        segment.writable = True
+        return segment
+
+    def append(self, data: bytes, count: int) -> None:
+        """
+        Write DATA (COUNT framed messages) at the end, all or nothing: a
+        write that fails part-way is cut back; if even that fails the
+        segment takes no more writes (a torn frame must stay its last).
+        """
+        assert self.fd is not None
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self.fd, view[done:])
+        except OSError:
+            try:
+                os.ftruncate(self.fd, self.size)  # whatever part reached the file
+            except OSError:
+                self.writable = False
+            raise
+        self.size += len(data)
+        self.count += count
+
+    def take(self, count: int, budget: int, out: list[tuple[int, bytes]]) -> int:
+        used = 0
+        while count > 0:
+            if self.taken == len(self.messages):
+                if self.read_offset >= self.size:
+                    break
+                self._load()
+            before = len(out)
+            used += Run.take(self, count, budget - used, out)
+            count -= len(out) - before
+            if self.taken < len(self.messages):
+                break  # the budget is spent
+        return used
+
+    def _load(self) -> None:
+        """Read the next READ_BYTES of messages (or the one message longer than that)."""
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        if self.head:
+            del self.messages[: self.head]
+            self.base += self.head
+            self.taken -= self.head
+            self.head = 0
+        want = min(READ_BYTES, self.size - self.read_offset)
+        data = os.pread(self.fd, want, self.read_offset)
+        used = parse_frames(data, self.messages)
+        if not used and len(data) >= FRAME_OVERHEAD:
+            data = os.pread(self.fd, frame_length(data), self.read_offset)
+            used = parse_frames(data, self.messages)
+        if not used:
+            raise OSError(errno.EIO, "segment shorter than what was written to it", self.path)
+        self.read_offset += used
+        if self.read_offset >= self.size and not self.writable:
+            self.close()
+
+    def untaken(self) -> bool:
+        return self.taken < len(self.messages) or self.read_offset < self.size
+
+    def _acknowledged(self, start: int, stop: int) -> None:
+        self.delivered += sum(map(len, self.messages[start:stop])) + FRAME_OVERHEAD * (
+            stop - start
+        )
+
+    def finished(self) -> bool:
+        return self.base + self.head == self.first + self.count
+
+    def next_sequence(self) -> int:
+        return self.first + self.count
+
+    def seal(self, sync: bool) -> None:
+        """
+        Take no more writes (fsynced first with SYNC); closed until read, so
+        a long queue keeps two files open, not hundreds.
+        """
+        if self.writable and sync and self.fd is not None:
+            os.fsync(self.fd)
+        self.writable = False
+        self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def delete(self) -> None:
+        self.close()
+        os.unlink(self.path)

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.logger import queue as queue_module
-from suite.logger.queue import MEMORY_OVERHEAD, ForwardQueue, QueueInUse
-from suite.logger.segments import FRAME_OVERHEAD, segment_name
+from suite.logger import segments as segments_module
+from suite.logger.queue import ForwardQueue, QueueInUse
+from suite.logger.segments import FRAME_OVERHEAD, MEMORY_OVERHEAD, segment_name
 from tests.helpers import captured_log, tmp_dir
 
 MiB = 2**20
@@ -153,7 +153,7 @@ class ModelTests(QueueTestCase):
         queue is one list in order, each message keeps its number, and
         acknowledged messages never come back.
         """
-        self.patch(queue_module, "SEGMENT_BYTES", 150)
+        self.patch(segments_module, "SEGMENT_BYTES", 150)
         directory = str(tmp_dir(self) / "queue")
         queue = self.open(memory_bytes=memory_bytes, directory=directory)
         waiting: list[bytes] = []  # the model: unacknowledged messages, in order
@@ -252,7 +252,7 @@ class ConsumerTests(QueueTestCase):
         self.assertEqual(calls, [None, None])
 
     def test_delivered_segments_are_deleted(self) -> None:
-        self.patch(queue_module, "SEGMENT_BYTES", 100)
+        self.patch(segments_module, "SEGMENT_BYTES", 100)
         queue = self.open(memory_bytes=0)
         for n in range(10):
             queue.put(numbered(n * 4, n * 4 + 4))  # 4 x 26 bytes: a segment per put
@@ -262,7 +262,7 @@ class ConsumerTests(QueueTestCase):
         self.assertEqual(queue.queued_bytes, (0, on_disk(numbered(20, 40))))
 
     def test_a_message_longer_than_a_read(self) -> None:
-        self.patch(queue_module, "READ_BYTES", 64)
+        self.patch(segments_module, "READ_BYTES", 64)
         queue = self.open(memory_bytes=0)
         batch = [b"short", b"L" * 500, b"after"]
         queue.put(batch)
@@ -271,7 +271,7 @@ class ConsumerTests(QueueTestCase):
 
 class ReadFailureTests(QueueTestCase):
     def test_a_segment_deleted_underneath_loses_only_its_messages(self) -> None:
-        self.patch(queue_module, "SEGMENT_BYTES", 100)
+        self.patch(segments_module, "SEGMENT_BYTES", 100)
         queue = self.open(memory_bytes=0)
         for n in range(3):
             queue.put(numbered(n * 4, n * 4 + 4))  # a segment each
@@ -281,7 +281,7 @@ class ReadFailureTests(QueueTestCase):
         self.assertEqual(len(self.lines("deleted by another program")), 1)
 
     def test_a_segment_that_cannot_be_read_is_tried_again(self) -> None:
-        self.patch(queue_module, "SEGMENT_BYTES", 100)
+        self.patch(segments_module, "SEGMENT_BYTES", 100)
         queue = self.open(memory_bytes=0)
         queue.put(numbered(0, 4))
         queue.put(numbered(4, 8))

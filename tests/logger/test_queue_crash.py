@@ -20,10 +20,11 @@ from tests.helpers import tmp_dir
 CHILD = """
 import sys
 from twisted.internet.task import Clock
-from suite.logger import queue as queue_module
+from suite.logger import segments
+from suite.logger.queue import ForwardQueue
 
-queue_module.SEGMENT_BYTES = 4096  # many small segments: files made and deleted under the kill
-queue = queue_module.ForwardQueue("crash", sys.argv[1], 0, 2**30, "block", Clock())
+segments.SEGMENT_BYTES = 4096  # many small segments: files made and deleted under the kill
+queue = ForwardQueue("crash", sys.argv[1], 0, 2**30, "block", Clock())
 number = int(sys.argv[2])
 highest_taken = number - 1
 while True:
