@@ -138,7 +138,7 @@ class Router:
             for r in routes
         ]
         self._by_source = any(route.networks is not None for route in routes)
-        self._decisions: dict[tuple, Decision] = {}
+        self._decisions: dict[object, Decision] = {}  # by fields, or (fields, sender)
 
     def decide(self, fields: RoutingFields | None, host: str | None) -> Decision:
         """
@@ -175,8 +175,9 @@ class Router:
         kept: list[bytes] = []
         keep_raw = bool(self.unnamed)
         decisions = self._decisions
+        by_source = self._by_source
         for index, fields in enumerate(routing):
-            key = (fields, host)
+            key = (fields, host) if by_source else fields
             decision = decisions.get(key)
             if decision is None:
                 if len(decisions) >= MAX_DECISIONS:
