@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 
 from suite.foundation.flood import FloodControl
 from suite.logger.relay_settings import parse_network
@@ -155,16 +155,6 @@ class RateBuckets:
         return True
 
 
-class _Pause:
-    """The connections of one source not read until its bucket's debt is paid off."""
-
-    __slots__ = ("connections", "call")
-
-    def __init__(self) -> None:
-        self.connections: dict[Any, Callable[[Any], object]] = {}
-        self.call: IDelayedCall | None = None
-
-
 class SourceLimits:
     """
     `allowed_sources` (ALLOWED networks; none: every source) and
@@ -189,7 +179,9 @@ class SourceLimits:
         self.buckets = RateBuckets(rate, burst, max_sources, clock) if rate else None
         self.clock = clock
         self.warnings = warnings
-        self._pauses: dict[str, _Pause] = {}
+        # By source: its connections not read until its debt is paid off, each with
+        # the callable that stops and restarts its reading.
+        self._pauses: dict[str, dict[Any, Callable[[Any], object]]] = {}
 
     @classmethod
     def of(cls, settings: "LoggerSettings", clock: IReactorTime) -> "SourceLimits | None":
@@ -266,41 +258,35 @@ class SourceLimits:
         bucket.tokens -= messages
         if bucket.tokens >= 0:
             return False
-        pause = self._pauses.get(source)
-        if pause is None:
-            pause = self._pauses[source] = _Pause()
-            pause.call = self.clock.callLater(
-                -bucket.tokens / buckets.rate, self._paid_off, source
-            )
+        paused = self._pauses.get(source)
+        if paused is None:
+            paused = self._pauses[source] = {}
+            self.clock.callLater(-bucket.tokens / buckets.rate, self._paid_off, source)
             self._went_over(source, bucket)
-        new = connection not in pause.connections
-        pause.connections[connection] = update
+        new = connection not in paused
+        paused[connection] = update
         update(connection)
         return new
 
     def paused(self, source: str, connection: Hashable) -> bool:
         """Whether CONNECTION (from SOURCE) is not to be read for its source's rate."""
-        pause = self._pauses.get(source)
-        return pause is not None and connection in pause.connections
+        paused = self._pauses.get(source)
+        return paused is not None and connection in paused
 
     def forget(self, source: str, connection: Hashable) -> None:
         """CONNECTION is gone: nothing is to be restarted for it."""
-        pause = self._pauses.get(source)
-        if pause is not None:
-            pause.connections.pop(connection, None)
+        paused = self._pauses.get(source)
+        if paused is not None:
+            paused.pop(connection, None)
 
     def _paid_off(self, source: str) -> None:
-        pause = self._pauses[source]
         assert self.buckets is not None
         bucket = self.buckets.bucket(source, force=True)
         assert bucket is not None
         if bucket.tokens < -PAID_OFF:  # another connection of the source read meanwhile
-            pause.call = self.clock.callLater(
-                -bucket.tokens / self.buckets.rate, self._paid_off, source
-            )
+            self.clock.callLater(-bucket.tokens / self.buckets.rate, self._paid_off, source)
             return
-        del self._pauses[source]
-        for connection, update in pause.connections.items():
+        for connection, update in self._pauses.pop(source).items():
             update(connection)
 
     def _went_over(self, source: str, bucket: Bucket | None) -> None:
