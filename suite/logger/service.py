@@ -22,6 +22,7 @@ from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.foundation.jsonlines import file_mode_key
 from suite.logger.delivery import Delivery
 from suite.logger.drain import ShutdownDrain
+from suite.logger.forward import open_forwarders
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
 from suite.logger.relay_settings import (
@@ -137,8 +138,12 @@ def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
     for mistake in preflight(settings):
         raise mistake
     routes = open_routes(settings, reactor)
+    forwarders = open_forwarders(settings.forward, settings.sync, reactor)
     delivery = Delivery(
-        RecordSink(writer, reactor), routes=routes, sources=SourceLimits.of(settings, reactor)
+        RecordSink(writer, reactor),
+        {forwarder.settings.name: forwarder.queue for forwarder in forwarders},
+        routes=routes,
+        sources=SourceLimits.of(settings, reactor),
     )
     factory = SyslogFactory(settings, reactor, delivery)
     relp_factory = RelpFactory(settings, reactor, delivery)
@@ -147,7 +152,7 @@ def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
     return Parts(
         factory,
         lambda: SyslogDatagramProtocol(delivery, settings.max_message),
-        services=(writer, *route_writers(routes), drain),
+        services=(writer, *route_writers(routes), *forwarders, drain),
         other_listeners={"relp_listen": relp, "relp_tls_listen": relp},
     )
 
