@@ -43,6 +43,9 @@ _HEADER = re.compile(rb"(\d{1,9}) ([A-Za-z]{1,%d}) (\d{1,9})([ \n])" % MAX_COMMA
 _PARTIAL_HEADER = re.compile(rb"\d{0,9}(?: (?:[A-Za-z]{0,%d}(?: \d{0,9})?)?)?" % MAX_COMMAND)
 _LONGEST_HEADER = 9 + 1 + MAX_COMMAND + 1 + 9 + 1
 _CODE = re.compile(rb"(\d{3})(?: ([^\n]{0,80}))?(?:\n|$)")
+OK = b"200 OK"
+# Nearly every frame a target sends: an answer `200 OK` (read without the general parser).
+_OK_ANSWER = re.compile(rb"(\d{1,9}) rsp 6 200 OK\n")
 
 OFFERS = b"relp_version=0\nrelp_software=suite,%s\ncommands=syslog" % suite_version().encode()
 
@@ -83,6 +86,11 @@ class FrameReader:
         buffer, start = self._buffer, 0
         try:
             while True:
+                answer = _OK_ANSWER.match(buffer, start)
+                if answer is not None:
+                    start = answer.end()
+                    yield int(answer[1]), b"rsp", OK
+                    continue
                 header = _HEADER.match(buffer, start)
                 if header is None:
                     rest = bytes(buffer[start : start + _LONGEST_HEADER])
@@ -222,18 +230,22 @@ def describe(reason: Failure) -> str:
 
 
 class RelpSession(Session):
-    """One RELP session for OWNER: at most WINDOW messages sent and not yet answered."""
+    """
+    One RELP session for OWNER: at most WINDOW messages sent and not yet
+    answered.  The messages in flight have consecutive TXNRs (wrapping), so
+    an answer finds its message by its distance from the oldest.
+    """
 
     def __init__(self, owner: SessionOwner, window: int) -> None:
         Session.__init__(self, owner)
         self.window = window
         self._reader = FrameReader()
-        self._txnr = 0
+        self._txnr = 0  # the last one used
         self._open_txnr = 0
         self._close_txnr: int | None = None
-        # Messages sent, oldest first: [txnr, queue sequence, answered].
-        self._in_flight: deque[list[int]] = deque()
-        self._by_txnr: dict[int, list[int]] = {}
+        self._sequences: deque[int] = deque()  # the queue's, of the messages in flight
+        self._oldest = 0  # the TXNR of the oldest in flight
+        self._early: set[int] = set()  # TXNRs answered before an older one
 
     def _next(self) -> int:
         self._txnr = next_txnr(self._txnr)
@@ -241,7 +253,7 @@ class RelpSession(Session):
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        return len(self._sequences)
 
     def connectionMade(self) -> None:
         Session.connectionMade(self)
@@ -251,16 +263,21 @@ class RelpSession(Session):
     def room(self) -> int:
         if not self.ready or self.paused or self._close_txnr is not None:
             return 0
-        return self.window - len(self._in_flight)
+        return self.window - len(self._sequences)
 
     def send(self, batch: Batch) -> None:
+        txnr = self._txnr
+        if not self._sequences:
+            self._oldest = next_txnr(txnr)
         frames = []
         for sequence, message in batch:
-            txnr = self._next()
-            entry = [txnr, sequence, 0]
-            self._in_flight.append(entry)
-            self._by_txnr[txnr] = entry
-            frames.append(frame(txnr, b"syslog", message))
+            txnr = 1 if txnr >= MAX_TXNR else txnr + 1
+            if message:
+                frames.append(b"%d syslog %d %s\n" % (txnr, len(message), message))
+            else:
+                frames.append(b"%d syslog 0\n" % txnr)
+            self._sequences.append(sequence)
+        self._txnr = txnr
         self._transport.write(b"".join(frames))
 
     def dataReceived(self, data: bytes) -> None:
@@ -268,28 +285,36 @@ class RelpSession(Session):
         upto, count = 0, 0
         try:
             for txnr, command, body in self._reader.feed(data):
-                if command == b"serverclose":
-                    self._end("the target closed the session (serverclose)")
-                    break
                 if command != b"rsp":
+                    if command == b"serverclose":
+                        self._end("the target closed the session (serverclose)")
+                        break
                     raise RelpProtocolError(f"the target sent the command {command[:32]!r}")
                 if txnr == self._close_txnr:  # answered with no data by librelp
                     self._end("closed")
                     break
-                code, text, rest = response(body)
-                if txnr == self._open_txnr and not self.ready:
-                    self._opened(code, text, rest)
-                else:
-                    entry = self._by_txnr.pop(txnr, None)
-                    if entry is None:
-                        raise RelpProtocolError(f"an answer to transaction {txnr}, not awaited")
-                    entry[2] = 1
+                if not self.ready:
+                    if txnr != self._open_txnr:
+                        raise RelpProtocolError(f"an answer to transaction {txnr} before open's")
+                    self._opened(*response(body))
+                    continue
+                if body is not OK:
+                    code, text, _ = response(body)
                     if code != 200:
                         refused += 1
                         answer = f"{code} {text}".rstrip()
-                    while self._in_flight and self._in_flight[0][2]:
-                        upto = self._in_flight.popleft()[1]
-                        count += 1
+                if txnr != self._oldest or not self._sequences:
+                    self._answered_early(txnr)
+                    continue
+                upto = self._sequences.popleft()
+                oldest = next_txnr(txnr)
+                count += 1
+                while oldest in self._early:
+                    self._early.remove(oldest)
+                    upto = self._sequences.popleft()
+                    oldest = next_txnr(oldest)
+                    count += 1
+                self._oldest = oldest
         except RelpProtocolError as e:
             self._end(f"RELP protocol error: {e}")
         if refused:
@@ -298,6 +323,13 @@ class RelpSession(Session):
             self.owner.delivered(upto, count)
             if self.room():
                 self.owner.more_room()
+
+    def _answered_early(self, txnr: int) -> None:
+        """An answer to a message other than the oldest: kept until the older ones are."""
+        distance = (txnr - self._oldest) % MAX_TXNR
+        if not 0 < distance < len(self._sequences) or txnr in self._early:
+            raise RelpProtocolError(f"an answer to transaction {txnr}, not awaited")
+        self._early.add(txnr)
 
     def _opened(self, code: int, text: str, rest: bytes) -> None:
         if code != 200:

@@ -162,6 +162,26 @@ class RelpSessionTests(SynchronousTestCase):
         assert self.transport.disconnecting
         assert "transaction 9" in self.session.reason
 
+    def test_answers_out_of_place_break_the_session(self):
+        for answers in (
+            [frame(2, b"rsp", b"200 OK")],  # before anything was sent
+            [frame(3, b"rsp", b"200 OK"), frame(3, b"rsp", b"200 OK")],  # twice
+            [frame(5, b"rsp", b"200 OK")],  # beyond what was sent
+        ):
+            self.setUp()
+            self.opened()
+            if answers[0] != frame(2, b"rsp", b"200 OK"):
+                self.session.send([(10, b"a"), (11, b"b")])
+            self.answer(*answers)
+            assert self.transport.disconnecting, answers
+            assert "not awaited" in self.session.reason
+            assert not [e for e in self.owner.events if e[0] == "delivered"]
+
+    def test_an_open_answered_without_offers_is_refused(self):
+        self.answer(frame(1, b"rsp", b"200 OK"))
+        assert self.transport.disconnecting
+        assert self.session.reason.endswith("the target does not take the syslog command")
+
     def test_serverclose_ends_the_session(self):
         self.opened()
         self.session.send([(1, b"a")])
