@@ -47,6 +47,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.foundation.flood import FloodControl
+from suite.foundation.health import DEGRADED
 from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.foundation.printable import printable
 from suite.logger.queue import ForwardQueue
@@ -165,7 +166,8 @@ class Forwarder(service.Service):
         endpoint: IStreamClientEndpoint | None = None,
     ) -> None:
         self.settings = settings
-        self.name = settings.name
+        # Not the service's `name`: a sibling (the output's writer) may hold that one.
+        self.target_name = settings.name
         self.target = settings.parsed_target
         self.queue = queue
         self.reactor = reactor
@@ -187,7 +189,7 @@ class Forwarder(service.Service):
         self._down_reason = ""
         self._reached = False
         self._stopping: Deferred[None] | None = None
-        self._flood = FloodControl(reactor, f"forward {self.name}")
+        self._flood = FloodControl(reactor, f"forward {self.target_name}")
         queue.on_ready(self.pump)
 
     def _endpoint(self) -> IStreamClientEndpoint:
@@ -198,13 +200,10 @@ class Forwarder(service.Service):
             endpoint = endpoints.wrapClientTLS(self.tls, endpoint)
         return endpoint
 
-    def _new_session(self) -> Protocol:
-        session: Protocol
+    def _new_session(self) -> Session:
         if self.target.relp:
-            session = RelpSession(self, self.settings.window)
-        else:
-            session = OctetCountedSession(self, self.tls is not None)
-        return session
+            return RelpSession(self, self.settings.window)
+        return OctetCountedSession(self, self.tls is not None)
 
     def startService(self) -> None:
         self.queue.startService()
@@ -258,14 +257,16 @@ class Forwarder(service.Service):
             log.info(
                 "forward {name}: connected to {target} after {seconds:.1f} s unreachable; "
                 "sending the {waiting} messages waiting",
-                name=self.name,
+                name=self.target_name,
                 target=str(self.target),
                 seconds=self._up_since - self._down_since,
                 waiting=len(self.queue),
             )
         elif not self._reached:
             log.info(
-                "forward {name}: connected to {target}", name=self.name, target=str(self.target)
+                "forward {name}: connected to {target}",
+                name=self.target_name,
+                target=str(self.target),
             )
         self._down_since = None
         self._reached = True
@@ -302,10 +303,10 @@ class Forwarder(service.Service):
         self.refusals += count
         self._flood.warn(
             "refused messages",
-            self.settings.name,
+            self.target_name,
             "forward {name}: {target} refused {count} messages, taken as done (RELP does not "
             "send them again): {answer}",
-            name=self.name,
+            name=self.target_name,
             target=str(self.target),
             count=count,
             answer=printable(answer),
@@ -343,7 +344,7 @@ class Forwarder(service.Service):
             log.warn(
                 "forward {name}: {target} unreachable: {reason}; {waiting} messages wait in "
                 "its queue; trying again from {first:g} s to every {most:g} s",
-                name=self.name,
+                name=self.target_name,
                 target=str(self.target),
                 reason=self._down_reason,
                 waiting=len(self.queue),
@@ -425,7 +426,7 @@ class Forwarder(service.Service):
     # What /metrics and /health read.
 
     def metric_samples(self) -> Iterator[tuple[str, tuple, object]]:
-        labels = (self.name,)
+        labels = (self.target_name,)
         yield "forward_sent", labels, self.sent
         yield "forward_retried", labels, self.retried
         yield "forward_connected", labels, int(self.session is not None)
@@ -439,8 +440,8 @@ class Forwarder(service.Service):
         if self._down_since is not None:
             problems.append(
                 (
-                    "degraded",
-                    f"forward target {self.name} ({self.target}) unreachable since "
+                    DEGRADED,
+                    f"forward target {self.target_name} ({self.target}) unreachable since "
                     f"{moment(self._down_since)}: {self._down_reason}",
                 )
             )

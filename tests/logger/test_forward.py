@@ -394,6 +394,8 @@ class TargetTLSFileTests(SynchronousTestCase):
             ),
         ]
         a, b = open_forwarders(forwards, True, MemoryReactorClock())
+        # No service name: a sibling may hold it (the writer of `output = "a"`).
+        assert a.name is None and b.name is None
         assert (a.queue.name, a.tls) == ("a", None)
         assert (b.queue.name, b.queue.sync, b.queue.directory) == (
             "b",
