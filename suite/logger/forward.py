@@ -21,7 +21,9 @@ asynchronous, the queue takes what arrives meanwhile.
 A connection that cannot be made or is lost is tried again after 1 s, then
 2, 4 ... up to 60 s; the delay goes back to 1 s once a connection has lasted
 STABLE seconds (a target that accepts and at once closes, such as a load
-balancer with no backend, is not hammered).  An outage is logged once when
+balancer with no backend, is not hammered).  A RELP target that takes
+messages and answers none for ANSWER_TIMEOUT is given up like a lost
+connection.  An outage is logged once when
 it begins (why, and how many messages wait) and once when it ends (how long
 it lasted); meanwhile /health says the logger is degraded.
 """
