@@ -23,9 +23,9 @@ A connection that cannot be made or is lost is tried again after 1 s, then
 STABLE seconds (a target that accepts and at once closes, such as a load
 balancer with no backend, is not hammered).  A RELP target that takes
 messages and answers none for ANSWER_TIMEOUT is given up like a lost
-connection.  An outage is logged once when
-it begins (why, and how many messages wait) and once when it ends (how long
-it lasted); meanwhile /health says the logger is degraded.
+connection.  An outage is logged once when it begins (why, and how many
+messages wait) and once when it ends (how long it lasted); meanwhile
+/health says the logger is degraded.
 """
 
 from collections.abc import Callable, Iterable, Iterator
