@@ -48,6 +48,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from suite.foundation.config import ConfigError
 from suite.foundation.flood import FloodControl
 from suite.foundation.health import DEGRADED
 from suite.foundation.interfaces import IHealthSource, IMetricSource
@@ -450,6 +451,17 @@ class Forwarder(service.Service):
         if IHealthSource.providedBy(self.queue):
             problems.extend(self.queue.health_problems())
         return problems
+
+
+def forward_mistakes(forwards: Iterable[ForwardSettings]) -> Iterator[ConfigError]:
+    """The TLS files of FORWARDS that cannot be used (read, never written): for `suite check`."""
+    for forward in forwards:
+        # A target missing, or a certificate without its key, is relay_mistakes' to say.
+        if forward.target and bool(forward.certificate) == bool(forward.private_key):
+            try:
+                target_tls(forward)
+            except ConfigError as e:
+                yield e
 
 
 def open_forwarders(

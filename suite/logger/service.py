@@ -22,7 +22,7 @@ from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.foundation.jsonlines import file_mode_key
 from suite.logger.delivery import Delivery
 from suite.logger.drain import ShutdownDrain
-from suite.logger.forward import open_forwarders
+from suite.logger.forward import forward_mistakes, open_forwarders
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
 from suite.logger.relay_settings import (
@@ -161,6 +161,7 @@ def preflight(settings: LoggerSettings) -> Iterator[ConfigError]:
     """What the relay tables get wrong together (found without opening anything)."""
     yield from relay_mistakes(settings.forward, settings.route, settings.output)
     yield from route_file_mistakes(settings)
+    yield from forward_mistakes(settings.forward)
 
 
 SERVICE = ServiceDeclaration(

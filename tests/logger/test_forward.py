@@ -24,6 +24,7 @@ from suite.logger.forward import (
     GRACE,
     STABLE,
     Forwarder,
+    forward_mistakes,
     octet_counted,
     open_forwarders,
     target_tls,
@@ -371,6 +372,13 @@ class TargetTLSFileTests(SynchronousTestCase):
             with self.assertRaises(ConfigError) as caught:
                 target_tls(settings)
             assert f"[logger.forward] {named} = " in str(caught.exception), caught.exception
+
+    def test_suite_check_finds_them_too(self):
+        good = ForwardSettings(name="a", target="tls:localhost:6514", ca=self.pki["ca"])
+        bad = ForwardSettings(name="b", target="tls:localhost:6514", ca="/nonexistent/ca.crt")
+        half = ForwardSettings(name="c", target="tls:x:1", certificate=self.pki["client_crt"])
+        (mistake,) = forward_mistakes([good, bad, half])  # half: relay_mistakes says it
+        assert str(mistake).startswith("default: [logger.forward] ca = ")
 
     def test_a_queue_directory_that_cannot_be_used_is_a_config_error(self):
         not_a_directory = self.directory / "file"
