@@ -251,7 +251,8 @@ class ForwardToRsyslogTests(ProcessTestCase):
         assert metric(metrics, "forward_connected", "central") == 1
         assert metric(metrics, "forward_sent_total", "central") == len(expected)
 
-    def test_a_full_queue_that_drops_counts_what_it_dropped(self):
+    def small_queue(self, when_full):
+        """A suite forwarding to a RELP port no one listens on yet, through a 64 KiB queue."""
         relp = free_port()
         suite, port = self.suite(
             f"""
@@ -261,11 +262,14 @@ class ForwardToRsyslogTests(ProcessTestCase):
             memory_bytes = 0
             queue_dir = "queue"
             queue_bytes = 65536
-            when_full = "drop"
+            when_full = "{when_full}"
         """,
             metrics=True,
         )
-        metrics = suite.port(f"metrics {LOCAL}")
+        return relp, suite, port, suite.port(f"metrics {LOCAL}")
+
+    def test_a_full_queue_that_drops_counts_what_it_dropped(self):
+        relp, suite, port, metrics = self.small_queue("drop")
         sent = 3000
         send(port, [message(n, pad=40) for n in range(sent)])
         assert wait_until(lambda: metric(metrics, "forward_queued_total", "central") > 0, 5)
@@ -288,20 +292,7 @@ class ForwardToRsyslogTests(ProcessTestCase):
         print(f"drop: {sent} sent, {int(dropped)} dropped and counted, {kept} delivered")
 
     def test_a_full_queue_that_blocks_holds_the_sender_and_drops_nothing(self):
-        relp = free_port()
-        suite, port = self.suite(
-            f"""
-            [[logger.forward]]
-            name = "central"
-            target = "relp:127.0.0.1:{relp}"
-            memory_bytes = 0
-            queue_dir = "queue"
-            queue_bytes = 65536
-            when_full = "block"
-        """,
-            metrics=True,
-        )
-        metrics = suite.port(f"metrics {LOCAL}")
+        relp, suite, port, metrics = self.small_queue("block")
         total = 60_000
         data = b"".join(message(n, pad=60) + b"\n" for n in range(total))
         sock = socket.create_connection(("127.0.0.1", port))
