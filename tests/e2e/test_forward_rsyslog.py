@@ -1,7 +1,8 @@
 """
 The suite forwarding to a real rsyslogd: to imrelp (RELP), to imtcp
 (octet-counted), to imtcp over TLS (gtls, the suite verifying its
-certificate) and to imrelp over mutual TLS; numbered messages in every scenario, read back from the
+certificate) and to imrelp over mutual TLS, and to another suite's
+relp_listen; numbered messages in every scenario, read back from the
 files rsyslog writes them to (the raw message, one a line).  Also: the
 RELP target down for 30 s, the queue full under each `when_full`, and a
 queue segment torn by a crash.  Each rsyslogd is the test's own (config,
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest
 
-from tests.e2e.process import ProcessTestCase, popen, require, stop_process
+from tests.e2e.process import ProcessTestCase, SuiteProcess, popen, require, stop_process
+from tests.e2e.test_logger_process import read_records
 from tests.e2e.test_rsyslog import free_port
 from tests.helpers import make_pki
 
@@ -139,17 +141,8 @@ def metric(port: int, name: str, target: str) -> float:
     return float(found[1]) if found else 0.0
 
 
-class ForwardToRsyslogTests(ProcessTestCase):
-    def setUp(self):
-        super().setUp()
-        require("rsyslogd")
-        if not glob.glob("/usr/lib/*/rsyslog/imrelp.so"):
-            raise SkipTest("rsyslog-relp is not installed (make test installs it as root)")
-
-    def rsyslog(self, inputs, name="rsyslog", pki=None) -> Rsyslog:
-        rsyslog = Rsyslog(self.directory / name, inputs, pki)
-        self.addCleanup(rsyslog.stop)
-        return rsyslog
+class ForwardingTestCase(ProcessTestCase):
+    """Tests of a forwarding suite: suite(FORWARDS) starts one taking messages over TCP."""
 
     def suite(self, forwards: str, metrics=False):
         config = f"""
@@ -163,6 +156,54 @@ class ForwardToRsyslogTests(ProcessTestCase):
             config += f'\n[metrics]\nlisten = ["{LOCAL}"]\n'
         suite = self.start_suite(config, listeners=2 if metrics else 1)
         return suite, suite.port(f"logger {LOCAL}")
+
+
+class ForwardToSuiteTests(ForwardingTestCase):
+    def test_another_suite_takes_every_message_over_relp(self):
+        (self.directory / "central").mkdir()
+        central = SuiteProcess(
+            self.directory / "central",
+            f"""
+            [logger]
+            listen = ["{LOCAL}"]
+            relp_listen = ["{LOCAL}"]
+            output = "messages.jsonl"
+            flush_interval = 0.05
+            sync = true
+            """,
+        )
+        self.addCleanup(central.stop)
+        central.wait_ready(2)
+        relp = central.port(f"logger relp_listen {LOCAL}")
+        suite, port = self.suite(f"""
+            [[logger.forward]]
+            name = "central"
+            target = "relp:127.0.0.1:{relp}"
+        """)
+        send(port, [message(n) for n in range(2000)])
+        path = self.directory / "central" / "messages.jsonl"
+
+        def relayed():
+            records = read_records(path) if path.exists() else []
+            return [r for r in records if r["event"] == "message"]
+
+        assert wait_until(lambda: len(relayed()) >= 2000, 20)
+        records = relayed()
+        assert {r["transport"] for r in records} == {"relp"}
+        assert [int(NUMBER.search(r["message"].encode())[1]) for r in records] == list(range(2000))
+
+
+class ForwardToRsyslogTests(ForwardingTestCase):
+    def setUp(self):
+        super().setUp()
+        require("rsyslogd")
+        if not glob.glob("/usr/lib/*/rsyslog/imrelp.so"):
+            raise SkipTest("rsyslog-relp is not installed (make test installs it as root)")
+
+    def rsyslog(self, inputs, name="rsyslog", pki=None) -> Rsyslog:
+        rsyslog = Rsyslog(self.directory / name, inputs, pki)
+        self.addCleanup(rsyslog.stop)
+        return rsyslog
 
     def test_relp_octet_counted_tcp_tls_and_relp_tls_receive_every_message_exactly(self):
         if not glob.glob("/usr/lib/*/rsyslog/lmnsd_gtls.so"):
