@@ -8,8 +8,9 @@ holds, as received, framed for the target:
   not answered is sent again (at least once: the target may see it twice).
 - `tcp:`, `tls:`: octet-counted syslog (`LEN SP MSG`, RFC 6587, and over TLS
   RFC 5425); a message leaves the queue once it is written to the
-  connection.  That is best effort, as with rsyslog's omfwd: the kernel (or
-  the connection's buffer) took it, and what was still on its way when the
+  connection (on a new connection, once that has lasted SETTLE seconds).
+  That is best effort, as with rsyslog's omfwd: the kernel (or the
+  connection's buffer) took it, and what was still on its way when the
   connection broke is lost.
 
 Writes are batched (one write per batch) and stop while the connection's
@@ -43,7 +44,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -70,6 +71,7 @@ CLOSE_WAIT = 0.5  # seconds a stop waits for the target to answer RELP's close
 BATCH_MESSAGES = 1024  # messages of one write
 BATCH_BYTES = 256 * 1024  # bytes of one write
 BATCHES_PER_TURN = 16  # writes before the reactor gets to do something else
+SETTLE = 1.0  # seconds a new tcp: or tls: connection must last before what it took is done
 
 
 def octet_counted(batch: Batch) -> bytes:
@@ -80,15 +82,25 @@ def octet_counted(batch: Batch) -> bytes:
 @implementer(IHandshakeListener)
 class OctetCountedSession(Session):
     """
-    Octet-counted syslog to a `tcp:` or `tls:` target; over TLS it may send
-    only once the handshake verified the target (before, a write would be
-    taken as sent and lost if the handshake fails).  A message is done with
-    once written.
+    Octet-counted syslog to a `tcp:` or `tls:` target, which never answers:
+    a message is done with once written.  Except on probation, the first
+    SETTLE seconds of a connection: a target can take a connection and drop
+    it at once (a load balancer without a backend; over TLS 1.3 a server
+    refusing the client's certificate, which it says only after the client
+    finished its handshake), and what was written then would be lost every
+    attempt.  So at most one batch is written on probation, and it is done
+    with once the connection has lasted SETTLE seconds; lost before, it is
+    sent again on the next connection.  Over TLS nothing is written before
+    the handshake verified the target.
     """
 
-    def __init__(self, owner: SessionOwner, tls: bool) -> None:
+    def __init__(self, owner: SessionOwner, tls: bool, clock: IReactorTime) -> None:
         Session.__init__(self, owner)
         self.tls = tls
+        self.clock = clock
+        self._probation: IDelayedCall | None = None
+        self._written = 0  # messages written on probation
+        self._upto = 0  # the last of them
 
     def connectionMade(self) -> None:
         Session.connectionMade(self)
@@ -100,17 +112,41 @@ class OctetCountedSession(Session):
 
     def _ready(self) -> None:
         self.ready = True
+        self._probation = self.clock.callLater(SETTLE, self._settled)
         self.owner.established(self)
 
+    def _settled(self) -> None:
+        self._probation = None
+        if self._written:
+            written, self._written = self._written, 0
+            self.owner.delivered(self._upto, written)
+        self.owner.more_room()
+
+    @property
+    def in_flight(self) -> int:
+        return self._written
+
     def room(self) -> int:
-        return BATCH_MESSAGES if self.ready and not self.paused else 0
+        if not self.ready or self.paused:
+            return 0
+        return BATCH_MESSAGES - self._written
 
     def send(self, batch: Batch) -> None:
         self._transport.write(octet_counted(batch))
-        self.owner.delivered(batch[-1][0], len(batch))
+        if self._probation is not None:
+            self._written += len(batch)
+            self._upto = batch[-1][0]
+        else:
+            self.owner.delivered(batch[-1][0], len(batch))
 
     def dataReceived(self, data: bytes) -> None:
         """A syslog receiver says nothing; whatever it sends is not kept."""
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._probation is not None and self._probation.active():
+            self._probation.cancel()
+        self._probation = None
+        Session.connectionLost(self, reason)
 
 
 class _Sessions(Factory):
@@ -206,7 +242,7 @@ class Forwarder(service.Service):
     def _new_session(self) -> Session:
         if self.target.relp:
             return RelpSession(self, self.settings.window)
-        return OctetCountedSession(self, self.tls is not None)
+        return OctetCountedSession(self, self.tls is not None, self.reactor)
 
     def startService(self) -> None:
         self.queue.startService()
