@@ -72,6 +72,7 @@ BATCH_MESSAGES = 1024  # messages of one write
 BATCH_BYTES = 256 * 1024  # bytes of one write
 BATCHES_PER_TURN = 16  # writes before the reactor gets to do something else
 SETTLE = 1.0  # seconds a new tcp: or tls: connection must last before what it took is done
+PROBATION_MESSAGES = 16 * BATCH_MESSAGES  # what it may take meanwhile
 
 
 def octet_counted(batch: Batch) -> bytes:
@@ -88,10 +89,10 @@ class OctetCountedSession(Session):
     it at once (a load balancer without a backend; over TLS 1.3 a server
     refusing the client's certificate, which it says only after the client
     finished its handshake), and what was written then would be lost every
-    attempt.  So at most one batch is written on probation, and it is done
-    with once the connection has lasted SETTLE seconds; lost before, it is
-    sent again on the next connection.  Over TLS nothing is written before
-    the handshake verified the target.
+    attempt.  So at most PROBATION_MESSAGES are written on probation, done
+    with once the connection has lasted SETTLE seconds; lost before, they are
+    sent again on the next connection (the target may have seen them).
+    Over TLS nothing is written before the handshake verified the target.
     """
 
     def __init__(self, owner: SessionOwner, tls: bool, clock: IReactorTime) -> None:
@@ -129,7 +130,9 @@ class OctetCountedSession(Session):
     def room(self) -> int:
         if not self.ready or self.paused:
             return 0
-        return BATCH_MESSAGES - self._written
+        if self._probation is None:
+            return BATCH_MESSAGES
+        return PROBATION_MESSAGES - self._written
 
     def send(self, batch: Batch) -> None:
         self._transport.write(octet_counted(batch))

@@ -19,10 +19,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from suite.foundation.config import ConfigError
 from suite.logger.forward import (
     ANSWER_TIMEOUT,
-    BATCH_MESSAGES,
     CLOSE_WAIT,
     CONNECT_TIMEOUT,
     GRACE,
+    PROBATION_MESSAGES,
     SETTLE,
     STABLE,
     Forwarder,
@@ -86,8 +86,10 @@ class ForwarderTestCase(SynchronousTestCase):
         return self.forwarder
 
     def retry_delay(self):
-        (call,) = [c for c in self.clock.getDelayedCalls() if c.active()]
-        return call.getTime() - self.clock.seconds()
+        """The delay of the one timer set for later (the reconnection)."""
+        now = self.clock.seconds()
+        (call,) = [c for c in self.clock.getDelayedCalls() if c.active() and c.getTime() > now]
+        return call.getTime() - now
 
     def samples(self):
         return {name: value for name, _, value in self.forwarder.metric_samples()}
@@ -199,19 +201,21 @@ class OctetCountedTests(ForwarderTestCase):
 
     def test_what_a_new_connection_took_goes_again_if_it_does_not_last(self):
         self.start()
-        self.queue.put([b"%06d" % n for n in range(BATCH_MESSAGES + 5)])
+        total = PROBATION_MESSAGES + 5
+        self.queue.put([b"%06d" % n for n in range(total)])
         protocol, transport = self.endpoint.accept()
-        first = b"".join(b"6 %06d" % n for n in range(BATCH_MESSAGES))
-        assert transport.value() == first  # one batch on probation
+        first = b"".join(b"6 %06d" % n for n in range(PROBATION_MESSAGES))
+        assert transport.value() == first  # what a connection on probation may take
         lose(protocol)  # refused after the handshake, or a balancer without a backend
-        assert len(self.queue) == BATCH_MESSAGES + 5
-        assert self.samples()["forward_retried"] == BATCH_MESSAGES
+        assert len(self.queue) == total
+        assert self.samples()["forward_retried"] == PROBATION_MESSAGES
         self.clock.advance(self.retry_delay())
         _, transport = self.endpoint.accept()
+        self.clock.advance(0)
         assert transport.value() == first
         self.clock.advance(SETTLE)
         assert transport.value() == first + b"".join(
-            b"6 %06d" % n for n in range(BATCH_MESSAGES, BATCH_MESSAGES + 5)
+            b"6 %06d" % n for n in range(PROBATION_MESSAGES, total)
         )
         assert len(self.queue) == 0
 
