@@ -65,9 +65,11 @@ input(type="imuxsock" Socket="{socket_path}" CreatePath="on" RateLimit.Interval=
     def send(self, socket_path: Path, numbers: range, pause: float = 0) -> None:
         """
         Numbered messages to rsyslogd, PAUSE seconds after every 50 (a Unix
-        datagram socket blocks while its queue is full: none is dropped).
+        datagram socket blocks while its queue is full: none is dropped; for
+        10 s at most, should rsyslogd stop reading).
         """
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as local:
+            local.settimeout(10)
             for n in numbers:
                 local.sendto(b"<134>numbered[7]: numbered %05d" % n, str(socket_path))
                 if pause and n % 50 == 49:
@@ -136,7 +138,9 @@ input(type="imuxsock" Socket="{socket_path}" CreatePath="on" RateLimit.Interval=
            action.resumeRetryCount="-1" action.resumeInterval="1")
 """)
         path = self.directory / "messages.jsonl"
-        sender = threading.Thread(target=self.send, args=(socket_path, range(COUNT), 0.01))
+        sender = threading.Thread(
+            target=self.send, args=(socket_path, range(COUNT), 0.01), daemon=True
+        )
         sender.start()
         self.addCleanup(sender.join, 30)
         self.wait_numbers(path, COUNT // 4, timeout=10)
