@@ -290,7 +290,10 @@ class ForwardToRsyslogTests(ForwardingTestCase):
         assert suite.output.count("s unreachable; sending") == 1, suite.output
         assert json.loads(get(metrics, "/health"))["status"] == "ok"
         assert metric(metrics, "forward_connected", "central") == 1
-        assert metric(metrics, "forward_sent_total", "central") == len(expected)
+        # rsyslog writes a message before the suite reads its answer.
+        assert wait_until(
+            lambda: metric(metrics, "forward_sent_total", "central") == len(expected), 5
+        )
 
     def small_queue(self, when_full):
         """A suite forwarding to a RELP port no one listens on yet, through a 64 KiB queue."""
