@@ -85,7 +85,10 @@ class RelpProtocol(SyslogStreamProtocol):
     A malformed frame, a transaction number out of sequence, an unknown
     command or a second `open` ends the session: one `error` record, one
     log line, the earlier answers, `serverclose`, and the connection is
-    closed, as librelp does.
+    closed, as librelp does (which leaves an unknown command unanswered;
+    here it gets `500 unknown command`, for a person trying by hand).
+    A `syslog` before `open` is answered `500 command disabled`, as
+    librelp does, and the session goes on.
     """
 
     factory: RelpFactory
