@@ -103,8 +103,10 @@ class Rsyslog:
             self.process = None
 
     def received(self, name) -> list[bytes]:
+        """The whole lines written so far (rsyslog writes in 4 KiB pieces)."""
         path = self.work / name
-        return path.read_bytes().splitlines() if path.exists() else []
+        data = path.read_bytes() if path.exists() else b""
+        return data[: data.rfind(b"\n") + 1].splitlines()
 
 
 def numbers(lines) -> list[int]:
