@@ -438,7 +438,11 @@ class Sink:
         """Once every message came (or none for IDLE s): distinct, duplicates, last."""
         out, _ = self.process.communicate(timeout=300)
         found = figures(out)
-        return {k: found[k] for k in ("distinct", "duplicates", "last")}
+        return {
+            "distinct": int(found["distinct"]),
+            "duplicates": int(found["duplicates"]),
+            "last": found["last"],
+        }
 
     def stop(self):
         if self.process.poll() is None:
@@ -646,6 +650,18 @@ def bars(results) -> list[tuple[str, bool]]:
     return checks
 
 
+def tree_version() -> str:
+    """The measured tree's commit and whether it has uncommitted changes (for a checkout)."""
+    git = ["git", "-C", str(TREE)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if commit.returncode:
+        return "not a git checkout"
+    changed = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout.strip()
+    return f"commit {commit.stdout.strip()}{', with uncommitted changes' if changed else ''}"
+
+
 SECTIONS = {"ingest": ingest, "forwarding": forwarding}
 ONLY = set(sys.argv[1:])
 
@@ -674,7 +690,7 @@ def main():
     header = [
         f"Measured {time.strftime('%Y-%m-%d')} in {time.monotonic() - started:.0f} s: "
         f"{ROUNDS} interleaved rounds, medians; servers on core {SERVER_CORE}, load generators "
-        f"and forward targets on core {CLIENT_CORE}; server tree {TREE}.",
+        f"and forward targets on core {CLIENT_CORE}; server tree {TREE} ({tree_version()}).",
         "",
     ]
     footer = ["### Bars", ""] + [f"- {'ok' if ok else 'MISSED'}: {what}" for what, ok in checks]
@@ -682,7 +698,15 @@ def main():
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "relay.md").write_text(report)
     (RESULTS / "relay.json").write_text(
-        json.dumps({"date": time.strftime("%Y-%m-%d"), "rounds": ROUNDS, **results}, indent=1)
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%d"),
+                "tree": f"{TREE} ({tree_version()})",
+                "rounds": ROUNDS,
+                **results,
+            },
+            indent=1,
+        )
         + "\n"
     )
     print("\n" + report)
