@@ -146,6 +146,7 @@ class Written:
 
 
 def build():
+    """The C programs, compiled when missing or older than their source (as run.py does)."""
     BIN.mkdir(exist_ok=True)
     for name in ("relp_loadgen", "octet_sink"):
         source, binary = HERE / f"{name}.c", BIN / name
@@ -154,6 +155,7 @@ def build():
 
 
 def figures(text: str) -> dict[str, float]:
+    """The `key=value` fields the C programs print."""
     return {k: float(v) for k, v in (field.split("=") for field in text.split())}
 
 
