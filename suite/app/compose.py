@@ -186,17 +186,24 @@ def plan_service(declaration: ServiceDeclaration, settings: ServiceSettings) -> 
     The listeners of one service, checked without binding (no reactor: the
     endpoints parsed only to validate them never listen).
     """
+    others = tuple(
+        (
+            key,
+            tuple(parse_listeners(settings, key not in declaration.stream_only_keys, (key,))),
+        )
+        for key in declaration.other_listener_keys
+    )
     return ServicePlan(
         declaration,
         settings,
-        tuple(parse_listeners(settings, declaration.datagram_side)),
         tuple(
-            (
-                key,
-                tuple(parse_listeners(settings, key not in declaration.stream_only_keys, (key,))),
+            parse_listeners(
+                settings,
+                declaration.datagram_side,
+                required=not any(group for _, group in others),
             )
-            for key in declaration.other_listener_keys
         ),
+        others,
     )
 
 

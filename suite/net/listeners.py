@@ -162,11 +162,14 @@ def parse_listeners(
     settings: Listening,
     datagram_side: bool,
     keys: tuple[str, ...] = ("listen", "tls_listen"),
+    required: bool = True,
 ) -> list[Listener]:
     """
     Check every entry of SETTINGS' KEYS (`listen` and `tls_listen`, or a
     service's other listeners such as `dns_listen`) without binding, and
     without a reactor: the endpoints parsed here are never listened on.
+    REQUIRED: `listen` and `tls_listen` may not both be empty (false when the
+    service listens through another key, a logger on `relp_listen` alone).
     """
     listeners = []
     for key in keys:
@@ -177,8 +180,13 @@ def parse_listeners(
                 if prefix in DATAGRAM_PREFIXES:
                     if tls:
                         raise ValueError(f"TLS needs a stream endpoint, not {prefix}")
-                    if not datagram_side:
+                    if not datagram_side and key in ("listen", "tls_listen"):
                         raise ValueError(f"{settings.section} has no datagram side")
+                    if not datagram_side:
+                        raise ValueError(
+                            f"{key} takes stream endpoints (tcp:, tcp6:, unix:, systemd:), "
+                            f"not {prefix}"
+                        )
                     if prefix == "udp":
                         port, interface = parse_udp(description)
                         listener = Listener(
@@ -204,7 +212,7 @@ def parse_listeners(
                     problem = f"no socket passed by systemd is named {e.args[0]!r}"
                 raise settings.error(key, problem, description) from None
             listeners.append(listener)
-    if not listeners and "listen" in keys:
+    if not listeners and "listen" in keys and required:
         raise settings.error(
             "listen", "no listeners (set listen or tls_listen, or enabled = false)"
         )

@@ -134,6 +134,11 @@ REFUSALS = [
         "FILE: [echo] listen = []: no listeners (set listen or tls_listen, or enabled = false)",
     ),
     (
+        '[logger]\nrelp_listen = ["udp:2514"]\n',
+        'FILE: [logger] relp_listen = "udp:2514": bad endpoint: relp_listen takes stream '
+        "endpoints (tcp:, tcp6:, unix:, systemd:), not udp",
+    ),
+    (
         '[echo]\ntls_listen = ["tcp:0"]\n',
         'FILE: [echo] tls_listen = ["tcp:0"]: needs [tls] certificate',
     ),
@@ -616,6 +621,10 @@ class RelayTablesTests(ConfigTestCase):
         for body, expected in cases:
             message = self.refused(body)
             self.assertTrue(message.startswith(expected), f"{body!r}: {message!r}")
+
+    def test_a_logger_may_listen_on_relp_alone(self):
+        root = self.load_suite(self.write('[logger]\nlisten = []\nrelp_listen = ["tcp:0"]\n'))
+        self.assertEqual(listener_names(root), ["logger relp_listen tcp:0"])
 
     def test_tables_are_no_command_line_options(self):
         usage = str(logger_tap.Options())
