@@ -71,7 +71,12 @@ def match_plain_rfc5424(text: str) -> re.Match[str] | None:
 _SD_ELEMENT = re.compile(r'\[([^\s=\]"]+)((?: [^\s=\]"]+="(?:[^"\\]|\\.)*")*)\]', re.S)
 _SD_PARAM = re.compile(r'([^\s=\]"]+)="((?:[^"\\]|\\.)*)"', re.S)
 _SD_ESCAPE = re.compile(r'\\(["\\\]])')
-_RFC3164_TIMESTAMP = re.compile(r"([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) ")
+# BSD's `Mmm dd hh:mm:ss`, or the RFC 3339 stamp rsyslog's forwarding templates
+# (RSYSLOG_ForwardFormat, omrelp's and omfwd's default) put in a BSD header.
+_RFC3164_TIMESTAMP = re.compile(
+    r"([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d"
+    r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) "
+)
 _RFC3164_TAG = re.compile(r"([^\s:\[\]]{1,48})(?:\[([^\s\]]{1,128})\])?: ?")
 
 

@@ -104,6 +104,17 @@ CASES = [
         "job done",
         fields("rfc3164", "daemon", "info", timestamp="Feb  5 01:02:03", app="cron", procid="77"),
     ),
+    (  # rsyslog's RSYSLOG_ForwardFormat (omrelp's and omfwd's default): RFC 3339 in a BSD header
+        b"<13>2026-12-03T17:42:01.123456+00:00 edge1 app[42]: forwarded",
+        "forwarded",
+        fields(
+            "rfc3164",
+            timestamp="2026-12-03T17:42:01.123456+00:00",
+            hostname="edge1",
+            app="app",
+            procid="42",
+        ),
+    ),
     (  # no timestamp, a tag
         b"<14>myapp: started",
         "started",
