@@ -92,7 +92,7 @@ class FreshInstall(SynchronousTestCase):
             lines.append(line)
             if "suite ready" in line or len(lines) > 200:
                 break
-        self.assertIn("suite ready: 13 listeners", "".join(lines), "".join(lines))
+        self.assertIn("suite ready: 14 listeners", "".join(lines), "".join(lines))
 
         stamp = exchange(ports[12345], b"hello\n")
         self.assertRegex(stamp, rb"^\[.+\] hello\r\n$")
