@@ -298,7 +298,7 @@ class Forwarder(service.Service):
         if self._down_since is not None:
             log.info(
                 "forward {name}: connected to {target} after {seconds:.1f} s unreachable; "
-                "sending the {waiting} messages waiting",
+                "messages waiting: {waiting}",
                 name=self.target_name,
                 target=str(self.target),
                 seconds=self._up_since - self._down_since,

@@ -148,7 +148,7 @@ class ReconnectionTests(ForwarderTestCase):
         back = [line for line in self.log if "connected" in line]
         assert back == [
             "forward central: connected to tcp:192.0.2.1:514 after 31.0 s unreachable; "
-            "sending the 2 messages waiting"
+            "messages waiting: 2"
         ]
         self.clock.advance(SETTLE)
         assert len(self.queue) == 0
