@@ -289,7 +289,7 @@ class ForwardToRsyslogTests(ForwardingTestCase):
         print(f"target down {time.monotonic() - down:.1f} s: 0 lost, {duplicates} duplicates")
         assert set(got) == expected
         assert suite.output.count(" unreachable: ") == 1, suite.output
-        assert suite.output.count("s unreachable; sending") == 1, suite.output
+        assert suite.output.count("s unreachable; messages waiting") == 1, suite.output
         assert json.loads(get(metrics, "/health"))["status"] == "ok"
         assert metric(metrics, "forward_connected", "central") == 1
         # rsyslog writes a message before the suite reads its answer.
