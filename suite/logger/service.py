@@ -112,7 +112,8 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
         integer(1),
         10000,
         "source addresses whose rate_per_source bucket is remembered; while every one is still "
-        "refilling, datagrams from a new address are dropped (rate_limited)",
+        "refilling, datagrams from a new address are dropped (rate_limited) and the messages "
+        "of its connections are charged to one bucket that all such addresses share",
     )
     allowed_sources: tuple[str, ...] = key(
         string_list(parse_network),

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from suite.foundation.flood import FloodControl
 from suite.logger.relay_settings import parse_network
@@ -115,8 +115,11 @@ class RateBuckets:
     L{suite.net.ratelimit.SourceRateLimiter}; otherwise a new address gets
     no bucket (its datagrams are dropped), so a flood from spoofed
     addresses can neither grow the table nor reset a real source's debt.
-    A connection's address is tracked all the same (`force`): connections
-    are bounded by `max_connections` already.
+    A connection's messages were read already, so they are always charged:
+    to its address's bucket, or while the table is full of debtors to the
+    one `overflow` bucket that every such address shares (short
+    connections from ever new addresses would otherwise grow the table
+    without bound: `max_connections` bounds only those open at once).
     """
 
     def __init__(self, rate: float, burst: int, max_sources: int, clock: IReactorTime) -> None:
@@ -125,20 +128,30 @@ class RateBuckets:
         self.max_sources = max_sources
         self.clock = clock
         self._buckets: OrderedDict[str, Bucket] = OrderedDict()
+        self.overflow = Bucket(self.burst, clock.seconds())
 
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def bucket(self, source: str, force: bool = False) -> Bucket | None:
+    def bucket(self, source: str) -> Bucket | None:
         """SOURCE's bucket, refilled until now; None when there is no room for a new one."""
         now = self.clock.seconds()
         bucket = self._buckets.get(source)
         if bucket is None:
-            if not self._make_room(now) and not force:
+            if not self._make_room(now):
                 return None
             bucket = self._buckets[source] = Bucket(self.burst, now)
             return bucket
         self._buckets.move_to_end(source)
+        return self.refilled(bucket)
+
+    def bucket_or_overflow(self, source: str) -> Bucket:
+        """SOURCE's bucket, or when there is no room for it the shared `overflow` one."""
+        return self.bucket(source) or self.refilled(self.overflow)
+
+    def refilled(self, bucket: Bucket) -> Bucket:
+        """BUCKET with the tokens of the time since it was last looked at."""
+        now = self.clock.seconds()
         tokens = bucket.tokens + (now - bucket.stamp) * self.rate
         bucket.tokens = tokens if tokens < self.burst else self.burst
         bucket.stamp = now
@@ -153,6 +166,21 @@ class RateBuckets:
             return False
         buckets.popitem(last=False)
         return True
+
+
+class Pause:
+    """
+    A source's open connections that are not read until BUCKET (its own,
+    or the shared overflow one) is out of debt, which TIMER is set for;
+    each with the callable that stops and restarts its reading.
+    """
+
+    __slots__ = ("bucket", "timer", "connections")
+
+    def __init__(self, bucket: Bucket, timer: IDelayedCall) -> None:
+        self.bucket = bucket
+        self.timer = timer
+        self.connections: dict[Any, Callable[[Any], object]] = {}
 
 
 class SourceLimits:
@@ -179,9 +207,8 @@ class SourceLimits:
         self.buckets = RateBuckets(rate, burst, max_sources, clock) if rate else None
         self.clock = clock
         self.warnings = warnings
-        # By source: its connections not read until its debt is paid off, each with
-        # the callable that stops and restarts its reading.
-        self._pauses: dict[str, dict[Any, Callable[[Any], object]]] = {}
+        # By source: its open connections not read until its debt is paid off.
+        self._pauses: dict[str, Pause] = {}
 
     @classmethod
     def of(cls, settings: "LoggerSettings", clock: IReactorTime) -> "SourceLimits | None":
@@ -251,42 +278,53 @@ class SourceLimits:
         buckets = self.buckets
         if buckets is None or source == UNIX:
             return False
-        bucket = buckets.bucket(source, force=True)
-        assert bucket is not None  # forced
+        bucket = buckets.bucket_or_overflow(source)
         if bucket.tokens >= buckets.burst:
             bucket.over = False
         bucket.tokens -= messages
         if bucket.tokens >= 0:
             return False
-        paused = self._pauses.get(source)
-        if paused is None:
-            paused = self._pauses[source] = {}
-            self.clock.callLater(-bucket.tokens / buckets.rate, self._paid_off, source)
-            self._went_over(source, bucket)
-        new = connection not in paused
-        paused[connection] = update
+        pause = self._pauses.get(source)
+        if pause is None:
+            delay = -bucket.tokens / buckets.rate
+            timer = self.clock.callLater(delay, self._paid_off, source)
+            pause = self._pauses[source] = Pause(bucket, timer)
+            self._went_over(source, None if bucket is buckets.overflow else bucket)
+        new = connection not in pause.connections
+        pause.connections[connection] = update
         update(connection)
         return new
 
     def paused(self, source: str, connection: Hashable) -> bool:
         """Whether CONNECTION (from SOURCE) is not to be read for its source's rate."""
-        paused = self._pauses.get(source)
-        return paused is not None and connection in paused
+        pause = self._pauses.get(source)
+        return pause is not None and connection in pause.connections
 
     def forget(self, source: str, connection: Hashable) -> None:
-        """CONNECTION is gone: nothing is to be restarted for it."""
-        paused = self._pauses.get(source)
-        if paused is not None:
-            paused.pop(connection, None)
+        """
+        CONNECTION is gone: nothing is to be restarted for it, and once none
+        of its source's connections waits, neither is there a timer (the
+        debt stays in the bucket, for the source's next connection).
+        """
+        pause = self._pauses.get(source)
+        if pause is None:
+            return
+        pause.connections.pop(connection, None)
+        if not pause.connections:
+            del self._pauses[source]
+            pause.timer.cancel()
 
     def _paid_off(self, source: str) -> None:
         assert self.buckets is not None
-        bucket = self.buckets.bucket(source, force=True)
-        assert bucket is not None
-        if bucket.tokens < -PAID_OFF:  # another connection of the source read meanwhile
-            self.clock.callLater(-bucket.tokens / self.buckets.rate, self._paid_off, source)
+        pause = self._pauses[source]
+        bucket = self.buckets.refilled(pause.bucket)
+        if bucket.tokens < -PAID_OFF:  # another connection on this bucket read meanwhile
+            pause.timer = self.clock.callLater(
+                -bucket.tokens / self.buckets.rate, self._paid_off, source
+            )
             return
-        for connection, update in self._pauses.pop(source).items():
+        del self._pauses[source]
+        for connection, update in pause.connections.items():
             update(connection)
 
     def _went_over(self, source: str, bucket: Bucket | None) -> None:

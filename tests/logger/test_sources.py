@@ -5,6 +5,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.foundation.flood import FloodControl
 from suite.logger.delivery import Delivery
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
@@ -299,6 +300,43 @@ class DatagramRateTests(SynchronousTestCase):
         datagrams.datagramsReceived(spoofed[2:5])  # full buckets are forgotten for new ones
         self.assertEqual(writer.messages.count("spoofed"), 5)
         self.assertEqual(len(buckets), 3)
+
+
+class ShortConnectionFloodTests(SynchronousTestCase):
+    def test_short_connections_from_ever_new_addresses_do_not_grow_the_table(self):
+        """
+        max_connections bounds only the connections open at once: 10,000
+        short ones from distinct addresses must leave neither 10,000
+        buckets nor 10,000 timers behind, nor wipe an honest source's debt.
+        """
+        clock = Clock()
+        captured_log(self)
+        limits = SourceLimits(
+            (), rate=1, burst=1, max_sources=4, clock=clock, warnings=FloodControl(clock, "logger")
+        )
+        reading = {}
+
+        def update(connection):
+            reading[connection] = not limits.paused(connection[0], connection)
+
+        honest = ("192.0.2.7", 1)
+        limits.charge(honest[0], honest, 11, update)  # 10 s of debt
+        for n in range(10_000):
+            flooder = (f"2001:db8::{n:x}", n)
+            limits.charge(flooder[0], flooder, 50, update)
+            self.assertFalse(reading[flooder])  # what it sent was charged
+            limits.forget(flooder[0], flooder)  # the connection closed
+        self.assertEqual(len(limits.buckets), 4)
+        self.assertLessEqual(len(clock.getDelayedCalls()), 3)  # the honest one's, log summaries
+        newcomer = ("2001:db8:1::1", 0)
+        limits.charge(
+            newcomer[0], newcomer, 1, update
+        )  # the flood's debt is shared, not forgotten
+        self.assertFalse(reading[newcomer])
+        clock.advance(9.5)
+        self.assertFalse(reading[honest])
+        clock.advance(0.5)
+        self.assertTrue(reading[honest])
 
 
 class NoLimitsTests(SynchronousTestCase):
