@@ -111,8 +111,13 @@ class RotatingFile:
         keep: int,
         label: str = "logger",
         file_mode: int = FILE_MODE,
+        sync: bool = False,
     ):
         self.label = label  # who writes, for the log lines
+        # A file closed at a rotation or a reopen is fsynced first: its records
+        # may have been acknowledged as on disk (`sync`, RELP) by the next fsync,
+        # which only reaches the file then open.
+        self.sync_on_close = sync
         self.file_mode = file_mode  # of each file it creates (the path, after rotations)
         directory, name = os.path.split(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
@@ -214,8 +219,37 @@ class RotatingFile:
         return True
 
     def reopen(self) -> None:
+        if self.sync_on_close:
+            self._sync_before_close()
         os.close(self._fd)
         self._open()
+        if self.sync_on_close:
+            self._sync_directory()
+
+    def _sync_before_close(self) -> None:
+        try:
+            os.fsync(self._fd)
+        except OSError as e:
+            log.error(
+                "{label}: cannot fsync {path} before closing it: {error}; records written to it "
+                "may not be on the disk",
+                label=self.label,
+                path=self.path,
+                error=e.strerror,
+            )
+
+    def _sync_directory(self) -> None:
+        """The renames of a rotation, and the new file's entry, are on the disk too."""
+        try:
+            directory = os.open(os.path.dirname(self.path), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            os.fsync(directory)
+        except OSError:
+            pass  # some file systems refuse to fsync a directory; the file's own data is synced
+        finally:
+            os.close(directory)
 
     def sync(self) -> None:
         """What was written is on the disk (fsync), not only in the page cache."""
@@ -265,11 +299,17 @@ class Output(Protocol):
 
 
 def open_output(
-    path: str, rotate_bytes: int, keep: int, label: str = "logger", file_mode: int = FILE_MODE
+    path: str,
+    rotate_bytes: int,
+    keep: int,
+    label: str = "logger",
+    file_mode: int = FILE_MODE,
+    sync: bool = False,
 ) -> Output:
+    """The output PATH names; SYNC: a file closed (rotated, reopened) is fsynced first."""
     if path == "-":
         return StandardOutput()
-    return RotatingFile(path, rotate_bytes, keep, label, file_mode)
+    return RotatingFile(path, rotate_bytes, keep, label, file_mode, sync)
 
 
 RETRY_SECONDS = 1.0

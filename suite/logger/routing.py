@@ -247,7 +247,11 @@ def open_writer(
     """
     try:
         output = open_output(
-            owner.output, settings.rotate_bytes, settings.keep, file_mode=settings.file_mode
+            owner.output,
+            settings.rotate_bytes,
+            settings.keep,
+            file_mode=settings.file_mode,
+            sync=settings.sync,
         )
     except OSError as e:
         where = f" ({e.filename})" if e.filename and e.filename != owner.output else ""

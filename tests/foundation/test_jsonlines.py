@@ -15,7 +15,7 @@ from suite.foundation.jsonlines import BatchWriter, RotatingFile, WriteFailed, c
 from suite.logger import service
 from suite.logger.service import LoggerSettings
 from suite.names.store import SqliteStore
-from tests.helpers import captured_log
+from tests.helpers import captured_log, tmp_dir
 
 
 def line(n, width=20):
@@ -477,3 +477,35 @@ class FileModeTests(SynchronousTestCase):
         path = os.path.join(self.directory, "names.sqlite")
         SqliteStore._check_and_read(path)
         self.assertEqual(self.mode(path), 0o640)
+
+
+class SyncedRotationTests(SynchronousTestCase):
+    """With `sync`, records in a file rotated away were fsynced before it was closed."""
+
+    def test_every_file_a_flush_rotated_is_fsynced_before_the_callers_are_told(self):
+        directory = tmp_dir(self)
+        path = str(directory / "out.jsonl")
+        synced_inodes = []
+        real_fsync = os.fsync
+
+        def fsync(fd):
+            synced_inodes.append(os.fstat(fd).st_ino)
+            real_fsync(fd)
+
+        self.patch(os, "fsync", fsync)
+        clock = Clock()
+        output = RotatingFile(path, rotate_bytes=100, keep=3, sync=True)
+        writer = BatchWriter(output, clock, 0.2, 2**20, sync=True)
+        writer.startService()
+        self.addCleanup(writer.stopService)
+        pad = b"x" * 50
+        writer.write_lines([b'{"n": %d, "pad": "%s"}\n' % (n, pad) for n in range(3)])
+        told = []
+        writer.when_written().addCallback(told.append)
+        clock.advance(0)
+        self.assertEqual(told, [None])
+        files = sorted(os.listdir(directory))
+        self.assertEqual(files, ["out.jsonl", "out.jsonl.1", "out.jsonl.2"])
+        for name in files:
+            inode = os.stat(directory / name).st_ino
+            self.assertIn(inode, synced_inodes, name)
