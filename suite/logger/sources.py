@@ -289,7 +289,10 @@ class SourceLimits:
             delay = -bucket.tokens / buckets.rate
             timer = self.clock.callLater(delay, self._paid_off, source)
             pause = self._pauses[source] = Pause(bucket, timer)
-            self._went_over(source, None if bucket is buckets.overflow else bucket)
+            if bucket is buckets.overflow:
+                self._shares_overflow(source)
+            else:
+                self._went_over(source, bucket)
         new = connection not in pause.connections
         pause.connections[connection] = update
         update(connection)
@@ -342,6 +345,19 @@ class SourceLimits:
             source=source,
             rate=self.buckets.rate,
             burst=self.buckets.burst,
+        )
+
+    def _shares_overflow(self, source: str) -> None:
+        assert self.buckets is not None
+        self.warnings.warn(
+            "sources sharing one bucket (max_rate_sources)",
+            source,
+            "{service}: {source} is held back together with every new address: the "
+            "max_rate_sources ({max_sources}) remembered ones are all still refilling, so the "
+            "others share one bucket of rate_per_source",
+            service=self.warnings.owner,
+            source=source,
+            max_sources=self.buckets.max_sources,
         )
 
     def stop(self) -> None:

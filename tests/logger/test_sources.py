@@ -310,7 +310,7 @@ class ShortConnectionFloodTests(SynchronousTestCase):
         buckets nor 10,000 timers behind, nor wipe an honest source's debt.
         """
         clock = Clock()
-        captured_log(self)
+        log = captured_log(self)
         limits = SourceLimits(
             (), rate=1, burst=1, max_sources=4, clock=clock, warnings=FloodControl(clock, "logger")
         )
@@ -333,6 +333,12 @@ class ShortConnectionFloodTests(SynchronousTestCase):
             newcomer[0], newcomer, 1, update
         )  # the flood's debt is shared, not forgotten
         self.assertFalse(reading[newcomer])
+        self.assertIn(
+            "logger: 2001:db8::4 is held back together with every new address: the "
+            "max_rate_sources (4) remembered ones are all still refilling, so the others "
+            "share one bucket of rate_per_source",
+            log,
+        )
         clock.advance(9.5)
         self.assertFalse(reading[honest])
         clock.advance(0.5)
