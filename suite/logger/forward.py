@@ -7,11 +7,13 @@ holds, as received, framed for the target:
   the queue once the target answered it; after a broken connection what was
   not answered is sent again (at least once: the target may see it twice).
 - `tcp:`, `tls:`: octet-counted syslog (`LEN SP MSG`, RFC 6587, and over TLS
-  RFC 5425); a message leaves the queue once it is written to the
-  connection (on a new connection, once that has lasted SETTLE seconds).
-  That is best effort, as with rsyslog's omfwd: the kernel (or the
-  connection's buffer) took it, and what was still on its way when the
-  connection broke is lost.
+  RFC 5425); the target never answers, so a message leaves the queue once
+  it is known to have left Twisted's buffer for the kernel's (and, on a new
+  connection, once that has lasted SETTLE seconds).  What may still be in
+  Twisted's buffer when the connection breaks or a stop aborts it goes back
+  to the queue and is sent again (at least once, the target may see it
+  twice); what the kernel took and the connection then lost is lost, as
+  with rsyslog's omfwd.
 
 Writes are batched (one write per batch) and stop while the connection's
 buffer is full (the session is the transport's streaming producer), so a
@@ -29,6 +31,7 @@ messages wait) and once when it ends (how long it lasted); meanwhile
 /health says the logger is degraded.
 """
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import cast
@@ -36,6 +39,7 @@ from typing import cast
 from twisted.application import service
 from twisted.internet import endpoints, ssl
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHandshakeListener,
@@ -73,6 +77,11 @@ BATCH_BYTES = 256 * 1024  # bytes of one write
 BATCHES_PER_TURN = 16  # writes before the reactor gets to do something else
 SETTLE = 1.0  # seconds a new tcp: or tls: connection must last before what it took is done
 PROBATION_MESSAGES = 16 * BATCH_MESSAGES  # what it may take meanwhile
+# More than Twisted can hold of what a tcp: or tls: session wrote, besides its
+# newest write: the transport pauses its producer once its buffer holds over
+# 64 KiB (FileDescriptor.bufferSize), TLS gathers up to 64,000 bytes more
+# before passing them on, and a paused session writes nothing.
+HELD_BYTES = 256 * 1024
 
 
 def octet_counted(batch: Batch) -> bytes:
@@ -84,14 +93,21 @@ def octet_counted(batch: Batch) -> bytes:
 class OctetCountedSession(Session):
     """
     Octet-counted syslog to a `tcp:` or `tls:` target, which never answers:
-    a message is done with once written.  Except on probation, the first
-    SETTLE seconds of a connection: a target can take a connection and drop
-    it at once (a load balancer without a backend; over TLS 1.3 a server
-    refusing the client's certificate, which it says only after the client
-    finished its handshake), and what was written then would be lost every
-    attempt.  So at most PROBATION_MESSAGES are written on probation, done
-    with once the connection has lasted SETTLE seconds; lost before, they are
-    sent again on the next connection (the target may have seen them).
+    a message is done with once the kernel took it.  Twisted says when its
+    buffer is empty only by resuming the session after pausing it, so a
+    written batch stays in flight (not acknowledged to the queue) until
+    either Twisted resumed the session since, or more than HELD_BYTES were
+    written after it besides the newest write (more than Twisted can hold),
+    or the session's own close finished (Twisted closes only once its buffer
+    is written).  Lost otherwise, what is in flight goes back to the queue.
+
+    Probation, the first SETTLE seconds of a connection: a target can take a
+    connection and drop it at once (a load balancer without a backend; over
+    TLS 1.3 a server refusing the client's certificate, which it says only
+    after the client finished its handshake), and what was written then
+    would be lost every attempt.  So at most PROBATION_MESSAGES are written
+    on probation and none is done with before the connection lasted SETTLE
+    seconds; lost before, they are sent again on the next connection.
     Over TLS nothing is written before the handshake verified the target.
     """
 
@@ -101,7 +117,12 @@ class OctetCountedSession(Session):
         self.clock = clock
         self._probation: IDelayedCall | None = None
         self._written = 0  # messages written on probation
-        self._upto = 0  # the last of them
+        # Batches written and not yet done with, oldest first: (last sequence, messages, bytes).
+        self._unsure: deque[tuple[int, int, int]] = deque()
+        self._unsure_messages = 0
+        self._unsure_bytes = 0
+        self._drained = 0  # how many of the oldest _unsure Twisted resumed after (on probation)
+        self._closing = False
 
     def connectionMade(self) -> None:
         Session.connectionMade(self)
@@ -118,37 +139,104 @@ class OctetCountedSession(Session):
 
     def _settled(self) -> None:
         self._probation = None
-        if self._written:
-            written, self._written = self._written, 0
-            self.owner.delivered(self._upto, written)
+        self._written = 0
+        self._done_with(self._drained)
+        self._done_with_older()
         self.owner.more_room()
 
     @property
     def in_flight(self) -> int:
+        """Messages written on probation: the stop waits for the probation to end."""
         return self._written
 
+    @property
+    def unsure(self) -> int:
+        """Messages written and not known to have reached the kernel."""
+        return self._unsure_messages
+
     def room(self) -> int:
-        if not self.ready or self.paused:
+        if not self.ready or self.paused or self._closing:
             return 0
         if self._probation is None:
             return BATCH_MESSAGES
         return PROBATION_MESSAGES - self._written
 
     def send(self, batch: Batch) -> None:
-        self._transport.write(octet_counted(batch))
+        data = octet_counted(batch)
+        self._transport.write(data)
+        self._unsure.append((batch[-1][0], len(batch), len(data)))
+        self._unsure_messages += len(batch)
+        self._unsure_bytes += len(data)
         if self._probation is not None:
             self._written += len(batch)
-            self._upto = batch[-1][0]
         else:
-            self.owner.delivered(batch[-1][0], len(batch))
+            self._done_with_older()
+
+    def _done_with_older(self) -> None:
+        """The batches with more than HELD_BYTES written after them, the newest aside."""
+        newest = self._unsure[-1][2] if self._unsure else 0
+        count = 0
+        behind = self._unsure_bytes - newest
+        for _, _, size in self._unsure:
+            behind -= size
+            if behind < HELD_BYTES:
+                break
+            count += 1
+        self._done_with(count)
+
+    def _done_with(self, count: int) -> None:
+        """The COUNT oldest batches written reached the kernel."""
+        if not count:
+            return
+        messages = upto = 0
+        for _ in range(count):
+            upto, number, size = self._unsure.popleft()
+            messages += number
+            self._unsure_bytes -= size
+        self._unsure_messages -= messages
+        self._drained = max(0, self._drained - count)
+        self.owner.delivered(upto, messages)
+
+    def assume_written(self) -> None:
+        """
+        Everything written is taken as in the kernel, when the owner's queue
+        is full of it and the session stayed unpaused (Twisted writes what it
+        holds as soon as the kernel has room, which only a target that
+        stopped reading would not have): else a queue smaller than HELD_BYTES
+        would hold its senders back for ever.
+        """
+        if self._probation is None and not self.paused and not self._closing:
+            self._done_with(len(self._unsure))
+
+    def resumeProducing(self) -> None:
+        """Twisted's buffer is empty: what was written reached the kernel."""
+        if self._probation is None:
+            self._done_with(len(self._unsure))
+        else:
+            self._drained = len(self._unsure)
+        Session.resumeProducing(self)
+
+    def close(self) -> Deferred[None]:
+        """
+        Unregistered first: Twisted does not close a connection (nor TLS send
+        its close) while a producer is registered and wants to write.
+        """
+        if not self._closing and self.transport is not None:
+            self._closing = True
+            self._transport.unregisterProducer()
+        return Session.close(self)
 
     def dataReceived(self, data: bytes) -> None:
         """A syslog receiver says nothing; whatever it sends is not kept."""
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._probation is not None and self._probation.active():
-            self._probation.cancel()
-        self._probation = None
+        probation, self._probation = self._probation, None
+        if probation is not None and probation.active():
+            probation.cancel()
+        if self._closing and probation is None and reason.check(ConnectionDone):
+            # Closed as asked: Twisted wrote all it held first.
+            self._done_with(len(self._unsure))
+        self._written = 0
         Session.connectionLost(self, reason)
 
 
@@ -225,6 +313,7 @@ class Forwarder(service.Service):
         self._retry: IDelayedCall | None = None
         self._soon: IDelayedCall | None = None
         self._silence: IDelayedCall | None = None  # awaiting RELP answers
+        self._stuck: IDelayedCall | None = None  # a queue full of what tcp: or tls: wrote
         self._delay = FIRST_DELAY
         self._up_since: float | None = None
         self._down_since: float | None = None
@@ -410,6 +499,7 @@ class Forwarder(service.Service):
                 break
             batch = self.queue.take(min(room, BATCH_MESSAGES), BATCH_BYTES)
             if not batch:
+                self._check_stuck(session)
                 break  # the queue calls pump when more arrives
             session.send(batch)  # type: ignore[union-attr]
             self._await_answers()
@@ -417,12 +507,36 @@ class Forwarder(service.Service):
             self._soon = self.reactor.callLater(0, self.pump)
         self._check_drained()
 
+    def _check_stuck(self, session: Session | None) -> None:
+        """
+        The queue is full of what a tcp: or tls: session wrote, which no pause
+        of Twisted's told the kernel took: after SETTLE seconds with nothing
+        else to send it is taken as written (L{OctetCountedSession.assume_written}).
+        """
+        if (
+            self._stuck is None
+            and self.queue.full
+            and isinstance(session, OctetCountedSession)
+            and session.unsure
+        ):
+            self._stuck = self.reactor.callLater(SETTLE, self._unstick, session)
+
+    def _unstick(self, session: OctetCountedSession) -> None:
+        self._stuck = None
+        if session is self.session and self.running and self.queue.full:
+            session.assume_written()
+
     def _check_drained(self) -> None:
         """While stopping: done once nothing waits to be sent or answered."""
         if self._stopping is None or self._stopping.called:
             return
         session = self.session
-        if session is None or (not session.in_flight and not len(self.queue)):
+        if session is None:
+            self._stopping.callback(None)
+            return
+        # What a tcp: or tls: session wrote is known only once its close is done.
+        written = session.unsure if isinstance(session, OctetCountedSession) else 0
+        if not session.in_flight and len(self.queue) <= written:
             self._stopping.callback(None)
 
     # Stopping.
@@ -434,10 +548,10 @@ class Forwarder(service.Service):
         queue, which stops (writing what it holds in memory to disk).
         """
         service.Service.stopService(self)
-        for call in (self._retry, self._soon):
+        for call in (self._retry, self._soon, self._stuck):
             if call is not None and call.active():
                 call.cancel()
-        self._retry = self._soon = None
+        self._retry = self._soon = self._stuck = None
         if self._connecting is not None:
             self._connecting.cancel()
         if self._attempt is not None:

@@ -6,6 +6,9 @@ refused messages), stopping, and client TLS (files checked at start, the
 target's certificate verified over a real loopback connection).
 """
 
+import contextlib
+import re
+import socket
 from pathlib import Path
 
 from twisted.internet import defer, reactor
@@ -22,6 +25,7 @@ from suite.logger.forward import (
     CLOSE_WAIT,
     CONNECT_TIMEOUT,
     GRACE,
+    HELD_BYTES,
     PROBATION_MESSAGES,
     SETTLE,
     STABLE,
@@ -70,6 +74,12 @@ class FakeEndpoint:
 
 def lose(protocol, why=ConnectionLost):
     protocol.connectionLost(Failure(why()))
+
+
+def drained(transport):
+    """Twisted paused the session (its buffer filled), then resumed it: the buffer was written."""
+    transport.producer.pauseProducing()
+    transport.producer.resumeProducing()
 
 
 class ForwarderTestCase(SynchronousTestCase):
@@ -144,13 +154,14 @@ class ReconnectionTests(ForwarderTestCase):
             "side: Connection refused.; 2 messages wait in its queue; trying again from "
             "1 s to every 60 s"
         ]
-        self.endpoint.accept()
+        _, transport = self.endpoint.accept()
         back = [line for line in self.log if "connected" in line]
         assert back == [
             "forward central: connected to tcp:192.0.2.1:514 after 31.0 s unreachable; "
             "messages waiting: 2"
         ]
         self.clock.advance(SETTLE)
+        drained(transport)
         assert len(self.queue) == 0
 
     def test_health_is_degraded_while_the_target_is_down(self):
@@ -192,12 +203,16 @@ class OctetCountedTests(ForwarderTestCase):
         _, transport = self.endpoint.accept()
         self.queue.put([b"<13>a b", b"x\ny"])
         assert transport.value() == b"11 <13>waiting7 <13>a b3 x\ny"
-        self.clock.advance(SETTLE)  # the connection lasted: what it took is done
+        self.clock.advance(SETTLE)  # the connection lasted
+        assert len(self.queue) == 3  # but Twisted may still hold it
+        drained(transport)
         assert len(self.queue) == 0
         assert self.samples()["forward_sent"] == 3
         self.queue.put([b"<13>now"])
         assert transport.value().endswith(b"7 <13>now")
-        assert len(self.queue) == 0  # done once written
+        assert len(self.queue) == 1
+        drained(transport)
+        assert len(self.queue) == 0  # done once Twisted's buffer was written
 
     def test_what_a_new_connection_took_goes_again_if_it_does_not_last(self):
         self.start()
@@ -217,6 +232,7 @@ class OctetCountedTests(ForwarderTestCase):
         assert transport.value() == first + b"".join(
             b"6 %06d" % n for n in range(PROBATION_MESSAGES, total)
         )
+        drained(transport)
         assert len(self.queue) == 0
 
     def test_the_transports_pause_is_respected(self):
@@ -248,6 +264,74 @@ class OctetCountedTests(ForwarderTestCase):
         assert self.samples()["forward_connected"] == 0
         protocol.handshakeCompleted()
         assert transport.value() == b"6 secret"
+
+    def test_what_twisted_may_still_hold_stays_queued_when_a_stop_aborts(self):
+        # A target that stopped reading: the kernel's buffer is full, Twisted's fills and
+        # pauses the session, the stop's close never completes and is aborted.
+        self.start()
+        _, transport = self.endpoint.accept()
+        self.clock.advance(SETTLE)
+        self.queue.put([b"%06d" % n for n in range(5000)])
+        transport.producer.pauseProducing()
+        stopped = self.forwarder.stopService()
+        self.clock.advance(GRACE)
+        assert transport.disconnecting and transport.producer is None
+        self.clock.advance(CLOSE_WAIT)
+        assert stopped.called
+        assert len(self.queue) == 5000  # kept for the next start
+        assert self.samples()["forward_sent"] == 0
+        assert self.samples()["forward_retried"] == 5000
+
+    def test_a_lost_connection_gives_back_what_was_not_known_written(self):
+        self.start()
+        protocol, transport = self.endpoint.accept()
+        self.clock.advance(SETTLE)
+        self.queue.put([b"early"])
+        drained(transport)
+        self.queue.put([b"late"])
+        lose(protocol)
+        assert self.samples()["forward_sent"] == 1
+        assert self.samples()["forward_retried"] == 1
+        assert len(self.queue) == 1
+
+    def test_batches_far_behind_the_newest_write_are_done_with(self):
+        # Twisted pauses the session once it holds 64 KiB: what came long before is written.
+        self.start()
+        _, transport = self.endpoint.accept()
+        self.clock.advance(SETTLE)
+        self.queue.put([b"x" * 1000 for _ in range(HELD_BYTES // 1000 + 3 * 256)])
+        self.clock.advance(0)
+        sent = self.samples()["forward_sent"]
+        assert 0 < sent < self.queue.queued
+        assert len(self.queue) == self.queue.queued - sent
+        assert len(self.queue) * 1005 >= HELD_BYTES
+
+    def test_a_queue_full_of_what_was_written_is_not_held_for_ever(self):
+        # A queue smaller than what Twisted might hold: no pause will ever come.
+        self.queue = ForwardQueue("central", "", 4096, 0, "block", self.clock)
+        self.start()
+        _, transport = self.endpoint.accept()
+        self.clock.advance(SETTLE)
+        while not self.queue.full:
+            self.queue.put([b"x" * 100])
+        assert self.samples()["forward_sent"] == 0
+        self.clock.advance(SETTLE)  # unpaused, nothing else to send: the kernel took it
+        assert not self.queue.full
+        assert len(self.queue) == 0
+        assert self.samples()["forward_sent"] == len(transport.value()) // 104
+
+    def test_a_clean_stop_is_done_with_everything_written(self):
+        self.start()
+        protocol, transport = self.endpoint.accept()
+        self.clock.advance(SETTLE)
+        self.queue.put([b"last"])
+        stopped = self.forwarder.stopService()
+        assert transport.disconnecting  # nothing else to send: closing at once
+        lose(protocol, ConnectionDone)  # Twisted closes once its buffer is written
+        assert stopped.called
+        assert self.samples()["forward_sent"] == 1
+        assert self.samples()["forward_retried"] == 0
+        assert len(self.queue) == 0
 
 
 class RelpForwardingTests(ForwarderTestCase):
@@ -447,6 +531,48 @@ class TargetTLSFileTests(SynchronousTestCase):
         assert target_tls(ForwardSettings(name="a", target="relp:localhost:2514")) is None
 
 
+class LoopbackTCPStopTests(TestCase):
+    """A real tcp: target on 127.0.0.1 that stops reading, then the suite stops (SIGTERM)."""
+
+    async def test_a_clean_stop_loses_nothing_twisted_still_held(self):
+        target = socket.socket()
+        self.addCleanup(target.close)
+        target.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        target.bind(("127.0.0.1", 0))
+        target.listen(1)  # accepted by the kernel, never read until the end
+        directory = self.mktemp()
+        settings = ForwardSettings(
+            name="central", target=f"tcp:127.0.0.1:{target.getsockname()[1]}", queue_dir=directory
+        )
+        queue = ForwardQueue("central", directory, 16 * 2**20, 2**30, "block", reactor)
+        forwarder = Forwarder(settings, queue, reactor)
+        forwarder.startService()
+        total = 200_000
+        queue.put([b"<13>msg %06d" % n for n in range(total)])
+        for _ in range(250):  # Twisted's buffer fills and pauses the session (5 s at most)
+            if forwarder.session is not None and forwarder.session.paused:
+                break
+            await deferLater(reactor, 0.02)
+        assert forwarder.session is not None and forwarder.session.paused
+        await forwarder.stopService()  # the close cannot finish: aborted after CLOSE_WAIT
+        connection, _ = target.accept()
+        self.addCleanup(connection.close)
+        connection.settimeout(0.5)
+        data = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := connection.recv(1 << 20):
+                data += chunk
+        received = {int(n) for n in re.findall(rb"msg (\d{6})", data)}
+        again = ForwardQueue("central", directory, 16 * 2**20, 2**30, "block", reactor)
+        self.addCleanup(again.stopService)
+        kept = set()
+        while batch := again.take(1024, 1 << 20):
+            kept |= {int(message[8:]) for _, message in batch}
+        assert set(range(total)) - received - kept == set()
+        assert forwarder.sent <= len(received)  # counted sent: reached the target
+        assert 0 < forwarder.retried <= len(kept)  # given back: sent again after a restart
+
+
 class Receiver(Protocol):
     def connectionMade(self):
         self.factory.connected.append(self)
@@ -498,15 +624,17 @@ class LoopbackTLSTests(TestCase):
         return done()
 
     async def test_messages_reach_a_verified_target_octet_counted(self):
-        self.forwarder(ca=self.pki["ca"])
+        forwarder = self.forwarder(ca=self.pki["ca"])
         self.queue.put([b"<13>one", b"<13>two"])
-        assert await self.wait(lambda: len(self.queue) == 0)
         assert await self.wait(
             lambda: (
                 self.factory.connected
                 and self.factory.connected[0].received == b"7 <13>one7 <13>two"
             )
         )
+        await forwarder.stopService()  # closed as asked: everything written reached the kernel
+        assert len(self.queue) == 0
+        assert forwarder.retried == 0
 
     async def test_a_target_refusing_the_client_after_its_handshake_loses_nothing(self):
         # TLS 1.3: the client's handshake is over before the server checks its certificate.
