@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -69,14 +69,16 @@ class SyslogFactory(StreamFactory):
     def update_reading(self, protocol: "SyslogStreamProtocol") -> None:
         """
         The one place that decides whether PROTOCOL's connection is read:
-        not while the delivery is full (`held`), nor while its source is
-        over `rate_per_source`, nor while the protocol itself wants no more
-        (wants_reading), so that the end of one of those never restarts
-        reading another still holds back.
+        not while the delivery is full (`held`), nor while its write buffer
+        is (`write_full`: a client that does not read its answers), nor
+        while its source is over `rate_per_source`, nor while the protocol
+        itself wants no more (wants_reading), so that the end of one of
+        those never restarts reading another still holds back.
         """
         sources = self.sources
         if (
             self.held
+            or protocol.write_full
             or not protocol.wants_reading()
             or (sources is not None and sources.paused(protocol.source, protocol))
         ):
@@ -93,6 +95,31 @@ class SyslogFactory(StreamFactory):
         super().stopFactory()
         if self.sources is not None:
             self.sources.stop()
+
+
+@implementer(IPushProducer)
+class WriteBufferFlow:
+    """
+    What the transport pauses when PROTOCOL's write buffer is full, in
+    place of the transport itself: Twisted's pause and resume only set the
+    protocol's `write_full`, which the factory's update_reading weighs with
+    the other reasons not to read.  Were the transport its own producer, a
+    window, rate or back-pressure release would undo Twisted's pause (a
+    client that never reads would have its answers buffered without
+    bound), and a drained write buffer would undo back-pressure.
+    """
+
+    def __init__(self, protocol: "SyslogStreamProtocol") -> None:
+        self.protocol = protocol
+
+    def pauseProducing(self) -> None:
+        self.protocol.write_buffer_full(True)
+
+    def resumeProducing(self) -> None:
+        self.protocol.write_buffer_full(False)
+
+    def stopProducing(self) -> None:
+        """The connection is gone: connectionLost does the rest."""
 
 
 class SyslogStreamProtocol(ConnectionPolicy):
@@ -116,6 +143,7 @@ class SyslogStreamProtocol(ConnectionPolicy):
     recorded = False  # whether any record of this connection was written
     connected_at = 0.0  # when it was made (over TLS: handshake done), for its `connected` record
     last_data = 0.0  # when the last bytes came, for the shutdown drain
+    write_full = False  # the transport's write buffer is full: not read until it drains
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -130,6 +158,15 @@ class SyslogStreamProtocol(ConnectionPolicy):
         """The connection is admitted: its bytes are cut into frames from now on."""
         limits = self.factory.settings
         self.decoder = SyslogFrameDecoder(limits.max_message, limits.max_frame)
+
+    def flow_producer(self) -> IPushProducer:
+        return WriteBufferFlow(self)
+
+    def write_buffer_full(self, full: bool) -> None:
+        """Twisted says the write buffer is FULL, or has drained: read (or not) accordingly."""
+        self.write_full = full
+        if self.connected:
+            self.factory.update_reading(self)
 
     @property
     def record_transport(self) -> str:

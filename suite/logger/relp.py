@@ -123,20 +123,20 @@ class RelpFrameDecoder:
     def __init__(self, max_frame: int) -> None:
         self.max_frame = max_frame
         self.error: str | None = None
-        self._pieces: list[bytes] = []  # the start of a frame, not all of it come yet
-        self._held = 0  # their length
+        # The start of a frame, not all of it come yet: one growing buffer, so
+        # a frame dribbled in tiny reads costs about its own size (a list of
+        # the reads would cost some 20 times that, in per-object overhead).
+        self._held = bytearray()
         self._wanted = 0  # the length at which it is worth looking again
 
     def feed(self, data: bytes) -> list[RelpFrame]:
         if self.error is not None:
             return []
-        if self._pieces:
-            self._pieces.append(data)
-            self._held += len(data)
-            if self._held < self._wanted:
+        if self._held:
+            self._held += data
+            if len(self._held) < self._wanted:
                 return []
-            data = b"".join(self._pieces)
-            self._pieces, self._held = [], 0
+            data, self._held = bytes(self._held), bytearray()
         frames: list[RelpFrame] = []
         position, end = 0, len(data)
         match = _HEADER.match
@@ -180,11 +180,10 @@ class RelpFrameDecoder:
 
     def _keep(self, data: bytes, position: int, wanted: int) -> None:
         """Hold what is left of DATA from POSITION until WANTED bytes of the frame are here."""
-        self._pieces = [data[position:] if position else data]
-        self._held = len(data) - position
+        self._held = bytearray(memoryview(data)[position:])
         self._wanted = wanted
 
     @property
     def pending(self) -> int:
         """Bytes of a frame that has not all come (dropped when the connection ends)."""
-        return self._held
+        return len(self._held)

@@ -2,6 +2,7 @@
 
 import errno
 import json
+import tracemalloc
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,6 +27,7 @@ from suite.logger.relp import (
 )
 from suite.logger.relp_server import OPEN_ANSWER, RelpFactory
 from suite.logger.service import LoggerSettings
+from suite.logger.sources import SourceLimits
 from tests.helpers import PEER, captured_log, elapse
 
 # What rsyslog 8.2302's omrelp (librelp 1.11.0) sends first, byte for byte.
@@ -142,6 +144,32 @@ class CodecTests(SynchronousTestCase):
         self.assertEqual(next_txnr(1), 2)
         self.assertEqual(next_txnr(999_999_999), 1)
 
+    def test_a_frame_dribbled_in_tiny_reads_holds_about_its_own_size(self):
+        # Each read as its own object, as recv gives them: held as a list of
+        # pieces, a frame in 2-byte reads cost over 20 times its size.
+        max_frame = 1 << 17
+        decoder = RelpFrameDecoder(max_frame)
+        data = b"2 syslog %d " % max_frame + b"x" * max_frame
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(0, len(data), 2):
+            self.assertEqual(decoder.feed(bytes(data[i : i + 2])), [])
+        held = tracemalloc.get_traced_memory()[0] - before
+        self.assertEqual(decoder.pending, len(data))
+        self.assertLess(held, 2 * max_frame)
+        self.assertEqual(decoder.feed(b"\n"), [RelpFrame(2, "syslog", b"x" * max_frame)])
+        self.assertEqual(decoder.pending, 0)
+
+    def test_a_large_frame_in_one_byte_reads_is_framed(self):
+        # Work linear in the bytes: each read appends, the frame is cut once.
+        decoder = RelpFrameDecoder(1 << 20)
+        data = syslog(2, b"y" * (1 << 20))
+        frames = []
+        for i in range(len(data)):
+            frames += decoder.feed(data[i : i + 1])
+        self.assertEqual(frames, [RelpFrame(2, "syslog", b"y" * (1 << 20))])
+
     @settings(max_examples=200, deadline=None)
     @given(st.binary(max_size=200), st.lists(st.integers(0, 200), max_size=5))
     def test_any_bytes_any_split_never_raise_and_never_hold_more_than_a_frame(self, data, cuts):
@@ -206,12 +234,14 @@ class ServerTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1763681971)
 
-    def server(self, sync=False, **settings):
+    def server(self, sync=False, **keys):
         writer = BatchWriter(self.output, self.clock, 0.2, 2**20, sync=sync)
         writer.startService()
         self.addCleanup(writer.stopService)
+        settings = LoggerSettings(**keys)
+        sources = SourceLimits.of(settings, self.clock)
         self.factory = RelpFactory(
-            LoggerSettings(**settings), self.clock, Delivery(RecordSink(writer, self.clock))
+            settings, self.clock, Delivery(RecordSink(writer, self.clock), sources=sources)
         )
         return self.factory
 
@@ -330,6 +360,44 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(transport.value(), ok(2))
         self.assertEqual(transport.producerState, "paused")
         self.factory.hold(False)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_a_full_write_buffer_is_not_undone_by_the_window(self):
+        # A client that never reads its answers: Twisted pauses the flow
+        # producer when the write buffer is full; the window's release must
+        # not read more (each read adds answers to that buffer, without bound).
+        self.server(relp_window=1)
+        protocol, transport = self.connect()
+        protocol.dataReceived(syslog(2, b"<13>a"))
+        transport.producer.pauseProducing()  # what Twisted does when the write buffer is full
+        self.clock.advance(0)
+        self.assertEqual(transport.value(), ok(2))  # the window has room again
+        self.assertEqual(transport.producerState, "paused")
+        transport.producer.resumeProducing()  # the client read its answers
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_a_full_write_buffer_is_not_undone_by_the_rate_limit(self):
+        self.server(rate_per_source=10, burst_per_source=20)
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"".join(syslog(n, b"<13>m") for n in range(2, 32)))
+        self.assertEqual(transport.producerState, "paused")  # 10 over the burst: 1 s of debt
+        transport.producer.pauseProducing()
+        elapse(self.clock, 2)
+        self.assertEqual(transport.producerState, "paused")
+        transport.producer.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_a_drained_write_buffer_does_not_undo_back_pressure(self):
+        self.server()
+        protocol, transport = self.connect()
+        transport.producer.pauseProducing()
+        self.factory.hold(True)  # the delivery is full
+        transport.producer.resumeProducing()  # the client read its answers
+        self.assertEqual(transport.producerState, "paused")
+        transport.producer.pauseProducing()
+        self.factory.hold(False)  # back-pressure ends while the write buffer is full
+        self.assertEqual(transport.producerState, "paused")
+        transport.producer.resumeProducing()  # both released: read again
         self.assertEqual(transport.producerState, "producing")
 
     def test_close_is_answered_after_every_earlier_answer_then_serverclose(self):
