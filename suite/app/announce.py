@@ -41,7 +41,7 @@ from suite.foundation.printable import printable
 from suite.net.amp import QuietAMP
 from suite.net.client_endpoints import parse_address, stream_endpoint, tls_failure
 from suite.net.listeners import ListenerService
-from suite.net.tls import load_certificates, load_private_key, trust_root
+from suite.net.tls import client_certificate_options, trust_root
 
 log = Logger()
 
@@ -112,13 +112,7 @@ def name_server_tls(settings: AnnounceSettings) -> dict[str, IOpenSSLClientConne
         named = "certificate" if settings.certificate else "private_key"
         raise settings.error(named, "certificate and private_key go together")
     trust = trust_root(settings, "ca") if settings.ca else ssl.platformTrust()
-    client = {}
-    if settings.certificate:
-        chain = load_certificates(settings, "certificate")
-        private_key = load_private_key(settings)
-        if chain[0].public_key() != private_key.public_key():
-            raise settings.error("private_key", "does not match the certificate")
-        client = {"certificate": chain[0], "privateKey": private_key, "extraCertChain": chain[1:]}
+    client = client_certificate_options(settings)
     creators = {}
     for name_server in settings.name_server:
         hostname = parse_address(name_server).hostname

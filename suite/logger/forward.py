@@ -61,7 +61,7 @@ from suite.foundation.printable import printable
 from suite.logger.queue import ForwardQueue
 from suite.logger.relay_settings import ForwardSettings
 from suite.logger.relp_client import Batch, RelpSession, Session, SessionOwner, describe
-from suite.net.tls import load_certificates, load_private_key, trust_root
+from suite.net.tls import client_certificate_options, trust_root
 
 log = Logger()
 
@@ -263,13 +263,7 @@ def target_tls(settings: ForwardSettings) -> IOpenSSLClientConnectionCreator | N
     if not target.tls:
         return None
     trust = trust_root(settings, "ca") if settings.ca else ssl.platformTrust()
-    client = {}
-    if settings.certificate:
-        chain = load_certificates(settings, "certificate")
-        private_key = load_private_key(settings)
-        if chain[0].public_key() != private_key.public_key():
-            raise settings.error("private_key", "does not match the certificate")
-        client = {"certificate": chain[0], "privateKey": private_key, "extraCertChain": chain[1:]}
+    client = client_certificate_options(settings)
     return ssl.optionsForClientTLS(target.host, trustRoot=trust, extraCertificateOptions=client)
 
 

@@ -104,6 +104,22 @@ def load_private_key(settings: Settings) -> PrivateKeyTypes:
         raise settings.error("private_key", "not a PEM private key") from None
 
 
+def client_certificate_options(settings: Settings) -> dict[str, object]:
+    """
+    What a TLS client presents from SETTINGS' `certificate` and `private_key`
+    keys (the `extraCertificateOptions` of optionsForClientTLS; none set: {}),
+    read now: a bad file, or a key that is not the certificate's, is a
+    ConfigError naming its key.
+    """
+    if not getattr(settings, "certificate", ""):
+        return {}
+    chain = load_certificates(settings, "certificate")
+    private_key = load_private_key(settings)
+    if chain[0].public_key() != private_key.public_key():
+        raise settings.error("private_key", "does not match the certificate")
+    return {"certificate": chain[0], "privateKey": private_key, "extraCertChain": chain[1:]}
+
+
 def trust_root(settings: Settings, name: str) -> "IOpenSSLTrustRoot":
     """Every CA certificate in the file key NAME names, as a TLS trust root."""
     root: IOpenSSLTrustRoot = ssl.trustRootFromCertificates(
