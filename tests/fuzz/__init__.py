@@ -1,6 +1,6 @@
 """
 Property-based fuzzing of the parsers with hypothesis.  `make test` runs
-SUITE_FUZZ_EXAMPLES examples per target (default 1,000); `make fuzz` runs
+SUITE_FUZZ_EXAMPLES examples per target (default 300); `make fuzz` runs
 100,000.
 """
 
@@ -8,7 +8,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-EXAMPLES = int(os.environ.get("SUITE_FUZZ_EXAMPLES", "1000"))
+EXAMPLES = int(os.environ.get("SUITE_FUZZ_EXAMPLES", "300"))
 
 fuzzed = settings(
     max_examples=EXAMPLES,

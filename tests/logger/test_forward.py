@@ -570,7 +570,8 @@ class LoopbackTCPStopTests(TestCase):
             kept |= {int(message[8:]) for _, message in batch}
         assert set(range(total)) - received - kept == set()
         assert forwarder.sent <= len(received)  # counted sent: reached the target
-        assert 0 < forwarder.retried <= len(kept)  # given back: sent again after a restart
+        # Given back: sent again after a restart (none when the close happened to finish).
+        assert forwarder.retried <= len(kept)
 
 
 class Receiver(Protocol):

@@ -101,7 +101,7 @@ def expected_record(raw, truncated, peer, transport, client, moment):
 
 
 class FormattedRecordTests(SynchronousTestCase):
-    @settings(max_examples=1000, deadline=None)
+    @settings(max_examples=300, deadline=None)
     @given(
         st.lists(st.tuples(raw_messages, st.booleans()), min_size=1, max_size=4),
         st.sampled_from(["127.0.0.1:514", "[::1]:6514", 'odd "peer"']),

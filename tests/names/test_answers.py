@@ -92,7 +92,7 @@ instances = st.lists(
 
 
 class EncodedAnswerTests(SynchronousTestCase):
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=100, deadline=None)
     @given(instances, st.binary(min_size=1, max_size=12))
     def test_byte_for_byte_what_amp_sends_in_every_rotation(self, registered, tag):
         registry = Registry(100)
