@@ -20,6 +20,7 @@ hold up every message behind it.
 """
 
 import re
+from abc import ABCMeta, abstractmethod
 from collections import deque
 from collections.abc import Iterator
 from typing import Protocol as TypingProtocol
@@ -160,7 +161,7 @@ class SessionOwner(TypingProtocol):
 
 
 @implementer(IPushProducer)
-class Session(Protocol):
+class Session(Protocol, metaclass=ABCMeta):
     """
     A connection OWNER sends queued messages over (RELP, or octet-counted
     syslog).  It is its transport's streaming producer: while the
@@ -188,13 +189,13 @@ class Session(Protocol):
         """Messages sent and not yet done with."""
         return 0
 
+    @abstractmethod
     def room(self) -> int:
         """How many messages may be sent now (0: paused, or answers awaited)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def send(self, batch: Batch) -> None:
         """Send BATCH in one write."""
-        raise NotImplementedError
 
     def close(self) -> Deferred[None]:
         """End the session politely; fires once the connection is gone."""
