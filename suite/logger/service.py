@@ -135,9 +135,9 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
 
 
 def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
-    writer = open_writer(settings, settings, reactor)
     for mistake in preflight(settings):
-        raise mistake
+        raise mistake  # before any file is opened
+    writer = open_writer(settings, settings, reactor)
     routes = open_routes(settings, reactor)
     forwarders = open_forwarders(settings.forward, settings.sync, reactor)
     delivery = Delivery(
