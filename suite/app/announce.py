@@ -91,6 +91,15 @@ class AnnounceSettings(Settings):
         "that ask for one (mutual TLS), or credential:NAME",
     )
     private_key: str = key(path(), "", "tls: PEM private key of certificate, or credential:NAME")
+    logs_app: str = key(
+        text(),
+        "",
+        "the syslog app the suite's own logs carry: each instance registered gets a logs "
+        "check, silent once no message from it on its host arrived for max_silence; empty: none",
+    )
+    max_silence: float = key(
+        number(1), 60.0, "seconds without a message from logs_app before the check turns warning"
+    )
 
 
 TLS_FILES = ("ca", "certificate", "private_key")

@@ -29,7 +29,7 @@ from suite.app.status_site import MetricsSettings, metrics_site
 from suite.foundation import config
 from suite.foundation.config import ConfigError, ServiceSettings, Settings
 from suite.foundation.credentials import resolve_token
-from suite.foundation.declaration import ServiceDeclaration
+from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.foundation.options import ConfigOptions, options_for
 from suite.foundation.preflight import cannot_write
 from suite.net.listeners import Listener, ListenerService, listener_services, parse_listeners
@@ -231,8 +231,10 @@ def materialise(planned: SuitePlan, reactor: ISuiteReactor) -> SuiteService:
     root = SuiteService(reactor)
     context = planned.tls
     announced: list[ListenerService] = []
+    built = []
     for service in planned.services:
         parts = service.declaration.build(service.settings, reactor)
+        built.append(parts)
         others = parts.other_listeners
         # Keys may share a factory (the name server's http_listen and http_tls_listen): once each.
         factories = list(
@@ -257,6 +259,7 @@ def materialise(planned: SuitePlan, reactor: ISuiteReactor) -> SuiteService:
                 if key is None and not listener.listener.datagram:
                     announced.append(listener)
         named.setServiceParent(root)
+    connect_log_watchers(built)
     if planned.metrics is not None:
         site = metrics_site(root, planned.metrics.settings, reactor)
         named = NamedService("metrics", [site])
@@ -271,6 +274,18 @@ def materialise(planned: SuitePlan, reactor: ISuiteReactor) -> SuiteService:
             announce.settings, announce.token, announced, reactor, dict(announce.tls)
         ).setServiceParent(root)
     return root
+
+
+def connect_log_watchers(built: Sequence[Parts]) -> None:
+    """
+    Every service of the suite that hears logs tells every service that
+    watches for silent sources (the collector, the name server's logs checks).
+    """
+    watchers = [parts.log_watcher for parts in built if parts.log_watcher is not None]
+    for parts in built:
+        if parts.on_logs_heard is not None:
+            for watcher in watchers:
+                parts.on_logs_heard(watcher)
 
 
 def load(

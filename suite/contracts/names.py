@@ -51,13 +51,27 @@ TAGS = (b"tags", amp.ListOf(amp.Unicode(), optional=True))
 META = (b"meta", amp.AmpList([(b"key", amp.Unicode()), (b"value", amp.Unicode())], optional=True))
 
 
+# A logs check: the syslog app the instance logs as (from its host), and the
+# seconds without a message after which it is silent (a warning).
+LOGS = [(b"logs_app", amp.Unicode(optional=True)), (b"max_silence", amp.Float(optional=True))]
+
+
 class Register(amp.Command):
     """
     Register (or update) an instance: the instance of ID, by default
-    NAME@HOST:PORT, with its TAGS and META (string metadata).
+    NAME@HOST:PORT, with its TAGS and META (string metadata); with
+    LOGS_APP, a logs check (MAX_SILENCE seconds, by default 60).
     """
 
-    arguments = [*INSTANCE, (b"description", amp.Unicode(optional=True)), TOKEN, ID, TAGS, META]
+    arguments = [
+        *INSTANCE,
+        (b"description", amp.Unicode(optional=True)),
+        TOKEN,
+        ID,
+        TAGS,
+        META,
+        *LOGS,
+    ]
     response = []
     errors = {Unauthorized: b"UNAUTHORIZED", Invalid: b"INVALID", **EVERY_COMMAND}
 

@@ -12,6 +12,7 @@ from twisted.application.service import IService
 from twisted.internet.protocol import DatagramProtocol, Factory
 
 from suite.foundation.config import ConfigError, ServiceSettings
+from suite.foundation.heard import Hearing
 
 
 def nothing_to_check(settings: Any) -> Iterable[ConfigError]:
@@ -26,12 +27,19 @@ class Parts:
     (such as the logger's writer), started before and stopped after its
     listeners, and for each of its other listener keys (the name server's
     `dns_listen`) a Parts of that key's own.
+
+    Services of one suite that hear logs and services that watch for
+    silent sources meet here: `log_watcher` (the name server's) wants to be
+    told of every message heard; `on_logs_heard` (the collector's) takes
+    each such watcher and tells it from then on.
     """
 
     stream_factory: Factory
     make_datagram_protocol: Callable[[], DatagramProtocol] | None = None
     services: tuple[IService, ...] = ()
     other_listeners: Mapping[str, "Parts"] = field(default_factory=dict)
+    log_watcher: Hearing | None = None
+    on_logs_heard: Callable[[Hearing], object] | None = None
 
 
 @dataclass(frozen=True)

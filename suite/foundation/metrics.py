@@ -150,6 +150,24 @@ METRICS = {
     "checks": Metric(COUNTER, "Declared checks run, by kind and result.", ("kind", "result")),
     "eviction_guard": Metric(GAUGE, "1 while the eviction guard holds evictions back."),
     "watches": Metric(GAUGE, "Names watched, over all connections."),
+    "silent_instances": Metric(
+        GAUGE, "Instances with a logs check that is silent (no message within its max_silence)."
+    ),
+    "log_silence_seconds": Metric(
+        GAUGE,
+        "Seconds since the longest-silent logs check of each service name last heard its "
+        "source (or since it was first watched, if never).",
+        ("name",),
+    ),
+    "log_reports": Metric(
+        COUNTER,
+        "Reports of who was heard sent to name servers (report_to), by result (sent, failed).",
+        ("target", "result"),
+    ),
+    "log_report_skipped": Metric(
+        COUNTER,
+        "Sources heard but left out of a report: more than max_reported_sources in one second.",
+    ),
     "leader": Metric(GAUGE, "1 while this name server runs the shared registry's health checks."),
     "etcd_reachable": Metric(GAUGE, "1 while the registry's etcd cluster answers (etcd store)."),
     "dns_queries": Metric(COUNTER, "DNS queries answered, by type and rcode.", ("type", "rcode")),

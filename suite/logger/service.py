@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -17,6 +18,7 @@ from suite.foundation.config import (
     path,
     string_list,
     tables,
+    text,
 )
 from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.foundation.jsonlines import file_mode_key
@@ -38,6 +40,17 @@ from suite.net.connections import ConnectionLimits, idle_timeout
 from suite.net.udpbuffer import DatagramLimits
 
 MiB = 2**20
+
+
+def check_report_url(value: str) -> None:
+    """A report_to URL: http or https, with a host (ValueError otherwise)."""
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018  # raises ValueError when out of range
+    except ValueError:
+        raise ValueError(f"{value!r}: a port of 1-65535") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r}: an http:// or https:// URL of a name server's HTTP API")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +138,30 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
         tables(ForwardSettings),
         (),
         "targets messages are passed on to, each through its own queue",
+    )
+    report_to: tuple[str, ...] = key(
+        string_list(check_report_url),
+        (),
+        "name servers' HTTP APIs (http://HOST:PORT or https://…) told at most once a second "
+        "which apps on which hosts were heard, for their logs checks; every replica's with etcd",
+    )
+    report_token: str = key(
+        text(), "", "the name servers' write token for report_to (or credential:NAME)", secret=True
+    )
+    report_token_file: str = key(
+        path(), "", "a file holding report_token (or credential:NAME); not together with it"
+    )
+    report_ca: str = key(
+        path(),
+        "",
+        "PEM CA certificate(s) an https report_to name server is verified against, or "
+        "credential:NAME; default: the system's CAs",
+    )
+    max_reported_sources: int = key(
+        integer(1),
+        10000,
+        "distinct (app, hostname, address) kept between two reports; beyond, new ones wait "
+        "for the next report (counted)",
     )
     route: tuple[RouteSettings, ...] = key(
         tables(RouteSettings),

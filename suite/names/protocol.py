@@ -109,6 +109,8 @@ class NamesProtocol(AMPPolicy):
         id: str | None = None,
         tags: list[str] | None = None,
         meta: list[dict[str, str]] | None = None,
+        logs_app: str | None = None,
+        max_silence: float | None = None,
     ) -> Deferred[dict]:
         return self.factory.server.register(
             name,
@@ -122,6 +124,8 @@ class NamesProtocol(AMPPolicy):
             instance_id=id,
             tags=tags or (),
             meta={pair["key"]: pair["value"] for pair in meta or ()},  # a key twice: the last
+            logs_app=logs_app,
+            max_silence=max_silence,
         )
 
     @Deregister.responder

@@ -46,7 +46,8 @@ OUTPUT_ROOM = MAX_TEXT * 6 + 16  # bytes a check's output may take in it (\u esc
 PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
 STATUSES = (PASSING, WARNING, CRITICAL)
 SEVERITY = {PASSING: 0, WARNING: 1, CRITICAL: 2}
-CHECK_KINDS = ("tcp", "http", "ttl")
+CHECK_KINDS = ("tcp", "http", "ttl", "logs")
+MAX_APP = 255  # characters of a logs check's app (RFC 5424's APP-NAME has at most 48)
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "OPTIONS")
 MAINTENANCE_CHECK = "_service_maintenance:"  # + the instance's ID: its synthetic check
 
@@ -97,6 +98,11 @@ class Check:
     TTL seconds); INTERVAL and TIMEOUT in seconds; `status` and `output`
     are the last result; DEREGISTER_AFTER (seconds, 0 = never) removes the
     instance once the check has been critical that long.
+
+    The suite's own kind, logs: passing while a syslog message from APP on
+    TARGET (a hostname, or a sender's address; empty: the instance's host)
+    arrived within MAX_SILENCE seconds, else SILENCE_STATUS (warning or
+    critical).
     """
 
     check_id: str
@@ -113,6 +119,9 @@ class Check:
     method: str = "GET"
     header: dict[str, list[str]] = field(default_factory=dict)
     tls_skip_verify: bool = False
+    app: str = ""
+    max_silence: float = 0.0
+    silence_status: str = WARNING
 
     def validate(self) -> None:
         _check_text("check ID", self.check_id, MAX_ID)
@@ -137,9 +146,31 @@ class Check:
         ):
             raise Invalid("check headers: printable characters only")
         check_target_host(self)
+        if self.kind == "logs":
+            _check_text("logs check app", self.app, MAX_APP)
+            if " " in self.app:
+                raise Invalid(f"logs check app '{shown(self.app)}': without spaces")
+            if not 0 < self.max_silence <= 10 * 365 * 86400:
+                raise Invalid(f"logs check max_silence {self.max_silence!r}: out of range")
+            if self.silence_status not in (WARNING, CRITICAL):
+                raise Invalid(
+                    f"logs check silence status '{shown(self.silence_status)}': "
+                    "warning or critical"
+                )
 
     def record(self) -> dict[str, Any]:
-        """What the stores keep of the check: every field, as JSON values."""
+        """
+        What the stores keep of the check: every field, as JSON values (a
+        logs check's own fields only for a logs check, so that the records
+        of the other kinds are those of before).
+        """
+        logs = {}
+        if self.kind == "logs":
+            logs = {
+                "app": self.app,
+                "max_silence": self.max_silence,
+                "silence_status": self.silence_status,
+            }
         return {
             "id": self.check_id,
             "kind": self.kind,
@@ -155,6 +186,7 @@ class Check:
             "method": self.method,
             "header": self.header,
             "tls_skip_verify": self.tls_skip_verify,
+            **logs,
         }
 
     @classmethod
@@ -179,6 +211,9 @@ class Check:
                     for k, values in _typed(record.get("header", {}), dict).items()
                 },
                 tls_skip_verify=_typed(record.get("tls_skip_verify", False), bool),
+                app=_typed(record.get("app", ""), str),
+                max_silence=float(_typed(record.get("max_silence", 0.0), (int, float))),
+                silence_status=_typed(record.get("silence_status", WARNING), str),
             )
         except KeyError as e:
             raise Invalid(f"check without {e.args[0]}") from None
@@ -189,7 +224,8 @@ class Check:
 def check_target_host(check: Check) -> str | None:
     """
     The host a tcp or http check connects to (IPv6 without brackets); None
-    for a ttl check.  Invalid when the target has no host.
+    for a ttl or logs check (which connect nowhere).  Invalid when the
+    target has no host.
     """
     if check.kind == "tcp":
         host, _, port = check.target.rpartition(":")

@@ -41,7 +41,7 @@ from suite.foundation.printable import printable
 from suite.names.allowed import NotAllowed, ip_literal, shown
 from suite.names.answers import EncodedAnswers, as_fields, fitting
 from suite.names.audit import LookupAudit
-from suite.names.registry import Instance, Registry, check_target_host
+from suite.names.registry import PASSING, Check, Instance, Registry, check_target_host
 from suite.names.store import IRegistryStore, StoreConflict, Stored, StoreError
 from suite.names.watches import Watcher, Watches
 from suite.net.addresses import host_port
@@ -50,6 +50,7 @@ log = Logger()
 
 MAX_INSTANCES_PER_SOURCE = 1000
 MAX_RESOLVING = 64  # host names resolved at once; beyond, Register answers OVERLOADED
+DEFAULT_MAX_SILENCE = 60.0  # seconds: a logs check registered over AMP without max_silence
 
 Applied = TypeVar("Applied")  # what a change applied to the registry answers
 Resolve = Callable[[str], defer.Deferred[list[str]]]  # a host name -> its addresses
@@ -258,10 +259,15 @@ class NameServer(service.Service):
         instance_id: str | None = None,
         tags: Sequence[str] = (),
         meta: dict[str, str] | None = None,
+        logs_app: str | None = None,
+        max_silence: float | None = None,
     ) -> defer.Deferred[dict[str, object]]:
         """
         AMP's Register: the instance is live at once and pinged every
         `ping_interval` (evicted after `max_failures` failures in a row).
+        With LOGS_APP it also has a logs check (`service:ID`, passing at
+        first): silent (warning) once LOGS_APP on its host has sent no
+        message for MAX_SILENCE seconds (default DEFAULT_MAX_SILENCE).
         """
         instance = Instance(
             name,
@@ -272,6 +278,17 @@ class NameServer(service.Service):
             tags=tuple(tags),
             meta=dict(meta or {}),
         )
+        if logs_app is not None:
+            instance.checks = [
+                Check(
+                    f"service:{instance.id}",
+                    "logs",
+                    name=f"Service '{name}' logs",
+                    status=PASSING,
+                    app=logs_app,
+                    max_silence=DEFAULT_MAX_SILENCE if max_silence is None else max_silence,
+                )
+            ]
         return self.put(instance, token, peer, source, client, command="Register")
 
     def put(
