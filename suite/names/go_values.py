@@ -64,7 +64,7 @@ def duration_of_nanoseconds(value: int | float) -> float:
     """
     if not -MAX_NANOSECONDS <= value <= MAX_NANOSECONDS:
         raise ValueError(f'time: invalid duration "{str(value)[:MAX_DURATION_TEXT]}"')
-    return value * 1e-9
+    return value / 1e9  # exact for whole seconds (1e-9 is not a float exactly)
 
 
 def parse_bool(text: str) -> bool:

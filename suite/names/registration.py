@@ -16,7 +16,19 @@ address the caller's, the weights 1 and 1, a check's ID `service:ID` (or
 `Service 'NAME' check`, its initial status critical, its timeout 10 s, and
 an interval under one second becomes one second.  The metadata key
 `description` is the instance's description.  Only TCP, HTTP and TTL
-checks exist here; a definition of any other kind is refused.
+checks, and the suite's own Logs checks, exist here; a definition of any
+other kind is refused.
+
+A Logs check, `{"Logs": {"App": "web", "Hostname": "h1"}, "MaxSilence":
+"60s", "SilenceStatus": "warning"}`, names the syslog app the instance logs
+as (and the host it logs from: by default the instance's own) and the
+silence after which it turns SilenceStatus (`warning` by default, or
+`critical`).  Nothing runs it on an interval: the collector tells the name
+server who logged.  It starts passing unless `Status` says otherwise, so
+that a new instance is not taken out of DNS before it had a chance to log;
+its name is `Service 'NAME' logs`.  MaxSilence is at least one second: a
+bare number is nanoseconds, as every duration here, and `60` would
+otherwise be a silence of 60 ns.
 
 Each refusal is an L{Invalid} whose text is Consul's answer (a 400).  What
 the registry itself checks (the name's syntax, the host, the lengths) is
@@ -28,11 +40,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from suite.contracts.names import Invalid
+from suite.names.allowed import shown
 from suite.names.go_values import duration_of_nanoseconds, parse_duration
 from suite.names.registry import (
     CRITICAL,
     MAINTENANCE_CHECK,
+    PASSING,
     STATUSES,
+    WARNING,
     Check,
     Instance,
 )
@@ -53,6 +68,9 @@ OTHER_KINDS = (
     "osservice",
 )
 DECODE_FAILED = "Request decode failed: "
+MIN_SILENCE = 1.0  # seconds: the shortest MaxSilence of a Logs check
+# A Logs check's own keys, meaningless on any other check.
+LOGS_KEYS = {"maxsilence": "MaxSilence", "silencestatus": "SilenceStatus"}
 
 
 def key_of(name: str) -> str:
@@ -167,7 +185,35 @@ def parse_check(body: object, check_id: str, service: str, where: str) -> Check:
     """
     fields = keyed(body, where)
     if any(fields.get(other) for other in OTHER_KINDS):
-        raise Invalid("Invalid check: only TCP, HTTP and TTL checks are run here")
+        raise Invalid("Invalid check: only TCP, HTTP, TTL and Logs checks are run here")
+    logs = fields.get("logs") is not None
+    kind_fields = _logs_check(fields, where) if logs else _run_check(fields, where)
+    status = text_of(fields, "status", f"{where}.Status", PASSING if logs else CRITICAL)
+    if status not in STATUSES:
+        raise Invalid("Status for checks must 'passing', 'warning', 'critical'")
+    given_id = text_of(fields, "checkid", f"{where}.CheckID") or text_of(
+        fields, "id", f"{where}.ID"
+    )
+    if given_id.startswith(MAINTENANCE_CHECK):
+        raise Invalid(f"Invalid check: the ID {MAINTENANCE_CHECK}… is maintenance mode's")
+    return Check(
+        check_id=given_id or check_id,
+        name=text_of(fields, "name", f"{where}.Name")
+        or f"Service '{service}' {'logs' if logs else 'check'}",
+        status=status,
+        notes=text_of(fields, "notes", f"{where}.Notes"),
+        deregister_after=max(
+            seconds_of(
+                fields, "deregistercriticalserviceafter", f"{where}.DeregisterCriticalServiceAfter"
+            ),
+            0.0,
+        ),
+        **kind_fields,
+    )
+
+
+def _run_check(fields: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The fields of a check the name server runs: TCP, HTTP or TTL."""
     tcp = text_of(fields, "tcp", f"{where}.TCP")
     http = text_of(fields, "http", f"{where}.HTTP")
     interval = seconds_of(fields, "interval", f"{where}.Interval")
@@ -183,15 +229,10 @@ def parse_check(body: object, check_id: str, service: str, where: str) -> Check:
         if tcp and http:
             raise Invalid("Invalid check: a check is either TCP or HTTP, not both")
     elif ttl <= 0:
-        raise Invalid("Invalid check: one of TCP, HTTP or TTL must be specified")
-    status = text_of(fields, "status", f"{where}.Status", CRITICAL)
-    if status not in STATUSES:
-        raise Invalid("Status for checks must 'passing', 'warning', 'critical'")
-    given_id = text_of(fields, "checkid", f"{where}.CheckID") or text_of(
-        fields, "id", f"{where}.ID"
-    )
-    if given_id.startswith(MAINTENANCE_CHECK):
-        raise Invalid(f"Invalid check: the ID {MAINTENANCE_CHECK}… is maintenance mode's")
+        raise Invalid("Invalid check: one of TCP, HTTP, TTL or Logs must be specified")
+    given = [name for key, name in LOGS_KEYS.items() if fields.get(key) not in (None, "")]
+    if given:
+        raise Invalid(f"Invalid check: {given[0]} is a Logs check's, given without Logs")
     if tcp:
         kind, target = "tcp", tcp
         _check_tcp_target(tcp)
@@ -201,26 +242,58 @@ def parse_check(body: object, check_id: str, service: str, where: str) -> Check:
     else:
         kind, target = "ttl", ""
     timeout = seconds_of(fields, "timeout", f"{where}.Timeout")
-    return Check(
-        check_id=given_id or check_id,
-        kind=kind,
-        name=text_of(fields, "name", f"{where}.Name") or f"Service '{service}' check",
-        target=target,
-        interval=max(interval, MIN_INTERVAL) if kind != "ttl" else 0.0,
-        timeout=timeout if timeout > 0 else DEFAULT_TIMEOUT,
-        ttl=ttl,
-        status=status,
-        notes=text_of(fields, "notes", f"{where}.Notes"),
-        deregister_after=max(
-            seconds_of(
-                fields, "deregistercriticalserviceafter", f"{where}.DeregisterCriticalServiceAfter"
-            ),
-            0.0,
-        ),
-        method=text_of(fields, "method", f"{where}.Method") or "GET",
-        header=headers_of(fields, f"{where}.Header"),
-        tls_skip_verify=flag_of(fields, "tlsskipverify", f"{where}.TLSSkipVerify"),
-    )
+    return {
+        "kind": kind,
+        "target": target,
+        "interval": max(interval, MIN_INTERVAL) if kind != "ttl" else 0.0,
+        "timeout": timeout if timeout > 0 else DEFAULT_TIMEOUT,
+        "ttl": ttl,
+        "method": text_of(fields, "method", f"{where}.Method") or "GET",
+        "header": headers_of(fields, f"{where}.Header"),
+        "tls_skip_verify": flag_of(fields, "tlsskipverify", f"{where}.TLSSkipVerify"),
+    }
+
+
+def _logs_check(fields: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """
+    The fields of a Logs check: the app (required) and host to hear from,
+    MaxSilence (required) and SilenceStatus.  The check is told who logged
+    and runs nothing, so a target to run or an Interval is refused.
+    """
+    if (
+        text_of(fields, "tcp", f"{where}.TCP")
+        or text_of(fields, "http", f"{where}.HTTP")
+        or seconds_of(fields, "ttl", f"{where}.TTL") > 0
+    ):
+        raise Invalid("Invalid check: a check is Logs, or one of TCP, HTTP and TTL, not both")
+    if seconds_of(fields, "interval", f"{where}.Interval") > 0:
+        raise Invalid("Invalid check: a Logs check takes no Interval (its messages tell)")
+    logs = keyed(fields["logs"], f"{where}.Logs")
+    app = text_of(logs, "app", f"{where}.Logs.App")
+    if not app:
+        raise Invalid("Invalid check: Logs needs App, the syslog app name the service logs as")
+    hostname = text_of(logs, "hostname", f"{where}.Logs.Hostname")
+    if " " in hostname:
+        raise Invalid(
+            f"Invalid check: Logs.Hostname '{shown(hostname)}' must be a syslog hostname "
+            "or an address, without spaces"
+        )
+    max_silence = seconds_of(fields, "maxsilence", f"{where}.MaxSilence")
+    if max_silence < MIN_SILENCE:
+        raise Invalid(
+            'Invalid check: MaxSilence must be at least 1s for Logs checks ("60s", or a '
+            "number of nanoseconds)"
+        )
+    silence_status = text_of(fields, "silencestatus", f"{where}.SilenceStatus", WARNING)
+    if silence_status not in (WARNING, CRITICAL):
+        raise Invalid("Invalid check: SilenceStatus must be 'warning' or 'critical'")
+    return {
+        "kind": "logs",
+        "target": hostname,
+        "app": app,
+        "max_silence": max_silence,
+        "silence_status": silence_status,
+    }
 
 
 def _check_tcp_target(target: str) -> None:

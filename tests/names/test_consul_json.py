@@ -1,9 +1,12 @@
-"""The tag filter of Consul's reads: all tags must match, case-insensitively, at bounded cost."""
+"""
+The tag filter of Consul's reads: all tags must match, case-insensitively,
+at bounded cost; and the suite's logs checks as Consul's HealthCheck.
+"""
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.names.consul_json import TagFilter
-from suite.names.registry import MAX_TAGS, Instance
+from suite.names.consul_json import TagFilter, checks_in_state, health_entry
+from suite.names.registry import MAX_TAGS, Check, Instance
 
 
 class Budget:
@@ -83,3 +86,41 @@ class TagFilterTests(SynchronousTestCase):
         self.assertEqual(asked.select(found), [])
         self.assertEqual(budget.spent, 0)
         self.assertFalse(TagFilter([f"tag-{n}" for n in range(MAX_TAGS)] * 30).impossible)
+
+
+class LogsCheckTests(SynchronousTestCase):
+    """A logs check is shown as any check, with the type `logs` (Go reads Type as a string)."""
+
+    def test_a_silent_logs_check_in_its_state(self):
+        silent = Check(
+            "service:web-1",
+            "logs",
+            name="Service 'web' logs",
+            status="warning",
+            output="no message from web on h1 for 61 s",
+            notes="access log",
+            app="web",
+            target="h1",
+            max_silence=60.0,
+        )
+        heard = Check("service:web-2", "logs", status="passing", app="web", max_silence=60.0)
+        web = [
+            Instance("web", "10.0.0.5", 80, id="web-1", checks=[silent]),
+            Instance("web", "10.0.0.6", 80, id="web-2", checks=[heard]),
+        ]
+        [warning] = checks_in_state(web, "warning")
+        self.assertEqual(
+            {k: warning[k] for k in ("CheckID", "Name", "Status", "Output", "Notes", "Type")},
+            {
+                "CheckID": "service:web-1",
+                "Name": "Service 'web' logs",
+                "Status": "warning",
+                "Output": "no message from web on h1 for 61 s",
+                "Notes": "access log",
+                "Type": "logs",
+            },
+        )
+        self.assertEqual((warning["ServiceID"], warning["Node"]), ("web-1", "10.0.0.5"))
+        self.assertEqual([c["ServiceID"] for c in checks_in_state(web, "passing")], ["web-2"])
+        self.assertEqual(checks_in_state(web, "critical"), [])
+        self.assertEqual(health_entry(web[0], "dc1")["Checks"], [warning])

@@ -41,6 +41,8 @@ class NanosecondsTests(SynchronousTestCase):
     def test_what_an_int64_holds(self):
         self.assertEqual(duration_of_nanoseconds(1_500_000_000), 1.5)
         self.assertEqual(duration_of_nanoseconds(-(10**9)), -1.0)
+        for seconds in (60, 90, 3600, 86400):  # exact: 60 * 10**9 is 60.0, not 60.00000000000001
+            self.assertEqual(duration_of_nanoseconds(seconds * 10**9), float(seconds))
         self.assertAlmostEqual(duration_of_nanoseconds(2.5e9), 2.5)
         self.assertAlmostEqual(duration_of_nanoseconds(2**63 - 1), (2**63 - 1) * 1e-9)
 

@@ -201,7 +201,7 @@ class CheckTests(SynchronousTestCase):
             ),
             (
                 {"Notes": "nothing to run"},
-                "Invalid check: one of TCP, HTTP or TTL must be specified",
+                "Invalid check: one of TCP, HTTP, TTL or Logs must be specified",
             ),
             (
                 {"TTL": "5s", "Status": "ok"},
@@ -209,11 +209,11 @@ class CheckTests(SynchronousTestCase):
             ),
             (
                 {"Args": ["/bin/true"], "Interval": "5s"},
-                "Invalid check: only TCP, HTTP and TTL checks are run here",
+                "Invalid check: only TCP, HTTP, TTL and Logs checks are run here",
             ),
             (
                 {"GRPC": "h:1", "Interval": "5s"},
-                "Invalid check: only TCP, HTTP and TTL checks are run here",
+                "Invalid check: only TCP, HTTP, TTL and Logs checks are run here",
             ),
             ({"TCP": "h", "Interval": "5s"}, "Invalid check: TCP needs HOST:PORT"),
             ({"TCP": "h:99999", "Interval": "5s"}, "Invalid check: TCP needs HOST:PORT"),
@@ -230,3 +230,170 @@ class CheckTests(SynchronousTestCase):
             with self.assertRaises(Invalid, msg=check) as caught:
                 parsed({"Name": "web", "Check": check})
             self.assertIn(text, str(caught.exception))
+
+
+class LogsCheckTests(SynchronousTestCase):
+    """The suite's own check: silent once the app named stops logging."""
+
+    def test_every_field(self):
+        (check,) = parsed(
+            {
+                "Name": "web",
+                "ID": "web-1",
+                "Check": {
+                    "Logs": {"App": "web", "Hostname": "h1"},
+                    "MaxSilence": "1m30s",
+                    "SilenceStatus": "critical",
+                    "Notes": "the front's access log",
+                },
+            }
+        ).checks
+        self.assertEqual(
+            (check.check_id, check.kind, check.app, check.target),
+            ("service:web-1", "logs", "web", "h1"),
+        )
+        self.assertEqual((check.max_silence, check.silence_status), (90.0, "critical"))
+        self.assertEqual(
+            (check.name, check.notes), ("Service 'web' logs", "the front's access log")
+        )
+
+    def test_passing_at_first_warning_when_silent_and_the_instance_s_host_by_default(self):
+        """A new instance stays in DNS until it had max_silence to log."""
+        instance = parsed({"Name": "web", "Check": {"Logs": {"App": "web"}, "MaxSilence": "60s"}})
+        (check,) = instance.checks
+        self.assertEqual(
+            (check.status, check.silence_status, check.target), ("passing", "warning", "")
+        )
+        self.assertEqual(instance.status, "passing")
+        instance.validate()
+        (given,) = parsed(
+            {
+                "Name": "web",
+                "Check": {"Logs": {"App": "web"}, "MaxSilence": "60s", "Status": "critical"},
+            }
+        ).checks
+        self.assertEqual(given.status, "critical")
+
+    def test_keys_as_py_consul_and_go_send_them(self):
+        snake = parsed(
+            {
+                "name": "web",
+                "checks": [
+                    {
+                        "logs": {"app": "web", "hostname": "h1"},
+                        "max_silence": 60_000_000_000,  # nanoseconds, as any duration
+                        "silence_status": "critical",
+                    }
+                ],
+            }
+        )
+        pascal = parsed(
+            {
+                "Name": "web",
+                "Checks": [
+                    {
+                        "Logs": {"App": "web", "Hostname": "h1"},
+                        "MaxSilence": "60s",
+                        "SilenceStatus": "critical",
+                    }
+                ],
+            }
+        )
+        self.assertEqual(snake.record(), pascal.record())
+        self.assertEqual(snake.checks[0].max_silence, 60.0)
+
+    def test_with_other_checks_each_numbered(self):
+        instance = parsed(
+            {
+                "Name": "web",
+                "Checks": [{"TTL": "5s"}, {"Logs": {"App": "web"}, "MaxSilence": "60s"}],
+            }
+        )
+        self.assertEqual(
+            [(c.check_id, c.kind) for c in instance.checks],
+            [("service:web:1", "ttl"), ("service:web:2", "logs")],
+        )
+
+    def test_refusals(self):
+        logs = {"Logs": {"App": "web"}, "MaxSilence": "60s"}
+        for check, text in [
+            (
+                {"Logs": {}, "MaxSilence": "60s"},
+                "Invalid check: Logs needs App, the syslog app name the service logs as",
+            ),
+            (
+                {"Logs": {"App": ""}, "MaxSilence": "60s"},
+                "Invalid check: Logs needs App, the syslog app name the service logs as",
+            ),
+            (
+                {"Logs": {"App": "web"}},
+                'Invalid check: MaxSilence must be at least 1s for Logs checks ("60s", or a '
+                "number of nanoseconds)",
+            ),
+            (
+                {"Logs": {"App": "web"}, "MaxSilence": 60},  # 60 ns
+                "Invalid check: MaxSilence must be at least 1s",
+            ),
+            ({"Logs": {"App": "web"}, "MaxSilence": "-1m"}, "MaxSilence must be at least 1s"),
+            (
+                dict(logs, SilenceStatus="passing"),
+                "Invalid check: SilenceStatus must be 'warning' or 'critical'",
+            ),
+            (dict(logs, SilenceStatus="Warning"), "SilenceStatus must be 'warning' or 'critical'"),
+            (
+                dict(logs, TTL="5s"),
+                "Invalid check: a check is Logs, or one of TCP, HTTP and TTL, not both",
+            ),
+            (dict(logs, TCP="h:1"), "a check is Logs, or one of TCP, HTTP and TTL, not both"),
+            (dict(logs, HTTP="http://h/"), "a check is Logs, or one of TCP, HTTP and TTL"),
+            (
+                dict(logs, Interval="10s"),
+                "Invalid check: a Logs check takes no Interval (its messages tell)",
+            ),
+            (
+                {"Logs": {"App": "web", "Hostname": "h 1"}, "MaxSilence": "60s"},
+                "Invalid check: Logs.Hostname 'h 1' must be a syslog hostname or an address",
+            ),
+            (
+                {"TTL": "5s", "MaxSilence": "60s"},
+                "Invalid check: MaxSilence is a Logs check's, given without Logs",
+            ),
+            (
+                {"TTL": "5s", "SilenceStatus": "critical"},
+                "Invalid check: SilenceStatus is a Logs check's, given without Logs",
+            ),
+            (dict(logs, Status="silent"), "Status for checks must 'passing', 'warning'"),
+        ]:
+            with self.assertRaises(Invalid, msg=check) as caught:
+                parsed({"Name": "web", "Check": check})
+            self.assertIn(text, str(caught.exception), check)
+
+    def test_wrong_types_fail_the_decode(self):
+        for check, where in [
+            ({"Logs": "web", "MaxSilence": "60s"}, "Check.Logs"),
+            ({"Logs": {"App": 5}, "MaxSilence": "60s"}, "Check.Logs.App"),
+            (
+                {"Logs": {"App": "web", "Hostname": ["h"]}, "MaxSilence": "60s"},
+                "Check.Logs.Hostname",
+            ),
+            ({"Logs": {"App": "web"}, "MaxSilence": True}, "Check.MaxSilence"),
+            (
+                {"Logs": {"App": "web"}, "MaxSilence": "60s", "SilenceStatus": 2},
+                "Check.SilenceStatus",
+            ),
+        ]:
+            with self.assertRaisesRegex(Invalid, f"^Request decode failed: {where}:", msg=check):
+                parsed({"Name": "web", "Check": check})
+
+    def test_what_the_registry_refuses_of_the_app(self):
+        """A name the collector could never hear: refused when the instance is checked."""
+        for app, reason in [
+            ("my app", "without spaces"),
+            ("a" * 256, "1-255 printable"),
+            ("a\nb", "1-255 printable"),
+        ]:
+            instance = parsed(
+                {"Name": "web", "Check": {"Logs": {"App": app}, "MaxSilence": "60s"}}
+            )
+            with self.assertRaisesRegex(Invalid, reason, msg=app):
+                instance.validate()
