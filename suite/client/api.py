@@ -425,11 +425,15 @@ def register(
     instance_id: str | None = None,
     tags: Sequence[str] = (),
     meta: dict[str, str] | None = None,
+    logs_app: str | None = None,
+    max_silence: float | None = None,
 ) -> defer.Deferred[dict[str, Any]]:
     """
     Register (or update) an instance: the instance of INSTANCE_ID (by default
-    NAME@HOST:PORT) with its TAGS and META; fails with Unauthorized or
-    Invalid.  (An older name server ignores the ID, tags and metadata.)
+    NAME@HOST:PORT) with its TAGS and META; with LOGS_APP, a logs check
+    silent once that syslog app on HOST sent nothing for MAX_SILENCE seconds
+    (the name server's default: 60).  Fails with Unauthorized or Invalid.
+    (An older name server ignores the ID, tags, metadata and logs check.)
     """
     return call(
         endpoint,
@@ -442,6 +446,8 @@ def register(
         id=instance_id,
         tags=list(tags) or None,
         meta=[{"key": k, "value": v} for k, v in (meta or {}).items()] or None,
+        logs_app=logs_app,
+        max_silence=None if max_silence is None else float(max_silence),
     )
 
 

@@ -7,6 +7,7 @@ traceback.
 
 import argparse
 import functools
+import math
 import os
 import signal
 import sys
@@ -43,7 +44,7 @@ from suite.foundation.credentials import read_secret
 from suite.foundation.printable import printable
 from suite.foundation.version import describe_versions
 from suite.logger.syslog import FACILITIES, SEVERITIES
-from suite.names.registry import PASSING, default_id
+from suite.names.registry import MAX_APP, PASSING, default_id
 from suite.net.addresses import host_port
 from suite.net.client_endpoints import (
     Address,
@@ -92,8 +93,9 @@ USAGES = {
     " [--app A] [--hostname H] [options]",
     "sleep": "(ADDRESS | --lookup NSADDRESS) SECONDS [options]",
     "names": "ADDRESS (register NAME HOST PORT [--description D] [--id ID] [--tag T ...]"
-    " [--meta KEY=VALUE ...] | deregister NAME HOST PORT | deregister --id ID | lookup NAME"
-    " | services | watch NAME) [--token T | --token-file F] [options]",
+    " [--meta KEY=VALUE ...] [--logs-app APP [--max-silence SECONDS]] | deregister NAME HOST"
+    " PORT | deregister --id ID | lookup NAME | services | watch NAME) [--token T |"
+    " --token-file F] [options]",
 }
 # What each names action takes besides its options.
 NAMES_WORDS = {
@@ -137,6 +139,26 @@ def header_field(name: str, longest: int) -> Callable[[str], str]:
         return value
 
     return check
+
+
+def logs_app(text: str) -> str:
+    """A --logs-app value: a syslog app name as the name server takes it."""
+    if not 1 <= len(text) <= MAX_APP or not text.isprintable() or " " in text:
+        raise argparse.ArgumentTypeError(
+            f"expected 1-{MAX_APP} printable characters without spaces, not {text!r}"
+        )
+    return text
+
+
+def seconds_above_zero(text: str) -> float:
+    """A --max-silence value: a number of seconds, more than 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, not {text!r}")
+    return seconds
 
 
 def meta_pair(text: str) -> tuple[str, str]:
@@ -200,6 +222,20 @@ def service_parser(service: str) -> Parser:
             type=meta_pair,
             metavar="KEY=VALUE",
             help="register: string metadata (repeat for more)",
+        )
+        parser.add_argument(
+            "--logs-app",
+            type=logs_app,
+            metavar="APP",
+            help="register: a logs check, warning once the name server has heard no "
+            "syslog message from APP on HOST for --max-silence",
+        )
+        parser.add_argument(
+            "--max-silence",
+            type=seconds_above_zero,
+            metavar="SECONDS",
+            help="register, with --logs-app: seconds of silence allowed (default: the name "
+            "server's, 60)",
         )
     parser.add_argument("--token", help=TOKEN_HELP if service == "names" else LOOKUP_TOKEN_HELP)
     parser.add_argument("--token-file", metavar="FILE", help="read --token from FILE")
@@ -282,6 +318,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
             if not args.parameters[2].isdigit():
                 parser.error(f"PORT must be a number, not {args.parameters[2]!r}")
         args.meta = dict(args.meta)  # a key given twice: the last value
+        if args.max_silence is not None and args.logs_app is None:
+            parser.error("--max-silence goes with --logs-app")
     else:
         args.messages = words
     args.token = given_token(parser, args)
@@ -513,6 +551,8 @@ async def names(reactor: IClientReactor, args: argparse.Namespace) -> None:
             instance_id=args.id,
             tags=args.tags,
             meta=args.meta,
+            logs_app=args.logs_app,
+            max_silence=args.max_silence,
         )
         await registered.addTimeout(args.timeout, reactor)
     elif args.id is not None:

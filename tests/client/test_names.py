@@ -242,6 +242,8 @@ class PreviousNameServerTests(TestCase):
             instance_id="web-1",
             tags=["v1"],
             meta={"k": "v"},
+            logs_app="web",
+            max_silence=30,
         )
         self.assertEqual(answer, {})
         self.assertEqual(self.registered, [("web", "127.0.0.1", 1, "d")])
@@ -283,6 +285,36 @@ class ArgumentTests(SynchronousTestCase):
             (args.id, args.tags, args.meta),
             ("api-1", ["v2", "blue"], {"version": "2.2", "url": "http://x/?a=b"}),
         )
+
+    def test_a_logs_check(self):
+        args = parse_arguments(
+            "names 127.0.0.1:5300 register api h 1 --logs-app api --max-silence 2.5".split()
+        )
+        self.assertEqual((args.logs_app, args.max_silence), ("api", 2.5))
+        args = parse_arguments("names 127.0.0.1:5300 register api h 1".split())
+        self.assertEqual((args.logs_app, args.max_silence), (None, None))
+
+    def test_logs_check_mistakes_are_refused(self):
+        register = ["names", "127.0.0.1:5300", "register", "a", "h", "1"]
+        for options, expected in [
+            (
+                ["--logs-app", "my app"],
+                "argument --logs-app: expected 1-255 printable characters without spaces, "
+                "not 'my app'",
+            ),
+            (["--logs-app", ""], "argument --logs-app: expected 1-255 printable characters"),
+            (["--logs-app", "a" * 256], "argument --logs-app: expected 1-255 printable"),
+            (
+                ["--logs-app", "a", "--max-silence", "0"],
+                "argument --max-silence: expected seconds above 0, not '0'",
+            ),
+            (["--logs-app", "a", "--max-silence", "nan"], "expected seconds above 0, not 'nan'"),
+            (["--logs-app", "a", "--max-silence", "1m"], "expected seconds above 0, not '1m'"),
+            (["--max-silence", "60"], "--max-silence goes with --logs-app"),
+        ]:
+            self.stderr.seek(0)
+            self.stderr.truncate()
+            self.assertIn(expected, self.refused(*register, *options), options)
 
     def test_a_meta_without_key_or_equals_is_refused(self):
         for value in ("novalue", "=v"):
@@ -373,3 +405,22 @@ class CommandTests(TestCase):
         )
         with self.assertRaises(Unauthorized):
             await self.command("lookup", "api")
+
+    async def test_register_with_a_logs_check(self):
+        await self.command("register", "api", "127.0.0.1", "8080", "--logs-app", "api")
+        await self.command(
+            "register",
+            "api",
+            "127.0.0.1",
+            "8081",
+            "--logs-app",
+            "api-worker",
+            "--max-silence",
+            "90",
+        )
+        [first] = self.server.registry.by_id("api@127.0.0.1:8080").checks
+        [second] = self.server.registry.by_id("api@127.0.0.1:8081").checks
+        self.assertEqual(
+            [(c.kind, c.app, c.max_silence, c.status) for c in (first, second)],
+            [("logs", "api", 60.0, "passing"), ("logs", "api-worker", 90.0, "passing")],
+        )
