@@ -10,6 +10,11 @@ certificate verified against `ca` and its host name, so that the token and
 the registrations cannot be read or changed on the way; `certificate` and
 `private_key` answer a name server that asks for a client certificate.
 
+With `logs_app`, each instance is registered with a logs check: the name
+server turns it warning once no syslog message from that app on the
+instance's host reached it for `max_silence` seconds, so a suite that still
+answers but stopped logging (a full disk, a broken log shipper) shows.
+
 Announcing never delays the start: registrations go out once the reactor
 runs.  A name server that cannot be reached (or refuses) is tried again at
 the next interval; its outage is logged once when it begins and once when
@@ -38,6 +43,7 @@ from suite.contracts.names import Deregister, NotFound, Register
 from suite.foundation.config import BOOLEAN, Settings, key, number, path, string_list, text
 from suite.foundation.interfaces import IStopsFirst
 from suite.foundation.printable import printable
+from suite.names.registry import MAX_APP
 from suite.net.amp import QuietAMP
 from suite.net.client_endpoints import parse_address, stream_endpoint, tls_failure
 from suite.net.listeners import ListenerService
@@ -47,6 +53,12 @@ log = Logger()
 
 CONNECT_TIMEOUT = 5.0  # seconds to reach a name server, and to hear its answers
 STOP_TIMEOUT = 5.0  # seconds the deregistrations may hold up a stop
+
+
+def check_logs_app(app: str) -> None:
+    """A syslog app name as the name servers take it; empty: no logs check."""
+    if app and (len(app) > MAX_APP or not app.isprintable() or " " in app):
+        raise ValueError(f"must be 1-{MAX_APP} printable characters without spaces")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +104,7 @@ class AnnounceSettings(Settings):
     )
     private_key: str = key(path(), "", "tls: PEM private key of certificate, or credential:NAME")
     logs_app: str = key(
-        text(),
+        text(check_logs_app),
         "",
         "the syslog app the suite's own logs carry: each instance registered gets a logs "
         "check, silent once no message from it on its host arrived for max_silence; empty: none",
@@ -239,13 +251,17 @@ class Announcer(service.Service):
         )
 
     def _register_arguments(self, announcement: Announcement) -> dict[str, object]:
-        return {
+        arguments: dict[str, object] = {
             "name": announcement.name,
             "host": announcement.host,
             "port": announcement.port,
             "description": announcement.description,
             "token": self.token,
         }
+        if self.settings.logs_app:
+            arguments["logs_app"] = self.settings.logs_app
+            arguments["max_silence"] = self.settings.max_silence
+        return arguments
 
     def _deregister_arguments(self, announcement: Announcement) -> dict[str, object]:
         return {

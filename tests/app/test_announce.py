@@ -21,6 +21,7 @@ from suite.app.compose import build
 from suite.client import api
 from suite.contracts.names import Invalid, NotFound, Register
 from suite.foundation.config import ConfigError
+from suite.names.server import NameServer
 from tests.helpers import captured_log, make_pki, start_suite, tls_section, tmp_dir
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -191,6 +192,48 @@ class AnnounceTests(AnnounceTestCase):
         self.assertFalse(any("b4d-t0ken" in line for line in lines))
 
 
+class AnnounceLogsCheckTests(AnnounceTestCase):
+    """`logs_app`: each instance announced says it logs, and a silence outlives the rounds."""
+
+    async def test_every_registration_carries_the_logs_check(self):
+        name_server = self.name_server()
+        (server,) = (part for part in self.suite_root if isinstance(part, NameServer))
+        registrations = []
+        register = server.register
+        server.register = lambda *a, **kw: registrations.append(kw) or register(*a, **kw)
+        plain, tls = self.announcing_suite([name_server], 'logs_app = "suite"\nmax_silence = 30')
+        expected = {("127.0.0.1", plain, "tcp"), ("127.0.0.1", tls, "tls")}
+        self.assertTrue(await self.wait_for(lambda: self._equal(expected)))
+        for port in (plain, tls):
+            instance_id = f"echo@127.0.0.1:{port}"
+            (check,) = server.registry.by_id(instance_id).checks
+            self.assertEqual(
+                (check.check_id, check.kind, check.app, check.target, check.max_silence),
+                (f"service:{instance_id}", "logs", "suite", "", 30.0),
+            )
+            self.assertEqual((check.status, check.silence_status), ("passing", "warning"))
+
+        def silent(instance):
+            instance.checks[0].status = "warning"
+
+        silenced = server.registry.by_id(f"echo@127.0.0.1:{plain}")
+        self.assertTrue(await server.change(silenced, silent, "no message"))
+        rounds = len(registrations)
+        self.assertTrue(await self.wait_for(lambda: _true(len(registrations) >= rounds + 4)))
+        self.assertEqual(
+            {(kw["logs_app"], kw["max_silence"]) for kw in registrations}, {("suite", 30.0)}
+        )
+        found = {(i.port, i.status) for i in await self.instances()}
+        self.assertEqual(found, {(plain, "warning"), (tls, "passing")})
+
+    async def test_without_logs_app_no_logs_check(self):
+        name_server = self.name_server()
+        (server,) = (part for part in self.suite_root if isinstance(part, NameServer))
+        plain, _ = self.announcing_suite([name_server])
+        self.assertTrue(await self.wait_for(lambda: self._has(plain)))
+        self.assertEqual(server.registry.by_id(f"echo@127.0.0.1:{plain}").checks, [])
+
+
 class AnnounceOverTLSTests(AnnounceTestCase):
     """`tls = true`: the token and the registrations never cross the network in clear."""
 
@@ -265,9 +308,7 @@ class AnnounceOverTLSTests(AnnounceTestCase):
         await self.stop_announcing()
 
 
-class AnnounceTLSConfigTests(SynchronousTestCase):
-    """Every TLS file of [announce] is checked at start: one config line naming the key."""
-
+class AnnounceConfigTestCase(SynchronousTestCase):
     def setUp(self):
         self.directory = tmp_dir(self)
         self.pki = make_pki(self.directory)
@@ -286,6 +327,38 @@ class AnnounceTLSConfigTests(SynchronousTestCase):
         self.assertNotIn("\n", message)
         self.assertNotIn("s3cret-token", message)
         return message.replace(str(path), "FILE")
+
+
+class AnnounceLogsConfigTests(AnnounceConfigTestCase):
+    def test_mistakes(self):
+        ns = 'name_server = ["localhost:5300"]\n'
+        for announce, expected in (
+            (
+                ns + 'logs_app = "my app"\n',
+                'FILE: [announce] logs_app = "my app": must be 1-255 printable characters '
+                "without spaces",
+            ),
+            (
+                ns + f'logs_app = "{"a" * 256}"\n',
+                "must be 1-255 printable characters without spaces",
+            ),
+            (
+                ns + 'logs_app = "a\\u001bb"\n',
+                "must be 1-255 printable characters without spaces",
+            ),
+            (ns + "logs_app = 5\n", "FILE: [announce] logs_app = 5: must be a string"),
+            (
+                ns + 'logs_app = "suite"\nmax_silence = 0\n',
+                "FILE: [announce] max_silence = 0: must be at least 1",
+            ),
+        ):
+            message = self.refused(announce)
+            self.assertIn(expected, message, announce)
+            self.assertTrue(message.startswith("FILE: [announce] "), message)
+
+
+class AnnounceTLSConfigTests(AnnounceConfigTestCase):
+    """Every TLS file of [announce] is checked at start: one config line naming the key."""
 
     def test_mistakes(self):
         pki = self.pki
