@@ -15,6 +15,16 @@ seconds went by without an update; the runner never passes one itself.
 After a start (or a change of leader) the TTL of a check not updated
 since counts from when the runner first saw it: a grace of one TTL.
 
+A logs check is timed the same way, by what the collectors hear
+(L{suite.names.silence}): once its `max_silence` went by without a message
+from its app on its host (counted from when the runner first saw it if
+none came since), it turns to its `silence_status` with "no message from
+APP on HOST for N s"; a message while it is not passing turns it passing
+at once, and messages while it passes write nothing.  A message known
+from a report (a collector in another process) counts REPORT_GRACE
+seconds longer.  The runner says which identities are watched: with etcd
+only the leader's runner runs, and the other replicas drop what they hear.
+
 Results change the registry through L{NameServer.change}: a check that
 passes again with the same output writes nothing and raises no index, so
 a steady registry costs no writes and wakes no blocking query.  A result
@@ -26,9 +36,9 @@ instance whose check has been critical for its `deregister_after`
 evict.  While the eviction guard holds (L{suite.names.guard}), TCP and HTTP
 failures turn nothing critical and deregister nothing, and the time a check
 spends critical under the guard does not count towards its
-`deregister_after`; TTL expiries go on.  The runner remembers when a check
-turned critical, not the store: after a start it counts from when it first
-saw the check critical.
+`deregister_after`; TTL expiries and silent sources go on.  The runner
+remembers when a check turned critical, not the store: after a start it
+counts from when it first saw the check critical.
 
 The schedule is a heap of wake-up times under one timer, so a run costs
 O(log n) whatever the number of checks; a change to the registry is
@@ -60,8 +70,9 @@ from suite.foundation.printable import printable
 from suite.names.guard import EvictionGuard
 from suite.names.health import SLOTS
 from suite.names.probes import Outcome
-from suite.names.registry import CRITICAL, STATUSES, Check, Instance
+from suite.names.registry import CRITICAL, PASSING, STATUSES, Check, Instance
 from suite.names.server import NameServer
+from suite.names.silence import Silence, Watched, heard_output, silent_output
 from suite.names.store import StoreError
 
 if TYPE_CHECKING:
@@ -74,6 +85,7 @@ MAX_TIMEOUT = 300.0  # seconds a check may take, whatever its timeout (and at mo
 TTL_EXPIRED = "TTL expired"
 WHY_LENGTH = 200  # characters of an output repeated in the audit of a status change
 
+PASSIVE = ("ttl", "logs")  # kinds told from outside: never probed, timed by a deadline
 Probe = Callable[[Check, float], defer.Deferred[Outcome]]  # a TCP or HTTP check, run once
 KEPT_FAILURES = (Invalid, Unavailable, StoreError, Overloaded)  # why a result may not be kept
 Key = tuple[str, str]  # (instance ID, check ID): what the runner tells checks by
@@ -97,6 +109,7 @@ class _Entry:
     deregister_after: float = 0.0
     critical_since: float | None = None
     wake: float | None = None  # the time it is on the heap for
+    heard: Watched | None = None  # a logs check: what it listens for, and when last heard
 
 
 @implementer(IMetricSource)
@@ -105,9 +118,10 @@ class CheckRunner(service.Service):
     Runs the checks of SERVER's registry with PROBE (see
     L{suite.names.probes.Prober.probe}) on CLOCK, under SETTINGS'
     ping_interval and check_concurrency; GUARD, if any, is told every TCP
-    and HTTP result and holds failures back while it holds.  Stopping
-    cancels the checks in flight and waits for the writes of results
-    already in.
+    and HTTP result and holds failures back while it holds.  SILENCE (a
+    new one if none) is where the logs checks listen: the runner says what
+    it watches while it runs.  Stopping cancels the checks in flight and
+    waits for the writes of results already in.
     """
 
     def __init__(
@@ -117,6 +131,7 @@ class CheckRunner(service.Service):
         clock: IReactorTime,
         probe: Probe,
         guard: EvictionGuard | None = None,
+        silence: Silence | None = None,
     ) -> None:
         self.server = server
         self.registry = server.registry
@@ -126,8 +141,10 @@ class CheckRunner(service.Service):
         self.guard = guard
         self.limit = defer.DeferredSemaphore(settings.check_concurrency)
         self.warnings = FloodControl(clock, "names")
+        self.silence = Silence(clock) if silence is None else silence
+        self.silence.woken = self._heard_again
         self.results = {
-            (kind, status): 0 for kind in ("tcp", "http", "ttl") for status in STATUSES
+            (kind, status): 0 for kind in ("tcp", "http", "ttl", "logs") for status in STATUSES
         }
         self._entries: dict[Key, _Entry] = {}
         self._by_name: dict[str, set[Key]] = {}
@@ -146,6 +163,32 @@ class CheckRunner(service.Service):
         for (kind, status), number in list(self.results.items()):
             if number:
                 yield "checks", (kind, status), number
+        yield from self._silence_samples()
+
+    def _silence_samples(self) -> Iterator[tuple[str, tuple, object]]:
+        """
+        Instances with a logs check not passing (as the registry says: the
+        same on every replica), and for each service name the seconds since
+        its longest-silent logs check last heard its source (this runner's:
+        none where it does not run).  Read from another thread: copies walked.
+        """
+        silent = sum(
+            any(check.kind == "logs" and check.status != PASSING for check in instance.checks)
+            for instance in self.registry.instances()
+        )
+        yield "silent_instances", (), silent
+        now = self.now()
+        longest: dict[str, float] = {}
+        for entry in list(self._entries.values()):
+            heard = entry.heard
+            if heard is None:
+                continue
+            last = heard.last
+            seconds = max(0.0, now - (entry.first_seen if last is None else last))
+            if seconds >= longest.get(entry.name, 0.0):
+                longest[entry.name] = seconds
+        for name, seconds in longest.items():
+            yield "log_silence_seconds", (name,), seconds
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -159,6 +202,7 @@ class CheckRunner(service.Service):
                 call.cancel()
         self._timer = self._sync_call = None
         self._entries.clear()
+        self.silence.clear()
         self._by_name.clear()
         self._heap.clear()
         self._dirty.clear()
@@ -196,17 +240,20 @@ class CheckRunner(service.Service):
             for check in instance.checks:
                 key = (instance.id, check.check_id)
                 seen.add(key)
-                self._track(name, key, check, now)
+                self._track(name, key, check, now, instance.host)
         for key in self._by_name.pop(name, set()) - seen:
             entry = self._entries.get(key)
             if entry is not None and entry.name == name:  # not moved to another name meanwhile
                 del self._entries[key]
+                self.silence.unwatch(key)
         if seen:
             self._by_name[name] = seen
 
     def _interval(self, check: Check) -> float:
         if check.kind == "ttl":
             return max(check.ttl, MIN_INTERVAL)
+        if check.kind == "logs":
+            return max(check.max_silence, MIN_INTERVAL)
         if not check.interval:
             return self.settings.ping_interval
         return max(check.interval, MIN_INTERVAL)
@@ -215,18 +262,29 @@ class CheckRunner(service.Service):
         """How long a run of CHECK may take: its timeout, at most its interval and MAX_TIMEOUT."""
         return min(check.timeout, self._interval(check), MAX_TIMEOUT)
 
-    def _track(self, name: str, key: Key, check: Check, now: float) -> None:
+    def _track(self, name: str, key: Key, check: Check, now: float, host: str) -> None:
+        """Follow CHECK (of KEY, an instance of NAME on HOST) as the registry has it now."""
         spec = (check.kind, check.target, self._interval(check))
         entry = self._entries.get(key)
         if entry is None or entry.spec != spec:
             phase = phase_of(key)
             first_seen = now if entry is None else entry.first_seen
             entry = self._entries[key] = _Entry(name, spec, phase, first_seen, now)
-            if check.kind != "ttl":
+            if check.kind not in PASSIVE:
                 entry.next_run = self._after(entry, now)
         entry.name = name
         entry.deregister_after = check.deregister_after
         self._note_status(entry, check, now)
+        if check.kind == "logs":
+            entry.heard = self.silence.watch(key, check.app, check.target or host)
+            if check.status == PASSING:
+                entry.heard.waiting.discard(key)
+            else:  # a message from now on turns it passing; one heard already, now
+                entry.heard.waiting.add(key)
+                self._pass_if_heard(key, now)
+        else:  # perhaps a logs check before
+            entry.heard = None
+            self.silence.unwatch(key)
         self._schedule(key, entry, now)
 
     @staticmethod
@@ -249,14 +307,22 @@ class CheckRunner(service.Service):
         due = offset + (math.floor((now - offset) / interval) + 1) * interval
         return due if due > now else due + interval
 
-    def _ttl_deadline(self, key: Key, entry: _Entry) -> float:
-        heartbeat = self.registry.last_heartbeat(key[1])
-        return (entry.first_seen if heartbeat is None else heartbeat) + entry.spec[2]
+    def _deadline(self, key: Key, entry: _Entry) -> float:
+        """
+        When a TTL check expires, or a logs check turns silent: its TTL (or
+        max_silence) after its last update (or message), or after the runner
+        first saw it if none came since.
+        """
+        if entry.spec[0] == "ttl":
+            since = self.registry.last_heartbeat(key[1])
+        else:
+            since = None if entry.heard is None else entry.heard.since
+        return (entry.first_seen if since is None else since) + entry.spec[2]
 
     def _schedule(self, key: Key, entry: _Entry, now: float) -> None:
         """Put ENTRY on the heap for its next due time, if sooner than it is already."""
-        if entry.spec[0] == "ttl":
-            deadline = self._ttl_deadline(key, entry)
+        if entry.spec[0] in PASSIVE:
+            deadline = self._deadline(key, entry)
             entry.next_run = deadline if deadline > now else now + entry.spec[2]
         wake = entry.next_run
         if entry.critical_since is not None and entry.deregister_after > 0:
@@ -306,19 +372,19 @@ class CheckRunner(service.Service):
         check = None if instance is None else instance.check(key[1])
         if instance is None or check is None:
             return  # gone: the registry's change drops the entry
-        if check.kind != "ttl" and self.guard is not None and self.guard.holding:
+        if check.kind not in PASSIVE and self.guard is not None and self.guard.holding:
             entry.critical_since = None  # time under the guard counts towards no deregistration
         self._note_status(entry, check, now)
         # Being deregistered (or now): nothing more to run, unless the store refuses.
         if instance.id not in self._evicting and not self._deregister_due(
             entry, instance, check, now
         ):
-            if check.kind == "ttl":
-                if now >= self._ttl_deadline(key, entry):
-                    self._expired(instance, check)
+            if check.kind in PASSIVE:
+                if now >= self._deadline(key, entry):
+                    self._expired(entry, instance, check, now)
             elif now >= entry.next_run and key not in self._probes:  # never two runs at once
                 self._start(key, instance, check)
-        if check.kind != "ttl" and entry.next_run <= now:
+        if check.kind not in PASSIVE and entry.next_run <= now:
             entry.next_run = self._after(entry, now)
         self._schedule(key, entry, now)
 
@@ -367,10 +433,61 @@ class CheckRunner(service.Service):
                 return None  # the guard holds: not turned critical
         return self._set(instance, check, status, output)
 
-    def _expired(self, instance: Instance, check: Check) -> None:
-        if check.status != CRITICAL or check.output != TTL_EXPIRED:
-            self.results[("ttl", CRITICAL)] += 1
-            self._track_pending(self._set(instance, check, CRITICAL, TTL_EXPIRED))
+    def _expired(self, entry: _Entry, instance: Instance, check: Check, now: float) -> None:
+        """A TTL check's TTL ran out (critical), or a logs check's max_silence (silent)."""
+        if check.kind == "ttl":
+            if check.status != CRITICAL or check.output != TTL_EXPIRED:
+                self.results[("ttl", CRITICAL)] += 1
+                self._track_pending(self._set(instance, check, CRITICAL, TTL_EXPIRED))
+            return
+        heard = entry.heard
+        if heard is None or check.status == check.silence_status:
+            return  # silent already: its output keeps the silence it began with
+        last = heard.last
+        seconds = now - (entry.first_seen if last is None else last)
+        output = silent_output(check.app, check.target or instance.host, seconds)
+        self.results[("logs", check.silence_status)] += 1
+        self._track_pending(self._set(instance, check, check.silence_status, output))
+
+    def _heard_again(self, woken: list[Watched]) -> None:
+        """Sources of logs checks not passing were heard: each of those checks passes now."""
+        now = self.now()
+        for watched in woken:
+            for key in list(watched.waiting):
+                self._pass_if_heard(key, now)
+
+    def _pass_if_heard(self, key: Key, now: float) -> None:
+        """The logs check KEY passes if its source was heard within its max_silence."""
+        entry = self._entries.get(key)
+        instance = self.registry.by_id(key[0])
+        check = None if instance is None else instance.check(key[1])
+        if entry is None or entry.heard is None or instance is None or check is None:
+            return
+        watched = entry.heard
+        if check.kind != "logs" or check.status == PASSING:
+            watched.waiting.discard(key)
+            return
+        if watched.last is None or now >= self._deadline(key, entry):
+            return  # not heard since watched, or a report of a message too old
+        watched.waiting.discard(key)  # messages while the change is written: nothing more
+        self.results[("logs", PASSING)] += 1
+        written = self._set(
+            instance, check, PASSING, heard_output(check.app, check.target or instance.host)
+        )
+        self._track_pending(written.addBoth(self._wait_again, key, watched))
+        self._schedule(key, entry, now)  # a report may have moved its deadline nearer
+
+    def _wait_again(self, result: object, key: Key, watched: Watched) -> None:
+        """
+        After a logs check's change to passing: still not passing (the change
+        was not kept), it waits for the next message again.
+        """
+        entry = self._entries.get(key)
+        instance = self.registry.by_id(key[0])
+        check = None if instance is None else instance.check(key[1])
+        if entry is not None and entry.heard is watched and check is not None:
+            if check.kind == "logs" and check.status != PASSING:
+                watched.waiting.add(key)
 
     def _set(
         self, instance: Instance, check: Check, status: str, output: str

@@ -11,6 +11,7 @@ clients work unchanged:
     GET /v1/catalog/service/NAME            PUT /v1/agent/service/deregister/ID
     GET /v1/health/service/NAME             PUT /v1/agent/check/pass|warn|fail|update/ID
     GET /v1/health/state/STATE              PUT /v1/agent/service/maintenance/ID
+                                            PUT /v1/suite/heard
 
 Every read answers `X-Consul-Index` (the index of the name it reads, or
 of the whole registry), `X-Consul-KnownLeader: true` and
@@ -57,6 +58,7 @@ from suite.names.go_values import parse_bool
 from suite.names.registration import keyed, parse_registration, text_of
 from suite.names.registry import MAX_TEXT, STATUSES, Instance
 from suite.names.server import CheckTaken, NameServer
+from suite.names.silence import Silence, parse_report
 from suite.names.unexpected import log_unexpected
 from suite.net.addresses import PeerAddress, describe_peer, source_of
 from suite.net.connections import ConnectionLimits
@@ -150,7 +152,9 @@ class Query:
 class ConsulAPI(resource.Resource):
     """
     Everything under /v1/: SERVER's registry, reads held by HELD, shown as
-    the datacenter DATACENTER on an agent named NODE_NAME running VERSION.
+    the datacenter DATACENTER on an agent named NODE_NAME running VERSION;
+    reports of who logged (`/v1/suite/heard`) go to SILENCE (none: taken
+    and dropped).
     """
 
     isLeaf = True
@@ -162,8 +166,10 @@ class ConsulAPI(resource.Resource):
         datacenter: str,
         node_name: str,
         version: str,
+        silence: Silence | None = None,
     ) -> None:
         super().__init__()
+        self.silence = silence
         self.names = server
         self.registry = server.registry
         self.held = held
@@ -228,6 +234,8 @@ class ConsulAPI(resource.Resource):
         action, target = tuple(parts[:3]), "/".join(parts[3:])
         if action == ("agent", "service", "register") and len(parts) == 3:
             return ("PUT",), self.register
+        if head == ("suite", "heard") and len(parts) == 2:
+            return ("PUT",), self.heard
         writes: dict[tuple[str, ...], Callable[[Request, str], bytes | int]] = {
             ("agent", "service", "deregister"): self.deregister,
             ("agent", "service", "maintenance"): self.maintenance,
@@ -493,6 +501,22 @@ class ConsulAPI(resource.Resource):
                 replace_checks=bool(replace) and replace[0] in (b"", b"true"),
             ),
         )
+
+    def heard(self, request: Request) -> bytes:
+        """
+        A collector in another process reports who it heard (see
+        L{suite.names.silence.parse_report}), with the write token: it can
+        turn a silent check passing.
+        """
+        query = Query(request)
+        self.authorize(query, "HTTP heard")
+        try:
+            reports = parse_report(read_body(request))
+        except ValueError as e:
+            raise Refused(400, f"Invalid report: {e}") from None
+        if self.silence is not None:
+            self.silence.reported(reports)
+        return respond(request, Response(b""))
 
     def deregister(self, request: Request, instance_id: str) -> bytes | int:
         query = Query(request)

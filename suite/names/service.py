@@ -47,6 +47,7 @@ from suite.names.probes import Prober
 from suite.names.protocol import NamesFactory
 from suite.names.registry import Registry
 from suite.names.server import MAX_INSTANCES_PER_SOURCE, NameServer, load_registry
+from suite.names.silence import Silence
 from suite.names.store import IRegistryStore, StoreError, open_store, read_stored
 from suite.names.zone import ZoneAnswers
 from suite.net.amp import AMPLimits
@@ -270,10 +271,20 @@ class ReadTokenKeys:
         return self.settings.error(f"read_{name}", problem, value)
 
 
-def http_parts(settings: NamesSettings, server: NameServer, reactor: INamesReactor) -> Parts:
-    """The HTTP API's listeners: one site, under the [names] connection limits."""
+def http_parts(
+    settings: NamesSettings,
+    server: NameServer,
+    reactor: INamesReactor,
+    silence: Silence | None = None,
+) -> Parts:
+    """
+    The HTTP API's listeners: one site, under the [names] connection
+    limits; reports of who logged go to SILENCE.
+    """
     held = HeldReads(server.registry, reactor, settings.max_blocking_queries)
-    api = ConsulAPI(server, held, settings.datacenter, socket.gethostname(), suite_version())
+    api = ConsulAPI(
+        server, held, settings.datacenter, socket.gethostname(), suite_version(), silence
+    )
     return Parts(api_site(api, settings, reactor))
 
 
@@ -308,7 +319,8 @@ def build(settings: NamesSettings, reactor: INamesReactor) -> Parts:
     ping = tcp_ping(reactor, settings.ping_timeout)
     checker = HealthChecker(registry, settings, reactor, ping, server.evict, guard)
     prober = Prober(reactor, host_resolver(reactor), registry.addresses)
-    runner = CheckRunner(server, settings, reactor, prober.probe, guard)
+    silence = Silence(reactor)  # what the logs checks listen for: told by collectors
+    runner = CheckRunner(server, settings, reactor, prober.probe, guard, silence)
     checks: tuple[IService, ...] = (checker, runner)
     if isinstance(store, EtcdStore):  # one replica checks: the leader
         lease = max(settings.leader_ttl - 1, 2)
@@ -324,11 +336,12 @@ def build(settings: NamesSettings, reactor: INamesReactor) -> Parts:
         settings.dns_cache_bytes,
     )
     dns = Parts(DNSFactory(settings, reactor, zone), dns_datagrams(settings, reactor, zone))
-    http = http_parts(settings, server, reactor)
+    http = http_parts(settings, server, reactor, silence)
     return Parts(
         NamesFactory(settings, reactor, server),
         services=services,
         other_listeners={"dns_listen": dns, "http_listen": http, "http_tls_listen": http},
+        log_watcher=silence,
     )
 
 

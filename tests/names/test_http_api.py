@@ -22,6 +22,7 @@ from suite.names.http_api import MAX_BODY, ConsulAPI, api_site
 from suite.names.registry import Registry
 from suite.names.server import NameServer
 from suite.names.service import NamesSettings, ReadTokenKeys, preflight
+from suite.names.silence import REPORT_GRACE, Silence
 from suite.names.store import MemoryStore, StoreError
 from tests.helpers import captured_log, make_pki, start_suite, tls_section, tmp_dir
 
@@ -107,6 +108,7 @@ class APITestCase(TestCase):
     token = ""
     read_token = ""
     max_held = 100
+    silence = None  # where reports of who logged go (a Silence), if anywhere
 
     def setUp(self):
         self.start()
@@ -123,7 +125,7 @@ class APITestCase(TestCase):
         )
         self.clock = Clock()
         self.held = HeldReads(self.registry, self.clock, self.max_held, jitter=lambda: 1.0)
-        api = ConsulAPI(self.server, self.held, "dc1", "node-1", "0.1.0")
+        api = ConsulAPI(self.server, self.held, "dc1", "node-1", "0.1.0", self.silence)
         settings = NamesSettings(idle_timeout=0)
         port = reactor.listenTCP(0, api_site(api, settings, reactor), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
@@ -722,6 +724,60 @@ class WriteTokenTests(APITestCase):
 
     async def test_reads_stay_open_without_a_read_token(self):
         self.assertEqual((await self.get("/v1/catalog/services")).code, 200)
+
+
+class HeardReportTests(APITestCase):
+    """PUT /v1/suite/heard: a collector elsewhere tells who it heard, with the write token."""
+
+    token = TOKEN
+
+    def setUp(self):
+        self.silence = Silence(Clock())
+        self.silence.clock.advance(1000)
+        self.watched = self.silence.watch(("web-1", "logs"), "web", "web1.example")
+        super().setUp()
+
+    async def report(self, body, token=TOKEN):
+        return await self.put("/v1/suite/heard", body, headers={"X-Consul-Token": token})
+
+    async def test_a_report_is_heard_and_unwatched_entries_are_dropped(self):
+        answer = await self.report(
+            [
+                {"app": "web", "hostname": "WEB1.example", "address": "10.0.0.5", "last": 990},
+                {"app": "db", "hostname": "db1", "address": "10.0.0.6", "last": 995},
+                {"app": "web", "hostname": None, "address": "10.0.0.7", "last": 999.5},
+            ]
+        )
+        self.assertEqual((answer.code, answer.body), (200, b""))
+        self.assertEqual((self.watched.last, self.watched.since), (990, 990 + REPORT_GRACE))
+        self.assertEqual(len(self.silence), 1)
+
+    async def test_it_needs_the_write_token(self):
+        entry = [{"app": "web", "hostname": "web1.example", "address": "10.0.0.5", "last": 990}]
+        self.assertRefused(await self.put("/v1/suite/heard", entry), 403, "Permission denied")
+        self.assertRefused(await self.report(entry, token="guess"), 403, "ACL not found")
+        self.assertIsNone(self.watched.last)
+
+    async def test_a_body_that_is_not_a_report_is_400_naming_what_is_wrong(self):
+        good = {"app": "web", "hostname": "web1.example", "address": "10.0.0.5", "last": 990}
+        for body, text in [
+            (
+                {"app": "web"},
+                'Invalid report: a report is a JSON array of {"app", "hostname", '
+                '"address", "last"}',
+            ),
+            (
+                [good, {**good, "last": "soon"}],
+                'Invalid report: entry 1: "last" must be a number (unix seconds)',
+            ),
+            ([{**good, "address": 5}], 'Invalid report: entry 0: "address" must be a string'),
+        ]:
+            self.assertRefused(await self.report(body), 400, text)
+        answer = await self.put("/v1/suite/heard", b"[{", headers={"X-Consul-Token": TOKEN})
+        self.assertEqual(answer.code, 400)
+        self.assertIn("Request decode failed", answer.text)
+        self.assertIsNone(self.watched.last)  # nothing of a refused report is taken
+        self.assertEqual((await self.get("/v1/suite/heard")).code, 405)
 
 
 class ReadTokenTests(APITestCase):
