@@ -11,13 +11,16 @@ message.  The listeners also find here the limits per source they share
 (L{suite.logger.sources}).
 """
 
+import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 
+from suite.foundation.heard import Hearing
 from suite.logger.records import RecordSink, RoutingFields, encode_lines
-from suite.logger.routing import Route, Router
+from suite.logger.routing import Route, Router, peer_host
 from suite.logger.sources import SourceLimits
 
 Frames = list[tuple[bytes, bool]]  # (message as received, whether it was cut at max_message)
@@ -42,12 +45,32 @@ class Outlet(Protocol):
         """CALLBACK(full) each time `full` changes."""
 
 
+@lru_cache(maxsize=4096)
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def sender_address(peer: str) -> str:
+    """
+    The IP address of a record's PEER; "" for a Unix-socket peer, whose
+    socket name is a path (a name its client chose that reads as an
+    address and port claims no more than the message's own hostname can).
+    """
+    host = peer_host(peer)
+    return host if host is not None and _is_address(host) else ""
+
+
 class Delivery:
     """
     The records of RECORDS (the logger's output) and the queues of OUTLETS
     (by target name), for every listener of one logger, through ROUTES
     (none: everything goes to the output and every target).  SOURCES: the
-    limits per source every listener applies (None: none).
+    limits per source every listener applies (None: none).  HEARERS are
+    told who logged (more with L{add_hearer}).
     """
 
     def __init__(
@@ -56,10 +79,12 @@ class Delivery:
         outlets: Mapping[str, Outlet] | None = None,
         routes: Sequence[Route] = (),
         sources: SourceLimits | None = None,
+        hearers: Sequence[Hearing] = (),
     ) -> None:
         self.records = records
         self.outlets = dict(outlets or {})
         self.sources = sources
+        self.hearers = list(hearers)
         self.router = Router(routes, self.outlets) if routes else None
         # The targets of what reaches the output: those no route names.
         self._everywhere = (
@@ -82,6 +107,10 @@ class Delivery:
         """
         self._pressure.append(callback)
 
+    def add_hearer(self, hearer: Hearing) -> None:
+        """HEARER is told from now on, once per read, who sent the read's messages."""
+        self.hearers.append(hearer)
+
     def _check_pressure(self, _: bool = False) -> None:
         full = any(writer.full for writer in self._writers) or any(
             outlet.full for outlet in self.outlets.values()
@@ -95,8 +124,8 @@ class Delivery:
         self, frames: Frames, peer: str, transport: str, client: str | None = None
     ) -> None:
         """The messages of one read from PEER over TRANSPORT (CLIENT: a TLS certificate's)."""
-        if self.router is not None:
-            self._route(frames, peer, transport, client)
+        if self.router is not None or self.hearers:
+            self._parsed(frames, peer, transport, client)
             return
         self.records.messages(frames, peer, transport, client)
         if self._everywhere:
@@ -104,16 +133,24 @@ class Delivery:
             for outlet in self._everywhere:
                 outlet.put(raw)
 
-    def _route(self, frames: Frames, peer: str, transport: str, client: str | None) -> None:
-        assert self.router is not None
+    def _parsed(self, frames: Frames, peer: str, transport: str, client: str | None) -> None:
+        """The messages of one read, their fields kept for the routes and the hearers."""
         routing: list[RoutingFields | None] = []
         lines = self.records.message_lines(frames, peer, transport, client, routing)
-        lines, raw = self.router.deliver(lines, routing, frames, peer)
+        if self.router is None:
+            raw = [message for message, _ in frames] if self._everywhere else None
+        else:
+            lines, raw = self.router.deliver(lines, routing, frames, peer)
         if lines:
             self.records.writer.write_lines([encode_lines(lines)])
         if raw:
             for outlet in self._everywhere:
                 outlet.put(raw)
+        if self.hearers:
+            # Told once the messages are delivered, so that a hearer cannot lose them.
+            address = sender_address(peer)
+            for hearer in self.hearers:
+                hearer.heard(routing, address)
 
     def event(
         self,

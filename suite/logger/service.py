@@ -34,6 +34,7 @@ from suite.logger.relay_settings import (
     relay_mistakes,
 )
 from suite.logger.relp_server import RelpFactory
+from suite.logger.report import open_reporter, report_mistakes
 from suite.logger.routing import open_routes, open_writer, route_file_mistakes, route_writers
 from suite.logger.sources import SourceLimits
 from suite.net.connections import ConnectionLimits, idle_timeout
@@ -51,6 +52,8 @@ def check_report_url(value: str) -> None:
         raise ValueError(f"{value!r}: a port of 1-65535") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{value!r}: an http:// or https:// URL of a name server's HTTP API")
+    if not value.isascii():
+        raise ValueError(f"{value!r}: ASCII only (a host name in its xn-- form)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,11 +180,13 @@ def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
     writer = open_writer(settings, settings, reactor)
     routes = open_routes(settings, reactor)
     forwarders = open_forwarders(settings.forward, settings.sync, reactor)
+    reporter = open_reporter(settings, reactor)
     delivery = Delivery(
         RecordSink(writer, reactor),
         {forwarder.settings.name: forwarder.queue for forwarder in forwarders},
         routes=routes,
         sources=SourceLimits.of(settings, reactor),
+        hearers=() if reporter is None else (reporter,),
     )
     factory = SyslogFactory(settings, reactor, delivery)
     relp_factory = RelpFactory(settings, reactor, delivery)
@@ -190,16 +195,27 @@ def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
     return Parts(
         factory,
         lambda: SyslogDatagramProtocol(delivery, settings.max_message),
-        services=(writer, *route_writers(routes), *forwarders, drain),
+        services=(
+            writer,
+            *route_writers(routes),
+            *forwarders,
+            *(() if reporter is None else (reporter,)),
+            drain,
+        ),
         other_listeners={"relp_listen": relp, "relp_tls_listen": relp},
+        on_logs_heard=delivery.add_hearer,
     )
 
 
 def preflight(settings: LoggerSettings) -> Iterator[ConfigError]:
-    """What the relay tables get wrong together (found without opening anything)."""
+    """
+    What the relay tables and the report_* keys get wrong (found without
+    opening anything).
+    """
     yield from relay_mistakes(settings.forward, settings.route, settings.output)
     yield from route_file_mistakes(settings)
     yield from forward_mistakes(settings.forward)
+    yield from report_mistakes(settings)
 
 
 SERVICE = ServiceDeclaration(

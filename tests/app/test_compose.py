@@ -4,12 +4,16 @@ import dataclasses
 import textwrap
 
 from twisted.internet import ssl
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.app import tap as services
-from suite.app.compose import PLAN_SECTIONS, SuitePlan, load, plan
+from suite.app.compose import PLAN_SECTIONS, SuitePlan, load, materialise, plan
+from suite.app.lifecycle import walk
 from suite.foundation import config
 from suite.foundation.config import ConfigError
+from suite.foundation.jsonlines import BatchWriter
+from suite.logger.protocol import SyslogFactory
 from suite.timestamp import tap as timestamp_tap
 from tests.helpers import make_pki, tls_section, tmp_dir
 
@@ -247,3 +251,72 @@ class ServicesPlanTests(PlanTestCase):
         self.assertIsInstance(options.validated, SuitePlan)
         (timestamp,) = options.validated.services
         self.assertEqual([str(listener) for listener in timestamp.listeners], ["tcp:2"])
+
+
+class RecordingWatcher:
+    """A name server's log watcher as the collector sees it: what it was told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list, str]] = []
+
+    def heard(self, messages, address) -> None:
+        self.calls.append((list(messages), address))
+
+
+class LogWatcherWiringTests(PlanTestCase):
+    """A collector and a name server in one suite: the collector tells the name server directly."""
+
+    def materialise_with_watcher(self, body: str) -> tuple[list, RecordingWatcher]:
+        """The suite of BODY, its name server's log watcher a recording one: (hearers, watcher)."""
+        watcher = RecordingWatcher()
+
+        def watched(declaration):
+            def build(settings, reactor):
+                return dataclasses.replace(
+                    declaration.build(settings, reactor), log_watcher=watcher
+                )
+
+            return dataclasses.replace(declaration, build=build)
+
+        planned = self.plan(body)
+        services = tuple(
+            dataclasses.replace(s, declaration=watched(s.declaration)) if s.name == "names" else s
+            for s in planned.services
+        )
+        root = materialise(dataclasses.replace(planned, services=services), MemoryReactorClock())
+        logger = root.getServiceNamed("logger")
+        for part in walk(logger):
+            if isinstance(part, BatchWriter):
+                self.addCleanup(part.output.close)
+        factory = logger.factories[0]  # syslog's; RELP's shares its delivery
+        self.assertIsInstance(factory, SyslogFactory)
+        delivery = factory.delivery
+        delivery.messages([(b"<13>1 - h1 web - - - hi", False)], "192.0.2.7:40000", "tcp")
+        return delivery.hearers, watcher
+
+    def test_the_collectors_messages_reach_the_name_servers_log_watcher(self):
+        hearers, watcher = self.materialise_with_watcher(f"""
+            [logger]
+            listen = ["tcp:5140"]
+            output = "{self.directory / "messages.jsonl"}"
+            [names]
+            listen = ["tcp:5300:interface=127.0.0.1"]
+            store = "memory"
+        """)
+        self.assertEqual(hearers, [watcher])
+        self.assertEqual(watcher.calls, [([(13, "h1", "web")], "192.0.2.7")])
+
+    def test_a_collector_reporting_elsewhere_tells_its_own_suites_name_server_too(self):
+        hearers, watcher = self.materialise_with_watcher(f"""
+            [logger]
+            listen = ["tcp:5140"]
+            output = "{self.directory / "messages.jsonl"}"
+            report_to = ["http://192.0.2.53:8500"]
+            [names]
+            listen = ["tcp:5300:interface=127.0.0.1"]
+            store = "memory"
+        """)
+        self.assertEqual(
+            [type(h).__name__ for h in hearers], ["HeardReporter", "RecordingWatcher"]
+        )
+        self.assertEqual(len(watcher.calls), 1)

@@ -4,6 +4,7 @@ a RELP message is answered only once every queue it goes to holds it, and
 a queue that blocks when full holds back streams and drops datagrams.
 """
 
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -11,7 +12,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from suite.logger.delivery import Delivery
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
+from suite.logger.relay_settings import Match
 from suite.logger.relp_server import RelpFactory
+from suite.logger.routing import Route
 from suite.logger.service import LoggerSettings
 from tests.helpers import captured_log, connect
 from tests.logger.test_relp import OMRELP_OPEN, OPENED, ok, syslog
@@ -109,3 +112,105 @@ class BlockingQueueTests(SynchronousTestCase):
         self.assertEqual(outlet.messages, [b"<13>m0", b"<13>taken"])
         self.assertEqual(writer.messages, ["m0", "taken"])
         self.assertEqual(samples(datagrams)[("datagrams", ("dropped",))], 3)
+
+
+class Hearer:
+    """Records what it is told: (fields of each message, address) per call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list, str]] = []
+
+    def heard(self, messages, address) -> None:
+        self.calls.append((list(messages), address))
+
+
+def rfc5424(pri: int, hostname: bytes, app: bytes, text: bytes = b"hi") -> bytes:
+    return b"<%d>1 2026-12-03T20:00:00Z %s %s 1 - - %s" % (pri, hostname, app, text)
+
+
+WEB = rfc5424(13, b"h1", b"web")
+DB = rfc5424(14, b"h2", b"db")
+
+
+class HearerTests(SynchronousTestCase):
+    """Who logged, told once per read to every hearer, on every listener's path."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.writer = MemoryWriter()
+        self.hearer = Hearer()
+        self.delivery = Delivery(RecordSink(self.writer, self.clock))
+        self.delivery.add_hearer(self.hearer)
+
+    def test_a_stream_read_is_one_call_with_each_messages_fields_and_the_senders_address(self):
+        protocol, _ = connect(SyslogFactory(LoggerSettings(), self.clock, self.delivery))
+        protocol.dataReceived(WEB + b"\n" + DB + b"\nnot syslog at all\n")
+        protocol.dataReceived(WEB + b"\n")
+        self.assertEqual(
+            self.hearer.calls,
+            [
+                ([(13, "h1", "web"), (14, "h2", "db"), None], "192.0.2.7"),
+                ([(13, "h1", "web")], "192.0.2.7"),
+            ],
+        )
+        self.assertEqual(self.writer.messages, ["hi", "hi", "not syslog at all", "hi"])
+
+    def test_datagrams_are_one_call_per_sender_of_a_batch_ipv6_without_brackets(self):
+        datagrams = SyslogDatagramProtocol(self.delivery, 8192)
+        datagrams.datagramsReceived(
+            [(WEB, ("192.0.2.8", 514)), (DB, ("192.0.2.8", 514)), (WEB, ("2001:db8::1", 514))]
+        )
+        datagrams.datagramReceived(b"<13>Dec  3 20:00:00 h3 cron[7]: x", ("::ffff:192.0.2.9", 9))
+        self.assertEqual(
+            self.hearer.calls,
+            [
+                ([(13, "h1", "web"), (14, "h2", "db")], "192.0.2.8"),
+                ([(13, "h1", "web")], "2001:db8::1"),
+                ([(13, "h3", "cron")], "192.0.2.9"),
+            ],
+        )
+
+    def test_relp_messages_are_heard_with_the_senders_address(self):
+        protocol, transport = connect(RelpFactory(LoggerSettings(), self.clock, self.delivery))
+        protocol.dataReceived(OMRELP_OPEN + syslog(2, WEB) + syslog(3, DB))
+        self.clock.advance(1)
+        self.assertEqual(transport.value(), OPENED + ok(2, 3))
+        self.assertEqual(self.hearer.calls, [([(13, "h1", "web"), (14, "h2", "db")], "192.0.2.7")])
+
+    def test_a_unix_socket_sender_has_no_address(self):
+        protocol, _ = connect(
+            SyslogFactory(LoggerSettings(), self.clock, self.delivery),
+            UNIXAddress(b"/run/app:514"),
+        )
+        protocol.dataReceived(WEB + b"\n")
+        self.assertEqual(self.hearer.calls, [([(13, "h1", "web")], "")])
+
+    def test_routes_and_hearers_work_together_from_one_parse(self):
+        outlet = HeldOutlet()
+        route = Route(Match(app="web"), outlets=(outlet.name,), stop=True)
+        delivery = Delivery(
+            RecordSink(self.writer, self.clock),
+            {outlet.name: outlet},
+            routes=[route],
+            hearers=[self.hearer],
+        )
+        second = Hearer()
+        delivery.add_hearer(second)
+        delivery.messages([(WEB, False), (DB, False)], "192.0.2.7:40000", "tcp")
+        self.assertEqual(outlet.messages, [WEB])  # the route took web's
+        self.assertEqual(self.writer.messages, ["hi"])  # and stopped it: db's only
+        expected = [([(13, "h1", "web"), (14, "h2", "db")], "192.0.2.7")]
+        self.assertEqual(self.hearer.calls, expected)
+        self.assertEqual(second.calls, expected)
+
+    def test_hearers_without_routes_still_get_output_and_forward_targets_their_messages(self):
+        outlet = HeldOutlet()
+        delivery = Delivery(RecordSink(self.writer, self.clock), {outlet.name: outlet})
+        delivery.add_hearer(self.hearer)
+        delivery.messages([(WEB, False), (b"plain", True)], "[2001:db8::7]:514", "tcp")
+        self.assertEqual(outlet.messages, [WEB, b"plain"])
+        self.assertEqual(
+            [(r["message"], r.get("truncated")) for r in self.writer.records],
+            [("hi", None), ("plain", True)],
+        )
+        self.assertEqual(self.hearer.calls, [([(13, "h1", "web"), None], "2001:db8::7")])
