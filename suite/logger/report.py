@@ -303,7 +303,7 @@ class HeardReporter(service.Service):
             if fields is None:
                 continue
             app = fields[2]
-            if app is None:
+            if not app:  # none, or empty: no logs check names it, and a name server refuses it
                 continue
             identity = (app, fields[1], address)
             if len(table) < room or identity in table:

@@ -27,6 +27,8 @@ from suite.logger.report import (
     report_mistakes,
 )
 from suite.logger.service import LoggerSettings, build
+from suite.names.service import NamesSettings
+from suite.names.service import build as names_build
 from suite.net.http_site import QuietSite
 from suite.net.tls import TLSSettings, tls_options, trust_root
 from tests.helpers import captured_log, make_pki, tmp_dir
@@ -128,7 +130,7 @@ class CadenceTests(SynchronousTestCase):
     def test_messages_without_an_app_and_messages_that_are_not_syslog_are_left_out(self):
         agent = FakeAgent()
         clock, reporter = on_clock(self, agent)
-        reporter.heard([None, (13, "h1", None), None], "192.0.2.1")
+        reporter.heard([None, (13, "h1", None), (13, "h1", ""), None], "192.0.2.1")
         clock.advance(1)
         self.assertEqual(agent.requests, [])
         reporter.heard([None, WEB, (13, "h1", None)], "192.0.2.1")
@@ -540,3 +542,38 @@ class TLSTests(WireTestCase):
         (line,) = [line for line in log if "report_to" in line]
         self.assertIn("TLS failed", line)
         self.assertIn("certificate verify failed", line)
+
+
+class NameServerTests(WireTestCase):
+    """The reporter against the name server's own HTTP API: what it sends is what it takes."""
+
+    def setUp(self):
+        super().setUp()
+        self.port.stopListening()
+        parts = names_build(NamesSettings(store="memory", token="s3cret"), reactor)
+        self.silence = parts.log_watcher
+        api = parts.other_listeners["http_listen"].stream_factory
+        self.connections = WrappingFactory(api)
+        self.listen()
+
+    async def test_a_report_makes_the_watched_identity_heard(self):
+        watched = self.silence.watch(("web-1", "service:web-1"), "web", "h1")
+        unwatched = self.silence.watch(("db-1", "service:db-1"), "db", "127.0.0.2")
+        reporter = self.reporter()
+        self.clock.advance(0.5)
+        reporter.heard([WEB, (13, None, "cron")], "127.0.0.1")
+        await self.tick(reporter)
+        url = reporter.targets[0].url
+        self.assertEqual(samples(reporter)[("log_reports", (url, "sent"))], 1)
+        self.assertEqual(watched.last, 0.5)
+        self.assertIsNone(unwatched.last)
+
+    async def test_a_wrong_token_is_refused_and_nothing_is_heard(self):
+        log = captured_log(self)
+        watched = self.silence.watch(("web-1", "service:web-1"), "web", "h1")
+        reporter = self.reporter(token="wrong")
+        reporter.heard([WEB], "127.0.0.1")
+        await self.tick(reporter)
+        self.assertIsNone(watched.last)
+        (line,) = [line for line in log if "report_to" in line]
+        self.assertIn("refused report_token (HTTP 403", line)
