@@ -83,3 +83,67 @@ class FloodControl:
         for kind, call in list(self._summaries.items()):
             call.cancel()
             self._summarise(kind)
+
+
+class LineBudget:
+    """
+    An audit that wants every event of one KIND in full (each status change
+    of the name server's instances), bounded all the same: at most LINES
+    lines in each INTERVAL; beyond them, events are counted and logged as
+    one summary line when the interval ends.  Unlike L{FloodControl}, a
+    source repeating itself is logged again: each event is news.  A timer
+    runs only while there is something to summarise.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        owner: str,
+        kind: str,
+        lines: int = 100,
+        interval: float = INTERVAL,
+    ) -> None:
+        self.clock = clock
+        self.owner = owner
+        self.kind = kind
+        self.lines = lines
+        self.interval = interval
+        self._ends = -1.0  # when the current interval ends
+        self._used = 0
+        self._over = 0
+        self._level = LogLevel.info
+        self._summary: IDelayedCall | None = None
+
+    def emit(self, level: LogLevel, format: str, /, **fields: object) -> None:
+        """Log FORMAT at LEVEL, unless this interval's lines are spent: then count it."""
+        now = self.clock.seconds()
+        if now >= self._ends and self._summary is None:
+            self._ends, self._used = now + self.interval, 0
+        self._level = level
+        if self._used < self.lines:
+            self._used += 1
+            log.emit(level, format, flood_kind=self.kind, **fields)
+            return
+        self._over += 1
+        if self._summary is None:
+            self._summary = self.clock.callLater(max(0.0, self._ends - now), self._summarise)
+
+    def _summarise(self) -> None:
+        self._summary = None
+        count, self._over = self._over, 0
+        log.emit(
+            self._level,
+            "{owner}: {count} more {kind} in the last {interval:g} s",
+            owner=self.owner,
+            count=count,
+            kind=self.kind,
+            interval=self.interval,
+            flood_kind=self.kind,
+            flood_count=count,
+        )
+
+    def flush(self) -> None:
+        """Log the summary now and cancel its timer (the service is stopping)."""
+        if self._summary is not None:
+            self._summary.cancel()
+            self._summarise()

@@ -34,7 +34,7 @@ from zope.interface import implementer
 
 from suite.contracts.errors import Overloaded
 from suite.contracts.names import Invalid, NotFound, Unauthorized, Unavailable
-from suite.foundation.flood import FloodControl
+from suite.foundation.flood import FloodControl, LineBudget
 from suite.foundation.interfaces import IHealthSource, IMetricSource, ISummarySource
 from suite.foundation.metrics import Histogram
 from suite.foundation.printable import printable
@@ -50,6 +50,7 @@ log = Logger()
 
 MAX_INSTANCES_PER_SOURCE = 1000
 MAX_RESOLVING = 64  # host names resolved at once; beyond, Register answers OVERLOADED
+STATUS_LINES = 100  # status changes audited in full per 10 s; beyond, counted
 DEFAULT_MAX_SILENCE = 60.0  # seconds: a logs check registered over AMP without max_silence
 
 Applied = TypeVar("Applied")  # what a change applied to the registry answers
@@ -144,6 +145,9 @@ class NameServer(service.Service):
         self.watches = Watches(registry)
         self.clock = clock
         self.warnings = FloodControl(clock, "names")
+        # Every status change is news (a logs check's source went quiet, then spoke): each
+        # is audited, up to STATUS_LINES lines per interval, the rest counted.
+        self.status_audit = LineBudget(clock, "names", "status changes", STATUS_LINES)
         self._writes: set[defer.Deferred[Any]] = set()
         self._turns: dict[str, defer.DeferredLock] = {}  # instance ID -> its writes, in order
         self._claimed_checks: dict[str, str] = {}  # check ID -> the instance whose write holds it
@@ -641,10 +645,8 @@ class NameServer(service.Service):
             changed.failures = served.failures
             self.registry.put(changed, index)
             if changed.status != current.status:
-                self.warnings.emit(
+                self.status_audit.emit(
                     LogLevel.info,
-                    "status changes",
-                    current.source,
                     "names: {name} {id} is now {status} (was {before}): {why}",
                     names_event="status",
                     name=current.name,
@@ -722,5 +724,9 @@ class NameServer(service.Service):
         service.Service.stopService(self)
         self.stopped = True
         writes = defer.DeferredList(list(self._writes), consumeErrors=True)
-        writes.addBoth(lambda _: self.warnings.flush())  # the audit of those writes included
+        writes.addBoth(self._flush_audit)  # the audit of those writes included
         return writes.addBoth(lambda _: self.store.close())
+
+    def _flush_audit(self, _: object) -> None:
+        self.warnings.flush()
+        self.status_audit.flush()
