@@ -18,32 +18,24 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet import defer, error
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
-    IConsumer,
-    IProtocol,
-    IProtocolFactory,
     IPushProducer,
     IReactorTime,
-    IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.python.compat import nativeString
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import (
-    URI,
     Agent,
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
     ResponseDone,
     ResponseFailed,
 )
-from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
-from zope.interface import implementer
+from twisted.web.iweb import IResponse
 
 from suite.names.store import StoreError
+from suite.net.web_client import BytesBody, QuietEndpoints
 
 MAX_MESSAGE = 64 * 2**20  # bytes of one answer (a range of the whole registry) or watch message
 UNAVAILABLE_CODES = {4, 14}  # gRPC DeadlineExceeded and Unavailable: another member may serve
@@ -66,51 +58,13 @@ def prefix_end(prefix: str) -> str:
     return base64.b64encode(raw[:-1] + bytes([raw[-1] + 1])).decode("ascii")
 
 
-@implementer(IStreamClientEndpoint)
-class QuietEndpoint:
-    """
-    Connects through ENDPOINT with the factory made quiet first: the
-    connection pool's factory, like every Twisted factory, logs a line at
-    each connection's start and end unless its public `noisy` is False
-    (and its class is private, so it is not subclassed here).
-    """
-
-    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
-        self.endpoint = endpoint
-
-    def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
-        if isinstance(protocolFactory, Factory):
-            protocolFactory.noisy = False
-        return self.endpoint.connect(protocolFactory)
-
-
-@implementer(IAgentEndpointFactory)
-class QuietEndpoints:
-    """
-    The endpoints of the Agent's requests as Twisted's Agent makes them (TCP
-    to the URL's host and port; for https, TLS over it, verified as a
-    browser would), with connections that are not logged.
-    """
-
-    def __init__(self, reactor: object) -> None:
-        self.reactor = reactor
-        self.policy = BrowserLikePolicyForHTTPS()
-
-    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
-        if uri.scheme not in (b"http", b"https"):
-            raise SchemeNotSupported(f"Unsupported scheme: {uri.scheme!r}")
-        endpoint: IStreamClientEndpoint = HostnameEndpoint(
-            self.reactor, nativeString(uri.host), uri.port
-        )
-        if uri.scheme == b"https":
-            endpoint = wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), endpoint)
-        return QuietEndpoint(endpoint)
-
-
 def _pool(reactor: object, persistent: bool) -> HTTPConnectionPool:
     pool = HTTPConnectionPool(reactor, persistent=persistent)
     pool.retryAutomatically = False  # a request is retried on the next endpoint instead
     return pool
+
+
+CONNECT_TIMEOUT = 30.0  # seconds to connect to a member (HostnameEndpoint's default)
 
 
 class EtcdError(StoreError):
@@ -122,28 +76,6 @@ class EtcdError(StoreError):
     """
 
     retry_elsewhere = False
-
-
-@implementer(IBodyProducer)
-class _Body:
-    """A request body already in memory (FileBodyProducer would add a cooperator per request)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: IConsumer) -> defer.Deferred[None]:
-        consumer.write(self.data)
-        return defer.succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class _Messages(Protocol):
@@ -214,7 +146,8 @@ class EtcdClient:
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self._current = 0
-        connecting = QuietEndpoints(reactor)
+        # TCP (or TLS verified as a browser would) within Twisted's default 30 s, unlogged.
+        connecting = QuietEndpoints(reactor, BrowserLikePolicyForHTTPS(), CONNECT_TIMEOUT)
         self.pool = _pool(reactor, persistent=True)
         self.agent = Agent.usingEndpointFactory(reactor, connecting, pool=self.pool)
         # A watch holds its connection as long as it lasts: a pool of its own, never reused.
@@ -283,7 +216,7 @@ class EtcdClient:
         self, agent: Agent, endpoint: str, path: str, data: bytes
     ) -> defer.Deferred[IResponse]:
         url = f"{endpoint}{path}".encode()
-        return agent.request(b"POST", url, HEADERS, _Body(data))
+        return agent.request(b"POST", url, HEADERS, BytesBody(data))
 
     def watch(self, request: dict, on_message: OnMessage) -> defer.Deferred[None]:
         """

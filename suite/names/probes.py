@@ -52,10 +52,10 @@ from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
 from suite.contracts.names import Invalid
-from suite.names.etcd import QuietEndpoint
 from suite.names.health import IConnectingClock, tcp_ping
 from suite.names.registry import CRITICAL, MAX_TEXT, PASSING, WARNING, Check
 from suite.net.addresses import host_port
+from suite.net.web_client import QuietEndpoint
 
 BODY_LIMIT = 4096  # bytes of an HTTP check's answer kept as its output (Consul's)
 RESPONSE_LIMIT = 64 * 1024  # bytes an HTTP check reads (headers, body and its framing)

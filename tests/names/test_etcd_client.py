@@ -8,13 +8,14 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
-from twisted.web.client import URI
+from twisted.web.client import URI, BrowserLikePolicyForHTTPS
 from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from suite.names.etcd import EtcdClient, QuietEndpoints
+from suite.names.etcd import CONNECT_TIMEOUT, EtcdClient
+from suite.net.web_client import QuietEndpoints
 from tests.helpers import captured_log
 
 
@@ -32,10 +33,12 @@ class RecordingEndpoint:
 
 class EndpointTests(SynchronousTestCase):
     def endpoint(self, url: bytes):
-        return QuietEndpoints(reactor).endpointForURI(URI.fromBytes(url))
+        return QuietEndpoints(
+            reactor, BrowserLikePolicyForHTTPS(), CONNECT_TIMEOUT
+        ).endpointForURI(URI.fromBytes(url))
 
     def test_the_endpoint_factory_and_its_endpoints_provide_their_interfaces(self):
-        endpoints = QuietEndpoints(reactor)
+        endpoints = QuietEndpoints(reactor, BrowserLikePolicyForHTTPS(), CONNECT_TIMEOUT)
         self.assertTrue(verifyObject(IAgentEndpointFactory, endpoints))
         for url in (b"http://127.0.0.1:2379/v3/kv/range", b"https://etcd.example:2379/"):
             self.assertTrue(verifyObject(IStreamClientEndpoint, self.endpoint(url)))
