@@ -12,11 +12,13 @@ no entry of its own, so the table is as large as the registry's logs
 checks, whatever is sent.
 
 Hearing is on the collector's path once per read: a read costs one call,
-the clock once, and each message at most two dict lookups (its hostname's,
-and its address's only when that address is watched at all); with nothing
-watched, a call returns at once.  Only an identity whose check is not
-passing asks for more: the runner is told, so that it turns passing at
-once, and nothing at all is written while a passing check keeps hearing.
+the clock once, one lookup of the sender's address and one of each
+hostname that differs from the message before's; then each message one
+lookup of its app in its host's table (and in its address's, when that
+address is watched at all).  With nothing watched, a call returns at once.
+Only an identity whose check is not passing asks for more: the runner is
+told, so that it turns passing at once, and nothing at all is written
+while a passing check keeps hearing.
 """
 
 import ipaddress
@@ -35,6 +37,7 @@ from suite.foundation.heard import HeardFields
 REPORT_GRACE = 2.0
 
 Key = tuple[str, str]  # (instance ID, check ID), as the runner tells checks
+_NOTHING: dict = {}  # the apps watched on a host nobody watches (never written)
 Identity = tuple[str, str]  # (app, host as matched)
 
 
@@ -54,19 +57,24 @@ class Watched:
     """
     One identity watched by logs checks: their KEYS; WAITING, those of them
     not passing (a message then tells the runner); LAST, when it was last
-    heard (None: not since it was first watched); SINCE, when its checks'
-    silence counts from (LAST, or LAST plus REPORT_GRACE when it was a
-    report that said so).
+    heard (None: not since it was first watched); GRACE, the seconds its
+    checks' silence counts from after LAST (REPORT_GRACE when a report said
+    so, else 0).
     """
 
-    __slots__ = ("identity", "keys", "last", "since", "waiting")
+    __slots__ = ("grace", "identity", "keys", "last", "waiting")
 
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
         self.keys: set[Key] = set()
         self.waiting: set[Key] = set()
         self.last: float | None = None
-        self.since: float | None = None
+        self.grace = 0.0
+
+    @property
+    def since(self) -> float | None:
+        """When its checks' silence counts from: LAST plus its grace (None: never heard)."""
+        return None if self.last is None else self.last + self.grace
 
 
 @dataclass(frozen=True)
@@ -89,14 +97,17 @@ class Silence:
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self.woken: Callable[[list[Watched]], object] | None = None
-        # (app, host) -> its Watched; an IPv4 host is also under its IPv4-mapped IPv6 form
-        self._index: dict[Identity, Watched] = {}
-        self._hosts: dict[str, int] = {}  # host -> identities watching it: is an address watched
+        # host -> app -> its Watched; an IPv4 host is also under its IPv4-mapped IPv6 form
+        self._by_host: dict[str, dict[str, Watched]] = {}
         self._of_key: dict[Key, Watched] = {}
 
     def __len__(self) -> int:
         """Identities watched (an identity is kept only while a check watches it)."""
         return len({watched.identity for watched in list(self._of_key.values())})
+
+    def identities(self) -> list[Identity]:
+        """Every (app, host form) a message is matched against, sorted."""
+        return sorted((app, host) for host, apps in self._by_host.items() for app in apps)
 
     # The runner's side: which checks watch what.
 
@@ -108,12 +119,11 @@ class Silence:
             if current.identity == identity:
                 return current
             self.unwatch(key)
-        watched = self._index.get(identity)
+        watched = self._by_host.get(identity[1], {}).get(app)
         if watched is None:
             watched = Watched(identity)
             for form in _forms(identity[1]):
-                self._index[(app, form)] = watched
-                self._hosts[form] = self._hosts.get(form, 0) + 1
+                self._by_host.setdefault(form, {})[app] = watched
         watched.keys.add(key)
         self._of_key[key] = watched
         return watched
@@ -129,50 +139,62 @@ class Silence:
             return
         app, host = watched.identity
         for form in _forms(host):
-            del self._index[(app, form)]
-            left = self._hosts[form] - 1
-            if left:
-                self._hosts[form] = left
-            else:
-                del self._hosts[form]
+            apps = self._by_host[form]
+            del apps[app]
+            if not apps:
+                del self._by_host[form]
 
     def clear(self) -> None:
         """Nothing is watched any longer (the runner stopped): what was heard is forgotten."""
-        self._index.clear()
-        self._hosts.clear()
+        self._by_host.clear()
         self._of_key.clear()
 
     # The collectors' side.
 
     def heard(self, messages: Sequence[HeardFields | None], address: str) -> None:
         """The messages of one read from ADDRESS (see L{suite.foundation.heard.Hearing})."""
-        index = self._index
-        if not index:
+        by_host = self._by_host
+        if not by_host:
             return
         now = self.clock.seconds()
-        by_address = address in self._hosts
-        woken: list[Watched] = []
-        previous_app: str | None = None
-        previous_hostname: str | None = None
+        by_address = by_host.get(address)
+        found: list[Watched] = []
+        hostname: str | None = None
+        apps: dict[str, Watched] = {}
         for fields in messages:
             if fields is None:
                 continue
-            _, hostname, app = fields
-            if app is None or (app == previous_app and hostname == previous_hostname):
-                continue  # a read mostly holds one source's messages: looked up once
-            previous_app, previous_hostname = app, hostname
-            if hostname is not None:
-                watched = index.get((app, hostname.lower()))
+            _, this_hostname, app = fields
+            if this_hostname != hostname:  # a read mostly holds one host's messages
+                hostname = this_hostname
+                apps = _NOTHING if hostname is None else self._apps_of(hostname)
+            watched = apps.get(app)  # type: ignore[arg-type]  # None (no app): never a key
+            if watched is not None:
+                found.append(watched)
+            if by_address is not None:
+                watched = by_address.get(app)  # type: ignore[arg-type]
                 if watched is not None:
-                    watched.last = watched.since = now
-                    if watched.waiting:
-                        woken.append(watched)
-            if by_address:
-                watched = index.get((app, address))
-                if watched is not None:
-                    watched.last = watched.since = now
-                    if watched.waiting:
-                        woken.append(watched)
+                    found.append(watched)
+        if found:
+            self._note(found, now)
+
+    def _apps_of(self, hostname: str) -> dict[str, "Watched"]:
+        """The apps watched on HOSTNAME (in any case), by app."""
+        apps = self._by_host.get(hostname)
+        if apps is None and not hostname.islower():
+            apps = self._by_host.get(hostname.lower())
+        return _NOTHING if apps is None else apps
+
+    def _note(self, found: list["Watched"], now: float) -> None:
+        """FOUND were heard at NOW: the runner is told of those whose checks wait."""
+        woken = []
+        for watched in found:
+            if watched.last != now:
+                if watched.grace:  # a report's grace may reach beyond now
+                    watched.grace = max(0.0, watched.last + watched.grace - now)
+                watched.last = now
+            if watched.waiting:
+                woken.append(watched)
         if woken and self.woken is not None:
             self.woken(woken)
 
@@ -182,26 +204,26 @@ class Silence:
         future is taken as now) counts with REPORT_GRACE more.  Entries
         nobody watches are dropped.
         """
-        index = self._index
-        if not index:
+        by_host = self._by_host
+        if not by_host:
             return
         now = self.clock.seconds()
         woken: list[Watched] = []
         for entry in entries:
             last = min(entry.last, now)
-            candidates = []
+            hosts = [entry.address]
             if entry.hostname is not None:
-                candidates.append(index.get((entry.app, entry.hostname.lower())))
-            if entry.address in self._hosts:
-                candidates.append(index.get((entry.app, entry.address)))
-            for watched in candidates:
+                hosts.append(entry.hostname.lower())
+            for host in hosts:
+                watched = by_host.get(host, {}).get(entry.app)
                 if watched is None:
                     continue
-                if watched.last is None or last > watched.last:
-                    watched.last = last
-                since = last + REPORT_GRACE
-                if watched.since is None or since > watched.since:
-                    watched.since = since
+                if watched.last is None:
+                    watched.last, watched.grace = last, REPORT_GRACE
+                else:  # the latest message heard, and the latest its silence counts from
+                    since = max(watched.last + watched.grace, last + REPORT_GRACE)
+                    watched.last = max(watched.last, last)
+                    watched.grace = since - watched.last
                 if watched.waiting:
                     woken.append(watched)
         if woken and self.woken is not None:

@@ -70,7 +70,7 @@ class SilenceIndex(SynchronousTestCase):
             self.silence.heard([message(app=f"app{number}", hostname=f"h{number}")], "10.9.0.1")
             self.silence.reported([Report(f"app{number}", f"h{number}", "10.9.0.2", 1.0)])
         self.assertEqual(len(self.silence), 1)
-        self.assertEqual(len(self.silence._index), 1)
+        self.assertEqual(self.silence.identities(), [("web", HOST)])
 
     def test_an_identity_goes_with_its_last_check(self):
         self.silence.watch(("i1", "c1"), "web", HOST)
@@ -83,9 +83,8 @@ class SilenceIndex(SynchronousTestCase):
         self.silence.watch(("i3", "c3"), "db", "10.0.0.1")  # redeclared: watches another app
         self.assertEqual(len(self.silence), 1)
         self.assertEqual(
-            sorted(self.silence._index), [("db", "10.0.0.1"), ("db", "::ffff:10.0.0.1")]
+            self.silence.identities(), [("db", "10.0.0.1"), ("db", "::ffff:10.0.0.1")]
         )
-        self.assertEqual(self.silence._hosts, {"10.0.0.1": 1, "::ffff:10.0.0.1": 1})
 
     def test_a_report_counts_with_its_grace_and_never_from_the_future(self):
         watched = self.silence.watch(("i1", "c1"), "web", HOST)
