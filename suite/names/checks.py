@@ -278,9 +278,9 @@ class CheckRunner(service.Service):
         if check.kind == "logs":
             entry.heard = self.silence.watch(key, check.app, check.target or host)
             if check.status == PASSING:
-                entry.heard.waiting.discard(key)
+                entry.heard.passed(key)
             else:  # a message from now on turns it passing; one heard already, now
-                entry.heard.waiting.add(key)
+                entry.heard.wait(key)
                 self._pass_if_heard(key, now)
         else:  # perhaps a logs check before
             entry.heard = None
@@ -465,11 +465,11 @@ class CheckRunner(service.Service):
             return
         watched = entry.heard
         if check.kind != "logs" or check.status == PASSING:
-            watched.waiting.discard(key)
+            watched.passed(key)
             return
         if watched.last is None or now >= self._deadline(key, entry):
             return  # not heard since watched, or a report of a message too old
-        watched.waiting.discard(key)  # messages while the change is written: nothing more
+        watched.passed(key)  # messages while the change is written: nothing more
         self.results[("logs", PASSING)] += 1
         written = self._set(
             instance, check, PASSING, heard_output(check.app, check.target or instance.host)
@@ -487,7 +487,7 @@ class CheckRunner(service.Service):
         check = None if instance is None else instance.check(key[1])
         if entry is not None and entry.heard is watched and check is not None:
             if check.kind == "logs" and check.status != PASSING:
-                watched.waiting.add(key)
+                watched.wait(key)
 
     def _set(
         self, instance: Instance, check: Check, status: str, output: str

@@ -25,6 +25,7 @@ import ipaddress
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -41,6 +42,7 @@ _NOTHING: dict = {}  # the apps watched on a host nobody watches (never written)
 Identity = tuple[str, str]  # (app, host as matched)
 
 
+@lru_cache(maxsize=4096)  # the runner asks again for every check of a name it looks at
 def watched_host(host: str) -> str:
     """
     HOST as messages are matched against it: a host name in lower case
@@ -56,25 +58,48 @@ def watched_host(host: str) -> str:
 class Watched:
     """
     One identity watched by logs checks: their KEYS; WAITING, those of them
-    not passing (a message then tells the runner); LAST, when it was last
-    heard (None: not since it was first watched); GRACE, the seconds its
-    checks' silence counts from after LAST (REPORT_GRACE when a report said
-    so, else 0).
+    not passing (L{wait}: a message then tells the runner).  When it was
+    last heard is kept in the Silence's tables (what a message touches),
+    read here as L{last} and L{since}.
     """
 
-    __slots__ = ("grace", "identity", "keys", "last", "waiting")
+    __slots__ = ("_silence", "identity", "keys", "reported_since", "waiting")
 
-    def __init__(self, identity: Identity) -> None:
+    def __init__(self, silence: "Silence", identity: Identity) -> None:
+        self._silence = silence
         self.identity = identity
         self.keys: set[Key] = set()
         self.waiting: set[Key] = set()
-        self.last: float | None = None
-        self.grace = 0.0
+        self.reported_since: float | None = None  # a report's last message + REPORT_GRACE
+
+    @property
+    def last(self) -> float | None:
+        """When it was last heard (None: not since it was first watched)."""
+        return self._silence.last_heard(self.identity)
 
     @property
     def since(self) -> float | None:
-        """When its checks' silence counts from: LAST plus its grace (None: never heard)."""
-        return None if self.last is None else self.last + self.grace
+        """
+        When its checks' silence counts from: its last message, or a
+        reported one plus REPORT_GRACE if later (None: never heard).
+        """
+        last, reported = self.last, self.reported_since
+        if last is None or reported is None:
+            return last if reported is None else reported
+        return max(last, reported)
+
+    def wait(self, key: Key) -> None:
+        """The check KEY is not passing: the next message from this identity tells the runner."""
+        if not self.waiting:
+            self._silence.waiting(self, True)
+        self.waiting.add(key)
+
+    def passed(self, key: Key) -> None:
+        """The check KEY passes (or is gone): messages need not tell the runner of it."""
+        if key in self.waiting:
+            self.waiting.discard(key)
+            if not self.waiting:
+                self._silence.waiting(self, False)
 
 
 @dataclass(frozen=True)
@@ -97,9 +122,13 @@ class Silence:
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self.woken: Callable[[list[Watched]], object] | None = None
-        # host -> app -> its Watched; an IPv4 host is also under its IPv4-mapped IPv6 form
-        self._by_host: dict[str, dict[str, Watched]] = {}
+        # host -> app -> when last heard (None: not yet): what a message touches, and only
+        # that; an IPv4 host is also under its IPv4-mapped IPv6 form
+        self._by_host: dict[str, dict[str, float | None]] = {}
+        self._identities: dict[Identity, Watched] = {}
         self._of_key: dict[Key, Watched] = {}
+        # host -> app -> Watched, of the identities whose checks wait (usually none)
+        self._waiting: dict[str, dict[str, Watched]] = {}
 
     def __len__(self) -> int:
         """Identities watched (an identity is kept only while a check watches it)."""
@@ -119,11 +148,11 @@ class Silence:
             if current.identity == identity:
                 return current
             self.unwatch(key)
-        watched = self._by_host.get(identity[1], {}).get(app)
+        watched = self._identities.get(identity)
         if watched is None:
-            watched = Watched(identity)
+            watched = self._identities[identity] = Watched(self, identity)
             for form in _forms(identity[1]):
-                self._by_host.setdefault(form, {})[app] = watched
+                self._by_host.setdefault(form, {})[app] = None
         watched.keys.add(key)
         self._of_key[key] = watched
         return watched
@@ -134,9 +163,10 @@ class Silence:
         if watched is None:
             return
         watched.keys.discard(key)
-        watched.waiting.discard(key)
+        watched.passed(key)
         if watched.keys:
             return
+        del self._identities[watched.identity]
         app, host = watched.identity
         for form in _forms(host):
             apps = self._by_host[form]
@@ -147,7 +177,31 @@ class Silence:
     def clear(self) -> None:
         """Nothing is watched any longer (the runner stopped): what was heard is forgotten."""
         self._by_host.clear()
+        self._identities.clear()
         self._of_key.clear()
+        self._waiting.clear()
+
+    def waiting(self, watched: Watched, waits: bool) -> None:
+        """Whether a message from WATCHED tells the runner (see L{Watched.wait})."""
+        app, host = watched.identity
+        for form in _forms(host):
+            if waits:
+                self._waiting.setdefault(form, {})[app] = watched
+            elif form in self._waiting:
+                apps = self._waiting[form]
+                apps.pop(app, None)
+                if not apps:
+                    del self._waiting[form]
+
+    def last_heard(self, identity: Identity) -> float | None:
+        """When IDENTITY was last heard, under any form of its host (None: never)."""
+        app, host = identity
+        heard = [
+            last
+            for form in _forms(host)
+            if (last := self._by_host.get(form, _NOTHING).get(app)) is not None
+        ]
+        return max(heard) if heard else None
 
     # The collectors' side.
 
@@ -157,46 +211,44 @@ class Silence:
         if not by_host:
             return
         now = self.clock.seconds()
-        by_address = by_host.get(address)
-        found: list[Watched] = []
+        at_address = by_host.get(address)
+        waiting = self._waiting
+        woken: list[Watched] = []
         hostname: str | None = None
-        apps: dict[str, Watched] = {}
+        host = ""
+        apps: dict[str, float | None] = _NOTHING
         for fields in messages:
             if fields is None:
                 continue
             _, this_hostname, app = fields
             if this_hostname != hostname:  # a read mostly holds one host's messages
                 hostname = this_hostname
-                apps = _NOTHING if hostname is None else self._apps_of(hostname)
-            watched = apps.get(app)  # type: ignore[arg-type]  # None (no app): never a key
-            if watched is not None:
-                found.append(watched)
-            if by_address is not None:
-                watched = by_address.get(app)  # type: ignore[arg-type]
-                if watched is not None:
-                    found.append(watched)
-        if found:
-            self._note(found, now)
-
-    def _apps_of(self, hostname: str) -> dict[str, "Watched"]:
-        """The apps watched on HOSTNAME (in any case), by app."""
-        apps = self._by_host.get(hostname)
-        if apps is None and not hostname.islower():
-            apps = self._by_host.get(hostname.lower())
-        return _NOTHING if apps is None else apps
-
-    def _note(self, found: list["Watched"], now: float) -> None:
-        """FOUND were heard at NOW: the runner is told of those whose checks wait."""
-        woken = []
-        for watched in found:
-            if watched.last != now:
-                if watched.grace:  # a report's grace may reach beyond now
-                    watched.grace = max(0.0, watched.last + watched.grace - now)
-                watched.last = now
-            if watched.waiting:
-                woken.append(watched)
+                host, apps = self._apps_of(hostname)
+            if app in apps:
+                apps[app] = now
+                if waiting:
+                    self._wakes(woken, host, app)
+            if at_address is not None and app in at_address:
+                at_address[app] = now
+                if waiting:
+                    self._wakes(woken, address, app)
         if woken and self.woken is not None:
             self.woken(woken)
+
+    def _apps_of(self, hostname: str | None) -> tuple[str, dict[str, float | None]]:
+        """HOSTNAME as watched (lower case) and its apps' table (an empty one if none)."""
+        if hostname is None:
+            return "", _NOTHING
+        apps = self._by_host.get(hostname)
+        if apps is None and not hostname.islower():
+            hostname = hostname.lower()
+            apps = self._by_host.get(hostname)
+        return hostname, _NOTHING if apps is None else apps
+
+    def _wakes(self, woken: list[Watched], host: str, app: str) -> None:
+        watched = self._waiting.get(host, _NOTHING).get(app)
+        if watched is not None and watched not in woken:
+            woken.append(watched)
 
     def reported(self, entries: Iterable[Report]) -> None:
         """
@@ -215,21 +267,31 @@ class Silence:
             if entry.hostname is not None:
                 hosts.append(entry.hostname.lower())
             for host in hosts:
-                watched = by_host.get(host, {}).get(entry.app)
+                apps = by_host.get(host, _NOTHING)
+                if entry.app not in apps:
+                    continue
+                before = apps[entry.app]
+                apps[entry.app] = last if before is None else max(before, last)
+                watched = self._identity_of(host, entry.app)
                 if watched is None:
                     continue
-                if watched.last is None:
-                    watched.last, watched.grace = last, REPORT_GRACE
-                else:  # the latest message heard, and the latest its silence counts from
-                    since = max(watched.last + watched.grace, last + REPORT_GRACE)
-                    watched.last = max(watched.last, last)
-                    watched.grace = since - watched.last
-                if watched.waiting:
+                since = last + REPORT_GRACE
+                if watched.reported_since is None or since > watched.reported_since:
+                    watched.reported_since = since
+                if watched.waiting and watched not in woken:
                     woken.append(watched)
         if woken and self.woken is not None:
             self.woken(woken)
 
+    def _identity_of(self, form: str, app: str) -> Watched | None:
+        """The identity watched as APP on the host form FORM."""
+        watched = self._identities.get((app, form))
+        if watched is None and form.startswith("::ffff:"):
+            watched = self._identities.get((app, form.removeprefix("::ffff:")))
+        return watched
 
+
+@lru_cache(maxsize=4096)
 def _forms(host: str) -> tuple[str, ...]:
     """
     The forms a sender's address may take for HOST: an IPv4 address also as

@@ -100,7 +100,7 @@ class SilenceIndex(SynchronousTestCase):
         watched = self.silence.watch(("i1", "c1"), "web", HOST)
         self.silence.heard([message()] * 3, "10.0.0.9")
         self.assertEqual(self.woken, [])
-        watched.waiting.add(("i1", "c1"))
+        watched.wait(("i1", "c1"))
         self.silence.heard([message()], "10.0.0.9")
         self.assertEqual(self.woken, [watched])
 
