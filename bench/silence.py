@@ -54,6 +54,7 @@ import sys
 import time
 from pathlib import Path
 
+from consul import read_http_answer
 from run import PYTHON, WORK, Server, suite
 from tree import TREE, cpu_seconds, free_port
 
@@ -167,16 +168,6 @@ def http_request(method: str, path: str, body: bytes = b"") -> bytes:
     ).encode() + body
 
 
-async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    return status, await reader.readexactly(length)
-
-
 def registration(number: int) -> bytes:
     return json.dumps(
         {
@@ -201,7 +192,7 @@ async def register_all(http_port: int, count: int) -> float:
         reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
         for number in numbers:
             writer.write(http_request("PUT", "/v1/agent/service/register", registration(number)))
-            status, body = await read_answer(reader)
+            status, body = await read_http_answer(reader)
             if status != 200:
                 raise RuntimeError(f"register {app(number)}: {status} {body[:200]!r}")
         writer.close()
@@ -214,7 +205,7 @@ async def registered(http_port: int) -> tuple[int, int]:
     """(instances of SERVICE, how many with a passing logs check) as the registry answers."""
     reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
     writer.write(http_request("GET", f"/v1/health/service/{SERVICE}"))
-    status, body = await read_answer(reader)
+    status, body = await read_http_answer(reader)
     writer.close()
     if status != 200:
         raise RuntimeError(f"GET /v1/health/service/{SERVICE}: {status}")
@@ -235,7 +226,7 @@ async def http_ready(http_port: int) -> None:
             await asyncio.sleep(0.05)
             continue
         writer.write(http_request("GET", "/v1/agent/self"))
-        await read_answer(reader)
+        await read_http_answer(reader)
         writer.close()
         return
     raise RuntimeError("the name server's HTTP API did not answer")
