@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite.contracts.names import Register, Watch
 from suite.names import service as names_service
+from suite.names.blocking import Blocking, HeldReads
 from suite.names.checks import CheckRunner
 from suite.names.protocol import NamesFactory
 from suite.names.registry import CRITICAL, PASSING, WARNING, Check, Instance
@@ -176,6 +177,29 @@ class LogsChecks(LogsTestCase):
         self.assertEqual(self.registry.index, index)
         elapse(self.clock, 60.125)
         self.assertEqual(self.state(web), (WARNING, SILENT))
+
+    def test_a_blocking_query_of_its_name_is_woken_by_each_transition(self):
+        web = self.register(80, logs())
+        held = HeldReads(self.registry, self.clock, max_held=10, jitter=lambda: 1.0)
+        woken = []
+
+        def hold():
+            index = self.registry.name_index("web")
+            held.hold("web", Blocking(index, 600.0), lambda _: woken.append(self.state(web)[0]))
+
+        hold()
+        elapse(self.clock, 59.75)
+        self.assertEqual(woken, [])  # still passing: nothing to tell
+        elapse(self.clock, 0.5)
+        self.assertEqual(woken, [WARNING])
+        hold()
+        self.hear()
+        self.clock.advance(0)
+        self.assertEqual(woken, [WARNING, PASSING])
+        hold()
+        self.hear()  # heard while passing: no change, the read stays held
+        elapse(self.clock, 1)
+        self.assertEqual(woken, [WARNING, PASSING])
 
     def test_never_heard_it_turns_silent_max_silence_after_it_was_registered(self):
         web = self.register(80, logs())
