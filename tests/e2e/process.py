@@ -112,6 +112,36 @@ def stop_process(process: subprocess.Popen, timeout: float = 10) -> int:
         return process.wait()
 
 
+CHECKOUT = Path(__file__).resolve().parents[2]
+# What a copy of the checkout to build from leaves out: environments, caches, build output.
+NOT_SOURCE = shutil.ignore_patterns(
+    ".venv",
+    ".nox",
+    ".git",
+    "__pycache__",
+    ".hypothesis",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".coverage*",
+    "build",
+    "*.egg-info",
+    "bench",
+    "log",
+    "data",
+)
+
+
+def source_copy(directory: Path) -> Path:
+    """
+    A copy of the checkout under DIRECTORY to `pip install` from: pip builds
+    a local directory in place (its build/ and egg-info), so two builds of
+    the checkout itself at once (tests run in parallel) would meet there.
+    """
+    copy = directory / "source"
+    shutil.copytree(CHECKOUT, copy, ignore=NOT_SOURCE, symlinks=True)
+    return copy
+
+
 def require(tool):
     """
     Skip (with the reason) when an outside tool is missing; `make test`

@@ -16,15 +16,16 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.process import (
+    CHECKOUT,
     config_ports,
     free_ports,
     popen,
     replace_ports,
     run,
+    source_copy,
     stop_process,
 )
 
-CHECKOUT = Path(__file__).resolve().parents[2]
 PIP_TIMEOUT = 600
 
 
@@ -49,7 +50,7 @@ class FreshInstall(SynchronousTestCase):
         base = getattr(sys, "_base_executable", sys.executable)
         run([base, "-m", "venv", str(venv)], check=True, timeout=120)
         installed = run(
-            [str(venv / "bin" / "pip"), "install", "--quiet", str(CHECKOUT)],
+            [str(venv / "bin" / "pip"), "install", "--quiet", str(source_copy(self.directory))],
             capture_output=True,
             text=True,
             timeout=PIP_TIMEOUT,

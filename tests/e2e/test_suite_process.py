@@ -10,7 +10,7 @@ import time
 
 from twisted.trial.unittest import SkipTest
 
-from tests.e2e.process import TWISTD, ProcessTestCase, busy_port, require, run
+from tests.e2e.process import TWISTD, ProcessTestCase, busy_port, require, run, source_copy
 from tests.helpers import make_pki, tls_section
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -294,7 +294,7 @@ class MemoryTests(ProcessTestCase):
 class PackagingTests(ProcessTestCase):
     def test_plain_install_ships_the_plugin_module_and_no_twisted_init(self):
         """`pip install .` (not editable) puts the plugin file under twisted/plugins/."""
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        root = str(source_copy(self.directory))
         target = self.directory / "site"
         subprocess.run(
             [
