@@ -316,10 +316,16 @@ class LoggerProcessTests(ProcessTestCase):
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.sendall(b"<13>whole\n<13>half a li")
             stop = threading.Event()
-            thread = threading.Thread(
-                target=lambda: [sock.send(b"x") for _ in iter(lambda: stop.wait(0.05), True)],
-                daemon=True,
-            )
+
+            def trickle():
+                """A byte every 50 ms until stopped, or until the suite closes the connection."""
+                try:
+                    while not stop.wait(0.05):
+                        sock.send(b"x")
+                except OSError:
+                    pass
+
+            thread = threading.Thread(target=trickle, daemon=True)
             thread.start()
             started = time.monotonic()
             suite.process.send_signal(signal.SIGTERM)
