@@ -20,3 +20,8 @@ def utc_stamp(seconds: float) -> str:
     if whole != _second:
         _second, _prefix = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
     return f"{_prefix}.{micro:06d}Z"
+
+
+def utc_second(seconds: float) -> str:
+    """SECONDS to the second (`2026-11-21T12:00:00Z`): since when an outage lasts, for /health."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

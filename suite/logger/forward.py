@@ -33,7 +33,6 @@ messages wait) and once when it ends (how long it lasted); meanwhile
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
 from typing import cast
 
 from twisted.application import service
@@ -58,6 +57,7 @@ from suite.foundation.flood import FloodControl
 from suite.foundation.health import DEGRADED
 from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.foundation.printable import printable
+from suite.foundation.stamps import utc_second
 from suite.logger.queue import ForwardQueue
 from suite.logger.relay_settings import ForwardSettings
 from suite.logger.relp_client import Batch, RelpSession, Session, SessionOwner, describe
@@ -265,10 +265,6 @@ def target_tls(settings: ForwardSettings) -> IOpenSSLClientConnectionCreator | N
     trust = trust_root(settings, "ca") if settings.ca else ssl.platformTrust()
     client = client_certificate_options(settings)
     return ssl.optionsForClientTLS(target.host, trustRoot=trust, extraCertificateOptions=client)
-
-
-def moment(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @implementer(IMetricSource, IHealthSource)
@@ -592,7 +588,7 @@ class Forwarder(service.Service):
                 (
                     DEGRADED,
                     f"forward target {self.target_name} ({self.target}) unreachable since "
-                    f"{moment(self._down_since)}: {self._down_reason}",
+                    f"{utc_second(self._down_since)}: {self._down_reason}",
                 )
             )
         if IHealthSource.providedBy(self.queue):

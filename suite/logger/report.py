@@ -34,7 +34,6 @@ sends one last report, bounded by the request timeout.
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -71,6 +70,7 @@ from suite.foundation.health import DEGRADED
 from suite.foundation.heard import HeardFields
 from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.foundation.printable import printable
+from suite.foundation.stamps import utc_second
 from suite.net.client_endpoints import tls_failure
 from suite.net.tls import trust_root
 from suite.net.web_client import BytesBody, QuietEndpoints
@@ -234,10 +234,6 @@ def why_failed(failure: Failure, timeout: float) -> str:
     if failure.check(error.TCPTimedOutError, error.TimeoutError):
         return "connecting timed out"
     return tls_failure(wrapped) or failure.getErrorMessage() or type(wrapped).__name__
-
-
-def moment(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Target:
@@ -436,7 +432,7 @@ class HeardReporter(service.Service):
         return [
             (
                 DEGRADED,
-                f"report_to {target.url} failing since {moment(target.down_since)}: "
+                f"report_to {target.url} failing since {utc_second(target.down_since)}: "
                 f"{target.down_reason}",
             )
             for target in self.targets

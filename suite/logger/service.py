@@ -181,12 +181,13 @@ def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
     routes = open_routes(settings, reactor)
     forwarders = open_forwarders(settings.forward, settings.sync, reactor)
     reporter = open_reporter(settings, reactor)
+    reporting = () if reporter is None else (reporter,)
     delivery = Delivery(
         RecordSink(writer, reactor),
         {forwarder.settings.name: forwarder.queue for forwarder in forwarders},
         routes=routes,
         sources=SourceLimits.of(settings, reactor),
-        hearers=() if reporter is None else (reporter,),
+        hearers=reporting,
     )
     factory = SyslogFactory(settings, reactor, delivery)
     relp_factory = RelpFactory(settings, reactor, delivery)
@@ -195,13 +196,7 @@ def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
     return Parts(
         factory,
         lambda: SyslogDatagramProtocol(delivery, settings.max_message),
-        services=(
-            writer,
-            *route_writers(routes),
-            *forwarders,
-            *(() if reporter is None else (reporter,)),
-            drain,
-        ),
+        services=(writer, *route_writers(routes), *forwarders, *reporting, drain),
         other_listeners={"relp_listen": relp, "relp_tls_listen": relp},
         on_logs_heard=delivery.add_hearer,
     )

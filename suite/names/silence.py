@@ -132,7 +132,7 @@ class Silence:
 
     def __len__(self) -> int:
         """Identities watched (an identity is kept only while a check watches it)."""
-        return len({watched.identity for watched in list(self._of_key.values())})
+        return len(self._identities)
 
     def identities(self) -> list[Identity]:
         """Every (app, host form) a message is matched against, sorted."""
