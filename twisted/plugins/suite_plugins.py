@@ -23,7 +23,8 @@ suite_echo = ServiceMaker(
 suite_logger = ServiceMaker(
     "suite-logger",
     "suite.logger.tap",
-    "Syslog collector: RFC 5424/3164 over TCP, UDP and TLS, written as JSON lines",
+    "Syslog collector and relay: RFC 5424/3164 over TCP, UDP, TLS and RELP to JSON lines; "
+    "forwards over RELP, TCP and TLS",
     "suite-logger",
 )
 suite_sleep = ServiceMaker(
@@ -35,6 +36,7 @@ suite_sleep = ServiceMaker(
 suite_names = ServiceMaker(
     "suite-names",
     "suite.names.tap",
-    "Name server over AMP: register, look up, health-check and evict instances",
+    "Name server over AMP, DNS and HTTP (Consul's API): register, look up, watch, "
+    "health-check (TCP, HTTP, TTL, logs) and evict instances",
     "suite-names",
 )
