@@ -19,6 +19,10 @@ def nothing_to_check(settings: Any) -> Iterable[ConfigError]:
     return ()
 
 
+def never(settings: Any) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class Parts:
     """
@@ -59,6 +63,18 @@ class ServiceDeclaration:
     # Mistakes build would meet beyond those files (a token it cannot read),
     # found without opening or creating anything: for `suite check`.
     preflight: Callable[[Any], Iterable[ConfigError]] = nothing_to_check
+    # With `workers` above 1 a service runs in every worker process, on the
+    # listeners the parent bound, unless it holds state that must exist once:
+    # RUNS_ONCE(settings) true (the name server on a memory or sqlite store)
+    # runs it whole in the parent.  A service with BUILD_SHARED splits: the
+    # parent runs BUILD_SHARED(settings, reactor)'s parts once (the logger's
+    # writer and forward queues) and serves, with their `stream_factory`,
+    # one Unix stream connection per worker; each worker builds its
+    # listeners' parts with BUILD_WORKER(settings, reactor, fd), FD being its
+    # end of that connection.
+    runs_once: Callable[[Any], bool] = never
+    build_shared: Callable[[Any, Any], Parts] | None = None
+    build_worker: Callable[[Any, Any, int], Parts] | None = None
 
     def written_files(self, settings: ServiceSettings) -> list[tuple[str, str]]:
         """(key, path) of each file SETTINGS has this service write."""
