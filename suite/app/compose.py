@@ -14,6 +14,7 @@ and the announcer, under one L{SuiteService}.  Opening a service's files
 ConfigError; `makeService` turns that into the same one line.
 """
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -26,8 +27,9 @@ from suite.app.lifecycle import ISuiteReactor, NamedService
 from suite.app.lifecycle import SuiteService as SuiteService  # make_service's, for the taps
 from suite.app.services import SERVICES
 from suite.app.status_site import MetricsSettings, metrics_site
+from suite.app.workers import WorkersSettings
 from suite.foundation import config
-from suite.foundation.config import ConfigError, ServiceSettings, Settings
+from suite.foundation.config import TOP_LEVEL, ConfigError, ServiceSettings, Settings
 from suite.foundation.credentials import resolve_token
 from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.foundation.options import ConfigOptions, options_for
@@ -36,7 +38,12 @@ from suite.net.listeners import Listener, ListenerService, listener_services, pa
 from suite.net.tls import TLSSettings, names_files, tls_options
 from suite.net.udpbuffer import DatagramLimits
 
-PLAN_SECTIONS: tuple[type[Settings], ...] = (TLSSettings, AnnounceSettings, MetricsSettings)
+PLAN_SECTIONS: tuple[type[Settings], ...] = (
+    WorkersSettings,
+    TLSSettings,
+    AnnounceSettings,
+    MetricsSettings,
+)
 # Every section a config file may hold, whichever plugin reads it.
 SECTIONS = tuple(kind.section for kind in (*PLAN_SECTIONS, *(d.settings for d in SERVICES)))
 ListeningSettings = ServiceSettings | MetricsSettings  # sections with listen and tls_listen
@@ -89,11 +96,26 @@ class AnnouncePlan:
 
 
 @dataclass(frozen=True)
+class PlanSource:
+    """
+    Where a plan came from: the config file, the values given on the command
+    line and which services the plugin runs.  A worker process makes the
+    same plan from it.
+    """
+
+    path: str | None
+    overrides: Mapping[str, Mapping[str, Any]]
+    services: tuple[str, ...]
+    only_listed: bool
+
+
+@dataclass(frozen=True)
 class SuitePlan:
     """
     The whole suite: its services in order, the server TLS context every
     `tls_listen` shares (None: no TLS served), the [metrics] site and the
-    announcer (None: not configured).
+    announcer (None: not configured), and how many worker processes serve
+    its listeners (1: none, one process serves).
     """
 
     services: tuple[ServicePlan, ...]
@@ -101,6 +123,8 @@ class SuitePlan:
     metrics: MetricsPlan | None
     announce: AnnouncePlan | None
     tls_settings: TLSSettings
+    workers: int = 1
+    source: PlanSource | None = None
 
     @property
     def written_files(self) -> list[str]:
@@ -117,12 +141,15 @@ def plan(
     loaded: Mapping[str, Settings],
     path: str | None,
     problems: config.Problems | None = None,
+    inherited: bool = False,
 ) -> SuitePlan:
     """
     The suite LOADED (L{config.load} of PATH, over the sections of
     DECLARATIONS and L{PLAN_SECTIONS}) describes; each mistake goes to
     PROBLEMS (by default the first is raised as a ConfigError), and the
-    part it is in is left out of the plan.
+    part it is in is left out of the plan.  INHERITED: the plan of a worker
+    process, whose sockets its parent bound (what systemd passed is not
+    looked for).
     """
     problems = problems or config.Problems()
     announce = loaded["announce"]
@@ -137,7 +164,7 @@ def plan(
         settings = loaded.get(declaration.name)
         if isinstance(settings, ServiceSettings):
             with problems.step():
-                services.append(plan_service(declaration, settings))
+                services.append(plan_service(declaration, settings, inherited))
     if not services and not problems.found:
         problems.report(ConfigError(f"{path}: no service enabled"))
     metrics = loaded["metrics"]
@@ -145,7 +172,9 @@ def plan(
     metrics_plan = None
     if metrics.enabled:
         with problems.step():
-            metrics_plan = MetricsPlan(metrics, tuple(parse_listeners(metrics, False)))
+            metrics_plan = MetricsPlan(
+                metrics, tuple(parse_listeners(metrics, False, inherited=inherited))
+            )
     served: list[tuple[ListeningSettings, tuple[Listener, ...]]] = [
         (service.settings, service.every_listener) for service in services
     ]
@@ -156,7 +185,9 @@ def plan(
     context = None
     with problems.step():
         context = server_tls(tls, served)
-    return SuitePlan(tuple(services), context, metrics_plan, announce_plan, tls)
+    workers = loaded[TOP_LEVEL]
+    assert isinstance(workers, WorkersSettings)
+    return SuitePlan(tuple(services), context, metrics_plan, announce_plan, tls, workers.count)
 
 
 def check(
@@ -181,7 +212,9 @@ def check(
     return planned, problems.found
 
 
-def plan_service(declaration: ServiceDeclaration, settings: ServiceSettings) -> ServicePlan:
+def plan_service(
+    declaration: ServiceDeclaration, settings: ServiceSettings, inherited: bool = False
+) -> ServicePlan:
     """
     The listeners of one service, checked without binding (no reactor: the
     endpoints parsed only to validate them never listen).
@@ -189,7 +222,14 @@ def plan_service(declaration: ServiceDeclaration, settings: ServiceSettings) -> 
     others = tuple(
         (
             key,
-            tuple(parse_listeners(settings, key not in declaration.stream_only_keys, (key,))),
+            tuple(
+                parse_listeners(
+                    settings,
+                    key not in declaration.stream_only_keys,
+                    (key,),
+                    inherited=inherited,
+                )
+            ),
         )
         for key in declaration.other_listener_keys
     )
@@ -201,6 +241,7 @@ def plan_service(declaration: ServiceDeclaration, settings: ServiceSettings) -> 
                 settings,
                 declaration.datagram_side,
                 required=not any(group for _, group in others),
+                inherited=inherited,
             )
         ),
         others,
@@ -294,10 +335,12 @@ def load(
     overrides: Mapping[str, Mapping[str, Any]],
     only_listed: bool,
     problems: config.Problems | None = None,
+    inherited: bool = False,
 ) -> SuitePlan:
     """
     The plan of the config file PATH with OVERRIDES (command-line values);
     its mistakes go to PROBLEMS (by default the first is raised).
+    INHERITED: a worker's plan (see L{plan}).
     """
     loaded = config.load(
         path,
@@ -307,7 +350,9 @@ def load(
         problems,
         known_sections=SECTIONS,
     )
-    return plan(declarations, loaded, path, problems)
+    planned = plan(declarations, loaded, path, problems, inherited)
+    source = PlanSource(path, overrides, tuple(d.name for d in declarations), only_listed)
+    return dataclasses.replace(planned, source=source)
 
 
 def build(
@@ -332,9 +377,9 @@ def plugin_options(
     single service's sections (the `suite` plugin, ONLY_LISTED false, has
     only --config), validated into a L{SuitePlan} kept as `validated`.
     """
-    keyed: list[type[Settings]] = []
+    keyed: list[type[Settings]] = [WorkersSettings]
     if only_listed:
-        keyed = [*(d.settings for d in declarations), TLSSettings]
+        keyed += [*(d.settings for d in declarations), TLSSettings]
 
     def validate(path: str | None, overrides: dict[str, dict[str, Any]]) -> SuitePlan:
         return load(declarations, path, overrides, only_listed)

@@ -21,6 +21,7 @@ from typing import Any
 
 from suite.app.compose import PLAN_SECTIONS
 from suite.app.tap import SERVICES
+from suite.app.workers import AUTO, WorkersSettings
 from suite.foundation.config import SECRET, FileMode, Key, Kind, Settings
 from suite.foundation.declaration import ServiceDeclaration
 from suite.net.tls import TLSSettings
@@ -61,7 +62,8 @@ section says `enabled = false`.  Each table below is one section of that file.
   flags that turn them on, and what is given there overrides the file given with
   `--config`.  A single-service plugin runs its service whatever `enabled` says
   (so `enabled` is no option), and reads `[announce]` and `[metrics]` from its
-  `--config` file only; the `suite` plugin's only option is `--config`.
+  `--config` file only; the `suite` plugin's only options are `--config` and
+  `--workers`.
 - Durations are in seconds and sizes in bytes; a number may be written as an
   integer (`10` or `10.0`).
 """
@@ -73,9 +75,14 @@ def sections() -> list[tuple[type[Settings], ServiceDeclaration | None]]:
     services' tls_listen use), the services in the order they start, then
     the sections serving the whole suite.
     """
-    ordered: list[tuple[type[Settings], ServiceDeclaration | None]] = [(TLSSettings, None)]
+    ordered: list[tuple[type[Settings], ServiceDeclaration | None]] = [
+        (WorkersSettings, None),
+        (TLSSettings, None),
+    ]
     ordered += [(declaration.settings, declaration) for declaration in SERVICES]
-    ordered += [(kind, None) for kind in PLAN_SECTIONS if kind is not TLSSettings]
+    ordered += [
+        (kind, None) for kind in PLAN_SECTIONS if kind not in (TLSSettings, WorkersSettings)
+    ]
     return ordered
 
 
@@ -111,6 +118,8 @@ def describe_kind(kind: Kind) -> str:
             words = allowed.removeprefix("one of ").split(", ")
             return "one of " + ", ".join(code(word) for word in words)
         return "string"
+    if what is not None and what.endswith('or "auto"'):
+        return f"integer ({what.split('(')[1].split(')')[0]}) or {code(json.dumps(AUTO))}"
     if what is not None and what.startswith("an inline table"):
         return "inline table"
     if what is not None and what.startswith("an octal mode"):
@@ -169,7 +178,12 @@ def section_lead(kind: type[Settings], declaration: ServiceDeclaration | None) -
             f"alone by `twistd suite-{declaration.name}`, where every key here but `enabled` "
             "(and every key of `[tls]`) is the option `--key-name`."
         )
-    if kind is TLSSettings:
+    if kind is WorkersSettings:
+        reader = (
+            "Written before the first table of the file; `--workers` on every plugin, "
+            "the `suite` plugin's too."
+        )
+    elif kind is TLSSettings:
         reader = (
             "Serves every `tls_listen` of every section; its keys are also options of "
             "every single-service plugin."
@@ -197,7 +211,8 @@ def render() -> str:
     """The whole reference, the same text for the same declarations."""
     lines = [INTRO]
     for kind, declaration in sections():
-        lines += [f"## `[{kind.section}]`", "", section_lead(kind, declaration), ""]
+        heading = f"`[{kind.section}]`" if kind.section else "Top level"
+        lines += [f"## {heading}", "", section_lead(kind, declaration), ""]
         lines += [*table(kind.keys()), ""]
         for key in kind.keys():
             if key.kind.table is not None:

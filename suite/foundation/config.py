@@ -371,6 +371,9 @@ class ServiceSettings(Settings):
     )
 
 
+TOP_LEVEL = ""  # the section name of the keys written before any table
+
+
 def listen(*defaults: str) -> Any:
     """The `listen` key with a service's own default listeners."""
     return key(STRING_LIST, tuple(defaults), LISTEN_HELP)
@@ -380,10 +383,11 @@ def problem_at(
     origin: str, section: str, name: str, value: Any, problem: str, means: str | None = None
 ) -> ConfigError:
     """The one line: where VALUE was set (and the file it MEANS, if relative), and PROBLEM."""
+    table = f"[{section}] " if section else ""  # "": a key at the top of the file
     if origin == COMMAND_LINE:
-        where = f"{origin}: [{section}] --{name.replace('_', '-')} {_quote(value)}"
+        where = f"{origin}: {table}--{name.replace('_', '-')} {_quote(value)}"
     else:
-        where = f"{origin}: [{section}] {name} = {_quote(value)}"
+        where = f"{origin}: {table}{name} = {_quote(value)}"
     if means is not None:
         where += f" ({means})"
     return ConfigError(f"{where}: {problem}")
@@ -526,13 +530,24 @@ def load(
     overrides = overrides or {}
     by_name = {k.section: k for k in kinds}
     known = set(by_name) | set(known_sections)
+    # Keys before the first table (`workers = 2`) are the top-level section "".
+    top = {
+        name: value
+        for name, value in document.items()
+        if not isinstance(value, dict) and name not in known  # `echo = 1`: not a table
+    }
+    if top:
+        document = {name: value for name, value in document.items() if name not in top}
+        if TOP_LEVEL in known:
+            document[TOP_LEVEL] = top
+        else:  # a plugin without top-level keys, given a file written for another
+            document.update(top)
     if not only_listed or known_sections:
+        sections = ", ".join(sorted(filter(None, known)))
         for name in document:
             if name not in known:
                 problems.report(
-                    ConfigError(
-                        f"{origin}: [{name}]: unknown section (known: {', '.join(sorted(known))})"
-                    )
+                    ConfigError(f"{origin}: [{name}]: unknown section (known: {sections})")
                 )
     result = {}
     for kind in kinds:

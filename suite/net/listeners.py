@@ -13,12 +13,12 @@ import ipaddress
 import os
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from twisted.application import service
-from twisted.internet import defer, endpoints, error, ssl
+from twisted.internet import defer, endpoints, error, fdesc, ssl
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -26,7 +26,7 @@ from twisted.internet.interfaces import (
     IReactorUDP,
     IStreamServerEndpoint,
 )
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -41,7 +41,7 @@ from suite.net.transport import StockStreamPorts, StreamPorts, listen_tcp_reusin
 from suite.net.twisted_internals import fast_path
 from suite.net.twisted_internals.streams import FastStreamPorts
 from suite.net.udpbuffer import apply_receive_buffer, kernel_drops
-from suite.net.udpport import listen_datagram
+from suite.net.udpport import adopt_datagram_port, listen_datagram
 
 log = Logger()
 
@@ -163,6 +163,7 @@ def parse_listeners(
     datagram_side: bool,
     keys: tuple[str, ...] = ("listen", "tls_listen"),
     required: bool = True,
+    inherited: bool = False,
 ) -> list[Listener]:
     """
     Check every entry of SETTINGS' KEYS (`listen` and `tls_listen`, or a
@@ -170,6 +171,8 @@ def parse_listeners(
     without a reactor: the endpoints parsed here are never listened on.
     REQUIRED: `listen` and `tls_listen` may not both be empty (false when the
     service listens through another key, a logger on `relp_listen` alone).
+    INHERITED: the sockets were bound by a parent process (a worker's), so
+    what systemd passed is not looked for here.
     """
     listeners = []
     for key in keys:
@@ -193,18 +196,22 @@ def parse_listeners(
                             description, key=key, udp_port=port, udp_interface=interface
                         )
                     else:
-                        listener = Listener(
-                            description, key=key, activated_name=parse_activated_udp(description)
+                        name = (
+                            description.partition("name=")[2]
+                            if inherited
+                            else parse_activated_udp(description)
                         )
+                        listener = Listener(description, key=key, activated_name=name)
                 else:
                     if tls and prefix not in TLS_WRAPPABLE:
                         raise ValueError(f"{key} takes tcp:, tcp6:, unix: or systemd:")
                     listener = Listener(description, tls=tls, key=key)
                     if prefix in ("tcp", "tcp6", "ssl"):
                         check_port(description)
-                    endpoint = endpoints.serverFromString(None, listener.endpoint_string)
-                    if prefix == "systemd":
-                        check_activated_family(endpoint)
+                    if not (inherited and prefix == "systemd"):
+                        endpoint = endpoints.serverFromString(None, listener.endpoint_string)
+                        if prefix == "systemd":
+                            check_activated_family(endpoint)
             except Exception as e:
                 problem = f"bad endpoint: {e}"
                 # Twisted's parser raises KeyError for a name systemd did not pass.
@@ -435,6 +442,55 @@ class SuiteStreamPorts:
         return self._ports.adoptStreamPort(fileDescriptor, addressFamily, factory)
 
 
+def socket_family(fd: int) -> socket.AddressFamily:
+    """The address family of the socket FD (left open)."""
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        return sock.family
+
+
+def _held(
+    bind: Callable[[], IListeningPort | defer.Deferred],
+) -> Callable[[], defer.Deferred]:
+    """BIND, whose port is then never read: its socket is held for worker processes."""
+
+    def hold(port: Any) -> IListeningPort:
+        port.stopReading()  # every port is a FileDescriptor
+        return cast(IListeningPort, port)
+
+    return lambda: defer.maybeDeferred(bind).addCallback(hold)
+
+
+def _adopting(
+    listener: Listener,
+    fd: int,
+    stream_reactor: "SuiteStreamPorts",
+    datagram_reactor: IReactorUDP,
+    stream_factory: IProtocolFactory | None,
+    make_datagram_protocol: Callable[[], DatagramProtocol] | None,
+    tls: ssl.CertificateOptions | None,
+) -> Callable[[], IListeningPort | defer.Deferred]:
+    """How a worker serves LISTENER on FD, the socket its parent bound."""
+    family = socket_family(fd)
+    if listener.datagram:
+        assert make_datagram_protocol is not None
+
+        def adopt() -> IListeningPort:
+            fdesc.setNonBlocking(fd)
+            return adopt_datagram_port(
+                datagram_reactor, fd, family, make_datagram_protocol(), UDP_MAX_DATAGRAM
+            )
+
+        return adopt
+    assert stream_factory is not None
+    endpoint: IStreamServerEndpoint = endpoints.AdoptedStreamServerEndpoint(
+        stream_reactor, fd, family
+    )
+    if listener.tls:
+        assert tls is not None
+        endpoint = endpoints.wrapServerTLS(tls, endpoint)
+    return lambda: endpoint.listen(stream_factory)
+
+
 def listener_services(
     service_name: str,
     listeners: list[Listener],
@@ -444,6 +500,8 @@ def listener_services(
     tls: ssl.CertificateOptions | None = None,
     receive_buffer: int | None = None,
     reuse_port: bool = False,
+    held: bool = False,
+    inherited: Mapping[tuple[str, str], int] | None = None,
 ) -> list[ListenerService]:
     """
     One ListenerService per listener: stream listeners share STREAM_FACTORY
@@ -451,15 +509,37 @@ def listener_services(
     own protocol from MAKE_DATAGRAM_PROTOCOL.  Stream ports send without
     waiting a reactor turn on the fast path (L{SuiteStreamPorts}); REUSE_PORT
     binds TCP and UDP ports with SO_REUSEPORT.
+
+    With workers: HELD (the parent) binds each listener on Twisted's stock
+    ports and never reads it (its socket is passed to the workers; the
+    factories are not used); INHERITED (a worker) maps each listener's
+    (key, description) to the descriptor of the socket its parent bound,
+    which it serves instead of binding.
     """
     services: list[ListenerService] = []
     stream_reactor = SuiteStreamPorts(reactor, reuse_port)
     # REACTOR is the running reactor: its datagram ports, and its clock for the drops watch.
     datagram_reactor, clock = cast(IReactorUDP, reactor), cast(IReactorTime, reactor)
+    if held:
+        stream_factory = stream_factory or Factory()
+        make_datagram_protocol = DatagramProtocol
     for listener in listeners:
         bind: Callable[[], IListeningPort | defer.Deferred]
         if listener.datagram and make_datagram_protocol is None:
             raise ValueError(f"{service_name} has no datagram side for {listener}")
+        if inherited is not None:
+            fd = inherited[listener.key, listener.description]
+            bind = _adopting(
+                listener,
+                fd,
+                stream_reactor,
+                datagram_reactor,
+                stream_factory,
+                make_datagram_protocol,
+                tls,
+            )
+            services.append(ListenerService(service_name, listener, bind))
+            continue
         if listener.activated_name is not None and make_datagram_protocol is not None:
 
             def bind(
@@ -487,8 +567,10 @@ def listener_services(
         else:
             if stream_factory is None:
                 raise ValueError(f"{service_name} has no stream factory for {listener}")
-            endpoint = endpoints.serverFromString(stream_reactor, listener.endpoint_string)
-            if listener.tls:
+            endpoint = endpoints.serverFromString(
+                reactor if held else stream_reactor, listener.endpoint_string
+            )
+            if listener.tls and not held:
                 if tls is None:
                     raise ValueError(f"{service_name}: {listener} needs the [tls] context")
                 endpoint = endpoints.wrapServerTLS(tls, endpoint)
@@ -499,6 +581,8 @@ def listener_services(
             ) -> defer.Deferred:
                 return endpoint.listen(factory)
 
+        if held:
+            bind = _held(bind)
         if listener.datagram and receive_buffer:
             services.append(
                 DatagramListenerService(service_name, listener, bind, receive_buffer, clock)

@@ -32,9 +32,12 @@ CELL_SEPARATOR = re.compile(r"(?<!\\)\|")
 
 
 def sections_of(markdown: str) -> dict[str, str]:
-    """Each `## [section]` of MARKDOWN, by section name, with its text up to the next."""
-    parts = re.split(r"^## `\[(\w+)\]`$", markdown, flags=re.MULTILINE)
-    return dict(zip(parts[1::2], parts[2::2], strict=True))
+    """
+    Each `## [section]` of MARKDOWN, by section name, with its text up to the
+    next; "## Top level" (the keys before any table) as "".
+    """
+    parts = re.split(r"^## (?:`\[(\w+)\]`|Top level)$", markdown, flags=re.MULTILINE)
+    return {name or "": text for name, text in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def rows(markdown: str) -> list[list[str]]:
@@ -65,7 +68,7 @@ class CheckedInTests(SynchronousTestCase):
     def test_sections_come_in_the_order_an_operator_meets_them(self):
         self.assertEqual(
             list(sections_of(reference.render())),
-            ["tls", "timestamp", "echo", "logger", "sleep", "names", "announce", "metrics"],
+            ["", "tls", "timestamp", "echo", "logger", "sleep", "names", "announce", "metrics"],
         )
 
 

@@ -90,9 +90,9 @@ class HelpTests(SynchronousTestCase):
         for _, (tap, _) in TAPS.items():
             self.assertNotIn("enabled", help_entries(str(tap.Options())))
 
-    def test_the_suite_plugin_takes_only_its_config_file(self):
+    def test_the_suite_plugin_takes_its_config_file_and_the_workers(self):
         entries = help_entries(str(suite_tap.Options()))
-        self.assertEqual(sorted(entries), ["config", "help", "version"])
+        self.assertEqual(sorted(entries), ["config", "help", "version", "workers"])
         self.assertIn("[default:etc/suite.toml]", entries["config"])
 
 
