@@ -27,6 +27,7 @@ from suite.app.lifecycle import ISuiteReactor, NamedService
 from suite.app.lifecycle import SuiteService as SuiteService  # make_service's, for the taps
 from suite.app.services import SERVICES
 from suite.app.status_site import MetricsSettings, metrics_site
+from suite.app.supervisor import WorkerLaunch, WorkerSupervisor
 from suite.app.workers import WorkersSettings
 from suite.foundation import config
 from suite.foundation.config import TOP_LEVEL, ConfigError, ServiceSettings, Settings
@@ -267,40 +268,104 @@ def server_tls(
     return None
 
 
-def materialise(planned: SuitePlan, reactor: ISuiteReactor) -> SuiteService:
-    """The services and listeners PLANNED describes, unstarted, under one root."""
+@dataclass(frozen=True)
+class WorkerRole:
+    """
+    A worker process's part of the plan: its SLOT number, the descriptors of
+    the sockets its parent bound by (service, key, description), and of its
+    connection to each split service's shared part by service name.
+    """
+
+    slot: int
+    sockets: Mapping[tuple[str, str, str], int]
+    channels: Mapping[str, int]
+
+
+def materialise(
+    planned: SuitePlan, reactor: ISuiteReactor, worker: WorkerRole | None = None
+) -> SuiteService:
+    """
+    The services and listeners PLANNED describes, unstarted, under one root.
+
+    With `workers` above 1 this is the parent's tree unless WORKER is given:
+    the parent binds and holds every listener, runs whole the services that
+    run once (L{ServiceDeclaration.runs_once}) and the shared part of split
+    ones, the [metrics] site and the announcer, and supervises the workers
+    (L{WorkerSupervisor}); a worker (WORKER) runs the other services, or
+    their worker part, on the sockets it inherited.
+    """
     root = SuiteService(reactor)
     context = planned.tls
+    parent = worker is None and planned.workers > 1
+    supervisor = None
+    if parent:
+        assert planned.source is not None
+        supervisor = WorkerSupervisor(planned.workers, launch_of(planned.source), reactor)
+        root.supervisor = supervisor
     announced: list[ListenerService] = []
     built = []
     for service in planned.services:
-        parts = service.declaration.build(service.settings, reactor)
-        built.append(parts)
-        others = parts.other_listeners
-        # Keys may share a factory (the name server's http_listen and http_tls_listen): once each.
-        factories = list(
-            dict.fromkeys([parts.stream_factory, *(o.stream_factory for o in others.values())])
-        )
+        declaration, settings = service.declaration, service.settings
+        once = declaration.runs_once(settings)
+        if worker is not None and once:
+            continue
+        shared = parent and not once
+        parts: Parts | None
+        if shared:
+            build_shared = declaration.build_shared
+            parts = build_shared(settings, reactor) if build_shared is not None else None
+        elif worker is not None and declaration.build_worker is not None:
+            parts = declaration.build_worker(settings, reactor, worker.channels[service.name])
+        else:
+            parts = declaration.build(settings, reactor)
+        factories: list[object] = []
+        if parts is not None:
+            built.append(parts)
+            others = parts.other_listeners
+            # Keys may share a factory (the name server's http_listen and http_tls_listen).
+            factories = list(
+                dict.fromkeys([parts.stream_factory, *(o.stream_factory for o in others.values())])
+            )
         named = NamedService(service.name, factories)
-        for own in parts.services:
-            own.setServiceParent(named)
+        if parts is not None:
+            for own in parts.services:
+                own.setServiceParent(named)
+        if supervisor is not None and shared:
+            if parts is not None:
+                supervisor.channels[service.name] = parts.stream_factory
+            supervisor.reports(service.name).setServiceParent(named)
         for key, group in ((None, service.listeners), *service.other_listeners):
-            served_by = parts if key is None else others[key]
+            served_by = None
+            if parts is not None and not shared:
+                served_by = parts if key is None else parts.other_listeners[key]
+            inherited = None
+            if worker is not None:
+                inherited = {
+                    (listener_key, description): fd
+                    for (name, listener_key, description), fd in worker.sockets.items()
+                    if name == service.name
+                }
             for listener in listener_services(
                 service.name,
                 list(group),
                 reactor,
-                stream_factory=served_by.stream_factory,
-                make_datagram_protocol=served_by.make_datagram_protocol,
+                stream_factory=served_by.stream_factory if served_by else None,
+                make_datagram_protocol=served_by.make_datagram_protocol if served_by else None,
                 tls=context,
                 receive_buffer=service.receive_buffer,
                 reuse_port=service.settings.reuse_port,
+                held=shared,
+                inherited=inherited,
             ):
                 listener.setServiceParent(named)
+                if supervisor is not None and shared:
+                    supervisor.held.append((service.name, listener))
                 if key is None and not listener.listener.datagram:
                     announced.append(listener)
         named.setServiceParent(root)
     connect_log_watchers(built)
+    if worker is not None:
+        return root
     if planned.metrics is not None:
         site = metrics_site(root, planned.metrics.settings, reactor)
         named = NamedService("metrics", [site])
@@ -314,7 +379,26 @@ def materialise(planned: SuitePlan, reactor: ISuiteReactor) -> SuiteService:
         Announcer(
             announce.settings, announce.token, announced, reactor, dict(announce.tls)
         ).setServiceParent(root)
+    if supervisor is not None:
+        named = NamedService("workers", [])
+        supervisor.setServiceParent(named)
+        named.setServiceParent(root)  # last: it starts once every listener is bound
     return root
+
+
+def launch_of(source: PlanSource) -> WorkerLaunch:
+    """How workers make the plan SOURCE describes, on the reactor this process runs."""
+    from twisted.internet import reactor as running
+
+    module = type(running).__module__
+    reactor_name = {
+        "twisted.internet.epollreactor": "epoll",
+        "twisted.internet.pollreactor": "poll",
+        "twisted.internet.selectreactor": "select",
+    }.get(module, "")
+    return WorkerLaunch(
+        source.path, source.overrides, source.services, source.only_listed, reactor_name
+    )
 
 
 def connect_log_watchers(built: Sequence[Parts]) -> None:

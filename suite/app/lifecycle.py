@@ -88,7 +88,10 @@ class SuiteService(service.MultiService):
         service.MultiService.__init__(self)
         self.reactor = reactor
         self._previous_hup: Any = None
-        self._watchdog = systemd.Watchdog(reactor)  # its own, not a child: children are the parts
+        # With workers, the parent's supervisor: ready once they are, alive while they answer.
+        self.supervisor: Any = None
+        # Its own, not a child: children are the parts.
+        self._watchdog = systemd.Watchdog(reactor, alive=self._workers_answering)
 
     def parts(self) -> Iterator[tuple[str, service.IService]]:
         """(service name, part) of each named service's parts: what /metrics and /health read."""
@@ -113,7 +116,20 @@ class SuiteService(service.MultiService):
     def _hangup(self, number: int, frame: FrameType | None) -> None:
         self.reactor.callFromThread(self.reload)
 
+    def _workers_answering(self, within: float) -> str | None:
+        """None while every worker answers; else which one is late (the watchdog waits)."""
+        late = self.supervisor.late(within) if self.supervisor is not None else []
+        if late:
+            return f"worker {late[0].number} has not answered for over {within:g} s"
+        return None
+
     def _ready(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.when_ready().addCallback(lambda _: self._all_ready())
+        else:
+            self._all_ready()
+
+    def _all_ready(self) -> None:
         listeners = [part for part in walk(self) if isinstance(part, ListenerService)]
         count = len(listeners)
         log.info(

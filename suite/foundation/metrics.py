@@ -171,6 +171,10 @@ METRICS = {
     "leader": Metric(GAUGE, "1 while this name server runs the shared registry's health checks."),
     "etcd_reachable": Metric(GAUGE, "1 while the registry's etcd cluster answers (etcd store)."),
     "dns_queries": Metric(COUNTER, "DNS queries answered, by type and rcode.", ("type", "rcode")),
+    "workers_running": Metric(GAUGE, "Worker processes running (workers above 1)."),
+    "worker_exits": Metric(
+        COUNTER, "Worker processes that ended while the suite ran (each is restarted)."
+    ),
     "request_duration_seconds": Metric(
         HISTOGRAM, "Time from request to answer: sleeps, and lookups over AMP."
     ),

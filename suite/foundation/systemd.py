@@ -7,7 +7,7 @@ sets one.  Twisted has no sd_notify of its own; the protocol is one datagram.
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from twisted.application import service
 from twisted.internet.interfaces import IReactorTime
@@ -53,11 +53,19 @@ class Watchdog(service.Service):
     sent is logged once, and pinging goes on.
     """
 
-    def __init__(self, clock: IReactorTime, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        environ: Mapping[str, str] = os.environ,
+        alive: Callable[[float], str | None] | None = None,
+    ) -> None:
         self.environ = environ
         self._pings = LoopingCall(self.ping)
         self._pings.clock = clock
         self._failing = False
+        # ALIVE(interval): None, or why no ping is sent (a worker process not answering).
+        self._alive = alive
+        self._withheld: str | None = None
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -67,6 +75,16 @@ class Watchdog(service.Service):
             self._pings.start(interval, now=True)
 
     def ping(self) -> None:
+        interval = watchdog_interval(self.environ)
+        why = self._alive(interval or 0.0) if self._alive is not None else None
+        if why is not None:
+            if why != self._withheld:
+                log.warn("systemd watchdog: not pinging: {why}", why=why)
+            self._withheld = why
+            return
+        if self._withheld is not None:
+            log.info("systemd watchdog: pinging again")
+            self._withheld = None
         try:
             notify(b"WATCHDOG=1", self.environ)
         except OSError as e:

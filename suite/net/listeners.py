@@ -442,6 +442,16 @@ class SuiteStreamPorts:
         return self._ports.adoptStreamPort(fileDescriptor, addressFamily, factory)
 
 
+class HeldForWorkers(Factory):
+    """What a held listener is bound with: never used, never logged."""
+
+    noisy = False
+
+
+class DatagramsHeldForWorkers(DatagramProtocol):
+    noisy = False
+
+
 def socket_family(fd: int) -> socket.AddressFamily:
     """The address family of the socket FD (left open)."""
     with socket.socket(fileno=os.dup(fd)) as sock:
@@ -521,8 +531,8 @@ def listener_services(
     # REACTOR is the running reactor: its datagram ports, and its clock for the drops watch.
     datagram_reactor, clock = cast(IReactorUDP, reactor), cast(IReactorTime, reactor)
     if held:
-        stream_factory = stream_factory or Factory()
-        make_datagram_protocol = DatagramProtocol
+        stream_factory = stream_factory or HeldForWorkers()
+        make_datagram_protocol = DatagramsHeldForWorkers
     for listener in listeners:
         bind: Callable[[], IListeningPort | defer.Deferred]
         if listener.datagram and make_datagram_protocol is None:
