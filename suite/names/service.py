@@ -374,4 +374,7 @@ SERVICE = ServiceDeclaration(
     stream_only_keys=("http_listen", "http_tls_listen"),
     writes=("lookup_audit", "store"),
     preflight=preflight,
+    # A memory or SQLite registry exists once: with workers it is served by the parent alone;
+    # on etcd every worker is one more replica of the shared registry.
+    runs_once=lambda settings: not settings.store.startswith("etcd:"),
 )
