@@ -129,6 +129,7 @@ class Slot:
     )
 
     pid: int | None = None  # the process's, kept for the lines logged once it ended
+    killed: bool = False  # sent SIGKILL for not answering: once is enough
 
     def retire(self) -> None:
         """Keep the counters the ending process last reported (gauges end with it)."""
@@ -327,6 +328,7 @@ class WorkerSupervisor(Service):
         for end in to_close:
             end.close()
         slot.pid = slot.process.pid
+        slot.killed = False
         slot.started = self.reactor.seconds()
         slot.ready = False
         slot.answered_at = slot.started
@@ -423,7 +425,8 @@ class WorkerSupervisor(Service):
         for slot in self.slots:
             if slot.process is None:
                 continue
-            if now - slot.answered_at > HUNG_AFTER:
+            if now - slot.answered_at > HUNG_AFTER and not slot.killed:
+                slot.killed = True
                 log.error(
                     "worker {slot} (pid {pid}) has not answered for {late:.0f} s: killing it",
                     slot=slot.number,

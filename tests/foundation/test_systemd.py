@@ -60,6 +60,36 @@ class WatchdogTests(SynchronousTestCase):
         clock.advance(5)
         self.assertRaises(BlockingIOError, listener.recv, 100)
 
+    def test_no_ping_while_a_part_is_not_alive_and_each_change_is_logged(self):
+        lines = captured_log(self)
+        listener, path = notify_socket(self)
+        listener.setblocking(False)
+        clock = Clock()
+        late: list[str] = []
+        watchdog = systemd.Watchdog(
+            clock,
+            {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"},
+            alive=lambda within: late[0] if late else None,
+        )
+        watchdog.startService()
+        self.assertEqual(listener.recv(100), b"WATCHDOG=1")
+        late.append("worker 2 has not answered for over 1 s")
+        for _ in range(3):
+            clock.advance(1)
+        self.assertRaises(BlockingIOError, listener.recv, 100)
+        late.clear()
+        clock.advance(1)
+        self.assertEqual(listener.recv(100), b"WATCHDOG=1")
+        self.assertEqual(
+            [line for line in lines if "watchdog" in line],
+            [
+                "systemd watchdog: WATCHDOG=1 every 1 s",
+                "systemd watchdog: not pinging: worker 2 has not answered for over 1 s",
+                "systemd watchdog: pinging again",
+            ],
+        )
+        watchdog.stopService()
+
     def test_nothing_without_watchdog_usec(self):
         clock = Clock()
         systemd.Watchdog(clock, {"NOTIFY_SOCKET": "/nonexistent"}).startService()
