@@ -246,7 +246,10 @@ def reaches_beyond_loopback(description: str, reactor: object) -> bool:
     """
     prefix, positional, named = _arguments(description)
     if prefix == "systemd":
-        endpoint = endpoints.serverFromString(reactor, description)
+        try:
+            endpoint = endpoints.serverFromString(reactor, description)
+        except (KeyError, ValueError):
+            return False  # not passed to this process (a worker's: its parent was told)
         with socket.socket(fileno=os.dup(endpoint.fileno)) as sock:
             return not _is_loopback(sock.getsockname()[0])
     if prefix not in ("tcp", "tcp6", "ssl"):
@@ -409,9 +412,10 @@ class SuiteStreamPorts:
     listens through it unchanged; everything else goes to REACTOR.
     """
 
-    def __init__(self, reactor: object, reuse_port: bool = False) -> None:
+    def __init__(self, reactor: object, reuse_port: bool = False, shared: bool = False) -> None:
         self._reactor = reactor
         self._reuse_port = reuse_port
+        self._shared = shared  # adopted sockets are shared with other worker processes
         self._ports: StreamPorts = (
             FastStreamPorts(reactor) if fast_path().fast else StockStreamPorts(reactor)
         )
@@ -439,7 +443,7 @@ class SuiteStreamPorts:
     def adoptStreamPort(
         self, fileDescriptor: int, addressFamily: socket.AddressFamily, factory: IProtocolFactory
     ) -> IListeningPort:
-        return self._ports.adoptStreamPort(fileDescriptor, addressFamily, factory)
+        return self._ports.adoptStreamPort(fileDescriptor, addressFamily, factory, self._shared)
 
 
 class HeldForWorkers(Factory):
@@ -527,7 +531,7 @@ def listener_services(
     which it serves instead of binding.
     """
     services: list[ListenerService] = []
-    stream_reactor = SuiteStreamPorts(reactor, reuse_port)
+    stream_reactor = SuiteStreamPorts(reactor, reuse_port, shared=inherited is not None)
     # REACTOR is the running reactor: its datagram ports, and its clock for the drops watch.
     datagram_reactor, clock = cast(IReactorUDP, reactor), cast(IReactorTime, reactor)
     if held:

@@ -184,7 +184,11 @@ class StreamPorts(Protocol):
     ) -> IListeningPort: ...
 
     def adoptStreamPort(
-        self, fileDescriptor: int, addressFamily: socket.AddressFamily, factory: IProtocolFactory
+        self,
+        fileDescriptor: int,
+        addressFamily: socket.AddressFamily,
+        factory: IProtocolFactory,
+        shared: bool = False,
     ) -> IListeningPort: ...
 
 
@@ -218,8 +222,13 @@ class StockStreamPorts:
         )
 
     def adoptStreamPort(
-        self, fileDescriptor: int, addressFamily: socket.AddressFamily, factory: IProtocolFactory
+        self,
+        fileDescriptor: int,
+        addressFamily: socket.AddressFamily,
+        factory: IProtocolFactory,
+        shared: bool = False,
     ) -> IListeningPort:
+        """Twisted's own port (its accept loop takes what it can, SHARED or not)."""
         return _counted(
             self._reactor.adoptStreamPort(fileDescriptor, addressFamily, factory), addressFamily
         )

@@ -207,6 +207,10 @@ class RefusingPort(_PortBase):
 
     numberAccepts = 100  # Twisted's start; startListening sets it again
     _paused: IDelayedCall | None = None  # resumes accepting after NO_SPARE_PAUSE
+    # Its socket is shared by worker processes: each wake-up accepts one
+    # connection, so that the others woken with it take their share instead
+    # of the first taking the whole backlog.
+    shared = False
 
     def startListening(self) -> None:
         SPARE.reserve()
@@ -215,7 +219,7 @@ class RefusingPort(_PortBase):
     def doRead(self) -> None:
         accepted = 0
         try:
-            for _ in range(self.numberAccepts):
+            for _ in range(1 if self.shared else self.numberAccepts):
                 try:
                     client, address = self.socket.accept()
                 except OSError as e:
@@ -231,6 +235,8 @@ class RefusingPort(_PortBase):
         except BaseException:
             log.failure("{port}: accepting connections failed", port=self)
         # Twisted's scaling: more accepts per read while the backlog keeps them busy.
+        if self.shared:
+            return
         if accepted == self.numberAccepts:
             self.numberAccepts += 20
         else:
@@ -344,8 +350,13 @@ class FastStreamPorts:
         return listening
 
     def adoptStreamPort(
-        self, fileDescriptor: int, addressFamily: socket.AddressFamily, factory: IProtocolFactory
+        self,
+        fileDescriptor: int,
+        addressFamily: socket.AddressFamily,
+        factory: IProtocolFactory,
+        shared: bool = False,
     ) -> IListeningPort:
+        """A port on the socket FILEDESCRIPTOR; SHARED: with other processes (workers)."""
         listening: RefusingPort
         if addressFamily == socket.AF_UNIX:
             listening = UNIXPort._fromListeningDescriptor(self._reactor, fileDescriptor, factory)
@@ -353,6 +364,7 @@ class FastStreamPorts:
             listening = TCPPort._fromListeningDescriptor(
                 self._reactor, fileDescriptor, addressFamily, factory
             )
+        listening.shared = shared
         listening.startListening()
         return listening
 
