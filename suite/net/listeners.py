@@ -38,7 +38,7 @@ from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.net.activation import activated_datagram_socket, adopt_datagram
 from suite.net.addresses import PeerAddress, describe_peer
 from suite.net.transport import StockStreamPorts, StreamPorts, listen_tcp_reusing_port
-from suite.net.twisted_internals import fast_path
+from suite.net.twisted_internals import fast_path, lean_dispatch
 from suite.net.twisted_internals.streams import FastStreamPorts
 from suite.net.udpbuffer import apply_receive_buffer, kernel_drops
 from suite.net.udpport import adopt_datagram_port, listen_datagram
@@ -531,6 +531,8 @@ def listener_services(
     which it serves instead of binding.
     """
     services: list[ListenerService] = []
+    if fast_path().fast:
+        lean_dispatch(reactor)  # only on Twisted's epoll reactor; others are left as they are
     stream_reactor = SuiteStreamPorts(reactor, reuse_port, shared=inherited is not None)
     # REACTOR is the running reactor: its datagram ports, and its clock for the drops watch.
     datagram_reactor, clock = cast(IReactorUDP, reactor), cast(IReactorTime, reactor)

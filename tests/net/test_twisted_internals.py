@@ -14,7 +14,9 @@ import tempfile
 from twisted import __version__ as twisted_version
 from twisted.internet import abstract, protocol, reactor, tcp, udp
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python import log as legacy_log
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
@@ -24,8 +26,9 @@ from suite.foundation.metrics import Counts
 from suite.net.datagrams import rate_limited_replier
 from suite.net.listeners import Listener, ListenerService, SuiteStreamPorts
 from suite.net.transport import CountedServer, CountedUNIXServer
-from suite.net.twisted_internals import STOCK_ENV, Decision, fast_path, guard
+from suite.net.twisted_internals import STOCK_ENV, Decision, dispatch, fast_path, guard
 from suite.net.twisted_internals.datagrams import BatchedDatagramPort
+from suite.net.twisted_internals.streams import WriteThroughServer
 from suite.net.udpport import listen_datagram, reply_path
 from tests.net.test_transport import RefusalFactory, _readable, until
 
@@ -307,3 +310,76 @@ class FastPathTests(TestCase):
         self.addCleanup(port.stopListening)
         self.assertIsInstance(port, BatchedDatagramPort)
         self.assertEqual(replier.send, port.reply)
+
+
+class LeanDispatchTests(TestCase):
+    """The running reactor dispatches the suite's own reads without the legacy log context."""
+
+    def setUp(self):
+        self.patch(guard, "_decided", Decision(True))
+
+    def test_the_self_test_passes_on_the_installed_twisted(self):
+        self.assertIsNone(dispatch.self_test())
+
+    def test_only_twisted_s_own_epoll_reactor_is_changed(self):
+        self.assertFalse(dispatch.install(MemoryReactor()))
+        self.assertTrue(dispatch.install(reactor))  # the tests' reactor: epoll, as twistd's
+        self.assertTrue(dispatch.install(reactor))  # once is enough
+
+    async def test_a_listener_reads_without_the_log_context_and_others_keep_it(self):
+        wrapped: list[object] = []
+        real = legacy_log.callWithLogger
+        fresh = dispatch.EPollReactor()
+        self.addCleanup(fresh._poller.close)
+        self.patch(
+            legacy_log,
+            "callWithLogger",
+            lambda logger, f, *a: (wrapped.append(logger), real(logger, f, *a))[1],
+        )
+        dispatch.install(fresh)
+        ours, peer = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(peer.close)
+        transport = WriteThroughServer(
+            ours, Answering(), ("127.0.0.1", 1), tcp.Port(0, None), 0, fresh
+        )
+        transport.counts = Counts()
+        transport.protocol.makeConnection(transport)
+        fresh.addReader(transport)
+        peer.send(b"ping")
+        fresh.doIteration(0.5)
+        self.assertEqual(transport.counts.received, 4)
+        self.assertEqual(wrapped, [])
+        peer.close()  # the hang-up (EPOLLIN|EPOLLRDHUP or a read of nothing) disconnects it
+        for _ in range(3):
+            fresh.doIteration(0.1)
+        self.assertNotIn(transport, fresh.getReaders())
+        fresh.removeAll()
+
+    async def test_a_read_that_raises_is_logged_and_disconnects(self):
+        events = warnings_logged(self)
+        fresh = dispatch.EPollReactor()
+        self.addCleanup(fresh._poller.close)
+        dispatch.install(fresh)
+        ours, peer = socket.socketpair()
+        self.addCleanup(peer.close)
+        lost: list[object] = []
+
+        class Failing(protocol.Protocol):
+            def dataReceived(self, data):
+                raise ValueError("boom")
+
+            def connectionLost(self, reason):
+                lost.append(reason)
+
+        transport = WriteThroughServer(
+            ours, Failing(), ("127.0.0.1", 1), tcp.Port(0, None), 0, fresh
+        )
+        transport.protocol.makeConnection(transport)
+        fresh.addReader(transport)
+        peer.send(b"x")
+        fresh.doIteration(0.5)
+        self.assertEqual(len(lost), 1)
+        self.assertTrue(any("failed to read" in formatEvent(e) for e in events))
+        self.flushLoggedErrors(ValueError)
+        fresh.removeAll()

@@ -10,6 +10,9 @@ everything else uses public API only.
                 (replaces `tcp.Port.doRead`; `_buildAddr`, `_fromListeningDescriptor`)
   datagrams.py  the batched UDP read and `reply` (replaces `udp.Port.doRead`;
                 `udp.Port._fromListeningDescriptor`)
+  dispatch.py   the epoll reactor's event dispatch without the legacy log context for
+                the suite's own transports and ports (replaces `EPollReactor.doPoll`;
+                `._poller`, `._selectables`, `._doReadOrWrite`, `._disconnectSelectable`)
   types.py      Twisted's private names used as types only (`IOpenSSLTrustRoot`)
   guard.py      the checks made once per process before any of it is used
 
@@ -20,6 +23,7 @@ or SUITE_STOCK_TWISTED=1 is set, the suite runs on Twisted's stock ports
 and transports (slower, never wrong) and logs one warning saying why.
 """
 
+from suite.net.twisted_internals.dispatch import install as lean_dispatch
 from suite.net.twisted_internals.guard import STOCK_ENV, Decision, fast_path
 
-__all__ = ["STOCK_ENV", "Decision", "fast_path"]
+__all__ = ["STOCK_ENV", "Decision", "fast_path", "lean_dispatch"]

@@ -36,6 +36,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from suite.foundation.interfaces import IBatchedDatagramProtocol
+from suite.net.twisted_internals.dispatch import LEAN_TYPES
 from suite.net.twisted_internals.streams import Unwatched
 
 log = Logger()
@@ -138,6 +139,8 @@ def adopt(
 
 
 # The guard's checks (suite.net.twisted_internals.guard).
+
+LEAN_TYPES.add(BatchedDatagramPort)
 
 REQUIRED = (
     ("twisted.internet.udp.Port._fromListeningDescriptor", udp.Port, "_fromListeningDescriptor"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from twisted import __version__ as twisted_version
 from twisted.logger import Logger
 
-from suite.net.twisted_internals import datagrams, streams
+from suite.net.twisted_internals import datagrams, dispatch, streams
 
 log = Logger(namespace="suite.net.twisted_internals")
 
@@ -39,9 +39,13 @@ def missing_attributes(required: Iterable[tuple[str, type, str]]) -> str | None:
 def checks() -> list[tuple[str, Callable[[], str | None]]]:
     """(what is checked, a check returning what failed or None), in order."""
     return [
-        ("the attribute check", lambda: missing_attributes(streams.REQUIRED + datagrams.REQUIRED)),
+        (
+            "the attribute check",
+            lambda: missing_attributes(streams.REQUIRED + datagrams.REQUIRED + dispatch.REQUIRED),
+        ),
         *streams.SELF_TESTS,
         *datagrams.SELF_TESTS,
+        *dispatch.SELF_TESTS,
     ]
 
 

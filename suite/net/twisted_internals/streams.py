@@ -65,6 +65,7 @@ from twisted.protocols.policies import WrappingFactory
 from suite.foundation.metrics import Counts
 from suite.net.interfaces import IRefusesAtDescriptorLimit
 from suite.net.transport import CountedServer, CountedUNIXServer
+from suite.net.twisted_internals.dispatch import LEAN_TYPES
 
 log = Logger()
 
@@ -370,6 +371,8 @@ class FastStreamPorts:
 
 
 # The guard's checks (suite.net.twisted_internals.guard).
+
+LEAN_TYPES.update((WriteThroughServer, WriteThroughUNIXServer, TCPPort, UNIXPort))
 
 REQUIRED = (
     ("twisted.internet.abstract.FileDescriptor.dataBuffer", tcp.Server, "dataBuffer"),
