@@ -272,7 +272,7 @@ class CrashTests(WorkersTestCase):
         killed = time.monotonic()
         down = f"worker {slot} is not running (killed by SIGKILL; restarting)"
         health = poll(
-            lambda: down in json.dumps(workers_health(metrics)), timeout=1, interval=0.02
+            lambda: down in json.dumps(workers_health(metrics)), timeout=2, interval=0.02
         )
         assert health, (workers_health(metrics), suite.output)
         assert workers_health(metrics)["status"] in ("degraded", "ok")  # ok once restarted
@@ -409,7 +409,7 @@ class SystemdTests(WorkersTestCase):
         for slot in (1, 2):
             listening = f"[worker {slot} suite.net.listeners#info] echo listening on systemd:"
             assert listening in output, output
-            assert f"worker {slot} (pid " in output and "exited with status 0" in output
+            assert re.search(rf"worker {slot} \(pid \d+\) exited with status 0", output), output
         assert "Traceback" not in output, output
 
     def test_watchdog_pings_wait_for_a_stopped_worker(self):
@@ -439,30 +439,35 @@ class SystemdTests(WorkersTestCase):
             notify.settimeout(max(0.01, deadline - time.monotonic()))
             if notify.recv(100) == b"READY=1":
                 break
+        ready_at = len(suite.lines)
         for slot in (1, 2):  # ready: both workers said so (their lines relayed just before)
             ready = f"[worker {slot} suite.app.lifecycle#info] suite ready"
             assert suite.wait_for(lambda r=ready: r in suite.output, timeout=1), suite.output
         assert len(worker_pids(suite.process.pid)) == 2
 
-        pings = [at for at, message in receive(time.monotonic() + 3) if message == b"WATCHDOG=1"]
-        assert len(pings) >= 5, (pings, suite.output)  # every 0.5 s
-        assert "not pinging" not in suite.output, suite.output
+        pings = [at for at, message in receive(time.monotonic() + 2.5) if message == b"WATCHDOG=1"]
+        assert len(pings) >= 4, (pings, suite.output)  # every 0.5 s
+        since_ready = "\n".join(suite.lines[ready_at:])
+        assert "not pinging" not in since_ready, since_ready
 
         slot, pid = sorted(self.slots(suite).items())[0]
         os.kill(pid, signal.SIGSTOP)
         self.addCleanup(go_on, pid)
         stopped = time.monotonic()
-        after = [at - stopped for at, message in receive(stopped + 4) if message == b"WATCHDOG=1"]
-        assert all(at < 2 for at in after), after
-        assert f"systemd watchdog: not pinging: worker {slot} has not answered for over" in (
-            suite.output
-        )
+        after = [
+            at - stopped for at, message in receive(stopped + 3.5) if message == b"WATCHDOG=1"
+        ]
+        assert all(at < 2.5 for at in after), after
+        withheld = f"systemd watchdog: not pinging: worker {slot} has not answered for over"
+        assert withheld in "\n".join(suite.lines[ready_at:]), suite.output
+        withheld_at = len(suite.lines)
 
         os.kill(pid, signal.SIGCONT)
-        resumed = time.monotonic()
-        after = [at - resumed for at, message in receive(resumed + 3) if message == b"WATCHDOG=1"]
-        assert after and after[0] < 2, after
-        assert "systemd watchdog: pinging again" in suite.output
+        notify.settimeout(2)
+        assert notify.recv(100) == b"WATCHDOG=1"  # within 2 s
+        assert suite.wait_for(
+            lambda: "systemd watchdog: pinging again" in "\n".join(suite.lines[withheld_at:]), 1
+        ), suite.output
         assert echo(suite.port(ECHO_TCP)) == b"You said: hello\r\n"
 
 
