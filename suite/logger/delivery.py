@@ -9,12 +9,21 @@ Without routes, every message goes to the output and to every forward
 target; routes (`[[logger.route]]`, L{suite.logger.routing}) choose per
 message.  The listeners also find here the limits per source they share
 (L{suite.logger.sources}).
+
+The work has two halves, so that with `workers` the costly one runs in
+every worker and the other once, in the parent (L{suite.logger.channel}):
+L{Preparation} frames nothing but formats, turning one read's frames into
+record lines (already encoded, unless routes must sort them one by one),
+with the routing fields when routes or hearers want them;
+L{Delivery.deliver} appends those lines, routes, queues the messages as
+received and tells the hearers.  In one process L{Delivery.messages} calls
+both in turn.
 """
 
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 
@@ -24,6 +33,9 @@ from suite.logger.routing import Route, Router, peer_host
 from suite.logger.sources import SourceLimits
 
 Frames = list[tuple[bytes, bool]]  # (message as received, whether it was cut at max_message)
+# One read's records: encoded and joined, or (with routes) one str per message.
+Lines = bytes | list[str]
+Routing = list[RoutingFields | None]
 
 
 class Outlet(Protocol):
@@ -43,6 +55,72 @@ class Outlet(Protocol):
 
     def on_pressure(self, callback: Callable[[bool], object]) -> None:
         """CALLBACK(full) each time `full` changes."""
+
+
+class Needs(NamedTuple):
+    """What the delivering half wants of the preparing half, besides the records."""
+
+    fields: bool = False  # each message's routing fields: there are routes or hearers
+    routed: bool = False  # the record lines one by one, not encoded: there are routes
+    raw: bool = False  # the messages as received: there are forward targets
+
+
+class Preparation:
+    """
+    The preparing half of a delivery: the record lines of one read, and its
+    messages' routing fields when NEEDS say so.  Its RECORDS' clock stamps
+    the records; their writer is not used.
+    """
+
+    def __init__(self, records: RecordSink, needs: Needs) -> None:
+        self.records = records
+        self.needs = needs
+
+    @property
+    def needs(self) -> Needs:
+        return self._needs
+
+    @needs.setter
+    def needs(self, needs: Needs) -> None:
+        self._needs = needs
+        self._fields, self._routed = needs.fields, needs.routed  # read for every read
+
+    def lines(
+        self, frames: Frames, peer: str, transport: str, client: str | None = None
+    ) -> tuple[Lines, Routing | None]:
+        """(the record lines, the routing fields or None) of FRAMES, one read from PEER."""
+        if not self._fields:
+            return encode_lines(self.records.message_lines(frames, peer, transport, client)), None
+        routing: Routing = []
+        lines = self.records.message_lines(frames, peer, transport, client, routing)
+        return (lines if self._routed else encode_lines(lines)), routing
+
+
+class Deliverer(Protocol):
+    """What the listeners use of a delivery: a L{Delivery}, or a worker's remote one."""
+
+    sources: SourceLimits | None
+    full: bool
+
+    def on_pressure(self, callback: Callable[[bool], object]) -> None: ...
+
+    def messages(
+        self, frames: Frames, peer: str, transport: str, client: str | None = None
+    ) -> None: ...
+
+    def event(
+        self,
+        event: str,
+        peer: str,
+        transport: str,
+        message: str | None = None,
+        client: str | None = None,
+        at: float | None = None,
+    ) -> None: ...
+
+    def written(self) -> "Deferred[None]": ...
+
+    def dropped_while_full(self, count: int) -> None: ...
 
 
 @lru_cache(maxsize=4096)
@@ -91,6 +169,10 @@ class Delivery:
             list(self.outlets.values()) if self.router is None else self.router.unnamed
         )
         self._writers = [records.writer, *(self.router.writers if self.router else ())]
+        self._write = records.writer.write_lines
+        self.preparation = Preparation(records, self.needs)
+        self._prepare = self.preparation.lines
+        self._needs_told: list[Callable[[Needs], object]] = []
         self._pressure: list[Callable[[bool], object]] = []
         self.full = False
         for writer in self._writers:
@@ -107,9 +189,27 @@ class Delivery:
         """
         self._pressure.append(callback)
 
+    @property
+    def needs(self) -> Needs:
+        """What L{deliver} wants of the preparation of each read."""
+        return Needs(
+            fields=self.router is not None or bool(self.hearers),
+            routed=self.router is not None,
+            raw=bool(self.outlets),
+        )
+
+    def on_needs(self, callback: Callable[[Needs], object]) -> None:
+        """CALLBACK(needs) each time L{needs} changes (a hearer added): for the workers."""
+        self._needs_told.append(callback)
+
     def add_hearer(self, hearer: Hearing) -> None:
         """HEARER is told from now on, once per read, who sent the read's messages."""
+        before = self.needs
         self.hearers.append(hearer)
+        needs = self.preparation.needs = self.needs
+        if needs != before:
+            for callback in self._needs_told:
+                callback(needs)
 
     def _check_pressure(self, _: bool = False) -> None:
         full = any(writer.full for writer in self._writers) or any(
@@ -124,33 +224,41 @@ class Delivery:
         self, frames: Frames, peer: str, transport: str, client: str | None = None
     ) -> None:
         """The messages of one read from PEER over TRANSPORT (CLIENT: a TLS certificate's)."""
-        if self.router is not None or self.hearers:
-            self._parsed(frames, peer, transport, client)
-            return
-        self.records.messages(frames, peer, transport, client)
-        if self._everywhere:
-            raw = [message for message, _ in frames]
-            for outlet in self._everywhere:
-                outlet.put(raw)
+        lines, routing = self._prepare(frames, peer, transport, client)
+        self.deliver(lines, routing, frames, peer)
 
-    def _parsed(self, frames: Frames, peer: str, transport: str, client: str | None) -> None:
-        """The messages of one read, their fields kept for the routes and the hearers."""
-        routing: list[RoutingFields | None] = []
-        lines = self.records.message_lines(frames, peer, transport, client, routing)
-        if self.router is None:
-            raw = [message for message, _ in frames] if self._everywhere else None
+    def deliver(
+        self, lines: Lines, routing: Routing | None, frames: Frames | None, peer: str
+    ) -> None:
+        """
+        The delivering half: one read's record LINES and ROUTING fields, as
+        L{Preparation} made them for L{needs}, and its FRAMES (None when no
+        target wants the messages as received), from PEER.
+        """
+        router = self.router
+        raw: list[bytes] | None
+        if router is not None:
+            kept, raw = router.deliver(lines, routing, frames or (), peer)  # type: ignore[arg-type]
+            if kept:
+                self._write([encode_lines(kept)])
         else:
-            lines, raw = self.router.deliver(lines, routing, frames, peer)
-        if lines:
-            self.records.writer.write_lines([encode_lines(lines)])
+            if lines:
+                self._write([lines])  # type: ignore[list-item]  # bytes without routes
+            raw = [message for message, _ in frames] if self._everywhere and frames else None
         if raw:
             for outlet in self._everywhere:
                 outlet.put(raw)
-        if self.hearers:
+        if self.hearers and routing is not None:
             # Told once the messages are delivered, so that a hearer cannot lose them.
             address = sender_address(peer)
             for hearer in self.hearers:
                 hearer.heard(routing, address)
+
+    def dropped_while_full(self, count: int) -> None:
+        """COUNT datagrams were dropped while `full`: the writer says so when it writes again."""
+        writer = self.records.writer
+        if writer.full:
+            writer.dropped += count
 
     def event(
         self,

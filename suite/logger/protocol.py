@@ -11,7 +11,7 @@ from zope.interface import implementer
 
 from suite.foundation.interfaces import IBatchedDatagramProtocol, IMetricSource
 from suite.foundation.metrics import Counts
-from suite.logger.delivery import Delivery
+from suite.logger.delivery import Deliverer
 from suite.logger.framing import SyslogFrameDecoder
 from suite.net.addresses import host_port
 from suite.net.connections import ConnectionPolicy, StreamFactory
@@ -23,14 +23,16 @@ if TYPE_CHECKING:
 class SyslogFactory(StreamFactory):
     """
     Settings: L{suite.logger.service.LoggerSettings}; every connection feeds
-    DELIVERY.  Connections that closed without sending a byte are only counted,
-    in their transport's counts (`empty`).
+    DELIVERY (a L{suite.logger.delivery.Delivery}, or in a worker process the
+    parent's, through L{suite.logger.channel.RemoteDelivery}).  Connections
+    that closed without sending a byte are only counted, in their
+    transport's counts (`empty`).
     """
 
     settings: "LoggerSettings"
 
     def __init__(
-        self, settings: "LoggerSettings", clock: IReactorTime, delivery: Delivery
+        self, settings: "LoggerSettings", clock: IReactorTime, delivery: Deliverer
     ) -> None:
         super().__init__(settings, clock)
         self.delivery = delivery
@@ -43,7 +45,7 @@ class SyslogFactory(StreamFactory):
         self.open: set[SyslogStreamProtocol] = (
             set()
         )  # admitted connections, for the shutdown drain and back-pressure
-        self.held = False
+        self.held = delivery.full  # a worker's is, until its parent says it has room
         delivery.on_pressure(self.hold)
 
     def charge(self, protocol: "SyslogStreamProtocol", messages: int) -> None:
@@ -264,7 +266,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
     noisy = False
     send = None
 
-    def __init__(self, delivery: Delivery, max_message: int) -> None:
+    def __init__(self, delivery: Deliverer, max_message: int) -> None:
         self.delivery = delivery
         self.max_message = max_message
         self.counts = Counts()
@@ -284,8 +286,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
         """A batch read by the port: consecutive datagrams of one sender become one write."""
         delivery = self.delivery
         if delivery.full:
-            if delivery.records.writer.full:
-                delivery.records.writer.dropped += len(datagrams)  # told when writing resumes
+            delivery.dropped_while_full(len(datagrams))  # told when writing resumes
             self.dropped += len(datagrams)
             return
         max_message = self.max_message
