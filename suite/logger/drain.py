@@ -12,13 +12,15 @@ truncated; what the kernel still held then (a sender that never stopped) is
 discarded, counted and logged in one line.  RELP connections answer what
 they took once it is written, then say `serverclose`: the drain waits for
 that (at most ANSWERS seconds), so what was acknowledged is what was kept.
+In a worker process the channel to the parent waits for the drain's end
+(L{ShutdownDrain.when_done}) before it waits for the parent's last word.
 """
 
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from twisted.application import service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -53,6 +55,26 @@ class ShutdownDrain(service.Service):
         self.factories = (factory, *others)
         self.clock = clock
         self.timeout = timeout
+        self._stopping: Deferred[None] | None = None
+        self._waiting: list[Deferred[None]] = []
+
+    def when_done(self) -> "Deferred[None]":
+        """
+        Fires once the stop's drain is over (at once when it is not under way):
+        services stop all at once, and a worker's channel must outlast it.
+        """
+        if self._stopping is None:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiting.append(waiter)
+        return waiter
+
+    def _done(self, result: object) -> object:
+        self._stopping = None
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.callback(None)
+        return result
 
     def _open(self) -> Iterator["SyslogStreamProtocol"]:
         for factory in self.factories:
@@ -70,7 +92,10 @@ class ShutdownDrain(service.Service):
 
         loop = LoopingCall(check)
         loop.clock = self.clock
-        return loop.start(POLL, now=True).addCallback(lambda _: self._close_all())
+        stopping = loop.start(POLL, now=True).addCallback(lambda _: self._close_all())
+        self._stopping = stopping
+        stopping.addBoth(self._done)
+        return stopping
 
     def _closed(self) -> Deferred:
         """Fires once every connection is closed, or ANSWERS seconds from now."""

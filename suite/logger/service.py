@@ -1,9 +1,10 @@
 """The log collector: its [logger] section and how it is built."""
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
+from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorTime
 
 from suite.foundation.config import (
@@ -22,7 +23,14 @@ from suite.foundation.config import (
 )
 from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.foundation.jsonlines import file_mode_key
-from suite.logger.delivery import Delivery
+from suite.logger.channel import (
+    ParentLink,
+    RemoteDelivery,
+    WorkerChannelFactory,
+    connect_to_parent,
+    frame_limit,
+)
+from suite.logger.delivery import Deliverer, Delivery
 from suite.logger.drain import ShutdownDrain
 from suite.logger.forward import forward_mistakes, open_forwarders
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
@@ -175,6 +183,41 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
 
 
 def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
+    """The logger in one process: the delivery and its listeners together."""
+    delivery, services = _open_delivery(settings, reactor, SourceLimits.of(settings, reactor))
+    parts, drain = _listening(settings, reactor, delivery)
+    return replace(parts, services=(*services, drain), on_logs_heard=delivery.add_hearer)
+
+
+def build_shared(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
+    """
+    With `workers`, the parent's part, run once: the output, the routes, the
+    forward queues, the reporter and the hearers, fed by every worker's
+    channel (L{suite.logger.channel}).  The limits per source are the
+    workers'.
+    """
+    delivery, services = _open_delivery(settings, reactor, None)
+    channels = WorkerChannelFactory(delivery, frame_limit(settings.max_message))
+    return Parts(channels, services=services, on_logs_heard=delivery.add_hearer)
+
+
+def build_worker(settings: LoggerSettings, reactor: IReactorTime, fd: int) -> Parts:
+    """
+    With `workers`, a worker's part: the listeners, framing and formatting
+    what they read and handing it to the parent over the channel FD.  Its
+    stop waits for the drain, then for the parent to confirm what it sent.
+    """
+    remote = RemoteDelivery(settings, reactor)
+    connect_to_parent(reactor, fd, remote)  # type: ignore[arg-type]  # the real reactor
+    parts, drain = _listening(settings, reactor, remote)
+    # Services stop all at once: the link waits for the drain by itself.
+    return replace(parts, services=(ParentLink(remote, drain), drain))
+
+
+def _open_delivery(
+    settings: LoggerSettings, reactor: IReactorTime, sources: SourceLimits | None
+) -> tuple[Delivery, tuple[IService, ...]]:
+    """The delivery to the files and queues of SETTINGS, and their services."""
     for mistake in preflight(settings):
         raise mistake  # before any file is opened
     writer = open_writer(settings, settings, reactor)
@@ -186,20 +229,26 @@ def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
         RecordSink(writer, reactor),
         {forwarder.settings.name: forwarder.queue for forwarder in forwarders},
         routes=routes,
-        sources=SourceLimits.of(settings, reactor),
+        sources=sources,
         hearers=reporting,
     )
+    return delivery, (writer, *route_writers(routes), *forwarders, *reporting)
+
+
+def _listening(
+    settings: LoggerSettings, reactor: IReactorTime, delivery: Deliverer
+) -> tuple[Parts, ShutdownDrain]:
+    """The listeners' parts feeding DELIVERY, and their shutdown drain."""
     factory = SyslogFactory(settings, reactor, delivery)
     relp_factory = RelpFactory(settings, reactor, delivery)
     relp = Parts(relp_factory)
     drain = ShutdownDrain(factory, reactor, settings.shutdown_timeout, others=(relp_factory,))
-    return Parts(
+    parts = Parts(
         factory,
         lambda: SyslogDatagramProtocol(delivery, settings.max_message),
-        services=(writer, *route_writers(routes), *forwarders, *reporting, drain),
         other_listeners={"relp_listen": relp, "relp_tls_listen": relp},
-        on_logs_heard=delivery.add_hearer,
     )
+    return parts, drain
 
 
 def preflight(settings: LoggerSettings) -> Iterator[ConfigError]:
@@ -221,4 +270,6 @@ SERVICE = ServiceDeclaration(
     preflight=preflight,
     other_listener_keys=("relp_listen", "relp_tls_listen"),
     stream_only_keys=("relp_listen", "relp_tls_listen"),
+    build_shared=build_shared,
+    build_worker=build_worker,
 )
