@@ -192,10 +192,12 @@ class WorkerChannel(FrameReader):
         kind = item[0]
         if kind == MESSAGES:
             _, lines, routing, frames, peer = item
-            if type(peer) is not str or not isinstance(lines, bytes | list):
-                raise TypeError("lines or peer of the wrong type")
-            if type(lines) is list and (routing is None or len(routing) != len(lines)):
+            if type(lines) is not bytes and (  # routed: one line per message, with its fields
+                type(lines) is not list or type(routing) is not list or len(routing) != len(lines)
+            ):
                 raise ValueError("routed lines without their routing fields")
+            if type(peer) is not str:
+                raise TypeError("a peer that is not a str")
             if frames is not None and (
                 type(frames) is not list or (routing is not None and len(frames) != len(routing))
             ):
