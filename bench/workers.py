@@ -39,6 +39,7 @@ BENCH_WORKERS_MESSAGES (500,000) per collector load.
 """
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -72,6 +73,44 @@ CONNECTIONS = (1, 10)
 BAR = 1.8
 SERVER_BOUND = next(iter(SCALING_LOADS))
 EPOLL_WAIT = ("do_epoll_wait", "ep_poll")  # the kernel's name for a thread in epoll_wait
+
+
+# --- what else ran ---------------------------------------------------------------------------
+
+
+def busy_seconds() -> float:
+    """CPU seconds every core spent busy since boot (every process, interrupts), /proc/stat."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def load_seconds() -> float:
+    """CPU seconds of this script (it reads the output) and its children, once waited for."""
+    return sum(
+        used.ru_utime + used.ru_stime
+        for used in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    )
+
+
+class Others:
+    """
+    Cores' busy time during a load that neither the suite nor the load used,
+    in cores: the other work on the machine (tests, other benchmarks), and
+    interrupts no process is charged for.  Printed with each load and summed
+    up in the report, so that a disturbed run shows.
+    """
+
+    def __init__(self, server: "Suite"):
+        self.server = server
+        self.started = time.monotonic()
+        self.busy, self.load, self.cpu = busy_seconds(), load_seconds(), sum(server.cpu())
+
+    def cores(self) -> float:
+        elapsed = time.monotonic() - self.started
+        ours = sum(self.server.cpu()) - self.cpu + load_seconds() - self.load
+        return max(busy_seconds() - self.busy - ours, 0.0) / elapsed
 
 
 # --- the processes of a suite with workers --------------------------------------------------
@@ -183,11 +222,13 @@ def echo_round(number: int, cells: dict) -> None:
                 "1000",
             )
             try:
+                others = Others(server)
                 cell = load(
                     [BIN / "loadgen", "127.0.0.1", server.port, 100, size, SECONDS, mode, depth],
                     server.pids,
                     core=CLIENT_CORE if one else None,
                 )
+                cell["others"] = others.cores()
                 server.check_workers()
             finally:
                 server.stop()
@@ -196,7 +237,8 @@ def echo_round(number: int, cells: dict) -> None:
             print(
                 f"  round {number + 1}: echo {load_name[:40]:40} {label(workers):11} "
                 f"req/s={cell['rps']:,.0f} cpu_us={cell['cpu_us']:.2f} "
-                f"(workers serving {server.workers_after:.2f} s after the parent listened)",
+                f"others={cell['others']:.2f} cores (served {server.workers_after:.2f} s "
+                "after the parent listened)",
                 flush=True,
             )
 
@@ -226,6 +268,7 @@ def send(server: Suite, output: Path, data: bytes, connections: int) -> dict:
     """DATA over CONNECTIONS; msg/s written, the parent's and the workers' CPU per message."""
     count = len(data) // MESSAGE_BYTES
     records = Records(output)
+    others = Others(server)
     parent_before, workers_before = server.cpu()
     pin = ["taskset", "-c", CLIENT_CORE] if server.workers == 1 else []
     sender = subprocess.Popen(
@@ -240,6 +283,7 @@ def send(server: Suite, output: Path, data: bytes, connections: int) -> dict:
     if sender.wait(60):
         raise RuntimeError("the sender failed")
     parent_after, workers_after = server.cpu()
+    other_cores = others.cores()
     server.check_workers()
     os.truncate(output, 0)  # no later load pays for this one's writeback (silence.py)
     written = max(records.count, 1)
@@ -249,6 +293,7 @@ def send(server: Suite, output: Path, data: bytes, connections: int) -> dict:
         "parent_cpu_us": (parent_after - parent_before) / written * 1e6,
         "written": records.count,
         "messages": count,
+        "others": other_cores,
     }
 
 
@@ -274,7 +319,8 @@ def collector_round(number: int, data: bytes, cells: dict) -> None:
                     f"  round {number + 1}: collector {label(server.workers):11} "
                     f"{connections:2} connection(s): msg/s={cell['rps']:,.0f} "
                     f"cpu_us={cell['cpu_us']:.2f} (parent {cell['parent_cpu_us']:.2f}) "
-                    f"written={cell['written']:,}/{cell['messages']:,}",
+                    f"written={cell['written']:,}/{cell['messages']:,} "
+                    f"others={cell['others']:.2f} cores",
                     flush=True,
                 )
             for workers, pair in loads.items():
@@ -283,6 +329,7 @@ def collector_round(number: int, data: bytes, cells: dict) -> None:
                         "rps": statistics.mean(c["rps"] for c in pair),
                         "cpu_us": statistics.mean(c["cpu_us"] for c in pair),
                         "parent_cpu_us": statistics.mean(c["parent_cpu_us"] for c in pair),
+                        "others": statistics.mean(c["others"] for c in pair),
                         "complete": all(c["written"] == c["messages"] for c in pair),
                         "written": [c["written"] for c in pair],
                     }
@@ -376,6 +423,13 @@ def report(echo: dict, collector: dict, seconds: float) -> tuple[str, bool]:
             checks.append(
                 (f"Collector, {connections} connection: NOT every message written", False)
             )
+    others = [cell["others"] for cells in (*echo.values(), *collector.values()) for cell in cells]
+    rows += [
+        "",
+        "Other work during the loads (the cores' busy time that neither the suite nor the load "
+        f"used, interrupts included): median {statistics.median(others):.2f} cores, at most "
+        f"{max(others):.2f}.",
+    ]
     rows += ["", "### Bars", ""]
     rows += [f"- {'ok' if ok else 'MISSED'}: {what}" for what, ok in checks]
     return "\n".join(rows) + "\n", all(ok for _, ok in checks)
