@@ -448,9 +448,17 @@ class WorkerSupervisor(Service):
         slot.summaries = report.get("summaries", {})
 
     def late(self, within: float) -> list[Slot]:
-        """The running workers whose last answer is older than WITHIN seconds."""
+        """
+        The ready workers late by more than WITHIN seconds: their last answer
+        is older than that and the HEARTBEAT they answer at.  (One still
+        starting is not: the hang check kills it if it never answers.)
+        """
         now = self.reactor.seconds()
-        return [s for s in self.slots if s.process is not None and now - s.answered_at > within]
+        return [
+            s
+            for s in self.slots
+            if s.process is not None and s.ready and now - s.answered_at > within + HEARTBEAT
+        ]
 
     def reports(self, service_name: str) -> "WorkerReports":
         """The part standing for SERVICE_NAME's workers in the parent's tree."""
@@ -475,6 +483,10 @@ class WorkerSupervisor(Service):
         """SIGTERM to every worker; fires once all have exited (killed after KILL_AFTER)."""
         Service.stopService(self)
         self.stopping = True
+        # No worker is started again: the parent's copies of the sockets go now, so that
+        # once the last worker has closed its own, a new client is refused, not left waiting.
+        for _, listener in self.held:
+            listener.release()
         if self._beats.running:
             self._beats.stop()
         waits = []

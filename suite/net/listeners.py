@@ -38,7 +38,7 @@ from suite.foundation.interfaces import IHealthSource, IMetricSource
 from suite.net.activation import activated_datagram_socket, adopt_datagram
 from suite.net.addresses import PeerAddress, describe_peer
 from suite.net.transport import StockStreamPorts, StreamPorts, listen_tcp_reusing_port
-from suite.net.twisted_internals import fast_path, lean_dispatch
+from suite.net.twisted_internals import close_shared, fast_path, lean_dispatch
 from suite.net.twisted_internals.streams import FastStreamPorts
 from suite.net.udpbuffer import apply_receive_buffer, kernel_drops
 from suite.net.udpport import adopt_datagram_port, listen_datagram
@@ -315,6 +315,22 @@ class ListenerService(service.Service):
         if port is not None:
             return defer.maybeDeferred(port.stopListening)
         return None
+
+    def release(self) -> bool:
+        """
+        Close this process's copy of a socket that worker processes share
+        (the parent's, once none will be started again), leaving theirs
+        listening; False on the stock path, where it stays until the end.
+        """
+        port = self.port
+        if port is None or not (self.listener.datagram or fast_path().fast):
+            return False
+        self.port = None
+        if self.listener.datagram:
+            port.stopListening()  # a datagram socket is closed without a shutdown
+        else:
+            close_shared(port)
+        return True
 
     def health_problems(self) -> list[tuple[str, str]]:
         return [] if self.port is not None else [(FAILING, f"not listening on {self.listener}")]

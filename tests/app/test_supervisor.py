@@ -245,9 +245,16 @@ class HeartbeatTests(SynchronousTestCase):
         self.assertTrue(any("has not answered for" in t for t in texts(self.events)))
 
     def test_late_workers_are_named_for_the_watchdog(self):
+        for slot in (1, 2):
+            self.control(slot).received({"ready": 1})
         self.reactor.advance(3)
         self.answer(2)
-        self.assertEqual([s.number for s in self.supervisor.late(2.0)], [1])
+        self.assertEqual([s.number for s in self.supervisor.late(1.5)], [1])
+        self.assertEqual(self.supervisor.late(2.5), [])  # a beat a second: 3 s is not late
+
+    def test_a_worker_still_starting_is_not_late(self):
+        self.reactor.advance(10)
+        self.assertEqual(self.supervisor.late(1.0), [])
 
     def test_ready_once_every_worker_said_so(self):
         ready = self.supervisor.when_ready()

@@ -26,7 +26,14 @@ from suite.foundation.metrics import Counts
 from suite.net.datagrams import rate_limited_replier
 from suite.net.listeners import Listener, ListenerService, SuiteStreamPorts
 from suite.net.transport import CountedServer, CountedUNIXServer
-from suite.net.twisted_internals import STOCK_ENV, Decision, dispatch, fast_path, guard
+from suite.net.twisted_internals import (
+    STOCK_ENV,
+    Decision,
+    close_shared,
+    dispatch,
+    fast_path,
+    guard,
+)
 from suite.net.twisted_internals.datagrams import BatchedDatagramPort
 from suite.net.twisted_internals.streams import WriteThroughServer
 from suite.net.udpport import listen_datagram, reply_path
@@ -383,3 +390,30 @@ class LeanDispatchTests(TestCase):
         self.assertTrue(any("failed to read" in formatEvent(e) for e in events))
         self.flushLoggedErrors(ValueError)
         fresh.removeAll()
+
+
+class SharedSocketTests(TestCase):
+    async def test_a_shared_socket_closed_here_still_listens_for_the_others(self):
+        port = reactor.listenTCP(0, protocol.Factory(), interface="127.0.0.1")
+        port.stopReading()
+        other = socket.socket(fileno=os.dup(port.fileno()))  # a worker's copy
+        self.addCleanup(other.close)
+        address = port.getHost()
+        await close_shared(port)
+        client = socket.create_connection((address.host, address.port), timeout=5)
+        self.addCleanup(client.close)
+        other.settimeout(5)
+        accepted, _ = other.accept()
+        accepted.close()
+
+    async def test_twisted_s_own_close_would_end_it_for_all(self):
+        """Why close_shared exists: a shutdown() stops the listening of every copy."""
+        port = reactor.listenTCP(0, protocol.Factory(), interface="127.0.0.1")
+        port.stopReading()
+        other = socket.socket(fileno=os.dup(port.fileno()))
+        self.addCleanup(other.close)
+        address = port.getHost()
+        await port.stopListening()
+        self.assertRaises(
+            ConnectionRefusedError, socket.create_connection, (address.host, address.port), 5
+        )

@@ -8,6 +8,8 @@ everything else uses public API only.
                 `tcp.Port._realPortNumber`), and the accept loop that refuses at
                 the descriptor limit and accepts the backlog at close
                 (replaces `tcp.Port.doRead`; `_buildAddr`, `_fromListeningDescriptor`)
+                `close_shared`: a port whose socket worker processes share, closed
+                without `shutdown()` (`tcp._SocketCloser._shouldShutdown`)
   datagrams.py  the batched UDP read and `reply` (replaces `udp.Port.doRead`;
                 `udp.Port._fromListeningDescriptor`)
   dispatch.py   the epoll reactor's event dispatch without the legacy log context for
@@ -25,5 +27,6 @@ and transports (slower, never wrong) and logs one warning saying why.
 
 from suite.net.twisted_internals.dispatch import install as lean_dispatch
 from suite.net.twisted_internals.guard import STOCK_ENV, Decision, fast_path
+from suite.net.twisted_internals.streams import close_shared
 
-__all__ = ["STOCK_ENV", "Decision", "fast_path", "lean_dispatch"]
+__all__ = ["STOCK_ENV", "Decision", "close_shared", "fast_path", "lean_dispatch"]

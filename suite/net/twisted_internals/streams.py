@@ -374,6 +374,18 @@ class FastStreamPorts:
 
 LEAN_TYPES.update((WriteThroughServer, WriteThroughUNIXServer, TCPPort, UNIXPort))
 
+
+def close_shared(port: Any) -> Any:
+    """
+    Stop PORT (a Twisted `tcp.Port` or `unix.Port` that bound its own
+    socket) without `shutdown()`: worker processes share that socket, and
+    a shutdown would end its listening for all of them; a close only drops
+    this process's descriptor.  Twisted shuts down the sockets it bound
+    (`_SocketCloser._shouldShutdown`), not those it adopted.
+    """
+    port._shouldShutdown = False
+    return port.stopListening()
+
 REQUIRED = (
     ("twisted.internet.abstract.FileDescriptor.dataBuffer", tcp.Server, "dataBuffer"),
     (
@@ -382,6 +394,7 @@ REQUIRED = (
         "_writeDisconnected",
     ),
     ("twisted.internet.tcp.Port._realPortNumber", tcp.Port, "_realPortNumber"),
+    ("twisted.internet.tcp._SocketCloser._shouldShutdown", tcp.Port, "_shouldShutdown"),
     ("twisted.internet.tcp.Port._buildAddr", tcp.Port, "_buildAddr"),
     ("twisted.internet.tcp.Port._fromListeningDescriptor", tcp.Port, "_fromListeningDescriptor"),
     ("twisted.internet.tcp.Port.transport", tcp.Port, "transport"),
