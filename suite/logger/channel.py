@@ -293,6 +293,7 @@ class RemoteDelivery:
         self.parent_full = False  # the parent's delivery is full
         self.write_full = False  # the bytes toward the parent wait in the write buffer
         self.gone = False  # the parent is gone
+        self.closing = False  # this worker's stop closes the channel
         self.lost = 0  # messages handed over once the parent was gone
         self.dropped = 0  # datagrams dropped while full, not yet told to the parent
         self._mark = 0
@@ -411,6 +412,9 @@ class RemoteDelivery:
         if self.gone:
             return
         self.gone = True
+        if self.closing:  # this worker's own stop closed it, once everything was confirmed
+            self._update()
+            return
         log.warn(
             "logger: the channel to the parent process is gone ({why}): no more messages "
             "are taken; {waiting} marks were never confirmed",
@@ -530,6 +534,7 @@ class ParentLink(service.Service):
         def close(_: object) -> None:
             channel = self.remote.channel
             if channel is not None and channel.transport is not None:
+                self.remote.closing = True
                 channel.transport.loseConnection()
 
         drained = self.drain.when_done()
