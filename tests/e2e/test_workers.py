@@ -514,3 +514,119 @@ class CommandLineTests(WorkersTestCase):
             os.sched_setaffinity(0, allowed)
         assert sorted(self.slots(suite)) == [1, 2]
         assert echo(suite.port(ECHO_TCP)) == b"You said: hello\r\n"
+
+
+COLLECTOR = """
+    workers = 2
+    [logger]
+    listen = ["tcp:0:interface=127.0.0.1"]
+    relp_listen = ["tcp:0:interface=127.0.0.1"]
+    output = "messages.jsonl"
+    rotate_bytes = 0
+    """
+
+
+def listener_port(suite: SuiteProcess, name: str) -> int:
+    """The port the parent bound for listener NAME ("logger tcp:0:…")."""
+    return int(suite.ports[name].rsplit(":", 1)[1])
+
+
+def numbered(connection: int, count: int) -> bytes:
+    return b"".join(
+        b"<13>1 2026-12-03T00:00:00Z host app - - - conn %d msg %06d\n" % (connection, n)
+        for n in range(count)
+    )
+
+
+def messages_by_connection(path: Path) -> dict[int, list[int]]:
+    found: dict[int, list[int]] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record["event"] == "message":
+            _, connection, _, number = record["message"].split()
+            found.setdefault(int(connection), []).append(int(number))
+    return found
+
+
+class RelpSender:
+    """A RELP client, one message in flight: the numbers the collector acknowledged."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.acknowledged: list[int] = []
+        offer = b"relp_version=0\nrelp_software=test\ncommands=syslog"
+        self.sock.sendall(b"1 open %d %s\n" % (len(offer), offer))
+        assert b" rsp " in self.sock.recv(1000)
+        self.txnr = 1
+        self.pending = b""
+
+    def send(self, number: int) -> bool:
+        """Message NUMBER, and whether it was acknowledged (False: the connection broke)."""
+        self.txnr += 1
+        body = b"<13>1 2026-12-03T00:00:00Z host relp - - - conn 99 msg %06d" % number
+        try:
+            self.sock.sendall(b"%d syslog %d %s\n" % (self.txnr, len(body), body))
+            while b"\n" not in self.pending:
+                data = self.sock.recv(1000)
+                if not data:
+                    return False
+                self.pending += data
+        except OSError:
+            return False
+        answer, _, self.pending = self.pending.partition(b"\n")
+        if not answer.startswith(b"%d rsp 6 200 OK" % self.txnr):
+            return False
+        self.acknowledged.append(number)
+        return True
+
+
+class CollectorTests(WorkersTestCase):
+    def test_ten_connections_one_file_each_in_order_nothing_lost_at_sigterm(self):
+        suite = self.start_workers(COLLECTOR)
+        port = listener_port(suite, "logger tcp:0:interface=127.0.0.1")
+        sockets = [connect_when_listening(port) for _ in range(10)]
+        for number, sock in enumerate(sockets):
+            sock.sendall(numbered(number, 5000))
+            sock.close()
+        suite.process.send_signal(signal.SIGTERM)  # at once: the workers drain what was sent
+        self.assertIn(suite.wait(20), (0, -signal.SIGTERM))
+        found = messages_by_connection(self.directory / "messages.jsonl")
+        self.assertEqual(sorted(found), list(range(10)))
+        for number, received in found.items():
+            self.assertEqual(received, list(range(5000)), f"connection {number}")
+        self.assertNotIn("Traceback", suite.output)
+
+    def test_what_relp_acknowledged_survives_a_worker_killed(self):
+        suite = self.start_workers(COLLECTOR)
+        port = listener_port(suite, "logger relp_listen tcp:0:interface=127.0.0.1")
+        sender = RelpSender(port)
+        for number in range(200):
+            self.assertTrue(sender.send(number))
+        for pid in worker_pids(suite.process.pid):  # whichever serves the connection
+            os.kill(pid, signal.SIGKILL)
+        number = 200
+        while sender.send(number) and number < 10_000:
+            number += 1
+        received = poll(
+            lambda: messages_by_connection(self.directory / "messages.jsonl").get(99, []), 5
+        )
+        self.assertTrue(set(sender.acknowledged) <= set(received), "an acknowledged one is lost")
+        self.assertGreaterEqual(len(sender.acknowledged), 200)
+        # The parent went on: new workers take a new sender's messages into the same file.
+        self.assertTrue(suite.wait_for(lambda: suite.output.count("restarting it in") >= 2, 5))
+        again = poll(lambda: _relp_or_none(port), 10)
+        self.assertTrue(again and again.send(50_000))
+        self.assertIn(
+            50_000,
+            poll(
+                lambda: messages_by_connection(self.directory / "messages.jsonl").get(99, []),
+                5,
+            ),
+        )
+
+
+def _relp_or_none(port: int) -> RelpSender | None:
+    try:
+        return RelpSender(port)
+    except (OSError, AssertionError):
+        return None
