@@ -284,6 +284,9 @@ class ListenerService(service.Service):
         self.listener = listener
         self._bind = bind
         self.port: IListeningPort | None = None
+        # A worker's Unix socket on the stock path: Twisted's unix.Port would remove
+        # the path its parent bound when it closes, so it only stops accepting.
+        self.keep_open = False
 
     def privilegedStartService(self) -> None:
         service.Service.privilegedStartService(self)
@@ -312,6 +315,9 @@ class ListenerService(service.Service):
     def stopService(self) -> defer.Deferred | None:
         service.Service.stopService(self)
         port, self.port = self.port, None
+        if port is not None and self.keep_open:
+            port.stopReading()  # type: ignore[attr-defined]  # a FileDescriptor; closed at exit
+            return None
         if port is not None:
             return defer.maybeDeferred(port.stopListening)
         return None
@@ -570,7 +576,9 @@ def listener_services(
                 make_datagram_protocol,
                 tls,
             )
-            services.append(ListenerService(service_name, listener, bind))
+            adopted = ListenerService(service_name, listener, bind)
+            adopted.keep_open = socket_family(fd) == socket.AF_UNIX and not fast_path().fast
+            services.append(adopted)
             continue
         if listener.activated_name is not None and make_datagram_protocol is not None:
 

@@ -474,12 +474,20 @@ class UnderTheUnitsFilter(ProcessTestCase):
         assert allowed_system_calls(template) == self.allowed
 
     def test_every_service_runs_under_it(self):
+        self.every_service_runs_under_it(workers=1)
+
+    def test_every_service_runs_under_it_with_workers(self):
+        """The parent spawns two workers (fork, exec, the sockets passed) under the filter."""
+        self.every_service_runs_under_it(workers=2)
+
+    def every_service_runs_under_it(self, workers):
         pki = make_pki(self.directory)
         output = self.directory / "messages.jsonl"
         unix = self.directory / "echo.sock"
         config = self.directory / "suite.toml"
         config.write_text(
-            tls_section(pki)
+            f"workers = {workers}\n"
+            + tls_section(pki)
             + f"""
 [timestamp]
 listen = ["{LOCAL}", "udp:0:interface=127.0.0.1"]
@@ -511,7 +519,7 @@ listen = ["{LOCAL}"]
             )
         self.addCleanup(lambda: process.poll() is None and process.kill())
         deadline = time.monotonic() + 30
-        while "suite ready" not in log.read_text():
+        while "[suite.app.lifecycle#info] suite ready" not in log.read_text():
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         status = Path(f"/proc/{process.pid}/status").read_text()
@@ -539,7 +547,7 @@ listen = ["{LOCAL}"]
             sock.sendall(b"<13>Oct 11 22:14:15 host app: under seccomp\n")
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 15
-        while "SIGHUP: reopening files" not in log.read_text():
+        while log.read_text().count("SIGHUP: reopening files") < workers + (workers > 1):
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         process.send_signal(signal.SIGTERM)

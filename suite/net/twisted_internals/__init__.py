@@ -9,7 +9,8 @@ everything else uses public API only.
                 the descriptor limit and accepts the backlog at close
                 (replaces `tcp.Port.doRead`; `_buildAddr`, `_fromListeningDescriptor`)
                 `close_shared`: a port whose socket worker processes share, closed
-                without `shutdown()` (`tcp._SocketCloser._shouldShutdown`)
+                without `shutdown()` (`tcp._SocketCloser._shouldShutdown`), a
+                worker's Unix port closed without removing the path (`._bindPath`)
   datagrams.py  the batched UDP read and `reply` (replaces `udp.Port.doRead`;
                 `udp.Port._fromListeningDescriptor`)
   dispatch.py   the epoll reactor's event dispatch without the legacy log context for

@@ -61,6 +61,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
+from twisted.python.failure import Failure
 
 from suite.foundation.metrics import Counts
 from suite.net.interfaces import IRefusesAtDescriptorLimit
@@ -320,6 +321,13 @@ class TCPPort(RefusingPort, tcp.Port):
 class UNIXPort(RefusingPort, unix.Port):
     transport = WriteThroughUNIXServer
 
+    def connectionLost(self, reason: Failure) -> None:
+        # Twisted's unix.Port removes the socket's path when it closes
+        # (`_bindPath`), an adopted socket's too: a worker's is its parent's to remove.
+        if self.shared:
+            self._bindPath = b"\0"  # an abstract name: nothing in the filesystem to remove
+        super().connectionLost(reason)
+
 
 class FastStreamPorts:
     """
@@ -495,6 +503,8 @@ def accept_loop_self_test() -> str | None:
     unix_port = UNIXPort(b"/run/probe", protocols.Factory(), reactor=Unwatched())
     if unix_port._buildAddr(b"/run/peer") != addresses.UNIXAddress(b"/run/peer"):
         return "unix.Port._buildAddr did not build a UNIXAddress"
+    if getattr(unix_port, "_bindPath", None) != b"/run/probe":
+        return "unix.Port._bindPath is not the path it removes when it closes"
     return None
 
 
