@@ -14,11 +14,18 @@ the collector.
   server, so two cores cannot give twice.
 - Collector: `twistd suite-logger --workers N`, MESSAGES RFC 5424 messages
   of 100 bytes (run.py's syslog_message) over 1 and over 10 connections
-  (silence.py's SENDER, pinned to core 1 beside one process, unpinned beside
-  two workers).  msg/s is message records written to the output file over
-  the time from the first byte sent to the last record written, and every
-  message must be written.  Server CPU per message is the parent's and its
+  (silence.py's SENDER).  msg/s is message records written to the output
+  file over the time from the first byte sent to the last record written,
+  and every message must be written.  Server CPU per message is the parent's and its
   workers' together (the workers parse, the parent writes the one file).
+
+The load (loadgen, the sender, and this script, which reads the output as
+it grows) runs on core 1 beside one process and on both cores beside two
+workers; its CPU per request is reported with the suite's, and "two cores
+allow" is the ratio those costs leave room for, since the load takes its
+share of the same two cores.  The cores' busy time that neither the suite
+nor the load used (other work on the machine) is printed with each load and
+summed up in the report: a disturbed run shows there.
 
 A server counts as started once every one of its serving processes (the
 process itself, or each worker) has the listening socket in its epoll set
@@ -86,14 +93,11 @@ def busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def generator_seconds() -> float:
-    """CPU seconds of this script's children that ended: the load generators, once waited for."""
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return used.ru_utime + used.ru_stime
-
-
 def load_seconds() -> float:
-    """CPU seconds of this script (it reads the output) and its children, once waited for."""
+    """
+    CPU seconds of the load: this script (it reads the collector's output)
+    and its children that ended (loadgen, the sender), once waited for.
+    """
     return sum(
         used.ru_utime + used.ru_stime
         for used in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
@@ -201,6 +205,15 @@ class Suite:
         self.server.stop()
 
 
+def place_load(workers: int) -> None:
+    """
+    This script and the load it starts on core 1 beside one process, on
+    both cores beside two workers (as the suite): the script reads the
+    collector's output while it writes, and loadgen inherits its cores.
+    """
+    os.sched_setaffinity(0, {int(CLIENT_CORE)} if workers == 1 else {0, 1})
+
+
 def label(workers: int) -> str:
     return "one process" if workers == 1 else f"{workers} workers"
 
@@ -228,14 +241,15 @@ def echo_round(number: int, cells: dict) -> None:
                 "1000",
             )
             try:
-                others, generator = Others(server), generator_seconds()
+                place_load(workers)
+                others, generator = Others(server), load_seconds()
                 cell = load(
                     [BIN / "loadgen", "127.0.0.1", server.port, 100, size, SECONDS, mode, depth],
                     server.pids,
                     core=CLIENT_CORE if one else None,
                 )
                 cell["others"] = others.cores()
-                cell["load_cpu_us"] = (generator_seconds() - generator) / max(cell["all"], 1) * 1e6
+                cell["load_cpu_us"] = (load_seconds() - generator) / max(cell["all"], 1) * 1e6
                 server.check_workers()
             finally:
                 server.stop()
@@ -275,11 +289,11 @@ def send(server: Suite, output: Path, data: bytes, connections: int) -> dict:
     """DATA over CONNECTIONS; msg/s written, the parent's and the workers' CPU per message."""
     count = len(data) // MESSAGE_BYTES
     records = Records(output)
-    others = Others(server)
+    place_load(server.workers)
+    others, load_before = Others(server), load_seconds()
     parent_before, workers_before = server.cpu()
-    pin = ["taskset", "-c", CLIENT_CORE] if server.workers == 1 else []
     sender = subprocess.Popen(
-        [*pin, PYTHON, "-c", SENDER, str(server.port), str(connections), str(MESSAGE_BYTES)],
+        [PYTHON, "-c", SENDER, str(server.port), str(connections), str(MESSAGE_BYTES)],
         stdin=subprocess.PIPE,
     )
     started = time.monotonic()
@@ -290,7 +304,7 @@ def send(server: Suite, output: Path, data: bytes, connections: int) -> dict:
     if sender.wait(60):
         raise RuntimeError("the sender failed")
     parent_after, workers_after = server.cpu()
-    other_cores = others.cores()
+    other_cores, load_cpu = others.cores(), load_seconds() - load_before
     server.check_workers()
     os.truncate(output, 0)  # no later load pays for this one's writeback (silence.py)
     written = max(records.count, 1)
@@ -298,6 +312,7 @@ def send(server: Suite, output: Path, data: bytes, connections: int) -> dict:
         "rps": records.count / (finished - started),
         "cpu_us": (parent_after - parent_before + workers_after - workers_before) / written * 1e6,
         "parent_cpu_us": (parent_after - parent_before) / written * 1e6,
+        "load_cpu_us": load_cpu / written * 1e6,
         "written": records.count,
         "messages": count,
         "others": other_cores,
@@ -326,6 +341,7 @@ def collector_round(number: int, data: bytes, cells: dict) -> None:
                     f"  round {number + 1}: collector {label(server.workers):11} "
                     f"{connections:2} connection(s): msg/s={cell['rps']:,.0f} "
                     f"cpu_us={cell['cpu_us']:.2f} (parent {cell['parent_cpu_us']:.2f}) "
+                    f"load_cpu_us={cell['load_cpu_us']:.2f} "
                     f"written={cell['written']:,}/{cell['messages']:,} "
                     f"others={cell['others']:.2f} cores",
                     flush=True,
@@ -337,6 +353,7 @@ def collector_round(number: int, data: bytes, cells: dict) -> None:
                         "cpu_us": statistics.mean(c["cpu_us"] for c in pair),
                         "parent_cpu_us": statistics.mean(c["parent_cpu_us"] for c in pair),
                         "others": statistics.mean(c["others"] for c in pair),
+                        "load_cpu_us": statistics.mean(c["load_cpu_us"] for c in pair),
                         "complete": all(c["written"] == c["messages"] for c in pair),
                         "written": [c["written"] for c in pair],
                     }
@@ -409,20 +426,27 @@ def report(echo: dict, collector: dict, seconds: float) -> tuple[str, bool]:
         f"### Collector: `suite-logger --workers N`, {MESSAGES:,} RFC 5424 messages of "
         f"{MESSAGE_BYTES} bytes per load",
         "",
-        "| connections | one process msg/s | 2 workers msg/s | × one | CPU µs/msg one | "
-        "CPU µs/msg 2 (parent's) | all written |",
-        "|---:|---:|---:|---:|---:|---:|---|",
+        "| connections | one process msg/s | 2 workers msg/s | × one | server CPU µs/msg one / 2 "
+        "(2: the parent's) | load CPU µs/msg one / 2 | two cores allow | all written |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for connections in CONNECTIONS:
         one, two = collector[connections, 1], collector[connections, 2]
         found = ratios(collector, connections)
         ratio = statistics.median(found)
         complete = all(cell["complete"] for cell in one + two)
+        # Two cores over what a message costs the suite and the load, and one core (the
+        # parent's: it writes every record) over what it costs the parent; the lesser.
+        parent = median(two, "parent_cpu_us")
+        allow = min(
+            2e6 / (median(two, "cpu_us") + median(two, "load_cpu_us")), 1e6 / max(parent, 1e-3)
+        ) / median(one, "rps")
         rows.append(
             f"| {connections} | {median(one, 'rps'):,.0f} | {median(two, 'rps'):,.0f} | "
-            f"{ratio:.2f} ({each(f'{r:.2f}' for r in found)}) | {median(one, 'cpu_us'):.2f} | "
-            f"{median(two, 'cpu_us'):.2f} ({median(two, 'parent_cpu_us'):.2f}) | "
-            f"{'yes' if complete else 'NO'} |"
+            f"{ratio:.2f} ({each(f'{r:.2f}' for r in found)}) | {median(one, 'cpu_us'):.2f} / "
+            f"{median(two, 'cpu_us'):.2f} ({parent:.2f}) | "
+            f"{median(one, 'load_cpu_us'):.2f} / {median(two, 'load_cpu_us'):.2f} | "
+            f"{allow:.2f}× | {'yes' if complete else 'NO'} |"
         )
         if not complete:
             short = [w for cell in one + two for w in cell["written"] if w != MESSAGES]
@@ -441,6 +465,10 @@ def report(echo: dict, collector: dict, seconds: float) -> tuple[str, bool]:
             )
     others = [cell["others"] for cells in (*echo.values(), *collector.values()) for cell in cells]
     rows += [
+        "",
+        "Load CPU: the sender's and this script's (it reads the output as it grows).  Two cores "
+        "allow the lesser of two cores over the suite's and the load's CPU per message and one "
+        "core over the parent's (it writes every record), over one process's msg/s.",
         "",
         "Other work during the loads (the cores' busy time that neither the suite nor the load "
         f"used, interrupts included): median {statistics.median(others):.2f} cores, at most "
