@@ -51,6 +51,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -137,14 +138,37 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def listening_inodes(port: int) -> set[str]:
+def sockets_on(port: int, state: str) -> set[str]:
+    """The inodes (as /proc/PID/fd links read) of TCP sockets on local PORT in STATE."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            if fields[3] == state and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 inodes.add(f"socket:[{fields[9]}]")
     return inodes
+
+
+def listening_inodes(port: int) -> set[str]:
+    return sockets_on(port, "0A")
+
+
+def established_inodes(port: int) -> set[str]:
+    return sockets_on(port, "01")
+
+
+def socket_fds(pid: int) -> set[str]:
+    """What PID's descriptors link to (sockets among them)."""
+    links = set()
+    try:
+        for entry in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                links.add(os.readlink(entry))
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return links
 
 
 def serving(pid: int, inodes: set[str]) -> bool:
@@ -191,6 +215,26 @@ class Suite:
                 return [self.pid, *workers]
             time.sleep(0.05)
         raise RuntimeError(f"{self.workers} worker(s) did not start serving port {self.port}")
+
+    def split(self, connections: int, timeout: float = 0.5) -> tuple[int, ...]:
+        """
+        How many of CONNECTIONS each worker serves, most first, once all are
+        accepted (or what it was at TIMEOUT): a worker with more than its
+        share of a load whose connections each bring as much ends last.
+        """
+        deadline, found = time.monotonic() + timeout, tuple[int, ...]()
+        while time.monotonic() < deadline:
+            inodes = established_inodes(self.port)
+            found = tuple(
+                sorted(
+                    (len(socket_fds(pid) & inodes) for pid in self.pids[-self.workers :]),
+                    reverse=True,
+                )
+            )
+            if sum(found) >= connections:
+                break
+            time.sleep(0.005)
+        return found
 
     def cpu(self) -> tuple[float, float]:
         """(the parent's, its workers') CPU seconds, read while they run."""
@@ -243,12 +287,20 @@ def echo_round(number: int, cells: dict) -> None:
             try:
                 place_load(workers)
                 others, generator = Others(server), load_seconds()
+                split: list[tuple[int, ...]] = []
+                # loadgen's 100 connections, shared out as the load runs (at its middle).
+                looker = threading.Timer(
+                    SECONDS / 2, lambda found, at: found.append(at.split(100)), (split, server)
+                )
+                looker.start()
                 cell = load(
                     [BIN / "loadgen", "127.0.0.1", server.port, 100, size, SECONDS, mode, depth],
                     server.pids,
                     core=CLIENT_CORE if one else None,
                 )
+                looker.join()
                 cell["others"] = others.cores()
+                cell["split"] = split[0] if split else ()
                 cell["load_cpu_us"] = (load_seconds() - generator) / max(cell["all"], 1) * 1e6
                 server.check_workers()
             finally:
@@ -259,7 +311,8 @@ def echo_round(number: int, cells: dict) -> None:
                 f"  round {number + 1}: echo {load_name[:40]:40} {label(workers):11} "
                 f"req/s={cell['rps']:,.0f} cpu_us={cell['cpu_us']:.2f} "
                 f"loadgen_cpu_us={cell['load_cpu_us']:.2f} others={cell['others']:.2f} cores "
-                f"(served {server.workers_after:.2f} s after the parent listened)",
+                f"(served {server.workers_after:.2f} s after the parent listened) "
+                f"connections per process={'/'.join(map(str, cell['split']))}",
                 flush=True,
             )
 
@@ -300,6 +353,7 @@ def send(server: Suite, output: Path, data: bytes, connections: int) -> dict:
     assert sender.stdin is not None
     sender.stdin.write(data)
     sender.stdin.close()
+    split = server.split(connections)
     finished = records.wait(count)
     if sender.wait(60):
         raise RuntimeError("the sender failed")
@@ -316,6 +370,7 @@ def send(server: Suite, output: Path, data: bytes, connections: int) -> dict:
         "written": records.count,
         "messages": count,
         "others": other_cores,
+        "split": split,
     }
 
 
@@ -343,7 +398,8 @@ def collector_round(number: int, data: bytes, cells: dict) -> None:
                     f"cpu_us={cell['cpu_us']:.2f} (parent {cell['parent_cpu_us']:.2f}) "
                     f"load_cpu_us={cell['load_cpu_us']:.2f} "
                     f"written={cell['written']:,}/{cell['messages']:,} "
-                    f"others={cell['others']:.2f} cores",
+                    f"others={cell['others']:.2f} cores "
+                    f"connections per process={'/'.join(map(str, cell['split']))}",
                     flush=True,
                 )
             for workers, pair in loads.items():
@@ -354,6 +410,7 @@ def collector_round(number: int, data: bytes, cells: dict) -> None:
                         "parent_cpu_us": statistics.mean(c["parent_cpu_us"] for c in pair),
                         "others": statistics.mean(c["others"] for c in pair),
                         "load_cpu_us": statistics.mean(c["load_cpu_us"] for c in pair),
+                        "splits": [c["split"] for c in pair],
                         "complete": all(c["written"] == c["messages"] for c in pair),
                         "written": [c["written"] for c in pair],
                     }
@@ -388,8 +445,8 @@ def report(echo: dict, collector: dict, seconds: float) -> tuple[str, bool]:
         f"### Echo: `suite-echo --workers N`, loadgen, {SECONDS:g} s per load",
         "",
         "| load | one process req/s | 2 workers req/s | × one | server CPU µs/req one / 2 | "
-        "loadgen CPU µs/req one / 2 | two cores allow |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "loadgen CPU µs/req one / 2 | two cores allow | connections per worker |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     checks = []
     for load_name in SCALING_LOADS:
@@ -404,7 +461,7 @@ def report(echo: dict, collector: dict, seconds: float) -> tuple[str, bool]:
             f"{ratio:.2f} ({each(f'{r:.2f}' for r in found)}) | "
             f"{median(one, 'cpu_us'):.2f} / {median(two, 'cpu_us'):.2f} | "
             f"{median(one, 'load_cpu_us'):.2f} / {median(two, 'load_cpu_us'):.2f} | "
-            f"{allow:.2f}× |"
+            f"{allow:.2f}× | {each('/'.join(map(str, cell['split'])) for cell in two)} |"
         )
         if load_name == SERVER_BOUND:
             checks.append(
@@ -417,7 +474,9 @@ def report(echo: dict, collector: dict, seconds: float) -> tuple[str, bool]:
     rows += [
         "",
         "Two cores allow: 2 cores over the suite's and loadgen's CPU per request with two "
-        "workers, over one process's req/s; loadgen shares the two cores with the workers.",
+        "workers, over one process's req/s; loadgen shares the two cores with the workers.  "
+        "Connections per worker: how the two workers shared loadgen's 100 connections, "
+        "in the middle of each load.",
         "",
         f"Two workers served {statistics.median(after):.2f} s (median; at most "
         f"{max(after):.2f} s) after the parent listened: a load is started only once every "
@@ -427,8 +486,9 @@ def report(echo: dict, collector: dict, seconds: float) -> tuple[str, bool]:
         f"{MESSAGE_BYTES} bytes per load",
         "",
         "| connections | one process msg/s | 2 workers msg/s | × one | server CPU µs/msg one / 2 "
-        "(2: the parent's) | load CPU µs/msg one / 2 | two cores allow | all written |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "(2: the parent's) | load CPU µs/msg one / 2 | two cores allow | connections per worker "
+        "| all written |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for connections in CONNECTIONS:
         one, two = collector[connections, 1], collector[connections, 2]
@@ -441,12 +501,14 @@ def report(echo: dict, collector: dict, seconds: float) -> tuple[str, bool]:
         allow = min(
             2e6 / (median(two, "cpu_us") + median(two, "load_cpu_us")), 1e6 / max(parent, 1e-3)
         ) / median(one, "rps")
+        splits = each("/".join(map(str, split)) for cell in two for split in cell["splits"])
         rows.append(
             f"| {connections} | {median(one, 'rps'):,.0f} | {median(two, 'rps'):,.0f} | "
             f"{ratio:.2f} ({each(f'{r:.2f}' for r in found)}) | {median(one, 'cpu_us'):.2f} / "
             f"{median(two, 'cpu_us'):.2f} ({parent:.2f}) | "
             f"{median(one, 'load_cpu_us'):.2f} / {median(two, 'load_cpu_us'):.2f} | "
-            f"{allow:.2f}× | {'yes' if complete else 'NO'} |"
+            f"{allow:.2f}× | {splits} | "
+            f"{'yes' if complete else 'NO'} |"
         )
         if not complete:
             short = [w for cell in one + two for w in cell["written"] if w != MESSAGES]
@@ -468,7 +530,9 @@ def report(echo: dict, collector: dict, seconds: float) -> tuple[str, bool]:
         "",
         "Load CPU: the sender's and this script's (it reads the output as it grows).  Two cores "
         "allow the lesser of two cores over the suite's and the load's CPU per message and one "
-        "core over the parent's (it writes every record), over one process's msg/s.",
+        "core over the parent's (it writes every record), over one process's msg/s.  "
+        "Connections per worker: how the two workers shared each load's connections (each "
+        "brings as many messages), as the load began; the worker with more ends last.",
         "",
         "Other work during the loads (the cores' busy time that neither the suite nor the load "
         f"used, interrupts included): median {statistics.median(others):.2f} cores, at most "
