@@ -35,6 +35,7 @@ from suite.foundation.credentials import resolve_token
 from suite.foundation.declaration import Parts, ServiceDeclaration
 from suite.foundation.options import ConfigOptions, options_for
 from suite.foundation.preflight import cannot_write
+from suite.net.accept_share import AcceptShare
 from suite.net.listeners import Listener, ListenerService, listener_services, parse_listeners
 from suite.net.tls import TLSSettings, names_files, tls_options
 from suite.net.udpbuffer import DatagramLimits
@@ -279,6 +280,7 @@ class WorkerRole:
     slot: int
     sockets: Mapping[tuple[str, str, str], int]
     channels: Mapping[str, int]
+    share: AcceptShare | None = None  # the workers' open connections (taking turns)
 
 
 def materialise(
@@ -356,6 +358,7 @@ def materialise(
                 reuse_port=service.settings.reuse_port,
                 held=shared,
                 inherited=inherited,
+                share=worker.share if worker is not None else None,
             ):
                 listener.setServiceParent(named)
                 if supervisor is not None and shared:

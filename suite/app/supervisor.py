@@ -52,6 +52,7 @@ from suite.foundation.interfaces import (
     ISummarySource,
 )
 from suite.foundation.metrics import COUNTER, HISTOGRAM, METRICS, Histogram
+from suite.net.accept_share import ABSENT, AcceptShare
 from suite.net.listeners import ListenerService
 
 log = Logger()
@@ -258,6 +259,8 @@ class WorkerSupervisor(Service):
         self.channels = dict(channels or {})
         self.environ = environ
         self.slots = [Slot(number) for number in range(1, count + 1)]
+        # The workers' open connections, so that they take turns accepting.
+        self.share = AcceptShare.create(count)
         self.stopping = False
         self.exits = 0  # workers that ended while the suite ran
         self._waiting: list[defer.Deferred[None]] = []  # when_ready's
@@ -289,6 +292,9 @@ class WorkerSupervisor(Service):
         to_close.append(child_control)
         inherited[next_fd] = child_control.fileno()
         fds: dict[str, Any] = {"control": next_fd, "channels": {}, "sockets": []}
+        next_fd += 1
+        inherited[next_fd] = self.share.fd
+        fds["share"] = [next_fd, self.count]
         next_fd += 1
         channel_ends = []
         for service_name in self.channels:
@@ -329,6 +335,7 @@ class WorkerSupervisor(Service):
             end.close()
         slot.pid = slot.process.pid
         slot.killed = False
+        self.share.mark(slot.number - 1, 0)
         slot.started = self.reactor.seconds()
         slot.ready = False
         slot.answered_at = slot.started
@@ -390,6 +397,7 @@ class WorkerSupervisor(Service):
         slot.process = None
         slot.control = None
         slot.ready = False
+        self.share.mark(slot.number - 1, ABSENT)  # the others do not wait for it
         slot.retire()
         slot.exit = describe_exit(reason)
         ended = self._ended.pop(slot.number, None)

@@ -68,6 +68,7 @@ def main(argv: Sequence[str]) -> int:
     from suite.app.lifecycle import walk
     from suite.app.services import SERVICES
     from suite.foundation.config import ConfigError
+    from suite.net.accept_share import AcceptShare
     from suite.net.listeners import ListenerService
 
     declarations = [d for d in SERVICES if d.name in arguments["services"]]
@@ -79,10 +80,12 @@ def main(argv: Sequence[str]) -> int:
             arguments["only_listed"],
             inherited=True,
         )
+        share_fd, slots = arguments["share"]
         role = WorkerRole(
             slot,
             {(s, key, description): fd for s, key, description, fd in arguments["sockets"]},
             arguments["channels"],
+            AcceptShare(share_fd, slots, slot - 1),
         )
         root = materialise(planned, reactor, worker=role)
     except (ConfigError, SystemExit) as e:

@@ -35,6 +35,7 @@ from zope.interface import implementer
 from suite.foundation.config import Listening
 from suite.foundation.health import FAILING
 from suite.foundation.interfaces import IHealthSource, IMetricSource
+from suite.net.accept_share import AcceptShare
 from suite.net.activation import activated_datagram_socket, adopt_datagram
 from suite.net.addresses import PeerAddress, describe_peer
 from suite.net.transport import StockStreamPorts, StreamPorts, listen_tcp_reusing_port
@@ -434,10 +435,17 @@ class SuiteStreamPorts:
     listens through it unchanged; everything else goes to REACTOR.
     """
 
-    def __init__(self, reactor: object, reuse_port: bool = False, shared: bool = False) -> None:
+    def __init__(
+        self,
+        reactor: object,
+        reuse_port: bool = False,
+        shared: bool = False,
+        share: AcceptShare | None = None,
+    ) -> None:
         self._reactor = reactor
         self._reuse_port = reuse_port
         self._shared = shared  # adopted sockets are shared with other worker processes
+        self._share = share  # and their open connections counted there
         self._ports: StreamPorts = (
             FastStreamPorts(reactor) if fast_path().fast else StockStreamPorts(reactor)
         )
@@ -465,7 +473,9 @@ class SuiteStreamPorts:
     def adoptStreamPort(
         self, fileDescriptor: int, addressFamily: socket.AddressFamily, factory: IProtocolFactory
     ) -> IListeningPort:
-        return self._ports.adoptStreamPort(fileDescriptor, addressFamily, factory, self._shared)
+        return self._ports.adoptStreamPort(
+            fileDescriptor, addressFamily, factory, self._shared, self._share
+        )
 
 
 class HeldForWorkers(Factory):
@@ -538,6 +548,7 @@ def listener_services(
     reuse_port: bool = False,
     held: bool = False,
     inherited: Mapping[tuple[str, str], int] | None = None,
+    share: AcceptShare | None = None,
 ) -> list[ListenerService]:
     """
     One ListenerService per listener: stream listeners share STREAM_FACTORY
@@ -550,12 +561,13 @@ def listener_services(
     ports and never reads it (its socket is passed to the workers; the
     factories are not used); INHERITED (a worker) maps each listener's
     (key, description) to the descriptor of the socket its parent bound,
-    which it serves instead of binding.
+    which it serves instead of binding, taking turns with the other
+    workers by SHARE (L{suite.net.accept_share}).
     """
     services: list[ListenerService] = []
     if fast_path().fast:
         lean_dispatch(reactor)  # only on Twisted's epoll reactor; others are left as they are
-    stream_reactor = SuiteStreamPorts(reactor, reuse_port, shared=inherited is not None)
+    stream_reactor = SuiteStreamPorts(reactor, reuse_port, inherited is not None, share)
     # REACTOR is the running reactor: its datagram ports, and its clock for the drops watch.
     datagram_reactor, clock = cast(IReactorUDP, reactor), cast(IReactorTime, reactor)
     if held:

@@ -31,6 +31,7 @@ from twisted.internet.interfaces import (
 from twisted.protocols.policies import ProtocolWrapper
 
 from suite.foundation.metrics import UNCOUNTED, Counts
+from suite.net.accept_share import AcceptShare
 
 
 def socket_transport(transport: object) -> object:
@@ -189,6 +190,7 @@ class StreamPorts(Protocol):
         addressFamily: socket.AddressFamily,
         factory: IProtocolFactory,
         shared: bool = False,
+        share: "AcceptShare | None" = None,
     ) -> IListeningPort: ...
 
 
@@ -227,6 +229,7 @@ class StockStreamPorts:
         addressFamily: socket.AddressFamily,
         factory: IProtocolFactory,
         shared: bool = False,
+        share: "AcceptShare | None" = None,
     ) -> IListeningPort:
         """Twisted's own port (its accept loop takes what it can, SHARED or not)."""
         return _counted(

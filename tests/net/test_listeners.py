@@ -269,6 +269,7 @@ class ShippedConfigs(SynchronousTestCase):
             listeners = [
                 description
                 for section in tomllib.loads(text).values()
+                if isinstance(section, dict)  # not a top-level key (workers)
                 for key, value in section.items()
                 if key.endswith("listen")
                 for description in value

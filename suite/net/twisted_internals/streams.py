@@ -64,6 +64,7 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 
 from suite.foundation.metrics import Counts
+from suite.net.accept_share import PAUSE, AcceptShare
 from suite.net.interfaces import IRefusesAtDescriptorLimit
 from suite.net.transport import CountedServer, CountedUNIXServer
 from suite.net.twisted_internals.dispatch import LEAN_TYPES
@@ -85,6 +86,14 @@ NO_SPARE_PAUSE = 1.0  # seconds a port stops accepting when not even the spare i
 
 class WriteThrough(_TransportBase):
     """Mixin for a counting stream transport (L{CountedServer}, L{CountedUNIXServer})."""
+
+    share: AcceptShare | None = None  # the workers' counts of open connections, if shared
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        if self.share is not None:
+            self.share.closed()
+            self.share = None
 
     def write(self, data: bytes) -> None:
         if (
@@ -211,17 +220,30 @@ class RefusingPort(_PortBase):
     _paused: IDelayedCall | None = None  # resumes accepting after NO_SPARE_PAUSE
     # Its socket is shared by worker processes: each wake-up accepts one
     # connection, so that the others woken with it take their share instead
-    # of the first taking the whole backlog.
+    # of the first taking the whole backlog, and a worker ahead of the others
+    # in open connections (SHARE) lets a connection wait for them first.
     shared = False
+    share: AcceptShare | None = None
+    _turn: IDelayedCall | None = None  # a worker ahead: when it takes one anyway
+    _overdue = False  # it waited its turn: the next connection is its
+    _draining = False  # closing: the whole backlog is accepted
 
     def startListening(self) -> None:
         SPARE.reserve()
         super().startListening()
 
     def doRead(self) -> None:
+        share = self.share
+        if share is not None and not self._draining and not self._overdue and share.ahead():
+            self.stopReading()
+            clock = cast(IReactorTime, self.reactor)
+            self._turn = clock.callLater(PAUSE, self._take_turn)
+            return
+        self._overdue = False
         accepted = 0
+        one = self.shared and not self._draining
         try:
-            for _ in range(1 if self.shared else self.numberAccepts):
+            for _ in range(1 if one else self.numberAccepts):
                 try:
                     client, address = self.socket.accept()
                 except OSError as e:
@@ -259,9 +281,11 @@ class RefusingPort(_PortBase):
             return
         session = self.sessionno
         self.sessionno = session + 1
-        protocol.makeConnection(
-            self.transport(client, protocol, address, self, session, self.reactor)
-        )
+        transport = self.transport(client, protocol, address, self, session, self.reactor)
+        if self.share is not None:
+            self.share.opened()
+            cast(WriteThrough, transport).share = self.share
+        protocol.makeConnection(transport)
 
     @property
     def _served(self) -> IProtocolFactory:
@@ -298,16 +322,24 @@ class RefusingPort(_PortBase):
         if self.connected and not self.disconnecting:
             self.startReading()
 
+    def _take_turn(self) -> None:
+        """The others had PAUSE to take the waiting connection; what is left is this one's."""
+        self._turn = None
+        self._overdue = True
+        self._resume_accepting()
+
     def loseConnection(self, *arguments: object) -> object:
         """
         Accept what waits in the backlog before closing: those clients have
         connected and may have sent already (the logger's shutdown drain
         then reads them); closing the port would reset them.
         """
-        if self._paused is not None:  # no timer outlives the port
-            self._paused.cancel()
-            self._paused = None
+        for timer in (self._paused, self._turn):  # no timer outlives the port
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._paused = self._turn = None
         if self.connected and not self.disconnecting:
+            self._draining = True
             self.doRead()
         return super().loseConnection(*arguments)
 
@@ -364,8 +396,12 @@ class FastStreamPorts:
         addressFamily: socket.AddressFamily,
         factory: IProtocolFactory,
         shared: bool = False,
+        share: AcceptShare | None = None,
     ) -> IListeningPort:
-        """A port on the socket FILEDESCRIPTOR; SHARED: with other processes (workers)."""
+        """
+        A port on the socket FILEDESCRIPTOR; SHARED: with other processes
+        (workers), whose open connections SHARE counts.
+        """
         listening: RefusingPort
         if addressFamily == socket.AF_UNIX:
             listening = UNIXPort._fromListeningDescriptor(self._reactor, fileDescriptor, factory)
@@ -374,6 +410,7 @@ class FastStreamPorts:
                 self._reactor, fileDescriptor, addressFamily, factory
             )
         listening.shared = shared
+        listening.share = share
         listening.startListening()
         return listening
 
