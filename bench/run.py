@@ -602,13 +602,13 @@ def framing():
     for name, _ in servers:
         lf, octet = (median(cells[name, framed], "rps") for framed in FRAMINGS)
         lf_cpu, octet_cpu = (median(cells[name, framed], "cpu_us") for framed in FRAMINGS)
-        figures[name] = (lf, octet)
+        figures[name] = (lf, octet, lf_cpu, octet_cpu)
         rows.append(
             f"| {name} | {lf:,.0f} | {octet:,.0f} | {octet / lf:.2f} | "
             f"{lf_cpu:.2f} / {octet_cpu:.2f} |"
         )
     if len(figures) == 2:
-        (theirs_lf, theirs_octet), (ours_lf, ours_octet) = figures.values()
+        (theirs_lf, theirs_octet, *_), (ours_lf, ours_octet, *_) = figures.values()
         rows += [
             "",
             f"Suite × rsyslog: LF {ours_lf / theirs_lf:.2f}, octet-counted "
@@ -1128,6 +1128,13 @@ def bars(results) -> list[tuple[str, bool]]:
                 ratio <= 0.67,
             )
         )
+        ratio = f["suite raw echo"][1] / f["asyncio"][1]
+        checks.append(
+            (
+                f"TCP echo: suite raw CPU per request {ratio:.2f}× asyncio's (bar ≤ 1.0)",
+                ratio <= 1.0,
+            )
+        )
     if "udp" in results:
         f = results["udp"]
         ratio = f["suite echo, rate limiter on"][0] / f["bare Twisted"][0]
@@ -1138,6 +1145,15 @@ def bars(results) -> list[tuple[str, bool]]:
                 ratio >= 1.0,
             )
         )
+        if "uvloop" in f:
+            ratio = f["suite echo, rate limiter on"][1] / f["uvloop"][1]
+            checks.append(
+                (
+                    f"UDP echo: suite with the rate limiter on {ratio:.2f}× uvloop's CPU per "
+                    "datagram (bar ≤ 1.0)",
+                    ratio <= 1.0,
+                )
+            )
     if "idle" in results:
         worst = max(v for k, v in results["idle"].items() if k.startswith("suite"))
         checks.append(
@@ -1148,14 +1164,27 @@ def bars(results) -> list[tuple[str, bool]]:
         tcp, udp = ours[0] / rsyslog[0], ours[2] / rsyslog[2]
         checks.append((f"Logger TCP: {tcp:.2f}× rsyslog's msg/s (bar ≥ 0.6)", tcp >= 0.6))
         checks.append((f"Logger UDP burst: {udp:.2f}× rsyslog's delivery (bar ≥ 0.5)", udp >= 0.5))
+        cpu = ours[1] / rsyslog[1]
+        checks.append(
+            (f"Logger TCP: {cpu:.2f}× rsyslog's CPU per message (bar ≤ 1.0)", cpu <= 1.0)
+        )
     if "framing" in results:
-        lf, octet = results["framing"]["suite logger"]
+        lf, octet, _, octet_cpu = results["framing"]["suite logger"]
         checks.append(
             (
                 f"Logger framing: suite octet-counted {octet / lf:.2f}× its LF msg/s (bar ≥ 0.9)",
                 octet / lf >= 0.9,
             )
         )
+        theirs = results["framing"].get("rsyslog (imtcp/imudp, omfile, JSON template)")
+        if theirs is not None:
+            cpu = octet_cpu / theirs[3]
+            checks.append(
+                (
+                    f"Logger octet-counted: {cpu:.2f}× rsyslog's CPU per message (bar ≤ 1.0)",
+                    cpu <= 1.0,
+                )
+            )
     if "lookups" in results:
         found = results["lookups"]
         rps = found["suite names (memory store, lookups audited)"][0]
@@ -1172,7 +1201,7 @@ def bars(results) -> list[tuple[str, bool]]:
             )
     for kind, (qps, ratio) in results.get("dns", {}).items():
         checks.append(
-            (f"DNS {kind}: {qps:,.0f} queries/s, {ratio:.2f}× unbound's (bar ≥ 0.5)", ratio >= 0.5)
+            (f"DNS {kind}: {qps:,.0f} queries/s, {ratio:.2f}× unbound's (bar ≥ 1.0)", ratio >= 1.0)
         )
     for name, ratio in results.get("metrics", {}).items():
         checks.append(
