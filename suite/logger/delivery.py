@@ -90,10 +90,11 @@ class Preparation:
     ) -> tuple[Lines, Routing | None]:
         """(the record lines, the routing fields or None) of FRAMES, one read from PEER."""
         if not self._fields:
-            return encode_lines(self.records.message_lines(frames, peer, transport, client)), None
+            return self.records.message_bytes(frames, peer, transport, client), None
         routing: Routing = []
-        lines = self.records.message_lines(frames, peer, transport, client, routing)
-        return (lines if self._routed else encode_lines(lines)), routing
+        if self._routed:
+            return self.records.message_lines(frames, peer, transport, client, routing), routing
+        return self.records.message_bytes(frames, peer, transport, client, routing), routing
 
 
 class Deliverer(Protocol):

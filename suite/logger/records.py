@@ -20,8 +20,11 @@ few byte searches.
 
 import base64
 import json
+import os
 import re
+from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring as _quote
+from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -36,6 +39,43 @@ from suite.logger.syslog import (
 )
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+
+PURE_PYTHON_ENV = "SUITE_PURE_PYTHON"
+
+
+class Speedups(Protocol):
+    """What suite/logger/_speedups.c offers (see its encode_plain)."""
+
+    def encode_plain(
+        self,
+        frames: list[tuple[bytes, bool]],
+        head: bytes,
+        client: bytes,
+        syslog_heads: tuple[bytes, ...],
+        routing: "list[RoutingFields | None] | None",
+        fallback: Callable[[bytes, bool, tuple], bytes],
+        context: tuple,
+        /,
+    ) -> bytes: ...
+
+
+def load_speedups(environ: Mapping[str, str]) -> Speedups | None:
+    """
+    The compiled formatting (suite/logger/_speedups.c), or None: it was not
+    built (no compiler at install, an interpreter it was not built for), or
+    ENVIRON sets SUITE_PURE_PYTHON=1.  Either way the records are the same
+    bytes; the Python code is the reference the tests hold the C to.
+    """
+    if environ.get(PURE_PYTHON_ENV) == "1":
+        return None
+    try:
+        from suite.logger import _speedups
+    except ImportError:
+        return None
+    return _speedups
+
+
+speedups = load_speedups(os.environ)
 
 # DEL, C1, the bidi marks, embeddings, overrides and isolates, and the line
 # and paragraph separators; the C0 controls are escaped by JSON itself.
@@ -64,6 +104,9 @@ _SYSLOG_HEAD = {
     for form in ("rfc5424", "rfc3164")
     for pri in range(192)
 }
+
+# The same, as the speedups take them: bytes by PRI.
+_SYSLOG_HEAD_BYTES = tuple(_SYSLOG_HEAD["rfc5424", pri].encode() for pri in range(192))
 
 
 def _nullable(value: str | None) -> str:
@@ -116,6 +159,49 @@ def _general_line(
     return line + syslog_json(fields) + end, (fields[1], fields[3], fields[4])
 
 
+def _append_lines(
+    frames: list[tuple[bytes, bool]],
+    head: str,
+    client_part: str,
+    lines: list[str],
+    routing: list[RoutingFields | None] | None,
+) -> None:
+    """The records of FRAMES onto LINES, their routing fields onto ROUTING (a list)."""
+    append = lines.append
+    plain_match, headers = match_plain_rfc5424, _plain_headers
+    for raw, truncated in frames:
+        end = ', "truncated": true}\n' if truncated else "}\n"
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            line, fields = _general_line(raw, None, head, client_part, end)
+        else:
+            plain = plain_match(text)
+            if plain is not None:  # the common case, in one formatting
+                key = plain.group(1, 3)
+                before, after, routed = headers.get(key) or _plain_header_json(*key)
+                timestamp = plain.group(2)
+                append(
+                    f"{head}{_quote(text[plain.end() :])}{client_part}{before}"
+                    f"{'null' if timestamp == '-' else _quote(timestamp)}{after}{end}"
+                )
+                if routing is not None:
+                    routing.append(routed)
+                continue
+            line, fields = _general_line(raw, text, head, client_part, end)
+        append(line)
+        if routing is not None:
+            routing.append(fields)
+
+
+def _fallback_line(raw: bytes, truncated: bool, shared: tuple) -> bytes:
+    """What the speedups leave to Python: one message's record as written."""
+    head, client_part, routing = shared
+    lines: list[str] = []
+    _append_lines([(raw, truncated)], head, client_part, lines, routing)
+    return _encode_safe(lines[0])
+
+
 def syslog_json(fields: tuple) -> str:
     """`, "syslog": {…}` for the fields tuple of parse_fields()."""
     form, pri, timestamp, hostname, app, procid, msgid, structured = fields
@@ -161,8 +247,45 @@ class RecordSink:
         client: str | None = None,
     ) -> None:
         """Message records; CLIENT is the subject of a TLS client certificate, if any."""
-        self.writer.write_lines(
-            [encode_lines(self.message_lines(frames, peer, transport, client))]
+        self.writer.write_lines([self.message_bytes(frames, peer, transport, client)])
+
+    def _shared(self, peer: str, transport: str, client: str | None) -> tuple[str, str]:
+        """
+        The parts every record of one read shares (the frames of one read share
+        one arrival time, peer and transport): up to the message, and `client`.
+        """
+        head = (
+            f'{{"received": "{utc_stamp(self.clock.seconds())}", "event": "message", '
+            f'"peer": {_quote(peer)}, "transport": {_quote(transport)}, "message": '
+        )
+        return head, "" if client is None else ', "client": ' + _quote(client)
+
+    def message_bytes(
+        self,
+        frames: list[tuple[bytes, bool]],
+        peer: str,
+        transport: str,
+        client: str | None = None,
+        routing: list[RoutingFields | None] | None = None,
+    ) -> bytes:
+        """
+        encode_lines(message_lines(...)): the records of FRAMES as written,
+        formatted by the compiled speedups when they are there (the common
+        case; every other message by the Python code, in order).
+        """
+        head, client_part = self._shared(peer, transport, client)
+        if speedups is None:
+            lines: list[str] = []
+            _append_lines(frames, head, client_part, lines, routing)
+            return encode_lines(lines)
+        return speedups.encode_plain(
+            frames,
+            _encode_safe(head),
+            _encode_safe(client_part),
+            _SYSLOG_HEAD_BYTES,
+            routing,
+            _fallback_line,
+            (head, client_part, routing),
         )
 
     def message_lines(
@@ -179,38 +302,9 @@ class RecordSink:
         None when it is not syslog: what routes match, from the one parse
         the record needs anyway.
         """
-        # Frames of one read share one arrival time, peer and transport.
-        head = (
-            f'{{"received": "{utc_stamp(self.clock.seconds())}", "event": "message", '
-            f'"peer": {_quote(peer)}, "transport": {_quote(transport)}, "message": '
-        )
-        client_part = "" if client is None else ', "client": ' + _quote(client)
+        head, client_part = self._shared(peer, transport, client)
         lines: list[str] = []
-        append = lines.append
-        plain_match, headers = match_plain_rfc5424, _plain_headers
-        for raw, truncated in frames:
-            end = ', "truncated": true}\n' if truncated else "}\n"
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                line, fields = _general_line(raw, None, head, client_part, end)
-            else:
-                plain = plain_match(text)
-                if plain is not None:  # the common case, in one formatting
-                    key = plain.group(1, 3)
-                    before, after, routed = headers.get(key) or _plain_header_json(*key)
-                    timestamp = plain.group(2)
-                    append(
-                        f"{head}{_quote(text[plain.end() :])}{client_part}{before}"
-                        f"{'null' if timestamp == '-' else _quote(timestamp)}{after}{end}"
-                    )
-                    if routing is not None:
-                        routing.append(routed)
-                    continue
-                line, fields = _general_line(raw, text, head, client_part, end)
-            append(line)
-            if routing is not None:
-                routing.append(fields)
+        _append_lines(frames, head, client_part, lines, routing)
         return lines
 
     def event(
