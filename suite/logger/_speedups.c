@@ -508,9 +508,99 @@ error:
     return NULL;
 }
 
+/* Whether LINE (LENGTH bytes, starting with a non-zero digit) starts with `LEN SP`. */
+static int
+is_count(const unsigned char *line, Py_ssize_t length)
+{
+    /* framing._is_header: a space within the 10 bytes after the first, digits before it */
+    Py_ssize_t end = length < 11 ? length : 11;
+    for (Py_ssize_t i = 1; i < end; i++) {
+        if (line[i] == ' ')
+            return 1;
+        if (line[i] < '0' || line[i] > '9')
+            return 0;
+    }
+    return 0;
+}
+
+/*
+ * take_lines(data, start, stop, delimiter, max_message, frames) -> int
+ *
+ * framing._Lines(data, START, STOP, DELIMITER).take(START, FRAMES,
+ * MAX_MESSAGE) without the split: the lines of DATA from START, each ended
+ * by DELIMITER (a byte), the last by the other delimiter at STOP unless STOP
+ * is DATA's end (there the bytes after the last DELIMITER are not a line
+ * yet), appended to FRAMES as (line without its CR, cut to MAX_MESSAGE,
+ * whether it was cut), empty ones skipped, up to the first that is
+ * octet-counted (`LEN SP`).  Returns where that one, or what follows the
+ * last whole line, begins.
+ */
+static PyObject *
+take_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyBytes_Check(args[0]) || !PyList_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "take_lines(bytes, int, int, int, int, list)");
+        return NULL;
+    }
+    Py_ssize_t length = PyBytes_GET_SIZE(args[0]);
+    Py_ssize_t position = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t stop = PyLong_AsSsize_t(args[2]);
+    long delimiter = PyLong_AsLong(args[3]);
+    Py_ssize_t max_message = PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (position < 0 || stop > length || position > stop + 1 || max_message < 0 ||
+        delimiter < 0 || delimiter > 255) {
+        PyErr_SetString(PyExc_ValueError, "take_lines: out of range");
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    PyObject *frames = args[5];
+    while (position <= stop) {
+        const unsigned char *found =
+            memchr(data + position, (int)delimiter, (size_t)(stop - position));
+        Py_ssize_t end;
+        if (found != NULL)
+            end = found - data;
+        else if (stop == length)
+            break; /* not ended yet */
+        else
+            end = stop; /* ended by the other delimiter */
+        const unsigned char *line = data + position;
+        Py_ssize_t line_length = end - position;
+        if (line_length && line[0] >= '1' && line[0] <= '9' && is_count(line, line_length))
+            break;
+        if (line_length && line[line_length - 1] == '\r')
+            line_length--;
+        if (line_length) {
+            Py_ssize_t kept = line_length > max_message ? max_message : line_length;
+            PyObject *message = PyBytes_FromStringAndSize((const char *)line, kept);
+            if (message == NULL)
+                return NULL;
+            PyObject *frame = PyTuple_New(2);
+            if (frame == NULL) {
+                Py_DECREF(message);
+                return NULL;
+            }
+            PyObject *cut = line_length > max_message ? Py_True : Py_False;
+            Py_INCREF(cut);
+            PyTuple_SET_ITEM(frame, 0, message);
+            PyTuple_SET_ITEM(frame, 1, cut);
+            int failed = PyList_Append(frames, frame);
+            Py_DECREF(frame);
+            if (failed < 0)
+                return NULL;
+        }
+        position = end + 1;
+    }
+    return PyLong_FromSsize_t(position);
+}
+
 static PyMethodDef methods[] = {
     {"encode_plain", (PyCFunction)(void (*)(void))encode_plain, METH_FASTCALL,
      "One read's message records as bytes; see suite/logger/_speedups.c."},
+    {"take_lines", (PyCFunction)(void (*)(void))take_lines, METH_FASTCALL,
+     "One stretch of a read's lines as frames; see suite/logger/_speedups.c."},
     {NULL, NULL, 0, NULL},
 };
 

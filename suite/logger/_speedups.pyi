@@ -11,3 +11,12 @@ def encode_plain(
     context: tuple,
     /,
 ) -> bytes: ...
+def take_lines(
+    data: bytes,
+    start: int,
+    stop: int,
+    delimiter: int,
+    max_message: int,
+    frames: list[tuple[bytes, bool]],
+    /,
+) -> int: ...

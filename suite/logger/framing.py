@@ -13,7 +13,10 @@ NUL are is looked up once per delimiter, never again from each frame.
 """
 
 import re
+from collections.abc import Callable
 from itertools import chain
+
+from suite.logger.compiled import speedups
 
 _DIGITS = re.compile(rb"[0-9]{0,10}")
 _MAX_COUNT_DIGITS = 10
@@ -79,6 +82,31 @@ class _Lines:
         return start
 
 
+class _CompiledLines:
+    """
+    L{_Lines} by the compiled speedups (L{suite.logger.compiled}): nothing
+    split ahead, each `take` scans from where the decoder is, in C.
+    """
+
+    __slots__ = ("stop", "_data", "_delimiter", "_take")
+
+    def __init__(self, data: bytes, stop: int, delimiter: bytes, take: Callable[..., int]) -> None:
+        self.stop = stop
+        self._data = data
+        self._delimiter = delimiter[0]
+        self._take = take
+
+    def take(self, i: int, frames: list[tuple[bytes, bool]], max_message: int) -> int:
+        return self._take(self._data, i, self.stop, self._delimiter, max_message, frames)
+
+
+def _lines(data: bytes, start: int, stop: int, delimiter: bytes) -> "_Lines | _CompiledLines":
+    """The lines of DATA from START to STOP, split at DELIMITER: compiled when built."""
+    if speedups is None:
+        return _Lines(data, start, stop, delimiter)
+    return _CompiledLines(data, stop, delimiter, speedups.take_lines)
+
+
 class SyslogFrameDecoder:
     """
     Feed it bytes as they arrive; it returns complete frames as
@@ -109,7 +137,7 @@ class SyslogFrameDecoder:
     def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
         frames: list[tuple[bytes, bool]] = []
         i, n = 0, len(data)
-        lines = None
+        lines: _Lines | _CompiledLines | None = None
         # Where the next LF and NUL are (N: none), looked up again only once passed.
         next_lf = next_nul = -1
         while i < n and self.error is None:
@@ -128,9 +156,9 @@ class SyslogFrameDecoder:
                     if next_nul < i:
                         next_nul = _find(data, b"\0", i)
                     if next_lf < next_nul:
-                        lines = _Lines(data, i, next_nul, b"\n")
+                        lines = _lines(data, i, next_nul, b"\n")
                     elif next_nul < next_lf:
-                        lines = _Lines(data, i, next_lf, b"\0")
+                        lines = _lines(data, i, next_lf, b"\0")
                 if lines is not None and lines.stop >= i:
                     after = lines.take(i, frames, self.max_message)
                     if after > i:

@@ -20,16 +20,14 @@ few byte searches.
 
 import base64
 import json
-import os
 import re
-from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring as _quote
-from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
 from suite.foundation.jsonlines import BatchWriter
 from suite.foundation.stamps import utc_stamp
+from suite.logger.compiled import speedups
 from suite.logger.syslog import (
     FACILITIES,
     SEVERITIES,
@@ -39,43 +37,6 @@ from suite.logger.syslog import (
 )
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
-
-PURE_PYTHON_ENV = "SUITE_PURE_PYTHON"
-
-
-class Speedups(Protocol):
-    """What suite/logger/_speedups.c offers (see its encode_plain)."""
-
-    def encode_plain(
-        self,
-        frames: list[tuple[bytes, bool]],
-        head: bytes,
-        client: bytes,
-        syslog_heads: tuple[bytes, ...],
-        routing: "list[RoutingFields | None] | None",
-        fallback: Callable[[bytes, bool, tuple], bytes],
-        context: tuple,
-        /,
-    ) -> bytes: ...
-
-
-def load_speedups(environ: Mapping[str, str]) -> Speedups | None:
-    """
-    The compiled formatting (suite/logger/_speedups.c), or None: it was not
-    built (no compiler at install, an interpreter it was not built for), or
-    ENVIRON sets SUITE_PURE_PYTHON=1.  Either way the records are the same
-    bytes; the Python code is the reference the tests hold the C to.
-    """
-    if environ.get(PURE_PYTHON_ENV) == "1":
-        return None
-    try:
-        from suite.logger import _speedups
-    except ImportError:
-        return None
-    return _speedups
-
-
-speedups = load_speedups(os.environ)
 
 # DEL, C1, the bidi marks, embeddings, overrides and isolates, and the line
 # and paragraph separators; the C0 controls are escaped by JSON itself.

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from suite.logger import records
+from suite.logger import framing, records
+from suite.logger.compiled import load_speedups
 from suite.logger.delivery import Needs, Preparation
 from suite.logger.framing import SyslogFrameDecoder
-from suite.logger.records import RecordSink, encode_lines, load_speedups
+from suite.logger.records import RecordSink, encode_lines
 from tests.logger.test_records import HOSTILE, raw_messages
 
 COMPILED = load_speedups({})
@@ -202,6 +203,117 @@ class CompiledFormattingTests(SynchronousTestCase):
         """Thousands of messages, some far longer than the first guess of the output's size."""
         frames = [(b"<13>1 t h a p m - " + b"\x01" * (n % 7 * 300), False) for n in range(3000)]
         self.assertSame(frames)
+
+
+# Streams made of the pieces framing tells apart: counts, LF, CRLF, NUL, digits that are no count.
+stream_pieces = st.sampled_from(
+    [
+        b"<13>1 t h a p m - msg\n",
+        b"<13>1 t h a p m - msg\r\n",
+        b"plain\0",
+        b"\n",
+        b"\r\n",
+        b"\0",
+        b"\r",
+        b"12 <13>1 t h - ",
+        b"5 ab\ncd",
+        b"3 abc\n",
+        b"0 x\n",
+        b"123456789012 big\n",
+        b"1234567890 ten digits\n",
+        b"999999999 nine\n",
+        b"42",
+        b" ",
+        b"9x\n",
+        b"1 ",
+        b"caf\xc3\xa9 \xff\n",
+    ]
+)
+
+
+def frame_all(chunks, max_message, max_frame, cut):
+    decoder = SyslogFrameDecoder(max_message, max_frame)
+    frames = []
+    for chunk in chunks:
+        frames += decoder.feed(chunk)
+        if decoder.error:
+            break
+    if not decoder.error:
+        frames += decoder.finish(cut)
+    return frames, decoder.error, decoder.buffered
+
+
+class CompiledFramingTests(SynchronousTestCase):
+    """The lines of each read framed in C: the same frames, in the same reads."""
+
+    def setUp(self):
+        if COMPILED is None:
+            raise SkipTest("suite/logger/_speedups.c was not built: no compiler at install")
+
+    def assertSameFrames(self, chunks, max_message=8192, max_frame=2**20, cut=False):
+        self.patch(framing, "speedups", None)
+        pure = frame_all(chunks, max_message, max_frame, cut)
+        self.patch(framing, "speedups", COMPILED)
+        self.assertEqual(frame_all(chunks, max_message, max_frame, cut), pure)
+        return pure[0]
+
+    @settings(max_examples=EXAMPLES, deadline=None)
+    @given(
+        st.lists(stream_pieces | st.binary(max_size=12), max_size=30),
+        st.lists(st.integers(0, 200), max_size=4),
+        st.sampled_from([1, 4, 16, 8192]),
+        st.sampled_from([10, 2**20]),
+        st.booleans(),
+    )
+    def test_arbitrary_streams_in_arbitrary_reads(self, pieces, cuts, max_message, max_frame, cut):
+        stream = b"".join(pieces)
+        points = sorted({min(c, len(stream)) for c in cuts})
+        chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+        self.assertSameFrames(chunks, max_message, max_frame, cut)
+
+    def test_lf_nul_and_octet_counted_in_one_read(self):
+        stream = (
+            b"<13>1 t h a p m - one\n"
+            b"21 <13>1 t h a p m - two"
+            b"<13>1 t h a p m - three\r\n"
+            b"four\0five\0\0six\n\nseven\r\n"
+            b"8 12345678"
+            b"no end"
+        )
+        frames = self.assertSameFrames([stream], cut=True)
+        self.assertEqual(
+            [message for message, _ in frames],
+            [
+                b"<13>1 t h a p m - one",
+                b"<13>1 t h a p m - two",
+                b"<13>1 t h a p m - three",
+                b"four",
+                b"five",
+                b"six",
+                b"seven",
+                b"12345678",
+                b"no end",
+            ],
+        )
+
+    def test_counts_of_ten_digits_and_more(self):
+        """Ten digits and a space are a count (here above max_frame); eleven are a line."""
+        for stream, error in [(b"x\n1234567890 ten\n", True), (b"x\n12345678901 eleven\n", False)]:
+            frames, found, _ = frame_all([stream], 8192, 2**20, False)
+            self.assertEqual(found is not None, error)
+            self.assertSameFrames([stream])
+
+    def test_long_lines_are_cut_and_marked(self):
+        stream = b"".join(b"x" * n + b"\n" for n in range(40))
+        frames = self.assertSameFrames([stream], max_message=16)
+        self.assertEqual(len(frames), 39)
+        self.assertEqual([len(m) for m, t in frames if t], [16] * 23)
+
+    def test_the_take_arguments_are_checked(self):
+        with self.assertRaises(ValueError):
+            COMPILED.take_lines(b"abc", 0, 4, 10, 10, [])
+        with self.assertRaises(TypeError):
+            COMPILED.take_lines("abc", 0, 3, 10, 10, [])
 
 
 class ChoiceTests(SynchronousTestCase):

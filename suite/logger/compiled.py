@@ -1,0 +1,56 @@
+"""
+Whether the collector's hot path runs compiled: suite/logger/_speedups.c,
+an optional extension built at install, frames the lines of each read
+(L{suite.logger.framing}) and formats the records of plain RFC 5424
+messages (L{suite.logger.records}).  Without it (no compiler at install, an
+interpreter it was not built for) or with SUITE_PURE_PYTHON=1 in the
+environment, the Python code does all of it: the same frames and the same
+bytes, slower.  The Python code is the reference the tests hold the C to.
+"""
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+PURE_PYTHON_ENV = "SUITE_PURE_PYTHON"
+
+
+class Speedups(Protocol):
+    """What suite/logger/_speedups.c offers (each function is described there)."""
+
+    def encode_plain(
+        self,
+        frames: list[tuple[bytes, bool]],
+        head: bytes,
+        client: bytes,
+        syslog_heads: tuple[bytes, ...],
+        routing: list[tuple[int, str | None, str | None] | None] | None,
+        fallback: Callable[[bytes, bool, tuple], bytes],
+        context: tuple,
+        /,
+    ) -> bytes: ...
+
+    def take_lines(
+        self,
+        data: bytes,
+        start: int,
+        stop: int,
+        delimiter: int,
+        max_message: int,
+        frames: list[tuple[bytes, bool]],
+        /,
+    ) -> int: ...
+
+
+def load_speedups(environ: Mapping[str, str]) -> Speedups | None:
+    """The compiled half, or None: not built, or ENVIRON sets SUITE_PURE_PYTHON=1."""
+    if environ.get(PURE_PYTHON_ENV) == "1":
+        return None
+    try:
+        from suite.logger import _speedups
+    except ImportError:
+        return None
+    return _speedups
+
+
+speedups = load_speedups(os.environ)
