@@ -51,7 +51,10 @@ The zone `DOMAIN` (authoritative: AA set, RA clear) serves the live
   a new question nor grow the caches.
 - The answers prepared per question, and the exact queries that map to
   them, are kept in `cache_bytes` at most (half each), the least recently
-  used forgotten first.  A quarter of the answers' half keeps, per name
+  used forgotten first.  An exact query asked a second time over UDP keeps
+  its whole answers too, but for the ID (one per turn, for answers rotating
+  over at most READY_TURNS records), so that the UDP listener answers it
+  again with a lookup and a concatenation (L{suite.names.dnsfront}).  A quarter of the answers' half keeps, per name
   asked, its live instances and their index by tag, so that preparing an
   answer costs the records it holds: a question with a tag nobody has, or
   of a type the name lacks, costs a dictionary lookup, however many
@@ -196,7 +199,38 @@ SET_OF_ONE = sys.getsizeof({0})
 EXACT_OVERHEAD = 200 + CACHE_SLOT + sys.getsizeof(Prepared())
 
 
-Exact = tuple[Prepared, int, int, bytes]  # (prepared, question end, UDP size, OPT record)
+READY_TURNS = 8  # UDP answers kept whole per exact query: one per turn, for up to this many
+
+
+class Exact:
+    """
+    How to answer one exact query (its bytes after the ID): its PREPARED
+    answer, where its question ends, its UDP size and OPT record; and,
+    once it has been asked twice over UDP, READY: its whole UDP answers
+    but for the ID, one per turn of the rotation (a single one when the
+    answer does not rotate), so that a repeated UDP query costs a
+    dictionary lookup and one concatenation (L{ZoneAnswers.ready}).
+    READY is None until built, empty when the answer rotates over more
+    than READY_TURNS records (those are assembled per query).  An entry
+    never changes once cached: building READY caches a new one, so its
+    size as the cache counted it stays true.
+    """
+
+    __slots__ = ("prepared", "question_end", "udp_size", "opt", "ready")
+
+    def __init__(
+        self,
+        prepared: Prepared,
+        question_end: int,
+        udp_size: int,
+        opt: bytes,
+        ready: tuple[bytes, ...] | None = None,
+    ) -> None:
+        self.prepared = prepared
+        self.question_end = question_end
+        self.udp_size = udp_size
+        self.opt = opt
+        self.ready = ready
 
 
 def _prepared_size(key: Question, prepared: Prepared) -> int:
@@ -220,8 +254,14 @@ def _footprint(key: Question, prepared: Prepared) -> int:
     return size
 
 
+READY_OVERHEAD = sys.getsizeof(b"") + 8  # a ready answer's bytes object beyond its bytes
+
+
 def _exact_size(key: bytes, entry: Exact) -> int:
-    return len(key) + EXACT_OVERHEAD
+    size = len(key) + EXACT_OVERHEAD
+    if entry.ready:
+        size += sys.getsizeof(entry.ready) + sum(len(r) + READY_OVERHEAD for r in entry.ready)
+    return size
 
 
 class NameView:
@@ -377,13 +417,65 @@ class ZoneAnswers:
         The response to QUERY (a whole DNS message), at most SIZE bytes
         (None: a UDP query's own limit); None when nothing must be sent.
         """
-        key = query[4:]
+        key = query[2:]
         exact = self._exact.get(key)
-        if exact is not None and exact[0].valid and not query[2] & 0xF8:
-            self._exact.move_to_end(key)
-            prepared, question_end, udp_size, opt = exact
-            return self._assemble(query, prepared, question_end, size or udp_size, opt)
-        return self._parse_and_answer(query, size)
+        if exact is None or not exact.prepared.valid:
+            return self._parse_and_answer(query, size)
+        self._exact.move_to_end(key)
+        if size is None:  # over UDP: asked again, its whole answers are worth keeping
+            if exact.ready is None:
+                exact = self._make_ready(query, key, exact)
+            if exact.ready:
+                return query[:2] + self.ready_answer(exact)
+        return self._assemble(
+            query, exact.prepared, exact.question_end, size or exact.udp_size, exact.opt
+        )
+
+    @property
+    def ready(self) -> "SizedLRU[bytes, Exact]":
+        """
+        The exact queries (bytes after the ID) and how to answer them: a
+        UDP front end may answer one whose entry is `ready` (and its
+        prepared answer still valid) with its ID and L{ready_answer}, as
+        `answer` would, without calling it; it must count the use
+        (`move_to_end`) as `answer` does.
+        """
+        return self._exact
+
+    def ready_answer(self, exact: Exact) -> bytes:
+        """
+        EXACT's whole UDP answer but for the ID (its READY must be
+        non-empty), at the name's next turn, counted.
+        """
+        ready: tuple[bytes, ...] = exact.ready  # type: ignore[assignment]
+        prepared = exact.prepared
+        tally = prepared.tally
+        if tally is not None:  # always: the zone counts each answer it prepares
+            tally[0] += 1
+        if len(ready) == 1:
+            return ready[0]
+        return ready[self.registry.take_turn(prepared.turn_name, len(ready))]  # type: ignore[arg-type]
+
+    def _make_ready(self, query: bytes, key: bytes, exact: Exact) -> Exact:
+        """
+        EXACT with its READY built (one UDP answer per turn, or none past
+        READY_TURNS), cached in its place when it fits.
+        """
+        prepared = exact.prepared
+        turns = 1
+        if prepared.answers is not None and prepared.turn_name is not None:
+            turns = max(prepared.answers.count, 1)
+        ready: tuple[bytes, ...] = ()
+        if turns <= READY_TURNS:
+            ready = tuple(
+                self._body(
+                    b"", query, prepared, exact.question_end, exact.udp_size, exact.opt, turn
+                )
+                for turn in range(turns)
+            )
+        built = Exact(prepared, exact.question_end, exact.udp_size, exact.opt, ready)
+        self._exact.put(key, built)  # unless it no longer fits: built again when asked
+        return built
 
     def _assemble(
         self, query: bytes, prepared: Prepared, question_end: int, size: int, opt: bytes
@@ -391,13 +483,30 @@ class ZoneAnswers:
         tally = prepared.tally
         if tally is not None:  # always: the zone counts each answer it prepares
             tally[0] += 1
+        turn = 0
+        answers = prepared.answers
+        if answers is not None and answers.count > 1 and prepared.turn_name is not None:
+            turn = self.registry.take_turn(prepared.turn_name, answers.count)  # a name's records
+        return self._body(query[:2], query, prepared, question_end, size, opt, turn)
+
+    def _body(
+        self,
+        head: bytes,
+        query: bytes,
+        prepared: Prepared,
+        question_end: int,
+        size: int,
+        opt: bytes,
+        turn: int,
+    ) -> bytes:
+        """
+        The answer to QUERY from PREPARED, its records from TURN on, in
+        SIZE bytes, starting with HEAD (the query's ID, or nothing).
+        """
         room = size - question_end - len(opt)
         answers, answered = b"", 0
         flags = prepared.flags | (query[2] & 1) << 8
         if prepared.answers is not None and prepared.answers.count:
-            turn = 0
-            if prepared.answers.count > 1 and prepared.turn_name is not None:  # a name's records
-                turn = self.registry.take_turn(prepared.turn_name, prepared.answers.count)
             answers, answered = prepared.answers.slice(turn, room)
             if answered < prepared.answers.count:
                 flags |= TC
@@ -409,7 +518,7 @@ class ZoneAnswers:
             extra = 0 if flags & TC else additional.fitting(room)
         return b"".join(
             (
-                query[:2],
+                head,
                 pack(
                     "!HHHHH", flags, 1, answered, 1 if authority else 0, extra + (1 if opt else 0)
                 ),
@@ -475,7 +584,7 @@ class ZoneAnswers:
         else:
             self._prepared.move_to_end(key)
         if prepared.valid:
-            self._exact.put(query[4:], (prepared, question_end, udp_size, opt))
+            self._exact.put(query[2:], Exact(prepared, question_end, udp_size, opt))
         return self._assemble(query, prepared, question_end, size or udp_size, opt)
 
     def _error(

@@ -55,19 +55,26 @@ def rate_limited_replier(
     """A maker of datagram protocols for one service, with its own limiter each."""
 
     def make() -> RateLimitedReplier:
-        limiter = SourceRateLimiter(
-            settings.udp_rate,
-            settings.udp_burst,
-            settings.udp_max_sources,
-            clock,
-            settings.udp_network_rate,
-            settings.udp_network_burst,
-        )
         return RateLimitedReplier(
-            settings.section, answer, limiter, FloodControl(clock, settings.section)
+            settings.section,
+            answer,
+            reply_limiter(settings, clock),
+            FloodControl(clock, settings.section),
         )
 
     return make
+
+
+def reply_limiter(settings: ReplyLimits, clock: IReactorTime) -> SourceRateLimiter:
+    """A limiter of one datagram protocol's replies, within SETTINGS' budgets."""
+    return SourceRateLimiter(
+        settings.udp_rate,
+        settings.udp_burst,
+        settings.udp_max_sources,
+        clock,
+        settings.udp_network_rate,
+        settings.udp_network_burst,
+    )
 
 
 @implementer(IBatchedDatagramProtocol, IMetricSource)
@@ -96,6 +103,7 @@ class RateLimitedReplier(DatagramProtocol):
     ) -> None:
         self.service_name = service_name
         self.answer = answer
+        self.limiter = limiter
         self.refusal = limiter.refusal
         self.warnings = warnings
         self.counts = Counts()
@@ -141,24 +149,28 @@ class RateLimitedReplier(DatagramProtocol):
             return
         over = self.refusal(source)
         if over is not None:
-            if over == "udp_rate":
-                self.rate_limited += 1
-            else:
-                self.network_rate_limited += 1
-            self.warnings.warn(
-                "rate-limited datagrams",
-                source,
-                "{service}: dropping datagrams from {source}: over {limit}",
-                service=self.service_name,
-                source=plain_host(source),
-                limit=over,
-            )
+            self.refused(source, over)
             return
         reply = self.answer(data)
         if reply is not None:  # None: nothing to say (a DNS response sent to us)
             self.answered += 1
             counts.sent += len(reply)
             self.send(reply, address)  # type: ignore[misc]  # set by startProtocol, before reads
+
+    def refused(self, source: str, over: str) -> None:
+        """A datagram from SOURCE dropped, OVER (`udp_rate`, `udp_network_rate`): counted, told."""
+        if over == "udp_rate":
+            self.rate_limited += 1
+        else:
+            self.network_rate_limited += 1
+        self.warnings.warn(
+            "rate-limited datagrams",
+            source,
+            "{service}: dropping datagrams from {source}: over {limit}",
+            service=self.service_name,
+            source=plain_host(source),
+            limit=over,
+        )
 
     def stopProtocol(self) -> None:
         self.warnings.flush()

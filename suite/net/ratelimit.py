@@ -63,14 +63,22 @@ class SourceRateLimiter:
     def __len__(self) -> int:
         return len(self._addresses)
 
-    def refusal(self, source: str) -> str | None:
+    @property
+    def active(self) -> bool:
+        """Whether it limits anything (a rate of 0 turns it off): a caller may skip it if not."""
+        return bool(self.rate)
+
+    def refusal(self, source: str, now: float | None = None) -> str | None:
         """
         Take a token for a reply to SOURCE; None when it may go, else the
         key whose budget it is over (`udp_rate` or `udp_network_rate`).
+        NOW (the clock's time when None) lets a caller answering a batch
+        read at one instant ask the clock once for the whole batch.
         """
         if not self.rate:
             return None
-        now = self.clock.seconds()
+        if now is None:
+            now = self.clock.seconds()
         bucket = self._addresses.get(source)
         if bucket is None:
             bucket = self._track(source, now)

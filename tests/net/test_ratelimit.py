@@ -24,6 +24,18 @@ class TokenBucketTests(SynchronousTestCase):
         self.clock.advance(1000)
         self.assertEqual(self.allowed("a", 200), 100)
 
+    def test_a_batch_read_at_one_instant_passes_its_time_and_the_clock_is_not_read(self):
+        self.assertEqual(sum(self.limiter.refusal("a", 0.0) is None for _ in range(150)), 100)
+        self.clock.advance(1000)  # not what the batch says its time is
+        self.assertEqual(self.limiter.refusal("a", 0.0), "udp_rate")
+        self.assertEqual(sum(self.limiter.refusal("a", 0.1) is None for _ in range(10)), 5)
+
+    def test_active_unless_the_rate_is_zero(self):
+        self.assertTrue(self.limiter.active)
+        off = SourceRateLimiter(rate=0, burst=1, max_sources=3, clock=self.clock)
+        self.assertFalse(off.active)
+        self.assertIsNone(off.refusal("a"))
+
     def test_sources_are_independent(self):
         self.allowed("a", 100)
         self.assertIsNone(self.limiter.refusal("b"))

@@ -18,6 +18,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import log as legacy_log
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import alsoProvides
 from zope.interface.verify import verifyObject
 
 from suite.echo.service import EchoSettings
@@ -175,6 +176,43 @@ class ReplierBatchTests(SynchronousTestCase):
         self.assertEqual(replier.transport.sent, [(b"one", source), (b"two", source)])
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         self.assertTrue(any("failed on a datagram" in formatEvent(e) for e in events))
+
+
+class BatchSizeTests(SynchronousTestCase):
+    """A batched protocol with a `batch_size` gets one read's datagrams that many at a time."""
+
+    def read_five(self, batch_size: int | None) -> list[list[bytes]]:
+        batches: list[list[bytes]] = []
+
+        class Taking(protocol.DatagramProtocol):
+            def datagramsReceived(self, datagrams):
+                batches.append([data for data, _ in datagrams])
+
+        taking = Taking()
+        if batch_size is not None:
+            taking.batch_size = batch_size
+        alsoProvides(taking, IBatchedDatagramProtocol)
+        port = BatchedDatagramPort(0, taking, "127.0.0.1", 8192, None)
+        ours = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(ours.close)
+        self.addCleanup(peer.close)
+        ours.bind(("127.0.0.1", 0))
+        ours.setblocking(False)
+        port.handle = ours
+        for number in range(5):
+            peer.sendto(b"%d" % number, ours.getsockname())  # queued on loopback at once
+        port.doRead()
+        return batches
+
+    def test_batches_of_batch_size_in_order(self):
+        self.assertEqual(self.read_five(2), [[b"0", b"1"], [b"2", b"3"], [b"4"]])
+
+    def test_one_batch_without_a_batch_size(self):
+        self.assertEqual(self.read_five(None), [[b"0", b"1", b"2", b"3", b"4"]])
+
+    def test_a_batch_size_that_divides_the_read_exactly_ends_at_the_empty_socket(self):
+        self.assertEqual(self.read_five(5), [[b"0", b"1", b"2", b"3", b"4"]])
 
 
 class Counting(protocol.DatagramProtocol):

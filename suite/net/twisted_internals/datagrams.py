@@ -6,7 +6,9 @@ Each readiness event drains up to READ_BATCH datagrams in one tight loop
 (names looked up once per batch, not once per datagram), so a burst is
 taken off the kernel's receive buffer before it overflows.  A protocol
 providing L{IBatchedDatagramProtocol} gets the whole batch in one call, so
-what it does per batch (a timestamp, a write) is not done per datagram.
+what it does per batch (a timestamp, a write) is not done per datagram;
+one with a `batch_size` gets the read that many datagrams at a time (the
+DNS listener: its first answers leave while later queries are queued).
 `reply` sends to an address the socket itself reported, so it skips
 `write`'s parsing of the address text (about a microsecond per datagram);
 a reply the kernel cannot queue (ENOBUFS, EAGAIN) is dropped, as the
@@ -56,10 +58,13 @@ class BatchedDatagramPort(udp.Port):
         self.handle = self.getHandle()
 
     def doRead(self) -> None:
-        if IBatchedDatagramProtocol.providedBy(self.protocol):
-            return self._read_batch(self.protocol.datagramsReceived)
+        protocol = self.protocol
+        if IBatchedDatagramProtocol.providedBy(protocol):
+            return self._read_batch(
+                protocol.datagramsReceived, getattr(protocol, "batch_size", READ_BATCH)
+            )
         recvfrom, size = self.handle.recvfrom, self.maxPacketSize
-        received = self.protocol.datagramReceived
+        received = protocol.datagramReceived
         v6 = self.addressFamily == socket.AF_INET6
         for _ in range(READ_BATCH):
             try:
@@ -73,26 +78,40 @@ class BatchedDatagramPort(udp.Port):
             try:
                 received(data, address)
             except BaseException:
-                log.failure("{protocol} failed on a datagram", protocol=self.protocol)
+                log.failure("{protocol} failed on a datagram", protocol=protocol)
 
-    def _read_batch(self, deliver: Callable[[list[tuple[bytes, tuple]]], None]) -> None:
+    def _read_batch(
+        self, deliver: Callable[[list[tuple[bytes, tuple]]], None], batch_size: int
+    ) -> None:
+        """
+        Up to READ_BATCH datagrams, handed over BATCH_SIZE at a time (the
+        protocol's `batch_size`, if it has one): a protocol that answers
+        sends its first answers while later queries are still queued,
+        rather than after reading them all.
+        """
         recvfrom, size = self.handle.recvfrom, self.maxPacketSize
-        batch: list[tuple[bytes, tuple]] = []
-        append = batch.append
-        try:
-            for _ in range(READ_BATCH):
-                append(recvfrom(size))
-        except OSError as e:
-            if e.errno not in _IGNORED:
-                raise
-        if not batch:
-            return
-        if self.addressFamily == socket.AF_INET6:
-            batch = [(data, address[:2]) for data, address in batch]
-        try:
-            deliver(batch)
-        except BaseException:
-            log.failure("{protocol} failed on datagrams", protocol=self.protocol)
+        v6 = self.addressFamily == socket.AF_INET6
+        batch_size = min(max(batch_size, 1), READ_BATCH)
+        for _ in range(READ_BATCH // batch_size):
+            batch: list[tuple[bytes, tuple]] = []
+            append = batch.append
+            drained = False
+            try:
+                for _ in range(batch_size):
+                    append(recvfrom(size))
+            except OSError as e:
+                if e.errno not in _IGNORED:
+                    raise
+                drained = True
+            if batch:
+                if v6:
+                    batch = [(data, address[:2]) for data, address in batch]
+                try:
+                    deliver(batch)
+                except BaseException:
+                    log.failure("{protocol} failed on datagrams", protocol=self.protocol)
+            if drained:
+                return
 
     def reply(self, datagram: bytes, address: tuple) -> None:
         """Send DATAGRAM to ADDRESS, a peer's address as datagramReceived got it."""
