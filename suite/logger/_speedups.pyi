@@ -20,3 +20,11 @@ def take_lines(
     frames: list[tuple[bytes, bool]],
     /,
 ) -> int: ...
+def octet_frames(
+    data: bytes,
+    start: int,
+    max_message: int,
+    max_frame: int,
+    frames: list[tuple[bytes, bool]],
+    /,
+) -> int: ...

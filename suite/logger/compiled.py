@@ -1,7 +1,7 @@
 """
 Whether the collector's hot path runs compiled: suite/logger/_speedups.c,
-an optional extension built at install, frames the lines of each read
-(L{suite.logger.framing}) and formats the records of plain RFC 5424
+an optional extension built at install, frames each read's lines and
+whole octet-counted frames (L{suite.logger.framing}) and formats the records of plain RFC 5424
 messages (L{suite.logger.records}).  Without it (no compiler at install, an
 interpreter it was not built for) or with SUITE_PURE_PYTHON=1 in the
 environment, the Python code does all of it: the same frames and the same
@@ -41,14 +41,33 @@ class Speedups(Protocol):
         /,
     ) -> int: ...
 
+    def octet_frames(
+        self,
+        data: bytes,
+        start: int,
+        max_message: int,
+        max_frame: int,
+        frames: list[tuple[bytes, bool]],
+        /,
+    ) -> int: ...
+
+
+FUNCTIONS = ("encode_plain", "take_lines", "octet_frames")
+
 
 def load_speedups(environ: Mapping[str, str]) -> Speedups | None:
-    """The compiled half, or None: not built, or ENVIRON sets SUITE_PURE_PYTHON=1."""
+    """
+    The compiled half, or None: not built, built from older sources (an
+    editable install not rebuilt since: it lacks one of FUNCTIONS), or
+    ENVIRON sets SUITE_PURE_PYTHON=1.
+    """
     if environ.get(PURE_PYTHON_ENV) == "1":
         return None
     try:
         from suite.logger import _speedups
     except ImportError:
+        return None
+    if not all(hasattr(_speedups, name) for name in FUNCTIONS):
         return None
     return _speedups
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from suite.logger import framing, records
+from suite.logger import compiled, framing, records
 from suite.logger.compiled import load_speedups
 from suite.logger.delivery import Needs, Preparation
 from suite.logger.framing import SyslogFrameDecoder
@@ -183,10 +183,10 @@ class CompiledFormattingTests(SynchronousTestCase):
         """Preparation.lines, with each kind of needs: the same records either way."""
         frames = [(b"<13>1 t h a p m - x", False), (b"\xff", True), (b"<13>bsd: y", False)]
         results = {}
-        for compiled in (COMPILED, None):
-            self.patch(records, "speedups", compiled)
+        for chosen in (COMPILED, None):
+            self.patch(records, "speedups", chosen)
             for needs in (Needs(), Needs(fields=True), Needs(fields=True, routed=True)):
-                results[compiled, needs] = Preparation(_sink(), needs).lines(
+                results[chosen, needs] = Preparation(_sink(), needs).lines(
                     frames, "127.0.0.1:514", "tcp", None
                 )
         for needs in (Needs(), Needs(fields=True), Needs(fields=True, routed=True)):
@@ -218,7 +218,11 @@ stream_pieces = st.sampled_from(
         b"12 <13>1 t h - ",
         b"5 ab\ncd",
         b"3 abc\n",
+        b"4 abc\n",
+        b"3 abc",
         b"0 x\n",
+        b"0 x",
+        b"1 \n",
         b"123456789012 big\n",
         b"1234567890 ten digits\n",
         b"999999999 nine\n",
@@ -296,6 +300,26 @@ class CompiledFramingTests(SynchronousTestCase):
             ],
         )
 
+    def test_octet_counted_frames_one_after_another(self):
+        """
+        Frames cut in one loop: a count that takes the LF in (dropped), an LF
+        after a frame (skipped), a count with a leading zero or too large (a
+        line then), or cut by the read's end.
+        """
+        stream = b"4 abc\n3 def\n\n\n1 g0 zero\n2 hi1 \n10 012345678999 over max_frame\n5 cut"
+        for max_message in (2, 8192):
+            frames = self.assertSameFrames([stream], max_message=max_message, max_frame=50)
+            self.assertSameFrames([stream[:k] for k in (5, 9)] + [stream[9:]], max_message)
+        self.assertEqual(
+            [message for message, _ in frames[:6]],
+            [b"abc", b"def", b"g", b"0 zero", b"hi", b""],
+        )
+        frames, error, _ = frame_all([b"10 012345678911 01234567890"], 8192, 10, False)
+        self.assertEqual(
+            (frames, error), ([(b"0123456789", False)], "octet count 11 above max_frame 10")
+        )
+        self.assertSameFrames([b"10 012345678911 01234567890"], max_frame=10)
+
     def test_counts_of_ten_digits_and_more(self):
         """Ten digits and a space are a count (here above max_frame); eleven are a line."""
         for stream, error in [(b"x\n1234567890 ten\n", True), (b"x\n12345678901 eleven\n", False)]:
@@ -319,6 +343,14 @@ class CompiledFramingTests(SynchronousTestCase):
 class ChoiceTests(SynchronousTestCase):
     def test_pure_python_when_asked(self):
         self.assertIsNone(load_speedups({"SUITE_PURE_PYTHON": "1"}))
+
+    def test_pure_python_when_built_from_older_sources(self):
+        if COMPILED is None:
+            raise SkipTest("suite/logger/_speedups.c was not built: no compiler at install")
+        self.patch(compiled, "FUNCTIONS", (*compiled.FUNCTIONS, "from_a_later_version"))
+        self.assertIsNone(load_speedups({}))
+        self.patch(compiled, "FUNCTIONS", ())
+        self.assertIs(load_speedups({}), COMPILED)
 
     def test_the_environment_decides_at_import(self):
         asked = os.environ.get("SUITE_PURE_PYTHON") == "1"
