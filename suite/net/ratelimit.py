@@ -84,23 +84,28 @@ class SourceRateLimiter:
             bucket = self._track(source, now)
             if bucket is None:
                 return "udp_rate"
+            tokens = bucket[0]
+        elif bucket[1] == now:  # again at this instant (a batch): refilled, and last already
+            tokens = bucket[0]
         else:
             self._addresses.move_to_end(source)
-        # Each bucket ([tokens, stamp, ...]) refilled at its rate up to its burst until
-        # now, written out rather than called: this runs for every datagram.
-        tokens = bucket[0] + (now - bucket[1]) * self.rate
-        if tokens > self.burst:
-            tokens = self.burst
-        bucket[1] = now
+            # Each bucket ([tokens, stamp, ...]) refilled at its rate up to its burst until
+            # now, written out rather than called: this runs for every datagram.
+            tokens = bucket[0] + (now - bucket[1]) * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
+            bucket[1] = now
         if tokens < 1:
             bucket[0] = tokens
             return "udp_rate"
         network = bucket[2]
         if network is not None:
-            network_tokens = network[0] + (now - network[1]) * self.network_rate
-            if network_tokens > self.network_burst:
-                network_tokens = self.network_burst
-            network[1] = now
+            network_tokens = network[0]
+            if network[1] != now:
+                network_tokens += (now - network[1]) * self.network_rate
+                if network_tokens > self.network_burst:
+                    network_tokens = self.network_burst
+                network[1] = now
             if network_tokens < 1:
                 network[0] = network_tokens
                 bucket[0] = tokens
