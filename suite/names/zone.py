@@ -54,11 +54,11 @@ The zone `DOMAIN` (authoritative: AA set, RA clear) serves the live
   used forgotten first.  An exact query asked a second time over UDP keeps
   its whole answers too, but for the ID (one per turn, for answers rotating
   over at most READY_TURNS records), so that the UDP listener answers it
-  again with a lookup and a concatenation (L{suite.names.dnsfront}).  A quarter of the answers' half keeps, per name
-  asked, its live instances and their index by tag, so that preparing an
-  answer costs the records it holds: a question with a tag nobody has, or
-  of a type the name lacks, costs a dictionary lookup, however many
-  instances the name has.
+  again with a lookup and a concatenation (L{suite.names.dnsfront}).  A
+  quarter of the answers' half keeps, per name asked, its live instances
+  and their index by tag, so that preparing an answer costs the records it
+  holds: a question with a tag nobody has, or of a type the name lacks,
+  costs a dictionary lookup, however many instances the name has.
 
 Queries answered are counted by type and rcode (types outside
 TYPE_NAMES as `other`, so a client cannot make the labels grow).
@@ -474,7 +474,10 @@ class ZoneAnswers:
                 for turn in range(turns)
             )
         built = Exact(prepared, exact.question_end, exact.udp_size, exact.opt, ready)
-        self._exact.put(key, built)  # unless it no longer fits: built again when asked
+        if not self._exact.put(key, built):  # too large to keep whole: assembled per query
+            self._exact.put(
+                key, Exact(prepared, exact.question_end, exact.udp_size, exact.opt, ())
+            )
         return built
 
     def _assemble(

@@ -213,3 +213,27 @@ class ReadyAnswerLimitTests(SynchronousTestCase):
         protocol.datagramsReceived([(self.asked, ("192.0.2.8", 53))])
         self.assertEqual(len(protocol.transport.sent), 3)
         self.assertEqual(samples(protocol, self.zone)["datagrams", ("dropped_source_port",)], 1)
+
+
+class ReadyAnswerSizeTests(SynchronousTestCase):
+    def test_answers_too_large_to_keep_whole_are_assembled_per_query_not_rebuilt(self):
+        registry = Registry(1000)
+        full_registry = Registry(1000)
+        for port in range(1, 9):  # eight SRV records of ~90 bytes: ~6 KB kept whole
+            for each in (registry, full_registry):
+                each.register("big", f"host-{port}-{'x' * 50}.{'y' * 20}.example.com", port)
+        zone = ZoneAnswers(
+            registry, "suite", ttl=5, cache_bytes=12 * 1024
+        )  # 6 KiB of exact queries
+        full = ZoneAnswers(full_registry, "suite", ttl=5, cache_bytes=0)
+        protocol = listener(zone)
+        asked = query("_big._tcp.suite", dns.SRV, edns_size=1232)
+        built = []
+        real = zone._make_ready
+        self.patch(zone, "_make_ready", lambda *a: built.append(a) or real(*a))
+        for number in range(10):
+            datagram = bytes([0, number]) + asked[2:]
+            protocol.datagramsReceived([(datagram, SOURCE)])
+            self.assertEqual(protocol.transport.sent[-1][0], full.answer(datagram))
+        self.assertEqual(len(built), 1)
+        self.assertEqual(zone.ready[asked[2:]].ready, ())
