@@ -209,9 +209,10 @@ class Exact:
     once it has been asked twice over UDP, READY: its whole UDP answers
     but for the ID, one per turn of the rotation (a single one when the
     answer does not rotate), so that a repeated UDP query costs a
-    dictionary lookup and one concatenation (L{ZoneAnswers.ready}).
+    dictionary lookup and one concatenation (L{ZoneAnswers.exact}).
     READY is None until built, empty when the answer rotates over more
-    than READY_TURNS records (those are assembled per query).  An entry
+    than READY_TURNS records or its answers are too large for the cache
+    (those are assembled per query).  An entry
     never changes once cached: building READY caches a new one, so its
     size as the cache counted it stays true.
     """
@@ -432,7 +433,7 @@ class ZoneAnswers:
         )
 
     @property
-    def ready(self) -> "SizedLRU[bytes, Exact]":
+    def exact(self) -> "SizedLRU[bytes, Exact]":
         """
         The exact queries (bytes after the ID) and how to answer them: a
         UDP front end may answer one whose entry is `ready` (and its

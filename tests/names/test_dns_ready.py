@@ -46,7 +46,7 @@ def listener(zone: ZoneAnswers, clock=None, **limits) -> DNSDatagrams:
 
 
 def ready_count(zone: ZoneAnswers) -> int:
-    return sum(1 for exact in zone.ready.values() if exact.ready)
+    return sum(1 for exact in zone.exact.values() if exact.ready)
 
 
 def samples(protocol: DNSDatagrams, zone: ZoneAnswers) -> dict:
@@ -90,7 +90,7 @@ class ReadyAnswerTests(SynchronousTestCase):
                 self.assertEqual([a[:2] for a in answers], [d[:2] for d, _ in datagrams])
         # All but the two that rotate over 100 records (past READY_TURNS: assembled per query).
         self.assertEqual(ready_count(self.zone), len(QUESTIONS) - 2)
-        self.assertEqual(self.full.ready, {})
+        self.assertEqual(self.full.exact, {})
 
     def test_the_question_keeps_its_spelling(self):
         asked = query("_WeB._TcP.SuItE", dns.SRV, id_=1)
@@ -236,4 +236,4 @@ class ReadyAnswerSizeTests(SynchronousTestCase):
             protocol.datagramsReceived([(datagram, SOURCE)])
             self.assertEqual(protocol.transport.sent[-1][0], full.answer(datagram))
         self.assertEqual(len(built), 1)
-        self.assertEqual(zone.ready[asked[2:]].ready, ())
+        self.assertEqual(zone.exact[asked[2:]].ready, ())
