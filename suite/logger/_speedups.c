@@ -1,13 +1,18 @@
 /*
- * The collector's hot path in C: one read's message records as the bytes
- * written, for the common case (a plain RFC 5424 message: UTF-8, a header
- * of printable ASCII, no structured data).  Every other message is handed
- * back, one at a time and in order, to the Python code
- * (suite.logger.records), which stays the reference: the bytes are the
- * same either way, and the tests compare the two.
+ * The collector's hot path in C, optional (suite/logger/compiled.py decides):
  *
- * Built at install as an optional extension: when it is missing, or
- * SUITE_PURE_PYTHON=1, records.py formats everything itself.
+ * - encode_plain: one read's message records as the bytes written, for the
+ *   common case (a plain RFC 5424 message: UTF-8, a header of printable
+ *   ASCII, no structured data).  Every other message is handed back, one at
+ *   a time and in order, to the Python code (suite/logger/records.py).
+ * - take_lines and octet_frames: the two loops of framing.py that cut a
+ *   read's LF- or NUL-ended lines and its whole octet-counted frames; every
+ *   state across reads stays in the Python decoder.
+ *
+ * The Python code is the reference: the frames and bytes are the same either
+ * way, and tests/logger/test_speedups.py compares the two.  Built at install
+ * as an optional extension: when it is missing, or SUITE_PURE_PYTHON=1, the
+ * Python code does all of it.
  */
 
 #define PY_SSIZE_T_CLEAN

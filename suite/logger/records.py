@@ -16,6 +16,10 @@ backwards in an editor or a terminal) through raw; `cat` or `less` of the
 file would obey them.  They are written as `\\u` escapes such as `\\u202e`,
 which any JSON reader decodes to the same text.  Text without them costs a
 few byte searches.
+
+When the compiled speedups are there (L{suite.logger.compiled}), the
+records of plain RFC 5424 messages are written in C, the same bytes; the
+Python code here is the reference, and formats every other message.
 """
 
 import base64
