@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall when packaging or code changes; regenerate twistd's plugin cache.
-$(STAMP): $(BIN)/python pyproject.toml $(shell find suite twisted -name '*.py')
+$(STAMP): $(BIN)/python pyproject.toml $(shell find suite twisted -name '*.py' -o -name '*.c')
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
@@ -63,9 +63,10 @@ test: $(STAMP) tools
 	exit $$status
 
 # Every test again on Twisted's stock transports, ports and AMP parser: the path the suite takes
-# when the Twisted internals its fast paths lean on are missing or misbehave.
+# when the Twisted internals its fast paths lean on are missing or misbehave; and on the
+# collector's pure-Python path, the one it takes where its C extension could not be built.
 test-stock: $(STAMP) tools
-	SUITE_STOCK_TWISTED=1 $(BIN)/python -m pytest -q
+	SUITE_STOCK_TWISTED=1 SUITE_PURE_PYTHON=1 $(BIN)/python -m pytest -q
 
 $(VENV)/.installed-lint: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,lint]'
