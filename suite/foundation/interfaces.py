@@ -48,6 +48,10 @@ class IBatchedDatagramProtocol(Interface):
     """
 
     send = Attribute("Callable (data, address): the port's reply path, set at start.")
+    batch_size = Attribute(
+        "Optional int: datagrams handed over per call (the port still reads up to its own "
+        "batch per event), so that the first answers leave while later datagrams wait."
+    )
 
     def datagramsReceived(datagrams: list[tuple[bytes, tuple]]) -> None:
         """Handle DATAGRAMS, (payload, address) pairs read in one go."""
