@@ -44,14 +44,13 @@ class IReopenable(Interface):
 class IBatchedDatagramProtocol(Interface):
     """
     A datagram protocol that takes every datagram of one read of its port
-    in one call, answering through C{send}.
+    in one call, answering through C{send}.  One with an int attribute
+    `batch_size` is handed at most that many per call (the port still reads
+    up to its own batch per event), so the first answers leave while later
+    datagrams wait.
     """
 
     send = Attribute("Callable (data, address): the port's reply path, set at start.")
-    batch_size = Attribute(
-        "Optional int: datagrams handed over per call (the port still reads up to its own "
-        "batch per event), so that the first answers leave while later datagrams wait."
-    )
 
     def datagramsReceived(datagrams: list[tuple[bytes, tuple]]) -> None:
         """Handle DATAGRAMS, (payload, address) pairs read in one go."""

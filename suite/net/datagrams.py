@@ -121,12 +121,41 @@ class RateLimitedReplier(DatagramProtocol):
         self.send = reply_path(self.transport)
 
     def datagramsReceived(self, datagrams: list[tuple[bytes, tuple]]) -> None:
-        received = self.datagramReceived
+        """
+        datagramReceived's work over a batch read at one instant, written out
+        (this loop is the whole work of the service): the clock asked once,
+        the counts added once.
+        """
+        limiter = self.limiter
+        now = limiter.clock.seconds() if limiter.active else None
+        refusal, answer, send = self.refusal, self.answer, self.send
+        requests = received = sent = answered = 0
         for data, address in datagrams:
+            if not data:
+                continue
+            requests += 1
+            received += len(data)
+            if address[1] < LOWEST_SOURCE_PORT:
+                self.low_port(address)
+                continue
+            if now is not None:
+                over = refusal(address[0], now)
+                if over is not None:
+                    self.refused(address[0], over)
+                    continue
             try:
-                received(data, address)
+                reply = answer(data)
+                if reply is not None:  # None: nothing to say (a DNS response sent to us)
+                    answered += 1
+                    sent += len(reply)
+                    send(reply, address)  # type: ignore[misc]  # set by startProtocol
             except Exception:
                 log.failure("{protocol} failed on a datagram", protocol=self)
+        counts = self.counts
+        counts.requests += requests
+        counts.received += received
+        counts.sent += sent
+        self.answered += answered
 
     def datagramReceived(self, data: bytes, address: tuple) -> None:
         if not data:
@@ -136,16 +165,7 @@ class RateLimitedReplier(DatagramProtocol):
         counts.received += len(data)
         source = address[0]
         if address[1] < LOWEST_SOURCE_PORT:
-            self.dropped_source_port += 1
-            self.warnings.warn(
-                "datagrams from a port below 1024",
-                source,
-                "{service}: not answering {source} port {port}: below 1024, "
-                "a service's port, not a client's (a forged source?)",
-                service=self.service_name,
-                source=plain_host(source),
-                port=address[1],
-            )
+            self.low_port(address)
             return
         over = self.refusal(source)
         if over is not None:
@@ -156,6 +176,19 @@ class RateLimitedReplier(DatagramProtocol):
             self.answered += 1
             counts.sent += len(reply)
             self.send(reply, address)  # type: ignore[misc]  # set by startProtocol, before reads
+
+    def low_port(self, address: tuple) -> None:
+        """A datagram from ADDRESS, whose port is below 1024: counted, told, not answered."""
+        self.dropped_source_port += 1
+        self.warnings.warn(
+            "datagrams from a port below 1024",
+            address[0],
+            "{service}: not answering {source} port {port}: below 1024, "
+            "a service's port, not a client's (a forged source?)",
+            service=self.service_name,
+            source=plain_host(address[0]),
+            port=address[1],
+        )
 
     def refused(self, source: str, over: str) -> None:
         """A datagram from SOURCE dropped, OVER (`udp_rate`, `udp_network_rate`): counted, told."""
