@@ -431,6 +431,7 @@ def close_shared(port: Any) -> Any:
     port._shouldShutdown = False
     return port.stopListening()
 
+
 REQUIRED = (
     ("twisted.internet.abstract.FileDescriptor.dataBuffer", tcp.Server, "dataBuffer"),
     (
