@@ -17,6 +17,7 @@ from suite.echo import tap as echo_tap
 from suite.foundation.config import ConfigError
 from suite.foundation.options import ConfigMistake
 from suite.net.listeners import ListenerService
+from suite.net.twisted_internals import Decision, guard
 from tests.helpers import tmp_dir
 
 TWO_SERVICES = """
@@ -130,6 +131,7 @@ class WorkerTreeTests(SynchronousTestCase):
     """What a worker builds: the other services, on the sockets it inherited."""
 
     def setUp(self):
+        self.patch(guard, "_decided", Decision(True))  # the suite's own port, whatever the path
         path = tmp_dir(self) / "suite.toml"
         path.write_text(textwrap.dedent(TWO_SERVICES))
         self.plan = load(SERVICES, str(path), {}, only_listed=False, inherited=True)

@@ -10,7 +10,7 @@ everything else uses public API only.
                 (replaces `tcp.Port.doRead`; `_buildAddr`, `_fromListeningDescriptor`)
                 `close_shared`: a port whose socket worker processes share, closed
                 without `shutdown()` (`tcp._SocketCloser._shouldShutdown`), a
-                worker's Unix port closed without removing the path (`._bindPath`)
+                worker's Unix port closed without removing the path (`._bindPath`, 26.4: `.port`)
   datagrams.py  the batched UDP read and `reply` (replaces `udp.Port.doRead`;
                 `udp.Port._fromListeningDescriptor`)
   dispatch.py   the epoll reactor's event dispatch without the legacy log context for

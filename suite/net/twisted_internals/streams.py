@@ -46,6 +46,7 @@ import os
 import socket
 from collections.abc import Callable, Iterable
 from errno import ECONNABORTED, EMFILE, ENFILE, ENOBUFS, ENOMEM, EPERM, EWOULDBLOCK
+from functools import cache
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import address as addresses
@@ -354,11 +355,22 @@ class UNIXPort(RefusingPort, unix.Port):
     transport = WriteThroughUNIXServer
 
     def connectionLost(self, reason: Failure) -> None:
-        # Twisted's unix.Port removes the socket's path when it closes
-        # (`_bindPath`), an adopted socket's too: a worker's is its parent's to remove.
+        # Twisted's unix.Port removes the socket's path when it closes (the path is
+        # `_bindPath` in Twisted 26.10, `port` in 26.4), an adopted socket's too: a
+        # worker's is its parent's to remove.
         if self.shared:
-            self._bindPath = b"\0"  # an abstract name: nothing in the filesystem to remove
+            setattr(self, unix_path_attribute(), b"\0")  # abstract: nothing to remove
         super().connectionLost(reason)
+
+
+@cache
+def unix_path_attribute() -> str:
+    """The attribute naming the path a Twisted unix.Port removes when it closes ("": none)."""
+    probe = unix.Port(b"/run/probe", protocols.Factory(), reactor=Unwatched())
+    for name in ("_bindPath", "port"):
+        if getattr(probe, name, None) == b"/run/probe":
+            return name
+    return ""
 
 
 class FastStreamPorts:
@@ -541,8 +553,8 @@ def accept_loop_self_test() -> str | None:
     unix_port = UNIXPort(b"/run/probe", protocols.Factory(), reactor=Unwatched())
     if unix_port._buildAddr(b"/run/peer") != addresses.UNIXAddress(b"/run/peer"):
         return "unix.Port._buildAddr did not build a UNIXAddress"
-    if getattr(unix_port, "_bindPath", None) != b"/run/probe":
-        return "unix.Port._bindPath is not the path it removes when it closes"
+    if not unix_path_attribute():
+        return "unix.Port holds the path it removes when it closes in neither _bindPath nor port"
     return None
 
 
