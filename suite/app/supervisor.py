@@ -143,8 +143,7 @@ class Slot:
             added = sample_value(value)
             if isinstance(added, Histogram):
                 if isinstance(kept, Histogram):
-                    added.counts = [a + b for a, b in zip(added.counts, kept.counts, strict=True)]
-                    added.total += kept.total
+                    added.add(kept)
                 self.retired[key] = added
             else:
                 self.retired[key] = added + (kept if isinstance(kept, int | float) else 0)
@@ -571,10 +570,6 @@ class WorkerReports(Service):
                     yield name, tuple(labels), sample_value(value)
             for (service, name, labels), kept in list(slot.retired.items()):
                 if service == self.service_name:
-                    if isinstance(kept, Histogram):  # a copy: the collector sums into it
-                        copy = Histogram()
-                        copy.counts, copy.total = list(kept.counts), kept.total
-                        kept = copy
                     yield name, labels, kept
 
     def health_problems(self) -> list[tuple[str, str]]:

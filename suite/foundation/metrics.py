@@ -221,6 +221,11 @@ class Histogram:
         self.counts[bisect_left(DURATION_BUCKETS, seconds)] += count
         self.total += seconds * count
 
+    def add(self, other: "Histogram") -> None:
+        """OTHER's requests added to these (a process that ended, kept in a sum)."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.total += other.total
+
     def buckets(self) -> list[tuple[str, int]]:
         """Cumulative (upper bound, count) pairs, +Inf last, as Prometheus wants them."""
         cumulative: list[tuple[str, int]] = []

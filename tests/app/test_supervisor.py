@@ -70,6 +70,14 @@ class WorkerReactor(MemoryReactorClock):
         self.adopted.append((fd, protocol, sent))
 
 
+def started(test, count):
+    """A supervisor of COUNT workers on a WorkerReactor, its reactor running."""
+    test.reactor = WorkerReactor()
+    test.supervisor = WorkerSupervisor(count, LAUNCH, test.reactor)
+    test.supervisor.startService()
+    test.reactor.run()  # callWhenRunning: the workers start once the reactor runs
+
+
 def captured_log(test):
     events: list[dict] = []
     globalLogPublisher.addObserver(events.append)
@@ -88,10 +96,7 @@ LAUNCH = WorkerLaunch("etc/suite.toml", {"": {"workers": "2"}}, ("echo",), False
 
 class StartTests(SynchronousTestCase):
     def setUp(self):
-        self.reactor = WorkerReactor()
-        self.supervisor = WorkerSupervisor(2, LAUNCH, self.reactor)
-        self.supervisor.startService()
-        self.reactor.run()  # callWhenRunning: the workers start once the reactor runs
+        started(self, 2)
 
     def test_one_process_per_slot_running_the_worker_module(self):
         self.assertEqual(len(self.reactor.processes), 2)
@@ -140,11 +145,8 @@ class EnvironmentTests(SynchronousTestCase):
 
 class RestartTests(SynchronousTestCase):
     def setUp(self):
-        self.reactor = WorkerReactor()
         self.events = captured_log(self)
-        self.supervisor = WorkerSupervisor(1, LAUNCH, self.reactor)
-        self.supervisor.startService()
-        self.reactor.run()
+        started(self, 1)
 
     def crash(self):
         self.reactor.processes[-1].end()
@@ -210,11 +212,8 @@ class RestartTests(SynchronousTestCase):
 
 class HeartbeatTests(SynchronousTestCase):
     def setUp(self):
-        self.reactor = WorkerReactor()
         self.events = captured_log(self)
-        self.supervisor = WorkerSupervisor(2, LAUNCH, self.reactor)
-        self.supervisor.startService()
-        self.reactor.run()
+        started(self, 2)
 
     def control(self, slot):
         return self.reactor.adopted[slot - 1][1]
@@ -339,11 +338,8 @@ class ReportTests(SynchronousTestCase):
 
 class StopTests(SynchronousTestCase):
     def setUp(self):
-        self.reactor = WorkerReactor()
         self.events = captured_log(self)
-        self.supervisor = WorkerSupervisor(2, LAUNCH, self.reactor)
-        self.supervisor.startService()
-        self.reactor.run()
+        started(self, 2)
 
     def test_sigterm_to_each_and_done_when_all_ended(self):
         stopped = self.supervisor.stopService()
