@@ -13,13 +13,14 @@ saturated load generator cannot hide a difference.
 Sections: TCP echo, UDP echo, idle-connection bytes, logger TCP ingest and
 UDP burst delivery next to rsyslog (skipped with the reason when rsyslogd
 is missing), logger TCP ingest of octet-counted frames next to LF ones (both
-collectors), AMP lookups, DNS queries next to unbound (dnsperf), the cost
+collectors), the collector's CPU per message next to rsyslog's over ten
+connections, TLS and UDP, AMP lookups, DNS queries next to unbound (dnsperf), the cost
 of counting metrics (this tree, scraped every second, next to the commit
 before counting, BENCH_BASELINE), two processes sharing a port with reuse_port.
 Writes bench/results/latest.md and exits 1 if a bar of the README is missed.
 
 Environment: BENCH_SECONDS (3) per measurement, BENCH_ROUNDS (4),
-BENCH_ONLY (section names, comma-separated: tcp, udp, idle, logger, framing, lookups,
+BENCH_ONLY (section names, comma-separated: tcp, udp, idle, logger, framing, collector, lookups,
 dns, metrics, scaling; or name them on the command line: `python run.py framing`),
 BENCH_TREE (default this checkout): the suite's source tree, to compare commits.
 """
@@ -35,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from syslog_sender import octet_counted, syslog_message
 from tree import RUN_TWISTD, TREE, cpu_seconds, free_port, start_etcd
 
 HERE = Path(__file__).resolve().parent
@@ -338,11 +340,6 @@ LOG_MESSAGES = int(os.environ.get("BENCH_LOGGER_MESSAGES", "500000"))
 UDP_BURST = int(os.environ.get("BENCH_UDP_BURST", "200000"))
 
 
-def syslog_message(n: int) -> bytes:
-    head = b"<13>1 2026-11-20T21:39:31.334991Z bench app - - - message %08d " % n
-    return head + b"x" * (99 - len(head)) + b"\n"
-
-
 # The same fields as the suite's records, so both write the same information.
 RSYSLOG_CONF = (
     "\n"
@@ -373,11 +370,57 @@ RSYSLOG_CONF = (
 )
 
 
-def rsyslog_argv(output: Path) -> list[str]:
+# rsyslog over TLS (RFC 5425): imtcp with the gnutls driver and no client
+# authentication (the suite's tls_listen asks for none either); the template
+# and the output as above.
+RSYSLOG_TLS_CONF = (
+    "\n"
+    'global(workDirectory="{work}" defaultNetstreamDriverCAFile="{certificate}" '
+    'defaultNetstreamDriverCertFile="{certificate}" defaultNetstreamDriverKeyFile="{key}")\n'
+    'module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" '
+    'streamDriver.authMode="anon")\n'
+    + next(line for line in RSYSLOG_CONF.splitlines() if line.startswith("template("))
+    + '\ninput(type="imtcp" port="{port}" address="127.0.0.1")\n'
+    + next(line for line in RSYSLOG_CONF.splitlines() if line.startswith("action("))
+    + "\n"
+)
+
+
+def tls_pair() -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made once per run."""
+    certificate, key = WORK / "tls.crt", WORK / "tls.key"
+    if not certificate.exists():
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                str(key),
+                "-out",
+                str(certificate),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return certificate, key
+
+
+def rsyslog_argv(output: Path, template: str = RSYSLOG_CONF) -> list[str]:
     work = WORK / f"rsyslog-{output.stem}"
     work.mkdir(exist_ok=True)
     conf = work / "rsyslog.conf"
-    conf.write_text(RSYSLOG_CONF.format(work=work, port="{port}", output=output))
+    certificate, key = tls_pair() if template is RSYSLOG_TLS_CONF else ("", "")
+    conf.write_text(
+        template.format(work=work, port="{port}", output=output, certificate=certificate, key=key)
+    )
     return ["rsyslogd", "-n", "-f", str(conf), "-i", str(work / "pid")]
 
 
@@ -424,16 +467,27 @@ def logger_servers(kind: str):
     return found
 
 
-def start_logger(kind: str, output: Path) -> Server:
+def start_logger(kind: str, output: Path, tls: bool = False) -> Server:
+    """KIND's collector writing OUTPUT, on TCP (or TLS) and UDP at one port."""
     port = free_port()
     if kind == "rsyslog":
-        argv = rsyslog_argv(output)
+        argv = rsyslog_argv(output, RSYSLOG_TLS_CONF if tls else RSYSLOG_CONF)
         rsyslog_conf_for(argv, port)
     else:
+        stream = ["--listen", "tcp:{port}:interface=127.0.0.1"]
+        if tls:
+            certificate, key = tls_pair()
+            stream = [
+                "--tls-listen",
+                "tcp:{port}:interface=127.0.0.1",
+                "--certificate",
+                str(certificate),
+                "--private-key",
+                str(key),
+            ]
         argv = suite(
             "suite-logger",
-            "--listen",
-            "tcp:{port}:interface=127.0.0.1",
+            *stream,
             "--listen",
             "udp:{port}:interface=127.0.0.1",
             "--output",
@@ -444,12 +498,6 @@ def start_logger(kind: str, output: Path) -> Server:
             "0.05",
         )
     return Server(argv, port)
-
-
-def octet_counted(n: int) -> bytes:
-    """Message N as an octet-counted frame (RFC 6587), as rsyslog's omfwd and RFC 5425 send it."""
-    message = syslog_message(n)[:-1]
-    return b"%d %s" % (len(message), message)
 
 
 def logger_tcp(kind: str, number: int, frame=syslog_message) -> dict:
@@ -504,7 +552,7 @@ def logger_udp(kind: str, number: int) -> dict:
                 PYTHON,
                 "-c",
                 "import socket,sys\nsys.path.insert(0, sys.argv[3])\n"
-                "from run import syslog_message\n"
+                "from syslog_sender import syslog_message\n"
                 "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                 "m=[syslog_message(n) for n in range(int(sys.argv[2]))]\n"
                 "a=('127.0.0.1', int(sys.argv[1]))\n"
@@ -614,6 +662,108 @@ def framing():
             f"Suite × rsyslog: LF {ours_lf / theirs_lf:.2f}, octet-counted "
             f"{ours_octet / theirs_octet:.2f}.",
         ]
+    return rows, figures
+
+
+# --- the collector's CPU per message next to rsyslog: ten connections, TLS, UDP ----------------
+
+COLLECTOR_LOADS = {
+    "LF, 10 connections": ("lf", 10),
+    "TLS (octet-counted), 1 connection": ("tls", 1),
+    "TLS (octet-counted), 10 connections": ("tls", 10),
+    "UDP, one message a datagram": ("udp", 1),
+}
+RSYSLOG = "rsyslog (imtcp/imudp, omfile, JSON template)"
+
+
+def logger_load(kind: str, number: int, mode: str, connections: int) -> dict:
+    """LOG_MESSAGES sent by bench/syslog_sender.py in MODE over CONNECTIONS to KIND's collector."""
+    output = WORK / f"{kind}-{mode}-{connections}-{number}.jsonl"
+    server = start_logger(kind, output, tls=mode == "tls")
+    try:
+        time.sleep(0.5)
+        base = lines_in(output)
+        sender = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                CLIENT_CORE,
+                PYTHON,
+                str(HERE / "syslog_sender.py"),
+                str(server.port),
+                str(LOG_MESSAGES),
+                str(connections),
+                mode,
+            ],
+            stdout=subprocess.PIPE,
+        )
+        sender.stdout.readline()  # "ready": the frames are built
+        before, started = cpu_seconds(server.pid), time.monotonic()
+        written, finished = wait_quiet(output, base + LOG_MESSAGES, 120)
+        sender.wait()
+        cpu = cpu_seconds(server.pid) - before
+    finally:
+        server.stop()
+        output.unlink(missing_ok=True)
+    messages = written - base
+    return {
+        "rps": messages / max(finished - started, 1e-9),
+        "cpu_us": cpu / max(messages, 1) * 1e6,
+        "written": messages / LOG_MESSAGES,
+    }
+
+
+def collector():
+    """
+    The collector's server CPU per message next to rsyslog's on the inputs
+    the logger and framing sections leave out: ten connections, TLS (what
+    rsyslog forwards over TLS: octet-counted frames) and UDP.  Messages
+    written, counted in the output file; for UDP the CPU is per message
+    written (a datagram the kernel drops costs the server nothing).  Each
+    round takes the loads in turn, the two collectors in alternating order.
+    """
+    servers = logger_servers("tcp")
+    cells = {(name, load): [] for name, _ in servers for load in COLLECTOR_LOADS}
+    for number in range(ROUNDS):
+        for load, (mode, connections) in COLLECTOR_LOADS.items():
+            for name, kind in servers if number % 2 == 0 else servers[::-1]:
+                cell = logger_load(kind, number, mode, connections)
+                cells[name, load].append(cell)
+                print(
+                    f"  round {number + 1}: {name[:30]:30} {load[:36]:36} "
+                    f"msg/s={cell['rps']:,.0f} cpu_us={cell['cpu_us']:.2f} "
+                    f"written={cell['written']:.0%}",
+                    flush=True,
+                )
+    rows = [
+        f"### Collector CPU per message: {LOG_MESSAGES:,} RFC 5424 messages of 100 bytes, "
+        "over ten TCP connections, over TLS and over UDP",
+        "",
+    ]
+    if not shutil.which("rsyslogd"):
+        rows += [
+            "rsyslog rows skipped: rsyslogd is not installed (`make tools` installs it as root).",
+            "",
+        ]
+    rows += [
+        "| load | collector | msg/s | server CPU µs/msg | written |",
+        "|---|---|---:|---:|---:|",
+    ]
+    figures = {}
+    for load in COLLECTOR_LOADS:
+        for name, _ in servers:
+            found = cells[name, load]
+            figures[name, load] = (median(found, "cpu_us"), median(found, "rps"))
+            rows.append(
+                f"| {load} | {name} | {median(found, 'rps'):,.0f} | "
+                f"{median(found, 'cpu_us'):.2f} | {median(found, 'written'):.0%} |"
+            )
+    if len(servers) == 2:
+        ratios = (
+            f"{load} {figures['suite logger', load][0] / figures[RSYSLOG, load][0]:.2f}"
+            for load in COLLECTOR_LOADS
+        )
+        rows += ["", f"Suite × rsyslog, server CPU per message: {'; '.join(ratios)}."]
     return rows, figures
 
 
@@ -1185,6 +1335,17 @@ def bars(results) -> list[tuple[str, bool]]:
                     cpu <= 1.0,
                 )
             )
+    if "collector" in results:
+        found = results["collector"]
+        for load in COLLECTOR_LOADS:
+            if (RSYSLOG, load) in found:
+                cpu = found["suite logger", load][0] / found[RSYSLOG, load][0]
+                checks.append(
+                    (
+                        f"Collector, {load}: {cpu:.2f}× rsyslog's CPU per message (bar ≤ 1.0)",
+                        cpu <= 1.0,
+                    )
+                )
     if "lookups" in results:
         found = results["lookups"]
         rps = found["suite names (memory store, lookups audited)"][0]
@@ -1228,6 +1389,7 @@ SECTIONS = {
     "idle": idle_connections,
     "logger": logger,
     "framing": framing,
+    "collector": collector,
     "lookups": lookups,
     "dns": dns,
     "metrics": metrics_cost,
