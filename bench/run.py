@@ -468,7 +468,20 @@ def logger_servers(kind: str):
 
 
 def start_logger(kind: str, output: Path, tls: bool = False) -> Server:
-    """KIND's collector writing OUTPUT, on TCP (or TLS) and UDP at one port."""
+    """
+    KIND's collector writing OUTPUT, on TCP (or TLS) and UDP at one port;
+    started again at another port if it exits (the port, free for TCP, may
+    be another program's for UDP).
+    """
+    for _ in range(2):
+        try:
+            return _start_logger(kind, output, tls)
+        except RuntimeError as e:
+            print(f"  {e}; once more at another port", flush=True)
+    return _start_logger(kind, output, tls)
+
+
+def _start_logger(kind: str, output: Path, tls: bool) -> Server:
     port = free_port()
     if kind == "rsyslog":
         argv = rsyslog_argv(output, RSYSLOG_TLS_CONF if tls else RSYSLOG_CONF)
