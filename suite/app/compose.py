@@ -26,6 +26,7 @@ from suite.app.announce import Announcer, AnnounceSettings, name_server_tls
 from suite.app.lifecycle import ISuiteReactor, NamedService
 from suite.app.lifecycle import SuiteService as SuiteService  # make_service's, for the taps
 from suite.app.services import SERVICES
+from suite.app.status_page import StatusPageService
 from suite.app.status_site import MetricsSettings, metrics_site
 from suite.app.supervisor import WorkerLaunch, WorkerSupervisor
 from suite.app.workers import WorkersSettings
@@ -369,8 +370,11 @@ def materialise(
     connect_log_watchers(built)
     if worker is not None:
         return root
+    page = StatusPageService(root, reactor, planned.workers)
+    shown = show_status_page(built, page)
     if planned.metrics is not None:
-        site = metrics_site(root, planned.metrics.settings, reactor)
+        shown = True
+        site = metrics_site(root, planned.metrics.settings, reactor, page)
         named = NamedService("metrics", [site])
         for listener in listener_services(
             "metrics", list(planned.metrics.listeners), reactor, stream_factory=site, tls=context
@@ -382,6 +386,8 @@ def materialise(
         Announcer(
             announce.settings, announce.token, announced, reactor, dict(announce.tls)
         ).setServiceParent(root)
+    if shown:
+        page.setServiceParent(root)
     if supervisor is not None:
         named = NamedService("workers", [])
         supervisor.setServiceParent(named)
@@ -402,6 +408,17 @@ def launch_of(source: PlanSource) -> WorkerLaunch:
     return WorkerLaunch(
         source.path, source.overrides, source.services, source.only_listed, reactor_name
     )
+
+
+def show_status_page(built: Sequence[Parts], page: StatusPageService) -> bool:
+    """The status page on every service's own HTTP site that shows it; whether one does."""
+    shown = False
+    for parts in built:
+        for each in (parts, *parts.other_listeners.values()):
+            if each.show_page is not None:
+                each.show_page(page.page, page.live)
+                shown = True
+    return shown
 
 
 def connect_log_watchers(built: Sequence[Parts]) -> None:

@@ -30,6 +30,7 @@ from twisted.web import pages, resource
 from twisted.web.http import Request
 
 from suite.app.lifecycle import SuiteService
+from suite.app.status_page import StatusPageService
 from suite.foundation.config import STRING_LIST, integer, key
 from suite.foundation.health import health_report, http_status
 from suite.foundation.interfaces import ISummarySource
@@ -63,7 +64,7 @@ class MetricsSettings(ConnectionLimits):
 
 
 class Root(resource.Resource):
-    """`/metrics`, `/health` and `/status`; any other path is 404."""
+    """`/`, `/live`, `/metrics`, `/health` and `/status`; any other path is 404."""
 
     def getChild(self, path: bytes, request: Request) -> resource.IResource:
         return pages.notFound()
@@ -112,10 +113,19 @@ def metrics_registry(collector: SuiteCollector) -> CollectorRegistry:
 
 
 def metrics_site(
-    root: SuiteService, settings: MetricsSettings, reactor: IReactorTime
+    root: SuiteService,
+    settings: MetricsSettings,
+    reactor: IReactorTime,
+    page: StatusPageService | None = None,
 ) -> LimitedSite:
-    """The factory of the [metrics] listeners: /metrics and /health of ROOT's parts."""
+    """
+    The factory of the [metrics] listeners: /metrics, /health and /status
+    of ROOT's parts, and PAGE's status page at / (its live stream at /live).
+    """
     top = Root()
+    if page is not None:
+        top.putChild(b"", page.page)
+        top.putChild(b"live", page.live)
     top.putChild(b"metrics", MetricsResource(metrics_registry(SuiteCollector(root.parts))))
     top.putChild(b"health", HealthResource(root))
     top.putChild(b"status", StatusResource(root))

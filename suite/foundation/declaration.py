@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.application.service import IService
 from twisted.internet.protocol import DatagramProtocol, Factory
+from twisted.web.resource import IResource
 
 from suite.foundation.config import ConfigError, ServiceSettings
 from suite.foundation.heard import Hearing
@@ -36,6 +37,10 @@ class Parts:
     silent sources meet here: `log_watcher` (the name server's) wants to be
     told of every message heard; `on_logs_heard` (the collector's) takes
     each such watcher and tells it from then on.
+
+    A service with an HTTP site of its own (the name server's API) shows
+    the suite's status page there too: `show_page(page, live)` puts the
+    page at `/` and its live stream at `/live`.
     """
 
     stream_factory: Factory
@@ -44,6 +49,7 @@ class Parts:
     other_listeners: Mapping[str, "Parts"] = field(default_factory=dict)
     log_watcher: Hearing | None = None
     on_logs_heard: Callable[[Hearing], object] | None = None
+    show_page: Callable[[IResource, IResource], object] | None = None
 
 
 @dataclass(frozen=True)

@@ -681,11 +681,15 @@ class Later:
 
 
 class APIRoot(resource.Resource):
-    """`/v1/…` is the API; any other path is Consul's 404."""
+    """`/v1/…` is the API; `/` and `/live` the suite's status page once shown; else a 404."""
 
     def __init__(self, api: ConsulAPI) -> None:
         super().__init__()
         self.putChild(b"v1", api)
+
+    def show_page(self, page: resource.IResource, live: resource.IResource) -> None:
+        self.putChild(b"", page)
+        self.putChild(b"live", live)
 
     def getChild(self, path: bytes, request: Request) -> resource.IResource:
         return NotFoundPage()
@@ -704,7 +708,7 @@ class APISite(QuietSite):
     max_body = MAX_BODY
 
 
-def api_site(api: ConsulAPI, settings: ConnectionLimits, clock: IReactorTime) -> LimitedSite:
-    """The factory of the HTTP listeners: API under SETTINGS' connection limits."""
-    site = APISite(APIRoot(api), timeout=settings.idle_timeout or None, reactor=clock)
+def api_site(api_root: APIRoot, settings: ConnectionLimits, clock: IReactorTime) -> LimitedSite:
+    """The factory of the HTTP listeners: API_ROOT under SETTINGS' connection limits."""
+    site = APISite(api_root, timeout=settings.idle_timeout or None, reactor=clock)
     return LimitedSite(settings, clock, site)

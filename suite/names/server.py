@@ -41,6 +41,7 @@ from suite.foundation.printable import printable
 from suite.names.allowed import NotAllowed, ip_literal, shown
 from suite.names.answers import EncodedAnswers, as_fields, fitting
 from suite.names.audit import LookupAudit
+from suite.names.changes import DEREGISTERED, EVICTED, REGISTERED, STATUS, Change, RecentChanges
 from suite.names.registry import PASSING, Check, Instance, Registry, check_target_host
 from suite.names.store import IRegistryStore, StoreConflict, Stored, StoreError
 from suite.names.watches import Watcher, Watches
@@ -155,6 +156,7 @@ class NameServer(service.Service):
         self.lookups = {"found": 0, "not_found": 0}
         self.lookup_durations = Histogram()
         self.evictions = 0
+        self.recent = RecentChanges()
         load_registry(registry, store.load())
 
     def startService(self) -> None:
@@ -190,6 +192,10 @@ class NameServer(service.Service):
         yield "evictions", (), self.evictions
         yield "watches", (), self.watches.count()
         yield from self.store.metric_samples()
+
+    def _changed(self, kind: str, instance: Instance, detail: str) -> None:
+        """A change to show on the status page (its log line is written where it happens)."""
+        self.recent.add(Change(self.clock.seconds(), kind, instance.name, instance.id, detail))
 
     def authorize_write(self, token: str | None, command: str, peer: str, source: str) -> None:
         """Unauthorized unless TOKEN is the write token, when one is set."""
@@ -459,6 +465,8 @@ class NameServer(service.Service):
 
         def applied(index: int) -> dict[str, object]:
             self.registry.put(instance, index)  # checked above
+            if new:
+                self._changed(REGISTERED, instance, host_port(instance.host, instance.port))
             if before is not None and before.name != instance.name:
                 self.registry.raise_index(before.name, index)
             self.warnings.emit(
@@ -540,6 +548,7 @@ class NameServer(service.Service):
 
         def applied(index: int) -> dict[str, object]:
             self.registry.remove(current.id, index)
+            self._changed(DEREGISTERED, current, f"by {peer}")
             self.warnings.emit(
                 LogLevel.info,
                 "deregistrations",
@@ -580,6 +589,7 @@ class NameServer(service.Service):
             if self.registry.holds_exactly(instance):
                 self.registry.remove(instance.id, index)
             self.evictions += 1
+            self._changed(EVICTED, instance, reason)
             self.warnings.emit(
                 LogLevel.info,
                 "evictions",
@@ -645,6 +655,7 @@ class NameServer(service.Service):
             changed.failures = served.failures
             self.registry.put(changed, index)
             if changed.status != current.status:
+                self._changed(STATUS, current, f"{current.status} to {changed.status}: {why}")
                 self.status_audit.emit(
                     LogLevel.info,
                     "names: {name} {id} is now {status} (was {before}): {why}",

@@ -41,7 +41,7 @@ from suite.names.etcd_store import EtcdStore, etcd_endpoints
 from suite.names.exposure import warn_about_exposure
 from suite.names.guard import EvictionGuard
 from suite.names.health import HealthChecker, IConnectingClock, tcp_ping
-from suite.names.http_api import ConsulAPI, api_site
+from suite.names.http_api import APIRoot, ConsulAPI, api_site
 from suite.names.leader import Leadership
 from suite.names.probes import Prober
 from suite.names.protocol import NamesFactory
@@ -285,7 +285,8 @@ def http_parts(
     api = ConsulAPI(
         server, held, settings.datacenter, socket.gethostname(), suite_version(), silence
     )
-    return Parts(api_site(api, settings, reactor))
+    root = APIRoot(api)
+    return Parts(api_site(root, settings, reactor), show_page=root.show_page)
 
 
 def build(settings: NamesSettings, reactor: INamesReactor) -> Parts:

@@ -18,7 +18,7 @@ from twisted.web.http_headers import Headers
 from suite.foundation.credentials import resolve_token
 from suite.names import consul_json
 from suite.names.blocking import HeldReads
-from suite.names.http_api import MAX_BODY, ConsulAPI, api_site
+from suite.names.http_api import MAX_BODY, APIRoot, ConsulAPI, api_site
 from suite.names.registry import Registry
 from suite.names.server import NameServer
 from suite.names.service import NamesSettings, ReadTokenKeys, preflight
@@ -127,7 +127,9 @@ class APITestCase(TestCase):
         self.held = HeldReads(self.registry, self.clock, self.max_held, jitter=lambda: 1.0)
         api = ConsulAPI(self.server, self.held, "dc1", "node-1", "0.1.0", self.silence)
         settings = NamesSettings(idle_timeout=0)
-        port = reactor.listenTCP(0, api_site(api, settings, reactor), interface="127.0.0.1")
+        port = reactor.listenTCP(
+            0, api_site(APIRoot(api), settings, reactor), interface="127.0.0.1"
+        )
         self.addCleanup(port.stopListening)
         self.base = f"http://127.0.0.1:{port.getHost().port}"
         self.agent = Agent(reactor)
