@@ -12,7 +12,16 @@ DNS listener: its first answers leave while later queries are queued).
 `reply` sends to an address the socket itself reported, so it skips
 `write`'s parsing of the address text (about a microsecond per datagram);
 a reply the kernel cannot queue (ENOBUFS, EAGAIN) is dropped, as the
-network may drop any datagram.
+network may drop any datagram, and counted (`replies_dropped`).
+
+With the compiled calls of L{suite.net.compiled} (suite/net/_mmsg.c), a
+read takes the waiting datagrams with one recvmmsg per batch instead of a
+recvfrom each, and the replies a batch's protocol call makes are gathered
+and sent, in order, with one sendmmsg when the call returns (raised or
+not), before the next batch is read: the kernel's entry and exit once per
+batch, not twice per datagram.  A reply outside a read is sent at once.
+Without them (not built, SUITE_PURE_PYTHON=1) the port reads and sends
+one datagram per call, as described above.
 
 It replaces `twisted.internet.udp.Port.doRead` (keeping its rules: the
 errors it ignores, IPv6 addresses cut to (host, port)) and relies on
@@ -38,6 +47,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from suite.foundation.interfaces import IBatchedDatagramProtocol
+from suite.net.compiled import Mmsg, mmsg
 from suite.net.twisted_internals.dispatch import LEAN_TYPES
 from suite.net.twisted_internals.streams import Unwatched
 
@@ -52,6 +62,9 @@ class BatchedDatagramPort(udp.Port):
     """See the module's docstring."""
 
     handle: socket.socket
+    mmsg: Mmsg | None = mmsg  # the compiled calls, or None: one datagram per call
+    replies_dropped = 0  # replies the kernel could not queue
+    _gathered: list[tuple[bytes, tuple]] | None = None  # a batch's replies, while it is handled
 
     def startListening(self) -> None:
         super().startListening()
@@ -59,7 +72,14 @@ class BatchedDatagramPort(udp.Port):
 
     def doRead(self) -> None:
         protocol = self.protocol
-        if IBatchedDatagramProtocol.providedBy(protocol):
+        batched = IBatchedDatagramProtocol.providedBy(protocol)
+        if self.mmsg is not None:
+            if batched:
+                return self._read_mmsg(
+                    protocol.datagramsReceived, getattr(protocol, "batch_size", READ_BATCH)
+                )
+            return self._read_mmsg(self._one_by_one, READ_BATCH)
+        if batched:
             return self._read_batch(
                 protocol.datagramsReceived, getattr(protocol, "batch_size", READ_BATCH)
             )
@@ -113,8 +133,85 @@ class BatchedDatagramPort(udp.Port):
             if drained:
                 return
 
+    def _read_mmsg(
+        self, deliver: Callable[[list[tuple[bytes, tuple]]], None], batch_size: int
+    ) -> None:
+        """
+        _read_batch with recvmmsg and sendmmsg: each batch is one call to
+        recv_batch, and the replies its delivery makes leave with one
+        send_batch before the next batch is read.
+        """
+        recv_batch = self.mmsg.recv_batch  # type: ignore[union-attr]  # not None here
+        fd, size = self.handle.fileno(), self.maxPacketSize
+        batch_size = min(max(batch_size, 1), READ_BATCH)
+        for _ in range(READ_BATCH // batch_size):
+            try:
+                batch = recv_batch(fd, batch_size, size)
+            except OSError as e:
+                if e.errno in _IGNORED:
+                    return
+                raise
+            if not batch:
+                return
+            gathered: list[tuple[bytes, tuple]] = []
+            self._gathered = gathered
+            try:
+                deliver(batch)
+            except BaseException:
+                log.failure("{protocol} failed on datagrams", protocol=self.protocol)
+            finally:
+                self._gathered = None
+                if gathered:
+                    self._send_gathered(gathered)
+            if len(batch) < batch_size:
+                return  # the socket was empty
+
+    def _one_by_one(self, datagrams: list[tuple[bytes, tuple]]) -> None:
+        """A batch handed to a protocol that takes one datagram per call."""
+        protocol = self.protocol
+        received = protocol.datagramReceived
+        for data, address in datagrams:
+            try:
+                received(data, address)
+            except BaseException:
+                log.failure("{protocol} failed on a datagram", protocol=protocol)
+
+    def _send_gathered(self, replies: list[tuple[bytes, tuple]]) -> None:
+        """
+        REPLIES in order, with sendmmsg; one it cannot send (an address that
+        is not a numeric one of the socket's family, an error other than a
+        full queue) goes alone through `reply`'s sendto, which says why.
+        """
+        send_batch = self.mmsg.send_batch  # type: ignore[union-attr]  # gathered only with it
+        start, total = 0, len(replies)
+        try:
+            fd, family = self.handle.fileno(), self.addressFamily
+            while start < total:
+                start, dropped = send_batch(fd, family, replies, start)
+                if dropped:
+                    self.replies_dropped += dropped
+                if start < total:
+                    try:
+                        self._send(*replies[start])
+                    except Exception:
+                        log.failure("{protocol} failed on a datagram", protocol=self.protocol)
+                    start += 1
+        except Exception:
+            log.failure("{protocol} failed on a datagram", protocol=self.protocol)
+
     def reply(self, datagram: bytes, address: tuple) -> None:
-        """Send DATAGRAM to ADDRESS, a peer's address as datagramReceived got it."""
+        """
+        Send DATAGRAM to ADDRESS, a peer's address as datagramReceived got it:
+        at once, or with the batch's other replies when the batch is handled.
+        """
+        gathered = self._gathered
+        if gathered is not None:
+            gathered.append((datagram, address))
+            return
+        self._send(datagram, address)
+
+    def _send(self, datagram: bytes, address: tuple) -> None:
+        """DATAGRAM to ADDRESS with one sendto; dropped (counted) if the kernel cannot queue it."""
         while True:
             try:
                 self.handle.sendto(datagram, address)
@@ -123,6 +220,7 @@ class BatchedDatagramPort(udp.Port):
                 if e.errno == EINTR:
                     continue
                 if e.errno in _DROPPED:
+                    self.replies_dropped += 1
                     return
                 if e.errno == EMSGSIZE:
                     raise error.MessageLengthError("message too long") from None

@@ -1,0 +1,52 @@
+"""
+Whether the fast path's UDP port moves many datagrams per system call:
+suite/net/_mmsg.c, an optional extension built at install, reads a
+socket's waiting datagrams with one recvmmsg and sends a batch's replies
+with one sendmmsg (L{suite.net.twisted_internals.datagrams}).  Without it
+(no compiler at install, an interpreter it was not built for) or with
+SUITE_PURE_PYTHON=1 in the environment, the port reads and sends one
+datagram per call, recvfrom and sendto: the same datagrams, the same
+addresses, more CPU per datagram.  The Python path is the reference the
+tests hold the C to.
+"""
+
+import os
+from collections.abc import Mapping
+from typing import Protocol
+
+PURE_PYTHON_ENV = "SUITE_PURE_PYTHON"
+
+
+class Mmsg(Protocol):
+    """What suite/net/_mmsg.c offers (each function is described there)."""
+
+    def recv_batch(
+        self, fd: int, max_count: int, max_size: int, /
+    ) -> list[tuple[bytes, tuple[str, int]]]: ...
+
+    def send_batch(
+        self, fd: int, family: int, replies: list[tuple[bytes, tuple]], start: int, /
+    ) -> tuple[int, int]: ...
+
+
+FUNCTIONS = ("recv_batch", "send_batch")
+
+
+def load_mmsg(environ: Mapping[str, str]) -> Mmsg | None:
+    """
+    The compiled calls, or None: not built, built from older sources (an
+    editable install not rebuilt since: it lacks one of FUNCTIONS), or
+    ENVIRON sets SUITE_PURE_PYTHON=1.
+    """
+    if environ.get(PURE_PYTHON_ENV) == "1":
+        return None
+    try:
+        from suite.net import _mmsg
+    except ImportError:
+        return None
+    if not all(hasattr(_mmsg, name) for name in FUNCTIONS):
+        return None
+    return _mmsg
+
+
+mmsg = load_mmsg(os.environ)
