@@ -148,7 +148,9 @@ def status_badge(status: str) -> Tag:
 
 def cell(label: str, *content: Any, number: bool = False) -> Tag:
     """A table cell that names its column itself where the page is too narrow for a header row."""
-    return tags.td(*content, class_="number" if number else "", **{"data-label": label})
+    if number:
+        return tags.td(*content, class_="number", **{"data-label": label})
+    return tags.td(*content, **{"data-label": label})
 
 
 # --- the page -------------------------------------------------------------------------------

@@ -243,9 +243,7 @@ def _instance_row(instance: Instance) -> InstanceRow:
     )
 
 
-def registry_view(
-    name: str, server: NameServer, guard: EvictionGuard | None, limit: int = PAGE_INSTANCES
-) -> RegistryView:
+def registry_view(name: str, server: NameServer, guard: EvictionGuard | None) -> RegistryView:
     instances = server.registry.instances()
     by_status = {PASSING: 0, "warning": 0, CRITICAL: 0}
     silent = in_maintenance = 0
@@ -254,7 +252,7 @@ def registry_view(
         by_status[status] = by_status.get(status, 0) + 1
         in_maintenance += instance.maintenance is not None
         silent += any(c.kind == LOGS and c.status != PASSING for c in instance.checks)
-    shown = sorted(instances, key=lambda i: (-SEVERITY[i.status], i.name, i.id))[:limit]
+    shown = sorted(instances, key=lambda i: (-SEVERITY[i.status], i.name, i.id))[:PAGE_INSTANCES]
     return RegistryView(
         service=name,
         names=len(server.registry.names()),

@@ -109,8 +109,12 @@ class Query:
     def __init__(self, request: Request) -> None:
         self.request = request
         # Parsed again: twisted.web drops a parameter without `=` (`?passing`), Go's keeps it.
-        query = (request.uri or b"").partition(b"?")[2]
-        self.args: dict[bytes, list[bytes]] = parse_qs(query, keep_blank_values=True)
+        # As text decoded byte for byte: parse_qs of bytes refuses a %-escaped non-ASCII value.
+        query = (request.uri or b"").partition(b"?")[2].decode("latin-1")
+        self.args: dict[bytes, list[bytes]] = {
+            name.encode("latin-1"): [value.encode("latin-1") for value in values]
+            for name, values in parse_qs(query, keep_blank_values=True, encoding="latin-1").items()
+        }
         peer = cast(PeerAddress, request.getClientAddress())
         self.address = peer
         self.peer = describe_peer(peer)

@@ -503,6 +503,16 @@ class WriteTests(APITestCase):
         check = self.registry.by_id("web-1").check("service:web-1")
         self.assertEqual((check.status, check.output), ("critical", ""))
 
+    async def test_a_note_in_utf_8_is_kept_as_sent(self):
+        # parse_qs of bytes raises on a %-escaped non-ASCII value: this was a 500.
+        await self.register(WEB)
+        answer = await self.put(
+            "/v1/agent/check/warn/service:web-1?note=disque%20plein%20%E2%80%AE"
+        )
+        self.assertEqual(answer.code, 200)
+        check = self.registry.by_id("web-1").check("service:web-1")
+        self.assertEqual((check.status, check.output), ("warning", "disque plein \u202e"))
+
     async def test_what_the_registry_refuses_is_400_with_its_reason(self):
         answer = await self.put(
             "/v1/agent/service/register", {"Name": "Web", "Port": 1, "Address": "10.0.0.1"}
