@@ -106,7 +106,7 @@ fuzz: $(STAMP)
 bench: $(STAMP) tools
 	$(BIN)/pip install --quiet uvloop || echo "uvloop not installable: its row is skipped"
 	@status=0; \
-	for module in run names consul relay silence workers; do \
+	for module in run names consul relay silence workers status_page; do \
 	    (cd bench && ../$(BIN)/python $$module.py) || { echo "bench/$$module.py: a bar was missed"; status=1; }; \
 	done; \
 	exit $$status

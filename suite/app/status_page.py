@@ -32,11 +32,13 @@ from twisted.logger import Logger
 from twisted.web import resource
 from twisted.web.http import Request
 from twisted.web.server import NOT_DONE_YET
-from twisted.web.template import Tag, flattenString, tags
+from twisted.web.template import Comment, Tag, flattenString, tags
 
 from suite.app.lifecycle import SuiteService
 from suite.app.status_view import (
+    PAGE_INSTANCES,
     CollectorView,
+    InstanceRow,
     RegistryView,
     ServiceRow,
     StatusHistory,
@@ -76,14 +78,17 @@ code { font-size: 0.9em; overflow-wrap: anywhere; }
 .passing, .ok { background: #dafbe1; color: #0f5323; }
 .warning, .degraded { background: #fff1b8; color: #6b4400; }
 .critical, .failing, .stopping { background: #ffe3e0; color: #8f0c1f; }
-.tag { display: inline-block; border: 1px solid var(--line); border-radius: 10px;
-  padding: 0 6px; margin: 0 2px 2px 0; font-size: 0.85em; }
 @media (max-width: 640px) {
   thead { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
   table, tbody, tr, th, td { display: block; width: 100%; }
   tr { border-bottom: 1px solid var(--line); padding: 6px 0; }
   th, td, td.number { border: 0; padding: 2px 0; text-align: left; }
   td[data-label]::before { content: attr(data-label) ": "; color: var(--muted); }
+  table.instances td::before { color: var(--muted); }
+  table.instances td:nth-of-type(1)::before { content: "Instance: "; }
+  table.instances td:nth-of-type(2)::before { content: "Tags: "; }
+  table.instances td:nth-of-type(3)::before { content: "Status: "; }
+  table.instances td:nth-of-type(4)::before { content: "Checks: "; }
 }
 svg.spark { width: 100%; max-width: 300px; height: 48px; border: 1px solid var(--line); }
 svg.spark polyline { fill: none; stroke: #0550ae; stroke-width: 2; }
@@ -195,6 +200,60 @@ def services_section(rows: Iterable[ServiceRow]) -> Tag:
     )
 
 
+def instance_row(row: InstanceRow) -> Tag:
+    """
+    One instance's table row.  Kept to few elements (a page of 1,000 rows
+    is 1,000 of these, and flattening costs per element): text joined into
+    one node where it reads the same, the column names of a narrow screen
+    from the stylesheet (`table.instances`) instead of an attribute per cell.
+    """
+    state = [status_badge(row.status), f" weight {row.weight}"]
+    if row.silent:
+        state.append("; silent: no logs heard")
+    if row.maintenance is not None:
+        state.append(f"; maintenance: {shown(row.maintenance)}")
+    checks: list[Tag | str] = []
+    for check in row.checks:
+        if checks:
+            checks.append(tags.br())
+        output = f": {shown(check.output)}" if check.output else ""
+        checks += [status_badge(check.status), f" {shown(check.name)} ({check.kind}){output}"]
+    return tags.tr(
+        tags.th(shown(row.name)),
+        tags.td(f"{shown(row.instance_id)} at {shown(row.address)}"),
+        tags.td(" · ".join(shown(tag) for tag in row.tags)),
+        tags.td(state),
+        tags.td(checks or "no checks"),
+        **{"data-status": row.status, "data-name": row.name},
+    )
+
+
+class RowCache:
+    """
+    Each instance row flattened once and kept while it is unchanged (an
+    L{InstanceRow} is its own key): a page re-rendered every few seconds
+    flattens only the rows that changed.  At most LIMIT rows are kept;
+    beyond, the cache starts again (rows of instances long gone go too).
+    """
+
+    def __init__(self, limit: int = 2 * PAGE_INSTANCES + 100) -> None:
+        self.limit = limit
+        self._rows: dict[InstanceRow, bytes] = {}
+
+    def __call__(self, row: InstanceRow) -> bytes:
+        found = self._rows.get(row)
+        if found is None:
+            if len(self._rows) >= self.limit:
+                self._rows.clear()
+            found = self._rows[row] = rendered(instance_row(row))
+        return found
+
+
+def rows_comment(service_name: str) -> Comment:
+    """Where a registry's rows go in the flattened page (no escaped client text holds `<!--`)."""
+    return Comment(f"rows of {service_name}")
+
+
 def registry_section(view: RegistryView) -> Tag:
     heading = f"Registry ({view.service})"
     counts = ", ".join(f"{count:,} {status}" for status, count in view.by_status.items())
@@ -214,45 +273,6 @@ def registry_section(view: RegistryView) -> Tag:
             f"{guard.failing:,} of {guard.checked:,} checked instances failing "
             f"(holds above {guard.fraction:.0%})."
         )
-    rows = [
-        tags.tr(
-            tags.th(shown(row.name), scope="row"),
-            cell(
-                "Instance",
-                tags.code(shown(row.instance_id)),
-                tags.div(tags.code(shown(row.address))),
-            ),
-            cell("Tags", [tags.span(shown(tag), class_="tag") for tag in row.tags]),
-            cell(
-                "Status",
-                status_badge(row.status),
-                tags.div("silent: no logs heard") if row.silent else "",
-                tags.div(f"maintenance: {shown(row.maintenance)}")
-                if row.maintenance is not None
-                else "",
-                tags.div(f"DNS weight {row.weight}"),
-            ),
-            cell(
-                "Checks",
-                tags.ul(
-                    [
-                        tags.li(
-                            status_badge(check.status),
-                            " ",
-                            f"{shown(check.name)} ({check.kind})",
-                            tags.div(tags.code(shown(check.output))) if check.output else "",
-                        )
-                        for check in row.checks
-                    ],
-                    class_="plain",
-                )
-                if row.checks
-                else "no checks",
-            ),
-            **{"data-status": row.status, "data-name": row.name},
-        )
-        for row in view.rows
-    ]
     more = view.instances - len(view.rows)
     changes = [
         tags.li(
@@ -282,9 +302,10 @@ def registry_section(view: RegistryView) -> Tag:
                         tags.th("Checks (last output)", scope="col"),
                     )
                 ),
-                tags.tbody(rows),
+                tags.tbody(rows_comment(view.service)),
+                class_="instances",
             )
-            if rows
+            if view.rows
             else tags.p("Nothing is registered.", class_="note"),
             class_="scroll",
         ),
@@ -402,6 +423,14 @@ def page(view: StatusView, nonce: str) -> Tag:
     )
 
 
+def with_rows(flattened: bytes, view: StatusView, rows: Callable[[InstanceRow], bytes]) -> bytes:
+    """FLATTENED (the page, or its main part) with each registry's rows in their place."""
+    for registry in view.registries:
+        marker = rendered(rows_comment(registry.service))
+        flattened = flattened.replace(marker, b"".join(map(rows, registry.rows)), 1)
+    return flattened
+
+
 def rendered(tag: Any) -> bytes:
     """TAG as bytes: the page's tags hold no Deferreds, so flattening is done on return."""
     done: list[bytes] = []
@@ -471,10 +500,11 @@ class StatusPage(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, source: StatusSource, guard: PageGuard) -> None:
+    def __init__(self, source: StatusSource, guard: PageGuard, rows: RowCache) -> None:
         super().__init__()
         self.source = source
         self.guard = guard
+        self.rows = rows
 
     def render_GET(self, request: Request) -> bytes:
         if not self.guard.allows(request):
@@ -490,7 +520,8 @@ class StatusPage(resource.Resource):
             ).encode(),
         )
         request.setHeader(b"x-frame-options", b"DENY")
-        return b"<!DOCTYPE html>\n" + rendered(page(self.source.view(), nonce))
+        view = self.source.view()
+        return b"<!DOCTYPE html>\n" + with_rows(rendered(page(view, nonce)), view, self.rows)
 
 
 class LiveStreams(resource.Resource):
@@ -504,11 +535,17 @@ class LiveStreams(resource.Resource):
     isLeaf = True
 
     def __init__(
-        self, source: StatusSource, guard: PageGuard, clock: IReactorTime, tick: float = TICK
+        self,
+        source: StatusSource,
+        guard: PageGuard,
+        rows: RowCache,
+        clock: IReactorTime,
+        tick: float = TICK,
     ) -> None:
         super().__init__()
         self.source = source
         self.guard = guard
+        self.rows = rows
         self.clock = clock
         self.streams: set[Request] = set()
         self._digest: tuple | None = None
@@ -533,7 +570,8 @@ class LiveStreams(resource.Resource):
 
     def _render(self) -> bytes:
         self._digest = self.source.digest()
-        html = rendered(live_part(self.source.view()))
+        view = self.source.view()
+        html = with_rows(rendered(live_part(view)), view, self.rows)
         self._event = (
             b"event: page\n"
             + b"".join(b"data: " + line + b"\n" for line in html.split(b"\n"))
@@ -589,9 +627,9 @@ class StatusPageService(service.MultiService):
         self.history = StatusHistory(root, clock)
         self.history.setServiceParent(self)
         self.source = StatusSource(root, self.history, workers)
-        guard = PageGuard(self.tokens)
-        self.page = StatusPage(self.source, guard)
-        self.live = LiveStreams(self.source, guard, clock)
+        guard, rows = PageGuard(self.tokens), RowCache()
+        self.page = StatusPage(self.source, guard, rows)
+        self.live = LiveStreams(self.source, guard, rows, clock)
 
     def tokens(self) -> list[bytes]:
         """With a read token set on a name server: its read and write tokens.  Else none."""

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from suite.app import status_view
-from suite.app.status_page import KEEPALIVE, LiveStreams, PageGuard, sparkline
+from suite.app.status_page import KEEPALIVE, LiveStreams, PageGuard, RowCache, sparkline
 from suite.app.status_view import StatusHistory
 from suite.foundation.interfaces import IMetricSource
 from tests.app.test_status_site import get
@@ -121,7 +121,7 @@ class PageTests(TestCase):
             row = page[page.index('data-name="web"') :]
             row = row[: row.index("</tr>")]
             self.assertIn('data-status="warning"', page)
-            for text in ("web-1", "127.0.0.1:8080", ">blue<", ">v2<", "slow disk"):
+            for text in ("web-1 at 127.0.0.1:8080", "blue · v2", "slow disk"):
                 self.assertIn(text, row)
             self.assertIn('<span class="status warning">warning</span>', row)
             # Recent changes, newest first.
@@ -289,7 +289,7 @@ class LiveStreamTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.source = FakeSource(a_view())
-        self.live = LiveStreams(self.source, PageGuard(list), self.clock)
+        self.live = LiveStreams(self.source, PageGuard(list), RowCache(), self.clock)
 
     def open(self):
         request = DummyRequest([b"live"])
