@@ -2,7 +2,8 @@
 Whether the fast path's UDP port moves many datagrams per system call:
 suite/net/_mmsg.c, an optional extension built at install, reads a
 socket's waiting datagrams with one recvmmsg and sends a batch's replies
-with one sendmmsg (L{suite.net.twisted_internals.datagrams}).  Without it
+with one sendmmsg, a run of replies of one size to one peer as one message
+the kernel cuts into datagrams (L{suite.net.twisted_internals.datagrams}).  Without it
 (no compiler at install, an interpreter it was not built for) or with
 SUITE_PURE_PYTHON=1 in the environment, the port reads and sends one
 datagram per call, recvfrom and sendto: the same datagrams, the same
@@ -25,8 +26,14 @@ class Mmsg(Protocol):
     ) -> list[tuple[bytes, tuple[str, int]]]: ...
 
     def send_batch(
-        self, fd: int, family: int, replies: list[tuple[bytes, tuple]], start: int, /
-    ) -> tuple[int, int]: ...
+        self,
+        fd: int,
+        family: int,
+        replies: list[tuple[bytes, tuple]],
+        start: int,
+        segment: int,
+        /,
+    ) -> tuple[int, int, bool]: ...
 
 
 FUNCTIONS = ("recv_batch", "send_batch")

@@ -21,9 +21,10 @@ from suite.foundation.interfaces import IBatchedDatagramProtocol
 from suite.net import compiled
 from suite.net.compiled import load_mmsg
 from suite.net.twisted_internals import datagrams
-from suite.net.twisted_internals.datagrams import BatchedDatagramPort
+from suite.net.twisted_internals.datagrams import SEGMENT, BatchedDatagramPort
 
 COMPILED = load_mmsg({})
+SO_NO_CHECK = 11  # Linux: no UDP checksums sent, which the kernel's segmenting refuses
 
 
 def needs_compiled() -> None:
@@ -191,12 +192,23 @@ class ReceiveTests(SynchronousTestCase):
             COMPILED.recv_batch(-1, 4, 100)
 
 
-class SendTests(SynchronousTestCase):
+class SendPaths:
+    """send_batch's tests, each run with and without segmenting runs of replies."""
+
+    segment: int
+
     def setUp(self) -> None:
         needs_compiled()
 
+    def send(self, sockets: Sockets, replies: list, start: int = 0) -> tuple[int, int]:
+        stop, dropped, segmenting = COMPILED.send_batch(  # type: ignore[union-attr]
+            sockets.ours.fileno(), sockets.family, replies, start, self.segment
+        )
+        self.assertIs(segmenting, True)  # type: ignore[attr-defined]
+        return stop, dropped
+
     def test_replies_to_several_peers_in_order(self):
-        sockets = Sockets(self)
+        sockets = Sockets(self)  # type: ignore[arg-type]
         first, second = sockets.peer(), sockets.peer()
         replies = [
             (b"1a", sockets.address(first)),
@@ -204,47 +216,52 @@ class SendTests(SynchronousTestCase):
             (b"1b", sockets.address(first)),
             (b"", sockets.address(second)),
         ]
-        self.assertEqual(
-            COMPILED.send_batch(sockets.ours.fileno(), socket.AF_INET, replies, 0), (4, 0)
-        )
+        self.assertEqual(self.send(sockets, replies), (4, 0))
         self.assertEqual(sockets.received(first, 2), [b"1a", b"1b"])
         self.assertEqual(sockets.received(second, 2), [b"2a", b""])
 
+    def test_runs_to_one_peer_arrive_as_the_datagrams_they_were(self):
+        sockets = Sockets(self)  # type: ignore[arg-type]
+        peer, other = sockets.peer(), sockets.peer()
+        to, elsewhere = sockets.address(peer), sockets.address(other)
+        payloads = [b"%03d" % n for n in range(100)]  # more than one segmented message holds
+        payloads += [b"ab", b"", b"c", b"d", b"longer than three", b"x" * 1452, b"y" * 1453]
+        replies = [(payload, to) for payload in payloads]
+        replies[50:50] = [(b"between", elsewhere)]
+        self.assertEqual(self.send(sockets, replies), (len(replies), 0))
+        self.assertEqual(sockets.received(peer, len(payloads)), payloads)
+        self.assertEqual(sockets.received(other, 1), [b"between"])
+        self.assertTrue(sockets.nothing_waits(peer))
+
     def test_from_start(self):
-        sockets = Sockets(self)
+        sockets = Sockets(self)  # type: ignore[arg-type]
         peer = sockets.peer()
         replies = [(b"%d" % n, sockets.address(peer)) for n in range(3)]
-        self.assertEqual(
-            COMPILED.send_batch(sockets.ours.fileno(), socket.AF_INET, replies, 1), (3, 0)
-        )
+        self.assertEqual(self.send(sockets, replies, 1), (3, 0))
         self.assertEqual(sockets.received(peer, 2), [b"1", b"2"])
         self.assertTrue(sockets.nothing_waits(peer))
 
     def test_more_replies_than_one_call_takes(self):
-        sockets = Sockets(self)
+        sockets = Sockets(self)  # type: ignore[arg-type]
         peer = sockets.peer()
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
         replies = [(b"%d" % n, sockets.address(peer)) for n in range(1500)]
-        sent = COMPILED.send_batch(sockets.ours.fileno(), socket.AF_INET, replies, 0)
-        self.assertEqual(sent, (1500, 0))
+        self.assertEqual(self.send(sockets, replies), (1500, 0))
         self.assertEqual(sockets.received(peer, 1500), [b"%d" % n for n in range(1500)])
 
     def test_ipv6(self):
         if not has_ipv6_loopback():
             raise SkipTest("no IPv6 loopback here")
-        sockets = Sockets(self, socket.AF_INET6)
+        sockets = Sockets(self, socket.AF_INET6)  # type: ignore[arg-type]
         peer = sockets.peer()
-        replies = [(b"six", sockets.address(peer)), (b"again", peer.getsockname())]
-        self.assertEqual(
-            COMPILED.send_batch(sockets.ours.fileno(), socket.AF_INET6, replies, 0), (2, 0)
-        )
-        self.assertEqual(sockets.received(peer, 2), [b"six", b"again"])
+        replies = [(b"six", sockets.address(peer)), (b"666", peer.getsockname())]
+        self.assertEqual(self.send(sockets, replies), (2, 0))
+        self.assertEqual(sockets.received(peer, 2), [b"six", b"666"])
 
     def test_it_stops_at_a_reply_it_cannot_address_or_send(self):
-        sockets = Sockets(self)
+        sockets = Sockets(self)  # type: ignore[arg-type]
         peer = sockets.peer()
         to = sockets.address(peer)
-        fd = sockets.ours.fileno()
         for unsendable in (
             (b"name", ("localhost", to[1])),
             (b"port", (to[0], 70000)),
@@ -257,43 +274,67 @@ class SendTests(SynchronousTestCase):
             (b"bad", ("127.0.0.\udcff", to[1])),
             (b"x" * 70000, to),  # EMSGSIZE
         ):
-            with self.subTest(unsendable=unsendable):
+            with self.subTest(unsendable=unsendable):  # type: ignore[attr-defined]
                 replies = [(b"before", to), unsendable, (b"after", to)]
-                self.assertEqual(COMPILED.send_batch(fd, socket.AF_INET, replies, 0), (1, 0))
+                self.assertEqual(self.send(sockets, replies), (1, 0))
                 self.assertEqual(sockets.received(peer, 1), [b"before"])
                 self.assertTrue(sockets.nothing_waits(peer))
 
     def test_a_reply_the_kernel_refuses_is_dropped_and_counted(self):
-        sockets = Sockets(self)
+        sockets = Sockets(self)  # type: ignore[arg-type]
         peer, gone = sockets.peer(), sockets.peer()
         gone_address = sockets.address(gone)
         gone.close()
         sockets.ours.connect(gone_address)  # so the kernel reports the refusal (ECONNREFUSED)
         sockets.ours.send(b"refused")
-        replies = [(b"lost", gone_address), (b"kept", sockets.address(peer))]
-        self.assertEqual(
-            COMPILED.send_batch(sockets.ours.fileno(), socket.AF_INET, replies, 0), (2, 1)
-        )
+        replies = [
+            (b"lost", gone_address),
+            (b"lost", gone_address),
+            (b"kept", sockets.address(peer)),
+        ]
+        self.assertEqual(self.send(sockets, replies), (3, 2 if self.segment else 1))
         self.assertEqual(sockets.received(peer, 1), [b"kept"])
 
     def test_errors(self):
-        fd = Sockets(self).ours.fileno()
-        with self.assertRaises(ValueError):
-            COMPILED.send_batch(fd, socket.AF_UNIX, [], 0)
-        with self.assertRaises(ValueError):
-            COMPILED.send_batch(fd, socket.AF_INET, [], 1)
-        with self.assertRaises(TypeError):
-            COMPILED.send_batch(fd, socket.AF_INET, (), 0)  # type: ignore[arg-type]
-        self.assertEqual(COMPILED.send_batch(fd, socket.AF_INET, [], 0), (0, 0))
+        sockets = Sockets(self)  # type: ignore[arg-type]
+        fd = sockets.ours.fileno()
+        for family, replies, start, segment in (
+            (socket.AF_UNIX, [], 0, 0),
+            (socket.AF_INET, [], 1, 0),
+            (socket.AF_INET, [], 0, -1),
+            (socket.AF_INET, [], 0, 65536),
+        ):
+            with self.assertRaises(ValueError):  # type: ignore[attr-defined]
+                COMPILED.send_batch(fd, family, replies, start, segment)  # type: ignore[union-attr]
+        with self.assertRaises(TypeError):  # type: ignore[attr-defined]
+            COMPILED.send_batch(fd, socket.AF_INET, (), 0, 0)  # type: ignore[union-attr,arg-type]
+        self.assertEqual(self.send(sockets, []), (0, 0))
+        with self.assertRaises(ValueError):  # type: ignore[attr-defined]
+            COMPILED.send_batch(-1, socket.AF_INET, [(b"x", ("127.0.0.1", 9))], 0, 0)  # type: ignore[union-attr]
         with open(os.devnull, "rb") as not_a_socket:
-            with self.assertRaises(ValueError):
-                COMPILED.send_batch(-1, socket.AF_INET, [(b"x", ("127.0.0.1", 9999))], 0)
-            self.assertEqual(
-                COMPILED.send_batch(
-                    not_a_socket.fileno(), socket.AF_INET, [(b"x", ("127.0.0.1", 9999))], 0
-                ),
-                (0, 0),  # ENOTSOCK: the caller's sendto says so
+            sent = COMPILED.send_batch(  # type: ignore[union-attr]
+                not_a_socket.fileno(), socket.AF_INET, [(b"x", ("127.0.0.1", 9))], 0, 0
             )
+        self.assertEqual(sent, (0, 0, True))  # ENOTSOCK: the caller's sendto says so
+
+
+class SendTests(SendPaths, SynchronousTestCase):
+    segment = 0
+
+
+class SegmentedSendTests(SendPaths, SynchronousTestCase):
+    segment = SEGMENT
+
+    def test_where_segmenting_is_refused_each_reply_is_sent_alone_and_it_says_so(self):
+        sockets = Sockets(self)
+        peer = sockets.peer()
+        sockets.ours.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)  # segmenting then: EINVAL
+        replies = [(b"%03d" % n, sockets.address(peer)) for n in range(10)]
+        sent = COMPILED.send_batch(  # type: ignore[union-attr]
+            sockets.ours.fileno(), socket.AF_INET, replies, 0, SEGMENT
+        )
+        self.assertEqual(sent, (10, 0, False))
+        self.assertEqual(sockets.received(peer, 10), [data for data, _ in replies])
 
 
 @implementer(IBatchedDatagramProtocol)
@@ -493,6 +534,14 @@ class PythonPortTests(PortPaths, SynchronousTestCase):
 
 class CompiledPortTests(PortPaths, SynchronousTestCase):
     compiled = True
+
+    def test_a_port_whose_segmented_sends_are_refused_stops_asking(self):
+        sockets, peer, replying, port = self.replying(3)
+        sockets.ours.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)  # segmenting then: EINVAL
+        self.assertEqual(port.segment, SEGMENT)
+        port.doRead()
+        self.assertEqual(port.segment, 0)
+        self.assertEqual(sockets.received(peer, 3), [b"Q0", b"Q1", b"Q2"])
 
 
 class ChoiceTests(SynchronousTestCase):
