@@ -354,6 +354,7 @@ class BatchWriter(service.Service):
         self.max_buffer = max_buffer
         self._pending: list[bytes] = []
         self._size = 0
+        self._records = 0  # lines in _pending
         self._call: IDelayedCall | None = None
         self._retry: IDelayedCall | None = None
         self.failing: str | None = None
@@ -390,9 +391,15 @@ class BatchWriter(service.Service):
         """CALLBACK(full) is called each time the writer becomes full, or has room again."""
         self._pressure.append(callback)
 
-    def write_lines(self, lines: list[bytes]) -> None:
+    def write_lines(self, lines: list[bytes], records: int | None = None) -> None:
+        """
+        LINES: whole JSON lines, each item one or several; RECORDS: how many
+        lines they hold, counted here when the caller does not know (the
+        count is a scan of every byte, as costly as a copy).
+        """
         self._pending += lines
         self._size += sum(map(len, lines))
+        self._records += sum(line.count(b"\n") for line in lines) if records is None else records
         if self.failing is not None:
             self._check_full()
         elif not self.running or self._size >= self.max_batch or not self.flush_interval:
@@ -445,14 +452,16 @@ class BatchWriter(service.Service):
             try:
                 self.output.write(data)
             except WriteFailed as e:
-                self.records_written += data.count(b"\n", 0, e.written)
+                written = data.count(b"\n", 0, e.written)
+                self.records_written += written
+                self._records -= written
                 self.write_errors += 1
                 rest = data[e.written :]
                 self._pending, self._size = [rest], len(rest)
                 self._failed(e)
             else:
-                self.records_written += data.count(b"\n")
-                self._pending, self._size = [], 0
+                self.records_written += self._records
+                self._pending, self._size, self._records = [], 0, 0
                 self._unsynced = self.sync
                 if self.failing is not None:
                     self._resumed()

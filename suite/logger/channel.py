@@ -63,7 +63,7 @@ MESSAGES, EVENT, MARK, DROPPED = 0, 1, 2, 3
 NEEDS, PRESSURE, WRITTEN = 10, 11, 12
 # Bytes a worker may have waiting toward the parent before it is full (and
 # so bytes it reads at once): a few reads' worth, so that pressure does not
-# flap at every read.
+# flap at every read.  The parent reads as much at once.
 CHANNEL_BUFFER = 256 * 2**10
 # Seconds a stopping worker waits for the parent to confirm what it sent.
 CONFIRM_TIMEOUT = 5.0
@@ -89,17 +89,22 @@ class FrameReader(Protocol):
     broken = False
 
     def __init__(self) -> None:
-        self._held = bytearray()
+        # The start of a frame not yet whole: the reads' bytes (views of them),
+        # joined once when the frame is, so that a frame longer than a read is
+        # copied once on its way to marshal.
+        self._held: list[bytes | memoryview] = []
+        self._held_bytes = 0
         self._needed = HEADER.size  # bytes _held must reach before a frame can end
 
     def dataReceived(self, data: bytes) -> None:
         if self.broken:
             return
         if self._held:
-            self._held += data
-            if len(self._held) < self._needed:
+            self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes < self._needed:
                 return
-            data = bytes(self._held)
+            data = b"".join(self._held)
             self._held.clear()
         view = memoryview(data)
         end, offset, limit = len(data), 0, self.limit
@@ -128,8 +133,8 @@ class FrameReader(Protocol):
             if not self.reading:
                 return
         if offset < end:
-            self._held += view[offset:]
-            rest = end - offset
+            self._held.append(view[offset:])
+            rest = self._held_bytes = end - offset
             self._needed = (
                 HEADER.size + HEADER.unpack_from(data, offset)[0] if rest >= 4 else HEADER.size
             )
@@ -175,6 +180,10 @@ class WorkerChannel(FrameReader):
         self.delivery = factory.delivery
 
     def connectionMade(self) -> None:
+        # Reads of up to CHANNEL_BUFFER, not Twisted's 64 KiB: a frame (one
+        # read's records, several times the bytes of the read) then comes in
+        # one or two reads, not four or more, each joined to the others.
+        self.transport.bufferSize = CHANNEL_BUFFER  # type: ignore[union-attr]
         self.factory.open.add(self)
         self.send((NEEDS, *self.delivery.needs))
         self.pressure(self.delivery.full)
@@ -191,18 +200,20 @@ class WorkerChannel(FrameReader):
     def received(self, item: tuple) -> None:
         kind = item[0]
         if kind == MESSAGES:
-            _, lines, routing, frames, peer = item
+            _, lines, routing, frames, peer, records = item
             if type(lines) is not bytes and (  # routed: one line per message, with its fields
                 type(lines) is not list or type(routing) is not list or len(routing) != len(lines)
             ):
                 raise ValueError("routed lines without their routing fields")
             if type(peer) is not str:
                 raise TypeError("a peer that is not a str")
+            if type(records) is not int:
+                raise TypeError("a count of records that is not an int")
             if frames is not None and (
                 type(frames) is not list or (routing is not None and len(frames) != len(routing))
             ):
                 raise ValueError("messages as received that do not match their records")
-            self.delivery.deliver(lines, routing, frames, peer)
+            self.delivery.deliver(lines, routing, frames, peer, records)
         elif kind == EVENT:
             _, event, peer, transport, message, client, at = item
             self.delivery.event(event, peer, transport, message, client, float(at))
@@ -328,7 +339,9 @@ class RemoteDelivery:
             self._sent = True
             return
         lines, routing = self._prepare(frames, peer, transport, client)
-        payload = marshal.dumps((MESSAGES, lines, routing, frames if self._raw else None, peer))
+        payload = marshal.dumps(
+            (MESSAGES, lines, routing, frames if self._raw else None, peer, len(frames))
+        )
         if len(payload) > self.limit - HEADER.size and len(frames) > 1:
             half = len(frames) // 2  # rare: a batch of datagrams, or a huge max_message
             self.messages(frames[:half], peer, transport, client)

@@ -226,25 +226,31 @@ class Delivery:
     ) -> None:
         """The messages of one read from PEER over TRANSPORT (CLIENT: a TLS certificate's)."""
         lines, routing = self._prepare(frames, peer, transport, client)
-        self.deliver(lines, routing, frames, peer)
+        self.deliver(lines, routing, frames, peer, len(frames))
 
     def deliver(
-        self, lines: Lines, routing: Routing | None, frames: Frames | None, peer: str
+        self,
+        lines: Lines,
+        routing: Routing | None,
+        frames: Frames | None,
+        peer: str,
+        records: int | None = None,
     ) -> None:
         """
         The delivering half: one read's record LINES and ROUTING fields, as
         L{Preparation} made them for L{needs}, and its FRAMES (None when no
-        target wants the messages as received), from PEER.
+        target wants the messages as received), from PEER; RECORDS: how many
+        messages the read had (one record each), when known.
         """
         router = self.router
         raw: list[bytes] | None
         if router is not None:
             kept, raw = router.deliver(lines, routing, frames or (), peer)  # type: ignore[arg-type]
             if kept:
-                self._write([encode_lines(kept)])
+                self._write([encode_lines(kept)], len(kept))
         else:
             if lines:
-                self._write([lines])  # type: ignore[list-item]  # bytes without routes
+                self._write([lines], records)  # type: ignore[list-item]  # bytes without routes
             raw = [message for message, _ in frames] if self._everywhere and frames else None
         if raw:
             for outlet in self._everywhere:

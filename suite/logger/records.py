@@ -212,7 +212,7 @@ class RecordSink:
         client: str | None = None,
     ) -> None:
         """Message records; CLIENT is the subject of a TLS client certificate, if any."""
-        self.writer.write_lines([self.message_bytes(frames, peer, transport, client)])
+        self.writer.write_lines([self.message_bytes(frames, peer, transport, client)], len(frames))
 
     def _shared(self, peer: str, transport: str, client: str | None) -> tuple[str, str]:
         """
@@ -292,4 +292,4 @@ class RecordSink:
             record["client"] = client
         if message is not None:
             record["message"] = message
-        self.writer.write_lines([_encode_safe(_encode(record) + "\n")])
+        self.writer.write_lines([_encode_safe(_encode(record) + "\n")], 1)

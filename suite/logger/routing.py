@@ -199,7 +199,7 @@ class Router:
             if not got:
                 continue
             if isinstance(destination, BatchWriter):
-                destination.write_lines([encode_lines(got)])
+                destination.write_lines([encode_lines(got)], len(got))
             else:
                 destination.put(got)
         return kept_lines, kept

@@ -56,6 +56,12 @@ class BatchingTests(SynchronousTestCase):
         self.clock.advance(0.2)
         self.assertEqual(len(writes), 1)
 
+    def test_records_written_are_the_lines_said_or_counted(self):
+        self.writer.write_lines([line(1) + line(2), line(3)])
+        self.writer.write_lines([line(4) + line(5)], 2)
+        self.writer.flush()
+        self.assertEqual(self.writer.records_written, 5)
+
     def test_max_batch_writes_at_once(self):
         self.writer.write_lines([line(n) for n in range(5)])
         self.assertEqual(len(self.content()), 100)
@@ -390,7 +396,8 @@ class BacklogInPiecesTests(SynchronousTestCase):
 
     def test_each_retry_writes_the_records_that_fit(self):
         disk = SmallDisk(self, capacity=0)
-        self.writer.write_lines([line(n) for n in range(10)])  # 200 bytes waiting
+        self.writer.write_lines([line(n) for n in range(5)])
+        self.writer.write_lines([b"".join(line(n) for n in range(5, 10))], 5)  # 200 bytes wait
         self.clock.advance(0.2)
         self.assertEqual(self.content(), b"")
         disk.capacity = 50  # room for two records and a half

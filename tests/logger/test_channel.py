@@ -30,6 +30,7 @@ from suite.logger.channel import (
     EVENT,
     MESSAGES,
     NEEDS,
+    FrameReader,
     RemoteDelivery,
     WorkerChannelFactory,
     connect_to_parent,
@@ -211,6 +212,7 @@ class OneFileTests(SplitTestCase):
         connected = [r["peer"] for r in records if r["event"] == "connected"]
         self.assertEqual(sorted(connected), ["192.0.2.7:40001", "192.0.2.7:40002"])
         self.assertEqual(records[0]["event"], "connected")  # written before its messages
+        self.assertEqual(self.channels.delivery.records.writer.records_written, len(records))
 
     @defer.inlineCallbacks
     def test_a_worker_stop_waits_until_the_parent_has_written_what_it_took(self):
@@ -373,6 +375,41 @@ class RawWorker(Protocol):
         self.lost = True
 
 
+class Frames(FrameReader):
+    def __init__(self):
+        super().__init__()
+        self.items = []
+
+    def received(self, item):
+        self.items.append(item)
+
+    def malformed(self, reason):
+        self.items.append(("malformed", reason))
+
+
+class FrameCuttingTests(TestCase):
+    def test_frames_come_out_whole_however_the_reads_cut_them(self):
+        items = [(MESSAGES, b"x" * size, None, None, "peer", 1) for size in (0, 3, 70000, 5)]
+        data = b"".join(
+            struct.pack(">I", len(payload)) + payload for payload in map(marshal.dumps, items)
+        )
+        for cut in (1, 3, 4, 5, 4096, 65536, len(data)):
+            reader = Frames()
+            for start in range(0, len(data), cut):
+                reader.dataReceived(data[start : start + cut])
+            self.assertEqual(reader.items, items, cut)
+
+    def test_a_frame_above_the_limit_is_refused_before_its_bytes_come(self):
+        reader = Frames()
+        reader.limit = 100
+        reader.dataReceived(struct.pack(">I", 101)[:2])
+        reader.dataReceived(struct.pack(">I", 101)[2:])
+        refused = ("malformed", "a frame of 101 bytes, above the limit of 100")
+        self.assertEqual(reader.items, [refused])
+        reader.dataReceived(b"more")
+        self.assertEqual(len(reader.items), 1)
+
+
 class MalformedTests(SplitTestCase):
     @defer.inlineCallbacks
     def check_closed_and_others_served(self, data, reason):
@@ -403,7 +440,13 @@ class MalformedTests(SplitTestCase):
         )
 
     def test_a_frame_of_the_wrong_shape_closes_that_channel_only(self):
-        payload = marshal.dumps((MESSAGES, ["line"], None, None, "peer"))
+        payload = marshal.dumps((MESSAGES, ["line"], None, None, "peer", 1))
+        return self.check_closed_and_others_served(
+            struct.pack(">I", len(payload)) + payload, "does not fit"
+        )
+
+    def test_messages_without_their_count_close_that_channel_only(self):
+        payload = marshal.dumps((MESSAGES, b"{}\n", None, None, "peer", "1"))
         return self.check_closed_and_others_served(
             struct.pack(">I", len(payload)) + payload, "does not fit"
         )

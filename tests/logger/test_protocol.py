@@ -36,7 +36,7 @@ class MemoryWriter:
         for callback in self.pressure:
             callback(full)
 
-    def write_lines(self, lines):
+    def write_lines(self, lines, records=None):
         self.lines += lines
 
     @property

@@ -72,7 +72,7 @@ class Lines:
     def __init__(self):
         self.written = []
 
-    def write_lines(self, lines):
+    def write_lines(self, lines, records=None):
         self.written += lines
 
 

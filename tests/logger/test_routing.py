@@ -224,9 +224,10 @@ class ActionTests(RoutingTestCase):
         self.assertIsNone(unrouted.router)
         unrouted.messages(frames, "[2001:db8::1]:514", "tls", "CN=client")
         today = []
-        RecordSink(type("Lines", (), {"write_lines": today.extend})(), self.clock).messages(
-            frames, "[2001:db8::1]:514", "tls", "CN=client"
-        )
+        RecordSink(
+            type("Lines", (), {"write_lines": lambda _, lines, records: today.extend(lines)})(),
+            self.clock,
+        ).messages(frames, "[2001:db8::1]:514", "tls", "CN=client")
         self.assertEqual((self.directory / "main.jsonl").read_bytes(), b"".join(today))
         self.assertEqual(b"".join(today), b"\n".join(copy.splitlines()) + b"\n")
 
