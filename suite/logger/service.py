@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorTime
 
+from suite.foundation.allocator import keep_freed_memory
 from suite.foundation.config import (
     BOOLEAN,
     STRING_LIST,
@@ -184,6 +185,7 @@ class LoggerSettings(DatagramLimits, ConnectionLimits, ServiceSettings):
 
 def build(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
     """The logger in one process: the delivery and its listeners together."""
+    keep_freed_memory()
     delivery, services = _open_delivery(settings, reactor, SourceLimits.of(settings, reactor))
     parts, drain = _listening(settings, reactor, delivery)
     return replace(parts, services=(*services, drain), on_logs_heard=delivery.add_hearer)
@@ -196,6 +198,7 @@ def build_shared(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
     channel (L{suite.logger.channel}).  The limits per source are the
     workers'.
     """
+    keep_freed_memory()
     delivery, services = _open_delivery(settings, reactor, None)
     channels = WorkerChannelFactory(delivery, frame_limit(settings.max_message))
     return Parts(channels, services=services, on_logs_heard=delivery.add_hearer)
@@ -207,6 +210,7 @@ def build_worker(settings: LoggerSettings, reactor: IReactorTime, fd: int) -> Pa
     what they read and handing it to the parent over the channel FD.  Its
     stop waits for the drain, then for the parent to confirm what it sent.
     """
+    keep_freed_memory()
     remote = RemoteDelivery(settings, reactor)
     connect_to_parent(reactor, fd, remote)  # type: ignore[arg-type]  # the real reactor
     parts, drain = _listening(settings, reactor, remote)
