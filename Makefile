@@ -39,7 +39,8 @@ tools:
 	    for t in openssl:openssl nc:netcat-openbsd logger:bsdutils taskset:util-linux \
 	             systemd-socket-activate:systemd systemd-analyze:systemd rsyslogd:rsyslog \
 	             dig:bind9-dnsutils dnsperf:dnsperf unbound:unbound curl:curl \
-	             prometheus:prometheus promtool:prometheus etcd:etcd-server etcdctl:etcd-client; do \
+	             prometheus:prometheus promtool:prometheus etcd:etcd-server etcdctl:etcd-client \
+	             chromium:chromium; do \
 	        command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; \
 	    done; \
 	    ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || missing="$$missing rsyslog-gnutls"; \
