@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from tests.browser import Browser, BrowserError
-from tests.e2e.process import CHECKOUT, ProcessTestCase, SuiteProcess
+from tests.e2e.process import CHECKOUT, ProcessTestCase, SuiteProcess, require
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 LISTENERS = 4  # names (AMP and HTTP), logger, metrics
@@ -63,6 +63,10 @@ def request(
 
 
 class StatusPageBrowserTests(ProcessTestCase):
+    def setUp(self):
+        super().setUp()
+        require("chromium")
+
     def start(self, names_extra: str = "") -> SuiteProcess:
         suite = self.start_suite(
             f"""
