@@ -69,7 +69,7 @@ p.facts, p.note { color: var(--muted); margin: 4px 0; }
 table { border-collapse: collapse; width: 100%; font-size: 0.92rem; }
 caption { text-align: left; color: var(--muted); padding: 4px 0; }
 th, td { text-align: left; vertical-align: top; padding: 4px 8px;
-  border-bottom: 1px solid var(--line); }
+  border-bottom: 1px solid var(--line); overflow-wrap: anywhere; }
 td.number, th.number { text-align: right; font-variant-numeric: tabular-nums; }
 ul.plain { list-style: none; padding: 0; margin: 0; }
 code { font-size: 0.9em; overflow-wrap: anywhere; }
@@ -80,7 +80,7 @@ code { font-size: 0.9em; overflow-wrap: anywhere; }
 .critical, .failing, .stopping { background: #ffe3e0; color: #8f0c1f; }
 @media (max-width: 640px) {
   thead { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
-  table, tbody, tr, th, td { display: block; width: 100%; }
+  table, caption, tbody, tr, th, td { display: block; width: 100%; }
   tr { border-bottom: 1px solid var(--line); padding: 6px 0; }
   th, td, td.number { border: 0; padding: 2px 0; text-align: left; }
   td[data-label]::before { content: attr(data-label) ": "; color: var(--muted); }

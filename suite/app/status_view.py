@@ -18,7 +18,7 @@ costs the page a bounded amount and what needs looking at is never cut.
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from twisted.application import service
 from twisted.internet.interfaces import IReactorTime
@@ -33,7 +33,7 @@ from suite.names.changes import Change
 from suite.names.guard import EvictionGuard
 from suite.names.registry import CRITICAL, PASSING, SEVERITY, Instance
 from suite.names.server import NameServer
-from suite.net.addresses import host_port
+from suite.net.addresses import PeerAddress, describe_peer, host_port
 from suite.net.listeners import ListenerService
 
 SAMPLE_SECONDS = 2.0
@@ -301,10 +301,17 @@ def collector_view(name: str, samples: Samples, history: StatusHistory) -> Colle
 
 
 def _listeners(root: SuiteService) -> dict[str, list[str]]:
+    """Each service's listeners as configured, with the address bound (as its log line says)."""
     found: dict[str, list[str]] = {}
     for name, part in root.parts():
         if isinstance(part, ListenerService):
-            found.setdefault(name, []).append(str(part.listener))
+            port = part.port
+            bound = (
+                "not listening"
+                if port is None
+                else describe_peer(cast(PeerAddress, port.getHost()))
+            )
+            found.setdefault(name, []).append(f"{part.listener} ({bound})")
     return found
 
 
