@@ -14,6 +14,7 @@ import socket
 
 from twisted.internet import protocol
 from twisted.internet.error import MessageLengthError
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface import implementer
 
@@ -539,8 +540,13 @@ class CompiledPortTests(PortPaths, SynchronousTestCase):
         sockets, peer, replying, port = self.replying(3)
         sockets.ours.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)  # segmenting then: EINVAL
         self.assertEqual(port.segment, SEGMENT)
+        logged: list[dict] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
         port.doRead()
         self.assertEqual(port.segment, 0)
+        told = [formatEvent(event) for event in logged]
+        self.assertEqual(len([t for t in told if "refuses segmented UDP sends" in t]), 1)
         self.assertEqual(sockets.received(peer, 3), [b"Q0", b"Q1", b"Q2"])
 
 

@@ -198,8 +198,13 @@ class BatchedDatagramPort(udp.Port):
                 start, dropped, segmenting = send_batch(fd, family, replies, start, self.segment)
                 if dropped:
                     self.replies_dropped += dropped
-                if not segmenting:
+                if not segmenting and self.segment:
                     self.segment = 0
+                    log.info(
+                        "{protocol}: the kernel refuses segmented UDP sends (UDP_SEGMENT); "
+                        "replies go one datagram per message",
+                        protocol=self.protocol,
+                    )
                 if start < total:
                     try:
                         self._send(*replies[start])
