@@ -14,13 +14,16 @@ import socket
 
 from twisted.internet import protocol
 from twisted.internet.error import MessageLengthError
+from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface import implementer
 
+from suite.echo.service import EchoSettings
 from suite.foundation.interfaces import IBatchedDatagramProtocol
 from suite.net import compiled
 from suite.net.compiled import load_mmsg
+from suite.net.datagrams import rate_limited_replier
 from suite.net.twisted_internals import datagrams
 from suite.net.twisted_internals.datagrams import SEGMENT, BatchedDatagramPort
 
@@ -514,6 +517,33 @@ class PortPaths:
             port.handle = Interrupted()  # type: ignore[assignment]
         port.doRead()
         self.assertEqual(replying.batches, [])
+
+    def test_a_rate_limited_replier_answers_as_on_the_other_path(self):
+        """The echo's datagram side: the same answers, refusals per source and /24, counts."""
+        sockets = Sockets(self)  # type: ignore[arg-type]
+        settings = EchoSettings(udp_rate=1, udp_burst=3, udp_network_rate=1, udp_network_burst=5)
+        replier = rate_limited_replier(settings, bytes.upper, Clock())()
+        port = self.port(replier, sockets)
+        replier.startProtocol()
+        first, second = sockets.peer(), sockets.peer()
+        elsewhere = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # same /24, other address
+        self.addCleanup(elsewhere.close)
+        elsewhere.bind(("127.0.0.2", 0))
+        elsewhere.settimeout(2.0)
+        sockets.send(first, b"a1", b"a2")
+        sockets.send(second, b"b1", b"b2", b"")  # the same source address as FIRST
+        sockets.send(elsewhere, b"c1", b"c2", b"c3")
+        port.doRead()
+        self.assertEqual(sockets.received(first, 2), [b"A1", b"A2"])
+        self.assertEqual(sockets.received(second, 1), [b"B1"])
+        self.assertEqual(sockets.received(elsewhere, 2), [b"C1", b"C2"])
+        for peer in (first, second, elsewhere):
+            self.assertTrue(sockets.nothing_waits(peer))
+        self.assertEqual(
+            (replier.answered, replier.rate_limited, replier.network_rate_limited),
+            (5, 1, 1),
+        )
+        self.assertEqual((replier.counts.requests, replier.counts.sent), (7, 10))
 
 
 class Interrupted:
