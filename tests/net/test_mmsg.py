@@ -175,6 +175,22 @@ class ReceiveTests(SynchronousTestCase):
             ],
         )
 
+    def test_reads_of_changing_counts_sizes_and_sockets_each_read_whole(self):
+        """The headers kept between calls are set up again where a call needs it."""
+        sockets = Sockets(self)
+        other = Sockets(self)
+        peer, second = sockets.peer(), other.peer()
+        steps = [(sockets, peer, 1, 100), (sockets, peer, 6, 100), (other, second, 3, 10)]
+        steps += [(sockets, peer, 2, 100), (other, second, 8, 4000), (sockets, peer, 1, 50)]
+        if has_ipv6_loopback():  # a longer address where shorter ones were written
+            six = Sockets(self, socket.AF_INET6)
+            steps += [(six, six.peer(), 4, 100), (sockets, peer, 8, 100)]
+        for number, (where, sender, count, size) in enumerate(steps):
+            payloads = [b"%d-%d-" % (number, n) + b"x" * (n * 20) for n in range(count)]
+            where.send(sender, *payloads)
+            read = COMPILED.recv_batch(where.ours.fileno(), 8, size)
+            self.assertEqual(read, [(p[:size], where.address(sender)) for p in payloads])
+
     def test_one_peer_s_datagrams_share_one_address(self):
         sockets = Sockets(self)
         sockets.send(sockets.peer(), b"a", b"b")
