@@ -379,3 +379,60 @@ class SparklineTests(SynchronousTestCase):
         from suite.app.status_page import rendered
 
         self.assertIn(b"after a few seconds", rendered(sparkline((1.0,), 2.0)))
+
+
+class SectionTests(SynchronousTestCase):
+    """What the page says of a collector's forward targets, the eviction guard and workers."""
+
+    def test_forward_targets_show_their_connection_and_queues(self):
+        from suite.app.status_page import collector_section, rendered
+
+        view = status_view.CollectorView(
+            service="logger",
+            rate=1234.5,
+            series=(),
+            written=10,
+            write_errors=2,
+            targets=(
+                status_view.TargetRow("central", True, 2048, 0, 0),
+                status_view.TargetRow("<backup>", False, 0, 3 * 2**20, 7),
+            ),
+        )
+        html = rendered(collector_section(view, 2.0)).decode()
+        self.assertIn("1,234/s now; 10 records written; 2 write errors.", html)
+        self.assertIn('<span class="status passing">connected</span>', html)
+        self.assertIn('<span class="status critical">not connected</span>', html)
+        self.assertIn("&lt;backup&gt;", html)
+        for text in ("2.0 KiB", "3.0 MiB", ">7<"):
+            self.assertIn(text, html)
+
+    def test_a_holding_guard_is_said_first_and_in_bold(self):
+        from suite.app.status_page import registry_section, rendered
+
+        view = status_view.RegistryView(
+            service="names",
+            names=1,
+            instances=12,
+            rows=(),
+            silent=0,
+            in_maintenance=0,
+            by_status={"passing": 1, "warning": 0, "critical": 11},
+            guard=status_view.GuardView(True, 11, 12, 0.5),
+            changes=(),
+            evictions=0,
+        )
+        html = rendered(registry_section(view)).decode()
+        self.assertIn(
+            "<strong>Eviction guard holding: </strong>11 of 12 checked instances failing "
+            "(holds above 50%).",
+            html,
+        )
+
+    def test_workers_running_are_shown_against_those_configured(self):
+        from dataclasses import replace
+
+        from suite.app.status_page import live_part, rendered
+
+        html = rendered(live_part(replace(a_view(), workers=4, workers_running=3))).decode()
+        self.assertIn("3 of 4 workers running", html)
+        self.assertIn("one process", rendered(live_part(a_view())).decode())
