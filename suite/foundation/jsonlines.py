@@ -59,7 +59,7 @@ def cut_torn_tail(path: str) -> int:
         return size - end
 
 
-def _identity(path: str) -> tuple[int, int] | None:
+def file_identity(path: str) -> tuple[int, int] | None:
     try:
         found = os.stat(path)
     except FileNotFoundError:
@@ -112,6 +112,7 @@ class RotatingFile:
         label: str = "logger",
         file_mode: int = FILE_MODE,
         sync: bool = False,
+        cut_tail: bool = True,
     ):
         self.label = label  # who writes, for the log lines
         # A file closed at a rotation or a reopen is fsynced first: its records
@@ -125,7 +126,7 @@ class RotatingFile:
         self.rotate_bytes = rotate_bytes
         self.keep = keep
         self.rotations = 0
-        removed = cut_torn_tail(self.path)
+        removed = cut_torn_tail(self.path) if cut_tail else 0
         if removed:
             log.warn(
                 "{label}: {path} ended in a partial record (the process was killed while "
@@ -144,8 +145,11 @@ class RotatingFile:
         self.size = found.st_size
         self._opened = (found.st_dev, found.st_ino)
 
+    def _current_size(self) -> int:
+        return os.fstat(self._fd).st_size
+
     def _follow_path(self) -> None:
-        if _identity(self.path) != self._opened:
+        if file_identity(self.path) != self._opened:
             self.reopen()
             log.warn(
                 "{label}: {path} was renamed or deleted by another program; "
