@@ -38,13 +38,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IPushProducer, IReactorSocket, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from suite.foundation.jsonlines import BatchWriter
 from suite.logger.delivery import Delivery, Frames, Needs, Preparation
 from suite.logger.records import RecordSink
 from suite.logger.sources import SourceLimits
@@ -67,6 +68,15 @@ NEEDS, PRESSURE, WRITTEN = 10, 11, 12
 CHANNEL_BUFFER = 256 * 2**10
 # Seconds a stopping worker waits for the parent to confirm what it sent.
 CONFIRM_TIMEOUT = 5.0
+
+
+def writes_own_records(settings: "LoggerSettings") -> bool:
+    """
+    Whether each worker appends its records to the output itself: the
+    output is a file (not the standard output, which the parent alone
+    holds) and no route chooses, record by record, where each goes.
+    """
+    return settings.output != "-" and not settings.route
 
 
 def frame_limit(max_message: int) -> int:
@@ -287,15 +297,27 @@ class RemoteDelivery:
     records prepared here and delivered by the parent over CHANNEL (set
     once connected, L{connect_to_parent}).  SOURCES: the limits per
     source of this worker's listeners (each worker has its own).
+
+    With a WRITER of its own (the output is a file, L{writes_own_records}),
+    and unless the parent's needs say it routes the records one by one,
+    the worker appends its records to the output itself (a
+    L{SharedRotatingFile}) and sends the parent only what its needs say
+    (routing fields for hearers, the messages for forward targets), nothing
+    at all when it needs none: the parent then does no work per message.
     """
 
     channel: "ParentChannel | None" = None
 
-    def __init__(self, settings: "LoggerSettings", clock: IReactorTime) -> None:
+    def __init__(
+        self, settings: "LoggerSettings", clock: IReactorTime, writer: BatchWriter | None = None
+    ) -> None:
         self.clock = clock
         self.limit = frame_limit(settings.max_message)
         self.sources = SourceLimits.of(settings, clock)
-        self.preparation = Preparation(RecordLines(clock), Needs())
+        self.writer = writer
+        self._own = False  # whether it writes its records itself: told by the parent's needs
+        self.records = RecordLines(clock) if writer is None else RecordSink(writer, clock)
+        self.preparation = Preparation(self.records, Needs())
         self._prepare = self.preparation.lines
         self._raw = False
         self._pressure: list[Callable[[bool], object]] = []
@@ -312,13 +334,21 @@ class RemoteDelivery:
         self._marks: deque[tuple[int, list[Deferred[None]]]] = deque()
         self._early: list[tuple[Frames, str, str, str | None]] = []  # before the parent's word
         self._on_gone: list[Callable[[], object]] = []
+        if writer is not None:
+            writer.on_pressure(lambda _: self._update())
 
     def on_pressure(self, callback: Callable[[bool], object]) -> None:
         """CALLBACK(full) each time `full` changes."""
         self._pressure.append(callback)
 
     def _update(self) -> None:
-        full = not self.greeted or self.parent_full or self.write_full or self.gone
+        full = (
+            not self.greeted
+            or self.parent_full
+            or self.write_full
+            or self.gone
+            or (self.writer is not None and self.writer.full)
+        )
         if full != self.full:
             self.full = full
             for callback in self._pressure:
@@ -339,6 +369,11 @@ class RemoteDelivery:
             self._sent = True
             return
         lines, routing = self._prepare(frames, peer, transport, client)
+        if self._own:
+            self.writer.write_lines([lines], len(frames))  # type: ignore[union-attr,list-item]
+            if routing is None and not self._raw:
+                return  # the parent needs nothing of this read
+            lines = b""
         payload = marshal.dumps(
             (MESSAGES, lines, routing, frames if self._raw else None, peer, len(frames))
         )
@@ -359,7 +394,10 @@ class RemoteDelivery:
         client: str | None = None,
         at: float | None = None,
     ) -> None:
-        """A connection's record, stamped here, written by the parent."""
+        """A connection's record, stamped here, written here or by the parent."""
+        if self._own:
+            self.records.event(event, peer, transport, message, client, at)
+            return
         if self.channel is None or self.gone:
             return
         self._sent = True
@@ -368,10 +406,20 @@ class RemoteDelivery:
 
     def written(self) -> "Deferred[None]":
         """
-        Fires once the parent says everything handed over so far is
-        written (fsynced with `sync`) and queued.  Never, once the parent is
-        gone: what was not confirmed is not acknowledged.
+        Fires once everything handed over so far is written (fsynced with
+        `sync`) and queued: by this worker's writer, when it has one, and by
+        the parent, which says so.  Never, once the parent is gone: what was
+        not confirmed is not acknowledged.
         """
+        if not self._own:
+            return self._confirmed_by_parent()
+        own = self.writer.when_written()  # type: ignore[union-attr]
+        if not self._sent and not self._marks:
+            return own
+        both = gatherResults([own, self._confirmed_by_parent()], consumeErrors=True)
+        return both.addCallback(lambda _: None)
+
+    def _confirmed_by_parent(self) -> "Deferred[None]":
         waiter: Deferred[None] = Deferred()
         if self._sent and self.channel is not None and not self.gone:
             self._mark += 1
@@ -385,7 +433,11 @@ class RemoteDelivery:
         return waiter
 
     def dropped_while_full(self, count: int) -> None:
-        """COUNT datagrams dropped while full: told to the parent once there is room."""
+        """COUNT datagrams dropped while full: counted by the writer, or told to the parent."""
+        if self._own:
+            if self.writer.full:  # type: ignore[union-attr]
+                self.writer.dropped += count  # type: ignore[union-attr]
+            return
         self.dropped += count
         if not self.full:
             self._send_dropped()
@@ -409,6 +461,7 @@ class RemoteDelivery:
             needs = Needs(*item[1:])
             self.preparation.needs = needs
             self._raw = needs.raw
+            self._own = self.writer is not None and not needs.routed
             self.greeted = True
             early, self._early = self._early, []
             for args in early:

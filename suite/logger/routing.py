@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Protocol
 from twisted.internet.interfaces import IReactorTime
 
 from suite.foundation.config import ConfigError
-from suite.foundation.jsonlines import BatchWriter, open_output
+from suite.foundation.jsonlines import BatchWriter, Output, open_output
 from suite.foundation.preflight import cannot_write
+from suite.foundation.shared_output import SharedRotatingFile
 from suite.logger.records import RoutingFields, encode_lines
 from suite.logger.relay_settings import Match, RouteSettings
 from suite.logger.sources import NetworkSet
@@ -238,21 +239,38 @@ def _file_key(path: str) -> str:
 
 
 def open_writer(
-    settings: "LoggerSettings", owner: "LoggerSettings | RouteSettings", reactor: IReactorTime
+    settings: "LoggerSettings",
+    owner: "LoggerSettings | RouteSettings",
+    reactor: IReactorTime,
+    shared: bool = False,
+    first: bool = True,
 ) -> BatchWriter:
     """
     The writer of OWNER's `output` (the logger's, or a route's), as SETTINGS
     (the logger's) say files are rotated, flushed and synced; a file that
-    cannot be opened is a ConfigError naming OWNER's `output`.
+    cannot be opened is a ConfigError naming OWNER's `output`.  SHARED: other
+    processes (the workers) append to the file too, FIRST in the one that
+    opens it before them.
     """
     try:
-        output = open_output(
-            owner.output,
-            settings.rotate_bytes,
-            settings.keep,
-            file_mode=settings.file_mode,
-            sync=settings.sync,
-        )
+        output: Output
+        if shared:
+            output = SharedRotatingFile(
+                owner.output,
+                settings.rotate_bytes,
+                settings.keep,
+                file_mode=settings.file_mode,
+                sync=settings.sync,
+                cut_tail=first,
+            )
+        else:
+            output = open_output(
+                owner.output,
+                settings.rotate_bytes,
+                settings.keep,
+                file_mode=settings.file_mode,
+                sync=settings.sync,
+            )
     except OSError as e:
         where = f" ({e.filename})" if e.filename and e.filename != owner.output else ""
         raise owner.error("output", f"cannot open: {e.strerror}{where}") from None

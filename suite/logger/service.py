@@ -30,6 +30,7 @@ from suite.logger.channel import (
     WorkerChannelFactory,
     connect_to_parent,
     frame_limit,
+    writes_own_records,
 )
 from suite.logger.delivery import Deliverer, Delivery
 from suite.logger.drain import ShutdownDrain
@@ -199,7 +200,7 @@ def build_shared(settings: LoggerSettings, reactor: IReactorTime) -> Parts:
     workers'.
     """
     keep_freed_memory()
-    delivery, services = _open_delivery(settings, reactor, None)
+    delivery, services = _open_delivery(settings, reactor, None, writes_own_records(settings))
     channels = WorkerChannelFactory(delivery, frame_limit(settings.max_message))
     return Parts(channels, services=services, on_logs_heard=delivery.add_hearer)
 
@@ -211,20 +212,32 @@ def build_worker(settings: LoggerSettings, reactor: IReactorTime, fd: int) -> Pa
     stop waits for the drain, then for the parent to confirm what it sent.
     """
     keep_freed_memory()
-    remote = RemoteDelivery(settings, reactor)
+    own = (
+        open_writer(settings, settings, reactor, shared=True, first=False)
+        if writes_own_records(settings)
+        else None
+    )
+    remote = RemoteDelivery(settings, reactor, own)
     connect_to_parent(reactor, fd, remote)  # type: ignore[arg-type]  # the real reactor
     parts, drain = _listening(settings, reactor, remote)
     # Services stop all at once: the link waits for the drain by itself.
-    return replace(parts, services=(ParentLink(remote, drain), drain))
+    writing = () if own is None else (own,)
+    return replace(parts, services=(*writing, ParentLink(remote, drain), drain))
 
 
 def _open_delivery(
-    settings: LoggerSettings, reactor: IReactorTime, sources: SourceLimits | None
+    settings: LoggerSettings,
+    reactor: IReactorTime,
+    sources: SourceLimits | None,
+    shared: bool = False,
 ) -> tuple[Delivery, tuple[IService, ...]]:
-    """The delivery to the files and queues of SETTINGS, and their services."""
+    """
+    The delivery to the files and queues of SETTINGS, and their services;
+    SHARED: the workers append to the output too.
+    """
     for mistake in preflight(settings):
         raise mistake  # before any file is opened
-    writer = open_writer(settings, settings, reactor)
+    writer = open_writer(settings, settings, reactor, shared=shared)
     routes = open_routes(settings, reactor)
     forwarders = open_forwarders(settings.forward, settings.sync, reactor)
     reporter = open_reporter(settings, reactor)

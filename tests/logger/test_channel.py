@@ -212,7 +212,10 @@ class OneFileTests(SplitTestCase):
         connected = [r["peer"] for r in records if r["event"] == "connected"]
         self.assertEqual(sorted(connected), ["192.0.2.7:40001", "192.0.2.7:40002"])
         self.assertEqual(records[0]["event"], "connected")  # written before its messages
-        self.assertEqual(self.channels.delivery.records.writer.records_written, len(records))
+        # Each worker wrote its own records: the parent wrote none of them.
+        counted = [remote.writer.records_written for remote in (remote_1, remote_2)]
+        self.assertEqual(sum(counted), len(records))
+        self.assertEqual(self.channels.delivery.records.writer.records_written, 0)
 
     @defer.inlineCallbacks
     def test_a_worker_stop_waits_until_the_parent_has_written_what_it_took(self):
@@ -231,18 +234,54 @@ class OneFileTests(SplitTestCase):
         yield wait_until(lambda: not self.channels.open)  # then the channel is closed
 
 
-class WrittenTests(SplitTestCase):
+class OwnRecordsTests(SplitTestCase):
     @defer.inlineCallbacks
-    def test_relp_is_answered_only_once_the_parent_wrote(self):
+    def test_a_parent_that_needs_nothing_is_sent_nothing_per_read(self):
         self.parent_by_hand()
-        held = self.writer.output = HeldOutput(self.writer.output)
+        delivered = []
+        self.patch(self.delivery, "deliver", lambda *args: delivered.append(args))
         parts, remote, _ = self.worker()
         yield self.greeted(remote)
+        protocol, _ = connect(parts.stream_factory, peer(40001))
+        for n in range(50):
+            protocol.dataReceived(message(n))
+        yield remote.written()
+        self.assertEqual(delivered, [])
+        self.assertEqual(
+            [r["message"] for r in messages_of(self.output)], [f"m{n}" for n in range(50)]
+        )
+
+    @defer.inlineCallbacks
+    def test_with_routes_the_parent_writes_every_record(self):
+        route_writer = BatchWriter(
+            open_output(str(self.directory / "auth.jsonl"), 0, 1), reactor, 0.05, 2**20
+        )
+        self.start(route_writer)
+        self.parent_by_hand(routes=[Route(Match(app="sshd"), route_writer, stop=True)])
+        parts, remote, _ = self.worker()
+        yield self.greeted(remote)
+        self.assertFalse(remote._own)
+        protocol, _ = connect(parts.stream_factory, peer(40001))
+        protocol.dataReceived(message(1, app="cron"))
+        yield remote.written()
+        self.assertEqual([r["message"] for r in messages_of(self.output)], ["m1"])
+        self.assertEqual(remote.writer.records_written, 0)
+        self.assertEqual(self.writer.records_written, 2, "connected, then the message")
+
+
+class WrittenTests(SplitTestCase):
+    @defer.inlineCallbacks
+    def test_relp_is_answered_only_once_its_record_is_written(self):
+        self.parent_by_hand()
+        parts, remote, _ = self.worker()
+        yield self.greeted(remote)
+        self.assertTrue(remote._own, "no routes: the worker writes its own records")
+        held = remote.writer.output = HeldOutput(remote.writer.output)
         relp, transport = connect(parts.other_listeners["relp_listen"].stream_factory, peer(40001))
         relp.dataReceived(OMRELP_OPEN)
         self.assertEqual(transport.value(), OPENED)
         transport.clear()
-        held.held = True  # the parent's disk is full
+        held.held = True  # the disk is full
         relp.dataReceived(syslog(2, b"<13>kept"))
         written = remote.written()
         yield pause(0.3)
