@@ -597,6 +597,35 @@ class CollectorTests(WorkersTestCase):
             self.assertEqual(received, list(range(5000)), f"connection {number}")
         self.assertNotIn("Traceback", suite.output)
 
+    def test_workers_rotating_the_one_file_keep_every_record_once_and_in_order(self):
+        # Each worker appends its own records: rotation happens once per crossing, whoever
+        # crosses, and a worker whose file another renamed writes on in the new one.
+        suite = self.start_workers(
+            COLLECTOR.replace("rotate_bytes = 0", "rotate_bytes = 50000\nkeep = 1000")
+        )
+        port = listener_port(suite, "logger tcp:0:interface=127.0.0.1")
+        sockets = [connect_when_listening(port) for _ in range(6)]
+        for number, sock in enumerate(sockets):
+            sock.sendall(numbered(number, 3000))
+            sock.close()
+        suite.process.send_signal(signal.SIGTERM)
+        self.assertIn(suite.wait(20), (0, -signal.SIGTERM))
+        output = self.directory / "messages.jsonl"
+        rotated = sorted(output.parent.glob("messages.jsonl.*"), key=lambda p: -int(p.suffix[1:]))
+        found: dict[int, list[int]] = {}
+        for path in [*rotated, output]:  # oldest first
+            self.assertLessEqual(path.stat().st_size, 50000, path.name)
+            for connection, numbers in messages_by_connection(path).items():
+                found.setdefault(connection, []).extend(numbers)
+        self.assertEqual(sorted(found), list(range(6)))
+        for number, received in found.items():
+            self.assertEqual(received, list(range(3000)), f"connection {number}")
+        # Rotated once full, never twice at once: every rotated file within a record of full.
+        self.assertGreater(len(rotated), 10)
+        for path in rotated:
+            self.assertGreater(path.stat().st_size, 50000 - 500, path.name)
+        self.assertNotIn("Traceback", suite.output)
+
     def test_what_relp_acknowledged_survives_a_worker_killed(self):
         suite = self.start_workers(COLLECTOR)
         port = listener_port(suite, "logger relp_listen tcp:0:interface=127.0.0.1")
