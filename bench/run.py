@@ -52,7 +52,7 @@ WORK = Path(tempfile.mkdtemp(prefix="suite-bench-"))
 
 def build():
     BIN.mkdir(exist_ok=True)
-    for name in ("loadgen", "native_echo", "udp_loadgen", "amp_lookups"):
+    for name in ("loadgen", "native_echo", "udp_loadgen", "amp_lookups", "stream_sender"):
         source, binary = HERE / f"{name}.c", BIN / name
         if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
             subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
