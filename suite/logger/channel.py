@@ -1,9 +1,11 @@
 """
 The collector split across worker processes (`workers = N`).  Every worker
 frames, parses and formats what its listeners read (the costly part,
-L{suite.logger.delivery.Preparation}); the parent alone holds the output
-files, the forward queues, the reporter and the silent-source hearers, and
-only appends the lines it is sent and queues the messages
+L{suite.logger.delivery.Preparation}) and, when the output is a file and
+there are no routes, appends its records to it itself (see
+L{RemoteDelivery}); the parent alone holds the forward queues, the
+reporter, the silent-source hearers and the route files, and writes the
+lines it is sent and queues the messages
 (L{suite.logger.delivery.Delivery.deliver}).  A worker talks to the parent
 over one Unix stream connection the supervisor made for it.
 
