@@ -102,7 +102,9 @@ class TreeTests(SynchronousTestCase):
             '[announce]\nname_server = ["127.0.0.1:5300"]\n'
         )
         root = build(services.SERVICES, str(path), {}, MemoryReactor(), only_listed=False)
-        self.assertEqual([child.name for child in root], ["echo", "logger", "metrics", None, "status page"])
+        self.assertEqual(
+            [child.name for child in root], ["echo", "logger", "metrics", None, "status page"]
+        )
         logger = root.getServiceNamed("logger")
         self.assertIsInstance(logger, NamedService)
         self.assertEqual(
