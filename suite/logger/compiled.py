@@ -10,9 +10,9 @@ bytes, slower.  The Python code is the reference the tests hold the C to.
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Protocol, cast
 
-PURE_PYTHON_ENV = "SUITE_PURE_PYTHON"
+from suite.foundation.compiled import load_compiled
 
 
 class Speedups(Protocol):
@@ -56,20 +56,8 @@ FUNCTIONS = ("encode_plain", "take_lines", "octet_frames")
 
 
 def load_speedups(environ: Mapping[str, str]) -> Speedups | None:
-    """
-    The compiled half, or None: not built, built from older sources (an
-    editable install not rebuilt since: it lacks one of FUNCTIONS), or
-    ENVIRON sets SUITE_PURE_PYTHON=1.
-    """
-    if environ.get(PURE_PYTHON_ENV) == "1":
-        return None
-    try:
-        from suite.logger import _speedups
-    except ImportError:
-        return None
-    if not all(hasattr(_speedups, name) for name in FUNCTIONS):
-        return None
-    return _speedups
+    """The compiled calls, or None (L{suite.foundation.compiled.load_compiled})."""
+    return cast(Speedups | None, load_compiled("suite.logger._speedups", FUNCTIONS, environ))
 
 
 speedups = load_speedups(os.environ)

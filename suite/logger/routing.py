@@ -24,6 +24,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from fnmatch import translate
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.interfaces import IReactorTime
@@ -252,25 +253,17 @@ def open_writer(
     processes (the workers) append to the file too, FIRST in the one that
     opens it before them.
     """
+    opener: Callable[..., Output] = (
+        partial(SharedRotatingFile, cut_tail=first) if shared else open_output
+    )
     try:
-        output: Output
-        if shared:
-            output = SharedRotatingFile(
-                owner.output,
-                settings.rotate_bytes,
-                settings.keep,
-                file_mode=settings.file_mode,
-                sync=settings.sync,
-                cut_tail=first,
-            )
-        else:
-            output = open_output(
-                owner.output,
-                settings.rotate_bytes,
-                settings.keep,
-                file_mode=settings.file_mode,
-                sync=settings.sync,
-            )
+        output = opener(
+            owner.output,
+            settings.rotate_bytes,
+            settings.keep,
+            file_mode=settings.file_mode,
+            sync=settings.sync,
+        )
     except OSError as e:
         where = f" ({e.filename})" if e.filename and e.filename != owner.output else ""
         raise owner.error("output", f"cannot open: {e.strerror}{where}") from None

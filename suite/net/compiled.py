@@ -13,9 +13,9 @@ tests hold the C to.
 
 import os
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, cast
 
-PURE_PYTHON_ENV = "SUITE_PURE_PYTHON"
+from suite.foundation.compiled import load_compiled
 
 
 class Mmsg(Protocol):
@@ -40,20 +40,8 @@ FUNCTIONS = ("recv_batch", "send_batch")
 
 
 def load_mmsg(environ: Mapping[str, str]) -> Mmsg | None:
-    """
-    The compiled calls, or None: not built, built from older sources (an
-    editable install not rebuilt since: it lacks one of FUNCTIONS), or
-    ENVIRON sets SUITE_PURE_PYTHON=1.
-    """
-    if environ.get(PURE_PYTHON_ENV) == "1":
-        return None
-    try:
-        from suite.net import _mmsg
-    except ImportError:
-        return None
-    if not all(hasattr(_mmsg, name) for name in FUNCTIONS):
-        return None
-    return _mmsg
+    """The compiled calls, or None (L{suite.foundation.compiled.load_compiled})."""
+    return cast(Mmsg | None, load_compiled("suite.net._mmsg", FUNCTIONS, environ))
 
 
 mmsg = load_mmsg(os.environ)
