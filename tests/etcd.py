@@ -17,10 +17,16 @@ from pathlib import Path
 from twisted.trial.unittest import SkipTest
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """COUNT distinct free ports: each held bound until all are chosen, so none comes twice."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 class EtcdCluster:
@@ -38,8 +44,9 @@ class EtcdCluster:
         self.names = [f"m{number}" for number in range(members)]
         self.processes: dict[str, subprocess.Popen] = {}
         for attempt in range(3):  # a free port may be taken before etcd binds it
-            self.client_ports = {name: free_port() for name in self.names}
-            self.peer_ports = {name: free_port() for name in self.names}
+            ports = free_ports(2 * members)
+            self.client_ports = dict(zip(self.names, ports[:members], strict=True))
+            self.peer_ports = dict(zip(self.names, ports[members:], strict=True))
             self.token = f"suite-test-{os.getpid()}-{time.monotonic_ns()}"
             for name in self.names:
                 self.start(name)
