@@ -514,31 +514,30 @@ def _start_logger(kind: str, output: Path, tls: bool) -> Server:
 
 
 def logger_tcp(kind: str, number: int, frame=syslog_message) -> dict:
+    """
+    LOG_MESSAGES framed by FRAME over one connection from the C sender
+    (bench/stream_sender.c): a Python sender (reading its payload from a pipe,
+    then sending) set the pace near a million messages a second, so the LF and
+    octet-counted rates compared its byte counts, not the collectors' parsers.
+    """
     output = WORK / f"{kind}-tcp-{frame.__name__}-{number}.jsonl"
-    payload = b"".join(frame(n) for n in range(LOG_MESSAGES))
+    first = frame(0)
+    messages_file = WORK / f"messages-{frame.__name__}.bin"  # every frame FIRST's size
+    if not messages_file.exists():
+        messages_file.write_bytes(b"".join(frame(n) for n in range(LOG_MESSAGES)))
     server = start_logger(kind, output)
     try:
         time.sleep(0.5)
         base = lines_in(output)
         before = cpu_seconds(server.pid)
-        sender = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                CLIENT_CORE,
-                PYTHON,
-                "-c",
-                "import socket,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1])));"
-                "s.sendall(sys.stdin.buffer.read()); s.close()",
-                str(server.port),
-            ],
-            stdin=subprocess.PIPE,
-        )
         started = time.monotonic()
-        sender.stdin.write(payload)
-        sender.stdin.close()
+        sender = subprocess.Popen(
+            ["taskset", "-c", CLIENT_CORE, BIN / "stream_sender", str(server.port), "1"]
+            + [str(len(first)), str(messages_file)]
+        )
         written, finished = wait_quiet(output, base + LOG_MESSAGES + 2, 120)
-        sender.wait()
+        if sender.wait(60):
+            raise RuntimeError("the sender failed")
         cpu = cpu_seconds(server.pid) - before
     finally:
         server.stop()

@@ -18,10 +18,11 @@ the collector.
   cores stays small beside the collector's).  msg/s is message records written to the output
   file over the time from the first byte sent to the last record written,
   and every message must be written.  Server CPU per message is the parent's and its
-  workers' together (the workers parse, the parent writes the one file).
+  workers' together (each worker frames, parses and appends its own records
+  to the one file; the parent, with no routes, does nothing per message).
 
-The load (loadgen, the sender, and this script, which reads the output as
-it grows) runs on core 1 beside one process and on both cores beside two
+The load (loadgen, the sender, and this script, which watches the
+output's size as it grows) runs on core 1 beside one process and on both cores beside two
 workers; its CPU per request is reported with the suite's, and "two cores
 allow" is the ratio those costs leave room for, since the load takes its
 share of the same two cores.  The cores' busy time that neither the suite
