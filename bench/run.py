@@ -429,6 +429,16 @@ def rsyslog_conf_for(argv, port):
     conf.write_text(conf.read_text().replace("{port}", str(port)))
 
 
+def rsyslog_missing() -> list[str]:
+    """The note heading a table whose rsyslog rows could not be measured, if they could not."""
+    if shutil.which("rsyslogd"):
+        return []
+    return [
+        "rsyslog rows skipped: rsyslogd is not installed (`make tools` installs it as root).",
+        "",
+    ]
+
+
 def lines_in(path: Path) -> int:
     if not path.exists():
         return 0
@@ -599,11 +609,7 @@ def logger():
         f"connection; a burst of {UDP_BURST:,} datagrams from one sender",
         "",
     ]
-    if not shutil.which("rsyslogd"):
-        rows += [
-            "rsyslog rows skipped: rsyslogd is not installed (`make tools` installs it as root).",
-            "",
-        ]
+    rows += rsyslog_missing()
     rows += [
         "| collector | TCP msg/s | server CPU µs/msg | UDP burst written |",
         "|---|---:|---:|---:|",
@@ -648,11 +654,7 @@ def framing():
         "connection, LF-terminated and octet-counted (RFC 6587)",
         "",
     ]
-    if not shutil.which("rsyslogd"):
-        rows += [
-            "rsyslog rows skipped: rsyslogd is not installed (`make tools` installs it as root).",
-            "",
-        ]
+    rows += rsyslog_missing()
     rows += [
         "| collector | LF msg/s | octet-counted msg/s | octet × LF | "
         "server CPU µs/msg LF / octet |",
@@ -752,11 +754,7 @@ def collector():
         "over ten TCP connections, over TLS and over UDP",
         "",
     ]
-    if not shutil.which("rsyslogd"):
-        rows += [
-            "rsyslog rows skipped: rsyslogd is not installed (`make tools` installs it as root).",
-            "",
-        ]
+    rows += rsyslog_missing()
     rows += [
         "| load | collector | msg/s | server CPU µs/msg | written |",
         "|---|---|---:|---:|---:|",
