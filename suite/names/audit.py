@@ -48,4 +48,4 @@ class LookupAudit:
             f'{{"time": "{stamp}", "event": "lookup", "name": "{name}", '
             f'"answers": {answers:d}{fields}'
         )
-        writer.write_lines([line.encode()])
+        writer.write_lines([line.encode()], 1)

@@ -235,6 +235,8 @@ class NamesCommandTests(SynchronousTestCase):
                 },
             ],
         )
+        # What the audit's records_written metric reports: a record a lookup.
+        self.assertEqual(pair.server.factory.server.audit.writer.records_written, 2)
 
     def test_a_full_lookup_audit_drops_lines_and_answers_on(self):
         class Failing(MemoryOutput):
