@@ -395,15 +395,15 @@ class BatchWriter(service.Service):
         """CALLBACK(full) is called each time the writer becomes full, or has room again."""
         self._pressure.append(callback)
 
-    def write_lines(self, lines: list[bytes], records: int | None = None) -> None:
+    def write_lines(self, lines: list[bytes], records: int) -> None:
         """
         LINES: whole JSON lines, each item one or several; RECORDS: how many
-        lines they hold, counted here when the caller does not know (the
-        count is a scan of every byte, as costly as a copy).
+        lines they hold.  Every caller knows, so none is counted here: a
+        count would scan every byte, as costly as a copy, on each write.
         """
         self._pending += lines
         self._size += sum(map(len, lines))
-        self._records += sum(line.count(b"\n") for line in lines) if records is None else records
+        self._records += records
         if self.failing is not None:
             self._check_full()
         elif not self.running or self._size >= self.max_batch or not self.flush_interval:

@@ -234,13 +234,13 @@ class Delivery:
         routing: Routing | None,
         frames: Frames | None,
         peer: str,
-        records: int | None = None,
+        records: int,
     ) -> None:
         """
         The delivering half: one read's record LINES and ROUTING fields, as
         L{Preparation} made them for L{needs}, and its FRAMES (None when no
         target wants the messages as received), from PEER; RECORDS: how many
-        messages the read had (one record each), when known.
+        messages the read had (one record each).
         """
         router = self.router
         raw: list[bytes] | None

@@ -114,7 +114,7 @@ class MetricsOverHTTP(TestCase):
         writer = next(child for child in self.suite_root if isinstance(child, BatchWriter))
         output, writer.output = writer.output, FullDisk()
         writer.output.room = False
-        writer.write_lines([b"{}\n"])
+        writer.write_lines([b"{}\n"], 1)
         writer.flush()
         status, _, body = await threads.deferToThread(get, metrics, "/health")
         self.assertEqual(status, 503)

@@ -39,9 +39,9 @@ class BatchingTests(SynchronousTestCase):
             return f.read()
 
     def test_lines_wait_at_most_flush_interval(self):
-        self.writer.write_lines([line(1)])
+        self.writer.write_lines([line(1)], 1)
         self.clock.advance(0.1)
-        self.writer.write_lines([line(2)])
+        self.writer.write_lines([line(2)], 1)
         self.assertEqual(self.content(), b"")
         self.clock.advance(0.1)
         self.assertEqual(self.content(), line(1) + line(2))
@@ -51,34 +51,34 @@ class BatchingTests(SynchronousTestCase):
         writes = []
         original = self.output.write
         self.output.write = lambda data: (writes.append(data), original(data))
-        self.writer.write_lines([line(n) for n in range(4)])
-        self.writer.write_lines([line(4)])
+        self.writer.write_lines([line(n) for n in range(4)], 4)
+        self.writer.write_lines([line(4)], 1)
         self.clock.advance(0.2)
         self.assertEqual(len(writes), 1)
 
-    def test_records_written_are_the_lines_said_or_counted(self):
-        self.writer.write_lines([line(1) + line(2), line(3)])
+    def test_records_written_are_the_lines_said(self):
+        self.writer.write_lines([line(1) + line(2), line(3)], 3)
         self.writer.write_lines([line(4) + line(5)], 2)
         self.writer.flush()
         self.assertEqual(self.writer.records_written, 5)
 
     def test_max_batch_writes_at_once(self):
-        self.writer.write_lines([line(n) for n in range(5)])
+        self.writer.write_lines([line(n) for n in range(5)], 5)
         self.assertEqual(len(self.content()), 100)
 
     def test_after_stop_everything_is_written_through(self):
-        self.writer.write_lines([line(1)])
+        self.writer.write_lines([line(1)], 1)
         self.writer.stopService()
         self.assertEqual(self.content(), line(1))
-        self.writer.write_lines([line(2)])
+        self.writer.write_lines([line(2)], 1)
         self.assertEqual(self.content(), line(1) + line(2))
 
     def test_reopen_after_rename_starts_a_new_file(self):
-        self.writer.write_lines([line(1)])
+        self.writer.write_lines([line(1)], 1)
         self.writer.flush()
         os.rename(self.path, self.path + ".old")
         self.writer.reopen()
-        self.writer.write_lines([line(2)])
+        self.writer.write_lines([line(2)], 1)
         self.writer.flush()
         with open(self.path + ".old", "rb") as f:
             self.assertEqual(f.read(), line(1))
@@ -215,12 +215,12 @@ class WriteFaultTests(SynchronousTestCase):
         self.writer.on_pressure(self.pressure.append)
 
     def test_records_wait_retry_each_second_and_nothing_is_lost_or_doubled(self):
-        self.writer.write_lines([line(1)])
+        self.writer.write_lines([line(1)], 1)
         self.clock.advance(0.2)
         self.output.room, self.output.partial = False, 30
-        self.writer.write_lines([line(2), line(3)])
+        self.writer.write_lines([line(2), line(3)], 2)
         self.clock.advance(0.2)  # line 2 written, line 3 waits
-        self.writer.write_lines([line(4)])
+        self.writer.write_lines([line(4)], 1)
         self.assertEqual(self.output.data, line(1) + line(2))
         for _ in range(3):
             self.clock.advance(1)  # retried, still full
@@ -236,7 +236,7 @@ class WriteFaultTests(SynchronousTestCase):
     def test_max_buffer_applies_back_pressure_until_there_is_room(self):
         self.output.room = False
         for n in range(12):  # 240 bytes, over max_buffer (200)
-            self.writer.write_lines([line(n)])
+            self.writer.write_lines([line(n)], 1)
             self.clock.advance(0.2)
         self.assertEqual(self.pressure, [True])
         self.assertTrue(self.writer.full)
@@ -281,7 +281,7 @@ class WhenWrittenTests(SynchronousTestCase):
 
     def test_written_within_the_turn_not_after_flush_interval(self):
         writer = self.writer()
-        writer.write_lines([line(1)])
+        writer.write_lines([line(1)], 1)
         self.waited(writer)
         self.assertEqual(self.events, [])
         self.clock.advance(0)
@@ -289,7 +289,7 @@ class WhenWrittenTests(SynchronousTestCase):
 
     def test_with_sync_lines_already_written_are_fsynced_before_telling(self):
         writer = self.writer(sync=True)
-        writer.write_lines([line(n) for n in range(6)])  # 120 bytes: over max_batch, written now
+        writer.write_lines([line(n) for n in range(6)], 6)  # 120 bytes: over max_batch
         self.assertEqual(self.events, ["write"])
         self.waited(writer)
         self.clock.advance(0)
@@ -300,7 +300,7 @@ class WhenWrittenTests(SynchronousTestCase):
     def test_while_writes_fail_the_callers_wait_for_the_retry(self):
         writer = self.writer(sync=True)
         self.output.room = False
-        writer.write_lines([line(1)])
+        writer.write_lines([line(1)], 1)
         self.waited(writer)
         self.clock.advance(0)
         self.clock.advance(1)
@@ -396,7 +396,7 @@ class BacklogInPiecesTests(SynchronousTestCase):
 
     def test_each_retry_writes_the_records_that_fit(self):
         disk = SmallDisk(self, capacity=0)
-        self.writer.write_lines([line(n) for n in range(5)])
+        self.writer.write_lines([line(n) for n in range(5)], 5)
         self.writer.write_lines([b"".join(line(n) for n in range(5, 10))], 5)  # 200 bytes wait
         self.clock.advance(0.2)
         self.assertEqual(self.content(), b"")
@@ -417,7 +417,7 @@ class BacklogInPiecesTests(SynchronousTestCase):
 
     def test_at_stop_what_fits_is_written_and_only_the_rest_reported(self):
         disk = SmallDisk(self, capacity=0)
-        self.writer.write_lines([line(n) for n in range(10)])
+        self.writer.write_lines([line(n) for n in range(10)], 10)
         self.clock.advance(0.2)
         disk.capacity = 45
         self.writer.stopService()
@@ -506,7 +506,7 @@ class SyncedRotationTests(SynchronousTestCase):
         writer.startService()
         self.addCleanup(writer.stopService)
         pad = b"x" * 50
-        writer.write_lines([b'{"n": %d, "pad": "%s"}\n' % (n, pad) for n in range(3)])
+        writer.write_lines([b'{"n": %d, "pad": "%s"}\n' % (n, pad) for n in range(3)], 3)
         told = []
         writer.when_written().addCallback(told.append)
         clock.advance(0)

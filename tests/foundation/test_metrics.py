@@ -215,7 +215,7 @@ class WriterCountTests(SynchronousTestCase):
         clock = Clock()
         writer = BatchWriter(output, clock, flush_interval=1, max_batch=10**6)
         writer.startService()
-        writer.write_lines([b'{"n": %d, "pad": "%s"}\n' % (n, b"x" * 20) for n in range(10)])
+        writer.write_lines([b'{"n": %d, "pad": "%s"}\n' % (n, b"x" * 20) for n in range(10)], 10)
         clock.advance(1)
         samples = exposition(("logger", writer))
         self.assertEqual(value(samples, "suite_records_written_total", service="logger"), 10)
@@ -232,7 +232,7 @@ class WriterCountTests(SynchronousTestCase):
         writer.startService()
         self.addCleanup(writer.stopService)
         output.room = False
-        writer.write_lines([b"{}\n"] * 4)
+        writer.write_lines([b"{}\n"] * 4, 4)
         clock.advance(0.2)
         clock.advance(1)  # one retry, failing too
         samples = exposition(("logger", writer))
@@ -261,7 +261,7 @@ class WriterCountTests(SynchronousTestCase):
         output = FullDisk()
         output.room = False
         writer = BatchWriter(output, Clock(), 0, 1, label="names", essential=False)
-        writer.write_lines([b"{}\n"])
+        writer.write_lines([b"{}\n"], 1)
         report = health_report([("names", writer)])
         self.assertEqual((report["status"], http_status(report)), ("degraded", 200))
         self.assertEqual(health_report([("names", writer)], running=False)["status"], "stopping")

@@ -397,11 +397,11 @@ class ReopenTests(RoutingTestCase):
         self.assertEqual([os.path.basename(w.name) for w in writers], ["main.jsonl", "auth.jsonl"])
         for writer in writers:
             self.addCleanup(writer.output.close)
-            writer.write_lines([b"before\n"])
+            writer.write_lines([b"before\n"], 1)
             os.rename(writer.name, writer.name + ".1")
         root.reload()
         for writer in writers:
-            writer.write_lines([b"after\n"])
+            writer.write_lines([b"after\n"], 1)
             self.assertEqual(Path(writer.name).read_bytes(), b"after\n")
             self.assertEqual(Path(writer.name + ".1").read_bytes(), b"before\n")
 
