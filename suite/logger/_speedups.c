@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../foundation/identity_hash.h"
+
 /*
  * The bytes object being written: made at the estimated size and grown (or
  * cut at the end) in place, so that the records are never copied.
@@ -360,6 +362,30 @@ field_or_none(const unsigned char *text, Py_ssize_t length)
     return PyUnicode_DecodeASCII((const char *)text, length, NULL);
 }
 
+/* The identity hash of PLAIN's field F (1: the hostname, lowered; 2: the app); 0 for "-". */
+static uint64_t
+plain_hash(const Plain *plain, int f, uint64_t seed)
+{
+    if (plain->field_length[f] == 1 && plain->field[f][0] == '-')
+        return 0;
+    return suite_hash_text(plain->field[f], plain->field_length[f], seed, f == 1);
+}
+
+/* The hostname and app hashes of ROUTED, a routing entry (a tuple or None), into OUT. */
+static int
+routed_hashes(PyObject *routed, uint64_t seed, uint64_t *out)
+{
+    out[0] = out[1] = 0;
+    if (!PyTuple_Check(routed) || PyTuple_GET_SIZE(routed) != 3)
+        return 0;
+    PyObject *hostname = PyTuple_GET_ITEM(routed, 1), *app = PyTuple_GET_ITEM(routed, 2);
+    if (PyUnicode_Check(hostname) && (out[0] = suite_hash_str(hostname, seed, 1)) == 0)
+        return -1;
+    if (PyUnicode_Check(app) && (out[1] = suite_hash_str(app, seed, 0)) == 0)
+        return -1;
+    return 0;
+}
+
 static int
 put_object_bytes(Buffer *buffer, PyObject *bytes)
 {
@@ -375,30 +401,41 @@ put_object_bytes(Buffer *buffer, PyObject *bytes)
 }
 
 /*
- * encode_plain(frames, head, client, syslog_heads, routing, fallback, context) -> bytes
+ * encode_plain(frames, head, client, syslog_heads, routing, hashes, seed,
+ *              fallback, context) -> bytes
  *
  * FRAMES: (message, truncated) pairs of one read.  HEAD: the record's start
  * up to the message's JSON string, CLIENT: `, "client": …` or b"", both
  * already as records._encode_safe makes them.  SYSLOG_HEADS: 192 bytes, by
  * PRI, `, "syslog": {…, "timestamp": `.  ROUTING: None, or a list that gets
- * each message's (pri, hostname, app).  Any message that is not the common
+ * each message's (pri, hostname, app).  HASHES: None, or (with ROUTING) a
+ * bytearray that gets 16 bytes a message: its hostname's and its app's
+ * identity hashes with SEED (suite/foundation/identity_hash.h), what the
+ * logs checks' heard table looks up.  Any message that is not the common
  * case is FALLBACK(message, truncated, context), which returns its record's
- * bytes (and appends its routing fields itself).
+ * bytes (and appends its routing fields itself; their hashes are made here).
  */
 static PyObject *
 encode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "encode_plain takes 7 arguments");
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "encode_plain takes 9 arguments");
         return NULL;
     }
     PyObject *frames = args[0], *head = args[1], *client = args[2], *heads = args[3];
-    PyObject *routing = args[4], *fallback = args[5], *context = args[6];
+    PyObject *routing = args[4], *hashes = args[5], *fallback = args[7], *context = args[8];
     if (!PyList_Check(frames) || !PyBytes_Check(head) || !PyBytes_Check(client) ||
         !PyTuple_Check(heads) || PyTuple_GET_SIZE(heads) != 192 ||
-        (routing != Py_None && !PyList_Check(routing))) {
+        (routing != Py_None && !PyList_Check(routing)) ||
+        (hashes != Py_None && (routing == Py_None || !PyByteArray_Check(hashes)))) {
         PyErr_SetString(PyExc_TypeError, "encode_plain: bad arguments");
         return NULL;
+    }
+    uint64_t seed = 0;
+    if (hashes != Py_None) {
+        seed = (uint64_t)PyLong_AsUnsignedLongLong(args[6]);
+        if (seed == (uint64_t)-1 && PyErr_Occurred())
+            return NULL;
     }
     Py_ssize_t count = PyList_GET_SIZE(frames);
     const char *head_text = PyBytes_AS_STRING(head);
@@ -406,9 +443,16 @@ encode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const char *client_text = PyBytes_AS_STRING(client);
     Py_ssize_t client_length = PyBytes_GET_SIZE(client);
 
+    /* Each message's hostname and app hashes, when asked for. */
+    uint64_t *hashed = NULL, host_hash = 0, app_hash = 0;
+    Py_ssize_t hashed_count = 0;
+    if (hashes != Py_None && (hashed = PyMem_Malloc((size_t)(count ? count : 1) * 16)) == NULL)
+        return PyErr_NoMemory();
     Buffer buffer;
-    if (start_buffer(&buffer, count * (head_length + client_length + 320) + 64) < 0)
+    if (start_buffer(&buffer, count * (head_length + client_length + 320) + 64) < 0) {
+        PyMem_Free(hashed);
         return NULL;
+    }
     /* The routing fields of the last plain header, for the next with the same bytes. */
     PyObject *last_routed = NULL;
     const unsigned char *last_header = NULL;
@@ -487,15 +531,25 @@ encode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                             Py_XSETREF(last_routed, routed);
                             last_header = text;
                             last_header_length = header_length;
+                            if (hashed != NULL) {
+                                host_hash = plain_hash(&plain, 1, seed);
+                                app_hash = plain_hash(&plain, 2, seed);
+                            }
                         }
                         if (PyList_Append(routing, last_routed) < 0)
                             goto error;
+                        if (hashed != NULL) {
+                            hashed[2 * hashed_count] = host_hash;
+                            hashed[2 * hashed_count + 1] = app_hash;
+                            hashed_count++;
+                        }
                     }
                     continue;
                 }
                 buffer.size = line_start; /* not UTF-8: the Python code's */
             }
         }
+        Py_ssize_t routed_before = hashed != NULL ? PyList_GET_SIZE(routing) : 0;
         PyObject *line = PyObject_CallFunctionObjArgs(
             fallback, raw, cut ? Py_True : Py_False, context, NULL);
         if (line == NULL)
@@ -504,12 +558,29 @@ encode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(line);
         if (failed < 0)
             goto error;
+        if (hashed != NULL) {
+            if (!PyList_Check(routing) || PyList_GET_SIZE(routing) != routed_before + 1) {
+                PyErr_SetString(PyExc_RuntimeError, "the fallback did not append one routing entry");
+                goto error;
+            }
+            if (routed_hashes(PyList_GET_ITEM(routing, routed_before), seed,
+                              &hashed[2 * hashed_count]) < 0)
+                goto error;
+            hashed_count++;
+        }
     }
     Py_XDECREF(last_routed);
+    if (hashed != NULL) {
+        if (PyByteArray_Resize(hashes, hashed_count * 16) < 0)
+            goto error;
+        memcpy(PyByteArray_AS_STRING(hashes), hashed, (size_t)hashed_count * 16);
+        PyMem_Free(hashed);
+    }
     return finish_buffer(&buffer);
 error:
     Py_XDECREF(last_routed);
     Py_XDECREF(buffer.bytes);
+    PyMem_Free(hashed);
     return NULL;
 }
 

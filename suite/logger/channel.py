@@ -370,7 +370,7 @@ class RemoteDelivery:
             self._early.append((frames, peer, transport, client))
             self._sent = True
             return
-        lines, routing = self._prepare(frames, peer, transport, client)
+        lines, routing, _ = self._prepare(frames, peer, transport, client)
         if self._own:
             self.writer.write_lines([lines], len(frames))  # type: ignore[union-attr,list-item]
             if routing is None and not self._raw:
@@ -460,7 +460,10 @@ class RemoteDelivery:
         elif kind == PRESSURE:
             self.parent_full = bool(item[1])
         elif kind == NEEDS:
-            needs = Needs(*item[1:])
+            # No identity hashes: they are made with a process's own seed, and the parent's
+            # heard table hashes the routing fields itself.
+            told = Needs(*item[1:])
+            needs = Needs(told.fields, told.routed, told.raw, hashes=False)
             self.preparation.needs = needs
             self._raw = needs.raw
             self._own = self.writer is not None and not needs.routed

@@ -63,6 +63,7 @@ class Needs(NamedTuple):
     fields: bool = False  # each message's routing fields: there are routes or hearers
     routed: bool = False  # the record lines one by one, not encoded: there are routes
     raw: bool = False  # the messages as received: there are forward targets
+    hashes: bool = False  # each message's identity hashes too: a hearer wants them
 
 
 class Preparation:
@@ -83,18 +84,32 @@ class Preparation:
     @needs.setter
     def needs(self, needs: Needs) -> None:
         self._needs = needs
-        self._fields, self._routed = needs.fields, needs.routed  # read for every read
+        # read for every read
+        self._fields, self._routed, self._hashes = needs.fields, needs.routed, needs.hashes
 
     def lines(
         self, frames: Frames, peer: str, transport: str, client: str | None = None
-    ) -> tuple[Lines, Routing | None]:
-        """(the record lines, the routing fields or None) of FRAMES, one read from PEER."""
+    ) -> tuple[Lines, Routing | None, bytes | None]:
+        """
+        (the record lines, the routing fields or None, the identity hashes
+        or None) of FRAMES, one read from PEER.  The hashes come only from
+        the compiled formatting (not with routes, which format in Python).
+        """
         if not self._fields:
-            return self.records.message_bytes(frames, peer, transport, client), None
+            return self.records.message_bytes(frames, peer, transport, client), None, None
         routing: Routing = []
         if self._routed:
-            return self.records.message_lines(frames, peer, transport, client, routing), routing
-        return self.records.message_bytes(frames, peer, transport, client, routing), routing
+            lines = self.records.message_lines(frames, peer, transport, client, routing)
+            return lines, routing, None
+        if not self._hashes:
+            return (
+                self.records.message_bytes(frames, peer, transport, client, routing),
+                routing,
+                None,
+            )
+        hashes = bytearray()
+        data = self.records.message_bytes(frames, peer, transport, client, routing, hashes)
+        return data, routing, bytes(hashes) if len(hashes) == 16 * len(routing) else None
 
 
 class Deliverer(Protocol):
@@ -197,6 +212,7 @@ class Delivery:
             fields=self.router is not None or bool(self.hearers),
             routed=self.router is not None,
             raw=bool(self.outlets),
+            hashes=any(hearer.wants_hashes for hearer in self.hearers),
         )
 
     def on_needs(self, callback: Callable[[Needs], object]) -> None:
@@ -225,8 +241,8 @@ class Delivery:
         self, frames: Frames, peer: str, transport: str, client: str | None = None
     ) -> None:
         """The messages of one read from PEER over TRANSPORT (CLIENT: a TLS certificate's)."""
-        lines, routing = self._prepare(frames, peer, transport, client)
-        self.deliver(lines, routing, frames, peer, len(frames))
+        lines, routing, hashes = self._prepare(frames, peer, transport, client)
+        self.deliver(lines, routing, frames, peer, len(frames), hashes)
 
     def deliver(
         self,
@@ -235,12 +251,14 @@ class Delivery:
         frames: Frames | None,
         peer: str,
         records: int,
+        hashes: bytes | None = None,
     ) -> None:
         """
-        The delivering half: one read's record LINES and ROUTING fields, as
-        L{Preparation} made them for L{needs}, and its FRAMES (None when no
-        target wants the messages as received), from PEER; RECORDS: how many
-        messages the read had (one record each).
+        The delivering half: one read's record LINES, ROUTING fields and
+        identity HASHES (None when not made), as L{Preparation} made them
+        for L{needs}, and its FRAMES (None when no target wants the
+        messages as received), from PEER; RECORDS: how many messages the
+        read had (one record each).
         """
         router = self.router
         raw: list[bytes] | None
@@ -259,7 +277,7 @@ class Delivery:
             # Told once the messages are delivered, so that a hearer cannot lose them.
             address = sender_address(peer)
             for hearer in self.hearers:
-                hearer.heard(routing, address)
+                hearer.heard(routing, address, hashes)
 
     def dropped_while_full(self, count: int) -> None:
         """COUNT datagrams were dropped while `full`: the writer says so when it writes again."""

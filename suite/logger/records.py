@@ -29,6 +29,7 @@ from json.encoder import encode_basestring as _quote
 
 from twisted.internet.interfaces import IReactorTime
 
+from suite.foundation.heard import IDENTITY_SEED
 from suite.foundation.jsonlines import BatchWriter
 from suite.foundation.stamps import utc_stamp
 from suite.logger.compiled import speedups
@@ -232,11 +233,15 @@ class RecordSink:
         transport: str,
         client: str | None = None,
         routing: list[RoutingFields | None] | None = None,
+        hashes: bytearray | None = None,
     ) -> bytes:
         """
         encode_lines(message_lines(...)): the records of FRAMES as written,
         formatted by the compiled speedups when they are there (the common
-        case; every other message by the Python code, in order).
+        case; every other message by the Python code, in order).  HASHES,
+        with ROUTING, gets each message's identity hashes when the speedups
+        make them (L{suite.foundation.heard.Hearing}); it stays empty
+        without them.
         """
         head, client_part = self._shared(peer, transport, client)
         if speedups is None:
@@ -249,6 +254,8 @@ class RecordSink:
             _encode_safe(client_part),
             _SYSLOG_HEAD_BYTES,
             routing,
+            hashes,
+            IDENTITY_SEED,
             _fallback_line,
             (head, client_part, routing),
         )

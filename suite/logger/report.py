@@ -290,7 +290,14 @@ class HeardReporter(service.Service):
 
     # Hearing (on the collector's path: once per read).
 
-    def heard(self, messages: Sequence[HeardFields | None], address: str) -> None:
+    wants_hashes = False  # it reports names, not hashes
+
+    def heard(
+        self,
+        messages: Sequence[HeardFields | None],
+        address: str,
+        hashes: bytes | None = None,
+    ) -> None:
         now = self.clock.seconds()
         table = self._heard
         room = self.max_sources

@@ -30,6 +30,7 @@ from functools import lru_cache
 from twisted.internet.interfaces import IReactorTime
 
 from suite.foundation.heard import HeardFields
+from suite.names.heard_table import HeardDicts, HeardTableLike, HostApp, new_heard_table
 
 # Seconds a check heard through a report has beyond its max_silence: a
 # collector elsewhere reports at most once a second, and its report takes
@@ -38,7 +39,6 @@ from suite.foundation.heard import HeardFields
 REPORT_GRACE = 2.0
 
 Key = tuple[str, str]  # (instance ID, check ID), as the runner tells checks
-_NOTHING: dict = {}  # the apps watched on a host nobody watches (never written)
 Identity = tuple[str, str]  # (app, host as matched)
 
 
@@ -122,13 +122,13 @@ class Silence:
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self.woken: Callable[[list[Watched]], object] | None = None
-        # host -> app -> when last heard (None: not yet): what a message touches, and only
-        # that; an IPv4 host is also under its IPv4-mapped IPv6 form
-        self._by_host: dict[str, dict[str, float | None]] = {}
+        # (host form, app) -> when last heard: what a message touches, and only that; an
+        # IPv4 host is also under its IPv4-mapped IPv6 form
+        self._table: HeardTableLike = new_heard_table()
+        # The compiled table looks up the hashes a compiled collector makes
+        self.wants_hashes = not isinstance(self._table, HeardDicts)
         self._identities: dict[Identity, Watched] = {}
         self._of_key: dict[Key, Watched] = {}
-        # host -> app -> Watched, of the identities whose checks wait (usually none)
-        self._waiting: dict[str, dict[str, Watched]] = {}
 
     def __len__(self) -> int:
         """Identities watched (an identity is kept only while a check watches it)."""
@@ -136,7 +136,7 @@ class Silence:
 
     def identities(self) -> list[Identity]:
         """Every (app, host form) a message is matched against, sorted."""
-        return sorted((app, host) for host, apps in self._by_host.items() for app in apps)
+        return sorted((app, host) for host, app in self._table.keys())
 
     # The runner's side: which checks watch what.
 
@@ -152,7 +152,7 @@ class Silence:
         if watched is None:
             watched = self._identities[identity] = Watched(self, identity)
             for form in _forms(identity[1]):
-                self._by_host.setdefault(form, {})[app] = None
+                self._table.add(form, app)
         watched.keys.add(key)
         self._of_key[key] = watched
         return watched
@@ -169,86 +169,52 @@ class Silence:
         del self._identities[watched.identity]
         app, host = watched.identity
         for form in _forms(host):
-            apps = self._by_host[form]
-            del apps[app]
-            if not apps:
-                del self._by_host[form]
+            self._table.remove(form, app)
 
     def clear(self) -> None:
         """Nothing is watched any longer (the runner stopped): what was heard is forgotten."""
-        self._by_host.clear()
+        self._table.clear()
         self._identities.clear()
         self._of_key.clear()
-        self._waiting.clear()
 
     def waiting(self, watched: Watched, waits: bool) -> None:
         """Whether a message from WATCHED tells the runner (see L{Watched.wait})."""
         app, host = watched.identity
         for form in _forms(host):
-            if waits:
-                self._waiting.setdefault(form, {})[app] = watched
-            elif form in self._waiting:
-                apps = self._waiting[form]
-                apps.pop(app, None)
-                if not apps:
-                    del self._waiting[form]
+            self._table.wait(form, app, waits)
 
     def last_heard(self, identity: Identity) -> float | None:
         """When IDENTITY was last heard, under any form of its host (None: never)."""
         app, host = identity
         heard = [
-            last
-            for form in _forms(host)
-            if (last := self._by_host.get(form, _NOTHING).get(app)) is not None
+            last for form in _forms(host) if (last := self._table.last(form, app)) is not None
         ]
         return max(heard) if heard else None
 
     # The collectors' side.
 
-    def heard(self, messages: Sequence[HeardFields | None], address: str) -> None:
+    def heard(
+        self,
+        messages: Sequence[HeardFields | None],
+        address: str,
+        hashes: bytes | None = None,
+    ) -> None:
         """The messages of one read from ADDRESS (see L{suite.foundation.heard.Hearing})."""
-        by_host = self._by_host
-        if not by_host:
+        table = self._table
+        if not table:
             return
-        now = self.clock.seconds()
-        at_address = by_host.get(address)
-        waiting = self._waiting
-        woken: list[Watched] = []
-        hostname: str | None = None
-        host = ""
-        apps: dict[str, float | None] = _NOTHING
-        for fields in messages:
-            if fields is None:
-                continue
-            _, this_hostname, app = fields
-            if this_hostname != hostname:  # a read mostly holds one host's messages
-                hostname = this_hostname
-                host, apps = self._apps_of(hostname)
-            if app in apps:
-                apps[app] = now
-                if waiting:
-                    self._wakes(woken, host, app)
-            if at_address is not None and app in at_address:
-                at_address[app] = now
-                if waiting:
-                    self._wakes(woken, address, app)
+        woken = table.heard(messages, address, self.clock.seconds(), hashes)
         if woken and self.woken is not None:
-            self.woken(woken)
+            self.woken(self._watched(woken))
 
-    def _apps_of(self, hostname: str | None) -> tuple[str, dict[str, float | None]]:
-        """HOSTNAME as watched (lower case) and its apps' table (an empty one if none)."""
-        if hostname is None:
-            return "", _NOTHING
-        apps = self._by_host.get(hostname)
-        if apps is None and not hostname.islower():
-            hostname = hostname.lower()
-            apps = self._by_host.get(hostname)
-        return hostname, _NOTHING if apps is None else apps
-
-    def _wakes(self, woken: list[Watched], host: str, app: str) -> None:
-        watched = self._waiting.get(host, _NOTHING).get(app)
-        if watched is not None and watched not in woken:
-            woken.append(watched)
+    def _watched(self, heard: list[HostApp]) -> list[Watched]:
+        """The identities of HEARD (host form, app) pairs, each once."""
+        found: list[Watched] = []
+        for form, app in heard:
+            watched = self._identity_of(form, app)
+            if watched is not None and watched not in found:
+                found.append(watched)
+        return found
 
     def reported(self, entries: Iterable[Report]) -> None:
         """
@@ -256,8 +222,8 @@ class Silence:
         future is taken as now) counts with REPORT_GRACE more.  Entries
         nobody watches are dropped.
         """
-        by_host = self._by_host
-        if not by_host:
+        table = self._table
+        if not table:
             return
         now = self.clock.seconds()
         woken: list[Watched] = []
@@ -267,11 +233,8 @@ class Silence:
             if entry.hostname is not None:
                 hosts.append(entry.hostname.lower())
             for host in hosts:
-                apps = by_host.get(host, _NOTHING)
-                if entry.app not in apps:
+                if not table.report(host, entry.app, last):
                     continue
-                before = apps[entry.app]
-                apps[entry.app] = last if before is None else max(before, last)
                 watched = self._identity_of(host, entry.app)
                 if watched is None:
                     continue

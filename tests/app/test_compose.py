@@ -256,10 +256,12 @@ class ServicesPlanTests(PlanTestCase):
 class RecordingWatcher:
     """A name server's log watcher as the collector sees it: what it was told."""
 
+    wants_hashes = False
+
     def __init__(self) -> None:
         self.calls: list[tuple[list, str]] = []
 
-    def heard(self, messages, address) -> None:
+    def heard(self, messages, address, hashes=None) -> None:
         self.calls.append((list(messages), address))
 
 

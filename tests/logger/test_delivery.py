@@ -117,10 +117,12 @@ class BlockingQueueTests(SynchronousTestCase):
 class Hearer:
     """Records what it is told: (fields of each message, address) per call."""
 
+    wants_hashes = False
+
     def __init__(self) -> None:
         self.calls: list[tuple[list, str]] = []
 
-    def heard(self, messages, address) -> None:
+    def heard(self, messages, address, hashes=None) -> None:
         self.calls.append((list(messages), address))
 
 
