@@ -413,7 +413,8 @@ def one_read(r, hashes):
         (b"<13>1 2026-11-20T21:39:31.334991Z bench app-%05d - - - m" % ((r * per_read + i) % identities), False)
         for i in range(per_read)
     ]
-    preparation = Preparation(RecordSink(None, task.Clock()), Needs(fields=True, hashes=hashes))
+    needs = Needs(fields=not hashes, hashes=hashes)  # as the delivery asks for this hearer
+    preparation = Preparation(RecordSink(None, task.Clock()), needs)
     return preparation.lines(frames, "127.0.0.1:514", "tcp")[1:]
 for watched in (0, identities):
     silence = Silence(task.Clock())

@@ -26,7 +26,7 @@ from twisted.internet.task import LoopingCall
 
 from suite.app.lifecycle import SuiteService
 from suite.foundation.health import health_report
-from suite.foundation.interfaces import IMetricSource
+from suite.foundation.interfaces import IMetricSource, IRegistryMetrics
 from suite.foundation.metrics import Histogram
 from suite.foundation.version import describe_versions
 from suite.names.changes import Change
@@ -47,11 +47,18 @@ COLLECTOR = "logger"  # the service whose records_written are messages collected
 Samples = dict[str, dict[str, dict[tuple, float]]]  # service -> metric -> labels -> value
 
 
-def metric_totals(parts: Iterable[tuple[str, object]]) -> Samples:
-    """Every part's numeric samples, summed by service, metric and labels (as /metrics does)."""
+def metric_totals(parts: Iterable[tuple[str, object]], counters_only: bool = False) -> Samples:
+    """
+    Every part's numeric samples, summed by service, metric and labels (as
+    /metrics does); with COUNTERS_ONLY, not those of parts whose samples
+    look at a whole registry (L{IRegistryMetrics}): what a sampler every
+    few seconds reads, at the same cost whatever the registry holds.
+    """
     totals: Samples = {}
     for name, part in parts:
         if not IMetricSource.providedBy(part):
+            continue
+        if counters_only and IRegistryMetrics.providedBy(part):
             continue
         by_metric = totals.setdefault(name, {})
         for metric, labels, value in part.metric_samples():
@@ -98,7 +105,7 @@ class StatusHistory(service.Service):
             self._loop.stop()
 
     def sample(self) -> None:
-        totals = metric_totals(self.root.parts())
+        totals = metric_totals(self.root.parts(), counters_only=True)
         counters = {
             (name, metric): sum(by_metric.get(metric, {}).values())
             for name, by_metric in totals.items()

@@ -36,7 +36,7 @@ class Hearing(Protocol):
 
     def heard(
         self,
-        messages: Sequence[HeardFields | None],
+        messages: Sequence[HeardFields | None] | None,
         address: str,
         hashes: bytes | None = None,
     ) -> None:
@@ -46,5 +46,6 @@ class Hearing(Protocol):
         each one's fields, None for a message that is not syslog.  HASHES,
         when the collector made them: 16 bytes a message, the hashes of its
         hostname and of its app with IDENTITY_SEED (native byte order; 0
-        for none).
+        for none).  A hearer that C{wants_hashes} may be given the hashes
+        alone (MESSAGES None); any other gets MESSAGES always.
         """

@@ -20,6 +20,14 @@ class IMetricSource(Interface):
         """
 
 
+class IRegistryMetrics(IMetricSource):
+    """
+    A metric source whose samples cost time in proportion to what it holds
+    (every instance of a registry looked at): read by /metrics, not by
+    samplers that want only the counters of work done every few seconds.
+    """
+
+
 class IHealthSource(Interface):
     """Something that can be unwell, for /health and the status line."""
 

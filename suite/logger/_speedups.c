@@ -371,6 +371,25 @@ plain_hash(const Plain *plain, int f, uint64_t seed)
     return suite_hash_text(plain->field[f], plain->field_length[f], seed, f == 1);
 }
 
+/* PLAIN's routing fields, (pri, hostname, app), into *ROUTED (replacing what it held). */
+static int
+make_routed(const Plain *plain, PyObject **routed)
+{
+    PyObject *hostname = field_or_none(plain->field[1], plain->field_length[1]);
+    PyObject *app = field_or_none(plain->field[2], plain->field_length[2]);
+    PyObject *pri = PyLong_FromLong(plain->pri);
+    PyObject *made = NULL;
+    if (hostname && app && pri)
+        made = PyTuple_Pack(3, pri, hostname, app);
+    Py_XDECREF(hostname);
+    Py_XDECREF(app);
+    Py_XDECREF(pri);
+    if (made == NULL)
+        return -1;
+    Py_XSETREF(*routed, made);
+    return 0;
+}
+
 /* The hostname and app hashes of ROUTED, a routing entry (a tuple or None), into OUT. */
 static int
 routed_hashes(PyObject *routed, uint64_t seed, uint64_t *out)
@@ -401,29 +420,34 @@ put_object_bytes(Buffer *buffer, PyObject *bytes)
 }
 
 /*
- * encode_plain(frames, head, client, syslog_heads, routing, hashes, seed,
- *              fallback, context) -> bytes
+ * encode_plain(frames, head, client, syslog_heads, routing, fields, hashes,
+ *              seed, fallback, context) -> bytes
  *
  * FRAMES: (message, truncated) pairs of one read.  HEAD: the record's start
  * up to the message's JSON string, CLIENT: `, "client": …` or b"", both
  * already as records._encode_safe makes them.  SYSLOG_HEADS: 192 bytes, by
  * PRI, `, "syslog": {…, "timestamp": `.  ROUTING: None, or a list that gets
- * each message's (pri, hostname, app).  HASHES: None, or (with ROUTING) a
- * bytearray that gets 16 bytes a message: its hostname's and its app's
- * identity hashes with SEED (suite/foundation/identity_hash.h), what the
- * logs checks' heard table looks up.  Any message that is not the common
- * case is FALLBACK(message, truncated, context), which returns its record's
- * bytes (and appends its routing fields itself; their hashes are made here).
+ * each message's (pri, hostname, app), unless FIELDS is false: then only
+ * the fallback's (below).  HASHES: None, or (with ROUTING) a bytearray
+ * that gets 16 bytes a message: its hostname's and its app's identity
+ * hashes with SEED (suite/foundation/identity_hash.h), what the logs
+ * checks' heard table looks up.  Any message that is not the common case
+ * is FALLBACK(message, truncated, context), which returns its record's
+ * bytes and appends its routing fields to ROUTING itself (their hashes are
+ * made here from them).
  */
 static PyObject *
 encode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "encode_plain takes 9 arguments");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "encode_plain takes 10 arguments");
         return NULL;
     }
     PyObject *frames = args[0], *head = args[1], *client = args[2], *heads = args[3];
-    PyObject *routing = args[4], *hashes = args[5], *fallback = args[7], *context = args[8];
+    PyObject *routing = args[4], *hashes = args[6], *fallback = args[8], *context = args[9];
+    int fields = PyObject_IsTrue(args[5]);
+    if (fields < 0)
+        return NULL;
     if (!PyList_Check(frames) || !PyBytes_Check(head) || !PyBytes_Check(client) ||
         !PyTuple_Check(heads) || PyTuple_GET_SIZE(heads) != 192 ||
         (routing != Py_None && !PyList_Check(routing)) ||
@@ -433,7 +457,7 @@ encode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     uint64_t seed = 0;
     if (hashes != Py_None) {
-        seed = (uint64_t)PyLong_AsUnsignedLongLong(args[6]);
+        seed = (uint64_t)PyLong_AsUnsignedLongLong(args[7]);
         if (seed == (uint64_t)-1 && PyErr_Occurred())
             return NULL;
     }
@@ -514,21 +538,10 @@ encode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         PUT_LITERAL(&buffer, "}\n");
                     if (routing != Py_None) {
                         Py_ssize_t header_length = plain.routed_end;
-                        if (last_routed == NULL || header_length != last_header_length ||
+                        if (last_header == NULL || header_length != last_header_length ||
                             memcmp(text, last_header, (size_t)header_length) != 0) {
-                            PyObject *hostname =
-                                field_or_none(plain.field[1], plain.field_length[1]);
-                            PyObject *app = field_or_none(plain.field[2], plain.field_length[2]);
-                            PyObject *pri = PyLong_FromLong(plain.pri);
-                            PyObject *routed = NULL;
-                            if (hostname && app && pri)
-                                routed = PyTuple_Pack(3, pri, hostname, app);
-                            Py_XDECREF(hostname);
-                            Py_XDECREF(app);
-                            Py_XDECREF(pri);
-                            if (routed == NULL)
+                            if (fields && make_routed(&plain, &last_routed) < 0)
                                 goto error;
-                            Py_XSETREF(last_routed, routed);
                             last_header = text;
                             last_header_length = header_length;
                             if (hashed != NULL) {
@@ -536,7 +549,7 @@ encode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                 app_hash = plain_hash(&plain, 2, seed);
                             }
                         }
-                        if (PyList_Append(routing, last_routed) < 0)
+                        if (fields && PyList_Append(routing, last_routed) < 0)
                             goto error;
                         if (hashed != NULL) {
                             hashed[2 * hashed_count] = host_hash;

@@ -460,10 +460,10 @@ class RemoteDelivery:
         elif kind == PRESSURE:
             self.parent_full = bool(item[1])
         elif kind == NEEDS:
-            # No identity hashes: they are made with a process's own seed, and the parent's
-            # heard table hashes the routing fields itself.
+            # Routing fields, not identity hashes: hashes are made with a process's own
+            # seed, and the parent's heard table hashes the fields itself.
             told = Needs(*item[1:])
-            needs = Needs(told.fields, told.routed, told.raw, hashes=False)
+            needs = Needs(told.fields or told.hashes, told.routed, told.raw, hashes=False)
             self.preparation.needs = needs
             self._raw = needs.raw
             self._own = self.writer is not None and not needs.routed

@@ -25,6 +25,7 @@ class Speedups(Protocol):
         client: bytes,
         syslog_heads: tuple[bytes, ...],
         routing: list[tuple[int, str | None, str | None] | None] | None,
+        fields: bool,
         hashes: bytearray | None,
         seed: int,
         fallback: Callable[[bytes, bool, tuple], bytes],

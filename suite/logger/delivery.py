@@ -60,10 +60,10 @@ class Outlet(Protocol):
 class Needs(NamedTuple):
     """What the delivering half wants of the preparing half, besides the records."""
 
-    fields: bool = False  # each message's routing fields: there are routes or hearers
+    fields: bool = False  # each message's routing fields: routes, or hearers of names
     routed: bool = False  # the record lines one by one, not encoded: there are routes
     raw: bool = False  # the messages as received: there are forward targets
-    hashes: bool = False  # each message's identity hashes too: a hearer wants them
+    hashes: bool = False  # each message's identity hashes: hearers by hash
 
 
 class Preparation:
@@ -93,23 +93,26 @@ class Preparation:
         """
         (the record lines, the routing fields or None, the identity hashes
         or None) of FRAMES, one read from PEER.  The hashes come only from
-        the compiled formatting (not with routes, which format in Python).
+        the compiled formatting (not with routes, which format in Python);
+        without it, a read whose hashes were asked for alone has its
+        routing fields instead.
         """
-        if not self._fields:
+        if not self._fields and not self._hashes:
             return self.records.message_bytes(frames, peer, transport, client), None, None
         routing: Routing = []
         if self._routed:
             lines = self.records.message_lines(frames, peer, transport, client, routing)
             return lines, routing, None
         if not self._hashes:
-            return (
-                self.records.message_bytes(frames, peer, transport, client, routing),
-                routing,
-                None,
-            )
+            data = self.records.message_bytes(frames, peer, transport, client, routing)
+            return data, routing, None
         hashes = bytearray()
-        data = self.records.message_bytes(frames, peer, transport, client, routing, hashes)
-        return data, routing, bytes(hashes) if len(hashes) == 16 * len(routing) else None
+        data = self.records.message_bytes(
+            frames, peer, transport, client, routing, hashes, fields=self._fields
+        )
+        if len(hashes) != 16 * len(frames):  # not compiled: the fields of every message
+            return data, routing, None
+        return data, routing if self._fields else None, bytes(hashes)
 
 
 class Deliverer(Protocol):
@@ -209,7 +212,8 @@ class Delivery:
     def needs(self) -> Needs:
         """What L{deliver} wants of the preparation of each read."""
         return Needs(
-            fields=self.router is not None or bool(self.hearers),
+            fields=self.router is not None
+            or any(not hearer.wants_hashes for hearer in self.hearers),
             routed=self.router is not None,
             raw=bool(self.outlets),
             hashes=any(hearer.wants_hashes for hearer in self.hearers),
@@ -273,7 +277,7 @@ class Delivery:
         if raw:
             for outlet in self._everywhere:
                 outlet.put(raw)
-        if self.hearers and routing is not None:
+        if self.hearers and (routing is not None or hashes is not None):
             # Told once the messages are delivered, so that a hearer cannot lose them.
             address = sender_address(peer)
             for hearer in self.hearers:

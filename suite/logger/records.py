@@ -234,6 +234,7 @@ class RecordSink:
         client: str | None = None,
         routing: list[RoutingFields | None] | None = None,
         hashes: bytearray | None = None,
+        fields: bool = True,
     ) -> bytes:
         """
         encode_lines(message_lines(...)): the records of FRAMES as written,
@@ -241,7 +242,8 @@ class RecordSink:
         case; every other message by the Python code, in order).  HASHES,
         with ROUTING, gets each message's identity hashes when the speedups
         make them (L{suite.foundation.heard.Hearing}); it stays empty
-        without them.
+        without them.  Without FIELDS the speedups put in ROUTING only the
+        fields of the messages they leave to Python.
         """
         head, client_part = self._shared(peer, transport, client)
         if speedups is None:
@@ -254,6 +256,7 @@ class RecordSink:
             _encode_safe(client_part),
             _SYSLOG_HEAD_BYTES,
             routing,
+            fields,
             hashes,
             IDENTITY_SEED,
             _fallback_line,

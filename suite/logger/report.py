@@ -294,10 +294,12 @@ class HeardReporter(service.Service):
 
     def heard(
         self,
-        messages: Sequence[HeardFields | None],
+        messages: Sequence[HeardFields | None] | None,
         address: str,
         hashes: bytes | None = None,
     ) -> None:
+        if messages is None:  # never: it does not want hashes, so it gets the fields
+            return
         now = self.clock.seconds()
         table = self._heard
         room = self.max_sources

@@ -370,11 +370,11 @@ stamp(HeardTable *self, const uint64_t *hashes, int count, double now, PyObject 
     } while (0)
 
 /*
- * heard(messages, address, now, hashes=None) -> list: MESSAGES, a list of
- * (priority, hostname, app) tuples or None, from ADDRESS; HASHES, when
+ * heard(messages, address, now, hashes=None) -> list: MESSAGES, a sequence
+ * of (priority, hostname, app) tuples or None, from ADDRESS; HASHES, when
  * given, 16 bytes for each (its hostname's and its app's hashes with this
  * table's seed, native order, 0 for none: suite/foundation/heard.py): then
- * the messages themselves are not read.
+ * the messages are not read, and may be None.
  */
 static PyObject *
 HeardTable_heard(HeardTable *self, PyObject *const *args, Py_ssize_t nargs)
@@ -395,22 +395,25 @@ HeardTable_heard(HeardTable *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *messages = NULL, *woken = PyList_New(0);
     if (woken == NULL || self->used == 0)
         return woken;
-    messages = PySequence_Fast(args[0], "heard: messages is a sequence");
-    if (messages == NULL)
-        goto error;
+    if (given == Py_None) {
+        messages = PySequence_Fast(args[0], "heard: messages is a sequence");
+        if (messages == NULL)
+            goto error;
+    }
     /* The sender's address is matched only when some entry's host is that address. */
     uint64_t address_hash = 0;
     int by_address = PyDict_Contains(self->hosts, address);
     if (by_address < 0 || (by_address && (address_hash = hash_host(self, address)) == 0))
         goto error;
 
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(messages);
-    PyObject **items = PySequence_Fast_ITEMS(messages);
     uint64_t run[RUN];
     int pending = 0;
     if (given != Py_None) {
-        if (PyBytes_GET_SIZE(given) != count * 16) {
-            PyErr_SetString(PyExc_ValueError, "heard: 16 bytes of hashes a message");
+        Py_ssize_t count = PyBytes_GET_SIZE(given) / 16;
+        if (PyBytes_GET_SIZE(given) % 16 != 0 ||
+            (args[0] != Py_None && PyObject_Length(args[0]) != count)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "heard: 16 bytes of hashes a message");
             goto error;
         }
         const char *hashes = PyBytes_AS_STRING(given);
@@ -426,6 +429,8 @@ HeardTable_heard(HeardTable *self, PyObject *const *args, Py_ssize_t nargs)
                 PUSH(suite_identity(address_hash, app_hash));
         }
     } else {
+        Py_ssize_t count = PySequence_Fast_GET_SIZE(messages);
+        PyObject **items = PySequence_Fast_ITEMS(messages);
         PyObject *hostname = NULL; /* of the message before, borrowed */
         uint64_t host_hash = 0;
         for (Py_ssize_t n = 0; n < count; n++) {
@@ -463,7 +468,7 @@ HeardTable_heard(HeardTable *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (stamp(self, run, pending, now, woken) < 0)
         goto error;
-    Py_DECREF(messages);
+    Py_XDECREF(messages);
     return woken;
 error:
     Py_XDECREF(messages);

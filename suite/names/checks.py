@@ -65,7 +65,7 @@ from zope.interface import implementer
 from suite.contracts.errors import Overloaded
 from suite.contracts.names import Invalid, Unavailable
 from suite.foundation.flood import FloodControl
-from suite.foundation.interfaces import IMetricSource
+from suite.foundation.interfaces import IRegistryMetrics
 from suite.foundation.printable import printable
 from suite.names.guard import EvictionGuard
 from suite.names.health import SLOTS
@@ -112,7 +112,7 @@ class _Entry:
     heard: Watched | None = None  # a logs check: what it listens for, and when last heard
 
 
-@implementer(IMetricSource)
+@implementer(IRegistryMetrics)  # its silence samples look at every instance
 class CheckRunner(service.Service):
     """
     Runs the checks of SERVER's registry with PROBE (see

@@ -64,7 +64,7 @@ class HeardTableLike(Protocol):
 
     def heard(
         self,
-        messages: Sequence[HeardFields | None],
+        messages: Sequence[HeardFields | None] | None,
         address: str,
         now: float,
         hashes: bytes | None = None,
@@ -133,14 +133,14 @@ class HeardDicts:
 
     def heard(
         self,
-        messages: Sequence[HeardFields | None],
+        messages: Sequence[HeardFields | None] | None,
         address: str,
         now: float,
         hashes: bytes | None = None,
     ) -> list[HostApp]:
         by_host = self._by_host
         woken: list[HostApp] = []
-        if not by_host:
+        if not by_host or messages is None:  # no hashes here: it does not want them
             return woken
         at_address = by_host.get(address)
         waiting = self._waiting

@@ -195,7 +195,7 @@ class Silence:
 
     def heard(
         self,
-        messages: Sequence[HeardFields | None],
+        messages: Sequence[HeardFields | None] | None,
         address: str,
         hashes: bytes | None = None,
     ) -> None:

@@ -364,6 +364,28 @@ class HistoryTests(SynchronousTestCase):
         self.assertEqual(history.rates("logger", "records_written"), [15.0, 65.0], "3 kept")
         history.stopService()
 
+    def test_samples_every_few_seconds_do_not_look_at_a_whole_registry(self):
+        from zope.interface import alsoProvides
+
+        from suite.foundation.interfaces import IRegistryMetrics
+
+        counting, registry = Counting(), Counting()
+        alsoProvides(counting, IMetricSource)
+        alsoProvides(registry, IRegistryMetrics)  # a logs-check runner: every instance looked at
+        registry.metric_samples = lambda: self.fail("a registry's samples were read")
+
+        class Root:
+            def parts(self):
+                return [("logger", counting), ("names", registry)]
+
+        clock = Clock()
+        history = StatusHistory(Root(), clock, every=2.0)
+        history.startService()
+        counting.count = 8
+        clock.advance(2)
+        self.assertEqual(history.rate("logger", "records_written"), 4.0)
+        history.stopService()
+
 
 class SparklineTests(SynchronousTestCase):
     def test_a_series_is_drawn_as_one_polyline_with_a_label(self):

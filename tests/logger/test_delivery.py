@@ -9,6 +9,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.logger import records
+from suite.logger.compiled import load_speedups
 from suite.logger.delivery import Delivery
 from suite.logger.protocol import SyslogDatagramProtocol, SyslogFactory
 from suite.logger.records import RecordSink
@@ -126,6 +128,15 @@ class Hearer:
         self.calls.append((list(messages), address))
 
 
+class HashHearer(Hearer):
+    """A hearer by hash (the name server's compiled heard table): (fields, address, hashes)."""
+
+    wants_hashes = True
+
+    def heard(self, messages, address, hashes=None) -> None:
+        self.calls.append((messages, address, hashes))
+
+
 def rfc5424(pri: int, hostname: bytes, app: bytes, text: bytes = b"hi") -> bytes:
     return b"<%d>1 2026-12-03T20:00:00Z %s %s 1 - - %s" % (pri, hostname, app, text)
 
@@ -216,3 +227,39 @@ class HearerTests(SynchronousTestCase):
             [("hi", None), ("plain", True)],
         )
         self.assertEqual(self.hearer.calls, [([(13, "h1", "web"), None], "2001:db8::7")])
+
+
+class HashHearerTests(SynchronousTestCase):
+    """A hearer by hash is given each read's hashes, and fields only when another wants them."""
+
+    def setUp(self):
+        if load_speedups({}) is None:
+            self.patch(records, "speedups", None)
+        self.writer = MemoryWriter()
+        self.delivery = Delivery(RecordSink(self.writer, Clock()))
+        self.by_hash = HashHearer()
+        self.delivery.add_hearer(self.by_hash)
+
+    def test_alone_it_gets_the_hashes_without_fields_when_compiled(self):
+        self.delivery.messages([(WEB, False), (DB, False)], "192.0.2.7:40000", "tcp")
+        [(messages, address, hashes)] = self.by_hash.calls
+        self.assertEqual(address, "192.0.2.7")
+        if records.speedups is None:
+            self.assertEqual((messages, hashes), ([(13, "h1", "web"), (14, "h2", "db")], None))
+        else:
+            self.assertEqual((messages, len(hashes)), (None, 32))
+        self.assertEqual(self.writer.messages, ["hi", "hi"])
+
+    def test_beside_a_hearer_of_names_both_get_the_fields(self):
+        by_name = Hearer()
+        self.delivery.add_hearer(by_name)
+        self.delivery.messages([(WEB, False)], "192.0.2.7:40000", "tcp")
+        self.assertEqual(by_name.calls, [([(13, "h1", "web")], "192.0.2.7")])
+        [(messages, _, hashes)] = self.by_hash.calls
+        self.assertEqual(messages, [(13, "h1", "web")])
+        self.assertEqual(None if hashes is None else len(hashes), records.speedups and 16)
+
+    def test_without_the_compiled_parser_it_gets_the_fields(self):
+        self.patch(records, "speedups", None)
+        self.delivery.messages([(WEB, False)], "192.0.2.7:40000", "tcp")
+        self.assertEqual(self.by_hash.calls, [([(13, "h1", "web")], "192.0.2.7", None)])

@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from suite.foundation.heard import IDENTITY_SEED
+from suite.logger import records
 from suite.logger.compiled import load_speedups
 from suite.logger.delivery import Needs, Preparation
 from suite.logger.records import RecordSink
@@ -200,6 +201,7 @@ class ParsersHashes(SynchronousTestCase):
     def setUp(self):
         if COMPILED is None or SPEEDUPS is None:
             raise SkipTest("the compiled extensions were not built: no compiler at install")
+        self.patch(records, "speedups", SPEEDUPS)  # even under SUITE_PURE_PYTHON=1
 
     @settings(max_examples=EXAMPLES, deadline=None)
     @given(
@@ -236,13 +238,23 @@ class ParsersHashes(SynchronousTestCase):
                 {None if (host, app) == ("other", "app") else 1.0},
             )
 
-    def test_without_the_speedups_no_hashes_are_made(self):
-        from suite.logger import records
+    def test_asked_for_alone_the_hashes_come_without_fields(self):
+        frames = [(b"<13>1 - h a - - - x", False), (b"<13>Dec  4 10:00:00 H cron: x", False)]
+        preparation = Preparation(RecordSink(None, Clock()), Needs(hashes=True))  # type: ignore[arg-type]
+        _, routing, hashes = preparation.lines(frames, "", "tcp")
+        self.assertIsNone(routing)
+        table = COMPILED.HeardTable(IDENTITY_SEED)
+        table.add("h", "a")
+        table.add("h", "cron")
+        table.heard(None, "", 1.0, hashes)
+        self.assertEqual((table.last("h", "a"), table.last("h", "cron")), (1.0, 1.0))
 
+    def test_without_the_speedups_the_fields_come_instead(self):
         self.patch(records, "speedups", None)
-        preparation = Preparation(RecordSink(None, Clock()), Needs(fields=True, hashes=True))  # type: ignore[arg-type]
-        _, routing, hashes = preparation.lines([(b"<13>1 - h a - - - x", False)], "", "tcp")
-        self.assertEqual((routing, hashes), ([(13, "h", "a")], None))
+        for needs in (Needs(fields=True, hashes=True), Needs(hashes=True)):
+            preparation = Preparation(RecordSink(None, Clock()), needs)  # type: ignore[arg-type]
+            _, routing, hashes = preparation.lines([(b"<13>1 - h a - - - x", False)], "", "tcp")
+            self.assertEqual((routing, hashes), ([(13, "h", "a")], None))
 
     def test_plain_fallback_and_empty_fields(self):
         frames = [
