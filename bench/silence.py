@@ -409,10 +409,8 @@ from suite.names.silence import Silence
 identities, per_read, reads = int(sys.argv[1]), 640, 200
 sink = bytearray(4 << 20)
 def one_read(r, hashes):
-    frames = [
-        (b"<13>1 2026-11-20T21:39:31.334991Z bench app-%05d - - - m" % ((r * per_read + i) % identities), False)
-        for i in range(per_read)
-    ]
+    head = b"<13>1 2026-11-20T21:39:31.334991Z bench app-%05d - - - m"
+    frames = [(head % ((r * per_read + i) % identities), False) for i in range(per_read)]
     needs = Needs(fields=not hashes, hashes=hashes)  # as the delivery asks for this hearer
     preparation = Preparation(RecordSink(None, task.Clock()), needs)
     return preparation.lines(frames, "127.0.0.1:514", "tcp")[1:]
