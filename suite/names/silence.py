@@ -11,14 +11,13 @@ check's host.  Only watched identities are remembered: a sender can make
 no entry of its own, so the table is as large as the registry's logs
 checks, whatever is sent.
 
-Hearing is on the collector's path once per read: a read costs one call,
-the clock once, one lookup of the sender's address and one of each
-hostname that differs from the message before's; then each message one
-lookup of its app in its host's table (and in its address's, when that
-address is watched at all).  With nothing watched, a call returns at once.
-Only an identity whose check is not passing asks for more: the runner is
-told, so that it turns passing at once, and nothing at all is written
-while a passing check keeps hearing.
+Hearing is on the collector's path once per read: a call, the clock once,
+and the heard table's lookups (L{suite.names.heard_table}: one per
+message, by the hash the collector's parser made when it is compiled).
+With nothing watched, a call returns at once.  Only an identity whose
+check is not passing asks for more: the runner is told, so that it turns
+passing at once, and nothing at all is written while a passing check
+keeps hearing.
 """
 
 import ipaddress
