@@ -2,21 +2,30 @@
  * The heard table in C: suite/names/heard_table.py describes it, and its
  * HeardDicts is the reference the tests hold this to.
  *
- * One open-addressed array of slots (the identity's hash, when last heard),
- * at most 70% full, probed linearly: 16 bytes a slot, so that a table of
- * 10,000 identities is 256 KiB.  A slot's hash is 0 when empty and 1 when
- * its entry was removed (a tombstone, skipped by probes, reused by
- * additions, gone at the next resize); an identity's hash is never either
- * (suite/foundation/identity_hash.h, the hash the collector's parser
- * computes too).  Each slot's (host form, app) tuple and whether it waits
- * are kept in arrays beside it, touched only when a waiting entry is heard
- * and by the name server's own calls: a message touches its slot alone.
+ * One open-addressed array of 8-byte slots, at most half full, probed
+ * linearly from the slot the tag names: a slot is an identity's tag (the
+ * top 40 bits of its hash, suite/foundation/identity_hash.h, the hash the
+ * collector's parser computes too) and the sixteenth of a second it was
+ * last heard in (a tick, the low 24 bits).  A table of 10,000 identities
+ * is 256 KiB (a third full: fuller, the probes that run on to an empty
+ * slot cost more than the memory saved).  A message reads its slot and writes it only when its tick
+ * changed, at most 16 times a second per identity: a collector streaming
+ * records keeps few of these lines in its caches and makes fewer of them
+ * dirty.  Beside the slots, touched only then and by the name server's
+ * own calls: when each was last heard (the first message of its latest
+ * tick: a sixteenth of a second at most before the last message), its
+ * (host form, app) tuple, and whether it waits.
+ *
+ * A slot is 0 when empty and 1 when its entry was removed (a tombstone,
+ * skipped by probes, reused by additions, gone at the next resize); a tag
+ * is never 0.  Ticks wrap every 2**24 / 16 s (12 days): once an hour the
+ * slots not heard for a day lose their tick (NO_TICK), so that a source
+ * heard again after exactly a wrap is not taken for one heard in the same
+ * tick.
  *
  * HeardTable.heard hashes a read's messages (or takes the hashes the
  * parser made) in runs of RUN and probes each run with the slots of the
- * AHEAD next asked for from memory meanwhile: by the time a collector
- * streaming records comes back to an identity its slot has left the cache,
- * and fetched one after another they would cost a wait each.
+ * AHEAD next asked for from memory meanwhile.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -29,18 +38,21 @@
 
 #define EMPTY 0
 #define REMOVED 1
+#define TICK_BITS 24
+#define TICK_MASK ((UINT64_C(1) << TICK_BITS) - 1)
+#define TAG_MASK (~TICK_MASK)
+#define TICKS_PER_SECOND 16.0
+#define NO_TICK 0             /* not heard in a tick the slot remembers */
+#define SWEEP_SECONDS 3600.0  /* how often slots not heard for FORGET_SECONDS lose their tick */
+#define FORGET_SECONDS 86400.0
 #define MIN_CAPACITY 16
 #define RUN 256 /* hashes probed together */
 #define AHEAD 16 /* slots asked for ahead of their probe */
 
 typedef struct {
-    uint64_t hash;
-    double last; /* NAN: not heard since added */
-} Slot;
-
-typedef struct {
     PyObject_HEAD
-    Slot *slots;
+    uint64_t *slots;         /* tag | tick; EMPTY or REMOVED */
+    double *lasts;           /* when each was last heard; NAN: not since added */
     PyObject **keys;         /* (host, app) of each slot in use, owned */
     unsigned char *waits;    /* whether hearing each slot is told */
     Py_ssize_t capacity;     /* a power of two, or 0 */
@@ -48,8 +60,32 @@ typedef struct {
     Py_ssize_t filled;       /* entries and tombstones */
     Py_ssize_t waiting;      /* entries that wait */
     uint64_t seed;
+    double swept;            /* when slots last lost their old ticks */
     PyObject *hosts;         /* host form -> how many entries have it (int) */
 } HeardTable;
+
+/* The tag of an identity's hash: its top 40 bits, never 0. */
+static inline uint64_t
+tag_of(uint64_t hash)
+{
+    uint64_t tag = hash & TAG_MASK;
+    return tag ? tag : (UINT64_C(1) << TICK_BITS);
+}
+
+/* The slot a probe for TAG starts at. */
+static inline size_t
+home(uint64_t tag, size_t mask)
+{
+    return (size_t)(tag >> TICK_BITS) & mask;
+}
+
+/* The tick NOW is in: 1 .. 2**24 - 1 (NO_TICK is none). */
+static inline uint64_t
+tick_of(double now)
+{
+    double ticks = floor((now > 0 ? now : 0) * TICKS_PER_SECOND);
+    return (uint64_t)fmod(ticks, (double)TICK_MASK) + 1;
+}
 
 /* The hash of host STR as matched: its str.lower(); 0 on error. */
 static inline uint64_t
@@ -76,8 +112,9 @@ same_text(PyObject *a, PyObject *b)
     return PyUnicode_Compare(a, b) == 0;
 }
 
+/* The tag of (HOST, APP), into *TAG. */
 static int
-key_hash(HeardTable *self, PyObject *host, PyObject *app, uint64_t *hash)
+key_tag(HeardTable *self, PyObject *host, PyObject *app, uint64_t *tag)
 {
     if (!PyUnicode_Check(host) || !PyUnicode_Check(app)) {
         PyErr_SetString(PyExc_TypeError, "host and app are str");
@@ -86,22 +123,22 @@ key_hash(HeardTable *self, PyObject *host, PyObject *app, uint64_t *hash)
     uint64_t host_hash = hash_host(self, host), app_hash = host_hash ? hash_app(self, app) : 0;
     if (app_hash == 0)
         return -1;
-    *hash = suite_identity(host_hash, app_hash);
+    *tag = tag_of(suite_identity(host_hash, app_hash));
     return 0;
 }
 
-/* The slot of (HOST, APP) with hash HASH, -1 when absent, -2 on error. */
+/* The slot of (HOST, APP) with tag TAG, -1 when absent, -2 on error. */
 static Py_ssize_t
-find(HeardTable *self, uint64_t hash, PyObject *host, PyObject *app)
+find(HeardTable *self, uint64_t tag, PyObject *host, PyObject *app)
 {
     if (self->capacity == 0)
         return -1;
     size_t mask = (size_t)self->capacity - 1;
-    for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
-        uint64_t found = self->slots[i].hash;
+    for (size_t i = home(tag, mask);; i = (i + 1) & mask) {
+        uint64_t found = self->slots[i];
         if (found == EMPTY)
             return -1;
-        if (found == hash) {
+        if ((found & TAG_MASK) == tag) {
             PyObject *key = self->keys[i];
             int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(key, 0), host, Py_EQ);
             if (same > 0)
@@ -117,11 +154,13 @@ find(HeardTable *self, uint64_t hash, PyObject *host, PyObject *app)
 static int
 resize(HeardTable *self, Py_ssize_t capacity)
 {
-    Slot *slots = PyMem_Calloc((size_t)capacity, sizeof(Slot));
+    uint64_t *slots = PyMem_Calloc((size_t)capacity, sizeof(uint64_t));
+    double *lasts = PyMem_Calloc((size_t)capacity, sizeof(double));
     PyObject **keys = PyMem_Calloc((size_t)capacity, sizeof(PyObject *));
     unsigned char *waits = PyMem_Calloc((size_t)capacity, 1);
-    if (slots == NULL || keys == NULL || waits == NULL) {
+    if (slots == NULL || lasts == NULL || keys == NULL || waits == NULL) {
         PyMem_Free(slots);
+        PyMem_Free(lasts);
         PyMem_Free(keys);
         PyMem_Free(waits);
         PyErr_NoMemory();
@@ -129,20 +168,23 @@ resize(HeardTable *self, Py_ssize_t capacity)
     }
     size_t mask = (size_t)capacity - 1;
     for (Py_ssize_t old = 0; old < self->capacity; old++) {
-        uint64_t hash = self->slots[old].hash;
-        if (hash <= REMOVED)
+        uint64_t slot = self->slots[old];
+        if (slot <= REMOVED)
             continue;
-        size_t i = (size_t)hash & mask;
-        while (slots[i].hash != EMPTY)
+        size_t i = home(slot & TAG_MASK, mask);
+        while (slots[i] != EMPTY)
             i = (i + 1) & mask;
-        slots[i] = self->slots[old];
+        slots[i] = slot;
+        lasts[i] = self->lasts[old];
         keys[i] = self->keys[old];
         waits[i] = self->waits[old];
     }
     PyMem_Free(self->slots);
+    PyMem_Free(self->lasts);
     PyMem_Free(self->keys);
     PyMem_Free(self->waits);
     self->slots = slots;
+    self->lasts = lasts;
     self->keys = keys;
     self->waits = waits;
     self->capacity = capacity;
@@ -175,19 +217,20 @@ HeardTable_add(HeardTable *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *host = args[0], *app = args[1];
-    uint64_t hash;
-    if (key_hash(self, host, app, &hash) < 0)
+    uint64_t tag;
+    if (key_tag(self, host, app, &tag) < 0)
         return NULL;
-    Py_ssize_t at = find(self, hash, host, app);
+    Py_ssize_t at = find(self, tag, host, app);
     if (at == -2)
         return NULL;
     if (at >= 0) {
-        self->slots[at].last = NAN;
+        self->slots[at] = tag | NO_TICK;
+        self->lasts[at] = NAN;
         Py_RETURN_NONE;
     }
-    if ((self->filled + 1) * 10 > self->capacity * 7) {
+    if ((self->filled + 1) * 2 > self->capacity) {
         Py_ssize_t capacity = MIN_CAPACITY;
-        while (capacity * 7 < (self->used + 1) * 10)
+        while (capacity < (self->used + 1) * 2)
             capacity *= 2;
         if (resize(self, capacity) < 0)
             return NULL;
@@ -200,13 +243,13 @@ HeardTable_add(HeardTable *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     size_t mask = (size_t)self->capacity - 1;
-    size_t i = (size_t)hash & mask;
-    while (self->slots[i].hash > REMOVED)
+    size_t i = home(tag, mask);
+    while (self->slots[i] > REMOVED)
         i = (i + 1) & mask;
-    if (self->slots[i].hash == EMPTY)
+    if (self->slots[i] == EMPTY)
         self->filled++;
-    self->slots[i].hash = hash;
-    self->slots[i].last = NAN;
+    self->slots[i] = tag | NO_TICK;
+    self->lasts[i] = NAN;
     self->keys[i] = key;
     self->waits[i] = 0;
     self->used++;
@@ -222,10 +265,10 @@ slot_of(HeardTable *self, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t wa
         PyErr_SetString(PyExc_TypeError, usage);
         return -2;
     }
-    uint64_t hash;
-    if (key_hash(self, args[0], args[1], &hash) < 0)
+    uint64_t tag;
+    if (key_tag(self, args[0], args[1], &tag) < 0)
         return -2;
-    return find(self, hash, args[0], args[1]);
+    return find(self, tag, args[0], args[1]);
 }
 
 static PyObject *
@@ -237,7 +280,7 @@ HeardTable_remove(HeardTable *self, PyObject *const *args, Py_ssize_t nargs)
     if (at >= 0) {
         if (count_host(self, args[0], -1) < 0)
             return NULL;
-        self->slots[at].hash = REMOVED;
+        self->slots[at] = REMOVED;
         Py_CLEAR(self->keys[at]);
         if (self->waits[at])
             self->waiting--;
@@ -253,9 +296,11 @@ release(HeardTable *self)
     for (Py_ssize_t i = 0; i < self->capacity; i++)
         Py_XDECREF(self->keys[i]);
     PyMem_Free(self->slots);
+    PyMem_Free(self->lasts);
     PyMem_Free(self->keys);
     PyMem_Free(self->waits);
     self->slots = NULL;
+    self->lasts = NULL;
     self->keys = NULL;
     self->waits = NULL;
     self->capacity = self->used = self->filled = self->waiting = 0;
@@ -290,9 +335,9 @@ HeardTable_last(HeardTable *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t at = slot_of(self, args, nargs, 2, "last(host, app)");
     if (at == -2)
         return NULL;
-    if (at < 0 || isnan(self->slots[at].last))
+    if (at < 0 || isnan(self->lasts[at]))
         Py_RETURN_NONE;
-    return PyFloat_FromDouble(self->slots[at].last);
+    return PyFloat_FromDouble(self->lasts[at]);
 }
 
 static PyObject *
@@ -322,35 +367,41 @@ HeardTable_report(HeardTable *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (at < 0)
         Py_RETURN_FALSE;
-    double before = self->slots[at].last;
+    double before = self->lasts[at];
     if (isnan(before) || last > before)
-        self->slots[at].last = last;
+        self->lasts[at] = last;
     Py_RETURN_TRUE;
 }
 
 /*
- * Stamp the slots of HASHES (COUNT of them) with NOW; append the key of
- * each that waits to WOKEN.  Every entry with a message's hash is stamped,
- * so that two identities of one hash both are (see the module's docstring).
+ * Stamp the slots of TAGS (COUNT of them) as heard at NOW, in tick TICK:
+ * a slot whose tick is another is given TICK, and NOW as when it was last
+ * heard.  The key of each that waits goes to WOKEN.  Every entry with a
+ * message's tag is stamped, so that two identities of one tag both are
+ * (see suite/names/heard_table.py).
  */
 static int
-stamp(HeardTable *self, const uint64_t *hashes, int count, double now, PyObject *woken)
+stamp(HeardTable *self, const uint64_t *tags, int count, double now, uint64_t tick,
+      PyObject *woken)
 {
     size_t mask = (size_t)self->capacity - 1;
-    Slot *slots = self->slots;
+    uint64_t *slots = self->slots;
     for (int n = 0; n < count && n < AHEAD; n++)
-        __builtin_prefetch(&slots[(size_t)hashes[n] & mask], 1);
+        __builtin_prefetch(&slots[home(tags[n], mask)], 1);
     for (int n = 0; n < count; n++) {
         if (n + AHEAD < count)
-            __builtin_prefetch(&slots[(size_t)hashes[n + AHEAD] & mask], 1);
-        uint64_t hash = hashes[n];
-        for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
-            uint64_t found = slots[i].hash;
+            __builtin_prefetch(&slots[home(tags[n + AHEAD], mask)], 1);
+        uint64_t tag = tags[n];
+        for (size_t i = home(tag, mask);; i = (i + 1) & mask) {
+            uint64_t found = slots[i];
             if (found == EMPTY)
                 break;
-            if (found != hash)
+            if ((found & TAG_MASK) != tag)
                 continue;
-            slots[i].last = now;
+            if ((found & TICK_MASK) != tick) {
+                slots[i] = tag | tick;
+                self->lasts[i] = now;
+            }
             if (self->waiting && self->waits[i] && PyList_Append(woken, self->keys[i]) < 0)
                 return -1;
         }
@@ -358,12 +409,31 @@ stamp(HeardTable *self, const uint64_t *hashes, int count, double now, PyObject 
     return 0;
 }
 
+/*
+ * Slots not heard for FORGET_SECONDS lose their tick, once every
+ * SWEEP_SECONDS (or when the clock went back): none keeps a tick until it
+ * wraps.
+ */
+static void
+sweep(HeardTable *self, double now)
+{
+    if (now - self->swept < SWEEP_SECONDS && now >= self->swept)
+        return;
+    self->swept = now;
+    for (Py_ssize_t i = 0; i < self->capacity; i++) {
+        uint64_t slot = self->slots[i];
+        double last = self->lasts[i];
+        if (slot > REMOVED && (isnan(last) || !(now - last < FORGET_SECONDS)))
+            self->slots[i] = (slot & TAG_MASK) | NO_TICK;
+    }
+}
+
 /* Run RUN's hashes through stamp when full (PENDING: how many). */
 #define PUSH(hash)                                                           \
     do {                                                                     \
         run[pending++] = (hash);                                             \
         if (pending == RUN) {                                                \
-            if (stamp(self, run, pending, now, woken) < 0)                   \
+            if (stamp(self, run, pending, now, tick, woken) < 0)             \
                 goto error;                                                  \
             pending = 0;                                                     \
         }                                                                    \
@@ -406,7 +476,9 @@ HeardTable_heard(HeardTable *self, PyObject *const *args, Py_ssize_t nargs)
     if (by_address < 0 || (by_address && (address_hash = hash_host(self, address)) == 0))
         goto error;
 
-    uint64_t run[RUN];
+    sweep(self, now);
+    uint64_t tick = tick_of(now);
+    uint64_t run[RUN] = {0};
     int pending = 0;
     if (given != Py_None) {
         Py_ssize_t count = PyBytes_GET_SIZE(given) / 16;
@@ -424,9 +496,9 @@ HeardTable_heard(HeardTable *self, PyObject *const *args, Py_ssize_t nargs)
             if (app_hash == 0)
                 continue; /* no app (or not syslog): nobody's */
             if (host_hash != 0)
-                PUSH(suite_identity(host_hash, app_hash));
+                PUSH(tag_of(suite_identity(host_hash, app_hash)));
             if (by_address)
-                PUSH(suite_identity(address_hash, app_hash));
+                PUSH(tag_of(suite_identity(address_hash, app_hash)));
         }
     } else {
         Py_ssize_t count = PySequence_Fast_GET_SIZE(messages);
@@ -461,12 +533,12 @@ HeardTable_heard(HeardTable *self, PyObject *const *args, Py_ssize_t nargs)
             if (app_hash == 0)
                 goto error;
             if (host_hash != 0)
-                PUSH(suite_identity(host_hash, app_hash));
+                PUSH(tag_of(suite_identity(host_hash, app_hash)));
             if (by_address)
-                PUSH(suite_identity(address_hash, app_hash));
+                PUSH(tag_of(suite_identity(address_hash, app_hash)));
         }
     }
-    if (stamp(self, run, pending, now, woken) < 0)
+    if (stamp(self, run, pending, now, tick, woken) < 0)
         goto error;
     Py_XDECREF(messages);
     return woken;
@@ -490,6 +562,7 @@ HeardTable_init(HeardTable *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "K:HeardTable", names, &seed))
         return -1;
     self->seed = (uint64_t)seed;
+    self->swept = -INFINITY; /* the first heard sweeps: nothing to do yet */
     release(self);
     if (self->hosts == NULL && (self->hosts = PyDict_New()) == NULL)
         return -1;

@@ -98,6 +98,14 @@ class TableContract:
         self.assertEqual((len(self.table), self.table.keys()), (0, []))
         self.assertFalse(self.table)
 
+    def test_heard_again_after_days_or_exactly_when_ticks_wrap(self):
+        self.table.add("h", "a")
+        self.table.heard([message("a", "h")], "", 10.0)
+        wrap = (2**24 - 1) / 16  # the compiled table's ticks wrap: the same tick again
+        for later in (10.0 + wrap, 10.0 + 2 * wrap):
+            self.table.heard([message("a", "h")], "", later)
+            self.assertEqual(self.table.last("h", "a"), later)
+
     def test_twenty_thousand_added_heard_and_half_removed(self):
         for n in range(20_000):
             self.table.add(f"h{n % 7}", f"app-{n}")
@@ -124,6 +132,14 @@ class CompiledTableTests(TableContract, SynchronousTestCase):
         if COMPILED is None:
             raise SkipTest("suite/names/_heard_table.c was not built: no compiler at install")
         return COMPILED.HeardTable(IDENTITY_SEED)
+
+    def test_last_heard_is_kept_to_a_sixteenth_of_a_second(self):
+        self.table.add("h", "a")
+        self.table.heard([message("a", "h")], "", 100.0)
+        self.table.heard([message("a", "h")], "", 100.05)  # the same sixteenth: not written
+        self.assertEqual(self.table.last("h", "a"), 100.0)
+        self.table.heard([message("a", "h")], "", 100.07)
+        self.assertEqual(self.table.last("h", "a"), 100.07)
 
     def test_hashes_that_do_not_fit_the_messages_are_refused(self):
         self.table.add("h", "a")
