@@ -8,10 +8,10 @@
  * collector's parser computes too) and the sixteenth of a second it was
  * last heard in (a tick, the low 24 bits).  A table of 10,000 identities
  * is 256 KiB (a third full: fuller, the probes that run on to an empty
- * slot cost more than the memory saved).  A message reads its slot and writes it only when its tick
- * changed, at most 16 times a second per identity: a collector streaming
- * records keeps few of these lines in its caches and makes fewer of them
- * dirty.  Beside the slots, touched only then and by the name server's
+ * slot cost more than the memory saved).  A message reads its slot and
+ * writes it only when its tick changed, at most 16 times a second per
+ * identity: a collector streaming records keeps few of these lines in its
+ * caches and makes fewer of them dirty.  Beside the slots, touched only then and by the name server's
  * own calls: when each was last heard (the first message of its latest
  * tick: a sixteenth of a second at most before the last message), its
  * (host form, app) tuple, and whether it waits.
