@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from suite.net.twisted_internals import fast_path
 from tests.e2e.process import (
     TWISTD,
     ProcessTestCase,
@@ -222,8 +223,11 @@ class ServingTests(WorkersTestCase):
         finally:
             for sock in held:
                 sock.close()
-        # Each worker holds the connections it accepted, and both took some.
-        assert sum(served.values()) == 50 and min(served.values()) > 0, served
+        # Each worker holds the connections it accepted, and both took some: the fast path's
+        # workers take turns by open connections (suite.net.accept_share); on the stock path
+        # Twisted's accept loop leaves it to the kernel, where one worker may win every race.
+        assert sum(served.values()) == 50, served
+        assert min(served.values()) > 0 or not fast_path().fast, served
         assert poll(lambda: metric(metrics, REQUESTS_TCP) == 51, timeout=5), metric(
             metrics, REQUESTS_TCP
         )
