@@ -467,16 +467,18 @@ encode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const char *client_text = PyBytes_AS_STRING(client);
     Py_ssize_t client_length = PyBytes_GET_SIZE(client);
 
-    /* Each message's hostname and app hashes, when asked for. */
+    /* Each message's hostname and app hashes, when asked for: written in HASHES itself
+     * (one pair a message, plain or not, so COUNT pairs). */
     uint64_t *hashed = NULL, host_hash = 0, app_hash = 0;
     Py_ssize_t hashed_count = 0;
-    if (hashes != Py_None && (hashed = PyMem_Malloc((size_t)(count ? count : 1) * 16)) == NULL)
-        return PyErr_NoMemory();
-    Buffer buffer;
-    if (start_buffer(&buffer, count * (head_length + client_length + 320) + 64) < 0) {
-        PyMem_Free(hashed);
-        return NULL;
+    if (hashes != Py_None) {
+        if (PyByteArray_Resize(hashes, count * 16) < 0)
+            return NULL;
+        hashed = (uint64_t *)PyByteArray_AS_STRING(hashes);
     }
+    Buffer buffer;
+    if (start_buffer(&buffer, count * (head_length + client_length + 320) + 64) < 0)
+        return NULL;
     /* The routing fields of the last plain header, for the next with the same bytes. */
     PyObject *last_routed = NULL;
     const unsigned char *last_header = NULL;
@@ -583,17 +585,10 @@ encode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     Py_XDECREF(last_routed);
-    if (hashed != NULL) {
-        if (PyByteArray_Resize(hashes, hashed_count * 16) < 0)
-            goto error;
-        memcpy(PyByteArray_AS_STRING(hashes), hashed, (size_t)hashed_count * 16);
-        PyMem_Free(hashed);
-    }
     return finish_buffer(&buffer);
 error:
     Py_XDECREF(last_routed);
     Py_XDECREF(buffer.bytes);
-    PyMem_Free(hashed);
     return NULL;
 }
 
